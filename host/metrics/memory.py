@@ -1,0 +1,128 @@
+"""The default collector: keeps every series in memory, queryable (tests, `agenthost stats`).
+
+Histograms keep count, sum, min, max and fixed bucket counts, so memory stays constant however
+many observations arrive; quantiles are estimated from the buckets.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass, field
+from typing import Literal
+
+from contracts.metrics import Tags
+
+__all__ = ["DEFAULT_BUCKETS", "InMemoryMetrics", "Series"]
+
+Kind = Literal["counter", "histogram", "gauge"]
+TagKey = tuple[tuple[str, str], ...]
+
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1024.0, 4096.0, 16384.0, 65536.0,
+)  # fmt: skip
+"""Upper bounds that serve both durations in seconds and token counts."""
+
+
+def tag_key(tags: Tags | None) -> TagKey:
+    return tuple(sorted(tags.items())) if tags else ()
+
+
+@dataclass(slots=True)
+class Series:
+    """One metric name with one tag set."""
+
+    name: str
+    kind: Kind
+    tags: dict[str, str]
+    value: float = 0.0
+    """Counter total or last gauge value; for histograms the sum."""
+    count: int = 0
+    min: float = float("inf")
+    max: float = float("-inf")
+    buckets: list[int] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return self.value / self.count if self.count else 0.0
+
+    def quantile(self, q: float) -> float:
+        """Estimate of the q-quantile from the buckets (the bucket's upper bound, capped by max)."""
+        if self.kind != "histogram" or not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for bound, n in zip(DEFAULT_BUCKETS, self.buckets, strict=False):
+            seen += n
+            if seen >= rank:
+                return min(bound, self.max)
+        return self.max
+
+
+class InMemoryMetrics:
+    """A MetricsCollector that keeps everything and answers queries about it. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, TagKey], Series] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, name: str, kind: Kind, tags: Tags | None) -> Series:
+        key = (name, tag_key(tags))
+        series = self._series.get(key)
+        if series is None:
+            series = Series(name, kind, dict(key[1]))
+            if kind == "histogram":
+                series.buckets = [0] * len(DEFAULT_BUCKETS)
+            self._series[key] = series
+        elif series.kind != kind:
+            raise ValueError(f"metric {name!r} is a {series.kind}, not a {kind}")
+        return series
+
+    def increment_counter(self, name: str, value: float = 1, tags: Tags | None = None) -> None:
+        if value < 0:
+            raise ValueError(f"counter {name!r} can only grow (got {value})")
+        with self._lock:
+            self._get(name, "counter", tags).value += value
+
+    def record_histogram(self, name: str, value: float, tags: Tags | None = None) -> None:
+        with self._lock:
+            series = self._get(name, "histogram", tags)
+            series.value += value
+            series.count += 1
+            series.min = min(series.min, value)
+            series.max = max(series.max, value)
+            index = bisect.bisect_left(DEFAULT_BUCKETS, value)
+            if index < len(series.buckets):
+                series.buckets[index] += 1
+
+    def record_gauge(self, name: str, value: float, tags: Tags | None = None) -> None:
+        with self._lock:
+            self._get(name, "gauge", tags).value = value
+
+    # queries ----------------------------------------------------------------------------
+
+    def series(self, name: str | None = None) -> list[Series]:
+        """All series (of one metric name if given), sorted by name then tags."""
+        with self._lock:
+            found = [s for s in self._series.values() if name is None or s.name == name]
+        return sorted(found, key=lambda s: (s.name, sorted(s.tags.items())))
+
+    def get(self, name: str, **tags: str) -> Series | None:
+        """The series with exactly these tags, if any."""
+        return self._series.get((name, tag_key(tags)))
+
+    def total(self, name: str, **tags: str) -> float:
+        """Sum of a counter (or histogram count) over every series whose tags include `tags`."""
+        total = 0.0
+        for series in self.series(name):
+            if all(series.tags.get(k) == v for k, v in tags.items()):
+                total += series.count if series.kind == "histogram" else series.value
+        return total
+
+    def names(self) -> list[str]:
+        return sorted({name for name, _ in self._series})
+
+    def reset(self) -> None:
+        with self._lock:
+            self._series.clear()
