@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import platform
 import time
 import timeit
@@ -63,10 +64,8 @@ def hit_path(repeat: int) -> tuple[float, float]:
     def cached() -> None:
         # Drive the coroutine by hand: a hit never suspends, so one send() completes it.
         coro = coro_hit("p", context, value)
-        try:
+        with contextlib.suppress(StopIteration):
             coro.send(None)
-        except StopIteration:
-            pass
 
     plain = {("p", "agent", "r"): "v"}
     key = ("p", "agent", "r")

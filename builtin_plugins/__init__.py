@@ -1,1 +1,1 @@
-"""Plugins shipped with agenthost, registered through the same `agenthost.plugins` entry points as anyone's."""
+"""Plugins shipped with agenthost, registered through the same entry points as anyone's."""

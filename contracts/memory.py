@@ -1,5 +1,245 @@
-"""(being written: see the owning issue)."""
+"""What an agent remembers: `Memory` rows, the `MemoryQuery` that selects them, and `Cursor`.
+
+Memories are ordered by ``(created_at, id)``; that pair is the keyset a `Cursor` points at, so
+paging never uses OFFSET and a page boundary stays put while rows are inserted.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import base64
+import binascii
+import math
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contracts.errors import AgentHostError
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "Content",
+    "Cursor",
+    "InvalidCursorError",
+    "Memory",
+    "MemoryQuery",
+    "MemoryUpdate",
+    "Order",
+    "utc_now",
+]
+
+DEFAULT_TABLE = "messages"
+"""The table a memory goes to when none is named."""
+
+Order = Literal["asc", "desc"]
+"""Sort direction on ``(created_at, id)``."""
+
+_TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{field} must be timezone-aware (got naive {value.isoformat()})")
+    return value.astimezone(UTC)
+
+
+def _check_embedding(value: list[float] | None) -> list[float] | None:
+    if value is None:
+        return None
+    if not value:
+        raise ValueError("embedding must not be empty (use None for no embedding)")
+    for i, x in enumerate(value):
+        if not math.isfinite(x):
+            raise ValueError(f"embedding[{i}] is {x}: values must be finite")
+    return value
+
+
+class Content(BaseModel):
+    """The payload of a memory: ``text`` plus any free-form JSON fields (source, actions, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    text: str = ""
+
+
+class Memory(BaseModel):
+    """One remembered item, stored in the table `table_name` of a `DatabaseAdapter`.
+
+    ``created_at`` is always timezone-aware UTC (stored with microsecond precision);
+    ``embedding`` has one fixed dimension per table, set by the first write that carries one.
+    ``unique`` marks a memory the runtime judged not to duplicate an existing one.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID = Field(default_factory=uuid4)
+    agent_id: UUID
+    entity_id: UUID
+    room_id: UUID
+    table_name: str = Field(default=DEFAULT_TABLE, pattern=_TABLE_NAME)
+    content: Content = Field(default_factory=Content)
+    embedding: list[float] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utc_now)
+    unique: bool = False
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _as_utc(value, "created_at")
+
+    @field_validator("embedding")
+    @classmethod
+    def _finite(cls, value: list[float] | None) -> list[float] | None:
+        return _check_embedding(value)
+
+    @property
+    def cursor(self) -> Cursor:
+        """The keyset position of this memory (resume a query right after it)."""
+        return Cursor(self.created_at, self.id)
+
+
+class MemoryUpdate(BaseModel):
+    """A partial update of memory `id`: only the fields explicitly set are changed.
+
+    ``MemoryUpdate(id=x, embedding=None)`` clears the embedding;
+    ``MemoryUpdate(id=x, metadata={...})`` replaces metadata and leaves the rest as it was.
+    Identity and ordering fields (agent, entity, room, table, created_at) never change.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    content: Content | None = None
+    embedding: list[float] | None = None
+    metadata: dict[str, Any] | None = None
+    unique: bool | None = None
+
+    @field_validator("embedding")
+    @classmethod
+    def _finite(cls, value: list[float] | None) -> list[float] | None:
+        return _check_embedding(value)
+
+    @model_validator(mode="after")
+    def _no_null_content(self) -> MemoryUpdate:
+        for name in ("content", "metadata", "unique"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be set to None (only embedding can be cleared)")
+        return self
+
+    @property
+    def changes(self) -> frozenset[str]:
+        """Names of the fields this update sets (besides ``id``)."""
+        return frozenset(self.model_fields_set - {"id"})
+
+    def apply(self, memory: Memory) -> Memory:
+        """`memory` with this update's fields applied (the model the backends must match)."""
+        return memory.model_copy(update={name: getattr(self, name) for name in self.changes})
+
+
+class InvalidCursorError(AgentHostError, ValueError):
+    """A cursor string that was not produced by `Cursor.encode` (or was altered)."""
+
+
+_CURSOR = struct.Struct(">q16s")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Cursor:
+    """A position in ``(created_at, id)`` order; a query with ``after=cursor`` resumes past it."""
+
+    created_at: datetime
+    id: UUID
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "created_at", _as_utc(self.created_at, "cursor created_at"))
+
+    def encode(self) -> str:
+        """An opaque URL-safe string (for HTTP ``?cursor=``); `decode` reverses it."""
+        micros = _micros(self.created_at)
+        return base64.urlsafe_b64encode(_CURSOR.pack(micros, self.id.bytes)).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        """Parse a string made by `encode`; raises `InvalidCursorError` on anything else."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            micros, id_bytes = _CURSOR.unpack(raw)
+            return cls(_from_micros(micros), UUID(bytes=id_bytes))
+        except (binascii.Error, struct.error, ValueError, OverflowError, TypeError) as exc:
+            raise InvalidCursorError(f"invalid memory cursor {token!r}: {exc}") from exc
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+class MemoryQuery(BaseModel):
+    """Which memories to read: every filter set must match (None = any).
+
+    ``start`` is inclusive and ``end`` exclusive on ``created_at``. Results are ordered by
+    ``(created_at, id)`` in `order`; ``after`` keeps only rows strictly past that cursor in that
+    order (keyset paging); ``limit`` caps the count (None = all).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_id: UUID | None = None
+    entity_id: UUID | None = None
+    room_id: UUID | None = None
+    table_name: str | None = Field(default=None, pattern=_TABLE_NAME)
+    start: datetime | None = None
+    end: datetime | None = None
+    unique: bool | None = None
+    order: Order = "desc"
+    limit: int | None = Field(default=None, ge=0)
+    after: Cursor | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _as_utc(value, "start/end")
+
+    def matches(self, memory: Memory) -> bool:
+        """Whether `memory` passes every filter (not ``limit``): the reference semantics."""
+        if self.agent_id is not None and memory.agent_id != self.agent_id:
+            return False
+        if self.entity_id is not None and memory.entity_id != self.entity_id:
+            return False
+        if self.room_id is not None and memory.room_id != self.room_id:
+            return False
+        if self.table_name is not None and memory.table_name != self.table_name:
+            return False
+        if self.start is not None and memory.created_at < self.start:
+            return False
+        if self.end is not None and memory.created_at >= self.end:
+            return False
+        if self.unique is not None and memory.unique != self.unique:
+            return False
+        if self.after is not None:
+            key = memory.cursor
+            if self.order == "asc" and not key > self.after:
+                return False
+            if self.order == "desc" and not key < self.after:
+                return False
+        return True
+
+    def sort_key(self, memory: Memory) -> tuple[datetime, UUID]:
+        """The ordering key; sort with ``reverse=(order == "desc")``."""
+        return (memory.created_at, memory.id)

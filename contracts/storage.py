@@ -1,5 +1,167 @@
-"""(being written: see the owning issue)."""
+"""The storage contract: the `DatabaseAdapter` protocol every memory backend implements.
+
+Backends (sqlite, inmemory, postgres) are plugins binding the `DATABASE` token; they pass one
+shared conformance suite (tests/storage/), so code written against this protocol behaves the
+same on each. Streaming reads over any adapter live in ``host.memory.MemoryManager``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+from uuid import UUID
+
+from contracts.errors import AgentHostError
+from contracts.memory import Memory, MemoryQuery, MemoryUpdate
+from contracts.tokens import Token
+
+__all__ = [
+    "DATABASE",
+    "BatchError",
+    "DatabaseAdapter",
+    "DimensionMismatchError",
+    "DuplicateMemoryError",
+    "IndexType",
+    "InvalidQueryError",
+    "StorageError",
+]
+
+IndexType = Literal["flat", "ivf", "hnsw"]
+"""Vector search method: ``flat`` is exact; ``ivf`` and ``hnsw`` are approximate indexes."""
+
+
+class StorageError(AgentHostError):
+    """Base of every error a memory backend raises on purpose."""
+
+
+class InvalidQueryError(StorageError, ValueError):
+    """A search or query argument out of range (k < 1, unknown index type, zero vector...)."""
+
+
+class DuplicateMemoryError(StorageError):
+    """A memory created with an id that already exists."""
+
+    def __init__(self, memory_id: UUID) -> None:
+        super().__init__(f"a memory with id {memory_id} already exists")
+        self.memory_id = memory_id
+
+
+class DimensionMismatchError(StorageError):
+    """An embedding whose length differs from the dimension fixed for its table."""
+
+    def __init__(self, table_name: str, expected: int, got: int) -> None:
+        super().__init__(
+            f"embedding dimension mismatch in table {table_name!r}: the table stores {expected}-d"
+            f" embeddings (fixed by its first write), got {got}-d"
+        )
+        self.table_name = table_name
+        self.expected = expected
+        self.got = got
+
+
+class BatchError(StorageError):
+    """A batch write that failed at row `index`; nothing of the batch was written.
+
+    ``cause`` (also ``__cause__``) is the row's own error, e.g. `DimensionMismatchError`.
+    """
+
+    def __init__(self, operation: str, index: int, cause: BaseException) -> None:
+        super().__init__(
+            f"{operation} failed at row {index} ({type(cause).__name__}: {cause});"
+            " the whole batch was rolled back, nothing was written"
+        )
+        self.operation = operation
+        self.index = index
+        self.cause = cause
+        self.__cause__ = cause
+
+
+@runtime_checkable
+class DatabaseAdapter(Protocol):
+    """An async memory store. Every method is safe to call concurrently from one event loop.
+
+    Semantics all backends share:
+
+    - a memory lives in one table (``memory.table_name``, or the ``table_name`` argument of a
+      create, which overrides it); ids are unique across tables;
+    - each table has one embedding dimension, fixed by the first embedding written to it; a
+      different length raises `DimensionMismatchError`;
+    - each batch method is one transaction: on any bad row it raises `BatchError` naming the
+      row, and the store is exactly as before the call;
+    - results are ordered by ``(created_at, id)`` in ``query.order``.
+    """
+
+    backend: str
+    """Short backend name: ``sqlite``, ``inmemory``, ``postgres``."""
+
+    async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
+        """Store `memory` (in `table_name` if given); returns its id.
+
+        Raises `DuplicateMemoryError` if the id exists, `DimensionMismatchError` on a bad
+        embedding length."""
+        ...
+
+    async def get_memory(self, memory_id: UUID) -> Memory | None:
+        """The memory with this id, or None."""
+        ...
+
+    async def update_memory(self, update: MemoryUpdate) -> bool:
+        """Apply `update`; False if no memory has its id."""
+        ...
+
+    async def delete_memory(self, memory_id: UUID) -> bool:
+        """Delete one memory; False if it did not exist."""
+        ...
+
+    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        """Memories matching `query`, in its order, at most ``query.limit``."""
+        ...
+
+    async def count_memories(self, query: MemoryQuery | None = None) -> int:
+        """How many memories match `query`'s filters (its ``limit`` is ignored)."""
+        ...
+
+    async def create_memories_batch(
+        self, memories: Sequence[Memory], table_name: str | None = None
+    ) -> list[UUID]:
+        """Store all `memories` in one transaction (all into `table_name` if given); their ids."""
+        ...
+
+    async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
+        """Apply all `updates` in one transaction; per update, whether its memory existed."""
+        ...
+
+    async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
+        """Delete these memories in one transaction; how many existed."""
+        ...
+
+    async def search_memories(
+        self,
+        embedding: Sequence[float],
+        query: MemoryQuery | None = None,
+        k: int = 10,
+        index_type: IndexType = "flat",
+        probes: int | None = None,
+        ef_search: int | None = None,
+        threshold: float | None = None,
+    ) -> list[tuple[Memory, float]]:
+        """The `k` memories most similar to `embedding` by cosine similarity, best first.
+
+        Searches one table, ``query.table_name`` (default ``messages``), among rows with an
+        embedding that match the query's filters (its order, limit and cursor are ignored).
+        ``flat`` is exact; ``ivf`` uses `probes` lists and ``hnsw`` uses `ef_search` (backend
+        defaults when None). Only scores >= `threshold` are kept; equal scores come in any order.
+        """
+        ...
+
+    async def embedding_dimension(self, table_name: str) -> int | None:
+        """The dimension fixed for `table_name`, or None before its first embedding."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections, threads and indexes; the adapter is unusable afterwards."""
+        ...
+
+
+DATABASE: Token[DatabaseAdapter] = Token("database", DatabaseAdapter)
+"""The memory store service; sqlite by default, pinned with ``services: {database: ...}``."""

@@ -1,3 +1,3 @@
-"""agenthost engine. Plugin authors import `contracts`; `host.testing` is the one engine module for them."""
+"""agenthost engine. Plugin authors import `contracts`; `host.testing` is their engine module."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,442 @@
+"""Memory storage benchmark: batch insert, streaming, vector search (SQLite and in-memory).
+
+Every figure is compared with a baseline measured in the same run:
+
+- insert: rows/s of `SqliteAdapter.create_memories_batch` vs raw ``sqlite3.executemany`` of
+  pre-encoded rows into the same schema in one transaction (target >= 0.5x); per-row
+  `create_memory` as a reference;
+- streaming: `MemoryManager.get_memories_stream` over N rows (keyset pages): total time, first vs
+  last page, vs raw sqlite3 keyset pages and raw ``LIMIT/OFFSET`` pages for contrast; RSS while
+  streaming (must stay flat);
+- vector search on N x 384: recall@10 vs exact brute force and p50/p99 latency of
+  `search_memories` for flat / ivf / hnsw on each backend, vs the same faiss index called directly
+  (target HNSW recall >= 0.95, p50 < 2 ms, adapter p50 <= 1.5x raw faiss).
+
+    .venv/bin/python bench/storage.py            # 100k inserts, 1M streamed, 100k x 384 search
+    .venv/bin/python bench/storage.py --quick    # 10k, 100k, 20k x 384
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import multiprocessing
+import platform
+import sqlite3
+import tempfile
+import time
+from collections.abc import Awaitable
+from concurrent.futures import ProcessPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import faiss
+import numpy as np
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from builtin_plugins.inmemory import InMemoryAdapter
+from builtin_plugins.sqlite import SqliteAdapter
+from builtin_plugins.sqlite.adapter import embedding_blob, to_micros
+from contracts.memory import Content, Memory, MemoryQuery
+from host.memory import MemoryManager
+from host.vectors import IndexParams, VectorIndex, normalize
+
+DIM = 384
+AGENT, ENTITY, ROOM = uuid4(), uuid4(), uuid4()
+console = Console(width=150)
+
+
+def embeddings(n: int, seed: int, latent: int = 32) -> np.ndarray:
+    """Unit vectors of intrinsic dimension `latent` embedded in 384-d, plus a little noise.
+
+    A stand-in for sentence embeddings (no model weights are downloaded here): real embedding
+    sets have a low intrinsic dimension, which is what makes graph indexes work on them;
+    isotropic noise in 384-d would not resemble them.
+    """
+    basis = np.random.default_rng(0).standard_normal((latent, DIM)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, latent)).astype(np.float32)
+    noise = 0.05 * np.sqrt(latent) * rng.standard_normal((n, DIM)).astype(np.float32)
+    return normalize((z @ basis + noise).astype(np.float32))
+
+
+def make_memories(n: int, vectors: np.ndarray | None) -> list[Memory]:
+    t0 = Memory(agent_id=AGENT, entity_id=ENTITY, room_id=ROOM).created_at
+    rows = vectors.tolist() if vectors is not None else None
+    return [
+        Memory(
+            agent_id=AGENT,
+            entity_id=ENTITY,
+            room_id=ROOM,
+            content=Content(text=f"memory number {i}"),
+            embedding=None if rows is None else rows[i],
+            metadata={"i": i},
+            created_at=t0 + timedelta(microseconds=i),
+        )
+        for i in range(n)
+    ]
+
+
+def encode(memories: list[Memory]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            m.id.bytes,
+            m.table_name,
+            m.agent_id.bytes,
+            m.entity_id.bytes,
+            m.room_id.bytes,
+            to_micros(m.created_at),
+            m.content.model_dump_json(),
+            json.dumps(m.metadata),
+            None if m.embedding is None else embedding_blob(m.embedding),
+            int(m.unique),
+        )
+        for m in memories
+    ]
+
+
+def raw_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+async def empty_schema(path: Path) -> None:
+    await (await SqliteAdapter.open(path)).close()
+
+
+def raw_insert(path: Path, rows: list[tuple[Any, ...]]) -> float:
+    conn = raw_connect(path)
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO memories (id, table_name, agent_id, entity_id, room_id, created_at, content,"
+        " metadata, embedding, is_unique) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+async def timed(coro: Awaitable[Any]) -> float:
+    started = time.perf_counter()
+    await coro
+    return time.perf_counter() - started
+
+
+# -- insert ------------------------------------------------------------------------------------
+
+
+async def bench_insert(tmp: Path, n: int, per_row: int) -> tuple[list[list[str]], Path]:
+    vectors = embeddings(n, seed=1)
+    memories = make_memories(n, vectors)
+    rows = encode(memories)
+    await empty_schema(tmp / "raw.sqlite3")
+    t_raw = raw_insert(tmp / "raw.sqlite3", rows)
+    t_raw_encode_started = time.perf_counter()
+    encode(memories)
+    t_encode = time.perf_counter() - t_raw_encode_started
+    db = await SqliteAdapter.open(tmp / "adapter.sqlite3")
+    t_batch = await timed(db.create_memories_batch(memories))
+    single = make_memories(per_row, embeddings(per_row, seed=2))
+    other = await SqliteAdapter.open(tmp / "per-row.sqlite3")
+    started = time.perf_counter()
+    for m in single:
+        await other.create_memory(m)
+    t_single = (time.perf_counter() - started) / per_row * n
+    await other.close()
+    mem = InMemoryAdapter()
+    t_mem = await timed(mem.create_memories_batch(memories))
+    await mem.close()
+    await db.close()
+    raw_rate = n / t_raw
+
+    def row(name: str, seconds: float, target: str = "") -> list[str]:
+        rate = n / seconds
+        return [name, f"{rate:,.0f}", f"{rate / raw_rate:.2f}", target]
+
+    table = [
+        row("raw sqlite3.executemany, pre-encoded rows, 1 txn (baseline)", t_raw),
+        row("raw executemany + encoding the same Memory objects", t_raw + t_encode),
+        row(
+            "SqliteAdapter.create_memories_batch (1 txn)",
+            t_batch,
+            ">= 0.5x: " + ("met" if raw_rate and n / t_batch / raw_rate >= 0.5 else "NOT met"),
+        ),
+        row(f"SqliteAdapter.create_memory per row ({per_row:,} rows, reference)", t_single),
+        row("InMemoryAdapter.create_memories_batch", t_mem),
+    ]
+    return table, tmp / "adapter.sqlite3"
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+async def bench_stream(tmp: Path, n: int, page: int) -> list[list[str]]:
+    path = tmp / "stream.sqlite3"
+    db = await SqliteAdapter.open(path)
+    chunk = 50_000
+    for start in range(0, n, chunk):
+        await db.create_memories_batch(make_memories(min(chunk, n - start), None))
+    gc.collect()
+    process = psutil.Process()
+    manager = MemoryManager(db, page_size=page)
+    page_times: list[float] = []
+    rss: list[int] = []
+    count = 0
+    started = last = time.perf_counter()
+    async for batch in manager.get_memories_batch(MemoryQuery(order="asc")):
+        now = time.perf_counter()
+        page_times.append(now - last)
+        count += len(batch)
+        if len(page_times) % 50 == 1:
+            rss.append(process.memory_info().rss)
+        last = time.perf_counter()
+    total = time.perf_counter() - started
+    assert count == n, (count, n)
+    await db.close()
+
+    conn = raw_connect(path)
+    cols = "id, table_name, agent_id, entity_id, room_id, created_at, content, metadata"
+
+    def raw_page(sql: str, params: tuple[Any, ...]) -> float:
+        t = time.perf_counter()
+        conn.execute(sql, params).fetchall()
+        return time.perf_counter() - t
+
+    order = " ORDER BY created_at, id LIMIT ?"
+    first_row = conn.execute(f"SELECT created_at, id FROM memories{order}", (1,)).fetchone()
+    last_key = conn.execute(
+        f"SELECT created_at, id FROM memories ORDER BY created_at, id LIMIT 1 OFFSET {n - page - 1}"
+    ).fetchone()
+    best = min
+    raw_key_first = best(
+        raw_page(
+            f"SELECT {cols} FROM memories WHERE (created_at, id) > (?, ?){order}",
+            (first_row[0] - 1, b"", page),
+        )
+        for _ in range(5)
+    )
+    raw_key_last = best(
+        raw_page(
+            f"SELECT {cols} FROM memories WHERE (created_at, id) > (?, ?){order}",
+            (*last_key, page),
+        )
+        for _ in range(5)
+    )
+    off_first = best(
+        raw_page(f"SELECT {cols} FROM memories{order} OFFSET 0", (page,)) for _ in range(3)
+    )
+    off_last = best(
+        raw_page(f"SELECT {cols} FROM memories{order} OFFSET ?", (page, n - page)) for _ in range(3)
+    )
+    conn.close()
+    first, last_p = page_times[0], page_times[-2] if len(page_times) > 1 else page_times[-1]
+    mb = 1024 * 1024
+    return [
+        ["rows streamed", f"{n:,}", f"page size {page:,}"],
+        ["total stream time", f"{total:.2f} s", f"{n / total:,.0f} rows/s"],
+        [
+            "first page / last full page (adapter, keyset)",
+            f"{first * 1e3:.2f} / {last_p * 1e3:.2f} ms",
+            f"last/first {last_p / first:.2f}x",
+        ],
+        [
+            "raw sqlite3 keyset page first / last (baseline)",
+            f"{raw_key_first * 1e3:.2f} / {raw_key_last * 1e3:.2f} ms",
+            f"adapter/raw, last page {last_p / raw_key_last:.2f}x",
+        ],
+        [
+            "raw OFFSET page first / last (contrast)",
+            f"{off_first * 1e3:.2f} / {off_last * 1e3:.2f} ms",
+            f"last/first {off_last / off_first:.1f}x",
+        ],
+        [
+            "RSS after first page / peak while streaming",
+            f"{rss[0] / mb:.0f} / {max(rss) / mb:.0f} MB",
+            f"growth {(max(rss) - rss[0]) / mb:+.1f} MB over {n:,} rows",
+        ],
+    ]
+
+
+# -- vector search -----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p))
+
+
+async def bench_search(
+    sqlite_path: Path, n: int, queries: int, params: IndexParams
+) -> list[list[str]]:
+    vectors = embeddings(n, seed=1)
+    qs = embeddings(queries, seed=3)
+    exact = np.argsort(-(qs @ vectors.T), axis=1)[:, :10]
+    memories = make_memories(n, vectors)
+    label_of = {m.id: i for i, m in enumerate(memories)}
+    sqlite_db = await SqliteAdapter.open(sqlite_path, index_params=params)
+    await sqlite_db.create_memories_batch(memories)
+    mem_db = InMemoryAdapter(index_params=params)
+    await mem_db.create_memories_batch(memories)
+    del memories
+    out: list[list[str]] = []
+    settings: dict[str, dict[str, int]] = {
+        "flat": {},
+        "ivf": {"probes": params.ivf_probes} if params.ivf_probes else {},
+        "hnsw": {"ef_search": params.hnsw_ef_search},
+    }
+    conn = raw_connect(sqlite_path)
+    cols = "seq, id, table_name, agent_id, entity_id, room_id, created_at, content, metadata,"
+    cols += " embedding, is_unique"
+    for kind in ("flat", "ivf", "hnsw"):
+        raw = VectorIndex(kind, DIM, params)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        raw.build(np.arange(n, dtype=np.int64), vectors.copy())
+        build = time.perf_counter() - started
+        faiss_index = raw._index
+        if kind == "hnsw":
+            faiss_index.hnsw.efSearch = params.hnsw_ef_search
+        if kind == "ivf":
+            faiss_index.nprobe = params.ivf_probes or max(8, faiss_index.nlist // 8)
+        firsts = {}
+        for name, db in (("sqlite", sqlite_db), ("inmemory", mem_db)):
+            firsts[name] = await timed(db.search_memories(qs[0].tolist(), index_type=kind))  # type: ignore[arg-type]
+        lat: dict[str, list[float]] = {"raw": [], "fetch": [], "sqlite": [], "inmemory": []}
+        hits = dict.fromkeys(lat, 0)
+        # Interleaved per query, so machine load hits every method alike.
+        for qi in range(queries):
+            truth = set(exact[qi].tolist())
+            q = qs[qi : qi + 1]
+            t = time.perf_counter()
+            _, ids = faiss_index.search(q, 10)
+            lat["raw"].append(time.perf_counter() - t)
+            hits["raw"] += len(set(ids[0].tolist()) & truth)
+            t = time.perf_counter()
+            _, ids = faiss_index.search(q, 10)
+            seqs = [i + 1 for i in ids[0].tolist()]  # rows were inserted in order: seq = i + 1
+            marks = ",".join("?" * len(seqs))
+            conn.execute(f"SELECT {cols} FROM memories WHERE seq IN ({marks})", seqs).fetchall()
+            lat["fetch"].append(time.perf_counter() - t)
+            hits["fetch"] += len(set(ids[0].tolist()) & truth)
+            for name, db in (("sqlite", sqlite_db), ("inmemory", mem_db)):
+                query = qs[qi].tolist()
+                t = time.perf_counter()
+                results = await db.search_memories(query, k=10, index_type=kind, **settings[kind])  # type: ignore[arg-type]
+                lat[name].append(time.perf_counter() - t)
+                hits[name] += len({label_of.get(m.id, -1) for m, _ in results} & truth)
+        raw_p50 = percentile(lat["raw"], 50)
+        fetch_p50 = percentile(lat["fetch"], 50)
+        labels = {
+            "raw": (f"raw faiss {kind} (baseline)", f"build {build:.1f} s"),
+            "fetch": (f"raw faiss {kind} + sqlite3 fetch of the 10 rows (baseline)", ""),
+            "sqlite": (f"SqliteAdapter.search_memories {kind}", ""),
+            "inmemory": (f"InMemoryAdapter.search_memories {kind}", ""),
+        }
+        for key, (label, note) in labels.items():
+            recall = hits[key] / (10 * queries)
+            p50 = percentile(lat[key], 50)
+            if key in firsts:
+                note = f"first search (lazy build) {firsts[key]:.1f} s"
+                if kind == "hnsw":
+                    ok = recall >= 0.95 and p50 < 0.002 and p50 / raw_p50 <= 1.5
+                    note += "; target " + ("met" if ok else "NOT met")
+            out.append(
+                [
+                    label,
+                    f"{recall:.3f}",
+                    f"{p50 * 1e3:.3f}",
+                    f"{percentile(lat[key], 99) * 1e3:.3f}",
+                    f"{p50 / raw_p50:.2f}",
+                    f"{p50 / fetch_p50:.2f}",
+                    note,
+                ]
+            )
+    conn.close()
+    await sqlite_db.close()
+    await mem_db.close()
+    return out
+
+
+def show(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+async def section(name: str, args: argparse.Namespace) -> tuple[str, list[str], list[list[str]]]:
+    """Run one benchmark section; returns its table title, columns and rows."""
+    params = IndexParams(hnsw_ef_search=args.ef_search, ivf_probes=args.probes)
+    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if name == "insert":
+            rows, _ = await bench_insert(tmp, args.insert, args.per_row)
+            title = f"batch insert: {args.insert:,} memories x {DIM}-d"
+            return title, ["method", "rows/s", "x raw executemany", "target"], rows
+        if name == "stream":
+            rows = await bench_stream(tmp, args.stream, args.page)
+            title = f"streaming {args.stream:,} memories"
+            return title, ["measure", "value", "note"], rows
+        rows = await bench_search(tmp / "search.sqlite3", args.search, args.queries, params)
+        title = (
+            f"vector search: {args.search:,} x {DIM}, {args.queries} queries, k=10"
+            f" (ivf probes={params.ivf_probes or 'lists/8'}, hnsw M={params.hnsw_m}"
+            f" ef_search={params.hnsw_ef_search})"
+        )
+        columns = ["method", "recall@10", "p50 ms", "p99 ms", "p50 x raw faiss", "x faiss+fetch"]
+        return title, [*columns, "note"], rows
+
+
+def run_section(name: str, args: argparse.Namespace) -> tuple[str, list[str], list[list[str]]]:
+    return asyncio.run(section(name, args))
+
+
+def run_all(args: argparse.Namespace) -> None:
+    console.print(
+        f"[bold]agenthost storage benchmark[/] python {platform.python_version()},"
+        f" {platform.machine()}, {psutil.cpu_count()} CPUs, sqlite {sqlite3.sqlite_version},"
+        f" faiss {faiss.__version__}, {'quick' if args.quick else 'full'} sizes"
+    )
+    # Each section runs in a fresh process, so its RSS figures start from a clean heap.
+    context = multiprocessing.get_context("spawn")
+    for name in ("insert", "stream", "search"):
+        if name in args.only:
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                show(*pool.submit(run_section, name, args).result())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["insert", "stream", "search"],
+        choices=["insert", "stream", "search"],
+    )
+    parser.add_argument("--probes", type=int, default=None)
+    parser.add_argument("--ef-search", type=int, default=64)
+    args = parser.parse_args()
+    args.insert, args.stream, args.search, args.queries = (
+        (10_000, 100_000, 20_000, 100) if args.quick else (100_000, 1_000_000, 100_000, 300)
+    )
+    args.per_row = 1_000 if args.quick else 2_000
+    args.page = 1_000
+    run_all(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""`InMemoryAdapter`: a `DatabaseAdapter` in dicts and numpy, for tests and ephemeral agents.
+
+Rows live in a dict by id plus a list kept sorted on ``(created_at, id)``, so keyset pages are a
+bisect and a short scan. Embeddings are kept apart from the rows as float32 arrays (like the other
+backends store them: 4 bytes a value instead of a Python float object each) and searched through
+the same faiss indexes as SQLite (host.vectors). Every method runs to completion without
+awaiting, so each call, batches included, is atomic with respect to other tasks; a batch is
+validated whole before anything is applied.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+
+from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
+from contracts.storage import (
+    BatchError,
+    DimensionMismatchError,
+    DuplicateMemoryError,
+    IndexType,
+    InvalidQueryError,
+    StorageError,
+)
+from host.vectors import IndexParams, IndexSet, check_index_type, query_vector
+
+__all__ = ["InMemoryAdapter"]
+
+_Key = tuple[datetime, UUID]
+_FILTERS = ("agent_id", "entity_id", "room_id", "start", "end", "unique")
+
+
+class _Table:
+    __slots__ = ("dimension", "vectors", "version")
+
+    def __init__(self) -> None:
+        self.dimension: int | None = None
+        self.version = 0
+        self.vectors: dict[int, np.ndarray[Any, np.dtype[np.float32]]] = {}  # label -> vector
+
+
+class InMemoryAdapter:
+    """A process-local memory store; everything is lost when it is closed."""
+
+    backend = "inmemory"
+
+    def __init__(self, *, index_params: IndexParams | None = None) -> None:
+        # id -> (memory without its embedding, vector label); the vector is in its _Table.
+        self._rows: dict[UUID, tuple[Memory, int]] = {}
+        self._ids: dict[int, UUID] = {}  # vector label -> id
+        self._order: list[_Key] = []
+        self._tables: dict[str, _Table] = {}
+        self._indexes = IndexSet(index_params)
+        self._next_label = 0
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("in-memory adapter is closed")
+
+    def _table(self, name: str) -> _Table:
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = _Table()
+        return table
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
+        try:
+            return (await self.create_memories_batch([memory], table_name))[0]
+        except BatchError as exc:
+            raise exc.cause from None
+
+    async def create_memories_batch(
+        self, memories: Sequence[Memory], table_name: str | None = None
+    ) -> list[UUID]:
+        self._check_open()
+        if table_name is not None:
+            _check_table_name(table_name)
+        staged: list[Memory] = []
+        arrays: dict[UUID, Any] = {}  # id -> float32 vector
+        dims: dict[str, int | None] = {}
+        seen: set[UUID] = set()
+        for index, memory in enumerate(memories):
+            try:
+                table = table_name or memory.table_name
+                if table not in dims:
+                    existing = self._tables.get(table)
+                    dims[table] = None if existing is None else existing.dimension
+                if memory.embedding is not None:
+                    vector = _float32(memory.embedding)
+                    arrays[memory.id] = vector
+                    got, dim = len(vector), dims[table]
+                    if dim is None:
+                        dims[table] = got
+                    elif got != dim:
+                        raise DimensionMismatchError(table, dim, got)
+                if memory.id in self._rows or memory.id in seen:
+                    raise DuplicateMemoryError(memory.id)
+                seen.add(memory.id)
+                staged.append(_copy(memory, table_name=table, embedding=None))
+            except (StorageError, TypeError, ValueError) as exc:
+                raise BatchError("create_memories_batch", index, exc) from exc
+        # Validated: from here on nothing can fail, so the batch applies whole.
+        added: dict[str, list[int]] = {}
+        for memory in staged:
+            label = self._next_label
+            self._next_label += 1
+            self._rows[memory.id] = (memory, label)
+            self._ids[label] = memory.id
+            state = self._table(memory.table_name)
+            if state.dimension is None:
+                state.dimension = dims[memory.table_name]
+            if memory.id in arrays:
+                state.vectors[label] = arrays[memory.id]
+                added.setdefault(memory.table_name, []).append(label)
+        self._insert_keys([(m.created_at, m.id) for m in staged])
+        for name in {m.table_name for m in staged}:
+            self._bump(name, added=added.get(name))
+        return [m.id for m in staged]
+
+    def _insert_keys(self, new: list[_Key]) -> None:
+        if len(new) > 64:
+            self._order.extend(new)
+            self._order.sort()
+        else:
+            for key in new:
+                insort(self._order, key)
+
+    def _bump(
+        self,
+        name: str,
+        *,
+        removed: Sequence[int] = (),
+        added: list[int] | None = None,
+    ) -> None:
+        table = self._table(name)
+        old, table.version = table.version, table.version + 1
+        vectors = None
+        if added and self._indexes.has(name):
+            vectors = (added, np.stack([table.vectors[label] for label in added]))
+        self._indexes.apply(name, old, table.version, removed=removed, added=vectors)
+
+    async def update_memory(self, update: MemoryUpdate) -> bool:
+        try:
+            return (await self.update_memories_batch([update]))[0]
+        except BatchError as exc:
+            raise exc.cause from None
+
+    async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
+        self._check_open()
+        # id -> (memory, its vector, whether the vector changed); later updates of one id see
+        # the earlier ones.
+        staged: dict[UUID, tuple[Memory, Any, bool]] = {}
+        found: list[bool] = []
+        dims: dict[str, int | None] = {}
+        for index, update in enumerate(updates):
+            try:
+                entry = staged.get(update.id)
+                if entry is None:
+                    row = self._rows.get(update.id)
+                    if row is None:
+                        found.append(False)
+                        continue
+                    memory, label = row
+                    entry = (memory, self._tables[memory.table_name].vectors.get(label), False)
+                memory, vector, changed = entry
+                table = memory.table_name
+                if table not in dims:
+                    dims[table] = self._tables[table].dimension
+                fields: dict[str, Any] = {}
+                if update.content is not None:
+                    fields["content"] = _copy_content(update.content)
+                if update.metadata is not None:
+                    fields["metadata"] = _copy_json(update.metadata)
+                if update.unique is not None:
+                    fields["unique"] = update.unique
+                if "embedding" in update.changes:
+                    changed, vector = True, None
+                    if update.embedding is not None:
+                        vector = _float32(update.embedding)
+                        got, dim = len(vector), dims[table]
+                        if dim is None:
+                            dims[table] = got
+                        elif got != dim:
+                            raise DimensionMismatchError(table, dim, got)
+                staged[update.id] = (memory.model_copy(update=fields), vector, changed)
+                found.append(True)
+            except (StorageError, TypeError, ValueError) as exc:
+                raise BatchError("update_memories_batch", index, exc) from exc
+        # Validated: apply whole.
+        removed: dict[str, list[int]] = {}
+        added: dict[str, list[int]] = {}
+        for memory_id, (memory, vector, changed) in staged.items():
+            label = self._rows[memory_id][1]
+            self._rows[memory_id] = (memory, label)
+            state = self._tables[memory.table_name]
+            if state.dimension is None:
+                state.dimension = dims[memory.table_name]
+            removed.setdefault(memory.table_name, [])
+            if changed:
+                removed[memory.table_name].append(label)
+                state.vectors.pop(label, None)
+                if vector is not None:
+                    state.vectors[label] = vector
+                    added.setdefault(memory.table_name, []).append(label)
+        for name, labels in removed.items():
+            self._bump(name, removed=labels, added=added.get(name))
+        return found
+
+    async def delete_memory(self, memory_id: UUID) -> bool:
+        return await self.delete_memories_batch([memory_id]) == 1
+
+    async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
+        self._check_open()
+        removed: dict[str, list[int]] = {}
+        for memory_id in dict.fromkeys(memory_ids):
+            entry = self._rows.pop(memory_id, None)
+            if entry is None:
+                continue
+            memory, label = entry
+            del self._ids[label]
+            key = (memory.created_at, memory.id)
+            del self._order[bisect_left(self._order, key)]
+            self._table(memory.table_name).vectors.pop(label, None)
+            removed.setdefault(memory.table_name, []).append(label)
+        for name, labels in removed.items():
+            self._bump(name, removed=labels)
+        return sum(len(labels) for labels in removed.values())
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get_memory(self, memory_id: UUID) -> Memory | None:
+        self._check_open()
+        entry = self._rows.get(memory_id)
+        return None if entry is None else self._out(*entry)
+
+    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        self._check_open()
+        limit = query.limit
+        out: list[Memory] = []
+        if limit == 0:
+            return out
+        for memory, label in self._scan(query):
+            out.append(self._out(memory, label))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def _scan(self, query: MemoryQuery) -> Any:
+        """Matching memories in query order, walking only the keyset range that can match."""
+        order, rows = self._order, self._rows
+        if query.order == "asc":
+            lo = 0
+            if query.start is not None:
+                lo = bisect_left(order, (query.start,))
+            if query.after is not None:
+                lo = max(lo, bisect_right(order, (query.after.created_at, query.after.id)))
+            for i in range(lo, len(order)):
+                created_at, memory_id = order[i]
+                if query.end is not None and created_at >= query.end:
+                    return
+                entry = rows[memory_id]
+                if query.matches(entry[0]):
+                    yield entry
+        else:
+            hi = len(order)
+            if query.end is not None:
+                hi = bisect_left(order, (query.end,))
+            if query.after is not None:
+                hi = min(hi, bisect_left(order, (query.after.created_at, query.after.id)))
+            for i in range(hi - 1, -1, -1):
+                created_at, memory_id = order[i]
+                if query.start is not None and created_at < query.start:
+                    return
+                entry = rows[memory_id]
+                if query.matches(entry[0]):
+                    yield entry
+
+    async def count_memories(self, query: MemoryQuery | None = None) -> int:
+        self._check_open()
+        if query is None:
+            return len(self._rows)
+        return sum(1 for _ in self._scan(query))
+
+    async def embedding_dimension(self, table_name: str) -> int | None:
+        self._check_open()
+        table = self._tables.get(table_name)
+        return None if table is None else table.dimension
+
+    async def search_memories(
+        self,
+        embedding: Sequence[float],
+        query: MemoryQuery | None = None,
+        k: int = 10,
+        index_type: IndexType = "flat",
+        probes: int | None = None,
+        ef_search: int | None = None,
+        threshold: float | None = None,
+    ) -> list[tuple[Memory, float]]:
+        self._check_open()
+        kind = check_index_type(index_type)
+        if k < 1:
+            raise InvalidQueryError(f"k must be >= 1, got {k}")
+        query = query or MemoryQuery()
+        name = query.table_name or DEFAULT_TABLE
+        table = self._tables.get(name)
+        if table is None or table.dimension is None:
+            return []
+        vector = list(embedding)
+        if len(vector) != table.dimension:
+            raise DimensionMismatchError(name, table.dimension, len(vector))
+        q = query_vector(vector, table.dimension)
+        dim, vectors = table.dimension, table.vectors
+
+        def load() -> tuple[Any, Any]:
+            labels = np.fromiter(vectors.keys(), dtype=np.int64, count=len(vectors))
+            matrix = (
+                np.stack(list(vectors.values())).astype(np.float32)
+                if vectors
+                else np.empty((0, dim), dtype=np.float32)
+            )
+            return labels, matrix
+
+        index = self._indexes.get(name, kind, dim, table.version, load)
+        allowed = None
+        if any(getattr(query, f) is not None for f in _FILTERS):
+            scoped = query.model_copy(update={"table_name": name, "after": None})
+            allowed = [
+                label
+                for memory, label in self._rows.values()
+                if label in vectors and scoped.matches(memory)
+            ]
+        labels, scores = index.search(q, k, allowed=allowed, probes=probes, ef_search=ef_search)
+        return [
+            (self._out(*self._rows[self._ids[label]]), score)
+            for label, score in zip(labels, scores, strict=True)
+            if label in self._ids and (threshold is None or score >= threshold)
+        ]
+
+    def _out(self, memory: Memory, label: int) -> Memory:
+        """The stored row with its embedding, as a copy the caller may mutate freely."""
+        vector = self._tables[memory.table_name].vectors.get(label)
+        return _copy(memory, embedding=None if vector is None else vector.tolist())
+
+    async def close(self) -> None:
+        self._closed = True
+        self._rows.clear()
+        self._ids.clear()
+        self._order.clear()
+        self._tables.clear()
+        self._indexes.drop()
+
+    def __repr__(self) -> str:
+        return f"InMemoryAdapter({len(self._rows)} memories)"
+
+
+def _float32(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """`values` as float32, as every backend stores them (ValueError on overflow)."""
+    arr = np.asarray(values, dtype=np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("embedding values overflow float32")
+    return arr
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _copy_json(value: Any) -> Any:
+    """A copy of `value` as a JSON column gives it back (as the other backends store it).
+
+    Tuples become lists and non-string keys strings; anything JSON cannot hold raises TypeError.
+    The common case (string keys, plain values) is copied directly, without serialising.
+    """
+    if isinstance(value, _ATOMS):
+        return value
+    if isinstance(value, dict):
+        if all(type(key) is str for key in value):
+            return {k: v if isinstance(v, _ATOMS) else _copy_json(v) for k, v in value.items()}
+        return json.loads(json.dumps(value))
+    if isinstance(value, list | tuple):
+        return [v if isinstance(v, _ATOMS) else _copy_json(v) for v in value]
+    raise TypeError(f"{type(value).__name__} value is not JSON serializable: {value!r}")
+
+
+def _copy_content(content: Content) -> Content:
+    """`content` as its JSON form gives it back (extra fields serialised like the backends do)."""
+    if not content.model_extra:
+        return content  # frozen, text only: nothing mutable to share
+    return Content.model_validate_json(content.model_dump_json())
+
+
+def _copy(memory: Memory, **update: Any) -> Memory:
+    """`memory` with `update`, sharing nothing mutable with it."""
+    update["metadata"] = _copy_json(memory.metadata)
+    update["content"] = _copy_content(memory.content)
+    return memory.model_copy(update=update)
+
+
+def _check_table_name(name: str) -> None:
+    try:
+        MemoryQuery(table_name=name)
+    except ValueError as exc:
+        raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc

@@ -1,0 +1,606 @@
+"""`SqliteAdapter`: the default `DatabaseAdapter`, one SQLite file in WAL mode.
+
+Every database call runs on one dedicated worker thread (stdlib sqlite3 blocks), so the event loop
+never waits on disk and calls are serialised without locks. Writes are ``BEGIN IMMEDIATE``
+transactions: a batch commits whole or rolls back whole.
+
+Vector indexes (host.vectors) are built lazily on the first ``ivf``/``hnsw``/``flat`` search of a
+table and kept in step with this adapter's writes; each table carries a version bumped by every
+write, so an index that missed a write (another process sharing the file) is rebuilt. They are not
+persisted: the table is the only source of truth, and a rebuild (seconds for 100k rows) is cheaper
+than keeping a second file consistent across crashes and writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import numpy as np
+
+from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
+from contracts.storage import (
+    BatchError,
+    DimensionMismatchError,
+    DuplicateMemoryError,
+    IndexType,
+    InvalidQueryError,
+    StorageError,
+)
+from host.vectors import IndexParams, IndexSet, check_index_type, query_vector
+
+from .schema import migrate
+
+__all__ = ["SqliteAdapter"]
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COLUMNS = (
+    "seq, id, table_name, agent_id, entity_id, room_id, created_at, content, metadata,"
+    " embedding, is_unique"
+)
+_INSERT = (
+    "INSERT INTO memories (id, table_name, agent_id, entity_id, room_id, created_at, content,"
+    " metadata, embedding, is_unique) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_FILTERS = ("agent_id", "entity_id", "room_id", "start", "end", "unique")
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+_PACKERS: dict[int, struct.Struct] = {}  # dimension -> float32 packer
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime `micros` microseconds after the epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def embedding_blob(embedding: Sequence[float]) -> bytes:
+    """float32 little-endian bytes of `embedding` (ValueError if a value overflows float32)."""
+    n = len(embedding)
+    packer = _PACKERS.get(n)
+    if packer is None:
+        packer = _PACKERS.setdefault(n, struct.Struct(f"<{n}f"))
+    try:
+        return packer.pack(*embedding)
+    except (OverflowError, struct.error) as exc:
+        raise ValueError(f"embedding values overflow float32: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=4096)
+def _uuid(raw: bytes) -> UUID:
+    """UUIDs of agents, rooms and entities repeat across rows: parse each once."""
+    return UUID(bytes=raw)
+
+
+def where_clause(query: MemoryQuery, *, keyset: bool = True) -> tuple[str, list[Any]]:
+    """SQL ``WHERE`` text and parameters for `query`'s filters (and its cursor if `keyset`)."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("agent_id", query.agent_id),
+        ("entity_id", query.entity_id),
+        ("room_id", query.room_id),
+    ):
+        if value is not None:
+            parts.append(f"{column} = ?")
+            params.append(value.bytes)
+    if query.table_name is not None:
+        parts.append("table_name = ?")
+        params.append(query.table_name)
+    if query.start is not None:
+        parts.append("created_at >= ?")
+        params.append(to_micros(query.start))
+    if query.end is not None:
+        parts.append("created_at < ?")
+        params.append(to_micros(query.end))
+    if query.unique is not None:
+        parts.append("is_unique = ?")
+        params.append(int(query.unique))
+    if keyset and query.after is not None:
+        parts.append(f"(created_at, id) {'>' if query.order == 'asc' else '<'} (?, ?)")
+        params.extend((to_micros(query.after.created_at), query.after.id.bytes))
+    return (" WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+def row_to_memory(row: tuple[Any, ...]) -> Memory:
+    """A `Memory` from a ``SELECT {_COLUMNS}`` row (trusted data: no re-validation)."""
+    embedding = row[9]
+    return Memory.model_construct(
+        id=UUID(bytes=row[1]),
+        table_name=row[2],
+        agent_id=_uuid(row[3]),
+        entity_id=_uuid(row[4]),
+        room_id=_uuid(row[5]),
+        created_at=from_micros(row[6]),
+        content=Content.model_validate_json(row[7]),
+        metadata=json.loads(row[8]),
+        embedding=None if embedding is None else np.frombuffer(embedding, "<f4").tolist(),
+        unique=bool(row[10]),
+    )
+
+
+class SqliteAdapter:
+    """A `DatabaseAdapter` over one SQLite file. Create with ``await SqliteAdapter.open(path)``."""
+
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        index_params: IndexParams | None = None,
+        busy_timeout: float = 30.0,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
+        self._indexes = IndexSet(index_params)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        index_params: IndexParams | None = None,
+        busy_timeout: float = 30.0,
+        synchronous: str = "NORMAL",
+    ) -> SqliteAdapter:
+        """Open (creating it and its directory if needed) and migrate the database at `path`."""
+        adapter = cls(
+            path, index_params=index_params, busy_timeout=busy_timeout, synchronous=synchronous
+        )
+        adapter._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite:{adapter.path.name}")
+        try:
+            await adapter._run(adapter._connect)
+        except BaseException:
+            adapter._executor.shutdown(wait=False)
+            adapter._executor = None
+            raise
+        return adapter
+
+    def _connect(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            migrate(conn, str(self.path))
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StorageError(f"SQLite database {self.path} is unusable: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StorageError(f"SQLite adapter for {self.path} is closed (or was never opened)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(f"SQLite adapter for {self.path} is closed")
+        return self._conn
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in one ``BEGIN IMMEDIATE`` transaction: commit on return, else roll back."""
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- tables: dimension and version -------------------------------------------------------
+
+    @staticmethod
+    def _table_state(conn: sqlite3.Connection, table: str) -> tuple[int | None, int]:
+        row = conn.execute(
+            "SELECT dimension, version FROM memory_tables WHERE table_name = ?", (table,)
+        ).fetchone()
+        return (None, 0) if row is None else (row[0], row[1])
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, table: str, dimension: int | None) -> int:
+        row = conn.execute(
+            "INSERT INTO memory_tables (table_name, dimension, version) VALUES (?, ?, 1)"
+            " ON CONFLICT (table_name) DO UPDATE SET version = version + 1,"
+            " dimension = COALESCE(dimension, excluded.dimension) RETURNING version",
+            (table, dimension),
+        ).fetchone()
+        return int(row[0])
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
+        try:
+            return (await self.create_memories_batch([memory], table_name))[0]
+        except BatchError as exc:
+            raise exc.cause from None
+
+    async def create_memories_batch(
+        self, memories: Sequence[Memory], table_name: str | None = None
+    ) -> list[UUID]:
+        if table_name is not None:
+            _check_table_name(table_name)
+        batch = list(memories)
+        if not batch:
+            return []
+        return await self._run(self._create_batch, batch, table_name)
+
+    def _create_batch(self, batch: list[Memory], override: str | None) -> list[UUID]:
+        state: dict[str, tuple[int | None, int]] = {}  # table -> (dimension, version)
+        added: dict[str, tuple[int, int]] = {}  # table -> (version before, version after)
+        before_seq = 0
+
+        def body(conn: sqlite3.Connection) -> list[UUID]:
+            nonlocal before_seq
+            rows: list[tuple[Any, ...]] = []
+            seen: dict[UUID, int] = {}
+            for index, memory in enumerate(batch):
+                try:
+                    table = override or memory.table_name
+                    if table not in state:
+                        dim, version = self._table_state(conn, table)
+                        state[table] = (dim, version)
+                    dim, version = state[table]
+                    blob = None
+                    if memory.embedding is not None:
+                        got = len(memory.embedding)
+                        if dim is None:
+                            state[table] = (got, version)
+                        elif got != dim:
+                            raise DimensionMismatchError(table, dim, got)
+                        blob = embedding_blob(memory.embedding)
+                    if memory.id in seen:
+                        raise DuplicateMemoryError(memory.id)
+                    seen[memory.id] = index
+                    rows.append(
+                        (
+                            memory.id.bytes,
+                            table,
+                            memory.agent_id.bytes,
+                            memory.entity_id.bytes,
+                            memory.room_id.bytes,
+                            to_micros(memory.created_at),
+                            memory.content.model_dump_json(),
+                            json.dumps(memory.metadata),
+                            blob,
+                            int(memory.unique),
+                        )
+                    )
+                except (StorageError, TypeError, ValueError) as exc:
+                    # Rows are checked against existing ids only by the INSERT below; report an
+                    # earlier duplicate first, as the other backends do.
+                    earlier = self._first_existing(conn, batch[:index], None)
+                    if earlier is not None:
+                        raise earlier from None
+                    raise BatchError("create_memories_batch", index, exc) from exc
+            before_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()[0]
+            try:
+                conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError as exc:
+                error = self._first_existing(conn, batch, before_seq)
+                raise error or BatchError(
+                    "create_memories_batch", 0, StorageError(str(exc))
+                ) from exc
+            for table, (dim, version) in state.items():
+                added[table] = (version, self._bump(conn, table, dim))
+            return [m.id for m in batch]
+
+        ids = self._write(body)
+        for table, (old, new) in added.items():
+            self._indexes.apply(
+                table, old, new, added=self._vectors_since(table, before_seq, state[table][0])
+            )
+        return ids
+
+    def _first_existing(
+        self, conn: sqlite3.Connection, batch: list[Memory], before_seq: int | None
+    ) -> BatchError | None:
+        """The error for the first row of `batch` whose id is stored (with seq <= `before_seq`,
+        i.e. stored before this batch, when given); None if there is none."""
+        existing: set[bytes] = set()
+        limit = "" if before_seq is None else f"seq <= {int(before_seq)} AND "
+        for start in range(0, len(batch), _CHUNK):
+            chunk = [m.id.bytes for m in batch[start : start + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id FROM memories WHERE {limit}id IN ({marks})"
+            existing.update(r[0] for r in conn.execute(sql, chunk))
+        for index, memory in enumerate(batch):
+            if memory.id.bytes in existing:
+                return BatchError("create_memories_batch", index, DuplicateMemoryError(memory.id))
+        return None
+
+    def _vectors_since(
+        self, table: str, after_seq: int, dim: int | None
+    ) -> tuple[list[int], Any] | None:
+        if dim is None or not self._indexes.has(table):
+            return None
+        rows = self._db.execute(
+            "SELECT seq, embedding FROM memories WHERE table_name = ? AND seq > ?"
+            " AND embedding IS NOT NULL ORDER BY seq",
+            (table, after_seq),
+        ).fetchall()
+        return _to_matrix(rows, dim)
+
+    async def update_memory(self, update: MemoryUpdate) -> bool:
+        try:
+            return (await self.update_memories_batch([update]))[0]
+        except BatchError as exc:
+            raise exc.cause from None
+
+    async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
+        batch = list(updates)
+        if not batch:
+            return []
+        return await self._run(self._update_batch, batch)
+
+    def _update_batch(self, batch: list[MemoryUpdate]) -> list[bool]:
+        tables: dict[str, tuple[int | None, int]] = {}
+        removed: dict[str, list[int]] = {}
+        added: dict[str, tuple[list[int], list[bytes]]] = {}
+        versions: dict[str, tuple[int, int]] = {}
+
+        def body(conn: sqlite3.Connection) -> list[bool]:
+            found: list[bool] = []
+            for index, update in enumerate(batch):
+                try:
+                    row = conn.execute(
+                        "SELECT seq, table_name FROM memories WHERE id = ?", (update.id.bytes,)
+                    ).fetchone()
+                    if row is None:
+                        found.append(False)
+                        continue
+                    seq, table = row
+                    if table not in tables:
+                        tables[table] = self._table_state(conn, table)
+                    dim, version = tables[table]
+                    sets: list[str] = []
+                    params: list[Any] = []
+                    changes = update.changes
+                    if "content" in changes and update.content is not None:
+                        sets.append("content = ?")
+                        params.append(update.content.model_dump_json())
+                    if "metadata" in changes and update.metadata is not None:
+                        sets.append("metadata = ?")
+                        params.append(json.dumps(update.metadata))
+                    if "unique" in changes and update.unique is not None:
+                        sets.append("is_unique = ?")
+                        params.append(int(update.unique))
+                    if "embedding" in changes:
+                        blob = None
+                        if update.embedding is not None:
+                            got = len(update.embedding)
+                            if dim is None:
+                                tables[table] = (got, version)
+                            elif got != dim:
+                                raise DimensionMismatchError(table, dim, got)
+                            blob = embedding_blob(update.embedding)
+                        sets.append("embedding = ?")
+                        params.append(blob)
+                        removed.setdefault(table, []).append(seq)
+                        if blob is not None:
+                            labels, blobs = added.setdefault(table, ([], []))
+                            labels.append(seq)
+                            blobs.append(blob)
+                    if sets:
+                        conn.execute(
+                            f"UPDATE memories SET {', '.join(sets)} WHERE seq = ?", (*params, seq)
+                        )
+                        versions.setdefault(table, (version, 0))
+                    found.append(True)
+                except (StorageError, TypeError, ValueError) as exc:
+                    raise BatchError("update_memories_batch", index, exc) from exc
+            for table, (old, _) in versions.items():
+                versions[table] = (old, self._bump(conn, table, tables[table][0]))
+            return found
+
+        result = self._write(body)
+        for table, (old, new) in versions.items():
+            dim = tables[table][0]
+            vectors = None
+            if table in added and dim is not None:
+                labels, blobs = added[table]
+                vectors = (labels, np.frombuffer(b"".join(blobs), "<f4").reshape(-1, dim).copy())
+            self._indexes.apply(table, old, new, removed=removed.get(table, ()), added=vectors)
+        return result
+
+    async def delete_memory(self, memory_id: UUID) -> bool:
+        return await self.delete_memories_batch([memory_id]) == 1
+
+    async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return 0
+        return await self._run(self._delete_batch, ids)
+
+    def _delete_batch(self, ids: list[UUID]) -> int:
+        removed: dict[str, list[int]] = {}
+        versions: dict[str, tuple[int, int]] = {}
+
+        def body(conn: sqlite3.Connection) -> int:
+            count = 0
+            for start in range(0, len(ids), _CHUNK):
+                chunk = [i.bytes for i in ids[start : start + _CHUNK]]
+                marks = ",".join("?" * len(chunk))
+                for seq, table in conn.execute(
+                    f"DELETE FROM memories WHERE id IN ({marks}) RETURNING seq, table_name", chunk
+                ).fetchall():
+                    removed.setdefault(table, []).append(seq)
+                    count += 1
+            for table in removed:
+                dim, version = self._table_state(conn, table)
+                versions[table] = (version, self._bump(conn, table, dim))
+            return count
+
+        count = self._write(body)
+        for table, (old, new) in versions.items():
+            self._indexes.apply(table, old, new, removed=removed[table])
+        return count
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get_memory(self, memory_id: UUID) -> Memory | None:
+        return await self._run(self._get_one, memory_id)
+
+    def _get_one(self, memory_id: UUID) -> Memory | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM memories WHERE id = ?", (memory_id.bytes,)
+        ).fetchone()
+        return None if row is None else row_to_memory(row)
+
+    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        return await self._run(self._get_many, query)
+
+    def _get_many(self, query: MemoryQuery) -> list[Memory]:
+        where, params = where_clause(query)
+        direction = "ASC" if query.order == "asc" else "DESC"
+        sql = (
+            f"SELECT {_COLUMNS} FROM memories{where}"
+            f" ORDER BY created_at {direction}, id {direction}"
+        )
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        return [row_to_memory(row) for row in self._db.execute(sql, params)]
+
+    async def count_memories(self, query: MemoryQuery | None = None) -> int:
+        return await self._run(self._count, query or MemoryQuery())
+
+    def _count(self, query: MemoryQuery) -> int:
+        where, params = where_clause(query)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM memories{where}", params).fetchone()[0])
+
+    async def embedding_dimension(self, table_name: str) -> int | None:
+        return await self._run(lambda: self._table_state(self._db, table_name)[0])
+
+    async def search_memories(
+        self,
+        embedding: Sequence[float],
+        query: MemoryQuery | None = None,
+        k: int = 10,
+        index_type: IndexType = "flat",
+        probes: int | None = None,
+        ef_search: int | None = None,
+        threshold: float | None = None,
+    ) -> list[tuple[Memory, float]]:
+        kind = check_index_type(index_type)
+        if k < 1:
+            raise InvalidQueryError(f"k must be >= 1, got {k}")
+        vector = list(embedding)
+        return await self._run(
+            self._search, vector, query or MemoryQuery(), k, kind, probes, ef_search, threshold
+        )
+
+    def _search(
+        self,
+        embedding: list[float],
+        query: MemoryQuery,
+        k: int,
+        kind: IndexType,
+        probes: int | None,
+        ef_search: int | None,
+        threshold: float | None,
+    ) -> list[tuple[Memory, float]]:
+        conn = self._db
+        table = query.table_name or DEFAULT_TABLE
+        dim, version = self._table_state(conn, table)
+        if dim is None:
+            return []
+        if len(embedding) != dim:
+            raise DimensionMismatchError(table, dim, len(embedding))
+        q = query_vector(embedding, dim)
+        index = self._indexes.get(table, kind, dim, version, lambda: self._load(table, dim))
+        allowed = None
+        if any(getattr(query, f) is not None for f in _FILTERS):
+            scoped = query.model_copy(update={"table_name": table, "after": None})
+            where, params = where_clause(scoped, keyset=False)
+            allowed = [r[0] for r in conn.execute(f"SELECT seq FROM memories{where}", params)]
+        labels, scores = index.search(q, k, allowed=allowed, probes=probes, ef_search=ef_search)
+        if threshold is not None:
+            kept = [(label, s) for label, s in zip(labels, scores, strict=True) if s >= threshold]
+            labels, scores = [label for label, _ in kept], [s for _, s in kept]
+        if not labels:
+            return []
+        marks = ",".join("?" * len(labels))
+        rows = {
+            r[0]: r
+            for r in conn.execute(f"SELECT {_COLUMNS} FROM memories WHERE seq IN ({marks})", labels)
+        }
+        return [
+            (row_to_memory(rows[label]), score)
+            for label, score in zip(labels, scores, strict=True)
+            if label in rows
+        ]
+
+    def _load(self, table: str, dim: int) -> tuple[Any, Any]:
+        rows = self._db.execute(
+            "SELECT seq, embedding FROM memories WHERE table_name = ? AND embedding IS NOT NULL"
+            " ORDER BY seq",
+            (table,),
+        ).fetchall()
+        labels, matrix = _to_matrix(rows, dim)
+        return np.asarray(labels, dtype=np.int64), matrix
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, self._close_conn)
+        executor.shutdown(wait=True)
+        self._indexes.drop()
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __repr__(self) -> str:
+        return f"SqliteAdapter({str(self.path)!r})"
+
+
+def _to_matrix(rows: Iterable[tuple[int, bytes]], dim: int) -> tuple[list[int], Any]:
+    rows = list(rows)
+    labels = [r[0] for r in rows]
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(-1, dim).copy()
+    return labels, matrix
+
+
+def _check_table_name(name: str) -> None:
+    try:
+        MemoryQuery(table_name=name)
+    except ValueError as exc:
+        raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc

@@ -1,0 +1,90 @@
+"""The ``sqlite`` plugin: binds `DATABASE` to a `SqliteAdapter` (the host's default store)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.plugin import Manifest, Plugin
+from contracts.services import Service
+from contracts.storage import DATABASE, DatabaseAdapter
+from host.vectors import IndexParams
+
+from .adapter import SqliteAdapter
+
+__all__ = ["SqlitePlugin", "SqliteSettings"]
+
+DEFAULT_FILE = "agenthost.sqlite3"
+
+
+class SqliteSettings(BaseModel):
+    """Config section ``plugins.sqlite``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+    """Database file; relative paths and the default (``agenthost.sqlite3``) live in the data
+    dir (``data_dir`` / ``AGENTHOST_DATA_DIR``, default ``data``)."""
+    busy_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to wait for another process's write lock before failing."""
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    """SQLite ``PRAGMA synchronous``; NORMAL is durable across crashes in WAL mode."""
+    hnsw_m: int = Field(default=32, ge=4)
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=64, ge=1)
+    ivf_lists: int | None = Field(default=None, ge=1)
+    ivf_probes: int | None = Field(default=None, ge=1)
+
+    def index_params(self) -> IndexParams:
+        """The vector index parameters these settings describe."""
+        return IndexParams(
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.hnsw_ef_construction,
+            hnsw_ef_search=self.hnsw_ef_search,
+            ivf_lists=self.ivf_lists,
+            ivf_probes=self.ivf_probes,
+        )
+
+    def resolve_path(self, data_dir: str | Path | None = None) -> Path:
+        """The database file: `path` if absolute, else under `data_dir`."""
+        base = Path(
+            data_dir if data_dir is not None else os.environ.get("AGENTHOST_DATA_DIR", "data")
+        )
+        path = self.path if self.path is not None else Path(DEFAULT_FILE)
+        return path if path.is_absolute() else base / path
+
+
+class SqlitePlugin(Plugin):
+    """Memories in one SQLite file under the data dir: works with no setup at all."""
+
+    manifest: ClassVar[Manifest] = Manifest(
+        name="sqlite",
+        description="Memory store in a local SQLite file (WAL) with faiss vector indexes",
+        priority=100,
+        provides=(DATABASE,),
+        settings=SqliteSettings,
+        reloadable=False,
+    )
+
+    def __init__(self, settings: SqliteSettings | None = None) -> None:
+        self.settings = settings or SqliteSettings()
+
+    async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
+        """Service factory: open the database, yield it, close it when the app scope ends."""
+        adapter = await SqliteAdapter.open(
+            self.settings.resolve_path(),
+            index_params=self.settings.index_params(),
+            busy_timeout=self.settings.busy_timeout,
+            synchronous=self.settings.synchronous,
+        )
+        try:
+            yield adapter
+        finally:
+            await adapter.close()
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(DATABASE, self.open_adapter),)

@@ -1,0 +1,322 @@
+"""In-process vector indexes (faiss) shared by the sqlite and inmemory memory backends.
+
+A `VectorIndex` maps caller labels (a SQLite rowid, an in-memory row number) to vectors and
+answers cosine top-k queries, exactly (``flat``) or approximately (``ivf``, ``hnsw``). Vectors
+are L2-normalised on the way in so inner product equals cosine similarity.
+
+faiss ids are internal and sequential; a removed or replaced label is tombstoned (HNSW cannot
+delete) and masked out with an `IDSelectorBitmap` at search time. When tombstones pass a quarter
+of the index, or an IVF index has grown well past the data it was trained on, `needs_rebuild`
+turns true and the owner rebuilds it from its table, the source of truth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faiss as _faiss
+import numpy as np
+import numpy.typing as npt
+
+from contracts.storage import IndexType, InvalidQueryError
+
+__all__ = [
+    "IndexParams",
+    "IndexSet",
+    "VectorIndex",
+    "check_index_type",
+    "exact_top_k",
+    "normalize",
+    "query_vector",
+    "to_float32",
+]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+_INDEX_TYPES: tuple[str, ...] = ("flat", "ivf", "hnsw")
+
+# faiss's bundled stubs lag behind its SWIG API (SearchParametersHNSW, selectors): go untyped.
+faiss: Any = _faiss
+
+
+@dataclass(frozen=True, slots=True)
+class IndexParams:
+    """Build and default search parameters of the approximate indexes."""
+
+    hnsw_m: int = 32
+    """HNSW graph degree (faiss ``M``)."""
+    hnsw_ef_construction: int = 80
+    """HNSW build-time candidate list size."""
+    hnsw_ef_search: int = 64
+    """HNSW query-time candidate list size when a search passes none."""
+    ivf_lists: int | None = None
+    """IVF inverted lists; None picks ``sqrt(n)`` bounded by the training data."""
+    ivf_probes: int | None = None
+    """IVF lists scanned per query when a search passes none; None scans an eighth of the
+    lists (at least 8): recall@10 about 0.9 on 384-d embeddings."""
+
+
+def to_float32(vectors: Sequence[Sequence[float]] | npt.ArrayLike) -> F32:
+    """A C-contiguous 2-d float32 copy of `vectors`."""
+    arr = np.array(vectors, dtype=np.float32, copy=True, ndmin=2)
+    return np.ascontiguousarray(arr)
+
+
+def normalize(vectors: F32) -> F32:
+    """Rows scaled to unit length in place (zero rows stay zero: their cosine is 0)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors
+
+
+def check_index_type(index_type: str) -> IndexType:
+    """`index_type` if it names a known index, else `InvalidQueryError`."""
+    if index_type not in _INDEX_TYPES:
+        raise InvalidQueryError(
+            f"unknown index_type {index_type!r}: expected one of {', '.join(_INDEX_TYPES)}"
+        )
+    return index_type  # type: ignore[return-value]
+
+
+def query_vector(embedding: Sequence[float], dim: int) -> F32:
+    """The normalised 1 x dim query; `InvalidQueryError` for a zero or non-finite vector."""
+    with np.errstate(over="ignore"):  # overflow becomes inf, refused below
+        q = np.array(embedding, dtype=np.float32).reshape(1, -1)
+    if q.shape[1] != dim:
+        raise InvalidQueryError(f"query embedding has {q.shape[1]} dimensions, expected {dim}")
+    norm = float(np.linalg.norm(q[0].astype(np.float64)))  # float64: no overflow
+    if not math.isfinite(norm) or norm == 0.0:
+        raise InvalidQueryError("query embedding must be finite and non-zero")
+    q /= norm
+    return q
+
+
+def exact_top_k(query: F32, matrix: F32, labels: I64, k: int) -> tuple[list[int], list[float]]:
+    """Exact cosine top-k of normalised `query` over normalised `matrix` rows (ties by label)."""
+    if len(labels) == 0:
+        return [], []
+    scores = matrix @ query.reshape(-1)
+    take = min(k, len(labels))
+    # lexsort: last key is primary; sort by score desc then label asc.
+    order = np.lexsort((labels, -scores))[:take]
+    return labels[order].tolist(), scores[order].astype(float).tolist()
+
+
+class VectorIndex:
+    """One faiss index over labelled, normalised vectors of one dimension. Not thread-safe."""
+
+    def __init__(self, kind: IndexType, dim: int, params: IndexParams | None = None) -> None:
+        self.kind: IndexType = check_index_type(kind)
+        self.dim = dim
+        self.params = params or IndexParams()
+        self.version: int = 0
+        """The owner's table version this index reflects (the owner keeps it current)."""
+        self._index: Any = None
+        self._ext = np.empty(0, dtype=np.int64)  # internal id -> label, -1 when tombstoned
+        self._pos: dict[int, int] = {}  # label -> internal id (live only)
+        self._dead = 0
+        self._trained_on = 0
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """Too many tombstones, or an IVF quantizer trained on far less data than it holds."""
+        total = len(self._ext)
+        if total and self._dead > max(64, total // 4):
+            return True
+        return self.kind == "ivf" and len(self._pos) > 4 * max(self._trained_on, 256)
+
+    def build(self, labels: I64, vectors: F32) -> None:
+        """Replace the content with `vectors` (normalised, n x dim) under `labels`."""
+        n = len(labels)
+        self._ext = np.asarray(labels, dtype=np.int64).copy()
+        self._pos = {int(label): i for i, label in enumerate(self._ext.tolist())}
+        if len(self._pos) != n:
+            raise ValueError("duplicate labels in vector index build")
+        self._dead = 0
+        self._index = self._new_index(vectors)
+        if n:
+            self._index.add(vectors)
+
+    def add(self, labels: Iterable[int], vectors: F32) -> None:
+        """Add (or replace) vectors under `labels`."""
+        labels = list(labels)
+        if not labels:
+            return
+        self.remove(label for label in labels if label in self._pos)
+        if self._index is None:
+            self.build(np.asarray(labels, dtype=np.int64), vectors)
+            return
+        start = len(self._ext)
+        self._ext = np.concatenate([self._ext, np.asarray(labels, dtype=np.int64)])
+        for offset, label in enumerate(labels):
+            self._pos[label] = start + offset
+        if self.kind == "ivf":
+            self._index.add_with_ids(vectors, np.arange(start, start + len(labels), dtype=np.int64))
+        else:
+            self._index.add(vectors)
+
+    def remove(self, labels: Iterable[int]) -> None:
+        """Tombstone `labels` (unknown labels are ignored)."""
+        for label in labels:
+            internal = self._pos.pop(label, None)
+            if internal is not None:
+                self._ext[internal] = -1
+                self._dead += 1
+
+    def search(
+        self,
+        query: F32,
+        k: int,
+        *,
+        allowed: Iterable[int] | None = None,
+        probes: int | None = None,
+        ef_search: int | None = None,
+    ) -> tuple[list[int], list[float]]:
+        """Labels and cosine scores of the top-`k` live vectors (among `allowed` labels if set)."""
+        if self._index is None or not self._pos or k < 1:
+            return [], []
+        bitmap = None
+        take = min(k, len(self._pos))
+        if allowed is not None or self._dead:
+            if allowed is not None:
+                ids = [self._pos[label] for label in allowed if label in self._pos]
+                if not ids:
+                    return [], []
+                mask = np.zeros(len(self._ext), dtype=bool)
+                mask[ids] = True
+                take = min(k, len(ids))
+            else:
+                mask = self._ext >= 0
+            bitmap = np.packbits(mask, bitorder="little")
+        params = self._search_params(probes, ef_search)
+        # The selector reads `bitmap` during the search: both must stay referenced until then.
+        selector = None
+        if bitmap is not None:
+            selector = faiss.IDSelectorBitmap(len(self._ext), faiss.swig_ptr(bitmap))
+            params.sel = selector
+        scores, ids_out = self._index.search(query, take, params=params)
+        del selector, bitmap
+        out_labels: list[int] = []
+        out_scores: list[float] = []
+        for internal, score in zip(ids_out[0].tolist(), scores[0].tolist(), strict=True):
+            if internal < 0:
+                continue
+            label = int(self._ext[internal])
+            if label >= 0:
+                out_labels.append(label)
+                out_scores.append(float(score))
+        return out_labels, out_scores
+
+    def _new_index(self, vectors: F32) -> Any:
+        metric = faiss.METRIC_INNER_PRODUCT
+        if self.kind == "flat":
+            return faiss.IndexFlatIP(self.dim)
+        if self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, self.params.hnsw_m, metric)
+            index.hnsw.efConstruction = self.params.hnsw_ef_construction
+            return index
+        n = len(vectors)
+        lists = self.params.ivf_lists or int(math.sqrt(n))
+        # faiss wants ~39 training points per list; fewer lists than that just degrade to flat.
+        lists = max(1, min(lists, n // 39 if n >= 39 else 1))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFFlat(quantizer, self.dim, lists, metric)
+        index.cp.min_points_per_centroid = 1  # small tables: no "too few points" warnings
+        if n:
+            index.train(vectors)
+        else:
+            index.train(np.zeros((1, self.dim), dtype=np.float32))
+        self._trained_on = n
+        return index
+
+    def _search_params(self, probes: int | None, ef_search: int | None) -> Any:
+        """Fresh faiss search parameters (the caller may attach a selector to them)."""
+        if self.kind == "hnsw":
+            ef = ef_search or self.params.hnsw_ef_search
+            if ef < 1:
+                raise InvalidQueryError(f"ef_search must be >= 1, got {ef}")
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+        elif self.kind == "ivf":
+            nprobe = probes or self.params.ivf_probes or max(8, self._index.nlist // 8)
+            if nprobe < 1:
+                raise InvalidQueryError(f"probes must be >= 1, got {nprobe}")
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+        else:
+            params = faiss.SearchParameters()
+        return params
+
+
+class IndexSet:
+    """The lazily built indexes of every (table, index type), kept in step with table writes.
+
+    Each table has a version its owner bumps on every committed write. An index remembers the
+    version it reflects: `apply` moves it forward incrementally when it was current before the
+    write, and `get` rebuilds it from `load` when it is missing, stale (another writer changed
+    the table) or due for a rebuild.
+    """
+
+    def __init__(self, params: IndexParams | None = None) -> None:
+        self.params = params or IndexParams()
+        self._indexes: dict[tuple[str, IndexType], VectorIndex] = {}
+
+    def get(
+        self,
+        table: str,
+        kind: IndexType,
+        dim: int,
+        version: int,
+        load: Callable[[], tuple[I64, F32]],
+    ) -> VectorIndex:
+        """The current index of `kind` over `table`, (re)built from `load()` if needed."""
+        index = self._indexes.get((table, kind))
+        if index is None or index.version != version or index.dim != dim or index.needs_rebuild:
+            labels, vectors = load()
+            index = VectorIndex(kind, dim, self.params)
+            index.build(labels, normalize(vectors))
+            index.version = version
+            self._indexes[(table, kind)] = index
+        return index
+
+    def apply(
+        self,
+        table: str,
+        old_version: int,
+        new_version: int,
+        *,
+        removed: Iterable[int] = (),
+        added: tuple[Sequence[int], F32] | None = None,
+    ) -> None:
+        """Move the built indexes of `table` from `old_version` to `new_version`.
+
+        `removed` labels are tombstoned, `added` (labels, raw vectors) inserted; an index that
+        was not at `old_version` missed some other write and is dropped instead.
+        """
+        removed = list(removed)
+        for kind in _INDEX_TYPES:
+            index = self._indexes.get((table, kind))  # type: ignore[arg-type]
+            if index is None:
+                continue
+            if index.version != old_version:
+                del self._indexes[(table, kind)]  # type: ignore[arg-type]
+                continue
+            index.remove(removed)
+            if added is not None and len(added[0]):
+                index.add(added[0], normalize(added[1].copy()))
+            index.version = new_version
+
+    def has(self, table: str) -> bool:
+        """Whether any index of `table` is built (writes to it must then be applied)."""
+        return any(key[0] == table for key in self._indexes)
+
+    def drop(self, table: str | None = None) -> None:
+        """Forget the indexes of `table` (of every table when None)."""
+        for key in list(self._indexes):
+            if table is None or key[0] == table:
+                del self._indexes[key]

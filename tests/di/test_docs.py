@@ -1,0 +1,51 @@
+"""The examples in docs/di.md run, in order, in one namespace: the docs cannot rot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "di.md"
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def test_docs_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = BLOCK.findall(DOC.read_text())
+    assert len(blocks) >= 6
+    namespace: dict[str, object] = {"__name__": "docs_di"}
+    for number, code in enumerate(blocks, start=1):
+        try:
+            exec(compile(code, f"{DOC.name} block {number}", "exec"), namespace)
+        except Exception as exc:  # pragma: no cover - the failure message is the point
+            pytest.fail(f"docs/di.md python block {number} failed: {exc!r}\n{code}")
+    assert "session closed" in capsys.readouterr().out
+
+
+WELL_KNOWN_ROW = re.compile(
+    r"^\| `([A-Z_]+)` \| `([a-z_.]+)` \| .*? \| (contracts/\w+\.py) \|", re.MULTILINE
+)
+
+
+def test_well_known_token_table_matches_the_contracts() -> None:
+    """Every token in the docs table that exists is named and placed as documented, and every
+    typed token exported by `contracts` is in the table."""
+    import importlib
+
+    import contracts
+    from contracts.tokens import Token
+
+    rows = WELL_KNOWN_ROW.findall(DOC.read_text())
+    assert len(rows) >= 8
+    documented = set()
+    for constant, name, module_path in rows:
+        documented.add(constant)
+        module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
+        token = getattr(module, constant, None)
+        if token is None:
+            continue  # that area has not declared it yet
+        assert isinstance(token, Token)
+        assert token.name == name, f"{constant} is named {token.name!r}, docs say {name!r}"
+    exported = {key for key, value in vars(contracts).items() if isinstance(value, Token)}
+    assert exported <= documented, f"undocumented well-known tokens: {exported - documented}"

@@ -1,0 +1,1 @@
+"""Storage conformance suite (every backend) and SQLite / in-memory / vector index tests."""

@@ -1,0 +1,473 @@
+"""The DatabaseAdapter contract, run identically against every backend (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+
+from contracts.memory import Content, Cursor, Memory, MemoryQuery, MemoryUpdate
+from contracts.storage import (
+    BatchError,
+    DatabaseAdapter,
+    DimensionMismatchError,
+    DuplicateMemoryError,
+    InvalidQueryError,
+    StorageError,
+)
+
+from .storage_helpers import (
+    AGENT,
+    OTHER_AGENT,
+    OTHER_ROOM,
+    ROOM,
+    T0,
+    cosine,
+    f32,
+    make_memory,
+    stored,
+)
+
+
+async def test_is_a_database_adapter(memory_store: DatabaseAdapter) -> None:
+    assert isinstance(memory_store, DatabaseAdapter)
+    assert memory_store.backend in {"inmemory", "sqlite", "postgres"}
+
+
+async def test_create_get_roundtrip_keeps_every_field(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory(1, embedding=[0.1, 0.2, 0.3], source="discord", actions=["REPLY"])
+    memory = memory.model_copy(update={"unique": True, "metadata": {"k": [1, {"x": None}]}})
+    assert await memory_store.create_memory(memory) == memory.id
+    got = await memory_store.get_memory(memory.id)
+    assert got == stored(memory)
+    assert got is not None
+    assert got.content.model_extra == {"source": "discord", "actions": ["REPLY"]}
+    assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == timedelta(0)
+    assert await memory_store.get_memory(uuid4()) is None
+
+
+async def test_created_at_keeps_microseconds(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory(created_at=T0 + timedelta(microseconds=123_457))
+    await memory_store.create_memory(memory)
+    got = await memory_store.get_memory(memory.id)
+    assert got is not None and got.created_at == memory.created_at
+
+
+async def test_table_name_argument_overrides(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory(table_name="messages")
+    await memory_store.create_memory(memory, "facts")
+    got = await memory_store.get_memory(memory.id)
+    assert got is not None and got.table_name == "facts"
+    assert await memory_store.count_memories(MemoryQuery(table_name="messages")) == 0
+    ids = await memory_store.create_memories_batch([make_memory(2), make_memory(3)], "docs")
+    assert [m.id for m in await memory_store.get_memories(MemoryQuery(table_name="docs"))] == (
+        ids[::-1]
+    )
+
+
+async def test_duplicate_id_is_refused(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory()
+    await memory_store.create_memory(memory)
+    with pytest.raises(DuplicateMemoryError) as info:
+        await memory_store.create_memory(make_memory(memory_id=memory.id), "other")
+    assert info.value.memory_id == memory.id
+    assert await memory_store.count_memories() == 1
+
+
+async def test_update_applies_only_the_fields_set(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory(embedding=[1.0, 0.0])
+    await memory_store.create_memory(memory)
+    assert await memory_store.update_memory(MemoryUpdate(id=memory.id, content=Content(text="x")))
+    got = await memory_store.get_memory(memory.id)
+    assert got == stored(memory).model_copy(update={"content": Content(text="x")})
+    assert await memory_store.update_memory(
+        MemoryUpdate(id=memory.id, metadata={"m": 2}, unique=True, embedding=[0.0, 2.0])
+    )
+    got = await memory_store.get_memory(memory.id)
+    assert got is not None
+    assert (got.metadata, got.unique, got.embedding) == ({"m": 2}, True, [0.0, 2.0])
+    assert got.created_at == memory.created_at and got.room_id == memory.room_id
+    assert await memory_store.update_memory(MemoryUpdate(id=memory.id, embedding=None))
+    got = await memory_store.get_memory(memory.id)
+    assert got is not None and got.embedding is None
+    assert not await memory_store.update_memory(MemoryUpdate(id=uuid4(), unique=True))
+
+
+async def test_delete(memory_store: DatabaseAdapter) -> None:
+    a, b = make_memory(1), make_memory(2)
+    await memory_store.create_memories_batch([a, b])
+    assert await memory_store.delete_memory(a.id)
+    assert not await memory_store.delete_memory(a.id)
+    assert await memory_store.get_memory(a.id) is None
+    assert await memory_store.delete_memories_batch([b.id, b.id, uuid4()]) == 1
+    assert await memory_store.count_memories() == 0
+
+
+async def test_returned_memories_are_detached(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory(embedding=[1.0, 2.0])
+    await memory_store.create_memory(memory)
+    memory.metadata["i"] = "changed after create"
+    got = await memory_store.get_memory(memory.id)
+    assert got is not None and got.metadata["i"] == 0
+    got.metadata["i"] = "changed after get"
+    assert got.embedding is not None
+    got.embedding.append(3.0)
+    again = await memory_store.get_memory(memory.id)
+    assert again is not None and again.metadata["i"] == 0 and again.embedding == [1.0, 2.0]
+
+
+async def test_metadata_and_content_come_back_as_json(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory(1, extra=("a", 1)).model_copy(
+        update={"metadata": {"t": (1, 2), "n": {"deep": [None, True, 1.5]}, 3: "x"}}
+    )
+    await memory_store.create_memory(memory)
+    got = await memory_store.get_memory(memory.id)
+    assert got is not None
+    assert got.metadata == {"t": [1, 2], "n": {"deep": [None, True, 1.5]}, "3": "x"}
+    assert got.content.model_extra == {"extra": ["a", 1]}
+
+
+async def test_non_json_metadata_fails_its_row(memory_store: DatabaseAdapter) -> None:
+    batch = [make_memory(i) for i in range(4)]
+    batch[2] = batch[2].model_copy(update={"metadata": {"when": object()}})
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch(batch)
+    assert info.value.index == 2 and isinstance(info.value.cause, TypeError)
+    assert await memory_store.count_memories() == 0
+    await memory_store.create_memory(batch[0])
+    with pytest.raises(BatchError) as info:
+        await memory_store.update_memories_batch(
+            [
+                MemoryUpdate(id=batch[0].id, unique=True),
+                MemoryUpdate(id=batch[0].id, metadata={"x": {1, 2}}),
+            ]
+        )
+    assert info.value.index == 1
+    got = await memory_store.get_memory(batch[0].id)
+    assert got is not None and not got.unique
+
+
+# -- batches: all or nothing ---------------------------------------------------------------
+
+
+async def test_create_batch_returns_ids_in_order(memory_store: DatabaseAdapter) -> None:
+    batch = [make_memory(i, embedding=[float(i), 1.0]) for i in range(50)]
+    assert await memory_store.create_memories_batch(batch) == [m.id for m in batch]
+    assert await memory_store.create_memories_batch([]) == []
+    got = await memory_store.get_memories(MemoryQuery(order="asc"))
+    assert got == [stored(m) for m in batch]
+
+
+async def test_create_batch_with_bad_dimension_in_the_middle_writes_nothing(
+    memory_store: DatabaseAdapter,
+) -> None:
+    existing = make_memory(0, embedding=[1.0, 0.0, 0.0])
+    await memory_store.create_memory(existing)
+    before = await memory_store.get_memories(MemoryQuery())
+    batch = [make_memory(i, embedding=[1.0, float(i), 0.0]) for i in range(1, 10)]
+    batch[4] = make_memory(5, embedding=[1.0, 2.0])
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch(batch)
+    assert info.value.index == 4
+    assert isinstance(info.value.cause, DimensionMismatchError)
+    assert (info.value.cause.table_name, info.value.cause.expected, info.value.cause.got) == (
+        "messages",
+        3,
+        2,
+    )
+    assert "row 4" in str(info.value)
+    assert await memory_store.get_memories(MemoryQuery()) == before
+    assert await memory_store.count_memories() == 1
+
+
+async def test_create_batch_with_duplicate_in_the_middle_writes_nothing(
+    memory_store: DatabaseAdapter,
+) -> None:
+    existing = make_memory(0)
+    await memory_store.create_memory(existing)
+    batch = [make_memory(i) for i in range(1, 8)]
+    batch[3] = make_memory(4, memory_id=existing.id)
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch(batch)
+    assert info.value.index == 3
+    assert isinstance(info.value.cause, DuplicateMemoryError)
+    assert await memory_store.count_memories() == 1
+    # A repeated id inside one batch is refused the same way, at its second occurrence.
+    twin = make_memory(9)
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch([make_memory(8), twin, twin])
+    assert info.value.index == 2
+    assert await memory_store.count_memories() == 1
+
+
+async def test_the_first_bad_row_is_reported(memory_store: DatabaseAdapter) -> None:
+    existing = make_memory(0, embedding=[1.0, 0.0])
+    await memory_store.create_memory(existing)
+    batch = [make_memory(i, embedding=[1.0, 1.0]) for i in range(1, 6)]
+    batch[1] = make_memory(2, memory_id=existing.id)  # duplicate at 1
+    batch[3] = make_memory(4, embedding=[1.0])  # bad dimension at 3
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch(batch)
+    assert info.value.index == 1 and isinstance(info.value.cause, DuplicateMemoryError)
+    batch[1] = make_memory(2)
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch(batch)
+    assert info.value.index == 3 and isinstance(info.value.cause, DimensionMismatchError)
+    assert await memory_store.count_memories() == 1
+
+
+async def test_first_batch_fixing_a_dimension_is_undone_too(memory_store: DatabaseAdapter) -> None:
+    batch = [make_memory(1, embedding=[1.0, 0.0]), make_memory(2, embedding=[1.0])]
+    with pytest.raises(BatchError):
+        await memory_store.create_memories_batch(batch, "fresh")
+    assert await memory_store.embedding_dimension("fresh") is None
+    await memory_store.create_memory(make_memory(3, embedding=[1.0, 2.0, 3.0]), "fresh")
+    assert await memory_store.embedding_dimension("fresh") == 3
+
+
+async def test_update_batch_with_bad_row_in_the_middle_changes_nothing(
+    memory_store: DatabaseAdapter,
+) -> None:
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(6)]
+    await memory_store.create_memories_batch(batch)
+    before = await memory_store.get_memories(MemoryQuery(order="asc"))
+    updates = [MemoryUpdate(id=m.id, content=Content(text="new"), unique=True) for m in batch]
+    updates[3] = MemoryUpdate(id=batch[3].id, embedding=[1.0, 2.0, 3.0])
+    with pytest.raises(BatchError) as info:
+        await memory_store.update_memories_batch(updates)
+    assert info.value.index == 3 and isinstance(info.value.cause, DimensionMismatchError)
+    assert await memory_store.get_memories(MemoryQuery(order="asc")) == before
+
+
+async def test_update_batch_reports_missing_ids(memory_store: DatabaseAdapter) -> None:
+    a, b = make_memory(1), make_memory(2)
+    await memory_store.create_memories_batch([a, b])
+    result = await memory_store.update_memories_batch(
+        [
+            MemoryUpdate(id=a.id, unique=True),
+            MemoryUpdate(id=uuid4(), unique=True),
+            MemoryUpdate(id=b.id, metadata={"z": 1}),
+        ]
+    )
+    assert result == [True, False, True]
+    assert await memory_store.update_memories_batch([]) == []
+    got_a, got_b = await memory_store.get_memory(a.id), await memory_store.get_memory(b.id)
+    assert got_a is not None and got_a.unique
+    assert got_b is not None and got_b.metadata == {"z": 1}
+
+
+async def test_single_ops_raise_the_row_error_not_batch_error(
+    memory_store: DatabaseAdapter,
+) -> None:
+    first = make_memory(1, embedding=[1.0, 0.0])
+    await memory_store.create_memory(first)
+    with pytest.raises(DimensionMismatchError):
+        await memory_store.create_memory(make_memory(2, embedding=[1.0]))
+    with pytest.raises(DimensionMismatchError):
+        await memory_store.update_memory(MemoryUpdate(id=first.id, embedding=[1.0, 2.0, 3.0]))
+    assert issubclass(DimensionMismatchError, StorageError)
+
+
+async def test_dimension_is_per_table(memory_store: DatabaseAdapter) -> None:
+    await memory_store.create_memory(make_memory(1, embedding=[1.0, 0.0]), "a")
+    await memory_store.create_memory(make_memory(2, embedding=[1.0, 0.0, 0.0, 0.0]), "b")
+    assert await memory_store.embedding_dimension("a") == 2
+    assert await memory_store.embedding_dimension("b") == 4
+    assert await memory_store.embedding_dimension("c") is None
+    await memory_store.create_memory(make_memory(3), "c")  # no embedding: no dimension yet
+    assert await memory_store.embedding_dimension("c") is None
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+async def _populate(db: DatabaseAdapter) -> list[Memory]:
+    memories = []
+    for i in range(30):
+        memories.append(
+            make_memory(
+                i,
+                agent_id=AGENT if i % 2 else OTHER_AGENT,
+                room_id=ROOM if i % 3 else OTHER_ROOM,
+                table_name="messages" if i % 5 else "facts",
+            ).model_copy(update={"unique": i % 4 == 0})
+        )
+    # Same timestamp for several rows: the id breaks the tie.
+    for j in range(5):
+        memories.append(make_memory(100 + j, created_at=T0 + timedelta(seconds=10)))
+    await db.create_memories_batch(memories)
+    return [stored(m) for m in memories]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        MemoryQuery(),
+        MemoryQuery(order="asc"),
+        MemoryQuery(agent_id=AGENT),
+        MemoryQuery(room_id=OTHER_ROOM, order="asc"),
+        MemoryQuery(table_name="facts"),
+        MemoryQuery(agent_id=AGENT, room_id=ROOM, table_name="messages", order="asc"),
+        MemoryQuery(start=T0 + timedelta(seconds=5), end=T0 + timedelta(seconds=12)),
+        MemoryQuery(start=T0 + timedelta(seconds=10), end=T0 + timedelta(seconds=11), order="asc"),
+        MemoryQuery(unique=True),
+        MemoryQuery(unique=False, limit=7, order="asc"),
+        MemoryQuery(limit=0),
+        MemoryQuery(limit=3),
+        MemoryQuery(entity_id=uuid4()),
+    ],
+    ids=repr,
+)
+async def test_get_memories_matches_the_reference(
+    memory_store: DatabaseAdapter, query: MemoryQuery
+) -> None:
+    memories = await _populate(memory_store)
+    expected = sorted(
+        (m for m in memories if query.matches(m)),
+        key=query.sort_key,
+        reverse=query.order == "desc",
+    )[: query.limit]
+    assert await memory_store.get_memories(query) == expected
+    assert await memory_store.count_memories(query.model_copy(update={"limit": None})) == len(
+        [m for m in memories if query.matches(m)]
+    )
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_keyset_cursor_resumes_exactly(memory_store: DatabaseAdapter, order: str) -> None:
+    memories = await _populate(memory_store)
+    seen: list[Memory] = []
+    cursor: Cursor | None = None
+    while True:
+        query = MemoryQuery(order=order, limit=4, after=cursor)  # type: ignore[arg-type]
+        page = await memory_store.get_memories(query)
+        if not page:
+            break
+        seen.extend(page)
+        # Round-trip through the opaque HTTP form.
+        cursor = Cursor.decode(page[-1].cursor.encode())
+    assert seen == sorted(memories, key=lambda m: (m.created_at, m.id), reverse=order == "desc")
+
+
+# -- vector search ---------------------------------------------------------------------------
+
+
+async def test_search_empty_and_unknown_tables(memory_store: DatabaseAdapter) -> None:
+    assert await memory_store.search_memories([1.0, 0.0]) == []
+    await memory_store.create_memory(make_memory(1))  # no embedding
+    assert await memory_store.search_memories([1.0, 0.0], MemoryQuery(table_name="none")) == []
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+async def test_search_finds_nearest_by_cosine(
+    memory_store: DatabaseAdapter, index_type: str
+) -> None:
+    vectors = [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [-0.1, 0.0, 1.0], [-1.0, 0, 0]]
+    batch = [make_memory(i, embedding=v) for i, v in enumerate(vectors)]
+    batch.append(make_memory(99))  # no embedding: never a result
+    await memory_store.create_memories_batch(batch)
+    results = await memory_store.search_memories(
+        [2.0, 0.0, 0.0],
+        k=3,
+        index_type=index_type,  # type: ignore[arg-type]
+    )
+    assert [m.content.text for m, _ in results] == ["m0", "m1", "m2"]
+    for (memory, score), vector in zip(results, [vectors[0], vectors[1], vectors[2]], strict=True):
+        assert score == pytest.approx(cosine([1.0, 0.0, 0.0], vector), abs=1e-5)
+        assert memory == stored(batch[vectors.index(vector)])
+    everything = await memory_store.search_memories(
+        [1.0, 0.0, 0.0],
+        k=100,
+        index_type=index_type,  # type: ignore[arg-type]
+    )
+    assert len(everything) == 5
+    assert [s for _, s in everything] == sorted((s for _, s in everything), reverse=True)
+
+
+async def test_search_threshold_and_filters(memory_store: DatabaseAdapter) -> None:
+    batch = [
+        make_memory(0, embedding=[1.0, 0.0], room_id=ROOM),
+        make_memory(1, embedding=[0.8, 0.6], room_id=OTHER_ROOM),
+        make_memory(2, embedding=[0.6, 0.8], room_id=ROOM, agent_id=OTHER_AGENT),
+        make_memory(3, embedding=[0.0, 1.0], room_id=ROOM),
+        make_memory(4, embedding=[1.0, 0.0], table_name="facts"),
+    ]
+    await memory_store.create_memories_batch(batch)
+    results = await memory_store.search_memories([1.0, 0.0], k=10, threshold=0.7)
+    assert [m.content.text for m, _ in results] == ["m0", "m1"]
+    for index_type in ("flat", "ivf", "hnsw"):
+        in_room = await memory_store.search_memories(
+            [1.0, 0.0],
+            MemoryQuery(room_id=ROOM, agent_id=AGENT),
+            k=10,
+            index_type=index_type,  # type: ignore[arg-type]
+        )
+        assert [m.content.text for m, _ in in_room] == ["m0", "m3"]
+    facts = await memory_store.search_memories([0.0, 1.0], MemoryQuery(table_name="facts"), k=5)
+    assert [(m.content.text, round(s, 5)) for m, s in facts] == [("m4", 0.0)]
+    after = await memory_store.search_memories(
+        [1.0, 0.0], MemoryQuery(start=T0 + timedelta(seconds=2)), k=10
+    )
+    assert [m.content.text for m, _ in after] == ["m2", "m3"]
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+async def test_search_follows_writes(memory_store: DatabaseAdapter, index_type: str) -> None:
+    """Indexes built by a first search stay in step with later creates, updates, deletes."""
+    kind = index_type
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(20)]
+    await memory_store.create_memories_batch(batch)
+    first = await memory_store.search_memories([1.0, 0.0], k=1, index_type=kind)  # type: ignore[arg-type]
+    assert first[0][0].id == batch[0].id
+    await memory_store.delete_memory(batch[0].id)
+    newcomer = make_memory(50, embedding=[0.0, -1.0])
+    await memory_store.create_memory(newcomer)
+    await memory_store.update_memory(MemoryUpdate(id=batch[5].id, embedding=[1.0, 0.001]))
+    results = await memory_store.search_memories([1.0, 0.0], k=2, index_type=kind)  # type: ignore[arg-type]
+    assert [m.id for m, _ in results] == [batch[5].id, batch[1].id]
+    results = await memory_store.search_memories([0.0, -1.0], k=1, index_type=kind)  # type: ignore[arg-type]
+    assert results[0][0].id == newcomer.id
+    await memory_store.update_memory(MemoryUpdate(id=newcomer.id, embedding=None))
+    results = await memory_store.search_memories([0.0, -1.0], k=30, index_type=kind)  # type: ignore[arg-type]
+    assert newcomer.id not in {m.id for m, _ in results}
+    assert len(results) == 19
+
+
+async def test_search_argument_errors(memory_store: DatabaseAdapter) -> None:
+    await memory_store.create_memory(make_memory(1, embedding=[1.0, 0.0]))
+    with pytest.raises(DimensionMismatchError) as info:
+        await memory_store.search_memories([1.0, 0.0, 0.0])
+    assert (info.value.expected, info.value.got) == (2, 3)
+    with pytest.raises(InvalidQueryError):
+        await memory_store.search_memories([1.0, 0.0], k=0)
+    with pytest.raises(InvalidQueryError):
+        await memory_store.search_memories([1.0, 0.0], index_type="annoy")  # type: ignore[arg-type]
+    with pytest.raises(InvalidQueryError):
+        await memory_store.search_memories([0.0, 0.0])
+
+
+async def test_concurrent_writers_and_readers(memory_store: DatabaseAdapter) -> None:
+    async def writer(w: int) -> None:
+        for j in range(5):
+            batch = [
+                make_memory(w * 100 + j * 10 + n, embedding=[1.0, float(n)]) for n in range(10)
+            ]
+            await memory_store.create_memories_batch(batch)
+
+    async def reader() -> None:
+        for _ in range(10):
+            await memory_store.get_memories(MemoryQuery(limit=20))
+            await memory_store.search_memories([1.0, 0.0], k=3, index_type="hnsw")
+
+    await asyncio.gather(*(writer(w) for w in range(4)), reader(), reader())
+    assert await memory_store.count_memories() == 200
+    assert len(await memory_store.search_memories([1.0, 0.0], k=300)) == 200
+
+
+async def test_embeddings_come_back_as_float32(memory_store: DatabaseAdapter) -> None:
+    memory = make_memory(embedding=[0.1, 1 / 3, 1e-8])
+    await memory_store.create_memory(memory)
+    got = await memory_store.get_memory(memory.id)
+    assert got is not None and got.embedding == f32([0.1, 1 / 3, 1e-8])

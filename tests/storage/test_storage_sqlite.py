@@ -1,0 +1,138 @@
+"""What only the SQLite backend has: a real file, WAL, migrations, other writers, its thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from builtin_plugins.sqlite import SqliteAdapter
+from builtin_plugins.sqlite.schema import SCHEMA_VERSION
+from contracts.memory import MemoryQuery, MemoryUpdate
+from contracts.storage import StorageError
+
+from .storage_helpers import make_memory, stored
+
+
+async def test_file_wal_migrations_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "memories.sqlite3"
+    db = await SqliteAdapter.open(path)
+    memory = make_memory(1, embedding=[1.0, 2.0])
+    await db.create_memory(memory)
+    await db.close()
+    assert path.exists()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    versions = [r[0] for r in raw.execute("SELECT version FROM schema_migrations")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    raw.close()
+    again = await SqliteAdapter.open(path)  # migrations are not re-applied
+    assert await again.get_memory(memory.id) == stored(memory)
+    assert await again.embedding_dimension("messages") == 2
+    results = await again.search_memories([1.0, 2.0], index_type="hnsw")  # rebuilt on demand
+    assert [m.id for m, _ in results] == [memory.id]
+    await again.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    await (await SqliteAdapter.open(path)).close()
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "INSERT INTO schema_migrations VALUES (?, 'from the future', '2099-01-01')",
+        (SCHEMA_VERSION + 1,),
+    )
+    raw.commit()
+    raw.close()
+    with pytest.raises(
+        StorageError, match=rf"future.sqlite3 has schema version {SCHEMA_VERSION + 1}"
+    ):
+        await SqliteAdapter.open(path)
+
+
+async def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match=r"garbage\.sqlite3"):
+        await SqliteAdapter.open(path)
+
+
+async def test_closed_adapter_refuses_calls(tmp_path: Path) -> None:
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    await db.close()
+    await db.close()  # idempotent
+    with pytest.raises(StorageError, match="closed"):
+        await db.get_memories(MemoryQuery())
+
+
+async def test_queries_run_on_a_worker_thread(tmp_path: Path) -> None:
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    threads: list[str] = []
+    assert db._conn is not None
+    db._conn.set_trace_callback(lambda _sql: threads.append(threading.current_thread().name))
+    await db.create_memory(make_memory(1))
+    await db.get_memories(MemoryQuery())
+    assert threads and threading.main_thread().name not in threads
+    # While the worker thread is busy, the event loop keeps running other tasks.
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await db.create_memories_batch(
+        [make_memory(i, embedding=[1.0, float(i)]) for i in range(20_000)]
+    )
+    task.cancel()
+    assert ticks > 10
+    await db.close()
+
+
+async def test_another_writer_on_the_same_file_is_seen_by_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    await one.create_memories_batch([make_memory(i, embedding=[1.0, float(i)]) for i in range(10)])
+    for kind in ("flat", "ivf", "hnsw"):
+        results = await one.search_memories([0.0, -1.0], k=1, index_type=kind)  # type: ignore[arg-type]
+        assert results[0][0].content.text == "m0"
+    newcomer = make_memory(99, embedding=[0.0, -1.0])
+    await two.create_memory(newcomer)  # `one` never saw this write
+    await two.update_memory(MemoryUpdate(id=newcomer.id, content=newcomer.content))
+    for kind in ("flat", "ivf", "hnsw"):
+        results = await one.search_memories([0.0, -1.0], k=1, index_type=kind)  # type: ignore[arg-type]
+        assert results[0][0].id == newcomer.id
+    # Both write concurrently: WAL + busy timeout serialise them, nothing is lost.
+    await asyncio.gather(
+        one.create_memories_batch([make_memory(100 + i) for i in range(200)]),
+        two.create_memories_batch([make_memory(400 + i) for i in range(200)]),
+    )
+    assert await one.count_memories() == await two.count_memories() == 411
+    await one.close()
+    await two.close()
+
+
+async def test_keyset_pages_use_an_index(tmp_path: Path) -> None:
+    db = await SqliteAdapter.open(tmp_path / "plan.sqlite3")
+    await db.close()
+    raw = sqlite3.connect(tmp_path / "plan.sqlite3")
+    for where in ("", "WHERE table_name = ? AND", "WHERE room_id = ? AND"):
+        clause = (
+            f"{where} (created_at, id) > (?, ?)" if where else "WHERE (created_at, id) > (?, ?)"
+        )
+        params = (["x"] if "table" in where else [b"r"] if where else []) + [0, b""]
+        plan = " ".join(
+            str(r[-1])
+            for r in raw.execute(
+                f"EXPLAIN QUERY PLAN SELECT * FROM memories {clause}"
+                " ORDER BY created_at, id LIMIT 100",
+                params,
+            )
+        )
+        assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan
+    raw.close()

@@ -1,0 +1,86 @@
+"""host.vectors: faiss indexes with labels, tombstones, filters and rebuild signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contracts.storage import InvalidQueryError
+from host.vectors import IndexParams, IndexSet, VectorIndex, exact_top_k, normalize, query_vector
+
+
+def _data(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return normalize(rng.standard_normal((n, dim)).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_labels_tombstones_and_filters(kind: str) -> None:
+    x = _data(500)
+    labels = np.arange(1000, 1500, dtype=np.int64)
+    index = VectorIndex(kind, 16, IndexParams(ivf_probes=64))  # type: ignore[arg-type]
+    index.build(labels, x.copy())
+    found, scores = index.search(x[7:8], 3)
+    assert found[0] == 1007 and scores[0] == pytest.approx(1.0, abs=1e-5)
+    index.remove([1007])
+    found, _ = index.search(x[7:8], 3)
+    assert 1007 not in found and len(found) == 3
+    index.add([1007], normalize(-x[7:8].copy()))  # replaced by its opposite
+    found, scores = index.search(-x[7:8], 1)
+    assert found == [1007] and scores[0] == pytest.approx(1.0, abs=1e-5)
+    found, _ = index.search(x[9:10], 10, allowed=[1009, 1100, 4242])
+    assert found[0] == 1009 and set(found) <= {1009, 1100}
+    assert index.search(x[9:10], 10, allowed=[4242]) == ([], [])
+    assert len(index) == 500
+
+
+def test_exact_top_k_breaks_ties_by_label() -> None:
+    matrix = normalize(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
+    labels = np.array([9, 3, 5], dtype=np.int64)
+    got, scores = exact_top_k(normalize(np.array([[1, 0]], dtype=np.float32)), matrix, labels, 2)
+    assert got == [3, 9] and scores == pytest.approx([1.0, 1.0])
+
+
+def test_rebuild_signals() -> None:
+    x = _data(2000)
+    hnsw = VectorIndex("hnsw", 16)
+    hnsw.build(np.arange(400, dtype=np.int64), x[:400].copy())
+    assert not hnsw.needs_rebuild
+    hnsw.remove(range(150))
+    assert hnsw.needs_rebuild  # too many tombstones
+    ivf = VectorIndex("ivf", 16)
+    ivf.build(np.arange(10, dtype=np.int64), x[:10].copy())
+    ivf.add(range(10, 1000), x[10:1000].copy())
+    assert not ivf.needs_rebuild
+    ivf.add(range(1000, 2000), x[1000:].copy())
+    assert ivf.needs_rebuild  # trained on 10 rows, holds 2000
+
+
+def test_index_set_tracks_versions() -> None:
+    x = _data(50)
+    loads: list[int] = []
+
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        loads.append(1)
+        return np.arange(50, dtype=np.int64), x.copy()
+
+    indexes = IndexSet()
+    first = indexes.get("t", "flat", 16, 1, load)
+    assert indexes.get("t", "flat", 16, 1, load) is first and len(loads) == 1
+    indexes.apply("t", 1, 2, removed=[0], added=([99], x[0:1].copy()))
+    assert indexes.get("t", "flat", 16, 2, load) is first and len(loads) == 1
+    assert first.search(x[0:1], 1)[0] == [99]
+    indexes.apply("t", 5, 6)  # missed writes 2..5: dropped, rebuilt on next get
+    assert indexes.get("t", "flat", 16, 6, load) is not first and len(loads) == 2
+    indexes.drop("t")
+    assert not indexes.has("t")
+
+
+def test_query_vector_validation() -> None:
+    assert query_vector([3.0, 4.0], 2).tolist() == [[pytest.approx(0.6), pytest.approx(0.8)]]
+    with pytest.raises(InvalidQueryError):
+        query_vector([0.0, 0.0], 2)
+    with pytest.raises(InvalidQueryError):
+        query_vector([1.0], 2)
+    with pytest.raises(InvalidQueryError):
+        VectorIndex("annoy", 2)  # type: ignore[arg-type]

@@ -1,0 +1,25 @@
+"""Misusing the storage contract is a type error."""
+
+from __future__ import annotations
+
+from contracts.memory import Memory, MemoryQuery
+from contracts.storage import DATABASE, DatabaseAdapter
+from contracts.tokens import Token
+
+
+async def misuse(db: DatabaseAdapter, memory: Memory) -> None:
+    await db.search_memories([1.0], index_type="annoy")  # E: Argument "index_type" to "search_memories" of "DatabaseAdapter" has incompatible type
+    await db.create_memories_batch(memory)  # E: Argument 1 to "create_memories_batch" of "DatabaseAdapter" has incompatible type "Memory"
+    found: Memory = await db.get_memories(MemoryQuery())  # E: Incompatible types in assignment
+    await db.update_memory(memory)  # E: Argument 1 to "update_memory" of "DatabaseAdapter" has incompatible type "Memory"; expected "MemoryUpdate"
+    del found
+
+
+class NotAStore:
+    backend = "nope"
+
+    async def get_memory(self, memory_id: str) -> None: ...
+
+
+wrong: Token[NotAStore] = DATABASE  # E: Incompatible types in assignment
+store: DatabaseAdapter = NotAStore()  # E: Incompatible types in assignment
