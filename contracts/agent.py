@@ -125,7 +125,7 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Evaluator:
-    """Runs after the reply (reflection, fact extraction, ...); failures are reported, not raised."""
+    """Runs after the reply (reflection, fact extraction); failures are reported, not raised."""
 
     name: str
     description: str
