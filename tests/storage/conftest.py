@@ -23,6 +23,8 @@ import pytest
 from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.storage import DatabaseAdapter
+from host.metrics import InMemoryMetrics
+from host.metrics.storage import InstrumentedAdapter
 
 from .storage_helpers import StoreFactory
 
@@ -33,7 +35,9 @@ try:
 except ImportError as exc:  # E's fixture module not written (yet)
     _PG_IMPORT_ERROR = f"tests/storage/pg_server.py unavailable: {exc}"
 
-BACKENDS = ["inmemory", "sqlite", "postgres"]
+BACKENDS = ["inmemory", "sqlite", "postgres", "sqlite+metrics"]
+"""``sqlite+metrics`` is SQLite behind the host's `InstrumentedAdapter`: the wrapper the host puts
+around every store must keep every semantic of the store it wraps."""
 
 
 def _inmemory_factory() -> StoreFactory:
@@ -72,6 +76,15 @@ def _postgres_factory(request: pytest.FixtureRequest) -> StoreFactory:
     return factory  # type: ignore[no-any-return]
 
 
+def _instrumented(inner: StoreFactory) -> StoreFactory:
+    @contextlib.asynccontextmanager
+    async def open_store() -> AsyncIterator[DatabaseAdapter]:
+        async with inner() as db:
+            yield InstrumentedAdapter(db, InMemoryMetrics())
+
+    return open_store
+
+
 @pytest.fixture(params=BACKENDS)
 def store_factory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -82,6 +95,8 @@ def store_factory(
         return _inmemory_factory()
     if backend == "sqlite":
         return _sqlite_factory(tmp_path_factory.mktemp("sqlite"))
+    if backend == "sqlite+metrics":
+        return _instrumented(_sqlite_factory(tmp_path_factory.mktemp("sqlite")))
     return _postgres_factory(request)
 
 

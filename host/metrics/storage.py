@@ -1,0 +1,106 @@
+"""`InstrumentedAdapter`: a `DatabaseAdapter` that times every call of the store it wraps.
+
+The host wraps whatever adapter the DATABASE token resolves to, so every backend (and any
+third-party one) is measured the same way without its author doing anything. Each call records
+one observation of ``agenthost.memory.operation.duration`` tagged with the operation, the
+backend and the outcome (``ok`` / the error class name); batch calls also record their size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
+from uuid import UUID
+
+from contracts.memory import Memory, MemoryQuery, MemoryUpdate
+from contracts.metrics import MetricsCollector
+from contracts.storage import DatabaseAdapter, IndexType
+
+__all__ = ["BATCH_SIZE", "OPERATION_DURATION", "InstrumentedAdapter"]
+
+OPERATION_DURATION = "agenthost.memory.operation.duration"
+BATCH_SIZE = "agenthost.memory.batch.size"
+
+T = TypeVar("T")
+
+
+class InstrumentedAdapter:
+    """Delegates to `inner`, recording the duration and outcome of each call in `metrics`."""
+
+    def __init__(self, inner: DatabaseAdapter, metrics: MetricsCollector) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self.backend = inner.backend
+
+    async def _timed(self, operation: str, call: Awaitable[T], size: int | None = None) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            tags = {"operation": operation, "backend": self.backend, "outcome": outcome}
+            self.metrics.record_histogram(OPERATION_DURATION, time.perf_counter() - started, tags)
+            if size is not None:
+                self.metrics.record_histogram(
+                    BATCH_SIZE, size, {"operation": operation, "backend": self.backend}
+                )
+
+    async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
+        return await self._timed("create", self.inner.create_memory(memory, table_name))
+
+    async def get_memory(self, memory_id: UUID) -> Memory | None:
+        return await self._timed("get", self.inner.get_memory(memory_id))
+
+    async def update_memory(self, update: MemoryUpdate) -> bool:
+        return await self._timed("update", self.inner.update_memory(update))
+
+    async def delete_memory(self, memory_id: UUID) -> bool:
+        return await self._timed("delete", self.inner.delete_memory(memory_id))
+
+    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        return await self._timed("query", self.inner.get_memories(query))
+
+    async def count_memories(self, query: MemoryQuery | None = None) -> int:
+        return await self._timed("count", self.inner.count_memories(query))
+
+    async def create_memories_batch(
+        self, memories: Sequence[Memory], table_name: str | None = None
+    ) -> list[UUID]:
+        call = self.inner.create_memories_batch(memories, table_name)
+        return await self._timed("create_batch", call, len(memories))
+
+    async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
+        call = self.inner.update_memories_batch(updates)
+        return await self._timed("update_batch", call, len(updates))
+
+    async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
+        call = self.inner.delete_memories_batch(memory_ids)
+        return await self._timed("delete_batch", call, len(memory_ids))
+
+    async def search_memories(
+        self,
+        embedding: Sequence[float],
+        query: MemoryQuery | None = None,
+        k: int = 10,
+        index_type: IndexType = "flat",
+        probes: int | None = None,
+        ef_search: int | None = None,
+        threshold: float | None = None,
+    ) -> list[tuple[Memory, float]]:
+        call = self.inner.search_memories(
+            embedding, query, k, index_type, probes, ef_search, threshold
+        )
+        return await self._timed(f"search_{index_type}", call)
+
+    async def embedding_dimension(self, table_name: str) -> int | None:
+        return await self.inner.embedding_dimension(table_name)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"InstrumentedAdapter({self.inner!r})"
