@@ -1,0 +1,356 @@
+"""Provider cache behaviour: TTL, scopes, single flight, errors, invalidation, bounds, stats."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.agent import CachePolicy
+from contracts.cache import CacheContext
+from contracts.events import MEMORY_CREATED, MEMORY_DELETED
+from host.cache import ProviderCache
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Counter:
+    """A provider body that counts its calls and returns a fresh value each time."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        return f"value-{self.calls}"
+
+
+ROOM_A = CacheContext(agent_id="agent", room_id="a", entity_id="alice", message_id="m1")
+ROOM_B = CacheContext(agent_id="agent", room_id="b", entity_id="bob", message_id="m2")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(clock: Clock) -> ProviderCache:
+    return ProviderCache(max_entries=100, clock=clock)
+
+
+async def test_hit_skips_the_provider_and_rooms_are_separate(cache: ProviderCache) -> None:
+    cache.register("time", CachePolicy(ttl=60))
+    body = Counter()
+    assert await cache.get_or_compute("time", ROOM_A, body) == "value-1"
+    assert await cache.get_or_compute("time", ROOM_A, body) == "value-1"
+    assert await cache.get_or_compute("time", ROOM_B, body) == "value-2"
+    assert body.calls == 2
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.entries) == (1, 2, 2)
+
+
+async def test_ttl_expiry_recomputes_and_is_purged(cache: ProviderCache, clock: Clock) -> None:
+    cache.register("time", CachePolicy(ttl=10))
+    body = Counter()
+    await cache.get_or_compute("time", ROOM_A, body)
+    clock.now += 9.9
+    assert await cache.get_or_compute("time", ROOM_A, body) == "value-1"
+    clock.now += 0.2
+    assert await cache.get_or_compute("time", ROOM_A, body) == "value-2"
+    clock.now += 11
+    assert cache.purge_expired() == 1
+    assert cache.stats().entries == 0
+    assert cache.stats().expirations >= 1
+
+
+async def test_no_ttl_or_unknown_provider_is_never_cached(cache: ProviderCache) -> None:
+    cache.register("live", CachePolicy(ttl=None))
+    body = Counter()
+    await cache.get_or_compute("live", ROOM_A, body)
+    await cache.get_or_compute("live", ROOM_A, body)
+    await cache.get_or_compute("unregistered", ROOM_A, body)
+    assert body.calls == 3
+    assert cache.stats().entries == 0
+
+
+@pytest.mark.parametrize(
+    ("scope", "shared_with_b", "calls_with_other_agent"),
+    [
+        ("global", True, 1),
+        ("agent", True, 2),
+        ("room", False, 3),
+        ("entity", False, 3),
+        ("message", False, 3),
+    ],
+)
+async def test_key_scope(
+    cache: ProviderCache, scope: str, shared_with_b: bool, calls_with_other_agent: int
+) -> None:
+    cache.register("p", CachePolicy(ttl=60, scope=scope))  # type: ignore[arg-type]
+    body = Counter()
+    await cache.get_or_compute("p", ROOM_A, body)
+    await cache.get_or_compute("p", ROOM_B, body)
+    assert body.calls == (1 if shared_with_b else 2)
+    other_agent = CacheContext(agent_id="other", room_id="a", entity_id="alice", message_id="m1")
+    await cache.get_or_compute("p", other_agent, body)
+    assert body.calls == calls_with_other_agent
+
+
+async def test_single_flight_computes_once_for_concurrent_callers(cache: ProviderCache) -> None:
+    cache.register("slow", CachePolicy(ttl=60))
+    calls = 0
+    gate = asyncio.Event()
+
+    async def body() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return "done"
+
+    waiters = [asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body)) for _ in range(50)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiters) == ["done"] * 50
+    assert calls == 1
+
+
+async def test_errors_reach_every_waiter_and_are_not_cached(cache: ProviderCache) -> None:
+    cache.register("flaky", CachePolicy(ttl=60))
+    calls = 0
+
+    async def failing() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise RuntimeError("provider down")
+
+    results = await asyncio.gather(
+        *(cache.get_or_compute("flaky", ROOM_A, failing) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert calls == 1
+    assert await cache.get_or_compute("flaky", ROOM_A, Counter()) == "value-1"
+    assert cache.stats().errors == 1
+
+
+async def test_cancelled_caller_does_not_fail_the_others(cache: ProviderCache) -> None:
+    cache.register("slow", CachePolicy(ttl=60))
+    gate = asyncio.Event()
+
+    async def body() -> str:
+        await gate.wait()
+        return "ok"
+
+    first = asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body))
+    second = asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body))
+    await asyncio.sleep(0)
+    first.cancel()
+    gate.set()
+    assert await second == "ok"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert cache.stats().entries == 1
+
+
+async def test_event_invalidates_only_the_events_room(cache: ProviderCache) -> None:
+    cache.register("recent", CachePolicy(ttl=60, invalidate_on=(MEMORY_CREATED,)))
+    cache.register("untouched", CachePolicy(ttl=60))
+    body, other = Counter(), Counter()
+    for ctx in (ROOM_A, ROOM_B):
+        await cache.get_or_compute("recent", ctx, body)
+        await cache.get_or_compute("untouched", ctx, other)
+    assert MEMORY_CREATED.name in cache.watched_events
+    dropped = cache.handle_event(
+        MEMORY_CREATED.name, SimpleNamespace(agent_id="agent", room_id="a", entity_id="alice")
+    )
+    assert dropped == 1
+    assert await cache.get_or_compute("recent", ROOM_A, body) == "value-3"
+    assert await cache.get_or_compute("recent", ROOM_B, body) == "value-2"
+    assert other.calls == 2
+    assert cache.handle_event(MEMORY_DELETED.name, SimpleNamespace(room_id="a")) == 0
+
+
+async def test_event_without_room_invalidates_every_room(cache: ProviderCache) -> None:
+    cache.register("recent", CachePolicy(ttl=60, invalidate_on=(MEMORY_CREATED,)))
+    for ctx in (ROOM_A, ROOM_B):
+        await cache.get_or_compute("recent", ctx, Counter())
+    assert cache.handle_event(MEMORY_CREATED.name, SimpleNamespace(agent_id="agent")) == 2
+
+
+async def test_dependencies_invalidate_transitively_and_survive_cycles(
+    cache: ProviderCache,
+) -> None:
+    cache.register("facts", CachePolicy(ttl=60, dependencies=("summary",)))
+    cache.register("summary", CachePolicy(ttl=60, dependencies=("recent",)))
+    cache.register("recent", CachePolicy(ttl=60, dependencies=("facts",)))  # a cycle
+    cache.register("bystander", CachePolicy(ttl=60))
+    for name in ("facts", "summary", "recent", "bystander"):
+        await cache.get_or_compute(name, ROOM_A, Counter())
+        await cache.get_or_compute(name, ROOM_B, Counter())
+    assert cache.invalidate("recent", CacheContext(agent_id="agent", room_id="a")) == 3
+    assert cache.stats().entries == 5
+    assert cache.invalidate("recent") == 3
+    assert cache.stats().entries == 2
+    assert cache.stats().invalidations == 6
+
+
+async def test_invalidation_during_computation_is_not_stored(cache: ProviderCache) -> None:
+    cache.register("slow", CachePolicy(ttl=60))
+    gate = asyncio.Event()
+
+    async def body() -> str:
+        await gate.wait()
+        return "before-event"
+
+    waiter = asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body))
+    await asyncio.sleep(0)
+    cache.invalidate("slow", ROOM_A)
+    late = Counter()
+    # A caller arriving after the invalidation must not join the pre-event computation.
+    assert await cache.get_or_compute("slow", ROOM_A, late) == "value-1"
+    gate.set()
+    assert await waiter == "before-event"
+    assert await cache.get_or_compute("slow", ROOM_A, Counter()) == "value-1"
+    assert late.calls == 1
+
+
+async def test_lru_eviction_by_entries(clock: Clock) -> None:
+    cache = ProviderCache(max_entries=3, clock=clock)
+    cache.register("p", CachePolicy(ttl=60))
+    rooms = [CacheContext(agent_id="x", room_id=str(i)) for i in range(4)]
+    for ctx in rooms[:3]:
+        await cache.get_or_compute("p", ctx, Counter())
+    await cache.get_or_compute("p", rooms[0], Counter())  # room 0 becomes most recent
+    await cache.get_or_compute("p", rooms[3], Counter())  # evicts room 1
+    stats = cache.stats()
+    assert (stats.entries, stats.evictions) == (3, 1)
+    body = Counter()
+    await cache.get_or_compute("p", rooms[0], body)
+    await cache.get_or_compute("p", rooms[1], body)
+    assert body.calls == 1
+
+
+async def test_bounded_by_bytes(clock: Clock) -> None:
+    cache = ProviderCache(max_entries=None, max_bytes=2000, clock=clock, sizeof=lambda v: 600)
+    cache.register("p", CachePolicy(ttl=60))
+    for i in range(5):
+        await cache.get_or_compute("p", CacheContext(room_id=str(i)), Counter())
+    stats = cache.stats()
+    assert stats.entries == 3
+    assert stats.size_bytes == 1800
+    assert stats.evictions == 2
+
+
+async def test_too_large_value_is_returned_not_stored(clock: Clock) -> None:
+    cache = ProviderCache(max_entries=10, max_bytes=100, clock=clock, sizeof=lambda v: 500)
+    cache.register("p", CachePolicy(ttl=60))
+    assert await cache.get_or_compute("p", ROOM_A, Counter()) == "value-1"
+    assert cache.stats().entries == 0
+
+
+async def test_unregister_owner_drops_that_plugins_entries(cache: ProviderCache) -> None:
+    cache.register("mine", CachePolicy(ttl=60), owner="plugin-a")
+    cache.register("theirs", CachePolicy(ttl=60), owner="plugin-b")
+    await cache.get_or_compute("mine", ROOM_A, Counter())
+    await cache.get_or_compute("theirs", ROOM_A, Counter())
+    cache.unregister_owner("plugin-a")
+    assert cache.policy("mine") is None
+    assert cache.stats().entries == 1
+    body = Counter()
+    await cache.get_or_compute("mine", ROOM_A, body)
+    await cache.get_or_compute("mine", ROOM_A, body)
+    assert body.calls == 2  # no longer registered: not cached
+
+
+async def test_saved_time_counts_hits() -> None:
+    cache = ProviderCache(max_entries=10)
+    cache.register("p", CachePolicy(ttl=60))
+
+    async def slow() -> str:
+        await asyncio.sleep(0.02)
+        return "x"
+
+    await cache.get_or_compute("p", ROOM_A, slow)
+    for _ in range(3):
+        await cache.get_or_compute("p", ROOM_A, slow)
+    stats = cache.stats()
+    assert stats.hits == 3
+    assert stats.saved_seconds >= 0.05
+    assert stats.hit_ratio == pytest.approx(0.75)
+
+
+def test_bounds_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_entries and/or max_bytes"):
+        ProviderCache(max_entries=None, max_bytes=None)
+    with pytest.raises(ValueError, match="positive"):
+        ProviderCache(max_entries=0)
+
+
+# Property: with invalidate_on covering every change of the underlying data, a cached compose
+# returns exactly what an uncached compose returns, whatever the interleaving of reads, events,
+# explicit invalidations, clock moves and evictions.
+ROOMS = ("a", "b", "c")
+_op = st.one_of(
+    st.tuples(
+        st.just("read"), st.sampled_from(("room", "global", "derived")), st.sampled_from(ROOMS)
+    ),
+    st.tuples(st.just("write"), st.just(""), st.sampled_from(ROOMS)),
+    st.tuples(st.just("tick"), st.just(""), st.sampled_from(("1", "30", "100"))),
+    st.tuples(
+        st.just("invalidate"),
+        st.sampled_from(("room", "global", "derived")),
+        st.sampled_from(ROOMS),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(_op, max_size=60), max_entries=st.integers(min_value=1, max_value=8))
+def test_cached_compose_never_differs_from_uncached(
+    ops: list[tuple[str, str, str]], max_entries: int
+) -> None:
+    clock = Clock()
+    cache = ProviderCache(max_entries=max_entries, clock=clock)
+    on_write = (MEMORY_CREATED,)
+    cache.register("room", CachePolicy(ttl=50, invalidate_on=on_write, scope="room"))
+    cache.register("global", CachePolicy(ttl=50, invalidate_on=on_write, scope="global"))
+    cache.register("derived", CachePolicy(ttl=50, dependencies=("room",), scope="agent"))
+    data = dict.fromkeys(ROOMS, 0)
+
+    def uncached(provider: str, room: str) -> str:
+        if provider == "room":
+            return f"{room}={data[room]}"
+        return ",".join(f"{r}={data[r]}" for r in ROOMS)
+
+    async def run() -> None:
+        for op, provider, arg in ops:
+            if op == "read":
+                ctx = CacheContext(agent_id="agent", room_id=arg)
+
+                async def compute(provider: str = provider, room: str = arg) -> str:
+                    return uncached(provider, room)
+
+                assert await cache.get_or_compute(provider, ctx, compute) == uncached(provider, arg)
+            elif op == "write":
+                data[arg] += 1
+                cache.handle_event(
+                    MEMORY_CREATED.name, SimpleNamespace(agent_id="agent", room_id=arg)
+                )
+            elif op == "tick":
+                clock.now += float(arg)
+            else:
+                cache.invalidate(provider, CacheContext(agent_id="agent", room_id=arg))
+
+    asyncio.run(run())
