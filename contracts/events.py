@@ -194,6 +194,9 @@ class MessagePayload(EventPayload):
     message: Memory
     in_reply_to: UUID | None = None
     """For a reply: the id of the message it answers."""
+    timings: dict[str, float] = {}
+    """For a reply: seconds spent per pipeline stage (memory, providers, model, actions,
+    evaluators, total); metrics read them from here."""
 
 
 class AgentPayload(EventPayload):
