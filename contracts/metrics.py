@@ -8,11 +8,13 @@ sets of values (model type, provider, action name, outcome): never ids or text f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.tokens import Token
 
-__all__ = ["METRICS", "MetricsCollector", "Tags"]
+__all__ = ["METRICS", "MetricsCollector", "MetricsSettings", "Tags"]
 
 Tags = Mapping[str, str]
 
@@ -35,3 +37,21 @@ class MetricsCollector(Protocol):
 
 
 METRICS: Token[MetricsCollector] = Token("metrics", MetricsCollector)
+
+
+class MetricsSettings(BaseModel):
+    """Config section ``metrics``: which exporters run and how cardinality is bounded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exporters: tuple[Literal["memory", "prometheus", "otel"], ...] = ("memory", "prometheus")
+    """The in-memory collector always runs (``agenthost stats`` reads it); list the others."""
+    prometheus_port: int | None = Field(default=None, ge=1, le=65535)
+    """Also serve ``/metrics`` on this port (it is always on the HTTP API)."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP endpoint for the ``otel`` exporter, e.g. ``http://127.0.0.1:4318``."""
+    otlp_interval: float = Field(default=10.0, gt=0)
+    max_series: int = Field(default=1000, ge=1)
+    """Tag combinations allowed per metric; more are dropped with a warning."""
+    sample_interval: float = Field(default=15.0, gt=0)
+    """Seconds between samples of cache and pool stats (also sampled on every read)."""

@@ -1,0 +1,93 @@
+"""`Telemetry`: the host's metrics pipeline built from the ``metrics`` config section.
+
+One guarded collector (the METRICS service) fans out to the in-memory collector, which always
+runs because ``agenthost stats`` and tests read it, and to the configured exporters. The sampler
+feeds it the stats other components keep (cache, pools) before every read and on a timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.metrics import MetricsCollector, MetricsSettings
+from host.metrics.guard import GuardedMetrics
+from host.metrics.memory import InMemoryMetrics, Series
+from host.metrics.prometheus import PrometheusMetrics
+from host.metrics.sampler import Sampler
+
+__all__ = ["Telemetry", "build_telemetry", "series_json"]
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """The collectors of one host and what reads them."""
+
+    settings: MetricsSettings
+    collector: GuardedMetrics
+    memory: InMemoryMetrics
+    sampler: Sampler
+    prometheus: PrometheusMetrics | None = None
+    otel: Any = None
+    """An `OTelMetrics` when the ``otel`` exporter is configured (needs the ``otel`` extra)."""
+
+    def start(self) -> None:
+        """Start the periodic sampler (and the Prometheus port when configured)."""
+        self.sampler.start(self.settings.sample_interval)
+        if self.prometheus is not None and self.settings.prometheus_port is not None:
+            self.prometheus.serve(self.settings.prometheus_port)
+
+    async def aclose(self) -> None:
+        await self.sampler.stop()
+        self.sampler.sample()
+        if self.otel is not None:
+            self.otel.shutdown()
+
+    def exposition(self) -> bytes:
+        """Current figures in Prometheus text format (sampled first)."""
+        if self.prometheus is None:
+            raise LookupError("the prometheus exporter is not enabled (metrics.exporters)")
+        self.sampler.sample()
+        return self.prometheus.exposition()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Current figures of every series as JSON-ready dicts (sampled first)."""
+        self.sampler.sample()
+        return [series_json(series) for series in self.memory.series()]
+
+
+def series_json(series: Series) -> dict[str, Any]:
+    """One series as the ``/stats`` route serves it."""
+    out: dict[str, Any] = {"name": series.name, "kind": series.kind, "tags": series.tags}
+    if series.kind == "histogram":
+        out |= {
+            "count": series.count,
+            "sum": series.value,
+            "mean": series.mean,
+            "p50": series.quantile(0.5),
+            "p95": series.quantile(0.95),
+            "max": series.max if series.count else 0.0,
+        }
+    else:
+        out["value"] = series.value
+    return out
+
+
+def build_telemetry(settings: MetricsSettings | None = None) -> Telemetry:
+    """The collectors `settings` asks for, behind the cardinality guard."""
+    settings = settings or MetricsSettings()
+    memory = InMemoryMetrics()
+    collectors: list[MetricsCollector] = [memory]
+    prometheus = otel = None
+    if "prometheus" in settings.exporters:
+        prometheus = PrometheusMetrics()
+        collectors.append(prometheus)
+    if "otel" in settings.exporters:
+        from host.metrics.otel import OTelMetrics, otlp_reader
+
+        if settings.otlp_endpoint is None:
+            raise ValueError("metrics.exporters lists 'otel' but metrics.otlp_endpoint is not set")
+        otel = OTelMetrics([otlp_reader(settings.otlp_endpoint, settings.otlp_interval)])
+        collectors.append(otel)
+    collector = GuardedMetrics(collectors, max_series=settings.max_series)
+    return Telemetry(settings, collector, memory, Sampler(collector), prometheus, otel)
