@@ -1,0 +1,349 @@
+"""`EventBus`: typed publish/subscribe for every step of the host.
+
+Handlers subscribe to an `Event[P]` and receive its payload; wildcard handlers (`on_any`) get
+every event, for the audit and metrics layers. Plugins subscribe through ``event_handlers()`` or
+pluggy ``@hookimpl`` methods (see `host.hookspecs`); both end up as subscriptions tagged with
+the plugin's name, so unloading a plugin removes all of them.
+
+Why not call pluggy hooks directly on emit: pluggy is synchronous and orders implementations by
+registration (LIFO) and tryfirst/trylast, while the bus must await async handlers, time them
+out, isolate their failures and order them by priority. So pluggy validates and collects the
+hook implementations; the bus runs them.
+
+Emitting is cheap on purpose: each event keeps a precomputed tuple of its handlers, rebuilt only
+when subscriptions change; an emit is a type check and a loop over that tuple.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pluggy
+from loguru import logger
+from pydantic import BaseModel, ValidationError
+
+from contracts.events import (
+    HANDLER_FAILED,
+    AnyHandler,
+    Event,
+    EventError,
+    EventHandler,
+    EventPayload,
+    Handler,
+    HandlerFailedPayload,
+    PayloadTypeError,
+    event_named,
+)
+from host import hookspecs
+
+__all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
+
+P = TypeVar("P", bound=EventPayload)
+
+_order = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class EventSettings:
+    """Tunables of the bus (config section ``events``)."""
+
+    handler_timeout: float | None = 30.0
+    """Seconds an async handler may run before it is cancelled and reported (None: no limit)."""
+    detached_limit: int = 1000
+    """Detached handler runs in flight at most; past it, emits wait for a slot (backpressure
+    instead of unbounded memory)."""
+
+
+@dataclass(eq=False, slots=True)
+class HandlerSubscription:
+    """One handler on one event (or on every event when `event` is None)."""
+
+    bus: EventBus
+    event: Event[Any] | None
+    handler: Callable[..., Awaitable[None] | None]
+    owner: str | None
+    priority: int
+    detached: bool
+    timeout: float | None
+    order: int = field(default_factory=lambda: next(_order))
+    active: bool = True
+
+    def cancel(self) -> None:
+        """Unsubscribe (idempotent)."""
+        if self.active:
+            self.bus._remove(self)
+
+    @property
+    def label(self) -> str:
+        name = getattr(self.handler, "__qualname__", None) or repr(self.handler)
+        return f"{self.owner}:{name}" if self.owner else str(name)
+
+
+def _sort_key(sub: HandlerSubscription) -> tuple[int, int]:
+    return (-sub.priority, sub.order)
+
+
+class EventBus:
+    """Subscriptions per event, emitted in priority order with failures isolated."""
+
+    def __init__(self, settings: EventSettings | None = None) -> None:
+        self.settings = settings or EventSettings()
+        self._subs: dict[str, list[HandlerSubscription]] = {}
+        self._any: list[HandlerSubscription] = []
+        self._plan: dict[str, tuple[HandlerSubscription, ...]] = {}
+        self._detached: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self.failures = 0
+        """Handler failures since start (also counted by the metrics layer)."""
+        self._closed = False
+
+    # subscribing -----------------------------------------------------------------------------
+
+    def on(
+        self,
+        event: Event[P],
+        handler: Handler[P],
+        *,
+        owner: str | None = None,
+        priority: int = 0,
+        detached: bool = False,
+        timeout: float | None = None,
+    ) -> HandlerSubscription:
+        """Call `handler` with each payload of `event`. Higher `priority` runs first."""
+        if not isinstance(event, Event):
+            raise EventError(f"bus.on needs an Event token, got {event!r}")
+        if not callable(handler):
+            raise EventError(f"handler for {event.name!r} is not callable: {handler!r}")
+        sub = HandlerSubscription(self, event, handler, owner, priority, detached, timeout)
+        self._subs.setdefault(event.name, []).append(sub)
+        self._plan.clear()
+        return sub
+
+    def on_any(
+        self,
+        handler: AnyHandler,
+        *,
+        owner: str | None = None,
+        detached: bool = False,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> HandlerSubscription:
+        """Call `handler(event, payload)` for every event, after the event's own handlers."""
+        sub = HandlerSubscription(self, None, handler, owner, priority, detached, timeout)
+        self._any.append(sub)
+        self._plan.clear()
+        return sub
+
+    def off(self, event: Event[P], handler: Handler[P]) -> bool:
+        """Remove `handler`'s subscriptions to `event`; False if it had none."""
+        found = [s for s in self._subs.get(event.name, ()) if s.handler == handler]
+        for sub in found:
+            self._remove(sub)
+        return bool(found)
+
+    def _remove(self, sub: HandlerSubscription) -> None:
+        sub.active = False
+        subs = self._any if sub.event is None else self._subs.get(sub.event.name, [])
+        if sub in subs:
+            subs.remove(sub)
+        self._plan.clear()
+
+    def register_plugin(self, name: str, plugin: object, priority: int = 0) -> int:
+        """Subscribe a plugin's ``@hookimpl`` methods and ``event_handlers()``; how many.
+
+        A hook implementation that names no known hook, or whose arguments do not match the
+        hook's, is an error naming the plugin and the hook (pluggy checks the signature)."""
+        made: list[HandlerSubscription] = []
+        try:
+            made += self._subscribe_hooks(name, plugin, priority)
+            handlers = getattr(plugin, "event_handlers", None)
+            for spec in handlers() if callable(handlers) else ():
+                if not isinstance(spec, EventHandler):
+                    raise EventError(f"plugin {name}: event_handlers() returned {spec!r}")
+                sub = self.on(
+                    spec.event,
+                    spec.handler,
+                    owner=name,
+                    priority=spec.priority or priority,
+                    detached=spec.detached,
+                    timeout=spec.timeout,
+                )
+                made.append(sub)
+        except BaseException:
+            for sub in made:  # all or nothing: a half-subscribed plugin would be hard to see
+                sub.cancel()
+            raise
+        return len(made)
+
+    def _subscribe_hooks(
+        self, name: str, plugin: object, priority: int
+    ) -> list[HandlerSubscription]:
+        try:
+            self._pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            raise EventError(f"plugin {name}: {exc}") from exc
+        made: list[HandlerSubscription] = []
+        try:
+            for caller in self._pm.get_hookcallers(plugin) or ():
+                event_name = hookspecs.HOOK_EVENTS.get(caller.name)
+                event = event_named(event_name) if event_name else None
+                if event is None:
+                    raise EventError(f"plugin {name} implements unknown hook {caller.name!r}")
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        adapter = _hook_adapter(impl.function)
+                        made.append(self.on(event, adapter, owner=name, priority=priority))
+        except BaseException:
+            for sub in made:
+                sub.cancel()
+            raise
+        finally:
+            self._pm.unregister(plugin)
+        return made
+
+    def unregister_owner(self, owner: str) -> int:
+        """Remove every subscription `owner` made (plugin unload and reload); how many."""
+        removed = [s for subs in self._subs.values() for s in subs if s.owner == owner]
+        removed += [s for s in self._any if s.owner == owner]
+        for sub in removed:
+            self._remove(sub)
+        return len(removed)
+
+    def subscriptions(self, event: Event[Any] | None = None) -> list[HandlerSubscription]:
+        """Active subscriptions (to `event`, in run order), for `agenthost` introspection."""
+        if event is None:
+            return sorted([s for v in self._subs.values() for s in v] + self._any, key=_sort_key)
+        return list(self._handlers_for(event.name))
+
+    # emitting -------------------------------------------------------------------------------
+
+    async def emit(self, event: Event[P], payload: P) -> None:
+        """Run every handler of `event` with `payload`; returns when the awaited ones are done.
+
+        A handler that raises or times out is logged with its plugin and the event, counted and
+        reported as ``handler:failed``; the others and the emitter carry on."""
+        if type(payload) is not event.payload:
+            payload = _coerce(event, payload)
+        plan = self._plan.get(event.name)
+        if plan is None:
+            plan = self._handlers_for(event.name)
+        for sub in plan:
+            if sub.detached:
+                await self._spawn(sub, event, payload)
+                continue
+            try:
+                result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
+                if result is not None and inspect.isawaitable(result):
+                    timeout = sub.timeout or self.settings.handler_timeout
+                    await asyncio.wait_for(result, timeout) if timeout else await result
+            except Exception as exc:
+                await self._failed(sub, event, exc)
+
+    def _handlers_for(self, name: str) -> tuple[HandlerSubscription, ...]:
+        own = sorted(self._subs.get(name, ()), key=_sort_key)
+        plan = (*own, *sorted(self._any, key=_sort_key))
+        self._plan[name] = plan
+        return plan
+
+    async def _spawn(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.settings.detached_limit)
+        await self._slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._run_detached(sub, event, payload))
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    async def _run_detached(
+        self, sub: HandlerSubscription, event: Event[Any], payload: Any
+    ) -> None:
+        try:
+            result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
+            if result is not None and inspect.isawaitable(result):
+                timeout = sub.timeout or self.settings.handler_timeout
+                await asyncio.wait_for(result, timeout) if timeout else await result
+        except Exception as exc:
+            await self._failed(sub, event, exc)
+        finally:
+            assert self._slots is not None
+            self._slots.release()
+
+    async def _failed(self, sub: HandlerSubscription, event: Event[Any], exc: Exception) -> None:
+        self.failures += 1
+        timed_out = isinstance(exc, TimeoutError)
+        error = "timed out" if timed_out else f"{type(exc).__name__}: {exc}"
+        log = logger.bind(plugin=sub.owner or "host", event=event.name)
+        log.opt(exception=None if timed_out else exc).error(
+            "handler {} for {} failed: {}", sub.label, event.name, error
+        )
+        if event is HANDLER_FAILED:
+            return  # a failing failure handler is logged, never re-emitted (no recursion)
+        report = HandlerFailedPayload(
+            event=event.name, handler=sub.label, plugin=sub.owner, error=error, timed_out=timed_out
+        )
+        await self.emit(HANDLER_FAILED, report)
+
+    @property
+    def pending(self) -> int:
+        """Detached handler runs still in flight."""
+        return len(self._detached)
+
+    async def drain(self, within: float | None = None) -> bool:
+        """Wait for detached handlers; True if all finished within `within` seconds."""
+        if not self._detached:
+            return True
+        _, pending = await asyncio.wait(set(self._detached), timeout=within)
+        return not pending
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Let detached handlers finish for up to `grace` seconds, cancel the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        if not await self.drain(grace):
+            for task in list(self._detached):
+                task.cancel()
+            await asyncio.gather(*self._detached, return_exceptions=True)
+
+
+def _coerce(event: Event[P], payload: object) -> P:
+    """The payload as `event`'s type (a subclass instance or a dict from untyped code), or a
+    `PayloadTypeError` naming the event and the field."""
+    expected = event.payload
+    if isinstance(payload, expected):
+        return payload
+    data: object = payload
+    if isinstance(payload, BaseModel):
+        data = payload.model_dump()
+    if not isinstance(data, dict):
+        raise PayloadTypeError(
+            f"event {event.name!r} takes a {expected.__name__} payload, "
+            f"got {type(payload).__name__}"
+        )
+    try:
+        return expected.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise PayloadTypeError(
+            f"event {event.name!r}: invalid {expected.__name__} payload ({problems})"
+        ) from exc
+
+
+def _hook_adapter(function: Callable[..., Any]) -> Callable[[Any], Awaitable[None] | None]:
+    """Hook implementations take ``payload=`` by keyword; the bus passes it positionally."""
+
+    def call(payload: Any) -> Awaitable[None] | None:
+        result: Awaitable[None] | None = function(payload=payload)
+        return result
+
+    call.__qualname__ = getattr(function, "__qualname__", "hook")
+    return call
