@@ -1,0 +1,361 @@
+"""`ModelRegistry`: picks a provider for each model call, falls back, and reports every call.
+
+Plugins register `ModelHandler` objects for model types. A call tries the handlers of its type
+in order: the provider asked for by the call (only that one), else the provider pinned in config
+first, then by priority, then registration order. A retryable failure (timeout, connection,
+rate limit, 5xx: `ModelCallError(retryable=True)`, `TimeoutError`, `ConnectionError`) moves on
+to the next handler; any other failure is raised at once, because another provider would fail
+the same bad request. A provider that fails `breaker_failures` times in a row is skipped for
+`breaker_cooldown` seconds (circuit breaker), then tried again. Each attempt emits
+``model:used`` with the provider, duration, tokens, whether it was a fallback and the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from loguru import logger
+from pydantic import BaseModel, ValidationError
+
+from contracts.events import MODEL_USED, EventBusProtocol, ModelUsedPayload
+from contracts.models import (
+    InvalidModelParamsError,
+    ModelCallError,
+    ModelError,
+    ModelHandler,
+    ModelParams,
+    ModelSettings,
+    ModelType,
+    NoModelHandlerError,
+    TextChunk,
+)
+
+__all__ = ["ModelRegistry", "is_retryable"]
+
+P = TypeVar("P", bound=ModelParams)
+R = TypeVar("R")
+
+_order = itertools.count()
+
+
+class _LoadedPlugin(Protocol):
+    """What the loader hands registrars: the plugin's name and instance."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def instance(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    handler: ModelHandler[Any, Any]
+    owner: str
+    provider: str
+    priority: int
+    order: int = field(default_factory=lambda: next(_order))
+
+
+@dataclass(slots=True)
+class _Circuit:
+    failures: int = 0
+    open_until: float = 0.0
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another provider may succeed where this failure happened."""
+    if isinstance(exc, ModelCallError):
+        return exc.retryable
+    return isinstance(exc, TimeoutError | ConnectionError)
+
+
+def _usage(result: object) -> tuple[int | None, int | None]:
+    usage = getattr(result, "usage", None)
+    if usage is None:
+        return None, None
+    return getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
+
+
+class ModelRegistry:
+    """Model handlers by type, with selection, fallback, circuit breaking and ``model:used``."""
+
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        *,
+        events: EventBusProtocol | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or ModelSettings()
+        self.events = events
+        self.clock = clock
+        self._entries: dict[str, list[_Entry]] = {}
+        self._plans: dict[str, tuple[_Entry, ...]] = {}
+        self._circuits: dict[tuple[str, str], _Circuit] = {}
+
+    # registration ------------------------------------------------------------------------------
+
+    def register(
+        self, handler: ModelHandler[Any, Any], *, owner: str, priority: int | None = None
+    ) -> None:
+        """Add `handler` for its model type, tagged with the plugin `owner`."""
+        if not isinstance(handler, ModelHandler):
+            raise ModelError(f"plugin {owner}: models() returned {handler!r}, not a ModelHandler")
+        entry = _Entry(
+            handler,
+            owner,
+            handler.provider or owner,
+            handler.priority if priority is None else priority,
+        )
+        self._entries.setdefault(handler.model_type.name, []).append(entry)
+        self._plans.clear()
+
+    def register_plugin(self, loaded: _LoadedPlugin) -> None:
+        """Registrar hook: add everything the plugin's ``models()`` returns (all or nothing)."""
+        models = getattr(loaded.instance, "models", None)
+        handlers = list(models()) if callable(models) else []
+        for handler in handlers:
+            if not isinstance(handler, ModelHandler):
+                raise ModelError(f"plugin {loaded.name}: models() returned {handler!r}")
+        for handler in handlers:
+            self.register(handler, owner=loaded.name)
+
+    def unregister_plugin(self, name: str) -> None:
+        self.unregister_owner(name)
+
+    def unregister_owner(self, owner: str) -> int:
+        """Remove every handler `owner` registered (unload, reload); how many."""
+        removed = 0
+        for name, entries in self._entries.items():
+            kept = [e for e in entries if e.owner != owner]
+            removed += len(entries) - len(kept)
+            self._entries[name] = kept
+        self._plans.clear()
+        return removed
+
+    def providers(self, model_type: ModelType[Any, Any] | str) -> list[str]:
+        """Providers of a model type in the order calls try them."""
+        name = model_type if isinstance(model_type, str) else model_type.name
+        return [e.provider for e in self._plan(name)]
+
+    def registered(self) -> dict[str, list[str]]:
+        """Model type name -> its providers in call order (for errors and ``plugins list``)."""
+        return {name: self.providers(name) for name, entries in self._entries.items() if entries}
+
+    def _plan(self, type_name: str) -> tuple[_Entry, ...]:
+        plan = self._plans.get(type_name)
+        if plan is None:
+            entries = sorted(self._entries.get(type_name, ()), key=lambda e: (-e.priority, e.order))
+            pinned = self.settings.pins.get(type_name)
+            if pinned is not None:
+                entries.sort(key=lambda e: e.provider != pinned)  # stable: the pin goes first
+            plan = self._plans[type_name] = tuple(entries)
+        return plan
+
+    def _candidates(self, model_type: ModelType[Any, Any], provider: str | None) -> list[_Entry]:
+        plan = self._plan(model_type.name)
+        if provider is not None:
+            chosen = [e for e in plan if e.provider == provider]
+            if not chosen:
+                raise NoModelHandlerError(
+                    f"provider {provider!r} has no handler for {model_type.name}; "
+                    f"{self._describe(model_type)}"
+                )
+            return chosen
+        if not plan:
+            raise NoModelHandlerError(
+                f"no model handler for {model_type.name}; {self._describe(model_type)}"
+            )
+        now = self.clock()
+        ready = [e for e in plan if self._circuit(e).open_until <= now]
+        # every circuit open: try them anyway rather than fail without asking anyone
+        return ready or list(plan)
+
+    def _describe(self, model_type: ModelType[Any, Any]) -> str:
+        own = self.providers(model_type)
+        if own:
+            return f"registered for {model_type.name}: {', '.join(own)}"
+        known = self.registered()
+        listing = "; ".join(f"{name}: {', '.join(p)}" for name, p in sorted(known.items()))
+        return f"registered: {listing or 'nothing (is a model plugin installed and enabled?)'}"
+
+    def _circuit(self, entry: _Entry) -> _Circuit:
+        key = (entry.provider, entry.handler.model_type.name)
+        circuit = self._circuits.get(key)
+        if circuit is None:
+            circuit = self._circuits[key] = _Circuit()
+        return circuit
+
+    def _succeeded(self, entry: _Entry) -> None:
+        circuit = self._circuits.get((entry.provider, entry.handler.model_type.name))
+        if circuit is not None and circuit.failures:
+            circuit.failures = 0
+            circuit.open_until = 0.0
+
+    def _failed(self, entry: _Entry, exc: BaseException) -> None:
+        circuit = self._circuit(entry)
+        circuit.failures += 1
+        if circuit.failures >= self.settings.breaker_failures:
+            circuit.open_until = self.clock() + self.settings.breaker_cooldown
+            logger.bind(plugin=entry.owner).warning(
+                "model provider {} failed {} times in a row for {}; skipped for {}s",
+                entry.provider,
+                circuit.failures,
+                entry.handler.model_type.name,
+                self.settings.breaker_cooldown,
+            )
+
+    # calling ---------------------------------------------------------------------------------
+
+    async def use_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> R:
+        """Call the best available handler of `model_type`, falling back on retryable errors."""
+        if type(params) is not model_type.params:
+            params = _coerce(model_type, params)
+        candidates = self._candidates(model_type, provider)
+        last: BaseException | None = None
+        for attempt, entry in enumerate(candidates):
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    result = await entry.handler.handler(params)
+            except Exception as exc:
+                await self._report(entry, started, attempt > 0, error=exc)
+                if not is_retryable(exc):
+                    raise
+                self._failed(entry, exc)
+                last = exc
+                continue
+            if not isinstance(result, model_type.result):
+                error = ModelError(
+                    f"provider {entry.provider} (plugin {entry.owner}) answered {model_type.name} "
+                    f"with {type(result).__name__}, not {model_type.result.__name__}"
+                )
+                await self._report(entry, started, attempt > 0, error=error)
+                raise error
+            self._succeeded(entry)
+            await self._report(entry, started, attempt > 0, result=result)
+            return result
+        raise _exhausted(model_type, candidates, last)
+
+    async def stream_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> AsyncIterator[TextChunk]:
+        """Stream `model_type`'s text. A provider without streaming answers in one chunk; falls
+        back like `use_model` only until the first chunk was yielded."""
+        if type(params) is not model_type.params:
+            params = _coerce(model_type, params)
+        candidates = self._candidates(model_type, provider)
+        last: BaseException | None = None
+        for attempt, entry in enumerate(candidates):
+            started = time.perf_counter()
+            yielded = False
+            final: TextChunk | None = None
+            try:
+                async for chunk in self._chunks(entry, params):
+                    yielded = True
+                    final = chunk
+                    yield chunk
+            except Exception as exc:
+                await self._report(entry, started, attempt > 0, error=exc, streamed=True)
+                if yielded or not is_retryable(exc):
+                    raise
+                self._failed(entry, exc)
+                last = exc
+                continue
+            self._succeeded(entry)
+            await self._report(entry, started, attempt > 0, result=final, streamed=True)
+            return
+        raise _exhausted(model_type, candidates, last)
+
+    async def _chunks(self, entry: _Entry, params: Any) -> AsyncIterator[TextChunk]:
+        stream = entry.handler.stream
+        if stream is not None:
+            async for chunk in stream(params):
+                yield chunk
+            return
+        async with asyncio.timeout(self.settings.timeout):
+            result = await entry.handler.handler(params)
+        text = getattr(result, "text", None)
+        if not isinstance(text, str):
+            raise ModelError(
+                f"provider {entry.provider} cannot stream {entry.handler.model_type.name}: "
+                f"its result {type(result).__name__} has no text"
+            )
+        yield TextChunk(
+            text=text,
+            finish_reason=getattr(result, "finish_reason", None) or "stop",
+            usage=getattr(result, "usage", None),
+        )
+
+    async def _report(
+        self,
+        entry: _Entry,
+        started: float,
+        fallback: bool,
+        *,
+        result: object = None,
+        error: BaseException | None = None,
+        streamed: bool = False,
+    ) -> None:
+        if self.events is None:
+            return
+        input_tokens, output_tokens = _usage(result)
+        payload = ModelUsedPayload.model_construct(
+            model_type=entry.handler.model_type.name,
+            provider=entry.provider,
+            duration=time.perf_counter() - started,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            fallback=fallback,
+            streamed=streamed,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            agent_id=None,
+        )
+        await self.events.emit(MODEL_USED, payload)
+
+
+def _coerce(model_type: ModelType[P, Any], params: object) -> P:
+    """Params from untyped code as the model type's params model, or an error naming the field."""
+    expected = model_type.params
+    if isinstance(params, expected):
+        return params
+    data: object = params.model_dump() if isinstance(params, BaseModel) else params
+    if isinstance(data, str) and "prompt" in expected.model_fields:
+        data = {"prompt": data}
+    if isinstance(data, str) and "text" in expected.model_fields:
+        data = {"text": data}
+    if not isinstance(data, dict):
+        raise InvalidModelParamsError(
+            f"{model_type.name} takes {expected.__name__}, got {type(params).__name__}"
+        )
+    try:
+        return expected.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidModelParamsError(
+            f"{model_type.name}: invalid {expected.__name__} ({problems})"
+        ) from exc
+
+
+def _exhausted(
+    model_type: ModelType[Any, Any], tried: Iterable[_Entry], last: BaseException | None
+) -> ModelCallError:
+    names = ", ".join(e.provider for e in tried)
+    error = ModelCallError(
+        f"every provider of {model_type.name} failed ({names}); last error: {last!r}",
+        provider=names,
+        retryable=True,
+    )
+    error.__cause__ = last
+    return error

@@ -1,0 +1,215 @@
+"""Model registry: selection order, pins, fallback rules, circuit breaker, streaming, events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from contracts.events import MODEL_USED, ModelUsedPayload
+from contracts.models import (
+    TEXT_EMBEDDING,
+    TEXT_LARGE,
+    EmbeddingParams,
+    EmbeddingResult,
+    InvalidModelParamsError,
+    ModelCallError,
+    ModelHandler,
+    ModelSettings,
+    NoModelHandlerError,
+    TextChunk,
+    TextParams,
+    TextResult,
+    Usage,
+)
+from host.events import EventBus
+from host.models import ModelRegistry
+
+
+def answering(text: str, calls: list[str] | None = None) -> ModelHandler[TextParams, TextResult]:
+    async def handler(params: TextParams) -> TextResult:
+        if calls is not None:
+            calls.append(text)
+        return TextResult(
+            text=f"{text}:{params.prompt}", usage=Usage(input_tokens=3, output_tokens=2)
+        )
+
+    return ModelHandler(TEXT_LARGE, handler)
+
+
+def failing(error: Exception, calls: list[str], name: str) -> ModelHandler[TextParams, TextResult]:
+    async def handler(params: TextParams) -> TextResult:
+        calls.append(name)
+        raise error
+
+    return ModelHandler(TEXT_LARGE, handler)
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_priority_then_registration_order_and_explicit_provider() -> None:
+    registry = ModelRegistry()
+    registry.register(answering("low"), owner="low", priority=1)
+    registry.register(answering("first"), owner="first", priority=5)
+    registry.register(answering("second"), owner="second", priority=5)
+    assert registry.providers(TEXT_LARGE) == ["first", "second", "low"]
+    result = await registry.use_model(TEXT_LARGE, TextParams(prompt="hi"))
+    assert result.text == "first:hi"
+    chosen = await registry.use_model(TEXT_LARGE, TextParams(prompt="hi"), provider="low")
+    assert chosen.text == "low:hi"
+    with pytest.raises(NoModelHandlerError, match=r"provider 'nope'.*first, second, low"):
+        await registry.use_model(TEXT_LARGE, TextParams(prompt="hi"), provider="nope")
+
+
+async def test_a_config_pin_goes_first() -> None:
+    registry = ModelRegistry(ModelSettings(pins={"text_large": "low"}))
+    registry.register(answering("high"), owner="high", priority=9)
+    registry.register(answering("low"), owner="low", priority=1)
+    assert (await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))).text == "low:x"
+
+
+async def test_retryable_errors_fall_back_and_others_raise_at_once() -> None:
+    bus = EventBus()
+    used: list[ModelUsedPayload] = []
+    bus.on(MODEL_USED, used.append)
+    registry = ModelRegistry(events=bus)
+    calls: list[str] = []
+    registry.register(failing(TimeoutError(), calls, "slow"), owner="slow", priority=3)
+    registry.register(
+        failing(ModelCallError("503", provider="busy", retryable=True, status=503), calls, "busy"),
+        owner="busy",
+        priority=2,
+    )
+    registry.register(answering("eliza", calls), owner="eliza", priority=1)
+    result = await registry.use_model(TEXT_LARGE, TextParams(prompt="hi"))
+    assert result.text == "eliza:hi" and calls == ["slow", "busy", "eliza"]
+    assert [(u.provider, u.fallback, u.error is None) for u in used] == [
+        ("slow", False, False),
+        ("busy", True, False),
+        ("eliza", True, True),
+    ]
+    assert used[-1].input_tokens == 3 and used[-1].output_tokens == 2
+
+    strict = ModelRegistry()
+    calls.clear()
+    strict.register(
+        failing(ModelCallError("401", provider="x", retryable=False), calls, "auth"), owner="auth"
+    )
+    strict.register(answering("never", calls), owner="never", priority=-1)
+    with pytest.raises(ModelCallError, match="401"):
+        await strict.use_model(TEXT_LARGE, TextParams(prompt="hi"))
+    assert calls == ["auth"]
+
+
+async def test_circuit_breaker_skips_a_failing_provider_then_retries_it() -> None:
+    clock = Clock()
+    registry = ModelRegistry(ModelSettings(breaker_failures=2, breaker_cooldown=30), clock=clock)
+    calls: list[str] = []
+    registry.register(failing(ConnectionError(), calls, "down"), owner="down", priority=2)
+    registry.register(answering("up", calls), owner="up", priority=1)
+    for _ in range(2):
+        await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))
+    assert calls == ["down", "up", "down", "up"]
+    calls.clear()
+    await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))
+    assert calls == ["up"]  # circuit open: skipped
+    clock.now += 31
+    await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))
+    assert calls == ["up", "down", "up"]  # half-open: tried again
+
+
+async def test_all_failing_raises_naming_every_provider() -> None:
+    registry = ModelRegistry()
+    calls: list[str] = []
+    registry.register(failing(TimeoutError("t"), calls, "a"), owner="a")
+    registry.register(failing(ConnectionError("c"), calls, "b"), owner="b")
+    with pytest.raises(ModelCallError, match=r"every provider of text_large failed \(a, b\)"):
+        await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))
+
+
+async def test_no_handler_lists_what_is_registered() -> None:
+    registry = ModelRegistry()
+    registry.register(answering("eliza"), owner="eliza")
+    with pytest.raises(
+        NoModelHandlerError, match=r"no model handler for text_embedding.*text_large: eliza"
+    ):
+        await registry.use_model(TEXT_EMBEDDING, EmbeddingParams(text="x"))
+
+
+async def test_untyped_params_are_validated_naming_the_field() -> None:
+    registry = ModelRegistry()
+    registry.register(answering("m"), owner="m")
+    bad: object = {"prompt": "x", "temperature": 7}
+    with pytest.raises(InvalidModelParamsError, match="field temperature"):
+        await registry.use_model(TEXT_LARGE, bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidModelParamsError, match="field tempurature: Extra inputs"):
+        await registry.use_model(TEXT_LARGE, {"prompt": "x", "tempurature": 1})  # type: ignore[arg-type]
+    shorthand: object = "plain prompt"
+    result = await registry.use_model(TEXT_LARGE, shorthand)  # type: ignore[arg-type]
+    assert result.text == "m:plain prompt"
+
+
+async def test_streaming_with_and_without_a_stream_handler() -> None:
+    async def stream(params: TextParams) -> AsyncIterator[TextChunk]:
+        for index, word in enumerate(["a", "b", "c"]):
+            yield TextChunk(text=word, index=index)
+
+    async def whole(params: TextParams) -> TextResult:
+        return TextResult(text="abc")
+
+    registry = ModelRegistry()
+    registry.register(ModelHandler(TEXT_LARGE, whole, stream), owner="streamer")
+    registry.register(ModelHandler(TEXT_LARGE, whole), owner="plain", priority=-1)
+    chunks = [c.text async for c in registry.stream_model(TEXT_LARGE, TextParams(prompt="x"))]
+    assert chunks == ["a", "b", "c"]
+    single = [
+        c async for c in registry.stream_model(TEXT_LARGE, TextParams(prompt="x"), provider="plain")
+    ]
+    assert [c.text for c in single] == ["abc"] and single[0].finish_reason == "stop"
+
+
+async def test_a_stream_falls_back_only_before_its_first_chunk() -> None:
+    async def dies_early(params: TextParams) -> AsyncIterator[TextChunk]:
+        raise ConnectionError("down")
+        yield TextChunk(text="never")
+
+    async def dies_late(params: TextParams) -> AsyncIterator[TextChunk]:
+        yield TextChunk(text="partial")
+        raise ConnectionError("cut")
+
+    async def whole(params: TextParams) -> TextResult:
+        return TextResult(text="backup")
+
+    registry = ModelRegistry()
+    registry.register(ModelHandler(TEXT_LARGE, whole, dies_early), owner="early", priority=2)
+    registry.register(ModelHandler(TEXT_LARGE, whole), owner="backup", priority=1)
+    assert [c.text async for c in registry.stream_model(TEXT_LARGE, TextParams(prompt="x"))] == [
+        "backup"
+    ]
+    late = ModelRegistry()
+    late.register(ModelHandler(TEXT_LARGE, whole, dies_late), owner="late", priority=2)
+    late.register(ModelHandler(TEXT_LARGE, whole), owner="backup", priority=1)
+    seen: list[str] = []
+    with pytest.raises(ConnectionError):
+        async for chunk in late.stream_model(TEXT_LARGE, TextParams(prompt="x")):
+            seen.append(chunk.text)
+    assert seen == ["partial"]
+
+
+async def test_unregister_owner_removes_its_handlers() -> None:
+    registry = ModelRegistry()
+
+    async def embed(params: EmbeddingParams) -> EmbeddingResult:
+        return EmbeddingResult(vectors=[[1.0] for _ in params.texts])
+
+    registry.register(ModelHandler(TEXT_EMBEDDING, embed), owner="local")
+    registry.register(answering("x"), owner="local")
+    result = await registry.use_model(TEXT_EMBEDDING, EmbeddingParams(text=("a", "b")))
+    assert len(result.vectors) == 2
+    assert registry.unregister_owner("local") == 2
+    assert registry.registered() == {}
