@@ -1,0 +1,234 @@
+"""Loading the configuration: defaults < YAML file < ``AGENTHOST_*`` environment variables.
+
+The file is ``--config PATH``, else ``$AGENTHOST_CONFIG``, else ``config/agenthost.yaml`` if it
+exists. Environment variables are read by pydantic-settings (nested with ``__``). The merged
+values are validated against `contracts.config.HostConfig`; every problem is reported at once
+with its key path and where the value came from (file and line, or the variable's name), never
+with a secret's value. `LoadedConfig.sources` remembers where each key came from, for
+``agenthost config show``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from contracts.config import HostConfig
+from contracts.errors import AgentHostError
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "ConfigError",
+    "LoadedConfig",
+    "flatten",
+    "is_secret_name",
+    "load_config",
+    "masked",
+    "plugin_settings",
+]
+
+ENV_PREFIX = "AGENTHOST_"
+DEFAULT_CONFIG = Path("config/agenthost.yaml")
+MASK = "**********"
+
+
+class ConfigError(AgentHostError):
+    """Invalid configuration: names the file or variable, the key path and the reason."""
+
+
+class _EnvSettings(BaseSettings, HostConfig):
+    """HostConfig as pydantic-settings sees it (only used to read the environment)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+
+@dataclass(slots=True)
+class LoadedConfig:
+    """The validated config, the file it came from and the source of each key."""
+
+    config: HostConfig
+    path: Path | None
+    sources: dict[str, str] = field(default_factory=dict)
+    """Dotted key path -> ``default``, ``file:<path>`` or ``env:<VARIABLE>``."""
+
+    def source_of(self, key: str) -> str:
+        """Where `key` (dotted) got its value: its own entry or its nearest parent's."""
+        while key:
+            if key in self.sources:
+                return self.sources[key]
+            key = key.rpartition(".")[0]
+        return "default"
+
+
+def config_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The file to read: explicit, else $AGENTHOST_CONFIG, else the default if it exists."""
+    if explicit is not None:
+        return Path(explicit)
+    if environ.get(f"{ENV_PREFIX}CONFIG"):
+        return Path(environ[f"{ENV_PREFIX}CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in `path`; errors name the file and, for syntax errors, the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML in {where}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``AGENTHOST_*`` variables as nested config values (pydantic-settings' parsing)."""
+    source = EnvSettingsSource(
+        _EnvSettings,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+    )
+    source.env_vars = {k.lower(): v for k, v in environ.items()}
+    values = source()
+    values.pop("config", None)
+    return values
+
+
+def _paths(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _paths(value, f"{path}.")
+        else:
+            yield path
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_name(path: str) -> str:
+    return ENV_PREFIX + path.replace(".", "__").upper()
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Read, merge and validate the configuration (see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    file = config_path(path, environ)
+    file_data = read_yaml(file) if file is not None else {}
+    env_data = read_env(environ)
+    sources: dict[str, str] = {}
+    for key in _paths(file_data):
+        sources[key] = f"file:{file}"
+    for key in _paths(env_data):
+        sources[key] = f"env:{_env_name(key)}"
+    merged = _merge(_merge(file_data, env_data), overrides or {})
+    for key in _paths(overrides or {}):
+        sources[key] = "override"
+    try:
+        config = HostConfig.model_validate(merged)
+    except ValidationError as exc:
+        loaded = LoadedConfig(HostConfig(), file, sources)
+        raise ConfigError(_describe(exc, loaded)) from None
+    return LoadedConfig(config, file, sources)
+
+
+def _describe(exc: ValidationError, loaded: LoadedConfig) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        source = loaded.source_of(key)
+        where = source.partition(":")[2] or source
+        reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        lines.append(f"  {key} (from {where}): {reason}")
+    count = len(lines)
+    return f"invalid configuration ({count} problem{'s' if count > 1 else ''}):\n" + "\n".join(
+        lines
+    )
+
+
+def plugin_settings(
+    model: type[BaseModel], name: str, config: HostConfig, loaded: LoadedConfig | None = None
+) -> BaseModel:
+    """Validate plugin `name`'s section ``plugins.<name>`` with its settings `model`."""
+    data = config.plugins.section(name)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(["plugins", name, *(str(p) for p in error["loc"])])
+            source = loaded.source_of(key) if loaded is not None else "config"
+            problems.append(f"  {key} (from {source.partition(':')[2] or source}): {error['msg']}")
+        raise ConfigError(f"invalid settings for plugin {name}:\n" + "\n".join(problems)) from None
+
+
+_SECRET_WORDS = ("key", "secret", "password", "passwd", "token", "credential", "dsn")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a raw (untyped) setting called `name` must be masked: plugin sections are
+    plain data until the plugin's model validates them, so their secrets are found by name."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def masked(value: Any, name: str = "") -> Any:
+    """`value` as JSON-ready data with every secret replaced by a mask."""
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else ""
+    if isinstance(value, BaseModel):
+        data = {key: masked(getattr(value, key), key) for key in type(value).model_fields}
+        data.update({k: masked(v, k) for k, v in (value.model_extra or {}).items()})
+        return data
+    if isinstance(value, Mapping):
+        return {str(k): masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(v, name) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, str) and value and is_secret_name(name):
+        return MASK
+    return value
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"http": {"port": 1}}`` -> ``{"http.port": 1}`` (for ``config show``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{path}."))
+        else:
+            out[path] = value
+    return out

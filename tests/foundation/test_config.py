@@ -1,0 +1,131 @@
+"""Config: precedence, env overrides, errors that name file/variable and key, secrets masked."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from loguru import logger
+from pydantic import BaseModel, SecretStr
+
+from contracts.config import LoggingSettings
+from host.config import ConfigError, flatten, load_config, masked, plugin_settings
+from host.logs import configure_logging, plugin_logger, redact
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agenthost.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_then_file_then_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  port: 8000\n  host: 0.0.0.0\nlogging:\n  level: debug\n")
+    loaded = load_config(path, environ={"AGENTHOST_HTTP__PORT": "9000"})
+    config = loaded.config
+    assert config.http.port == 9000 and config.http.host == "0.0.0.0"
+    assert config.logging.level == "DEBUG"
+    assert config.agents.history == 10
+    assert loaded.source_of("http.port") == "env:AGENTHOST_HTTP__PORT"
+    assert loaded.source_of("http.host") == f"file:{path}"
+    assert loaded.source_of("agents.history") == "default"
+
+
+def test_config_file_from_environment_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "dev: true\n")
+    assert load_config(environ={"AGENTHOST_CONFIG": str(path)}).config.dev is True
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  port: 1\n   host: [x\n")
+    with pytest.raises(ConfigError, match=rf"invalid YAML in {path}:3"):
+        load_config(path, environ={})
+
+
+def test_invalid_values_name_key_and_source_and_hide_secrets(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  port: 99999\n  api_key: hunter2-secret\nbogus: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"AGENTHOST_AGENTS__HISTORY": "-3"})
+    text = str(info.value)
+    assert f"http.port (from {path})" in text
+    assert "less than or equal to 65535" in text
+    assert f"bogus (from {path}): unknown key" in text
+    assert "agents.history (from AGENTHOST_AGENTS__HISTORY)" in text
+    assert "3 problems" in text
+    assert "hunter2" not in text
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_plugin_sections_from_file_and_env() -> None:
+    class WeatherSettings(BaseModel):
+        city: str = "Paris"
+        api_key: SecretStr
+        retries: int = 2
+
+    loaded = load_config(
+        None,
+        environ={
+            "AGENTHOST_PLUGINS__WEATHER__API_KEY": "abcd-1234",
+            "AGENTHOST_PLUGINS__WEATHER__RETRIES": "5",
+        },
+    )
+    settings = plugin_settings(WeatherSettings, "weather", loaded.config, loaded)
+    assert isinstance(settings, WeatherSettings)
+    assert settings.retries == 5 and settings.api_key.get_secret_value() == "abcd-1234"
+    shown = json.dumps(masked(loaded.config))
+    assert "abcd-1234" not in shown and "**********" in shown
+
+    bad = load_config(None, environ={"AGENTHOST_PLUGINS__WEATHER__RETRIES": "many"})
+    with pytest.raises(ConfigError) as info:
+        plugin_settings(WeatherSettings, "weather", bad.config, bad)
+    assert "plugins.weather.retries (from AGENTHOST_PLUGINS__WEATHER__RETRIES)" in str(info.value)
+    assert "plugins.weather.api_key" in str(info.value)
+
+
+def test_disabled_list_from_env_json() -> None:
+    loaded = load_config(None, environ={"AGENTHOST_PLUGINS__DISABLED": '["openai", "audit"]'})
+    assert loaded.config.plugins.disabled == ["openai", "audit"]
+
+
+_keys = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True)
+_trees = st.recursive(
+    st.integers() | st.text(max_size=5),
+    lambda children: st.dictionaries(_keys, children, min_size=1, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(_keys, _trees, max_size=4))
+def test_flatten_keeps_every_leaf(tree: dict[str, object]) -> None:
+    flat = flatten(tree)
+    for path, value in flat.items():
+        node: object = tree
+        for part in path.split("."):
+            assert isinstance(node, dict)
+            node = node[part]
+        assert node == value
+
+
+def test_plugin_log_lines_carry_the_plugin_name_and_secrets_are_scrubbed() -> None:
+    sink = io.StringIO()
+    configure_logging(LoggingSettings(level="INFO", json=True), sink=sink)
+    try:
+        redact(["sk-live-123456"])
+        plugin_logger("weather").info("calling with key {}", "sk-live-123456")
+        logger.debug("hidden at INFO")
+        logger.info("engine line")
+    finally:
+        configure_logging()
+    records = [json.loads(line)["record"] for line in sink.getvalue().splitlines()]
+    assert [(r["extra"]["plugin"], r["message"]) for r in records] == [
+        ("weather", "calling with key **********"),
+        ("host", "engine line"),
+    ]
