@@ -21,7 +21,7 @@ import inspect
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pluggy
 from loguru import logger
@@ -39,6 +39,7 @@ from contracts.events import (
     PayloadTypeError,
     event_named,
 )
+from contracts.plugin import Manifest
 from host import hookspecs
 
 __all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
@@ -82,6 +83,17 @@ class HandlerSubscription:
     def label(self) -> str:
         name = getattr(self.handler, "__qualname__", None) or repr(self.handler)
         return f"{self.owner}:{name}" if self.owner else str(name)
+
+
+class _LoadedPlugin(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def instance(self) -> Any: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
 
 
 def _sort_key(sub: HandlerSubscription) -> tuple[int, int]:
@@ -155,7 +167,15 @@ class EventBus:
             subs.remove(sub)
         self._plan.clear()
 
-    def register_plugin(self, name: str, plugin: object, priority: int = 0) -> int:
+    def register_plugin(self, loaded: _LoadedPlugin) -> None:
+        """Registrar hook for the loader: `subscribe_plugin` with the plugin's name and priority."""
+        self.subscribe_plugin(loaded.name, loaded.instance, loaded.manifest.priority)
+
+    def unregister_plugin(self, name: str) -> None:
+        """Registrar hook for the loader: remove everything plugin `name` subscribed."""
+        self.unregister_owner(name)
+
+    def subscribe_plugin(self, name: str, plugin: object, priority: int = 0) -> int:
         """Subscribe a plugin's ``@hookimpl`` methods and ``event_handlers()``; how many.
 
         A hook implementation that names no known hook, or whose arguments do not match the

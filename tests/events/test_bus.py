@@ -188,7 +188,7 @@ class Greeter:
 async def test_plugin_hooks_and_event_handlers_are_subscribed_and_unloaded() -> None:
     bus = EventBus()
     plugin = Greeter()
-    assert bus.register_plugin("greeter", plugin) == 3
+    assert bus.subscribe_plugin("greeter", plugin) == 3
     await bus.emit(AGENT_STARTED, STARTED)
     await bus.emit(AGENT_STOPPED, STARTED)
     assert plugin.seen == ["started:eliza", "typed", "stopped:eliza"]
@@ -196,7 +196,7 @@ async def test_plugin_hooks_and_event_handlers_are_subscribed_and_unloaded() -> 
     await bus.emit(AGENT_STARTED, STARTED)
     assert len(plugin.seen) == 3
     # the same object can be registered again (a reload)
-    assert bus.register_plugin("greeter", plugin) == 3
+    assert bus.subscribe_plugin("greeter", plugin) == 3
 
 
 async def test_a_hook_with_a_wrong_signature_or_name_is_rejected_naming_the_plugin() -> None:
@@ -210,9 +210,9 @@ async def test_a_hook_with_a_wrong_signature_or_name_is_rejected_naming_the_plug
 
     bus = EventBus()
     with pytest.raises(EventError, match="wrongargs"):
-        bus.register_plugin("wrongargs", WrongArgs())
+        bus.subscribe_plugin("wrongargs", WrongArgs())
     with pytest.raises(EventError, match="unknown hook 'on_weather_changed'"):
-        bus.register_plugin("unknown", Unknown())
+        bus.subscribe_plugin("unknown", Unknown())
     assert bus.subscriptions() == []
 
 
@@ -253,5 +253,5 @@ async def test_a_plugin_that_fails_half_way_is_not_half_subscribed() -> None:
 
     bus = EventBus()
     with pytest.raises(EventError, match="halfbroken: event_handlers"):
-        bus.register_plugin("halfbroken", HalfBroken())
+        bus.subscribe_plugin("halfbroken", HalfBroken())
     assert bus.subscriptions() == []

@@ -1,0 +1,132 @@
+"""Finding plugins: every entry point in the group ``agenthost.plugins`` is one plugin.
+
+An entry point names a `Plugin` subclass (or a factory callable carrying a ``manifest``
+attribute). Discovery imports it and reads its manifest without constructing anything, and
+fills in the version from the plugin's distribution. Whatever goes wrong with one plugin (an
+import error, no or an invalid manifest, a name another distribution already uses) is logged
+once, naming the plugin, its distribution and the cause, and that plugin is marked failed; the
+others are unaffected.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import importlib_metadata
+from loguru import logger
+from pydantic import ValidationError
+
+from contracts.plugin import ENTRY_POINT_GROUP, Manifest
+
+__all__ = ["Discovered", "discover", "from_entry_points", "where_raised"]
+
+Status = Literal["discovered", "failed"]
+
+
+@dataclass(slots=True)
+class Discovered:
+    """One plugin found through an entry point, or why it could not be used."""
+
+    name: str
+    target: str
+    """The entry point's value, ``package.module:Class``."""
+    distribution: str | None
+    version: str | None
+    factory: Callable[..., Any] | None = None
+    """The plugin class (or factory) to construct; None when discovery failed."""
+    manifest: Manifest | None = None
+    error: str | None = None
+    origin: dict[str, Any] = field(default_factory=dict)
+    """File and line of a failure, when known (for reload messages and `plugins list`)."""
+
+    @property
+    def status(self) -> Status:
+        return "failed" if self.error is not None else "discovered"
+
+    def fail(self, error: str) -> None:
+        self.error = error
+        logger.bind(plugin=self.name).error(
+            "plugin {} (distribution {}) failed: {}",
+            self.name,
+            self.distribution or "unknown",
+            error,
+        )
+
+
+def discover(group: str = ENTRY_POINT_GROUP) -> list[Discovered]:
+    """Every plugin installed in this environment, sorted by name (failed ones included)."""
+    return from_entry_points(importlib_metadata.entry_points(group=group))
+
+
+def from_entry_points(entry_points: Iterable[importlib_metadata.EntryPoint]) -> list[Discovered]:
+    """Discover from these entry points (tests pass their own)."""
+    found: dict[str, Discovered] = {}
+    duplicates: list[Discovered] = []
+    for ep in entry_points:
+        dist = getattr(ep, "dist", None)
+        item = Discovered(
+            name=ep.name,
+            target=ep.value,
+            distribution=dist.name if dist is not None else None,
+            version=dist.version if dist is not None else None,
+        )
+        if ep.name in found:
+            first = found[ep.name]
+            item.fail(
+                f"duplicate plugin name {ep.name!r}: already provided by distribution "
+                f"{first.distribution} ({first.target}); this one ({item.target}) is ignored"
+            )
+            duplicates.append(item)
+            continue
+        found[ep.name] = item
+        _load(ep, item)
+    return sorted([*found.values(), *duplicates], key=lambda d: (d.name, d.status == "failed"))
+
+
+def _load(ep: importlib_metadata.EntryPoint, item: Discovered) -> None:
+    try:
+        factory = ep.load()
+    except BaseException as exc:  # a plugin's import may raise anything, even SystemExit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        item.origin = where_raised(exc)
+        at = f" at {item.origin['file']}:{item.origin['line']}" if item.origin else ""
+        item.fail(f"cannot import {item.target}: {type(exc).__name__}: {exc}{at}")
+        return
+    manifest = getattr(factory, "manifest", None)
+    if not callable(factory) or manifest is None:
+        item.fail(f"{item.target} is not a plugin: it has no `manifest` (subclass Plugin)")
+        return
+    if not isinstance(manifest, Manifest):
+        try:
+            manifest = Manifest.model_validate(manifest)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            item.fail(f"invalid manifest in {item.target}: {problems}")
+            return
+    if manifest.name != item.name:
+        item.fail(
+            f"manifest name {manifest.name!r} in {item.target} differs from its entry point "
+            f"name {item.name!r}"
+        )
+        return
+    if item.version is not None:
+        manifest = manifest.model_copy(update={"version": item.version})
+    item.factory = factory
+    item.manifest = manifest
+
+
+def where_raised(exc: BaseException) -> dict[str, Any]:
+    """The file and line an exception points at: a SyntaxError's own position, else the last
+    traceback frame outside the import machinery."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return {"file": exc.filename, "line": exc.lineno}
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    if frames:
+        return {"file": frames[-1].filename, "line": frames[-1].lineno}
+    return {}

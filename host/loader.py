@@ -1,0 +1,413 @@
+"""Loading plugins: choose, order, construct with injection, set up, register; and unload.
+
+Order: a plugin loads after the plugins it depends on (``manifest.dependencies``) and after the
+plugins providing the services its constructor needs (``manifest.provides``); among plugins
+free to load, higher priority first, then by name. A missing dependency or a cycle fails that
+plugin and everything depending on it, with a message naming the chain; the rest load.
+
+Loading one plugin: construct it (the container injects its ``__init__`` parameters, plus its
+bound logger and its settings model validated from ``plugins.<name>``), await ``setup()``, then
+hand it to every `PluginRegistrar` (container, event bus, model registry, component registry)
+in turn. A failure at any step undoes the steps before it, so a failed plugin leaves nothing
+registered; it is reported (log and ``plugin:failed``) and the host goes on. Unloading runs the
+same steps backwards; teardown failures are logged and do not stop the others.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import heapq
+import inspect
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from contracts.config import HostConfig
+from contracts.events import (
+    PLUGIN_FAILED,
+    PLUGIN_LOADED,
+    PLUGIN_UNLOADED,
+    EventBusProtocol,
+    PluginFailedPayload,
+    PluginPayload,
+)
+from contracts.logging import LOGGER, Logger
+from contracts.plugin import Manifest, Plugin
+from host.config import ConfigError, LoadedConfig, plugin_settings
+from host.container import Container
+from host.discovery import Discovered, where_raised
+from host.logs import plugin_logger
+
+__all__ = ["LoadedPlugin", "Loader", "PluginRegistrar", "PluginStatus", "select"]
+
+State = Literal["loaded", "disabled", "failed"]
+Stage = Literal["discover", "load", "setup", "teardown", "reload"]
+
+
+class PluginRegistrar(Protocol):
+    """Something plugins register into; every registration is tagged with the plugin's name."""
+
+    def register_plugin(self, loaded: LoadedPlugin) -> Awaitable[None] | None: ...
+
+    def unregister_plugin(self, name: str) -> Awaitable[None] | None: ...
+
+
+@dataclass(slots=True)
+class LoadedPlugin:
+    """A constructed, set-up plugin."""
+
+    manifest: Manifest
+    instance: Plugin
+    discovered: Discovered
+    settings: BaseModel | None = None
+    load_seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+@dataclass(slots=True)
+class PluginStatus:
+    """What ``agenthost plugins list`` shows for one plugin."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    state: State
+    error: str | None = None
+    stage: Stage | None = None
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "distribution": self.distribution,
+            "status": self.state,
+            "error": self.error,
+            "stage": self.stage,
+            "description": self.description,
+        }
+
+
+def select(discovered: Sequence[Discovered], config: HostConfig) -> tuple[list[str], list[str]]:
+    """(names to load, names disabled by config). Unknown names in ``plugins.enabled`` or
+    ``plugins.disabled`` are a `ConfigError` listing what is installed."""
+    known = {d.name for d in discovered}
+    asked = set(config.plugins.disabled) | set(config.plugins.enabled or ())
+    unknown = sorted(asked - known)
+    if unknown:
+        raise ConfigError(
+            f"plugins.enabled/disabled name unknown plugins: {', '.join(unknown)}; "
+            f"installed: {', '.join(sorted(known)) or 'none'}"
+        )
+    enabled = set(config.plugins.enabled) if config.plugins.enabled is not None else known
+    chosen = sorted(n for n in known if n in enabled and n not in set(config.plugins.disabled))
+    return chosen, sorted(known - set(chosen))
+
+
+class Loader:
+    """Loads and unloads plugins into the host's registrars, keeping each plugin's status."""
+
+    def __init__(
+        self,
+        container: Container,
+        registrars: Sequence[PluginRegistrar],
+        *,
+        config: LoadedConfig,
+        events: EventBusProtocol | None = None,
+    ) -> None:
+        self.container = container
+        self.registrars = list(registrars)
+        self.loaded_config = config
+        self.events = events
+        self.loaded: dict[str, LoadedPlugin] = {}
+        """Loaded plugins in load order."""
+        self.statuses: dict[str, PluginStatus] = {}
+        self.discovered: dict[str, Discovered] = {}
+
+    @property
+    def config(self) -> HostConfig:
+        return self.loaded_config.config
+
+    # ordering --------------------------------------------------------------------------------
+
+    def plan(self, discovered: Sequence[Discovered]) -> list[Discovered]:
+        """Record every plugin's status and return the ones to load, in load order."""
+        for item in discovered:
+            if item.name in self.discovered and item.error is not None:
+                continue  # a duplicate's failure: the first plugin of that name stays
+            self.discovered[item.name] = item
+            self._status(item, "failed" if item.error else "disabled", item.error, "discover")
+        chosen, _ = select([d for d in discovered if d.error is None], self.config)
+        candidates = {name: self.discovered[name] for name in chosen}
+        for item in candidates.values():
+            assert item.manifest is not None
+            self.container.declare_tokens(item.manifest.provides)
+        providers: dict[str, list[str]] = {}
+        for item in candidates.values():
+            assert item.manifest is not None
+            for token in item.manifest.provides:
+                providers.setdefault(token.name, []).append(item.name)
+
+        hard = {name: set(d.manifest.dependencies) for name, d in candidates.items() if d.manifest}
+        self._fail_missing(hard, candidates)
+        graph = {name: deps for name, deps in hard.items() if name in candidates}
+        self._fail_cycles(graph, candidates)
+        for name, item in candidates.items():  # soft edges: load after what provides my needs
+            try:
+                needs = self.container.requirements(item.factory) if item.factory else []
+            except Exception:
+                needs = []
+            for token in needs:
+                for provider in providers.get(token.name, ()):
+                    if provider != name and provider in graph and name in graph:
+                        graph[name].add(provider)
+                        if _has_cycle(graph):
+                            graph[name].discard(provider)
+        order = _priority_order(graph, candidates)
+        return [candidates[name] for name in order]
+
+    def _fail_missing(self, hard: dict[str, set[str]], candidates: dict[str, Discovered]) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for name, deps in list(hard.items()):
+                if name not in candidates:
+                    continue
+                for dep in sorted(deps):
+                    if dep in candidates:
+                        continue
+                    if dep in self.statuses and self.statuses[dep].state == "failed":
+                        why = f"depends on {dep}, which failed"
+                    elif dep in self.discovered:
+                        why = f"depends on {dep}, which is disabled in config"
+                    else:
+                        why = f"depends on {dep}, which is not installed"
+                    self._fail(candidates.pop(name), why, "load")
+                    changed = True
+                    break
+
+    def _fail_cycles(self, graph: dict[str, set[str]], candidates: dict[str, Discovered]) -> None:
+        while True:
+            try:
+                graphlib.TopologicalSorter(graph).prepare()
+                return
+            except graphlib.CycleError as exc:
+                cycle: list[str] = list(exc.args[1])
+                chain = " -> ".join(cycle)
+                for name in dict.fromkeys(cycle):
+                    if name in candidates:
+                        self._fail(candidates.pop(name), f"dependency cycle: {chain}", "load")
+                    graph.pop(name, None)
+                for name, deps in list(graph.items()):
+                    broken = deps & set(cycle)
+                    if broken and name in candidates:
+                        dep = sorted(broken)[0]
+                        self._fail(candidates.pop(name), f"depends on {dep}, which failed", "load")
+                        graph.pop(name, None)
+
+    # loading ---------------------------------------------------------------------------------
+
+    async def load_all(self, discovered: Sequence[Discovered]) -> list[PluginStatus]:
+        """Load every chosen plugin in order; returns every plugin's status."""
+        for item in self.plan(discovered):
+            blocked = self._blocked_by(item)
+            if blocked is not None:
+                self._fail(item, f"depends on {blocked}, which failed", "load")
+                continue
+            await self.load(item)
+        return list(self.statuses.values())
+
+    def _blocked_by(self, item: Discovered) -> str | None:
+        assert item.manifest is not None
+        for dep in item.manifest.dependencies:
+            if dep not in self.loaded:
+                return dep
+        return None
+
+    async def load(self, item: Discovered) -> LoadedPlugin | None:
+        """Construct, set up and register one plugin; None (and reported) if it failed."""
+        manifest = item.manifest
+        assert manifest is not None and item.factory is not None
+        started = time.perf_counter()
+        log = plugin_logger(item.name)
+        stage: Stage = "load"
+        done: list[PluginRegistrar] = []
+        instance: Any = None
+        try:
+            settings = self._settings(manifest)
+            extras: dict[Any, object] = {Logger: log, LOGGER: log}
+            if manifest.settings is not None and settings is not None:
+                extras[manifest.settings] = settings
+            instance = await self.container.construct(item.factory, owner=item.name, extras=extras)
+            stage = "setup"
+            setup = getattr(instance, "setup", None)
+            if callable(setup):
+                await _maybe_await(setup())
+            stage = "load"
+            loaded = LoadedPlugin(manifest, instance, item, settings)
+            for registrar in self.registrars:
+                await _maybe_await(registrar.register_plugin(loaded))
+                done.append(registrar)
+        except Exception as exc:
+            for registrar in reversed(done):
+                await self._quietly(registrar.unregister_plugin(item.name), item.name)
+            if stage == "load" and instance is not None:
+                await self._teardown_instance(item.name, instance)
+            item.origin = where_raised(exc)
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if isinstance(exc, ConfigError):
+                error = str(exc)
+            await self._report_failure(item, error, stage)
+            return None
+        loaded.load_seconds = time.perf_counter() - started
+        self.loaded[item.name] = loaded
+        self._status(item, "loaded")
+        log.debug(
+            "plugin {} {} loaded in {:.1f} ms",
+            item.name,
+            manifest.version,
+            1000 * loaded.load_seconds,
+        )
+        await self._emit_loaded(PLUGIN_LOADED, loaded)
+        return loaded
+
+    def _settings(self, manifest: Manifest) -> BaseModel | None:
+        if manifest.settings is None:
+            return None
+        return plugin_settings(manifest.settings, manifest.name, self.config, self.loaded_config)
+
+    async def unload(self, name: str) -> None:
+        """Unregister plugin `name` from every registrar (reverse order) and tear it down."""
+        loaded = self.loaded.pop(name, None)
+        if loaded is None:
+            return
+        for registrar in reversed(self.registrars):
+            await self._quietly(registrar.unregister_plugin(name), name)
+        await self._teardown_instance(name, loaded.instance)
+        self.statuses[name].state = "disabled"
+        await self._emit_loaded(PLUGIN_UNLOADED, loaded)
+
+    async def unload_all(self) -> None:
+        """Unload every plugin in reverse load order; a failing teardown does not stop the rest."""
+        for name in reversed(list(self.loaded)):
+            await self.unload(name)
+
+    async def _teardown_instance(self, name: str, instance: Any) -> None:
+        teardown = getattr(instance, "teardown", None)
+        if not callable(teardown):
+            return
+        try:
+            await _maybe_await(teardown())
+        except Exception as exc:
+            plugin_logger(name).opt(exception=exc).error("plugin {} teardown failed: {}", name, exc)
+            await self._emit_failed(name, f"{type(exc).__name__}: {exc}", "teardown")
+
+    async def _quietly(self, result: Awaitable[None] | None, name: str) -> None:
+        try:
+            await _maybe_await(result)
+        except Exception as exc:
+            plugin_logger(name).opt(exception=exc).error("unregistering plugin {} failed", name)
+
+    # reporting -------------------------------------------------------------------------------
+
+    def _status(
+        self, item: Discovered, state: State, error: str | None = None, stage: Stage | None = None
+    ) -> None:
+        self.statuses[item.name] = PluginStatus(
+            item.name,
+            item.manifest.version if item.manifest else item.version,
+            item.distribution,
+            state,
+            error,
+            stage if error else None,
+            item.manifest.description if item.manifest else "",
+        )
+
+    def _fail(self, item: Discovered, error: str, stage: Stage) -> None:
+        self._status(item, "failed", error, stage)
+        plugin_logger(item.name).error(
+            "plugin {} (distribution {}) failed to {}: {}",
+            item.name,
+            item.distribution or "unknown",
+            stage,
+            error,
+        )
+
+    async def _report_failure(self, item: Discovered, error: str, stage: Stage) -> None:
+        self._fail(item, error, stage)
+        await self._emit_failed(item.name, error, stage, item)
+
+    async def _emit_failed(
+        self, name: str, error: str, stage: Stage, item: Discovered | None = None
+    ) -> None:
+        if self.events is None:
+            return
+        origin = item.origin if item is not None else {}
+        payload = PluginFailedPayload(
+            name=name,
+            stage=stage,
+            error=error,
+            file=origin.get("file"),
+            line=origin.get("line"),
+            distribution=item.distribution if item is not None else None,
+        )
+        await self.events.emit(PLUGIN_FAILED, payload)
+
+    async def _emit_loaded(self, event: Any, loaded: LoadedPlugin) -> None:
+        if self.events is None:
+            return
+        payload = PluginPayload(
+            name=loaded.name,
+            version=loaded.manifest.version,
+            distribution=loaded.discovered.distribution,
+        )
+        await self.events.emit(event, payload)
+
+    async def report_discovery(self) -> None:
+        """Emit ``plugin:failed`` for the plugins discovery could not use."""
+        for item in self.discovered.values():
+            if item.error is not None:
+                await self._emit_failed(item.name, item.error, "discover", item)
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _has_cycle(graph: dict[str, set[str]]) -> bool:
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError:
+        return True
+    return False
+
+
+def _priority_order(graph: dict[str, set[str]], candidates: dict[str, Discovered]) -> list[str]:
+    """Topological order; among plugins ready at the same time, higher priority first, then
+    by name (graphlib finds what is ready, a heap picks among it)."""
+    sorter = graphlib.TopologicalSorter({n: graph.get(n, set()) for n in candidates})
+    sorter.prepare()
+
+    def key(name: str) -> tuple[int, str]:
+        manifest = candidates[name].manifest
+        return (-(manifest.priority if manifest else 0), name)
+
+    ready: list[tuple[tuple[int, str], str]] = []
+    order: list[str] = []
+    while sorter.is_active():
+        for name in sorter.get_ready():
+            heapq.heappush(ready, (key(name), name))
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        sorter.done(name)
+    return order
+
+
+def plugin_names(statuses: Iterable[PluginStatus], state: State) -> list[str]:
+    return [s.name for s in statuses if s.state == state]
