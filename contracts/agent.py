@@ -1,49 +1,152 @@
 """Agent-level components: the character, and the actions, providers and evaluators plugins add.
 
-First cut written with the foundation; the agent-runtime issue refines it (keep the names).
+A plugin returns `Provider`, `Action` and `Evaluator` objects from its component methods; the
+runtime calls them for every processed message:
+
+- a provider's ``get(message, state)`` adds a `ProviderResult` to the `State`;
+- an action's ``validate(ctx)`` says whether it applies, ``handler(ctx)`` runs it; each handler
+  receives an `ActionContext` (the runtime, the message, the state, the results of the actions
+  that ran before it) and returns an `ActionResult`;
+- an evaluator runs the same way after the reply was saved (``ctx.reply`` is set).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contracts.errors import AgentHostError
+from contracts.memory import Memory
+from contracts.tokens import Token
 
 if TYPE_CHECKING:
     from contracts.events import Event
-    from contracts.memory import Memory
+    from contracts.models import ModelParams, ModelType, TextChunk
+    from contracts.storage import DatabaseAdapter
 
 __all__ = [
+    "AGENT_RUNTIME",
+    "CHARACTER",
     "Action",
+    "ActionContext",
+    "ActionFn",
     "ActionResult",
+    "AgentError",
+    "AgentRuntimeLike",
     "CachePolicy",
     "CacheScope",
     "Character",
+    "CharacterError",
     "Evaluator",
+    "EvaluatorFn",
     "Provider",
+    "ProviderFn",
     "ProviderResult",
+    "Reply",
     "State",
+    "ValidateFn",
 ]
+
+P = TypeVar("P", bound="ModelParams")
+R = TypeVar("R")
+
+
+class AgentError(AgentHostError):
+    """Base of the agent runtime's errors (unknown agent, agent not running, ...)."""
+
+
+class CharacterError(AgentError, ValueError):
+    """A character that does not validate; the message names the file (or config) and field."""
+
+    def __init__(self, message: str, *, source: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.source = source
+        self.fields = tuple(fields)
+
+
+_CAMEL = {
+    "messageExamples": "message_examples",
+    "postExamples": "post_examples",
+}
 
 
 class Character(BaseModel):
-    """Who an agent is. ElizaOS character files load as they are: unknown fields go to settings."""
+    """Who an agent is.
 
-    model_config = ConfigDict(extra="allow")
+    ElizaOS character files load as they are: camelCase keys (``messageExamples``,
+    ``postExamples``) map to their fields, a string ``bio`` becomes a one-item list,
+    ``settings.secrets`` joins `secrets`, and every field this model does not know (``lore``,
+    ``knowledge``, ``clients``, ``modelProvider``, ...) is kept in `settings` under its own key.
+    """
 
-    name: str
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    name: str = Field(min_length=1, max_length=200)
     username: str | None = None
     bio: list[str] = Field(default_factory=list)
     system: str | None = None
+    """System prompt; the prompt builder falls back to one made from name and bio."""
     message_examples: list[list[dict[str, Any]]] = Field(default_factory=list)
+    post_examples: list[str] = Field(default_factory=list)
     style: dict[str, list[str]] = Field(default_factory=dict)
     topics: list[str] = Field(default_factory=list)
     adjectives: list[str] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     plugins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _elizaos_shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields)
+        out: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            name = _CAMEL.get(key, key)
+            if name in known:
+                out[name] = value
+            else:
+                extra[key] = value
+        settings = out.get("settings")
+        if settings is None:
+            settings = {}
+        if isinstance(settings, dict):
+            settings = dict(settings)
+            nested = settings.get("secrets")
+            if isinstance(nested, dict):
+                del settings["secrets"]
+                top = out.get("secrets") or {}
+                if isinstance(top, dict):
+                    out["secrets"] = {**nested, **top}
+            for key, value in extra.items():
+                settings.setdefault(key, value)
+            out["settings"] = settings
+        if isinstance(out.get("bio"), str):
+            out["bio"] = [out["bio"]]
+        return out
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _stringify_secrets(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+        return value
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """A value from `settings` (secrets are looked up first: ElizaOS ``getSetting``)."""
+        if key in self.secrets:
+            return self.secrets[key]
+        return self.settings.get(key, default)
+
+
+CHARACTER: Token[Character] = Token("character", Character)
+"""The agent's character, provided in each agent scope (inject ``character: Character``)."""
 
 
 class ProviderResult(BaseModel):
@@ -55,22 +158,57 @@ class ProviderResult(BaseModel):
 
 
 class State(BaseModel):
-    """Composed state for one message: provider results by name, merged values and prompt text."""
+    """Composed state for one message: provider results by name, merged values and prompt text.
+
+    ``values`` starts with ``agent_id``, ``agent_name``, ``room_id`` and ``entity_id`` and then
+    holds every provider's values merged in provider position order; ``text`` is the providers'
+    texts joined in that order (what goes into the prompt).
+    """
 
     values: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     text: str = ""
     providers: dict[str, ProviderResult] = Field(default_factory=dict)
+    skipped: dict[str, str] = Field(default_factory=dict)
+    """Providers that failed or timed out, with the reason (they add nothing to the state)."""
 
 
 class ActionResult(BaseModel):
-    """Outcome of one action; chained into the next action's context."""
+    """Outcome of one action or evaluator; chained into the next action's context."""
 
     success: bool = True
     text: str | None = None
     values: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    name: str | None = None
+    """The action or evaluator that produced it (filled in by the runtime)."""
+    duration: float | None = None
+    """Seconds the handler ran (filled in by the runtime)."""
+
+
+class Reply(BaseModel):
+    """What `process_message` returns: the reply (if the agent responded) and what happened.
+
+    A failing action or evaluator does not stop the reply: it shows up here with
+    ``success=False`` and its error. ``timings`` holds seconds spent per stage (``memory``,
+    ``providers``, ``model``, ``actions``, ``evaluators``, ``total``).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    agent_id: UUID
+    room_id: UUID
+    message_id: UUID
+    """Id of the saved incoming message."""
+    responded: bool
+    text: str = ""
+    reply: Memory | None = None
+    """The saved reply memory (None when the agent chose not to respond)."""
+    actions: list[ActionResult] = Field(default_factory=list)
+    evaluators: list[ActionResult] = Field(default_factory=list)
+    skipped_providers: dict[str, str] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 CacheScope = Literal["global", "agent", "room", "entity", "message"]
@@ -91,7 +229,62 @@ class CachePolicy:
     scope: CacheScope = "room"
 
 
+@runtime_checkable
+class AgentRuntimeLike(Protocol):
+    """What action, evaluator and provider code may use of the agent running it."""
+
+    @property
+    def agent_id(self) -> UUID: ...
+
+    @property
+    def character(self) -> Character: ...
+
+    @property
+    def database(self) -> DatabaseAdapter:
+        """The memory store this agent reads and writes."""
+        ...
+
+    async def use_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> R:
+        """Call a model through the host's registry (``MODEL_USED`` is emitted)."""
+        ...
+
+    def stream_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> AsyncIterator[TextChunk]:
+        """Stream a text model's output chunk by chunk."""
+        ...
+
+    async def recent_memories(self, room_id: UUID, limit: int = 20) -> list[Memory]:
+        """The room's latest `limit` memories of this agent, oldest first."""
+        ...
+
+
+AGENT_RUNTIME: Token[AgentRuntimeLike] = Token("agent_runtime", AgentRuntimeLike)
+"""The running agent, provided in each agent scope (inject ``runtime: AgentRuntimeLike``)."""
+
+
+@dataclass(slots=True)
+class ActionContext:
+    """What an action's or evaluator's `validate` and `handler` receive."""
+
+    runtime: AgentRuntimeLike
+    message: Memory
+    """The incoming message being processed."""
+    state: State
+    previous: list[ActionResult] = field(default_factory=list)
+    """Results of the actions that already ran for this message, in order (the chain)."""
+    reply: Memory | None = None
+    """The saved reply (set for evaluators and for actions when the reply was already made)."""
+    reply_text: str = ""
+    """The model's reply text (what the agent is about to say / said)."""
+
+
 ProviderFn = Callable[["Memory", State], Awaitable[ProviderResult]]
+ValidateFn = Callable[[ActionContext], Awaitable[bool]]
+ActionFn = Callable[[ActionContext], Awaitable[ActionResult]]
+EvaluatorFn = Callable[[ActionContext], Awaitable["ActionResult | None"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,25 +295,34 @@ class Provider:
     get: ProviderFn
     description: str = ""
     dynamic: bool = False
-    """Only run when an action or template asks for it."""
+    """Only run when asked for by name (``compose_state(include=...)``), not for every message."""
     private: bool = False
-    """Not listed to the model."""
+    """Its text is not put into the prompt (its values and data still join the state)."""
     position: int = 0
     """Order of its text in the prompt (lower first)."""
     timeout: float | None = None
+    """Seconds before it is skipped; None: the runtime's default provider timeout."""
     cache: CachePolicy = field(default_factory=CachePolicy)
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """Something the agent can do. `validate` says whether it applies; `handler` does it."""
+    """Something the agent can do. `validate` says whether it applies; `handler` does it.
+
+    The runtime runs an action when the model's reply names it (``ACTIONS: NAME`` or
+    ``[NAME]``, by name or simile) or when it is ``always``, and its `validate` returns True.
+    """
 
     name: str
     description: str
-    handler: Callable[..., Awaitable[ActionResult]]
-    validate: Callable[..., Awaitable[bool]] | None = None
+    handler: ActionFn
+    validate: ValidateFn | None = None
     similes: tuple[str, ...] = ()
     examples: Sequence[Any] = ()
+    always: bool = False
+    """Run for every message whose validate passes, whether or not the model asked for it."""
+    timeout: float | None = None
+    """Seconds before the action counts as failed; None: the runtime's default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +331,8 @@ class Evaluator:
 
     name: str
     description: str
-    handler: Callable[..., Awaitable[ActionResult | None]]
-    validate: Callable[..., Awaitable[bool]] | None = None
+    handler: EvaluatorFn
+    validate: ValidateFn | None = None
     always_run: bool = False
+    """Run even when the agent decided not to respond."""
+    timeout: float | None = None

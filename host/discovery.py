@@ -126,7 +126,11 @@ def where_raised(exc: BaseException) -> dict[str, Any]:
     traceback frame outside the import machinery."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return {"file": exc.filename, "line": exc.lineno}
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in f.filename and f.filename != __file__
+    ]
     if frames:
         return {"file": frames[-1].filename, "line": frames[-1].lineno}
     return {}

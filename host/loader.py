@@ -143,8 +143,10 @@ class Loader:
                 continue  # a duplicate's failure: the first plugin of that name stays
             self.discovered[item.name] = item
             self._status(item, "failed" if item.error else "disabled", item.error, "discover")
-        chosen, _ = select([d for d in discovered if d.error is None], self.config)
-        candidates = {name: self.discovered[name] for name in chosen}
+        chosen, _ = select(discovered, self.config)
+        candidates = {
+            name: self.discovered[name] for name in chosen if self.discovered[name].error is None
+        }
         for item in candidates.values():
             assert item.manifest is not None
             self.container.declare_tokens(item.manifest.provides)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.config import HostConfig
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
 from contracts.storage import DATABASE, DatabaseAdapter
@@ -70,13 +71,16 @@ class SqlitePlugin(Plugin):
         reloadable=False,
     )
 
-    def __init__(self, settings: SqliteSettings | None = None) -> None:
+    def __init__(
+        self, settings: SqliteSettings | None = None, config: HostConfig | None = None
+    ) -> None:
         self.settings = settings or SqliteSettings()
+        self.data_dir = config.data_dir if config is not None else None
 
     async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
         """Service factory: open the database, yield it, close it when the app scope ends."""
         adapter = await SqliteAdapter.open(
-            self.settings.resolve_path(),
+            self.settings.resolve_path(self.data_dir),
             index_params=self.settings.index_params(),
             busy_timeout=self.settings.busy_timeout,
             synchronous=self.settings.synchronous,

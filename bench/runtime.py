@@ -1,0 +1,176 @@
+"""Agent runtime benchmark: process_message throughput and latency with ELIZA + SQLite.
+
+Runs N messages through `AgentRuntime.process_message` (the whole pipeline: events, embedding,
+SQLite writes, providers, TEXT_LARGE through the model registry, actions, evaluators), with
+
+- 1 room: every message to one room, submitted at once (the runtime serializes them);
+- 100 rooms: the same N messages spread over 100 rooms, all submitted at once;
+
+and reports messages/s, p50/p99 latency, and the cost split by stage (memory, providers, model,
+actions, evaluators, other = events + scope + bookkeeping). The floor, measured in the same run,
+is a bare loop calling the ELIZA function and doing one raw ``sqlite3`` insert per message.
+
+    .venv/bin/python bench/runtime.py            # 5,000 messages per scenario
+    .venv/bin/python bench/runtime.py --quick    # 1,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=150)
+
+STAGES = ("memory", "providers", "model", "actions", "evaluators")
+TEXTS = [
+    "I feel sad about my job",
+    "My mother never listens to me",
+    "I dreamed about flying last night",
+    "Perhaps I am just tired",
+    "Why do you ask so many questions",
+    "I am not sure what I want",
+    "Everybody seems happier than me",
+    "Can you help me",
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def build(directory: Path) -> Any:
+    raise NotImplementedError
+
+
+def eliza_reply(text: str) -> str:
+    raise NotImplementedError
+
+
+def floor(n: int, directory: Path) -> dict[str, Any]:
+    """The floor: the ELIZA function + one raw sqlite3 insert (WAL) per message."""
+    conn = sqlite3.connect(directory / "floor.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE m (id TEXT PRIMARY KEY, room TEXT, text TEXT, reply TEXT)")
+    latencies: list[float] = []
+    room = str(uuid4())
+    started = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        text = TEXTS[i % len(TEXTS)]
+        reply = eliza_reply(text)
+        conn.execute("INSERT INTO m VALUES (?, ?, ?, ?)", (str(uuid4()), room, text, reply))
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"elapsed": elapsed, "latencies": latencies, "service": latencies, "stages": {}}
+
+
+async def scenario(n: int, rooms: int, directory: Path) -> dict[str, Any]:
+    """`n` messages over `rooms` rooms, all submitted at once; latency = submit to reply."""
+    runtime, close = await build(directory)
+    try:
+        room_ids = [uuid4() for _ in range(rooms)]
+        user = uuid4()
+        # warm-up: first-use costs (index creation, model registry caches) out of the figures
+        await runtime.process_message(runtime.new_message("hello", room_id=uuid4(), entity_id=user))
+        latencies: list[float] = []
+        service: list[float] = []
+        stages = dict.fromkeys((*STAGES, "total"), 0.0)
+
+        async def one(i: int) -> None:
+            message = runtime.new_message(
+                TEXTS[i % len(TEXTS)], room_id=room_ids[i % rooms], entity_id=user
+            )
+            t = time.perf_counter()
+            reply = await runtime.process_message(message)
+            latencies.append(time.perf_counter() - t)
+            service.append(reply.timings["total"])
+            for stage in stages:
+                stages[stage] += reply.timings.get(stage, 0.0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await close()
+    return {"elapsed": elapsed, "latencies": latencies, "service": service, "stages": stages}
+
+
+def row(label: str, result: dict[str, Any], n: int, base: dict[str, Any]) -> list[str]:
+    rate = n / result["elapsed"]
+    base_rate = n / base["elapsed"]
+    lat = result["latencies"]
+    stages = result["stages"]
+    total = stages.get("total") or 0.0
+    split = ""
+    if total:
+        parts = [(s, stages[s] / total) for s in STAGES]
+        other = 1.0 - sum(share for _, share in parts)
+        split = ", ".join(f"{s} {share:.0%}" for s, share in parts) + f", other {other:.0%}"
+    return [
+        label,
+        f"{rate:,.0f}",
+        f"{rate / base_rate:.3f}x",
+        f"{percentile(lat, 0.5) * 1e3:.2f}",
+        f"{percentile(lat, 0.99) * 1e3:.2f}",
+        f"{percentile(result['service'], 0.5) * 1e3:.2f}",
+        split,
+    ]
+
+
+async def run(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        base = floor(n, directory)
+        (directory / "one").mkdir()
+        (directory / "many").mkdir()
+        one_room = await scenario(n, 1, directory / "one")
+        many_rooms = await scenario(n, 100, directory / "many")
+    table = Table(title=f"process_message with ELIZA + SQLite, {n:,} messages per scenario")
+    for header in (
+        "scenario",
+        "msg/s",
+        "vs floor",
+        "p50 ms",
+        "p99 ms",
+        "cost split (share of total)",
+    ):
+        table.add_column(header)
+    table.add_row(*row("floor: ELIZA fn + 1 sqlite3 insert", base, n, base))
+    table.add_row(*row("process_message, 1 room", one_room, n, base))
+    table.add_row(*row("process_message, 100 rooms", many_rooms, n, base))
+    console.print(
+        f"Python {platform.python_version()} on {platform.machine()}, "
+        f"SQLite {sqlite3.sqlite_version}. p50/p99: submit to reply, all messages submitted at"
+        " once (includes waiting for the room's turn); service: the pipeline itself"
+    )
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1,000 messages per scenario")
+    parser.add_argument("-n", type=int, default=None, help="messages per scenario")
+    args = parser.parse_args()
+    asyncio.run(run(args.n or (1_000 if args.quick else 5_000)))
+
+
+if __name__ == "__main__":
+    main()

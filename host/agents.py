@@ -1,0 +1,177 @@
+"""Several agents in one host: one `AgentRuntime` each, with its own character and agent scope.
+
+Every agent gets ``container.create_scope("agent")`` with its `Character` (``CHARACTER``) and its
+runtime (``AGENT_RUNTIME``) provided in it; services bound with ``scope="agent"`` are built once
+per agent there, app-scoped ones (the store, the bus, the models) are shared. Agents start and
+stop independently (``AGENT_STARTED`` / ``AGENT_STOPPED``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from loguru import logger
+
+from contracts.agent import AGENT_RUNTIME, CHARACTER, AgentError, Character
+from contracts.cache import CACHE, ProviderCacheProtocol
+from contracts.events import AGENT_STARTED, AGENT_STOPPED, AgentPayload
+from contracts.memory import utc_now
+from contracts.metrics import MetricsCollector
+from contracts.models import MODELS
+from contracts.storage import DATABASE
+from host.components import ComponentRegistry
+from host.container import Container
+from host.events import EventBus
+from host.metrics.storage import InstrumentedAdapter
+from host.runtime import AgentRuntime, RuntimeSettings, agent_id_for
+
+__all__ = ["AgentManager", "UnknownAgentError"]
+
+_log = logger.bind(component="agents")
+
+
+class UnknownAgentError(AgentError, LookupError):
+    """No agent (running or configured) has that name or id."""
+
+
+class AgentManager:
+    """Starts, stops and finds the host's agents."""
+
+    def __init__(
+        self,
+        container: Container,
+        events: EventBus,
+        components: ComponentRegistry,
+        *,
+        characters: Iterable[Character] = (),
+        settings: RuntimeSettings | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        ids: Callable[[], UUID] = uuid4,
+        metrics: MetricsCollector | None = None,
+    ) -> None:
+        self.metrics = metrics
+        """When set, each agent's store is wrapped to record memory operation metrics."""
+        self.container = container
+        self.events = events
+        self.components = components
+        self.settings = settings or RuntimeSettings()
+        self.clock = clock
+        self.ids = ids
+        self._characters: dict[str, Character] = {}
+        for character in characters:
+            self.add_character(character)
+        self._running: dict[str, AgentRuntime] = {}
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ characters
+
+    def add_character(self, character: Character) -> None:
+        """Make `character` startable (replaces a stopped one of the same name)."""
+        key = character.name.lower()
+        if key in getattr(self, "_running", {}):
+            raise AgentError(f"agent {character.name} is running; stop it before replacing it")
+        self._characters[key] = character
+
+    @property
+    def characters(self) -> list[Character]:
+        return list(self._characters.values())
+
+    @property
+    def running(self) -> list[AgentRuntime]:
+        return list(self._running.values())
+
+    def _key(self, ref: str | UUID) -> str:
+        text = str(ref).strip().lower()
+        if text in self._characters:
+            return text
+        for key, character in self._characters.items():
+            if text in (str(agent_id_for(character.name)), (character.username or "").lower()):
+                return key
+        known = ", ".join(sorted(c.name for c in self._characters.values())) or "none"
+        raise UnknownAgentError(f"no agent named {str(ref)!r} (known agents: {known})")
+
+    def get(self, ref: str | UUID) -> AgentRuntime:
+        """The running agent with this name, username or id."""
+        key = self._key(ref)
+        runtime = self._running.get(key)
+        if runtime is None:
+            raise UnknownAgentError(f"agent {self._characters[key].name} is not running")
+        return runtime
+
+    def find(self, ref: str | UUID) -> AgentRuntime | None:
+        try:
+            return self.get(ref)
+        except UnknownAgentError:
+            return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, ref: str | UUID) -> AgentRuntime:
+        """Start the agent (idempotent): open its scope, build its runtime, emit AGENT_STARTED."""
+        async with self._lock:
+            key = self._key(ref)
+            runtime = self._running.get(key)
+            if runtime is not None:
+                return runtime
+            character = self._characters[key]
+            scope = self.container.create_scope("agent")
+            try:
+                scope.provide(CHARACTER, character, owner="agents")
+                database = await scope.aresolve(DATABASE)
+                if self.metrics is not None:
+                    database = InstrumentedAdapter(database, self.metrics)
+                models = await scope.aresolve(MODELS)
+                cache: ProviderCacheProtocol | None = None
+                if scope.has(CACHE):
+                    cache = await scope.aresolve(CACHE)
+                runtime = AgentRuntime(
+                    character=character,
+                    scope=scope,
+                    events=self.events,
+                    models=models,
+                    database=database,
+                    components=self.components,
+                    settings=self.settings,
+                    cache=cache,
+                    clock=self.clock,
+                    ids=self.ids,
+                )
+                scope.provide(AGENT_RUNTIME, runtime, owner="agents")
+            except BaseException:
+                await scope.aclose()
+                raise
+            self._running[key] = runtime
+        _log.info("agent {} started ({})", character.name, runtime.agent_id)
+        await self.events.emit(AGENT_STARTED, _agent_payload(runtime))
+        return runtime
+
+    async def stop(self, ref: str | UUID, grace: float | None = 30.0) -> None:
+        """Stop the agent: finish its messages in progress, close its scope, emit AGENT_STOPPED."""
+        async with self._lock:
+            key = self._key(ref)
+            runtime = self._running.pop(key, None)
+        if runtime is None:
+            return
+        try:
+            await runtime.stop(grace)
+        finally:
+            await runtime.scope.aclose()
+            _log.info("agent {} stopped", runtime.name)
+            await self.events.emit(AGENT_STOPPED, _agent_payload(runtime))
+
+    async def start_all(self, names: Iterable[str] | None = None) -> list[AgentRuntime]:
+        """Start the named agents (all known characters when None)."""
+        wanted = list(names) if names is not None else [c.name for c in self.characters]
+        return [await self.start(name) for name in wanted]
+
+    async def stop_all(self) -> None:
+        """Stop every running agent, most recently started first."""
+        for runtime in reversed(list(self._running.values())):
+            await self.stop(runtime.name)
+
+
+def _agent_payload(runtime: AgentRuntime) -> AgentPayload:
+    return AgentPayload(agent_id=runtime.agent_id, name=runtime.name)

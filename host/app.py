@@ -1,0 +1,205 @@
+"""`Host`: the engine assembled from the configuration.
+
+It owns the app scope's services (settings, event bus, model registry, provider cache,
+metrics), discovers and loads the plugins through the registrars that each keep what a plugin
+registers (container, bus, models, components), starts the configured agents, and, when asked,
+the HTTP API. ``stop`` undoes it all in reverse: agents, HTTP, plugins (teardown in reverse load
+order), then the app scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from loguru import logger
+
+from contracts.cache import CACHE
+from contracts.config import SETTINGS, HostConfig
+from contracts.events import EVENTS, Event, EventPayload
+from contracts.logging import LOGGER
+from contracts.metrics import METRICS
+from contracts.models import MODELS
+from host.agents import AgentManager
+from host.cache import ProviderCache
+from host.characters import default_character, load_characters
+from host.components import ComponentRegistry
+from host.config import LoadedConfig, load_config
+from host.container import Container
+from host.discovery import Discovered, discover
+from host.events import EventBus, EventSettings
+from host.http import HttpServer, app_from_settings
+from host.loader import Loader, PluginStatus
+from host.metrics.events import EventMetrics
+from host.metrics.routes import metrics_router
+from host.metrics.sampler import cache_source
+from host.metrics.telemetry import Telemetry, build_telemetry
+from host.models import ModelRegistry
+from host.runtime import RuntimeSettings
+
+__all__ = ["Host"]
+
+_log = logger.bind(plugin="host")
+
+
+class Host:
+    """One agenthost process: plugins, agents and (optionally) the HTTP API."""
+
+    def __init__(
+        self,
+        config: LoadedConfig | HostConfig | None = None,
+        *,
+        discovered: Sequence[Discovered] | None = None,
+    ) -> None:
+        if config is None:
+            config = load_config()
+        if isinstance(config, HostConfig):
+            config = LoadedConfig(config, None)
+        self.loaded_config = config
+        settings = config.config
+        self.events = EventBus(
+            EventSettings(settings.events.handler_timeout, settings.events.detached_limit)
+        )
+        self.models = ModelRegistry(settings.models, events=self.events)
+        self.cache = ProviderCache(
+            max_entries=settings.cache.max_entries, max_bytes=settings.cache.max_bytes
+        )
+        self.telemetry: Telemetry = build_telemetry(settings.metrics)
+        self.components = ComponentRegistry(self.cache)
+        self.container = Container(pins=settings.services)
+        self.container.provide(SETTINGS, settings, owner="host")
+        self.container.provide(EVENTS, self.events, owner="host")
+        self.container.provide(MODELS, self.models, owner="host")
+        self.container.provide(CACHE, self.cache, owner="host")
+        self.container.provide(METRICS, self.telemetry.collector, owner="host")
+        self.container.provide(LOGGER, _log, owner="host")
+        self.loader = Loader(
+            self.container,
+            [self.container, self.events, self.models, self.components],
+            config=config,
+            events=self.events,
+        )
+        self._discovered = discovered
+        self.agents: AgentManager | None = None
+        self.http: HttpServer | None = None
+        self._started = False
+
+    @property
+    def config(self) -> HostConfig:
+        return self.loaded_config.config
+
+    @property
+    def statuses(self) -> list[PluginStatus]:
+        return sorted(self.loader.statuses.values(), key=lambda s: s.name)
+
+    async def start(self, *, agents: bool = True, http: bool = False) -> None:
+        """Load plugins, then start agents (and the HTTP API on ``http.host:http.port``)."""
+        if self._started:
+            return
+        self._started = True
+        self.events.on_any(EventMetrics(self.telemetry.collector), owner="host")
+        self.events.on_any(self._invalidate_cache, owner="host")
+        counters, gauges = cache_source(self.cache)
+        self.telemetry.sampler.add("host", counters, kind="counter")
+        self.telemetry.sampler.add("host", gauges)
+        self.telemetry.start()
+
+        found = list(self._discovered) if self._discovered is not None else discover()
+        await self.loader.load_all(found)
+        await self.loader.report_discovery()
+        for problem in self.container.validate():
+            _log.error("service wiring: {}", problem)
+        loaded = [s.name for s in self.statuses if s.state == "loaded"]
+        failed = [s.name for s in self.statuses if s.state == "failed"]
+        _log.info(
+            "plugins loaded: {}{}",
+            ", ".join(loaded) or "none",
+            f"; failed: {', '.join(failed)}" if failed else "",
+        )
+        if agents:
+            await self._start_agents()
+        if http and self.config.http.enabled:
+            await self.start_http()
+
+    async def _start_agents(self) -> None:
+        settings = self.config.agents
+        characters = load_characters(settings.characters_dir)
+        if not characters:
+            character = default_character()
+            characters = {character.name.lower(): character}
+        runtime = RuntimeSettings(
+            provider_timeout=settings.provider_timeout,
+            action_timeout=settings.action_timeout,
+            evaluator_timeout=settings.evaluator_timeout,
+            history=settings.history,
+            embed=settings.embed,
+            respond_in_groups=settings.respond_in_groups,
+            max_actions=settings.max_actions,
+        )
+        self.agents = AgentManager(
+            self.container,
+            self.events,
+            self.components,
+            characters=characters.values(),
+            settings=runtime,
+            metrics=self.telemetry.collector,
+        )
+        await self.agents.start_all(settings.start)
+
+    async def start_http(self) -> HttpServer:
+        """Serve the HTTP API (and ``/metrics``) until `stop`."""
+        if self.agents is None:
+            raise RuntimeError("start the agents before the HTTP API")
+        app = app_from_settings(self.agents, self.config.http)
+        app.include_router(metrics_router(self.telemetry))
+        self.http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
+        await self.http.start()
+        _log.info("HTTP API on {} (OpenAPI at /docs)", self.http.url)
+        return self.http
+
+    async def _invalidate_cache(self, event: Event[Any], payload: EventPayload) -> None:
+        if event.name in self.cache.watched_events:
+            self.cache.handle_event(event.name, payload)
+
+    async def stop(self) -> None:
+        """Stop everything started, in reverse; each step runs even if an earlier one failed."""
+        if not self._started:
+            return
+        self._started = False
+        steps = []
+        if self.http is not None:
+            steps.append(("HTTP API", self.http.stop()))
+        if self.agents is not None:
+            steps.append(("agents", self.agents.stop_all()))
+        for name, step in steps:
+            try:
+                await step
+            except Exception as exc:
+                _log.opt(exception=exc).error("stopping {} failed: {}", name, exc)
+        await self.loader.unload_all()
+        for name, close in (
+            ("event bus", self.events.aclose()),
+            ("services", self.container.aclose()),
+            ("metrics", self.telemetry.aclose()),
+        ):
+            try:
+                await close
+            except Exception as exc:
+                _log.opt(exception=exc).error("closing {} failed: {}", name, exc)
+
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Start with the HTTP API and serve until `stop` is set (signals set it in the CLI)."""
+        stop = stop or asyncio.Event()
+        await self.start(http=True)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,314 @@
+"""The ``agenthost`` command line (typer + rich).
+
+Exit codes: 0 ok, 2 usage or configuration errors, 1 runtime errors. Global options come
+before the command: ``agenthost --config my.yaml run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from pydantic import BaseModel, SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from contracts.errors import AgentHostError
+from host import __version__
+from host.config import (
+    ConfigError,
+    LoadedConfig,
+    flatten,
+    is_secret_name,
+    load_config,
+    masked,
+)
+from host.logs import configure_logging, redact
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="agenthost",
+    help="Run AI agents built from plugins: discovery, injection, events, memory, models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+app.add_typer(config_app, name="config")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+class _State:
+    config_path: Path | None = None
+    log_level: str | None = None
+
+
+state = _State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"agenthost {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config file (default: config/agenthost.yaml)."),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="Override logging.level.")
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """agenthost: a plugin host for AI agents."""
+    state.config_path = config
+    state.log_level = log_level
+
+
+def _load(**overrides: Any) -> LoadedConfig:
+    """The configuration, logging configured from it; config errors exit with code 2."""
+    extra: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if state.log_level:
+        extra["logging"] = {"level": state.log_level}
+    try:
+        loaded = load_config(state.config_path, overrides=extra)
+    except ConfigError as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+    configure_logging(loaded.config.logging)
+    redact(_secret_values(loaded.config))
+    return loaded
+
+
+def _secret_values(value: Any, name: str = "") -> list[str]:
+    """Every secret in the config (SecretStr values and secret-named raw plugin settings), so
+    the log sink can mask them wherever they appear."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        items = [(k, getattr(value, k)) for k in type(value).model_fields]
+        items += list((value.model_extra or {}).items())
+        return [s for k, v in items for s in _secret_values(v, k)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _secret_values(v, str(k))]
+    if isinstance(value, str) and value and is_secret_name(name):
+        return [value]
+    return []
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; library errors become a one-line message and exit code 1."""
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except ConfigError as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except AgentHostError as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+# run ---------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Reload plugins when their files change.")
+    ] = False,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (http.port).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="HTTP address (http.host).")] = None,
+) -> None:
+    """Start the host: plugins, agents and the HTTP API, until Ctrl-C or SIGTERM."""
+    http: dict[str, Any] = {}
+    if port is not None:
+        http["port"] = port
+    if host is not None:
+        http["host"] = host
+    loaded = _load(dev=True if dev else None, http=http or None)
+    from host.app import Host
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        instance = Host(loaded)
+        await instance.run_forever(stop)
+
+    _run(serve)
+
+
+# plugins ---------------------------------------------------------------------
+
+
+@plugins_app.command("list")
+def plugins_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Installed plugins: version, distribution, status (loaded/disabled/failed) and error."""
+    loaded = _load()
+    from host.app import Host
+
+    async def load() -> list[dict[str, Any]]:
+        instance = Host(loaded)
+        await instance.start(agents=False)
+        try:
+            return [s.as_dict() for s in instance.statuses]
+        finally:
+            await instance.stop()
+
+    rows = _run(load)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="agenthost plugins")
+    for column in ("name", "version", "distribution", "status", "error"):
+        table.add_column(column, overflow="fold")
+    colours = {"loaded": "green", "disabled": "dim", "failed": "red"}
+    for row in rows:
+        status = f"[{colours[row['status']]}]{row['status']}[/]"
+        table.add_row(
+            row["name"], row["version"] or "", row["distribution"] or "", status, row["error"] or ""
+        )
+    console.print(table)
+
+
+# config ---------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """The effective configuration with the source of each key; secrets masked."""
+    loaded = _load()
+    values = flatten(masked(loaded.config))
+    if as_json:
+        data = {
+            "file": str(loaded.path) if loaded.path else None,
+            "values": {k: {"value": v, "source": loaded.source_of(k)} for k, v in values.items()},
+        }
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    table = Table(title=f"agenthost config ({loaded.path or 'no file'})")
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    table.add_column("source")
+    for key, value in values.items():
+        table.add_row(key, json.dumps(value, default=str), loaded.source_of(key))
+    console.print(table)
+
+
+# chat and stats ---------------------------------------------------------------------
+
+
+@app.command()
+def chat(
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Agent name.")] = None,
+) -> None:
+    """Chat with an agent in the terminal (history kept in the agent's store)."""
+    loaded = _load()
+    from host.app import Host
+    from host.chat import run_chat
+
+    async def talk() -> int:
+        instance = Host(loaded)
+        await instance.start()
+        try:
+            assert instance.agents is not None
+            return await run_chat(instance.agents, agent)
+        finally:
+            await instance.stop()
+
+    code = _run(talk)
+    raise typer.Exit(code)
+
+
+@app.command()
+def stats(
+    url: Annotated[
+        str | None, typer.Option("--url", help="The running host (default: from http config).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only metrics containing this.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Current metrics of a running host, read from its HTTP API."""
+    loaded = _load()
+    http = loaded.config.http
+    base = url or f"http://{http.host}:{http.port}"
+    headers = {}
+    key = os.environ.get("AGENTHOST_HTTP__API_KEY") or (
+        http.api_key.get_secret_value() if http.api_key else None
+    )
+    if key:
+        headers["X-API-Key"] = key
+    try:
+        response = httpx.get(
+            f"{base}/stats", params={"name": name} if name else None, headers=headers, timeout=10
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        errors.print(f"[red]error:[/] cannot read {base}/stats: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    series = response.json()
+    if as_json:
+        sys.stdout.write(json.dumps(series, indent=2) + "\n")
+        return
+    table = Table(title=f"agenthost stats ({base})")
+    for column in ("metric", "tags", "count / value", "mean", "p50", "p95", "max"):
+        table.add_column(column, overflow="fold")
+    for item in series:
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(item["tags"].items()))
+        if item["kind"] == "histogram":
+            table.add_row(
+                item["name"],
+                tags,
+                str(item["count"]),
+                f"{item['mean']:.4g}",
+                f"{item['p50']:.4g}",
+                f"{item['p95']:.4g}",
+                f"{item['max']:.4g}",
+            )
+        else:
+            table.add_row(item["name"], tags, f"{item['value']:g}", "", "", "", "")
+    console.print(table)
+
+
+def _mount_optional() -> None:
+    """Sub-apps of other areas (the audit trail CLI needs the audit plugin's package)."""
+    try:
+        from host.cli_events import events_app
+    except ImportError:  # pragma: no cover - the audit plugin is part of this distribution
+        return
+    app.add_typer(events_app, name="events")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    """Console script entry point."""
+    app()

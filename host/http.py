@@ -1,0 +1,422 @@
+"""The HTTP API (FastAPI, served by uvicorn): agents, messages, streamed replies, memories.
+
+Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
+
+- ``GET  /health``                                    liveness, never needs the API key
+- ``GET  /ready``                                     503 until an agent runs and the store answers
+- ``GET  /agents``                                    configured agents and whether they run
+- ``GET  /agents/{agent}``                            one agent
+- ``POST /agents/{agent}/messages``                   send a message, get the `Reply`
+- ``POST /agents/{agent}/messages/stream``            the same, reply streamed as server-sent events
+- ``GET  /agents/{agent}/rooms/{room_id}/memories``   a room's memories, paginated by cursor
+
+``{agent}`` is an agent's name, username or id. When ``http.api_key`` is set, every route but
+``/health`` requires it in the ``X-API-Key`` header (401 otherwise). Request bodies over
+``http.max_body_bytes`` get 413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, Protocol
+from uuid import UUID, uuid5
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from sse_starlette import EventSourceResponse
+
+from contracts.agent import Reply
+from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Order
+from host.agents import AgentManager, UnknownAgentError
+from host.runtime import AgentRuntime, agent_id_for
+
+__all__ = [
+    "API_KEY_HEADER",
+    "AgentInfo",
+    "HttpServer",
+    "HttpSettingsLike",
+    "MemoryPage",
+    "MessageIn",
+    "app_from_settings",
+    "create_app",
+    "serve",
+]
+
+API_KEY_HEADER = "X-API-Key"
+DEFAULT_MAX_BODY = 1_048_576
+
+_log = logger.bind(component="http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class MessageIn(BaseModel):
+    """A message to an agent. Without `room_id` / `entity_id`, ones derived from `user` are used
+    (so one user keeps one conversation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=100_000)
+    room_id: UUID | None = None
+    entity_id: UUID | None = None
+    user: str = Field(default="user", min_length=1, max_length=200)
+    """The sender's display name."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Extra content fields stored with the message (e.g. ``channel_type``, ``source``)."""
+
+
+class AgentInfo(BaseModel):
+    id: UUID
+    name: str
+    username: str | None
+    running: bool
+    bio: list[str]
+
+
+class MemoryOut(BaseModel):
+    id: UUID
+    agent_id: UUID
+    entity_id: UUID
+    room_id: UUID
+    content: dict[str, Any]
+    created_at: str
+    cursor: str
+
+
+class MemoryPage(BaseModel):
+    items: list[MemoryOut]
+    next_cursor: str | None
+    """Pass as ``cursor`` to get the next page; None on the last page."""
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def _memory_out(memory: Memory) -> MemoryOut:
+    return MemoryOut(
+        id=memory.id,
+        agent_id=memory.agent_id,
+        entity_id=memory.entity_id,
+        room_id=memory.room_id,
+        content=memory.content.model_dump(),
+        created_at=memory.created_at.isoformat(),
+        cursor=memory.cursor.encode(),
+    )
+
+
+class _BodyLimit:
+    """ASGI middleware answering 413 to bodies over `limit` bytes (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = rejected = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Answer 413 now and tell the app the client left: whatever it tries to
+                    # send afterwards is dropped.
+                    rejected = True
+                    if not started:
+                        await self._reject(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if rejected:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            {"detail": f"request body larger than the limit of {self.limit} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+_KEY_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+
+async def _require_key(
+    request: Request, given: Annotated[str | None, Security(_KEY_HEADER)]
+) -> None:
+    expected: str | None = request.app.state.api_key
+    if expected is None:
+        return
+    if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            401, detail=f"missing or wrong API key (send it in the {API_KEY_HEADER} header)"
+        )
+
+
+def _agent_runtime(
+    request: Request, agent: Annotated[str, Path(description="name, username or id")]
+) -> AgentRuntime:
+    agents: AgentManager = request.app.state.agents
+    try:
+        return agents.get(agent)
+    except UnknownAgentError as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+
+
+Runtime = Annotated[AgentRuntime, Depends(_agent_runtime)]
+"""A route parameter resolved to the running agent named in the path (404 if none)."""
+
+
+def create_app(
+    agents: AgentManager,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    title: str = "agenthost",
+) -> FastAPI:
+    """The API over `agents`; `api_key` (when not None) guards every route but ``/health``."""
+    app = FastAPI(
+        title=title,
+        description="Talk to the agents this host runs.",
+        version="1",
+        responses={404: {"model": ErrorOut}},
+        openapi_url=None,  # served below, behind the API key like every route but /health
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    app.state.agents = agents
+    app.state.api_key = api_key
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    guarded = APIRouter(dependencies=[Depends(_require_key)])
+
+    @guarded.get("/ready", tags=["ops"], responses={503: {"model": ErrorOut}})
+    async def ready() -> dict[str, Any]:
+        """Readiness: at least one agent runs and its store answers."""
+        running = agents.running
+        if not running:
+            raise HTTPException(503, detail="no agent is running")
+        try:
+            async with asyncio.timeout(5):
+                await running[0].database.count_memories(MemoryQuery(limit=0))
+        except Exception as exc:
+            raise HTTPException(503, detail=f"memory store not ready: {exc}") from exc
+        return {"status": "ready", "agents": [r.name for r in running]}
+
+    @guarded.get("/agents", tags=["agents"])
+    async def list_agents() -> list[AgentInfo]:
+        """Configured agents, running or not."""
+        return [_info(agents, c.name) for c in agents.characters]
+
+    @guarded.get("/agents/{agent}", tags=["agents"])
+    async def get_agent(runtime: Runtime) -> AgentInfo:
+        return _info(agents, runtime.name)
+
+    @guarded.post("/agents/{agent}/messages", tags=["messages"])
+    async def send_message(runtime: Runtime, body: MessageIn) -> Reply:
+        """Process the message and return the agent's reply."""
+        return await runtime.process_message(_incoming(runtime, body))
+
+    @guarded.post("/agents/{agent}/messages/stream", tags=["messages"])
+    async def stream_message(runtime: Runtime, body: MessageIn) -> EventSourceResponse:
+        """Server-sent events: ``chunk`` events ({"text"}) as the model streams, then one
+        ``reply`` event with the whole `Reply` (or one ``error`` event)."""
+        message = _incoming(runtime, body)
+
+        async def events() -> AsyncIterator[dict[str, str]]:
+            stream = runtime.stream_message(message)
+            try:
+                async for chunk in stream:
+                    yield {"event": "chunk", "data": json.dumps({"text": chunk})}
+            except Exception as exc:
+                _log.opt(exception=exc).error("streamed reply failed: {}", exc)
+                yield {"event": "error", "data": json.dumps({"detail": str(exc)})}
+                return
+            finally:
+                await stream.aclose()
+            assert stream.reply is not None
+            yield {"event": "reply", "data": stream.reply.model_dump_json()}
+
+        return EventSourceResponse(events())
+
+    @guarded.get("/agents/{agent}/rooms/{room_id}/memories", tags=["memories"])
+    async def room_memories(
+        runtime: Runtime,
+        room_id: UUID,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(description="next_cursor of the last page")] = None,
+        order: Annotated[Order, Query()] = "desc",
+    ) -> MemoryPage:
+        """The room's memories of this agent, newest first by default, `limit` per page."""
+        try:
+            after = Cursor.decode(cursor) if cursor else None
+        except InvalidCursorError as exc:
+            raise HTTPException(
+                422,
+                detail=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}],
+            ) from exc
+        rows = await runtime.database.get_memories(
+            MemoryQuery(
+                agent_id=runtime.agent_id,
+                room_id=room_id,
+                order=order,
+                limit=limit + 1,
+                after=after,
+            )
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return MemoryPage(
+            items=[_memory_out(m) for m in rows],
+            next_cursor=rows[-1].cursor.encode() if more and rows else None,
+        )
+
+    @guarded.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @guarded.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API")
+
+    app.include_router(guarded)
+
+    @app.exception_handler(UnknownAgentError)
+    async def unknown_agent(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    return app
+
+
+def _info(agents: AgentManager, name: str) -> AgentInfo:
+    character = next(c for c in agents.characters if c.name == name)
+    return AgentInfo(
+        id=agent_id_for(character.name),
+        name=character.name,
+        username=character.username,
+        running=agents.find(character.name) is not None,
+        bio=character.bio,
+    )
+
+
+def _incoming(runtime: AgentRuntime, body: MessageIn) -> Memory:
+    entity = body.entity_id or uuid5(runtime.agent_id, f"user:{body.user}")
+    room = body.room_id or uuid5(runtime.agent_id, f"room:{entity}")
+    return runtime.new_message(
+        body.text, room_id=room, entity_id=entity, name=body.user, source="http", **body.metadata
+    )
+
+
+class HttpSettingsLike(Protocol):
+    """The config ``http`` section as this module reads it."""
+
+    host: str
+    port: int
+    api_key: SecretStr | None
+    max_body_bytes: int
+
+
+def app_from_settings(agents: AgentManager, settings: HttpSettingsLike) -> FastAPI:
+    """`create_app` configured from the ``http`` config section."""
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return create_app(agents, api_key=key or None, max_body_bytes=settings.max_body_bytes)
+
+
+async def serve(agents: AgentManager, settings: HttpSettingsLike) -> None:
+    """Serve the API over `agents` on ``settings.host:settings.port`` until cancelled or until
+    uvicorn gets SIGINT/SIGTERM (what ``agenthost run`` awaits)."""
+    server = HttpServer(app_from_settings(agents, settings), host=settings.host, port=settings.port)
+    _log.info("HTTP API on http://{}:{} (OpenAPI at /openapi.json)", settings.host, settings.port)
+    await server.serve()
+
+
+class HttpServer:
+    """uvicorn serving an app in the current event loop; ``port=0`` picks a free port."""
+
+    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+        self.config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(self.config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when started with port 0)."""
+        for server in self.server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start serving in a background task; returns once the socket listens."""
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                await self._task  # raises the startup error
+                raise RuntimeError(f"HTTP server on {self.config.host}:{self.config.port} exited")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, close."""
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    async def serve(self) -> None:
+        """Serve until cancelled or until uvicorn gets a shutdown signal."""
+        await self.server.serve()

@@ -1,0 +1,737 @@
+"""`AgentRuntime`: one agent processing messages, every step an event.
+
+``process_message(message)``:
+
+1. emit ``MESSAGE_RECEIVED``;
+2. embed the text (``TEXT_EMBEDDING``) and save the incoming memory (``MEMORY_CREATED``);
+3. compose the state from the providers, in parallel, each under its timeout (a failing or slow
+   provider is logged, listed in ``state.skipped`` and leaves nothing in the state);
+4. decide whether to respond (`should_respond`);
+5. ``TEXT_LARGE`` with a prompt built from the character and the state (`build_prompt`);
+6. run the actions the reply asks for or that always run (``ACTION_STARTED`` /
+   ``ACTION_COMPLETED``; each sees the results before it);
+7. save the reply (``MEMORY_CREATED``), run the evaluators, emit ``MESSAGE_SENT``.
+
+Messages to one room are processed one at a time, in arrival order; different rooms run in
+parallel. Each message gets its own ``message`` container scope. `stream_message` is the same
+pipeline yielding the model's text as it streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from loguru import logger
+
+from contracts.agent import (
+    Action,
+    ActionContext,
+    ActionResult,
+    AgentError,
+    Character,
+    Evaluator,
+    Provider,
+    ProviderResult,
+    Reply,
+    State,
+)
+from contracts.cache import CacheContext, ProviderCacheProtocol
+from contracts.events import (
+    ACTION_COMPLETED,
+    ACTION_STARTED,
+    MEMORY_CREATED,
+    MESSAGE_RECEIVED,
+    MESSAGE_SENT,
+    ActionCompletedPayload,
+    ActionStartedPayload,
+    MemoryPayload,
+    MessagePayload,
+)
+from contracts.memory import Content, Memory, MemoryQuery, utc_now
+from contracts.models import (
+    TEXT_EMBEDDING,
+    TEXT_LARGE,
+    EmbeddingParams,
+    ModelParams,
+    ModelRuntime,
+    ModelType,
+    TextChunk,
+    TextParams,
+)
+from contracts.storage import DatabaseAdapter
+from host.components import ComponentRegistry
+from host.container import Container
+from host.events import EventBus
+
+__all__ = [
+    "AgentRuntime",
+    "ReplyStream",
+    "RuntimeSettings",
+    "agent_id_for",
+    "build_prompt",
+    "parse_actions",
+    "should_respond",
+]
+
+P = TypeVar("P", bound=ModelParams)
+R = TypeVar("R")
+
+_AGENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agenthost.dev/agents")
+
+
+def agent_id_for(name: str) -> UUID:
+    """The stable id of the agent named `name` (same name, same id, across restarts)."""
+    return uuid5(_AGENT_NAMESPACE, name.strip().lower())
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """Tunables of one runtime (config ``agents``)."""
+
+    provider_timeout: float = 5.0
+    """Seconds a provider may take before it is skipped (a provider's own timeout wins)."""
+    action_timeout: float = 30.0
+    evaluator_timeout: float = 30.0
+    history: int = 10
+    """Recent messages of the room put into the prompt."""
+    embed: bool = True
+    """Embed incoming messages and replies (TEXT_EMBEDDING) before saving them."""
+    respond_in_groups: bool = False
+    """In group rooms (content ``channel_type: group``) reply only when named, unless True."""
+    max_actions: int = 5
+    """At most this many actions per message."""
+
+
+_ACTIONS_LINE = re.compile(r"^\s*actions?\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+_BRACKETED = re.compile(r"\[([A-Z][A-Z0-9_]{1,63})\]")
+
+
+def parse_actions(text: str) -> tuple[str, list[str]]:
+    """Split a model reply into (text without action directives, action names asked for).
+
+    Recognised directives: a line ``ACTIONS: NAME, OTHER`` and bracketed ``[NAME]`` tokens.
+    """
+    names: list[str] = []
+    for match in _ACTIONS_LINE.finditer(text):
+        names += [n.strip().upper() for n in re.split(r"[,\s]+", match.group(1)) if n.strip()]
+    stripped = _ACTIONS_LINE.sub("", text)
+    names += [m.upper() for m in _BRACKETED.findall(stripped)]
+    stripped = _BRACKETED.sub("", stripped)
+    seen: dict[str, None] = dict.fromkeys(n for n in names if n not in ("NONE", ""))
+    return re.sub(r"[ \t]+\n", "\n", stripped).strip(), list(seen)
+
+
+def should_respond(character: Character, message: Memory, agent_id: UUID, *, groups: bool) -> bool:
+    """Whether the agent answers `message`: never itself or empty text; in a group room only
+    when named (or when `groups`); ``content.respond: false`` opts out explicitly."""
+    content = message.content
+    if message.entity_id == agent_id or not content.text.strip():
+        return False
+    extra = content.model_extra or {}
+    if extra.get("respond") is False:
+        return False
+    if extra.get("channel_type") == "group" and not groups:
+        names = {character.name.lower()}
+        if character.username:
+            names.add(character.username.lower())
+        text = content.text.lower()
+        return any(re.search(rf"\b{re.escape(n)}\b", text) for n in names)
+    return True
+
+
+def build_prompt(
+    character: Character, state: State, message: Memory, actions: Sequence[Action] = ()
+) -> str:
+    """The TEXT_LARGE prompt: who the agent is, the composed state, the actions, the message.
+
+    The message text is the last line so that simple models (ELIZA) can answer just it.
+    """
+    parts: list[str] = []
+    if character.bio:
+        parts.append(f"# About {character.name}\n" + "\n".join(character.bio))
+    if character.adjectives:
+        parts.append(f"{character.name} is " + ", ".join(character.adjectives) + ".")
+    style = character.style.get("all", []) + character.style.get("chat", [])
+    if style:
+        parts.append("# Style\n" + "\n".join(f"- {rule}" for rule in style))
+    if state.text:
+        parts.append(state.text)
+    if actions:
+        lines = [f"- {a.name}: {a.description}" for a in actions]
+        parts.append(
+            "# Available actions (name them on a line `ACTIONS: NAME` to use them)\n"
+            + "\n".join(lines)
+        )
+    sender = str((message.content.model_extra or {}).get("name") or "user")
+    parts.append(f"# Message from {sender}\n{message.content.text}")
+    return "\n\n".join(parts)
+
+
+def _system(character: Character) -> str:
+    if character.system:
+        return character.system
+    return f"You are {character.name}." + (" " + " ".join(character.bio) if character.bio else "")
+
+
+class ReplyStream:
+    """The text chunks of a streamed reply (``async for``), then the whole `Reply`."""
+
+    def __init__(self) -> None:
+        self.reply: Reply | None = None
+        """Set when the stream is exhausted (the pipeline has finished)."""
+        self._chunks: AsyncIterator[str] | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        assert self._chunks is not None
+        return self._chunks
+
+    async def collect(self) -> Reply:
+        """Consume the stream; the final `Reply`."""
+        async for _chunk in self:
+            pass
+        assert self.reply is not None
+        return self.reply
+
+    async def aclose(self) -> None:
+        """Stop early (e.g. the HTTP client went away); the room is released."""
+        if self._chunks is not None:
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class _RoomLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class AgentRuntime:
+    """Runs one agent: its character, its container scope, the shared bus, models and store.
+
+    Built from explicit parts so hosts and test kits can assemble one; `clock` and `ids` make
+    timestamps and ids deterministic in tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        character: Character,
+        scope: Container,
+        events: EventBus,
+        models: ModelRuntime,
+        database: DatabaseAdapter,
+        components: ComponentRegistry | None = None,
+        settings: RuntimeSettings | None = None,
+        agent_id: UUID | None = None,
+        cache: ProviderCacheProtocol | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        ids: Callable[[], UUID] = uuid4,
+    ) -> None:
+        self.cache = cache
+        """Provider cache consulted for each provider call (None: providers always run)."""
+        self._character = character
+        self._agent_id = agent_id or agent_id_for(character.name)
+        self.scope = scope
+        self.events = events
+        self.models = models
+        self._database = database
+        self.components = components or ComponentRegistry()
+        self.settings = settings or RuntimeSettings()
+        self.clock = clock
+        self.ids = ids
+        self._last_time: datetime | None = None
+        self._rooms: dict[UUID, _RoomLock] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._running = True
+        self._log = logger.bind(agent=character.name)
+        self._builtin = (
+            Provider(name="recent_messages", get=self._recent_messages_provider, position=-10),
+        )
+
+    # ------------------------------------------------------------------ AgentRuntimeLike
+
+    @property
+    def agent_id(self) -> UUID:
+        return self._agent_id
+
+    @property
+    def character(self) -> Character:
+        return self._character
+
+    @property
+    def name(self) -> str:
+        return self._character.name
+
+    @property
+    def database(self) -> DatabaseAdapter:
+        return self._database
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def use_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> R:
+        """Call a model through the host's registry."""
+        return await self.models.use_model(model_type, params, provider=provider)
+
+    def stream_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> AsyncIterator[TextChunk]:
+        """Stream a text model's output."""
+        return self.models.stream_model(model_type, params, provider=provider)
+
+    async def recent_memories(self, room_id: UUID, limit: int = 20) -> list[Memory]:
+        """The room's latest `limit` memories of this agent, oldest first."""
+        rows = await self._database.get_memories(
+            MemoryQuery(agent_id=self._agent_id, room_id=room_id, order="desc", limit=limit)
+        )
+        rows.reverse()
+        return rows
+
+    # ------------------------------------------------------------------ entry points
+
+    def new_message(
+        self,
+        text: str,
+        *,
+        room_id: UUID,
+        entity_id: UUID,
+        **content: Any,
+    ) -> Memory:
+        """An incoming message memory for this agent (id and time from the runtime's factories)."""
+        return Memory(
+            id=self.ids(),
+            agent_id=self._agent_id,
+            entity_id=entity_id,
+            room_id=room_id,
+            content=Content(text=text, **content),
+            created_at=self.now(),
+        )
+
+    def now(self) -> datetime:
+        """The clock's time, made strictly increasing (by 1 µs steps) within this runtime, so
+        memories it creates keep their creation order in ``(created_at, id)`` order."""
+        now = self.clock()
+        last = self._last_time
+        if last is not None and now <= last:
+            now = last + timedelta(microseconds=1)
+        self._last_time = now
+        return now
+
+    async def process_message(self, message: Memory) -> Reply:
+        """Run the whole pipeline for `message` and return the reply (see the module doc)."""
+        async with self._room(message.room_id):
+            run = _Run(self, message)
+            async with self.scope.create_scope("message"):
+                await run.before_model()
+                if run.responded:
+                    await run.model_reply()
+                await run.after_model()
+            return run.result()
+
+    def stream_message(self, message: Memory) -> ReplyStream:
+        """Like `process_message`, yielding the reply text chunk by chunk as the model streams.
+
+        Iterate the returned `ReplyStream` for the text chunks (action outputs appended to the
+        reply come as a last chunk); its ``reply`` holds the `Reply` once it is exhausted.
+        """
+        stream = ReplyStream()
+        stream._chunks = self._stream(message, stream)
+        return stream
+
+    async def _stream(self, message: Memory, sink: ReplyStream) -> AsyncIterator[str]:
+        async with self._room(message.room_id):
+            run = _Run(self, message)
+            async with self.scope.create_scope("message"):
+                await run.before_model()
+                if run.responded:
+                    started = time.perf_counter()
+                    prompt = run.prompt()
+                    pieces: list[str] = []
+                    async for chunk in self.stream_model(TEXT_LARGE, prompt):
+                        text = chunk.text
+                        if text:
+                            pieces.append(text)
+                            yield text
+                    run.timings["model"] = time.perf_counter() - started
+                    run.set_model_text("".join(pieces))
+                await run.run_actions()
+                extra = run.append_action_text()
+                if extra:
+                    yield extra
+                await run.finish()
+            sink.reply = run.result()
+
+    async def compose_state(self, message: Memory, include: Iterable[str] = ()) -> State:
+        """State for `message` from every non-dynamic provider plus the dynamic ones named in
+        `include`, run in parallel; failing or slow ones are skipped and listed."""
+        wanted = set(include)
+        providers = [
+            p
+            for p in (*self._builtin, *self.components.providers)
+            if not p.dynamic or p.name in wanted
+        ]
+        state = State(
+            values={
+                "agent_id": str(self._agent_id),
+                "agent_name": self._character.name,
+                "room_id": str(message.room_id),
+                "entity_id": str(message.entity_id),
+            }
+        )
+        results = await asyncio.gather(*(self._run_provider(p, message, state) for p in providers))
+        texts: list[str] = []
+        for provider, outcome in sorted(
+            zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
+        ):
+            if isinstance(outcome, str):
+                state.skipped[provider.name] = outcome
+                continue
+            state.providers[provider.name] = outcome
+            state.values.update(outcome.values)
+            state.data[provider.name] = outcome.data
+            if outcome.text and not provider.private:
+                texts.append(outcome.text)
+        state.text = "\n\n".join(texts)
+        return state
+
+    async def _run_provider(
+        self, provider: Provider, message: Memory, state: State
+    ) -> ProviderResult | str:
+        timeout = (
+            provider.timeout if provider.timeout is not None else self.settings.provider_timeout
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                if self.cache is None:
+                    result = await provider.get(message, state)
+                else:
+                    context = CacheContext(
+                        agent_id=str(self._agent_id),
+                        room_id=str(message.room_id),
+                        entity_id=str(message.entity_id),
+                        message_id=str(message.id),
+                    )
+                    result = await self.cache.get_or_compute(
+                        provider.name, context, lambda: provider.get(message, state)
+                    )
+        except TimeoutError:
+            self._log.warning("provider {} timed out after {}s; skipped", provider.name, timeout)
+            return f"timed out after {timeout}s"
+        except Exception as exc:
+            self._log.opt(exception=exc).warning(
+                "provider {} failed; skipped: {}", provider.name, exc
+            )
+            return f"{type(exc).__name__}: {exc}"
+        if not isinstance(result, ProviderResult):
+            self._log.warning("provider {} returned {!r}; skipped", provider.name, type(result))
+            return f"returned {type(result).__name__}, not ProviderResult"
+        return result
+
+    async def _recent_messages_provider(self, message: Memory, state: State) -> ProviderResult:
+        rows = await self.recent_memories(message.room_id, self.settings.history + 1)
+        rows = [row for row in rows if row.id != message.id][-self.settings.history :]
+        if not rows:
+            return ProviderResult()
+        lines = []
+        for row in rows:
+            who = self._character.name if row.entity_id == self._agent_id else "user"
+            lines.append(f"{who}: {row.content.text}")
+        return ProviderResult(
+            text="# Recent conversation\n" + "\n".join(lines),
+            values={"recent_message_count": len(rows)},
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def stop(self, grace: float | None = 30.0) -> None:
+        """Refuse new messages and wait for the ones in progress (up to `grace` seconds)."""
+        self._running = False
+        busy = [room.lock for room in self._rooms.values() if room.lock.locked()]
+        if not busy:
+            return
+
+        async def drain() -> None:
+            for lock in busy:
+                async with lock:
+                    pass
+
+        try:
+            async with asyncio.timeout(grace):
+                await drain()
+        except TimeoutError:
+            self._log.warning("agent stopped with messages still in progress")
+
+    @asynccontextmanager
+    async def _room(self, room_id: UUID) -> AsyncIterator[None]:
+        if not self._running:
+            raise AgentError(f"agent {self._character.name} is stopped")
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = self._rooms[room_id] = _RoomLock()
+        room.users += 1
+        try:
+            async with room.lock:
+                yield
+        finally:
+            room.users -= 1
+            if room.users == 0 and self._rooms.get(room_id) is room:
+                del self._rooms[room_id]
+
+    # ------------------------------------------------------------------ memory
+
+    async def save_memory(self, memory: Memory) -> Memory:
+        """Embed (when enabled and missing) and store `memory`; emit ``MEMORY_CREATED``."""
+        if self.settings.embed and memory.embedding is None and memory.content.text:
+            embedded = await self.use_model(
+                TEXT_EMBEDDING, EmbeddingParams(text=memory.content.text)
+            )
+            memory = memory.model_copy(update={"embedding": embedded.vector})
+        await self._database.create_memory(memory)
+        await self.events.emit(
+            MEMORY_CREATED,
+            MemoryPayload(
+                agent_id=self._agent_id,
+                room_id=memory.room_id,
+                entity_id=memory.entity_id,
+                memory_id=memory.id,
+                table_name=memory.table_name,
+                memory=memory,
+            ),
+        )
+        return memory
+
+
+class _Run:
+    """The state of one message going through the pipeline."""
+
+    def __init__(self, runtime: AgentRuntime, message: Memory) -> None:
+        self.rt = runtime
+        self.message = message
+        self.started = time.perf_counter()
+        self.timings: dict[str, float] = {"memory": 0.0}
+        self.state = State()
+        self.responded = False
+        self.raw = ""
+        self.text = ""
+        self.requested: list[str] = []
+        self.actions: list[ActionResult] = []
+        self.evaluators: list[ActionResult] = []
+        self.reply: Memory | None = None
+        self.usable: list[Action] = []
+
+    def _ctx(self) -> ActionContext:
+        return ActionContext(
+            runtime=self.rt,
+            message=self.message,
+            state=self.state,
+            previous=list(self.actions),
+            reply=self.reply,
+            reply_text=self.text,
+        )
+
+    async def before_model(self) -> None:
+        rt = self.rt
+        message = self.message
+        await rt.events.emit(
+            MESSAGE_RECEIVED,
+            MessagePayload(
+                agent_id=rt.agent_id,
+                room_id=message.room_id,
+                entity_id=message.entity_id,
+                message=message,
+            ),
+        )
+        t = time.perf_counter()
+        self.message = await rt.save_memory(self.message)
+        self.timings["memory"] += time.perf_counter() - t
+        t = time.perf_counter()
+        self.state = await rt.compose_state(self.message)
+        self.timings["providers"] = time.perf_counter() - t
+        self.responded = should_respond(
+            rt.character, self.message, rt.agent_id, groups=rt.settings.respond_in_groups
+        )
+        if self.responded:
+            self.usable = [a for a in rt.components.actions if await self._valid(a)]
+
+    async def _valid(self, action: Action | Evaluator) -> bool:
+        if action.validate is None:
+            return True
+        try:
+            return bool(await action.validate(self._ctx()))
+        except Exception as exc:
+            self.rt._log.opt(exception=exc).warning("validate of {} failed: {}", action.name, exc)
+            return False
+
+    def prompt(self) -> TextParams:
+        prompt = build_prompt(self.rt.character, self.state, self.message, self.usable)
+        return TextParams(prompt=prompt, system=_system(self.rt.character))
+
+    async def model_reply(self) -> None:
+        t = time.perf_counter()
+        reply = await self.rt.use_model(TEXT_LARGE, self.prompt())
+        self.timings["model"] = time.perf_counter() - t
+        self.set_model_text(reply.text)
+
+    def set_model_text(self, raw: str) -> None:
+        self.raw = raw
+        self.text, self.requested = parse_actions(raw)
+
+    async def after_model(self) -> None:
+        await self.run_actions()
+        self.append_action_text()
+        await self.finish()
+
+    def append_action_text(self) -> str:
+        """Append the actions' texts to the reply; returns what was appended."""
+        extra = "\n".join(r.text for r in self.actions if r.success and r.text)
+        if not extra:
+            return ""
+        if self.text:
+            extra = "\n" + extra
+        self.text += extra
+        return extra
+
+    async def run_actions(self) -> None:
+        t = time.perf_counter()
+        if self.responded:
+            chosen: list[Action] = []
+            for name in self.requested:
+                action = self.rt.components.find_action(name)
+                if action is None:
+                    self.rt._log.info("model asked for unknown action {}", name)
+                elif action in self.usable and action not in chosen:
+                    chosen.append(action)
+            chosen += [a for a in self.usable if a.always and a not in chosen]
+            for action in chosen[: self.rt.settings.max_actions]:
+                self.actions.append(await self._run_action(action))
+        self.timings["actions"] = time.perf_counter() - t
+
+    async def _run_action(self, action: Action) -> ActionResult:
+        rt = self.rt
+        owner = rt.components.owner_of("action", action.name)
+        started = _action_started(rt, self.message, action.name, owner)
+        await rt.events.emit(ACTION_STARTED, started)
+        timeout = action.timeout if action.timeout is not None else rt.settings.action_timeout
+        result = await _guarded(action.handler, self._ctx(), action.name, timeout, rt)
+        if result is None:
+            result = ActionResult(success=False, error="handler returned None")
+        completed = ActionCompletedPayload(
+            **started.model_dump(),
+            success=result.success,
+            duration=result.duration or 0.0,
+            error=result.error,
+            text=result.text,
+        )
+        await rt.events.emit(ACTION_COMPLETED, completed)
+        return result
+
+    async def finish(self) -> None:
+        rt = self.rt
+        if self.responded:
+            t = time.perf_counter()
+            reply = Memory(
+                id=rt.ids(),
+                agent_id=rt.agent_id,
+                entity_id=rt.agent_id,
+                room_id=self.message.room_id,
+                content=Content(
+                    text=self.text,
+                    in_reply_to=str(self.message.id),
+                    actions=[r.name for r in self.actions],
+                ),
+                created_at=rt.now(),
+            )
+            self.reply = await rt.save_memory(reply)
+            self.timings["memory"] += time.perf_counter() - t
+        t = time.perf_counter()
+        for evaluator in rt.components.evaluators:
+            if not self.responded and not evaluator.always_run:
+                continue
+            if not await self._valid(evaluator):
+                continue
+            timeout = (
+                evaluator.timeout
+                if evaluator.timeout is not None
+                else rt.settings.evaluator_timeout
+            )
+            outcome = await _guarded(evaluator.handler, self._ctx(), evaluator.name, timeout, rt)
+            if outcome is not None:
+                self.evaluators.append(outcome)
+        self.timings["evaluators"] = time.perf_counter() - t
+        self.timings["total"] = time.perf_counter() - self.started
+        if self.reply is not None:
+            await rt.events.emit(
+                MESSAGE_SENT,
+                MessagePayload(
+                    agent_id=rt.agent_id,
+                    room_id=self.reply.room_id,
+                    entity_id=rt.agent_id,
+                    message=self.reply,
+                    in_reply_to=self.message.id,
+                    timings=dict(self.timings),
+                ),
+            )
+
+    def result(self) -> Reply:
+        return Reply(
+            agent_id=self.rt.agent_id,
+            room_id=self.message.room_id,
+            message_id=self.message.id,
+            responded=self.responded,
+            text=self.text if self.responded else "",
+            reply=self.reply,
+            actions=self.actions,
+            evaluators=self.evaluators,
+            skipped_providers=dict(self.state.skipped),
+            timings=self.timings,
+        )
+
+
+async def _guarded(
+    handler: Callable[[ActionContext], Any],
+    ctx: ActionContext,
+    name: str,
+    seconds: float,
+    rt: AgentRuntime,
+) -> ActionResult | None:
+    """Run an action/evaluator handler; failures and timeouts become a failed `ActionResult`."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(seconds):
+            outcome = await handler(ctx)
+    except TimeoutError:
+        rt._log.warning("{} timed out after {}s", name, seconds)
+        outcome = ActionResult(success=False, error=f"timed out after {seconds}s")
+    except Exception as exc:
+        rt._log.opt(exception=exc).warning("{} failed: {}", name, exc)
+        outcome = ActionResult(success=False, error=f"{type(exc).__name__}: {exc}")
+    if outcome is None:
+        return None
+    if not isinstance(outcome, ActionResult):
+        outcome = ActionResult(
+            success=False, error=f"returned {type(outcome).__name__}, not ActionResult"
+        )
+    return outcome.model_copy(update={"name": name, "duration": time.perf_counter() - started})
+
+
+def _action_started(
+    rt: AgentRuntime, message: Memory, name: str, owner: str | None
+) -> ActionStartedPayload:
+    return ActionStartedPayload(
+        agent_id=rt.agent_id,
+        room_id=message.room_id,
+        entity_id=message.entity_id,
+        message_id=message.id,
+        action=name,
+        plugin=owner,
+    )

@@ -1,0 +1,174 @@
+"""The HTTP API through a real uvicorn server on a free 127.0.0.1 port, spoken to with httpx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from host.http import API_KEY_HEADER, HttpServer, create_app
+
+from .runtime_helpers import Rig
+
+
+@pytest.fixture
+async def server(rig: Rig) -> AsyncIterator[HttpServer]:
+    srv = HttpServer(create_app(rig.agents, max_body_bytes=4096), port=0)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+async def client(server: HttpServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        yield http
+
+
+async def test_health_ready_and_agents(client: httpx.AsyncClient, rig: Rig) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    ready = await client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["agents"] == ["Eliza"]
+    agents = (await client.get("/agents")).json()
+    assert [a["name"] for a in agents] == ["Eliza"]
+    assert agents[0]["running"] is True
+    assert agents[0]["id"] == str(rig.runtime.agent_id)
+    by_id = await client.get(f"/agents/{rig.runtime.agent_id}")
+    assert by_id.status_code == 200 and by_id.json()["name"] == "Eliza"
+
+
+async def test_not_ready_without_running_agent(client: httpx.AsyncClient, rig: Rig) -> None:
+    await rig.agents.stop("Eliza")
+    response = await client.get("/ready")
+    assert response.status_code == 503
+    assert (await client.get("/agents")).json()[0]["running"] is False
+
+
+async def test_send_message_and_page_memories(client: httpx.AsyncClient, rig: Rig) -> None:
+    room = str(uuid4())
+    texts = [f"I dream about number {i}" for i in range(5)]
+    for text in texts:
+        response = await client.post("/agents/eliza/messages", json={"text": text, "room_id": room})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["responded"] is True and body["text"]
+        assert body["room_id"] == room
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 3, "order": "asc"} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get(f"/agents/Eliza/rooms/{room}/memories", params=params)).json()
+        pages += 1
+        seen += [item["content"]["text"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 4  # 10 memories, 3 per page
+    assert len(seen) == 10
+    assert seen[0::2] == texts  # message, reply, message, reply...
+    newest = (await client.get(f"/agents/eliza/rooms/{room}/memories", params={"limit": 1})).json()
+    assert newest["items"][0]["content"]["text"] == seen[-1]
+
+
+async def test_default_room_per_user(client: httpx.AsyncClient) -> None:
+    a = (await client.post("/agents/eliza/messages", json={"text": "hi", "user": "ann"})).json()
+    b = (await client.post("/agents/eliza/messages", json={"text": "yo", "user": "ann"})).json()
+    c = (await client.post("/agents/eliza/messages", json={"text": "hi", "user": "bob"})).json()
+    assert a["room_id"] == b["room_id"] != c["room_id"]
+
+
+async def test_stream_reply_as_sse(client: httpx.AsyncClient) -> None:
+    events: list[tuple[str, dict[str, object]]] = []
+    async with client.stream(
+        "POST", "/agents/eliza/messages/stream", json={"text": "I am unhappy with my work"}
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((event, json.loads(line.split(":", 1)[1])))
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "reply" and set(kinds[:-1]) == {"chunk"} and len(kinds) >= 2
+    text = "".join(str(data["text"]) for kind, data in events if kind == "chunk")
+    assert text == events[-1][1]["text"]
+
+
+async def test_validation_errors_are_422_with_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/agents/eliza/messages", json={"text": ""})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "text"]
+    response = await client.post("/agents/eliza/messages", json={"text": "x", "room_id": "nope"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "room_id"]
+    response = await client.post("/agents/eliza/messages", json={"text": "x", "bogus": 1})
+    assert response.json()["detail"][0]["loc"] == ["body", "bogus"]
+    room = uuid4()
+    response = await client.get(f"/agents/eliza/rooms/{room}/memories", params={"limit": 0})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "limit"]
+    response = await client.get(f"/agents/eliza/rooms/{room}/memories", params={"cursor": "@@"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_unknown_agent_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.post("/agents/nobody/messages", json={"text": "hi"})
+    assert response.status_code == 404
+    assert "nobody" in response.json()["detail"] and "Eliza" in response.json()["detail"]
+    assert (await client.get(f"/agents/{uuid4()}")).status_code == 404
+
+
+async def test_body_limit_is_413(client: httpx.AsyncClient) -> None:
+    response = await client.post("/agents/eliza/messages", json={"text": "x" * 5000})
+    assert response.status_code == 413
+    assert "4096" in response.json()["detail"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no content-length: streamed body
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}'
+
+    response = await client.post(
+        "/agents/eliza/messages", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+async def test_openapi_served(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert "/agents/{agent}/messages" in schema["paths"]
+    assert "/agents/{agent}/rooms/{room_id}/memories" in schema["paths"]
+
+
+async def test_api_key_guards_everything_but_health(rig: Rig) -> None:
+    srv = HttpServer(create_app(rig.agents, api_key="s3cret"), port=0)
+    await srv.start()
+    try:
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            assert (await http.get("/health")).status_code == 200
+            for path in ("/ready", "/agents", "/agents/eliza", "/openapi.json", "/docs"):
+                response = await http.get(path)
+                assert response.status_code == 401, path
+                assert API_KEY_HEADER in response.json()["detail"]
+            wrong = await http.get("/agents", headers={API_KEY_HEADER: "nope"})
+            assert wrong.status_code == 401
+            posted = await http.post("/agents/eliza/messages", json={"text": "hi"})
+            assert posted.status_code == 401
+            for path in ("/agents", "/openapi.json", "/docs"):
+                ok = await http.get(path, headers={API_KEY_HEADER: "s3cret"})
+                assert ok.status_code == 200, path
+            sent = await http.post(
+                "/agents/eliza/messages", json={"text": "hi"}, headers={API_KEY_HEADER: "s3cret"}
+            )
+            assert sent.status_code == 200
+    finally:
+        await srv.stop()

@@ -1,0 +1,321 @@
+"""process_message end to end: events in order, isolation of failing parts, room ordering."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from contracts.agent import (
+    Action,
+    ActionContext,
+    ActionResult,
+    Character,
+    Evaluator,
+    Provider,
+    ProviderResult,
+    State,
+)
+from contracts.memory import Memory, MemoryQuery
+from host.runtime import AgentRuntime, build_prompt, parse_actions
+
+from .runtime_helpers import PIPELINE_EVENTS, Rig
+
+ROOM = UUID("00000000-0000-4000-8000-000000000001")
+USER = UUID("00000000-0000-4000-8000-0000000000aa")
+
+
+async def test_pipeline_events_fire_in_order(rig: Rig) -> None:
+    async def step(ctx: ActionContext) -> ActionResult:
+        return ActionResult(text="done")
+
+    rig.components.add("test", actions=[Action("STEP", "a step", step, always=True)])
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("I feel sad", room_id=ROOM, entity_id=USER)
+    )
+    names = [name for name, _ in rig.seen if name in PIPELINE_EVENTS]
+    assert names == [
+        "message:received",
+        "memory:created",
+        "action:started",
+        "action:completed",
+        "memory:created",
+        "message:sent",
+    ]
+    models = [payload for name, payload in rig.seen if name == "model:used"]
+    assert len(models) >= 3  # embedding of message, TEXT_LARGE, embedding of reply
+    assert reply.responded and reply.text.endswith("done")
+    assert reply.actions[0].name == "STEP" and reply.actions[0].success
+    assert reply.actions[0].duration is not None
+    completed = rig.payloads("action:completed")[0]
+    assert _field(completed, "success") is True
+    assert _field(completed, "duration") >= 0
+
+
+async def test_messages_and_replies_saved_with_embeddings(rig: Rig) -> None:
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("Hello there", room_id=ROOM, entity_id=USER)
+    )
+    rows = await rig.db.get_memories(MemoryQuery(room_id=ROOM, order="asc"))
+    assert [r.content.text for r in rows] == ["Hello there", reply.text]
+    assert all(r.embedding for r in rows)
+    assert rows[1].entity_id == rig.runtime.agent_id
+    assert rows[1].content.model_extra is not None
+    assert rows[1].content.model_extra["in_reply_to"] == str(rows[0].id)
+    assert reply.reply is not None and reply.reply.id == rows[1].id
+    assert set(reply.timings) >= {"memory", "providers", "model", "actions", "evaluators", "total"}
+
+
+async def test_failing_and_slow_providers_are_skipped(rig: Rig) -> None:
+    async def good(message: Memory, state: State) -> ProviderResult:
+        return ProviderResult(text="GOOD TEXT", values={"mood": "fine"})
+
+    async def broken(message: Memory, state: State) -> ProviderResult:
+        raise RuntimeError("provider exploded")
+
+    async def slow(message: Memory, state: State) -> ProviderResult:
+        await asyncio.sleep(5)
+        return ProviderResult(text="never")
+
+    seen: list[State] = []
+
+    async def look(ctx: ActionContext) -> ActionResult:
+        seen.append(ctx.state)
+        return ActionResult()
+
+    rig.components.add(
+        "test",
+        providers=[
+            Provider("good", good),
+            Provider("broken", broken),
+            Provider("slow", slow, timeout=0.1),
+        ],
+        actions=[Action("LOOK", "look", look, always=True)],
+    )
+    started = time.perf_counter()
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    )
+    assert time.perf_counter() - started < 3
+    assert reply.responded and reply.reply is not None
+    assert set(reply.skipped_providers) == {"broken", "slow"}
+    assert "provider exploded" in reply.skipped_providers["broken"]
+    assert "timed out" in reply.skipped_providers["slow"]
+    state = seen[0]
+    assert "GOOD TEXT" in state.text and "never" not in state.text
+    assert state.values["mood"] == "fine"
+    assert "broken" not in state.providers
+
+
+async def test_failing_action_and_evaluator_reported_reply_still_sent(rig: Rig) -> None:
+    async def boom(ctx: ActionContext) -> ActionResult:
+        raise ValueError("action broke")
+
+    async def after(ctx: ActionContext) -> ActionResult:
+        # results are chained: the second action sees the first one's failure
+        assert ctx.previous[0].name == "BOOM" and not ctx.previous[0].success
+        return ActionResult(text="second ran", values={"n": len(ctx.previous)})
+
+    async def bad_eval(ctx: ActionContext) -> ActionResult:
+        raise RuntimeError("evaluator broke")
+
+    async def good_eval(ctx: ActionContext) -> ActionResult:
+        assert ctx.reply is not None
+        return ActionResult(text=f"saw {ctx.reply.content.text[:5]}")
+
+    rig.components.add(
+        "test",
+        actions=[
+            Action("BOOM", "fails", boom, always=True),
+            Action("AFTER", "", after, always=True),
+        ],
+        evaluators=[Evaluator("bad", "", bad_eval), Evaluator("good", "", good_eval)],
+    )
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    )
+    assert reply.responded and reply.reply is not None
+    assert [(a.name, a.success) for a in reply.actions] == [("BOOM", False), ("AFTER", True)]
+    assert reply.actions[0].error is not None and "action broke" in reply.actions[0].error
+    assert [(e.name, e.success) for e in reply.evaluators] == [("bad", False), ("good", True)]
+    assert reply.evaluators[0].error is not None and "evaluator broke" in reply.evaluators[0].error
+    assert "second ran" in reply.text
+    assert "message:sent" in [name for name, _ in rig.seen]
+    outcomes = [_field(p, "success") for p in rig.payloads("action:completed")]
+    assert outcomes == [False, True]
+
+
+async def test_validate_false_or_failing_skips_action(rig: Rig) -> None:
+    ran: list[str] = []
+
+    async def handler(ctx: ActionContext) -> ActionResult:
+        ran.append("ran")
+        return ActionResult()
+
+    async def no(ctx: ActionContext) -> bool:
+        return False
+
+    async def crash(ctx: ActionContext) -> bool:
+        raise RuntimeError("validate broke")
+
+    rig.components.add(
+        "test",
+        actions=[
+            Action("NO", "", handler, validate=no, always=True),
+            Action("CRASH", "", handler, validate=crash, always=True),
+        ],
+    )
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    )
+    assert ran == [] and reply.actions == []
+
+
+async def test_model_requested_actions_run(rig: Rig) -> None:
+    order: list[str] = []
+
+    def make(name: str) -> Action:
+        async def handler(ctx: ActionContext) -> ActionResult:
+            order.append(name)
+            return ActionResult(values={"step": name})
+
+        return Action(name, f"does {name}", handler, similes=(f"{name}_ALIAS",))
+
+    rig.components.add("test", actions=[make("FIRST"), make("SECOND"), make("UNUSED")])
+    rig.script_reply("Sure.\nACTIONS: SECOND_ALIAS, FIRST, MISSING")
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("do it", room_id=ROOM, entity_id=USER)
+    )
+    assert order == ["SECOND", "FIRST"]
+    assert reply.text == "Sure."
+    assert reply.reply is not None
+    assert (reply.reply.content.model_extra or {})["actions"] == ["SECOND", "FIRST"]
+    assert "FIRST: does FIRST" in rig.prompts[-1]
+
+
+async def test_group_message_without_mention_is_not_answered(rig: Rig) -> None:
+    message = rig.runtime.new_message(
+        "what a day", room_id=ROOM, entity_id=USER, channel_type="group"
+    )
+    reply = await rig.runtime.process_message(message)
+    assert not reply.responded and reply.reply is None and reply.text == ""
+    assert "message:sent" not in [name for name, _ in rig.seen]
+    assert await rig.db.count_memories(MemoryQuery(room_id=ROOM)) == 1
+    named = rig.runtime.new_message(
+        f"hey {rig.runtime.name}, hello", room_id=ROOM, entity_id=USER, channel_type="group"
+    )
+    assert (await rig.runtime.process_message(named)).responded
+
+
+async def test_own_messages_are_not_answered(rig: Rig) -> None:
+    own = rig.runtime.new_message("echo", room_id=ROOM, entity_id=rig.runtime.agent_id)
+    assert not (await rig.runtime.process_message(own)).responded
+
+
+async def test_same_room_in_order_different_rooms_parallel(rig: Rig) -> None:
+    log: list[tuple[str, str]] = []
+
+    async def slow(message: Memory, state: State) -> ProviderResult:
+        log.append(("start", message.content.text))
+        await asyncio.sleep(0.05)
+        log.append(("end", message.content.text))
+        return ProviderResult()
+
+    rig.components.add("test", providers=[Provider("slow", slow)])
+    texts = [f"m{i}" for i in range(6)]
+    tasks = []
+    for text in texts:
+        tasks.append(
+            asyncio.create_task(
+                rig.runtime.process_message(
+                    rig.runtime.new_message(text, room_id=ROOM, entity_id=USER)
+                )
+            )
+        )
+        await asyncio.sleep(0)  # arrival order = creation order
+    await asyncio.gather(*tasks)
+    assert log == [(kind, t) for t in texts for kind in ("start", "end")]
+    rows = await rig.db.get_memories(MemoryQuery(room_id=ROOM, entity_id=USER, order="asc"))
+    assert [r.content.text for r in rows] == texts
+
+    log.clear()
+    rooms = [uuid4() for _ in range(4)]
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(
+            rig.runtime.process_message(rig.runtime.new_message(f"r{i}", room_id=r, entity_id=USER))
+            for i, r in enumerate(rooms)
+        )
+    )
+    elapsed = time.perf_counter() - started
+    starts = [i for i, (kind, _) in enumerate(log) if kind == "start"]
+    first_end = next(i for i, (kind, _) in enumerate(log) if kind == "end")
+    assert all(i < first_end for i in starts)  # all four rooms were inside the provider at once
+    assert elapsed < 4 * 0.05 + 0.5
+
+
+async def test_streaming_yields_chunks_and_reply(rig: Rig) -> None:
+    stream = rig.runtime.stream_message(
+        rig.runtime.new_message("I am worried about my mother", room_id=ROOM, entity_id=USER)
+    )
+    chunks = [chunk async for chunk in stream]
+    assert stream.reply is not None and stream.reply.responded
+    assert "".join(chunks) == stream.reply.text
+    assert len(chunks) >= 1
+    names = [name for name, _ in rig.seen if name in PIPELINE_EVENTS]
+    assert names[0] == "message:received" and names[-1] == "message:sent"
+
+
+async def test_recent_messages_in_prompt(rig: Rig) -> None:
+    await rig.runtime.process_message(
+        rig.runtime.new_message("first line", room_id=ROOM, entity_id=USER)
+    )
+    await rig.runtime.process_message(
+        rig.runtime.new_message("second line", room_id=ROOM, entity_id=USER)
+    )
+    prompt = rig.prompts[-1]
+    assert "first line" in prompt
+    assert prompt.rstrip().endswith("second line")
+
+
+def test_parse_actions() -> None:
+    assert parse_actions("Hi.\nACTIONS: A, b_c\n") == ("Hi.", ["A", "B_C"])
+    assert parse_actions("Do [SEND_EMAIL] now") == ("Do  now", ["SEND_EMAIL"])
+    assert parse_actions("plain") == ("plain", [])
+    assert parse_actions("actions: none") == ("", [])
+
+
+def test_build_prompt_ends_with_message(rig: Rig) -> None:
+    message = rig.runtime.new_message("last words", room_id=ROOM, entity_id=USER)
+    prompt = build_prompt(rig.runtime.character, State(text="STATE"), message)
+    assert prompt.endswith("last words")
+    assert "STATE" in prompt and rig.runtime.character.bio[0] in prompt
+
+
+def _field(payload: Any, name: str) -> Any:
+    if isinstance(payload, dict):
+        return payload[name]
+    return getattr(payload, name)
+
+
+async def test_runtime_from_explicit_parts_is_deterministic(rig: Rig) -> None:
+    fixed = datetime(2030, 1, 1, tzinfo=UTC)
+    counter = iter(range(1, 1000))
+    runtime = AgentRuntime(
+        character=Character(name="Det"),
+        scope=rig.container.create_scope("agent"),
+        events=rig.bus,
+        models=rig.models,
+        database=rig.db,
+        components=rig.components,
+        clock=lambda: fixed,
+        ids=lambda: UUID(int=next(counter)),
+    )
+    reply = await runtime.process_message(runtime.new_message("hi", room_id=ROOM, entity_id=USER))
+    rows = await rig.db.get_memories(MemoryQuery(agent_id=runtime.agent_id, order="asc"))
+    assert [r.id for r in rows] == [UUID(int=1), UUID(int=2)]
+    assert [r.created_at for r in rows] == [fixed, fixed + timedelta(microseconds=1)]
+    assert reply.message_id == UUID(int=1)
+    await runtime.scope.aclose()
