@@ -49,7 +49,7 @@ app.add_typer(plugins_app, name="plugins")
 app.add_typer(config_app, name="config")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class _State:
@@ -295,18 +295,6 @@ def stats(
         else:
             table.add_row(item["name"], tags, f"{item['value']:g}", "", "", "", "")
     console.print(table)
-
-
-def _mount_optional() -> None:
-    """Sub-apps of other areas (the audit trail CLI needs the audit plugin's package)."""
-    try:
-        from host.cli_events import events_app
-    except ImportError:  # pragma: no cover - the audit plugin is part of this distribution
-        return
-    app.add_typer(events_app, name="events")
-
-
-_mount_optional()
 
 
 def main() -> None:

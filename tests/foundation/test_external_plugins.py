@@ -1,0 +1,95 @@
+"""A separately packaged plugin installed with pip shows up, is injected and configured, serves;
+a broken one is listed as failed with its reason while the host keeps running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+from host.app import Host
+from host.config import load_config
+from host.discovery import discover
+
+
+def test_discovery_reads_name_version_and_distribution(plugin_path: Path) -> None:
+    found = {d.name: d for d in discover()}
+    weather = found["weather"]
+    assert (weather.distribution, weather.version, weather.status) == (
+        "agenthost-weather",
+        "1.2.3",
+        "discovered",
+    )
+    assert weather.manifest is not None and weather.manifest.version == "1.2.3"
+    broken = found["broken"]
+    assert broken.status == "failed" and broken.distribution == "agenthost-broken"
+    assert "No module named 'agenthost_missing_dependency'" in (broken.error or "")
+    assert broken.origin["file"].endswith("agenthost_broken/__init__.py")
+
+
+async def test_host_injects_configures_and_uses_the_external_plugin(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    loaded = load_config(
+        None,
+        environ={
+            "AGENTHOST_DATA_DIR": str(tmp_path),
+            "AGENTHOST_PLUGINS__WEATHER__CITY": "Lyon",
+            "AGENTHOST_AGENTS__CHARACTERS_DIR": str(tmp_path / "none"),
+        },
+    )
+    host = Host(loaded)
+    await host.start()
+    try:
+        status = {s.name: s for s in host.statuses}
+        assert status["weather"].state == "loaded" and status["weather"].version == "1.2.3"
+        assert status["broken"].state == "failed"
+        assert host.agents is not None
+        runtime = host.agents.get("Eliza")
+        message = runtime.new_message("How is the weather?", room_id=uuid4(), entity_id=uuid4())
+        state = await runtime.compose_state(message)
+        assert "It is sunny in Lyon." in state.text
+        reply = await runtime.process_message(message)
+        assert reply.responded and reply.text
+    finally:
+        await host.stop()
+
+
+def test_cli_lists_plugins_from_a_real_process(plugin_path: Path, tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("agenthost")
+    env = {**os.environ, "PYTHONPATH": str(plugin_path), "AGENTHOST_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [str(script), "plugins", "list", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert rows["weather"]["status"] == "loaded"
+    assert rows["weather"]["distribution"] == "agenthost-weather"
+    assert rows["broken"]["status"] == "failed"
+    assert "agenthost_missing_dependency" in rows["broken"]["error"]
+    assert rows["sqlite"]["status"] == "loaded" and rows["eliza"]["status"] == "loaded"
+    assert "plugin broken (distribution agenthost-broken) failed" in done.stderr
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("agenthost")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("http:\n  port: [1\n")
+    done = subprocess.run(
+        [str(script), "--config", str(bad), "config", "show"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"invalid YAML in {bad}:3" in done.stderr
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("agenthost ")
