@@ -262,7 +262,11 @@ class EventBus:
                 result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
                 if result is not None and inspect.isawaitable(result):
                     timeout = sub.timeout or self.settings.handler_timeout
-                    await asyncio.wait_for(result, timeout) if timeout else await result
+                    if timeout:
+                        async with asyncio.timeout(timeout):
+                            await result
+                    else:
+                        await result
             except Exception as exc:
                 await self._failed(sub, event, exc)
 
@@ -287,7 +291,11 @@ class EventBus:
             result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
             if result is not None and inspect.isawaitable(result):
                 timeout = sub.timeout or self.settings.handler_timeout
-                await asyncio.wait_for(result, timeout) if timeout else await result
+                if timeout:
+                    async with asyncio.timeout(timeout):
+                        await result
+                else:
+                    await result
         except Exception as exc:
             await self._failed(sub, event, exc)
         finally:

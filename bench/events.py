@@ -1,0 +1,147 @@
+"""Event bus benchmark: emit with 0, 1 and 10 handlers against a plain call and raw pluggy.
+
+Baselines measured in the same run: a plain function call with the payload, and a raw pluggy
+hook call with the same number of implementations (``pm.hook.on_agent_started(payload=...)``).
+``bus.emit`` is driven two ways: inside a running event loop (``await bus.emit(...)`` in a
+loop, what the runtime does) and by hand (``coro.send(None)``: an emit whose handlers are sync
+never suspends, so this isolates the bus from the event loop). Target from the issue: emit with
+1 sync handler within 3x of the raw pluggy call.
+
+    .venv/bin/python bench/events.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import time
+import timeit
+from collections.abc import Callable
+from uuid import uuid4
+
+import pluggy
+from rich.console import Console
+from rich.table import Table
+
+from contracts.events import AGENT_STARTED, AgentPayload
+from host import hookspecs
+from host.events import EventBus
+
+PAYLOAD = AgentPayload(agent_id=uuid4(), name="bench")
+
+
+def best(fn: Callable[[], object], number: int) -> float:
+    """Best of 5 runs, seconds per call."""
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number
+
+
+def pluggy_call(impls: int) -> Callable[[], object]:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for index in range(impls):
+
+        class Impl:
+            @hookspecs.hookimpl
+            def on_agent_started(self, payload: AgentPayload) -> None:
+                pass
+
+        pm.register(Impl(), name=f"impl{index}")
+    hook = pm.hook.on_agent_started
+    return lambda: hook(payload=PAYLOAD)
+
+
+def bus_with(handlers: int, *, asynchronous: bool = False) -> EventBus:
+    bus = EventBus()
+    for _ in range(handlers):
+        if asynchronous:
+
+            async def handler(payload: AgentPayload) -> None:
+                pass
+
+        else:
+
+            def handler(payload: AgentPayload) -> None:  # type: ignore[misc]
+                pass
+
+        bus.on(AGENT_STARTED, handler)
+    return bus
+
+
+def by_hand(bus: EventBus) -> Callable[[], object]:
+    emit = bus.emit
+
+    def run() -> None:
+        coro = emit(AGENT_STARTED, PAYLOAD)
+        with contextlib.suppress(StopIteration):
+            coro.send(None)
+
+    return run
+
+
+def in_loop(bus: EventBus, number: int) -> float:
+    async def main() -> float:
+        emit = bus.emit
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(number):
+                await emit(AGENT_STARTED, PAYLOAD)
+            timings.append((time.perf_counter() - started) / number)
+        return min(timings)
+
+    return asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10x fewer iterations")
+    args = parser.parse_args()
+    number = 20_000 if args.quick else 200_000
+
+    def plain_handler(payload: AgentPayload) -> None:
+        pass
+
+    plain = best(lambda: plain_handler(PAYLOAD), number)
+    rows: list[tuple[str, float, float | None, str]] = [
+        ("plain function call (baseline)", plain, None, "")
+    ]
+    for count in (0, 1, 10):
+        raw = best(pluggy_call(count), number)
+        rows.append((f"raw pluggy hook, {count} impls (baseline)", raw, raw, ""))
+        bus = bus_with(count)
+        hand = best(by_hand(bus), number)
+        loop = in_loop(bus, number)
+        target = ""
+        if count == 1:
+            target = f"<= 3x raw pluggy: {'met' if loop / raw <= 3 else 'NOT met'}"
+        rows.append((f"bus.emit, {count} sync handlers (send by hand)", hand, raw, ""))
+        rows.append((f"await bus.emit, {count} sync handlers (event loop)", loop, raw, target))
+    for count in (1, 10):
+        raw = best(pluggy_call(count), number)
+        loop = in_loop(bus_with(count, asynchronous=True), number)
+        rows.append((f"await bus.emit, {count} async handlers (event loop)", loop, raw, ""))
+
+    table = Table(title=f"event bus, best of 5 x {number:,} calls")
+    for column in ("operation", "ns/op", "x plain call", "x raw pluggy (same impls)", "target"):
+        table.add_column(column, justify="left" if column in ("operation", "target") else "right")
+    for name, seconds, raw, target in rows:
+        table.add_row(
+            name,
+            f"{seconds * 1e9:,.0f}",
+            f"{seconds / plain:.1f}",
+            f"{seconds / raw:.2f}" if raw else "",
+            target,
+        )
+    console = Console(width=150)
+    console.print(table)
+    console.print(
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, pluggy {pluggy.__version__}"
+    )
+
+
+if __name__ == "__main__":
+    main()
