@@ -41,6 +41,7 @@ from contracts.events import (
 )
 from contracts.plugin import Manifest
 from host import hookspecs
+from host.deadlines import Deadlines
 
 __all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
 
@@ -112,6 +113,7 @@ class EventBus:
         self._slots: asyncio.Semaphore | None = None
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
+        self._deadlines = Deadlines()
         self.failures = 0
         """Handler failures since start (also counted by the metrics layer)."""
         self._closed = False
@@ -262,13 +264,23 @@ class EventBus:
                 result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
                 if result is not None and inspect.isawaitable(result):
                     timeout = sub.timeout or self.settings.handler_timeout
-                    if timeout:
-                        async with asyncio.timeout(timeout):
-                            await result
-                    else:
-                        await result
+                    await self._await(result, timeout)
             except Exception as exc:
                 await self._failed(sub, event, exc)
+
+    async def _await(self, result: Awaitable[None], limit: float | None) -> None:
+        if not limit:
+            await result
+            return
+        key = self._deadlines.start(limit)
+        try:
+            await result
+        except asyncio.CancelledError:
+            if self._deadlines.finish(key):
+                raise TimeoutError(f"took over {limit}s") from None
+            raise
+        finally:
+            self._deadlines.finish(key)
 
     def _handlers_for(self, name: str) -> tuple[HandlerSubscription, ...]:
         own = sorted(self._subs.get(name, ()), key=_sort_key)
@@ -291,11 +303,7 @@ class EventBus:
             result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
             if result is not None and inspect.isawaitable(result):
                 timeout = sub.timeout or self.settings.handler_timeout
-                if timeout:
-                    async with asyncio.timeout(timeout):
-                        await result
-                else:
-                    await result
+                await self._await(result, timeout)
         except Exception as exc:
             await self._failed(sub, event, exc)
         finally:

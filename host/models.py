@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +34,7 @@ from contracts.models import (
     NoModelHandlerError,
     TextChunk,
 )
+from host.deadlines import Deadlines
 
 __all__ = ["ModelRegistry", "is_retryable"]
 
@@ -98,6 +99,8 @@ class ModelRegistry:
         self._entries: dict[str, list[_Entry]] = {}
         self._plans: dict[str, tuple[_Entry, ...]] = {}
         self._circuits: dict[tuple[str, str], _Circuit] = {}
+        self._open_circuits = 0
+        self._deadlines = Deadlines()
 
     # registration ------------------------------------------------------------------------------
 
@@ -158,7 +161,9 @@ class ModelRegistry:
             plan = self._plans[type_name] = tuple(entries)
         return plan
 
-    def _candidates(self, model_type: ModelType[Any, Any], provider: str | None) -> list[_Entry]:
+    def _candidates(
+        self, model_type: ModelType[Any, Any], provider: str | None
+    ) -> Sequence[_Entry]:
         plan = self._plan(model_type.name)
         if provider is not None:
             chosen = [e for e in plan if e.provider == provider]
@@ -172,6 +177,8 @@ class ModelRegistry:
             raise NoModelHandlerError(
                 f"no model handler for {model_type.name}; {self._describe(model_type)}"
             )
+        if not self._open_circuits:
+            return plan
         now = self.clock()
         ready = [e for e in plan if self._circuit(e).open_until <= now]
         # every circuit open: try them anyway rather than fail without asking anyone
@@ -195,6 +202,8 @@ class ModelRegistry:
     def _succeeded(self, entry: _Entry) -> None:
         circuit = self._circuits.get((entry.provider, entry.handler.model_type.name))
         if circuit is not None and circuit.failures:
+            if circuit.open_until:
+                self._open_circuits -= 1
             circuit.failures = 0
             circuit.open_until = 0.0
 
@@ -202,6 +211,8 @@ class ModelRegistry:
         circuit = self._circuit(entry)
         circuit.failures += 1
         if circuit.failures >= self.settings.breaker_failures:
+            if not circuit.open_until:
+                self._open_circuits += 1
             circuit.open_until = self.clock() + self.settings.breaker_cooldown
             logger.bind(plugin=entry.owner).warning(
                 "model provider {} failed {} times in a row for {}; skipped for {}s",
@@ -223,9 +234,20 @@ class ModelRegistry:
         last: BaseException | None = None
         for attempt, entry in enumerate(candidates):
             started = time.perf_counter()
+            deadline = self._deadlines.start(self.settings.timeout)
             try:
-                async with asyncio.timeout(self.settings.timeout):
+                try:
                     result = await entry.handler.handler(params)
+                finally:
+                    timed_out = self._deadlines.finish(deadline)
+            except asyncio.CancelledError:
+                if not timed_out:
+                    raise
+                exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
+                await self._report(entry, started, attempt > 0, error=exc)
+                self._failed(entry, exc)
+                last = exc
+                continue
             except Exception as exc:
                 await self._report(entry, started, attempt > 0, error=exc)
                 if not is_retryable(exc):
@@ -281,8 +303,15 @@ class ModelRegistry:
             async for chunk in stream(params):
                 yield chunk
             return
-        async with asyncio.timeout(self.settings.timeout):
+        deadline = self._deadlines.start(self.settings.timeout)
+        try:
             result = await entry.handler.handler(params)
+        except asyncio.CancelledError:
+            if self._deadlines.finish(deadline):
+                raise TimeoutError(f"{entry.provider} took over {self.settings.timeout}s") from None
+            raise
+        finally:
+            self._deadlines.finish(deadline)
         text = getattr(result, "text", None)
         if not isinstance(text, str):
             raise ModelError(

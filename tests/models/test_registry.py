@@ -213,3 +213,20 @@ async def test_unregister_owner_removes_its_handlers() -> None:
     assert len(result.vectors) == 2
     assert registry.unregister_owner("local") == 2
     assert registry.registered() == {}
+
+
+async def test_a_hung_provider_times_out_and_the_next_one_answers() -> None:
+    import asyncio
+
+    async def hangs(params: TextParams) -> TextResult:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    registry = ModelRegistry(ModelSettings(timeout=0.2))
+    registry.register(ModelHandler(TEXT_LARGE, hangs, priority=2), owner="hung")
+    registry.register(answering("backup"), owner="backup", priority=1)
+    result = await asyncio.wait_for(registry.use_model(TEXT_LARGE, TextParams(prompt="x")), 5)
+    assert result.text == "backup:x"
+    # the timeout left the task usable: a plain cancellation still propagates afterwards
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
