@@ -29,6 +29,13 @@ from uuid import uuid4
 from rich.console import Console
 from rich.table import Table
 
+from builtin_plugins.eliza import Session
+from contracts.config import AgentsSettings, HostConfig, LoggingSettings, PluginsSettings
+from contracts.metrics import MetricsSettings
+from host.app import Host
+from host.config import LoadedConfig
+from host.logs import configure_logging
+
 console = Console(width=150)
 
 STAGES = ("memory", "providers", "model", "actions", "evaluators")
@@ -52,12 +59,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def build(directory: Path) -> Any:
-    raise NotImplementedError
+async def build(directory: Path, *, metrics: bool = True) -> Any:
+    """The default host (SQLite store, ELIZA) on a data dir in `directory`; its agent and stop."""
+    config = HostConfig(
+        data_dir=directory,
+        agents=AgentsSettings(characters_dir=directory / "no-characters"),
+        metrics=MetricsSettings(enabled=metrics),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start()
+    assert host.agents is not None
+    return host.agents.get("Eliza"), host.stop
+
+
+_session = Session()
 
 
 def eliza_reply(text: str) -> str:
-    raise NotImplementedError
+    return _session.respond(text)
 
 
 def floor(n: int, directory: Path) -> dict[str, Any]:
@@ -80,9 +100,10 @@ def floor(n: int, directory: Path) -> dict[str, Any]:
     return {"elapsed": elapsed, "latencies": latencies, "service": latencies, "stages": {}}
 
 
-async def scenario(n: int, rooms: int, directory: Path) -> dict[str, Any]:
+async def scenario(n: int, rooms: int, directory: Path, *, metrics: bool = True) -> dict[str, Any]:
     """`n` messages over `rooms` rooms, all submitted at once; latency = submit to reply."""
-    runtime, close = await build(directory)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    runtime, close = await build(directory, metrics=metrics)
     try:
         room_ids = [uuid4() for _ in range(rooms)]
         user = uuid4()
@@ -137,10 +158,19 @@ async def run(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         base = floor(n, directory)
-        (directory / "one").mkdir()
-        (directory / "many").mkdir()
         one_room = await scenario(n, 1, directory / "one")
         many_rooms = await scenario(n, 100, directory / "many")
+        # metrics off / on, interleaved over rounds so machine load hits both alike
+        rounds: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        for index in range(3):
+            for enabled in (False, True):
+                where = directory / f"metrics-{enabled}-{index}"
+                rounds[enabled].append(await scenario(n, 1, where, metrics=enabled))
+
+        def fastest(results: list[dict[str, Any]]) -> dict[str, Any]:
+            return min(results, key=lambda r: percentile(r["service"], 0.5))
+
+        bare, instrumented = fastest(rounds[False]), fastest(rounds[True])
     table = Table(title=f"process_message with ELIZA + SQLite, {n:,} messages per scenario")
     for header in (
         "scenario",
@@ -148,18 +178,27 @@ async def run(n: int) -> None:
         "vs floor",
         "p50 ms",
         "p99 ms",
+        "service p50 ms",
         "cost split (share of total)",
     ):
         table.add_column(header)
     table.add_row(*row("floor: ELIZA fn + 1 sqlite3 insert", base, n, base))
     table.add_row(*row("process_message, 1 room", one_room, n, base))
     table.add_row(*row("process_message, 100 rooms", many_rooms, n, base))
+    table.add_row(*row("1 room, metrics.enabled: false (best of 3)", bare, n, base))
+    table.add_row(*row("1 room, metrics on (best of 3, interleaved)", instrumented, n, base))
     console.print(
         f"Python {platform.python_version()} on {platform.machine()}, "
         f"SQLite {sqlite3.sqlite_version}. p50/p99: submit to reply, all messages submitted at"
         " once (includes waiting for the room's turn); service: the pipeline itself"
     )
     console.print(table)
+    cost = percentile(instrumented["service"], 0.5) / percentile(bare["service"], 0.5) - 1
+    verdict = "met" if cost <= 0.05 else "NOT met"
+    console.print(
+        f"instrumentation cost (service p50, metrics on vs off): {cost:+.1%}"
+        f" (target <= 5%: {verdict})"
+    )
 
 
 def main() -> None:
@@ -169,6 +208,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 messages per scenario")
     parser.add_argument("-n", type=int, default=None, help="messages per scenario")
     args = parser.parse_args()
+    configure_logging(LoggingSettings(level="WARNING"))
     asyncio.run(run(args.n or (1_000 if args.quick else 5_000)))
 
 

@@ -44,6 +44,8 @@ class MetricsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = True
+    """False: no instrumentation at all (the runtime records nothing; ``/metrics`` is empty)."""
     exporters: tuple[Literal["memory", "prometheus", "otel"], ...] = ("memory", "prometheus")
     """The in-memory collector always runs (``agenthost stats`` reads it); list the others."""
     prometheus_port: int | None = Field(default=None, ge=1, le=65535)

@@ -33,7 +33,7 @@ from host.http import HttpServer, app_from_settings
 from host.loader import Loader, PluginStatus
 from host.metrics.events import EventMetrics
 from host.metrics.routes import metrics_router
-from host.metrics.sampler import cache_source
+from host.metrics.sampler import bus_source, cache_source
 from host.metrics.telemetry import Telemetry, build_telemetry
 from host.models import ModelRegistry
 from host.runtime import RuntimeSettings
@@ -98,12 +98,14 @@ class Host:
         if self._started:
             return
         self._started = True
-        self.events.on_any(EventMetrics(self.telemetry.collector), owner="host")
         self.events.on_any(self._invalidate_cache, owner="host")
-        counters, gauges = cache_source(self.cache)
-        self.telemetry.sampler.add("host", counters, kind="counter")
-        self.telemetry.sampler.add("host", gauges)
-        self.telemetry.start()
+        if self.config.metrics.enabled:
+            self.events.on_any(EventMetrics(self.telemetry.collector), owner="host")
+            counters, gauges = cache_source(self.cache)
+            self.telemetry.sampler.add("host", counters, kind="counter")
+            self.telemetry.sampler.add("host", gauges)
+            self.telemetry.sampler.add("host", bus_source(self.events), kind="counter")
+            self.telemetry.start()
 
         found = list(self._discovered) if self._discovered is not None else discover()
         await self.loader.load_all(found)
@@ -143,7 +145,7 @@ class Host:
             self.components,
             characters=characters.values(),
             settings=runtime,
-            metrics=self.telemetry.collector,
+            metrics=self.telemetry.collector if self.config.metrics.enabled else None,
         )
         await self.agents.start_all(settings.start)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -114,6 +115,8 @@ class EventBus:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._deadlines = Deadlines()
+        self.counts: Counter[str] = Counter()
+        """Emits per event name since start (sampled into ``agenthost.events.emitted``)."""
         self.failures = 0
         """Handler failures since start (also counted by the metrics layer)."""
         self._closed = False
@@ -253,6 +256,7 @@ class EventBus:
         reported as ``handler:failed``; the others and the emitter carry on."""
         if type(payload) is not event.payload:
             payload = _coerce(event, payload)
+        self.counts[event.name] += 1
         plan = self._plan.get(event.name)
         if plan is None:
             plan = self._handlers_for(event.name)

@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 EVENTS_EMITTED = "agenthost.events.emitted"
+"""Counted by the bus itself and sampled (`host.metrics.sampler.bus_source`): no per-emit cost."""
 MESSAGES_RECEIVED = "agenthost.messages.received"
 MESSAGES_PROCESSED = "agenthost.messages.processed"
 STAGE_DURATION = "agenthost.pipeline.stage.duration"
@@ -67,7 +68,7 @@ RELOAD_DURATION = "agenthost.plugins.reload.duration"
 
 
 class EventMetrics:
-    """An `on_any` handler recording metrics for the events it knows (and a count of all)."""
+    """An `on_any` handler recording metrics for the events it knows."""
 
     def __init__(self, metrics: MetricsCollector) -> None:
         self.metrics = metrics
@@ -82,7 +83,6 @@ class EventMetrics:
         }
 
     def __call__(self, event: Event[Any], payload: EventPayload) -> None:
-        self.metrics.increment_counter(EVENTS_EMITTED, 1, {"event": event.name})
         recorder = self._recorders.get(event.name)
         if recorder is not None:
             recorder(payload)

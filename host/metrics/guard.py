@@ -41,8 +41,20 @@ class GuardedMetrics:
         self._clean: dict[tuple[tuple[str, str], ...], Tags | None] = {}
         self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self._admitted: dict[tuple[str, tuple[tuple[str, str], ...]], Tags | None] = {}
+        """(name, tags as given) -> cleaned tags, for series already admitted: the hot path."""
 
     def _admit(self, name: str, tags: Tags | None) -> tuple[bool, Tags | None]:
+        fast = (name, tuple(tags.items()) if tags else ())
+        found = self._admitted.get(fast, ...)
+        if found is not ...:
+            return True, found
+        ok, clean = self._admit_slow(name, tags)
+        if ok and len(self._admitted) < 100_000:
+            self._admitted[fast] = clean
+        return ok, clean
+
+    def _admit_slow(self, name: str, tags: Tags | None) -> tuple[bool, Tags | None]:
         key = tuple(sorted(tags.items())) if tags else ()
         clean = self._clean.get(key, ...)
         if clean is ...:

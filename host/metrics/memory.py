@@ -65,9 +65,20 @@ class InMemoryMetrics:
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, TagKey], Series] = {}
+        self._by_given: dict[tuple[str, TagKey], Series] = {}
+        """The same series keyed by the tags in the order callers give them (no sort)."""
         self._lock = threading.Lock()
 
     def _get(self, name: str, kind: Kind, tags: Tags | None) -> Series:
+        given = (name, tuple(tags.items()) if tags else ())
+        series = self._by_given.get(given)
+        if series is not None and series.kind == kind:
+            return series
+        series = self._get_slow(name, kind, tags)
+        self._by_given[given] = series
+        return series
+
+    def _get_slow(self, name: str, kind: Kind, tags: Tags | None) -> Series:
         key = (name, tag_key(tags))
         series = self._series.get(key)
         if series is None:
@@ -126,3 +137,4 @@ class InMemoryMetrics:
     def reset(self) -> None:
         with self._lock:
             self._series.clear()
+            self._by_given.clear()

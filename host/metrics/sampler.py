@@ -19,9 +19,11 @@ from loguru import logger
 from contracts.cache import ProviderCacheProtocol
 from contracts.metrics import MetricsCollector, Tags
 
-__all__ = ["Sampler", "Source", "cache_source", "pool_source"]
+__all__ = ["Sampler", "Source", "bus_source", "cache_source", "pool_source"]
 
-Reading = Mapping[str, float]
+SeriesKey = str | tuple[str, tuple[tuple[str, str], ...]]
+"""A metric name (tagged with the source's tags), or ``(name, ((tag, value), ...))``."""
+Reading = Mapping[SeriesKey, float]
 Reader = Callable[[], Reading]
 
 
@@ -33,7 +35,7 @@ class Source:
     read: Callable[[], Reading]
     kind: Literal["counter", "gauge"]
     tags: Tags | None = None
-    last: dict[str, float] = field(default_factory=dict)
+    last: dict[SeriesKey, float] = field(default_factory=dict)
 
 
 class Sampler:
@@ -70,15 +72,20 @@ class Sampler:
                         "metrics source {} failed: {!r}", source.name, exc
                     )
                     continue
-                for metric, value in reading.items():
+                for key, value in reading.items():
+                    tags: Tags | None
+                    if isinstance(key, tuple):
+                        metric, tags = key[0], dict(key[1])
+                    else:
+                        metric, tags = key, source.tags
                     if source.kind == "gauge":
-                        self.metrics.record_gauge(metric, value, source.tags)
+                        self.metrics.record_gauge(metric, value, tags)
                         continue
                     # A source that restarted (a reloaded cache) starts again from zero.
-                    growth = value - source.last.get(metric, 0.0)
+                    growth = value - source.last.get(key, 0.0)
                     if growth > 0:
-                        self.metrics.increment_counter(metric, growth, source.tags)
-                    source.last[metric] = value
+                        self.metrics.increment_counter(metric, growth, tags)
+                    source.last[key] = value
 
     def start(self, interval: float) -> None:
         """Sample every `interval` seconds in the background until `stop`."""
@@ -137,6 +144,23 @@ def pool_source(pool: _StatsPool) -> Reader:
             "db.client.connection.used": size - idle,
             "db.client.connection.pending_requests": stats.get("requests_waiting", 0),
             "db.client.connection.max": stats.get("pool_max", 0),
+        }
+
+    return read
+
+
+class _CountingBus(Protocol):
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+
+def bus_source(bus: _CountingBus) -> Reader:
+    """Events emitted, per event name (the bus counts them; a dict increment per emit)."""
+
+    def read() -> Reading:
+        return {
+            ("agenthost.events.emitted", (("event", name),)): count
+            for name, count in bus.counts.items()
         }
 
     return read

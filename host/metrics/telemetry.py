@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import start_http_server
+
 from contracts.metrics import MetricsCollector, MetricsSettings
 from host.metrics.guard import GuardedMetrics
 from host.metrics.memory import InMemoryMetrics, Series
-from host.metrics.prometheus import PrometheusMetrics
+from host.metrics.prometheus import MemoryExporter
 from host.metrics.sampler import Sampler
 
 __all__ = ["Telemetry", "build_telemetry", "series_json"]
@@ -27,7 +29,8 @@ class Telemetry:
     collector: GuardedMetrics
     memory: InMemoryMetrics
     sampler: Sampler
-    prometheus: PrometheusMetrics | None = None
+    prometheus: MemoryExporter | None = None
+    """Serves the in-memory series in Prometheus format when the exporter is configured."""
     otel: Any = None
     """An `OTelMetrics` when the ``otel`` exporter is configured (needs the ``otel`` extra)."""
 
@@ -35,7 +38,7 @@ class Telemetry:
         """Start the periodic sampler (and the Prometheus port when configured)."""
         self.sampler.start(self.settings.sample_interval)
         if self.prometheus is not None and self.settings.prometheus_port is not None:
-            self.prometheus.serve(self.settings.prometheus_port)
+            start_http_server(self.settings.prometheus_port, "127.0.0.1", self.prometheus.registry)
 
     async def aclose(self) -> None:
         await self.sampler.stop()
@@ -80,8 +83,7 @@ def build_telemetry(settings: MetricsSettings | None = None) -> Telemetry:
     collectors: list[MetricsCollector] = [memory]
     prometheus = otel = None
     if "prometheus" in settings.exporters:
-        prometheus = PrometheusMetrics()
-        collectors.append(prometheus)
+        prometheus = MemoryExporter(memory)
     if "otel" in settings.exporters:
         from host.metrics.otel import OTelMetrics, otlp_reader
 

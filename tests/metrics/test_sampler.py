@@ -97,3 +97,22 @@ async def test_background_sampling_runs_until_stopped() -> None:
     assert seen >= 2
     await asyncio.sleep(0.05)
     assert calls == seen
+
+
+async def test_bus_emits_are_counted_per_event() -> None:
+    from uuid import uuid4
+
+    from contracts.events import AGENT_STARTED, AgentPayload
+    from host.events import EventBus
+    from host.metrics.events import EVENTS_EMITTED
+    from host.metrics.sampler import bus_source
+
+    bus = EventBus()
+    metrics = InMemoryMetrics()
+    sampler = Sampler(metrics)
+    sampler.add("host", bus_source(bus), kind="counter")
+    for _ in range(3):
+        await bus.emit(AGENT_STARTED, AgentPayload(agent_id=uuid4(), name="a"))
+    sampler.sample()
+    sampler.sample()
+    assert metrics.total(EVENTS_EMITTED, event="agent:started") == 3
