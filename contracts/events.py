@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
 from contracts.errors import AgentHostError
 from contracts.memory import Memory
@@ -251,6 +251,13 @@ class ModelUsedPayload(EventPayload):
     streamed: bool = False
     error: str | None = None
     agent_id: UUID | None = None
+    room_id: UUID | None = None
+    message_id: UUID | None = None
+    """The incoming message the call served, when made while an agent processed one."""
+    params: SerializeAsAny[BaseModel] | None = None
+    """The call's params (a `ModelParams` model; the audit trail records them)."""
+    output: SerializeAsAny[BaseModel] | None = None
+    """The result (None on error); replay substitutes recorded outputs."""
 
 
 class PluginPayload(EventPayload):

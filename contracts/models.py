@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from contracts.errors import AgentHostError
 from contracts.tokens import Token
@@ -224,6 +224,10 @@ class ObjectParams(ModelParams):
         if self.output is None and self.json_schema is None:
             raise ValueError("give an output model or a json_schema")
         return self
+
+    @field_serializer("output")
+    def _output_name(self, output: type[BaseModel] | None) -> str | None:
+        return None if output is None else f"{output.__module__}.{output.__qualname__}"
 
     def schema_dict(self) -> dict[str, Any]:
         if self.output is not None:

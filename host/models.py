@@ -16,8 +16,10 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 from loguru import logger
 from pydantic import BaseModel, ValidationError
@@ -36,12 +38,25 @@ from contracts.models import (
 )
 from host.deadlines import Deadlines
 
-__all__ = ["ModelRegistry", "is_retryable"]
+__all__ = ["CallContext", "ModelRegistry", "call_context", "is_retryable"]
 
 P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
 
 _order = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who a model call is made for; ``model:used`` carries it (the audit trail needs it)."""
+
+    agent_id: UUID
+    room_id: UUID
+    message_id: UUID
+
+
+call_context: ContextVar[CallContext | None] = ContextVar("agenthost_model_call", default=None)
+"""Set by an agent runtime while it processes a message."""
 
 
 class _LoadedPlugin(Protocol):
@@ -244,12 +259,12 @@ class ModelRegistry:
                 if not timed_out:
                     raise
                 exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
-                await self._report(entry, started, attempt > 0, error=exc)
+                await self._report(entry, started, attempt > 0, params=params, error=exc)
                 self._failed(entry, exc)
                 last = exc
                 continue
             except Exception as exc:
-                await self._report(entry, started, attempt > 0, error=exc)
+                await self._report(entry, started, attempt > 0, params=params, error=exc)
                 if not is_retryable(exc):
                     raise
                 self._failed(entry, exc)
@@ -260,10 +275,10 @@ class ModelRegistry:
                     f"provider {entry.provider} (plugin {entry.owner}) answered {model_type.name} "
                     f"with {type(result).__name__}, not {model_type.result.__name__}"
                 )
-                await self._report(entry, started, attempt > 0, error=error)
+                await self._report(entry, started, attempt > 0, params=params, error=error)
                 raise error
             self._succeeded(entry)
-            await self._report(entry, started, attempt > 0, result=result)
+            await self._report(entry, started, attempt > 0, params=params, result=result)
             return result
         raise _exhausted(model_type, candidates, last)
 
@@ -286,14 +301,18 @@ class ModelRegistry:
                     final = chunk
                     yield chunk
             except Exception as exc:
-                await self._report(entry, started, attempt > 0, error=exc, streamed=True)
+                await self._report(
+                    entry, started, attempt > 0, params=params, error=exc, streamed=True
+                )
                 if yielded or not is_retryable(exc):
                     raise
                 self._failed(entry, exc)
                 last = exc
                 continue
             self._succeeded(entry)
-            await self._report(entry, started, attempt > 0, result=final, streamed=True)
+            await self._report(
+                entry, started, attempt > 0, params=params, result=final, streamed=True
+            )
             return
         raise _exhausted(model_type, candidates, last)
 
@@ -330,6 +349,7 @@ class ModelRegistry:
         started: float,
         fallback: bool,
         *,
+        params: BaseModel | None = None,
         result: object = None,
         error: BaseException | None = None,
         streamed: bool = False,
@@ -337,6 +357,7 @@ class ModelRegistry:
         if self.events is None:
             return
         input_tokens, output_tokens = _usage(result)
+        caller = call_context.get()
         payload = ModelUsedPayload.model_construct(
             model_type=entry.handler.model_type.name,
             provider=entry.provider,
@@ -346,7 +367,11 @@ class ModelRegistry:
             fallback=fallback,
             streamed=streamed,
             error=None if error is None else f"{type(error).__name__}: {error}",
-            agent_id=None,
+            agent_id=caller.agent_id if caller else None,
+            room_id=caller.room_id if caller else None,
+            message_id=caller.message_id if caller else None,
+            params=params,
+            output=result if isinstance(result, BaseModel) else None,
         )
         await self.events.emit(MODEL_USED, payload)
 

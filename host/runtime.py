@@ -70,6 +70,7 @@ from contracts.storage import DatabaseAdapter
 from host.components import ComponentRegistry
 from host.container import Container
 from host.events import EventBus
+from host.models import CallContext, call_context
 
 __all__ = [
     "AgentRuntime",
@@ -331,11 +332,15 @@ class AgentRuntime:
         """Run the whole pipeline for `message` and return the reply (see the module doc)."""
         async with self._room(message.room_id):
             run = _Run(self, message)
-            async with self.scope.create_scope("message"):
-                await run.before_model()
-                if run.responded:
-                    await run.model_reply()
-                await run.after_model()
+            token = call_context.set(CallContext(self._agent_id, message.room_id, message.id))
+            try:
+                async with self.scope.create_scope("message"):
+                    await run.before_model()
+                    if run.responded:
+                        await run.model_reply()
+                    await run.after_model()
+            finally:
+                call_context.reset(token)
             return run.result()
 
     def stream_message(self, message: Memory) -> ReplyStream:

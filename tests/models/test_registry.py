@@ -230,3 +230,44 @@ async def test_a_hung_provider_times_out_and_the_next_one_answers() -> None:
     # the timeout left the task usable: a plain cancellation still propagates afterwards
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
+
+
+async def test_model_used_carries_params_output_and_the_message_served() -> None:
+    from uuid import uuid4
+
+    from pydantic import BaseModel
+
+    from contracts.models import OBJECT_SMALL, ObjectParams, ObjectResult
+    from host.models import CallContext, call_context
+
+    class Answer(BaseModel):
+        value: int
+
+    async def obj(params: ObjectParams) -> ObjectResult:
+        return ObjectResult(data={"value": 1}, value=Answer(value=1))
+
+    bus = EventBus()
+    used: list[ModelUsedPayload] = []
+    bus.on(MODEL_USED, used.append)
+    registry = ModelRegistry(events=bus)
+    registry.register(answering("m"), owner="m")
+    registry.register(ModelHandler(OBJECT_SMALL, obj), owner="m")
+    caller = CallContext(agent_id=uuid4(), room_id=uuid4(), message_id=uuid4())
+    token = call_context.set(caller)
+    try:
+        await registry.use_model(TEXT_LARGE, TextParams(prompt="hi"))
+        await registry.use_model(OBJECT_SMALL, ObjectParams(prompt="n?", output=Answer))
+    finally:
+        call_context.reset(token)
+    await registry.use_model(TEXT_LARGE, TextParams(prompt="outside"))
+    first = used[0]
+    assert (first.agent_id, first.room_id, first.message_id) == (
+        caller.agent_id,
+        caller.room_id,
+        caller.message_id,
+    )
+    data = first.model_dump(mode="json")
+    assert data["params"]["prompt"] == "hi" and data["output"]["text"] == "m:hi"
+    as_json = used[1].model_dump(mode="json")
+    assert as_json["params"]["output"].endswith("Answer")
+    assert used[2].message_id is None
