@@ -1,0 +1,73 @@
+"""A running host exposes its metrics: Prometheus text a real parser reads back with the expected
+names and labels after traffic, and `agenthost stats` prints them from the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from host.app import Host
+from host.cli import app
+from host.config import LoadedConfig
+
+
+async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
+    config = HostConfig(
+        data_dir=tmp_path,
+        http=HttpSettings(port=0),
+        agents=AgentsSettings(characters_dir=tmp_path / "none"),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start(http=True)
+    try:
+        assert host.http is not None
+        async with httpx.AsyncClient(base_url=host.http.url) as client:
+            for text in ("I feel sad", "My mother hates me"):
+                response = await client.post(
+                    "/agents/eliza/messages", json={"text": text, "room_id": str(uuid4())}
+                )
+                assert response.status_code == 200
+            exposition = (await client.get("/metrics")).text
+        families = {f.name: f for f in text_string_to_metric_families(exposition)}
+        duration = families["gen_ai_client_operation_duration"]
+        labels = {
+            (s.labels["gen_ai_operation_name"], s.labels["gen_ai_system"]) for s in duration.samples
+        }
+        assert ("text_large", "eliza") in labels and ("text_embedding", "eliza") in labels
+        stages = families["agenthost_pipeline_stage_duration"]
+        assert {s.labels["stage"] for s in stages.samples} >= {"memory", "model", "total"}
+        memory_ops = families["agenthost_memory_operation_duration"]
+        assert any(
+            s.labels == {"backend": "sqlite", "operation": "create", "outcome": "ok"}
+            and s.name.endswith("_count")
+            and s.value == 4
+            for s in memory_ops.samples
+        )
+        emitted = families["agenthost_events_emitted"]
+        received = [s for s in emitted.samples if s.labels.get("event") == "message:received"]
+        assert received and received[0].value == 2
+        assert all("room" not in key for s in emitted.samples for key in s.labels)
+
+        # the CLI blocks on HTTP: run it off the loop that serves the request
+        args = ["stats", "--url", host.http.url, "--name", "gen_ai"]
+        result = await asyncio.to_thread(CliRunner().invoke, app, args)
+        assert result.exit_code == 0, result.output
+        assert "agenthost stats" in result.output and "p95" in result.output
+        as_json = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--json"])
+        series = json.loads(as_json.output)
+        assert {s["name"] for s in series} == {
+            "gen_ai.client.operation.duration",
+            "gen_ai.client.token.usage",
+        }
+        large = [s for s in series if s["tags"].get("gen_ai.operation.name") == "text_large"]
+        assert large and large[0]["count"] == 2
+    finally:
+        await host.stop()
