@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-PLUGIN = '''
+PLUGIN = """
 from typing import ClassVar
 from contracts.plugin import Manifest, Plugin
 from contracts.logging import Logger
@@ -38,7 +38,7 @@ class BenchPlugin(Plugin):
 
     async def setup(self) -> None:
         self.log.debug("ready")
-'''
+"""
 
 HOST = """
 import asyncio, sys
