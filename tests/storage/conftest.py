@@ -4,10 +4,9 @@
 returning an async context manager over a fresh, empty store (hypothesis tests open one per
 example). Both are parametrized over ``inmemory``, ``sqlite`` and ``postgres``.
 
-PostgreSQL plugs in through tests/storage/pg_server.py (engineer E): it defines a session-scoped
-fixture ``pg_store_factory`` whose value is such a callable (``factory() -> async context manager
-yielding an empty PostgreSQL adapter``). It calls ``pytest.skip(reason)`` when no server can
-start; if the module or fixture is missing, the postgres parameter is skipped saying so.
+PostgreSQL plugs in through tests/storage/pg_server.py, whose session fixture ``pg_store_factory``
+(made available to every test directory by tests/conftest.py) is such a callable. It calls
+``pytest.skip(reason)`` when no server can start (pgserver not installed, e.g. on Python 3.13).
 """
 
 from __future__ import annotations
@@ -27,13 +26,6 @@ from host.metrics import InMemoryMetrics
 from host.metrics.storage import InstrumentedAdapter
 
 from .storage_helpers import StoreFactory
-
-try:
-    from .pg_server import *  # type: ignore[import-not-found]  # noqa: F403
-
-    _PG_IMPORT_ERROR: str | None = None
-except ImportError as exc:  # E's fixture module not written (yet)
-    _PG_IMPORT_ERROR = f"tests/storage/pg_server.py unavailable: {exc}"
 
 BACKENDS = ["inmemory", "sqlite", "postgres", "sqlite+metrics"]
 """``sqlite+metrics`` is SQLite behind the host's `InstrumentedAdapter`: the wrapper the host puts
@@ -67,8 +59,6 @@ def _sqlite_factory(directory: Path) -> StoreFactory:
 
 
 def _postgres_factory(request: pytest.FixtureRequest) -> StoreFactory:
-    if _PG_IMPORT_ERROR is not None:
-        pytest.skip(_PG_IMPORT_ERROR)
     try:
         factory: Any = request.getfixturevalue("pg_store_factory")
     except pytest.FixtureLookupError:

@@ -1,0 +1,551 @@
+"""`PostgresAdapter`: the `DatabaseAdapter` on PostgreSQL with pgvector, through a psycopg pool.
+
+Each batch is one transaction (all rows or none). The dimension of each memory table is kept in
+``memory_tables`` and checked under a row lock, so two writers cannot fix different dimensions.
+Vector search: ``flat`` is exact (a scan ordered by cosine distance). ``hnsw`` and ``ivf`` use
+pgvector indexes, created on the first search of that kind for a table; a search whose candidate
+set is small (a filter such as a room, or a table with few vectors) is answered exactly instead,
+because a filtered ANN scan can miss rows and an exact one costs less there anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Json
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
+from contracts.storage import (
+    BatchError,
+    DimensionMismatchError,
+    DuplicateMemoryError,
+    IndexType,
+    InvalidQueryError,
+    StorageError,
+)
+from host.vectors import IndexParams, check_index_type, query_vector
+
+from .schema import hnsw_index_sql, ivf_index_sql, migrate
+
+__all__ = ["PostgresAdapter", "describe_url"]
+
+_COLUMNS = (
+    "id, table_name, agent_id, entity_id, room_id, created_at, content, metadata, embedding,"
+    " is_unique"
+)
+_INSERT = (
+    "INSERT INTO memories (id, table_name, agent_id, entity_id, room_id, created_at, content,"
+    " metadata, embedding, is_unique) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+EXACT_BELOW = 20_000
+"""Candidate sets up to this size are searched exactly whatever the index type."""
+
+
+def describe_url(url: str) -> str:
+    """`url` without its password: ``postgresql://user@host:port/db``."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    user = str(parts.get("user") or "")
+    host = parts.get("host") or "localhost"
+    port = parts.get("port")
+    where = f"{host}:{port}" if port else str(host)
+    return f"postgresql://{user + '@' if user else ''}{where}/{parts.get('dbname') or ''}"
+
+
+def _vector(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    with np.errstate(over="ignore"):
+        array = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("embedding values overflow float32")
+    return array
+
+
+def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, list[Any]]:
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    for column, value in (
+        ("agent_id", query.agent_id),
+        ("entity_id", query.entity_id),
+        ("room_id", query.room_id),
+        ("table_name", query.table_name),
+        ("is_unique", query.unique),
+    ):
+        if value is not None:
+            parts.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    if query.start is not None:
+        parts.append(sql.SQL("created_at >= %s"))
+        params.append(query.start)
+    if query.end is not None:
+        parts.append(sql.SQL("created_at < %s"))
+        params.append(query.end)
+    if keyset and query.after is not None:
+        op = ">" if query.order == "asc" else "<"
+        parts.append(sql.SQL(f"(created_at, id) {op} (%s, %s)"))
+        params.extend((query.after.created_at, query.after.id))
+    if not parts:
+        return sql.SQL(""), params
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _json(text: str) -> Json:
+    """Already-serialised JSON (serialising up front makes a bad row fail where it is)."""
+    return Json(text, dumps=_same)
+
+
+def _floats(value: Any) -> list[float]:
+    """A pgvector value (``Vector`` in binary mode, an ndarray in text mode) as floats."""
+    array = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
+    return [float(x) for x in array.astype(np.float32)]
+
+
+def _row_to_memory(row: tuple[Any, ...]) -> Memory:
+    embedding = row[8]
+    return Memory.model_construct(
+        id=row[0],
+        table_name=row[1],
+        agent_id=row[2],
+        entity_id=row[3],
+        room_id=row[4],
+        created_at=row[5],
+        content=Content.model_validate(row[6]),
+        metadata=row[7],
+        embedding=None if embedding is None else _floats(embedding),
+        unique=row[9],
+    )
+
+
+class PostgresAdapter:
+    """A `DatabaseAdapter` on PostgreSQL. Create with ``await PostgresAdapter.open(url)``."""
+
+    backend = "postgres"
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        where: str,
+        index_params: IndexParams | None = None,
+        exact_below: int = EXACT_BELOW,
+    ) -> None:
+        self.pool = pool
+        self.where = where
+        self.exact_below = exact_below
+        self.index_params = index_params or IndexParams()
+        self._indexed: set[tuple[str, str]] = set()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 10.0,
+        index_params: IndexParams | None = None,
+        exact_below: int = EXACT_BELOW,
+    ) -> PostgresAdapter:
+        """Connect, migrate the schema, and open a pool of `min_size`..`max_size` connections.
+
+        Errors name the server and database, never the password."""
+        where = describe_url(url)
+        try:
+            async with await AsyncConnection.connect(
+                url, connect_timeout=int(connect_timeout)
+            ) as conn:
+                await migrate(conn, where)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open PostgreSQL at {where}: {_safe(exc, url)}") from None
+        pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            configure=register_vector_async,
+            name=f"agenthost {where}",
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StorageError(f"cannot open a connection pool to {where}: {exc}") from None
+        return cls(pool, where=where, index_params=index_params, exact_below=exact_below)
+
+    # -- tables ---------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _lock_tables(conn: AsyncConnection[Any], tables: set[str]) -> dict[str, int | None]:
+        names = sorted(tables)
+        await conn.execute(
+            "INSERT INTO memory_tables (table_name) SELECT unnest(%s::text[])"
+            " ON CONFLICT (table_name) DO NOTHING",
+            (names,),
+        )
+        cursor = await conn.execute(
+            "SELECT table_name, dimension FROM memory_tables WHERE table_name = ANY(%s)"
+            " ORDER BY table_name FOR UPDATE",
+            (names,),
+        )
+        return {row[0]: row[1] for row in await cursor.fetchall()}
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
+        try:
+            return (await self.create_memories_batch([memory], table_name))[0]
+        except BatchError as exc:
+            raise exc.cause from None
+
+    async def create_memories_batch(
+        self, memories: Sequence[Memory], table_name: str | None = None
+    ) -> list[UUID]:
+        if table_name is not None:
+            _check_table_name(table_name)
+        batch = list(memories)
+        if not batch:
+            return []
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                return await self._create(conn, batch, table_name)
+        except psycopg.errors.UniqueViolation:
+            # a concurrent writer stored one of these ids between the check and the insert
+            raise await self._duplicate_error(batch) from None
+
+    async def _create(
+        self, conn: AsyncConnection[Any], batch: list[Memory], override: str | None
+    ) -> list[UUID]:
+        dims = await self._lock_tables(conn, {override or m.table_name for m in batch})
+        cursor = await conn.execute(
+            "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in batch],)
+        )
+        existing = {row[0] for row in await cursor.fetchall()}
+        fixed: dict[str, int] = {}
+        seen: set[UUID] = set()
+        rows: list[tuple[Any, ...]] = []
+        for index, memory in enumerate(batch):
+            try:
+                table = override or memory.table_name
+                if memory.id in existing or memory.id in seen:
+                    raise DuplicateMemoryError(memory.id)
+                seen.add(memory.id)
+                vector = None
+                if memory.embedding is not None:
+                    got = len(memory.embedding)
+                    dim = dims.get(table)
+                    if dim is None:
+                        dims[table] = fixed[table] = got
+                    elif got != dim:
+                        raise DimensionMismatchError(table, dim, got)
+                    vector = _vector(memory.embedding)
+                rows.append(
+                    (
+                        memory.id,
+                        table,
+                        memory.agent_id,
+                        memory.entity_id,
+                        memory.room_id,
+                        memory.created_at,
+                        _json(memory.content.model_dump_json()),
+                        _json(json.dumps(memory.metadata)),
+                        vector,
+                        memory.unique,
+                    )
+                )
+            except (StorageError, TypeError, ValueError) as exc:
+                raise BatchError("create_memories_batch", index, exc) from exc
+        async with conn.cursor() as cur:
+            await cur.executemany(_INSERT, rows)
+        for table, dim in fixed.items():
+            await conn.execute(
+                "UPDATE memory_tables SET dimension = %s WHERE table_name = %s", (dim, table)
+            )
+        return [m.id for m in batch]
+
+    async def _duplicate_error(self, batch: list[Memory]) -> BatchError:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in batch],)
+            )
+            existing = {row[0] for row in await cursor.fetchall()}
+        for index, memory in enumerate(batch):
+            if memory.id in existing:
+                return BatchError("create_memories_batch", index, DuplicateMemoryError(memory.id))
+        return BatchError("create_memories_batch", 0, StorageError("unique violation"))
+
+    async def update_memory(self, update: MemoryUpdate) -> bool:
+        try:
+            return (await self.update_memories_batch([update]))[0]
+        except BatchError as exc:
+            raise exc.cause from None
+
+    async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
+        batch = list(updates)
+        if not batch:
+            return []
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT id, table_name FROM memories WHERE id = ANY(%s)", ([u.id for u in batch],)
+            )
+            tables_of = {row[0]: row[1] for row in await cursor.fetchall()}
+            dims = await self._lock_tables(conn, set(tables_of.values())) if tables_of else {}
+            found: list[bool] = []
+            for index, update in enumerate(batch):
+                try:
+                    table = tables_of.get(update.id)
+                    if table is None:
+                        found.append(False)
+                        continue
+                    sets: list[sql.Composable] = []
+                    params: list[Any] = []
+                    changes = update.changes
+                    if "content" in changes and update.content is not None:
+                        sets.append(sql.SQL("content = %s"))
+                        params.append(_json(update.content.model_dump_json()))
+                    if "metadata" in changes and update.metadata is not None:
+                        sets.append(sql.SQL("metadata = %s"))
+                        params.append(_json(json.dumps(update.metadata)))
+                    if "unique" in changes and update.unique is not None:
+                        sets.append(sql.SQL("is_unique = %s"))
+                        params.append(update.unique)
+                    if "embedding" in changes:
+                        vector = None
+                        if update.embedding is not None:
+                            got = len(update.embedding)
+                            dim = dims.get(table)
+                            if dim is None:
+                                dims[table] = got
+                                await conn.execute(
+                                    "UPDATE memory_tables SET dimension = %s WHERE table_name = %s",
+                                    (got, table),
+                                )
+                            elif got != dim:
+                                raise DimensionMismatchError(table, dim, got)
+                            vector = _vector(update.embedding)
+                        sets.append(sql.SQL("embedding = %s"))
+                        params.append(vector)
+                    if sets:
+                        statement = sql.SQL("UPDATE memories SET {} WHERE id = %s").format(
+                            sql.SQL(", ").join(sets)
+                        )
+                        await conn.execute(statement, (*params, update.id))
+                    found.append(True)
+                except (StorageError, TypeError, ValueError) as exc:
+                    raise BatchError("update_memories_batch", index, exc) from exc
+            return found
+
+    async def delete_memory(self, memory_id: UUID) -> bool:
+        return await self.delete_memories_batch([memory_id]) == 1
+
+    async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return 0
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
+            return cursor.rowcount
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get_memory(self, memory_id: UUID) -> Memory | None:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                sql.SQL("SELECT " + _COLUMNS + " FROM memories WHERE id = %s"),
+                (memory_id,),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else _row_to_memory(row)
+
+    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        where, params = _where(query)
+        direction = sql.SQL("ASC" if query.order == "asc" else "DESC")
+        statement = sql.SQL(
+            "SELECT " + _COLUMNS + " FROM memories{} ORDER BY created_at {}, id {}{}"
+        ).format(
+            where,
+            direction,
+            direction,
+            sql.SQL(" LIMIT %s") if query.limit is not None else sql.SQL(""),
+        )
+        if query.limit is not None:
+            params.append(query.limit)
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(statement, params)
+            rows = await cursor.fetchall()
+        return [_row_to_memory(row) for row in rows]
+
+    async def count_memories(self, query: MemoryQuery | None = None) -> int:
+        where, params = _where(query or MemoryQuery())
+        statement = sql.SQL("SELECT COUNT(*) FROM memories{}").format(where)
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(statement, params)
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def embedding_dimension(self, table_name: str) -> int | None:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT dimension FROM memory_tables WHERE table_name = %s", (table_name,)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def search_memories(
+        self,
+        embedding: Sequence[float],
+        query: MemoryQuery | None = None,
+        k: int = 10,
+        index_type: IndexType = "flat",
+        probes: int | None = None,
+        ef_search: int | None = None,
+        threshold: float | None = None,
+    ) -> list[tuple[Memory, float]]:
+        kind = check_index_type(index_type)
+        if k < 1:
+            raise InvalidQueryError(f"k must be >= 1, got {k}")
+        query = query or MemoryQuery()
+        table = query.table_name or DEFAULT_TABLE
+        dim = await self.embedding_dimension(table)
+        if dim is None:
+            return []
+        if len(embedding) != dim:
+            raise DimensionMismatchError(table, dim, len(embedding))
+        q = query_vector(embedding, dim)[0]
+        scoped = query.model_copy(update={"table_name": table, "after": None})
+        where, params = _where(scoped, keyset=False)
+        where = (where + sql.SQL(" AND ") if params else sql.SQL(" WHERE ")) + sql.SQL(
+            "embedding IS NOT NULL"
+        )
+        filtered = any(
+            getattr(query, f) is not None
+            for f in ("agent_id", "entity_id", "room_id", "start", "end", "unique")
+        )
+        async with self.pool.connection() as conn:
+            exact = kind == "flat" or filtered or await self._small(conn, table)
+            if exact:
+                distance: sql.Composable = sql.SQL("(embedding <=> %s)")
+                statement: sql.Composed = sql.SQL(
+                    "SELECT " + _COLUMNS + ", {d} AS distance FROM memories{w}"
+                    " ORDER BY {d}, id LIMIT %s"
+                ).format(d=distance, w=where)
+                args = [q, *params, q, k]
+            else:
+                await self._ensure_index(conn, kind, table, dim)
+                async with conn.transaction():
+                    if kind == "hnsw":
+                        ef = ef_search or self.index_params.hnsw_ef_search
+                        await conn.execute(
+                            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef, k)))
+                        )
+                    else:
+                        lists = await self._ivf_lists(conn, table)
+                        chosen = probes or self.index_params.ivf_probes or max(1, lists // 8)
+                        await conn.execute(
+                            sql.SQL("SET LOCAL ivfflat.probes = {}").format(sql.Literal(chosen))
+                        )
+                    distance = sql.SQL("(embedding::vector({dim}) <=> %s::vector({dim}))").format(
+                        dim=sql.Literal(dim)
+                    )
+                    statement = sql.SQL(
+                        "SELECT " + _COLUMNS + ", {d} AS distance FROM memories{w}"
+                        " ORDER BY {d} LIMIT %s"
+                    ).format(d=distance, w=where)
+                    cursor = await conn.execute(statement, [q, *params, q, k])
+                    rows = await cursor.fetchall()
+            if exact:
+                cursor = await conn.execute(statement, args)
+                rows = await cursor.fetchall()
+        results: list[tuple[Memory, float]] = []
+        for row in rows:
+            distance_value = row[-1]
+            score = (
+                0.0
+                if distance_value is None or math.isnan(distance_value)
+                else 1.0 - distance_value
+            )
+            if threshold is not None and score < threshold:
+                continue
+            results.append((_row_to_memory(row[:-1]), score))
+        results.sort(key=lambda pair: -pair[1])
+        return results
+
+    async def _small(self, conn: AsyncConnection[Any], table: str) -> bool:
+        cursor = await conn.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM memories WHERE table_name = %s"
+            " AND embedding IS NOT NULL LIMIT %s) AS sample",
+            (table, self.exact_below + 1),
+        )
+        row = await cursor.fetchone()
+        return row is not None and int(row[0]) <= self.exact_below
+
+    async def _ensure_index(
+        self, conn: AsyncConnection[Any], kind: str, table: str, dim: int
+    ) -> None:
+        if (kind, table) in self._indexed:
+            return
+        if kind == "hnsw":
+            statement = hnsw_index_sql(
+                table, dim, self.index_params.hnsw_m, self.index_params.hnsw_ef_construction
+            )
+        else:
+            cursor = await conn.execute(
+                "SELECT COUNT(*) FROM memories WHERE table_name = %s AND embedding IS NOT NULL",
+                (table,),
+            )
+            row = await cursor.fetchone()
+            count = int(row[0]) if row else 0
+            lists = self.index_params.ivf_lists or max(1, int(math.sqrt(count)))
+            statement = ivf_index_sql(table, dim, lists)
+            await conn.execute(
+                "UPDATE memory_tables SET ivf_lists = COALESCE(ivf_lists, %s)"
+                " WHERE table_name = %s",
+                (lists, table),
+            )
+        await conn.execute(statement)
+        await conn.commit()
+        self._indexed.add((kind, table))
+
+    async def _ivf_lists(self, conn: AsyncConnection[Any], table: str) -> int:
+        cursor = await conn.execute(
+            "SELECT ivf_lists FROM memory_tables WHERE table_name = %s", (table,)
+        )
+        row = await cursor.fetchone()
+        return int(row[0]) if row and row[0] else 1
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresAdapter({self.where!r})"
+
+
+def _safe(exc: BaseException, url: str) -> str:
+    """The error text with any password from `url` removed."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    return text.replace(str(password), "****") if password else text
+
+
+def _check_table_name(name: str) -> None:
+    try:
+        MemoryQuery(table_name=name)
+    except ValueError as exc:
+        raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc

@@ -1,0 +1,81 @@
+"""The ``postgres`` plugin: binds `DATABASE` to a `PostgresAdapter` when pinned or preferred.
+
+Its priority (50) is below ``sqlite`` (100), so installing it changes nothing until the config
+asks for it: ``services: {database: postgres}`` with ``plugins.postgres.url`` (or
+``AGENTHOST_PLUGINS__POSTGRES__URL``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from contracts.plugin import Manifest, Plugin
+from contracts.services import Service
+from contracts.storage import DATABASE, DatabaseAdapter, StorageError
+from host.vectors import IndexParams
+
+from .adapter import PostgresAdapter
+
+__all__ = ["PostgresPlugin", "PostgresSettings"]
+
+
+class PostgresSettings(BaseModel):
+    """Config section ``plugins.postgres``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: SecretStr | None = None
+    """``postgresql://user:password@host:5432/db`` (a secret: it may hold the password)."""
+    pool_min: int = Field(default=1, ge=0)
+    pool_max: int = Field(default=10, ge=1)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    hnsw_m: int = Field(default=16, ge=4)
+    hnsw_ef_construction: int = Field(default=64, ge=8)
+    hnsw_ef_search: int = Field(default=64, ge=1)
+    ivf_lists: int | None = Field(default=None, ge=1)
+    ivf_probes: int | None = Field(default=None, ge=1)
+
+
+class PostgresPlugin(Plugin):
+    """Memories in PostgreSQL with pgvector indexes, through a connection pool."""
+
+    manifest: ClassVar[Manifest] = Manifest(
+        name="postgres",
+        description="Memory store in PostgreSQL + pgvector (HNSW / IVF), pooled with psycopg",
+        priority=50,
+        provides=(DATABASE,),
+        settings=PostgresSettings,
+        reloadable=False,
+    )
+
+    def __init__(self, settings: PostgresSettings | None = None) -> None:
+        self.settings = settings or PostgresSettings()
+
+    async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
+        """Service factory: connect and migrate on first use; close the pool at shutdown."""
+        if self.settings.url is None:
+            raise StorageError("plugins.postgres.url is not set (AGENTHOST_PLUGINS__POSTGRES__URL)")
+        s = self.settings
+        adapter = await PostgresAdapter.open(
+            s.url.get_secret_value() if s.url else "",
+            min_size=s.pool_min,
+            max_size=s.pool_max,
+            connect_timeout=s.connect_timeout,
+            index_params=IndexParams(
+                hnsw_m=s.hnsw_m,
+                hnsw_ef_construction=s.hnsw_ef_construction,
+                hnsw_ef_search=s.hnsw_ef_search,
+                ivf_lists=s.ivf_lists,
+                ivf_probes=s.ivf_probes,
+            ),
+        )
+        try:
+            yield adapter
+        finally:
+            await adapter.close()
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(DATABASE, self.open_adapter),)

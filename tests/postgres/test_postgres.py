@@ -1,0 +1,138 @@
+"""PostgreSQL specifics: ANN indexes on real data, migrations, pooled concurrency, secrets kept
+out of errors, and the plugin chosen by a config pin in a running host."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+import pytest
+from storage.pg_server import schema_uri
+
+from builtin_plugins.postgres import PostgresAdapter
+from builtin_plugins.postgres.schema import SCHEMA_VERSION
+from contracts.config import AgentsSettings, HostConfig, PluginsSettings
+from contracts.memory import Content, Memory, MemoryQuery
+from contracts.storage import DATABASE, StorageError
+from host.app import Host
+from host.config import LoadedConfig
+
+AGENT, ROOM = uuid4(), uuid4()
+
+
+async def fresh_schema(uri: str) -> str:
+    schema = f"pgtest_{uuid4().hex[:10]}"
+    async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as conn:
+        await conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
+    return schema_uri(uri, schema)
+
+
+def memory(vector: list[float], **fields: Any) -> Memory:
+    values: dict[str, Any] = {"agent_id": AGENT, "entity_id": AGENT, "room_id": ROOM}
+    values.update(fields)
+    return Memory(content=Content(text="x"), embedding=vector, **values)
+
+
+async def test_hnsw_and_ivf_indexes_answer_like_exact_search(pg_server_uri: str) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(url, exact_below=0)
+    try:
+        rng = random.Random(7)
+        vectors = [[rng.gauss(0, 1) for _ in range(16)] for _ in range(600)]
+        await db.create_memories_batch([memory(v) for v in vectors])
+        recalls = {"hnsw": [], "ivf": []}  # type: dict[str, list[float]]
+        for _ in range(10):
+            q = [rng.gauss(0, 1) for _ in range(16)]
+            exact = {m.id for m, _ in await db.search_memories(q, k=10)}
+            for kind in recalls:
+                found = await db.search_memories(q, k=10, index_type=kind, probes=8, ef_search=80)  # type: ignore[arg-type]
+                scores = [s for _, s in found]
+                assert scores == sorted(scores, reverse=True)
+                recalls[kind].append(len(exact & {m.id for m, _ in found}) / 10)
+        assert sum(recalls["hnsw"]) / 10 >= 0.9
+        assert sum(recalls["ivf"]) / 10 >= 0.8
+        async with db.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'memories_hnsw_%%'"
+                " OR indexname LIKE 'memories_ivf_%%'"
+            )
+            definitions = [row[0] for row in await cursor.fetchall()]
+        assert any("USING hnsw" in d for d in definitions)
+        assert any("USING ivfflat" in d for d in definitions)
+        # a filtered search is exact even with an index: the room's rows, nothing missed
+        other = uuid4()
+        await db.create_memory(memory([1.0] * 16, room_id=other))
+        hits = await db.search_memories([1.0] * 16, MemoryQuery(room_id=other), index_type="hnsw")
+        assert len(hits) == 1 and math.isclose(hits[0][1], 1.0, abs_tol=1e-5)
+    finally:
+        await db.close()
+
+
+async def test_migrations_are_idempotent_and_versioned(pg_server_uri: str) -> None:
+    url = await fresh_schema(pg_server_uri)
+    first, second = await asyncio.gather(PostgresAdapter.open(url), PostgresAdapter.open(url))
+    try:
+        async with first.pool.connection() as conn:
+            cursor = await conn.execute("SELECT version FROM schema_migrations")
+            assert [row[0] for row in await cursor.fetchall()] == [SCHEMA_VERSION]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_pooled_concurrent_writers(pg_server_uri: str) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(url, max_size=4)
+    try:
+
+        async def writer(n: int) -> None:
+            for _ in range(5):
+                await db.create_memories_batch([memory([1.0, float(n)]) for _ in range(20)])
+
+        await asyncio.gather(*(writer(n) for n in range(8)))
+        assert await db.count_memories() == 800
+        stats = db.pool.get_stats()
+        assert stats["pool_max"] == 4 and stats["pool_size"] <= 4
+    finally:
+        await db.close()
+
+
+async def test_connection_errors_never_show_the_password() -> None:
+    secret = "s3cr3t-passw0rd"
+    url = f"postgresql://agent:{secret}@127.0.0.1:1/nowhere"
+    with pytest.raises(StorageError) as info:
+        await PostgresAdapter.open(url, connect_timeout=2)
+    text = str(info.value)
+    assert secret not in text and "postgresql://agent@127.0.0.1:1/nowhere" in text
+
+
+async def test_the_plugin_serves_a_host_when_pinned(pg_server_uri: str, tmp_path: Path) -> None:
+    url = await fresh_schema(pg_server_uri)
+    config = HostConfig(
+        data_dir=tmp_path,
+        services={"database": "postgres"},
+        plugins=PluginsSettings.model_validate(
+            {"enabled": ["postgres", "sqlite", "eliza"], "postgres": {"url": url}}
+        ),
+        agents=AgentsSettings(characters_dir=tmp_path / "none"),
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start()
+    try:
+        db = await host.container.aresolve(DATABASE)
+        assert db.backend == "postgres"
+        assert host.agents is not None
+        runtime = host.agents.get("Eliza")
+        reply = await runtime.process_message(
+            runtime.new_message("Men are all alike.", room_id=ROOM, entity_id=uuid4())
+        )
+        assert reply.text == "In what way?"
+        assert await db.count_memories(MemoryQuery(room_id=ROOM)) == 2
+        assert not (tmp_path / "agenthost.sqlite3").exists()
+    finally:
+        await host.stop()
