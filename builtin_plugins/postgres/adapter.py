@@ -21,7 +21,6 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
@@ -40,13 +39,14 @@ from .schema import hnsw_index_sql, ivf_index_sql, migrate
 __all__ = ["PostgresAdapter", "describe_url"]
 
 _COLUMNS = (
-    "id, table_name, agent_id, entity_id, room_id, created_at, content, metadata, embedding,"
-    " is_unique"
+    "id, table_name, agent_id, entity_id, room_id, created_at, content::text, metadata::text,"
+    " embedding, is_unique"
 )
 _INSERT = (
     "INSERT INTO memories (id, table_name, agent_id, entity_id, room_id, created_at, content,"
-    " metadata, embedding, is_unique) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " metadata, embedding, is_unique) VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s::json, %s, %s)"
 )
+"""JSON goes as text serialised up front (a row that cannot be serialised fails where it is)."""
 EXACT_BELOW = 20_000
 """Candidate sets up to this size are searched exactly whatever the index type."""
 
@@ -100,19 +100,11 @@ def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, 
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
 
 
-def _same(text: str) -> str:
-    return text
-
-
-def _json(text: str) -> Json:
-    """Already-serialised JSON (serialising up front makes a bad row fail where it is)."""
-    return Json(text, dumps=_same)
-
-
 def _floats(value: Any) -> list[float]:
     """A pgvector value (``Vector`` in binary mode, an ndarray in text mode) as floats."""
     array = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
-    return [float(x) for x in array.astype(np.float32)]
+    result: list[float] = array.astype(np.float32, copy=False).tolist()
+    return result
 
 
 def _row_to_memory(row: tuple[Any, ...]) -> Memory:
@@ -124,8 +116,8 @@ def _row_to_memory(row: tuple[Any, ...]) -> Memory:
         entity_id=row[3],
         room_id=row[4],
         created_at=row[5],
-        content=Content.model_validate(row[6]),
-        metadata=row[7],
+        content=Content.model_validate_json(row[6]),
+        metadata=json.loads(row[7]),
         embedding=None if embedding is None else _floats(embedding),
         unique=row[9],
     )
@@ -261,8 +253,8 @@ class PostgresAdapter:
                         memory.entity_id,
                         memory.room_id,
                         memory.created_at,
-                        _json(memory.content.model_dump_json()),
-                        _json(json.dumps(memory.metadata)),
+                        memory.content.model_dump_json(),
+                        json.dumps(memory.metadata),
                         vector,
                         memory.unique,
                     )
@@ -315,11 +307,11 @@ class PostgresAdapter:
                     params: list[Any] = []
                     changes = update.changes
                     if "content" in changes and update.content is not None:
-                        sets.append(sql.SQL("content = %s"))
-                        params.append(_json(update.content.model_dump_json()))
+                        sets.append(sql.SQL("content = %s::json"))
+                        params.append(update.content.model_dump_json())
                     if "metadata" in changes and update.metadata is not None:
-                        sets.append(sql.SQL("metadata = %s"))
-                        params.append(_json(json.dumps(update.metadata)))
+                        sets.append(sql.SQL("metadata = %s::json"))
+                        params.append(json.dumps(update.metadata))
                     if "unique" in changes and update.unique is not None:
                         sets.append(sql.SQL("is_unique = %s"))
                         params.append(update.unique)
@@ -367,6 +359,7 @@ class PostgresAdapter:
             cursor = await conn.execute(
                 sql.SQL("SELECT " + _COLUMNS + " FROM memories WHERE id = %s"),
                 (memory_id,),
+                binary=True,
             )
             row = await cursor.fetchone()
         return None if row is None else _row_to_memory(row)
@@ -385,7 +378,7 @@ class PostgresAdapter:
         if query.limit is not None:
             params.append(query.limit)
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(statement, params)
+            cursor = await conn.execute(statement, params, binary=True)
             rows = await cursor.fetchall()
         return [_row_to_memory(row) for row in rows]
 
@@ -465,10 +458,10 @@ class PostgresAdapter:
                         "SELECT " + _COLUMNS + ", {d} AS distance FROM memories{w}"
                         " ORDER BY {d} LIMIT %s"
                     ).format(d=distance, w=where)
-                    cursor = await conn.execute(statement, [q, *params, q, k])
+                    cursor = await conn.execute(statement, [q, *params, q, k], binary=True)
                     rows = await cursor.fetchall()
             if exact:
-                cursor = await conn.execute(statement, args)
+                cursor = await conn.execute(statement, args, binary=True)
                 rows = await cursor.fetchall()
         results: list[tuple[Memory, float]] = []
         for row in rows:

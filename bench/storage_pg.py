@@ -1,0 +1,185 @@
+"""PostgreSQL storage benchmark: the adapter against raw psycopg on the same server, same run.
+
+A PostgreSQL 16 + pgvector started by pgserver in a temp dir. Rows are the same memories as
+bench/storage.py (clustered 384-d embeddings). Baselines are raw psycopg doing the same work:
+``executemany`` of pre-encoded rows in one transaction, a keyset page query, and the same HNSW
+index query; the adapter adds validation, encoding, dimension bookkeeping and ``Memory``
+objects.
+
+    .venv/bin/python bench/storage_pg.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector_async
+from rich.console import Console
+from rich.table import Table
+from storage import embeddings, make_memories  # type: ignore[import-not-found]
+
+from builtin_plugins.postgres import PostgresAdapter
+from contracts.memory import MemoryQuery
+from host.memory import MemoryManager
+
+console = Console(width=150)
+
+
+async def main_async(n: int, queries: int) -> None:
+    import pgserver  # the pgserver extra
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server: Any = pgserver.get_server(Path(tmp), cleanup_mode="stop")
+        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        uri = str(server.get_uri())
+        try:
+            await run(uri, n, queries)
+        finally:
+            server.cleanup()
+
+
+async def run(uri: str, n: int, queries: int) -> None:
+    vectors = embeddings(n, seed=1)
+    memories = make_memories(n, vectors)
+    db = await PostgresAdapter.open(uri, exact_below=0)
+    rows: list[list[str]] = []
+    try:
+        # raw baseline: same table layout (a copy), pre-encoded rows
+        async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE raw_memories (LIKE memories INCLUDING ALL)")
+            await register_vector_async(conn)
+            encoded = [
+                (
+                    m.id, m.table_name, m.agent_id, m.entity_id, m.room_id, m.created_at,
+                    m.content.model_dump_json(), "{}", np.asarray(m.embedding, np.float32),
+                    False,
+                )
+                for m in memories
+            ]  # fmt: skip
+            started = time.perf_counter()
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO raw_memories VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", encoded
+                )
+            raw_insert = time.perf_counter() - started
+        started = time.perf_counter()
+        await db.create_memories_batch(memories)
+        adapter_insert = time.perf_counter() - started
+        rows.append(
+            [
+                "raw psycopg executemany, pre-encoded (baseline)",
+                f"{n / raw_insert:,.0f} rows/s",
+                "1.00",
+                "",
+            ]
+        )
+        ratio = raw_insert / adapter_insert
+        rows.append(
+            ["PostgresAdapter.create_memories_batch", f"{n / adapter_insert:,.0f} rows/s",
+             f"{ratio:.2f}", "throughput vs raw (>= 0.5x wanted)"]
+        )  # fmt: skip
+
+        # streaming: keyset pages through the manager vs raw keyset queries
+        manager = MemoryManager(db, page_size=1000)
+        started = time.perf_counter()
+        count = 0
+        async for _ in manager.get_memories_stream(MemoryQuery(order="asc")):
+            count += 1
+        stream = time.perf_counter() - started
+        async with await psycopg.AsyncConnection.connect(uri) as conn:
+            started = time.perf_counter()
+            last: tuple[Any, Any] | None = None
+            raw_count = 0
+            while True:
+                if last is None:
+                    cursor = await conn.execute(
+                        "SELECT * FROM raw_memories ORDER BY created_at, id LIMIT 1000"
+                    )
+                else:
+                    cursor = await conn.execute(
+                        "SELECT * FROM raw_memories WHERE (created_at, id) > (%s, %s)"
+                        " ORDER BY created_at, id LIMIT 1000",
+                        last,
+                    )
+                page = await cursor.fetchall()
+                if not page:
+                    break
+                raw_count += len(page)
+                last = (page[-1][5], page[-1][0])
+            raw_stream = time.perf_counter() - started
+        assert count == raw_count == n
+        rows.append(
+            [
+                "raw psycopg keyset pages of 1,000 (baseline)",
+                f"{n / raw_stream:,.0f} rows/s",
+                "1.00",
+                "",
+            ]
+        )
+        rows.append(
+            ["MemoryManager.get_memories_stream", f"{n / stream:,.0f} rows/s",
+             f"{raw_stream / stream:.2f}", "throughput vs raw"]
+        )  # fmt: skip
+
+        # vector search: HNSW through the adapter vs the same index query raw
+        rng = np.random.default_rng(2)
+        probe = embeddings(queries, seed=3)
+        await db.search_memories(list(probe[0]), k=10, index_type="hnsw")  # builds the index
+        adapter_times: list[float] = []
+        raw_times: list[float] = []
+        async with await psycopg.AsyncConnection.connect(uri) as conn:
+            await register_vector_async(conn)
+            for q in probe[rng.permutation(queries)]:
+                started = time.perf_counter()
+                await db.search_memories(list(q), k=10, index_type="hnsw")
+                adapter_times.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL hnsw.ef_search = 64")
+                    cursor = await conn.execute(
+                        "SELECT *, embedding::vector(384) <=> %s::vector(384) FROM memories"
+                        " WHERE table_name = 'messages' AND embedding IS NOT NULL"
+                        " ORDER BY embedding::vector(384) <=> %s::vector(384) LIMIT 10",
+                        (q.astype(np.float32), q.astype(np.float32)),
+                    )
+                    await cursor.fetchall()
+                raw_times.append(time.perf_counter() - started)
+        raw_p50 = statistics.median(raw_times) * 1000
+        adapter_p50 = statistics.median(adapter_times) * 1000
+        rows.append(
+            ["raw psycopg HNSW query, k=10 (baseline)", f"p50 {raw_p50:.2f} ms", "1.00", ""]
+        )
+        rows.append(
+            ["PostgresAdapter.search_memories hnsw, k=10", f"p50 {adapter_p50:.2f} ms",
+             f"{adapter_p50 / raw_p50:.2f}", "latency vs raw (lower is better)"]
+        )  # fmt: skip
+    finally:
+        await db.close()
+    table = Table(title=f"PostgreSQL 16 + pgvector (pgserver), {n:,} memories x 384-d")
+    for column in ("operation", "figure", "ratio", "note"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"Python {platform.python_version()}, psycopg {psycopg.__version__}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 rows, 100 queries")
+    args = parser.parse_args()
+    n, queries = (10_000, 100) if args.quick else (100_000, 300)
+    asyncio.run(main_async(n, queries))
+
+
+if __name__ == "__main__":
+    main()
