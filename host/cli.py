@@ -23,6 +23,7 @@ from rich.table import Table
 
 from contracts.errors import AgentHostError
 from host import __version__
+from host.cli_events import events_app
 from host.config import (
     ConfigError,
     LoadedConfig,
@@ -295,6 +296,9 @@ def stats(
         else:
             table.add_row(item["name"], tags, f"{item['value']:g}", "", "", "", "")
     console.print(table)
+
+
+app.add_typer(events_app, name="events")
 
 
 def main() -> None:

@@ -1,0 +1,92 @@
+"""`AuditSettings`: config section ``plugins.audit``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from host.eventstore.recording import SECRET_KEYS
+
+__all__ = ["DEFAULT_EVENTS", "DEFAULT_FILE", "AuditSettings"]
+
+DEFAULT_FILE = "events.sqlite3"
+
+DEFAULT_EVENTS: tuple[str, ...] = (
+    "message:received",
+    "message:sent",
+    "model:used",
+    "action:started",
+    "action:completed",
+    "memory:created",
+    "memory:updated",
+    "memory:deleted",
+    "agent:started",
+    "agent:stopped",
+    "plugin:loaded",
+    "plugin:unloaded",
+    "plugin:reloaded",
+    "plugin:failed",
+)
+"""What the audit trail records by default: every runtime and plugin lifecycle event."""
+
+
+class AuditSettings(BaseModel):
+    """Where the event store lives and which bus events the audit trail records.
+
+    Example (config/agenthost.yaml)::
+
+        plugins:
+          audit:
+            events: ["message:received", "message:sent", "model:used"]
+            backend: sqlite            # auto | sqlite | postgres
+            path: audit/events.sqlite3 # relative to data_dir
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "sqlite", "postgres"] = "auto"
+    """``auto``: PostgreSQL on the storage adapter's pool when the memory store is PostgreSQL,
+    else SQLite."""
+    path: Path | None = None
+    """SQLite file; relative paths and the default (``events.sqlite3``) live in the data dir.
+    ``:memory:`` keeps the log in memory (lost at exit)."""
+    share_memory_database: bool = False
+    """SQLite: put the log into the memory store's own database file instead of `path`."""
+    postgres_url: SecretStr | None = None
+    """PostgreSQL conninfo for a pool of the event store's own (default: share the storage
+    adapter's pool)."""
+    busy_timeout: float = Field(default=30.0, gt=0)
+    events: tuple[str, ...] = DEFAULT_EVENTS
+    """Bus event names to record; ``["*"]`` records every event."""
+    exclude: tuple[str, ...] = ()
+    """Event names never recorded (applied after `events`)."""
+    record_embeddings: bool = False
+    """Keep memory embeddings in the trail (large; replay does not need them)."""
+    redact_keys: tuple[str, ...] = SECRET_KEYS
+    """Key-name fragments whose values are masked wherever they appear in a payload."""
+    flush_interval: float = Field(default=0.02, ge=0)
+    """Seconds the background writer lets events accumulate before one transaction appends them
+    (0: append as soon as one is queued). At most this much of the trail is lost on a crash."""
+    max_batch: int = Field(default=500, ge=1)
+    """Most events the background writer appends in one transaction."""
+    retries: int = Field(default=3, ge=0)
+    retry_delay: float = Field(default=0.05, ge=0)
+
+    def wants(self, event_type: str) -> bool:
+        """Whether the trail records bus event `event_type`."""
+        if event_type in self.exclude:
+            return False
+        return "*" in self.events or event_type in self.events
+
+    def resolve_path(self, data_dir: str | Path | None = None) -> Path:
+        """The SQLite file: `path` if absolute (or ``:memory:``), else under `data_dir`."""
+        path = self.path if self.path is not None else Path(DEFAULT_FILE)
+        if str(path) == ":memory:" or path.is_absolute():
+            return path
+        base = Path(
+            data_dir if data_dir is not None else os.environ.get("AGENTHOST_DATA_DIR", "data")
+        )
+        return base / path

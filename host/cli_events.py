@@ -1,0 +1,311 @@
+"""``agenthost events``: list, show, follow, export and replay the audit trail.
+
+Mounted by host/cli.py as ``app.add_typer(events_app, name="events")``. The store is the one the
+``audit`` plugin writes: ``plugins.audit`` settings (SQLite file in the data dir by default), or
+``--store`` (a SQLite path or a ``postgresql://`` URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from builtin_plugins.audit.settings import AuditSettings
+from contracts.errors import AgentHostError
+from contracts.eventstore import DomainEvent, EventFilter, EventStore, EventStoreError
+from host.eventstore import PostgresEventStore, SqliteEventStore
+
+__all__ = ["events_app"]
+
+T = TypeVar("T")
+
+events_app = typer.Typer(
+    name="events",
+    help="Inspect the audit trail: list, show, follow, export and replay recorded events.",
+    no_args_is_help=True,
+)
+console = Console()
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="SQLite file or postgresql:// URL (default: the audit plugin's store in the data dir)",
+        envvar="AGENTHOST_EVENT_STORE",
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (default: AGENTHOST_DATA_DIR or ./data)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line")]
+
+
+def configured() -> tuple[AuditSettings, Path]:
+    """The audit plugin's settings (``plugins.audit``) and the data dir, from the host config."""
+    from host.config import load_config
+
+    config = load_config().config
+    return AuditSettings.model_validate(config.plugins.section("audit")), config.data_dir
+
+
+async def open_store(store: str | None, data_dir: Path | None) -> EventStore:
+    """The event store named by `store`, else the one the audit plugin's settings describe."""
+    if store is not None and store.startswith(("postgresql://", "postgres://")):
+        return await PostgresEventStore.connect(store)
+    if store is not None:
+        path = Path(store)
+    else:
+        settings, config_dir = configured()
+        if settings.postgres_url is not None:
+            return await PostgresEventStore.connect(settings.postgres_url.get_secret_value())
+        if settings.backend == "postgres" or settings.share_memory_database:
+            raise EventStoreError(
+                "the audit trail lives in the memory store's database: pass --store"
+                " (its SQLite file or postgresql:// URL)"
+            )
+        path = settings.resolve_path(data_dir or config_dir)
+    if str(path) != ":memory:" and not path.exists():
+        raise EventStoreError(f"no event store at {path} (is the audit plugin enabled?)")
+    return await SqliteEventStore.open(path)
+
+
+def _run(store: str | None, data_dir: Path | None, body: Callable[[EventStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        opened = await open_store(store, data_dir)
+        try:
+            return await body(opened)
+        finally:
+            await opened.close()
+
+    try:
+        return asyncio.run(main())
+    except (AgentHostError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def summary(event: DomainEvent, width: int = 70) -> str:
+    """A one-line gist of an event's data (message text, action name, model type...)."""
+    data = event.data
+    content = data.get("content")
+    parts: list[str] = []
+    if isinstance(content, dict) and content.get("text"):
+        parts.append(repr(content["text"]))
+    for key in ("model_type", "name", "action", "provider", "error"):
+        value = data.get(key)
+        if isinstance(value, str | int | float) and value != "":
+            parts.append(f"{key}={value}")
+    text = " ".join(parts) or json.dumps(data, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(events: list[DomainEvent], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("pos", "time (UTC)", "aggregate", "ver", "type", "summary"):
+        table.add_column(column, justify="right" if column in ("pos", "ver") else "left")
+    for e in events:
+        table.add_row(
+            str(e.position),
+            e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            e.aggregate_id,
+            str(e.version),
+            e.event_type,
+            summary(e),
+        )
+    return table
+
+
+def _print_json(events: list[DomainEvent]) -> None:
+    for e in events:
+        sys.stdout.write(e.model_dump_json() + "\n")
+
+
+@events_app.command("list")
+def list_events(
+    agent: Annotated[str | None, typer.Option("--agent", help="Aggregate (agent id)")] = None,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", help="Event type (repeatable)")
+    ] = None,
+    from_position: Annotated[
+        int, typer.Option("--from", help="Only events after this global position")
+    ] = 0,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Only events at or after (ISO time, UTC)")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many")] = 100,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List recorded events in global order (filter by agent, type, position, time)."""
+    flt = EventFilter(
+        aggregate_id=agent,
+        event_types=tuple(types) if types else None,
+        since=_utc(since),
+    )
+    events = _run(store, data_dir, lambda s: s.read_all(from_position, limit, flt))
+    if as_json:
+        _print_json(events)
+        return
+    if not events:
+        console.print("no events")
+        return
+    console.print(_table(events, f"{len(events)} event(s)"))
+    if len(events) == limit:
+        console.print(f"[dim]more: --from {events[-1].position}[/dim]")
+
+
+@events_app.command("show")
+def show(
+    aggregate: Annotated[str, typer.Argument(help="Aggregate id (an agent id, or 'host')")],
+    from_version: Annotated[int, typer.Option("--from-version", min=0)] = 0,
+    full: Annotated[bool, typer.Option("--full", help="Print each event's data")] = False,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Show one aggregate's events (an agent's audit trail) in version order."""
+    events = _run(store, data_dir, lambda s: s.get_events(aggregate, from_version))
+    if as_json:
+        _print_json(events)
+        return
+    if not events:
+        console.print(f"no events for aggregate {aggregate!r}")
+        raise typer.Exit(1)
+    console.print(_table(events, f"aggregate {aggregate} (version {events[-1].version})"))
+    if full:
+        for e in events:
+            console.rule(f"v{e.version} {e.event_type}")
+            console.print_json(json.dumps(e.model_dump(mode="json")))
+
+
+@events_app.command("aggregates")
+def aggregates(store: StoreOption = None, data_dir: DataDirOption = None) -> None:
+    """List every aggregate (agent) with its current version."""
+    rows = _run(store, data_dir, lambda s: s.aggregates())
+    table = Table("aggregate", "version")
+    for name, version in rows:
+        table.add_row(name, str(version))
+    console.print(table)
+
+
+@events_app.command("tail")
+def tail(
+    from_position: Annotated[
+        int | None, typer.Option("--from", help="Start after this position (default: the end)")
+    ] = None,
+    types: Annotated[list[str] | None, typer.Option("--type")] = None,
+    agent: Annotated[str | None, typer.Option("--agent")] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Stop after this many events")
+    ] = None,
+    store: StoreOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Follow new events as they are recorded (Ctrl-C to stop)."""
+    flt = EventFilter(aggregate_id=agent, event_types=tuple(types) if types else None)
+
+    async def follow(s: EventStore) -> None:
+        start = await s.last_position() if from_position is None else from_position
+        seen = 0
+        async for e in s.subscribe(start, flt):
+            console.print(
+                f"{e.position:>7} {e.timestamp:%H:%M:%S} {e.aggregate_id} v{e.version}"
+                f" {e.event_type} {summary(e)}",
+                highlight=False,
+            )
+            seen += 1
+            if count is not None and seen >= count:
+                return
+
+    _run(store, data_dir, follow)
+
+
+@events_app.command("export")
+def export(
+    output: Annotated[Path, typer.Argument(help="JSON Lines file to write ('-' for stdout)")],
+    agent: Annotated[str | None, typer.Option("--agent")] = None,
+    from_position: Annotated[int, typer.Option("--from")] = 0,
+    store: StoreOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Export events (all, or one agent's) as JSON Lines, streaming."""
+    flt = EventFilter(aggregate_id=agent)
+
+    async def dump(s: EventStore) -> int:
+        count = 0
+        out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
+        try:
+            async for e in s.iter_all(from_position, flt):
+                out.write(e.model_dump_json() + "\n")
+                count += 1
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        return count
+
+    written = _run(store, data_dir, dump)
+    if str(output) != "-":
+        console.print(f"wrote {written} event(s) to {output}")
+
+
+@events_app.command("replay")
+def replay(
+    aggregate: Annotated[str, typer.Argument(help="Agent id whose conversation to replay")],
+    room: Annotated[
+        UUID | None, typer.Option("--room", help="Only this room (default: every room)")
+    ] = None,
+    rerun: Annotated[
+        bool,
+        typer.Option(
+            "--rerun/--no-rerun",
+            help="Re-run each recorded message through the agent with the recorded model"
+            " outputs and report divergences",
+        ),
+    ] = True,
+    store: StoreOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Rebuild an agent's conversation state from its events, compare it with the memory store,
+    and re-run the conversation with the recorded model outputs."""
+    from host.eventstore.replay import replay_agent
+
+    report = _run(
+        store,
+        data_dir,
+        lambda s: replay_agent(s, aggregate, room_id=room, rerun=rerun, data_dir=data_dir),
+    )
+    for line in report.lines():
+        console.print(line, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run ``events`` on its own (``python -m host.cli_events``)."""
+    return events_app(argv, prog_name="agenthost events")
+
+
+if __name__ == "__main__":
+    main()

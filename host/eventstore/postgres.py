@@ -1,0 +1,267 @@
+"""`PostgresEventStore`: the event log in PostgreSQL, on the storage adapter's pool or its own.
+
+An append is one transaction that first takes ``LOCK TABLE event_log IN EXCLUSIVE MODE``: readers
+go on, but appenders (from any process) queue. That is what keeps positions commit-ordered, so a
+follower reading ``position > n`` never skips an event whose identity value was drawn earlier but
+committed later (the approach of the eventsourcing library's PostgreSQL recorder). Versions come
+from ``event_streams`` read under the same lock; ``UNIQUE (aggregate_id, version)`` backs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from contracts.eventstore import ConcurrencyError, DomainEvent, EventFilter, EventStoreError
+
+from .common import Notifier, StreamingReads, check_batch, filter_sql
+
+__all__ = ["SCHEMA", "PostgresEventStore"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS event_log (
+    position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id UUID NOT NULL UNIQUE,
+    aggregate_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    timestamp TIMESTAMPTZ NOT NULL,
+    data JSONB NOT NULL,
+    causation_id UUID,
+    correlation_id UUID,
+    metadata JSONB NOT NULL,
+    UNIQUE (aggregate_id, version)
+);
+CREATE INDEX IF NOT EXISTS event_log_type ON event_log (event_type, position);
+CREATE INDEX IF NOT EXISTS event_log_time ON event_log (timestamp, position);
+CREATE INDEX IF NOT EXISTS event_log_correlation ON event_log (correlation_id, position);
+CREATE TABLE IF NOT EXISTS event_streams (
+    aggregate_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "position, id, aggregate_id, version, event_type, schema_version, timestamp, data,"
+    " causation_id, correlation_id, metadata"
+)
+_INSERT = (
+    "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
+    " data, causation_id, correlation_id, metadata)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING position"
+)
+# Serialises schema creation between processes starting at once (CREATE IF NOT EXISTS races).
+_SCHEMA_LOCK = 0x6167_6576  # "agev"
+
+
+def _row_to_event(row: tuple[Any, ...]) -> DomainEvent:
+    return DomainEvent.model_construct(
+        position=row[0],
+        id=row[1],
+        aggregate_id=row[2],
+        version=row[3],
+        event_type=row[4],
+        schema_version=row[5],
+        timestamp=row[6].astimezone(UTC),
+        data=row[7],
+        causation_id=row[8],
+        correlation_id=row[9],
+        metadata=row[10],
+    )
+
+
+class PostgresEventStore(StreamingReads):
+    """An `EventStore` in PostgreSQL. ``await PostgresEventStore.open(pool)`` shares a pool
+    (the storage adapter's); ``await PostgresEventStore.connect(url)`` opens and owns one."""
+
+    backend = "postgres"
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, owns_pool: bool = False) -> None:
+        self.pool = pool
+        self._owns_pool = owns_pool
+        self._closed = False
+        self._notifier = Notifier()
+
+    @classmethod
+    async def open(cls, pool: AsyncConnectionPool[Any]) -> PostgresEventStore:
+        """An event store on `pool` (not closed with the store); creates its tables if needed."""
+        store = cls(pool)
+        await store._migrate()
+        return store
+
+    @classmethod
+    async def connect(
+        cls, conninfo: str, *, min_size: int = 1, max_size: int = 10, open_timeout: float = 30.0
+    ) -> PostgresEventStore:
+        """An event store with its own pool to `conninfo`, closed with the store (fails after
+        `open_timeout` seconds without a connection)."""
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo, min_size=min_size, max_size=max_size, open=False
+        )
+        try:
+            await pool.open(wait=True, timeout=open_timeout)
+        except Exception as exc:
+            await pool.close()
+            raise EventStoreError(f"cannot connect the event store to PostgreSQL: {exc}") from exc
+        store = cls(pool, owns_pool=True)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EventStoreError("PostgreSQL event store is closed")
+
+    async def _migrate(self) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            await conn.execute(SCHEMA)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def append_event(self, event: DomainEvent) -> DomainEvent:
+        expected = event.version - 1 if event.version else None
+        return (await self.append_events(event.aggregate_id, [event], expected))[0]
+
+    async def append_events(
+        self,
+        aggregate_id: str,
+        events: Sequence[DomainEvent],
+        expected_version: int | None = None,
+    ) -> list[DomainEvent]:
+        batch = check_batch(aggregate_id, events, expected_version)
+        self._check_open()
+        if not batch:
+            if expected_version is not None:
+                actual = await self.get_version(aggregate_id)
+                if actual != expected_version:
+                    raise ConcurrencyError(aggregate_id, expected_version, actual)
+            return []
+        async with self.pool.connection() as conn:
+            try:
+                async with conn.transaction(), conn.cursor() as cur:
+                    await cur.execute("LOCK TABLE event_log IN EXCLUSIVE MODE")
+                    await cur.execute(
+                        "SELECT version FROM event_streams WHERE aggregate_id = %s",
+                        (aggregate_id,),
+                    )
+                    row = await cur.fetchone()
+                    current = 0 if row is None else int(row[0])
+                    if expected_version is not None and expected_version != current:
+                        raise ConcurrencyError(aggregate_id, expected_version, current)
+                    rows = [
+                        (
+                            event.id,
+                            aggregate_id,
+                            current + offset,
+                            event.event_type,
+                            event.schema_version,
+                            event.timestamp,
+                            Jsonb(event.data),
+                            event.causation_id,
+                            event.correlation_id,
+                            Jsonb(event.metadata),
+                        )
+                        for offset, event in enumerate(batch, start=1)
+                    ]
+                    await cur.executemany(_INSERT, rows, returning=True)
+                    positions: list[int] = []
+                    while True:
+                        got = await cur.fetchone()
+                        if got is not None:
+                            positions.append(int(got[0]))
+                        if not cur.nextset():
+                            break
+                    await cur.execute(
+                        "INSERT INTO event_streams (aggregate_id, version) VALUES (%s, %s)"
+                        " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
+                        (aggregate_id, current + len(batch)),
+                    )
+            except psycopg.errors.IntegrityError as exc:
+                raise EventStoreError(
+                    f"events cannot be appended to {aggregate_id!r}: {exc}; nothing was appended"
+                ) from exc
+        self._notifier.notify()
+        return [
+            event.model_copy(update={"version": current + offset, "position": position})
+            for offset, (event, position) in enumerate(zip(batch, positions, strict=True), 1)
+        ]
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def _select(self, sql: str, params: Sequence[Any]) -> list[DomainEvent]:
+        self._check_open()
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(sql, params)
+            return [_row_to_event(row) for row in await cur.fetchall()]
+
+    async def get_events(
+        self, aggregate_id: str, from_version: int = 0, to_version: int | None = None
+    ) -> list[DomainEvent]:
+        sql = f"SELECT {_COLUMNS} FROM event_log WHERE aggregate_id = %s AND version > %s"
+        params: list[Any] = [aggregate_id, from_version]
+        if to_version is not None:
+            sql += " AND version <= %s"
+            params.append(to_version)
+        return await self._select(sql + " ORDER BY version", params)
+
+    async def _events_page(
+        self, aggregate_id: str, from_version: int, limit: int
+    ) -> list[DomainEvent]:
+        return await self._select(
+            f"SELECT {_COLUMNS} FROM event_log WHERE aggregate_id = %s AND version > %s"
+            " ORDER BY version LIMIT %s",
+            (aggregate_id, from_version, limit),
+        )
+
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, filter: EventFilter | None = None
+    ) -> list[DomainEvent]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        where, params = filter_sql(
+            filter, from_position, placeholder="%s", time=lambda t: t, uuid=lambda u: u
+        )
+        return await self._select(
+            f"SELECT {_COLUMNS} FROM event_log{where} ORDER BY position LIMIT %s",
+            [*params, limit],
+        )
+
+    async def _scalar(self, sql: str, params: Sequence[Any]) -> int:
+        self._check_open()
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(sql, params)
+            row = await cur.fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    async def get_version(self, aggregate_id: str) -> int:
+        return await self._scalar(
+            "SELECT version FROM event_streams WHERE aggregate_id = %s", (aggregate_id,)
+        )
+
+    async def last_position(self) -> int:
+        return await self._scalar("SELECT MAX(position) FROM event_log", ())
+
+    async def aggregates(self) -> list[tuple[str, int]]:
+        self._check_open()
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT aggregate_id, version FROM event_streams ORDER BY aggregate_id"
+            )
+            return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_pool:
+            await self.pool.close()

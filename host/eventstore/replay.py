@@ -1,0 +1,440 @@
+"""Replaying an agent's recorded conversation with the recorded model outputs.
+
+`replay_conversation` feeds every recorded ``message:received`` of an agent, in order, to a
+fresh runtime whose models are `RecordedModels`: each model call is answered with the output
+recorded for that message and model type instead of calling a model, so the run is
+deterministic. Whatever differs from the recording is reported as a `Divergence`: the reply
+text, whether the agent replied at all, a model call the recording lacks (or a recorded one never
+made), params differing from the recorded ones. An empty report is a regression test made from
+production history. `replay_agent` (``agenthost events replay``) adds the state check of
+`host.eventstore.rebuild` and assembles the runtime from the configured host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, TypeAdapter
+
+from contracts.agent import Reply
+from contracts.eventstore import DomainEvent, EventStore, EventStoreError
+from contracts.memory import Memory
+from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, TextChunk
+from contracts.storage import DatabaseAdapter
+
+from .rebuild import RoomDiff, compare_room, fold_memories
+from .recording import payload_data
+
+__all__ = [
+    "Divergence",
+    "RecordedCall",
+    "RecordedModels",
+    "ReplayClock",
+    "ReplayDivergenceError",
+    "ReplayParts",
+    "ReplayReport",
+    "replay_agent",
+    "replay_conversation",
+]
+
+P = TypeVar("P", bound=ModelParams)
+R = TypeVar("R")
+
+LIVE_BY_DEFAULT = ("text_embedding",)
+"""Model types replay calls live when their output was not recorded (deterministic locally)."""
+_TEXT_TYPES = ("text_large", "text_small")
+
+
+class ReplayDivergenceError(ModelError):
+    """A model call during replay that the recording cannot answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """One way the replay differed from the recording."""
+
+    message_id: UUID | None
+    kind: str
+    """``reply``, ``responded``, ``model call``, ``unused recording``, ``model params``,
+    ``error``, ``state``."""
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """A recorded successful model call: its type, params and output as JSON (None if unknown)."""
+
+    model_type: str
+    params: dict[str, Any] | None
+    output: dict[str, Any] | None
+    position: int | None = None
+
+
+class Processor(Protocol):
+    """What replay drives: an agent runtime's `process_message`."""
+
+    async def process_message(self, message: Memory) -> Reply: ...
+
+
+class ReplayClock:
+    """The runtime clock during a replay: just after the recorded time of the message being
+    replayed (the runtime steps it by 1 µs per memory), so replayed replies sort between the
+    recorded messages as the originals did and the prompts' histories come out the same."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayParts:
+    """What a replay runtime must use: the recorded models and the replay clock."""
+
+    models: ModelRuntime
+    clock: Callable[[], datetime]
+
+
+RuntimeFactory = Callable[[ReplayParts], contextlib.AbstractAsyncContextManager[Processor]]
+"""Builds a fresh agent runtime from `ReplayParts` (a clean memory store, no audit)."""
+
+
+class RecordedModels:
+    """A `ModelRuntime` answering from a recording, message by message.
+
+    `begin` selects the message whose calls answer next; each ``use_model`` takes that message's
+    next recorded call of the same model type. Types in `live` whose output was not recorded go
+    to `fallback` (local embeddings); anything else unanswerable raises `ReplayDivergenceError`
+    and is reported."""
+
+    def __init__(
+        self,
+        calls: dict[UUID, list[RecordedCall]],
+        *,
+        replies: dict[UUID, str] | None = None,
+        fallback: ModelRuntime | None = None,
+        live: Sequence[str] = LIVE_BY_DEFAULT,
+    ) -> None:
+        self._calls = calls
+        self._replies = replies or {}
+        self.fallback = fallback
+        self.live = tuple(live)
+        self.divergences: list[Divergence] = []
+        self.substituted = 0
+        """Calls answered from the recording."""
+        self.approximated = 0
+        """Text calls answered with the recorded reply text (no output in the recording)."""
+        self.live_calls = 0
+        self._message: UUID | None = None
+        self._queues: dict[str, deque[RecordedCall]] = {}
+
+    def begin(self, message_id: UUID) -> None:
+        """Answer from now on with the calls recorded for `message_id`."""
+        self.finish()
+        self._message = message_id
+        self._queues = defaultdict(deque)
+        for call in self._calls.get(message_id, []):
+            self._queues[call.model_type].append(call)
+
+    def finish(self) -> None:
+        """Report recorded calls of the current message that the replay never made."""
+        for name, left in self._queues.items():
+            for _ in left:
+                self.divergences.append(
+                    Divergence(self._message, "unused recording", f"recorded {name} call not made")
+                )
+        self._queues = {}
+
+    async def use_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> R:
+        name = model_type.name
+        queue = self._queues.get(name)
+        call = queue.popleft() if queue else None
+        if call is None or call.output is None:
+            if self.fallback is not None and name in self.live:
+                self.live_calls += 1
+                return await self.fallback.use_model(model_type, params, provider=provider)
+            if name in _TEXT_TYPES and self._message in self._replies and queue is not None:
+                self.approximated += 1
+                self._check_params(name, call, params)
+                return _result(model_type, {"text": self._replies[self._message]})
+            if call is None:
+                self.divergences.append(
+                    Divergence(self._message, "model call", f"{name} call not in the recording")
+                )
+                raise ReplayDivergenceError(f"replay: no recorded {name} call for this message")
+            self.divergences.append(
+                Divergence(self._message, "model call", f"{name} output was not recorded")
+            )
+            raise ReplayDivergenceError(f"replay: the recorded {name} call has no output")
+        self._check_params(name, call, params)
+        self.substituted += 1
+        return _result(model_type, call.output)
+
+    def _check_params(self, name: str, call: RecordedCall | None, params: object) -> None:
+        if call is None or call.params is None:
+            return
+        actual = payload_data(params)
+        if actual != call.params:
+            changed = sorted(
+                k for k in set(actual) | set(call.params) if actual.get(k) != call.params.get(k)
+            )
+            self.divergences.append(
+                Divergence(self._message, "model params", f"{name} params differ in {changed}")
+            )
+
+    async def stream_model(
+        self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
+    ) -> AsyncIterator[TextChunk]:
+        result = await self.use_model(model_type, params, provider=provider)
+        yield TextChunk(text=str(getattr(result, "text", "")), finish_reason="stop")
+
+
+def _result(model_type: ModelType[Any, R], output: dict[str, Any]) -> R:
+    result_type: Any = model_type.result
+    if isinstance(result_type, type) and issubclass(result_type, BaseModel):
+        return result_type.model_validate(output)  # type: ignore[return-value]
+    return TypeAdapter(result_type).validate_python(output)  # type: ignore[no-any-return]
+
+
+@dataclass
+class ReplayReport:
+    """What a replay found: per-room state diffs and the re-run's divergences."""
+
+    aggregate: str
+    messages: int = 0
+    rooms: dict[UUID, RoomDiff] = field(default_factory=dict)
+    divergences: list[Divergence] = field(default_factory=list)
+    substituted: int = 0
+    approximated: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences and all(d.ok for d in self.rooms.values())
+
+    def lines(self) -> list[str]:
+        out = [f"agent {self.aggregate}: {self.messages} recorded message(s) replayed"]
+        for room, diff in self.rooms.items():
+            out.append(f"room {room}: {diff.summary()}")
+        if self.substituted or self.approximated:
+            out.append(
+                f"model calls answered from the recording: {self.substituted}"
+                + (f" (+{self.approximated} from recorded replies)" if self.approximated else "")
+            )
+        out += self.notes
+        for d in self.divergences:
+            out.append(f"DIVERGENCE [{d.kind}] message {d.message_id}: {d.detail}")
+        out.append("replay matches the recording" if self.ok else "replay DIVERGES")
+        return out
+
+
+def _message_of(event: DomainEvent) -> Memory | None:
+    inner = event.data.get("message")
+    return Memory.model_validate(inner) if isinstance(inner, dict) else None
+
+
+def _calls_by_message(events: Sequence[DomainEvent]) -> dict[UUID, list[RecordedCall]]:
+    calls: dict[UUID, list[RecordedCall]] = defaultdict(list)
+    for e in events:
+        if e.event_type != "model:used" or e.correlation_id is None or e.data.get("error"):
+            continue
+        params, output = e.data.get("params"), e.data.get("output")
+        if isinstance(output, dict) and "vectors" in output and output["vectors"] is None:
+            output = None  # embeddings not recorded: replay recomputes them (`live`)
+        calls[e.correlation_id].append(
+            RecordedCall(
+                model_type=str(e.data.get("model_type")),
+                params=params if isinstance(params, dict) else None,
+                output=output if isinstance(output, dict) else None,
+                position=e.position,
+            )
+        )
+    return calls
+
+
+async def replay_conversation(
+    store: EventStore,
+    aggregate_id: str,
+    make_runtime: RuntimeFactory,
+    *,
+    room_id: UUID | None = None,
+    fallback: ModelRuntime | None = None,
+    live: Sequence[str] = LIVE_BY_DEFAULT,
+) -> ReplayReport:
+    """Re-run agent `aggregate_id`'s recorded messages (of `room_id`, or all) through a fresh
+    runtime with recorded model outputs; report every divergence from the recorded replies."""
+    events = [e async for e in store.iter_events(aggregate_id)]
+    report = ReplayReport(aggregate=aggregate_id)
+    incoming: list[Memory] = []
+    replies: dict[UUID, str] = {}
+    for e in events:
+        message = _message_of(e)
+        if message is None or (room_id is not None and message.room_id != room_id):
+            continue
+        if e.event_type == "message:received":
+            incoming.append(message)
+        elif e.event_type == "message:sent":
+            target = e.data.get("in_reply_to") or getattr(message.content, "in_reply_to", None)
+            if target is not None:
+                replies[UUID(str(target))] = message.content.text
+    calls = _calls_by_message(events)
+    if any(c.output is None for cs in calls.values() for c in cs if c.model_type in _TEXT_TYPES):
+        report.notes.append(
+            "note: the trail has no model outputs (model:used without 'output'); text model"
+            " calls are answered with the recorded reply text"
+        )
+    models = RecordedModels(calls, replies=replies, fallback=fallback, live=live)
+    clock = ReplayClock()
+    async with make_runtime(ReplayParts(models, clock)) as runtime:
+        for message in incoming:
+            models.begin(message.id)
+            clock.now = message.created_at + timedelta(microseconds=1)
+            report.messages += 1
+            try:
+                reply = await runtime.process_message(message)
+            except Exception as exc:
+                report.divergences.append(
+                    Divergence(message.id, "error", f"{type(exc).__name__}: {exc}")
+                )
+                continue
+            expected = replies.get(message.id)
+            if expected is None and reply.responded:
+                report.divergences.append(
+                    Divergence(message.id, "responded", f"replied {reply.text!r}, none recorded")
+                )
+            elif expected is not None and not reply.responded:
+                report.divergences.append(
+                    Divergence(message.id, "responded", f"no reply; recorded {expected!r}")
+                )
+            elif expected is not None and reply.text != expected:
+                report.divergences.append(
+                    Divergence(message.id, "reply", f"{reply.text!r} != recorded {expected!r}")
+                )
+        models.finish()
+    report.divergences[:0] = models.divergences
+    report.substituted, report.approximated = models.substituted, models.approximated
+    return report
+
+
+async def check_rooms(
+    store: EventStore,
+    aggregate_id: str,
+    database: DatabaseAdapter,
+    room_id: UUID | None = None,
+) -> dict[UUID, RoomDiff]:
+    """Per room of the agent: its memories rebuilt from events vs the memory store's."""
+    events = [e async for e in store.iter_events(aggregate_id)]
+    rebuilt = fold_memories(events)
+    rooms = sorted({m.room_id for m in rebuilt} | ({room_id} if room_id else set()))
+    agent = UUID(aggregate_id)
+    out: dict[UUID, RoomDiff] = {}
+    for room in rooms:
+        if room_id is not None and room != room_id:
+            continue
+        mine = [m for m in rebuilt if m.room_id == room]
+        out[room] = await compare_room(database, agent, room, mine)
+    return out
+
+
+async def replay_agent(
+    store: EventStore,
+    aggregate_id: str,
+    *,
+    room_id: UUID | None = None,
+    rerun: bool = True,
+    data_dir: Path | None = None,
+) -> ReplayReport:
+    """``agenthost events replay``: check the rooms' state against the configured memory store,
+    then re-run the conversation on a host built from the configuration (audit off, a fresh
+    in-memory store, recorded model outputs)."""
+    from contracts.storage import DATABASE
+    from host.app import Host
+    from host.config import load_config
+
+    try:
+        UUID(aggregate_id)
+    except ValueError:
+        raise EventStoreError(f"aggregate {aggregate_id!r} is not an agent id") from None
+    if await store.get_version(aggregate_id) == 0:
+        raise EventStoreError(f"no events recorded for aggregate {aggregate_id!r}")
+    loaded = load_config()
+    config = loaded.config
+    if data_dir is not None:
+        config = config.model_copy(update={"data_dir": data_dir})
+    plugins = config.plugins.model_copy(
+        update={"disabled": [*config.plugins.disabled, "audit"]}  # the replay is not audited
+    )
+    http = config.http.model_copy(update={"enabled": False})
+    host = Host(config.model_copy(update={"plugins": plugins, "http": http}))
+    await host.start(agents=False)
+    try:
+        database = await host.container.aresolve(DATABASE)
+        rooms = await check_rooms(store, aggregate_id, database, room_id)
+        if not rerun:
+            report = ReplayReport(aggregate=aggregate_id, rooms=rooms)
+            return report
+        factory = _host_runtime_factory(host, store, aggregate_id)
+        report = await replay_conversation(
+            store, aggregate_id, factory, room_id=room_id, fallback=host.models
+        )
+        report.rooms = rooms
+        return report
+    finally:
+        await host.stop()
+
+
+def _host_runtime_factory(host: Any, store: EventStore, aggregate_id: str) -> RuntimeFactory:
+    """Runtimes built from `host`'s plugins (actions, providers, evaluators) with a private bus
+    (so the replay is not audited) and a fresh in-memory store."""
+
+    @contextlib.asynccontextmanager
+    async def make(parts: ReplayParts) -> AsyncIterator[Processor]:
+        from builtin_plugins.inmemory import InMemoryAdapter
+        from host.characters import default_character, load_characters
+        from host.events import EventBus
+        from host.runtime import AgentRuntime
+
+        name = None
+        async for e in store.iter_events(aggregate_id):
+            if e.event_type == "agent:started":
+                name = str(e.data.get("name"))
+                break
+        characters = {
+            c.name: c for c in load_characters(host.config.agents.characters_dir).values()
+        }
+        default = default_character()
+        character = characters.get(name or "", default if name in (None, default.name) else None)
+        if character is None:
+            from contracts.agent import Character
+
+            character = Character(name=name or "replay")
+        database = InMemoryAdapter()
+        scope = host.container.create_scope("agent")
+        runtime = AgentRuntime(
+            character=character,
+            scope=scope,
+            events=EventBus(),
+            models=parts.models,
+            database=database,
+            components=host.components,
+            agent_id=UUID(aggregate_id),
+            clock=parts.clock,
+        )
+        try:
+            yield runtime
+        finally:
+            await runtime.stop(5.0)
+            await scope.aclose()
+            await database.close()
+
+    return make

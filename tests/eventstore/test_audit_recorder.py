@@ -1,0 +1,153 @@
+"""`AuditRecorder` against a real SQLite event store: what is recorded, how, and what never is."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import ClassVar
+from uuid import uuid4
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from builtin_plugins.audit import AuditRecorder, AuditSettings
+from builtin_plugins.audit.recorder import HOST_AGGREGATE
+from contracts.eventstore import DomainEvent, EventStore
+from contracts.memory import Content, Memory
+from host.eventstore import SqliteEventStore
+from host.eventstore.recording import MASK, payload_data
+
+
+class ModelUsed(BaseModel):
+    schema_version: ClassVar[int] = 2
+    agent_id: str
+    model_type: str
+    params: dict[str, object]
+    output: str
+    api_key: SecretStr
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    store = await SqliteEventStore.open(tmp_path / "audit.sqlite3")
+    yield store
+    await store.close()
+
+
+def memory(agent: str, room: str, text: str, reply_to: str | None = None) -> Memory:
+    return Memory(
+        agent_id=uuid4() if agent == "new" else agent,  # type: ignore[arg-type]
+        entity_id=uuid4(),
+        room_id=room,  # type: ignore[arg-type]
+        content=Content(text=text, in_reply_to=reply_to),
+        embedding=[0.1, 0.2, 0.3],
+    )
+
+
+async def test_records_per_agent_with_correlation(sqlite_store: EventStore) -> None:
+    recorder = AuditRecorder(sqlite_store)
+    agent, other, room = str(uuid4()), str(uuid4()), str(uuid4())
+    incoming = memory(agent, room, "hello")
+    reply = memory(agent, room, "hi there", reply_to=str(incoming.id))
+    recorder.record("message:received", incoming)
+    recorder.record("memory:created", incoming)
+    recorder.record("message:received", memory(other, room, "elsewhere"))
+    recorder.record("memory:created", reply)
+    recorder.record("message:sent", reply)
+    recorder.record("plugin:loaded", {"name": "weather", "version": "1.0"})
+    await recorder.flush()
+    assert recorder.recorded == 6 and recorder.dropped == 0
+
+    mine = await sqlite_store.get_events(agent)
+    assert [e.event_type for e in mine] == [
+        "message:received",
+        "memory:created",
+        "memory:created",
+        "message:sent",
+    ]
+    assert [e.version for e in mine] == [1, 2, 3, 4]
+    assert {e.correlation_id for e in mine} == {incoming.id}
+    assert mine[0].metadata == {"room_id": room}
+    assert Memory.model_validate(mine[0].data).content.text == "hello"
+    assert mine[0].data["embedding"] is None  # not recorded by default
+    assert [e.event_type for e in await sqlite_store.get_events(other)] == ["message:received"]
+    [loaded] = await sqlite_store.get_events(HOST_AGGREGATE)
+    assert loaded.data == {"name": "weather", "version": "1.0"}
+    await recorder.aclose()
+
+
+async def test_secrets_are_never_recorded(sqlite_store: EventStore) -> None:
+    recorder = AuditRecorder(sqlite_store)
+    payload = ModelUsed(
+        agent_id="a1",
+        model_type="TEXT_LARGE",
+        params={"prompt": "hi", "max_tokens": 20, "headers": {"Authorization": "Bearer sk-1"}},
+        output="hello",
+        api_key=SecretStr("sk-live-123"),
+    )
+    recorder.record("model:used", payload)
+    recorder.record("plugin:loaded", {"settings": {"openai_api_key": "sk-2", "db_password": "p"}})
+    await recorder.aclose()
+    rows = await sqlite_store.read_all()
+    assert "sk-" not in str([r.data for r in rows])
+    model = rows[0]
+    assert model.schema_version == 2
+    assert model.data["api_key"] == MASK
+    assert model.data["params"] == {
+        "prompt": "hi",
+        "max_tokens": 20,
+        "headers": {"Authorization": MASK},
+    }
+    assert rows[1].data == {"settings": {"openai_api_key": MASK, "db_password": MASK}}
+    raw = _database_bytes(Path(str(sqlite_store.path)))
+    assert b"sk-live-123" not in raw and b"sk-1" not in raw and b"hello" in raw
+
+
+def _database_bytes(path: Path) -> bytes:
+    """The database file and its WAL, as written on disk."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_only_configured_events(sqlite_store: EventStore) -> None:
+    settings = AuditSettings(events=("*",), exclude=("memory:created",))
+    recorder = AuditRecorder(sqlite_store, settings)
+    recorder.record("memory:created", {"agent_id": "a"})
+    recorder.record("custom:thing", {"agent_id": "a"})
+    narrow = AuditRecorder(sqlite_store, AuditSettings(events=("message:sent",)))
+    narrow.record("message:received", {"agent_id": "b"})
+    narrow.record("message:sent", {"agent_id": "b"})
+    await recorder.aclose()
+    await narrow.aclose()
+    assert [(e.aggregate_id, e.event_type) for e in await sqlite_store.read_all()] == [
+        ("a", "custom:thing"),
+        ("b", "message:sent"),
+    ]
+
+
+async def test_batches_many_events_in_order(sqlite_store: EventStore) -> None:
+    recorder = AuditRecorder(sqlite_store, AuditSettings(max_batch=50, events=("*",)))
+    for i in range(1000):
+        recorder.record("tick", {"agent_id": f"a{i % 3}", "i": i})
+    await recorder.aclose()
+    events = await sqlite_store.read_all(limit=5000)
+    assert [e.data["i"] for e in events] == list(range(1000))
+    for agent in ("a0", "a1", "a2"):
+        versions = [e.version for e in await sqlite_store.get_events(agent)]
+        assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_store_failure_is_logged_and_counted_not_raised(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "gone.sqlite3")
+    await store.close()
+    recorder = AuditRecorder(store, AuditSettings(retries=1, retry_delay=0))
+    recorder.record("message:received", {"agent_id": "a"})
+    await recorder.aclose()
+    assert (recorder.recorded, recorder.dropped) == (0, 1)
+
+
+def test_payload_data_shapes() -> None:
+    assert payload_data("text") == {"value": "text"}
+    event = DomainEvent(aggregate_id="a", event_type="t")
+    assert payload_data(event)["aggregate_id"] == "a"
+    assert payload_data({"token": "x", "tokens": 5}) == {"token": MASK, "tokens": 5}
