@@ -1,0 +1,436 @@
+"""The test kit for plugin authors: a real agent runtime in a few lines, offline, deterministic.
+
+::
+
+    async with AgentTestBuilder().with_character(name="TestBot").with_plugin(WeatherPlugin) \\
+            .mock_provider("time", "It is 2 PM").mock_model(TEXT_LARGE, "Hello back!") as rt:
+        with rt.capture_events() as events:
+            reply = await rt.process_message("Hello!")
+        assert reply.text == "Hello back!"
+        assert events.of(MESSAGE_RECEIVED)[0].message.content.text == "Hello!"
+
+`TestRuntime` is an `AgentRuntime`: the same pipeline and the same events, over an in-memory
+(or SQLite, or PostgreSQL) store, with the classic ELIZA model and local embeddings answering
+whatever is not mocked. Time and ids come from a step clock and a counter unless you pass your
+own, so two runs produce the same memories. The pytest plugin (`host.pytest_plugin`) turns this
+into fixtures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from loguru import logger
+from pydantic import BaseModel
+
+from builtin_plugins.eliza import ElizaPlugin
+from builtin_plugins.eliza.embedding import embed
+from builtin_plugins.inmemory import InMemoryAdapter
+from builtin_plugins.sqlite import SqliteAdapter
+from contracts.agent import AGENT_RUNTIME, CHARACTER, Character, Provider, ProviderResult, Reply
+from contracts.config import SETTINGS, HostConfig
+from contracts.events import EVENTS, Event, EventPayload
+from contracts.memory import Memory, MemoryQuery
+from contracts.models import (
+    MODELS,
+    EmbeddingParams,
+    EmbeddingResult,
+    ModelHandler,
+    ModelParams,
+    ModelType,
+    ObjectResult,
+    TextParams,
+    TextResult,
+)
+from contracts.plugin import Plugin
+from contracts.storage import DATABASE, DatabaseAdapter
+from host.characters import default_character
+from host.components import ComponentRegistry
+from host.config import LoadedConfig
+from host.container import Container
+from host.discovery import Discovered
+from host.events import EventBus, HandlerSubscription
+from host.loader import Loader
+from host.models import ModelRegistry
+from host.runtime import AgentRuntime, RuntimeSettings
+
+__all__ = [
+    "AgentTestBuilder",
+    "EventRecorder",
+    "MockModel",
+    "SequentialIds",
+    "StepClock",
+    "TestRuntime",
+]
+
+P = TypeVar("P", bound=EventPayload)
+MOCK_PRIORITY = 1_000
+"""Mock model handlers outrank every real provider."""
+
+Reply_ = str | BaseModel | Callable[[Any], Any]
+
+
+@dataclass
+class StepClock:
+    """A clock that advances by `step` on every read, from `start`."""
+
+    start: datetime = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    step: timedelta = timedelta(seconds=1)
+    reads: int = 0
+
+    def __call__(self) -> datetime:
+        now = self.start + self.step * self.reads
+        self.reads += 1
+        return now
+
+
+@dataclass
+class SequentialIds:
+    """UUIDs ``...0001``, ``...0002``, ...: readable in failures, the same on every run."""
+
+    prefix: int = 0xA6E7
+    counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __call__(self) -> UUID:
+        return UUID(int=(self.prefix << 112) | next(self.counter))
+
+
+class MockModel:
+    """A model handler answering from `replies`: one reply for every call, a list used in turn
+    (the last one repeats), or a function of the params. Records every call's params."""
+
+    def __init__(self, model_type: ModelType[Any, Any], replies: Reply_ | Sequence[Reply_]):
+        self.model_type = model_type
+        self.replies: list[Reply_] = (
+            list(replies) if isinstance(replies, list | tuple) else [replies]  # type: ignore[list-item]
+        )
+        self.calls: list[Any] = []
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompt text of each text call (the last user message for chat calls)."""
+        out = []
+        for params in self.calls:
+            if isinstance(params, TextParams):
+                out.append(
+                    params.prompt or (params.messages[-1].content if params.messages else "")
+                )
+        return out
+
+    async def __call__(self, params: ModelParams) -> Any:
+        index = min(len(self.calls), len(self.replies) - 1)
+        self.calls.append(params)
+        reply = self.replies[index]
+        value = reply(params) if callable(reply) else reply
+        if isinstance(value, Awaitable):
+            value = await value
+        return _as_result(self.model_type, value, params)
+
+
+def _as_result(model_type: ModelType[Any, Any], value: Any, params: Any) -> Any:
+    if isinstance(value, model_type.result):
+        return value
+    if model_type.result is TextResult:
+        return TextResult(text=str(value), finish_reason="stop", model="mock")
+    if model_type.result is EmbeddingResult:
+        texts = params.texts if isinstance(params, EmbeddingParams) else [str(value)]
+        return EmbeddingResult(vectors=[embed(t) for t in texts], model="mock")
+    if model_type.result is ObjectResult and isinstance(value, Mapping):
+        return ObjectResult(data=dict(value))
+    raise TypeError(
+        f"mock for {model_type.name} returned {type(value).__name__}; "
+        f"return a {model_type.result.__name__}"
+    )
+
+
+class EventRecorder:
+    """Every event emitted while it listens, in order, with typed accessors."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.seen: list[tuple[Event[Any], EventPayload]] = []
+        self._subscription: HandlerSubscription | None = bus.on_any(self._record)
+
+    def _record(self, event: Event[Any], payload: EventPayload) -> None:
+        self.seen.append((event, payload))
+
+    def of(self, event: Event[P]) -> list[P]:
+        """The payloads of `event`, typed."""
+        return [p for e, p in self.seen if e.name == event.name]  # type: ignore[misc]
+
+    def names(self) -> list[str]:
+        return [e.name for e, _ in self.seen]
+
+    def assert_emitted(self, event: Event[Any], times: int | None = None) -> None:
+        count = sum(1 for e, _ in self.seen if e.name == event.name)
+        if (times is None and count == 0) or (times is not None and count != times):
+            expected = "at least once" if times is None else f"{times} times"
+            raise AssertionError(
+                f"{event.name} emitted {count} times, expected {expected}; seen: {self.names()}"
+            )
+
+    def assert_order(self, *events: Event[Any]) -> None:
+        """Each event happened, in this order (others may come in between)."""
+        names = self.names()
+        position = 0
+        for event in events:
+            try:
+                position = names.index(event.name, position) + 1
+            except ValueError:
+                raise AssertionError(
+                    f"{event.name} not emitted after position {position}; seen: {names}"
+                ) from None
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+    def stop(self) -> None:
+        if self._subscription is not None:
+            self._subscription.cancel()
+            self._subscription = None
+
+    def __enter__(self) -> EventRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class TestRuntime(AgentRuntime):
+    """An `AgentRuntime` with test helpers; built by `AgentTestBuilder`."""
+
+    __test__ = False  # not a pytest test class
+    is_test = True
+
+    def __init__(self, *, registry: ModelRegistry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self.mock_models: dict[str, MockModel] = {}
+        self.room_id = UUID(int=(0xA6E7 << 112) | 0xF00D)
+        """The room `process_message` uses for plain text."""
+        self.user_id = UUID(int=(0xA6E7 << 112) | 0xBEEF)
+        """The sender `process_message` uses for plain text."""
+
+    async def process_message(
+        self,
+        message: Memory | str,
+        *,
+        room_id: UUID | None = None,
+        entity_id: UUID | None = None,
+    ) -> Reply:
+        """Process a message; plain text becomes a message from `user_id` in `room_id`."""
+        if isinstance(message, str):
+            message = self.new_message(
+                message, room_id=room_id or self.room_id, entity_id=entity_id or self.user_id
+            )
+        return await super().process_message(message)
+
+    def set_mock_provider(self, name: str, result: str | ProviderResult) -> None:
+        """Provide `result` as the state of provider `name` (replacing any provider so named)."""
+        value = result if isinstance(result, ProviderResult) else ProviderResult(text=result)
+
+        async def get(message: Memory, state: Any) -> ProviderResult:
+            return value
+
+        owner = f"mock:{name}"
+        self.components.unregister_plugin(owner)
+        existing = self.components.owner_of("provider", name)
+        if existing is not None:
+            self.components.unregister_plugin(existing)
+        self.components.add(owner, providers=[Provider(name, get)])
+
+    def set_mock_model(
+        self, model_type: ModelType[Any, Any], replies: Reply_ | Sequence[Reply_]
+    ) -> MockModel:
+        """Answer `model_type` calls from `replies`; returns the mock (its ``calls``)."""
+        owner = f"mock:{model_type.name}"
+        self.registry.unregister_owner(owner)
+        mock = MockModel(model_type, replies)
+        self.registry.register(
+            ModelHandler(model_type, mock, priority=MOCK_PRIORITY, provider="mock"), owner=owner
+        )
+        self.mock_models[model_type.name] = mock
+        return mock
+
+    def capture_events(self) -> EventRecorder:
+        """Record events from now on (use as ``with rt.capture_events() as events:``)."""
+        assert isinstance(self.events, EventBus)
+        return EventRecorder(self.events)
+
+    async def clear_all_memories(self) -> int:
+        """Delete every memory of this agent; how many."""
+        rows = await self.database.get_memories(MemoryQuery(agent_id=self.agent_id))
+        return await self.database.delete_memories_batch([m.id for m in rows])
+
+
+class AgentTestBuilder:
+    """Builds a `TestRuntime` step by step; ``await build()`` or ``async with``."""
+
+    def __init__(self) -> None:
+        self._character: dict[str, Any] = {}
+        self._plugins: list[type[Plugin] | Plugin] = []
+        self._providers: dict[str, str | ProviderResult] = {}
+        self._models: list[tuple[ModelType[Any, Any], Any]] = []
+        self._database = "inmemory"
+        self._config: dict[str, Any] = {}
+        self._clock: Callable[[], datetime] = StepClock()
+        self._ids: Callable[[], UUID] = SequentialIds()
+        self._cleanup: list[Callable[[], Awaitable[None]]] = []
+        self._runtime: TestRuntime | None = None
+
+    def with_character(self, character: Character | None = None, **fields: Any) -> AgentTestBuilder:
+        """A character, or fields merged over the default one (``name="TestBot"``)."""
+        self._character = {**(character.model_dump() if character else {}), **fields}
+        return self
+
+    def with_plugin(self, plugin: type[Plugin] | Plugin) -> AgentTestBuilder:
+        """A plugin class (constructed with injection, like the host does) or an instance."""
+        self._plugins.append(plugin)
+        return self
+
+    def mock_provider(self, name: str, result: str | ProviderResult) -> AgentTestBuilder:
+        self._providers[name] = result
+        return self
+
+    def mock_model(
+        self, model_type: ModelType[Any, Any], replies: Reply_ | Sequence[Reply_]
+    ) -> AgentTestBuilder:
+        self._models.append((model_type, replies))
+        return self
+
+    def with_database(self, database: str) -> AgentTestBuilder:
+        """``inmemory`` (default), ``sqlite`` (a temp file), a SQLite path, or a
+        ``postgresql://`` URL."""
+        self._database = database
+        return self
+
+    def with_settings(self, **sections: Any) -> AgentTestBuilder:
+        """Config sections (as in agenthost.yaml): ``plugins={"weather": {...}}``,
+        ``agents={"history": 3}``."""
+        self._config.update(sections)
+        return self
+
+    def with_clock(self, clock: Callable[[], datetime]) -> AgentTestBuilder:
+        self._clock = clock
+        return self
+
+    def with_ids(self, ids: Callable[[], UUID]) -> AgentTestBuilder:
+        self._ids = ids
+        return self
+
+    async def _open_database(self) -> DatabaseAdapter:
+        spec = self._database
+        if spec == "inmemory":
+            return InMemoryAdapter()
+        if spec.startswith(("postgresql://", "postgres://")):
+            from builtin_plugins.postgres import PostgresAdapter
+
+            return await PostgresAdapter.open(spec)
+        if spec == "sqlite":
+            directory = Path(tempfile.mkdtemp(prefix="agenthost-test-"))
+
+            async def remove() -> None:
+                shutil.rmtree(directory, ignore_errors=True)
+
+            self._cleanup.append(remove)
+            return await SqliteAdapter.open(directory / "test.sqlite3")
+        return await SqliteAdapter.open(spec.removeprefix("sqlite:///"))
+
+    async def build(self) -> TestRuntime:
+        """Assemble the runtime: store, bus, models (ELIZA + mocks), plugins, character."""
+        config = HostConfig.model_validate(self._config)
+        container = Container()
+        bus = EventBus()
+        registry = ModelRegistry(config.models, events=bus)
+        for handler in ElizaPlugin().models():
+            registry.register(handler, owner="eliza")
+        components = ComponentRegistry()
+        database = await self._open_database()
+        self._cleanup.append(database.close)
+        container.provide(DATABASE, database, owner="test")
+        container.provide(MODELS, registry, owner="test")
+        container.provide(EVENTS, bus, owner="test")
+        container.provide(SETTINGS, config, owner="test")
+        loader = Loader(
+            container,
+            [container, bus, registry, components],
+            config=LoadedConfig(config, None),
+            events=bus,
+        )
+        for plugin in self._plugins:
+            await self._load(loader, plugin)
+        character = default_character()
+        if self._character:
+            character = Character.model_validate({**character.model_dump(), **self._character})
+        scope = container.create_scope("agent")
+        agents = config.agents
+        runtime = TestRuntime(
+            registry=registry,
+            character=character,
+            scope=scope,
+            events=bus,
+            models=registry,
+            database=database,
+            components=components,
+            settings=RuntimeSettings(
+                provider_timeout=agents.provider_timeout,
+                action_timeout=agents.action_timeout,
+                evaluator_timeout=agents.evaluator_timeout,
+                history=agents.history,
+                embed=agents.embed,
+                respond_in_groups=agents.respond_in_groups,
+                max_actions=agents.max_actions,
+            ),
+            clock=self._clock,
+            ids=self._ids,
+        )
+        scope.provide(CHARACTER, character, owner="test")
+        scope.provide(AGENT_RUNTIME, runtime, owner="test")
+        for name, result in self._providers.items():
+            runtime.set_mock_provider(name, result)
+        for model_type, replies in self._models:
+            runtime.set_mock_model(model_type, replies)
+
+        async def close() -> None:
+            await runtime.stop()
+            await loader.unload_all()
+            await scope.aclose()
+            await container.aclose()
+            await bus.aclose()
+
+        self._cleanup.insert(0, close)
+        self._runtime = runtime
+        return runtime
+
+    async def _load(self, loader: Loader, plugin: type[Plugin] | Plugin) -> None:
+        cls = plugin if isinstance(plugin, type) else type(plugin)
+        manifest = cls.manifest
+        factory: Callable[..., Any] = cls if isinstance(plugin, type) else (lambda: plugin)
+        item = Discovered(manifest.name, f"{cls.__module__}:{cls.__qualname__}", None, None)
+        item.factory, item.manifest = factory, manifest
+        if await loader.load(item) is None:
+            status = loader.statuses[manifest.name]
+            raise RuntimeError(f"plugin {manifest.name} failed to {status.stage}: {status.error}")
+
+    async def aclose(self) -> None:
+        """Tear down everything `build` made, in reverse."""
+        cleanup, self._cleanup = self._cleanup, []
+        for step in cleanup:
+            try:
+                await step()
+            except Exception as exc:  # keep tearing down the rest
+                logger.opt(exception=exc).warning("test runtime teardown step failed")
+
+    async def __aenter__(self) -> TestRuntime:
+        return await self.build()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
