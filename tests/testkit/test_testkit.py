@@ -1,0 +1,166 @@
+"""The test kit: builder options, mocks, determinism, plugins, fixtures, docs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from contracts.agent import Action, ActionContext, ActionResult, Provider, ProviderResult, State
+from contracts.events import ACTION_COMPLETED, MESSAGE_SENT, MessagePayload
+from contracts.logging import Logger
+from contracts.memory import Memory, MemoryQuery
+from contracts.models import TEXT_EMBEDDING, TEXT_LARGE, TextParams
+from contracts.plugin import Manifest, Plugin
+from contracts.storage import DatabaseAdapter
+from host.testing import AgentTestBuilder, EventRecorder, TestRuntime
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GreeterSettings(BaseModel):
+    greeting: str = "Hi"
+
+
+class Greeter(Plugin):
+    manifest: ClassVar[Manifest] = Manifest(name="greeter", settings=GreeterSettings)
+
+    def __init__(self, db: DatabaseAdapter, log: Logger, settings: GreeterSettings) -> None:
+        self.db, self.log, self.settings = db, log, settings
+
+    async def greet(self, ctx: ActionContext) -> ActionResult:
+        count = await self.db.count_memories()
+        return ActionResult(text=f"{self.settings.greeting} ({count} memories)")
+
+    async def mood(self, message: Memory, state: State) -> ProviderResult:
+        return ProviderResult(text="Mood: cheerful")
+
+    def actions(self) -> Sequence[Action]:
+        return (Action("GREET", "greet the user", self.greet),)
+
+    def providers(self) -> Sequence[Provider]:
+        return (Provider("mood", self.mood),)
+
+
+async def test_plugins_are_injected_and_configured() -> None:
+    builder = (
+        AgentTestBuilder()
+        .with_plugin(Greeter)
+        .with_settings(plugins={"greeter": {"greeting": "Salut"}})
+        .mock_model(TEXT_LARGE, "Hello there\nACTIONS: GREET")
+    )
+    async with builder as runtime:
+        with runtime.capture_events() as events:
+            reply = await runtime.process_message("hi")
+        assert reply.text == "Hello there\nSalut (1 memories)"
+        completed = events.of(ACTION_COMPLETED)
+        assert completed[0].action == "GREET" and completed[0].plugin == "greeter"
+        assert "Mood: cheerful" in runtime.mock_models["text_large"].prompts[0]
+
+
+async def test_a_failing_plugin_fails_the_build_with_its_reason() -> None:
+    class Broken(Plugin):
+        manifest: ClassVar[Manifest] = Manifest(name="broken")
+
+        async def setup(self) -> None:
+            raise RuntimeError("no weather service")
+
+    with pytest.raises(RuntimeError, match=r"plugin broken failed to setup: .*no weather service"):
+        async with AgentTestBuilder().with_plugin(Broken):
+            pass
+
+
+async def test_mock_model_lists_callables_and_recorded_calls() -> None:
+    async with AgentTestBuilder().mock_model(
+        TEXT_LARGE, ["first", lambda params: f"echo {params.prompt.splitlines()[-1]}"]
+    ) as runtime:
+        assert (await runtime.process_message("one")).text == "first"
+        assert (await runtime.process_message("two")).text == "echo two"
+        assert (await runtime.process_message("three")).text == "echo three"
+        mock = runtime.mock_models["text_large"]
+        assert len(mock.calls) == 3 and all(isinstance(c, TextParams) for c in mock.calls)
+        runtime.set_mock_model(TEXT_LARGE, "replaced")
+        assert (await runtime.process_message("four")).text == "replaced"
+        embedding = runtime.set_mock_model(TEXT_EMBEDDING, "ignored")
+        await runtime.process_message("five")
+        assert embedding.calls  # the message and the reply were embedded through the mock
+
+
+async def test_unmocked_models_are_eliza_offline() -> None:
+    async with AgentTestBuilder() as runtime:
+        reply = await runtime.process_message("Men are all alike.")
+        assert reply.text == "In what way?"
+        assert runtime.is_test
+
+
+async def _run(database: str = "inmemory") -> list[tuple[str, str]]:
+    async with AgentTestBuilder().with_database(database) as runtime:
+        await runtime.process_message("I feel sad")
+        rows = await runtime.database.get_memories(MemoryQuery(order="asc"))
+        return [(str(m.id), m.created_at.isoformat()) for m in rows]
+
+
+async def test_runs_are_deterministic_on_every_store() -> None:
+    first = await _run()
+    assert first == await _run()
+    assert first == await _run("sqlite")
+    assert first[0][1] == "2026-01-01T12:00:00+00:00"
+
+
+async def test_recorder_assertions_explain_failures() -> None:
+    async with AgentTestBuilder() as runtime:
+        with runtime.capture_events() as events:
+            await runtime.process_message("hello")
+        events.assert_emitted(MESSAGE_SENT, times=1)
+        with pytest.raises(AssertionError, match="action:completed emitted 0 times"):
+            events.assert_emitted(ACTION_COMPLETED)
+        with pytest.raises(AssertionError, match="not emitted after position"):
+            events.assert_order(MESSAGE_SENT, ACTION_COMPLETED)
+        sent: list[MessagePayload] = events.of(MESSAGE_SENT)
+        assert sent[0].in_reply_to is not None
+
+
+async def test_fixtures(
+    agent_runtime: TestRuntime, event_capture: EventRecorder, memory_store: DatabaseAdapter
+) -> None:
+    await agent_runtime.process_message("hello")
+    assert "message:sent" in event_capture.names()
+    assert await memory_store.count_memories() == 0
+
+
+def test_docs_show_the_example_test_verbatim() -> None:
+    doc = (ROOT / "docs" / "testing.md").read_text()
+    source = (Path(__file__).parent / "test_example.py").read_text()
+    example = re.search(r"# --8<-- \[start:example\]\n(.*?)# --8<-- \[end:example\]", source, re.S)
+    assert example is not None
+    assert example.group(1).strip() in doc
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_an_external_test_suite_uses_the_fixtures(tmp_path: Path, mode: str) -> None:
+    """The pytest11 plugin in a separate project: fixtures work in both asyncio modes."""
+    marker = "@pytest.mark.asyncio\n" if mode == "strict" else ""
+    (tmp_path / "test_external.py").write_text(
+        "import pytest\n"
+        "from contracts.models import TEXT_LARGE\n\n"
+        f"{marker}async def test_bot(agent_builder):\n"
+        "    runtime = await agent_builder.mock_model(TEXT_LARGE, 'pong').build()\n"
+        "    reply = await runtime.process_message('ping')\n"
+        "    assert reply.text == 'pong'\n\n"
+        f"{marker}async def test_store(memory_store):\n"
+        "    assert await memory_store.count_memories() == 0\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+         f"asyncio_mode={mode}", "-o", "asyncio_default_fixture_loop_scope=function",
+         str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout  # test_bot, and test_store on inmemory and sqlite
