@@ -93,3 +93,17 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert f"invalid YAML in {bad}:3" in done.stderr
     version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("agenthost ")
+
+
+def test_the_plugin_package_runs_its_own_tests_with_the_kit(plugin_path: Path) -> None:
+    """An external package's tests use agenthost's fixtures through the pytest11 entry point."""
+    package = Path(__file__).resolve().parents[1] / "fixtures" / "agenthost-weather"
+    env = {**os.environ, "PYTHONPATH": str(plugin_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+         "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
+         str(package / "tests")],
+        cwd=package, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
