@@ -13,10 +13,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from fastapi import APIRouter, HTTPException
 from loguru import logger
 
 from contracts.cache import CACHE
 from contracts.config import SETTINGS, HostConfig
+from contracts.errors import AgentHostError
 from contracts.events import EVENTS, Event, EventPayload
 from contracts.logging import LOGGER
 from contracts.metrics import METRICS
@@ -36,6 +38,7 @@ from host.metrics.routes import metrics_router
 from host.metrics.sampler import bus_source, cache_source
 from host.metrics.telemetry import Telemetry, build_telemetry
 from host.models import ModelRegistry
+from host.reload import Reloader, ReloadResult
 from host.runtime import RuntimeSettings
 
 __all__ = ["Host"]
@@ -81,6 +84,8 @@ class Host:
             events=self.events,
         )
         self._discovered = discovered
+        self.reloader: Reloader | None = None
+        """Set in dev mode (``dev: true`` / ``agenthost run --dev``): watches plugin files."""
         self.agents: AgentManager | None = None
         self.http: HttpServer | None = None
         self._started = False
@@ -121,8 +126,24 @@ class Host:
         )
         if agents:
             await self._start_agents()
+        if self.config.dev:
+            self.reloader = Reloader(self.loader, drain=self._drain)
+            self.reloader.start()
         if http and self.config.http.enabled:
             await self.start_http()
+
+    async def _drain(self, grace: float) -> bool:
+        """Wait for every agent's messages in progress (hot reload, before an old teardown)."""
+        if self.agents is None:
+            return True
+        results = await asyncio.gather(*(rt.drain(grace) for rt in self.agents.running))
+        return all(results)
+
+    async def reload_plugin(self, name: str) -> ReloadResult:
+        """Reload plugin `name` now (dev mode; also what a file change triggers)."""
+        if self.reloader is None:
+            raise AgentHostError("plugin reload needs dev mode (dev: true or agenthost run --dev)")
+        return await self.reloader.reload(name)
 
     async def _start_agents(self) -> None:
         settings = self.config.agents
@@ -155,6 +176,8 @@ class Host:
             raise RuntimeError("start the agents before the HTTP API")
         app = app_from_settings(self.agents, self.config.http)
         app.include_router(metrics_router(self.telemetry))
+        if self.reloader is not None:
+            app.include_router(reload_router(self))
         self.http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
         await self.http.start()
         _log.info("HTTP API on {} (OpenAPI at /docs)", self.http.url)
@@ -170,6 +193,8 @@ class Host:
             return
         self._started = False
         steps = []
+        if self.reloader is not None:
+            steps.append(("plugin watcher", self.reloader.stop()))
         if self.http is not None:
             steps.append(("HTTP API", self.http.stop()))
         if self.agents is not None:
@@ -205,3 +230,23 @@ class Host:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def reload_router(host: Host) -> APIRouter:
+    """``POST /plugins/{name}/reload`` (dev mode only)."""
+    router = APIRouter(tags=["dev"])
+
+    @router.post("/plugins/{name}/reload")
+    async def reload(name: str) -> dict[str, Any]:
+        if name not in host.loader.loaded:
+            raise HTTPException(404, f"no loaded plugin named {name!r}")
+        result = await host.reload_plugin(name)
+        return {
+            "name": result.name,
+            "ok": result.ok,
+            "duration": result.duration,
+            "error": result.error,
+            "reloaded": result.reloaded,
+        }
+
+    return router

@@ -195,6 +195,38 @@ def plugins_list(
     console.print(table)
 
 
+@plugins_app.command("reload")
+def plugins_reload(
+    name: Annotated[str, typer.Argument(help="The plugin to reload.")],
+    url: Annotated[
+        str | None, typer.Option("--url", help="The running host (default: from http config).")
+    ] = None,
+) -> None:
+    """Reload a plugin in a host running in dev mode (``agenthost run --dev``)."""
+    loaded = _load()
+    http = loaded.config.http
+    base = url or f"http://{http.host}:{http.port}"
+    headers = {}
+    if http.api_key is not None:
+        headers["X-API-Key"] = http.api_key.get_secret_value()
+    try:
+        response = httpx.post(f"{base}/plugins/{name}/reload", headers=headers, timeout=120)
+    except httpx.HTTPError as exc:
+        errors.print(f"[red]error:[/] cannot reach {base}: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if response.status_code == 404:
+        errors.print(f"[red]error:[/] {response.json().get('detail', response.text)}")
+        raise typer.Exit(1)
+    if response.status_code >= 400:
+        errors.print(f"[red]error:[/] HTTP {response.status_code}: {response.text}")
+        raise typer.Exit(1)
+    result = response.json()
+    if not result["ok"]:
+        errors.print(f"[red]reload of {name} failed:[/] {result['error']}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"reloaded {', '.join(result['reloaded'])} in {result['duration'] * 1000:.0f} ms")
+
+
 # config ---------------------------------------------------------------------
 
 

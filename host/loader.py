@@ -279,6 +279,54 @@ class Loader:
         await self._emit_loaded(PLUGIN_LOADED, loaded)
         return loaded
 
+    async def prepare(self, item: Discovered) -> LoadedPlugin:
+        """Construct and set up `item` without registering it (hot reload builds the new
+        version next to the old one this way). Raises what construction or setup raised."""
+        manifest = item.manifest
+        assert manifest is not None and item.factory is not None
+        log = plugin_logger(item.name)
+        settings = self._settings(manifest)
+        extras: dict[Any, object] = {Logger: log, LOGGER: log}
+        if manifest.settings is not None and settings is not None:
+            extras[manifest.settings] = settings
+        instance = await self.container.construct(item.factory, owner=item.name, extras=extras)
+        setup = getattr(instance, "setup", None)
+        if callable(setup):
+            await _maybe_await(setup())
+        return LoadedPlugin(manifest, instance, item, settings)
+
+    async def replace(self, new: LoadedPlugin) -> LoadedPlugin:
+        """Swap the loaded plugin of the same name for `new` in every registrar; the old one
+        (returned) is still set up: tear it down once its in-flight work is done.
+
+        With the host's registrars (all synchronous) nothing yields to the event loop between
+        removing the old registrations and adding the new ones, so no request sees the plugin
+        missing. If registering `new` fails, the old registrations are put back and the error
+        is raised."""
+        name = new.name
+        old = self.loaded[name]
+        for registrar in reversed(self.registrars):
+            await _maybe_await(registrar.unregister_plugin(name))
+        done: list[PluginRegistrar] = []
+        try:
+            for registrar in self.registrars:
+                await _maybe_await(registrar.register_plugin(new))
+                done.append(registrar)
+        except Exception:
+            for registrar in reversed(done):
+                await self._quietly(registrar.unregister_plugin(name), name)
+            for registrar in self.registrars:
+                await _maybe_await(registrar.register_plugin(old))
+            raise
+        self.loaded[name] = new
+        self.discovered[name] = new.discovered
+        self._status(new.discovered, "loaded")
+        return old
+
+    async def teardown(self, loaded: LoadedPlugin) -> None:
+        """Tear down a plugin instance that is no longer registered (a replaced version)."""
+        await self._teardown_instance(loaded.name, loaded.instance)
+
     def _settings(self, manifest: Manifest) -> BaseModel | None:
         if manifest.settings is None:
             return None

@@ -461,20 +461,28 @@ class AgentRuntime:
     async def stop(self, grace: float | None = 30.0) -> None:
         """Refuse new messages and wait for the ones in progress (up to `grace` seconds)."""
         self._running = False
+        if not await self.drain(grace):
+            self._log.warning("agent stopped with messages still in progress")
+
+    async def drain(self, grace: float | None = 30.0) -> bool:
+        """Wait (up to `grace` seconds) for the messages in progress now; False on timeout.
+
+        Hot reload uses it before tearing down a replaced plugin's old instance."""
         busy = [room.lock for room in self._rooms.values() if room.lock.locked()]
         if not busy:
-            return
+            return True
 
-        async def drain() -> None:
+        async def wait() -> None:
             for lock in busy:
                 async with lock:
                     pass
 
         try:
             async with asyncio.timeout(grace):
-                await drain()
+                await wait()
         except TimeoutError:
-            self._log.warning("agent stopped with messages still in progress")
+            return False
+        return True
 
     @asynccontextmanager
     async def _room(self, room_id: UUID) -> AsyncIterator[None]:

@@ -1,0 +1,109 @@
+"""A real plugin distribution in a temp dir (package + .dist-info with its entry point) whose
+files the reload tests edit, and a dev-mode host that loaded it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from host.app import Host
+from host.config import LoadedConfig
+
+PLUGIN = """
+from typing import ClassVar
+from contracts.agent import Provider, ProviderResult
+from contracts.plugin import Manifest, Plugin
+
+VALUE = "{value}"
+
+
+class ReloadMe(Plugin):
+    manifest: ClassVar[Manifest] = Manifest(name="reloadme")
+
+    async def mood(self, message, state):
+        return ProviderResult(text="mood: " + VALUE)
+
+    def providers(self):
+        return [Provider("mood", self.mood)]
+"""
+
+DEPENDENT = """
+from typing import ClassVar
+from contracts.agent import Provider, ProviderResult
+from contracts.plugin import Manifest, Plugin
+import reloadme
+
+
+class Dependent(Plugin):
+    manifest: ClassVar[Manifest] = Manifest(name="dependent", dependencies=("reloadme",))
+
+    async def echo(self, message, state):
+        return ProviderResult(text="dependent sees " + reloadme.VALUE)
+
+    def providers(self):
+        return [Provider("echo", self.echo)]
+"""
+
+
+@dataclass
+class PluginFiles:
+    site: Path
+
+    @property
+    def module(self) -> Path:
+        return self.site / "reloadme" / "__init__.py"
+
+    def write(self, value: str) -> None:
+        self.module.write_text(PLUGIN.format(value=value))
+
+    def break_it(self) -> None:
+        self.module.write_text(PLUGIN.format(value="x") + "\ndef broken(:\n")
+
+
+def _dist(site: Path, name: str, target: str) -> None:
+    info = site / f"{name}-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text(f"[agenthost.plugins]\n{name} = {target}\n")
+    (info / "RECORD").write_text("")
+
+
+@pytest.fixture
+def plugin_files(tmp_path: Path) -> Iterator[PluginFiles]:
+    site = tmp_path / "site"
+    (site / "reloadme").mkdir(parents=True)
+    (site / "dependent").mkdir()
+    files = PluginFiles(site)
+    files.write("v1")
+    (site / "dependent" / "__init__.py").write_text(DEPENDENT)
+    _dist(site, "reloadme", "reloadme:ReloadMe")
+    _dist(site, "dependent", "dependent:Dependent")
+    sys.path.insert(0, str(site))
+    try:
+        yield files
+    finally:
+        sys.path.remove(str(site))
+        for name in [m for m in sys.modules if m.split(".")[0] in ("reloadme", "dependent")]:
+            del sys.modules[name]
+
+
+@pytest.fixture
+async def dev_host(plugin_files: PluginFiles, tmp_path: Path) -> AsyncIterator[Host]:
+    config = HostConfig(
+        dev=True,
+        data_dir=tmp_path / "data",
+        http=HttpSettings(port=0),
+        agents=AgentsSettings(characters_dir=tmp_path / "none"),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza", "reloadme", "dependent"]),
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start(http=True)
+    try:
+        yield host
+    finally:
+        await host.stop()

@@ -1,0 +1,107 @@
+"""Hot reload: real files edited on disk, the new behaviour observed through the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import uuid4
+
+from typer.testing import CliRunner
+
+from contracts.events import PLUGIN_FAILED, PLUGIN_RELOADED, PluginFailedPayload
+from host.app import Host
+from host.cli import app
+
+from .conftest import PluginFiles
+
+ROOM = uuid4()
+
+
+async def state_text(host: Host) -> str:
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    message = runtime.new_message("how are you?", room_id=ROOM, entity_id=uuid4())
+    return (await runtime.compose_state(message)).text
+
+
+async def next_event(host: Host, *names: str, within: float = 10.0) -> object:
+    """The next plugin:reloaded / plugin:failed payload."""
+    got: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    def record(event: object, payload: object) -> None:
+        if getattr(event, "name", None) in names and not got.done():
+            got.set_result(payload)
+
+    subscription = host.events.on_any(record)
+    try:
+        return await asyncio.wait_for(got, within)
+    finally:
+        subscription.cancel()
+
+
+async def test_an_edit_is_picked_up_live(dev_host: Host, plugin_files: PluginFiles) -> None:
+    assert "mood: v1" in await state_text(dev_host)
+    waiting = asyncio.ensure_future(next_event(dev_host, PLUGIN_RELOADED.name))
+    await asyncio.sleep(0.05)
+    plugin_files.write("v2")
+    payload = await waiting
+    assert payload.name == "reloadme" and payload.duration < 5
+    text = await state_text(dev_host)
+    assert "mood: v2" in text and "dependent sees v2" in text
+    assert dev_host.reloader is not None
+    assert dev_host.reloader.history[-1].reloaded == ["reloadme", "dependent"]
+
+
+async def test_a_broken_edit_keeps_the_old_version(
+    dev_host: Host, plugin_files: PluginFiles
+) -> None:
+    waiting = asyncio.ensure_future(next_event(dev_host, PLUGIN_FAILED.name))
+    await asyncio.sleep(0.05)
+    plugin_files.break_it()
+    failed = await waiting
+    assert isinstance(failed, PluginFailedPayload) and failed.stage == "reload"
+    assert failed.file is not None and failed.file.endswith("reloadme/__init__.py")
+    assert failed.line is not None and failed.line > 10
+    assert "SyntaxError" in failed.error
+    assert "mood: v1" in await state_text(dev_host)  # the old version still serves
+    waiting = asyncio.ensure_future(next_event(dev_host, PLUGIN_RELOADED.name))
+    await asyncio.sleep(0.05)
+    plugin_files.write("v3")
+    await waiting
+    assert "mood: v3" in await state_text(dev_host)
+
+
+async def test_messages_keep_flowing_during_reloads(
+    dev_host: Host, plugin_files: PluginFiles
+) -> None:
+    assert dev_host.agents is not None
+    runtime = dev_host.agents.get("Eliza")
+    stop = asyncio.Event()
+    replies = []
+
+    async def chatter() -> None:
+        while not stop.is_set():
+            message = runtime.new_message("I feel fine", room_id=uuid4(), entity_id=uuid4())
+            replies.append(await runtime.process_message(message))
+
+    talkers = [asyncio.create_task(chatter()) for _ in range(3)]
+    for version in ("a", "b", "c"):
+        waiting = asyncio.ensure_future(next_event(dev_host, PLUGIN_RELOADED.name))
+        await asyncio.sleep(0.05)
+        plugin_files.write(version)
+        await waiting
+    stop.set()
+    await asyncio.gather(*talkers)  # any failed message would raise here
+    assert len(replies) > 3 and all(r.responded and r.text for r in replies)
+    assert "mood: c" in await state_text(dev_host)
+
+
+async def test_reload_through_the_cli_and_http(dev_host: Host, plugin_files: PluginFiles) -> None:
+    assert dev_host.http is not None
+    args = ["plugins", "reload", "reloadme", "--url", dev_host.http.url]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    assert "reloaded reloadme, dependent" in result.output
+    missing = await asyncio.to_thread(
+        CliRunner().invoke, app, ["plugins", "reload", "nope", "--url", dev_host.http.url]
+    )
+    assert missing.exit_code == 1
