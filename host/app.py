@@ -117,6 +117,8 @@ class Host:
         await self.loader.report_discovery()
         for problem in self.container.validate():
             _log.error("service wiring: {}", problem)
+        if self.config.metrics.enabled:
+            self._sample_plugins()
         loaded = [s.name for s in self.statuses if s.state == "loaded"]
         failed = [s.name for s in self.statuses if s.state == "failed"]
         _log.info(
@@ -144,6 +146,16 @@ class Host:
         if self.reloader is None:
             raise AgentHostError("plugin reload needs dev mode (dev: true or agenthost run --dev)")
         return await self.reloader.reload(name)
+
+    def _sample_plugins(self) -> None:
+        """Sample plugins' own figures: a plugin may define ``metric_counters()`` (cumulative
+        values, e.g. events appended) and ``metric_gauges()`` (current values, e.g. its
+        connection pool), each returning ``{metric name: value}``."""
+        for name, loaded in self.loader.loaded.items():
+            for method, kind in (("metric_counters", "counter"), ("metric_gauges", "gauge")):
+                read = getattr(loaded.instance, method, None)
+                if callable(read):
+                    self.telemetry.sampler.add(name, read, kind=kind)  # type: ignore[arg-type]
 
     async def _start_agents(self) -> None:
         settings = self.config.agents

@@ -86,5 +86,14 @@ class AuditPlugin(Plugin):
                 await self.store.close()
                 self.store = None
 
+    def metric_counters(self) -> dict[str, float]:
+        """Sampled by the host: events appended to the store and events dropped."""
+        if self.recorder is None:
+            return {}
+        return {
+            "agenthost.eventstore.appends": self.recorder.recorded,
+            "agenthost.eventstore.dropped": self.recorder.dropped,
+        }
+
     def services(self) -> Sequence[Service[Any]]:
         return (Service(EVENT_STORE, self.event_store),)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
 from contracts.storage import DATABASE, DatabaseAdapter, StorageError
+from host.metrics.sampler import pool_source
 from host.vectors import IndexParams
 
 from .adapter import PostgresAdapter
@@ -53,6 +54,7 @@ class PostgresPlugin(Plugin):
 
     def __init__(self, settings: PostgresSettings | None = None) -> None:
         self.settings = settings or PostgresSettings()
+        self.adapter: PostgresAdapter | None = None
 
     async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
         """Service factory: connect and migrate on first use; close the pool at shutdown."""
@@ -72,10 +74,18 @@ class PostgresPlugin(Plugin):
                 ivf_probes=s.ivf_probes,
             ),
         )
+        self.adapter = adapter
         try:
             yield adapter
         finally:
+            self.adapter = None
             await adapter.close()
+
+    def metric_gauges(self) -> dict[str, float]:
+        """Sampled by the host: the connection pool (OpenTelemetry database conventions)."""
+        if self.adapter is None:
+            return {}
+        return {str(k): v for k, v in pool_source(self.adapter.pool)().items()}
 
     def services(self) -> Sequence[Service[Any]]:
         return (Service(DATABASE, self.open_adapter),)

@@ -23,7 +23,7 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
         data_dir=tmp_path,
         http=HttpSettings(port=0),
         agents=AgentsSettings(characters_dir=tmp_path / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
     )
     host = Host(LoadedConfig(config, None))
     await host.start(http=True)
@@ -35,6 +35,7 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
                     "/agents/eliza/messages", json={"text": text, "room_id": str(uuid4())}
                 )
                 assert response.status_code == 200
+            await host.loader.loaded["audit"].instance.flush()  # type: ignore[attr-defined]
             exposition = (await client.get("/metrics")).text
         families = {f.name: f for f in text_string_to_metric_families(exposition)}
         duration = families["gen_ai_client_operation_duration"]
@@ -51,6 +52,8 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
             and s.value == 4
             for s in memory_ops.samples
         )
+        appends = families["agenthost_eventstore_appends"].samples
+        assert sum(s.value for s in appends if s.name.endswith("_total")) > 10
         emitted = families["agenthost_events_emitted"]
         received = [s for s in emitted.samples if s.labels.get("event") == "message:received"]
         assert received and received[0].value == 2

@@ -134,5 +134,11 @@ async def test_the_plugin_serves_a_host_when_pinned(pg_server_uri: str, tmp_path
         assert reply.text == "In what way?"
         assert await db.count_memories(MemoryQuery(room_id=ROOM)) == 2
         assert not (tmp_path / "agenthost.sqlite3").exists()
+        figures = {
+            (s["name"], tuple(sorted(s["tags"].items()))): s for s in host.telemetry.snapshot()
+        }
+        pool = figures[("db.client.connection.count", ())]
+        assert pool["value"] >= 1
+        assert figures[("db.client.connection.max", ())]["value"] == 10
     finally:
         await host.stop()
