@@ -43,6 +43,7 @@ from contracts.events import (
 from contracts.plugin import Manifest
 from host import hookspecs
 from host.deadlines import Deadlines
+from host.validation import field_problems
 
 __all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
 
@@ -369,10 +370,7 @@ def _coerce(event: Event[P], payload: object) -> P:
     try:
         return expected.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = field_problems(exc)
         raise PayloadTypeError(
             f"event {event.name!r}: invalid {expected.__name__} payload ({problems})"
         ) from exc

@@ -37,6 +37,7 @@ from contracts.models import (
     TextChunk,
 )
 from host.deadlines import Deadlines
+from host.validation import field_problems
 
 __all__ = ["CallContext", "ModelRegistry", "call_context", "is_retryable"]
 
@@ -393,10 +394,7 @@ def _coerce(model_type: ModelType[P, Any], params: object) -> P:
     try:
         return expected.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = field_problems(exc)
         raise InvalidModelParamsError(
             f"{model_type.name}: invalid {expected.__name__} ({problems})"
         ) from exc
