@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from host.container import Container
 from host.events import EventBus
 from host.models import ModelRegistry
 from host.runtime import AgentRuntime
+from host.testing import AgentTestBuilder, EventRecorder, MockModel, TestRuntime
 
 PIPELINE_EVENTS = {
     "message:received",
@@ -93,3 +95,55 @@ async def build_rig(tmp_path: Path) -> Rig:
     bus.on_any(record)
     await agents.start("Eliza")
     return rig
+
+
+class KitRig:
+    """The same surface as `Rig`, built with the test kit (`host.testing`): the single-agent
+    pipeline tests run on the kit that plugin authors use (dogfooding)."""
+
+    def __init__(self, runtime: TestRuntime, recorder: EventRecorder, mock: MockModel) -> None:
+        self.runtime = runtime
+        self.recorder = recorder
+        self.mock = mock
+        self.scripted: list[str] = []
+        self.components = runtime.components
+        self.db = runtime.database
+        self.bus = runtime.events
+        self.models = runtime.registry
+        parent = runtime.scope.parent
+        assert parent is not None
+        self.container = parent
+
+    @property
+    def seen(self) -> list[tuple[str, Any]]:
+        return [(event.name, payload) for event, payload in self.recorder.seen]
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.mock.prompts
+
+    def payloads(self, name: str) -> list[Any]:
+        return [payload for seen, payload in self.seen if seen == name]
+
+    def script_reply(self, text: str) -> None:
+        self.scripted.append(text)
+
+
+@asynccontextmanager
+async def kit_rig() -> AsyncIterator[KitRig]:
+    """A `KitRig`: the kit's runtime on a SQLite file, TEXT_LARGE answered by ELIZA unless a
+    reply is scripted, every event recorded."""
+    eliza = ElizaPlugin()
+    scripted: list[str] = []
+
+    async def answer(params: TextParams) -> TextResult:
+        if scripted:
+            return TextResult(text=scripted.pop(0))
+        return await eliza.reply(params)
+
+    builder = AgentTestBuilder().with_database("sqlite").mock_model(TEXT_LARGE, answer)
+    async with builder as runtime:
+        with runtime.capture_events() as recorder:
+            rig = KitRig(runtime, recorder, runtime.mock_models[TEXT_LARGE.name])
+            rig.scripted = scripted
+            yield rig

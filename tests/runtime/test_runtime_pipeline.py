@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
+
+import pytest
 
 from contracts.agent import (
     Action,
@@ -21,7 +24,17 @@ from contracts.agent import (
 from contracts.memory import Memory, MemoryQuery
 from host.runtime import AgentRuntime, build_prompt, parse_actions
 
-from .runtime_helpers import PIPELINE_EVENTS, Rig
+from .runtime_helpers import PIPELINE_EVENTS, KitRig, kit_rig
+
+Rig = KitRig
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[KitRig]:
+    """These tests run on the test kit plugin authors use (host.testing)."""
+    async with kit_rig() as built:
+        yield built
+
 
 ROOM = UUID("00000000-0000-4000-8000-000000000001")
 USER = UUID("00000000-0000-4000-8000-0000000000aa")
