@@ -146,9 +146,11 @@ class _Template:
 class _Shared:
     """State shared by a container and all its scopes: known tokens, pins, pending teardowns."""
 
-    __slots__ = ("pins", "retired", "seq", "tasks", "tokens", "types")
+    __slots__ = ("announced", "pins", "retired", "seq", "tasks", "tokens", "types")
 
     def __init__(self, pins: Mapping[str, str]) -> None:
+        self.announced: dict[str, str] = {}
+        """Last provider choice logged per service: the same choice is not logged twice."""
         self.pins: dict[str, str] = dict(pins)
         self.tokens: dict[str, Token[Any]] = {}
         self.types: dict[Any, list[str]] = {}
@@ -472,7 +474,9 @@ class Container:
             if not pinned:
                 return None  # resolving reports the pin error
             chosen = pinned[-1]
-            if len(candidates) > 1:
+            others = _others(candidates, chosen)
+            if len(candidates) > 1 and self._shared.announced.get(name) != f"{pin}/{others}":
+                self._shared.announced[name] = f"{pin}/{others}"
                 _log.info(
                     "service '{}': using plugin {} (pinned by config services.{}) over {}",
                     name,
@@ -482,7 +486,9 @@ class Container:
                 )
             return chosen
         chosen = max(candidates, key=lambda binding: (binding.priority, binding.seq))
-        if len(candidates) > 1:
+        others = _others(candidates, chosen) if len(candidates) > 1 else ""
+        if others and self._shared.announced.get(name) != f"{chosen.owner}/{others}":
+            self._shared.announced[name] = f"{chosen.owner}/{others}"
             tie = [b for b in candidates if b.priority == chosen.priority and b is not chosen]
             _log.log(
                 "WARNING" if tie else "INFO",
