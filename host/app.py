@@ -105,7 +105,7 @@ class Host:
         self._started = True
         self.events.on_any(self._invalidate_cache, owner="host")
         if self.config.metrics.enabled:
-            self.events.on_any(EventMetrics(self.telemetry.collector), owner="host")
+            self.events.on_any(EventMetrics(self.telemetry.internal), owner="host")
             counters, gauges = cache_source(self.cache)
             self.telemetry.sampler.add("host", counters, kind="counter")
             self.telemetry.sampler.add("host", gauges)
@@ -178,7 +178,7 @@ class Host:
             self.components,
             characters=characters.values(),
             settings=runtime,
-            metrics=self.telemetry.collector if self.config.metrics.enabled else None,
+            metrics=self.telemetry.internal if self.config.metrics.enabled else None,
         )
         await self.agents.start_all(settings.start)
 

@@ -32,22 +32,31 @@ class InstrumentedAdapter:
         self.inner = inner
         self.metrics = metrics
         self.backend = inner.backend
+        self._tags: dict[tuple[str, str], dict[str, str]] = {}
+
+    def _tagged(self, operation: str, outcome: str) -> dict[str, str]:
+        tags = self._tags.get((operation, outcome))
+        if tags is None:
+            tags = {"operation": operation, "backend": self.backend, "outcome": outcome}
+            self._tags[(operation, outcome)] = tags
+        return tags
 
     async def _timed(self, operation: str, call: Awaitable[T], size: int | None = None) -> T:
         started = time.perf_counter()
-        outcome = "ok"
         try:
-            return await call
+            result = await call
         except BaseException as exc:
-            outcome = type(exc).__name__
+            elapsed = time.perf_counter() - started
+            tags = self._tagged(operation, type(exc).__name__)
+            self.metrics.record_histogram(OPERATION_DURATION, elapsed, tags)
             raise
-        finally:
-            tags = {"operation": operation, "backend": self.backend, "outcome": outcome}
-            self.metrics.record_histogram(OPERATION_DURATION, time.perf_counter() - started, tags)
-            if size is not None:
-                self.metrics.record_histogram(
-                    BATCH_SIZE, size, {"operation": operation, "backend": self.backend}
-                )
+        elapsed = time.perf_counter() - started
+        self.metrics.record_histogram(OPERATION_DURATION, elapsed, self._tagged(operation, "ok"))
+        if size is not None:
+            self.metrics.record_histogram(
+                BATCH_SIZE, size, {"operation": operation, "backend": self.backend}
+            )
+        return result
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
         return await self._timed("create", self.inner.create_memory(memory, table_name))

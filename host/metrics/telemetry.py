@@ -12,13 +12,13 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from contracts.metrics import MetricsCollector, MetricsSettings
+from contracts.metrics import MetricsCollector, MetricsSettings, Tags
 from host.metrics.guard import GuardedMetrics
 from host.metrics.memory import InMemoryMetrics, Series
 from host.metrics.prometheus import MemoryExporter
 from host.metrics.sampler import Sampler
 
-__all__ = ["Telemetry", "build_telemetry", "series_json"]
+__all__ = ["FanOut", "Telemetry", "build_telemetry", "series_json"]
 
 
 @dataclass(slots=True)
@@ -27,12 +27,22 @@ class Telemetry:
 
     settings: MetricsSettings
     collector: GuardedMetrics
+    """What plugins record through (the METRICS service): guarded against user-data tags."""
     memory: InMemoryMetrics
     sampler: Sampler
     prometheus: MemoryExporter | None = None
     """Serves the in-memory series in Prometheus format when the exporter is configured."""
     otel: Any = None
     """An `OTelMetrics` when the ``otel`` exporter is configured (needs the ``otel`` extra)."""
+
+    @property
+    def internal(self) -> MetricsCollector:
+        """What the host's own instrumentation records through: its tags are bounded by
+        construction (model types, providers, actions, stages), so it skips the guard; this is
+        on every message's path."""
+        if self.otel is None:
+            return self.memory
+        return FanOut((self.memory, self.otel))
 
     def start(self) -> None:
         """Start the periodic sampler (and the Prometheus port when configured)."""
@@ -57,6 +67,25 @@ class Telemetry:
         """Current figures of every series as JSON-ready dicts (sampled first)."""
         self.sampler.sample()
         return [series_json(series) for series in self.memory.series()]
+
+
+class FanOut:
+    """Records into several collectors (no guard: for the host's own, vetted tags)."""
+
+    def __init__(self, collectors: tuple[MetricsCollector, ...]) -> None:
+        self.collectors = collectors
+
+    def increment_counter(self, name: str, value: float = 1, tags: Tags | None = None) -> None:
+        for collector in self.collectors:
+            collector.increment_counter(name, value, tags)
+
+    def record_histogram(self, name: str, value: float, tags: Tags | None = None) -> None:
+        for collector in self.collectors:
+            collector.record_histogram(name, value, tags)
+
+    def record_gauge(self, name: str, value: float, tags: Tags | None = None) -> None:
+        for collector in self.collectors:
+            collector.record_gauge(name, value, tags)
 
 
 def series_json(series: Series) -> dict[str, Any]:
