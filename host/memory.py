@@ -18,7 +18,7 @@ from uuid import UUID
 from contracts.memory import Memory, MemoryQuery
 from contracts.storage import DatabaseAdapter, InvalidQueryError
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MemoryManager"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MemoryManager", "check_table_name"]
 
 DEFAULT_PAGE_SIZE = 500
 
@@ -84,3 +84,12 @@ class MemoryManager:
 def _check_size(size: int) -> None:
     if size < 1:
         raise InvalidQueryError(f"page size must be >= 1, got {size}")
+
+
+def check_table_name(name: str) -> None:
+    """`InvalidQueryError` unless `name` is a valid memory table name (the adapters' check of
+    a ``table_name`` argument, which bypasses `Memory`'s own validation)."""
+    try:
+        MemoryQuery(table_name=name)
+    except ValueError as exc:
+        raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc

@@ -28,6 +28,7 @@ from contracts.storage import (
     InvalidQueryError,
     StorageError,
 )
+from host.memory import check_table_name
 from host.vectors import IndexParams, IndexSet, check_index_type, query_vector
 
 __all__ = ["InMemoryAdapter"]
@@ -83,7 +84,7 @@ class InMemoryAdapter:
     ) -> list[UUID]:
         self._check_open()
         if table_name is not None:
-            _check_table_name(table_name)
+            check_table_name(table_name)
         staged: list[Memory] = []
         arrays: dict[UUID, Any] = {}  # id -> float32 vector
         dims: dict[str, int | None] = {}
@@ -402,10 +403,3 @@ def _copy(memory: Memory, **update: Any) -> Memory:
     update["metadata"] = _copy_json(memory.metadata)
     update["content"] = _copy_content(memory.content)
     return memory.model_copy(update=update)
-
-
-def _check_table_name(name: str) -> None:
-    try:
-        MemoryQuery(table_name=name)
-    except ValueError as exc:
-        raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc

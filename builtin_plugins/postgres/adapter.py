@@ -32,6 +32,7 @@ from contracts.storage import (
     InvalidQueryError,
     StorageError,
 )
+from host.memory import check_table_name
 from host.vectors import IndexParams, check_index_type, query_vector
 
 from .schema import hnsw_index_sql, ivf_index_sql, migrate
@@ -208,7 +209,7 @@ class PostgresAdapter:
         self, memories: Sequence[Memory], table_name: str | None = None
     ) -> list[UUID]:
         if table_name is not None:
-            _check_table_name(table_name)
+            check_table_name(table_name)
         batch = list(memories)
         if not batch:
             return []
@@ -535,10 +536,3 @@ def _safe(exc: BaseException, url: str) -> str:
     except psycopg.ProgrammingError:
         password = None
     return text.replace(str(password), "****") if password else text
-
-
-def _check_table_name(name: str) -> None:
-    try:
-        MemoryQuery(table_name=name)
-    except ValueError as exc:
-        raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc

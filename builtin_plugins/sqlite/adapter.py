@@ -36,6 +36,7 @@ from contracts.storage import (
     InvalidQueryError,
     StorageError,
 )
+from host.memory import check_table_name
 from host.vectors import IndexParams, IndexSet, check_index_type, query_vector
 
 from .schema import migrate
@@ -253,7 +254,7 @@ class SqliteAdapter:
         self, memories: Sequence[Memory], table_name: str | None = None
     ) -> list[UUID]:
         if table_name is not None:
-            _check_table_name(table_name)
+            check_table_name(table_name)
         batch = list(memories)
         if not batch:
             return []
@@ -597,10 +598,3 @@ def _to_matrix(rows: Iterable[tuple[int, bytes]], dim: int) -> tuple[list[int], 
     labels = [r[0] for r in rows]
     matrix = np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(-1, dim).copy()
     return labels, matrix
-
-
-def _check_table_name(name: str) -> None:
-    try:
-        MemoryQuery(table_name=name)
-    except ValueError as exc:
-        raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc
