@@ -92,7 +92,10 @@ class Event(Generic[P]):
     """A named event and the type of its payload. Names are unique: ``area:what_happened``.
 
     Creating an event registers it by name (the event store and replay look events up by the
-    name they stored); declaring the same name twice with another payload type is an error.
+    name they stored); declaring the same name twice with another payload type is an error. A
+    plugin module imported again (hot reload) re-creates its payload class: a payload class of
+    the same module and qualified name counts as the same type, and the new declaration wins.
+    The bus matches subscriptions by name, so handlers subscribed with the old token still run.
     """
 
     name: str
@@ -102,15 +105,25 @@ class Event(Generic[P]):
     def __post_init__(self) -> None:
         with _registry_lock:
             known = _registry.get(self.name)
-            if known is not None and known.payload is not self.payload:
+            if known is not None and not _same_type(known.payload, self.payload):
                 raise EventError(
                     f"event {self.name!r} is already declared with payload "
-                    f"{known.payload.__qualname__}, not {self.payload.__qualname__}"
+                    f"{_type_name(known.payload)}, not {_type_name(self.payload)}"
                 )
             _registry[self.name] = self
 
     def __repr__(self) -> str:
         return f"Event({self.name!r}, {self.payload.__name__})"
+
+
+def _type_name(cls: type[Any]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same_type(known: type[Any], new: type[Any]) -> bool:
+    return known is new or (
+        known.__module__ == new.__module__ and known.__qualname__ == new.__qualname__
+    )
 
 
 def event_named(name: str) -> Event[Any] | None:

@@ -105,12 +105,21 @@ class ModelType(Generic[P, R]):
     def __post_init__(self) -> None:
         with _registry_lock:
             known = _registry.get(self.name)
-            if known is not None and (known.params, known.result) != (self.params, self.result):
+            if known is not None and not (
+                _same_type(known.params, self.params) and _same_type(known.result, self.result)
+            ):
                 raise ModelError(f"model type {self.name!r} is already declared differently")
             _registry[self.name] = self
 
     def __repr__(self) -> str:
         return f"ModelType({self.name!r})"
+
+
+def _same_type(known: type[Any], new: type[Any]) -> bool:
+    """The same class, or the same class re-created by a re-import (hot reload)."""
+    return known is new or (
+        known.__module__ == new.__module__ and known.__qualname__ == new.__qualname__
+    )
 
 
 def model_type_named(name: str) -> ModelType[Any, Any] | None:

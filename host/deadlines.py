@@ -41,14 +41,15 @@ class Deadlines:
         return key
 
     def finish(self, key: int) -> bool:
-        """Release the deadline; True if it had expired (the task was cancelled for it)."""
+        """Release the deadline; True if it expired and that is the only cancellation of the
+        task (the caller turns the CancelledError into a timeout)."""
         self._due.pop(key, None)
         if key in self._expired:
             self._expired.discard(key)
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            return True
+            # Another cancellation pending (the caller's own, or an enclosing deadline of the
+            # same sweep) wins: the CancelledError must go on up, not become a timeout.
+            return task is None or task.uncancel() == 0
         return False
 
     async def _sweep(self) -> None:

@@ -21,6 +21,7 @@ import inspect
 import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -50,6 +51,7 @@ __all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
 P = TypeVar("P", bound=EventPayload)
 
 _order = itertools.count()
+_in_detached: ContextVar[bool] = ContextVar("agenthost_in_detached_handler", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +222,16 @@ class EventBus:
             for caller in self._pm.get_hookcallers(plugin) or ():
                 event_name = hookspecs.HOOK_EVENTS.get(caller.name)
                 event = event_named(event_name) if event_name else None
-                if event is None:
-                    raise EventError(f"plugin {name} implements unknown hook {caller.name!r}")
                 for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin:
-                        adapter = _hook_adapter(impl.function)
-                        made.append(self.on(event, adapter, owner=name, priority=priority))
+                    if impl.plugin is not plugin:
+                        continue
+                    if event is None:
+                        if impl.optionalhook:
+                            continue  # pluggy's "implement it if the host knows it"
+                        raise EventError(f"plugin {name} implements unknown hook {caller.name!r}")
+                    _check_hookimpl(name, caller.name, impl)
+                    adapter = _hook_adapter(impl.function, "payload" in impl.argnames)
+                    made.append(self.on(event, adapter, owner=name, priority=priority))
         except BaseException:
             for sub in made:
                 sub.cancel()
@@ -262,7 +268,9 @@ class EventBus:
         if plan is None:
             plan = self._handlers_for(event.name)
         for sub in plan:
-            if sub.detached:
+            if not sub.active:
+                continue  # unsubscribed by an earlier handler of this emit (or a plugin unload)
+            if sub.detached and not self._closed:
                 await self._spawn(sub, event, payload)
                 continue
             try:
@@ -281,7 +289,11 @@ class EventBus:
         try:
             await result
         except asyncio.CancelledError:
-            if self._deadlines.finish(key):
+            task = asyncio.current_task()
+            # Expired and no other cancellation pending (the caller's, or an enclosing handler's
+            # deadline that expired in the same sweep): a timeout of this handler. Otherwise the
+            # cancellation goes on up, so none is swallowed.
+            if self._deadlines.finish(key) and not (task and task.cancelling()):
                 raise TimeoutError(f"took over {limit}s") from None
             raise
         finally:
@@ -296,6 +308,11 @@ class EventBus:
     async def _spawn(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.detached_limit)
+        if self._slots.locked() and _in_detached.get():
+            # A detached handler emitting while every slot is taken: waiting for a slot could
+            # mean waiting on itself (all slots held by handlers doing the same), so run it here.
+            await self._call(sub, event, payload)
+            return
         await self._slots.acquire()
         task = asyncio.get_running_loop().create_task(self._run_detached(sub, event, payload))
         self._detached.add(task)
@@ -304,6 +321,14 @@ class EventBus:
     async def _run_detached(
         self, sub: HandlerSubscription, event: Event[Any], payload: Any
     ) -> None:
+        _in_detached.set(True)
+        try:
+            await self._call(sub, event, payload)
+        finally:
+            assert self._slots is not None
+            self._slots.release()
+
+    async def _call(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:
         try:
             result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
             if result is not None and inspect.isawaitable(result):
@@ -311,9 +336,6 @@ class EventBus:
                 await self._await(result, timeout)
         except Exception as exc:
             await self._failed(sub, event, exc)
-        finally:
-            assert self._slots is not None
-            self._slots.release()
 
     async def _failed(self, sub: HandlerSubscription, event: Event[Any], exc: Exception) -> None:
         self.failures += 1
@@ -364,7 +386,7 @@ def _coerce(event: Event[P], payload: object) -> P:
         data = payload.model_dump()
     if not isinstance(data, dict):
         raise PayloadTypeError(
-            f"event {event.name!r} takes a {expected.__name__} payload, "
+            f"event {event.name!r} takes a payload of type {expected.__name__}, "
             f"got {type(payload).__name__}"
         )
     try:
@@ -376,11 +398,28 @@ def _coerce(event: Event[P], payload: object) -> P:
         ) from exc
 
 
-def _hook_adapter(function: Callable[..., Any]) -> Callable[[Any], Awaitable[None] | None]:
-    """Hook implementations take ``payload=`` by keyword; the bus passes it positionally."""
+def _check_hookimpl(plugin: str, hook: str, impl: pluggy.HookImpl) -> None:
+    """Refuse pluggy options the bus cannot honour rather than ignore them silently."""
+    if impl.wrapper or impl.hookwrapper:
+        raise EventError(
+            f"plugin {plugin}: hook {hook!r} is a wrapper; event hooks are plain implementations"
+            " (wrap nothing: every handler runs, isolated from the others)"
+        )
+    if impl.tryfirst or impl.trylast:
+        raise EventError(
+            f"plugin {plugin}: hook {hook!r} uses tryfirst/trylast; event handlers run by priority"
+            " (set the plugin's manifest priority, or use EventHandler(..., priority=...))"
+        )
+
+
+def _hook_adapter(
+    function: Callable[..., Any], wants_payload: bool
+) -> Callable[[Any], Awaitable[None] | None]:
+    """Hook implementations take ``payload=`` by keyword (or nothing: pluggy lets an
+    implementation accept a subset of the spec's arguments); the bus passes it positionally."""
 
     def call(payload: Any) -> Awaitable[None] | None:
-        result: Awaitable[None] | None = function(payload=payload)
+        result: Awaitable[None] | None = function(payload=payload) if wants_payload else function()
         return result
 
     call.__qualname__ = getattr(function, "__qualname__", "hook")

@@ -222,11 +222,11 @@ async def test_wrong_payload_from_untyped_code_names_the_event_and_the_field() -
     bus.on(AGENT_STARTED, seen.append)
     untyped: object = HandlerFailedPayload(event="x", handler="h", error="e")
     with pytest.raises(PayloadTypeError, match=r"'agent:started'.*field agent_id"):
-        await bus.emit(AGENT_STARTED, untyped)  # type: ignore[arg-type]
-    with pytest.raises(PayloadTypeError, match="takes a AgentPayload payload, got str"):
-        await bus.emit(AGENT_STARTED, "hello")  # type: ignore[arg-type]
+        await bus.emit(AGENT_STARTED, untyped)  # type: ignore[misc]
+    with pytest.raises(PayloadTypeError, match="takes a payload of type AgentPayload, got str"):
+        await bus.emit(AGENT_STARTED, "hello")  # type: ignore[misc]
     raw: object = {"agent_id": str(STARTED.agent_id), "name": "raw"}
-    await bus.emit(AGENT_STARTED, raw)  # type: ignore[arg-type]
+    await bus.emit(AGENT_STARTED, raw)  # type: ignore[misc]
     assert seen[0].name == "raw" and seen[0].agent_id == STARTED.agent_id
 
 

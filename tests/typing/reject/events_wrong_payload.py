@@ -30,4 +30,4 @@ EventHandler(AGENT_STARTED, on_memory)  # E: Argument 2 to "EventHandler" has in
 async def later() -> None:
     payload = AgentPayload(agent_id=uuid4(), name="eliza")
     await bus.emit(MEMORY_CREATED, payload)  # E: Cannot infer value of type parameter "P" of "emit"
-    await bus.emit(AGENT_STARTED, {"name": "eliza"})  # E: Cannot infer value of type parameter "P" of "emit"
+    await bus.emit(AGENT_STARTED, {"name": "eliza"})  # E: Cannot infer value of type parameter "P"
