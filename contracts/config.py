@@ -27,6 +27,7 @@ __all__ = [
     "HttpSettings",
     "LoggingSettings",
     "PluginsSettings",
+    "ReloadSettings",
 ]
 
 
@@ -100,6 +101,17 @@ class AgentsSettings(_Section):
     max_actions: int = Field(default=5, ge=0)
 
 
+class ReloadSettings(_Section):
+    """Hot reload in dev mode (``dev: true``)."""
+
+    debounce: float = Field(default=0.1, ge=0)
+    """Seconds of quiet after a save before reloading (a burst of saves is one reload)."""
+    drain_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for messages in flight before tearing down a replaced version."""
+    watch_builtins: bool = False
+    """Also watch the builtin plugins (for working on agenthost itself)."""
+
+
 class CacheSettings(_Section):
     max_entries: int | None = Field(default=10_000, ge=1)
     max_bytes: int | None = Field(default=None, ge=1)
@@ -113,7 +125,8 @@ class HostConfig(BaseModel):
     data_dir: Path = Path("data")
     """Where the default SQLite store and other local state live."""
     dev: bool = False
-    """Dev mode: reload plugins when their files change."""
+    """Dev mode: reload plugins when their files change (see ``reload``)."""
+    reload: ReloadSettings = Field(default_factory=ReloadSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     services: dict[str, str] = Field(default_factory=dict)

@@ -129,7 +129,14 @@ class Host:
         if agents:
             await self._start_agents()
         if self.config.dev:
-            self.reloader = Reloader(self.loader, drain=self._drain)
+            settings = self.config.reload
+            self.reloader = Reloader(
+                self.loader,
+                drain=self._drain,
+                debounce=settings.debounce,
+                drain_timeout=settings.drain_timeout,
+                watch_builtins=settings.watch_builtins,
+            )
             self.reloader.start()
         if http and self.config.http.enabled:
             await self.start_http()
