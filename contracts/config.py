@@ -90,6 +90,8 @@ class HttpSettings(_Section):
 class AgentsSettings(_Section):
     characters_dir: Path = Path("config/characters")
     """Character files (YAML or JSON, ElizaOS format accepted) loaded at start."""
+    characters: list[dict[str, Any]] = Field(default_factory=list)
+    """Characters defined inline, same fields as a character file (added to the files')."""
     start: list[str] | None = None
     """Agents started with the host (None: every character found)."""
     provider_timeout: float = Field(default=5.0, gt=0)

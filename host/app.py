@@ -31,7 +31,7 @@ from host.config import LoadedConfig, load_config
 from host.container import Container
 from host.discovery import Discovered, discover
 from host.events import EventBus, EventSettings
-from host.http import HttpServer, app_from_settings
+from host.http import HttpServer, app_from_settings, include_guarded
 from host.loader import Loader, PluginStatus
 from host.metrics.events import EventMetrics
 from host.metrics.routes import metrics_router
@@ -166,7 +166,7 @@ class Host:
 
     async def _start_agents(self) -> None:
         settings = self.config.agents
-        characters = load_characters(settings.characters_dir)
+        characters = load_characters(settings.characters_dir, inline=settings.characters)
         if not characters:
             character = default_character()
             characters = {character.name.lower(): character}
@@ -194,9 +194,9 @@ class Host:
         if self.agents is None:
             raise RuntimeError("start the agents before the HTTP API")
         app = app_from_settings(self.agents, self.config.http)
-        app.include_router(metrics_router(self.telemetry))
+        include_guarded(app, metrics_router(self.telemetry))
         if self.reloader is not None:
-            app.include_router(reload_router(self))
+            include_guarded(app, reload_router(self))
         self.http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
         await self.http.start()
         _log.info("HTTP API on {} (OpenAPI at /docs)", self.http.url)

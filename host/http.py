@@ -47,6 +47,7 @@ __all__ = [
     "MessageIn",
     "app_from_settings",
     "create_app",
+    "include_guarded",
     "serve",
 ]
 
@@ -238,7 +239,7 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    guarded = APIRouter(dependencies=[Depends(_require_key)])
+    guarded = APIRouter()
 
     @guarded.get("/ready", tags=["ops"], responses={503: {"model": ErrorOut}})
     async def ready() -> dict[str, Any]:
@@ -329,13 +330,19 @@ def create_app(
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API")
 
-    app.include_router(guarded)
+    include_guarded(app, guarded)
 
     @app.exception_handler(UnknownAgentError)
     async def unknown_agent(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     return app
+
+
+def include_guarded(app: FastAPI, router: APIRouter) -> None:
+    """Mount `router` on `app` behind the API key check (every route but ``/health`` is; the
+    host mounts ``/metrics``, ``/stats`` and the dev reload route this way)."""
+    app.include_router(router, dependencies=[Depends(_require_key)])
 
 
 def _info(agents: AgentManager, name: str) -> AgentInfo:

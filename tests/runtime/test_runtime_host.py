@@ -1,0 +1,101 @@
+"""The assembled `Host` over HTTP: characters from files and inline config, and the API key on
+every route the host mounts (its own, ``/metrics``, ``/stats``, the dev reload route) but health."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from host.app import Host
+from host.config import LoadedConfig
+from host.http import API_KEY_HEADER
+
+DATA = Path(__file__).parent / "data"
+KEY = "s3cret-key"
+
+
+@pytest.fixture
+async def host(tmp_path: Path) -> AsyncIterator[Host]:
+    characters = tmp_path / "characters"
+    characters.mkdir()
+    shutil.copy(DATA / "elizaos_character.json", characters / "ada.json")
+    config = HostConfig.model_validate(
+        {
+            "data_dir": tmp_path / "data",
+            "dev": True,  # mounts the reload route, which must be guarded too
+            "http": HttpSettings(port=0, api_key=KEY),
+            "agents": AgentsSettings(
+                characters_dir=characters,
+                characters=[{"name": "Inline", "bio": "Defined in the config."}],
+            ),
+            "plugins": PluginsSettings(enabled=["sqlite", "eliza"]),
+        }
+    )
+    started = Host(LoadedConfig(config, None))
+    await started.start(http=True)
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+def _concrete(path: str) -> str:
+    """A route path with its parameters filled in (an agent name, a uuid, a plugin name)."""
+    values = {"agent": "Inline", "room_id": str(uuid4()), "name": "eliza"}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x"), path)
+
+
+async def test_every_route_but_health_needs_the_key(host: Host) -> None:
+    assert host.http is not None
+    schema = host.http.config.app.openapi()  # every route but the two docs routes below
+    routes = [(path, [m.upper() for m in ops]) for path, ops in schema["paths"].items()]
+    routes += [("/openapi.json", ["GET"]), ("/docs", ["GET"])]
+    paths = {path for path, _ in routes}
+    assert {"/metrics", "/stats", "/plugins/{name}/reload", "/agents/{agent}/messages"} <= paths
+    async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as client:
+        assert (await client.get("/health")).status_code == 200
+        for path, methods in routes:
+            if path == "/health":
+                continue
+            for method in methods:
+                response = await client.request(method, _concrete(path), json={"text": "hi"})
+                assert response.status_code == 401, (method, path, response.text)
+        # the same routes answer with the key
+        headers = {API_KEY_HEADER: KEY}
+        assert (await client.get("/stats", headers=headers)).status_code == 200
+        assert (await client.get("/metrics", headers=headers)).status_code == 200
+
+
+async def test_characters_from_files_and_inline_config(host: Host) -> None:
+    assert host.http is not None
+    headers = {API_KEY_HEADER: KEY}
+    async with httpx.AsyncClient(base_url=host.http.url, headers=headers, timeout=30) as client:
+        agents = (await client.get("/agents")).json()
+        assert sorted(a["name"] for a in agents) == ["Ada", "Inline"]
+        assert all(a["running"] for a in agents)
+        inline = next(a for a in agents if a["name"] == "Inline")
+        assert inline["bio"] == ["Defined in the config."]
+        reply = await client.post("/agents/inline/messages", json={"text": "Men are all alike."})
+        assert reply.status_code == 200 and reply.json()["text"] == "In what way?"
+
+
+async def test_a_bad_inline_character_names_the_config_entry(tmp_path: Path) -> None:
+    config = HostConfig(
+        data_dir=tmp_path,
+        http=HttpSettings(enabled=False),
+        agents=AgentsSettings(characters_dir=tmp_path / "none", characters=[{"bio": ["x"]}]),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
+    )
+    host = Host(LoadedConfig(config, None))
+    try:
+        with pytest.raises(Exception, match=r"config agents\.characters\[0\][\s\S]*'name'"):
+            await host.start()
+    finally:
+        await host.stop()
