@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, Protocol
 from uuid import UUID, uuid5
@@ -410,8 +411,16 @@ class HttpServer:
         return f"http://{self.config.host}:{self.port}"
 
     async def start(self) -> None:
-        """Start serving in a background task; returns once the socket listens."""
-        self._task = asyncio.create_task(self.server.serve())
+        """Start serving in a background task; returns once the socket listens. An address that
+        cannot be bound raises `OSError` naming it (uvicorn binding it would exit the process)."""
+        host, port = self.config.host, self.config.port
+        try:
+            sock = socket.create_server(
+                (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+            )
+        except OSError as exc:
+            raise OSError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from exc
+        self._task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
             if self._task.done():
                 await self._task  # raises the startup error
