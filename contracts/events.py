@@ -105,7 +105,7 @@ class Event(Generic[P]):
     def __post_init__(self) -> None:
         with _registry_lock:
             known = _registry.get(self.name)
-            if known is not None and not _same_type(known.payload, self.payload):
+            if known is not None and not same_payload_type(known.payload, self.payload):
                 raise EventError(
                     f"event {self.name!r} is already declared with payload "
                     f"{_type_name(known.payload)}, not {_type_name(self.payload)}"
@@ -120,7 +120,8 @@ def _type_name(cls: type[Any]) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _same_type(known: type[Any], new: type[Any]) -> bool:
+def same_payload_type(known: type[Any], new: type[Any]) -> bool:
+    """The same class, or the same class re-created by re-importing its module (hot reload)."""
     return known is new or (
         known.__module__ == new.__module__ and known.__qualname__ == new.__qualname__
     )

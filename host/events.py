@@ -40,6 +40,7 @@ from contracts.events import (
     HandlerFailedPayload,
     PayloadTypeError,
     event_named,
+    same_payload_type,
 )
 from contracts.plugin import Manifest
 from host import hookspecs
@@ -358,11 +359,18 @@ class EventBus:
         return len(self._detached)
 
     async def drain(self, within: float | None = None) -> bool:
-        """Wait for detached handlers; True if all finished within `within` seconds."""
-        if not self._detached:
-            return True
-        _, pending = await asyncio.wait(set(self._detached), timeout=within)
-        return not pending
+        """Wait for detached handlers, including those started meanwhile by the ones waited
+        for (a detached handler that emits); True if none is left within `within` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        while self._detached:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            _, pending = await asyncio.wait(set(self._detached), timeout=left)
+            if pending:
+                return False
+        return True
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Let detached handlers finish for up to `grace` seconds, cancel the rest."""
@@ -376,26 +384,41 @@ class EventBus:
 
 
 def _coerce(event: Event[P], payload: object) -> P:
-    """The payload as `event`'s type (a subclass instance or a dict from untyped code), or a
-    `PayloadTypeError` naming the event and the field."""
+    """The payload as `event`'s type, or a `PayloadTypeError` naming the event and the field.
+
+    Accepted: an instance of the type or a subclass, the same class re-created by a hot reload,
+    and a dict (untyped code, or a payload read back from the event store)."""
     expected = event.payload
     if isinstance(payload, expected):
         return payload
-    data: object = payload
+    wrong_type = f"event {event.name!r} takes a payload of type {expected.__name__}, got "
     if isinstance(payload, BaseModel):
-        data = payload.model_dump()
-    if not isinstance(data, dict):
-        raise PayloadTypeError(
-            f"event {event.name!r} takes a payload of type {expected.__name__}, "
-            f"got {type(payload).__name__}"
-        )
+        if not same_payload_type(type(payload), expected):
+            # Another model, even with matching fields, is a mistake mypy would reject too;
+            # only the same class re-created by a hot reload of its module is converted.
+            problems = _problems(expected, payload.model_dump())
+            detail = f" ({problems})" if problems else ""
+            raise PayloadTypeError(f"{wrong_type}{type(payload).__name__}{detail}")
+        data: object = payload.model_dump()
+    elif isinstance(payload, dict):
+        data = payload
+    else:
+        raise PayloadTypeError(f"{wrong_type}{type(payload).__name__}")
     try:
         return expected.model_validate(data)
     except ValidationError as exc:
-        problems = field_problems(exc)
         raise PayloadTypeError(
-            f"event {event.name!r}: invalid {expected.__name__} payload ({problems})"
+            f"event {event.name!r}: invalid {expected.__name__} payload ({field_problems(exc)})"
         ) from exc
+
+
+def _problems(expected: type[BaseModel], data: dict[str, Any]) -> str:
+    """What `data` lacks or has wrong as an `expected` payload ('' if it would validate)."""
+    try:
+        expected.model_validate(data)
+    except ValidationError as exc:
+        return field_problems(exc)
+    return ""
 
 
 def _check_hookimpl(plugin: str, hook: str, impl: pluggy.HookImpl) -> None:

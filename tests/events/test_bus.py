@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from hypothesis import given
@@ -221,13 +221,35 @@ async def test_wrong_payload_from_untyped_code_names_the_event_and_the_field() -
     seen: list[AgentPayload] = []
     bus.on(AGENT_STARTED, seen.append)
     untyped: object = HandlerFailedPayload(event="x", handler="h", error="e")
-    with pytest.raises(PayloadTypeError, match=r"'agent:started'.*field agent_id"):
+    with pytest.raises(
+        PayloadTypeError,
+        match=r"'agent:started' takes a payload of type AgentPayload, got HandlerFailedPayload"
+        r" \(field agent_id: Field required",
+    ):
         await bus.emit(AGENT_STARTED, untyped)  # type: ignore[misc]
     with pytest.raises(PayloadTypeError, match="takes a payload of type AgentPayload, got str"):
         await bus.emit(AGENT_STARTED, "hello")  # type: ignore[misc]
     raw: object = {"agent_id": str(STARTED.agent_id), "name": "raw"}
     await bus.emit(AGENT_STARTED, raw)  # type: ignore[misc]
     assert seen[0].name == "raw" and seen[0].agent_id == STARTED.agent_id
+    assert len(seen) == 1  # the refused emits reached no handler
+
+
+async def test_another_model_with_the_same_fields_is_refused_not_converted() -> None:
+    """Structurally equal is not the same event: mypy rejects it, so the bus does too (only a
+    hot-reloaded copy of the payload class itself is converted, see test_plugin_events)."""
+
+    class LookAlike(EventPayload):
+        agent_id: UUID
+        name: str
+
+    bus = EventBus()
+    seen: list[AgentPayload] = []
+    bus.on(AGENT_STARTED, seen.append)
+    twin: object = LookAlike(agent_id=STARTED.agent_id, name="twin")
+    with pytest.raises(PayloadTypeError, match=r"AgentPayload, got LookAlike$"):
+        await bus.emit(AGENT_STARTED, twin)  # type: ignore[misc]
+    assert seen == [] and bus.counts["agent:started"] == 0
 
 
 def test_plugins_declare_their_own_events_and_names_are_unique() -> None:

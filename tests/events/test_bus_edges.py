@@ -278,3 +278,32 @@ async def test_detached_handlers_emitting_while_all_slots_are_taken_do_not_deadl
     await bus.emit(chain, Depth(n=0))
     assert await bus.drain(within=5)
     assert len(depths) == 2**7 - 1 and bus.failures == 0
+
+
+async def test_drain_waits_for_detached_runs_started_by_detached_runs() -> None:
+    """A detached handler that emits spawns new detached runs while drain waits: drain waits
+    for those too, and reports False when they outlast its limit."""
+    bus = EventBus()
+
+    class Hop(EventPayload):
+        n: int
+
+    hop = Event("test-edges:hop", Hop)
+    reached: list[int] = []
+    gate = asyncio.Event()
+
+    async def relay(payload: Hop) -> None:
+        await asyncio.sleep(0.01)
+        reached.append(payload.n)
+        if payload.n < 3:
+            await bus.emit(hop, Hop(n=payload.n + 1))
+        elif payload.n == 3:
+            await gate.wait()
+
+    bus.on(hop, relay, detached=True)
+    await bus.emit(hop, Hop(n=0))
+    assert not await bus.drain(within=0.3)  # hop 3 waits on the gate
+    assert reached == [0, 1, 2, 3] and bus.pending == 1
+    gate.set()
+    assert await bus.drain(within=2)
+    assert bus.pending == 0
