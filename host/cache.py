@@ -11,6 +11,7 @@ by entries and/or estimated bytes.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from contracts.agent import CachePolicy, CacheScope
 from contracts.cache import CacheContext, CacheStats
+from contracts.events import Event
 
 __all__ = ["ProviderCache", "context_from_payload", "estimate_size", "scoped_context"]
 
@@ -43,6 +45,20 @@ def scoped_context(scope: CacheScope, context: CacheContext) -> CacheContext:
     if scope == "entity":
         return CacheContext(agent_id=context.agent_id, entity_id=context.entity_id)
     return CacheContext(agent_id=context.agent_id, message_id=context.message_id)
+
+
+def _scoped_key(provider: str, scope: CacheScope, context: CacheContext) -> _Key:
+    """The entry key: the provider and the context fields of its scope (`scoped_context`
+    without building a context, as this runs on every lookup)."""
+    if scope == "room":
+        return (provider, context.agent_id, context.room_id, None, None)
+    if scope == "global":
+        return (provider, None, None, None, None)
+    if scope == "agent":
+        return (provider, context.agent_id, None, None, None)
+    if scope == "entity":
+        return (provider, context.agent_id, None, context.entity_id, None)
+    return (provider, context.agent_id, None, None, context.message_id)
 
 
 def context_from_payload(payload: object) -> CacheContext:
@@ -134,9 +150,11 @@ class ProviderCache:
         sizeof: Callable[[object], int] = estimate_size,
     ) -> None:
         if max_entries is None and max_bytes is None:
-            raise ValueError("the provider cache needs max_entries and/or max_bytes")
+            raise ValueError(
+                "the provider cache needs max_entries and/or max_bytes (config section cache)"
+            )
         if any(bound is not None and bound < 1 for bound in (max_entries, max_bytes)):
-            raise ValueError("cache bounds must be positive")
+            raise ValueError("cache bounds (cache.max_entries, cache.max_bytes) must be positive")
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._sizeof = sizeof
@@ -161,7 +179,11 @@ class ProviderCache:
     # registration ---------------------------------------------------------------------------
 
     def register(self, provider: str, policy: CachePolicy, *, owner: str | None = None) -> None:
-        """Declare a provider's policy (again on reload: the old entries are dropped)."""
+        """Declare a provider's policy (again on reload: the old entries are dropped).
+
+        A policy the cache cannot follow is a `ValueError` naming the provider: a negative or
+        non-finite ttl, or an `invalidate_on` item that is not an event token."""
+        _check_policy(provider, policy)
         if provider in self._registrations:
             self.unregister(provider)
         self._registrations[provider] = _Registration(policy, owner)
@@ -203,8 +225,7 @@ class ProviderCache:
         registration = self._registrations.get(provider)
         if registration is None or not registration.policy.ttl or registration.policy.ttl <= 0:
             return await compute()
-        scoped = scoped_context(registration.policy.scope, context)
-        key: _Key = (provider, scoped.agent_id, scoped.room_id, scoped.entity_id, scoped.message_id)
+        key = _scoped_key(provider, registration.policy.scope, context)
         try:
             entry = self._store[key]
         except KeyError:
@@ -216,7 +237,7 @@ class ProviderCache:
         flight = self._inflight.get(key)
         if flight is None:
             self._misses += 1
-            flight = _Flight(provider, scoped)
+            flight = _Flight(provider, scoped_context(registration.policy.scope, context))
             flight.task = asyncio.ensure_future(
                 self._compute(key, flight, registration.policy.ttl, compute)
             )
@@ -350,6 +371,25 @@ class ProviderCache:
 
     def providers(self) -> Iterable[str]:
         return tuple(self._registrations)
+
+
+def _check_policy(provider: str, policy: CachePolicy) -> None:
+    ttl = policy.ttl
+    if ttl is not None and not (isinstance(ttl, int | float) and 0 <= ttl < math.inf):
+        raise ValueError(
+            f"provider {provider}: cache ttl must be seconds >= 0 or None (no caching), got {ttl!r}"
+        )
+    for event in policy.invalidate_on:
+        if not isinstance(event, Event):
+            raise ValueError(
+                f"provider {provider}: cache invalidate_on takes event tokens "
+                f"(e.g. MEMORY_CREATED), got {event!r}"
+            )
+    for dependency in policy.dependencies:
+        if not isinstance(dependency, str):
+            raise ValueError(
+                f"provider {provider}: cache dependencies are provider names, got {dependency!r}"
+            )
 
 
 def _retrieve_exception(task: asyncio.Task[Any]) -> None:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.agent import CachePolicy
+from contracts.agent import CachePolicy, CacheScope
 from contracts.cache import CacheContext
 from contracts.events import MEMORY_CREATED, MEMORY_DELETED
-from host.cache import ProviderCache
+from host.cache import ProviderCache, _scoped_key, scoped_context
 
 
 class Clock:
@@ -352,5 +352,107 @@ def test_cached_compose_never_differs_from_uncached(
                 clock.now += float(arg)
             else:
                 cache.invalidate(provider, CacheContext(agent_id="agent", room_id=arg))
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("policy", "complaint"),
+    [
+        (CachePolicy(ttl=-1), "cache ttl must be seconds >= 0 or None"),
+        (CachePolicy(ttl=float("nan")), "got nan"),
+        (CachePolicy(ttl=60, invalidate_on=("memory:created",)), "takes event tokens"),  # type: ignore[arg-type]
+        (CachePolicy(ttl=60, dependencies=(MEMORY_CREATED,)), "are provider names"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_policy_the_cache_cannot_follow_is_refused_naming_the_provider(
+    cache: ProviderCache, policy: CachePolicy, complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"provider weather\.now: .*{complaint}"):
+        cache.register("weather.now", policy)
+    assert cache.policy("weather.now") is None
+
+
+@given(
+    scope=st.sampled_from(["global", "agent", "room", "entity", "message"]),
+    fields=st.tuples(*[st.none() | st.sampled_from(["x", "y"]) for _ in range(4)]),
+)
+def test_lookup_keys_hold_exactly_the_fields_of_the_scope(
+    scope: CacheScope, fields: tuple[str | None, ...]
+) -> None:
+    context = CacheContext(*fields)
+    scoped = scoped_context(scope, context)
+    assert _scoped_key("p", scope, context) == (
+        "p", scoped.agent_id, scoped.room_id, scoped.entity_id, scoped.message_id
+    )  # fmt: skip
+
+
+# Property with concurrency: reads whose provider call is held open while writes, invalidations
+# and other reads happen. A read may return data as of any moment between its start and its
+# end, never older than its start: joining a computation that began before an invalidating
+# event, or storing its result, would break this.
+_concurrent_op = st.one_of(
+    st.tuples(st.just("read"), st.sampled_from(("room", "global")), st.sampled_from(ROOMS)),
+    st.tuples(st.just("write"), st.just(""), st.sampled_from(ROOMS)),
+    st.tuples(st.just("release"), st.just(""), st.integers(0, 7).map(str)),
+    st.tuples(st.just("invalidate"), st.sampled_from(("room", "global")), st.sampled_from(ROOMS)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(_concurrent_op, max_size=40))
+def test_concurrent_reads_never_see_data_older_than_their_start(
+    ops: list[tuple[str, str, str]],
+) -> None:
+    cache = ProviderCache(max_entries=50, clock=Clock())
+    on_write = (MEMORY_CREATED,)
+    cache.register("room", CachePolicy(ttl=50, invalidate_on=on_write, scope="room"))
+    cache.register("global", CachePolicy(ttl=50, invalidate_on=on_write, scope="global"))
+    data = dict.fromkeys(ROOMS, 0)
+    held: list[asyncio.Event] = []
+
+    async def compute(provider: str, room: str) -> dict[str, int]:
+        seen = {room: data[room]} if provider == "room" else dict(data)  # read, then wait
+        gate = asyncio.Event()
+        held.append(gate)
+        await gate.wait()
+        return seen
+
+    async def read(provider: str, room: str) -> None:
+        at_start = dict(data)
+        ctx = CacheContext(agent_id="agent", room_id=room)
+        got = await cache.get_or_compute(provider, ctx, lambda: compute(provider, room))
+        assert set(got) == ({room} if provider == "room" else set(ROOMS))
+        assert all(at_start[r] <= version <= data[r] for r, version in got.items()), (
+            at_start, got, data
+        )  # fmt: skip
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def run() -> None:
+        reads: list[asyncio.Task[None]] = []
+        for op, provider, arg in ops:
+            if op == "read":
+                reads.append(asyncio.create_task(read(provider, arg)))
+            elif op == "write":
+                data[arg] += 1
+                cache.handle_event(
+                    MEMORY_CREATED.name, SimpleNamespace(agent_id="agent", room_id=arg)
+                )
+            elif op == "release":
+                waiting = [gate for gate in held if not gate.is_set()]
+                if waiting:
+                    waiting[int(arg) % len(waiting)].set()
+            else:
+                cache.invalidate(provider, CacheContext(agent_id="agent", room_id=arg))
+            await settle()
+        while not all(task.done() for task in reads):
+            for gate in held:
+                gate.set()
+            await settle()
+        for task in reads:
+            task.result()  # re-raise a failed assertion of a read
 
     asyncio.run(run())
