@@ -10,7 +10,8 @@ order), then the app scope.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -132,7 +133,7 @@ class Host:
             settings = self.config.reload
             self.reloader = Reloader(
                 self.loader,
-                drain=self._drain,
+                quiesce=self._quiesce,
                 debounce=settings.debounce,
                 drain_timeout=settings.drain_timeout,
                 watch_builtins=settings.watch_builtins,
@@ -141,12 +142,20 @@ class Host:
         if http and self.config.http.enabled:
             await self.start_http()
 
-    async def _drain(self, grace: float) -> bool:
-        """Wait for every agent's messages in progress (hot reload, before an old teardown)."""
-        if self.agents is None:
-            return True
-        results = await asyncio.gather(*(rt.drain(grace) for rt in self.agents.running))
-        return all(results)
+    @asynccontextmanager
+    async def _quiesce(self, grace: float) -> AsyncIterator[bool]:
+        """Hold every agent's new messages and wait (up to `grace` s) for those in progress;
+        yields whether they all finished, lets the held ones in on exit (hot reload swaps a
+        plugin inside: new work waits for it instead of failing)."""
+        runtimes = list(self.agents.running) if self.agents is not None else []
+        for runtime in runtimes:
+            runtime.hold()
+        try:
+            drained = await asyncio.gather(*(runtime.drain(grace) for runtime in runtimes))
+            yield all(drained)
+        finally:
+            for runtime in runtimes:
+                runtime.release()
 
     async def reload_plugin(self, name: str) -> ReloadResult:
         """Reload plugin `name` now (dev mode; also what a file change triggers)."""

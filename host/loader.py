@@ -280,8 +280,8 @@ class Loader:
         return loaded
 
     async def prepare(self, item: Discovered) -> LoadedPlugin:
-        """Construct and set up `item` without registering it (hot reload builds the new
-        version next to the old one this way). Raises what construction or setup raised."""
+        """Construct and set up `item` without registering it (hot reload `attach`es it
+        then). Raises what construction or setup raised."""
         manifest = item.manifest
         assert manifest is not None and item.factory is not None
         log = plugin_logger(item.name)
@@ -295,33 +295,32 @@ class Loader:
             await _maybe_await(setup())
         return LoadedPlugin(manifest, instance, item, settings)
 
-    async def replace(self, new: LoadedPlugin) -> LoadedPlugin:
-        """Swap the loaded plugin of the same name for `new` in every registrar; the old one
-        (returned) is still set up: tear it down once its in-flight work is done.
-
-        With the host's registrars (all synchronous) nothing yields to the event loop between
-        removing the old registrations and adding the new ones, so no request sees the plugin
-        missing. If registering `new` fails, the old registrations are put back and the error
-        is raised."""
-        name = new.name
-        old = self.loaded[name]
+    async def detach(self, name: str) -> LoadedPlugin:
+        """Remove everything plugin `name` registered from every registrar (reverse order) and
+        wait until the services built from its bindings are torn down. The instance (returned)
+        is still set up: hot reload tears it down, then `attach`es the next version."""
+        loaded = self.loaded.pop(name)
         for registrar in reversed(self.registrars):
-            await _maybe_await(registrar.unregister_plugin(name))
+            await self._quietly(registrar.unregister_plugin(name), name)
+        await self.container.aunregister_owner(name)
+        return loaded
+
+    async def attach(self, loaded: LoadedPlugin) -> None:
+        """Register a `prepare`d plugin in every registrar, all or nothing, and record it as
+        loaded. Raises what a registrar raised (nothing of it stays registered then)."""
+        name = loaded.name
         done: list[PluginRegistrar] = []
         try:
             for registrar in self.registrars:
-                await _maybe_await(registrar.register_plugin(new))
+                await _maybe_await(registrar.register_plugin(loaded))
                 done.append(registrar)
         except Exception:
             for registrar in reversed(done):
                 await self._quietly(registrar.unregister_plugin(name), name)
-            for registrar in self.registrars:
-                await _maybe_await(registrar.register_plugin(old))
             raise
-        self.loaded[name] = new
-        self.discovered[name] = new.discovered
-        self._status(new.discovered, "loaded")
-        return old
+        self.loaded[name] = loaded
+        self.discovered[name] = loaded.discovered
+        self._status(loaded.discovered, "loaded")
 
     async def teardown(self, loaded: LoadedPlugin) -> None:
         """Tear down a plugin instance that is no longer registered (a replaced version)."""

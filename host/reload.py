@@ -1,23 +1,25 @@
-"""Hot plugin reload in dev mode: watch, re-import, swap, or roll back.
+"""Hot plugin reload in dev mode: watch, drain, tear down, re-import, set up, or roll back.
 
 `Reloader` watches each reloadable plugin's files with watchdog (its ``manifest.watch_paths``,
 else its package directory; the builtin plugins only when asked). A burst of saves becomes one
-reload after `debounce` seconds of quiet. Reloading plugin ``p``:
+reload after `debounce` seconds of quiet. Reloading plugin ``p`` reloads the group ``p`` and
+the plugins depending on it (``manifest.dependencies``, or a constructor needing a service
+``p`` provides), in dependency order:
 
-1. purge ``p``'s modules from ``sys.modules`` (kept aside) and import its entry point again;
-2. construct the new version with injection and await its ``setup()``, next to the old one;
-3. swap the registrations (services, model handlers, actions, providers, evaluators, event
-   handlers, cache policies) in one step, so no request finds the plugin missing;
-4. wait for the messages in flight to finish (up to `drain_timeout`), then tear the old
-   instance down; emit ``plugin:reloaded`` with the duration;
-5. reload the plugins that depend on ``p``, in dependency order.
+1. purge the group's modules from ``sys.modules`` (kept aside, their bytecode caches deleted)
+   and import the entry points again, while the old versions keep serving;
+2. hold new messages (they wait, they do not fail) and wait for the ones in flight (up to
+   `drain_timeout`);
+3. unregister everything the old versions registered (services, model handlers, actions,
+   providers, evaluators, event handlers, cache entries), dependents first, and tear them down;
+4. construct each new version with injection, await its ``setup()``, register it; let the held
+   messages in; emit ``plugin:reloaded`` with the duration.
 
-If importing, constructing or setting up the new code fails, the kept modules go back into
-``sys.modules``, the old version keeps serving, and the error (file and line) is logged and
-emitted as ``plugin:failed``; the next save tries again.
-
-Why build before removing instead of "stop routing, drain, teardown, re-register": the old
-version serves until the new one is ready, so a broken edit costs nothing and nothing waits.
+If the new code fails to import (step 1), nothing has changed: the kept modules go back and the
+old versions keep serving. If it fails to construct, set up or register (step 4), what was built
+is torn down, the kept modules go back and the old versions are built again from them. Either
+way the error (file and line) is logged and emitted as ``plugin:failed`` (stage ``reload``);
+the next save tries again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import asyncio
 import importlib
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -43,12 +46,16 @@ from contracts.events import (
     PluginReloadedPayload,
 )
 from host.discovery import Discovered, where_raised
-from host.loader import Loader
+from host.loader import LoadedPlugin, Loader
 
-__all__ = ["ReloadResult", "Reloader", "package_of", "watch_paths"]
+__all__ = ["Quiesce", "ReloadResult", "Reloader", "package_of", "watch_paths"]
 
 _log = logger.bind(plugin="host")
 WATCHED_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".toml")
+
+Quiesce = Callable[[float], AbstractAsyncContextManager[bool]]
+"""Holds new work and waits (up to the given seconds) for the work in flight; yields whether
+it all finished; lets the held work in on exit (the host's agents: `Host._quiesce`)."""
 
 
 @dataclass(slots=True)
@@ -60,40 +67,79 @@ class ReloadResult:
     duration: float
     error: str | None = None
     reloaded: list[str] = field(default_factory=list)
-    """The plugin and the dependents reloaded after it, in order."""
+    """The plugin and the dependents reloaded after it, in order (empty when it failed)."""
 
 
-def package_of(target: str) -> str:
-    """The top-level package of an entry point value: ``weather.plugin:Cls`` -> ``weather``."""
-    return target.partition(":")[0].split(".")[0]
+def package_of(target: str, others: Iterable[str] = ()) -> str:
+    """The package a plugin owns: the shortest prefix of its entry point's module that holds no
+    other plugin's module (`others`: their entry point values). ``weather.plugin:Cls`` ->
+    ``weather``; ``builtin_plugins.eliza.plugin`` beside ``builtin_plugins.sqlite.plugin`` ->
+    ``builtin_plugins.eliza`` (purging ``builtin_plugins`` would purge every builtin)."""
+    parts = target.partition(":")[0].split(".")
+    modules = [other.partition(":")[0] for other in others]
+    for size in range(1, len(parts)):
+        prefix = ".".join(parts[:size])
+        if not any(m == prefix or m.startswith(prefix + ".") for m in modules):
+            return prefix
+    return ".".join(parts)
 
 
-def watch_paths(item: Discovered) -> list[Path]:
-    """The manifest's watch paths (relative ones against the package), else the package dir."""
-    module = sys.modules.get(package_of(item.target))
+def watch_paths(item: Discovered, package: str | None = None) -> list[Path]:
+    """What to watch for plugin `item`: its manifest's ``watch_paths`` (relative ones against
+    its package directory), else the directory of its `package` (by default the top-level
+    one), or the module file itself for a single-module plugin (not its whole directory,
+    which is often site-packages)."""
+    module = sys.modules.get(package or package_of(item.target))
     base: Path | None = None
+    default: list[Path] = []
     if module is not None:
         locations = getattr(module, "__path__", None)
         if locations:
             base = Path(next(iter(locations)))
+            default = [base]
         elif getattr(module, "__file__", None):
-            base = Path(str(module.__file__)).parent
+            default = [Path(str(module.__file__))]
+            base = default[0].parent
     manifest = item.manifest
     if manifest is not None and manifest.watch_paths:
         return [Path(p) if Path(p).is_absolute() or base is None else base / p
                 for p in manifest.watch_paths]  # fmt: skip
-    return [base] if base is not None else []
+    return default
 
 
-def _purge(package: str) -> dict[str, ModuleType]:
+def _purge(packages: Iterable[str]) -> dict[str, ModuleType]:
+    """Take the packages' modules out of `sys.modules` (returned) and delete their bytecode
+    caches: a ``.pyc`` is trusted when the source's size and mtime (whole seconds) match, so an
+    edit of the same length within the second of the last import would load the old code."""
+    roots = tuple(packages)
     taken = {
         name: module
         for name, module in sys.modules.items()
-        if name == package or name.startswith(package + ".")
+        if any(name == root or name.startswith(root + ".") for root in roots)
     }
-    for name in taken:
+    for name, module in taken.items():
         del sys.modules[name]
+        cached = getattr(module, "__cached__", None)
+        if cached:
+            try:
+                Path(cached).unlink(missing_ok=True)
+            except OSError as exc:
+                _log.debug("cannot delete {}: {}", cached, exc)
+    importlib.invalidate_caches()
     return taken
+
+
+def _restore(packages: Iterable[str], kept: dict[str, ModuleType]) -> None:
+    """Drop what importing the new code put in `sys.modules` and put the `kept` modules back."""
+    roots = tuple(packages)
+    for name in [m for m in sys.modules if any(m == r or m.startswith(r + ".") for r in roots)]:
+        del sys.modules[name]
+    sys.modules.update(kept)
+
+
+@asynccontextmanager
+async def _no_quiesce(grace: float) -> AsyncIterator[bool]:
+    yield True
 
 
 class _Events(FileSystemEventHandler):
@@ -115,20 +161,19 @@ class Reloader:
         self,
         loader: Loader,
         *,
-        drain: Callable[[float], Awaitable[bool]] | None = None,
+        quiesce: Quiesce | None = None,
         debounce: float = 0.1,
         drain_timeout: float = 10.0,
         watch_builtins: bool = False,
     ) -> None:
         self.loader = loader
-        self.drain = drain
-        """Waits for the host's in-flight messages (the agents' ``drain``)."""
+        self.quiesce: Quiesce = quiesce or _no_quiesce
         self.debounce = debounce
         self.drain_timeout = drain_timeout
         self.watch_builtins = watch_builtins
         self._observer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._by_path: dict[Path, str] = {}
+        self._by_path: dict[Path, set[str]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -150,21 +195,27 @@ class Reloader:
             names.append(name)
         return names
 
+    def watched(self) -> dict[Path, set[str]]:
+        """The watched paths and the plugins each belongs to (after `start`)."""
+        return {path: set(names) for path, names in self._by_path.items()}
+
     def start(self) -> None:
         """Start watching (from within the running event loop)."""
         self._loop = asyncio.get_running_loop()
         self._observer = Observer()
-        watched: set[Path] = set()
+        directories: set[Path] = set()
         for name in self.reloadable():
-            for path in watch_paths(self.loader.loaded[name].discovered):
-                self._by_path[path.resolve()] = name
+            item = self.loader.loaded[name].discovered
+            for path in watch_paths(item, self._package(name)):
+                self._by_path.setdefault(path.resolve(), set()).add(name)
                 directory = path if path.is_dir() else path.parent
-                if directory not in watched:
+                if directory not in directories and directory.is_dir():
                     self._observer.schedule(_Events(self._changed), str(directory), recursive=True)
-                    watched.add(directory)
+                    directories.add(directory)
         self._observer.start()
         _log.info(
-            "dev mode: watching {} for plugin changes", ", ".join(map(str, watched)) or "nothing"
+            "dev mode: watching {} for plugin changes",
+            ", ".join(sorted(map(str, self._by_path))) or "nothing",
         )
 
     async def stop(self) -> None:
@@ -179,17 +230,19 @@ class Reloader:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _changed(self, path: str) -> None:
-        """Called on the watchdog thread: find the plugin, (re)start its debounce timer."""
-        name = self._owner(Path(path).resolve())
-        if name is None or self._loop is None:
+        """Called on the watchdog thread: find the plugins, (re)start their debounce timers."""
+        loop = self._loop
+        if loop is None:
             return
-        self._loop.call_soon_threadsafe(self._schedule, name)
+        for name in self._owners(Path(path).resolve()):
+            loop.call_soon_threadsafe(self._schedule, name)
 
-    def _owner(self, path: Path) -> str | None:
-        for root, name in self._by_path.items():
+    def _owners(self, path: Path) -> set[str]:
+        owners: set[str] = set()
+        for root, names in self._by_path.items():
             if path == root or root in path.parents:
-                return name
-        return None
+                owners |= names
+        return owners
 
     def _schedule(self, name: str) -> None:
         timer = self._timers.pop(name, None)
@@ -212,67 +265,121 @@ class Reloader:
             started = time.perf_counter()
             if name not in self.loader.loaded:
                 result = ReloadResult(name, False, 0.0, f"plugin {name} is not loaded")
-                self.history.append(result)
-                return result
-            order = [name, *self._dependents(name)]
-            done: list[str] = []
-            error: str | None = None
-            for plugin in order:
-                error = await self._reload_one(plugin)
-                if error is not None:
-                    break
-                done.append(plugin)
-            result = ReloadResult(name, error is None, time.perf_counter() - started, error, done)
+            else:
+                result = await self._reload_group(name, started)
             self.history.append(result)
             return result
 
-    def _dependents(self, name: str) -> list[str]:
-        """Loaded plugins depending on `name`, directly or not, in load (dependency) order."""
-        affected = {name}
-        ordered: list[str] = []
-        for plugin, loaded in self.loader.loaded.items():  # dict order is load order
-            if affected & set(loaded.manifest.dependencies):
-                affected.add(plugin)
-                ordered.append(plugin)
-        return ordered
-
-    async def _reload_one(self, name: str) -> str | None:
-        started = time.perf_counter()
-        old = self.loader.loaded[name]
-        item = old.discovered
-        package = package_of(item.target)
-        kept = _purge(package)
-        importlib.invalidate_caches()
+    async def _reload_group(self, name: str, started: float) -> ReloadResult:
+        group = self.group(name)
+        olds = [self.loader.loaded[plugin] for plugin in group]
+        packages = [self._package(plugin) for plugin in group]
+        kept = _purge(packages)
+        fresh: list[Discovered] = []
         try:
-            fresh = self._rediscover(item)
-            new = await self.loader.prepare(fresh)
+            for old in olds:  # dependents import the new modules of what they depend on
+                fresh.append(self._rediscover(old.discovered))
         except Exception as exc:
-            for module_name in [
-                m for m in sys.modules if m == package or m.startswith(package + ".")
-            ]:
-                del sys.modules[module_name]
-            sys.modules.update(kept)
-            origin = where_raised(exc)
-            where = f" ({origin['file']}:{origin['line']})" if origin else ""
-            error = f"{type(exc).__name__}: {exc}{where}"
-            logger.bind(plugin=name).error(
-                "reload of plugin {} failed, the previous version keeps serving: {}", name, error
-            )
-            await self._emit_failed(name, error, origin, item.distribution)
-            return error
-        await self.loader.replace(new)
-        if self.drain is not None and not await self.drain(self.drain_timeout):
-            _log.warning("plugin {}: messages still in flight after {}s", name, self.drain_timeout)
-        await self.loader.teardown(old)
+            _restore(packages, kept)  # nothing else changed: the old versions kept serving
+            failing = olds[len(fresh)].discovered
+            error = await self._report(failing, exc)
+            return ReloadResult(name, False, time.perf_counter() - started, error)
+
+        failure: tuple[Discovered, Exception] | None = None
+        finished: list[tuple[LoadedPlugin, float]] = []
+        async with self.quiesce(self.drain_timeout) as drained:
+            if not drained:
+                _log.warning(
+                    "plugin {}: messages still in flight after {}s; tearing down anyway",
+                    name,
+                    self.drain_timeout,
+                )
+            for old in reversed(olds):  # dependents first, as unloading does
+                await self.loader.detach(old.name)
+                await self.loader.teardown(old)
+            for item in fresh:
+                try:
+                    new = await self.loader.prepare(item)
+                except Exception as exc:
+                    failure = (item, exc)
+                    break
+                try:
+                    await self.loader.attach(new)
+                except Exception as exc:
+                    await self.loader.teardown(new)
+                    failure = (item, exc)
+                    break
+                finished.append((new, time.perf_counter() - started))
+            if failure is not None:
+                await self._roll_back([new for new, _ in finished], olds, packages, kept)
         duration = time.perf_counter() - started
-        logger.bind(plugin=name).info("plugin {} reloaded in {:.0f} ms", name, duration * 1000)
-        events = self.loader.events
-        if events is not None:
-            payload = PluginReloadedPayload(
-                name=name, duration=duration, version=new.manifest.version
+        if failure is not None:
+            error = await self._report(*failure)
+            return ReloadResult(name, False, duration, error)
+        for new, took in finished:
+            logger.bind(plugin=new.name).info(
+                "plugin {} reloaded in {:.0f} ms", new.name, took * 1000
             )
-            await events.emit(PLUGIN_RELOADED, payload)
-        return None
+            if self.loader.events is not None:
+                payload = PluginReloadedPayload(
+                    name=new.name, duration=took, version=new.manifest.version
+                )
+                await self.loader.events.emit(PLUGIN_RELOADED, payload)
+        return ReloadResult(name, True, duration, None, [new.name for new, _ in finished])
+
+    async def _roll_back(
+        self,
+        built: list[LoadedPlugin],
+        olds: list[LoadedPlugin],
+        packages: list[str],
+        kept: dict[str, ModuleType],
+    ) -> None:
+        """Remove the new versions built so far and build the old ones again from their kept
+        modules (the whole group: an old dependent expects the old code it depends on)."""
+        for new in reversed(built):
+            await self.loader.detach(new.name)
+            await self.loader.teardown(new)
+        _restore(packages, kept)
+        for old in olds:
+            if await self.loader.load(old.discovered) is None:
+                _log.error("plugin {}: its previous version failed to load again", old.name)
+
+    def group(self, name: str) -> list[str]:
+        """`name` and the loaded plugins depending on it, directly or not, in load order: by
+        ``manifest.dependencies`` or by a constructor needing a service the group provides (it
+        holds the old instance of that service)."""
+        group = [name]
+        provided = self._provides(name)
+        for plugin, loaded in self.loader.loaded.items():  # dict order is load order
+            if plugin in group:
+                continue
+            if set(loaded.manifest.dependencies) & set(group) or provided & self._needs(loaded):
+                group.append(plugin)
+                provided |= self._provides(plugin)
+        return group
+
+    def _provides(self, name: str) -> set[str]:
+        loaded = self.loader.loaded[name]
+        tokens = {token.name for token in loaded.manifest.provides}
+        try:
+            tokens |= {service.token.name for service in loaded.instance.services()}
+        except Exception as exc:
+            _log.debug("plugin {}: services() raised {!r}", name, exc)
+        return tokens
+
+    def _needs(self, loaded: LoadedPlugin) -> set[str]:
+        factory = loaded.discovered.factory
+        if factory is None:
+            return set()
+        try:
+            return {token.name for token in self.loader.container.requirements(factory)}
+        except Exception:
+            return set()
+
+    def _package(self, name: str) -> str:
+        target = self.loader.loaded[name].discovered.target
+        others = [p.discovered.target for n, p in self.loader.loaded.items() if n != name]
+        return package_of(target, others)
 
     def _rediscover(self, item: Discovered) -> Discovered:
         """Import the entry point again (from the purged modules) and read its manifest."""
@@ -291,18 +398,23 @@ class Reloader:
         fresh.manifest = manifest.model_copy(update={"version": item.version or manifest.version})
         return fresh
 
-    async def _emit_failed(
-        self, name: str, error: str, origin: dict[str, Any], distribution: str | None
-    ) -> None:
-        events = self.loader.events
-        if events is None:
-            return
-        payload = PluginFailedPayload(
-            name=name,
-            stage="reload",
-            error=error,
-            file=origin.get("file"),
-            line=origin.get("line"),
-            distribution=distribution,
+    async def _report(self, item: Discovered, exc: Exception) -> str:
+        """Log the failed reload of `item` with the file and line, emit ``plugin:failed``."""
+        origin = where_raised(exc)
+        where = f" ({origin['file']}:{origin['line']})" if origin else ""
+        error = f"{type(exc).__name__}: {exc}{where}"
+        logger.bind(plugin=item.name).error(
+            "reload of plugin {} failed, the previous version keeps serving: {}", item.name, error
         )
-        await events.emit(PLUGIN_FAILED, payload)
+        events = self.loader.events
+        if events is not None:
+            payload = PluginFailedPayload(
+                name=item.name,
+                stage="reload",
+                error=error,
+                file=origin.get("file"),
+                line=origin.get("line"),
+                distribution=item.distribution,
+            )
+            await events.emit(PLUGIN_FAILED, payload)
+        return error

@@ -251,6 +251,8 @@ class AgentRuntime:
         self._rooms: dict[UUID, _RoomLock] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._running = True
+        self._open = asyncio.Event()
+        self._open.set()
         self._log = logger.bind(agent=character.name)
         self._builtin = (
             Provider(name="recent_messages", get=self._recent_messages_provider, position=-10),
@@ -464,6 +466,14 @@ class AgentRuntime:
         if not await self.drain(grace):
             self._log.warning("agent stopped with messages still in progress")
 
+    def hold(self) -> None:
+        """Let new messages wait (not fail) until `release`: hot reload swaps a plugin meanwhile."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Let the messages held since `hold` in."""
+        self._open.set()
+
     async def drain(self, grace: float | None = 30.0) -> bool:
         """Wait (up to `grace` seconds) for the messages in progress now; False on timeout.
 
@@ -486,6 +496,8 @@ class AgentRuntime:
 
     @asynccontextmanager
     async def _room(self, room_id: UUID) -> AsyncIterator[None]:
+        if not self._open.is_set():
+            await self._open.wait()
         if not self._running:
             raise AgentError(f"agent {self._character.name} is stopped")
         room = self._rooms.get(room_id)

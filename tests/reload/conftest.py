@@ -4,13 +4,20 @@ files the reload tests edit, and a dev-mode host that loaded it."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from contracts.config import (
+    AgentsSettings,
+    HostConfig,
+    HttpSettings,
+    PluginsSettings,
+    ReloadSettings,
+)
 from host.app import Host
 from host.config import LoadedConfig
 
@@ -107,3 +114,90 @@ async def dev_host(plugin_files: PluginFiles, tmp_path: Path) -> AsyncIterator[H
         yield host
     finally:
         await host.stop()
+
+
+@dataclass
+class Site:
+    """A directory on sys.path holding real plugin distributions (package + .dist-info)."""
+
+    root: Path
+
+    def add(self, name: str, source: str, *, target: str | None = None) -> Path:
+        """Write package `name` (its ``__init__.py`` is `source`) and its distribution."""
+        package = self.root / name
+        package.mkdir(parents=True, exist_ok=True)
+        module = package / "__init__.py"
+        module.write_text(source)
+        if not (self.root / f"{name}-1.0.0.dist-info").exists():
+            _dist(self.root, name, target or f"{name}:Plugin_")
+        return module
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """An empty plugin site on sys.path; its packages are dropped from sys.modules afterwards."""
+    root = tmp_path / "plugins-site"
+    root.mkdir()
+    sys.path.insert(0, str(root))
+    try:
+        yield Site(root)
+    finally:
+        sys.path.remove(str(root))
+        names = {p.name for p in root.iterdir() if p.is_dir()}
+        for name in [m for m in sys.modules if m.split(".")[0] in names]:
+            del sys.modules[name]
+
+
+class Probe:
+    """What plugin code under test reports to (``import reload_probe``): a log of what ran, and
+    a gate a provider can wait on, so tests order events without sleeping."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.log: list[str] = []
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+
+@pytest.fixture
+def probe() -> Iterator[Probe]:
+    import types
+
+    module = types.ModuleType("reload_probe")
+    instance = Probe()
+    module.probe = instance  # type: ignore[attr-defined]
+    sys.modules["reload_probe"] = module
+    try:
+        yield instance
+    finally:
+        del sys.modules["reload_probe"]
+
+
+HostFactory = Callable[..., Awaitable[Host]]
+
+
+@pytest.fixture
+async def make_host(tmp_path: Path) -> AsyncIterator[HostFactory]:
+    """Start dev-mode hosts with the given plugins (and `ReloadSettings` fields); stops them."""
+    started: list[Host] = []
+
+    async def make(*plugins: str, dev: bool = True, http: bool = False, **reload: Any) -> Host:
+        config = HostConfig(
+            dev=dev,
+            data_dir=tmp_path / f"data{len(started)}",
+            http=HttpSettings(port=0),
+            agents=AgentsSettings(characters_dir=tmp_path / "none"),
+            plugins=PluginsSettings(enabled=["sqlite", "eliza", *plugins]),
+            reload=ReloadSettings(**reload),
+        )
+        host = Host(LoadedConfig(config, None))
+        started.append(host)
+        await host.start(http=http)
+        return host
+
+    try:
+        yield make
+    finally:
+        for host in reversed(started):
+            await host.stop()
