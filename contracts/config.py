@@ -57,6 +57,9 @@ class PluginsSettings(_Section):
     its manifest declares); every other key here is one of the fields below."""
 
     model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, dict[str, Any] | None] = Field(init=False)
+    """Every other key is a plugin's section: a mapping, or empty (``plugins.disable: [x]``,
+    a typo of ``disabled``, is an error rather than a section nobody reads)."""
 
     enabled: list[str] | None = None
     """Load only these (None: every discovered plugin). Unknown names are a startup error."""
@@ -66,8 +69,7 @@ class PluginsSettings(_Section):
     def section(self, name: str) -> dict[str, Any]:
         """The raw settings section of plugin `name` (empty if none)."""
         extra = self.model_extra or {}
-        value = extra.get(name) or extra.get(name.replace("-", "_")) or {}
-        return dict(value) if isinstance(value, dict) else {}
+        return dict(extra.get(name) or extra.get(name.replace("-", "_")) or {})
 
 
 class EventsSettings(_Section):

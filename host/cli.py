@@ -17,8 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
-from pydantic import BaseModel, SecretStr
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from contracts.errors import AgentHostError
@@ -28,9 +28,9 @@ from host.config import (
     ConfigError,
     LoadedConfig,
     flatten,
-    is_secret_name,
     load_config,
     masked,
+    secret_values,
 )
 from host.logs import configure_logging, redact
 
@@ -59,6 +59,13 @@ class _State:
 
 
 state = _State()
+
+
+def _exit(message: str, code: int) -> typer.Exit:
+    """Print ``error: message`` on stderr (verbatim: brackets in it are not rich markup) and
+    return the exit to raise."""
+    errors.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
 
 
 def _version(value: bool) -> None:
@@ -92,41 +99,23 @@ def _load(**overrides: Any) -> LoadedConfig:
     if state.log_level:
         extra["logging"] = {"level": state.log_level}
     try:
-        loaded = load_config(state.config_path, overrides=extra)
+        loaded = load_config(state.config_path, overrides=extra, overrides_source="command line")
     except ConfigError as exc:
-        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+        raise _exit(str(exc), 2) from None
     configure_logging(loaded.config.logging)
-    redact(_secret_values(loaded.config))
+    redact(secret_values(loaded.config))
     return loaded
 
 
-def _secret_values(value: Any, name: str = "") -> list[str]:
-    """Every secret in the config (SecretStr values and secret-named raw plugin settings), so
-    the log sink can mask them wherever they appear."""
-    if isinstance(value, SecretStr):
-        return [value.get_secret_value()]
-    if isinstance(value, BaseModel):
-        items = [(k, getattr(value, k)) for k in type(value).model_fields]
-        items += list((value.model_extra or {}).items())
-        return [s for k, v in items for s in _secret_values(v, k)]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _secret_values(v, str(k))]
-    if isinstance(value, str) and value and is_secret_name(name):
-        return [value]
-    return []
-
-
 def _run(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; library errors become a one-line message and exit code 1."""
+    """Run a coroutine; config errors exit with code 2, library and OS errors (a port in use,
+    an unreadable directory) with a one-line message and code 1."""
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
     except ConfigError as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    except AgentHostError as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _exit(str(exc), 2) from None
+    except (AgentHostError, OSError) as exc:
+        raise _exit(str(exc), 1) from None
 
 
 # run ---------------------------------------------------------------------
@@ -155,7 +144,10 @@ def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         instance = Host(loaded)
-        await instance.run_forever(stop)
+        try:
+            await instance.run_forever(stop)
+        finally:  # also when start fails half-way: tear down what did start
+            await instance.stop()
 
     _run(serve)
 
@@ -189,9 +181,8 @@ def plugins_list(
     colours = {"loaded": "green", "disabled": "dim", "failed": "red"}
     for row in rows:
         status = f"[{colours[row['status']]}]{row['status']}[/]"
-        table.add_row(
-            row["name"], row["version"] or "", row["distribution"] or "", status, row["error"] or ""
-        )
+        cells = (row["name"], row["version"] or "", row["distribution"] or "")
+        table.add_row(*map(escape, cells), status, escape(row["error"] or ""))
     console.print(table)
 
 
@@ -212,18 +203,14 @@ def plugins_reload(
     try:
         response = httpx.post(f"{base}/plugins/{name}/reload", headers=headers, timeout=120)
     except httpx.HTTPError as exc:
-        errors.print(f"[red]error:[/] cannot reach {base}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _exit(f"cannot reach {base}: {exc}", 1) from None
     if response.status_code == 404:
-        errors.print(f"[red]error:[/] {response.json().get('detail', response.text)}")
-        raise typer.Exit(1)
+        raise _exit(str(response.json().get("detail", response.text)), 1)
     if response.status_code >= 400:
-        errors.print(f"[red]error:[/] HTTP {response.status_code}: {response.text}")
-        raise typer.Exit(1)
+        raise _exit(f"HTTP {response.status_code}: {response.text}", 1)
     result = response.json()
     if not result["ok"]:
-        errors.print(f"[red]reload of {name} failed:[/] {result['error']}", highlight=False)
-        raise typer.Exit(1)
+        raise _exit(f"reload of {name} failed: {result['error']}", 1)
     console.print(f"reloaded {', '.join(result['reloaded'])} in {result['duration'] * 1000:.0f} ms")
 
 
@@ -247,9 +234,11 @@ def config_show(
     table = Table(title=f"agenthost config ({loaded.path or 'no file'})")
     table.add_column("key")
     table.add_column("value", overflow="fold")
-    table.add_column("source")
+    table.add_column("source", overflow="fold")
     for key, value in values.items():
-        table.add_row(key, json.dumps(value, default=str), loaded.source_of(key))
+        table.add_row(
+            escape(key), escape(json.dumps(value, default=str)), escape(loaded.source_of(key))
+        )
     console.print(table)
 
 
@@ -304,8 +293,7 @@ def stats(
         )
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        errors.print(f"[red]error:[/] cannot read {base}/stats: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _exit(f"cannot read {base}/stats: {exc}", 1) from None
     series = response.json()
     if as_json:
         sys.stdout.write(json.dumps(series, indent=2) + "\n")
@@ -314,10 +302,10 @@ def stats(
     for column in ("metric", "tags", "count / value", "mean", "p50", "p95", "max"):
         table.add_column(column, overflow="fold")
     for item in series:
-        tags = ", ".join(f"{k}={v}" for k, v in sorted(item["tags"].items()))
+        tags = escape(", ".join(f"{k}={v}" for k, v in sorted(item["tags"].items())))
         if item["kind"] == "histogram":
             table.add_row(
-                item["name"],
+                escape(item["name"]),
                 tags,
                 str(item["count"]),
                 f"{item['mean']:.4g}",
@@ -326,7 +314,7 @@ def stats(
                 f"{item['max']:.4g}",
             )
         else:
-            table.add_row(item["name"], tags, f"{item['value']:g}", "", "", "", "")
+            table.add_row(escape(item["name"]), tags, f"{item['value']:g}", "", "", "", "")
     console.print(table)
 
 

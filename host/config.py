@@ -33,6 +33,7 @@ __all__ = [
     "load_config",
     "masked",
     "plugin_settings",
+    "secret_values",
 ]
 
 ENV_PREFIX = "AGENTHOST_"
@@ -133,7 +134,40 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _env_name(path: str) -> str:
-    return ENV_PREFIX + path.replace(".", "__").upper()
+    return ENV_PREFIX + path.replace(".", "__").replace("-", "_").upper()
+
+
+def _canonical(data: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """`data` with each key spelled as `model` shows it (a field's alias if it has one:
+    ``logging.json``, also accepted as ``json_lines``), so sources and ``config show`` agree."""
+    names: dict[str, tuple[str, Any]] = {}
+    for name, info in model.model_fields.items():
+        shown = info.alias or name
+        names[name] = names[shown] = (shown, info.annotation)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        shown, annotation = names.get(key, (key, None))
+        if (
+            isinstance(value, Mapping)
+            and isinstance(annotation, type)
+            and issubclass(annotation, BaseModel)
+        ):
+            value = _canonical(value, annotation)
+        out[shown] = value
+    return out
+
+
+def _match_plugin_spelling(file_data: Mapping[str, Any], env_data: dict[str, Any]) -> None:
+    """Environment variables cannot spell ``-``: ``AGENTHOST_PLUGINS__MY_PLUGIN__X`` lands in
+    section ``my_plugin``; when the file spells that plugin's section ``my-plugin``, move the
+    variables there, so they merge with (and override) the file's values."""
+    file_plugins, env_plugins = file_data.get("plugins"), env_data.get("plugins")
+    if not isinstance(file_plugins, Mapping) or not isinstance(env_plugins, dict):
+        return
+    for spelling in file_plugins:
+        key = str(spelling).replace("-", "_")
+        if key != spelling and key in env_plugins:
+            env_plugins[spelling] = env_plugins.pop(key)
 
 
 def load_config(
@@ -141,20 +175,25 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    overrides_source: str = "override",
 ) -> LoadedConfig:
-    """Read, merge and validate the configuration (see the module docstring)."""
+    """Read, merge and validate the configuration (see the module docstring). `overrides`
+    (command-line options) win over everything; errors and sources name them
+    `overrides_source`."""
     environ = os.environ if environ is None else environ
     file = config_path(path, environ)
-    file_data = read_yaml(file) if file is not None else {}
-    env_data = read_env(environ)
+    file_data = _canonical(read_yaml(file) if file is not None else {}, HostConfig)
+    env_data = _canonical(read_env(environ), HostConfig)
+    _match_plugin_spelling(file_data, env_data)
+    override_data = _canonical(overrides or {}, HostConfig)
     sources: dict[str, str] = {}
     for key in _paths(file_data):
         sources[key] = f"file:{file}"
     for key in _paths(env_data):
         sources[key] = f"env:{_env_name(key)}"
-    merged = _merge(_merge(file_data, env_data), overrides or {})
-    for key in _paths(overrides or {}):
-        sources[key] = "override"
+    merged = _merge(_merge(file_data, env_data), override_data)
+    for key in _paths(override_data):
+        sources[key] = overrides_source
     try:
         config = HostConfig.model_validate(merged)
     except ValidationError as exc:
@@ -169,7 +208,14 @@ def _describe(exc: ValidationError, loaded: LoadedConfig) -> str:
         key = ".".join(str(part) for part in error["loc"])
         source = loaded.source_of(key)
         where = source.partition(":")[2] or source
-        reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key"
+        elif error["type"] == "dict_type" and len(error["loc"]) == 2 and key.startswith("plugins."):
+            reason = (
+                "a plugin's settings section must be a mapping (the lists of plugins are"
+                " plugins.enabled and plugins.disabled)"
+            )
         lines.append(f"  {key} (from {where}): {reason}")
     count = len(lines)
     return f"invalid configuration ({count} problem{'s' if count > 1 else ''}):\n" + "\n".join(
@@ -188,7 +234,11 @@ def plugin_settings(
         problems = []
         for error in exc.errors():
             key = ".".join(["plugins", name, *(str(p) for p in error["loc"])])
-            source = loaded.source_of(key) if loaded is not None else "config"
+            source = "config"
+            if loaded is not None:  # the env spells a `my-plugin` section `my_plugin`
+                source = loaded.source_of(key)
+                if source == "default" and "-" in name:
+                    source = loaded.source_of(key.replace(name, name.replace("-", "_"), 1))
             problems.append(f"  {key} (from {source.partition(':')[2] or source}): {error['msg']}")
         raise ConfigError(f"invalid settings for plugin {name}:\n" + "\n".join(problems)) from None
 
@@ -208,7 +258,10 @@ def masked(value: Any, name: str = "") -> Any:
     if isinstance(value, SecretStr):
         return MASK if value.get_secret_value() else ""
     if isinstance(value, BaseModel):
-        data = {key: masked(getattr(value, key), key) for key in type(value).model_fields}
+        data = {
+            info.alias or key: masked(getattr(value, key), key)
+            for key, info in type(value).model_fields.items()
+        }
         data.update({k: masked(v, k) for k, v in (value.model_extra or {}).items()})
         return data
     if isinstance(value, Mapping):
@@ -220,6 +273,24 @@ def masked(value: Any, name: str = "") -> Any:
     if isinstance(value, str) and value and is_secret_name(name):
         return MASK
     return value
+
+
+def secret_values(value: Any, name: str = "") -> list[str]:
+    """Every secret in `value` (SecretStr values and secret-named raw plugin settings), for
+    the log sink to mask wherever they appear (the values `masked` hides)."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        items = [(k, getattr(value, k)) for k in type(value).model_fields]
+        items += list((value.model_extra or {}).items())
+        return [s for k, v in items for s in secret_values(v, k)]
+    if isinstance(value, Mapping):
+        return [s for k, v in value.items() for s in secret_values(v, str(k))]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in secret_values(v, name)]
+    if isinstance(value, str) and value and is_secret_name(name):
+        return [value]
+    return []
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

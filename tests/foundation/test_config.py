@@ -13,7 +13,14 @@ from loguru import logger
 from pydantic import BaseModel, SecretStr
 
 from contracts.config import LoggingSettings
-from host.config import ConfigError, flatten, load_config, masked, plugin_settings
+from host.config import (
+    ConfigError,
+    flatten,
+    load_config,
+    masked,
+    plugin_settings,
+    secret_values,
+)
 from host.logs import configure_logging, plugin_logger, redact
 
 
@@ -129,3 +136,90 @@ def test_plugin_log_lines_carry_the_plugin_name_and_secrets_are_scrubbed() -> No
         ("weather", "calling with key **********"),
         ("host", "engine line"),
     ]
+
+
+def test_config_option_beats_the_environment_variable(tmp_path: Path) -> None:
+    chosen = write(tmp_path, "dev: true\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("dev: false\n")
+    loaded = load_config(chosen, environ={"AGENTHOST_CONFIG": str(other)})
+    assert loaded.path == chosen and loaded.config.dev is True
+
+
+def test_overrides_win_and_are_named_by_their_source(tmp_path: Path) -> None:
+    path = write(tmp_path, "logging:\n  level: info\n")
+    environ = {"AGENTHOST_LOGGING__LEVEL": "warning"}
+    loaded = load_config(
+        path, environ=environ, overrides={"logging": {"level": "debug"}}, overrides_source="cli"
+    )
+    assert loaded.config.logging.level == "DEBUG"
+    assert loaded.source_of("logging.level") == "cli"
+    with pytest.raises(ConfigError, match=r"logging\.level \(from cli\): Input should be"):
+        load_config(
+            path, environ={}, overrides={"logging": {"level": "loud"}}, overrides_source="cli"
+        )
+
+
+def test_unknown_nested_environment_key_is_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"AGENTHOST_HTTP__PROT": "80"})
+    assert "http.prot (from AGENTHOST_HTTP__PROT): unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize("spelling", ["json", "json_lines"])
+def test_an_aliased_key_is_shown_and_sourced_by_its_alias(tmp_path: Path, spelling: str) -> None:
+    path = write(tmp_path, f"logging:\n  {spelling}: true\n")
+    loaded = load_config(path, environ={})
+    assert loaded.config.logging.json_lines is True
+    assert loaded.source_of("logging.json") == f"file:{path}"
+    shown = flatten(masked(loaded.config))
+    assert shown["logging.json"] is True and "logging.json_lines" not in shown
+    from_env = load_config(None, environ={f"AGENTHOST_LOGGING__{spelling.upper()}": "true"})
+    assert from_env.config.logging.json_lines is True
+    assert from_env.source_of("logging.json").startswith("env:AGENTHOST_LOGGING__JSON")
+
+
+def test_environment_merges_into_a_hyphenated_plugin_section(tmp_path: Path) -> None:
+    class Settings(BaseModel):
+        city: str
+        retries: int = 1
+
+    path = write(tmp_path, "plugins:\n  my-weather:\n    city: Paris\n    retries: 2\n")
+    loaded = load_config(path, environ={"AGENTHOST_PLUGINS__MY_WEATHER__RETRIES": "7"})
+    settings = plugin_settings(Settings, "my-weather", loaded.config, loaded)
+    assert isinstance(settings, Settings)
+    assert (settings.city, settings.retries) == ("Paris", 7)
+    assert loaded.source_of("plugins.my-weather.retries") == (
+        "env:AGENTHOST_PLUGINS__MY_WEATHER__RETRIES"
+    )
+    only_env = load_config(None, environ={"AGENTHOST_PLUGINS__MY_WEATHER__RETRIES": "x"})
+    with pytest.raises(ConfigError) as info:
+        plugin_settings(Settings, "my-weather", only_env.config, only_env)
+    assert "plugins.my-weather.retries (from AGENTHOST_PLUGINS__MY_WEATHER__RETRIES)" in str(
+        info.value
+    )
+
+
+def test_a_plugin_section_must_be_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, "plugins:\n  weather:\n  disable: [openai]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == (
+        "invalid configuration (1 problem):\n"
+        f"  plugins.disable (from {path}): a plugin's settings section must be a mapping"
+        " (the lists of plugins are plugins.enabled and plugins.disabled)"
+    )
+    empty = load_config(write(tmp_path, "plugins:\n  weather:\n"), environ={})
+    assert empty.config.plugins.section("weather") == {}
+
+
+def test_secret_values_finds_typed_and_secret_named_settings() -> None:
+    loaded = load_config(
+        None,
+        environ={
+            "AGENTHOST_HTTP__API_KEY": "http-key-1",
+            "AGENTHOST_PLUGINS__OPENAI__API_KEY": "sk-openai-2",
+            "AGENTHOST_PLUGINS__OPENAI__MODEL": "gpt-x",
+        },
+    )
+    assert sorted(secret_values(loaded.config)) == ["http-key-1", "sk-openai-2"]
