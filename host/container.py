@@ -149,8 +149,8 @@ class _Shared:
     __slots__ = ("announced", "pins", "retired", "seq", "tasks", "tokens", "types")
 
     def __init__(self, pins: Mapping[str, str]) -> None:
-        self.announced: dict[str, str] = {}
-        """Last provider choice logged per service: the same choice is not logged twice."""
+        self.announced: dict[str, tuple[str | None, frozenset[str | None]]] = {}
+        """Last provider choice logged per service (winner, losers); see `should_announce`."""
         self.pins: dict[str, str] = dict(pins)
         self.tokens: dict[str, Token[Any]] = {}
         self.types: dict[Any, list[str]] = {}
@@ -173,6 +173,19 @@ class _Shared:
                 return
             if token.name not in names:
                 names.append(token.name)
+
+    def should_announce(self, name: str, chosen: _Binding, candidates: list[_Binding]) -> bool:
+        """Whether to log the choice of `chosen` among `candidates` for service `name`: when
+        the winner changed or a new competitor arrived since the last logged choice, not when a
+        loser merely left (plugins unloading at shutdown would repeat every choice)."""
+        losers = frozenset(b.owner for b in candidates if b is not chosen)
+        if not losers:
+            return False
+        last = self.announced.get(name)
+        if last is not None and last[0] == chosen.owner and losers <= last[1]:
+            return False
+        self.announced[name] = (chosen.owner, losers)
+        return True
 
     def _unindex(self, token: Token[Any]) -> None:
         try:
@@ -474,9 +487,7 @@ class Container:
             if not pinned:
                 return None  # resolving reports the pin error
             chosen = pinned[-1]
-            others = _others(candidates, chosen)
-            if len(candidates) > 1 and self._shared.announced.get(name) != f"{pin}/{others}":
-                self._shared.announced[name] = f"{pin}/{others}"
+            if self._shared.should_announce(name, chosen, candidates):
                 _log.info(
                     "service '{}': using plugin {} (pinned by config services.{}) over {}",
                     name,
@@ -486,9 +497,7 @@ class Container:
                 )
             return chosen
         chosen = max(candidates, key=lambda binding: (binding.priority, binding.seq))
-        others = _others(candidates, chosen) if len(candidates) > 1 else ""
-        if others and self._shared.announced.get(name) != f"{chosen.owner}/{others}":
-            self._shared.announced[name] = f"{chosen.owner}/{others}"
+        if self._shared.should_announce(name, chosen, candidates):
             tie = [b for b in candidates if b.priority == chosen.priority and b is not chosen]
             _log.log(
                 "WARNING" if tie else "INFO",

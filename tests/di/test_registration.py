@@ -107,6 +107,31 @@ def test_higher_priority_wins_and_the_choice_is_logged(
     )
 
 
+def test_a_choice_is_logged_again_only_when_it_changes(
+    container: Container, logs: list[str]
+) -> None:
+    container.register(STORE, lambda: Store("sqlite"), owner="sqlite", priority=100)
+    container.register(STORE, lambda: Store("postgres"), owner="postgres", priority=50)
+    container.register(STORE, lambda: Store("inmemory"), owner="inmemory", priority=10)
+    choices = [line for line in logs if "service 'test.store': using" in line]
+    assert choices == [
+        "INFO service 'test.store': using plugin sqlite (priority 100) over plugin postgres"
+        " (priority 50)",
+        "INFO service 'test.store': using plugin sqlite (priority 100) over plugin postgres"
+        " (priority 50), plugin inmemory (priority 10)",
+    ]
+    logs.clear()
+    container.unregister_owner("inmemory")  # a loser leaving: the same choice, not repeated
+    container.register(STORE, lambda: Store("inmemory"), owner="inmemory", priority=10)
+    assert not [line for line in logs if "using" in line]  # ... nor when it comes back
+    container.unregister_owner("sqlite")  # the winner leaving: a new choice, logged
+    assert [line for line in logs if "using" in line] == [
+        "INFO service 'test.store': using plugin postgres (priority 50) over plugin inmemory"
+        " (priority 10)"
+    ]
+    assert container.resolve(STORE).label == "postgres"
+
+
 def test_equal_priority_later_wins_with_a_warning(container: Container, logs: list[str]) -> None:
     container.register(STORE, lambda: Store("a"), owner="a")
     container.register(STORE, lambda: Store("b"), owner="b")
