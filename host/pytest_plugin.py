@@ -3,33 +3,177 @@
 - ``agent_builder``: an `AgentTestBuilder`, torn down after the test;
 - ``agent_runtime``: a `TestRuntime` built with the defaults (in-memory store, ELIZA);
 - ``event_capture``: an `EventRecorder` on ``agent_runtime``;
-- ``memory_store``: a fresh store of each installed backend (``inmemory``, ``sqlite``, and
-  ``postgres`` when ``AGENTHOST_TEST_POSTGRES_URL`` is set), for tests that must hold everywhere.
+- ``memory_store``: a fresh, empty store of each installed backend (`store_backends`), for tests
+  that must hold everywhere; ``memory_store_factory`` opens such stores (``async with
+  memory_store_factory() as db``), for tests that need several, e.g. one per hypothesis example.
+  agenthost's own storage conformance suite runs on these fixtures;
+- ``pg_server_uri``: a PostgreSQL with pgvector for the session: ``AGENTHOST_TEST_POSTGRES_URL``
+  when set, else one started by pgserver (``pip install 'agenthost[pgserver]'``); tests that
+  need it are skipped, saying why, when neither is available. Each postgres store gets its own
+  schema, so stores are isolated and cheap.
 
-The fixtures are ``pytest_asyncio`` fixtures, so they work in asyncio ``auto`` and ``strict``
-modes alike.
+``AGENTHOST_TEST_BACKENDS=inmemory,sqlite`` restricts the backends. The fixtures are
+``pytest_asyncio`` fixtures, so they work in asyncio ``auto`` and ``strict`` modes alike.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
 
 from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
+from contracts.plugin import ENTRY_POINT_GROUP
 from contracts.storage import DatabaseAdapter
 from host.testing import AgentTestBuilder, EventRecorder, TestRuntime
 
+__all__ = [
+    "BACKENDS_ENV",
+    "POSTGRES_URL",
+    "StoreFactory",
+    "backend_factory",
+    "schema_uri",
+    "store_backends",
+]
+
 POSTGRES_URL = "AGENTHOST_TEST_POSTGRES_URL"
+BACKENDS_ENV = "AGENTHOST_TEST_BACKENDS"
+STORE_PLUGINS = ("inmemory", "sqlite", "postgres")
+"""The store backends agenthost ships, by plugin name."""
+
+StoreFactory = Callable[[], contextlib.AbstractAsyncContextManager[DatabaseAdapter]]
+"""Opens a fresh, empty store: ``async with factory() as db: ...``."""
+
+_schemas = itertools.count()
 
 
 def store_backends() -> list[str]:
-    """Backends `memory_store` runs over in this environment."""
-    return ["inmemory", "sqlite", *(["postgres"] if os.environ.get(POSTGRES_URL) else [])]
+    """The backends ``memory_store`` runs over: each store plugin whose entry point is
+    installed (``AGENTHOST_TEST_BACKENDS`` narrows them)."""
+    installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    found = [name for name in STORE_PLUGINS if name in installed]
+    wanted = os.environ.get(BACKENDS_ENV)
+    if wanted:
+        names = [n.strip() for n in wanted.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(found))
+        if unknown:
+            raise pytest.UsageError(
+                f"{BACKENDS_ENV} names {', '.join(unknown)}; installed backends: {', '.join(found)}"
+            )
+        found = [name for name in found if name in names]
+    return found
+
+
+def schema_uri(base: str, schema: str) -> str:
+    """`base` with the search path set to `schema` (then public, where pgvector lives)."""
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}options={quote(f'-c search_path={schema},public')}"
+
+
+@pytest.fixture(scope="session")
+def pg_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of a session-wide PostgreSQL with the vector extension installed."""
+    url = os.environ.get(POSTGRES_URL)
+    if url:
+        yield url
+        return
+    try:
+        import pgserver
+    except ImportError as exc:  # the optional extra: wheels for CPython 3.11-3.12 only
+        pytest.skip(
+            f"no PostgreSQL: set {POSTGRES_URL} or pip install 'agenthost[pgserver]' ({exc})"
+        )
+    directory: Path = tmp_path_factory.mktemp("pg")
+    try:
+        server: Any = pgserver.get_server(  # type: ignore[attr-defined]
+            directory, cleanup_mode="stop"
+        )
+        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    except Exception as exc:
+        pytest.skip(f"cannot start PostgreSQL with pgserver: {exc}")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_store_factory(pg_server_uri: str) -> StoreFactory:
+    """Opens fresh, empty PostgreSQL stores, each in its own schema (dropped on close)."""
+    import psycopg
+
+    from builtin_plugins.postgres import PostgresAdapter
+
+    @contextlib.asynccontextmanager
+    async def open_store() -> AsyncIterator[DatabaseAdapter]:
+        schema = f"store_{os.getpid()}_{next(_schemas)}"
+        async with await psycopg.AsyncConnection.connect(pg_server_uri, autocommit=True) as conn:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+        db = await PostgresAdapter.open(schema_uri(pg_server_uri, schema), max_size=4)
+        try:
+            yield db
+        finally:
+            await db.close()
+            async with await psycopg.AsyncConnection.connect(
+                pg_server_uri, autocommit=True
+            ) as conn:
+                await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    return open_store
+
+
+def backend_factory(backend: str, request: pytest.FixtureRequest) -> StoreFactory:
+    """A `StoreFactory` of `backend` (one of `STORE_PLUGINS`); postgres skips without a server."""
+    if backend == "inmemory":
+
+        @contextlib.asynccontextmanager
+        async def open_inmemory() -> AsyncIterator[DatabaseAdapter]:
+            db = InMemoryAdapter()
+            try:
+                yield db
+            finally:
+                await db.close()
+
+        return open_inmemory
+    if backend == "sqlite":
+        directory = request.getfixturevalue("tmp_path_factory").mktemp("sqlite")
+        counter = itertools.count()
+
+        @contextlib.asynccontextmanager
+        async def open_sqlite() -> AsyncIterator[DatabaseAdapter]:
+            db = await SqliteAdapter.open(directory / f"store-{next(counter)}.sqlite3")
+            try:
+                yield db
+            finally:
+                await db.close()
+
+        return open_sqlite
+    if backend == "postgres":
+        factory: StoreFactory = request.getfixturevalue("pg_store_factory")
+        return factory
+    raise ValueError(f"unknown store backend {backend!r} (known: {', '.join(STORE_PLUGINS)})")
+
+
+@pytest.fixture(params=store_backends())
+def memory_store_factory(request: pytest.FixtureRequest) -> StoreFactory:
+    """Opens fresh, empty stores of each installed backend (the test runs once per backend)."""
+    return backend_factory(str(request.param), request)
+
+
+@pytest_asyncio.fixture
+async def memory_store(memory_store_factory: StoreFactory) -> AsyncIterator[DatabaseAdapter]:
+    """A fresh, empty store of each installed backend."""
+    async with memory_store_factory() as db:
+        yield db
 
 
 @pytest_asyncio.fixture
@@ -50,23 +194,3 @@ async def agent_runtime(agent_builder: AgentTestBuilder) -> TestRuntime:
 def event_capture(agent_runtime: TestRuntime) -> Iterator[EventRecorder]:
     with agent_runtime.capture_events() as recorder:
         yield recorder
-
-
-@pytest_asyncio.fixture(params=store_backends())
-async def memory_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[DatabaseAdapter]:
-    backend = request.param
-    store: DatabaseAdapter
-    if backend == "inmemory":
-        store = InMemoryAdapter()
-    elif backend == "sqlite":
-        store = await SqliteAdapter.open(tmp_path / "store.sqlite3")
-    else:
-        from builtin_plugins.postgres import PostgresAdapter
-
-        store = await PostgresAdapter.open(os.environ[POSTGRES_URL])
-    try:
-        yield store
-    finally:
-        await store.close()

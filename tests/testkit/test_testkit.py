@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_EMBEDDING, TEXT_LARGE, TextParams
 from contracts.plugin import Manifest, Plugin
 from contracts.storage import DatabaseAdapter
+from host.pytest_plugin import POSTGRES_URL, store_backends
 from host.testing import AgentTestBuilder, EventRecorder, TestRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,10 +160,19 @@ def test_an_external_test_suite_uses_the_fixtures(tmp_path: Path, mode: str) -> 
         "    assert await memory_store.count_memories() == 0\n"
     )
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o",
          f"asyncio_mode={mode}", "-o", "asyncio_default_fixture_loop_scope=function",
          str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout  # test_bot, and test_store on inmemory and sqlite
+    assert "test_external.py::test_bot PASSED" in done.stdout
+    backends = store_backends()
+    assert {"inmemory", "sqlite", "postgres"} <= set(backends)  # every store agenthost installs
+    for backend in backends:  # a real PostgreSQL too (pgserver), unless none can run here
+        ran = f"test_external.py::test_store[{backend}] PASSED" in done.stdout
+        assert ran or (backend == "postgres" and not _postgres_available()), done.stdout
+
+
+def _postgres_available() -> bool:
+    return bool(os.environ.get(POSTGRES_URL)) or importlib.util.find_spec("pgserver") is not None
