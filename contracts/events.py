@@ -186,7 +186,13 @@ class EventBusProtocol(Protocol):
     def off(self, event: Event[P], handler: Handler[P]) -> bool: ...
 
     def on_any(
-        self, handler: AnyHandler, *, owner: str | None = None, detached: bool = False
+        self,
+        handler: AnyHandler,
+        *,
+        owner: str | None = None,
+        detached: bool = False,
+        priority: int = 0,
+        timeout: float | None = None,
     ) -> Subscription: ...
 
     async def emit(self, event: Event[P], payload: P) -> None: ...

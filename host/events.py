@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -140,8 +141,7 @@ class EventBus:
         """Call `handler` with each payload of `event`. Higher `priority` runs first."""
         if not isinstance(event, Event):
             raise EventError(f"bus.on needs an Event token, got {event!r}")
-        if not callable(handler):
-            raise EventError(f"handler for {event.name!r} is not callable: {handler!r}")
+        _check_subscription(repr(event.name), handler, owner, timeout)
         sub = HandlerSubscription(self, event, handler, owner, priority, detached, timeout)
         self._subs.setdefault(event.name, []).append(sub)
         self._plan.clear()
@@ -157,6 +157,7 @@ class EventBus:
         timeout: float | None = None,
     ) -> HandlerSubscription:
         """Call `handler(event, payload)` for every event, after the event's own handlers."""
+        _check_subscription("every event (on_any)", handler, owner, timeout)
         sub = HandlerSubscription(self, None, handler, owner, priority, detached, timeout)
         self._any.append(sub)
         self._plan.clear()
@@ -381,6 +382,20 @@ class EventBus:
             for task in list(self._detached):
                 task.cancel()
             await asyncio.gather(*self._detached, return_exceptions=True)
+
+
+def _check_subscription(
+    what: str, handler: object, owner: str | None, timeout: float | None
+) -> None:
+    """A subscription the bus could only fail on later is refused now, naming its target."""
+    by = f" (plugin {owner})" if owner else ""
+    if not callable(handler):
+        raise EventError(f"handler for {what}{by} is not callable: {handler!r}")
+    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+        raise EventError(
+            f"handler for {what}{by}: timeout must be seconds > 0 or None (the bus default), "
+            f"got {timeout!r}"
+        )
 
 
 def _coerce(event: Event[P], payload: object) -> P:

@@ -456,3 +456,22 @@ def test_concurrent_reads_never_see_data_older_than_their_start(
             task.result()  # re-raise a failed assertion of a read
 
     asyncio.run(run())
+
+
+async def test_bounded_by_entries_and_bytes_at_once(clock: Clock) -> None:
+    """Both bounds set: whichever is reached first evicts, least recently used first."""
+    cache = ProviderCache(max_entries=2, max_bytes=1000, clock=clock, sizeof=lambda v: 300)
+    cache.register("p", CachePolicy(ttl=60))
+    rooms = [CacheContext(room_id=str(i)) for i in range(3)]
+    for ctx in rooms:
+        await cache.get_or_compute("p", ctx, Counter())
+    stats = cache.stats()
+    assert (stats.entries, stats.size_bytes, stats.evictions) == (2, 600, 1)
+    body = Counter()
+    await cache.get_or_compute("p", rooms[0], body)  # the oldest one went
+    assert body.calls == 1
+    large = ProviderCache(max_entries=10, max_bytes=1000, clock=clock, sizeof=lambda v: 400)
+    large.register("p", CachePolicy(ttl=60))
+    for ctx in rooms:
+        await large.get_or_compute("p", ctx, Counter())
+    assert (large.stats().entries, large.stats().evictions) == (2, 1)  # bytes bound first

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from uuid import uuid4
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from contracts.events import (
     HANDLER_FAILED,
     AgentPayload,
     Event,
+    EventError,
     EventPayload,
     HandlerFailedPayload,
 )
@@ -307,3 +309,17 @@ async def test_drain_waits_for_detached_runs_started_by_detached_runs() -> None:
     gate.set()
     assert await bus.drain(within=2)
     assert bus.pending == 0
+
+
+async def test_bad_subscriptions_are_refused_naming_the_event_and_the_plugin() -> None:
+    bus = EventBus()
+    with pytest.raises(EventError, match=r"'agent:started' \(plugin weather\) is not callable"):
+        bus.on(AGENT_STARTED, "handler", owner="weather")  # type: ignore[arg-type]
+    for timeout in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(EventError, match=r"'agent:started' \(plugin weather\): timeout must"):
+            bus.on(AGENT_STARTED, lambda p: None, owner="weather", timeout=timeout)
+    with pytest.raises(EventError, match=r"every event \(on_any\): timeout must"):
+        bus.on_any(lambda e, p: None, timeout=-2)
+    with pytest.raises(EventError, match="needs an Event token"):
+        bus.on("agent:started", lambda p: None)  # type: ignore[call-overload,arg-type]
+    assert bus.subscriptions() == []
