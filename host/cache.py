@@ -2,7 +2,8 @@
 
 State composition asks `get_or_compute(provider, context, compute)` for each provider. A value is
 reused while its TTL lasts and nothing invalidated it: an event listed in the provider's
-`invalidate_on` (scoped by the event's agent/room/entity), the invalidation of a provider it
+`invalidate_on` (scoped by the event's agent/room/entity; `bind` subscribes the cache ahead of
+every other handler of the event), the invalidation of a provider it
 depends on (transitively), an explicit `invalidate`, or its plugin unloading. Provider errors are
 never cached. Entries live in a cachetools `TLRUCache` (per-entry expiry + LRU eviction), bounded
 by entries and/or estimated bytes.
@@ -24,12 +25,20 @@ from pydantic import BaseModel
 
 from contracts.agent import CachePolicy, CacheScope
 from contracts.cache import CacheContext, CacheStats
-from contracts.events import Event
+from contracts.events import Event, EventBusProtocol, EventPayload, event_named
 
-__all__ = ["ProviderCache", "context_from_payload", "estimate_size", "scoped_context"]
+__all__ = [
+    "INVALIDATION_PRIORITY",
+    "ProviderCache",
+    "context_from_payload",
+    "estimate_size",
+    "scoped_context",
+]
 
 T = TypeVar("T")
 _Key = tuple[str, str | None, str | None, str | None, str | None]
+INVALIDATION_PRIORITY = 2**62
+"""Priority of the cache's event subscriptions (see `ProviderCache.bind`): above any handler's."""
 _ENTRY_OVERHEAD = 256
 """Bytes charged per entry on top of its value, for the key, the entry record and the LRU links."""
 
@@ -172,6 +181,8 @@ class ProviderCache:
         self._dependents: defaultdict[str, set[str]] = defaultdict(set)
         self._by_event: defaultdict[str, set[str]] = defaultdict(set)
         self._inflight: dict[_Key, _Flight] = {}
+        self._bus: EventBusProtocol | None = None
+        self._listening: set[str] = set()
         self._hits = self._misses = self._evictions = 0
         self._invalidations = self._expirations = self._errors = 0
         self._saved = 0.0
@@ -191,6 +202,31 @@ class ProviderCache:
             self._dependents[dependency].add(provider)
         for event in policy.invalidate_on:
             self._by_event[event.name].add(provider)
+            self._listen(event)
+
+    def bind(self, bus: EventBusProtocol) -> None:
+        """Invalidate from `bus`'s events: for each event some policy lists, now and as
+        providers register, one subscription that runs before every other handler of it.
+
+        First, so that no handler of ``memory:created`` (nor a detached one it lets run) can
+        compose state from an entry the event makes stale."""
+        self._bus = bus
+        for name in list(self._by_event):
+            event = event_named(name)
+            if event is not None:
+                self._listen(event)
+
+    def _listen(self, event: Event[Any]) -> None:
+        if self._bus is None or event.name in self._listening:
+            return
+        name = event.name
+
+        def invalidate(payload: EventPayload) -> None:
+            self.handle_event(name, payload)
+
+        invalidate.__qualname__ = f"ProviderCache.invalidate_on[{name}]"
+        self._bus.on(event, invalidate, owner="host", priority=INVALIDATION_PRIORITY)
+        self._listening.add(name)
 
     def unregister(self, provider: str) -> None:
         """Forget a provider: its entries, its in-flight results and its graph edges."""

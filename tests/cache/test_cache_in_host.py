@@ -13,7 +13,7 @@ import pytest
 
 from contracts.agent import CachePolicy, Provider, ProviderResult, State
 from contracts.config import AgentsSettings, HostConfig, PluginsSettings
-from contracts.events import MEMORY_CREATED
+from contracts.events import MEMORY_CREATED, MemoryPayload
 from contracts.memory import Memory
 from host.app import Host
 from host.config import LoadedConfig
@@ -125,3 +125,31 @@ async def test_removing_a_plugin_drops_its_entries_and_policies(host: Host) -> N
     host.components.add("notes", providers=notes.providers())
     await eliza.compose_state(message)
     assert notes.calls == {"count": 2, "summary": 2, "motto": 2}
+
+
+async def test_handlers_of_the_invalidating_event_already_see_fresh_state(host: Host) -> None:
+    """The cache invalidates before any other handler of memory:created runs, whatever its
+    priority, awaited or detached: a fact extractor composing state on memory:created never
+    gets the entry that event made stale."""
+    assert host.agents is not None
+    eliza = host.agents.get("eliza")
+    notes = Notes(eliza)
+    host.components.add("notes", providers=notes.providers())
+    room = uuid4()
+    first = eliza.new_message("hello", room_id=room, entity_id=uuid4())
+    await eliza.compose_state(first)  # cached: 0 memories in the room
+    seen: list[tuple[str, int]] = []
+
+    async def extractor(payload: MemoryPayload) -> None:
+        state = await eliza.compose_state(first)
+        seen.append(("awaited", state.values["memories"]))
+
+    async def background(payload: MemoryPayload) -> None:
+        state = await eliza.compose_state(first)
+        seen.append(("detached", state.values["memories"]))
+
+    host.events.on(MEMORY_CREATED, extractor, owner="facts", priority=10**6)
+    host.events.on(MEMORY_CREATED, background, owner="facts", detached=True)
+    await eliza.save_memory(first)
+    assert await host.events.drain(within=5)
+    assert sorted(seen) == [("awaited", 1), ("detached", 1)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from uuid import UUID, uuid4
 
 import pytest
 from hypothesis import given, settings
@@ -11,8 +12,9 @@ from hypothesis import strategies as st
 
 from contracts.agent import CachePolicy, CacheScope
 from contracts.cache import CacheContext
-from contracts.events import MEMORY_CREATED, MEMORY_DELETED
+from contracts.events import MEMORY_CREATED, MEMORY_DELETED, MemoryPayload
 from host.cache import ProviderCache, _scoped_key, scoped_context
+from host.events import EventBus
 
 
 class Clock:
@@ -475,3 +477,35 @@ async def test_bounded_by_entries_and_bytes_at_once(clock: Clock) -> None:
     for ctx in rooms:
         await large.get_or_compute("p", ctx, Counter())
     assert (large.stats().entries, large.stats().evictions) == (2, 1)  # bytes bound first
+
+
+async def test_bind_subscribes_each_watched_event_once_ahead_of_every_handler(
+    cache: ProviderCache,
+) -> None:
+    bus = EventBus()
+    cache.register("recent", CachePolicy(ttl=60, invalidate_on=(MEMORY_CREATED,)))
+    cache.bind(bus)  # after a registration...
+    cache.register("gone", CachePolicy(ttl=60, invalidate_on=(MEMORY_CREATED, MEMORY_DELETED)))
+    cache.register("again", CachePolicy(ttl=60, invalidate_on=(MEMORY_CREATED,)))  # ...and before
+    agent, room = uuid4(), uuid4()
+    context = CacheContext(agent_id=str(agent), room_id=str(room))
+    body = Counter()
+    await cache.get_or_compute("recent", context, body)
+    order: list[str] = []
+
+    async def eager(payload: MemoryPayload) -> None:
+        order.append(await cache.get_or_compute("recent", context, body))
+
+    bus.on(MEMORY_CREATED, eager, priority=10**9)
+    assert [s.owner for s in bus.subscriptions(MEMORY_CREATED)] == ["host", None]
+    assert [s.owner for s in bus.subscriptions(MEMORY_DELETED)] == ["host"]
+
+    def created(room_id: UUID) -> MemoryPayload:
+        return MemoryPayload(
+            agent_id=agent, room_id=room_id, entity_id=uuid4(), memory_id=uuid4(), table_name="m"
+        )
+
+    await bus.emit(MEMORY_CREATED, created(uuid4()))
+    assert order == ["value-1"]  # another room: still cached
+    await bus.emit(MEMORY_CREATED, created(room))
+    assert order == ["value-1", "value-2"]  # dropped before the eager handler ran
