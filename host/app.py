@@ -20,7 +20,7 @@ from loguru import logger
 from contracts.cache import CACHE
 from contracts.config import SETTINGS, HostConfig
 from contracts.errors import AgentHostError
-from contracts.events import EVENTS, Event, EventPayload
+from contracts.events import EVENTS
 from contracts.logging import LOGGER
 from contracts.metrics import METRICS
 from contracts.models import MODELS
@@ -104,7 +104,7 @@ class Host:
         if self._started:
             return
         self._started = True
-        self.events.on_any(self._invalidate_cache, owner="host")
+        self.cache.bind(self.events)  # invalidation first among each event's handlers
         if self.config.metrics.enabled:
             self.events.on_any(EventMetrics(self.telemetry.internal), owner="host")
             counters, gauges = cache_source(self.cache)
@@ -210,10 +210,6 @@ class Host:
         await self.http.start()
         _log.info("HTTP API on {} (OpenAPI at /docs)", self.http.url)
         return self.http
-
-    async def _invalidate_cache(self, event: Event[Any], payload: EventPayload) -> None:
-        if event.name in self.cache.watched_events:
-            self.cache.handle_event(event.name, payload)
 
     async def stop(self) -> None:
         """Stop everything started, in reverse; each step runs even if an earlier one failed."""
