@@ -39,12 +39,15 @@ from loguru import logger
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from contracts.cache import CACHE
 from contracts.events import (
     PLUGIN_FAILED,
     PLUGIN_RELOADED,
     PluginFailedPayload,
     PluginReloadedPayload,
 )
+from contracts.models import MODELS
+from contracts.storage import DATABASE
 from host.discovery import Discovered, where_raised
 from host.loader import LoadedPlugin, Loader
 
@@ -52,6 +55,10 @@ __all__ = ["Quiesce", "ReloadResult", "Reloader", "package_of", "watch_paths"]
 
 _log = logger.bind(plugin="host")
 WATCHED_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".toml")
+
+HELD_BY_AGENTS = frozenset({DATABASE.name, MODELS.name, CACHE.name})
+"""Services each agent resolves once, at start: a plugin binding one cannot be hot-reloaded
+(the agents would keep the old, torn-down instance)."""
 
 Quiesce = Callable[[float], AbstractAsyncContextManager[bool]]
 """Holds new work and waits (up to the given seconds) for the work in flight; yields whether
@@ -182,10 +189,11 @@ class Reloader:
     # watching -------------------------------------------------------------------------------
 
     def reloadable(self) -> list[str]:
-        """Loaded plugins that may be reloaded (builtins only with `watch_builtins`)."""
+        """Loaded plugins to watch: not opted out, not `refusal`-blocked, builtins only with
+        `watch_builtins`."""
         names = []
         for name, loaded in self.loader.loaded.items():
-            if not loaded.manifest.reloadable:
+            if self.refusal(name) is not None:
                 continue
             if (
                 package_of(loaded.discovered.target) == "builtin_plugins"
@@ -213,6 +221,10 @@ class Reloader:
                     self._observer.schedule(_Events(self._changed), str(directory), recursive=True)
                     directories.add(directory)
         self._observer.start()
+        for name in self.loader.loaded:
+            refused = self.refusal(name)
+            if refused is not None and name not in self.reloadable():
+                _log.debug("dev mode: not watching plugin {}: {}", name, refused)
         _log.info(
             "dev mode: watching {} for plugin changes",
             ", ".join(sorted(map(str, self._by_path))) or "nothing",
@@ -263,8 +275,10 @@ class Reloader:
         """Reload plugin `name` and then its dependents; never raises for plugin errors."""
         async with self._lock:
             started = time.perf_counter()
-            if name not in self.loader.loaded:
-                result = ReloadResult(name, False, 0.0, f"plugin {name} is not loaded")
+            refused = self.refusal(name)
+            if refused is not None:
+                _log.error("cannot reload plugin {}: {}", name, refused)
+                result = ReloadResult(name, False, 0.0, refused)
             else:
                 result = await self._reload_group(name, started)
             self.history.append(result)
@@ -343,6 +357,25 @@ class Reloader:
         for old in olds:
             if await self.loader.load(old.discovered) is None:
                 _log.error("plugin {}: its previous version failed to load again", old.name)
+
+    def refusal(self, name: str) -> str | None:
+        """Why plugin `name` cannot be reloaded (not loaded, opted out, a dependent opted out,
+        or it binds a service the agents hold), or None."""
+        if name not in self.loader.loaded:
+            return f"plugin {name} is not loaded"
+        for plugin in self.group(name):
+            manifest = self.loader.loaded[plugin].manifest
+            if not manifest.reloadable:
+                whose = "it" if plugin == name else f"its dependent {plugin}"
+                return f"{whose} opts out of hot reload (manifest reloadable=False)"
+            held = sorted(self._provides(plugin) & HELD_BY_AGENTS)
+            if held:
+                whose = "it" if plugin == name else f"its dependent {plugin}"
+                return (
+                    f"{whose} binds the service '{held[0]}', which running agents hold; "
+                    "restart the host to load the change"
+                )
+        return None
 
     def group(self, name: str) -> list[str]:
         """`name` and the loaded plugins depending on it, directly or not, in load order: by

@@ -63,7 +63,6 @@ class ElizaPlugin(Plugin):
         name="eliza",
         description="Classic ELIZA (DOCTOR script) for text, hashed n-gram embeddings",
         settings=ElizaSettings,
-        reloadable=False,
     )
 
     def __init__(self, settings: ElizaSettings | None = None) -> None:

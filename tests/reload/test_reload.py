@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from uuid import uuid4
 
+import httpx
+import pytest
 from typer.testing import CliRunner
 
+from contracts.errors import AgentHostError
 from contracts.events import PLUGIN_FAILED, PLUGIN_RELOADED, PluginFailedPayload
 from host.app import Host
 from host.cli import app
 
-from .conftest import PluginFiles
+from .conftest import HostFactory, PluginFiles
 
 ROOM = uuid4()
 
@@ -84,10 +87,14 @@ async def test_messages_keep_flowing_during_reloads(
             replies.append(await runtime.process_message(message))
 
     talkers = [asyncio.create_task(chatter()) for _ in range(3)]
-    for version in ("a", "b", "c"):
-        waiting = asyncio.ensure_future(next_event(dev_host, PLUGIN_RELOADED.name))
+    for version in ("a", "broken", "b", "broken", "c"):
+        expected = PLUGIN_FAILED.name if version == "broken" else PLUGIN_RELOADED.name
+        waiting = asyncio.ensure_future(next_event(dev_host, expected))
         await asyncio.sleep(0.05)
-        plugin_files.write(version)
+        if version == "broken":
+            plugin_files.break_it()
+        else:
+            plugin_files.write(version)
         await waiting
     stop.set()
     await asyncio.gather(*talkers)  # any failed message would raise here
@@ -105,3 +112,41 @@ async def test_reload_through_the_cli_and_http(dev_host: Host, plugin_files: Plu
         CliRunner().invoke, app, ["plugins", "reload", "nope", "--url", dev_host.http.url]
     )
     assert missing.exit_code == 1
+
+
+async def test_a_failed_reload_through_the_cli_names_the_file_and_line(
+    dev_host: Host, plugin_files: PluginFiles
+) -> None:
+    assert dev_host.http is not None and dev_host.reloader is not None
+    dev_host.reloader.debounce = 60.0  # only the CLI reloads in this test
+    plugin_files.break_it()
+    args = ["plugins", "reload", "reloadme", "--url", dev_host.http.url]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 1
+    assert "SyntaxError" in result.output and "__init__.py:" in result.output
+    assert "mood: v1" in await state_text(dev_host)
+
+
+async def test_no_reload_route_without_dev_mode(make_host: HostFactory) -> None:
+    host = await make_host(dev=False, http=True)
+    assert host.reloader is None and host.http is not None
+    async with httpx.AsyncClient(base_url=host.http.url) as client:
+        response = await client.post("/plugins/eliza/reload")
+    assert response.status_code == 404
+    with pytest.raises(AgentHostError, match="dev mode"):
+        await host.reload_plugin("eliza")
+
+
+async def test_plugins_that_opt_out_or_bind_agent_services_are_refused(
+    make_host: HostFactory,
+) -> None:
+    host = await make_host("inmemory", watch_builtins=True)
+    assert host.reloader is not None
+    sqlite = await host.reload_plugin("sqlite")
+    assert not sqlite.ok and sqlite.error is not None and "reloadable=False" in sqlite.error
+    host.loader.loaded["inmemory"].manifest = host.loader.loaded["inmemory"].manifest.model_copy(
+        update={"reloadable": True}
+    )
+    held = await host.reload_plugin("inmemory")
+    assert not held.ok and held.error is not None and "'database'" in held.error
+    assert "inmemory" not in host.reloader.reloadable()
