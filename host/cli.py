@@ -146,7 +146,7 @@ def run(
         instance = Host(loaded)
         try:
             await instance.run_forever(stop)
-        finally:  # also when start fails half-way: tear down what did start
+        finally:  # also when start fails half-way (a port in use): tear down what started
             await instance.stop()
 
     _run(serve)

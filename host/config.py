@@ -33,6 +33,7 @@ __all__ = [
     "load_config",
     "masked",
     "plugin_settings",
+    "problems_message",
     "secret_values",
 ]
 
@@ -217,6 +218,11 @@ def _describe(exc: ValidationError, loaded: LoadedConfig) -> str:
                 " plugins.enabled and plugins.disabled)"
             )
         lines.append(f"  {key} (from {where}): {reason}")
+    return problems_message(lines)
+
+
+def problems_message(lines: list[str]) -> str:
+    """The text of a `ConfigError` for these ``  key (from source): reason`` lines."""
     count = len(lines)
     return f"invalid configuration ({count} problem{'s' if count > 1 else ''}):\n" + "\n".join(
         lines

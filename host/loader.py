@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from loguru import logger
 from pydantic import BaseModel
 
 from contracts.config import HostConfig
@@ -36,7 +37,7 @@ from contracts.events import (
 )
 from contracts.logging import LOGGER, Logger
 from contracts.plugin import Manifest, Plugin
-from host.config import ConfigError, LoadedConfig, plugin_settings
+from host.config import ConfigError, LoadedConfig, plugin_settings, problems_message
 from host.container import Container
 from host.discovery import Discovered, where_raised
 from host.logs import plugin_logger
@@ -94,16 +95,35 @@ class PluginStatus:
         }
 
 
-def select(discovered: Sequence[Discovered], config: HostConfig) -> tuple[list[str], list[str]]:
+def select(
+    discovered: Sequence[Discovered], config: HostConfig, loaded: LoadedConfig | None = None
+) -> tuple[list[str], list[str]]:
     """(names to load, names disabled by config). Unknown names in ``plugins.enabled`` or
-    ``plugins.disabled`` are a `ConfigError` listing what is installed."""
+    ``plugins.disabled`` are a `ConfigError` naming the list, where it was set (`loaded`'s
+    sources) and what is installed. A settings section ``plugins.<name>`` for no installed
+    plugin is logged as a warning (config may be shared by hosts with other plugins)."""
     known = {d.name for d in discovered}
-    asked = set(config.plugins.disabled) | set(config.plugins.enabled or ())
-    unknown = sorted(asked - known)
-    if unknown:
-        raise ConfigError(
-            f"plugins.enabled/disabled name unknown plugins: {', '.join(unknown)}; "
-            f"installed: {', '.join(sorted(known)) or 'none'}"
+    installed = ", ".join(sorted(known)) or "none"
+    problems = []
+    for key in ("enabled", "disabled"):
+        unknown = sorted(set(getattr(config.plugins, key) or ()) - known)
+        if unknown:
+            source = loaded.source_of(f"plugins.{key}") if loaded is not None else "default"
+            where = source.partition(":")[2] or ("config" if source == "default" else source)
+            problems.append(
+                f"  plugins.{key} (from {where}): unknown plugin"
+                f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; installed: {installed}"
+            )
+    if problems:
+        raise ConfigError(problems_message(problems))
+    spellings = known | {name.replace("-", "_") for name in known}
+    for section in sorted(set(config.plugins.model_extra or {}) - spellings):
+        logger.bind(plugin="host").warning(
+            "config plugins.{}: no installed plugin is called {}, its settings are unused;"
+            " installed: {}",
+            section,
+            section,
+            installed,
         )
     enabled = set(config.plugins.enabled) if config.plugins.enabled is not None else known
     chosen = sorted(n for n in known if n in enabled and n not in set(config.plugins.disabled))
@@ -143,7 +163,7 @@ class Loader:
                 continue  # a duplicate's failure: the first plugin of that name stays
             self.discovered[item.name] = item
             self._status(item, "failed" if item.error else "disabled", item.error, "discover")
-        chosen, _ = select(discovered, self.config)
+        chosen, _ = select(discovered, self.config, self.loaded_config)
         candidates = {
             name: self.discovered[name] for name in chosen if self.discovered[name].error is None
         }
@@ -340,6 +360,7 @@ class Loader:
             await self._quietly(registrar.unregister_plugin(name), name)
         await self._teardown_instance(name, loaded.instance)
         self.statuses[name].state = "disabled"
+        plugin_logger(name).debug("plugin {} unloaded", name)
         await self._emit_loaded(PLUGIN_UNLOADED, loaded)
 
     async def unload_all(self) -> None:

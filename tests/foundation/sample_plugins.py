@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from contracts.agent import Provider, ProviderResult, State
 from contracts.memory import Memory
 from contracts.plugin import Manifest, Plugin
+from contracts.services import Service
+from contracts.tokens import Token
 
 JOURNAL: list[str] = []
 
@@ -65,3 +67,49 @@ class WrongName(Recording):
 
 class NotAPlugin:
     """No manifest at all."""
+
+
+def raising_factory() -> Recording:
+    """A plugin factory (not a class) that raises when the host calls it."""
+    raise ValueError("factory refuses: no weather API configured")
+
+
+raising_factory.manifest = Manifest(name="raising-factory")  # type: ignore[attr-defined]
+
+
+def recording_factory() -> Recording:
+    """A plugin factory returning a plugin built some other way."""
+    return Gamma()
+
+
+recording_factory.manifest = Gamma.manifest  # type: ignore[attr-defined]
+
+
+class InvalidManifest(Recording):
+    manifest = {"name": "invalid-manifest", "priority": "high", "colour": "blue"}  # type: ignore[assignment]
+
+
+class Clock:
+    """A service a plugin provides and another one needs in its constructor."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+
+CLOCK: Token[Clock] = Token("test.clock", Clock)
+
+
+class ClockProvider(Recording):
+    manifest: ClassVar[Manifest] = Manifest(name="clock-provider", priority=-10, provides=(CLOCK,))
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(CLOCK, Clock),)
+
+
+class ClockUser(Recording):
+    """Higher priority than its provider, but needs its service: loads after it."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="clock-user", priority=90)
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock

@@ -109,3 +109,52 @@ def test_the_plugin_package_runs_its_own_tests_with_the_kit(plugin_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
     # the action test, and the store test on every installed backend (postgres via pgserver)
     assert f"{1 + len(store_backends())} passed" in done.stdout
+
+
+def test_cli_unknown_plugin_names_exit_2_naming_the_file(plugin_path: Path, tmp_path: Path) -> None:
+    config = tmp_path / "agenthost.yaml"
+    config.write_text("plugins:\n  disabled: [weather, wether]\n")
+    env = {**os.environ, "PYTHONPATH": str(plugin_path), "AGENTHOST_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("agenthost")), "-c", str(config), "plugins", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"plugins.disabled (from {config}): unknown plugin wether; installed: audit," in (
+        done.stderr
+    )
+    assert "weather" in done.stderr.partition("installed:")[2]
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_config_show_json_sources_and_masked_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "agenthost.yaml"
+    config.write_text("http:\n  port: 8123\nlogging:\n  json: false\n")
+    env = {
+        **os.environ,
+        "AGENTHOST_HTTP__API_KEY": "key-from-env-1234",
+        "AGENTHOST_PLUGINS__OPENAI__API_KEY": "sk-plugin-secret-99",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("agenthost")), "--config", str(config), "--log-level",
+         "warning", "config", "show", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    values = shown["values"]
+    assert shown["file"] == str(config)
+    assert values["http.port"] == {"value": 8123, "source": f"file:{config}"}
+    assert values["logging.json"] == {"value": False, "source": f"file:{config}"}
+    assert values["logging.level"] == {"value": "WARNING", "source": "command line"}
+    assert values["http.api_key"] == {
+        "value": "**********",
+        "source": "env:AGENTHOST_HTTP__API_KEY",
+    }
+    assert values["plugins.openai.api_key"]["value"] == "**********"
+    assert values["agents.history"] == {"value": 10, "source": "default"}
+    assert "key-from-env-1234" not in done.stdout + done.stderr
+    assert "sk-plugin-secret-99" not in done.stdout + done.stderr

@@ -4,14 +4,17 @@ teardown in reverse, rollback of a failed setup, unknown names in config."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import importlib_metadata
 import pytest
+from loguru import logger
 
 from contracts.config import HostConfig, PluginsSettings
 from host.app import Host
-from host.config import ConfigError, LoadedConfig
+from host.config import ConfigError, LoadedConfig, load_config
 from host.discovery import Discovered, from_entry_points
+from host.loader import select
 
 from . import sample_plugins
 from .sample_plugins import JOURNAL
@@ -147,9 +150,113 @@ async def test_enabled_and_disabled_lists(host) -> None:  # type: ignore[no-unty
         "beta": "loaded",
         "gamma": "disabled",
     }
-    with pytest.raises(ConfigError, match="unknown plugins: nope; installed: alpha, beta, gamma"):
-        await host(discovered, disabled=["nope"]).start(agents=False)
+    with pytest.raises(ConfigError) as info:
+        await host(discovered, enabled=["beta", "nope", "zap"], disabled=["ghost"]).start(
+            agents=False
+        )
+    assert str(info.value) == (
+        "invalid configuration (2 problems):\n"
+        "  plugins.enabled (from config): unknown plugins nope, zap;"
+        " installed: alpha, beta, gamma\n"
+        "  plugins.disabled (from config): unknown plugin ghost; installed: alpha, beta, gamma"
+    )
+
+
+def test_unknown_names_error_says_where_the_list_was_set(tmp_path: Path) -> None:
+    path = tmp_path / "agenthost.yaml"
+    path.write_text("plugins:\n  disabled: [gamma, nope]\n")
+    discovered = entry_points(("gamma", "Gamma"))
+    loaded = load_config(path, environ={})
+    with pytest.raises(
+        ConfigError, match=rf"plugins\.disabled \(from {path}\): unknown plugin nope;"
+    ):
+        select(discovered, loaded.config, loaded)
+    from_env = load_config(None, environ={"AGENTHOST_PLUGINS__ENABLED": '["nope"]'})
+    with pytest.raises(ConfigError, match=r"plugins\.enabled \(from AGENTHOST_PLUGINS__ENABLED\)"):
+        select(discovered, from_env.config, from_env)
+
+
+def test_a_section_for_no_installed_plugin_is_warned(tmp_path: Path) -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    try:
+        config = HostConfig(
+            plugins=PluginsSettings.model_validate({"gamma": {"a": 1}, "gamam": {"a": 1}})
+        )
+        assert select(entry_points(("gamma", "Gamma")), config) == (["gamma"], [])
+    finally:
+        logger.remove(sink)
+    assert lines == [
+        "WARNING config plugins.gamam: no installed plugin is called gamam, its settings are"
+        " unused; installed: gamma"
+    ]
 
 
 def test_sample_module_is_importable() -> None:
     assert sample_plugins.Alpha.manifest.dependencies == ("beta",)
+
+
+async def test_a_raising_factory_fails_its_plugin_only(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(entry_points(("raising-factory", "raising_factory"), ("gamma", "recording_factory")))
+    await app.start(agents=False)
+    status = {s.name: s for s in app.statuses}
+    assert status["gamma"].state == "loaded"
+    assert (status["raising-factory"].state, status["raising-factory"].stage) == ("failed", "load")
+    assert status["raising-factory"].error == (
+        "ValueError: factory refuses: no weather API configured"
+    )
+    assert JOURNAL == ["setup:gamma"]
+
+
+def test_an_invalid_manifest_is_isolated_naming_each_problem() -> None:
+    found = {d.name: d for d in entry_points(("invalid-manifest", "InvalidManifest"))}
+    error = found["invalid-manifest"].error or ""
+    assert error.startswith(f"invalid manifest in {sample_plugins.__name__}:InvalidManifest: ")
+    assert "priority: Input should be a valid integer" in error
+    assert "colour: Extra inputs are not permitted" in error
+
+
+async def test_a_dependency_disabled_in_config_fails_its_dependents(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(entry_points(("alpha", "Alpha"), ("beta", "Beta")), disabled=["beta"])
+    await app.start(agents=False)
+    status = {s.name: s for s in app.statuses}
+    assert status["beta"].state == "disabled"
+    assert status["alpha"].error == "depends on beta, which is disabled in config"
+    assert JOURNAL == []
+
+
+async def test_cycle_error_names_the_whole_chain(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(entry_points(("cycle-x", "CycleX"), ("cycle-y", "CycleY")))
+    await app.start(agents=False)
+    errors = {s.error for s in app.statuses}
+    assert errors <= {
+        "dependency cycle: cycle-x -> cycle-y -> cycle-x",
+        "dependency cycle: cycle-y -> cycle-x -> cycle-y",
+    }
+    assert len(errors) == 1
+
+
+async def test_a_plugin_loads_after_the_provider_of_a_service_it_needs(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(
+        entry_points(
+            ("clock-user", "ClockUser"), ("gamma", "Gamma"), ("clock-provider", "ClockProvider")
+        )
+    )
+    await app.start(agents=False)
+    assert JOURNAL == ["setup:gamma", "setup:clock-provider", "setup:clock-user"]
+    user = app.loader.loaded["clock-user"].instance
+    assert user.clock is app.container.resolve(sample_plugins.CLOCK)  # type: ignore[attr-defined]
+
+
+async def test_a_plugin_needing_an_unprovided_service_fails_with_the_reason(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(entry_points(("clock-user", "ClockUser"), ("gamma", "Gamma")))
+    await app.start(agents=False)
+    status = {s.name: s for s in app.statuses}
+    assert status["gamma"].state == "loaded"
+    assert status["clock-user"].state == "failed"
+    error = status["clock-user"].error or ""
+    assert error.startswith(
+        "MissingDependencyError: plugin clock-user needs Clock (parameter `clock` of"
+        " ClockUser.__init__), provided by nothing; installed providers: "
+    )
+    assert "settings (host)" in error

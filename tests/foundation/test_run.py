@@ -1,8 +1,11 @@
-"""`agenthost run` in a real process: serves the default agent over HTTP, stops on SIGTERM."""
+"""`agenthost run` in a real process: serves the default agent over HTTP, keeps serving with a
+broken plugin installed, tears plugins down in reverse load order on SIGTERM and Ctrl-C, and
+exits 1 (having torn down what started) when its port is taken."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +14,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTHOST = Path(sys.executable).with_name("agenthost")
 
 
 def free_port() -> int:
@@ -19,30 +26,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    script = Path(sys.executable).with_name("agenthost")
-    env = {**os.environ, "AGENTHOST_DATA_DIR": str(tmp_path / "data")}
+def start(port: int, env: dict[str, str], *options: str) -> subprocess.Popen[str]:
+    """`agenthost [options] run --port <port>`, returned once /health answers."""
     process = subprocess.Popen(
-        [str(script), "run", "--port", str(port)],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
+        [str(AGENTHOST), *options, "run", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"host exited with {process.returncode}:\n{process.communicate()[1]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"host did not come up:\n{process.communicate()[1]}")
+        time.sleep(0.2)
+
+
+def load_and_unload_order(log: str) -> tuple[list[str], list[str]]:
+    """Plugin names in the order the debug log shows them loaded, and unloaded."""
+    loaded = re.findall(r"\| plugin (\S+) \S+ loaded in ", log)
+    unloaded = re.findall(r"\| plugin (\S+) unloaded$", log, re.MULTILINE)
+    return loaded, unloaded
+
+
+def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    process = start(port, {"AGENTHOST_DATA_DIR": str(tmp_path / "data")}, "--log-level", "debug")
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "host did not come up"
-            time.sleep(0.2)
         reply = httpx.post(
             f"{base}/agents/eliza/messages", json={"text": "Men are all alike."}, timeout=30
         )
@@ -54,4 +74,57 @@ def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
         _out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "agent Eliza stopped" in err
+    loaded, unloaded = load_and_unload_order(err)
+    assert {"sqlite", "eliza", "audit"} <= set(loaded)
+    assert unloaded == loaded[::-1]
     assert (tmp_path / "data" / "agenthost.sqlite3").exists()
+
+
+def test_ctrl_c_with_a_broken_plugin_installed(plugin_path: Path, tmp_path: Path) -> None:
+    """The broken plugin is reported with its reason, the host serves regardless (the external
+    plugin too), and Ctrl-C tears plugins down in reverse (weather before the sqlite it needs)."""
+    port = free_port()
+    env = {
+        "PYTHONPATH": str(plugin_path),
+        "AGENTHOST_DATA_DIR": str(tmp_path),
+        "AGENTHOST_PLUGINS__WEATHER__CITY": "Lyon",
+    }
+    process = start(port, env, "--log-level", "debug")
+    try:
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/agents/eliza/messages", json={"text": "hello"}, timeout=30
+        )
+        assert reply.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert (
+        "plugin broken (distribution agenthost-broken) failed: cannot import"
+        " agenthost_broken:BrokenPlugin: ModuleNotFoundError: No module named"
+        " 'agenthost_missing_dependency'"
+    ) in err
+    assert "| weather | weather plugin ready for Lyon" in err
+    loaded, unloaded = load_and_unload_order(err)
+    assert loaded.index("sqlite") < loaded.index("weather") and "broken" not in loaded
+    assert unloaded == loaded[::-1]
+
+
+def test_a_port_in_use_exits_1_after_tearing_down(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(AGENTHOST), "--log-level", "debug", "run", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "AGENTHOST_DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"error: cannot serve HTTP on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+    loaded, unloaded = load_and_unload_order(done.stderr)
+    assert loaded and unloaded == loaded[::-1]
