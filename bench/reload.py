@@ -26,7 +26,14 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from contracts.config import AgentsSettings, HostConfig, LoggingSettings, PluginsSettings
+from contracts.config import (
+    AgentsSettings,
+    HostConfig,
+    LoggingSettings,
+    PluginsSettings,
+    ReloadSettings,
+)
+from contracts.events import PLUGIN_RELOADED
 from host.app import Host
 from host.config import LoadedConfig
 from host.logs import configure_logging
@@ -104,12 +111,12 @@ async def wait_for(host: Host, value: str, limit: float = 30.0) -> None:
 
 
 def config(root: Path, debounce: float) -> HostConfig:
-    del debounce
     return HostConfig(
         dev=True,
         data_dir=root / "data",
         agents=AgentsSettings(characters_dir=root / "none"),
         plugins=PluginsSettings(enabled=["sqlite", "eliza", "benchreload"]),
+        reload=ReloadSettings(debounce=debounce),
     )
 
 
@@ -122,7 +129,8 @@ async def run(edits: int, restarts: int, debounce: float) -> None:
         host = Host(LoadedConfig(config(root, debounce), None))
         await host.start()
         assert host.reloader is not None
-        host.reloader.debounce = debounce
+        durations: asyncio.Queue[float] = asyncio.Queue()
+        host.events.on(PLUGIN_RELOADED, lambda payload: durations.put_nowait(payload.duration))
         latencies: list[float] = []
         reload_times: list[float] = []
         for index in track(range(1, edits + 1), description="edits"):
@@ -131,7 +139,7 @@ async def run(edits: int, restarts: int, debounce: float) -> None:
             module.write_text(PLUGIN.format(value=value))
             await wait_for(host, value)
             latencies.append(time.perf_counter() - started)
-            reload_times.append(host.reloader.history[-1].duration)
+            reload_times.append(await durations.get())  # emitted just after the swap
         await host.stop()
         restart_times: list[float] = []
         script = RESTART.format(root=str(root), bench=str(BENCH_DIR))
@@ -170,7 +178,7 @@ async def run(edits: int, restarts: int, debounce: float) -> None:
     )
     table.add_row("  of which debounce", f"{debounce * 1000:.0f}", f"{debounce * 1000:.0f}", "")
     table.add_row(
-        "  of which the reload itself (purge, import, setup, swap, drain, teardown)",
+        "  of which the reload itself (purge, import, hold, drain, teardown, setup, register)",
         f"{pct(reload_times, 0.5) * 1000:.1f}",
         f"{pct(reload_times, 0.95) * 1000:.1f}",
         "",
