@@ -12,19 +12,14 @@ import pytest
 from loguru import logger
 from pydantic import BaseModel
 
-import contracts
 from builtin_plugins.inmemory import InMemoryPlugin
 from builtin_plugins.sqlite import SqlitePlugin, SqliteSettings
+from contracts.logging import LOGGER, Logger
 from contracts.memory import Content, Memory
 from contracts.plugin import Manifest, Plugin
 from contracts.services import MissingDependencyError
 from contracts.storage import DATABASE, DatabaseAdapter, StorageError
 from host.container import Container
-
-try:  # the host's logger protocol (contracts/logging.py), else loguru's class
-    from contracts.logging import Logger  # type: ignore[attr-defined, unused-ignore]
-except ImportError:  # until the logging contract lands
-    from loguru._logger import Logger
 
 
 class JournalSettings(BaseModel):
@@ -74,11 +69,7 @@ async def test_plugin_gets_database_logger_and_settings(sqlite_settings: SqliteS
     try:
         await load(container, SqlitePlugin, {SqliteSettings: sqlite_settings})
         await load(container, InMemoryPlugin, {})
-        logger_token = getattr(contracts, "LOGGER", None)  # the host's, once it exists
-        assert container.requirements(JournalPlugin) == [
-            DATABASE,
-            *([logger_token] if logger_token is not None else []),
-        ]
+        assert container.requirements(JournalPlugin) == [DATABASE, LOGGER]
         settings = JournalSettings(room="kitchen")
         journal = await load(
             container,

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from uuid import uuid4
 
+from loguru import logger
+
+from contracts.storage import DATABASE
 from host.app import Host
 from host.config import load_config
 from host.discovery import discover
@@ -48,6 +51,17 @@ async def test_host_injects_configures_and_uses_the_external_plugin(
         status = {s.name: s for s in host.statuses}
         assert status["weather"].state == "loaded" and status["weather"].version == "1.2.3"
         assert status["broken"].state == "failed"
+        weather = host.loader.loaded["weather"].instance
+        assert weather.db is await host.container.aresolve(DATABASE)  # type: ignore[attr-defined]
+        assert weather.db.backend == "sqlite"  # type: ignore[attr-defined]
+        assert weather.settings.city == "Lyon"  # type: ignore[attr-defined]
+        records: list[dict[str, object]] = []
+        sink = logger.add(lambda m: records.append(dict(m.record["extra"])))
+        try:
+            weather.log.info("checking the weather")  # type: ignore[attr-defined]
+        finally:
+            logger.remove(sink)
+        assert records == [{"plugin": "weather"}]
         assert host.agents is not None
         runtime = host.agents.get("Eliza")
         message = runtime.new_message("How is the weather?", room_id=uuid4(), entity_id=uuid4())

@@ -5,6 +5,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Protocol, assert_type
 
+from contracts import (
+    CACHE,
+    DATABASE,
+    EVENT_STORE,
+    EVENTS,
+    LOGGER,
+    METRICS,
+    MODELS,
+    SETTINGS,
+    EventBusProtocol,
+    EventStore,
+    HostConfig,
+    Logger,
+    MetricsCollector,
+    ModelRuntime,
+    ProviderCacheProtocol,
+)
+from contracts import (
+    DatabaseAdapter as RealDatabaseAdapter,
+)
 from contracts.services import Service
 from contracts.tokens import Token
 from host.container import Container
@@ -67,6 +87,16 @@ assert_type(container.resolve(SUBSCRIPTED), DatabaseAdapter)
 assert_type(container.resolve(NAME), str)
 assert_type(container.resolve(UNTYPED), int)
 assert_type(container.requirements(SqliteAdapter), list[Token[Any]])
+
+# The well-known tokens resolve to their contract types.
+assert_type(container.resolve(DATABASE), RealDatabaseAdapter)
+assert_type(container.resolve(LOGGER), Logger)
+assert_type(container.resolve(SETTINGS), HostConfig)
+assert_type(container.resolve(MODELS), ModelRuntime)
+assert_type(container.resolve(EVENTS), EventBusProtocol)
+assert_type(container.resolve(EVENT_STORE), EventStore)
+assert_type(container.resolve(CACHE), ProviderCacheProtocol)
+assert_type(container.resolve(METRICS), MetricsCollector)
 
 services: list[Service[Any]] = [
     Service(DATABASE_LIKE, SqliteAdapter),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from contracts.config import SETTINGS
+from contracts.storage import DATABASE, DatabaseAdapter as RealDatabaseAdapter
 from contracts.tokens import Token
 from host.container import Container
 
@@ -19,6 +21,10 @@ container = Container()
 x: str = container.resolve(DATABASE_LIKE)  # E: Incompatible types in assignment (expression has type "DatabaseAdapter", variable has type "str")
 n: str = container.resolve(COUNT)  # E: expression has type "int", variable has type "str"
 container.resolve(DATABASE_LIKE).put(b"x")  # E: "DatabaseAdapter" has no attribute "put"
+real: str = container.resolve(DATABASE)  # E: expression has type "DatabaseAdapter", variable has type "str"
+port: str = container.resolve(SETTINGS).http.port  # E: expression has type "int", variable has type "str"
+container.register(DATABASE, lambda: "not a database")  # E: Argument 2 to "register" of "Container" has incompatible type
+adapter: RealDatabaseAdapter = container.resolve(SETTINGS)  # E: expression has type "HostConfig", variable has type "DatabaseAdapter"
 
 
 async def later() -> None:
