@@ -181,6 +181,7 @@ class Reloader:
         self._observer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_path: dict[Path, set[str]] = {}
+        self._directories: set[Path] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -211,15 +212,8 @@ class Reloader:
         """Start watching (from within the running event loop)."""
         self._loop = asyncio.get_running_loop()
         self._observer = Observer()
-        directories: set[Path] = set()
         for name in self.reloadable():
-            item = self.loader.loaded[name].discovered
-            for path in watch_paths(item, self._package(name)):
-                self._by_path.setdefault(path.resolve(), set()).add(name)
-                directory = path if path.is_dir() else path.parent
-                if directory not in directories and directory.is_dir():
-                    self._observer.schedule(_Events(self._changed), str(directory), recursive=True)
-                    directories.add(directory)
+            self._watch(name)
         self._observer.start()
         for name in self.loader.loaded:
             refused = self.refusal(name)
@@ -229,6 +223,20 @@ class Reloader:
             "dev mode: watching {} for plugin changes",
             ", ".join(sorted(map(str, self._by_path))) or "nothing",
         )
+
+    def _watch(self, name: str) -> None:
+        """Watch plugin `name`'s paths (again after a reload: its manifest may name others)."""
+        for names in self._by_path.values():
+            names.discard(name)
+        item = self.loader.loaded[name].discovered
+        for path in watch_paths(item, self._package(name)):
+            self._by_path.setdefault(path.resolve(), set()).add(name)
+            directory = path if path.is_dir() else path.parent
+            if directory not in self._directories and directory.is_dir():
+                self._observer.schedule(_Events(self._changed), str(directory), recursive=True)
+                self._directories.add(directory)
+        for path in [p for p, names in self._by_path.items() if not names]:
+            del self._by_path[path]
 
     async def stop(self) -> None:
         if self._observer is not None:
@@ -339,6 +347,11 @@ class Reloader:
                     name=new.name, duration=took, version=new.manifest.version
                 )
                 await self.loader.events.emit(PLUGIN_RELOADED, payload)
+        if self._observer is not None:
+            watchable = self.reloadable()
+            for new, _ in finished:
+                if new.name in watchable:
+                    self._watch(new.name)
         return ReloadResult(name, True, duration, None, [new.name for new, _ in finished])
 
     async def _roll_back(

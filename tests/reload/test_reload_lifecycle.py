@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -106,12 +106,11 @@ def full(v: str, *, construct: str = "pass", setup: str = "pass") -> str:
 ROOM = uuid4()
 
 
-async def send(host: Host, text: str = "hello") -> str:
+async def send(host: Host, text: str = "hello", room: UUID = ROOM) -> str:
     assert host.agents is not None
     runtime = host.agents.get("Eliza")
-    reply = await runtime.process_message(
-        runtime.new_message(text, room_id=ROOM, entity_id=uuid4())
-    )
+    message = runtime.new_message(text, room_id=room, entity_id=uuid4())
+    reply = await runtime.process_message(message)
     assert reply.text is not None
     return reply.text
 
@@ -176,7 +175,11 @@ async def test_in_flight_calls_finish_on_the_old_version_before_teardown(
     for _ in range(50):  # let the reload run as far as it can without the message finishing
         await asyncio.sleep(0)
     assert "teardown v1" not in probe.log and not reloading.done()
-    waiting = asyncio.create_task(send(full_host))  # new work waits for the swap; it does not fail
+    # new work (another room: no room lock in its way) waits for the swap; it does not fail
+    waiting = asyncio.create_task(send(full_host, room=uuid4()))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not waiting.done()
     probe.gate.set()
     assert await busy == "model v1"
     assert (await reloading).ok

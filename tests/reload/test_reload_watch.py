@@ -260,3 +260,22 @@ def test_package_of_owns_no_other_plugins_module(modules: list[str]) -> None:
     for other in others:
         if other == package or other.startswith(package + "."):
             assert package == mine  # only possible when nothing shorter was free
+
+
+async def test_watch_paths_changed_by_a_reload_are_watched(
+    site: Site, make_host: HostFactory
+) -> None:
+    module = site.add("moving", simple("moving", manifest=", watch_paths=('one',)"))
+    for sub in ("one", "two"):
+        (module.parent / sub).mkdir()
+    host = await make_host("moving")
+    assert host.reloader is not None
+    assert host.reloader.watched() == {(module.parent / "one").resolve(): {"moving"}}
+    module.write_text(simple("moving", "v2", manifest=", watch_paths=('two',)"))
+    assert (await host.reloader.reload("moving")).ok
+    assert host.reloader.watched() == {(module.parent / "two").resolve(): {"moving"}}
+    reloaded = asyncio.create_task(events(host, PLUGIN_RELOADED.name))
+    await asyncio.sleep(0.05)
+    (module.parent / "two" / "settings.yaml").write_text("a: 1\n")
+    await reloaded
+    assert [r.ok for r in host.reloader.history] == [True, True]
