@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -80,7 +82,7 @@ def schema_uri(base: str, schema: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_uri() -> Iterator[str]:
     """The URI of a session-wide PostgreSQL with the vector extension installed."""
     url = os.environ.get(POSTGRES_URL)
     if url:
@@ -92,18 +94,23 @@ def pg_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(
             f"no PostgreSQL: set {POSTGRES_URL} or pip install 'agenthost[pgserver]' ({exc})"
         )
-    directory: Path = tmp_path_factory.mktemp("pg")
+    # Not under pytest's basetemp: pgserver run as root opens the directory's parents to its
+    # own system user, and every pytest session starting meanwhile closes
+    # /tmp/pytest-of-<user> again (mode 0700), which broke initdb now and then.
+    directory = Path(tempfile.mkdtemp(prefix="agenthost-pg-"))
     try:
         server: Any = pgserver.get_server(  # type: ignore[attr-defined]
             directory, cleanup_mode="stop"
         )
         server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
     except Exception as exc:
+        shutil.rmtree(directory, ignore_errors=True)
         pytest.skip(f"cannot start PostgreSQL with pgserver: {exc}")
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

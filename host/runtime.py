@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -334,15 +334,12 @@ class AgentRuntime:
         """Run the whole pipeline for `message` and return the reply (see the module doc)."""
         async with self._room(message.room_id):
             run = _Run(self, message)
-            token = call_context.set(CallContext(self._agent_id, message.room_id, message.id))
-            try:
+            with _serving(CallContext(self._agent_id, message.room_id, message.id)):
                 async with self.scope.create_scope("message"):
                     await run.before_model()
                     if run.responded:
                         await run.model_reply()
                     await run.after_model()
-            finally:
-                call_context.reset(token)
             return run.result()
 
     def stream_message(self, message: Memory) -> ReplyStream:
@@ -356,26 +353,42 @@ class AgentRuntime:
         return stream
 
     async def _stream(self, message: Memory, sink: ReplyStream) -> AsyncIterator[str]:
+        # The call context is set around each step, never across a yield: the consumer may
+        # resume this generator from another task (a web server does), so a context var set
+        # here could not be reset there. Model calls still see who they serve (model:used).
+        caller = CallContext(self._agent_id, message.room_id, message.id)
         async with self._room(message.room_id):
             run = _Run(self, message)
             async with self.scope.create_scope("message"):
-                await run.before_model()
+                with _serving(caller):
+                    await run.before_model()
                 if run.responded:
                     started = time.perf_counter()
-                    prompt = run.prompt()
                     pieces: list[str] = []
-                    async for chunk in self.stream_model(TEXT_LARGE, prompt):
-                        text = chunk.text
-                        if text:
-                            pieces.append(text)
-                            yield text
+                    chunks = self.stream_model(TEXT_LARGE, run.prompt())
+                    try:
+                        while True:
+                            with _serving(caller):
+                                try:
+                                    chunk = await anext(chunks)
+                                except StopAsyncIteration:
+                                    break
+                            if chunk.text:
+                                pieces.append(chunk.text)
+                                yield chunk.text
+                    finally:
+                        close = getattr(chunks, "aclose", None)
+                        if close is not None:
+                            await close()
                     run.timings["model"] = time.perf_counter() - started
                     run.set_model_text("".join(pieces))
-                await run.run_actions()
+                with _serving(caller):
+                    await run.run_actions()
                 extra = run.append_action_text()
                 if extra:
                     yield extra
-                await run.finish()
+                with _serving(caller):
+                    await run.finish()
             sink.reply = run.result()
 
     async def compose_state(self, message: Memory, include: Iterable[str] = ()) -> State:
@@ -720,6 +733,16 @@ class _Run:
             skipped_providers=dict(self.state.skipped),
             timings=self.timings,
         )
+
+
+@contextmanager
+def _serving(caller: CallContext) -> Iterator[None]:
+    """Model calls made inside are attributed to `caller` (``model:used`` carries it)."""
+    token = call_context.set(caller)
+    try:
+        yield
+    finally:
+        call_context.reset(token)
 
 
 async def _guarded(

@@ -19,9 +19,10 @@ into fixtures.
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,7 @@ from contracts.models import (
     ModelParams,
     ModelType,
     ObjectResult,
+    TextChunk,
     TextParams,
     TextResult,
 )
@@ -133,6 +135,15 @@ class MockModel:
         if isinstance(value, Awaitable):
             value = await value
         return _as_result(self.model_type, value, params)
+
+    async def stream(self, params: ModelParams) -> AsyncIterator[TextChunk]:
+        """The same reply streamed word by word (one recorded call), so streamed replies come
+        in several chunks as from a real model."""
+        result = await self(params)
+        words = re.findall(r"\s*\S+\s*", result.text) or [result.text]
+        for index, word in enumerate(words):
+            last = index == len(words) - 1
+            yield TextChunk(text=word, index=index, finish_reason="stop" if last else None)
 
 
 def _as_result(model_type: ModelType[Any, Any], value: Any, params: Any) -> Any:
@@ -254,9 +265,9 @@ class TestRuntime(AgentRuntime):
         owner = f"mock:{model_type.name}"
         self.registry.unregister_owner(owner)
         mock = MockModel(model_type, replies)
-        self.registry.register(
-            ModelHandler(model_type, mock, priority=MOCK_PRIORITY, provider="mock"), owner=owner
-        )
+        stream = mock.stream if model_type.result is TextResult else None
+        handler = ModelHandler(model_type, mock, stream, priority=MOCK_PRIORITY, provider="mock")
+        self.registry.register(handler, owner=owner)
         self.mock_models[model_type.name] = mock
         return mock
 
