@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from contracts.config import HostConfig
 from contracts.errors import AgentHostError
@@ -102,17 +102,39 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The ``AGENTHOST_*`` variables as nested config values (pydantic-settings' parsing)."""
+    """The ``AGENTHOST_*`` variables as nested config values (pydantic-settings' parsing).
+
+    Lists and mappings are JSON; a variable that is not valid JSON where JSON is expected is a
+    `ConfigError` naming the variable (pydantic-settings only names the top-level section)."""
+    variables = {k.lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
+    try:
+        values = _parse_env(variables)
+    except SettingsError:
+        problems = []
+        for name, value in sorted(variables.items()):
+            try:
+                _parse_env({name: value})
+            except SettingsError as exc:
+                path = name.removeprefix(ENV_PREFIX.lower()).replace("__", ".")
+                cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+                problems.append(
+                    f"  {path} (from {name.upper()}): not valid JSON{cause}; lists and mappings"
+                    """ are written as JSON, e.g. AGENTHOST_PLUGINS__DISABLED='["openai"]'"""
+                )
+        raise ConfigError(problems_message(problems)) from None
+    values.pop("config", None)
+    return values
+
+
+def _parse_env(variables: dict[str, str]) -> dict[str, Any]:
     source = EnvSettingsSource(
         _EnvSettings,
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         case_sensitive=False,
     )
-    source.env_vars = {k.lower(): v for k, v in environ.items()}
-    values = source()
-    values.pop("config", None)
-    return values
+    source.env_vars = variables
+    return source()
 
 
 def _paths(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

@@ -223,3 +223,20 @@ def test_secret_values_finds_typed_and_secret_named_settings() -> None:
         },
     )
     assert sorted(secret_values(loaded.config)) == ["http-key-1", "sk-openai-2"]
+
+
+def test_malformed_json_in_a_variable_names_the_variable() -> None:
+    environ = {
+        "AGENTHOST_PLUGINS__DISABLED": "openai",  # a list must be JSON
+        "AGENTHOST_SERVICES": "{database: postgres",
+        "AGENTHOST_HTTP__HOST": "0.0.0.0",  # a plain string field: fine
+    }
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ=environ)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid configuration (2 problems):"
+    assert lines[1].startswith(
+        "  plugins.disabled (from AGENTHOST_PLUGINS__DISABLED): not valid JSON: Expecting value"
+    )
+    assert lines[2].startswith("  services (from AGENTHOST_SERVICES): not valid JSON: ")
+    assert lines[2].endswith("""e.g. AGENTHOST_PLUGINS__DISABLED='["openai"]'""")
