@@ -23,8 +23,10 @@ from host.runtime import AgentRuntime
 
 __all__ = ["chat_loop", "chat_room", "local_user", "run_chat"]
 
-HELP = "Type a message and press Enter. /history shows the conversation, /new starts a new one,"
-" /quit leaves."
+HELP = (
+    "Type a message and press Enter. /history shows the conversation, /new starts a new one,"
+    " /quit leaves."
+)
 
 
 def local_user() -> str:

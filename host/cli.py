@@ -251,6 +251,9 @@ def chat(
 ) -> None:
     """Chat with an agent in the terminal (history kept in the agent's store)."""
     loaded = _load()
+    if state.log_level is None and loaded.config.logging.file is None:
+        # the terminal is the conversation: only warnings and errors interleave with it
+        configure_logging(loaded.config.logging.model_copy(update={"level": "WARNING"}))
     from host.app import Host
     from host.chat import run_chat
 
@@ -263,8 +266,7 @@ def chat(
         finally:
             await instance.stop()
 
-    code = _run(talk)
-    raise typer.Exit(code)
+    _run(talk)
 
 
 @app.command()

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from rich.console import Console
 
 from host.chat import chat_loop
 
 from .runtime_helpers import Rig
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -49,3 +55,36 @@ async def test_chat_new_room_and_non_streaming(rig: Rig) -> None:
     sent = await chat_loop(runtime, stdin=stdin, console=console, user="sam", stream=False)
     assert sent == 2
     assert "new conversation" in out.getvalue()
+
+
+def _agenthost_chat(data_dir: Path, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("agenthost")
+    return subprocess.run(
+        [str(script), "chat", *args],
+        input=text,
+        cwd=REPO,
+        env={**os.environ, "AGENTHOST_DATA_DIR": str(data_dir), "USER": "sam", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_agenthost_chat_process_keeps_history_in_the_default_store(tmp_path: Path) -> None:
+    """The real command, stdin piped: ELIZA answers out of the box, the conversation is in
+    <data_dir>/agenthost.sqlite3 and the next session starts from it."""
+    first = _agenthost_chat(tmp_path, "Men are all alike.\n")
+    assert first.returncode == 0, first.stderr
+    assert "Chatting with Eliza" in first.stdout and "/quit leaves." in first.stdout
+    assert "Eliza> In what way?" in first.stdout
+    assert "INFO" not in first.stderr  # logs below WARNING stay out of the conversation
+    assert (tmp_path / "agenthost.sqlite3").exists()
+
+    second = _agenthost_chat(tmp_path, "/history\n", "--agent", "eliza")
+    assert second.returncode == 0, second.stderr
+    assert "last 2 messages" in second.stdout
+    assert "> Men are all alike." in second.stdout and "Eliza> In what way?" in second.stdout
+
+    unknown = _agenthost_chat(tmp_path, "", "--agent", "nobody")
+    assert unknown.returncode == 1
+    assert "no agent named 'nobody' (known agents: Eliza)" in unknown.stderr
