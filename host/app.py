@@ -223,6 +223,9 @@ class Host:
             steps.append(("HTTP API", self.http.stop()))
         if self.agents is not None:
             steps.append(("agents", self.agents.stop_all()))
+        # Detached event handlers finish (or are cancelled) while their plugins are still set
+        # up; events emitted from here on (plugin:unloaded) run their handlers inline.
+        steps.append(("event bus", self.events.aclose()))
         for name, step in steps:
             try:
                 await step
@@ -230,7 +233,6 @@ class Host:
                 _log.opt(exception=exc).error("stopping {} failed: {}", name, exc)
         await self.loader.unload_all()
         for name, close in (
-            ("event bus", self.events.aclose()),
             ("services", self.container.aclose()),
             ("metrics", self.telemetry.aclose()),
         ):
