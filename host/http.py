@@ -57,6 +57,9 @@ DEFAULT_MAX_BODY = 1_048_576
 
 _log = logger.bind(component="http")
 
+_REPLY_EXCLUDE: dict[str, Any] = {"reply": {"embedding"}}
+"""A reply's embedding stays out of responses (hundreds of floats no client reads)."""
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -264,9 +267,11 @@ def create_app(
     async def get_agent(runtime: Runtime) -> AgentInfo:
         return _info(agents, runtime.name)
 
-    @guarded.post("/agents/{agent}/messages", tags=["messages"])
+    @guarded.post(
+        "/agents/{agent}/messages", tags=["messages"], response_model_exclude=_REPLY_EXCLUDE
+    )
     async def send_message(runtime: Runtime, body: MessageIn) -> Reply:
-        """Process the message and return the agent's reply."""
+        """Process the message and return the agent's reply (without its embedding)."""
         return await runtime.process_message(_incoming(runtime, body))
 
     @guarded.post("/agents/{agent}/messages/stream", tags=["messages"])
@@ -287,7 +292,7 @@ def create_app(
             finally:
                 await stream.aclose()
             assert stream.reply is not None
-            yield {"event": "reply", "data": stream.reply.model_dump_json()}
+            yield {"event": "reply", "data": stream.reply.model_dump_json(exclude=_REPLY_EXCLUDE)}
 
         return EventSourceResponse(events())
 

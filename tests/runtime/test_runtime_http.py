@@ -57,6 +57,8 @@ async def test_send_message_and_page_memories(client: httpx.AsyncClient, rig: Ri
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["responded"] is True and body["text"]
+        assert body["reply"]["content"]["text"] == body["text"]
+        assert "embedding" not in body["reply"]
         assert body["room_id"] == room
     seen: list[str] = []
     cursor = None
@@ -100,6 +102,8 @@ async def test_stream_reply_as_sse(client: httpx.AsyncClient) -> None:
     assert kinds[-1] == "reply" and set(kinds[:-1]) == {"chunk"} and len(kinds) >= 2
     text = "".join(str(data["text"]) for kind, data in events if kind == "chunk")
     assert text == events[-1][1]["text"]
+    reply = events[-1][1]["reply"]
+    assert isinstance(reply, dict) and "embedding" not in reply
 
 
 async def test_validation_errors_are_422_with_field(client: httpx.AsyncClient) -> None:
@@ -124,6 +128,16 @@ async def test_unknown_agent_is_404(client: httpx.AsyncClient) -> None:
     assert response.status_code == 404
     assert "nobody" in response.json()["detail"] and "Eliza" in response.json()["detail"]
     assert (await client.get(f"/agents/{uuid4()}")).status_code == 404
+    streamed = await client.post("/agents/nobody/messages/stream", json={"text": "hi"})
+    assert streamed.status_code == 404
+    memories = await client.get(f"/agents/nobody/rooms/{uuid4()}/memories")
+    assert memories.status_code == 404 and "known agents: Eliza" in memories.json()["detail"]
+
+
+async def test_stopped_agent_is_404(client: httpx.AsyncClient, rig: Rig) -> None:
+    await rig.agents.stop("Eliza")
+    response = await client.post("/agents/eliza/messages", json={"text": "hi"})
+    assert response.status_code == 404 and "not running" in response.json()["detail"]
 
 
 async def test_body_limit_is_413(client: httpx.AsyncClient) -> None:
