@@ -118,6 +118,8 @@ def cache_source(
             "agenthost.cache.evictions": stats.evictions,
             "agenthost.cache.invalidations": stats.invalidations,
             "agenthost.cache.errors": stats.errors,
+            "agenthost.cache.expirations": stats.expirations,
+            "agenthost.cache.saved": stats.saved_seconds,
         }
 
     def gauges() -> Reading:

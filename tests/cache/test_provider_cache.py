@@ -15,6 +15,8 @@ from contracts.cache import CacheContext
 from contracts.events import MEMORY_CREATED, MEMORY_DELETED, MemoryPayload
 from host.cache import ProviderCache, _scoped_key, scoped_context
 from host.events import EventBus
+from host.metrics import InMemoryMetrics
+from host.metrics.sampler import Sampler, cache_source
 
 
 class Clock:
@@ -509,3 +511,28 @@ async def test_bind_subscribes_each_watched_event_once_ahead_of_every_handler(
     assert order == ["value-1"]  # another room: still cached
     await bus.emit(MEMORY_CREATED, created(room))
     assert order == ["value-1", "value-2"]  # dropped before the eager handler ran
+
+
+async def test_metrics_sample_every_counter_including_expirations_and_time_saved(
+    cache: ProviderCache, clock: Clock
+) -> None:
+    cache.register("p", CachePolicy(ttl=10))
+    metrics = InMemoryMetrics()
+    sampler = Sampler(metrics)
+    counters, gauges = cache_source(cache)
+    sampler.add("host", counters, kind="counter")
+    sampler.add("host", gauges)
+
+    async def slow() -> str:
+        await asyncio.sleep(0.02)
+        return "x"
+
+    await cache.get_or_compute("p", ROOM_A, slow)
+    await cache.get_or_compute("p", ROOM_A, slow)
+    clock.now += 11
+    sampler.sample()
+    assert metrics.total("agenthost.cache.hits") == 1
+    assert metrics.total("agenthost.cache.expirations") == 1
+    assert metrics.total("agenthost.cache.saved") >= 0.02
+    entries = metrics.get("agenthost.cache.entries")
+    assert entries is not None and entries.value == 0
