@@ -37,9 +37,11 @@ from contracts.events import (
 )
 from contracts.logging import LOGGER, Logger
 from contracts.plugin import Manifest, Plugin
+from contracts.services import MissingDependencyError
 from host.config import ConfigError, LoadedConfig, plugin_settings, problems_message
 from host.container import Container
 from host.discovery import Discovered, where_raised
+from host.injection import plan_for
 from host.logs import plugin_logger
 
 __all__ = ["LoadedPlugin", "Loader", "PluginRegistrar", "PluginStatus", "select"]
@@ -149,6 +151,8 @@ class Loader:
         """Loaded plugins in load order."""
         self.statuses: dict[str, PluginStatus] = {}
         self.discovered: dict[str, Discovered] = {}
+        self._service_cycles: dict[str, str] = {}
+        """Plugin -> the cycle its constructor's needs would close (``b -> a -> b``)."""
 
     @property
     def config(self) -> HostConfig:
@@ -189,8 +193,13 @@ class Loader:
                 for provider in providers.get(token.name, ()):
                     if provider != name and provider in graph and name in graph:
                         graph[name].add(provider)
-                        if _has_cycle(graph):
+                        cycle = _cycle(graph)
+                        if cycle is not None:  # reported if it fails `name` (_provider_hints)
                             graph[name].discard(provider)
+                            needs_order = cycle[:0:-1]  # graphlib lists dependencies first
+                            at = needs_order.index(name)
+                            ring = needs_order[at:] + needs_order[:at] + [name]
+                            self._service_cycles[name] = " -> ".join(ring)
         order = _priority_order(graph, candidates)
         return [candidates[name] for name in order]
 
@@ -285,6 +294,8 @@ class Loader:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if isinstance(exc, ConfigError):
                 error = str(exc)
+            elif isinstance(exc, MissingDependencyError):
+                error += self._provider_hints(item)
             await self._report_failure(item, error, stage)
             return None
         loaded.load_seconds = time.perf_counter() - started
@@ -345,6 +356,38 @@ class Loader:
     async def teardown(self, loaded: LoadedPlugin) -> None:
         """Tear down a plugin instance that is no longer registered (a replaced version)."""
         await self._teardown_instance(loaded.name, loaded.instance)
+
+    def _provider_hints(self, item: Discovered) -> str:
+        """Why plugins meant to provide what `item`'s constructor needs did not: they failed,
+        are disabled, or need `item`'s own services (a cycle between plugins)."""
+        hints: list[str] = []
+        assert item.factory is not None
+        for param in plan_for(item.factory).params:
+            if param.optional or param.has_default:
+                continue
+            token = param.token or self.container.token_for(param.annotation)
+            if token is not None and self.container.has(token):
+                continue
+            for name, other in self.discovered.items():
+                provided = [
+                    t
+                    for t in (other.manifest.provides if other.manifest is not None else ())
+                    if (t.name == token.name if token is not None else t.type == param.annotation)
+                ]
+                if not provided:
+                    continue
+                cycle = self._service_cycles.get(item.name, "")
+                state = self.statuses[name].state if name in self.statuses else "failed"
+                if name == item.name:
+                    why = "itself: its services are bound only once it is constructed"
+                elif name in cycle.split(" -> "):
+                    why = f"which needs {item.name}'s services in turn ({cycle})"
+                elif state == "disabled":
+                    why = "which is disabled in config"
+                else:
+                    why = "which failed" if state == "failed" else "which is not loaded"
+                hints.append(f"; '{provided[0].name}' comes from plugin {name}, {why}")
+        return "".join(hints)
 
     def _settings(self, manifest: Manifest) -> BaseModel | None:
         if manifest.settings is None:
@@ -450,12 +493,13 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _has_cycle(graph: dict[str, set[str]]) -> bool:
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of `graph` (``[a, b, a]``: a is after b, b after a), None if it has none."""
     try:
         graphlib.TopologicalSorter(graph).prepare()
-    except graphlib.CycleError:
-        return True
-    return False
+    except graphlib.CycleError as exc:
+        return list(exc.args[1])
+    return None
 
 
 def _priority_order(graph: dict[str, set[str]], candidates: dict[str, Discovered]) -> list[str]:

@@ -113,3 +113,64 @@ class ClockUser(Recording):
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+
+
+class RingA:
+    pass
+
+
+class RingB:
+    pass
+
+
+class RingC:
+    pass
+
+
+RING_A: Token[RingA] = Token("test.ring_a", RingA)
+RING_B: Token[RingB] = Token("test.ring_b", RingB)
+RING_C: Token[RingC] = Token("test.ring_c", RingC)
+
+
+class RingOne(Recording):
+    """Provides ring_a, needs ring_b: with RingTwo and RingThree, a cycle through services."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="ring-one", provides=(RING_A,))
+
+    def __init__(self, b: RingB) -> None:
+        self.b = b
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(RING_A, RingA),)
+
+
+class RingTwo(Recording):
+    manifest: ClassVar[Manifest] = Manifest(name="ring-two", provides=(RING_B,))
+
+    def __init__(self, c: RingC) -> None:
+        self.c = c
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(RING_B, RingB),)
+
+
+class RingThree(Recording):
+    manifest: ClassVar[Manifest] = Manifest(name="ring-three", provides=(RING_C,))
+
+    def __init__(self, a: RingA) -> None:
+        self.a = a
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(RING_C, RingC),)
+
+
+class ClockProviderFailing(ClockProvider):
+    async def setup(self) -> None:
+        raise RuntimeError("no clock hardware")
+
+
+class NeedsItsOwnClock(ClockProvider):
+    manifest: ClassVar[Manifest] = Manifest(name="own-clock", provides=(CLOCK,))
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock

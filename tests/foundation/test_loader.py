@@ -3,6 +3,8 @@ teardown in reverse, rollback of a failed setup, unknown names in config."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -260,3 +262,50 @@ async def test_a_plugin_needing_an_unprovided_service_fails_with_the_reason(host
         " ClockUser.__init__), provided by nothing; installed providers: "
     )
     assert "settings (host)" in error
+
+
+async def test_a_cycle_through_constructor_services_is_named(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(
+        entry_points(("ring-one", "RingOne"), ("ring-two", "RingTwo"), ("ring-three", "RingThree"))
+    )
+    await app.start(agents=False)
+    errors = {s.name: s.error or "" for s in app.statuses}
+    assert {s.state for s in app.statuses} == {"failed"}
+    cycles = [e for e in errors.values() if "services in turn" in e]
+    assert len(cycles) == 1  # the first to load; the others fail because it did
+    ring = re.search(r"in turn \((.*)\)$", cycles[0])
+    assert ring is not None
+    names = ring.group(1).split(" -> ")
+    assert names[0] == names[-1] and sorted(names[:-1]) == ["ring-one", "ring-three", "ring-two"]
+    needs = {"ring-one": "ring-two", "ring-two": "ring-three", "ring-three": "ring-one"}
+    assert all(needs[a] == b for a, b in itertools.pairwise(names))
+    assert sum("which failed" in e for e in errors.values()) == 2
+
+
+@pytest.mark.parametrize(
+    ("target", "disabled", "why"),
+    [
+        ("ClockProviderFailing", [], "which failed"),
+        ("ClockProvider", ["clock-provider"], "which is disabled in config"),
+    ],
+)
+async def test_a_missing_service_names_the_plugin_meant_to_provide_it(  # type: ignore[no-untyped-def]
+    host, target: str, disabled: list[str], why: str
+) -> None:
+    app = host(
+        entry_points(("clock-user", "ClockUser"), ("clock-provider", target)), disabled=disabled
+    )
+    await app.start(agents=False)
+    error = {s.name: s.error for s in app.statuses}["clock-user"] or ""
+    assert error.startswith("MissingDependencyError: plugin clock-user needs Clock")
+    assert error.endswith(f"; 'test.clock' comes from plugin clock-provider, {why}")
+
+
+async def test_a_plugin_needing_its_own_service_is_told_why(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(entry_points(("own-clock", "NeedsItsOwnClock")))
+    await app.start(agents=False)
+    error = app.statuses[0].error or ""
+    assert error.endswith(
+        "; 'test.clock' comes from plugin own-clock, itself: its services are bound only once it"
+        " is constructed"
+    )
