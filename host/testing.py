@@ -54,7 +54,7 @@ from contracts.models import (
 )
 from contracts.plugin import Plugin
 from contracts.storage import DATABASE, DatabaseAdapter
-from host.characters import default_character
+from host.characters import character_from_mapping, default_character
 from host.components import ComponentRegistry
 from host.config import LoadedConfig
 from host.container import Container
@@ -298,8 +298,11 @@ class AgentTestBuilder:
         self._runtime: TestRuntime | None = None
 
     def with_character(self, character: Character | None = None, **fields: Any) -> AgentTestBuilder:
-        """A character, or fields merged over the default one (``name="TestBot"``)."""
-        self._character = {**(character.model_dump() if character else {}), **fields}
+        """A whole character, and/or fields merged over the default one (``name="TestBot"``);
+        calls add up (later fields win). ElizaOS keys (``messageExamples``) work here too."""
+        if character is not None:
+            self._character = character.model_dump()
+        self._character.update(fields)
         return self
 
     def with_plugin(self, plugin: type[Plugin] | Plugin) -> AgentTestBuilder:
@@ -380,7 +383,10 @@ class AgentTestBuilder:
             await self._load(loader, plugin)
         character = default_character()
         if self._character:
-            character = Character.model_validate({**character.model_dump(), **self._character})
+            character = character_from_mapping(
+                {**character.model_dump(), **self._character},
+                source="AgentTestBuilder.with_character",
+            )
         scope = container.create_scope("agent")
         agents = config.agents
         runtime = TestRuntime(

@@ -9,12 +9,21 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel
 
-from contracts.agent import Action, ActionContext, ActionResult, Provider, ProviderResult, State
+from contracts.agent import (
+    Action,
+    ActionContext,
+    ActionResult,
+    Character,
+    CharacterError,
+    Provider,
+    ProviderResult,
+    State,
+)
 from contracts.events import ACTION_COMPLETED, MESSAGE_SENT, MessagePayload
 from contracts.logging import Logger
 from contracts.memory import Memory, MemoryQuery
@@ -176,3 +185,96 @@ def test_an_external_test_suite_uses_the_fixtures(tmp_path: Path, mode: str) -> 
 
 def _postgres_available() -> bool:
     return bool(os.environ.get(POSTGRES_URL)) or importlib.util.find_spec("pgserver") is not None
+
+
+async def test_with_character_calls_merge_and_bad_fields_are_named() -> None:
+    builder = (
+        AgentTestBuilder()
+        .with_character(Character(name="Base", topics=["cats"]))
+        .with_character(name="TestBot")
+        .with_character(messageExamples=[[{"name": "u", "content": {"text": "hi"}}]], lore=["x"])
+    )
+    async with builder as runtime:
+        character = runtime.character
+        assert (character.name, character.topics) == ("TestBot", ["cats"])
+        assert character.message_examples[0][0]["content"]["text"] == "hi"
+        assert character.settings["lore"] == ["x"]  # unknown (ElizaOS) fields kept in settings
+    with pytest.raises(CharacterError, match=r"AgentTestBuilder\.with_character[\s\S]*'topics'"):
+        async with AgentTestBuilder().with_character(topics="not a list"):
+            pass
+
+
+async def _transcript(database: str) -> tuple[list[Any], list[Any]]:
+    """One scripted conversation: every reply and every event, minus the measured durations."""
+
+    async def note(ctx: ActionContext) -> ActionResult:
+        return ActionResult(
+            text=f"noted {len(ctx.previous)}", values={"room": str(ctx.message.room_id)}
+        )
+
+    builder = (
+        AgentTestBuilder().with_database(database).mock_model(TEXT_LARGE, "Sure.\nACTIONS: NOTE")
+    )
+    async with builder as runtime:
+        runtime.components.add("test", actions=[Action("NOTE", "take a note", note)])
+        with runtime.capture_events() as events:
+            replies = [await runtime.process_message(text) for text in ("one", "two")]
+        durations = {"duration", "timings"}
+        dumped = [
+            r.model_dump(
+                mode="json", exclude={"timings": True, "actions": {"__all__": {"duration"}}}
+            )
+            for r in replies
+        ]
+        seen = [(name, _without(p.model_dump(mode="json"), durations)) for name, p in events.seen]
+        return dumped, seen
+
+
+def _without(value: Any, keys: set[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
+
+
+async def test_two_runs_give_the_same_replies_and_events() -> None:
+    """Ids and times come from the kit's counter and step clock: only measured durations differ
+    between runs (and between stores)."""
+    first = await _transcript("inmemory")
+    assert first == await _transcript("inmemory")
+    assert first == await _transcript("sqlite")
+    replies, _events = first
+    assert replies[0]["message_id"] == "a6e70000-0000-0000-0000-000000000001"
+    assert replies[1]["actions"][0]["text"] == "noted 0"
+
+
+async def test_set_mock_provider_replaces_a_plugins_provider() -> None:
+    async with AgentTestBuilder().with_plugin(Greeter).mock_model(TEXT_LARGE, "ok") as runtime:
+        runtime.set_mock_provider("mood", ProviderResult(text="Mood: grumpy", values={"m": 1}))
+        await runtime.process_message("hi")
+        prompt = runtime.mock_models["text_large"].prompts[-1]
+        assert "Mood: grumpy" in prompt and "cheerful" not in prompt
+        assert [p.name for p in runtime.components.providers] == ["mood"]
+
+
+async def test_streamed_replies_from_a_mocked_model_come_in_chunks() -> None:
+    async with AgentTestBuilder().mock_model(TEXT_LARGE, "It is 2 PM now.") as runtime:
+        stream = runtime.stream_message(
+            runtime.new_message("time?", room_id=runtime.room_id, entity_id=runtime.user_id)
+        )
+        chunks = [chunk async for chunk in stream]
+        assert chunks == ["It ", "is ", "2 ", "PM ", "now."]
+        assert stream.reply is not None and stream.reply.text == "It is 2 PM now."
+        assert len(runtime.mock_models["text_large"].calls) == 1
+
+
+async def test_recorder_stops_at_the_end_of_the_block(tmp_path: Path) -> None:
+    async with AgentTestBuilder().with_database(str(tmp_path / "kit.sqlite3")) as runtime:
+        with runtime.capture_events() as events:
+            await runtime.process_message("one")
+        count = len(events.seen)
+        await runtime.process_message("two")
+        assert len(events.seen) == count
+        assert await runtime.database.count_memories() == 4
+    assert (tmp_path / "kit.sqlite3").exists()
