@@ -20,7 +20,13 @@ from loguru import logger
 from contracts.cache import CACHE
 from contracts.config import SETTINGS, HostConfig
 from contracts.errors import AgentHostError
-from contracts.events import EVENTS
+from contracts.events import (
+    EVENTS,
+    PLUGIN_LOADED,
+    PLUGIN_RELOADED,
+    PluginPayload,
+    PluginReloadedPayload,
+)
 from contracts.logging import LOGGER
 from contracts.metrics import METRICS
 from contracts.models import MODELS
@@ -167,11 +173,24 @@ class Host:
         """Sample plugins' own figures: a plugin may define ``metric_counters()`` (cumulative
         values, e.g. events appended) and ``metric_gauges()`` (current values, e.g. its
         connection pool), each returning ``{metric name: value}``."""
-        for name, loaded in self.loader.loaded.items():
-            for method, kind in (("metric_counters", "counter"), ("metric_gauges", "gauge")):
-                read = getattr(loaded.instance, method, None)
-                if callable(read):
-                    self.telemetry.sampler.add(name, read, kind=kind)  # type: ignore[arg-type]
+        for name in self.loader.loaded:
+            self._sample_plugin(name)
+        self.events.on(PLUGIN_RELOADED, self._resample_plugin, owner="host")
+        self.events.on(PLUGIN_LOADED, self._resample_plugin, owner="host")
+
+    def _sample_plugin(self, name: str) -> None:
+        instance = self.loader.loaded[name].instance
+        for method, kind in (("metric_counters", "counter"), ("metric_gauges", "gauge")):
+            read = getattr(instance, method, None)
+            if callable(read):
+                self.telemetry.sampler.add(name, read, kind=kind)  # type: ignore[arg-type]
+
+    def _resample_plugin(self, payload: PluginPayload | PluginReloadedPayload) -> None:
+        """A reloaded plugin's figures come from its new instance (the old one is torn down);
+        so do those of a plugin loaded again (a failed reload builds the old version anew)."""
+        self.telemetry.sampler.remove(payload.name)
+        if payload.name in self.loader.loaded:
+            self._sample_plugin(payload.name)
 
     async def _start_agents(self) -> None:
         settings = self.config.agents

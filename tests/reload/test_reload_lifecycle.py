@@ -38,6 +38,7 @@ class Plugin_(Plugin):
     def __init__(self, bus: EventBusProtocol) -> None:
         {construct}
         self.bus = bus
+        self.down = False
 
     async def setup(self) -> None:
         {setup}
@@ -47,6 +48,7 @@ class Plugin_(Plugin):
 
     async def teardown(self) -> None:
         probe.log.append("teardown " + V)
+        self.down = True
         self.subscription.cancel()
 
     async def seen(self, event, payload) -> None:
@@ -75,6 +77,9 @@ class Plugin_(Plugin):
 
     async def evaluate(self, context):
         return None
+
+    def metric_gauges(self):
+        return {{"full.version": -1.0 if self.down else float(V[1:])}}
 
     def services(self):
         return [Service(GREETING, lambda: "greeting " + V)]
@@ -268,3 +273,22 @@ async def test_a_reloaded_event_per_plugin_with_its_duration(full_host: Host, si
     ]
     duration = getattr(seen[0], "duration", None)
     assert isinstance(duration, float) and duration > 0
+
+
+async def test_the_plugins_own_metrics_come_from_the_new_instance(
+    full_host: Host, site: Site
+) -> None:
+    sampler = full_host.telemetry.sampler
+    sampler.sample()
+    gauge = full_host.telemetry.memory.get("full.version")
+    assert gauge is not None and gauge.value == 1.0
+    site.add("full", full("v2"))
+    await reload_full(full_host)
+    sampler.sample()
+    gauge = full_host.telemetry.memory.get("full.version")
+    assert gauge is not None and gauge.value == 2.0
+    site.add("full", full("v3", setup="raise ValueError('setup broke')"))
+    assert full_host.reloader is not None
+    assert not (await full_host.reloader.reload("full")).ok
+    sampler.sample()  # from the v2 instance built again, not the torn-down one
+    assert gauge.value == 2.0
