@@ -11,7 +11,9 @@ user data.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
 
 from contracts.events import (
     ACTION_COMPLETED,
@@ -31,6 +33,7 @@ from contracts.events import (
     PluginReloadedPayload,
 )
 from contracts.metrics import MetricsCollector
+from host.metrics.bound import Recorder, bind
 
 __all__ = [
     "ACTION_DURATION",
@@ -66,9 +69,31 @@ PLUGIN_FAILURES = "agenthost.plugins.failures"
 RELOADS = "agenthost.plugins.reloads"
 RELOAD_DURATION = "agenthost.plugins.reload.duration"
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+_CACHED = 10_000
+"""Bound series kept per kind of key; tags come from bounded sets, this only caps a surprise."""
+
+
+@dataclass(slots=True)
+class _ModelSeries:
+    """The series one (model type, provider, outcome) records into."""
+
+    duration: Recorder
+    errors: Recorder | None
+    fallbacks: Recorder
+    input_tokens: Recorder
+    output_tokens: Recorder
+
 
 class EventMetrics:
-    """An `on_any` handler recording metrics for the events it knows."""
+    """An `on_any` handler recording metrics for the events it knows.
+
+    The runtime's events (messages, stages, model calls, actions) record into series bound once
+    per tag set (`host.metrics.bound`), so each observation skips the tag lookup; rare events
+    (failures, reloads) record through the collector's methods."""
 
     def __init__(self, metrics: MetricsCollector) -> None:
         self.metrics = metrics
@@ -81,44 +106,86 @@ class EventMetrics:
             PLUGIN_RELOADED.name: self._reloaded,
             PLUGIN_FAILED.name: self._plugin_failed,
         }
+        self._messages: dict[tuple[str, UUID], Recorder] = {}
+        self._stages: dict[str, Recorder] = {}
+        self._models: dict[tuple[str, str, str | None], _ModelSeries] = {}
+        self._actions: dict[tuple[str, str | None, bool], tuple[Recorder, Recorder]] = {}
 
     def __call__(self, event: Event[Any], payload: EventPayload) -> None:
         recorder = self._recorders.get(event.name)
         if recorder is not None:
             recorder(payload)
 
+    def _message_counter(self, name: str, agent_id: UUID) -> Recorder:
+        found = self._messages.get((name, agent_id))
+        if found is None:
+            found = bind(self.metrics, "counter", name, {"agent_id": str(agent_id)})
+            _keep(self._messages, (name, agent_id), found)
+        return found
+
     def _received(self, payload: MessagePayload) -> None:
-        self.metrics.increment_counter(MESSAGES_RECEIVED, 1, {"agent_id": str(payload.agent_id)})
+        self._message_counter(MESSAGES_RECEIVED, payload.agent_id)(1)
 
     def _sent(self, payload: MessagePayload) -> None:
-        self.metrics.increment_counter(MESSAGES_PROCESSED, 1, {"agent_id": str(payload.agent_id)})
+        self._message_counter(MESSAGES_PROCESSED, payload.agent_id)(1)
+        stages = self._stages
         for stage, seconds in payload.timings.items():
-            self.metrics.record_histogram(STAGE_DURATION, seconds, {"stage": stage})
+            record = stages.get(stage)
+            if record is None:
+                record = bind(self.metrics, "histogram", STAGE_DURATION, {"stage": stage})
+                _keep(stages, stage, record)
+            record(seconds)
 
     def _action(self, payload: ActionCompletedPayload) -> None:
-        tags = {
-            "action": payload.action,
-            "plugin": payload.plugin or "",
-            "success": "true" if payload.success else "false",
-        }
-        self.metrics.record_histogram(ACTION_DURATION, payload.duration, tags)
-        self.metrics.increment_counter(ACTION_EXECUTIONS, 1, tags)
+        key = (payload.action, payload.plugin, payload.success)
+        found = self._actions.get(key)
+        if found is None:
+            tags = {
+                "action": payload.action,
+                "plugin": payload.plugin or "",
+                "success": "true" if payload.success else "false",
+            }
+            found = (
+                bind(self.metrics, "histogram", ACTION_DURATION, tags),
+                bind(self.metrics, "counter", ACTION_EXECUTIONS, tags),
+            )
+            _keep(self._actions, key, found)
+        duration, executions = found
+        duration(payload.duration)
+        executions(1)
 
     def _model(self, payload: ModelUsedPayload) -> None:
-        tags = {"gen_ai.operation.name": payload.model_type, "gen_ai.system": payload.provider}
-        if payload.error is not None:
-            error_tags = {**tags, "error.type": _error_type(payload.error)}
-            self.metrics.record_histogram(MODEL_DURATION, payload.duration, error_tags)
-            self.metrics.increment_counter(MODEL_ERRORS, 1, error_tags)
-        else:
-            self.metrics.record_histogram(MODEL_DURATION, payload.duration, tags)
+        error = None if payload.error is None else _error_type(payload.error)
+        key = (payload.model_type, payload.provider, error)
+        series = self._models.get(key)
+        if series is None:
+            series = self._model_series(payload.model_type, payload.provider, error)
+            _keep(self._models, key, series)
+        series.duration(payload.duration)
+        if series.errors is not None:
+            series.errors(1)
         if payload.fallback:
-            self.metrics.increment_counter(MODEL_FALLBACKS, 1, tags)
-        for kind, count in (("input", payload.input_tokens), ("output", payload.output_tokens)):
-            if count is not None:
-                self.metrics.record_histogram(
-                    MODEL_TOKENS, count, {**tags, "gen_ai.token.type": kind}
-                )
+            series.fallbacks(1)
+        if payload.input_tokens is not None:
+            series.input_tokens(payload.input_tokens)
+        if payload.output_tokens is not None:
+            series.output_tokens(payload.output_tokens)
+
+    def _model_series(self, model_type: str, provider: str, error: str | None) -> _ModelSeries:
+        tags = {"gen_ai.operation.name": model_type, "gen_ai.system": provider}
+        timed = tags if error is None else {**tags, "error.type": error}
+        metrics = self.metrics
+        return _ModelSeries(
+            duration=bind(metrics, "histogram", MODEL_DURATION, timed),
+            errors=None if error is None else bind(metrics, "counter", MODEL_ERRORS, timed),
+            fallbacks=bind(metrics, "counter", MODEL_FALLBACKS, tags),
+            input_tokens=bind(
+                metrics, "histogram", MODEL_TOKENS, {**tags, "gen_ai.token.type": "input"}
+            ),
+            output_tokens=bind(
+                metrics, "histogram", MODEL_TOKENS, {**tags, "gen_ai.token.type": "output"}
+            ),
+        )
 
     def _handler_failed(self, payload: HandlerFailedPayload) -> None:
         tags = {"event": payload.event, "plugin": payload.plugin or ""}
@@ -133,6 +200,11 @@ class EventMetrics:
         self.metrics.increment_counter(PLUGIN_FAILURES, 1, tags)
         if payload.stage == "reload":
             self.metrics.increment_counter(RELOADS, 1, {"plugin": payload.name, "outcome": "error"})
+
+
+def _keep(cache: dict[K, V], key: K, value: V) -> None:
+    if len(cache) < _CACHED:
+        cache[key] = value
 
 
 def _error_type(error: str) -> str:

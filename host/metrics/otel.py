@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from contracts.metrics import Tags
+from host.metrics.memory import Kind, Recorder
 
 __all__ = ["OTelMetrics", "otlp_reader"]
+
+_RECORD_METHODS = {"counter": "add", "histogram": "record", "gauge": "set"}
+"""The OTel instrument method that records a value, by collector kind."""
 
 
 def otlp_reader(endpoint: str, interval_seconds: float = 10.0) -> Any:
@@ -66,6 +71,13 @@ class OTelMetrics:
 
     def record_gauge(self, name: str, value: float, tags: Tags | None = None) -> None:
         self._instrument("gauge", name).set(value, attributes=dict(tags) if tags else None)
+
+    def bind(self, kind: Kind, name: str, tags: Tags | None = None) -> Recorder:
+        """The instrument's own record call with the attributes fixed."""
+        instrument = self._instrument(kind, name)
+        method = getattr(instrument, _RECORD_METHODS[kind])
+        recorder: Recorder = partial(method, attributes=dict(tags) if tags else None)
+        return recorder
 
     def shutdown(self) -> None:
         self.provider.shutdown()

@@ -16,6 +16,7 @@ from uuid import UUID
 from contracts.memory import Memory, MemoryQuery, MemoryUpdate
 from contracts.metrics import MetricsCollector
 from contracts.storage import DatabaseAdapter, IndexType
+from host.metrics.bound import Recorder, bind
 
 __all__ = ["BATCH_SIZE", "OPERATION_DURATION", "InstrumentedAdapter"]
 
@@ -32,14 +33,19 @@ class InstrumentedAdapter:
         self.inner = inner
         self.metrics = metrics
         self.backend = inner.backend
-        self._tags: dict[tuple[str, str], dict[str, str]] = {}
+        self._bound: dict[tuple[str, str, str], Recorder] = {}
 
-    def _tagged(self, operation: str, outcome: str) -> dict[str, str]:
-        tags = self._tags.get((operation, outcome))
-        if tags is None:
-            tags = {"operation": operation, "backend": self.backend, "outcome": outcome}
-            self._tags[(operation, outcome)] = tags
-        return tags
+    def _recorder(self, name: str, operation: str, outcome: str) -> Recorder:
+        """The series of (`name`, `operation`, `outcome`), bound on first use."""
+        found = self._bound.get((name, operation, outcome))
+        if found is None:
+            tags = {"operation": operation, "backend": self.backend}
+            if name == OPERATION_DURATION:
+                tags["outcome"] = outcome
+            found = self._bound[(name, operation, outcome)] = bind(
+                self.metrics, "histogram", name, tags
+            )
+        return found
 
     async def _timed(self, operation: str, call: Awaitable[T], size: int | None = None) -> T:
         started = time.perf_counter()
@@ -47,15 +53,12 @@ class InstrumentedAdapter:
             result = await call
         except BaseException as exc:
             elapsed = time.perf_counter() - started
-            tags = self._tagged(operation, type(exc).__name__)
-            self.metrics.record_histogram(OPERATION_DURATION, elapsed, tags)
+            self._recorder(OPERATION_DURATION, operation, type(exc).__name__)(elapsed)
             raise
         elapsed = time.perf_counter() - started
-        self.metrics.record_histogram(OPERATION_DURATION, elapsed, self._tagged(operation, "ok"))
+        self._recorder(OPERATION_DURATION, operation, "ok")(elapsed)
         if size is not None:
-            self.metrics.record_histogram(
-                BATCH_SIZE, size, {"operation": operation, "backend": self.backend}
-            )
+            self._recorder(BATCH_SIZE, operation, "")(size)
         return result
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:

@@ -13,8 +13,9 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from contracts.metrics import MetricsCollector, MetricsSettings, Tags
+from host.metrics.bound import bind
 from host.metrics.guard import GuardedMetrics
-from host.metrics.memory import InMemoryMetrics, Series
+from host.metrics.memory import InMemoryMetrics, Kind, Recorder, Series
 from host.metrics.prometheus import MemoryExporter
 from host.metrics.sampler import Sampler
 
@@ -86,6 +87,16 @@ class FanOut:
     def record_gauge(self, name: str, value: float, tags: Tags | None = None) -> None:
         for collector in self.collectors:
             collector.record_gauge(name, value, tags)
+
+    def bind(self, kind: Kind, name: str, tags: Tags | None = None) -> Recorder:
+        """One recorder writing the series into every collector."""
+        recorders = tuple(bind(collector, kind, name, tags) for collector in self.collectors)
+
+        def record(value: float) -> None:
+            for recorder in recorders:
+                recorder(value)
+
+        return record
 
 
 def series_json(series: Series) -> dict[str, Any]:

@@ -1,0 +1,98 @@
+"""Bound recorders record exactly what the collector methods record, in every collector."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client.parser import text_string_to_metric_families
+
+from host.metrics import InMemoryMetrics
+from host.metrics.bound import bind
+from host.metrics.otel import OTelMetrics
+from host.metrics.prometheus import PrometheusMetrics
+from host.metrics.telemetry import FanOut
+
+TAGS = {"stage": "model"}
+
+values = st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), max_size=50)
+
+
+@given(values)
+def test_a_bound_histogram_equals_record_histogram(observations: list[float]) -> None:
+    by_method, by_recorder = InMemoryMetrics(), InMemoryMetrics()
+    record = bind(by_recorder, "histogram", "d", TAGS)
+    for value in observations:
+        by_method.record_histogram("d", value, TAGS)
+        record(value)
+    if not observations:
+        assert by_method.get("d", **TAGS) is None
+        assert by_recorder.get("d", **TAGS) is not None  # bound: the series exists, empty
+        return
+    assert by_recorder.series() == by_method.series()
+
+
+def test_bound_counters_and_gauges_share_the_series_of_the_methods() -> None:
+    metrics = InMemoryMetrics()
+    add = bind(metrics, "counter", "c", {"agent_id": "a"})
+    add(2)
+    metrics.increment_counter("c", 1, {"agent_id": "a"})
+    bind(metrics, "gauge", "g")(7)
+    metrics.record_gauge("g", 3)
+    assert metrics.get("c", agent_id="a").value == 3  # type: ignore[union-attr]
+    assert metrics.get("g").value == 3  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="can only grow"):
+        add(-1)
+    with pytest.raises(ValueError, match="is a counter, not a histogram"):
+        bind(metrics, "histogram", "c", {"agent_id": "a"})
+
+
+def test_reset_zeroes_series_and_bound_recorders_keep_recording() -> None:
+    metrics = InMemoryMetrics()
+    record = bind(metrics, "histogram", "d")
+    record(0.5)
+    metrics.reset()
+    series = metrics.get("d")
+    assert series is not None and (series.count, series.value, sum(series.buckets)) == (0, 0, 0)
+    record(0.25)
+    assert (series.count, series.min, series.max) == (1, 0.25, 0.25)
+
+
+def test_fan_out_binds_into_every_collector() -> None:
+    first, second = InMemoryMetrics(), InMemoryMetrics()
+    record = bind(FanOut((first, second)), "histogram", "d", TAGS)
+    record(1.0)
+    assert first.total("d", **TAGS) == second.total("d", **TAGS) == 1
+
+
+def test_a_collector_without_bind_gets_its_own_method_called() -> None:
+    prom = PrometheusMetrics()
+    bind(prom, "counter", "agenthost.c", {"a": "1"})(2)
+    bind(prom, "gauge", "agenthost.g")(4)
+    families = {f.name: f for f in text_string_to_metric_families(prom.exposition().decode())}
+    assert families["agenthost_c"].samples[0].value == 2
+    assert families["agenthost_c"].samples[0].labels == {"a": "1"}
+    assert families["agenthost_g"].samples[0].value == 4
+
+
+def test_otel_bound_instruments_export_with_their_attributes() -> None:
+    reader = InMemoryMetricReader()
+    otel = OTelMetrics([reader])
+    bind(otel, "histogram", "gen_ai.client.token.usage", {"gen_ai.token.type": "output"})(5)
+    bind(otel, "counter", "agenthost.messages.processed")(1)
+    bind(otel, "gauge", "agenthost.cache.entries")(9)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: metric.data.data_points[0]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    usage = points["gen_ai.client.token.usage"]
+    assert usage.sum == 5  # type: ignore[union-attr]
+    assert dict(usage.attributes or {}) == {"gen_ai.token.type": "output"}
+    assert points["agenthost.messages.processed"].value == 1  # type: ignore[union-attr]
+    assert points["agenthost.cache.entries"].value == 9  # type: ignore[union-attr]
+    otel.shutdown()
