@@ -72,7 +72,7 @@ async def run_messages(
 
 
 async def run_runtime(messages: int, rooms: int, providers: list[str], ttl: float | None) -> float:
-    """`compose_state` of a real agent runtime for `messages` messages; seconds."""
+    """`compose_state` of a real agent runtime for `messages` messages; seconds (best of 3)."""
     with tempfile.TemporaryDirectory() as data:
         config = HostConfig(
             data_dir=Path(data),
@@ -93,13 +93,18 @@ async def run_runtime(messages: int, rooms: int, providers: list[str], ttl: floa
                 return Provider(name, get, cache=CachePolicy(ttl=ttl))
 
             host.components.add("bench", providers=[provider(name) for name in providers])
-            room_ids = [uuid.uuid4() for _ in range(rooms)]
-            user = uuid.uuid4()
-            started = time.perf_counter()
-            for i in range(messages):
-                message = runtime.new_message("hi", room_id=room_ids[i % rooms], entity_id=user)
-                await runtime.compose_state(message)
-            return time.perf_counter() - started
+            timings = []
+            for _ in range(3):  # best of 3, each in fresh rooms (the first messages miss)
+                room_ids = [uuid.uuid4() for _ in range(rooms)]
+                user = uuid.uuid4()
+                started = time.perf_counter()
+                for i in range(messages):
+                    room_id = room_ids[i % rooms]
+                    await runtime.compose_state(
+                        runtime.new_message("hi", room_id=room_id, entity_id=user)
+                    )
+                timings.append(time.perf_counter() - started)
+            return min(timings)
         finally:
             await host.stop()
 
