@@ -150,15 +150,18 @@ class Host:
 
     @asynccontextmanager
     async def _quiesce(self, grace: float) -> AsyncIterator[bool]:
-        """Hold every agent's new messages and wait (up to `grace` s) for those in progress;
-        yields whether they all finished, lets the held ones in on exit (hot reload swaps a
-        plugin inside: new work waits for it instead of failing)."""
+        """Hold every agent's new messages and wait (up to `grace` s) for those in progress and
+        for detached event handlers; yields whether all finished; lets the held messages in on
+        exit (hot reload swaps a plugin inside: new work waits for it instead of failing)."""
         runtimes = list(self.agents.running) if self.agents is not None else []
         for runtime in runtimes:
             runtime.hold()
         try:
+            started = asyncio.get_running_loop().time()
             drained = await asyncio.gather(*(runtime.drain(grace) for runtime in runtimes))
-            yield all(drained)
+            left = max(0.0, grace - (asyncio.get_running_loop().time() - started))
+            handlers = await self.events.drain(left)  # detached handlers (of the plugin too)
+            yield all(drained) and handlers
         finally:
             for runtime in runtimes:
                 runtime.release()

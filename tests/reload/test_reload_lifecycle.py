@@ -58,6 +58,13 @@ class Plugin_(Plugin):
     async def received(self, payload) -> None:
         probe.log.append("handler " + V)
 
+    async def later(self, payload) -> None:
+        if "detach" in (payload.message.content.text or ""):
+            probe.log.append("detached start " + V)
+            probe.entered.set()
+            await probe.gate.wait()
+            probe.log.append("detached end " + V)
+
     async def mood(self, message, state):
         if "block" in (message.content.text or ""):
             probe.log.append("mood start " + V)
@@ -98,7 +105,10 @@ class Plugin_(Plugin):
         return [Evaluator("eval_" + V, "an evaluator", self.evaluate)]
 
     def event_handlers(self):
-        return [EventHandler(MESSAGE_RECEIVED, self.received)]
+        return [
+            EventHandler(MESSAGE_RECEIVED, self.received),
+            EventHandler(MESSAGE_RECEIVED, self.later, detached=True),
+        ]
 """
 
 GREETING: Token[str] = Token("full.greeting")
@@ -191,6 +201,23 @@ async def test_in_flight_calls_finish_on_the_old_version_before_teardown(
     assert await waiting == "model v2"
     order = [e for e in probe.log if e.split()[0] in ("mood", "teardown", "setup")]
     assert order == ["setup v1", "mood start v1", "mood end v1", "teardown v1", "setup v2"]
+
+
+async def test_detached_handlers_finish_before_teardown(
+    full_host: Host, site: Site, probe: Probe
+) -> None:
+    assert full_host.reloader is not None
+    assert await send(full_host, "detach me") == "model v1"  # the handler runs on, detached
+    await probe.entered.wait()
+    site.add("full", full("v2"))
+    reloading = asyncio.create_task(full_host.reloader.reload("full"))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert "teardown v1" not in probe.log and not reloading.done()
+    probe.gate.set()
+    assert (await reloading).ok
+    order = [e for e in probe.log if e.split()[0] in ("detached", "teardown", "setup")]
+    assert order == ["setup v1", "detached start v1", "detached end v1", "teardown v1", "setup v2"]
 
 
 async def test_a_call_stuck_in_flight_does_not_block_the_reload_forever(
