@@ -19,6 +19,7 @@ from rich.console import Console
 from contracts.agent import AgentError
 from contracts.memory import Memory
 from host.agents import AgentManager
+from host.characters import DEFAULT_CHARACTER
 from host.runtime import AgentRuntime
 
 __all__ = ["chat_loop", "chat_room", "local_user", "run_chat"]
@@ -133,12 +134,14 @@ async def run_chat(
     console: Console | None = None,
     user: str | None = None,
 ) -> int:
-    """What ``agenthost chat [--agent NAME]`` runs once the host is up: start the agent (the
-    first configured character when `agent` is None), chat, then stop the agents it started."""
+    """What ``agenthost chat [--agent NAME]`` runs once the host is up: start the agent (when
+    `agent` is None: Eliza if configured, else the first character), chat, then stop the agent
+    if it started it."""
     if agent is None:
         if not agents.characters:
             raise AgentError("no character is configured (add one to config/characters/)")
-        agent = agents.characters[0].name
+        names = [c.name for c in agents.characters]
+        agent = next((n for n in names if n.lower() == DEFAULT_CHARACTER), names[0])
     started = agents.find(agent) is None
     runtime = await agents.start(agent)
     try:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from host.chat import chat_loop
+from contracts.agent import Character
+from host.agents import AgentManager
+from host.characters import default_character
+from host.chat import chat_loop, run_chat
 
 from .runtime_helpers import Rig
 
@@ -88,3 +91,14 @@ def test_agenthost_chat_process_keeps_history_in_the_default_store(tmp_path: Pat
     unknown = _agenthost_chat(tmp_path, "", "--agent", "nobody")
     assert unknown.returncode == 1
     assert "no agent named 'nobody' (known agents: Eliza)" in unknown.stderr
+
+
+async def test_chat_talks_to_eliza_by_default_else_the_first_character(rig: Rig) -> None:
+    ada = Character(name="Ada")
+    for characters, expected in (([ada, default_character()], "Eliza"), ([ada], "Ada")):
+        manager = AgentManager(rig.container, rig.bus, rig.components, characters=characters)
+        console, out = _console()
+        await run_chat(manager, stdin=io.StringIO("hello\n"), console=console, user="sam")
+        assert f"Chatting with {expected} " in out.getvalue()
+        assert f"{expected}> " in out.getvalue()
+        assert manager.running == []  # the agent it started is stopped again
