@@ -272,7 +272,18 @@ class Reloader:
         self._timers[name] = self._loop.call_later(self.debounce, self._fire, name)
 
     def _fire(self, name: str) -> None:
+        """Reload `name` once its saves are quiet, unless a pending reload covers it (saves to
+        a plugin and to one depending on it in the same burst make one reload)."""
         self._timers.pop(name, None)
+        if name not in self.loader.loaded:
+            return
+        for pending in self._timers:
+            if pending in self.loader.loaded and name in self.group(pending):
+                return  # that reload reloads `name` too
+        for covered in self.group(name):
+            timer = self._timers.pop(covered, None)
+            if timer is not None:
+                timer.cancel()
         task = asyncio.get_running_loop().create_task(self.reload(name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -279,3 +279,20 @@ async def test_watch_paths_changed_by_a_reload_are_watched(
     (module.parent / "two" / "settings.yaml").write_text("a: 1\n")
     await reloaded
     assert [r.ok for r in host.reloader.history] == [True, True]
+
+
+async def test_saving_a_plugin_and_its_dependent_together_is_one_reload(
+    site: Site, make_host: HostFactory
+) -> None:
+    base = site.add("base", simple("base"))
+    child = site.add("child", DEPENDENT)
+    host = await make_host("base", "child", debounce=0.3)
+    assert host.reloader is not None
+    reloaded = asyncio.create_task(events(host, PLUGIN_RELOADED.name, count=2))
+    await asyncio.sleep(0.05)
+    child.write_text(DEPENDENT.replace("base.VALUE", "'child ' + base.VALUE"))
+    base.write_text(simple("base", "v2"))
+    await reloaded
+    await asyncio.sleep(0.6)  # twice the debounce: a second reload would have started by now
+    assert [(r.name, r.reloaded) for r in host.reloader.history] == [("base", ["base", "child"])]
+    assert "child says child v2" in await state(host)
