@@ -23,6 +23,7 @@ __all__ = [
     "DuplicateMemoryError",
     "IndexType",
     "InvalidQueryError",
+    "PoolExhaustedError",
     "StorageError",
 ]
 
@@ -36,6 +37,10 @@ class StorageError(AgentHostError):
 
 class InvalidQueryError(StorageError, ValueError):
     """A search or query argument out of range (k < 1, unknown index type, zero vector...)."""
+
+
+class PoolExhaustedError(StorageError, TimeoutError):
+    """No pooled connection became free within the acquire timeout (every one stayed in use)."""
 
 
 class DuplicateMemoryError(StorageError):

@@ -10,14 +10,16 @@ because a filtered ANN scan can miss rows and an exact one costs less there anyw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from uuid import UUID
 
 import numpy as np
 import psycopg
+from loguru import logger
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
@@ -30,6 +32,7 @@ from contracts.storage import (
     DuplicateMemoryError,
     IndexType,
     InvalidQueryError,
+    PoolExhaustedError,
     StorageError,
 )
 from host.memory import check_table_name
@@ -148,15 +151,26 @@ class PostgresAdapter:
         cls,
         url: str,
         *,
-        min_size: int = 1,
+        min_size: int = 2,
         max_size: int = 10,
+        acquire_timeout: float = 30.0,
+        max_idle: float = 300.0,
+        max_lifetime: float = 3600.0,
+        reconnect_timeout: float = 300.0,
+        check_connections: bool = True,
         connect_timeout: float = 10.0,
         index_params: IndexParams | None = None,
         exact_below: int = EXACT_BELOW,
     ) -> PostgresAdapter:
         """Connect, migrate the schema, and open a pool of `min_size`..`max_size` connections.
 
-        Errors name the server and database, never the password."""
+        A caller waits up to `acquire_timeout` seconds for a free connection, then gets
+        `PoolExhaustedError`. Idle connections beyond `min_size` close after `max_idle` s and
+        every connection is replaced after `max_lifetime` s; a failed connection attempt is
+        retried (with backoff) for `reconnect_timeout` s. With `check_connections`, each
+        connection is checked as it leaves the pool (one round trip), so one the server dropped
+        is replaced instead of failing the call that got it. Errors name the server and
+        database, never the password."""
         where = describe_url(url)
         try:
             async with await AsyncConnection.connect(
@@ -165,12 +179,26 @@ class PostgresAdapter:
                 await migrate(conn, where)
         except psycopg.Error as exc:
             raise StorageError(f"cannot open PostgreSQL at {where}: {_safe(exc, url)}") from None
+
+        def reconnect_failed(pool: AsyncConnectionPool) -> None:
+            logger.warning(
+                "PostgreSQL at {} unreachable for {} s: the pool stops reconnecting until asked",
+                where,
+                reconnect_timeout,
+            )
+
         pool = AsyncConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             open=False,
             configure=register_vector_async,
+            check=AsyncConnectionPool.check_connection if check_connections else None,
+            timeout=acquire_timeout,
+            max_idle=max_idle,
+            max_lifetime=max_lifetime,
+            reconnect_timeout=reconnect_timeout,
+            reconnect_failed=reconnect_failed,
             name=f"agenthost {where}",
         )
         try:
@@ -179,6 +207,23 @@ class PostgresAdapter:
             await pool.close()
             raise StorageError(f"cannot open a connection pool to {where}: {exc}") from None
         return cls(pool, where=where, index_params=index_params, exact_below=exact_below)
+
+    @contextlib.asynccontextmanager
+    async def with_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection for raw SQL (a plugin needing more than this protocol).
+
+        The connection goes back to the pool on exit; it is committed if the block succeeds and
+        rolled back if it raises (psycopg's pool semantics). Raises `PoolExhaustedError` when
+        none is free within the acquire timeout."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise PoolExhaustedError(
+                f"no PostgreSQL connection free at {self.where} within {self.pool.timeout:g} s:"
+                f" all {self.pool.max_size} pooled connections stayed in use"
+                " (raise plugins.postgres.pool_max or acquire_timeout)"
+            ) from None
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -214,7 +259,7 @@ class PostgresAdapter:
         if not batch:
             return []
         try:
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self.with_connection() as conn, conn.transaction():
                 return await self._create(conn, batch, table_name)
         except psycopg.errors.UniqueViolation:
             # a concurrent writer stored one of these ids between the check and the insert
@@ -271,7 +316,7 @@ class PostgresAdapter:
         return [m.id for m in batch]
 
     async def _duplicate_error(self, batch: list[Memory]) -> BatchError:
-        async with self.pool.connection() as conn:
+        async with self.with_connection() as conn:
             cursor = await conn.execute(
                 "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in batch],)
             )
@@ -291,7 +336,7 @@ class PostgresAdapter:
         batch = list(updates)
         if not batch:
             return []
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.with_connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "SELECT id, table_name FROM memories WHERE id = ANY(%s)", ([u.id for u in batch],)
             )
@@ -349,14 +394,14 @@ class PostgresAdapter:
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return 0
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.with_connection() as conn, conn.transaction():
             cursor = await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
             return cursor.rowcount
 
     # -- reads ----------------------------------------------------------------------------------
 
     async def get_memory(self, memory_id: UUID) -> Memory | None:
-        async with self.pool.connection() as conn:
+        async with self.with_connection() as conn:
             cursor = await conn.execute(
                 sql.SQL("SELECT " + _COLUMNS + " FROM memories WHERE id = %s"),
                 (memory_id,),
@@ -378,7 +423,7 @@ class PostgresAdapter:
         )
         if query.limit is not None:
             params.append(query.limit)
-        async with self.pool.connection() as conn:
+        async with self.with_connection() as conn:
             cursor = await conn.execute(statement, params, binary=True)
             rows = await cursor.fetchall()
         return [_row_to_memory(row) for row in rows]
@@ -386,13 +431,13 @@ class PostgresAdapter:
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         where, params = _where(query or MemoryQuery())
         statement = sql.SQL("SELECT COUNT(*) FROM memories{}").format(where)
-        async with self.pool.connection() as conn:
+        async with self.with_connection() as conn:
             cursor = await conn.execute(statement, params)
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
     async def embedding_dimension(self, table_name: str) -> int | None:
-        async with self.pool.connection() as conn:
+        async with self.with_connection() as conn:
             cursor = await conn.execute(
                 "SELECT dimension FROM memory_tables WHERE table_name = %s", (table_name,)
             )
@@ -429,7 +474,7 @@ class PostgresAdapter:
             getattr(query, f) is not None
             for f in ("agent_id", "entity_id", "room_id", "start", "end", "unique")
         )
-        async with self.pool.connection() as conn:
+        async with self.with_connection() as conn:
             exact = kind == "flat" or filtered or await self._small(conn, table)
             if exact:
                 distance: sql.Composable = sql.SQL("(embedding <=> %s)")

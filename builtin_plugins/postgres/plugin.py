@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
@@ -30,14 +30,34 @@ class PostgresSettings(BaseModel):
 
     url: SecretStr | None = None
     """``postgresql://user:password@host:5432/db`` (a secret: it may hold the password)."""
-    pool_min: int = Field(default=1, ge=0)
+    pool_min: int = Field(default=2, ge=0)
+    """Connections kept open even when idle."""
     pool_max: int = Field(default=10, ge=1)
+    """Most connections open at once; callers beyond it wait for one to be returned."""
+    acquire_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a call waits for a free connection before `PoolExhaustedError`."""
+    max_idle: float = Field(default=300.0, gt=0)
+    """Seconds an idle connection beyond ``pool_min`` stays open."""
+    max_lifetime: float = Field(default=3600.0, gt=0)
+    """Seconds after which a connection is replaced by a fresh one."""
+    reconnect_timeout: float = Field(default=300.0, gt=0)
+    """Seconds the pool keeps retrying (with backoff) to open a connection the server refused."""
+    check_connections: bool = True
+    """Check each connection as it leaves the pool (one round trip) so that one the server
+    dropped is replaced instead of failing the call that got it."""
     connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to connect (and to open the pool's first ``pool_min`` connections)."""
     hnsw_m: int = Field(default=16, ge=4)
     hnsw_ef_construction: int = Field(default=64, ge=8)
     hnsw_ef_search: int = Field(default=64, ge=1)
     ivf_lists: int | None = Field(default=None, ge=1)
     ivf_probes: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> PostgresSettings:
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"pool_min ({self.pool_min}) exceeds pool_max ({self.pool_max})")
+        return self
 
 
 class PostgresPlugin(Plugin):
@@ -65,6 +85,11 @@ class PostgresPlugin(Plugin):
             s.url.get_secret_value() if s.url else "",
             min_size=s.pool_min,
             max_size=s.pool_max,
+            acquire_timeout=s.acquire_timeout,
+            max_idle=s.max_idle,
+            max_lifetime=s.max_lifetime,
+            reconnect_timeout=s.reconnect_timeout,
+            check_connections=s.check_connections,
             connect_timeout=s.connect_timeout,
             index_params=IndexParams(
                 hnsw_m=s.hnsw_m,

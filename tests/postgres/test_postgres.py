@@ -12,13 +12,15 @@ from uuid import uuid4
 
 import psycopg
 import pytest
+from pydantic import ValidationError
 from storage.pg_server import schema_uri
 
 from builtin_plugins.postgres import PostgresAdapter
+from builtin_plugins.postgres.plugin import PostgresSettings
 from builtin_plugins.postgres.schema import SCHEMA_VERSION
 from contracts.config import AgentsSettings, HostConfig, PluginsSettings
 from contracts.memory import Content, Memory, MemoryQuery
-from contracts.storage import DATABASE, StorageError
+from contracts.storage import DATABASE, PoolExhaustedError, StorageError
 from host.app import Host
 from host.config import LoadedConfig
 
@@ -142,3 +144,91 @@ async def test_the_plugin_serves_a_host_when_pinned(pg_server_uri: str, tmp_path
         assert figures[("db.client.connection.max", ())]["value"] == 10
     finally:
         await host.stop()
+
+
+def test_pool_settings_default_to_the_issue_values_and_are_checked() -> None:
+    settings = PostgresSettings()
+    assert (settings.pool_min, settings.pool_max) == (2, 10)
+    assert (settings.acquire_timeout, settings.max_idle) == (30.0, 300.0)
+    with pytest.raises(ValidationError, match="pool_min"):
+        PostgresSettings(pool_min=5, pool_max=2)
+
+
+async def test_pool_settings_reach_the_pool(pg_server_uri: str) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(
+        url,
+        min_size=1,
+        max_size=3,
+        acquire_timeout=5,
+        max_idle=60,
+        max_lifetime=120,
+        reconnect_timeout=30,
+    )
+    try:
+        pool = db.pool
+        assert (pool.min_size, pool.max_size, pool.timeout) == (1, 3, 5)
+        assert (pool.max_idle, pool.max_lifetime, pool.reconnect_timeout) == (60, 120, 30)
+    finally:
+        await db.close()
+
+
+async def test_an_exhausted_pool_waits_then_raises_a_clear_error(pg_server_uri: str) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(url, min_size=1, max_size=1, acquire_timeout=0.3)
+    try:
+        async with db.with_connection():
+            with pytest.raises(PoolExhaustedError) as info:
+                await db.count_memories()
+        text = str(info.value)
+        assert "within 0.3 s" in text and "all 1 pooled connections" in text
+        assert "pool_max" in text
+        assert await db.count_memories() == 0  # the connection is free again
+    finally:
+        await db.close()
+
+
+async def test_raw_connections_commit_on_success_and_roll_back_on_error(
+    pg_server_uri: str,
+) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(url, min_size=1, max_size=2)
+    try:
+        async with db.with_connection() as conn:
+            await conn.execute("CREATE TABLE plugin_notes (note text)")
+            await conn.execute("INSERT INTO plugin_notes VALUES ('kept')")
+        with pytest.raises(RuntimeError):
+            async with db.with_connection() as conn:
+                await conn.execute("INSERT INTO plugin_notes VALUES ('rolled back')")
+                raise RuntimeError("plugin failure")
+        async with db.with_connection() as conn:
+            cursor = await conn.execute("SELECT note FROM plugin_notes")
+            assert [row[0] for row in await cursor.fetchall()] == ["kept"]
+    finally:
+        await db.close()
+
+
+async def test_a_dropped_connection_is_replaced_and_committed_writes_survive(
+    pg_server_uri: str,
+) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(url, min_size=1, max_size=1)
+    try:
+        kept = memory([1.0, 0.0])
+        await db.create_memory(kept)
+        async with db.with_connection() as conn:
+            cursor = await conn.execute("SELECT pg_backend_pid()")
+            row = await cursor.fetchone()
+        assert row is not None
+        dropped = row[0]
+        async with await psycopg.AsyncConnection.connect(pg_server_uri, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (dropped,))
+        got = await db.get_memory(kept.id)  # on a fresh connection, not an error
+        assert got is not None and got.id == kept.id
+        assert await db.count_memories() == 1
+        async with db.with_connection() as conn:
+            cursor = await conn.execute("SELECT pg_backend_pid()")
+            row = await cursor.fetchone()
+        assert row is not None and row[0] != dropped
+    finally:
+        await db.close()
