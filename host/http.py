@@ -31,7 +31,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sse_starlette import EventSourceResponse
 
 from contracts.agent import Reply
@@ -57,6 +57,7 @@ DEFAULT_MAX_BODY = 1_048_576
 
 _log = logger.bind(component="http")
 
+_RESERVED_CONTENT = frozenset({"text", "name", "source"})
 _REPLY_EXCLUDE: dict[str, Any] = {"reply": {"embedding"}}
 """A reply's embedding stays out of responses (hundreds of floats no client reads)."""
 
@@ -79,7 +80,19 @@ class MessageIn(BaseModel):
     user: str = Field(default="user", min_length=1, max_length=200)
     """The sender's display name."""
     metadata: dict[str, Any] = Field(default_factory=dict)
-    """Extra content fields stored with the message (e.g. ``channel_type``, ``source``)."""
+    """Extra content fields stored with the message (e.g. ``channel_type``); not ``text``,
+    ``name`` or ``source``, which the API sets (from `text`, `user`, and ``http``)."""
+
+    @field_validator("metadata")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted(set(value) & _RESERVED_CONTENT)
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)} cannot be set in metadata (the API sets text from `text`,"
+                " name from `user`, source to http)"
+            )
+        return value
 
 
 class AgentInfo(BaseModel):

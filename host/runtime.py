@@ -430,8 +430,9 @@ class AgentRuntime:
         timeout = (
             provider.timeout if provider.timeout is not None else self.settings.provider_timeout
         )
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 if self.cache is None:
                     result = await provider.get(message, state)
                 else:
@@ -444,10 +445,12 @@ class AgentRuntime:
                     result = await self.cache.get_or_compute(
                         provider.name, context, lambda: provider.get(message, state)
                     )
-        except TimeoutError:
-            self._log.warning("provider {} timed out after {}s; skipped", provider.name, timeout)
-            return f"timed out after {timeout}s"
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                self._log.warning(
+                    "provider {} timed out after {}s; skipped", provider.name, timeout
+                )
+                return f"timed out after {timeout}s"
             self._log.opt(exception=exc).warning(
                 "provider {} failed; skipped: {}", provider.name, exc
             )
@@ -754,15 +757,17 @@ async def _guarded(
 ) -> ActionResult | None:
     """Run an action/evaluator handler; failures and timeouts become a failed `ActionResult`."""
     started = time.perf_counter()
+    deadline = asyncio.timeout(seconds)
     try:
-        async with asyncio.timeout(seconds):
+        async with deadline:
             outcome = await handler(ctx)
-    except TimeoutError:
-        rt._log.warning("{} timed out after {}s", name, seconds)
-        outcome = ActionResult(success=False, error=f"timed out after {seconds}s")
     except Exception as exc:
-        rt._log.opt(exception=exc).warning("{} failed: {}", name, exc)
-        outcome = ActionResult(success=False, error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            rt._log.warning("{} timed out after {}s", name, seconds)
+            outcome = ActionResult(success=False, error=f"timed out after {seconds}s")
+        else:  # its own error, a TimeoutError of its own included
+            rt._log.opt(exception=exc).warning("{} failed: {}", name, exc)
+            outcome = ActionResult(success=False, error=f"{type(exc).__name__}: {exc}")
     if outcome is None:
         return None
     if not isinstance(outcome, ActionResult):

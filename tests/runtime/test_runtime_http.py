@@ -78,6 +78,15 @@ async def test_send_message_and_page_memories(client: httpx.AsyncClient, rig: Ri
     assert newest["items"][0]["content"]["text"] == seen[-1]
 
 
+async def test_metadata_is_stored_with_the_message(client: httpx.AsyncClient, rig: Rig) -> None:
+    room = str(uuid4())
+    body = {"text": "hi", "room_id": room, "user": "ann", "metadata": {"channel_type": "dm"}}
+    assert (await client.post("/agents/eliza/messages", json=body)).status_code == 200
+    page = await client.get(f"/agents/eliza/rooms/{room}/memories", params={"order": "asc"})
+    content = page.json()["items"][0]["content"]
+    assert content == {"text": "hi", "name": "ann", "source": "http", "channel_type": "dm"}
+
+
 async def test_default_room_per_user(client: httpx.AsyncClient) -> None:
     a = (await client.post("/agents/eliza/messages", json={"text": "hi", "user": "ann"})).json()
     b = (await client.post("/agents/eliza/messages", json={"text": "yo", "user": "ann"})).json()
@@ -115,6 +124,12 @@ async def test_validation_errors_are_422_with_field(client: httpx.AsyncClient) -
     assert response.json()["detail"][0]["loc"] == ["body", "room_id"]
     response = await client.post("/agents/eliza/messages", json={"text": "x", "bogus": 1})
     assert response.json()["detail"][0]["loc"] == ["body", "bogus"]
+    response = await client.post(
+        "/agents/eliza/messages", json={"text": "x", "metadata": {"source": "web", "topic": 1}}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "metadata"]
+    assert "source cannot be set" in response.json()["detail"][0]["msg"]
     room = uuid4()
     response = await client.get(f"/agents/eliza/rooms/{room}/memories", params={"limit": 0})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "limit"]

@@ -268,6 +268,25 @@ async def test_slow_action_times_out_and_always_run_evaluator(rig: Rig) -> None:
     assert ran == [False, True]  # ran after a reply, and for the message not answered
 
 
+async def test_a_handlers_own_timeout_error_is_a_failure_not_a_timeout(rig: Rig) -> None:
+    async def upstream(message: Memory, state: State) -> ProviderResult:
+        raise TimeoutError("weather API did not answer")
+
+    async def call(ctx: ActionContext) -> ActionResult:
+        raise TimeoutError("socket read")
+
+    rig.components.add(
+        "test",
+        providers=[Provider("upstream", upstream)],
+        actions=[Action("CALL", "", call, always=True)],
+    )
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    )
+    assert reply.skipped_providers["upstream"] == "TimeoutError: weather API did not answer"
+    assert reply.actions[0].error == "TimeoutError: socket read"
+
+
 async def test_validate_false_or_failing_skips_action(rig: Rig) -> None:
     ran: list[str] = []
 
