@@ -34,8 +34,9 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sse_starlette import EventSourceResponse
 
-from contracts.agent import Reply
+from contracts.agent import AgentError, Reply
 from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Order
+from contracts.models import ModelError
 from host.agents import AgentManager, UnknownAgentError
 from host.runtime import AgentRuntime, agent_id_for
 
@@ -354,6 +355,17 @@ def create_app(
     @app.exception_handler(UnknownAgentError)
     async def unknown_agent(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ModelError)
+    async def model_failed(_request: Request, exc: Exception) -> JSONResponse:
+        """The agent's model failed (every provider, or a non-retryable error): 502, why."""
+        _log.warning("model call failed: {}", exc)
+        return JSONResponse({"detail": f"the agent's model failed: {exc}"}, status_code=502)
+
+    @app.exception_handler(AgentError)
+    async def agent_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        """E.g. the agent was stopped while the message waited for its room: 503."""
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     return app
 

@@ -9,6 +9,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from contracts.models import TEXT_LARGE, ModelCallError, ModelHandler, TextParams, TextResult
 from host.http import API_KEY_HEADER, HttpServer, create_app
 
 from .runtime_helpers import Rig
@@ -201,3 +202,15 @@ async def test_api_key_guards_everything_but_health(rig: Rig) -> None:
             assert sent.status_code == 200
     finally:
         await srv.stop()
+
+
+async def test_a_failing_model_is_502_with_the_reason(client: httpx.AsyncClient, rig: Rig) -> None:
+    async def refuse(params: TextParams) -> TextResult:
+        raise ModelCallError("invalid API key", provider="broken", retryable=False, status=401)
+
+    rig.models.register(ModelHandler(TEXT_LARGE, refuse, priority=100), owner="broken")
+    response = await client.post("/agents/eliza/messages", json={"text": "hi"})
+    assert response.status_code == 502
+    assert "invalid API key" in response.json()["detail"]
+    rig.models.unregister_owner("broken")
+    assert (await client.post("/agents/eliza/messages", json={"text": "hi"})).status_code == 200
