@@ -84,6 +84,10 @@ async def test_characters_from_files_and_inline_config(host: Host) -> None:
         assert inline["bio"] == ["Defined in the config."]
         reply = await client.post("/agents/inline/messages", json={"text": "Men are all alike."})
         assert reply.status_code == 200 and reply.json()["text"] == "In what way?"
+        # the ElizaOS character file, as it is, is a working agent
+        ada = await client.post("/agents/ada/messages", json={"text": "I am unhappy."})
+        assert ada.status_code == 200 and ada.json()["responded"] is True
+        assert ada.json()["agent_id"] == next(a["id"] for a in agents if a["name"] == "Ada")
 
 
 async def test_a_bad_inline_character_names_the_config_entry(tmp_path: Path) -> None:
