@@ -1,9 +1,11 @@
 """Model registry benchmark: use_model overhead, a fallback step, ELIZA and embedding throughput.
 
-Baselines measured in the same run: awaiting the same trivial handler directly. The registry
-rows run with no event bus (the registry alone) and with the host's bus and its metrics
-subscriber (what a real call costs: it emits ``model:used``). Target from the issue: use_model
-within 2x of the direct call.
+Baselines measured in the same run: awaiting the same handler directly. Two handlers: a no-op
+returning a prebuilt result (the registry's whole overhead shows) and one building its result,
+``TextResult(text=...)``, as the smallest real handler does. The registry rows run with no event
+bus (the registry alone) and with the host's bus and its metrics subscriber (what a call in the
+host costs: it emits ``model:used``, which the metrics record). Target from the issue: use_model
+within 2x of the direct call. Each figure is the best of 15 timed loops (the machine is shared).
 
     .venv/bin/python bench/models.py [--quick]
 """
@@ -42,13 +44,17 @@ async def trivial(params: TextParams) -> TextResult:
     return RESULT
 
 
+async def building(params: TextParams) -> TextResult:
+    return TextResult(text="ok")
+
+
 async def unavailable(params: TextParams) -> TextResult:
     raise ModelCallError("503", provider="down", retryable=True, status=503)
 
 
 async def per_call(make: Callable[[], Awaitable[object]], number: int) -> float:
     best = float("inf")
-    for _ in range(5):
+    for _ in range(15):
         started = time.perf_counter()
         for _ in range(number):
             await make()
@@ -56,22 +62,38 @@ async def per_call(make: Callable[[], Awaitable[object]], number: int) -> float:
     return best
 
 
+def registry(
+    handler: Callable[[TextParams], Awaitable[TextResult]], *, wired: bool
+) -> ModelRegistry:
+    """A registry with `handler` for TEXT_LARGE; `wired`: on a bus with the host's metrics."""
+    bus = None
+    if wired:
+        bus = EventBus()
+        bus.on_any(EventMetrics(build_telemetry().internal))
+    models = ModelRegistry(events=bus)
+    models.register(ModelHandler(TEXT_LARGE, handler), owner="bench")
+    return models
+
+
 async def run(number: int) -> list[tuple[str, float, float | None, str]]:
     direct = await per_call(lambda: trivial(PARAMS), number)
-    alone = ModelRegistry()
-    alone.register(ModelHandler(TEXT_LARGE, trivial), owner="bench")
-    bus = EventBus()
-    bus.on_any(EventMetrics(build_telemetry().collector))
-    wired = ModelRegistry(events=bus)
-    wired.register(ModelHandler(TEXT_LARGE, trivial), owner="bench")
+    alone = registry(trivial, wired=False)
+    wired = registry(trivial, wired=True)
     fallback = ModelRegistry()
     fallback.settings = fallback.settings.model_copy(update={"breaker_failures": 10**9})
     fallback.register(ModelHandler(TEXT_LARGE, unavailable, priority=1), owner="down")
     fallback.register(ModelHandler(TEXT_LARGE, trivial), owner="up")
 
     t_alone = await per_call(lambda: alone.use_model(TEXT_LARGE, PARAMS), number)
+    t_named = await per_call(lambda: alone.use_model(TEXT_LARGE, PARAMS, provider="bench"), number)
     t_wired = await per_call(lambda: wired.use_model(TEXT_LARGE, PARAMS), number)
     t_fallback = await per_call(lambda: fallback.use_model(TEXT_LARGE, PARAMS), number // 4)
+
+    direct_build = await per_call(lambda: building(PARAMS), number)
+    build_alone = registry(building, wired=False)
+    build_wired = registry(building, wired=True)
+    t_build_alone = await per_call(lambda: build_alone.use_model(TEXT_LARGE, PARAMS), number)
+    t_build_wired = await per_call(lambda: build_wired.use_model(TEXT_LARGE, PARAMS), number)
 
     eliza = ElizaPlugin()
     prompt = TextParams(prompt="I am unhappy because my mother does not listen to me")
@@ -82,12 +104,24 @@ async def run(number: int) -> list[tuple[str, float, float | None, str]]:
         return embed(sentence)
 
     t_embed = await per_call(embed_once, number // 20)
-    target = f"<= 2x direct: {'met' if t_alone / direct <= 2 else 'NOT met'}"
+
+    def target(seconds: float, base: float) -> str:
+        return f"target <= 2x: {'met' if seconds / base <= 2 else 'NOT met'}"
+
     return [
-        ("await handler directly (baseline)", direct, direct, ""),
-        ("use_model, registry alone", t_alone, direct, target),
+        ("no-op handler, awaited directly (baseline)", direct, direct, ""),
+        ("use_model, registry alone", t_alone, direct, target(t_alone, direct)),
+        ("use_model, registry alone, provider by name", t_named, direct, ""),
         ("use_model, with bus + metrics (model:used)", t_wired, direct, ""),
         ("use_model, one retryable failure then fallback", t_fallback, direct, ""),
+        ("TextResult-building handler, directly (baseline)", direct_build, direct_build, ""),
+        (
+            "  use_model, registry alone",
+            t_build_alone,
+            direct_build,
+            target(t_build_alone, direct_build),
+        ),
+        ("  use_model, with bus + metrics (model:used)", t_build_wired, direct_build, ""),
         ("ELIZA reply (TEXT_LARGE, one sentence)", t_eliza, None, f"{1 / t_eliza:,.0f} calls/s"),
         ("local embedding (13 words, 384 d)", t_embed, None, f"{1 / t_embed:,.0f} calls/s"),
     ]
@@ -97,9 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10x fewer iterations")
     args = parser.parse_args()
-    number = 10_000 if args.quick else 100_000
+    number = 3_000 if args.quick else 30_000
     rows = asyncio.run(run(number))
-    table = Table(title="model registry (best of 5)")
+    table = Table(title="model registry (best of 15 loops)")
     for column in ("operation", "µs/call", "x direct call", "note"):
         table.add_column(column, justify="left" if column in ("operation", "note") else "right")
     for name, seconds, base, note in rows:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -43,6 +43,7 @@ __all__ = ["CallContext", "ModelRegistry", "call_context", "is_retryable"]
 
 P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
+T = TypeVar("T")
 
 _order = itertools.count()
 
@@ -71,18 +72,28 @@ class _LoadedPlugin(Protocol):
 
 
 @dataclass(slots=True)
+class _Circuit:
+    """Consecutive failures of one provider for one model type, and until when it is skipped."""
+
+    failures: int = 0
+    open_until: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
 class _Entry:
+    """One registered handler, with what a call needs looked up once at registration."""
+
     handler: ModelHandler[Any, Any]
     owner: str
     provider: str
     priority: int
+    circuit: _Circuit
+    """Shared by every entry of the same provider and model type (it outlives a reload)."""
     order: int = field(default_factory=lambda: next(_order))
+    call: Callable[[Any], Awaitable[Any]] = field(init=False)
 
-
-@dataclass(slots=True)
-class _Circuit:
-    failures: int = 0
-    open_until: float = 0.0
+    def __post_init__(self) -> None:
+        self.call = self.handler.handler
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -126,13 +137,16 @@ class ModelRegistry:
         """Add `handler` for its model type, tagged with the plugin `owner`."""
         if not isinstance(handler, ModelHandler):
             raise ModelError(f"plugin {owner}: models() returned {handler!r}, not a ModelHandler")
+        provider = handler.provider or owner
+        type_name = handler.model_type.name
         entry = _Entry(
             handler,
             owner,
-            handler.provider or owner,
+            provider,
             handler.priority if priority is None else priority,
+            self._circuits.setdefault((provider, type_name), _Circuit()),
         )
-        self._entries.setdefault(handler.model_type.name, []).append(entry)
+        self._entries.setdefault(type_name, []).append(entry)
         self._plans.clear()
 
     def register_plugin(self, loaded: _LoadedPlugin) -> None:
@@ -196,7 +210,7 @@ class ModelRegistry:
         if not self._open_circuits:
             return plan
         now = self.clock()
-        ready = [e for e in plan if self._circuit(e).open_until <= now]
+        ready = [e for e in plan if e.circuit.open_until <= now]
         # every circuit open: try them anyway rather than fail without asking anyone
         return ready or list(plan)
 
@@ -208,23 +222,15 @@ class ModelRegistry:
         listing = "; ".join(f"{name}: {', '.join(p)}" for name, p in sorted(known.items()))
         return f"registered: {listing or 'nothing (is a model plugin installed and enabled?)'}"
 
-    def _circuit(self, entry: _Entry) -> _Circuit:
-        key = (entry.provider, entry.handler.model_type.name)
-        circuit = self._circuits.get(key)
-        if circuit is None:
-            circuit = self._circuits[key] = _Circuit()
-        return circuit
-
     def _succeeded(self, entry: _Entry) -> None:
-        circuit = self._circuits.get((entry.provider, entry.handler.model_type.name))
-        if circuit is not None and circuit.failures:
-            if circuit.open_until:
-                self._open_circuits -= 1
-            circuit.failures = 0
-            circuit.open_until = 0.0
+        circuit = entry.circuit
+        if circuit.open_until:
+            self._open_circuits -= 1
+        circuit.failures = 0
+        circuit.open_until = 0.0
 
     def _failed(self, entry: _Entry, exc: BaseException) -> None:
-        circuit = self._circuit(entry)
+        circuit = entry.circuit
         circuit.failures += 1
         if circuit.failures >= self.settings.breaker_failures:
             if not circuit.open_until:
@@ -243,56 +249,73 @@ class ModelRegistry:
     async def use_model(
         self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
     ) -> R:
-        """Call the best available handler of `model_type`, falling back on retryable errors."""
+        """Call the best available handler of `model_type`, falling back on retryable errors.
+
+        The common case (typed params, no provider asked for, no open circuit, the first
+        handler answers) is kept to a plan lookup, the deadline, the call and its report."""
         if type(params) is not model_type.params:
             params = _coerce(model_type, params)
-        candidates = self._candidates(model_type, provider)
+        plan: Sequence[_Entry] | None = None
+        if provider is None and not self._open_circuits:
+            plan = self._plans.get(model_type.name)
+        if not plan:
+            plan = self._candidates(model_type, provider)  # an error naming what is registered
+        events = self.events
+        fallback = False
         last: BaseException | None = None
-        for attempt, entry in enumerate(candidates):
+        for entry in plan:
             started = time.perf_counter()
             deadline = self._deadlines.start(self.settings.timeout)
             try:
                 try:
-                    result = await entry.handler.handler(params)
+                    result = await entry.call(params)
                 finally:
                     timed_out = self._deadlines.finish(deadline)
             except asyncio.CancelledError:
                 if not timed_out:
                     raise
                 exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
-                await self._report(entry, started, attempt > 0, params=params, error=exc)
+                if events is not None:
+                    await self._report(entry, started, fallback, params, error=exc)
                 self._failed(entry, exc)
-                last = exc
+                last, fallback = exc, True
                 continue
             except Exception as exc:
-                await self._report(entry, started, attempt > 0, params=params, error=exc)
+                if events is not None:
+                    await self._report(entry, started, fallback, params, error=exc)
                 if not is_retryable(exc):
                     raise
                 self._failed(entry, exc)
-                last = exc
+                last, fallback = exc, True
                 continue
-            if not isinstance(result, model_type.result):
+            if type(result) is not model_type.result and not isinstance(result, model_type.result):
                 error = ModelError(
                     f"provider {entry.provider} (plugin {entry.owner}) answered {model_type.name} "
                     f"with {type(result).__name__}, not {model_type.result.__name__}"
                 )
-                await self._report(entry, started, attempt > 0, params=params, error=error)
+                if events is not None:
+                    await self._report(entry, started, fallback, params, error=error)
                 raise error
-            self._succeeded(entry)
-            await self._report(entry, started, attempt > 0, params=params, result=result)
+            if entry.circuit.failures:
+                self._succeeded(entry)
+            if events is not None:
+                await self._report(entry, started, fallback, params, result=result)
             return result
-        raise _exhausted(model_type, candidates, last)
+        raise _exhausted(model_type, plan, last)
 
     async def stream_model(
         self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
     ) -> AsyncIterator[TextChunk]:
         """Stream `model_type`'s text. A provider without streaming answers in one chunk; falls
-        back like `use_model` only until the first chunk was yielded."""
+        back like `use_model` only until the first chunk was yielded. The timeout applies to
+        each wait for the next chunk (a stream may last longer, a stalled one is abandoned)."""
         if type(params) is not model_type.params:
             params = _coerce(model_type, params)
         candidates = self._candidates(model_type, provider)
+        events = self.events
+        fallback = False
         last: BaseException | None = None
-        for attempt, entry in enumerate(candidates):
+        for entry in candidates:
             started = time.perf_counter()
             yielded = False
             final: TextChunk | None = None
@@ -302,64 +325,68 @@ class ModelRegistry:
                     final = chunk
                     yield chunk
             except Exception as exc:
-                await self._report(
-                    entry, started, attempt > 0, params=params, error=exc, streamed=True
-                )
+                if events is not None:
+                    await self._report(entry, started, fallback, params, error=exc, streamed=True)
                 if yielded or not is_retryable(exc):
                     raise
                 self._failed(entry, exc)
-                last = exc
+                last, fallback = exc, True
                 continue
-            self._succeeded(entry)
-            await self._report(
-                entry, started, attempt > 0, params=params, result=final, streamed=True
-            )
+            if entry.circuit.failures:
+                self._succeeded(entry)
+            if events is not None:
+                await self._report(entry, started, fallback, params, result=final, streamed=True)
             return
         raise _exhausted(model_type, candidates, last)
 
     async def _chunks(self, entry: _Entry, params: Any) -> AsyncIterator[TextChunk]:
         stream = entry.handler.stream
-        if stream is not None:
-            async for chunk in stream(params):
-                yield chunk
+        if stream is None:
+            yield _one_chunk(entry, await self._within_timeout(entry, entry.call(params)))
             return
+        chunks = stream(params)
+        try:
+            while True:
+                try:
+                    chunk = await self._within_timeout(entry, anext(chunks))
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _within_timeout(self, entry: _Entry, step: Awaitable[T]) -> T:
+        """Await `step`, turning the registry's deadline into a `TimeoutError`."""
         deadline = self._deadlines.start(self.settings.timeout)
         try:
-            result = await entry.handler.handler(params)
+            try:
+                return await step
+            finally:
+                timed_out = self._deadlines.finish(deadline)
         except asyncio.CancelledError:
-            if self._deadlines.finish(deadline):
+            if timed_out:
                 raise TimeoutError(f"{entry.provider} took over {self.settings.timeout}s") from None
             raise
-        finally:
-            self._deadlines.finish(deadline)
-        text = getattr(result, "text", None)
-        if not isinstance(text, str):
-            raise ModelError(
-                f"provider {entry.provider} cannot stream {entry.handler.model_type.name}: "
-                f"its result {type(result).__name__} has no text"
-            )
-        yield TextChunk(
-            text=text,
-            finish_reason=getattr(result, "finish_reason", None) or "stop",
-            usage=getattr(result, "usage", None),
-        )
 
     async def _report(
         self,
         entry: _Entry,
         started: float,
         fallback: bool,
+        params: BaseModel,
         *,
-        params: BaseModel | None = None,
         result: object = None,
         error: BaseException | None = None,
         streamed: bool = False,
     ) -> None:
-        if self.events is None:
-            return
+        """Emit ``model:used`` for one attempt (callers check that there is a bus)."""
+        assert self.events is not None
         input_tokens, output_tokens = _usage(result)
         caller = call_context.get()
-        payload = ModelUsedPayload.model_construct(
+        # Validated construction: pydantic-core builds it faster than model_construct() does.
+        payload = ModelUsedPayload(
             model_type=entry.handler.model_type.name,
             provider=entry.provider,
             duration=time.perf_counter() - started,
@@ -375,6 +402,21 @@ class ModelRegistry:
             output=result if isinstance(result, BaseModel) else None,
         )
         await self.events.emit(MODEL_USED, payload)
+
+
+def _one_chunk(entry: _Entry, result: object) -> TextChunk:
+    """A non-streaming provider's whole answer as the one chunk of its stream."""
+    text = getattr(result, "text", None)
+    if not isinstance(text, str):
+        raise ModelError(
+            f"provider {entry.provider} cannot stream {entry.handler.model_type.name}: "
+            f"its result {type(result).__name__} has no text"
+        )
+    return TextChunk(
+        text=text,
+        finish_reason=getattr(result, "finish_reason", None) or "stop",
+        usage=getattr(result, "usage", None),
+    )
 
 
 def _coerce(model_type: ModelType[P, Any], params: object) -> P:

@@ -232,6 +232,58 @@ async def test_a_hung_provider_times_out_and_the_next_one_answers() -> None:
     assert task is not None and task.cancelling() == 0
 
 
+async def test_a_stalled_stream_times_out_per_chunk_and_falls_back_before_the_first() -> None:
+    import asyncio
+
+    closed: list[str] = []
+
+    async def stalls_at_once(params: TextParams) -> AsyncIterator[TextChunk]:
+        try:
+            await asyncio.sleep(30)
+            yield TextChunk(text="never")
+        finally:
+            closed.append("at once")
+
+    async def stalls_after_one(params: TextParams) -> AsyncIterator[TextChunk]:
+        try:
+            yield TextChunk(text="first")
+            await asyncio.sleep(30)
+            yield TextChunk(text="never")
+        finally:
+            closed.append("after one")
+
+    async def whole(params: TextParams) -> TextResult:
+        return TextResult(text="backup")
+
+    bus = EventBus()
+    used: list[ModelUsedPayload] = []
+    bus.on(MODEL_USED, used.append)
+    registry = ModelRegistry(ModelSettings(timeout=0.2), events=bus)
+    registry.register(ModelHandler(TEXT_LARGE, whole, stalls_at_once), owner="stalled", priority=2)
+    registry.register(ModelHandler(TEXT_LARGE, whole), owner="backup", priority=1)
+
+    async def texts(models: ModelRegistry) -> list[str]:
+        return [c.text async for c in models.stream_model(TEXT_LARGE, TextParams(prompt="x"))]
+
+    assert await asyncio.wait_for(texts(registry), 5) == ["backup"]
+    assert closed == ["at once"]
+    assert [(u.provider, u.fallback, (u.error or "")[:12]) for u in used] == [
+        ("stalled", False, "TimeoutError"),
+        ("backup", True, ""),
+    ]
+
+    late = ModelRegistry(ModelSettings(timeout=0.2))
+    late.register(ModelHandler(TEXT_LARGE, whole, stalls_after_one), owner="late", priority=2)
+    late.register(ModelHandler(TEXT_LARGE, whole), owner="backup", priority=1)
+    seen: list[str] = []
+    with pytest.raises(TimeoutError, match=r"late took over 0\.2s"):
+        async for chunk in late.stream_model(TEXT_LARGE, TextParams(prompt="x")):
+            seen.append(chunk.text)
+    assert seen == ["first"] and closed == ["at once", "after one"]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
 async def test_model_used_carries_params_output_and_the_message_served() -> None:
     from uuid import uuid4
 
