@@ -166,7 +166,10 @@ def test_an_external_test_suite_uses_the_fixtures(tmp_path: Path, mode: str) -> 
         "    reply = await runtime.process_message('ping')\n"
         "    assert reply.text == 'pong'\n\n"
         f"{marker}async def test_store(memory_store):\n"
-        "    assert await memory_store.count_memories() == 0\n"
+        "    assert await memory_store.count_memories() == 0\n\n"
+        f"{marker}async def test_events(agent_runtime, event_capture):\n"
+        "    await agent_runtime.process_message('Men are all alike.')\n"
+        "    assert 'message:sent' in event_capture.names()\n"
     )
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o",
@@ -176,6 +179,7 @@ def test_an_external_test_suite_uses_the_fixtures(tmp_path: Path, mode: str) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "test_external.py::test_bot PASSED" in done.stdout
+    assert "test_external.py::test_events PASSED" in done.stdout
     backends = store_backends()
     assert {"inmemory", "sqlite", "postgres"} <= set(backends)  # every store agenthost installs
     for backend in backends:  # a real PostgreSQL too (pgserver), unless none can run here
