@@ -212,5 +212,10 @@ async def test_a_failing_model_is_502_with_the_reason(client: httpx.AsyncClient,
     response = await client.post("/agents/eliza/messages", json={"text": "hi"})
     assert response.status_code == 502
     assert "invalid API key" in response.json()["detail"]
+    async with client.stream(
+        "POST", "/agents/eliza/messages/stream", json={"text": "hi"}
+    ) as streamed:
+        lines = [line async for line in streamed.aiter_lines() if line]
+    assert lines[0] == "event: error" and "invalid API key" in lines[1]
     rig.models.unregister_owner("broken")
     assert (await client.post("/agents/eliza/messages", json={"text": "hi"})).status_code == 200
