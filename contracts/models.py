@@ -101,6 +101,9 @@ class ModelType(Generic[P, R]):
     params: type[P]
     result: type[R]
     description: str = ""
+    operation: str | None = None
+    """The OpenTelemetry ``gen_ai.operation.name`` of these calls (``chat``, ``embeddings``,
+    ``text_completion``, ...) that the model metrics carry; None: the model type's name."""
 
     def __post_init__(self) -> None:
         with _registry_lock:
@@ -254,11 +257,21 @@ class ObjectResult(BaseModel):
     usage: Usage | None = None
 
 
-TEXT_SMALL = ModelType("text_small", TextParams, TextResult, "fast, cheap text generation")
-TEXT_LARGE = ModelType("text_large", TextParams, TextResult, "the agent's main text model")
-TEXT_EMBEDDING = ModelType("text_embedding", EmbeddingParams, EmbeddingResult)
-OBJECT_SMALL = ModelType("object_small", ObjectParams, ObjectResult)
-OBJECT_LARGE = ModelType("object_large", ObjectParams, ObjectResult)
+TEXT_SMALL = ModelType(
+    "text_small", TextParams, TextResult, "fast, cheap text generation", operation="chat"
+)
+TEXT_LARGE = ModelType(
+    "text_large", TextParams, TextResult, "the agent's main text model", operation="chat"
+)
+TEXT_EMBEDDING = ModelType(
+    "text_embedding", EmbeddingParams, EmbeddingResult, "text to vectors", operation="embeddings"
+)
+OBJECT_SMALL = ModelType(
+    "object_small", ObjectParams, ObjectResult, "a validated object, fast", operation="chat"
+)
+OBJECT_LARGE = ModelType(
+    "object_large", ObjectParams, ObjectResult, "a validated object", operation="chat"
+)
 
 
 # handlers and the runtime ----------------------------------------------------------------------

@@ -4,8 +4,10 @@ Subscribed with ``bus.on_any``, it turns each event into counters and histograms
 runtime, the model registry and the loader record metrics without calling a collector, and a
 plugin's actions and models are measured without their authors doing anything. Model metrics
 use the OpenTelemetry GenAI names (``gen_ai.client.operation.duration``,
-``gen_ai.client.token.usage``); tags are bounded sets (event, action, provider, stage), never
-user data.
+``gen_ai.client.token.usage``) and attributes (``gen_ai.operation.name`` from the model type's
+``operation``, ``gen_ai.system`` the provider, ``gen_ai.token.type``, ``error.type``), plus
+``agenthost.model.type``; tags are bounded sets (event, action, provider, stage), never user
+data.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from contracts.events import (
     PluginReloadedPayload,
 )
 from contracts.metrics import MetricsCollector
+from contracts.models import model_type_named
 from host.metrics.bound import Recorder, bind
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "MODEL_ERRORS",
     "MODEL_FALLBACKS",
     "MODEL_TOKENS",
+    "MODEL_TYPE_TAG",
     "PLUGIN_FAILURES",
     "RELOADS",
     "RELOAD_DURATION",
@@ -68,6 +72,9 @@ HANDLER_FAILURES = "agenthost.events.handler_failures"
 PLUGIN_FAILURES = "agenthost.plugins.failures"
 RELOADS = "agenthost.plugins.reloads"
 RELOAD_DURATION = "agenthost.plugins.reload.duration"
+MODEL_TYPE_TAG = "agenthost.model.type"
+"""The model type (``text_large``) beside ``gen_ai.operation.name`` (``chat``), which two model
+types may share."""
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -172,7 +179,13 @@ class EventMetrics:
             series.output_tokens(payload.output_tokens)
 
     def _model_series(self, model_type: str, provider: str, error: str | None) -> _ModelSeries:
-        tags = {"gen_ai.operation.name": model_type, "gen_ai.system": provider}
+        declared = model_type_named(model_type)
+        operation = (declared.operation if declared is not None else None) or model_type
+        tags = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.system": provider,
+            MODEL_TYPE_TAG: model_type,
+        }
         timed = tags if error is None else {**tags, "error.type": error}
         metrics = self.metrics
         return _ModelSeries(

@@ -45,7 +45,7 @@ def test_model_calls_follow_the_genai_conventions() -> None:
     for payload in (ok, failed, fallback):
         record(MODEL_USED, payload)
 
-    base = {"gen_ai.operation.name": "text_large"}
+    base = {"gen_ai.operation.name": "chat", "agenthost.model.type": "text_large"}
     assert metrics.total(MODEL_DURATION, **base, **{"gen_ai.system": "eliza"}) == 2
     assert metrics.total(MODEL_ERRORS, **{"error.type": "TimeoutError"}) == 1
     assert metrics.total(MODEL_FALLBACKS, **{"gen_ai.system": "eliza"}) == 1
@@ -53,6 +53,26 @@ def test_model_calls_follow_the_genai_conventions() -> None:
         MODEL_TOKENS, **base, **{"gen_ai.system": "eliza", "gen_ai.token.type": "input"}
     )
     assert inputs is not None and inputs.count == 2 and inputs.value == 24
+
+
+def test_operation_names_come_from_the_model_type() -> None:
+    from contracts.models import ModelType, TextParams, TextResult
+
+    ModelType("test_caption", TextParams, TextResult)  # a plugin's type, no operation declared
+    metrics = InMemoryMetrics()
+    record = EventMetrics(metrics)
+    for model_type in ("text_embedding", "object_small", "test_caption", "never_declared"):
+        record(MODEL_USED, ModelUsedPayload(model_type=model_type, provider="p", duration=0.1))
+    operations = {
+        s.tags["agenthost.model.type"]: s.tags["gen_ai.operation.name"]
+        for s in metrics.series(MODEL_DURATION)
+    }
+    assert operations == {
+        "text_embedding": "embeddings",
+        "object_small": "chat",
+        "test_caption": "test_caption",
+        "never_declared": "never_declared",
+    }
 
 
 def test_actions_and_pipeline_stages() -> None:

@@ -38,11 +38,14 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
             await host.loader.loaded["audit"].instance.flush()  # type: ignore[attr-defined]
             exposition = (await client.get("/metrics")).text
         families = {f.name: f for f in text_string_to_metric_families(exposition)}
+        model_type = "agenthost_model_type"
         duration = families["gen_ai_client_operation_duration"]
         labels = {
-            (s.labels["gen_ai_operation_name"], s.labels["gen_ai_system"]) for s in duration.samples
+            (s.labels["gen_ai_operation_name"], s.labels["gen_ai_system"], s.labels[model_type])
+            for s in duration.samples
         }
-        assert ("text_large", "eliza") in labels and ("text_embedding", "eliza") in labels
+        assert ("chat", "eliza", "text_large") in labels
+        assert ("embeddings", "eliza", "text_embedding") in labels
         stages = families["agenthost_pipeline_stage_duration"]
         assert {s.labels["stage"] for s in stages.samples} >= {"memory", "model", "total"}
         memory_ops = families["agenthost_memory_operation_duration"]
@@ -70,7 +73,7 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
             "gen_ai.client.operation.duration",
             "gen_ai.client.token.usage",
         }
-        large = [s for s in series if s["tags"].get("gen_ai.operation.name") == "text_large"]
+        large = [s for s in series if s["tags"].get("agenthost.model.type") == "text_large"]
         assert large and large[0]["count"] == 2
     finally:
         await host.stop()
