@@ -16,11 +16,12 @@ from pydantic import ValidationError
 from storage.pg_server import schema_uri
 
 from builtin_plugins.postgres import PostgresAdapter
+from builtin_plugins.postgres.adapter import COPY_FROM
 from builtin_plugins.postgres.plugin import PostgresSettings
 from builtin_plugins.postgres.schema import SCHEMA_VERSION
 from contracts.config import AgentsSettings, HostConfig, PluginsSettings
 from contracts.memory import Content, Memory, MemoryQuery
-from contracts.storage import DATABASE, PoolExhaustedError, StorageError
+from contracts.storage import DATABASE, BatchError, PoolExhaustedError, StorageError
 from host.app import Host
 from host.config import LoadedConfig
 
@@ -36,8 +37,9 @@ async def fresh_schema(uri: str) -> str:
 
 def memory(vector: list[float], **fields: Any) -> Memory:
     values: dict[str, Any] = {"agent_id": AGENT, "entity_id": AGENT, "room_id": ROOM}
+    values["content"] = Content(text="x")
     values.update(fields)
-    return Memory(content=Content(text="x"), embedding=vector, **values)
+    return Memory(embedding=vector, **values)
 
 
 async def test_hnsw_and_ivf_indexes_answer_like_exact_search(pg_server_uri: str) -> None:
@@ -230,5 +232,33 @@ async def test_a_dropped_connection_is_replaced_and_committed_writes_survive(
             cursor = await conn.execute("SELECT pg_backend_pid()")
             row = await cursor.fetchone()
         assert row is not None and row[0] != dropped
+    finally:
+        await db.close()
+
+
+async def test_large_batches_go_through_copy_and_keep_every_field(pg_server_uri: str) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(url, min_size=1, max_size=2)
+    try:
+        batch = [
+            memory(
+                [1.0, float(i)],
+                content=Content(text=f'row {i} \x00 ünï "quoted"', source=["a", {"b": i}]),
+                metadata={"i": i, "nested": {"x": None}},
+                unique=i % 3 == 0,
+            )
+            for i in range(COPY_FROM * 2)
+        ]
+        batch[5] = batch[5].model_copy(update={"embedding": None})
+        assert await db.create_memories_batch(batch) == [m.id for m in batch]
+        got = {m.id: m for m in await db.get_memories(MemoryQuery())}
+        assert [got[m.id] for m in batch] == batch
+        # a duplicate of a stored id in the middle of a COPY-sized batch: nothing written
+        again = [memory([1.0, 0.0]) for _ in range(COPY_FROM * 2)]
+        again[COPY_FROM] = batch[0]
+        with pytest.raises(BatchError) as info:
+            await db.create_memories_batch(again)
+        assert info.value.index == COPY_FROM
+        assert await db.count_memories() == len(batch)
     finally:
         await db.close()
