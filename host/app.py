@@ -40,6 +40,7 @@ from host.discovery import Discovered, discover
 from host.events import EventBus, EventSettings
 from host.http import HttpServer, app_from_settings, include_guarded
 from host.loader import Loader, PluginStatus
+from host.logs import redact
 from host.metrics.events import EventMetrics
 from host.metrics.routes import metrics_router
 from host.metrics.sampler import bus_source, cache_source
@@ -198,6 +199,8 @@ class Host:
     async def _start_agents(self) -> None:
         settings = self.config.agents
         characters = load_characters(settings.characters_dir, inline=settings.characters)
+        # characters' secrets (ElizaOS settings.secrets) are masked in logs like config secrets
+        redact(s for c in characters.values() for s in c.secrets.values())
         if not characters:
             character = default_character()
             characters = {character.name.lower(): character}

@@ -3,6 +3,7 @@ every route the host mounts (its own, ``/metrics``, ``/stats``, the dev reload r
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -12,10 +13,17 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from contracts.config import (
+    AgentsSettings,
+    HostConfig,
+    HttpSettings,
+    LoggingSettings,
+    PluginsSettings,
+)
 from host.app import Host
 from host.config import LoadedConfig
 from host.http import API_KEY_HEADER
+from host.logs import configure_logging, plugin_logger
 
 DATA = Path(__file__).parent / "data"
 KEY = "s3cret-key"
@@ -103,3 +111,17 @@ async def test_a_bad_inline_character_names_the_config_entry(tmp_path: Path) -> 
             await host.start()
     finally:
         await host.stop()
+
+
+async def test_character_secrets_are_masked_in_logs(host: Host) -> None:
+    assert host.agents is not None
+    secret = host.agents.get("ada").character.secrets["OPENAI_API_KEY"]
+    sink = io.StringIO()
+    configure_logging(LoggingSettings(level="INFO"), sink=sink)
+    try:
+        plugin_logger("careless").info("calling the model with {}", secret)
+    finally:
+        configure_logging()
+    assert secret == "sk-test-not-a-real-key"
+    assert "calling the model with **********" in sink.getvalue()
+    assert secret not in sink.getvalue()
