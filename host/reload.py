@@ -144,6 +144,17 @@ def _restore(packages: Iterable[str], kept: dict[str, ModuleType]) -> None:
     sys.modules.update(kept)
 
 
+class _EditError(Exception):
+    """What is wrong with an edited plugin as a whole (not at one line of its code); `origin`
+    names the file of its entry point's module."""
+
+    def __init__(self, message: str, target: str) -> None:
+        super().__init__(message)
+        module = sys.modules.get(target.partition(":")[0])
+        file = getattr(module, "__file__", None)
+        self.origin: dict[str, Any] = {"file": file} if file else {}
+
+
 @asynccontextmanager
 async def _no_quiesce(grace: float) -> AsyncIterator[bool]:
     yield True
@@ -309,9 +320,18 @@ class Reloader:
         packages = [self._package(plugin) for plugin in group]
         kept = _purge(packages)
         fresh: list[Discovered] = []
+        available = set(self.loader.loaded) - set(group)
         try:
             for old in olds:  # dependents import the new modules of what they depend on
-                fresh.append(self._rediscover(old.discovered))
+                item = self._rediscover(old.discovered)
+                assert item.manifest is not None
+                for dep in item.manifest.dependencies:
+                    if dep not in available:
+                        raise _EditError(
+                            f"the new version depends on {dep}, which is not loaded", item.target
+                        )
+                fresh.append(item)
+                available.add(item.name)
         except Exception as exc:
             _restore(packages, kept)  # nothing else changed: the old versions kept serving
             failing = olds[len(fresh)].discovered
@@ -448,18 +468,23 @@ class Reloader:
         fresh = Discovered(item.name, item.target, item.distribution, item.version)
         manifest = getattr(factory, "manifest", None)
         if manifest is None:
-            raise TypeError(f"{item.target} has no manifest after the edit")
+            raise _EditError(f"{item.target} has no manifest after the edit", item.target)
         if manifest.name != item.name:
-            raise ValueError(f"the manifest name changed from {item.name!r} to {manifest.name!r}")
+            raise _EditError(
+                f"the manifest name changed from {item.name!r} to {manifest.name!r}", item.target
+            )
         fresh.factory = factory
         fresh.manifest = manifest.model_copy(update={"version": item.version or manifest.version})
         return fresh
 
     async def _report(self, item: Discovered, exc: Exception) -> str:
         """Log the failed reload of `item` with the file and line, emit ``plugin:failed``."""
-        origin = where_raised(exc)
-        where = f" ({origin['file']}:{origin['line']})" if origin else ""
-        error = f"{type(exc).__name__}: {exc}{where}"
+        origin = exc.origin if isinstance(exc, _EditError) else where_raised(exc)
+        where = f" ({origin['file']}:{origin['line']})" if origin.get("line") else ""
+        if not where and origin.get("file"):
+            where = f" ({origin['file']})"
+        kind = "" if isinstance(exc, _EditError) else f"{type(exc).__name__}: "
+        error = f"{kind}{exc}{where}"
         logger.bind(plugin=item.name).error(
             "reload of plugin {} failed, the previous version keeps serving: {}", item.name, error
         )

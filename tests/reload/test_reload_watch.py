@@ -296,3 +296,17 @@ async def test_saving_a_plugin_and_its_dependent_together_is_one_reload(
     await asyncio.sleep(0.6)  # twice the debounce: a second reload would have started by now
     assert [(r.name, r.reloaded) for r in host.reloader.history] == [("base", ["base", "child"])]
     assert "child says child v2" in await state(host)
+
+
+async def test_a_new_dependency_that_is_not_loaded_keeps_the_old_version(
+    site: Site, make_host: HostFactory
+) -> None:
+    module = site.add("lonely", simple("lonely"))
+    host = await make_host("lonely")
+    assert host.reloader is not None
+    module.write_text(simple("lonely", "v2", manifest=", dependencies=('nothere',)"))
+    result = await host.reloader.reload("lonely")
+    assert not result.ok and result.error is not None
+    assert result.error.startswith("the new version depends on nothere, which is not loaded")
+    assert result.error.endswith(f"({module})")  # the plugin's file, not the host's
+    assert "lonely says v1" in await state(host)
