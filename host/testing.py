@@ -9,7 +9,8 @@
         assert reply.text == "Hello back!"
         assert events.of(MESSAGE_RECEIVED)[0].message.content.text == "Hello!"
 
-`TestRuntime` is an `AgentRuntime`: the same pipeline and the same events, over an in-memory
+`TestRuntime` is an `AgentRuntime`: the same pipeline, the same events and the same provider
+cache as in the host, over an in-memory
 (or SQLite, or PostgreSQL) store, with the classic ELIZA model and local embeddings answering
 whatever is not mocked. Time and ids come from a step clock and a counter unless you pass your
 own, so two runs produce the same memories. The pytest plugin (`host.pytest_plugin`) turns this
@@ -37,6 +38,7 @@ from builtin_plugins.eliza.embedding import embed
 from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.agent import AGENT_RUNTIME, CHARACTER, Character, Provider, ProviderResult, Reply
+from contracts.cache import CACHE
 from contracts.config import SETTINGS, HostConfig
 from contracts.events import EVENTS, Event, EventPayload
 from contracts.memory import Memory, MemoryQuery
@@ -54,6 +56,7 @@ from contracts.models import (
 )
 from contracts.plugin import Plugin
 from contracts.storage import DATABASE, DatabaseAdapter
+from host.cache import ProviderCache
 from host.characters import character_from_mapping, default_character
 from host.components import ComponentRegistry
 from host.config import LoadedConfig
@@ -366,13 +369,18 @@ class AgentTestBuilder:
         registry = ModelRegistry(config.models, events=bus)
         for handler in ElizaPlugin().models():
             registry.register(handler, owner="eliza")
-        components = ComponentRegistry()
+        cache = ProviderCache(  # as in the host: providers' cache policies apply in tests too
+            max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes
+        )
+        cache.bind(bus)
+        components = ComponentRegistry(cache)
         database = await self._open_database()
         self._cleanup.append(database.close)
         container.provide(DATABASE, database, owner="test")
         container.provide(MODELS, registry, owner="test")
         container.provide(EVENTS, bus, owner="test")
         container.provide(SETTINGS, config, owner="test")
+        container.provide(CACHE, cache, owner="test")
         loader = Loader(
             container,
             [container, bus, registry, components],
@@ -406,6 +414,7 @@ class AgentTestBuilder:
                 respond_in_groups=agents.respond_in_groups,
                 max_actions=agents.max_actions,
             ),
+            cache=cache,
             clock=self._clock,
             ids=self._ids,
         )

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+from uuid import uuid4
 
 import pytest
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ from contracts.agent import (
     Action,
     ActionContext,
     ActionResult,
+    CachePolicy,
     Character,
     CharacterError,
     Provider,
@@ -282,3 +284,21 @@ async def test_recorder_stops_at_the_end_of_the_block(tmp_path: Path) -> None:
         assert len(events.seen) == count
         assert await runtime.database.count_memories() == 4
     assert (tmp_path / "kit.sqlite3").exists()
+
+
+async def test_provider_cache_policies_apply_as_in_the_host() -> None:
+    calls: list[str] = []
+
+    async def forecast(message: Memory, state: State) -> ProviderResult:
+        calls.append(message.content.text)
+        return ProviderResult(text=f"Forecast #{len(calls)}")
+
+    provider = Provider("forecast", forecast, cache=CachePolicy(ttl=3600, scope="room"))
+    async with AgentTestBuilder().mock_model(TEXT_LARGE, "ok") as runtime:
+        runtime.components.add("weather", providers=[provider])
+        await runtime.process_message("one")
+        await runtime.process_message("two")  # same room: the cached result
+        other = runtime.new_message("three", room_id=uuid4(), entity_id=runtime.user_id)
+        await runtime.process_message(other)  # another room: computed again
+        assert calls == ["one", "three"]
+        assert all("Forecast #1" in p for p in runtime.mock_models["text_large"].prompts[:2])
