@@ -32,7 +32,7 @@ from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_EMBEDDING, TEXT_LARGE, TextParams
 from contracts.plugin import Manifest, Plugin
 from contracts.storage import DatabaseAdapter
-from host.pytest_plugin import POSTGRES_URL, store_backends
+from host.pytest_plugin import POSTGRES_URL, schema_uri, store_backends
 from host.testing import AgentTestBuilder, EventRecorder, TestRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,3 +302,31 @@ async def test_provider_cache_policies_apply_as_in_the_host() -> None:
         await runtime.process_message(other)  # another room: computed again
         assert calls == ["one", "three"]
         assert all("Forecast #1" in p for p in runtime.mock_models["text_large"].prompts[:2])
+
+
+async def test_database_urls_sqlite_and_postgres(tmp_path: Path, pg_server_uri: str) -> None:
+    import psycopg
+
+    schema = f"kit_{uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(pg_server_uri, autocommit=True) as conn:
+        await conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
+    try:
+        for url in (f"sqlite:///{tmp_path / 'kit.sqlite3'}", schema_uri(pg_server_uri, schema)):
+            async with AgentTestBuilder().with_database(url) as runtime:
+                await runtime.process_message("Men are all alike.")
+                assert await runtime.database.count_memories() == 2
+                assert await runtime.clear_all_memories() == 2
+        assert (tmp_path / "kit.sqlite3").exists()
+    finally:
+        async with await psycopg.AsyncConnection.connect(pg_server_uri, autocommit=True) as conn:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")  # type: ignore[arg-type]
+
+
+async def test_settings_reach_the_runtime() -> None:
+    builder = AgentTestBuilder().with_settings(agents={"history": 1}).mock_model(TEXT_LARGE, "ok")
+    async with builder as runtime:
+        for text in ("first", "second", "third"):
+            await runtime.process_message(text)
+        prompt = runtime.mock_models["text_large"].prompts[-1]
+        assert "first" not in prompt and "second" not in prompt  # one message of history: a reply
+        assert runtime.settings.history == 1
