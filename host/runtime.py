@@ -163,6 +163,12 @@ def build_prompt(
     style = character.style.get("all", []) + character.style.get("chat", [])
     if style:
         parts.append("# Style\n" + "\n".join(f"- {rule}" for rule in style))
+    if character.topics:
+        parts.append(f"{character.name} likes to talk about " + ", ".join(character.topics) + ".")
+    examples = [_example(character, conversation) for conversation in character.message_examples]
+    examples = [e for e in examples if e][:PROMPT_EXAMPLES]
+    if examples:
+        parts.append("# Example conversations\n" + "\n\n".join(examples))
     if state.text:
         parts.append(state.text)
     if actions:
@@ -174,6 +180,26 @@ def build_prompt(
     sender = str((message.content.model_extra or {}).get("name") or "user")
     parts.append(f"# Message from {sender}\n{message.content.text}")
     return "\n\n".join(parts)
+
+
+PROMPT_EXAMPLES = 3
+"""At most this many of the character's message examples go into the prompt."""
+
+
+def _example(character: Character, conversation: list[dict[str, Any]]) -> str:
+    """One ElizaOS message example (``[{name, content: {text}}, ...]``) as ``name: text`` lines;
+    ``{{user1}}``-style placeholders read as ``user``."""
+    lines = []
+    for turn in conversation:
+        content = turn.get("content")
+        text = content.get("text") if isinstance(content, dict) else None
+        if not isinstance(text, str) or not text:
+            continue
+        name = str(turn.get("name") or "user")
+        if name.startswith("{{"):
+            name = "user"
+        lines.append(f"{name}: {text}")
+    return "\n".join(lines)
 
 
 def _system(character: Character) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -21,6 +22,7 @@ from contracts.agent import (
     State,
 )
 from contracts.memory import Memory, MemoryQuery
+from host.characters import load_character
 from host.runtime import AgentRuntime, build_prompt, parse_actions
 
 from .runtime_helpers import PIPELINE_EVENTS, KitRig, kit_rig
@@ -448,6 +450,23 @@ def test_build_prompt_ends_with_message(rig: Rig) -> None:
     prompt = build_prompt(rig.runtime.character, State(text="STATE"), message)
     assert prompt.endswith("last words")
     assert "STATE" in prompt and rig.runtime.character.bio[0] in prompt
+
+
+def test_prompt_carries_the_character(rig: Rig) -> None:
+    ada = load_character(Path(__file__).parent / "data" / "elizaos_character.json")
+    message = rig.runtime.new_message("Who was Babbage?", room_id=ROOM, entity_id=USER)
+    prompt = build_prompt(ada, State(), message)
+    assert ada.bio[0] in prompt and "history of computing" in prompt  # bio, topics
+    assert (
+        "# Example conversations\nuser: Who wrote the first program?\nAda: Ada Lovelace" in prompt
+    )
+    assert prompt.endswith("Who was Babbage?")
+
+
+async def test_the_model_gets_the_system_prompt(rig: Rig) -> None:
+    await rig.runtime.process_message(rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER))
+    call = rig.mock.calls[-1]
+    assert call.system == rig.runtime.character.system and call.system
 
 
 def _field(payload: Any, name: str) -> Any:
