@@ -122,11 +122,8 @@ def test_inline_error_names_config_entry() -> None:
 
 def test_shipped_default_character_matches_builtin() -> None:
     shipped = load_characters(REPO / "config" / "characters")
-    eliza = shipped["Eliza"]
-    builtin = default_character()
-    assert eliza.name == builtin.name
-    assert eliza.system == builtin.system
-    assert eliza.bio == builtin.bio
+    # the same agent whether config/characters is there or not (prompts, replays agree)
+    assert shipped["Eliza"] == default_character()
 
 
 @given(
