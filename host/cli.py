@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from contracts.agent import CharacterError
 from contracts.errors import AgentHostError
 from host import __version__
 from host.cli_events import events_app
@@ -108,11 +109,12 @@ def _load(**overrides: Any) -> LoadedConfig:
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; config errors exit with code 2, library and OS errors (a port in use,
-    an unreadable directory) with a one-line message and code 1."""
+    """Run a coroutine; config errors (a bad character file included) exit with code 2,
+    library and OS errors (a port in use, an unreadable directory) with a one-line message and
+    code 1."""
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
-    except ConfigError as exc:
+    except (ConfigError, CharacterError) as exc:
         raise _exit(str(exc), 2) from None
     except (AgentHostError, OSError) as exc:
         raise _exit(str(exc), 1) from None

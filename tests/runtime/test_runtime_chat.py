@@ -102,3 +102,25 @@ async def test_chat_talks_to_eliza_by_default_else_the_first_character(rig: Rig)
         assert f"Chatting with {expected} " in out.getvalue()
         assert f"{expected}> " in out.getvalue()
         assert manager.running == []  # the agent it started is stopped again
+
+
+def test_a_bad_character_file_stops_the_start_naming_file_and_field(tmp_path: Path) -> None:
+    characters = tmp_path / "characters"
+    characters.mkdir()
+    (characters / "bad.yaml").write_text("name: Bad\nstyle:\n  all: 3\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("agenthost")), "chat"],
+        input="",
+        cwd=REPO,
+        env={
+            **os.environ,
+            "AGENTHOST_DATA_DIR": str(tmp_path),
+            "AGENTHOST_AGENTS__CHARACTERS_DIR": str(characters),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2  # a configuration error
+    assert f"invalid character in {characters / 'bad.yaml'}" in done.stderr
+    assert "field 'style.all'" in done.stderr
