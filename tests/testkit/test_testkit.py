@@ -330,3 +330,15 @@ async def test_settings_reach_the_runtime() -> None:
         prompt = runtime.mock_models["text_large"].prompts[-1]
         assert "first" not in prompt and "second" not in prompt  # one message of history: a reply
         assert runtime.settings.history == 1
+
+
+def test_store_backends_are_the_installed_ones_narrowed_by_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AGENTHOST_TEST_BACKENDS", raising=False)
+    assert store_backends() == ["inmemory", "sqlite", "postgres"]
+    monkeypatch.setenv("AGENTHOST_TEST_BACKENDS", "sqlite, inmemory")
+    assert store_backends() == ["inmemory", "sqlite"]
+    monkeypatch.setenv("AGENTHOST_TEST_BACKENDS", "sqlite,mongo")
+    with pytest.raises(pytest.UsageError, match="names mongo; installed backends: inmemory"):
+        store_backends()
