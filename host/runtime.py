@@ -195,7 +195,7 @@ def _example(character: Character, conversation: list[dict[str, Any]]) -> str:
         text = content.get("text") if isinstance(content, dict) else None
         if not isinstance(text, str) or not text:
             continue
-        name = str(turn.get("name") or "user")
+        name = str(turn.get("name") or turn.get("user") or "user")  # ElizaOS v1 said "user"
         if name.startswith("{{"):
             name = "user"
         lines.append(f"{name}: {text}")

@@ -461,6 +461,17 @@ def test_prompt_carries_the_character(rig: Rig) -> None:
         "# Example conversations\nuser: Who wrote the first program?\nAda: Ada Lovelace" in prompt
     )
     assert prompt.endswith("Who was Babbage?")
+    v1 = ada.model_copy(
+        update={
+            "message_examples": [
+                [
+                    {"user": "{{user1}}", "content": {"text": "Hello"}},
+                    {"user": "Ada", "content": {"text": "Hi there."}},
+                ]
+            ]
+        }
+    )
+    assert "user: Hello\nAda: Hi there." in build_prompt(v1, State(), message)
 
 
 async def test_the_model_gets_the_system_prompt(rig: Rig) -> None:
