@@ -149,6 +149,8 @@ class DatabaseAdapter(Protocol):
         probes: int | None = None,
         ef_search: int | None = None,
         threshold: float | None = None,
+        *,
+        with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
         """The `k` memories most similar to `embedding` by cosine similarity, best first.
 
@@ -156,6 +158,9 @@ class DatabaseAdapter(Protocol):
         embedding that match the query's filters (its order, limit and cursor are ignored).
         ``flat`` is exact; ``ivf`` uses `probes` lists and ``hnsw`` uses `ef_search` (backend
         defaults when None). Only scores >= `threshold` are kept; equal scores come in any order.
+        With ``with_embeddings=False`` the results' ``embedding`` is None (not read, not
+        decoded: a prompt needs their content, and k vectors of floats cost more than the
+        search on a fast index).
         """
         ...
 

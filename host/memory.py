@@ -13,12 +13,13 @@ last row of the previous one, never ``OFFSET``. So
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import UUID
 
 from contracts.memory import Memory, MemoryQuery
 from contracts.storage import DatabaseAdapter, InvalidQueryError
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MemoryManager", "check_table_name"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MemoryManager", "check_table_name", "trusted_memory"]
 
 DEFAULT_PAGE_SIZE = 500
 
@@ -93,3 +94,28 @@ def check_table_name(name: str) -> None:
         MemoryQuery(table_name=name)
     except ValueError as exc:
         raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc
+
+
+_MEMORY_FIELDS = frozenset(Memory.model_fields)
+_new = object.__new__
+_set = object.__setattr__
+# `trusted_memory` sets what `Memory.model_construct` sets; that is all a Memory holds as long as
+# it has no private attributes, extras or post-init hook (checked here, at import).
+assert not Memory.__private_attributes__ and Memory.__pydantic_post_init__ is None
+assert Memory.model_config.get("extra") in (None, "ignore")
+
+
+def trusted_memory(values: dict[str, Any]) -> Memory:
+    """A `Memory` over `values` (every field, already valid: read back from a store), unvalidated.
+
+    What ``Memory.model_construct(**values)`` builds, in a fifth of its time: stores return
+    thousands of rows per page or search, and the field-by-field default handling of
+    ``model_construct`` was a third of the cost of each row. `values` becomes the model's own
+    ``__dict__``: the caller hands it over.
+    """
+    memory = _new(Memory)
+    _set(memory, "__dict__", values)
+    _set(memory, "__pydantic_fields_set__", set(_MEMORY_FIELDS))
+    _set(memory, "__pydantic_extra__", None)
+    _set(memory, "__pydantic_private__", None)
+    return memory

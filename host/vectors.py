@@ -24,9 +24,12 @@ import numpy.typing as npt
 from contracts.storage import IndexType, InvalidQueryError
 
 __all__ = [
+    "F32",
+    "F64",
     "IndexParams",
     "IndexSet",
     "VectorIndex",
+    "as_vector",
     "check_index_type",
     "exact_top_k",
     "normalize",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 _INDEX_TYPES: tuple[str, ...] = ("flat", "ivf", "hnsw")
@@ -82,17 +86,23 @@ def check_index_type(index_type: str) -> IndexType:
     return index_type  # type: ignore[return-value]
 
 
-def query_vector(embedding: Sequence[float], dim: int) -> F32:
-    """The normalised 1 x dim query; `InvalidQueryError` for a zero or non-finite vector."""
-    with np.errstate(over="ignore"):  # overflow becomes inf, refused below
-        q = np.array(embedding, dtype=np.float32).reshape(1, -1)
-    if q.shape[1] != dim:
-        raise InvalidQueryError(f"query embedding has {q.shape[1]} dimensions, expected {dim}")
-    norm = float(np.linalg.norm(q[0].astype(np.float64)))  # float64: no overflow
+def as_vector(embedding: Sequence[float] | npt.ArrayLike) -> F64:
+    """A 1-d float64 copy of `embedding` (exact for Python floats: nothing overflows yet)."""
+    return np.array(embedding, dtype=np.float64).reshape(-1)
+
+
+def query_vector(embedding: Sequence[float] | npt.ArrayLike, dim: int) -> F32:
+    """The normalised 1 x dim float32 query; `InvalidQueryError` for a zero or non-finite vector.
+
+    Normalised in float64, so values beyond float32's range still give a unit vector."""
+    q = as_vector(embedding)
+    if len(q) != dim:
+        raise InvalidQueryError(f"query embedding has {len(q)} dimensions, expected {dim}")
+    norm = math.sqrt(float(q @ q))
     if not math.isfinite(norm) or norm == 0.0:
         raise InvalidQueryError("query embedding must be finite and non-zero")
     q /= norm
-    return q
+    return q.astype(np.float32).reshape(1, dim)
 
 
 def exact_top_k(query: F32, matrix: F32, labels: I64, k: int) -> tuple[list[int], list[float]]:
@@ -120,6 +130,8 @@ class VectorIndex:
         self._pos: dict[int, int] = {}  # label -> internal id (live only)
         self._dead = 0
         self._trained_on = 0
+        self._live: npt.NDArray[np.uint8] | None = None  # cached bitmap of live ids
+        self._params: dict[tuple[int | None, int | None], Any] = {}  # see _shared_params
 
     def __len__(self) -> int:
         return len(self._pos)
@@ -140,6 +152,7 @@ class VectorIndex:
         if len(self._pos) != n:
             raise ValueError("duplicate labels in vector index build")
         self._dead = 0
+        self._live = None
         self._index = self._new_index(vectors)
         if n:
             self._index.add(vectors)
@@ -154,6 +167,7 @@ class VectorIndex:
             self.build(np.asarray(labels, dtype=np.int64), vectors)
             return
         start = len(self._ext)
+        self._live = None
         self._ext = np.concatenate([self._ext, np.asarray(labels, dtype=np.int64)])
         for offset, label in enumerate(labels):
             self._pos[label] = start + offset
@@ -169,6 +183,7 @@ class VectorIndex:
             if internal is not None:
                 self._ext[internal] = -1
                 self._dead += 1
+                self._live = None
 
     def search(
         self,
@@ -184,35 +199,38 @@ class VectorIndex:
             return [], []
         bitmap = None
         take = min(k, len(self._pos))
-        if allowed is not None or self._dead:
-            if allowed is not None:
-                ids = [self._pos[label] for label in allowed if label in self._pos]
-                if not ids:
-                    return [], []
-                mask = np.zeros(len(self._ext), dtype=bool)
-                mask[ids] = True
-                take = min(k, len(ids))
-            else:
-                mask = self._ext >= 0
+        if allowed is not None:
+            ids = [self._pos[label] for label in allowed if label in self._pos]
+            if not ids:
+                return [], []
+            mask = np.zeros(len(self._ext), dtype=bool)
+            mask[ids] = True
+            take = min(k, len(ids))
             bitmap = np.packbits(mask, bitorder="little")
-        params = self._search_params(probes, ef_search)
-        # The selector reads `bitmap` during the search: both must stay referenced until then.
-        selector = None
-        if bitmap is not None:
+        elif self._dead:
+            bitmap = self._live_bitmap()
+        if bitmap is None:
+            scores, ids_out = self._index.search(
+                query, take, params=self._shared_params(probes, ef_search)
+            )
+        else:
+            params = self._search_params(probes, ef_search)
+            # The selector reads `bitmap` during the search: both stay referenced until then.
             selector = faiss.IDSelectorBitmap(len(self._ext), faiss.swig_ptr(bitmap))
             params.sel = selector
-        scores, ids_out = self._index.search(query, take, params=params)
-        del selector, bitmap
-        out_labels: list[int] = []
-        out_scores: list[float] = []
-        for internal, score in zip(ids_out[0].tolist(), scores[0].tolist(), strict=True):
-            if internal < 0:
-                continue
-            label = int(self._ext[internal])
-            if label >= 0:
-                out_labels.append(label)
-                out_scores.append(float(score))
-        return out_labels, out_scores
+            scores, ids_out = self._index.search(query, take, params=params)
+            del selector, bitmap
+        found = ids_out[0]
+        hit = found >= 0
+        labels = self._ext[found[hit]]
+        live = labels >= 0
+        return labels[live].tolist(), scores[0][hit][live].tolist()
+
+    def _live_bitmap(self) -> npt.NDArray[np.uint8]:
+        """The faiss bitmap of live internal ids, cached until the next add or remove."""
+        if self._live is None:
+            self._live = np.packbits(self._ext >= 0, bitorder="little")
+        return self._live
 
     def _new_index(self, vectors: F32) -> Any:
         metric = faiss.METRIC_INNER_PRODUCT
@@ -235,6 +253,16 @@ class VectorIndex:
             index.train(np.zeros((1, self.dim), dtype=np.float32))
         self._trained_on = n
         return index
+
+    def _shared_params(self, probes: int | None, ef_search: int | None) -> Any:
+        """Search parameters without a selector, reused by every search with these values."""
+        key = (probes, ef_search)
+        params = self._params.get(key)
+        if params is None:
+            if len(self._params) >= 16:
+                self._params.clear()
+            params = self._params[key] = self._search_params(probes, ef_search)
+        return params
 
     def _search_params(self, probes: int | None, ef_search: int | None) -> Any:
         """Fresh faiss search parameters (the caller may attach a selector to them)."""

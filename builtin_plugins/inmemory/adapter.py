@@ -28,8 +28,8 @@ from contracts.storage import (
     InvalidQueryError,
     StorageError,
 )
-from host.memory import check_table_name
-from host.vectors import IndexParams, IndexSet, check_index_type, query_vector
+from host.memory import check_table_name, trusted_memory
+from host.vectors import IndexParams, IndexSet, as_vector, check_index_type, query_vector
 
 __all__ = ["InMemoryAdapter"]
 
@@ -305,6 +305,8 @@ class InMemoryAdapter:
         probes: int | None = None,
         ef_search: int | None = None,
         threshold: float | None = None,
+        *,
+        with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
         self._check_open()
         kind = check_index_type(index_type)
@@ -315,7 +317,7 @@ class InMemoryAdapter:
         table = self._tables.get(name)
         if table is None or table.dimension is None:
             return []
-        vector = list(embedding)
+        vector = as_vector(embedding)
         if len(vector) != table.dimension:
             raise DimensionMismatchError(name, table.dimension, len(vector))
         q = query_vector(vector, table.dimension)
@@ -340,16 +342,16 @@ class InMemoryAdapter:
                 if label in vectors and scoped.matches(memory)
             ]
         labels, scores = index.search(q, k, allowed=allowed, probes=probes, ef_search=ef_search)
+        ids, rows, wanted = self._ids, self._rows, vectors if with_embeddings else {}
         return [
-            (self._out(*self._rows[self._ids[label]]), score)
+            (_detached(rows[ids[label]][0], wanted.get(label)), score)
             for label, score in zip(labels, scores, strict=True)
-            if label in self._ids and (threshold is None or score >= threshold)
+            if label in ids and (threshold is None or score >= threshold)
         ]
 
     def _out(self, memory: Memory, label: int) -> Memory:
         """The stored row with its embedding, as a copy the caller may mutate freely."""
-        vector = self._tables[memory.table_name].vectors.get(label)
-        return _copy(memory, embedding=None if vector is None else vector.tolist())
+        return _detached(memory, self._tables[memory.table_name].vectors.get(label))
 
     async def close(self) -> None:
         self._closed = True
@@ -396,6 +398,15 @@ def _copy_content(content: Content) -> Content:
     if not content.model_extra:
         return content  # frozen, text only: nothing mutable to share
     return Content.model_validate_json(content.model_dump_json())
+
+
+def _detached(memory: Memory, vector: np.ndarray[Any, np.dtype[np.float32]] | None) -> Memory:
+    """Stored `memory` with `vector` as its embedding, sharing nothing mutable with the store."""
+    values = memory.__dict__.copy()
+    values["metadata"] = _copy_json(memory.metadata)
+    values["content"] = _copy_content(memory.content)
+    values["embedding"] = None if vector is None else vector.tolist()
+    return trusted_memory(values)
 
 
 def _copy(memory: Memory, **update: Any) -> Memory:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +36,7 @@ from contracts.storage import (
     PoolExhaustedError,
     StorageError,
 )
-from host.memory import check_table_name
+from host.memory import check_table_name, trusted_memory
 from host.vectors import IndexParams, check_index_type, query_vector
 
 from .schema import hnsw_index_sql, ivf_index_sql, migrate
@@ -45,6 +46,10 @@ __all__ = ["PostgresAdapter", "describe_url"]
 _COLUMNS = (
     "id, table_name, agent_id, entity_id, room_id, created_at, content::text, metadata::text,"
     " embedding, is_unique"
+)
+_COLUMNS_NO_EMBEDDING = (
+    "id, table_name, agent_id, entity_id, room_id, created_at, content::text, metadata::text,"
+    " NULL, is_unique"
 )
 _INSERT = (
     "INSERT INTO memories (id, table_name, agent_id, entity_id, room_id, created_at, content,"
@@ -123,18 +128,22 @@ def _floats(value: Any) -> list[float]:
 
 
 def _row_to_memory(row: tuple[Any, ...]) -> Memory:
-    embedding = row[8]
-    return Memory.model_construct(
-        id=row[0],
-        table_name=row[1],
-        agent_id=row[2],
-        entity_id=row[3],
-        room_id=row[4],
-        created_at=row[5],
-        content=Content.model_validate_json(row[6]),
-        metadata=json.loads(row[7]),
-        embedding=None if embedding is None else _floats(embedding),
-        unique=row[9],
+    """A `Memory` from a ``SELECT {_COLUMNS}`` row (trusted data: no re-validation)."""
+    memory_id, table, agent, entity, room, created, content, metadata, embedding, unique = row
+    return trusted_memory(
+        {
+            "id": memory_id,
+            "agent_id": agent,
+            "entity_id": entity,
+            "room_id": room,
+            "table_name": table,
+            "content": Content.model_validate_json(content),
+            "embedding": None if embedding is None else _floats(embedding),
+            "metadata": json.loads(metadata),
+            # psycopg gives timestamptz in the session's time zone: the contract says UTC
+            "created_at": created if created.tzinfo is UTC else created.astimezone(UTC),
+            "unique": unique,
+        }
     )
 
 
@@ -470,6 +479,8 @@ class PostgresAdapter:
         probes: int | None = None,
         ef_search: int | None = None,
         threshold: float | None = None,
+        *,
+        with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
         kind = check_index_type(index_type)
         if k < 1:
@@ -491,12 +502,13 @@ class PostgresAdapter:
             getattr(query, f) is not None
             for f in ("agent_id", "entity_id", "room_id", "start", "end", "unique")
         )
+        columns = _COLUMNS if with_embeddings else _COLUMNS_NO_EMBEDDING
         async with self.with_connection() as conn:
             exact = kind == "flat" or filtered or await self._small(conn, table)
             if exact:
                 distance: sql.Composable = sql.SQL("(embedding <=> %s)")
                 statement: sql.Composed = sql.SQL(
-                    "SELECT " + _COLUMNS + ", {d} AS distance FROM memories{w}"
+                    "SELECT " + columns + ", {d} AS distance FROM memories{w}"
                     " ORDER BY {d}, id LIMIT %s"
                 ).format(d=distance, w=where)
                 args = [q, *params, q, k]
@@ -518,7 +530,7 @@ class PostgresAdapter:
                         dim=sql.Literal(dim)
                     )
                     statement = sql.SQL(
-                        "SELECT " + _COLUMNS + ", {d} AS distance FROM memories{w}"
+                        "SELECT " + columns + ", {d} AS distance FROM memories{w}"
                         " ORDER BY {d} LIMIT %s"
                     ).format(d=distance, w=where)
                     cursor = await conn.execute(statement, [q, *params, q, k], binary=True)

@@ -36,8 +36,8 @@ from contracts.storage import (
     InvalidQueryError,
     StorageError,
 )
-from host.memory import check_table_name
-from host.vectors import IndexParams, IndexSet, check_index_type, query_vector
+from host.memory import check_table_name, trusted_memory
+from host.vectors import F64, IndexParams, IndexSet, as_vector, check_index_type, query_vector
 
 from .schema import migrate
 
@@ -53,6 +53,12 @@ _COLUMNS = (
 _INSERT = (
     "INSERT INTO memories (id, table_name, agent_id, entity_id, room_id, created_at, content,"
     " metadata, embedding, is_unique) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_IN_SEQS = " FROM memories WHERE seq IN (SELECT value FROM json_each(?))"  # seqs: a JSON list
+_BY_SEQS = f"SELECT {_COLUMNS}{_IN_SEQS}"
+_BY_SEQS_NO_EMBEDDING = (
+    "SELECT seq, id, table_name, agent_id, entity_id, room_id, created_at, content, metadata,"
+    f" NULL, is_unique{_IN_SEQS}"
 )
 _FILTERS = ("agent_id", "entity_id", "room_id", "start", "end", "unique")
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
@@ -118,20 +124,26 @@ def where_clause(query: MemoryQuery, *, keyset: bool = True) -> tuple[str, list[
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
 
+_parse_content = Content.model_validate_json
+_to_floats = np.ndarray.tolist
+
+
 def row_to_memory(row: tuple[Any, ...]) -> Memory:
     """A `Memory` from a ``SELECT {_COLUMNS}`` row (trusted data: no re-validation)."""
-    embedding = row[9]
-    return Memory.model_construct(
-        id=UUID(bytes=row[1]),
-        table_name=row[2],
-        agent_id=_uuid(row[3]),
-        entity_id=_uuid(row[4]),
-        room_id=_uuid(row[5]),
-        created_at=from_micros(row[6]),
-        content=Content.model_validate_json(row[7]),
-        metadata=json.loads(row[8]),
-        embedding=None if embedding is None else np.frombuffer(embedding, "<f4").tolist(),
-        unique=bool(row[10]),
+    _, raw_id, table, agent, entity, room, created, content, metadata, embedding, unique = row
+    return trusted_memory(
+        {
+            "id": UUID(bytes=raw_id),
+            "agent_id": _uuid(agent),
+            "entity_id": _uuid(entity),
+            "room_id": _uuid(room),
+            "table_name": table,
+            "content": _parse_content(content),
+            "embedding": None if embedding is None else _to_floats(np.frombuffer(embedding, "<f4")),
+            "metadata": {} if metadata == "{}" else json.loads(metadata),
+            "created_at": _EPOCH + timedelta(microseconds=created),
+            "unique": unique == 1,
+        }
     )
 
 
@@ -516,24 +528,35 @@ class SqliteAdapter:
         probes: int | None = None,
         ef_search: int | None = None,
         threshold: float | None = None,
+        *,
+        with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
         kind = check_index_type(index_type)
         if k < 1:
             raise InvalidQueryError(f"k must be >= 1, got {k}")
-        vector = list(embedding)
+        vector = as_vector(embedding)  # a copy: the caller may reuse its sequence meanwhile
         return await self._run(
-            self._search, vector, query or MemoryQuery(), k, kind, probes, ef_search, threshold
+            self._search,
+            vector,
+            query or MemoryQuery(),
+            k,
+            kind,
+            probes,
+            ef_search,
+            threshold,
+            with_embeddings,
         )
 
     def _search(
         self,
-        embedding: list[float],
+        embedding: F64,
         query: MemoryQuery,
         k: int,
         kind: IndexType,
         probes: int | None,
         ef_search: int | None,
         threshold: float | None,
+        with_embeddings: bool,
     ) -> list[tuple[Memory, float]]:
         conn = self._db
         table = query.table_name or DEFAULT_TABLE
@@ -555,11 +578,9 @@ class SqliteAdapter:
             labels, scores = [label for label, _ in kept], [s for _, s in kept]
         if not labels:
             return []
-        marks = ",".join("?" * len(labels))
-        rows = {
-            r[0]: r
-            for r in conn.execute(f"SELECT {_COLUMNS} FROM memories WHERE seq IN ({marks})", labels)
-        }
+        # One statement for the k rows, their seqs as one JSON parameter (not k placeholders).
+        by_seqs = _BY_SEQS if with_embeddings else _BY_SEQS_NO_EMBEDDING
+        rows = {r[0]: r for r in conn.execute(by_seqs, (json.dumps(labels),))}
         return [
             (row_to_memory(rows[label]), score)
             for label, score in zip(labels, scores, strict=True)

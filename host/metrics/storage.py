@@ -102,9 +102,18 @@ class InstrumentedAdapter:
         probes: int | None = None,
         ef_search: int | None = None,
         threshold: float | None = None,
+        *,
+        with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
         call = self.inner.search_memories(
-            embedding, query, k, index_type, probes, ef_search, threshold
+            embedding,
+            query,
+            k,
+            index_type,
+            probes,
+            ef_search,
+            threshold,
+            with_embeddings=with_embeddings,
         )
         return await self._timed(f"search_{index_type}", call)
 

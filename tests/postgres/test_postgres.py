@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -260,5 +261,20 @@ async def test_large_batches_go_through_copy_and_keep_every_field(pg_server_uri:
             await db.create_memories_batch(again)
         assert info.value.index == COPY_FROM
         assert await db.count_memories() == len(batch)
+    finally:
+        await db.close()
+
+
+async def test_times_come_back_in_utc_whatever_the_session_time_zone(pg_server_uri: str) -> None:
+    url = await fresh_schema(pg_server_uri)
+    db = await PostgresAdapter.open(url, min_size=1, max_size=1)
+    try:
+        kept = memory([1.0, 0.0])
+        await db.create_memory(kept)
+        async with db.with_connection() as conn:  # the pool's only connection keeps the setting
+            await conn.execute("SET TIME ZONE 'Asia/Tokyo'")
+        got = await db.get_memory(kept.id)
+        assert got is not None and got.created_at == kept.created_at
+        assert got.created_at.utcoffset() == timedelta(0)
     finally:
         await db.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -384,6 +385,23 @@ async def test_search_finds_nearest_by_cosine(
     )
     assert len(everything) == 5
     assert [s for _, s in everything] == sorted((s for _, s in everything), reverse=True)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+async def test_search_without_embeddings(memory_store: DatabaseAdapter, index_type: str) -> None:
+    batch = [make_memory(i, embedding=[1.0, float(i)], source="s") for i in range(5)]
+    await memory_store.create_memories_batch(batch)
+    kind: Any = index_type
+    full = await memory_store.search_memories([1.0, 0.0], k=3, index_type=kind)
+    bare = await memory_store.search_memories(
+        [1.0, 0.0], k=3, index_type=kind, with_embeddings=False
+    )
+    assert [(m.id, s) for m, s in bare] == [(m.id, s) for m, s in full]
+    for (memory, _), (with_vector, _) in zip(bare, full, strict=True):
+        assert memory.embedding is None and with_vector.embedding is not None
+        assert memory == with_vector.model_copy(update={"embedding": None})
+    again = await memory_store.get_memory(bare[0][0].id)  # the store keeps the vector
+    assert again is not None and again.embedding == stored(batch[0]).embedding
 
 
 async def test_search_threshold_and_filters(memory_store: DatabaseAdapter) -> None:

@@ -32,6 +32,10 @@ def test_labels_tombstones_and_filters(kind: str) -> None:
     assert found[0] == 1009 and set(found) <= {1009, 1100}
     assert index.search(x[9:10], 10, allowed=[4242]) == ([], [])
     assert len(index) == 500
+    # the live-id bitmap is cached between searches: a later remove must still mask its label
+    assert index.search(x[9:10], 1)[0] == [1009]
+    index.remove([1009])
+    assert 1009 not in index.search(x[9:10], 5)[0]
 
 
 def test_exact_top_k_breaks_ties_by_label() -> None:
@@ -78,6 +82,13 @@ def test_index_set_tracks_versions() -> None:
 
 def test_query_vector_validation() -> None:
     assert query_vector([3.0, 4.0], 2).tolist() == [[pytest.approx(0.6), pytest.approx(0.8)]]
+    # normalised before the float32 cast: values beyond float32's range still give a direction
+    assert query_vector([3e39, 4e39], 2).tolist() == [[pytest.approx(0.6), pytest.approx(0.8)]]
+    assert query_vector(np.array([0.0, 2.0], dtype=np.float32), 2).dtype == np.float32
+    with pytest.raises(InvalidQueryError):
+        query_vector([float("nan"), 1.0], 2)
+    with pytest.raises(InvalidQueryError):
+        query_vector([1e300, 1e300], 2)  # the norm overflows even float64
     with pytest.raises(InvalidQueryError):
         query_vector([0.0, 0.0], 2)
     with pytest.raises(InvalidQueryError):
