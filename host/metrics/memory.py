@@ -2,8 +2,11 @@
 
 Histograms keep count, sum, min, max and fixed bucket counts, so memory stays constant however
 many observations arrive; quantiles are estimated from the buckets. `bind` resolves one series
-once and returns a recorder for it: the host's own instrumentation records through those, so an
-observation costs a lock and a few additions, not a tag lookup.
+once and returns a recorder for it: the host's own instrumentation records through those. A bound
+histogram recorder only appends the value to the series' pending list (a few bytecodes, no
+lock: ``list.append`` is atomic); the pending values are folded into the summary in one pass
+when the series is read (`series`, `get`, `total`) or when `FOLD_AT` of them have piled up, so
+memory stays bounded and readers always see every observation made before their read.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ import bisect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Literal
 
 from contracts.metrics import Tags
 
-__all__ = ["DEFAULT_BUCKETS", "InMemoryMetrics", "Kind", "Recorder", "Series"]
+__all__ = ["DEFAULT_BUCKETS", "FOLD_AT", "InMemoryMetrics", "Kind", "Recorder", "Series"]
 
 Kind = Literal["counter", "histogram", "gauge"]
 TagKey = tuple[tuple[str, str], ...]
@@ -29,6 +31,8 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1024.0, 4096.0, 16384.0, 65536.0,
 )  # fmt: skip
 """Upper bounds that serve both durations in seconds and token counts."""
+FOLD_AT = 512
+"""Pending observations of a bound histogram that trigger a fold into its summary."""
 
 
 def tag_key(tags: Tags | None) -> TagKey:
@@ -48,6 +52,26 @@ class Series:
     min: float = float("inf")
     max: float = float("-inf")
     buckets: list[int] = field(default_factory=list)
+    pending: list[float] = field(default_factory=list, repr=False, compare=False)
+    """Observations recorded through a bound recorder and not yet folded into the summary."""
+
+    def fold(self) -> None:
+        """Add the pending observations to the summary (the collector holds its lock)."""
+        pending = self.pending
+        taken = len(pending)
+        if not taken:
+            return
+        values = pending[:taken]
+        del pending[:taken]  # appends made meanwhile (other threads) stay pending
+        self.value += sum(values)
+        self.count += taken
+        self.min = min(self.min, *values)
+        self.max = max(self.max, *values)
+        buckets, bounds, size = self.buckets, DEFAULT_BUCKETS, len(self.buckets)
+        for value in values:
+            index = bisect.bisect_left(bounds, value)
+            if index < size:
+                buckets[index] += 1
 
     @property
     def mean(self) -> float:
@@ -119,21 +143,33 @@ class InMemoryMetrics:
         the method of `kind` would, without looking the series up again."""
         with self._lock:
             series = self._get_slow(name, kind, tags)
-        record = {"counter": self._bound_add, "histogram": self._bound_observe}.get(kind)
-        return partial(record or self._bound_set, series)
+        lock = self._lock
+        if kind == "histogram":
+            pending = series.pending
+            append = pending.append
 
-    def _bound_add(self, series: Series, value: float) -> None:
-        _check_growth(series.name, value)
-        with self._lock:
-            series.value += value
+            def observe(value: float) -> None:
+                append(value)
+                if len(pending) >= FOLD_AT:
+                    with lock:
+                        series.fold()
 
-    def _bound_observe(self, series: Series, value: float) -> None:
-        with self._lock:
-            self._observe(series, value)
+            return observe
+        if kind == "counter":
 
-    def _bound_set(self, series: Series, value: float) -> None:
-        with self._lock:
-            series.value = value
+            def add(value: float) -> None:
+                if value < 0:
+                    _check_growth(name, value)
+                with lock:
+                    series.value += value
+
+            return add
+
+        def set_value(value: float) -> None:
+            with lock:
+                series.value = value
+
+        return set_value
 
     @staticmethod
     def _observe(series: Series, value: float) -> None:
@@ -150,14 +186,21 @@ class InMemoryMetrics:
     # queries ----------------------------------------------------------------------------
 
     def series(self, name: str | None = None) -> list[Series]:
-        """All series (of one metric name if given), sorted by name then tags."""
+        """All series (of one metric name if given), sorted by name then tags; current as of
+        this call (pending observations folded in)."""
         with self._lock:
             found = [s for s in self._series.values() if name is None or s.name == name]
+            for series in found:
+                series.fold()
         return sorted(found, key=lambda s: (s.name, sorted(s.tags.items())))
 
     def get(self, name: str, **tags: str) -> Series | None:
-        """The series with exactly these tags, if any."""
-        return self._series.get((name, tag_key(tags)))
+        """The series with exactly these tags, if any; current as of this call."""
+        series = self._series.get((name, tag_key(tags)))
+        if series is not None and series.pending:
+            with self._lock:
+                series.fold()
+        return series
 
     def total(self, name: str, **tags: str) -> float:
         """Sum of a counter (or histogram count) over every series whose tags include `tags`."""
@@ -174,6 +217,7 @@ class InMemoryMetrics:
         """Zero every series (they stay listed, and recorders bound to them keep working)."""
         with self._lock:
             for series in self._series.values():
+                series.pending.clear()
                 series.value, series.count = 0.0, 0
                 series.min, series.max = float("inf"), float("-inf")
                 series.buckets = [0] * len(series.buckets)

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from host.metrics import InMemoryMetrics
 from host.metrics.bound import bind
+from host.metrics.memory import FOLD_AT
 from host.metrics.otel import OTelMetrics
 from host.metrics.prometheus import PrometheusMetrics
 from host.metrics.telemetry import FanOut
@@ -30,7 +31,26 @@ def test_a_bound_histogram_equals_record_histogram(observations: list[float]) ->
         assert by_method.get("d", **TAGS) is None
         assert by_recorder.get("d", **TAGS) is not None  # bound: the series exists, empty
         return
-    assert by_recorder.series() == by_method.series()
+    [expected], [got] = by_method.series(), by_recorder.series()
+    assert got.value == pytest.approx(expected.value)  # summed in another order
+    assert (got.count, got.min, got.max, got.buckets) == (
+        expected.count,
+        expected.min,
+        expected.max,
+        expected.buckets,
+    )
+
+
+def test_a_bound_histogram_folds_its_pending_values_on_read_and_when_many() -> None:
+    metrics = InMemoryMetrics()
+    record = bind(metrics, "histogram", "d")
+    for _ in range(FOLD_AT + 1):
+        record(0.001)
+    series = metrics._series[("d", ())]
+    assert len(series.pending) == 1  # FOLD_AT of them were folded without a read
+    assert series.count == FOLD_AT
+    read = metrics.get("d")
+    assert read is series and not series.pending and series.count == FOLD_AT + 1
 
 
 def test_bound_counters_and_gauges_share_the_series_of_the_methods() -> None:
@@ -56,7 +76,8 @@ def test_reset_zeroes_series_and_bound_recorders_keep_recording() -> None:
     series = metrics.get("d")
     assert series is not None and (series.count, series.value, sum(series.buckets)) == (0, 0, 0)
     record(0.25)
-    assert (series.count, series.min, series.max) == (1, 0.25, 0.25)
+    series = metrics.get("d")
+    assert series is not None and (series.count, series.min, series.max) == (1, 0.25, 0.25)
 
 
 def test_fan_out_binds_into_every_collector() -> None:
@@ -96,3 +117,35 @@ def test_otel_bound_instruments_export_with_their_attributes() -> None:
     assert points["agenthost.messages.processed"].value == 1  # type: ignore[union-attr]
     assert points["agenthost.cache.entries"].value == 9  # type: ignore[union-attr]
     otel.shutdown()
+
+
+def test_no_observation_is_lost_when_threads_record_and_read_at_once() -> None:
+    import threading
+
+    metrics = InMemoryMetrics()
+    record = bind(metrics, "histogram", "d")
+    add = bind(metrics, "counter", "c")
+    done = threading.Event()
+
+    def write() -> None:
+        for _ in range(5_000):
+            record(0.5)
+            add(1)
+
+    def read() -> None:
+        while not done.is_set():
+            metrics.series()
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write) for _ in range(4)]
+    reader.start()
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    reader.join()
+    series = metrics.get("d")
+    assert series is not None and series.count == 20_000 and series.value == 10_000
+    assert sum(series.buckets) == 20_000
+    assert metrics.get("c").value == 20_000  # type: ignore[union-attr]
