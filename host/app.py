@@ -113,7 +113,7 @@ class Host:
         self._started = True
         self.cache.bind(self.events)  # invalidation first among each event's handlers
         if self.config.metrics.enabled:
-            self.events.on_any(EventMetrics(self.telemetry.internal), owner="host")
+            EventMetrics(self.telemetry.internal).subscribe(self.events, owner="host")
             counters, gauges = cache_source(self.cache)
             self.telemetry.sampler.add("host", counters, kind="counter")
             self.telemetry.sampler.add("host", gauges)

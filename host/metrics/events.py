@@ -27,12 +27,14 @@ from contracts.events import (
     PLUGIN_RELOADED,
     ActionCompletedPayload,
     Event,
+    EventBusProtocol,
     EventPayload,
     HandlerFailedPayload,
     MessagePayload,
     ModelUsedPayload,
     PluginFailedPayload,
     PluginReloadedPayload,
+    Subscription,
 )
 from contracts.metrics import MetricsCollector
 from contracts.models import model_type_named
@@ -80,6 +82,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+_LAST = -(10**6)
+"""Priority of the metrics subscriptions: they observe, so they run after everything else."""
 _CACHED = 10_000
 """Bound series kept per kind of key; tags come from bounded sets, this only caps a surprise."""
 
@@ -104,15 +108,16 @@ class EventMetrics:
 
     def __init__(self, metrics: MetricsCollector) -> None:
         self.metrics = metrics
-        self._recorders: dict[str, Callable[[Any], None]] = {
-            MESSAGE_RECEIVED.name: self._received,
-            MESSAGE_SENT.name: self._sent,
-            ACTION_COMPLETED.name: self._action,
-            MODEL_USED.name: self._model,
-            HANDLER_FAILED.name: self._handler_failed,
-            PLUGIN_RELOADED.name: self._reloaded,
-            PLUGIN_FAILED.name: self._plugin_failed,
-        }
+        self._events: tuple[tuple[Event[Any], Callable[[Any], None]], ...] = (
+            (MESSAGE_RECEIVED, self._received),
+            (MESSAGE_SENT, self._sent),
+            (ACTION_COMPLETED, self._action),
+            (MODEL_USED, self._model),
+            (HANDLER_FAILED, self._handler_failed),
+            (PLUGIN_RELOADED, self._reloaded),
+            (PLUGIN_FAILED, self._plugin_failed),
+        )
+        self._recorders = {event.name: recorder for event, recorder in self._events}
         self._messages: dict[tuple[str, UUID], Recorder] = {}
         self._stages: dict[str, Recorder] = {}
         self._models: dict[tuple[str, str, str | None], _ModelSeries] = {}
@@ -122,6 +127,13 @@ class EventMetrics:
         recorder = self._recorders.get(event.name)
         if recorder is not None:
             recorder(payload)
+
+    def subscribe(self, bus: EventBusProtocol, *, owner: str = "host") -> list[Subscription]:
+        """Subscribe to each event this records, after the event's other handlers. The host
+        does this rather than ``bus.on_any(self)``: other events do not reach it at all."""
+        return [
+            bus.on(event, recorder, owner=owner, priority=_LAST) for event, recorder in self._events
+        ]
 
     def _message_counter(self, name: str, agent_id: UUID) -> Recorder:
         found = self._messages.get((name, agent_id))

@@ -108,3 +108,29 @@ def test_reloads_count_successes_and_failures() -> None:
     assert metrics.total(RELOADS, plugin="weather", outcome="ok") == 1
     assert metrics.total(RELOADS, plugin="weather", outcome="error") == 1
     assert metrics.total(RELOADS) == 2
+
+
+async def test_subscribed_to_its_events_only_and_after_their_other_handlers() -> None:
+    from host.events import EventBus
+
+    bus = EventBus()
+    metrics = InMemoryMetrics()
+    seen_before: list[float] = []
+    bus.on(MODEL_USED, lambda payload: seen_before.append(metrics.total(MODEL_DURATION)))
+    subscriptions = EventMetrics(metrics).subscribe(bus, owner="host")
+    assert len(subscriptions) == 7
+    assert {s.event.name for s in bus.subscriptions() if s.owner == "host" and s.event} == {
+        "message:received",
+        "message:sent",
+        "action:completed",
+        "model:used",
+        "handler:failed",
+        "plugin:reloaded",
+        "plugin:failed",
+    }
+    used = ModelUsedPayload(model_type="text_large", provider="eliza", duration=0.01)
+    await bus.emit(MODEL_USED, used)
+    await bus.emit(MODEL_USED, used)
+    assert seen_before == [0, 1]  # the metrics handler ran after the plain one, each time
+    assert metrics.total(MODEL_DURATION) == 2
+    assert bus.unregister_owner("host") == 7
