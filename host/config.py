@@ -262,6 +262,10 @@ def plugin_settings(
         problems = []
         for error in exc.errors():
             key = ".".join(["plugins", name, *(str(p) for p in error["loc"])])
+            if error["type"] == "missing":
+                file = loaded.path if loaded is not None and loaded.path else "the config file"
+                problems.append(f"  {key}: required; set it in {file} or {_env_name(key)}")
+                continue
             source = "config"
             if loaded is not None:  # the env spells a `my-plugin` section `my_plugin`
                 source = loaded.source_of(key)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, SecretStr
+
 from contracts.agent import Provider, ProviderResult, State
 from contracts.memory import Memory
 from contracts.plugin import Manifest, Plugin
@@ -174,3 +176,16 @@ class NeedsItsOwnClock(ClockProvider):
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+
+
+class ForecastSettings(BaseModel):
+    city: str
+    retries: int = 1
+    api_key: SecretStr | None = None
+
+
+class Forecast(Recording):
+    manifest: ClassVar[Manifest] = Manifest(name="forecast", settings=ForecastSettings)
+
+    def __init__(self, settings: ForecastSettings) -> None:
+        self.settings = settings

@@ -309,3 +309,34 @@ async def test_a_plugin_needing_its_own_service_is_told_why(host) -> None:  # ty
         "; 'test.clock' comes from plugin own-clock, itself: its services are bound only once it"
         " is constructed"
     )
+
+
+async def test_invalid_plugin_settings_fail_that_plugin_naming_key_and_source(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agenthost.yaml"
+    path.write_text("plugins:\n  forecast:\n    retries: many\n    api_key: sk-very-secret\n")
+    loaded = load_config(path, environ={})
+    app = Host(loaded, discovered=entry_points(("forecast", "Forecast"), ("gamma", "Gamma")))
+    try:
+        await app.start(agents=False)
+        status = {s.name: s for s in app.statuses}
+        assert status["gamma"].state == "loaded"
+        assert (status["forecast"].state, status["forecast"].stage) == ("failed", "load")
+        assert status["forecast"].error == (
+            "invalid settings for plugin forecast:\n"
+            f"  plugins.forecast.city: required; set it in {path} or"
+            " AGENTHOST_PLUGINS__FORECAST__CITY\n"
+            f"  plugins.forecast.retries (from {path}): Input should be a valid integer, unable to"
+            " parse string as an integer"
+        )
+    finally:
+        await app.stop()
+    good = load_config(None, environ={"AGENTHOST_PLUGINS__FORECAST__CITY": "Oslo"})
+    app = Host(good, discovered=entry_points(("forecast", "Forecast")))
+    try:
+        await app.start(agents=False)
+        plugin = app.loader.loaded["forecast"].instance
+        assert plugin.settings.city == "Oslo"  # type: ignore[attr-defined]
+    finally:
+        await app.stop()
