@@ -11,9 +11,9 @@
 
 `TestRuntime` is an `AgentRuntime`: the same pipeline, the same events and the same provider
 cache as in the host, over an in-memory (or SQLite, or PostgreSQL) store, with the classic ELIZA
-model and local embeddings answering whatever is not mocked. Time and ids come from a step clock and a counter unless you pass your
-own, so two runs produce the same memories. The pytest plugin (`host.pytest_plugin`) turns this
-into fixtures.
+model and local embeddings answering whatever is not mocked. Time and ids come from a step
+clock and a counter unless you pass your own, so two runs produce the same memories. The pytest
+plugin (`host.pytest_plugin`) turns this into fixtures.
 """
 
 from __future__ import annotations
