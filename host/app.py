@@ -276,8 +276,8 @@ class Host:
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Start with the HTTP API and serve until `stop` is set (signals set it in the CLI)."""
         stop = stop or asyncio.Event()
-        await self.start(http=True)
-        try:
+        try:  # a start failing half-way (the port taken) still tears down what it started
+            await self.start(http=True)
             await stop.wait()
         finally:
             await self.stop()

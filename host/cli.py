@@ -145,11 +145,7 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        instance = Host(loaded)
-        try:
-            await instance.run_forever(stop)
-        finally:  # also when start fails half-way (a port in use): tear down what started
-            await instance.stop()
+        await Host(loaded).run_forever(stop)
 
     _run(serve)
 
