@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from loguru import logger
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -143,8 +144,20 @@ def run(
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def abort() -> None:
+            errors.print("[red]error:[/] teardown aborted by a second signal", highlight=False)
+            raise SystemExit(1)  # leaves the event loop: what still runs is cancelled
+
+        def stopping() -> None:
+            """First Ctrl-C / SIGTERM: stop cleanly; a second one aborts a teardown that hangs."""
+            stop.set()
+            logger.bind(plugin="host").info("stopping (a second Ctrl-C aborts the teardown)")
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, abort)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         await Host(loaded).run_forever(stop)
 
     _run(serve)

@@ -18,10 +18,11 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
 from typing import Annotated, Any, Protocol
 from uuid import UUID, uuid5
 
@@ -418,6 +419,15 @@ async def serve(agents: AgentManager, settings: HttpSettingsLike) -> None:
     await server.serve()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn leaving Ctrl-C / SIGTERM to the host, which stops it with everything else
+    (uvicorn's own capture would re-raise them once it has shut down)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 class HttpServer:
     """uvicorn serving an app in the current event loop; ``port=0`` picks a free port."""
 
@@ -425,7 +435,7 @@ class HttpServer:
         self.config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
         )
-        self.server = uvicorn.Server(self.config)
+        self.server = _Server(self.config)
         self._task: asyncio.Task[None] | None = None
 
     @property

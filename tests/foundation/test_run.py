@@ -5,11 +5,13 @@ exits 1 (having torn down what started) when its port is taken."""
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,3 +130,64 @@ def test_a_port_in_use_exits_1_after_tearing_down(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     loaded, unloaded = load_and_unload_order(done.stderr)
     assert loaded and unloaded == loaded[::-1]
+
+
+HANGING_PLUGIN = """
+import asyncio
+from typing import ClassVar
+
+from contracts.logging import Logger
+from contracts.plugin import Manifest, Plugin
+
+
+class Hang(Plugin):
+    manifest: ClassVar[Manifest] = Manifest(name="hang")
+
+    def __init__(self, log: Logger) -> None:
+        self.log = log
+
+    async def teardown(self) -> None:
+        self.log.info("teardown hangs")
+        await asyncio.sleep(3600)
+"""
+
+
+def install_hanging_plugin(site: Path) -> None:
+    """A real distribution (dist-info with its entry point) whose teardown never returns."""
+    (site / "hangplug").mkdir(parents=True)
+    (site / "hangplug" / "__init__.py").write_text(HANGING_PLUGIN)
+    info = site / "hangplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hangplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[agenthost.plugins]\nhang = hangplug:Hang\n")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_second_signal_aborts_a_hanging_teardown(tmp_path: Path, signum: int) -> None:
+    install_hanging_plugin(tmp_path / "site")
+    port = free_port()
+    env = {"PYTHONPATH": str(tmp_path / "site"), "AGENTHOST_DATA_DIR": str(tmp_path / "data")}
+    process = start(port, env)
+    assert process.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stderr = process.stderr
+
+    def read() -> None:
+        for line in stderr:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    process.send_signal(signum)
+    seen = []
+    deadline = time.monotonic() + 60
+    while not any("teardown hangs" in line for line in seen):
+        assert time.monotonic() < deadline, "".join(seen)
+        seen.append(lines.get(timeout=60))
+    process.send_signal(signum)
+    assert process.wait(timeout=30) == 1
+    time.sleep(0.2)
+    while not lines.empty():
+        seen.append(lines.get())
+    log = "".join(seen)
+    assert "stopping (a second Ctrl-C aborts the teardown)" in log
+    assert "error: teardown aborted by a second signal" in log
