@@ -216,6 +216,18 @@ class MemoryQuery(BaseModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else _as_utc(value, "start/end")
 
+    @property
+    def filters_rows(self) -> bool:
+        """Whether a filter besides ``table_name`` is set (agent, entity, room, time, unique)."""
+        return not (
+            self.agent_id is None
+            and self.entity_id is None
+            and self.room_id is None
+            and self.start is None
+            and self.end is None
+            and self.unique is None
+        )
+
     def matches(self, memory: Memory) -> bool:
         """Whether `memory` passes every filter (not ``limit``): the reference semantics."""
         if self.agent_id is not None and memory.agent_id != self.agent_id:

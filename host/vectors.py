@@ -46,6 +46,13 @@ _INDEX_TYPES: tuple[str, ...] = ("flat", "ivf", "hnsw")
 # faiss's bundled stubs lag behind its SWIG API (SearchParametersHNSW, selectors): go untyped.
 faiss: Any = _faiss
 
+_BUILD_THREADS: int = faiss.omp_get_max_threads()
+"""OpenMP threads for building and adding (training, graph construction: worth parallelising).
+A search is one query: it runs on one thread, because an OpenMP region for a single query costs
+more than it saves (waking the team, then its spinning threads take the core the event loop
+needs; an IVF search on the SQLite worker thread took twice as long with them). OpenMP's thread
+count is per calling thread, so this is set around each call, not process-wide."""
+
 
 @dataclass(frozen=True, slots=True)
 class IndexParams:
@@ -146,6 +153,7 @@ class VectorIndex:
 
     def build(self, labels: I64, vectors: F32) -> None:
         """Replace the content with `vectors` (normalised, n x dim) under `labels`."""
+        faiss.omp_set_num_threads(_BUILD_THREADS)
         n = len(labels)
         self._ext = np.asarray(labels, dtype=np.int64).copy()
         self._pos = {int(label): i for i, label in enumerate(self._ext.tolist())}
@@ -162,6 +170,7 @@ class VectorIndex:
         labels = list(labels)
         if not labels:
             return
+        faiss.omp_set_num_threads(_BUILD_THREADS)
         self.remove(label for label in labels if label in self._pos)
         if self._index is None:
             self.build(np.asarray(labels, dtype=np.int64), vectors)
@@ -197,6 +206,7 @@ class VectorIndex:
         """Labels and cosine scores of the top-`k` live vectors (among `allowed` labels if set)."""
         if self._index is None or not self._pos or k < 1:
             return [], []
+        faiss.omp_set_num_threads(1)  # see _BUILD_THREADS
         bitmap = None
         take = min(k, len(self._pos))
         if allowed is not None:

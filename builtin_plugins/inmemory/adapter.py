@@ -34,7 +34,7 @@ from host.vectors import IndexParams, IndexSet, as_vector, check_index_type, que
 __all__ = ["InMemoryAdapter"]
 
 _Key = tuple[datetime, UUID]
-_FILTERS = ("agent_id", "entity_id", "room_id", "start", "end", "unique")
+_EVERYTHING = MemoryQuery()
 
 
 class _Table:
@@ -312,7 +312,7 @@ class InMemoryAdapter:
         kind = check_index_type(index_type)
         if k < 1:
             raise InvalidQueryError(f"k must be >= 1, got {k}")
-        query = query or MemoryQuery()
+        query = query or _EVERYTHING
         name = query.table_name or DEFAULT_TABLE
         table = self._tables.get(name)
         if table is None or table.dimension is None:
@@ -334,7 +334,7 @@ class InMemoryAdapter:
 
         index = self._indexes.get(name, kind, dim, table.version, load)
         allowed = None
-        if any(getattr(query, f) is not None for f in _FILTERS):
+        if query.filters_rows:
             scoped = query.model_copy(update={"table_name": name, "after": None})
             allowed = [
                 label

@@ -498,10 +498,7 @@ class PostgresAdapter:
         where = (where + sql.SQL(" AND ") if params else sql.SQL(" WHERE ")) + sql.SQL(
             "embedding IS NOT NULL"
         )
-        filtered = any(
-            getattr(query, f) is not None
-            for f in ("agent_id", "entity_id", "room_id", "start", "end", "unique")
-        )
+        filtered = query.filters_rows
         columns = _COLUMNS if with_embeddings else _COLUMNS_NO_EMBEDDING
         async with self.with_connection() as conn:
             exact = kind == "flat" or filtered or await self._small(conn, table)

@@ -60,7 +60,7 @@ _BY_SEQS_NO_EMBEDDING = (
     "SELECT seq, id, table_name, agent_id, entity_id, room_id, created_at, content, metadata,"
     f" NULL, is_unique{_IN_SEQS}"
 )
-_FILTERS = ("agent_id", "entity_id", "room_id", "start", "end", "unique")
+_EVERYTHING = MemoryQuery()
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 _PACKERS: dict[int, struct.Struct] = {}  # dimension -> float32 packer
 
@@ -538,7 +538,7 @@ class SqliteAdapter:
         return await self._run(
             self._search,
             vector,
-            query or MemoryQuery(),
+            query or _EVERYTHING,
             k,
             kind,
             probes,
@@ -568,7 +568,7 @@ class SqliteAdapter:
         q = query_vector(embedding, dim)
         index = self._indexes.get(table, kind, dim, version, lambda: self._load(table, dim))
         allowed = None
-        if any(getattr(query, f) is not None for f in _FILTERS):
+        if query.filters_rows:
             scoped = query.model_copy(update={"table_name": table, "after": None})
             where, params = where_clause(scoped, keyset=False)
             allowed = [r[0] for r in conn.execute(f"SELECT seq FROM memories{where}", params)]
