@@ -5,11 +5,14 @@ and "but", take the first clause holding a keyword, try that clause's keywords f
 rank down, and for the keyword's first decomposition rule that matches, produce its next
 reassembly (each rule cycles through its replies, as the original did), with the matched parts'
 pronouns reflected (`POST`). ``=key`` hands over to another keyword's rules, ``NEWKEY`` to the
-next keyword. A rule marked ``memory`` stores a reply for later; with no keyword in the input,
-the oldest stored reply is used, else a generic one.
+next keyword. A rule marked ``memory`` stores a reply for later, chosen as the original chose
+among the four MEMORY transformations: by the SLIP ``HASH`` (the middle bits of the square) of
+the last word of the input, Hollerith-encoded as the IBM 7094 held it (`memory_choice`). With no
+keyword in the input, the oldest stored reply is used when the input counter (``LIMIT``, 1 to 4,
+advanced on every input) stands at 4, else a generic reply.
 
-A `Session` holds what the original kept between inputs (reply counters and memory), so one
-conversation's memory never shows up in another.
+A `Session` holds what the original kept between inputs (reply counters, memory, the counter),
+so one conversation's memory never shows up in another.
 """
 
 from __future__ import annotations
@@ -20,11 +23,46 @@ from dataclasses import dataclass, field
 
 from .script import GREETING, KEYWORDS, NONE, POST, PRE, SYNONYMS, Keyword, Rule
 
-__all__ = ["Session", "reflect"]
+__all__ = ["Session", "hollerith", "memory_choice", "reflect", "slip_hash"]
 
 _BY_WORD: dict[str, Keyword] = {k.word: k for k in KEYWORDS}
 _CLAUSES = re.compile(r"[.,;:!?]+|\bbut\b")
 _WORD = re.compile(r"[a-z0-9']+")
+
+
+_HOLLERITH = {
+    **{str(digit): digit for digit in range(10)},
+    **{letter: 0o21 + i for i, letter in enumerate("ABCDEFGHI")},
+    **{letter: 0o41 + i for i, letter in enumerate("JKLMNOPQR")},
+    **{letter: 0o62 + i for i, letter in enumerate("STUVWXYZ")},
+    " ": 0o60,
+    "'": 0o14,  # the code printed as a prime (') on some of the 7094's printers
+}
+"""IBM 7090/7094 BCD (Hollerith) character codes of what an input word can hold."""
+
+
+def hollerith(cell: str) -> int:
+    """Up to six characters as one 36-bit word: left-justified, space-padded, 6 bits each."""
+    word = 0
+    for char in cell.upper().ljust(6)[:6]:
+        word = (word << 6) | _HOLLERITH.get(char, 0o60)
+    return word
+
+
+def slip_hash(datum: int, bits: int) -> int:
+    """SLIP's ``HASH(D, N)``: the middle `bits` bits of D squared (D without its sign bit)."""
+    magnitude = datum & 0o377777777777
+    return ((magnitude * magnitude) >> (35 - bits // 2)) & ((1 << bits) - 1)
+
+
+def memory_choice(words: list[str], choices: int) -> int:
+    """Which of the MEMORY transformations the original applied to this input: ``HASH`` of the
+    input's last list cell (a word, or the last six-character piece of a longer one), 2 bits."""
+    if not words:
+        return 0
+    last = POST.get(words[-1], words[-1])  # the original had substituted the input in place
+    cell = last[(len(last) - 1) // 6 * 6 :]
+    return slip_hash(hollerith(cell), 2) % choices
 
 
 def _words(text: str) -> list[str]:
@@ -81,6 +119,8 @@ class Session:
     counters: dict[int, int] = field(default_factory=dict)
     memory: deque[str] = field(default_factory=lambda: deque(maxlen=10))
     fallback: int = 0
+    limit: int = 1
+    """The original's LIMIT: advanced 1, 2, 3, 4, 1, ... on every input."""
 
     @staticmethod
     def greeting() -> str:
@@ -88,6 +128,7 @@ class Session:
 
     def respond(self, text: str) -> str:
         """ELIZA's reply to `text`."""
+        self.limit = self.limit % 4 + 1
         clauses = [_split(_words(c)) for c in _CLAUSES.split(text.lower())]
         for clause_words in clauses:
             keywords = [_BY_WORD[w] for w in clause_words if w in _BY_WORD]
@@ -100,7 +141,7 @@ class Session:
                 reply = self._try(keyword, clause_words, depth=0)
                 if reply is not None:
                     return reply
-        if self.memory:
+        if self.limit == 4 and self.memory:
             return self.memory.popleft()
         reply = NONE[self.fallback % len(NONE)]
         self.fallback += 1
@@ -113,7 +154,8 @@ class Session:
             if rule.memory:
                 parts = _match(rule.pattern, words)
                 if parts is not None:
-                    self.memory.append(_assemble(self._next(rule), parts))
+                    chosen = rule.replies[memory_choice(words, len(rule.replies))]
+                    self.memory.append(_assemble(chosen, parts))
         for rule in keyword.rules:
             parts = _match(rule.pattern, words)
             if parts is None or rule.memory:

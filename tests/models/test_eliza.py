@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from builtin_plugins.eliza import ElizaPlugin, Session
 from builtin_plugins.eliza.embedding import embed
+from builtin_plugins.eliza.engine import hollerith, memory_choice, slip_hash
 from contracts.models import (
     TEXT_EMBEDDING,
     TEXT_LARGE,
@@ -39,6 +40,18 @@ TRANSCRIPT = [
         "You are not very aggressive but I think you don't want me to notice that.",
         "What makes you think I am not very aggressive?",
     ),
+    ("You don't argue with me.", "Why do you think I don't argue with you?"),
+    ("You are afraid of me.", "Does it please you to believe I am afraid of you?"),
+    (
+        "My father is afraid of everybody.",
+        "What else comes to mind when you think of your father?",
+    ),
+    # no keyword, the input counter at 4: the first memory, formed from the third input with
+    # the MEMORY transformation HASH("HERE", 2) = 3 picks
+    (
+        "Bullies.",
+        "Does that have anything to do with the fact that your boyfriend made you come here?",
+    ),
 ]
 
 
@@ -48,10 +61,23 @@ def test_the_published_conversation() -> None:
         assert session.respond(said) == expected, said
 
 
-def test_memory_is_used_when_no_keyword_matches() -> None:
+def test_the_slip_hash_of_the_paper_and_of_the_published_memory() -> None:
+    # CACM p. 38: hashing "ALWAYS" to 7 bits "yields the integer 14"; the conversation's memory
+    # reply is the 4th MEMORY transformation, so the 2-bit hash of "HERE" is 3.
+    assert hollerith("ALWAYS") == 0o214366217062
+    assert slip_hash(hollerith("ALWAYS"), 7) == 14
+    assert slip_hash(hollerith("HERE"), 2) == 3
+    assert memory_choice(["you", "come", "here"], 4) == 3
+    # a word longer than six characters is hashed by its last six-character cell
+    assert memory_choice(["invented"], 4) == memory_choice(["ed"], 4)
+
+
+def test_memory_waits_for_the_input_counter_when_no_keyword_matches() -> None:
     session = Session()
-    session.respond("My dog ran away.")
-    assert session.respond("Hmm.") == "Lets discuss further why your dog ran away."
+    assert session.respond("My dog ran away.") == "Your dog ran away?"
+    assert session.respond("Hmm.") == "I am not sure I understand you fully."  # counter at 3
+    assert session.respond("Hmm.") == "But your dog ran away."  # at 4: HASH("AWAY", 2) = 2
+    assert session.respond("Hmm.") == "Please go on."  # the memory was used up
     assert Session().respond("Hmm.") == "I am not sure I understand you fully."
 
 
