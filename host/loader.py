@@ -151,6 +151,7 @@ class Loader:
         """Loaded plugins in load order."""
         self.statuses: dict[str, PluginStatus] = {}
         self.discovered: dict[str, Discovered] = {}
+        self._duplicates: list[Discovered] = []
         self._service_cycles: dict[str, str] = {}
         """Plugin -> the cycle its constructor's needs would close (``b -> a -> b``)."""
 
@@ -164,7 +165,12 @@ class Loader:
         """Record every plugin's status and return the ones to load, in load order."""
         for item in discovered:
             if item.name in self.discovered and item.error is not None:
-                continue  # a duplicate's failure: the first plugin of that name stays
+                # A duplicate name: the first plugin of that name stays; this one is listed
+                # on a row of its own (keyed apart, so `statuses[name]` is the first one's).
+                key = f"{item.name} ({item.distribution or item.target})"
+                self._status(item, "failed", item.error, "discover", key=key)
+                self._duplicates.append(item)
+                continue
             self.discovered[item.name] = item
             self._status(item, "failed" if item.error else "disabled", item.error, "discover")
         chosen, _ = select(discovered, self.config, self.loaded_config)
@@ -430,9 +436,15 @@ class Loader:
     # reporting -------------------------------------------------------------------------------
 
     def _status(
-        self, item: Discovered, state: State, error: str | None = None, stage: Stage | None = None
+        self,
+        item: Discovered,
+        state: State,
+        error: str | None = None,
+        stage: Stage | None = None,
+        *,
+        key: str | None = None,
     ) -> None:
-        self.statuses[item.name] = PluginStatus(
+        self.statuses[key or item.name] = PluginStatus(
             item.name,
             item.manifest.version if item.manifest else item.version,
             item.distribution,
@@ -484,7 +496,7 @@ class Loader:
 
     async def report_discovery(self) -> None:
         """Emit ``plugin:failed`` for the plugins discovery could not use."""
-        for item in self.discovered.values():
+        for item in [*self.discovered.values(), *self._duplicates]:
             if item.error is not None:
                 await self._emit_failed(item.name, item.error, "discover", item)
 

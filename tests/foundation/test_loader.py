@@ -13,6 +13,7 @@ import pytest
 from loguru import logger
 
 from contracts.config import HostConfig, PluginsSettings
+from contracts.events import PLUGIN_FAILED
 from host.app import Host
 from host.config import ConfigError, LoadedConfig, load_config
 from host.discovery import Discovered, from_entry_points
@@ -338,5 +339,39 @@ async def test_invalid_plugin_settings_fail_that_plugin_naming_key_and_source(
         await app.start(agents=False)
         plugin = app.loader.loaded["forecast"].instance
         assert plugin.settings.city == "Oslo"  # type: ignore[attr-defined]
+    finally:
+        await app.stop()
+
+
+async def test_a_duplicate_name_is_listed_failed_beside_the_one_that_loads(
+    tmp_path: Path,
+) -> None:
+    """Two real distributions register the entry point `gamma`: the first in discovery order
+    loads, the other gets its own failed row naming both distributions, and `plugin:failed`."""
+    for dist in ("gamma-one", "gamma-two"):
+        info = tmp_path / f"{dist.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        target = "Gamma" if dist == "gamma-one" else "Beta"
+        (info / "entry_points.txt").write_text(
+            f"[agenthost.plugins]\ngamma = {sample_plugins.__name__}:{target}\n"
+        )
+    dists = sorted(importlib_metadata.distributions(path=[str(tmp_path)]), key=lambda d: d.name)
+    found = from_entry_points(ep for d in dists for ep in d.entry_points.select(group=GROUP))
+    app = Host(LoadedConfig(HostConfig(), None), discovered=found)
+    failures: list[str] = []
+    app.events.on(PLUGIN_FAILED, lambda p: failures.append(f"{p.name}/{p.distribution}/{p.stage}"))
+    try:
+        await app.start(agents=False)
+        rows = [(s.name, s.distribution, s.state) for s in app.statuses]
+        assert sorted(rows) == [("gamma", "gamma-one", "loaded"), ("gamma", "gamma-two", "failed")]
+        failed = next(s for s in app.statuses if s.state == "failed")
+        assert failed.error == (
+            "duplicate plugin name 'gamma': already provided by distribution gamma-one"
+            f" ({sample_plugins.__name__}:Gamma); this one ({sample_plugins.__name__}:Beta) is"
+            " ignored"
+        )
+        assert app.loader.statuses["gamma"].state == "loaded"
+        assert failures == ["gamma/gamma-two/discover"]
     finally:
         await app.stop()
