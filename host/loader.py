@@ -38,11 +38,17 @@ from contracts.events import (
 from contracts.logging import LOGGER, Logger
 from contracts.plugin import Manifest, Plugin
 from contracts.services import MissingDependencyError
-from host.config import ConfigError, LoadedConfig, plugin_settings, problems_message
+from host.config import (
+    ConfigError,
+    LoadedConfig,
+    plugin_settings,
+    problems_message,
+    secret_values,
+)
 from host.container import Container
 from host.discovery import Discovered, where_raised
 from host.injection import plan_for
-from host.logs import plugin_logger
+from host.logs import plugin_logger, redact
 
 __all__ = ["LoadedPlugin", "Loader", "PluginRegistrar", "PluginStatus", "select"]
 
@@ -396,9 +402,15 @@ class Loader:
         return "".join(hints)
 
     def _settings(self, manifest: Manifest) -> BaseModel | None:
+        """The plugin's validated settings; their `SecretStr` values join the log scrubber
+        (the raw section was only masked by key name)."""
         if manifest.settings is None:
             return None
-        return plugin_settings(manifest.settings, manifest.name, self.config, self.loaded_config)
+        settings = plugin_settings(
+            manifest.settings, manifest.name, self.config, self.loaded_config
+        )
+        redact(secret_values(settings))
+        return settings
 
     async def unload(self, name: str) -> None:
         """Unregister plugin `name` from every registrar (reverse order) and tear it down."""

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, SecretStr
 
 from contracts.agent import Provider, ProviderResult, State
+from contracts.logging import Logger
 from contracts.memory import Memory
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
@@ -189,3 +190,20 @@ class Forecast(Recording):
 
     def __init__(self, settings: ForecastSettings) -> None:
         self.settings = settings
+
+
+class LeakySettings(BaseModel):
+    auth: SecretStr
+
+
+class Leaky(Recording):
+    """Logs its secret by mistake: the log sink must mask it."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="leaky", settings=LeakySettings)
+
+    def __init__(self, settings: LeakySettings, log: Logger) -> None:
+        self.settings = settings
+        self.log = log
+
+    async def setup(self) -> None:
+        self.log.info("connecting with {}", self.settings.auth.get_secret_value())

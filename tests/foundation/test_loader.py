@@ -3,6 +3,7 @@ teardown in reverse, rollback of a failed setup, unknown names in config."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 from collections.abc import AsyncIterator
@@ -12,12 +13,13 @@ import importlib_metadata
 import pytest
 from loguru import logger
 
-from contracts.config import HostConfig, PluginsSettings
+from contracts.config import HostConfig, LoggingSettings, PluginsSettings
 from contracts.events import PLUGIN_FAILED
 from host.app import Host
 from host.config import ConfigError, LoadedConfig, load_config
 from host.discovery import Discovered, from_entry_points
 from host.loader import select
+from host.logs import configure_logging
 
 from . import sample_plugins
 from .sample_plugins import JOURNAL
@@ -375,3 +377,17 @@ async def test_a_duplicate_name_is_listed_failed_beside_the_one_that_loads(
         assert failures == ["gamma/gamma-two/discover"]
     finally:
         await app.stop()
+
+
+async def test_a_plugin_settings_secret_is_masked_in_its_log_lines() -> None:
+    sink = io.StringIO()
+    configure_logging(LoggingSettings(level="INFO"), sink=sink)
+    config = HostConfig(plugins=PluginsSettings.model_validate({"leaky": {"auth": "hunter2-auth"}}))
+    app = Host(LoadedConfig(config, None), discovered=entry_points(("leaky", "Leaky")))
+    try:
+        await app.start(agents=False)
+    finally:
+        await app.stop()
+        configure_logging()
+    assert "| leaky | connecting with **********" in sink.getvalue()
+    assert "hunter2-auth" not in sink.getvalue()
