@@ -24,6 +24,7 @@ import asyncio
 import json
 import platform
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -207,13 +208,43 @@ def add_rows(
         )
 
 
+async def store_tables(
+    table: Table, directory: Path, no_postgres: bool, n_single: int, n_batches: int, n_read: int
+) -> None:
+    """The store-vs-raw-driver rows: SQLite, then PostgreSQL on a throwaway pgserver."""
+    sizes = {"single": n_single, "batch": n_batches * 100, "read": n_read}
+    raw = sqlite_raw(directory / "raw.sqlite3", n_single, n_batches, n_read)
+    store = await SqliteEventStore.open(directory / "events.sqlite3")
+    try:
+        ours = await store_run(store, n_single, n_batches, n_read)
+    finally:
+        await store.close()
+    add_rows(table, "sqlite", ours, raw, sizes)
+
+    started = None if no_postgres else start_pgserver(directory)
+    if started is not None:
+        server, url = started
+        try:
+            raw = await postgres_raw(url, n_single, n_batches, n_read)
+            pg = await PostgresEventStore.connect(url, max_size=4)
+            try:
+                ours = await store_run(pg, n_single, n_batches, n_read)
+            finally:
+                await pg.close()
+            add_rows(table, "postgres", ours, raw, sizes)
+        finally:
+            server.cleanup()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 10 s)")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument(
+        "--audit-only", action="store_true", help="only the audit overhead on process_message"
+    )
     args = parser.parse_args()
     n_single, n_batches, n_read = (1_000, 50, 10_000) if args.quick else (5_000, 200, 10_000)
-    sizes = {"single": n_single, "batch": n_batches * 100, "read": n_read}
 
     table = Table(title="Event store vs raw driver (same run, same database engine)")
     for column in ("engine", "scenario", "EventStore", "raw driver", "store / raw speed"):
@@ -221,31 +252,12 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        raw = sqlite_raw(directory / "raw.sqlite3", n_single, n_batches, n_read)
-        store = await SqliteEventStore.open(directory / "events.sqlite3")
-        try:
-            ours = await store_run(store, n_single, n_batches, n_read)
-        finally:
-            await store.close()
-        add_rows(table, "sqlite", ours, raw, sizes)
+        if not args.audit_only:
+            await store_tables(table, directory, args.no_postgres, n_single, n_batches, n_read)
+        audit = await audit_overhead(directory / "audit", *((10, 20) if args.quick else (30, 40)))
 
-        started = None if args.no_postgres else start_pgserver(directory)
-        if started is not None:
-            server, url = started
-            try:
-                raw = await postgres_raw(url, n_single, n_batches, n_read)
-                pg = await PostgresEventStore.connect(url, max_size=4)
-                try:
-                    ours = await store_run(pg, n_single, n_batches, n_read)
-                finally:
-                    await pg.close()
-                add_rows(table, "postgres", ours, raw, sizes)
-            finally:
-                server.cleanup()
-
-        audit = await audit_overhead(directory, 200 if args.quick else 1_000)
-
-    console.print(table)
+    if not args.audit_only:
+        console.print(table)
     if audit is not None:
         console.print(audit)
     console.print(
@@ -276,57 +288,102 @@ async def _host(directory: Path, audit: bool) -> Any:
     return host
 
 
-async def _conversation(host: Any, messages: int) -> float:
-    """Seconds for `messages` process_message calls (10 rooms), audit flushed at the end."""
+TEXTS = ["I feel sad about my job", "My mother never listens to me", "Can you help me"]
+
+
+async def _batch(
+    host: Any, rooms: list[Any], user: Any, messages: int, offset: int
+) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (every thread of the process) for `messages` process_message
+    calls over `rooms`, the audit trail flushed."""
     runtime = host.agents.get("Eliza")
-    rooms = [uuid4() for _ in range(10)]
-    user = uuid4()
-    texts = ["I feel sad about my job", "My mother never listens to me", "Can you help me"]
-    start = time.perf_counter()
-    for i in range(messages):
-        message = runtime.new_message(texts[i % 3], room_id=rooms[i % 10], entity_id=user)
-        await runtime.process_message(message)
     audit = host.loader.loaded.get("audit")
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(offset, offset + messages):
+        message = runtime.new_message(
+            TEXTS[i % len(TEXTS)], room_id=rooms[i % len(rooms)], entity_id=user
+        )
+        await runtime.process_message(message)
     if audit is not None:
         await audit.instance.flush()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-async def audit_overhead(directory: Path, messages: int) -> Table | None:
-    """process_message with and without the audit plugin, alternating runs (best of 3 each)."""
+async def audit_overhead(directory: Path, rounds: int, batch: int) -> Table | None:
+    """process_message with and without the audit plugin: a paired A/B.
+
+    Two hosts side by side (ELIZA + SQLite memory store; one also loads ``audit``), batches of
+    `batch` messages alternating between them (ABBA order), the audit trail flushed inside each
+    audited batch so its writes are timed. The median of the per-round ratios resists this
+    shared machine's noise (a slow spell hits both halves of a round alike); the CPU-time
+    ratio (user + system time of every thread of the process) resists it better still, since
+    time spent waiting for a core other jobs hold is not counted."""
     from loguru import logger
+
+    from contracts.eventstore import EVENT_STORE
 
     logger.remove()
     logger.add(lambda _: None, level="ERROR")
-    best = {False: float("inf"), True: float("inf")}
-    recorded = 0
-    for round_ in range(3):
+    hosts = {audit: await _host(directory / f"host-{audit}", audit) for audit in (False, True)}
+    rooms, user = [uuid4() for _ in range(10)], uuid4()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    try:
         for audit in (False, True):
-            data = directory / f"host-{audit}-{round_}"
-            host = await _host(data, audit)
-            try:
-                best[audit] = min(best[audit], await _conversation(host, messages))
-                if audit:
-                    from contracts.eventstore import EVENT_STORE
-
-                    store = await host.container.aresolve(EVENT_STORE)
-                    recorded = await store.last_position()
-            finally:
-                await host.stop()
+            await _batch(hosts[audit], rooms, user, 50, 0)  # warm-up
+        for index in range(rounds):
+            for audit in (False, True) if index % 2 == 0 else (True, False):
+                wall, cpu = await _batch(hosts[audit], rooms, user, batch, index * batch)
+                times[audit].append(wall)
+                cpus[audit].append(cpu)
+            ratios.append(times[True][-1] / times[False][-1] - 1)
+            cpu_ratios.append(cpus[True][-1] / max(cpus[False][-1], 1e-9) - 1)
+        store = await hosts[True].container.aresolve(EVENT_STORE)
+        recorded = await store.last_position()
+    finally:
+        for host in hosts.values():
+            await host.stop()
+    messages = 50 + rounds * batch
+    median, cpu_median = statistics.median(ratios), statistics.median(cpu_ratios)
     table = Table(
-        title=f"Audit plugin overhead on process_message ({messages:,} messages, ELIZA + SQLite)"
+        title=f"Audit plugin overhead on process_message (paired A/B: {rounds} rounds of"
+        f" {batch} messages each, ELIZA + SQLite, 10 rooms)"
     )
-    for column in ("configuration", "messages/s", "ms/message", "vs no audit"):
+    for column in (
+        "configuration",
+        "messages/s",
+        "ms/message",
+        "CPU ms/message",
+        "wall vs no audit",
+        "CPU vs no audit",
+    ):
         table.add_column(column, justify="right" if column != "configuration" else "left")
-    for audit, label in ((False, "no audit (baseline)"), (True, f"audit ({recorded:,} events)")):
-        seconds = best[audit]
+    for audit, label in (
+        (False, "no audit (baseline)"),
+        (True, f"audit ({recorded / messages:.1f} events/message)"),
+    ):
+        seconds = statistics.median(times[audit]) / batch
+        cpu = statistics.median(cpus[audit]) / batch
         table.add_row(
             label,
-            f"{messages / seconds:,.0f}",
-            f"{seconds / messages * 1000:.2f}",
-            f"+{(seconds / best[False] - 1) * 100:.1f}%" if audit else "1.00x",
+            f"{1 / seconds:,.0f}",
+            f"{seconds * 1000:.3f}",
+            f"{cpu * 1000:.3f}",
+            _spread(median, ratios) if audit else "1.00x",
+            _spread(cpu_median, cpu_ratios) if audit else "1.00x",
         )
+    verdict = "met" if max(median, cpu_median) < 0.20 else "NOT met"
+    table.caption = (
+        "medians of the per-round ratios (rounds' range in brackets); target under +20%"
+        f" (wall and CPU): {verdict}"
+    )
     return table
+
+
+def _spread(median: float, ratios: list[float]) -> str:
+    return f"{median:+.1%} [{min(ratios):+.0%}..{max(ratios):+.0%}]"
 
 
 if __name__ == "__main__":

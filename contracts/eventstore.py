@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
@@ -26,6 +26,7 @@ __all__ = [
     "EVENT_STORE",
     "ConcurrencyError",
     "DomainEvent",
+    "EncodedEvent",
     "EventFilter",
     "EventStore",
     "EventStoreError",
@@ -74,6 +75,28 @@ class DomainEvent(BaseModel):
         if value.tzinfo is None:
             raise ValueError("timestamp must be timezone-aware (use datetime.now(UTC))")
         return value.astimezone(UTC)
+
+
+class EncodedEvent(NamedTuple):
+    """An event ready for the log, its data and metadata already JSON object text.
+
+    What `EventStore.append_encoded` takes: a writer that serializes its payloads itself (the
+    audit trail, once per event, in pydantic-core) hands the text over as is, with no
+    `DomainEvent` built and no second encoding. Fields mean what `DomainEvent`'s do."""
+
+    aggregate_id: str
+    event_type: str
+    data: str
+    """A JSON object, as text."""
+    schema_version: int
+    timestamp: datetime
+    """Timezone-aware."""
+    id: UUID | None = None
+    """None: the store gives the event a random (version 4) id."""
+    causation_id: UUID | None = None
+    correlation_id: UUID | None = None
+    metadata: str = "{}"
+    """A JSON object, as text."""
 
 
 class EventFilter(BaseModel):
@@ -145,6 +168,15 @@ class EventStore(Protocol):
         `expected_version` (0 for a new aggregate) must equal the aggregate's current version,
         else `ConcurrencyError` and nothing is written; None appends without the check. Every
         event's ``aggregate_id`` must be `aggregate_id` (ValueError otherwise)."""
+        ...
+
+    async def append_encoded(self, events: Sequence[EncodedEvent]) -> int:
+        """Append already-encoded events, of any aggregates, in one transaction; how many.
+
+        Each event goes to the end of its aggregate (no expected version: for writers that
+        never conflict, like the audit trail), so versions stay gapless and positions follow
+        the order of `events`. Text that is not a JSON object fails the whole batch
+        (`EventStoreError`, nothing written), as does an empty aggregate id or event type."""
         ...
 
     async def get_events(

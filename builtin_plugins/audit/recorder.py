@@ -1,36 +1,39 @@
-"""`AuditRecorder`: turns bus events into domain events and appends them off the hot path.
+"""`AuditRecorder`: turns bus events into stored events and appends them off the hot path.
 
-`record` runs inside ``emit`` and only builds the event's envelope (agent, message, time) and
-queues it with the payload. A writer task wakes every ``flush_interval``, converts the queued
-payloads to JSON (secrets masked) and appends each run of consecutive events of one aggregate
-as one transaction. (Converting on a worker thread measured no faster: it holds the GIL in long
-stretches while the event loop waits.) `flush` waits until everything recorded so far is stored.
-A failed append is retried with backoff; events are dropped (counted, and logged with their
-types) only after the last retry, so a store outage never blocks or crashes agents.
+`record` runs inside ``emit`` and only notes the payload, the time and the message being
+processed. A writer task wakes every ``flush_interval`` (at once for a full batch or a `flush`),
+converts the whole batch in one loop (`PayloadEncoder`: one pydantic-core serialization per
+payload, secrets masked, embeddings left out) and appends it, every agent's events, as one
+transaction (`EventStore.append_encoded`), with no `DomainEvent` built in between. A failed
+append is retried with backoff; events are dropped (counted, and logged with their types) only
+after the last retry, so a store outage never blocks or crashes agents. What each choice saved
+is measured in docs/benchmarks-eventstore.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
-from uuid import UUID, uuid4
+from typing import Any, TypeGuard
+from uuid import UUID
 
 from loguru import logger
 from pydantic import BaseModel
+from pydantic_core import to_json
 
-from contracts.eventstore import DomainEvent, EventStore
-from host.eventstore.recording import payload_data, schema_version_of
+from contracts.eventstore import EncodedEvent, EventStore
+from host.eventstore.recording import PayloadEncoder, schema_version_of
 
 from .settings import AuditSettings
 
 __all__ = ["HOST_AGGREGATE", "AuditRecorder", "aggregate_of", "correlation_of"]
 
 EMBEDDING_KEYS = frozenset({"embedding", "vectors"})
-"""Keys emptied unless ``record_embeddings``: memory embeddings and embedding model outputs
+"""Keys left out unless ``record_embeddings``: memory embeddings and embedding model outputs
 (replay recomputes those with the local embedding model)."""
 
 HOST_AGGREGATE = "host"
@@ -45,8 +48,21 @@ its ``message:received`` is recorded, so events whose payload does not name the 
 message (``model:used`` from the model registry) are still filed under them."""
 
 
+_MODEL_TYPES: dict[type, bool] = {}
+
+
+def _is_model(value: object) -> TypeGuard[BaseModel]:
+    # isinstance(x, BaseModel) goes through ABCMeta.__instancecheck__: slow, and asked ~10
+    # times per recorded event.
+    cls = type(value)
+    known = _MODEL_TYPES.get(cls)
+    if known is None:
+        known = _MODEL_TYPES[cls] = issubclass(cls, BaseModel)
+    return known
+
+
 def _field(payload: object, name: str) -> Any:
-    if isinstance(payload, BaseModel):
+    if _is_model(payload):
         # Fields live in __dict__; a missing-attribute getattr on a model raises (slowly).
         found = payload.__dict__.get(name)
         if found is None and payload.__pydantic_extra__:
@@ -59,7 +75,7 @@ def _field(payload: object, name: str) -> Any:
 
 def _names_agent(payload: object) -> bool:
     """Whether the payload has an (unset) ``agent_id`` field: it belongs to some agent."""
-    if isinstance(payload, BaseModel):
+    if _is_model(payload):
         return "agent_id" in type(payload).model_fields
     if isinstance(payload, Mapping):
         return "agent_id" in payload
@@ -77,13 +93,29 @@ def _as_uuid(value: Any) -> UUID | None:
     return None
 
 
+_UUID_TEXT: dict[int, str] = {}
+
+
+def _text(value: object) -> str:
+    """``str(value)``, remembered for UUIDs (agent and room ids recur in every event)."""
+    if type(value) is not UUID:
+        return str(value)
+    key = value.int
+    found = _UUID_TEXT.get(key)
+    if found is None:
+        if len(_UUID_TEXT) >= 4096:
+            _UUID_TEXT.clear()
+        found = _UUID_TEXT[key] = str(value)
+    return found
+
+
 def aggregate_of(payload: object) -> str:
     """The agent a payload belongs to (``agent_id`` or ``agent.agent_id``), else the host."""
     agent = _field(payload, "agent_id")
     if agent is None:
         nested = _field(payload, "agent")
         agent = _field(nested, "agent_id") if nested is not None else None
-    return str(agent) if agent is not None else HOST_AGGREGATE
+    return _text(agent) if agent is not None else HOST_AGGREGATE
 
 
 def correlation_of(event_type: str, payload: object) -> UUID | None:
@@ -111,15 +143,32 @@ def _memory_correlation(memory: object) -> UUID | None:
     return replied or _as_uuid(_field(memory, "id"))
 
 
-class _Envelope(NamedTuple):
-    """A recorded event before its payload is converted (built inside ``emit``)."""
+def address(
+    payload: object, current: tuple[str, UUID | None, str | None] | None
+) -> tuple[str, UUID | None, str | None]:
+    """(aggregate, correlation id, room id) of a payload recorded while `current` (the
+    (agent, message, room) of the message being processed, or None) was the current message."""
+    aggregate = aggregate_of(payload)
+    correlation = correlation_of("", payload)
+    room = _field(payload, "room_id")
+    if current is not None and (
+        aggregate == current[0] or (aggregate == HOST_AGGREGATE and _names_agent(payload))
+    ):
+        aggregate = current[0]
+        correlation = correlation or current[1]
+        room = room or current[2]
+    return aggregate, correlation, None if room is None else _text(room)
 
-    event_type: str
-    aggregate_id: str
-    correlation_id: UUID | None
-    metadata: dict[str, Any]
-    timestamp: datetime
-    schema_version: int
+
+@functools.lru_cache(maxsize=4096)
+def _metadata(room: str | None, plugin: str | None) -> str:
+    """The recorded event's metadata (room, plugin) as JSON text (few distinct values)."""
+    metadata = {"room_id": room, "plugin": plugin}
+    return to_json({k: v for k, v in metadata.items() if v is not None}).decode()
+
+
+_Recorded = tuple[str, object, tuple[str, UUID | None, str | None] | None, datetime]
+"""A recorded bus event before conversion: (event type, payload, current message, time)."""
 
 
 class AuditRecorder:
@@ -132,164 +181,173 @@ class AuditRecorder:
         """Events appended so far."""
         self.dropped = 0
         """Events lost after every retry failed (logged)."""
-        self._queue: asyncio.Queue[tuple[_Envelope, object] | None] = asyncio.Queue()
+        self._pending: list[_Recorded] = []
+        """Recorded, not yet handed to the store (a list: appending is all `record` does)."""
+        self._queued = 0
+        """Events ever queued; `_done` of them are stored or dropped."""
+        self._done = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         self._log = logger.bind(plugin="audit")
-        self._drop = frozenset() if self.settings.record_embeddings else EMBEDDING_KEYS
+        drop = frozenset() if self.settings.record_embeddings else EMBEDDING_KEYS
+        self.encoder = PayloadEncoder(self.settings.redact_keys, drop)
+        """Payload to JSON text, as recorded (secrets masked, embeddings left out)."""
+        self._flushers = 0
+        self._wake = asyncio.Event()
 
     def wants(self, event_type: str) -> bool:
         return self.settings.wants(event_type)
 
-    def to_domain_event(self, event_type: str, payload: object) -> DomainEvent:
-        """The domain event recording `payload` of bus event `event_type` (secrets masked)."""
-        return self._with_data(self._envelope(event_type, payload), payload)
+    def encode(self, event_type: str, payload: object) -> EncodedEvent:
+        """The stored form of `payload` of bus event `event_type` (secrets masked), as if
+        recorded now."""
+        return self._encoded((event_type, payload, _CURRENT.get(), datetime.now(UTC)))
 
-    def _envelope(self, event_type: str, payload: object) -> _Envelope:
-        """The event without its data: who, which message, when. Cheap; runs in ``emit``,
-        where the current message (`_CURRENT`) is known."""
-        metadata: dict[str, Any] = {}
-        aggregate = aggregate_of(payload)
-        correlation = correlation_of(event_type, payload)
-        room = _field(payload, "room_id")
-        current = _CURRENT.get()
-        if current is not None and (
-            aggregate == current[0] or (aggregate == HOST_AGGREGATE and _names_agent(payload))
-        ):
-            aggregate = current[0]
-            correlation = correlation or current[1]
-            room = room or current[2]
-        if room is not None:
-            metadata["room_id"] = str(room)
+    def _encoded(self, item: _Recorded) -> EncodedEvent:
+        event_type, payload, current, timestamp = item
+        aggregate, correlation, room = address(payload, current)
         owner = _field(payload, "owner") or _field(payload, "plugin")
-        if isinstance(owner, str):
-            metadata["plugin"] = owner
-        if event_type == "message:received" and aggregate != HOST_AGGREGATE:
-            _CURRENT.set((aggregate, correlation, None if room is None else str(room)))
-        elif event_type == "message:sent":
-            _CURRENT.set(None)
-        return _Envelope(
-            event_type,
+        return EncodedEvent(
             aggregate,
-            correlation,
-            metadata,
-            datetime.now(UTC),
+            event_type,
+            self.encoder(payload),
             schema_version_of(payload),
+            timestamp,
+            None,  # the store draws the ids, a batch at a time
+            None,
+            correlation,
+            _metadata(room, owner if isinstance(owner, str) else None),
         )
 
-    def _with_data(self, envelope: _Envelope, payload: object) -> DomainEvent:
-        data = payload_data(payload, self.settings.redact_keys, self._drop)
-        # Built without validation: every field is known-good and `data` is JSON by
-        # construction; validating each recorded prompt again cost as much as recording it.
-        return DomainEvent.model_construct(
-            id=uuid4(),
-            aggregate_id=envelope.aggregate_id,
-            event_type=envelope.event_type,
-            data=data,
-            schema_version=envelope.schema_version,
-            timestamp=envelope.timestamp,
-            version=0,
-            position=None,
-            causation_id=None,
-            correlation_id=envelope.correlation_id,
-            metadata=envelope.metadata,
-        )
-
-    def _convert(self, items: list[tuple[_Envelope, object]]) -> list[DomainEvent]:
-        """Payloads to JSON data; a payload that cannot be converted is logged and left out
-        (the caller counts it as dropped)."""
-        out: list[DomainEvent] = []
-        for envelope, payload in items:
+    def _convert(self, items: list[_Recorded]) -> list[EncodedEvent]:
+        """Recorded events to stored form; one that cannot be converted is logged and left
+        out (the caller counts it as dropped)."""
+        out: list[EncodedEvent] = []
+        for item in items:
             try:
-                out.append(self._with_data(envelope, payload))
+                out.append(self._encoded(item))
             except Exception as exc:
-                self._log.opt(exception=exc).error(
-                    "audit cannot record {}: {}", envelope.event_type, exc
-                )
+                self._log.opt(exception=exc).error("audit cannot record {}: {}", item[0], exc)
         return out
 
     def record(self, event_type: str, payload: object) -> None:
         """Queue `payload` (of bus event `event_type`) for the trail if the settings want it.
 
-        Only the envelope is built here; converting the payload to JSON and appending happen in
-        the background, so ``emit`` pays a few microseconds."""
+        This runs inside ``emit`` and only notes the payload, the time and the message being
+        processed (`_CURRENT`, which only ``emit`` time knows); the writer converts a whole
+        batch at once, later, which measured cheaper than converting each event here (a loop
+        over many payloads runs with warm caches; one conversion between two pipeline steps
+        runs cold)."""
         if not self.settings.wants(event_type):
             return
-        try:
-            envelope = self._envelope(event_type, payload)
-        except Exception as exc:  # a payload we cannot even address must not break emit
-            self._log.opt(exception=exc).error("audit cannot record {}: {}", event_type, exc)
-            self.dropped += 1
-            return
-        self._queue.put_nowait((envelope, payload))
+        current = _CURRENT.get()
+        if event_type == "message:received":
+            try:
+                incoming = address(payload, current)
+            except Exception as exc:  # a payload we cannot even address must not break emit
+                self._log.opt(exception=exc).error("audit cannot record {}: {}", event_type, exc)
+                self.dropped += 1
+                return
+            if incoming[0] != HOST_AGGREGATE:
+                _CURRENT.set(incoming)
+        elif event_type == "message:sent":
+            _CURRENT.set(None)
+        pending = self._pending
+        pending.append((event_type, payload, current, datetime.now(UTC)))
+        self._queued += 1
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(
                 self._drain(), name="audit-writer"
             )
+        if len(pending) == 1 or len(pending) >= self.settings.max_batch:
+            self._wake.set()
 
     async def flush(self) -> None:
-        """Wait until every event recorded so far is stored (or dropped after retries)."""
-        await self._queue.join()
+        """Write everything recorded so far now (no waiting out ``flush_interval``); returns
+        once it is stored (or dropped after retries)."""
+        if self._done >= self._queued:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._queued, done))
+        self._flushers += 1
+        self._wake.set()
+        try:
+            await done
+        finally:
+            self._flushers -= 1
 
     async def aclose(self) -> None:
         """Flush, then stop the writer."""
         await self.flush()
+        self._closing = True
+        self._wake.set()
         if self._writer is not None and not self._writer.done():
-            self._queue.put_nowait(None)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         self._writer = None
 
+    async def _pause(self) -> None:
+        """Let a burst accumulate for ``flush_interval``: one transaction per interval, not
+        one per event; cut short by `flush` or a full batch."""
+        if self._flushers or self._closing or len(self._pending) >= self.settings.max_batch:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.flush_interval):
+                await self._wake.wait()
+
     async def _drain(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                self._queue.task_done()
-                return
+        """The writer: waits for events, lets them accumulate, appends them in batches."""
+        while not (self._closing and not self._pending):
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             if self.settings.flush_interval > 0:
-                # Let a burst accumulate: one transaction per interval, not one per event.
-                await asyncio.sleep(self.settings.flush_interval)
-            batch = [first]
-            stop = False
-            while len(batch) < self.settings.max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+                await self._pause()
+            limit = self.settings.max_batch
+            if len(self._pending) <= limit:
+                batch, self._pending = self._pending, []
+            else:
+                batch, self._pending = self._pending[:limit], self._pending[limit:]
             try:
                 events = self._convert(batch)
                 self.dropped += len(batch) - len(events)
                 await self._append(events)
             finally:
-                for _ in range(len(batch) + int(stop)):
-                    self._queue.task_done()
-            if stop:
-                return
+                self._done += len(batch)
+                self._release_waiters()
 
-    async def _append(self, batch: list[DomainEvent]) -> None:
-        """Append `batch` as runs of consecutive same-aggregate events, in order."""
-        runs: list[list[DomainEvent]] = []
-        for event in batch:
-            if runs and runs[-1][0].aggregate_id == event.aggregate_id:
-                runs[-1].append(event)
+    def _release_waiters(self) -> None:
+        waiting = []
+        for target, done in self._waiters:
+            if target <= self._done:
+                if not done.done():
+                    done.set_result(None)
             else:
-                runs.append([event])
-        for run in runs:
-            for attempt in range(self.settings.retries + 1):
-                try:
-                    await self.store.append_events(run[0].aggregate_id, run)
-                    self.recorded += len(run)
-                    break
-                except Exception as exc:
-                    if attempt == self.settings.retries:
-                        self.dropped += len(run)
-                        self._log.opt(exception=exc).error(
-                            "audit dropped {} event(s) ({}) of {} after {} attempts: {}",
-                            len(run),
-                            ", ".join(sorted({e.event_type for e in run})),
-                            run[0].aggregate_id,
-                            attempt + 1,
-                            exc,
-                        )
-                    else:
-                        await asyncio.sleep(self.settings.retry_delay * 2**attempt)
+                waiting.append((target, done))
+        self._waiters = waiting
+
+    async def _append(self, batch: list[EncodedEvent]) -> None:
+        """Append `batch` (events of any agents, in recording order) in one transaction."""
+        if not batch:
+            return
+        for attempt in range(self.settings.retries + 1):
+            try:
+                await self.store.append_encoded(batch)
+                self.recorded += len(batch)
+                return
+            except Exception as exc:
+                if attempt == self.settings.retries:
+                    self.dropped += len(batch)
+                    self._log.opt(exception=exc).error(
+                        "audit dropped {} event(s) ({}) of {} after {} attempts: {}",
+                        len(batch),
+                        ", ".join(sorted({e.event_type for e in batch})),
+                        ", ".join(sorted({e.aggregate_id for e in batch})),
+                        attempt + 1,
+                        exc,
+                    )
+                else:
+                    await asyncio.sleep(self.settings.retry_delay * 2**attempt)

@@ -8,20 +8,29 @@ inherits the streaming methods from `StreamingReads`; they page with keyset quer
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from contracts.eventstore import DomainEvent, EventFilter, EventStoreError
+from pydantic_core import to_json
+
+from contracts.eventstore import DomainEvent, EncodedEvent, EventFilter, EventStoreError
 
 __all__ = [
     "Notifier",
     "StreamingReads",
     "check_batch",
+    "check_encoded",
+    "encode",
     "filter_sql",
+    "first_bad_json",
     "from_micros",
+    "new_ids",
     "to_micros",
 ]
 
@@ -61,6 +70,88 @@ def check_batch(
             raise EventStoreError(f"event {index} repeats event id {event.id} within the batch")
         seen.add(event.id)
     return batch
+
+
+def encode(event: DomainEvent) -> EncodedEvent:
+    """`event` as the engines write it: data and metadata as JSON text (pydantic-core)."""
+    return EncodedEvent(
+        event.aggregate_id,
+        event.event_type,
+        to_json(event.data).decode(),
+        event.schema_version,
+        event.timestamp,
+        event.id,
+        event.causation_id,
+        event.correlation_id,
+        to_json(event.metadata).decode(),
+    )
+
+
+def new_ids(count: int) -> list[bytes]:
+    """`count` fresh event ids (UUID version 7, RFC 9562, as bytes) for events appended
+    without one: the current Unix time in milliseconds, then a counter within the batch, then
+    random bits, from one read of the OS's random source. Time-ordered ids go in at the end of
+    the ``id`` index instead of at random places in it (about 3 us a row less on SQLite at 20k
+    rows, and more as the log grows)."""
+    millis = time.time_ns() // 1_000_000
+    noise = os.urandom(8 * count)
+    ids = []
+    for i in range(count):
+        head = ((millis + (i >> 12)) << 16 | 0x7000 | (i & 0xFFF)).to_bytes(8, "big")
+        tail = noise[8 * i : 8 * i + 8]
+        ids.append(head + bytes((tail[0] & 0x3F | 0x80,)) + tail[1:])
+    return ids
+
+
+def check_encoded(events: Sequence[EncodedEvent]) -> list[EncodedEvent]:
+    """Validate an `append_encoded` batch before any I/O (cheap checks; the database parses
+    the JSON); the batch as a list."""
+    batch = list(events)
+    for index, event in enumerate(batch):
+        try:
+            fine = (
+                event.aggregate_id
+                and event.event_type
+                and event.data[:1] == "{"
+                and event.metadata[:1] == "{"
+                and event.timestamp.tzinfo is not None
+            )
+        except (AttributeError, TypeError):
+            fine = False
+        if not fine or not isinstance(event, EncodedEvent):
+            raise _bad_encoded(index, event)
+    return batch
+
+
+def _bad_encoded(index: int, event: object) -> Exception:
+    """The error naming what is wrong with event `index` of an `append_encoded` batch."""
+    if not isinstance(event, EncodedEvent):
+        return TypeError(f"event {index} is a {type(event).__name__}, not an EncodedEvent")
+    if not isinstance(event.aggregate_id, str) or not event.aggregate_id:
+        return EventStoreError(f"event {index} ({event.event_type}) has no aggregate id")
+    if not isinstance(event.event_type, str) or not event.event_type:
+        return EventStoreError(f"event {index} of {event.aggregate_id!r} has no event type")
+    if not isinstance(event.timestamp, datetime) or event.timestamp.tzinfo is None:
+        return EventStoreError(
+            f"event {index} ({event.event_type}): timestamp must be a timezone-aware datetime,"
+            f" got {event.timestamp!r}"
+        )
+    name, text = ("data", event.data) if event.data[:1] != "{" else ("metadata", event.metadata)
+    return EventStoreError(
+        f"event {index} ({event.event_type}): {name} must be JSON object text, got"
+        f" {text!r:.60}; nothing was appended"
+    )
+
+
+def first_bad_json(events: Sequence[EncodedEvent]) -> str:
+    """Which event of a batch the database refused as JSON, as text for the error."""
+    for index, event in enumerate(events):
+        for name in ("data", "metadata"):
+            try:
+                json.loads(getattr(event, name))
+            except ValueError as exc:
+                return f"event {index} ({event.event_type}) {name} is not JSON: {exc}"
+    return "an event's data is not JSON"
 
 
 def filter_sql(

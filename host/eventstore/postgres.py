@@ -12,14 +12,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
+from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from contracts.eventstore import ConcurrencyError, DomainEvent, EventFilter, EventStoreError
+from contracts.eventstore import (
+    ConcurrencyError,
+    DomainEvent,
+    EncodedEvent,
+    EventFilter,
+    EventStoreError,
+)
 
-from .common import Notifier, StreamingReads, check_batch, filter_sql
+from .common import (
+    Notifier,
+    StreamingReads,
+    check_batch,
+    check_encoded,
+    encode,
+    filter_sql,
+    first_bad_json,
+    new_ids,
+)
 
 __all__ = ["SCHEMA", "PostgresEventStore"]
 
@@ -54,7 +69,7 @@ _COLUMNS = (
 _INSERT = (
     "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
     " data, causation_id, correlation_id, metadata)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING position"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb)"
 )
 # Serialises schema creation between processes starting at once (CREATE IF NOT EXISTS races).
 _SCHEMA_LOCK = 0x6167_6576  # "agev"
@@ -146,55 +161,87 @@ class PostgresEventStore(StreamingReads):
                 if actual != expected_version:
                     raise ConcurrencyError(aggregate_id, expected_version, actual)
             return []
+        before, positions = await self._write(
+            [encode(event) for event in batch], (aggregate_id, expected_version)
+        )
+        current = before[aggregate_id]
+        return [
+            event.model_copy(update={"version": current + offset, "position": position})
+            for offset, (event, position) in enumerate(zip(batch, positions, strict=True), 1)
+        ]
+
+    async def append_encoded(self, events: Sequence[EncodedEvent]) -> int:
+        batch = check_encoded(events)
+        self._check_open()
+        if batch:
+            await self._write(batch, None)
+        return len(batch)
+
+    async def _write(
+        self, events: list[EncodedEvent], check: tuple[str, int | None] | None
+    ) -> tuple[dict[str, int], list[int]]:
+        """Insert `events` in one transaction, checking `check` (aggregate, expected version)
+        first; each aggregate's version before, and the positions (when `check` is given)."""
+        aggregates = list(dict.fromkeys(event.aggregate_id for event in events))
         async with self.pool.connection() as conn:
             try:
                 async with conn.transaction(), conn.cursor() as cur:
                     await cur.execute("LOCK TABLE event_log IN EXCLUSIVE MODE")
                     await cur.execute(
-                        "SELECT version FROM event_streams WHERE aggregate_id = %s",
-                        (aggregate_id,),
+                        "SELECT aggregate_id, version FROM event_streams"
+                        " WHERE aggregate_id = ANY(%s)",
+                        (aggregates,),
                     )
-                    row = await cur.fetchone()
-                    current = 0 if row is None else int(row[0])
-                    if expected_version is not None and expected_version != current:
-                        raise ConcurrencyError(aggregate_id, expected_version, current)
-                    rows = [
-                        (
-                            event.id,
-                            aggregate_id,
-                            current + offset,
-                            event.event_type,
-                            event.schema_version,
-                            event.timestamp,
-                            Jsonb(event.data),
-                            event.causation_id,
-                            event.correlation_id,
-                            Jsonb(event.metadata),
+                    found = {str(a): int(v) for a, v in await cur.fetchall()}
+                    before = dict.fromkeys(aggregates, 0) | found
+                    if check is not None and check[1] is not None and check[1] != before[check[0]]:
+                        raise ConcurrencyError(check[0], check[1], before[check[0]])
+                    versions = dict(before)
+                    rows = []
+                    fresh = iter(new_ids(sum(1 for event in events if event.id is None)))
+                    for event in events:
+                        version = versions[event.aggregate_id] = versions[event.aggregate_id] + 1
+                        rows.append(
+                            (
+                                UUID(bytes=next(fresh)) if event.id is None else event.id,
+                                event.aggregate_id,
+                                version,
+                                event.event_type,
+                                event.schema_version,
+                                event.timestamp,
+                                event.data,
+                                event.causation_id,
+                                event.correlation_id,
+                                event.metadata,
+                            )
                         )
-                        for offset, event in enumerate(batch, start=1)
-                    ]
-                    await cur.executemany(_INSERT, rows, returning=True)
                     positions: list[int] = []
-                    while True:
-                        got = await cur.fetchone()
-                        if got is not None:
-                            positions.append(int(got[0]))
-                        if not cur.nextset():
-                            break
-                    await cur.execute(
+                    if check is None:
+                        await cur.executemany(_INSERT, rows)
+                    else:
+                        await cur.executemany(_INSERT + " RETURNING position", rows, returning=True)
+                        while True:
+                            got = await cur.fetchone()
+                            if got is not None:
+                                positions.append(int(got[0]))
+                            if not cur.nextset():
+                                break
+                    await cur.executemany(
                         "INSERT INTO event_streams (aggregate_id, version) VALUES (%s, %s)"
                         " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
-                        (aggregate_id, current + len(batch)),
+                        [(a, versions[a]) for a in aggregates],
                     )
             except psycopg.errors.IntegrityError as exc:
                 raise EventStoreError(
-                    f"events cannot be appended to {aggregate_id!r}: {exc}; nothing was appended"
+                    f"events cannot be appended to {', '.join(map(repr, aggregates))}: {exc};"
+                    " nothing was appended"
+                ) from exc
+            except psycopg.errors.DataError as exc:  # text that is not JSON
+                raise EventStoreError(
+                    f"{first_bad_json(events)}: {exc}; nothing was appended"
                 ) from exc
         self._notifier.notify()
-        return [
-            event.model_copy(update={"version": current + offset, "position": position})
-            for offset, (event, position) in enumerate(zip(batch, positions, strict=True), 1)
-        ]
+        return before, positions
 
     # -- reads --------------------------------------------------------------------------------
 

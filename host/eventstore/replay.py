@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
@@ -159,7 +159,8 @@ class RecordedModels:
         name = model_type.name
         queue = self._queues.get(name)
         call = queue.popleft() if queue else None
-        if call is None or call.output is None:
+        output = call.output if call is not None else None
+        if call is None or output is None or not _in_full(model_type, output):
             if self.fallback is not None and name in self.live:
                 self.live_calls += 1
                 return await self.fallback.use_model(model_type, params, provider=provider)
@@ -178,7 +179,7 @@ class RecordedModels:
             raise ReplayDivergenceError(f"replay: the recorded {name} call has no output")
         self._check_params(name, call, params)
         self.substituted += 1
-        return _result(model_type, call.output)
+        return _result(model_type, output)
 
     def _check_params(self, name: str, call: RecordedCall | None, params: object) -> None:
         if call is None or call.params is None:
@@ -197,6 +198,24 @@ class RecordedModels:
     ) -> AsyncIterator[TextChunk]:
         result = await self.use_model(model_type, params, provider=provider)
         yield TextChunk(text=str(getattr(result, "text", "")), finish_reason="stop")
+
+
+def _in_full(model_type: ModelType[Any, Any], output: dict[str, Any]) -> bool:
+    """Whether `output` was recorded with every required field of the result (the audit trail
+    leaves embedding vectors out unless ``record_embeddings``; older trails stored them as
+    null)."""
+    result_type: Any = model_type.result
+    if not (isinstance(result_type, type) and issubclass(result_type, BaseModel)):
+        return True
+    return all(
+        name in output and (output[name] is not None or _admits_none(info.annotation))
+        for name, info in result_type.model_fields.items()
+        if info.is_required()
+    )
+
+
+def _admits_none(annotation: Any) -> bool:
+    return annotation is Any or annotation is None or type(None) in get_args(annotation)
 
 
 def _result(model_type: ModelType[Any, R], output: dict[str, Any]) -> R:
@@ -249,8 +268,6 @@ def _calls_by_message(events: Sequence[DomainEvent]) -> dict[UUID, list[Recorded
         if e.event_type != "model:used" or e.correlation_id is None or e.data.get("error"):
             continue
         params, output = e.data.get("params"), e.data.get("output")
-        if isinstance(output, dict) and "vectors" in output and output["vectors"] is None:
-            output = None  # embeddings not recorded: replay recomputes them (`live`)
         calls[e.correlation_id].append(
             RecordedCall(
                 model_type=str(e.data.get("model_type")),

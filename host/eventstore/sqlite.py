@@ -1,10 +1,20 @@
 """`SqliteEventStore`: the event log in a SQLite file (its own, or the memory database's).
 
-Like the memory adapter, every call runs on one dedicated worker thread (stdlib sqlite3 blocks),
-which serialises this process's calls without locks. An append is one ``BEGIN IMMEDIATE``
-transaction: it takes SQLite's single write lock before reading the aggregate's version, so
-concurrent appenders in other processes wait (``busy_timeout``) instead of racing, versions stay
-gapless, and positions (``AUTOINCREMENT``, never reused) commit in increasing order.
+Like the memory adapter, calls run on one dedicated worker thread (stdlib sqlite3 blocks). An
+append is one ``BEGIN IMMEDIATE`` transaction: it takes SQLite's single write lock before
+reading the aggregate's version, so concurrent appenders in other processes wait
+(``busy_timeout``) instead of racing, versions stay gapless, and positions (``AUTOINCREMENT``,
+never reused) commit in increasing order.
+
+Appends of up to `INLINE_ROWS` events run on the event loop's own thread instead, when that
+cannot block: the connection is free (a lock shared with the worker), the log is in WAL mode
+with ``synchronous`` NORMAL or OFF (a commit writes to the WAL without waiting for the disk),
+and the write lock is free right now (``busy_timeout`` 0 for that attempt; if another process
+holds it, the append goes to the worker thread and waits there). A write of a few hundred rows
+takes well under a millisecond; handing it to a thread cost more, in GIL hand-offs for every
+row with the loop busy, than the write itself (docs/benchmarks-eventstore.md). The WAL is then
+checkpointed by the worker thread (passive, every ~1000 pages) rather than by the committing
+connection, so no fsync ever runs on the loop.
 """
 
 from __future__ import annotations
@@ -13,19 +23,45 @@ import asyncio
 import functools
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-from contracts.eventstore import ConcurrencyError, DomainEvent, EventFilter, EventStoreError
+from contracts.eventstore import (
+    ConcurrencyError,
+    DomainEvent,
+    EncodedEvent,
+    EventFilter,
+    EventStoreError,
+)
 
-from .common import Notifier, StreamingReads, check_batch, filter_sql, from_micros, to_micros
+from .common import (
+    Notifier,
+    StreamingReads,
+    check_batch,
+    check_encoded,
+    encode,
+    filter_sql,
+    first_bad_json,
+    from_micros,
+    new_ids,
+    to_micros,
+)
 
 __all__ = ["SCHEMA", "SqliteEventStore"]
 
 T = TypeVar("T")
+
+INLINE_ROWS = 500
+"""Most events an append writes on the event loop's thread (about 2 ms); bigger ones go to the
+worker thread."""
+CHECKPOINT_PAGES = 1000
+"""WAL pages (estimated) after which the worker runs a passive checkpoint (SQLite's default
+auto-checkpoint threshold)."""
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_log (
@@ -59,6 +95,38 @@ _INSERT = (
     "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
     " data, causation_id, correlation_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_JSON = (
+    "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
+    " data, causation_id, correlation_id, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+    " iif(json_valid(?7), ?7, json(?7)), ?8, ?9, iif(json_valid(?10), ?10, json(?10)))"
+)
+"""For text from outside (`append_encoded`): valid JSON is stored as given, anything else
+makes ``json()`` raise (malformed JSON), failing the batch."""
+
+
+def _rows(events: list[EncodedEvent]) -> list[tuple[Any, ...]]:
+    """INSERT parameters; each version is the event's offset within its aggregate in the batch
+    (`_write` adds the aggregate's current version)."""
+    offsets: dict[str, int] = {}
+    rows = []
+    fresh = iter(new_ids(sum(1 for event in events if event.id is None)))
+    for event in events:
+        offset = offsets[event.aggregate_id] = offsets.get(event.aggregate_id, 0) + 1
+        rows.append(
+            (
+                next(fresh) if event.id is None else event.id.bytes,
+                event.aggregate_id,
+                offset,
+                event.event_type,
+                event.schema_version,
+                to_micros(event.timestamp),
+                event.data,
+                None if event.causation_id is None else event.causation_id.bytes,
+                None if event.correlation_id is None else event.correlation_id.bytes,
+                event.metadata,
+            )
+        )
+    return rows
 
 
 def _row_to_event(row: tuple[Any, ...]) -> DomainEvent:
@@ -93,6 +161,14 @@ class SqliteEventStore(StreamingReads):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._notifier = Notifier()
+        self._lock = threading.Lock()
+        """Held by whichever thread uses the connection (the worker, or the loop inline)."""
+        self._inline = False
+        """Whether small appends may run on the loop's thread (WAL or memory, no fsync)."""
+        self._checkpoints = False
+        """Whether this store checkpoints the WAL itself (auto-checkpoints are off)."""
+        self._wal_pages = 0
+        self._checkpoint: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -120,10 +196,14 @@ class SqliteEventStore(StreamingReads):
         except sqlite3.Error as exc:
             raise EventStoreError(f"cannot open SQLite event store {self.path}: {exc}") from exc
         try:
-            if not memory:
-                conn.execute("PRAGMA journal_mode=WAL")
+            journal = "memory" if memory else conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+            self._inline = str(journal).lower() in ("wal", "memory") and int(synchronous) <= 1
+            if self._inline and not memory:
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # the worker checkpoints instead
+                self._checkpoints = True
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise EventStoreError(f"SQLite event store {self.path} is unusable: {exc}") from exc
@@ -133,7 +213,13 @@ class SqliteEventStore(StreamingReads):
         if self._executor is None:
             raise EventStoreError(f"SQLite event store {self.path} is closed (or never opened)")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self._locked, fn, *args)
+        )
+
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            return fn(*args)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -162,23 +248,10 @@ class SqliteEventStore(StreamingReads):
             return []
         # Encode on the loop: the worker thread then mostly runs SQLite (which releases the
         # GIL), instead of holding the GIL for JSON work while the loop waits for it.
-        rows = [
-            (
-                event.id.bytes,
-                aggregate_id,
-                offset,
-                event.event_type,
-                event.schema_version,
-                to_micros(event.timestamp),
-                json.dumps(event.data, separators=(",", ":")),
-                None if event.causation_id is None else event.causation_id.bytes,
-                None if event.correlation_id is None else event.correlation_id.bytes,
-                json.dumps(event.metadata, separators=(",", ":")),
-            )
-            for offset, event in enumerate(batch, start=1)
-        ]
-        current, first = await self._run(self._append, aggregate_id, batch, rows, expected_version)
-        self._notifier.notify()
+        rows = _rows([encode(event) for event in batch])
+        check = (aggregate_id, expected_version)
+        before, first = await self._write_rows(rows, _INSERT, check)
+        current = before[aggregate_id]
         return [
             DomainEvent.model_construct(
                 **(event.__dict__ | {"version": current + i, "position": first + i - 1})
@@ -186,55 +259,121 @@ class SqliteEventStore(StreamingReads):
             for i, event in enumerate(batch, start=1)
         ]
 
-    def _append(
-        self,
-        aggregate_id: str,
-        batch: list[DomainEvent],
-        rows: list[tuple[Any, ...]],
-        expected: int | None,
-    ) -> tuple[int, int]:
-        """Insert `rows` (versions relative to the current one); (version before, first
-        position)."""
+    async def append_encoded(self, events: Sequence[EncodedEvent]) -> int:
+        batch = check_encoded(events)
+        if not batch:
+            return 0
+        try:
+            await self._write_rows(_rows(batch), _INSERT_JSON, None)
+        except sqlite3.OperationalError as exc:
+            if "malformed JSON" not in str(exc):
+                raise
+            raise EventStoreError(f"{first_bad_json(batch)}; nothing was appended") from exc
+        return len(batch)
+
+    async def _write_rows(
+        self, rows: list[tuple[Any, ...]], sql: str, check: tuple[str, int | None] | None
+    ) -> tuple[dict[str, int], int]:
+        """`_write` on the loop's thread when it cannot block there (see the module doc), else
+        on the worker thread; then wake subscribers and checkpoint if due."""
+        done = None
+        if self._inline and len(rows) <= INLINE_ROWS and self._lock.acquire(blocking=False):
+            try:
+                done = self._write_now(rows, sql, check)
+            finally:
+                self._lock.release()
+        if done is None:
+            done = await self._run(self._write, rows, sql, check)
+        self._notifier.notify()
+        if self._checkpoints and self._wal_pages >= CHECKPOINT_PAGES and self._checkpoint is None:
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+        return done
+
+    def _write_now(
+        self, rows: list[tuple[Any, ...]], sql: str, check: tuple[str, int | None] | None
+    ) -> tuple[dict[str, int], int] | None:
+        """`_write` without waiting for SQLite's write lock; None if another connection holds
+        it (nothing written)."""
+        conn = self._db
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            return self._write(rows, sql, check)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in _BUSY:
+                return None
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            await self._run(self._checkpoint_wal)
+        except (sqlite3.Error, EventStoreError):
+            pass  # a passive checkpoint that fails (store closing, a reader) is retried later
+        finally:
+            self._checkpoint = None
+
+    def _checkpoint_wal(self) -> None:
+        self._wal_pages = 0
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _write(
+        self, rows: list[tuple[Any, ...]], sql: str, check: tuple[str, int | None] | None
+    ) -> tuple[dict[str, int], int]:
+        """Insert `rows` (from `_rows`: versions relative to each aggregate's current one) in
+        one transaction, checking `check` (aggregate, expected version) first; each
+        aggregate's version before, and the first position."""
         conn = self._db
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                "SELECT version FROM event_streams WHERE aggregate_id = ?", (aggregate_id,)
-            ).fetchone()
-            current = 0 if row is None else int(row[0])
-            if expected is not None and expected != current:
-                raise ConcurrencyError(aggregate_id, expected, current)
-            if current:
-                rows = [(r[0], r[1], current + r[2], *r[3:]) for r in rows]
+            aggregates = list(dict.fromkeys(row[1] for row in rows))
+            found = conn.execute(
+                "SELECT aggregate_id, version FROM event_streams WHERE aggregate_id IN"
+                f" ({', '.join('?' * len(aggregates))})",
+                aggregates,
+            ).fetchall()
+            before = dict.fromkeys(aggregates, 0) | {str(a): int(v) for a, v in found}
+            if check is not None and check[1] is not None and check[1] != before[check[0]]:
+                raise ConcurrencyError(check[0], check[1], before[check[0]])
+            if any(before.values()):
+                rows = [(r[0], r[1], before[r[1]] + r[2], *r[3:]) for r in rows]
             try:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(sql, rows)
             except sqlite3.IntegrityError as exc:
                 raise EventStoreError(
-                    f"{self._duplicate(conn, batch) or 'an event'} cannot be appended to"
-                    f" {aggregate_id!r}: {exc}; nothing was appended"
+                    f"{self._duplicate(conn, rows) or 'an event'} cannot be appended to"
+                    f" {', '.join(map(repr, aggregates))}: {exc}; nothing was appended"
                 ) from exc
             # The write lock is held and positions are AUTOINCREMENT: this batch's positions
             # are the consecutive ones ending at the last inserted rowid.
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            first = int(last) - len(batch) + 1
-            conn.execute(
+            first = int(last) - len(rows) + 1
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row[1]] = counts.get(row[1], 0) + 1
+            conn.executemany(
                 "INSERT INTO event_streams (aggregate_id, version) VALUES (?, ?)"
                 " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
-                (aggregate_id, current + len(batch)),
+                [(a, before[a] + n) for a, n in counts.items()],
             )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return current, first
+        # Pages this commit added to the WAL: the rows' bytes, and the B-tree pages touched
+        # (the log, its four indexes, the streams table).
+        self._wal_pages += 6 + sum(len(r[6]) + len(r[9]) + 100 for r in rows) // 4096
+        return before, first
 
     @staticmethod
-    def _duplicate(conn: sqlite3.Connection, batch: list[DomainEvent]) -> str | None:
-        """Which event of a failed batch already exists, as text for the error."""
-        for index, event in enumerate(batch):
-            row = conn.execute("SELECT 1 FROM event_log WHERE id = ?", (event.id.bytes,))
-            if row.fetchone() is not None:
-                return f"event {index} ({event.event_type}, id {event.id} already stored)"
+    def _duplicate(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> str | None:
+        """Which event of a failed batch already exists (or repeats), as text for the error."""
+        seen: set[bytes] = set()
+        for index, row in enumerate(rows):
+            stored = conn.execute("SELECT 1 FROM event_log WHERE id = ?", (row[0],)).fetchone()
+            if stored is not None or row[0] in seen:
+                return f"event {index} ({row[3]}, id {UUID(bytes=row[0])} already stored)"
+            seen.add(row[0])
         return None
 
     # -- reads --------------------------------------------------------------------------------
@@ -298,6 +437,8 @@ class SqliteEventStore(StreamingReads):
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         try:
             await self._run(self._close_conn)
         finally:

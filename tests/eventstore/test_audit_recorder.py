@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -69,7 +70,8 @@ async def test_records_per_agent_with_correlation(sqlite_store: EventStore) -> N
     assert {e.correlation_id for e in mine} == {incoming.id}
     assert mine[0].metadata == {"room_id": room}
     assert Memory.model_validate(mine[0].data).content.text == "hello"
-    assert mine[0].data["embedding"] is None  # not recorded by default
+    assert "embedding" not in mine[0].data  # not recorded by default
+    assert Memory.model_validate(mine[2].data).embedding is None
     assert [e.event_type for e in await sqlite_store.get_events(other)] == ["message:received"]
     [loaded] = await sqlite_store.get_events(HOST_AGGREGATE)
     assert loaded.data == {"name": "weather", "version": "1.0"}
@@ -151,3 +153,18 @@ def test_payload_data_shapes() -> None:
     event = DomainEvent(aggregate_id="a", event_type="t")
     assert payload_data(event)["aggregate_id"] == "a"
     assert payload_data({"token": "x", "tokens": 5}) == {"token": MASK, "tokens": 5}
+
+
+async def test_flush_writes_now_and_the_interval_batches(sqlite_store: EventStore) -> None:
+    recorder = AuditRecorder(sqlite_store, AuditSettings(flush_interval=3600, events=("*",)))
+    for i in range(3):
+        recorder.record("tick", {"agent_id": "a", "i": i})
+    await asyncio.sleep(0.05)
+    assert await sqlite_store.last_position() == 0  # still accumulating (one hour)
+    async with asyncio.timeout(30):  # a flush that waited out the interval would fail here
+        await recorder.flush()
+    assert [e.data["i"] for e in await sqlite_store.read_all()] == [0, 1, 2]
+    recorder.record("tick", {"agent_id": "a", "i": 3})
+    async with asyncio.timeout(30):
+        await recorder.aclose()
+    assert recorder.recorded == 4 and await sqlite_store.get_version("a") == 4

@@ -1,0 +1,83 @@
+"""`EventStore.append_encoded` (pre-serialized events of many aggregates in one transaction),
+run against every engine (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+
+from contracts.eventstore import EncodedEvent, EventStore, EventStoreError
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def enc(aggregate: str, n: int, **fields: object) -> EncodedEvent:
+    values: dict[str, object] = {
+        "aggregate_id": aggregate,
+        "event_type": "thing:happened",
+        "data": json.dumps({"n": n, "text": 'é ✓ "quoted"'}),
+        "schema_version": 2,
+        "timestamp": T0,
+    }
+    return EncodedEvent(**(values | fields))  # type: ignore[arg-type]
+
+
+async def test_many_aggregates_in_one_batch(store: EventStore) -> None:
+    await store.append_events("a", [], expected_version=0)
+    assert await store.append_encoded([enc("a", 1), enc("b", 2), enc("a", 3)]) == 3
+    assert await store.append_encoded([enc("b", 4), enc("a", 5)]) == 2
+    everything = await store.read_all()
+    assert [(e.aggregate_id, e.version, e.position, e.data["n"]) for e in everything] == [
+        ("a", 1, 1, 1),
+        ("b", 1, 2, 2),
+        ("a", 2, 3, 3),
+        ("b", 2, 4, 4),
+        ("a", 3, 5, 5),
+    ]
+    assert await store.aggregates() == [("a", 3), ("b", 2)]
+    first = everything[0]
+    assert first.data == {"n": 1, "text": 'é ✓ "quoted"'}
+    assert (first.schema_version, first.timestamp, first.metadata) == (2, T0, {})
+
+
+async def test_ids_given_are_kept_and_missing_ones_are_time_ordered(store: EventStore) -> None:
+    given, correlation = uuid4(), uuid4()
+    await store.append_encoded(
+        [
+            enc("a", 1, id=given, correlation_id=correlation, metadata='{"room_id":"r"}'),
+            enc("a", 2),
+            enc("a", 3),
+        ]
+    )
+    kept, *fresh = await store.get_events("a")
+    assert (kept.id, kept.correlation_id, kept.metadata) == (given, correlation, {"room_id": "r"})
+    assert all(isinstance(e.id, UUID) and e.id.version == 7 for e in fresh)
+    assert fresh[0].id < fresh[1].id  # time-ordered within the batch
+
+
+async def test_bad_text_fails_the_whole_batch(store: EventStore) -> None:
+    await store.append_encoded([enc("a", 1)])
+    with pytest.raises(EventStoreError, match=r"event 1 \(thing:happened\) data is not JSON"):
+        await store.append_encoded([enc("a", 2), enc("b", 3, data='{"n": 3,'), enc("a", 4)])
+    with pytest.raises(EventStoreError, match=r"event 0 .* metadata must be JSON object text"):
+        await store.append_encoded([enc("a", 2, metadata="[]")])
+    with pytest.raises(EventStoreError, match="has no aggregate id"):
+        await store.append_encoded([enc("", 2)])
+    with pytest.raises(EventStoreError, match="timezone-aware"):
+        await store.append_encoded([enc("a", 2, timestamp=datetime(2026, 1, 1))])
+    with pytest.raises(TypeError, match="not an EncodedEvent"):
+        await store.append_encoded([("a", "t", "{}")])  # type: ignore[list-item]
+    assert [e.data["n"] for e in await store.read_all()] == [1]
+    assert await store.aggregates() == [("a", 1)]
+
+
+async def test_a_repeated_id_fails_the_whole_batch(store: EventStore) -> None:
+    same = uuid4()
+    await store.append_encoded([enc("a", 1, id=same)])
+    with pytest.raises(EventStoreError, match="nothing was appended"):
+        await store.append_encoded([enc("b", 2), enc("a", 3, id=same)])
+    assert await store.last_position() == 1
+    assert await store.append_encoded([]) == 0

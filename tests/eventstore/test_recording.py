@@ -1,0 +1,194 @@
+"""`PayloadEncoder` (the audit trail's serializer) against `payload_data` (the plain Python walk):
+the same data for any payload, secrets never in the text, and the one-pass path actually taken
+for ordinary payloads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, SecretStr, SerializeAsAny
+
+from builtin_plugins.audit.recorder import EMBEDDING_KEYS
+from contracts.events import MemoryPayload, ModelUsedPayload
+from contracts.memory import Content, Memory
+from contracts.models import EmbeddingResult
+from host.eventstore.recording import MASK, SECRET_KEYS, PayloadEncoder, payload_data
+
+KEYS = st.sampled_from(
+    [
+        "text",
+        "name",
+        "tokens",
+        "max_tokens",
+        "input_tokens",
+        "token",
+        "hf_token",
+        "Access-Token",
+        "api_key",
+        "OPENAI_API_KEY",
+        "apiKey",
+        "db_password",
+        "Authorization",
+        "cookie",
+        "embedding",
+        "vectors",
+        "note",
+        "private-key",
+    ]
+) | st.text(max_size=8)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["my password is hunter2", "secret plan", "token", "\u212aey"])
+)
+JSONISH = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+class Inner(BaseModel):
+    embedding: list[float] | None = None
+    extra: dict[str, Any] = {}
+    secret_value: SecretStr | None = None
+
+
+class Outer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    inner: Inner | None = None
+    anything: SerializeAsAny[BaseModel] | None = None
+    items: list[Inner] = []
+    data: Any = None
+
+
+class MoreInner(Inner):
+    vectors: list[list[float]] = [[1.0, 2.0]]
+
+
+def _same(payload: object, drop: frozenset[str]) -> str:
+    encoder = PayloadEncoder(SECRET_KEYS, drop)
+    text = encoder(payload)
+    assert json.loads(text) == json.loads(encoder.slow(payload))
+    return text
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=JSONISH, drop=st.sampled_from([frozenset(), EMBEDDING_KEYS]))
+def test_plain_data_encodes_like_the_python_walk(data: object, drop: frozenset[str]) -> None:
+    _same(data, drop)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    embedding=st.none() | st.lists(st.floats(allow_nan=False, width=32), max_size=5),
+    extra=st.dictionaries(KEYS, JSONISH, max_size=4),
+    data=JSONISH,
+    nested=st.sampled_from(["inner", "sub", "none"]),
+    drop=st.sampled_from([frozenset(), EMBEDDING_KEYS]),
+)
+def test_models_encode_like_the_python_walk(
+    embedding: list[float] | None,
+    extra: dict[str, Any],
+    data: object,
+    nested: str,
+    drop: frozenset[str],
+) -> None:
+    inner = Inner(embedding=embedding, extra=extra, secret_value=SecretStr("s3cr3t-value"))
+    anything = {"inner": inner, "sub": MoreInner(embedding=embedding), "none": None}[nested]
+    payload = Outer(inner=inner, anything=anything, items=[inner], data=data, api_key="sk-live")
+    text = _same(payload, drop)
+    assert "s3cr3t-value" not in text and "sk-live" not in text
+    if drop:
+        assert '"embedding":' not in text and '"vectors":' not in text
+
+
+def test_secrets_anywhere_are_masked() -> None:
+    payload = {"settings": {"OPENAI_API_KEY": "sk-1", "nested": [{"hf_token": "hf-2"}]}}
+    text = _same(payload, EMBEDDING_KEYS)
+    assert json.loads(text) == {
+        "settings": {"OPENAI_API_KEY": MASK, "nested": [{"hf_token": MASK}]}
+    }
+    assert json.loads(_same({"max_tokens": 5, "tokens": [1]}, frozenset())) == {
+        "max_tokens": 5,
+        "tokens": [1],
+    }
+    assert json.loads(_same("plain", frozenset())) == {"value": "plain"}
+    assert json.loads(_same({"x": float("inf")}, frozenset())) == {"x": None}
+
+
+def test_embeddings_are_left_out_of_models_and_dicts() -> None:
+    memory = Memory(
+        agent_id=uuid4(),
+        entity_id=uuid4(),
+        room_id=uuid4(),
+        content=Content(text="hi"),
+        embedding=[0.5] * 8,
+    )
+    payload = MemoryPayload(
+        agent_id=memory.agent_id,
+        room_id=memory.room_id,
+        entity_id=memory.entity_id,
+        memory_id=memory.id,
+        table_name="messages",
+        memory=memory,
+    )
+    data = json.loads(_same(payload, EMBEDDING_KEYS))
+    assert "embedding" not in data["memory"] and data["memory"]["content"] == {"text": "hi"}
+    assert Memory.model_validate(data["memory"]).embedding is None
+    used = ModelUsedPayload(
+        model_type="text_embedding",
+        provider="p",
+        duration=0.1,
+        output=EmbeddingResult(vectors=[[1.0, 2.0]]),
+    )
+    assert "vectors" not in json.loads(_same(used, EMBEDDING_KEYS))["output"]
+    kept = json.loads(_same(used, frozenset()))
+    assert kept["output"]["vectors"] == [[1.0, 2.0]]
+    assert payload_data({"embedding": [1], "a": 1}, drop=EMBEDDING_KEYS) == {"a": 1}
+
+
+def test_ordinary_payloads_take_the_one_pass_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = PayloadEncoder(SECRET_KEYS, EMBEDDING_KEYS)
+
+    def walk(payload: object) -> str:
+        raise AssertionError("took the Python walk")
+
+    monkeypatch.setattr(encoder, "slow", walk)
+    memory = Memory(
+        agent_id=uuid4(),
+        entity_id=uuid4(),
+        room_id=uuid4(),
+        content=Content(text="hello"),
+        embedding=[0.1, 0.2],
+    )
+    encoder(
+        MemoryPayload(
+            agent_id=memory.agent_id,
+            room_id=memory.room_id,
+            entity_id=memory.entity_id,
+            memory_id=memory.id,
+            table_name="messages",
+            memory=memory,
+        )
+    )
+    encoder(
+        ModelUsedPayload(
+            model_type="text_embedding",
+            provider="p",
+            duration=0.1,
+            input_tokens=3,
+            output=EmbeddingResult(vectors=[[1.0]]),
+        )
+    )
+    with pytest.raises(AssertionError, match="Python walk"):
+        encoder({"password": "x"})
