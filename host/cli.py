@@ -27,11 +27,13 @@ from contracts.errors import AgentHostError
 from host import __version__
 from host.cli_events import events_app
 from host.config import (
+    MASK,
     ConfigError,
     LoadedConfig,
     flatten,
     load_config,
     masked,
+    secret_paths,
     secret_values,
 )
 from host.logs import configure_logging, redact
@@ -235,6 +237,9 @@ def config_show(
     """The effective configuration with the source of each key; secrets masked."""
     loaded = _load()
     values = flatten(masked(loaded.config))
+    for key in _plugin_secret_keys(loaded):
+        if values.get(key):
+            values[key] = MASK
     if as_json:
         data = {
             "file": str(loaded.path) if loaded.path else None,
@@ -251,6 +256,21 @@ def config_show(
             escape(key), escape(json.dumps(value, default=str)), escape(loaded.source_of(key))
         )
     console.print(table)
+
+
+def _plugin_secret_keys(loaded: LoadedConfig) -> list[str]:
+    """``plugins.<name>.<field>`` for every `SecretStr` field of the installed plugins'
+    settings models (read from their manifests: discovery imports, constructs nothing)."""
+    from host.discovery import discover
+
+    keys: list[str] = []
+    sections = set(loaded.config.plugins.model_extra or {})
+    for item in discover():
+        if item.manifest is None or item.manifest.settings is None:
+            continue
+        for section in {item.name, item.name.replace("-", "_")} & sections:
+            keys += [f"plugins.{section}.{path}" for path in secret_paths(item.manifest.settings)]
+    return keys
 
 
 # chat and stats ---------------------------------------------------------------------

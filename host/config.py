@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -34,6 +34,7 @@ __all__ = [
     "masked",
     "plugin_settings",
     "problems_message",
+    "secret_paths",
     "secret_values",
 ]
 
@@ -283,6 +284,21 @@ def is_secret_name(name: str) -> bool:
     plain data until the plugin's model validates them, so their secrets are found by name."""
     lowered = name.lower()
     return any(word in lowered for word in _SECRET_WORDS)
+
+
+def secret_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted paths of `model`'s `SecretStr` fields (nested models included), e.g. a plugin
+    settings model's, so ``config show`` masks its raw section by type, not only by name."""
+    paths: list[str] = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{info.alias or name}"
+        members = (info.annotation, *get_args(info.annotation))
+        if SecretStr in members:
+            paths.append(path)
+        for member in members:
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                paths.extend(secret_paths(member, f"{path}."))
+    return paths
 
 
 def masked(value: Any, name: str = "") -> Any:

@@ -19,6 +19,7 @@ from host.config import (
     load_config,
     masked,
     plugin_settings,
+    secret_paths,
     secret_values,
 )
 from host.logs import configure_logging, plugin_logger, redact
@@ -240,3 +241,16 @@ def test_malformed_json_in_a_variable_names_the_variable() -> None:
     )
     assert lines[2].startswith("  services (from AGENTHOST_SERVICES): not valid JSON: ")
     assert lines[2].endswith("""e.g. AGENTHOST_PLUGINS__DISABLED='["openai"]'""")
+
+
+def test_secret_paths_find_secret_fields_by_type() -> None:
+    class Inner(BaseModel):
+        auth: SecretStr
+        label: str = ""
+
+    class Settings(BaseModel):
+        passphrase: SecretStr | None = None
+        inner: Inner | None = None
+        name: str = ""
+
+    assert secret_paths(Settings) == ["passphrase", "inner.auth"]

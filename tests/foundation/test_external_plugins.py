@@ -144,13 +144,16 @@ def test_cli_unknown_plugin_names_exit_2_naming_the_file(plugin_path: Path, tmp_
     assert "Traceback" not in done.stderr
 
 
-def test_cli_config_show_json_sources_and_masked_secrets(tmp_path: Path) -> None:
+def test_cli_config_show_json_sources_and_masked_secrets(plugin_path: Path, tmp_path: Path) -> None:
     config = tmp_path / "agenthost.yaml"
     config.write_text("http:\n  port: 8123\nlogging:\n  json: false\n")
     env = {
         **os.environ,
+        "PYTHONPATH": str(plugin_path),
         "AGENTHOST_HTTP__API_KEY": "key-from-env-1234",
         "AGENTHOST_PLUGINS__OPENAI__API_KEY": "sk-plugin-secret-99",
+        "AGENTHOST_PLUGINS__WEATHER__AUTH": "weather-auth-777",  # SecretStr by type, not name
+        "AGENTHOST_PLUGINS__WEATHER__CITY": "Lyon",
     }
     done = subprocess.run(
         [str(Path(sys.executable).with_name("agenthost")), "--config", str(config), "--log-level",
@@ -172,3 +175,6 @@ def test_cli_config_show_json_sources_and_masked_secrets(tmp_path: Path) -> None
     assert values["agents.history"] == {"value": 10, "source": "default"}
     assert "key-from-env-1234" not in done.stdout + done.stderr
     assert "sk-plugin-secret-99" not in done.stdout + done.stderr
+    assert values["plugins.weather.auth"]["value"] == "**********"
+    assert values["plugins.weather.city"]["value"] == "Lyon"
+    assert "weather-auth-777" not in done.stdout + done.stderr
