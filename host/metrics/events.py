@@ -118,7 +118,9 @@ class EventMetrics:
             (PLUGIN_FAILED, self._plugin_failed),
         )
         self._recorders = {event.name: recorder for event, recorder in self._events}
-        self._messages: dict[tuple[str, UUID], Recorder] = {}
+        self._received_by: dict[int, Recorder] = {}
+        self._sent_by: dict[int, Recorder] = {}
+        """Message counters by agent id (as an int: hashing a UUID runs Python code)."""
         self._stages: dict[str, Recorder] = {}
         self._models: dict[tuple[str, str, str | None], _ModelSeries] = {}
         self._actions: dict[tuple[str, str | None, bool], tuple[Recorder, Recorder]] = {}
@@ -135,18 +137,24 @@ class EventMetrics:
             bus.on(event, recorder, owner=owner, priority=_LAST) for event, recorder in self._events
         ]
 
-    def _message_counter(self, name: str, agent_id: UUID) -> Recorder:
-        found = self._messages.get((name, agent_id))
-        if found is None:
-            found = bind(self.metrics, "counter", name, {"agent_id": str(agent_id)})
-            _keep(self._messages, (name, agent_id), found)
+    def _message_counter(self, counters: dict[int, Recorder], name: str, agent: UUID) -> Recorder:
+        found = bind(self.metrics, "counter", name, {"agent_id": str(agent)})
+        _keep(counters, agent.int, found)
         return found
 
     def _received(self, payload: MessagePayload) -> None:
-        self._message_counter(MESSAGES_RECEIVED, payload.agent_id)(1)
+        agent = payload.agent_id
+        count = self._received_by.get(agent.int)
+        if count is None:
+            count = self._message_counter(self._received_by, MESSAGES_RECEIVED, agent)
+        count(1)
 
     def _sent(self, payload: MessagePayload) -> None:
-        self._message_counter(MESSAGES_PROCESSED, payload.agent_id)(1)
+        agent = payload.agent_id
+        count = self._sent_by.get(agent.int)
+        if count is None:
+            count = self._message_counter(self._sent_by, MESSAGES_PROCESSED, agent)
+        count(1)
         stages = self._stages
         for stage, seconds in payload.timings.items():
             record = stages.get(stage)
@@ -174,21 +182,23 @@ class EventMetrics:
         executions(1)
 
     def _model(self, payload: ModelUsedPayload) -> None:
-        error = None if payload.error is None else _error_type(payload.error)
-        key = (payload.model_type, payload.provider, error)
+        error = payload.error
+        key = (payload.model_type, payload.provider, error and _error_type(error))
         series = self._models.get(key)
         if series is None:
-            series = self._model_series(payload.model_type, payload.provider, error)
+            series = self._model_series(*key)
             _keep(self._models, key, series)
         series.duration(payload.duration)
-        if series.errors is not None:
+        if error is not None and series.errors is not None:
             series.errors(1)
         if payload.fallback:
             series.fallbacks(1)
-        if payload.input_tokens is not None:
-            series.input_tokens(payload.input_tokens)
-        if payload.output_tokens is not None:
-            series.output_tokens(payload.output_tokens)
+        tokens = payload.input_tokens
+        if tokens is not None:
+            series.input_tokens(tokens)
+        tokens = payload.output_tokens
+        if tokens is not None:
+            series.output_tokens(tokens)
 
     def _model_series(self, model_type: str, provider: str, error: str | None) -> _ModelSeries:
         declared = model_type_named(model_type)

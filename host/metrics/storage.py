@@ -34,6 +34,8 @@ class InstrumentedAdapter:
         self.metrics = metrics
         self.backend = inner.backend
         self._bound: dict[tuple[str, str, str], Recorder] = {}
+        self._ok: dict[str, Recorder] = {}
+        """The duration series of each operation's successes: the hot path, one lookup."""
 
     def _recorder(self, name: str, operation: str, outcome: str) -> Recorder:
         """The series of (`name`, `operation`, `outcome`), bound on first use."""
@@ -56,7 +58,10 @@ class InstrumentedAdapter:
             self._recorder(OPERATION_DURATION, operation, type(exc).__name__)(elapsed)
             raise
         elapsed = time.perf_counter() - started
-        self._recorder(OPERATION_DURATION, operation, "ok")(elapsed)
+        record = self._ok.get(operation)
+        if record is None:
+            record = self._ok[operation] = self._recorder(OPERATION_DURATION, operation, "ok")
+        record(elapsed)
         if size is not None:
             self._recorder(BATCH_SIZE, operation, "")(size)
         return result
