@@ -3,6 +3,7 @@ run against every engine (see conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -81,3 +82,16 @@ async def test_a_repeated_id_fails_the_whole_batch(store: EventStore) -> None:
         await store.append_encoded([enc("b", 2), enc("a", 3, id=same)])
     assert await store.last_position() == 1
     assert await store.append_encoded([]) == 0
+
+
+async def test_concurrent_encoded_batches_keep_versions_gapless(store: EventStore) -> None:
+    async def writer(w: int) -> None:
+        for b in range(5):
+            await store.append_encoded([enc(f"agg{(w + i) % 3}", w * 100 + b) for i in range(4)])
+
+    await asyncio.gather(*(writer(w) for w in range(12)))
+    everything = await store.read_all(limit=1000)
+    assert [e.position for e in everything] == list(range(1, 12 * 5 * 4 + 1))
+    for agg in ("agg0", "agg1", "agg2"):
+        versions = [e.version for e in await store.get_events(agg)]
+        assert versions == list(range(1, len(versions) + 1)) and len(versions) == 80
