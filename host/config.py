@@ -10,6 +10,7 @@ with a secret's value. `LoadedConfig.sources` remembers where each key came from
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -128,14 +129,15 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env(variables: dict[str, str]) -> dict[str, Any]:
-    source = EnvSettingsSource(
-        _EnvSettings,
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        case_sensitive=False,
-    )
+    source = _env_source()
     source.env_vars = variables
     return source()
+
+
+def _env_source() -> EnvSettingsSource:
+    return EnvSettingsSource(
+        _EnvSettings, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
+    )
 
 
 def _paths(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
@@ -256,7 +258,7 @@ def plugin_settings(
     model: type[BaseModel], name: str, config: HostConfig, loaded: LoadedConfig | None = None
 ) -> BaseModel:
     """Validate plugin `name`'s section ``plugins.<name>`` with its settings `model`."""
-    data = config.plugins.section(name)
+    data = _decode_env_json(model, name, config.plugins.section(name), loaded)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -267,13 +269,39 @@ def plugin_settings(
                 file = loaded.path if loaded is not None and loaded.path else "the config file"
                 problems.append(f"  {key}: required; set it in {file} or {_env_name(key)}")
                 continue
-            source = "config"
-            if loaded is not None:  # the env spells a `my-plugin` section `my_plugin`
-                source = loaded.source_of(key)
-                if source == "default" and "-" in name:
-                    source = loaded.source_of(key.replace(name, name.replace("-", "_"), 1))
+            source = _plugin_source(loaded, name, key) if loaded is not None else "config"
             problems.append(f"  {key} (from {source.partition(':')[2] or source}): {error['msg']}")
         raise ConfigError(f"invalid settings for plugin {name}:\n" + "\n".join(problems)) from None
+
+
+def _plugin_source(loaded: LoadedConfig, name: str, key: str) -> str:
+    """Where plugin setting `key` (``plugins.<name>...``) came from; the environment spells a
+    ``my-plugin`` section ``my_plugin``."""
+    source = loaded.source_of(key)
+    if source == "default" and "-" in name:
+        source = loaded.source_of(key.replace(name, name.replace("-", "_"), 1))
+    return source
+
+
+def _decode_env_json(
+    model: type[BaseModel], name: str, data: dict[str, Any], loaded: LoadedConfig | None
+) -> dict[str, Any]:
+    """Lists and mappings set by variables, decoded from JSON as pydantic-settings decodes the
+    host's own (it read plugin sections before any plugin model was known, so as text)."""
+    if loaded is None:
+        return data
+    source = _env_source()
+    for key, info in model.model_fields.items():
+        shown = info.alias or key
+        value = data.get(shown)
+        if not isinstance(value, str):
+            continue
+        if not _plugin_source(loaded, name, f"plugins.{name}.{shown}").startswith("env:"):
+            continue
+        if source.field_is_complex(info):
+            with contextlib.suppress(ValueError):  # not JSON: validation reports the value
+                data[shown] = source.decode_complex_value(shown, info, value)
+    return data
 
 
 _SECRET_WORDS = ("key", "secret", "password", "passwd", "token", "credential", "dsn")

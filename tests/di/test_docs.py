@@ -29,7 +29,7 @@ WELL_KNOWN_ROW = re.compile(
 
 
 def test_well_known_token_table_matches_the_contracts() -> None:
-    """Every token in the docs table that exists is named and placed as documented, and every
+    """Every token in the docs table exists, named and placed as documented, and every
     typed token exported by `contracts` is in the table."""
     import importlib
 

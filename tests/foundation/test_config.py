@@ -254,3 +254,24 @@ def test_secret_paths_find_secret_fields_by_type() -> None:
         name: str = ""
 
     assert secret_paths(Settings) == ["passphrase", "inner.auth"]
+
+
+def test_plugin_lists_and_mappings_from_variables_are_json() -> None:
+    class Settings(BaseModel):
+        cities: list[str] = []
+        limits: dict[str, int] = {}
+        label: str = ""
+
+    loaded = load_config(
+        None,
+        environ={
+            "AGENTHOST_PLUGINS__WEATHER__CITIES": '["Lyon", "Oslo"]',
+            "AGENTHOST_PLUGINS__WEATHER__LIMITS__DAILY": "3",
+            "AGENTHOST_PLUGINS__WEATHER__LABEL": "[beta]",  # a string field stays text
+        },
+    )
+    settings = plugin_settings(Settings, "weather", loaded.config, loaded)
+    assert settings == Settings(cities=["Lyon", "Oslo"], limits={"daily": 3}, label="[beta]")
+    bad = load_config(None, environ={"AGENTHOST_PLUGINS__WEATHER__CITIES": "Lyon, Oslo"})
+    with pytest.raises(ConfigError, match=r"plugins\.weather\.cities \(from AGENTHOST_PLUGINS__"):
+        plugin_settings(Settings, "weather", bad.config, bad)
