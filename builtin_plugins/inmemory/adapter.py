@@ -29,7 +29,7 @@ from contracts.storage import (
     StorageError,
 )
 from host.memory import check_table_name, trusted_memory
-from host.vectors import IndexParams, IndexSet, as_vector, check_index_type, query_vector
+from host.vectors import IndexParams, IndexSet, check_index_type, float32_array, query_vector
 
 __all__ = ["InMemoryAdapter"]
 
@@ -96,7 +96,7 @@ class InMemoryAdapter:
                     existing = self._tables.get(table)
                     dims[table] = None if existing is None else existing.dimension
                 if memory.embedding is not None:
-                    vector = _float32(memory.embedding)
+                    vector = float32_array(memory.embedding)
                     arrays[memory.id] = vector
                     got, dim = len(vector), dims[table]
                     if dim is None:
@@ -186,7 +186,7 @@ class InMemoryAdapter:
                 if "embedding" in update.changes:
                     changed, vector = True, None
                     if update.embedding is not None:
-                        vector = _float32(update.embedding)
+                        vector = float32_array(update.embedding)
                         got, dim = len(vector), dims[table]
                         if dim is None:
                             dims[table] = got
@@ -317,10 +317,9 @@ class InMemoryAdapter:
         table = self._tables.get(name)
         if table is None or table.dimension is None:
             return []
-        vector = as_vector(embedding)
-        if len(vector) != table.dimension:
-            raise DimensionMismatchError(name, table.dimension, len(vector))
-        q = query_vector(vector, table.dimension)
+        if len(embedding) != table.dimension:
+            raise DimensionMismatchError(name, table.dimension, len(embedding))
+        q = query_vector(embedding, table.dimension)
         dim, vectors = table.dimension, table.vectors
 
         def load() -> tuple[Any, Any]:
@@ -363,14 +362,6 @@ class InMemoryAdapter:
 
     def __repr__(self) -> str:
         return f"InMemoryAdapter({len(self._rows)} memories)"
-
-
-def _float32(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """`values` as float32, as every backend stores them (ValueError on overflow)."""
-    arr = np.asarray(values, dtype=np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("embedding values overflow float32")
-    return arr
 
 
 _ATOMS = (str, int, float, bool, type(None))

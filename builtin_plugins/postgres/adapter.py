@@ -37,7 +37,7 @@ from contracts.storage import (
     StorageError,
 )
 from host.memory import check_table_name, trusted_memory
-from host.vectors import IndexParams, check_index_type, query_vector
+from host.vectors import IndexParams, check_index_type, float32_array, query_vector
 
 from .schema import hnsw_index_sql, ivf_index_sql, migrate
 
@@ -82,14 +82,6 @@ def describe_url(url: str) -> str:
     port = parts.get("port")
     where = f"{host}:{port}" if port else str(host)
     return f"postgresql://{user + '@' if user else ''}{where}/{parts.get('dbname') or ''}"
-
-
-def _vector(values: Sequence[float]) -> np.ndarray[Any, np.dtype[np.float32]]:
-    with np.errstate(over="ignore"):
-        array = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("embedding values overflow float32")
-    return array
 
 
 def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, list[Any]]:
@@ -310,7 +302,7 @@ class PostgresAdapter:
                         dims[table] = fixed[table] = got
                     elif got != dim:
                         raise DimensionMismatchError(table, dim, got)
-                    vector = _vector(memory.embedding)
+                    vector = float32_array(memory.embedding)
                 rows.append(
                     (
                         memory.id,
@@ -400,7 +392,7 @@ class PostgresAdapter:
                                 )
                             elif got != dim:
                                 raise DimensionMismatchError(table, dim, got)
-                            vector = _vector(update.embedding)
+                            vector = float32_array(update.embedding)
                         sets.append(sql.SQL("embedding = %s"))
                         params.append(vector)
                     if sets:

@@ -17,7 +17,6 @@ import asyncio
 import functools
 import json
 import sqlite3
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,15 @@ from contracts.storage import (
     StorageError,
 )
 from host.memory import check_table_name, trusted_memory
-from host.vectors import F64, IndexParams, IndexSet, as_vector, check_index_type, query_vector
+from host.vectors import (
+    F64,
+    IndexParams,
+    IndexSet,
+    as_vector,
+    check_index_type,
+    float32_bytes,
+    query_vector,
+)
 
 from .schema import migrate
 
@@ -62,7 +69,7 @@ _BY_SEQS_NO_EMBEDDING = (
 )
 _EVERYTHING = MemoryQuery()
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
-_PACKERS: dict[int, struct.Struct] = {}  # dimension -> float32 packer
+embedding_blob = float32_bytes  # float32 little-endian blob of an embedding
 
 
 def to_micros(value: datetime) -> int:
@@ -74,18 +81,6 @@ def to_micros(value: datetime) -> int:
 def from_micros(micros: int) -> datetime:
     """The aware UTC datetime `micros` microseconds after the epoch."""
     return _EPOCH + timedelta(microseconds=micros)
-
-
-def embedding_blob(embedding: Sequence[float]) -> bytes:
-    """float32 little-endian bytes of `embedding` (ValueError if a value overflows float32)."""
-    n = len(embedding)
-    packer = _PACKERS.get(n)
-    if packer is None:
-        packer = _PACKERS.setdefault(n, struct.Struct(f"<{n}f"))
-    try:
-        return packer.pack(*embedding)
-    except (OverflowError, struct.error) as exc:
-        raise ValueError(f"embedding values overflow float32: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=4096)

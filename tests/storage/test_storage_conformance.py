@@ -183,6 +183,25 @@ async def test_create_batch_with_bad_dimension_in_the_middle_writes_nothing(
     assert await memory_store.count_memories() == 1
 
 
+@pytest.mark.parametrize("size", [9, 130])  # 130: PostgreSQL sends it with COPY
+async def test_a_value_overflowing_float32_fails_its_row_and_writes_nothing(
+    memory_store: DatabaseAdapter, size: int
+) -> None:
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(size)]
+    batch[size // 2] = make_memory(size // 2, embedding=[1.0, 1e39])  # finite, not in float32
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch(batch)
+    assert info.value.index == size // 2
+    assert isinstance(info.value.cause, ValueError) and "float32" in str(info.value.cause)
+    assert await memory_store.count_memories() == 0
+    assert await memory_store.embedding_dimension("messages") is None
+    await memory_store.create_memory(batch[0])
+    with pytest.raises(ValueError, match="float32"):
+        await memory_store.update_memory(MemoryUpdate(id=batch[0].id, embedding=[-1e39, 0.0]))
+    got = await memory_store.get_memory(batch[0].id)
+    assert got is not None and got.embedding == [1.0, 0.0]
+
+
 async def test_create_batch_with_duplicate_in_the_middle_writes_nothing(
     memory_store: DatabaseAdapter,
 ) -> None:
