@@ -48,6 +48,11 @@ async def building(params: TextParams) -> TextResult:
     return TextResult(text="ok")
 
 
+async def wrapper(params: TextParams) -> TextResult:
+    """The least any dispatch layer costs in CPython: one more coroutine around the call."""
+    return await trivial(params)
+
+
 async def unavailable(params: TextParams) -> TextResult:
     raise ModelCallError("503", provider="down", retryable=True, status=503)
 
@@ -77,6 +82,7 @@ def registry(
 
 async def run(number: int) -> list[tuple[str, float, float | None, str]]:
     direct = await per_call(lambda: trivial(PARAMS), number)
+    t_wrapper = await per_call(lambda: wrapper(PARAMS), number)
     alone = registry(trivial, wired=False)
     wired = registry(trivial, wired=True)
     fallback = ModelRegistry()
@@ -110,6 +116,7 @@ async def run(number: int) -> list[tuple[str, float, float | None, str]]:
 
     return [
         ("no-op handler, awaited directly (baseline)", direct, direct, ""),
+        ("  floor: one async function around it, nothing else", t_wrapper, direct, ""),
         ("use_model, registry alone", t_alone, direct, target(t_alone, direct)),
         ("use_model, registry alone, provider by name", t_named, direct, ""),
         ("use_model, with bus + metrics (model:used)", t_wired, direct, ""),

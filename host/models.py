@@ -125,6 +125,9 @@ class ModelRegistry:
         self.clock = clock
         self._entries: dict[str, list[_Entry]] = {}
         self._plans: dict[str, tuple[_Entry, ...]] = {}
+        """Model type name -> its entries in call order (rebuilt when registrations change)."""
+        self._named: dict[tuple[str, str], tuple[_Entry, ...]] = {}
+        """(model type name, provider) -> that provider's entries, for calls naming it."""
         self._circuits: dict[tuple[str, str], _Circuit] = {}
         self._open_circuits = 0
         self._deadlines = Deadlines()
@@ -148,6 +151,7 @@ class ModelRegistry:
         )
         self._entries.setdefault(type_name, []).append(entry)
         self._plans.clear()
+        self._named.clear()
 
     def register_plugin(self, loaded: _LoadedPlugin) -> None:
         """Registrar hook: add everything the plugin's ``models()`` returns (all or nothing)."""
@@ -170,6 +174,7 @@ class ModelRegistry:
             removed += len(entries) - len(kept)
             self._entries[name] = kept
         self._plans.clear()
+        self._named.clear()
         return removed
 
     def providers(self, model_type: ModelType[Any, Any] | str) -> list[str]:
@@ -194,15 +199,18 @@ class ModelRegistry:
     def _candidates(
         self, model_type: ModelType[Any, Any], provider: str | None
     ) -> Sequence[_Entry]:
-        plan = self._plan(model_type.name)
         if provider is not None:
-            chosen = [e for e in plan if e.provider == provider]
-            if not chosen:
-                raise NoModelHandlerError(
-                    f"provider {provider!r} has no handler for {model_type.name}; "
-                    f"{self._describe(model_type)}"
-                )
+            chosen = self._named.get((model_type.name, provider))
+            if chosen is None:
+                chosen = tuple(e for e in self._plan(model_type.name) if e.provider == provider)
+                if not chosen:
+                    raise NoModelHandlerError(
+                        f"provider {provider!r} has no handler for {model_type.name}; "
+                        f"{self._describe(model_type)}"
+                    )
+                self._named[(model_type.name, provider)] = chosen
             return chosen
+        plan = self._plan(model_type.name)
         if not plan:
             raise NoModelHandlerError(
                 f"no model handler for {model_type.name}; {self._describe(model_type)}"

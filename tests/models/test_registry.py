@@ -215,6 +215,19 @@ async def test_unregister_owner_removes_its_handlers() -> None:
     assert registry.registered() == {}
 
 
+async def test_calls_by_name_follow_registrations_made_after_earlier_calls() -> None:
+    registry = ModelRegistry()
+    registry.register(answering("old"), owner="named")
+    params = TextParams(prompt="x")
+    assert (await registry.use_model(TEXT_LARGE, params, provider="named")).text == "old:x"
+    registry.unregister_owner("named")
+    with pytest.raises(NoModelHandlerError, match="provider 'named' has no handler"):
+        await registry.use_model(TEXT_LARGE, params, provider="named")
+    registry.register(answering("new"), owner="named")  # a reload registering it again
+    assert (await registry.use_model(TEXT_LARGE, params, provider="named")).text == "new:x"
+    assert (await registry.use_model(TEXT_LARGE, params)).text == "new:x"
+
+
 async def test_a_hung_provider_times_out_and_the_next_one_answers() -> None:
     import asyncio
 
