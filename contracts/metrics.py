@@ -48,8 +48,9 @@ class MetricsSettings(BaseModel):
     """False: no instrumentation at all (the runtime records nothing; ``/metrics`` is empty)."""
     exporters: tuple[Literal["memory", "prometheus", "otel"], ...] = ("memory", "prometheus")
     """The in-memory collector always runs (``agenthost stats`` reads it); list the others."""
-    prometheus_port: int | None = Field(default=None, ge=1, le=65535)
-    """Also serve ``/metrics`` on this port (it is always on the HTTP API)."""
+    prometheus_port: int | None = Field(default=None, ge=0, le=65535)
+    """Also serve ``/metrics`` on this port of 127.0.0.1 (it is always on the HTTP API); 0: any
+    free port."""
     otlp_endpoint: str | None = None
     """OTLP/HTTP endpoint for the ``otel`` exporter, e.g. ``http://127.0.0.1:4318``."""
     otlp_interval: float = Field(default=10.0, gt=0)

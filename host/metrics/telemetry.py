@@ -7,8 +7,10 @@ feeds it the stats other components keep (cache, pools) before every read and on
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
@@ -35,6 +37,8 @@ class Telemetry:
     """Serves the in-memory series in Prometheus format when the exporter is configured."""
     otel: Any = None
     """An `OTelMetrics` when the ``otel`` exporter is configured (needs the ``otel`` extra)."""
+    server: WSGIServer | None = None
+    """The ``/metrics`` server on ``metrics.prometheus_port`` while it runs."""
 
     @property
     def internal(self) -> MetricsCollector:
@@ -48,12 +52,22 @@ class Telemetry:
     def start(self) -> None:
         """Start the periodic sampler (and the Prometheus port when configured)."""
         self.sampler.start(self.settings.sample_interval)
-        if self.prometheus is not None and self.settings.prometheus_port is not None:
-            start_http_server(self.settings.prometheus_port, "127.0.0.1", self.prometheus.registry)
+        port = self.settings.prometheus_port
+        if self.prometheus is not None and port is not None and self.server is None:
+            self.server, _thread = start_http_server(port, "127.0.0.1", self.prometheus.registry)
+
+    @property
+    def port(self) -> int | None:
+        """The port ``/metrics`` is served on by its own server (0 in config: any free one)."""
+        return None if self.server is None else int(self.server.server_address[1])
 
     async def aclose(self) -> None:
         await self.sampler.stop()
         self.sampler.sample()
+        if self.server is not None:
+            server, self.server = self.server, None
+            await asyncio.to_thread(server.shutdown)  # the port is free again (stop, restart)
+            server.server_close()
         if self.otel is not None:
             self.otel.shutdown()
 

@@ -69,3 +69,65 @@ def test_otel_without_endpoint_is_a_config_error() -> None:
 
     with pytest.raises(ValueError, match="otlp_endpoint"):
         build_telemetry(MetricsSettings(exporters=("memory", "otel")))
+
+
+async def test_prometheus_on_its_own_port_serves_and_frees_the_port_on_close() -> None:
+    settings = MetricsSettings(exporters=("memory", "prometheus"), prometheus_port=0)
+    telemetry = build_telemetry(settings)
+    telemetry.start()
+    port = telemetry.port
+    assert port
+    telemetry.collector.increment_counter("agenthost.messages.processed", tags={"agent_id": "a"})
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    sample = families["agenthost_messages_processed"].samples[0]
+    assert (sample.labels, sample.value) == ({"agent_id": "a"}, 1)
+    await telemetry.aclose()
+    assert telemetry.port is None
+    again = build_telemetry(
+        MetricsSettings(exporters=("memory", "prometheus"), prometheus_port=port)
+    )
+    again.start()  # the same port binds again: the first server let it go
+    assert again.port == port
+    await again.aclose()
+
+
+async def test_the_host_records_into_memory_and_otel_at_once() -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from contracts.events import MODEL_USED, ModelUsedPayload
+    from host.events import EventBus
+    from host.metrics.events import EventMetrics
+    from host.metrics.otel import OTelMetrics
+
+    telemetry = build_telemetry(MetricsSettings(exporters=("memory", "prometheus")))
+    reader = InMemoryMetricReader()
+    telemetry.otel = OTelMetrics([reader])  # what the otel exporter adds, read in memory
+    bus = EventBus()
+    EventMetrics(telemetry.internal).subscribe(bus)
+    used = ModelUsedPayload(
+        model_type="text_large", provider="eliza", duration=0.02, input_tokens=3, output_tokens=4
+    )
+    await bus.emit(MODEL_USED, used)
+    await bus.emit(MODEL_USED, used)
+    tags = {"gen_ai.operation.name": "chat", "gen_ai.system": "eliza"}
+    in_memory = telemetry.memory.get(
+        "gen_ai.client.operation.duration", **tags, **{"agenthost.model.type": "text_large"}
+    )
+    assert in_memory is not None and in_memory.count == 2
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        (metric.name, frozenset((point.attributes or {}).items())): point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    }
+    attributes = {**tags, "agenthost.model.type": "text_large"}
+    duration = points[("gen_ai.client.operation.duration", frozenset(attributes.items()))]
+    assert duration.count == 2  # type: ignore[union-attr]
+    output = {**attributes, "gen_ai.token.type": "output"}
+    assert points[("gen_ai.client.token.usage", frozenset(output.items()))].sum == 8  # type: ignore[union-attr]
+    telemetry.otel.shutdown()
