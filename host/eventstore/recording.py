@@ -20,6 +20,8 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, JsonValue
 from pydantic_core import to_json, to_jsonable_python
 
+from .keyscan import OPAQUE, SECRET, scan
+
 __all__ = [
     "MASK",
     "SECRET_KEYS",
@@ -189,13 +191,15 @@ class PayloadEncoder:
     `payload_data` walks the whole dumped payload in Python to find secret keys and embeddings;
     that walk, and serializing embeddings only to throw them away, cost more than everything
     else the audit trail does per event. Here pydantic-core (Rust) serializes the payload once,
-    leaving out the `drop` fields of the models it holds (found from their classes, cached), and
-    the text says whether the walk is needed after all: no key can name a secret unless one of
-    the secret fragments (or ``token":``, a key ending in ``token``) occurs somewhere in the
-    lower-cased text with ``-``/``_`` removed, and no `drop` key is left unless its quoted name
-    followed by ``:`` is. Only payloads that fail those checks (a secret-looking word anywhere,
-    a dropped key inside a dict) go through `payload_data`; the checks over-approximate, so the
-    data is the same either way (tests/eventstore/test_recording.py holds the two together).
+    leaving out the `drop` fields of the models it holds (found from their classes, cached).
+    Whether a key could name a secret is told by `keyscan.scan` from the model classes and the
+    few dicts the payload holds, before serializing; where it cannot see (a dataclass, a custom
+    serializer), the serialized text is searched instead: no key can name a secret unless one
+    of the secret fragments (or ``token":``, a key ending in ``token``) occurs somewhere in the
+    lower-cased text with ``-``/``_`` removed. A `drop` key left in the text (inside a dict)
+    also sends the payload the slow way. Only payloads that may hold a secret key or a dropped
+    key go through `payload_data`; every check over-approximates, so the data is the same either
+    way (tests/eventstore/test_recording.py holds the two together).
     """
 
     def __init__(
@@ -208,10 +212,15 @@ class PayloadEncoder:
             'token":',
         )
         self._drop_keys = tuple(json.dumps(k) + ":" for k in sorted(drop))
+        fragments = tuple(_normalise(k) for k in self.keys)
+        self._is_secret = functools.lru_cache(maxsize=4096)(lambda key: _is_secret(key, fragments))
 
     def __call__(self, payload: object) -> str:
         """`payload` as JSON object text, secrets masked and `drop` keys left out (strict JSON:
         infinities and NaN become null, as both databases want)."""
+        verdict = scan(payload, self._is_secret, self.drop)
+        if verdict == SECRET:
+            return self.slow(payload)
         exclude = (
             _exclusions(payload, self.drop)
             if self.drop and isinstance(payload, BaseModel)
@@ -227,10 +236,11 @@ class PayloadEncoder:
             ).decode()
         except (ValueError, UnicodeDecodeError):  # e.g. a lone surrogate: let the slow path say
             return self.slow(payload)
-        flat = text.lower().replace("_", "").replace("-", "")
-        for needle in self._needles:
-            if needle in flat:
-                return self.slow(payload)
+        if verdict == OPAQUE:  # keys `scan` could not see: look for secrets in the text
+            flat = text.lower().replace("_", "").replace("-", "")
+            for needle in self._needles:
+                if needle in flat:
+                    return self.slow(payload)
         for key in self._drop_keys:
             if key in text:
                 return self.slow(payload)

@@ -4,6 +4,7 @@ for ordinary payloads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 from uuid import uuid4
@@ -11,7 +12,7 @@ from uuid import uuid4
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, SecretStr, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, SecretStr, SerializeAsAny, model_serializer
 
 from builtin_plugins.audit.recorder import EMBEDDING_KEYS
 from contracts.events import MemoryPayload, ModelUsedPayload
@@ -71,6 +72,20 @@ class Outer(BaseModel):
     data: Any = None
 
 
+@dataclasses.dataclass
+class Settings:
+    name: str
+    password: str
+
+
+class Renamed(BaseModel):
+    visible: str
+
+    @model_serializer
+    def _dump(self) -> dict[str, str]:
+        return {"visible": self.visible, "api_key": "sk-hidden"}
+
+
 class MoreInner(Inner):
     vectors: list[list[float]] = [[1.0, 2.0]]
 
@@ -123,6 +138,10 @@ def test_secrets_anywhere_are_masked() -> None:
         "tokens": [1],
     }
     assert json.loads(_same("plain", frozenset())) == {"value": "plain"}
+    opaque = json.loads(_same(Settings(name="x", password="hunter2"), frozenset()))
+    assert opaque == {"name": "x", "password": MASK}  # a dataclass: found in the text
+    serialized = json.loads(_same(Renamed(visible="v"), frozenset()))
+    assert serialized == {"visible": "v", "api_key": MASK}  # a custom serializer's own keys
     assert json.loads(_same({"x": float("inf")}, frozenset())) == {"x": None}
 
 

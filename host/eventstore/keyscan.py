@@ -1,0 +1,147 @@
+"""Whether a payload's JSON could hold a key that names a secret, told without serializing it.
+
+The keys of a model's JSON are its field names (known from its class, checked once and cached)
+plus whatever keys the dicts, extras and untyped fields it holds have at run time: `scan` checks
+the class-level ones from the cache and walks only those run-time parts (usually a few small
+dicts), skipping fields that can only hold scalars and the fields left out of the record. It
+answers `CLEAN` (no key can name a secret), `SECRET` (one does: mask it the slow way) or
+`OPAQUE` (something it cannot see through: a dataclass, a custom serializer, a computed field,
+a non-string key), for which the caller falls back to scanning the serialized text.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import PurePath
+from types import UnionType
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
+from uuid import UUID
+
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+__all__ = ["CLEAN", "OPAQUE", "SECRET", "scan"]
+
+CLEAN, SECRET, OPAQUE = 0, 1, 2
+
+_LEAF_TYPES: frozenset[type] = frozenset(
+    {str, int, float, bool, bytes, UUID, datetime, date, time, timedelta, Decimal, type(None)}
+)
+"""Exact types whose JSON holds no key (checked with ``type(x) in``: fast)."""
+_LEAF_CLASSES = (
+    str,
+    int,
+    float,
+    bytes,
+    UUID,
+    date,
+    time,
+    timedelta,
+    Decimal,
+    enum.Enum,
+    PurePath,
+    SecretStr,
+    SecretBytes,
+)
+"""Classes (and their subclasses) whose JSON holds no key."""
+
+
+def _leaf_annotation(annotation: Any) -> bool:
+    """Whether a field so annotated can only hold values whose JSON has no keys."""
+    if annotation is None or annotation is type(None):
+        return True
+    if isinstance(annotation, type):
+        return issubclass(annotation, _LEAF_CLASSES)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return True
+    if origin is Annotated:
+        return _leaf_annotation(get_args(annotation)[0])
+    if origin is Union or origin is UnionType:
+        return all(_leaf_annotation(arg) for arg in get_args(annotation))
+    return False
+
+
+def _secret_typed(annotation: Any) -> bool:
+    """Whether a field so annotated holds a pydantic secret (serialized masked, as `MASK`)."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, SecretStr | SecretBytes)
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _secret_typed(get_args(annotation)[0])
+    if origin is Union or origin is UnionType:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_secret_typed(a) for a in args)
+    return False
+
+
+class _ClassKeys(NamedTuple):
+    verdict: int
+    """`SECRET` or `OPAQUE` when the class alone decides, else `CLEAN`."""
+    walk: tuple[str, ...]
+    """Fields whose values can hold keys of their own (looked at at run time)."""
+    extra: bool
+    """Whether extra fields are allowed (their keys are looked at at run time)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _class_keys(cls: type[BaseModel], is_secret: Any, drop: frozenset[str]) -> _ClassKeys:
+    decorators = cls.__pydantic_decorators__
+    if decorators.model_serializers or decorators.field_serializers or cls.model_computed_fields:
+        return _ClassKeys(OPAQUE, (), False)
+    walk = []
+    for name, info in cls.model_fields.items():
+        if name in drop:
+            continue  # left out of the record (or, if not, found by the caller's text check)
+        names = {name, info.alias, info.serialization_alias} - {None}
+        if any(is_secret(n) for n in names) and not _secret_typed(info.annotation):
+            return _ClassKeys(SECRET, (), False)
+        if not _leaf_annotation(info.annotation):
+            walk.append(name)
+    return _ClassKeys(CLEAN, tuple(walk), cls.model_config.get("extra") == "allow")
+
+
+def scan(value: Any, is_secret: Any, drop: frozenset[str]) -> int:
+    """`CLEAN`, `SECRET` or `OPAQUE` for the keys of `value`'s JSON; `is_secret(key)` says
+    which key names a secret (a cached function of the key)."""
+    kind = type(value)
+    if kind in _LEAF_TYPES:
+        return CLEAN
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is str:
+                if is_secret(key):
+                    return SECRET
+            elif type(key) not in _LEAF_TYPES:
+                return OPAQUE  # a key whose JSON text we would have to guess
+            if type(item) not in _LEAF_TYPES:
+                found = scan(item, is_secret, drop)
+                if found:
+                    return found
+        return CLEAN
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        for item in value:
+            if type(item) not in _LEAF_TYPES:
+                found = scan(item, is_secret, drop)
+                if found:
+                    return found
+        return CLEAN
+    if isinstance(value, BaseModel):
+        plan = _class_keys(type(value), is_secret, drop)
+        if plan.verdict:
+            return plan.verdict
+        values = value.__dict__
+        for name in plan.walk:
+            item = values.get(name)
+            if type(item) not in _LEAF_TYPES:
+                found = scan(item, is_secret, drop)
+                if found:
+                    return found
+        if plan.extra and value.__pydantic_extra__:
+            return scan(value.__pydantic_extra__, is_secret, drop)
+        return CLEAN
+    if isinstance(value, _LEAF_CLASSES):
+        return CLEAN
+    return OPAQUE
