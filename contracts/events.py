@@ -268,6 +268,8 @@ class ModelUsedPayload(EventPayload):
     output_tokens: int | None = None
     fallback: bool = False
     """True when the preferred provider failed and another one answered."""
+    fallback_from: tuple[str, ...] = ()
+    """The providers that failed, in order, before this attempt (the fallback path)."""
     streamed: bool = False
     error: str | None = None
     agent_id: UUID | None = None

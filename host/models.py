@@ -7,7 +7,8 @@ rate limit, 5xx: `ModelCallError(retryable=True)`, `TimeoutError`, `ConnectionEr
 to the next handler; any other failure is raised at once, because another provider would fail
 the same bad request. A provider that fails `breaker_failures` times in a row is skipped for
 `breaker_cooldown` seconds (circuit breaker), then tried again. Each attempt emits
-``model:used`` with the provider, duration, tokens, whether it was a fallback and the error.
+``model:used`` with the provider, duration, tokens, the providers that failed before it (the
+fallback path) and the error.
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ class ModelRegistry:
         if not plan:
             plan = self._candidates(model_type, provider)  # an error naming what is registered
         events = self.events
-        fallback = False
+        failed: tuple[str, ...] = ()
         last: BaseException | None = None
         for entry in plan:
             started = time.perf_counter()
@@ -284,17 +285,17 @@ class ModelRegistry:
                     raise
                 exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
                 if events is not None:
-                    await self._report(entry, started, fallback, params, error=exc)
+                    await self._report(entry, started, failed, params, error=exc)
                 self._failed(entry, exc)
-                last, fallback = exc, True
+                last, failed = exc, (*failed, entry.provider)
                 continue
             except Exception as exc:
                 if events is not None:
-                    await self._report(entry, started, fallback, params, error=exc)
+                    await self._report(entry, started, failed, params, error=exc)
                 if not is_retryable(exc):
                     raise
                 self._failed(entry, exc)
-                last, fallback = exc, True
+                last, failed = exc, (*failed, entry.provider)
                 continue
             if type(result) is not model_type.result and not isinstance(result, model_type.result):
                 error = ModelError(
@@ -302,12 +303,12 @@ class ModelRegistry:
                     f"with {type(result).__name__}, not {model_type.result.__name__}"
                 )
                 if events is not None:
-                    await self._report(entry, started, fallback, params, error=error)
+                    await self._report(entry, started, failed, params, error=error)
                 raise error
             if entry.circuit.failures:
                 self._succeeded(entry)
             if events is not None:
-                await self._report(entry, started, fallback, params, result=result)
+                await self._report(entry, started, failed, params, result=result)
             return result
         raise _exhausted(model_type, plan, last)
 
@@ -321,7 +322,7 @@ class ModelRegistry:
             params = _coerce(model_type, params)
         candidates = self._candidates(model_type, provider)
         events = self.events
-        fallback = False
+        failed: tuple[str, ...] = ()
         last: BaseException | None = None
         for entry in candidates:
             started = time.perf_counter()
@@ -334,16 +335,16 @@ class ModelRegistry:
                     yield chunk
             except Exception as exc:
                 if events is not None:
-                    await self._report(entry, started, fallback, params, error=exc, streamed=True)
+                    await self._report(entry, started, failed, params, error=exc, streamed=True)
                 if yielded or not is_retryable(exc):
                     raise
                 self._failed(entry, exc)
-                last, fallback = exc, True
+                last, failed = exc, (*failed, entry.provider)
                 continue
             if entry.circuit.failures:
                 self._succeeded(entry)
             if events is not None:
-                await self._report(entry, started, fallback, params, result=final, streamed=True)
+                await self._report(entry, started, failed, params, result=final, streamed=True)
             return
         raise _exhausted(model_type, candidates, last)
 
@@ -382,7 +383,7 @@ class ModelRegistry:
         self,
         entry: _Entry,
         started: float,
-        fallback: bool,
+        failed: tuple[str, ...],
         params: BaseModel,
         *,
         result: object = None,
@@ -400,7 +401,8 @@ class ModelRegistry:
             duration=time.perf_counter() - started,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            fallback=fallback,
+            fallback=bool(failed),
+            fallback_from=failed,
             streamed=streamed,
             error=None if error is None else f"{type(error).__name__}: {error}",
             agent_id=caller.agent_id if caller else None,

@@ -88,10 +88,10 @@ async def test_retryable_errors_fall_back_and_others_raise_at_once() -> None:
     registry.register(answering("eliza", calls), owner="eliza", priority=1)
     result = await registry.use_model(TEXT_LARGE, TextParams(prompt="hi"))
     assert result.text == "eliza:hi" and calls == ["slow", "busy", "eliza"]
-    assert [(u.provider, u.fallback, u.error is None) for u in used] == [
-        ("slow", False, False),
-        ("busy", True, False),
-        ("eliza", True, True),
+    assert [(u.provider, u.fallback, u.fallback_from, u.error is None) for u in used] == [
+        ("slow", False, (), False),
+        ("busy", True, ("slow",), False),
+        ("eliza", True, ("slow", "busy"), True),
     ]
     assert used[-1].input_tokens == 3 and used[-1].output_tokens == 2
 
@@ -280,9 +280,9 @@ async def test_a_stalled_stream_times_out_per_chunk_and_falls_back_before_the_fi
 
     assert await asyncio.wait_for(texts(registry), 5) == ["backup"]
     assert closed == ["at once"]
-    assert [(u.provider, u.fallback, (u.error or "")[:12]) for u in used] == [
-        ("stalled", False, "TimeoutError"),
-        ("backup", True, ""),
+    assert [(u.provider, u.fallback_from, (u.error or "")[:12]) for u in used] == [
+        ("stalled", (), "TimeoutError"),
+        ("backup", ("stalled",), ""),
     ]
 
     late = ModelRegistry(ModelSettings(timeout=0.2))
