@@ -5,7 +5,8 @@ returning a prebuilt result (the registry's whole overhead shows) and one buildi
 ``TextResult(text=...)``, as the smallest real handler does. The registry rows run with no event
 bus (the registry alone) and with the host's bus and its metrics subscriber (what a call in the
 host costs: it emits ``model:used``, which the metrics record). Target from the issue: use_model
-within 2x of the direct call. Each figure is the best of 15 timed loops (the machine is shared).
+within 2x of the direct call. Each figure is the best of 15 timed loops, every case timed once
+per round so that a row and its baseline see the same load (the machine is shared).
 
     .venv/bin/python bench/models.py [--quick]
 """
@@ -57,13 +58,21 @@ async def unavailable(params: TextParams) -> TextResult:
     raise ModelCallError("503", provider="down", retryable=True, status=503)
 
 
-async def per_call(make: Callable[[], Awaitable[object]], number: int) -> float:
-    best = float("inf")
-    for _ in range(15):
-        started = time.perf_counter()
-        for _ in range(number):
-            await make()
-        best = min(best, (time.perf_counter() - started) / number)
+Case = tuple[Callable[[], Awaitable[object]], int]
+"""What to call and how many times per timed loop."""
+
+
+async def per_call(cases: dict[str, Case], rounds: int = 15) -> dict[str, float]:
+    """Seconds per call of each case: the best of `rounds` timed loops. Every round times every
+    case once, so a baseline and the rows compared with it see the same load (measuring one
+    case after the other lets the machine's load drift between a row and its baseline)."""
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for name, (make, number) in cases.items():
+            started = time.perf_counter()
+            for _ in range(number):
+                await make()
+            best[name] = min(best[name], (time.perf_counter() - started) / number)
     return best
 
 
@@ -74,61 +83,63 @@ def registry(
     bus = None
     if wired:
         bus = EventBus()
-        bus.on_any(EventMetrics(build_telemetry().internal))
+        EventMetrics(build_telemetry().internal).subscribe(bus)  # as the host does
     models = ModelRegistry(events=bus)
     models.register(ModelHandler(TEXT_LARGE, handler), owner="bench")
     return models
 
 
 async def run(number: int) -> list[tuple[str, float, float | None, str]]:
-    direct = await per_call(lambda: trivial(PARAMS), number)
-    t_wrapper = await per_call(lambda: wrapper(PARAMS), number)
     alone = registry(trivial, wired=False)
     wired = registry(trivial, wired=True)
     fallback = ModelRegistry()
     fallback.settings = fallback.settings.model_copy(update={"breaker_failures": 10**9})
     fallback.register(ModelHandler(TEXT_LARGE, unavailable, priority=1), owner="down")
     fallback.register(ModelHandler(TEXT_LARGE, trivial), owner="up")
-
-    t_alone = await per_call(lambda: alone.use_model(TEXT_LARGE, PARAMS), number)
-    t_named = await per_call(lambda: alone.use_model(TEXT_LARGE, PARAMS, provider="bench"), number)
-    t_wired = await per_call(lambda: wired.use_model(TEXT_LARGE, PARAMS), number)
-    t_fallback = await per_call(lambda: fallback.use_model(TEXT_LARGE, PARAMS), number // 4)
-
-    direct_build = await per_call(lambda: building(PARAMS), number)
     build_alone = registry(building, wired=False)
     build_wired = registry(building, wired=True)
-    t_build_alone = await per_call(lambda: build_alone.use_model(TEXT_LARGE, PARAMS), number)
-    t_build_wired = await per_call(lambda: build_wired.use_model(TEXT_LARGE, PARAMS), number)
-
     eliza = ElizaPlugin()
     prompt = TextParams(prompt="I am unhappy because my mother does not listen to me")
-    t_eliza = await per_call(lambda: eliza.reply(prompt), number // 20)
     sentence = "the quick brown fox jumps over the lazy dog near the river bank"
 
     async def embed_once() -> object:
         return embed(sentence)
 
-    t_embed = await per_call(embed_once, number // 20)
+    t = await per_call(
+        {
+            "direct": (lambda: trivial(PARAMS), number),
+            "wrapper": (lambda: wrapper(PARAMS), number),
+            "alone": (lambda: alone.use_model(TEXT_LARGE, PARAMS), number),
+            "named": (lambda: alone.use_model(TEXT_LARGE, PARAMS, provider="bench"), number),
+            "wired": (lambda: wired.use_model(TEXT_LARGE, PARAMS), number),
+            "fallback": (lambda: fallback.use_model(TEXT_LARGE, PARAMS), number // 4),
+            "direct_build": (lambda: building(PARAMS), number),
+            "build_alone": (lambda: build_alone.use_model(TEXT_LARGE, PARAMS), number),
+            "build_wired": (lambda: build_wired.use_model(TEXT_LARGE, PARAMS), number),
+            "eliza": (lambda: eliza.reply(prompt), number // 20),
+            "embed": (embed_once, number // 20),
+        }
+    )
+    direct, direct_build, t_eliza, t_embed = t["direct"], t["direct_build"], t["eliza"], t["embed"]
 
     def target(seconds: float, base: float) -> str:
         return f"target <= 2x: {'met' if seconds / base <= 2 else 'NOT met'}"
 
     return [
         ("no-op handler, awaited directly (baseline)", direct, direct, ""),
-        ("  floor: one async function around it, nothing else", t_wrapper, direct, ""),
-        ("use_model, registry alone", t_alone, direct, target(t_alone, direct)),
-        ("use_model, registry alone, provider by name", t_named, direct, ""),
-        ("use_model, with bus + metrics (model:used)", t_wired, direct, ""),
-        ("use_model, one retryable failure then fallback", t_fallback, direct, ""),
+        ("  floor: one async function around it, nothing else", t["wrapper"], direct, ""),
+        ("use_model, registry alone", t["alone"], direct, target(t["alone"], direct)),
+        ("use_model, registry alone, provider by name", t["named"], direct, ""),
+        ("use_model, with bus + metrics (model:used)", t["wired"], direct, ""),
+        ("use_model, one retryable failure then fallback", t["fallback"], direct, ""),
         ("TextResult-building handler, directly (baseline)", direct_build, direct_build, ""),
         (
             "  use_model, registry alone",
-            t_build_alone,
+            t["build_alone"],
             direct_build,
-            target(t_build_alone, direct_build),
+            target(t["build_alone"], direct_build),
         ),
-        ("  use_model, with bus + metrics (model:used)", t_build_wired, direct_build, ""),
+        ("  use_model, with bus + metrics (model:used)", t["build_wired"], direct_build, ""),
         ("ELIZA reply (TEXT_LARGE, one sentence)", t_eliza, None, f"{1 / t_eliza:,.0f} calls/s"),
         ("local embedding (13 words, 384 d)", t_embed, None, f"{1 / t_embed:,.0f} calls/s"),
     ]
