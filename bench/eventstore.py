@@ -9,12 +9,14 @@ Scenarios, each against a baseline measured in the same run on the same database
 - read one aggregate's 10k events: ``get_events`` (into `DomainEvent` models) vs a raw SELECT
   with ``json.loads`` of the data column;
 - audit overhead: ``process_message`` with the audit plugin recording every event vs without
-  (target: under 20%); runs when the runtime can be assembled here.
+  (target: under 20%), as a paired A/B of two hosts side by side: wall-clock and CPU time
+  (every thread of the process) per batch, the median of the per-round ratios.
 
 PostgreSQL runs on a throwaway pgserver instance in a temp dir (skipped if pgserver is missing).
 
-    .venv/bin/python bench/eventstore.py            # 5,000 single appends, 200 batches
-    .venv/bin/python bench/eventstore.py --quick    # 1,000 / 50
+    .venv/bin/python bench/eventstore.py               # 5,000 appends, 200 batches; 60 x 40
+    .venv/bin/python bench/eventstore.py --quick       # 1,000 / 50; 20 x 20 messages
+    .venv/bin/python bench/eventstore.py --audit-only  # only the audit overhead
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ async def main() -> None:
         directory = Path(tmp)
         if not args.audit_only:
             await store_tables(table, directory, args.no_postgres, n_single, n_batches, n_read)
-        audit = await audit_overhead(directory / "audit", *((10, 20) if args.quick else (30, 40)))
+        audit = await audit_overhead(directory / "audit", *((20, 20) if args.quick else (60, 40)))
 
     if not args.audit_only:
         console.print(table)
