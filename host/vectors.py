@@ -131,7 +131,8 @@ def query_vector(embedding: Sequence[float] | npt.ArrayLike, dim: int) -> F32:
     q = as_vector(embedding)
     if len(q) != dim:
         raise InvalidQueryError(f"query embedding has {len(q)} dimensions, expected {dim}")
-    norm = math.sqrt(float(q @ q))
+    with np.errstate(over="ignore"):  # a norm beyond float64 becomes inf, refused below
+        norm = math.sqrt(float(q @ q))
     if not math.isfinite(norm) or norm == 0.0:
         raise InvalidQueryError("query embedding must be finite and non-zero")
     q /= norm
