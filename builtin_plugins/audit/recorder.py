@@ -61,16 +61,35 @@ def _is_model(value: object) -> TypeGuard[BaseModel]:
     return known
 
 
+class _Attributes:
+    """``.get`` over an object's attributes (a payload that is neither a model nor a dict)."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: object) -> None:
+        self._obj = obj
+
+    def get(self, name: str) -> Any:
+        return getattr(self._obj, name, None)
+
+
+_NOTHING: Mapping[str, Any] = {}
+
+
+def _values(obj: object) -> Mapping[str, Any] | _Attributes:
+    """Something to ``.get`` an object's fields from: a model's ``__dict__`` (fields live
+    there; a missing-attribute getattr on a model raises, slowly) with its extras, a mapping
+    as it is, else its attributes."""
+    if _is_model(obj):
+        extra = obj.__pydantic_extra__
+        return {**extra, **obj.__dict__} if extra else obj.__dict__
+    if isinstance(obj, Mapping):
+        return obj
+    return _NOTHING if obj is None else _Attributes(obj)
+
+
 def _field(payload: object, name: str) -> Any:
-    if _is_model(payload):
-        # Fields live in __dict__; a missing-attribute getattr on a model raises (slowly).
-        found = payload.__dict__.get(name)
-        if found is None and payload.__pydantic_extra__:
-            found = payload.__pydantic_extra__.get(name)
-        return found
-    if isinstance(payload, Mapping):
-        return payload.get(name)
-    return getattr(payload, name, None)
+    return _values(payload).get(name)
 
 
 def _names_agent(payload: object) -> bool:
@@ -83,6 +102,8 @@ def _names_agent(payload: object) -> bool:
 
 
 def _as_uuid(value: Any) -> UUID | None:
+    if value is None:
+        return None
     if isinstance(value, UUID):
         return value
     if isinstance(value, str):
@@ -111,9 +132,13 @@ def _text(value: object) -> str:
 
 def aggregate_of(payload: object) -> str:
     """The agent a payload belongs to (``agent_id`` or ``agent.agent_id``), else the host."""
-    agent = _field(payload, "agent_id")
+    return _aggregate(_values(payload))
+
+
+def _aggregate(values: Mapping[str, Any] | _Attributes) -> str:
+    agent = values.get("agent_id")
     if agent is None:
-        nested = _field(payload, "agent")
+        nested = values.get("agent")
         agent = _field(nested, "agent_id") if nested is not None else None
     return _text(agent) if agent is not None else HOST_AGGREGATE
 
@@ -124,23 +149,27 @@ def correlation_of(event_type: str, payload: object) -> UUID | None:
     Action and model payloads carry ``message_id``; a reply carries ``in_reply_to``; a message
     or memory payload points at its memory, which is the incoming message itself or a reply
     (``content.in_reply_to``)."""
+    return _correlation(_values(payload))
+
+
+def _correlation(values: Mapping[str, Any] | _Attributes) -> UUID | None:
     for key in ("message_id", "in_reply_to"):
-        found = _as_uuid(_field(payload, key))
+        found = _as_uuid(values.get(key))
         if found is not None:
             return found
     for key in ("message", "memory"):
-        inner = _field(payload, key)
+        inner = values.get(key)
         if inner is not None:
-            return _memory_correlation(inner)
-    if _field(payload, "content") is not None:  # a bare Memory
-        return _memory_correlation(payload)
+            return _memory_correlation(_values(inner))
+    if values.get("content") is not None:  # a bare Memory
+        return _memory_correlation(values)
     return None
 
 
-def _memory_correlation(memory: object) -> UUID | None:
-    content = _field(memory, "content")
+def _memory_correlation(memory: Mapping[str, Any] | _Attributes) -> UUID | None:
+    content = memory.get("content")
     replied = _as_uuid(_field(content, "in_reply_to")) if content is not None else None
-    return replied or _as_uuid(_field(memory, "id"))
+    return replied or _as_uuid(memory.get("id"))
 
 
 def address(
@@ -148,9 +177,10 @@ def address(
 ) -> tuple[str, UUID | None, str | None]:
     """(aggregate, correlation id, room id) of a payload recorded while `current` (the
     (agent, message, room) of the message being processed, or None) was the current message."""
-    aggregate = aggregate_of(payload)
-    correlation = correlation_of("", payload)
-    room = _field(payload, "room_id")
+    values = _values(payload)
+    aggregate = _aggregate(values)
+    correlation = _correlation(values)
+    room = values.get("room_id")
     if current is not None and (
         aggregate == current[0] or (aggregate == HOST_AGGREGATE and _names_agent(payload))
     ):
@@ -207,7 +237,8 @@ class AuditRecorder:
     def _encoded(self, item: _Recorded) -> EncodedEvent:
         event_type, payload, current, timestamp = item
         aggregate, correlation, room = address(payload, current)
-        owner = _field(payload, "owner") or _field(payload, "plugin")
+        values = _values(payload)
+        owner = values.get("owner") or values.get("plugin")
         return EncodedEvent(
             aggregate,
             event_type,
