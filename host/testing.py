@@ -69,6 +69,7 @@ from host.runtime import AgentRuntime, RuntimeSettings
 __all__ = [
     "AgentTestBuilder",
     "EventRecorder",
+    "ManualClock",
     "MockModel",
     "SequentialIds",
     "StepClock",
@@ -94,6 +95,23 @@ class StepClock:
         now = self.start + self.step * self.reads
         self.reads += 1
         return now
+
+
+@dataclass
+class ManualClock:
+    """Seconds that pass only when the test says so: the provider cache's TTL clock in tests.
+
+    Cached provider results never expire on their own in a test (a slow machine cannot change
+    what a test sees); `advance` moves past a TTL on purpose.
+    """
+
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass
@@ -296,6 +314,7 @@ class AgentTestBuilder:
         self._config: dict[str, Any] = {}
         self._clock: Callable[[], datetime] = StepClock()
         self._ids: Callable[[], UUID] = SequentialIds()
+        self._cache_clock: Callable[[], float] = ManualClock()
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
         self._runtime: TestRuntime | None = None
 
@@ -342,6 +361,11 @@ class AgentTestBuilder:
         self._ids = ids
         return self
 
+    def with_cache_clock(self, clock: Callable[[], float]) -> AgentTestBuilder:
+        """The provider cache's clock (seconds); default: a `ManualClock` that stands still."""
+        self._cache_clock = clock
+        return self
+
     async def _open_database(self) -> DatabaseAdapter:
         spec = self._database
         if spec == "inmemory":
@@ -369,7 +393,9 @@ class AgentTestBuilder:
         for handler in ElizaPlugin().models():
             registry.register(handler, owner="eliza")
         cache = ProviderCache(  # as in the host: providers' cache policies apply in tests too
-            max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes
+            max_entries=config.cache.max_entries,
+            max_bytes=config.cache.max_bytes,
+            clock=self._cache_clock,
         )
         cache.bind(bus)
         components = ComponentRegistry(cache)

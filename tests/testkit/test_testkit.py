@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import re
@@ -33,7 +34,7 @@ from contracts.models import TEXT_EMBEDDING, TEXT_LARGE, TextParams
 from contracts.plugin import Manifest, Plugin
 from contracts.storage import DatabaseAdapter
 from host.pytest_plugin import POSTGRES_URL, schema_uri, store_backends
-from host.testing import AgentTestBuilder, EventRecorder, TestRuntime
+from host.testing import AgentTestBuilder, EventRecorder, ManualClock, TestRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -302,6 +303,33 @@ async def test_provider_cache_policies_apply_as_in_the_host() -> None:
         await runtime.process_message(other)  # another room: computed again
         assert calls == ["one", "three"]
         assert all("Forecast #1" in p for p in runtime.mock_models["text_large"].prompts[:2])
+
+
+async def test_cached_results_expire_only_when_the_test_advances_the_cache_clock() -> None:
+    calls: list[str] = []
+
+    async def forecast(message: Memory, state: State) -> ProviderResult:
+        calls.append(message.content.text)
+        return ProviderResult(text=f"Forecast #{len(calls)}")
+
+    clock = ManualClock()
+    provider = Provider("forecast", forecast, cache=CachePolicy(ttl=60, scope="room"))
+    builder = AgentTestBuilder().with_cache_clock(clock).mock_model(TEXT_LARGE, "ok")
+    async with builder as runtime:
+        runtime.components.add("weather", providers=[provider])
+        await runtime.process_message("one")
+        clock.advance(59.5)
+        await runtime.process_message("two")  # still within the TTL
+        clock.advance(1)
+        await runtime.process_message("three")  # past it: computed again
+        assert calls == ["one", "three"]
+    brief = Provider("forecast", forecast, cache=CachePolicy(ttl=0.001, scope="room"))
+    async with AgentTestBuilder().mock_model(TEXT_LARGE, "ok") as runtime:
+        runtime.components.add("weather", providers=[brief])
+        await runtime.process_message("one")
+        await asyncio.sleep(0.02)  # real time passes the TTL; the default cache clock does not
+        await runtime.process_message("two")
+        assert calls == ["one", "three", "one"]
 
 
 async def test_database_urls_sqlite_and_postgres(tmp_path: Path, pg_server_uri: str) -> None:
