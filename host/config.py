@@ -351,19 +351,23 @@ def masked(value: Any, name: str = "") -> Any:
     return value
 
 
-def secret_values(value: Any, name: str = "") -> list[str]:
-    """Every secret in `value` (SecretStr values and secret-named raw plugin settings), for
-    the log sink to mask wherever they appear (the values `masked` hides)."""
+def secret_values(value: Any, name: str = "", *, typed: bool = False) -> list[str]:
+    """Every secret in `value` (SecretStr values and secret-named settings), for the log sink
+    to mask wherever they appear (the values `masked` hides).
+
+    A list under a secret-looking name is a list of secrets in a raw section (``api_keys: [...]``)
+    but data in a declared field (the audit plugin's ``redact_keys`` holds key *names*, which
+    must not be masked out of every log line)."""
     if isinstance(value, SecretStr):
         return [value.get_secret_value()]
     if isinstance(value, BaseModel):
-        items = [(k, getattr(value, k)) for k in type(value).model_fields]
-        items += list((value.model_extra or {}).items())
-        return [s for k, v in items for s in secret_values(v, k)]
+        fields = [(k, getattr(value, k), True) for k in type(value).model_fields]
+        extra = [(k, v, False) for k, v in (value.model_extra or {}).items()]
+        return [s for k, v, t in fields + extra for s in secret_values(v, k, typed=t)]
     if isinstance(value, Mapping):
         return [s for k, v in value.items() for s in secret_values(v, str(k))]
     if isinstance(value, list | tuple):
-        return [s for v in value for s in secret_values(v, name)]
+        return [s for v in value for s in secret_values(v, "" if typed else name)]
     if isinstance(value, str) and value and is_secret_name(name):
         return [value]
     return []

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from loguru import logger
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from contracts.config import LoggingSettings
 from host.config import (
@@ -224,6 +224,23 @@ def test_secret_values_finds_typed_and_secret_named_settings() -> None:
         },
     )
     assert sorted(secret_values(loaded.config)) == ["http-key-1", "sk-openai-2"]
+
+
+def test_secret_values_in_validated_settings_and_raw_sections() -> None:
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        token: str = "plain-token-1"  # a secret by name, though not typed SecretStr
+        password: SecretStr = SecretStr("typed-pw-2")
+        redact_keys: tuple[str, ...] = ("api_key", "token")  # key names: data, not secrets
+
+    settings = Settings.model_validate({"api_keys": ["raw-key-3", "raw-key-4"]})
+    assert sorted(secret_values(settings)) == [
+        "plain-token-1",
+        "raw-key-3",
+        "raw-key-4",
+        "typed-pw-2",
+    ]
+    assert secret_values({"secrets": ["raw-5"], "names": ["api_key"]}) == ["raw-5"]
 
 
 def test_malformed_json_in_a_variable_names_the_variable() -> None:
