@@ -261,12 +261,16 @@ class Reloader:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _changed(self, path: str) -> None:
-        """Called on the watchdog thread: find the plugins, (re)start their debounce timers."""
+        """Called on the watchdog thread: hand the path to the event loop, which owns
+        `_by_path` (a reload re-watches, changing it while events arrive)."""
         loop = self._loop
-        if loop is None:
-            return
-        for name in self._owners(Path(path).resolve()):
-            loop.call_soon_threadsafe(self._schedule, name)
+        if loop is not None:
+            loop.call_soon_threadsafe(self._route, Path(path).resolve())
+
+    def _route(self, path: Path) -> None:
+        """(Re)start the debounce timers of the plugins `path` belongs to."""
+        for name in self._owners(path):
+            self._schedule(name)
 
     def _owners(self, path: Path) -> set[str]:
         owners: set[str] = set()
