@@ -228,7 +228,7 @@ class Reloader:
         self._observer.start()
         for name in self.loader.loaded:
             refused = self.refusal(name)
-            if refused is not None and name not in self.reloadable():
+            if refused is not None:
                 _log.debug("dev mode: not watching plugin {}: {}", name, refused)
         _log.info(
             "dev mode: watching {} for plugin changes",
