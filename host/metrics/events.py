@@ -1,9 +1,9 @@
 """`EventMetrics`: the runtime's metrics, derived from the events it already emits.
 
-Subscribed with ``bus.on_any``, it turns each event into counters and histograms, so the
-runtime, the model registry and the loader record metrics without calling a collector, and a
-plugin's actions and models are measured without their authors doing anything. Model metrics
-use the OpenTelemetry GenAI names (``gen_ai.client.operation.duration``,
+Subscribed to each event it records (`EventMetrics.subscribe`), it turns them into counters
+and histograms, so the runtime, the model registry and the loader record metrics without calling
+a collector, and a plugin's actions and models are measured without their authors doing
+anything. Model metrics use the OpenTelemetry GenAI names (``gen_ai.client.operation.duration``,
 ``gen_ai.client.token.usage``) and attributes (``gen_ai.operation.name`` from the model type's
 ``operation``, ``gen_ai.system`` the provider, ``gen_ai.token.type``, ``error.type``), plus
 ``agenthost.model.type``; tags are bounded sets (event, action, provider, stage), never user
@@ -100,7 +100,7 @@ class _ModelSeries:
 
 
 class EventMetrics:
-    """An `on_any` handler recording metrics for the events it knows.
+    """Records metrics for the events it knows (a handler of each, or of all with ``on_any``).
 
     The runtime's events (messages, stages, model calls, actions) record into series bound once
     per tag set (`host.metrics.bound`), so each observation skips the tag lookup; rare events
