@@ -108,35 +108,48 @@ def check_encoded(events: Sequence[EncodedEvent]) -> list[EncodedEvent]:
     the JSON); the batch as a list."""
     batch = list(events)
     for index, event in enumerate(batch):
-        try:
-            fine = (
-                event.aggregate_id
-                and event.event_type
-                and event.data[:1] == "{"
-                and event.metadata[:1] == "{"
-                and event.timestamp.tzinfo is not None
-            )
-        except (AttributeError, TypeError):
-            fine = False
-        if not fine or not isinstance(event, EncodedEvent):
+        if not (
+            isinstance(event, EncodedEvent)
+            and _text(event.aggregate_id)
+            and _text(event.event_type)
+            and _object_text(event.data)
+            and _object_text(event.metadata)
+            and isinstance(event.timestamp, datetime)
+            and event.timestamp.tzinfo is not None
+        ):
             raise _bad_encoded(index, event)
     return batch
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _object_text(value: object) -> bool:
+    return isinstance(value, str) and value[:1] == "{"
 
 
 def _bad_encoded(index: int, event: object) -> Exception:
     """The error naming what is wrong with event `index` of an `append_encoded` batch."""
     if not isinstance(event, EncodedEvent):
         return TypeError(f"event {index} is a {type(event).__name__}, not an EncodedEvent")
-    if not isinstance(event.aggregate_id, str) or not event.aggregate_id:
-        return EventStoreError(f"event {index} ({event.event_type}) has no aggregate id")
-    if not isinstance(event.event_type, str) or not event.event_type:
-        return EventStoreError(f"event {index} of {event.aggregate_id!r} has no event type")
+    if not _text(event.aggregate_id):
+        return EventStoreError(
+            f"event {index} ({event.event_type}) has no aggregate id (non-empty text), got"
+            f" {event.aggregate_id!r}"
+        )
+    if not _text(event.event_type):
+        return EventStoreError(
+            f"event {index} of {event.aggregate_id!r} has no event type (non-empty text), got"
+            f" {event.event_type!r}"
+        )
     if not isinstance(event.timestamp, datetime) or event.timestamp.tzinfo is None:
         return EventStoreError(
             f"event {index} ({event.event_type}): timestamp must be a timezone-aware datetime,"
             f" got {event.timestamp!r}"
         )
-    name, text = ("data", event.data) if event.data[:1] != "{" else ("metadata", event.metadata)
+    bad_data = not _object_text(event.data)
+    name, text = ("data", event.data) if bad_data else ("metadata", event.metadata)
     return EventStoreError(
         f"event {index} ({event.event_type}): {name} must be JSON object text, got"
         f" {text!r:.60}; nothing was appended"

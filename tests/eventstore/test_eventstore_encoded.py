@@ -75,6 +75,20 @@ async def test_bad_text_fails_the_whole_batch(store: EventStore) -> None:
     assert await store.aggregates() == [("a", 1)]
 
 
+async def test_fields_of_the_wrong_type_fail_naming_the_field(store: EventStore) -> None:
+    # A dict where JSON text belongs, or a UUID as aggregate id, is refused before any I/O
+    # with an error naming the field (not a TypeError from inside the check).
+    with pytest.raises(EventStoreError, match=r"event 1 \(thing:happened\): data must be JSON"):
+        await store.append_encoded([enc("a", 1), enc("a", 2, data={"n": 2})])
+    with pytest.raises(EventStoreError, match="metadata must be JSON object text, got None"):
+        await store.append_encoded([enc("a", 1, metadata=None)])
+    with pytest.raises(EventStoreError, match=r"event 0 .* has no aggregate id .* got UUID\("):
+        await store.append_encoded([enc(uuid4(), 1)])  # type: ignore[arg-type]
+    with pytest.raises(EventStoreError, match=r"event 0 of 'a' has no event type .* got 7"):
+        await store.append_encoded([enc("a", 1, event_type=7)])
+    assert await store.last_position() == 0
+
+
 async def test_a_repeated_id_fails_the_whole_batch(store: EventStore) -> None:
     same = uuid4()
     await store.append_encoded([enc("a", 1, id=same)])
