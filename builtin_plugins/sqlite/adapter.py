@@ -136,7 +136,7 @@ def row_to_memory(row: tuple[Any, ...]) -> Memory:
             "content": _parse_content(content),
             "embedding": None if embedding is None else _to_floats(np.frombuffer(embedding, "<f4")),
             "metadata": {} if metadata == "{}" else json.loads(metadata),
-            "created_at": _EPOCH + timedelta(microseconds=created),
+            "created_at": from_micros(created),
             "unique": unique == 1,
         }
     )
