@@ -275,33 +275,18 @@ class Loader:
 
     async def load(self, item: Discovered) -> LoadedPlugin | None:
         """Construct, set up and register one plugin; None (and reported) if it failed."""
-        manifest = item.manifest
-        assert manifest is not None and item.factory is not None
         started = time.perf_counter()
-        log = plugin_logger(item.name)
         stage: Stage = "load"
-        done: list[PluginRegistrar] = []
-        instance: Any = None
+        loaded: LoadedPlugin | None = None
         try:
-            settings = self._settings(manifest)
-            extras: dict[Any, object] = {Logger: log, LOGGER: log}
-            if manifest.settings is not None and settings is not None:
-                extras[manifest.settings] = settings
-            instance = await self.container.construct(item.factory, owner=item.name, extras=extras)
+            loaded = await self._construct(item)
             stage = "setup"
-            setup = getattr(instance, "setup", None)
-            if callable(setup):
-                await _maybe_await(setup())
+            await _setup(loaded.instance)
             stage = "load"
-            loaded = LoadedPlugin(manifest, instance, item, settings)
-            for registrar in self.registrars:
-                await _maybe_await(registrar.register_plugin(loaded))
-                done.append(registrar)
+            await self.attach(loaded)
         except Exception as exc:
-            for registrar in reversed(done):
-                await self._quietly(registrar.unregister_plugin(item.name), item.name)
-            if stage == "load" and instance is not None:
-                await self._teardown_instance(item.name, instance)
+            if stage == "load" and loaded is not None:
+                await self._teardown_instance(item.name, loaded.instance)
             item.origin = where_raised(exc)
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if isinstance(exc, ConfigError):
@@ -311,12 +296,10 @@ class Loader:
             await self._report_failure(item, error, stage)
             return None
         loaded.load_seconds = time.perf_counter() - started
-        self.loaded[item.name] = loaded
-        self._status(item, "loaded")
-        log.debug(
+        plugin_logger(item.name).debug(
             "plugin {} {} loaded in {:.1f} ms",
             item.name,
-            manifest.version,
+            loaded.manifest.version,
             1000 * loaded.load_seconds,
         )
         await self._emit_loaded(PLUGIN_LOADED, loaded)
@@ -325,6 +308,13 @@ class Loader:
     async def prepare(self, item: Discovered) -> LoadedPlugin:
         """Construct and set up `item` without registering it (hot reload `attach`es it
         then). Raises what construction or setup raised."""
+        loaded = await self._construct(item)
+        await _setup(loaded.instance)
+        return loaded
+
+    async def _construct(self, item: Discovered) -> LoadedPlugin:
+        """Construct `item` with injection, its bound logger and validated settings besides
+        the container's services (not set up yet)."""
         manifest = item.manifest
         assert manifest is not None and item.factory is not None
         log = plugin_logger(item.name)
@@ -333,9 +323,6 @@ class Loader:
         if manifest.settings is not None and settings is not None:
             extras[manifest.settings] = settings
         instance = await self.container.construct(item.factory, owner=item.name, extras=extras)
-        setup = getattr(instance, "setup", None)
-        if callable(setup):
-            await _maybe_await(setup())
         return LoadedPlugin(manifest, instance, item, settings)
 
     async def detach(self, name: str) -> LoadedPlugin:
@@ -349,8 +336,9 @@ class Loader:
         return loaded
 
     async def attach(self, loaded: LoadedPlugin) -> None:
-        """Register a `prepare`d plugin in every registrar, all or nothing, and record it as
-        loaded. Raises what a registrar raised (nothing of it stays registered then)."""
+        """Register a constructed, set-up plugin (`load`'s, or hot reload's `prepare`d one) in
+        every registrar, all or nothing, and record it as loaded. Raises what a registrar
+        raised (nothing of it stays registered then)."""
         name = loaded.name
         done: list[PluginRegistrar] = []
         try:
@@ -515,6 +503,13 @@ class Loader:
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+async def _setup(instance: Any) -> None:
+    """Await the plugin's ``setup()``, if it has one (sync or async)."""
+    setup = getattr(instance, "setup", None)
+    if callable(setup):
+        await _maybe_await(setup())
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
