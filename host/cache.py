@@ -45,20 +45,13 @@ _ENTRY_OVERHEAD = 256
 
 def scoped_context(scope: CacheScope, context: CacheContext) -> CacheContext:
     """Keep only the fields an entry of this scope is keyed on."""
-    if scope == "global":
-        return CacheContext()
-    if scope == "agent":
-        return CacheContext(agent_id=context.agent_id)
-    if scope == "room":
-        return CacheContext(agent_id=context.agent_id, room_id=context.room_id)
-    if scope == "entity":
-        return CacheContext(agent_id=context.agent_id, entity_id=context.entity_id)
-    return CacheContext(agent_id=context.agent_id, message_id=context.message_id)
+    _, agent_id, room_id, entity_id, message_id = _scoped_key("", scope, context)
+    return CacheContext(agent_id, room_id, entity_id, message_id)
 
 
 def _scoped_key(provider: str, scope: CacheScope, context: CacheContext) -> _Key:
-    """The entry key: the provider and the context fields of its scope (`scoped_context`
-    without building a context, as this runs on every lookup)."""
+    """The entry key: the provider and the context fields of its scope (a tuple, not a
+    `CacheContext`, as this runs on every lookup)."""
     if scope == "room":
         return (provider, context.agent_id, context.room_id, None, None)
     if scope == "global":
@@ -273,7 +266,7 @@ class ProviderCache:
         flight = self._inflight.get(key)
         if flight is None:
             self._misses += 1
-            flight = _Flight(provider, scoped_context(registration.policy.scope, context))
+            flight = _Flight(provider, CacheContext(*key[1:]))
             flight.task = asyncio.ensure_future(
                 self._compute(key, flight, registration.policy.ttl, compute)
             )

@@ -389,6 +389,18 @@ def test_lookup_keys_hold_exactly_the_fields_of_the_scope(
     assert _scoped_key("p", scope, context) == (
         "p", scoped.agent_id, scoped.room_id, scoped.entity_id, scoped.message_id
     )  # fmt: skip
+    kept = {f: getattr(context, f) for f in _SCOPE_FIELDS[scope]}
+    assert scoped == CacheContext(**kept)
+
+
+_SCOPE_FIELDS = {
+    "global": (),
+    "agent": ("agent_id",),
+    "room": ("agent_id", "room_id"),
+    "entity": ("agent_id", "entity_id"),
+    "message": ("agent_id", "message_id"),
+}
+"""The fields an entry of each `CacheScope` is keyed on, spelled out independently."""
 
 
 # Property with concurrency: reads whose provider call is held open while writes, invalidations
