@@ -51,7 +51,6 @@ __all__ = [
     "app_from_settings",
     "create_app",
     "include_guarded",
-    "serve",
 ]
 
 API_KEY_HEADER = "X-API-Key"
@@ -411,14 +410,6 @@ def app_from_settings(agents: AgentManager, settings: HttpSettingsLike) -> FastA
     return create_app(agents, api_key=key or None, max_body_bytes=settings.max_body_bytes)
 
 
-async def serve(agents: AgentManager, settings: HttpSettingsLike) -> None:
-    """Serve the API over `agents` on ``settings.host:settings.port`` until cancelled or until
-    uvicorn gets SIGINT/SIGTERM (what ``agenthost run`` awaits)."""
-    server = HttpServer(app_from_settings(agents, settings), host=settings.host, port=settings.port)
-    _log.info("HTTP API on http://{}:{} (OpenAPI at /openapi.json)", settings.host, settings.port)
-    await server.serve()
-
-
 class _Server(uvicorn.Server):
     """uvicorn leaving Ctrl-C / SIGTERM to the host, which stops it with everything else
     (uvicorn's own capture would re-raise them once it has shut down)."""
@@ -472,7 +463,3 @@ class HttpServer:
         self.server.should_exit = True
         if self._task is not None:
             await self._task
-
-    async def serve(self) -> None:
-        """Serve until cancelled or until uvicorn gets a shutdown signal."""
-        await self.server.serve()
