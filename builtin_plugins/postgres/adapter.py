@@ -47,10 +47,7 @@ _COLUMNS = (
     "id, table_name, agent_id, entity_id, room_id, created_at, content::text, metadata::text,"
     " embedding, is_unique"
 )
-_COLUMNS_NO_EMBEDDING = (
-    "id, table_name, agent_id, entity_id, room_id, created_at, content::text, metadata::text,"
-    " NULL, is_unique"
-)
+_COLUMNS_NO_EMBEDDING = _COLUMNS.replace(" embedding,", " NULL,")  # vectors left unread
 _INSERT = (
     "INSERT INTO memories (id, table_name, agent_id, entity_id, room_id, created_at, content,"
     " metadata, embedding, is_unique) VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s::json, %s, %s)"

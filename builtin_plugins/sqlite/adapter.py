@@ -63,10 +63,7 @@ _INSERT = (
 )
 _IN_SEQS = " FROM memories WHERE seq IN (SELECT value FROM json_each(?))"  # seqs: a JSON list
 _BY_SEQS = f"SELECT {_COLUMNS}{_IN_SEQS}"
-_BY_SEQS_NO_EMBEDDING = (
-    "SELECT seq, id, table_name, agent_id, entity_id, room_id, created_at, content, metadata,"
-    f" NULL, is_unique{_IN_SEQS}"
-)
+_BY_SEQS_NO_EMBEDDING = _BY_SEQS.replace(" embedding,", " NULL,")  # vectors left unread
 _EVERYTHING = MemoryQuery()
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 embedding_blob = float32_bytes  # float32 little-endian blob of an embedding
