@@ -86,9 +86,14 @@ def package_of(target: str, others: Iterable[str] = ()) -> str:
     modules = [other.partition(":")[0] for other in others]
     for size in range(1, len(parts)):
         prefix = ".".join(parts[:size])
-        if not any(m == prefix or m.startswith(prefix + ".") for m in modules):
+        if not any(_within(m, (prefix,)) for m in modules):
             return prefix
     return ".".join(parts)
+
+
+def _within(module: str, packages: Iterable[str]) -> bool:
+    """Whether `module` is one of `packages` or inside one (``a.b`` is in ``a``, ``ab`` not)."""
+    return any(module == p or module.startswith(p + ".") for p in packages)
 
 
 def watch_paths(item: Discovered, package: str | None = None) -> list[Path]:
@@ -119,11 +124,7 @@ def _purge(packages: Iterable[str]) -> dict[str, ModuleType]:
     caches: a ``.pyc`` is trusted when the source's size and mtime (whole seconds) match, so an
     edit of the same length within the second of the last import would load the old code."""
     roots = tuple(packages)
-    taken = {
-        name: module
-        for name, module in sys.modules.items()
-        if any(name == root or name.startswith(root + ".") for root in roots)
-    }
+    taken = {name: module for name, module in sys.modules.items() if _within(name, roots)}
     for name, module in taken.items():
         del sys.modules[name]
         cached = getattr(module, "__cached__", None)
@@ -139,7 +140,7 @@ def _purge(packages: Iterable[str]) -> dict[str, ModuleType]:
 def _restore(packages: Iterable[str], kept: dict[str, ModuleType]) -> None:
     """Drop what importing the new code put in `sys.modules` and put the `kept` modules back."""
     roots = tuple(packages)
-    for name in [m for m in sys.modules if any(m == r or m.startswith(r + ".") for r in roots)]:
+    for name in [m for m in sys.modules if _within(m, roots)]:
         del sys.modules[name]
     sys.modules.update(kept)
 
