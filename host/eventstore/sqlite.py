@@ -348,13 +348,11 @@ class SqliteEventStore(StreamingReads):
             # are the consecutive ones ending at the last inserted rowid.
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             first = int(last) - len(rows) + 1
-            counts: dict[str, int] = {}
-            for row in rows:
-                counts[row[1]] = counts.get(row[1], 0) + 1
+            after = {row[1]: row[2] for row in rows}  # each aggregate's last version
             conn.executemany(
                 "INSERT INTO event_streams (aggregate_id, version) VALUES (?, ?)"
                 " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
-                [(a, before[a] + n) for a, n in counts.items()],
+                after.items(),
             )
             conn.execute("COMMIT")
         except BaseException:
