@@ -183,7 +183,7 @@ class EventMetrics:
 
     def _model(self, payload: ModelUsedPayload) -> None:
         error = payload.error
-        key = (payload.model_type, payload.provider, error and _error_type(error))
+        key = (payload.model_type, payload.provider, None if error is None else _error_type(error))
         series = self._models.get(key)
         if series is None:
             series = self._model_series(*key)

@@ -55,6 +55,17 @@ def test_model_calls_follow_the_genai_conventions() -> None:
     assert inputs is not None and inputs.count == 2 and inputs.value == 24
 
 
+def test_an_error_without_a_class_name_is_typed_error() -> None:
+    metrics = InMemoryMetrics()
+    record = EventMetrics(metrics)
+    for error in ("", "the provider said no"):
+        record(
+            MODEL_USED, ModelUsedPayload(model_type="t", provider="p", duration=0.1, error=error)
+        )
+    assert metrics.total(MODEL_ERRORS, **{"error.type": "error"}) == 2
+    assert metrics.total(MODEL_DURATION, **{"error.type": "error"}) == 2
+
+
 def test_operation_names_come_from_the_model_type() -> None:
     from contracts.models import ModelType, TextParams, TextResult
 
