@@ -156,15 +156,16 @@ def _bad_encoded(index: int, event: object) -> Exception:
     )
 
 
-def first_bad_json(events: Sequence[EncodedEvent]) -> str:
-    """Which event of a batch the database refused as JSON, as text for the error."""
+def first_bad_json(events: Sequence[EncodedEvent]) -> str | None:
+    """Which event of a batch holds text that is not JSON, as text for the error (None if
+    Python parses them all: the database refused something else)."""
     for index, event in enumerate(events):
         for name in ("data", "metadata"):
             try:
                 json.loads(getattr(event, name))
             except ValueError as exc:
                 return f"event {index} ({event.event_type}) {name} is not JSON: {exc}"
-    return "an event's data is not JSON"
+    return None
 
 
 def filter_sql(

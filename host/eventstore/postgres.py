@@ -236,10 +236,11 @@ class PostgresEventStore(StreamingReads):
                     f"events cannot be appended to {', '.join(map(repr, aggregates))}: {exc};"
                     " nothing was appended"
                 ) from exc
-            except psycopg.errors.DataError as exc:  # text that is not JSON
-                raise EventStoreError(
-                    f"{first_bad_json(events)}: {exc}; nothing was appended"
-                ) from exc
+            except psycopg.errors.DataError as exc:  # text that is not JSON, a value too big
+                what = first_bad_json(events) or (
+                    f"events cannot be appended to {', '.join(map(repr, aggregates))}"
+                )
+                raise EventStoreError(f"{what}: {exc}; nothing was appended") from exc
         self._notifier.notify()
         return before, positions
 

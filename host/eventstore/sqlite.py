@@ -268,7 +268,8 @@ class SqliteEventStore(StreamingReads):
         except sqlite3.OperationalError as exc:
             if "malformed JSON" not in str(exc):
                 raise
-            raise EventStoreError(f"{first_bad_json(batch)}; nothing was appended") from exc
+            what = first_bad_json(batch) or "an event's data is not JSON"
+            raise EventStoreError(f"{what}; nothing was appended") from exc
         return len(batch)
 
     async def _write_rows(

@@ -89,6 +89,21 @@ async def test_fields_of_the_wrong_type_fail_naming_the_field(store: EventStore)
     assert await store.last_position() == 0
 
 
+async def test_a_value_the_database_refuses_is_not_reported_as_bad_json(
+    store: EventStore,
+) -> None:
+    # SQLite stores any 64-bit integer; PostgreSQL's INTEGER column refuses 2**40. Its error
+    # must name the aggregate and the database's reason, not blame valid JSON.
+    try:
+        await store.append_encoded([enc("a", 1, schema_version=2**40)])
+    except EventStoreError as exc:
+        assert "not JSON" not in str(exc)
+        assert "cannot be appended to 'a'" in str(exc) and "out of range" in str(exc)
+        assert await store.last_position() == 0
+    else:
+        assert (await store.get_events("a"))[0].schema_version == 2**40
+
+
 async def test_a_repeated_id_fails_the_whole_batch(store: EventStore) -> None:
     same = uuid4()
     await store.append_encoded([enc("a", 1, id=same)])
