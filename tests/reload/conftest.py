@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -100,20 +101,20 @@ def plugin_files(tmp_path: Path) -> Iterator[PluginFiles]:
 
 
 @pytest.fixture
-async def dev_host(plugin_files: PluginFiles, tmp_path: Path) -> AsyncIterator[Host]:
-    config = HostConfig(
-        dev=True,
-        data_dir=tmp_path / "data",
-        http=HttpSettings(port=0),
-        agents=AgentsSettings(characters_dir=tmp_path / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza", "reloadme", "dependent"]),
-    )
-    host = Host(LoadedConfig(config, None))
-    await host.start(http=True)
-    try:
-        yield host
-    finally:
-        await host.stop()
+async def dev_host(plugin_files: PluginFiles, make_host: HostFactory) -> Host:
+    """A dev-mode host (HTTP API on) that loaded ``reloadme`` and ``dependent``."""
+    return await make_host("reloadme", "dependent", http=True)
+
+
+ROOM = uuid4()
+
+
+async def state_text(host: Host) -> str:
+    """The state agent Eliza composes for a message in `ROOM` (the providers' text)."""
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    message = runtime.new_message("how are you?", room_id=ROOM, entity_id=uuid4())
+    return (await runtime.compose_state(message)).text
 
 
 @dataclass

@@ -14,16 +14,7 @@ from contracts.events import PLUGIN_FAILED, PLUGIN_RELOADED, PluginFailedPayload
 from host.app import Host
 from host.cli import app
 
-from .conftest import HostFactory, PluginFiles
-
-ROOM = uuid4()
-
-
-async def state_text(host: Host) -> str:
-    assert host.agents is not None
-    runtime = host.agents.get("Eliza")
-    message = runtime.new_message("how are you?", room_id=ROOM, entity_id=uuid4())
-    return (await runtime.compose_state(message)).text
+from .conftest import HostFactory, PluginFiles, state_text
 
 
 async def next_event(host: Host, *names: str, within: float = 10.0) -> object:

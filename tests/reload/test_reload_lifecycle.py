@@ -14,7 +14,7 @@ from contracts.events import PLUGIN_FAILED, PLUGIN_RELOADED, Event, PluginFailed
 from contracts.tokens import Token
 from host.app import Host
 
-from .conftest import HostFactory, Probe, Site
+from .conftest import ROOM, HostFactory, Probe, Site, state_text
 
 FULL = """
 from typing import ClassVar
@@ -118,9 +118,6 @@ def full(v: str, *, construct: str = "pass", setup: str = "pass") -> str:
     return FULL.format(v=v, construct=construct, setup=setup)
 
 
-ROOM = uuid4()
-
-
 async def send(host: Host, text: str = "hello", room: UUID = ROOM) -> str:
     assert host.agents is not None
     runtime = host.agents.get("Eliza")
@@ -128,13 +125,6 @@ async def send(host: Host, text: str = "hello", room: UUID = ROOM) -> str:
     reply = await runtime.process_message(message)
     assert reply.text is not None
     return reply.text
-
-
-async def state(host: Host) -> str:
-    assert host.agents is not None
-    runtime = host.agents.get("Eliza")
-    message = runtime.new_message("how are you?", room_id=ROOM, entity_id=uuid4())
-    return (await runtime.compose_state(message)).text
 
 
 def names(host: Host) -> set[str]:
@@ -156,7 +146,7 @@ async def reload_full(host: Host) -> None:
 
 async def test_every_registration_is_replaced(full_host: Host, site: Site, probe: Probe) -> None:
     assert await send(full_host) == "model v1"
-    assert "cached v1" in await state(full_host)  # now in the provider cache
+    assert "cached v1" in await state_text(full_host)  # now in the provider cache
     assert names(full_host) >= {"act_v1", "eval_v1"}
     assert full_host.container.resolve(GREETING) == "greeting v1"
 
@@ -164,7 +154,7 @@ async def test_every_registration_is_replaced(full_host: Host, site: Site, probe
     await reload_full(full_host)
 
     assert await send(full_host) == "model v2"
-    text = await state(full_host)
+    text = await state_text(full_host)
     assert "cached v2" in text and "cached v1" not in text  # the cache entry went too
     assert "mood v2" in text
     found = names(full_host)
@@ -231,7 +221,7 @@ async def test_a_call_stuck_in_flight_does_not_block_the_reload_forever(
     site.add("full", full("v2"))
     result = await host.reloader.reload("full")  # returns once the drain timeout passed
     assert result.ok and "teardown v1" in probe.log
-    assert "mood v2" in await state(host)
+    assert "mood v2" in await state_text(host)
     probe.gate.set()
     await busy
 
@@ -267,7 +257,7 @@ async def test_construct_or_setup_failure_puts_the_old_version_back(
         ("full", "reload", str(module), line)
     ]
     assert await send(full_host) == "model v1"  # the old version was built again and serves
-    assert "mood v1" in await state(full_host)
+    assert "mood v1" in await state_text(full_host)
     assert full_host.container.resolve(GREETING) == "greeting v1"
     assert full_host.loader.statuses["full"].state == "loaded"
     site.add("full", full("v3"))  # the next save tries again

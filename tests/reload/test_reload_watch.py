@@ -14,9 +14,7 @@ from contracts.events import PLUGIN_FAILED, PLUGIN_RELOADED, Event
 from host.app import Host
 from host.reload import package_of
 
-from .conftest import HostFactory, Site
-
-ROOM = uuid4()
+from .conftest import ROOM, HostFactory, Site, state_text
 
 SIMPLE = """
 from typing import ClassVar
@@ -50,13 +48,6 @@ def package_dir(name: str) -> Path:
     return Path(next(iter(sys.modules[name].__path__))).resolve()
 
 
-async def state(host: Host) -> str:
-    assert host.agents is not None
-    runtime = host.agents.get("Eliza")
-    message = runtime.new_message("how are you?", room_id=ROOM, entity_id=uuid4())
-    return (await runtime.compose_state(message)).text
-
-
 async def events(host: Host, name: str, count: int = 1) -> list[object]:
     """The next `count` payloads of event `name` (waits for them)."""
     got: list[object] = []
@@ -87,7 +78,7 @@ async def test_a_burst_of_saves_is_one_reload(site: Site, make_host: HostFactory
     await reloaded
     await asyncio.sleep(0.6)  # twice the debounce: a second reload would have started by now
     assert [r.name for r in host.reloader.history] == ["burst"]
-    assert "burst says save4" in await state(host)
+    assert "burst says save4" in await state_text(host)
 
 
 async def test_manifest_watch_paths_are_watched_instead_of_the_package(
@@ -112,7 +103,7 @@ async def test_manifest_watch_paths_are_watched_instead_of_the_package(
     await asyncio.sleep(0.05)
     (data / "greeting.json").write_text('"bonjour"')
     await reloaded
-    assert 'templated says "bonjour"' in await state(host)
+    assert 'templated says "bonjour"' in await state_text(host)
 
 
 async def test_a_single_module_plugin_watches_its_file_not_its_directory(
@@ -132,7 +123,7 @@ async def test_a_single_module_plugin_watches_its_file_not_its_directory(
     await asyncio.sleep(0.05)
     (site.root / "solo.py").write_text(simple("solo", "v2"))
     await reloaded
-    assert "solo says v2" in await state(host)
+    assert "solo says v2" in await state_text(host)
     sys.modules.pop("solo", None)
 
 
@@ -186,7 +177,7 @@ async def test_dependents_reload_after_it_in_order(site: Site, make_host: HostFa
     base.write_text(simple("base", "v2"))
     result = await host.reloader.reload("base")
     assert result.reloaded == ["base", "child"]
-    text = await state(host)
+    text = await state_text(host)
     assert "base says v2" in text and "child says v2" in text
 
 
@@ -204,11 +195,11 @@ async def test_a_dependent_failing_puts_the_whole_group_back(
     assert not result.ok and result.error is not None and "base is poisoned" in result.error
     payload = (await failed)[0]
     assert getattr(payload, "name", None) == "child"
-    text = await state(host)  # base's new code would poison its dependent: both stay old
+    text = await state_text(host)  # base's new code would poison its dependent: both stay old
     assert "base says v1" in text and "child says v1" in text
     base.write_text(simple("base", "v3"))
     assert (await host.reloader.reload("base")).ok
-    text = await state(host)
+    text = await state_text(host)
     assert "base says v3" in text and "child says v3" in text
 
 
@@ -235,11 +226,11 @@ async def test_a_plugin_needing_a_service_reloads_with_its_provider(
     site.add("user", user)
     host = await make_host("maker", "user")
     assert host.reloader is not None
-    assert "user says v1" in await state(host)
+    assert "user says v1" in await state_text(host)
     module.write_text(maker.replace('VALUE = "v1"', 'VALUE = "v2"'))
     result = await host.reloader.reload("maker")
     assert result.reloaded == ["maker", "user"]  # no declared dependency: the constructor
-    assert "user says v2" in await state(host)
+    assert "user says v2" in await state_text(host)
 
 
 @given(
@@ -294,7 +285,7 @@ async def test_saving_a_plugin_and_its_dependent_together_is_one_reload(
     await reloaded
     await asyncio.sleep(0.6)  # twice the debounce: a second reload would have started by now
     assert [(r.name, r.reloaded) for r in host.reloader.history] == [("base", ["base", "child"])]
-    assert "child says child v2" in await state(host)
+    assert "child says child v2" in await state_text(host)
 
 
 async def test_a_new_dependency_that_is_not_loaded_keeps_the_old_version(
@@ -308,4 +299,4 @@ async def test_a_new_dependency_that_is_not_loaded_keeps_the_old_version(
     assert not result.ok and result.error is not None
     assert result.error.startswith("the new version depends on nothere, which is not loaded")
     assert result.error.endswith(f"({module})")  # the plugin's file, not the host's
-    assert "lonely says v1" in await state(host)
+    assert "lonely says v1" in await state_text(host)
