@@ -275,7 +275,6 @@ class AgentRuntime:
         self.ids = ids
         self._last_time: datetime | None = None
         self._rooms: dict[UUID, _RoomLock] = {}
-        self._inflight: set[asyncio.Task[Any]] = set()
         self._running = True
         self._open = asyncio.Event()
         self._open.set()
