@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -329,10 +330,13 @@ class ModelRegistry:
             yielded = False
             final: TextChunk | None = None
             try:
-                async for chunk in self._chunks(entry, params):
-                    yielded = True
-                    final = chunk
-                    yield chunk
+                # closed with this stream: a consumer that stops early closes the provider's
+                # stream now, not whenever the garbage collector finalizes it
+                async with aclosing(self._chunks(entry, params)) as chunks:
+                    async for chunk in chunks:
+                        yielded = True
+                        final = chunk
+                        yield chunk
             except Exception as exc:
                 if events is not None:
                     await self._report(entry, started, failed, params, error=exc, streamed=True)
@@ -348,7 +352,7 @@ class ModelRegistry:
             return
         raise _exhausted(model_type, candidates, last)
 
-    async def _chunks(self, entry: _Entry, params: Any) -> AsyncIterator[TextChunk]:
+    async def _chunks(self, entry: _Entry, params: Any) -> AsyncGenerator[TextChunk, None]:
         stream = entry.handler.stream
         if stream is None:
             yield _one_chunk(entry, await self._within_timeout(entry, entry.call(params)))

@@ -297,6 +297,27 @@ async def test_a_stalled_stream_times_out_per_chunk_and_falls_back_before_the_fi
     assert task is not None and task.cancelling() == 0
 
 
+async def test_a_stream_closed_early_closes_the_providers_stream_at_once() -> None:
+    closed: list[str] = []
+
+    async def endless(params: TextParams) -> AsyncIterator[TextChunk]:
+        try:
+            while True:
+                yield TextChunk(text="more")
+        finally:
+            closed.append("provider")
+
+    async def whole(params: TextParams) -> TextResult:
+        return TextResult(text="whole")
+
+    registry = ModelRegistry()
+    registry.register(ModelHandler(TEXT_LARGE, whole, endless), owner="endless")
+    stream = registry.stream_model(TEXT_LARGE, TextParams(prompt="x"))
+    assert (await anext(stream)).text == "more"
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert closed == ["provider"]  # by aclose itself, not by a later garbage collection
+
+
 async def test_model_used_carries_params_output_and_the_message_served() -> None:
     from uuid import uuid4
 
