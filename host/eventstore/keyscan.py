@@ -86,10 +86,35 @@ class _ClassKeys(NamedTuple):
     """Whether extra fields are allowed (their keys are looked at at run time)."""
 
 
+def _serializes_with_functions(schema: Any) -> bool:
+    """Whether a core schema serializes some value with a function of its own (a
+    ``PlainSerializer``/``WrapSerializer`` in an ``Annotated`` field, at any depth, or a
+    type's custom serializer): keys it outputs cannot be told from the annotation. pydantic's
+    own (``SecretStr``, ``Path``) output no keys."""
+    if isinstance(schema, dict):
+        serialization = schema.get("serialization")
+        if isinstance(serialization, dict) and serialization.get("type") in _FUNCTION_SER:
+            module = getattr(serialization.get("function"), "__module__", None) or ""
+            if module != "pydantic" and not module.startswith("pydantic."):
+                return True
+        return any(_serializes_with_functions(item) for item in schema.values())
+    if isinstance(schema, list | tuple):
+        return any(_serializes_with_functions(item) for item in schema)
+    return False
+
+
+_FUNCTION_SER = frozenset({"function-plain", "function-wrap"})
+
+
 @functools.lru_cache(maxsize=1024)
 def _class_keys(cls: type[BaseModel], is_secret: Any, drop: frozenset[str]) -> _ClassKeys:
     decorators = cls.__pydantic_decorators__
-    if decorators.model_serializers or decorators.field_serializers or cls.model_computed_fields:
+    if (
+        decorators.model_serializers
+        or decorators.field_serializers
+        or cls.model_computed_fields
+        or _serializes_with_functions(cls.__pydantic_core_schema__)
+    ):
         return _ClassKeys(OPAQUE, (), False)
     walk = []
     for name, info in cls.model_fields.items():

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Annotated, Any
 from uuid import uuid4
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, SecretStr, SerializeAsAny, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    SecretStr,
+    SerializeAsAny,
+    WrapSerializer,
+    model_serializer,
+)
 
 from builtin_plugins.audit.recorder import EMBEDDING_KEYS
 from contracts.events import MemoryPayload, ModelUsedPayload
@@ -143,6 +151,19 @@ def test_secrets_anywhere_are_masked() -> None:
     serialized = json.loads(_same(Renamed(visible="v"), frozenset()))
     assert serialized == {"visible": "v", "api_key": MASK}  # a custom serializer's own keys
     assert json.loads(_same({"x": float("inf")}, frozenset())) == {"x": None}
+
+
+class Annotated_(BaseModel):
+    note: Annotated[str, PlainSerializer(lambda v: {"api_key": v})] = "sk-note"
+    notes: list[Annotated[str, WrapSerializer(lambda v, nxt: {"password": nxt(v)})]] = ["pw"]
+
+
+def test_keys_output_by_annotated_serializers_are_masked() -> None:
+    # The field annotations say str; the serializers put secret keys around the values.
+    data = json.loads(_same(Annotated_(), frozenset()))
+    assert data == {"note": {"api_key": MASK}, "notes": [{"password": MASK}]}
+    held = json.loads(_same(Outer(data=Annotated_()), frozenset()))
+    assert held["data"] == {"note": {"api_key": MASK}, "notes": [{"password": MASK}]}
 
 
 def test_embeddings_are_left_out_of_models_and_dicts() -> None:
