@@ -12,14 +12,20 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from pydantic_core import to_json
 
-from contracts.eventstore import DomainEvent, EncodedEvent, EventFilter, EventStoreError
+from contracts.eventstore import (
+    ConcurrencyError,
+    DomainEvent,
+    EncodedEvent,
+    EventFilter,
+    EventStoreError,
+)
 
 __all__ = [
     "Notifier",
@@ -32,6 +38,7 @@ __all__ = [
     "from_micros",
     "new_ids",
     "to_micros",
+    "versions_before",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,6 +77,20 @@ def check_batch(
             raise EventStoreError(f"event {index} repeats event id {event.id} within the batch")
         seen.add(event.id)
     return batch
+
+
+def versions_before(
+    aggregates: Sequence[str],
+    stored: Iterable[tuple[Any, Any]],
+    check: tuple[str, int | None] | None,
+) -> dict[str, int]:
+    """Each of a batch's `aggregates`' version before it (0 if new), from the stored
+    (aggregate, version) rows; `ConcurrencyError` unless `check` (aggregate, expected version;
+    None: any) holds. Run inside the append's transaction, after taking the write lock."""
+    before = dict.fromkeys(aggregates, 0) | {str(a): int(v) for a, v in stored}
+    if check is not None and check[1] is not None and check[1] != before[check[0]]:
+        raise ConcurrencyError(check[0], check[1], before[check[0]])
+    return before
 
 
 def encode(event: DomainEvent) -> EncodedEvent:

@@ -34,6 +34,7 @@ from .common import (
     filter_sql,
     first_bad_json,
     new_ids,
+    versions_before,
 )
 
 __all__ = ["SCHEMA", "PostgresEventStore"]
@@ -192,10 +193,7 @@ class PostgresEventStore(StreamingReads):
                         " WHERE aggregate_id = ANY(%s)",
                         (aggregates,),
                     )
-                    found = {str(a): int(v) for a, v in await cur.fetchall()}
-                    before = dict.fromkeys(aggregates, 0) | found
-                    if check is not None and check[1] is not None and check[1] != before[check[0]]:
-                        raise ConcurrencyError(check[0], check[1], before[check[0]])
+                    before = versions_before(aggregates, await cur.fetchall(), check)
                     versions = dict(before)
                     rows = []
                     fresh = iter(new_ids(sum(1 for event in events if event.id is None)))

@@ -49,6 +49,7 @@ from .common import (
     from_micros,
     new_ids,
     to_micros,
+    versions_before,
 )
 
 __all__ = ["SCHEMA", "SqliteEventStore"]
@@ -328,14 +329,12 @@ class SqliteEventStore(StreamingReads):
         conn.execute("BEGIN IMMEDIATE")
         try:
             aggregates = list(dict.fromkeys(row[1] for row in rows))
-            found = conn.execute(
+            stored = conn.execute(
                 "SELECT aggregate_id, version FROM event_streams WHERE aggregate_id IN"
                 f" ({', '.join('?' * len(aggregates))})",
                 aggregates,
             ).fetchall()
-            before = dict.fromkeys(aggregates, 0) | {str(a): int(v) for a, v in found}
-            if check is not None and check[1] is not None and check[1] != before[check[0]]:
-                raise ConcurrencyError(check[0], check[1], before[check[0]])
+            before = versions_before(aggregates, stored, check)
             if any(before.values()):
                 rows = [(r[0], r[1], before[r[1]] + r[2], *r[3:]) for r in rows]
             try:
