@@ -20,6 +20,7 @@ pipeline yielding the model's text as it streams.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -165,8 +166,9 @@ def build_prompt(
         parts.append("# Style\n" + "\n".join(f"- {rule}" for rule in style))
     if character.topics:
         parts.append(f"{character.name} likes to talk about " + ", ".join(character.topics) + ".")
-    examples = [_example(character, conversation) for conversation in character.message_examples]
-    examples = [e for e in examples if e][:PROMPT_EXAMPLES]
+    # on every message: format only the examples the prompt takes, not all of them
+    formatted = (_example(character, conversation) for conversation in character.message_examples)
+    examples = list(itertools.islice(filter(None, formatted), PROMPT_EXAMPLES))
     if examples:
         parts.append("# Example conversations\n" + "\n\n".join(examples))
     if state.text:

@@ -474,6 +474,18 @@ def test_prompt_carries_the_character(rig: Rig) -> None:
     assert "user: Hello\nAda: Hi there." in build_prompt(v1, State(), message)
 
 
+def test_prompt_takes_the_first_three_examples_with_text(rig: Rig) -> None:
+    def turn(text: str) -> list[dict[str, Any]]:
+        return [{"name": "Ada", "content": {"text": text}}]
+
+    examples = [turn("one"), [{"name": "Ada", "content": {}}], turn("two"), turn("three")]
+    ada = rig.runtime.character.model_copy(update={"message_examples": [*examples, turn("four")]})
+    message = rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    prompt = build_prompt(ada, State(), message)
+    assert "# Example conversations\nAda: one\n\nAda: two\n\nAda: three\n\n" in prompt
+    assert "four" not in prompt
+
+
 async def test_the_model_gets_the_system_prompt(rig: Rig) -> None:
     await rig.runtime.process_message(rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER))
     call = rig.mock.calls[-1]
