@@ -64,6 +64,7 @@ __all__ = [
     "Subscription",
     "event_named",
     "registered_events",
+    "same_payload_type",
 ]
 
 
