@@ -2,8 +2,9 @@
 
 Every record carries ``extra["plugin"]`` (``host`` for the engine's own lines), so a plugin's
 lines can be filtered by name; `plugin_logger` hands a plugin its bound logger. Secret values
-the config holds are registered with `redact` and replaced by a mask in every message, as a
-last line of defence should one slip into a log call or an exception text.
+the config holds are registered with `redact` and replaced by a mask in every message and
+logged exception, as a last line of defence should one slip into a log call or an exception
+text.
 """
 
 from __future__ import annotations
@@ -39,11 +40,47 @@ def redact(values: Iterable[str]) -> None:
 def _scrub(record: Record) -> None:
     record["extra"].setdefault("plugin", "host")
     if _secrets:
-        message = record["message"]
-        for secret in _secrets:
-            if secret in message:
-                message = message.replace(secret, MASK)
-        record["message"] = message
+        record["message"] = _mask(record["message"])
+        exception = record["exception"]
+        if exception is not None and exception.value is not None:
+            value = _scrubbed(exception.value, set())
+            if value is not exception.value:
+                record["exception"] = exception._replace(type=type(value), value=value)
+
+
+def _mask(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _scrubbed(exc: BaseException, seen: set[int]) -> BaseException:
+    """`exc` if neither its text nor its cause's or context's holds a secret; else a stand-in
+    shown as `exc` would be (same class name, traceback and chain) with the secrets masked:
+    ``opt(exception=...)`` renders the exception itself, past the message scrubbing."""
+    seen.add(id(exc))
+    try:
+        text = str(exc)
+    except Exception:
+        return exc
+    links = {
+        link: _scrubbed(getattr(exc, link), seen)
+        for link in ("__cause__", "__context__")
+        if getattr(exc, link) is not None and id(getattr(exc, link)) not in seen
+    }
+    masked = _mask(text)
+    if masked == text and all(value is getattr(exc, link) for link, value in links.items()):
+        return exc
+    cls = type(exc)
+    twin = type(cls.__name__, (Exception,), {"__module__": cls.__module__})
+    twin.__qualname__ = cls.__qualname__
+    stand_in: BaseException = twin(masked)
+    stand_in.__traceback__ = exc.__traceback__
+    stand_in.__suppress_context__ = exc.__suppress_context__
+    for link in ("__cause__", "__context__"):
+        setattr(stand_in, link, links.get(link, getattr(exc, link)))
+    return stand_in
 
 
 def configure_logging(settings: LoggingSettings | None = None, *, sink: Any = None) -> None:
@@ -53,10 +90,14 @@ def configure_logging(settings: LoggingSettings | None = None, *, sink: Any = No
     logger.configure(extra={"plugin": "host"}, patcher=_scrub)
     target = sink if sink is not None else sys.stderr
     colorize = None if sink is None else False
+    # diagnose=False: loguru's traceback would show the values of the variables on its lines,
+    # which no scrubbing sees (its own advice for production)
     if settings.json_lines:
-        logger.add(target, level=settings.level, serialize=True, colorize=False)
+        logger.add(target, level=settings.level, serialize=True, colorize=False, diagnose=False)
     else:
-        logger.add(target, level=settings.level, format=TEXT_FORMAT, colorize=colorize)
+        logger.add(
+            target, level=settings.level, format=TEXT_FORMAT, colorize=colorize, diagnose=False
+        )
     if settings.file is not None:
         settings.file.parent.mkdir(parents=True, exist_ok=True)
         logger.add(
@@ -67,6 +108,7 @@ def configure_logging(settings: LoggingSettings | None = None, *, sink: Any = No
             rotation="10 MB",
             retention=5,
             colorize=False,
+            diagnose=False,
         )
 
 

@@ -139,6 +139,48 @@ def test_plugin_log_lines_carry_the_plugin_name_and_secrets_are_scrubbed() -> No
     ]
 
 
+class VendorError(Exception):
+    """An exception whose text is not its arguments (as many libraries' are)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"vendor refused key {self.key}"
+
+
+def _connect(api_key: str) -> None:
+    try:
+        raise VendorError(api_key)
+    except VendorError as exc:
+        raise RuntimeError(f"cannot connect with {api_key}") from exc
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_logged_exception_has_its_secrets_scrubbed_too(as_json: bool) -> None:
+    """``opt(exception=...)``: the exception's text, its cause's, and the variables beside the
+    traceback's lines never show a secret; the rest of the traceback is as loguru shows it."""
+    sink = io.StringIO()
+    configure_logging(LoggingSettings(level="INFO", json=as_json), sink=sink)
+    secret = "sk-live-" + "7" * 12
+    try:
+        redact([secret])
+        try:
+            _connect(secret)
+        except RuntimeError as exc:
+            plugin_logger("weather").opt(exception=exc).error("setup failed")
+    finally:
+        configure_logging()
+    out = sink.getvalue()
+    assert secret not in out
+    text = json.loads(out)["text"] if as_json else out
+    assert "RuntimeError: cannot connect with **********" in text
+    assert f"{__name__}.VendorError: vendor refused key **********" in text
+    assert "The above exception was the direct cause of the following exception" in text
+    assert 'raise RuntimeError(f"cannot connect with {api_key}") from exc' in text
+
+
 def test_config_option_beats_the_environment_variable(tmp_path: Path) -> None:
     chosen = write(tmp_path, "dev: true\n")
     other = tmp_path / "other.yaml"
