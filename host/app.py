@@ -22,8 +22,11 @@ from contracts.config import SETTINGS, HostConfig
 from contracts.errors import AgentHostError
 from contracts.events import (
     EVENTS,
+    PLUGIN_FAILED,
     PLUGIN_LOADED,
     PLUGIN_RELOADED,
+    PLUGIN_UNLOADED,
+    PluginFailedPayload,
     PluginPayload,
     PluginReloadedPayload,
 )
@@ -181,6 +184,8 @@ class Host:
             self._sample_plugin(name)
         self.events.on(PLUGIN_RELOADED, self._resample_plugin, owner="host")
         self.events.on(PLUGIN_LOADED, self._resample_plugin, owner="host")
+        self.events.on(PLUGIN_FAILED, self._resample_plugin, owner="host")
+        self.events.on(PLUGIN_UNLOADED, self._resample_plugin, owner="host")
 
     def _sample_plugin(self, name: str) -> None:
         instance = self.loader.loaded[name].instance
@@ -189,9 +194,12 @@ class Host:
             if callable(read):
                 self.telemetry.sampler.add(name, read, kind=kind)  # type: ignore[arg-type]
 
-    def _resample_plugin(self, payload: PluginPayload | PluginReloadedPayload) -> None:
+    def _resample_plugin(
+        self, payload: PluginPayload | PluginReloadedPayload | PluginFailedPayload
+    ) -> None:
         """A reloaded plugin's figures come from its new instance (the old one is torn down);
-        so do those of a plugin loaded again (a failed reload builds the old version anew)."""
+        so do those of a plugin loaded again (a failed reload builds the old version anew); a
+        plugin unloaded, or whose old version failed to come back, is sampled no more."""
         self.telemetry.sampler.remove(payload.name)
         if payload.name in self.loader.loaded:
             self._sample_plugin(payload.name)

@@ -309,3 +309,21 @@ async def test_the_plugins_own_metrics_come_from_the_new_instance(
     assert not (await full_host.reloader.reload("full")).ok
     sampler.sample()  # from the v2 instance built again, not the torn-down one
     assert gauge.value == 2.0
+
+
+async def test_a_plugin_whose_old_version_fails_to_come_back_is_sampled_no_more(
+    site: Site, probe: Probe, make_host: HostFactory
+) -> None:
+    site.add("full", full("v2", construct="if 'refuse' in probe.log: raise ValueError('no')"))
+    host = await make_host("full")
+    sampler = host.telemetry.sampler
+    sampler.sample()
+    gauge = host.telemetry.memory.get("full.version")
+    assert gauge is not None and gauge.value == 2.0
+    probe.log.append("refuse")  # v2 cannot be built again
+    site.add("full", full("v3", setup="raise ValueError('setup broke')"))
+    assert host.reloader is not None
+    assert not (await host.reloader.reload("full")).ok
+    assert "full" not in host.loader.loaded and "teardown v2" in probe.log
+    sampler.sample()  # not from the torn-down v2 instance (it would read -1)
+    assert gauge.value == 2.0
