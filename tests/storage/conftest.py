@@ -19,9 +19,7 @@ import pytest
 from contracts.storage import DatabaseAdapter
 from host.metrics import InMemoryMetrics
 from host.metrics.storage import InstrumentedAdapter
-from host.pytest_plugin import backend_factory, store_backends
-
-from .storage_helpers import StoreFactory
+from host.pytest_plugin import StoreFactory, backend_factory, store_backends
 
 BACKENDS = [*store_backends(), "sqlite+metrics"]
 """``sqlite+metrics`` is SQLite behind the host's `InstrumentedAdapter`: the wrapper the host puts

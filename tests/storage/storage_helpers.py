@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -13,12 +12,8 @@ from uuid import UUID, uuid4
 import numpy as np
 
 from contracts.memory import Content, Memory
-from contracts.storage import DatabaseAdapter
 
 T = TypeVar("T")
-
-StoreFactory = Callable[[], contextlib.AbstractAsyncContextManager[DatabaseAdapter]]
-"""Opens a fresh, empty store: ``async with factory() as db: ...``."""
 
 AGENT = UUID("00000000-0000-4000-8000-00000000000a")
 OTHER_AGENT = UUID("00000000-0000-4000-8000-00000000000b")

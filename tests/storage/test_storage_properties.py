@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from contracts.memory import Content, Memory, MemoryQuery, MemoryUpdate
 from contracts.storage import BatchError, DatabaseAdapter
 from host.memory import MemoryManager
+from host.pytest_plugin import StoreFactory
 
 from .storage_helpers import (
     AGENT,
@@ -20,7 +21,6 @@ from .storage_helpers import (
     OTHER_ROOM,
     ROOM,
     T0,
-    StoreFactory,
     cosine,
     run,
     stored,
