@@ -210,6 +210,7 @@ class PayloadEncoder:
         self._needles = (
             *sorted({_normalise(k).replace("_", "") for k in self.keys}),
             'token":',
+            'token\\n":',  # `_TOKEN`'s ``$`` also matches before a key's final newline
         )
         self._drop_keys = tuple(json.dumps(k) + ":" for k in sorted(drop))
         fragments = tuple(_normalise(k) for k in self.keys)

@@ -166,6 +166,18 @@ def test_keys_output_by_annotated_serializers_are_masked() -> None:
     assert held["data"] == {"note": {"api_key": MASK}, "notes": [{"password": MASK}]}
 
 
+@dataclasses.dataclass
+class Box:
+    data: Any
+
+
+def test_keys_in_an_opaque_payload_are_masked_as_the_python_walk_masks_them() -> None:
+    # A dataclass is searched as text; a key ending in "token" and a newline is a secret to
+    # the walk (``$`` matches before a final newline), so the text search must see it too.
+    for key in ("TOKEN\n", "hf_token\n", "api_key\n"):
+        assert json.loads(_same(Box({key: "v"}), frozenset())) == {"data": {key: MASK}}
+
+
 def test_embeddings_are_left_out_of_models_and_dicts() -> None:
     memory = Memory(
         agent_id=uuid4(),
