@@ -176,7 +176,8 @@ class EventStore(Protocol):
         Each event goes to the end of its aggregate (no expected version: for writers that
         never conflict, like the audit trail), so versions stay gapless and positions follow
         the order of `events`. Text that is not a JSON object fails the whole batch
-        (`EventStoreError`, nothing written), as does an empty aggregate id or event type."""
+        (`EventStoreError`, nothing written), as does an aggregate id or event type that is empty
+        or not text."""
         ...
 
     async def get_events(
