@@ -199,15 +199,17 @@ async def run(n: int) -> None:
     cost = paired
     per_call = record_cost()
     direct = cost.observations * per_call / cost.service
-    verdict = "met" if cost.wall_min <= 0.05 else "NOT met"
+    # The verdict is on the medians of the paired rounds (as bench/eventstore.py judges the audit
+    # cost): stable within a point from run to run here, where the fastest single round of each
+    # side swung from -7.5% to +6.5% over four runs of the same code.
+    verdict = "met" if max(cost.wall_median, cost.cpu_median) <= 0.05 else "NOT met"
     console.print(
         f"instrumentation cost, paired A/B ({cost.rounds} alternating rounds of {cost.batch}"
         " messages, metrics on vs metrics.enabled false):\n"
-        f"  fastest round each side: wall {cost.wall_min:+.1%}, CPU {cost.cpu_min:+.1%}"
-        f"; target <= 5% (on the fastest rounds, least disturbed by the machine's other load):"
-        f" {verdict}\n"
         f"  median of the per-round ratios: wall {cost.wall_median:+.1%}, CPU"
-        f" {cost.cpu_median:+.1%} (rounds ranged {cost.low:+.1%} to {cost.high:+.1%})\n"
+        f" {cost.cpu_median:+.1%} (rounds ranged {cost.low:+.1%} to {cost.high:+.1%});"
+        f" target <= 5% (wall and CPU): {verdict}\n"
+        f"  fastest round each side: wall {cost.wall_min:+.1%}, CPU {cost.cpu_min:+.1%}\n"
         f"instrumentation cost, direct: {cost.observations:.1f} observations per message x"
         f" {per_call * 1e6:.2f} us (a bound histogram recorder) ="
         f" {cost.observations * per_call * 1e6:.1f} us = {direct:.1%} of a message's pipeline time"
