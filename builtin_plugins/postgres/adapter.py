@@ -492,7 +492,11 @@ class PostgresAdapter:
         async with self.with_connection() as conn:
             exact = kind == "flat" or filtered or await self._small(conn, table)
             if exact:
-                distance: sql.Composable = sql.SQL("(embedding <=> %s)")
+                # pgvector's cosine distance to a zero vector is NaN, which sorts after every
+                # number; the other stores score it 0 (distance 1), and so does this one.
+                distance: sql.Composable = sql.SQL(
+                    "COALESCE(NULLIF(embedding <=> %s, 'NaN'::float8), 1.0)"
+                )
                 statement: sql.Composed = sql.SQL(
                     "SELECT " + columns + ", {d} AS distance FROM memories{w}"
                     " ORDER BY {d}, id LIMIT %s"
