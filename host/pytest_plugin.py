@@ -43,6 +43,7 @@ __all__ = [
     "POSTGRES_URL",
     "StoreFactory",
     "backend_factory",
+    "fresh_schema",
     "schema_uri",
     "store_backends",
 ]
@@ -113,27 +114,37 @@ def pg_server_uri() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def fresh_schema(server_uri: str, prefix: str = "store") -> AsyncIterator[str]:
+    """A new, empty schema on the server at `server_uri`, dropped with its contents on exit;
+    yields its name. One per store keeps tests apart on a shared server (a leftover of a
+    crashed run under the same name is dropped first)."""
+    import psycopg
+
+    schema = f"{prefix}_{os.getpid()}_{next(_schemas)}"
+    async with await psycopg.AsyncConnection.connect(server_uri, autocommit=True) as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        async with await psycopg.AsyncConnection.connect(server_uri, autocommit=True) as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 @pytest.fixture(scope="session")
 def pg_store_factory(pg_server_uri: str) -> StoreFactory:
     """Opens fresh, empty PostgreSQL stores, each in its own schema (dropped on close)."""
-    import psycopg
-
     from builtin_plugins.postgres import PostgresAdapter
 
     @contextlib.asynccontextmanager
     async def open_store() -> AsyncIterator[DatabaseAdapter]:
-        schema = f"store_{os.getpid()}_{next(_schemas)}"
-        async with await psycopg.AsyncConnection.connect(pg_server_uri, autocommit=True) as conn:
-            await conn.execute(f"CREATE SCHEMA {schema}")
-        db = await PostgresAdapter.open(schema_uri(pg_server_uri, schema), max_size=4)
-        try:
-            yield db
-        finally:
-            await db.close()
-            async with await psycopg.AsyncConnection.connect(
-                pg_server_uri, autocommit=True
-            ) as conn:
-                await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        async with fresh_schema(pg_server_uri) as schema:
+            db = await PostgresAdapter.open(schema_uri(pg_server_uri, schema), max_size=4)
+            try:
+                yield db
+            finally:
+                await db.close()
 
     return open_store
 

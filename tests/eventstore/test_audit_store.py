@@ -14,11 +14,6 @@ from builtin_plugins.sqlite import SqliteAdapter
 from contracts.eventstore import DomainEvent, EventStoreError
 from host.eventstore import PostgresEventStore, SqliteEventStore
 
-from .conftest import _PG_IMPORT_ERROR
-
-if _PG_IMPORT_ERROR is None:
-    from tests.storage.pg_server import pg_store_factory  # noqa: F401
-
 
 async def test_own_file_in_the_data_dir(tmp_path: Path) -> None:
     store = await open_event_store(AuditSettings(), InMemoryAdapter(), tmp_path)
@@ -60,8 +55,6 @@ async def test_postgres_backend_needs_a_pool_or_url(tmp_path: Path) -> None:
 async def test_postgres_on_the_storage_adapters_pool(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    if _PG_IMPORT_ERROR is not None:
-        pytest.skip(_PG_IMPORT_ERROR)
     factory: Any = request.getfixturevalue("pg_store_factory")
     async with factory() as db:
         store = await open_event_store(AuditSettings(), db, tmp_path)  # auto -> postgres

@@ -13,8 +13,9 @@ import pytest
 
 from contracts.eventstore import EventStore
 from host.eventstore import PostgresEventStore, SqliteEventStore
+from host.pytest_plugin import fresh_schema
 
-from .conftest import postgres_url
+from .conftest import postgres_conninfo
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_PROCESS = 150
@@ -71,21 +72,12 @@ async def test_two_processes_on_one_sqlite_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-async def test_two_processes_on_one_postgres(request: pytest.FixtureRequest) -> None:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    url = postgres_url(request)
-    schema = f"ev_proc_{os.getpid()}"
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.execute(f"CREATE SCHEMA {schema}")
-    conninfo = make_conninfo(url, options=f"-c search_path={schema}")
-    store = await PostgresEventStore.connect(conninfo, max_size=2)
-    try:
-        await asyncio.to_thread(_run_two, "postgres", conninfo)
-        await _check(store)
-    finally:
-        await store.close()
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+async def test_two_processes_on_one_postgres(pg_server_uri: str) -> None:
+    async with fresh_schema(pg_server_uri, "ev_proc") as schema:
+        conninfo = postgres_conninfo(pg_server_uri, schema)
+        store = await PostgresEventStore.connect(conninfo, max_size=2)
+        try:
+            await asyncio.to_thread(_run_two, "postgres", conninfo)
+            await _check(store)
+        finally:
+            await store.close()

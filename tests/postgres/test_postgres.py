@@ -14,7 +14,6 @@ from uuid import uuid4
 import psycopg
 import pytest
 from pydantic import ValidationError
-from storage.pg_server import schema_uri
 
 from builtin_plugins.postgres import PostgresAdapter
 from builtin_plugins.postgres.adapter import COPY_FROM
@@ -25,6 +24,7 @@ from contracts.memory import Content, Memory, MemoryQuery
 from contracts.storage import DATABASE, BatchError, PoolExhaustedError, StorageError
 from host.app import Host
 from host.config import LoadedConfig
+from host.pytest_plugin import schema_uri
 
 AGENT, ROOM = uuid4(), uuid4()
 
