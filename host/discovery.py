@@ -21,7 +21,14 @@ from pydantic import ValidationError
 
 from contracts.plugin import ENTRY_POINT_GROUP, Manifest
 
-__all__ = ["Discovered", "discover", "from_entry_points", "where_raised"]
+__all__ = [
+    "Discovered",
+    "NotAPlugin",
+    "discover",
+    "from_entry_points",
+    "read_manifest",
+    "where_raised",
+]
 
 Status = Literal["discovered", "failed"]
 
@@ -96,10 +103,25 @@ def _load(ep: importlib_metadata.EntryPoint, item: Discovered) -> None:
         at = f" at {item.origin['file']}:{item.origin['line']}" if item.origin else ""
         item.fail(f"cannot import {item.target}: {type(exc).__name__}: {exc}{at}")
         return
+    try:
+        manifest = read_manifest(factory, item.target, item.name, item.version)
+    except NotAPlugin as exc:
+        item.fail(str(exc))
+        return
+    item.factory = factory
+    item.manifest = manifest
+
+
+class NotAPlugin(Exception):
+    """An entry point's object is no usable plugin; the message says why."""
+
+
+def read_manifest(factory: Any, target: str, name: str, version: str | None) -> Manifest:
+    """The validated manifest of `factory`, loaded from entry point `name` (`target`), with the
+    distribution's `version` when known. Discovery and a reload's re-import check the same way."""
     manifest = getattr(factory, "manifest", None)
     if not callable(factory) or manifest is None:
-        item.fail(f"{item.target} is not a plugin: it has no `manifest` (subclass Plugin)")
-        return
+        raise NotAPlugin(f"{target} is not a plugin: it has no `manifest` (subclass Plugin)")
     if not isinstance(manifest, Manifest):
         try:
             manifest = Manifest.model_validate(manifest)
@@ -107,18 +129,13 @@ def _load(ep: importlib_metadata.EntryPoint, item: Discovered) -> None:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
-            item.fail(f"invalid manifest in {item.target}: {problems}")
-            return
-    if manifest.name != item.name:
-        item.fail(
-            f"manifest name {manifest.name!r} in {item.target} differs from its entry point "
-            f"name {item.name!r}"
+            raise NotAPlugin(f"invalid manifest in {target}: {problems}") from None
+    if manifest.name != name:
+        raise NotAPlugin(
+            f"manifest name {manifest.name!r} in {target} differs from its entry point "
+            f"name {name!r}"
         )
-        return
-    if item.version is not None:
-        manifest = manifest.model_copy(update={"version": item.version})
-    item.factory = factory
-    item.manifest = manifest
+    return manifest if version is None else manifest.model_copy(update={"version": version})
 
 
 def where_raised(exc: BaseException) -> dict[str, Any]:

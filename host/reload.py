@@ -48,7 +48,7 @@ from contracts.events import (
 )
 from contracts.models import MODELS
 from contracts.storage import DATABASE
-from host.discovery import Discovered, where_raised
+from host.discovery import Discovered, NotAPlugin, read_manifest, where_raised
 from host.loader import LoadedPlugin, Loader
 
 __all__ = ["Quiesce", "ReloadResult", "Reloader", "package_of", "watch_paths"]
@@ -471,15 +471,11 @@ class Reloader:
         for part in attribute.split(".") if attribute else ():
             factory = getattr(factory, part)
         fresh = Discovered(item.name, item.target, item.distribution, item.version)
-        manifest = getattr(factory, "manifest", None)
-        if manifest is None:
-            raise _EditError(f"{item.target} has no manifest after the edit", item.target)
-        if manifest.name != item.name:
-            raise _EditError(
-                f"the manifest name changed from {item.name!r} to {manifest.name!r}", item.target
-            )
+        try:
+            fresh.manifest = read_manifest(factory, item.target, item.name, item.version)
+        except NotAPlugin as exc:
+            raise _EditError(f"after the edit, {exc}", item.target) from None
         fresh.factory = factory
-        fresh.manifest = manifest.model_copy(update={"version": item.version or manifest.version})
         return fresh
 
     async def _report(self, item: Discovered, exc: Exception) -> str:

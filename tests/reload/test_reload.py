@@ -64,6 +64,29 @@ async def test_a_broken_edit_keeps_the_old_version(
     assert "mood: v3" in await state_text(dev_host)
 
 
+async def test_an_edit_that_breaks_the_manifest_is_named_and_keeps_the_old_version(
+    dev_host: Host, plugin_files: PluginFiles
+) -> None:
+    source = plugin_files.module.read_text()
+    declared = 'manifest: ClassVar[Manifest] = Manifest(name="reloadme")'
+    edits = {
+        'manifest = {"name": "reloadme", "priority": "high"}': "invalid manifest in "
+        "reloadme:ReloadMe: priority: Input should be a valid integer",
+        'manifest: ClassVar[Manifest] = Manifest(name="renamed")': "manifest name 'renamed' in "
+        "reloadme:ReloadMe differs from its entry point name 'reloadme'",
+    }
+    for edit, expected in edits.items():
+        waiting = asyncio.ensure_future(next_event(dev_host, PLUGIN_FAILED.name))
+        await asyncio.sleep(0.05)
+        broken = source.replace(declared, edit)
+        assert broken != source
+        plugin_files.module.write_text(broken)
+        failed = await waiting
+        assert isinstance(failed, PluginFailedPayload) and failed.stage == "reload"
+        assert f"after the edit, {expected}" in failed.error
+        assert "mood: v1" in await state_text(dev_host)  # the old version still serves
+
+
 async def test_messages_keep_flowing_during_reloads(
     dev_host: Host, plugin_files: PluginFiles
 ) -> None:
