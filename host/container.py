@@ -21,6 +21,7 @@ by annotation, and clear errors (missing service, cycle, wrong scope).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -146,11 +147,24 @@ class _Template:
 class _Shared:
     """State shared by a container and all its scopes: known tokens, pins, pending teardowns."""
 
-    __slots__ = ("announced", "pins", "retired", "seq", "tasks", "tokens", "types")
+    __slots__ = (
+        "announced",
+        "held",
+        "pending",
+        "pins",
+        "retired",
+        "seq",
+        "tasks",
+        "tokens",
+        "types",
+    )
 
     def __init__(self, pins: Mapping[str, str]) -> None:
         self.announced: dict[str, tuple[str | None, frozenset[str | None]]] = {}
         """Last provider choice logged per service (winner, losers); see `should_announce`."""
+        self.held = 0
+        """Open `Container.announcing_once` blocks: choices made meanwhile wait in `pending`."""
+        self.pending: set[str] = set()
         self.pins: dict[str, str] = dict(pins)
         self.tokens: dict[str, Token[Any]] = {}
         self.types: dict[Any, list[str]] = {}
@@ -178,6 +192,9 @@ class _Shared:
         """Whether to log the choice of `chosen` among `candidates` for service `name`: when
         the winner changed or a new competitor arrived since the last logged choice, not when a
         loser merely left (plugins unloading at shutdown would repeat every choice)."""
+        if self.held:
+            self.pending.add(name)
+            return False
         losers = frozenset(b.owner for b in candidates if b is not chosen)
         if not losers:
             return False
@@ -476,6 +493,21 @@ class Container:
                 changed.add(name)
         if changed:
             self._invalidate(changed)
+
+    @contextlib.contextmanager
+    def announcing_once(self) -> Iterator[None]:
+        """Log each service's provider choice once, when the block ends: a start registers the
+        providers one by one, and logging every step repeated the choice with one more loser."""
+        shared = self._shared
+        shared.held += 1
+        try:
+            yield
+        finally:
+            shared.held -= 1
+            if not shared.held:
+                names, shared.pending = shared.pending, set()
+                for name in sorted(names):
+                    self._choose(name)
 
     def _choose(self, name: str) -> _Binding | None:
         candidates = self._bindings.get(name)

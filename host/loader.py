@@ -258,12 +258,13 @@ class Loader:
 
     async def load_all(self, discovered: Sequence[Discovered]) -> list[PluginStatus]:
         """Load every chosen plugin in order; returns every plugin's status."""
-        for item in self.plan(discovered):
-            blocked = self._blocked_by(item)
-            if blocked is not None:
-                self._fail(item, f"depends on {blocked}, which failed", "load")
-                continue
-            await self.load(item)
+        with self.container.announcing_once():
+            for item in self.plan(discovered):
+                blocked = self._blocked_by(item)
+                if blocked is not None:
+                    self._fail(item, f"depends on {blocked}, which failed", "load")
+                    continue
+                await self.load(item)
         return list(self.statuses.values())
 
     def _blocked_by(self, item: Discovered) -> str | None:

@@ -132,6 +132,21 @@ def test_a_choice_is_logged_again_only_when_it_changes(
     assert container.resolve(STORE).label == "postgres"
 
 
+def test_registrations_in_one_start_log_the_final_choice_once(
+    container: Container, logs: list[str]
+) -> None:
+    with container.announcing_once():
+        container.register(STORE, lambda: Store("postgres"), owner="postgres", priority=50)
+        container.register(STORE, lambda: Store("sqlite"), owner="sqlite", priority=100)
+        assert container.resolve(STORE).label == "sqlite"  # chosen at once, logged later
+        container.register(STORE, lambda: Store("inmemory"), owner="inmemory", priority=10)
+        assert not [line for line in logs if "using" in line]
+    assert [line for line in logs if "using" in line] == [
+        "INFO service 'test.store': using plugin sqlite (priority 100) over plugin postgres"
+        " (priority 50), plugin inmemory (priority 10)"
+    ]
+
+
 def test_equal_priority_later_wins_with_a_warning(container: Container, logs: list[str]) -> None:
     container.register(STORE, lambda: Store("a"), owner="a")
     container.register(STORE, lambda: Store("b"), owner="b")
