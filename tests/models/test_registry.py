@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -229,8 +230,6 @@ async def test_calls_by_name_follow_registrations_made_after_earlier_calls() -> 
 
 
 async def test_a_hung_provider_times_out_and_the_next_one_answers() -> None:
-    import asyncio
-
     async def hangs(params: TextParams) -> TextResult:
         await asyncio.sleep(30)
         raise AssertionError("not reached")
@@ -246,8 +245,6 @@ async def test_a_hung_provider_times_out_and_the_next_one_answers() -> None:
 
 
 async def test_a_stalled_stream_times_out_per_chunk_and_falls_back_before_the_first() -> None:
-    import asyncio
-
     closed: list[str] = []
 
     async def stalls_at_once(params: TextParams) -> AsyncIterator[TextChunk]:
