@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from loguru import logger
+from pydantic import BaseModel
 
 from contracts.cache import CACHE
 from contracts.config import SETTINGS, HostConfig
@@ -237,6 +238,7 @@ class Host:
             raise RuntimeError("start the agents before the HTTP API")
         app = app_from_settings(self.agents, self.config.http)
         include_guarded(app, metrics_router(self.telemetry))
+        include_guarded(app, plugins_router(self))
         if self.reloader is not None:
             include_guarded(app, reload_router(self))
         self.http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
@@ -289,6 +291,72 @@ class Host:
             await stop.wait()
         finally:
             await self.stop()
+
+
+class ReloadOut(BaseModel):
+    """One hot reload (``POST /plugins/{name}/reload``, or the watcher after an edit)."""
+
+    ok: bool
+    duration: float
+    error: str | None
+    reloaded: list[str]
+
+
+class PluginOut(BaseModel):
+    """A plugin as this running host sees it (``agenthost plugins list`` shows the same)."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    status: str
+    """loaded, disabled or failed."""
+    error: str | None
+    """Why it failed to load (a failed reload is in `last_reload`: the old version serves on)."""
+    stage: str | None
+    """Where it failed: discover, load, setup, teardown or reload."""
+    description: str
+    last_reload: ReloadOut | None
+    """Its last hot reload in dev mode (None: never reloaded, or not in dev mode)."""
+
+
+def plugins_router(host: Host) -> APIRouter:
+    """``GET /plugins`` and ``GET /plugins/{name}``: what loaded, what failed and why, while
+    the host keeps serving (a failing plugin is isolated, and reported here)."""
+    router = APIRouter(tags=["ops"])
+
+    def out(status: PluginStatus) -> PluginOut:
+        last = None
+        if host.reloader is not None:
+            last = next((r for r in reversed(host.reloader.history) if r.name == status.name), None)
+        return PluginOut(
+            name=status.name,
+            version=status.version,
+            distribution=status.distribution,
+            status=status.state,
+            error=status.error,
+            stage=status.stage,
+            description=status.description,
+            last_reload=None
+            if last is None
+            else ReloadOut(
+                ok=last.ok, duration=last.duration, error=last.error, reloaded=last.reloaded
+            ),
+        )
+
+    @router.get("/plugins")
+    async def list_plugins() -> list[PluginOut]:
+        """Every discovered plugin, by name."""
+        return [out(s) for s in host.statuses]
+
+    @router.get("/plugins/{name}", responses={404: {"description": "no such plugin"}})
+    async def get_plugin(name: str) -> PluginOut:
+        status = next((s for s in host.statuses if s.name == name), None)
+        if status is None:
+            known = ", ".join(s.name for s in host.statuses) or "none"
+            raise HTTPException(404, f"no plugin named {name!r} (discovered: {known})")
+        return out(status)
+
+    return router
 
 
 def reload_router(host: Host) -> APIRouter:

@@ -93,10 +93,12 @@ def test_ctrl_c_with_a_broken_plugin_installed(plugin_path: Path, tmp_path: Path
     }
     process = start(port, env, "--log-level", "debug")
     try:
-        reply = httpx.post(
-            f"http://127.0.0.1:{port}/agents/eliza/messages", json={"text": "hello"}, timeout=30
-        )
+        base = f"http://127.0.0.1:{port}"
+        reply = httpx.post(f"{base}/agents/eliza/messages", json={"text": "hello"}, timeout=30)
         assert reply.status_code == 200
+        plugins = {p["name"]: p for p in httpx.get(f"{base}/plugins", timeout=10).json()}
+        broken = httpx.get(f"{base}/plugins/broken", timeout=10).json()
+        missing = httpx.get(f"{base}/plugins/nope", timeout=10)
     finally:
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=60)
@@ -107,6 +109,18 @@ def test_ctrl_c_with_a_broken_plugin_installed(plugin_path: Path, tmp_path: Path
         " 'agenthost_missing_dependency'"
     ) in err
     assert "| weather | weather plugin ready for Lyon" in err
+    # the running host reports the same over HTTP
+    assert broken == plugins["broken"]
+    assert broken["status"] == "failed" and broken["stage"] == "discover"
+    assert broken["distribution"] == "agenthost-broken"
+    assert "No module named 'agenthost_missing_dependency'" in broken["error"]
+    assert plugins["weather"]["status"] == "loaded" and plugins["weather"]["error"] is None
+    assert plugins["weather"]["distribution"] == "agenthost-weather"
+    assert {"sqlite", "eliza", "audit"} <= {
+        n for n, p in plugins.items() if p["status"] == "loaded"
+    }
+    assert missing.status_code == 404 and "'nope'" in missing.json()["detail"]
+    assert "broken" in missing.json()["detail"]
     loaded, unloaded = load_and_unload_order(err)
     assert loaded.index("sqlite") < loaded.index("weather") and "broken" not in loaded
     assert unloaded == loaded[::-1]

@@ -122,6 +122,11 @@ async def test_reload_through_the_cli_and_http(dev_host: Host, plugin_files: Plu
     result = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert result.exit_code == 0, result.output
     assert "reloaded reloadme, dependent" in result.output
+    async with httpx.AsyncClient(base_url=dev_host.http.url) as client:
+        listed = {p["name"]: p for p in (await client.get("/plugins")).json()}
+    assert listed["reloadme"]["last_reload"]["ok"] is True
+    assert listed["reloadme"]["last_reload"]["reloaded"] == ["reloadme", "dependent"]
+    assert listed["eliza"]["last_reload"] is None
     missing = await asyncio.to_thread(
         CliRunner().invoke, app, ["plugins", "reload", "nope", "--url", dev_host.http.url]
     )
@@ -139,6 +144,12 @@ async def test_a_failed_reload_through_the_cli_names_the_file_and_line(
     assert result.exit_code == 1
     assert "SyntaxError" in result.output and "__init__.py:" in result.output
     assert "mood: v1" in await state_text(dev_host)
+    async with httpx.AsyncClient(base_url=dev_host.http.url) as client:
+        shown = (await client.get("/plugins/reloadme")).json()
+    # still loaded (the old version serves), the failed reload reported beside it
+    assert shown["status"] == "loaded" and shown["error"] is None
+    last = shown["last_reload"]
+    assert last["ok"] is False and last["reloaded"] == [] and "SyntaxError" in last["error"]
 
 
 async def test_no_reload_route_without_dev_mode(make_host: HostFactory) -> None:
