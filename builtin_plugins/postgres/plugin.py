@@ -18,7 +18,7 @@ from contracts.storage import DATABASE, DatabaseAdapter, StorageError
 from host.metrics.sampler import pool_source
 from host.vectors import IndexParams
 
-from .adapter import PostgresAdapter
+from .adapter import INDEX_BUILD_MEMORY, PostgresAdapter
 
 __all__ = ["PostgresPlugin", "PostgresSettings"]
 
@@ -52,6 +52,11 @@ class PostgresSettings(BaseModel):
     hnsw_ef_search: int = Field(default=64, ge=1)
     ivf_lists: int | None = Field(default=None, ge=1)
     ivf_probes: int | None = Field(default=None, ge=1)
+    index_build_memory: str | None = Field(
+        default=INDEX_BUILD_MEMORY, pattern=r"^[1-9][0-9]*\s*(kB|MB|GB|TB)$"
+    )
+    """``maintenance_work_mem`` while a vector index is built, e.g. ``2GB`` (PostgreSQL units;
+    None: the server's setting). pgvector builds an HNSW graph many times faster while it fits."""
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> PostgresSettings:
@@ -98,6 +103,7 @@ class PostgresPlugin(Plugin):
                 ivf_lists=s.ivf_lists,
                 ivf_probes=s.ivf_probes,
             ),
+            index_build_memory=s.index_build_memory,
         )
         self.adapter = adapter
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,16 @@ from contracts.memory import Content, Memory, MemoryQuery
 from contracts.storage import DATABASE, BatchError, PoolExhaustedError, StorageError
 from host.app import Host
 from host.config import LoadedConfig
-from host.pytest_plugin import schema_uri
+from host.pytest_plugin import fresh_schema, schema_uri
 
 AGENT, ROOM = uuid4(), uuid4()
 
 
-async def fresh_schema(uri: str) -> str:
-    schema = f"pgtest_{uuid4().hex[:10]}"
-    async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as conn:
-        await conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
-    return schema_uri(uri, schema)
+@pytest.fixture
+async def url(pg_server_uri: str) -> AsyncIterator[str]:
+    """A URL whose search path is a fresh schema (dropped after the test)."""
+    async with fresh_schema(pg_server_uri, "pgtest") as schema:
+        yield schema_uri(pg_server_uri, schema)
 
 
 def memory(vector: list[float], **fields: Any) -> Memory:
@@ -43,8 +44,7 @@ def memory(vector: list[float], **fields: Any) -> Memory:
     return Memory(embedding=vector, **values)
 
 
-async def test_hnsw_and_ivf_indexes_answer_like_exact_search(pg_server_uri: str) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_hnsw_and_ivf_indexes_answer_like_exact_search(url: str) -> None:
     db = await PostgresAdapter.open(url, exact_below=0)
     try:
         rng = random.Random(7)
@@ -78,8 +78,7 @@ async def test_hnsw_and_ivf_indexes_answer_like_exact_search(pg_server_uri: str)
         await db.close()
 
 
-async def test_migrations_are_idempotent_and_versioned(pg_server_uri: str) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_migrations_are_idempotent_and_versioned(url: str) -> None:
     first, second = await asyncio.gather(PostgresAdapter.open(url), PostgresAdapter.open(url))
     try:
         async with first.pool.connection() as conn:
@@ -90,8 +89,7 @@ async def test_migrations_are_idempotent_and_versioned(pg_server_uri: str) -> No
         await second.close()
 
 
-async def test_pooled_concurrent_writers(pg_server_uri: str) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_pooled_concurrent_writers(url: str) -> None:
     db = await PostgresAdapter.open(url, max_size=4)
     try:
 
@@ -116,8 +114,7 @@ async def test_connection_errors_never_show_the_password() -> None:
     assert secret not in text and "postgresql://agent@127.0.0.1:1/nowhere" in text
 
 
-async def test_the_plugin_serves_a_host_when_pinned(pg_server_uri: str, tmp_path: Path) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_the_plugin_serves_a_host_when_pinned(url: str, tmp_path: Path) -> None:
     config = HostConfig(
         data_dir=tmp_path,
         services={"database": "postgres"},
@@ -157,8 +154,7 @@ def test_pool_settings_default_to_the_issue_values_and_are_checked() -> None:
         PostgresSettings(pool_min=5, pool_max=2)
 
 
-async def test_pool_settings_reach_the_pool(pg_server_uri: str) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_pool_settings_reach_the_pool(url: str) -> None:
     db = await PostgresAdapter.open(
         url,
         min_size=1,
@@ -176,8 +172,7 @@ async def test_pool_settings_reach_the_pool(pg_server_uri: str) -> None:
         await db.close()
 
 
-async def test_an_exhausted_pool_waits_then_raises_a_clear_error(pg_server_uri: str) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_an_exhausted_pool_waits_then_raises_a_clear_error(url: str) -> None:
     db = await PostgresAdapter.open(url, min_size=1, max_size=1, acquire_timeout=0.3)
     try:
         async with db.with_connection():
@@ -192,9 +187,8 @@ async def test_an_exhausted_pool_waits_then_raises_a_clear_error(pg_server_uri: 
 
 
 async def test_raw_connections_commit_on_success_and_roll_back_on_error(
-    pg_server_uri: str,
+    url: str,
 ) -> None:
-    url = await fresh_schema(pg_server_uri)
     db = await PostgresAdapter.open(url, min_size=1, max_size=2)
     try:
         async with db.with_connection() as conn:
@@ -212,9 +206,9 @@ async def test_raw_connections_commit_on_success_and_roll_back_on_error(
 
 
 async def test_a_dropped_connection_is_replaced_and_committed_writes_survive(
+    url: str,
     pg_server_uri: str,
 ) -> None:
-    url = await fresh_schema(pg_server_uri)
     db = await PostgresAdapter.open(url, min_size=1, max_size=1)
     try:
         kept = memory([1.0, 0.0])
@@ -237,8 +231,7 @@ async def test_a_dropped_connection_is_replaced_and_committed_writes_survive(
         await db.close()
 
 
-async def test_large_batches_go_through_copy_and_keep_every_field(pg_server_uri: str) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_large_batches_go_through_copy_and_keep_every_field(url: str) -> None:
     db = await PostgresAdapter.open(url, min_size=1, max_size=2)
     try:
         batch = [
@@ -265,8 +258,7 @@ async def test_large_batches_go_through_copy_and_keep_every_field(pg_server_uri:
         await db.close()
 
 
-async def test_times_come_back_in_utc_whatever_the_session_time_zone(pg_server_uri: str) -> None:
-    url = await fresh_schema(pg_server_uri)
+async def test_times_come_back_in_utc_whatever_the_session_time_zone(url: str) -> None:
     db = await PostgresAdapter.open(url, min_size=1, max_size=1)
     try:
         kept = memory([1.0, 0.0])
@@ -278,3 +270,33 @@ async def test_times_come_back_in_utc_whatever_the_session_time_zone(pg_server_u
         assert got.created_at.utcoffset() == timedelta(0)
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize(("memory_for_build", "spills"), [("1MB", True), ("64MB", False)])
+async def test_indexes_are_built_with_the_configured_memory(
+    url: str, memory_for_build: str, spills: bool
+) -> None:
+    """pgvector says when an HNSW graph outgrows ``maintenance_work_mem`` during a build: with
+    1MB for 2,000 x 128-d it does, with 64MB it does not, so the setting reaches the build."""
+    db = await PostgresAdapter.open(
+        url, min_size=1, max_size=1, exact_below=0, index_build_memory=memory_for_build
+    )
+    try:
+        notices: list[str] = []
+        async with db.with_connection() as conn:  # the pool's only connection: the build's too
+            conn.add_notice_handler(lambda notice: notices.append(str(notice.message_primary)))
+        rng = random.Random(3)
+        vectors = [[rng.gauss(0, 1) for _ in range(128)] for _ in range(2000)]
+        await db.create_memories_batch([memory(v) for v in vectors])
+        assert await db.search_memories(vectors[0], k=3, index_type="hnsw")
+        outgrown = [n for n in notices if "no longer fits into maintenance_work_mem" in n]
+        assert bool(outgrown) is spills, notices
+    finally:
+        await db.close()
+
+
+def test_index_build_memory_takes_postgresql_units() -> None:
+    assert PostgresSettings(index_build_memory="2GB").index_build_memory == "2GB"
+    assert PostgresSettings(index_build_memory=None).index_build_memory is None
+    with pytest.raises(ValidationError, match="index_build_memory"):
+        PostgresSettings(index_build_memory="lots")
