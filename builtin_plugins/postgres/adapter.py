@@ -39,7 +39,7 @@ from contracts.storage import (
 from host.memory import check_table_name, trusted_memory
 from host.vectors import IndexParams, check_index_type, float32_array, query_vector
 
-from .schema import hnsw_index_sql, ivf_index_sql, migrate
+from .schema import hnsw_index_sql, indexed_expression, ivf_index_sql, migrate
 
 __all__ = ["PostgresAdapter", "describe_url"]
 
@@ -65,6 +65,10 @@ COPY_FROM = 64
 """Batches of at least this many rows are written with binary COPY, smaller ones with
 ``executemany`` (COPY's setup costs more than it saves on a few rows)."""
 EXACT_BELOW = 20_000
+_ANN_ONLY = sql.SQL(
+    "SET LOCAL {knob}; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+    " SET LOCAL enable_sort = off"
+)
 INDEX_BUILD_MEMORY = "512MB"
 """``maintenance_work_mem`` for vector index builds: an HNSW graph of ~200k x 384-d fits."""
 """Candidate sets up to this size are searched exactly whatever the index type."""
@@ -519,17 +523,16 @@ class PostgresAdapter:
                 async with conn.transaction():
                     if kind == "hnsw":
                         ef = ef_search or self.index_params.hnsw_ef_search
-                        await conn.execute(
-                            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef, k)))
-                        )
+                        knob = sql.SQL("hnsw.ef_search = {}").format(sql.Literal(max(ef, k)))
                     else:
                         lists = await self._ivf_lists(conn, table)
                         chosen = probes or self.index_params.ivf_probes or max(1, lists // 8)
-                        await conn.execute(
-                            sql.SQL("SET LOCAL ivfflat.probes = {}").format(sql.Literal(chosen))
-                        )
-                    distance = sql.SQL("(embedding::vector({dim}) <=> %s::vector({dim}))").format(
-                        dim=sql.Literal(dim)
+                        knob = sql.SQL("ivfflat.probes = {}").format(sql.Literal(chosen))
+                    # The index asked for, not the planner's pick: with stale statistics (a
+                    # table just bulk-loaded) it would scan and sort every row instead.
+                    await conn.execute(_ANN_ONLY.format(knob=knob))
+                    distance = sql.SQL("({e} <=> %s::vector({dim}))").format(
+                        e=indexed_expression(kind, dim), dim=sql.Literal(dim)
                     )
                     statement = sql.SQL(
                         "SELECT " + columns + ", {d} AS distance FROM memories{w}"
@@ -595,6 +598,7 @@ class PostgresAdapter:
                 )
             )
         await conn.execute(statement)
+        await conn.execute("ANALYZE memories")  # row estimates for the plans that follow
         await conn.commit()
         self._indexed.add((kind, table))
 

@@ -18,7 +18,14 @@ from psycopg import AsyncConnection, sql
 
 from contracts.storage import StorageError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "hnsw_index_sql", "ivf_index_sql", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "hnsw_index_sql",
+    "indexed_expression",
+    "ivf_index_sql",
+    "migrate",
+]
 
 _LOCK_KEY = 0x61676E74  # "agnt": the advisory lock serialising migrations
 
@@ -50,6 +57,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX memories_room_order ON memories (room_id, created_at, id);
         CREATE INDEX memories_agent_order ON memories (agent_id, created_at, id);
         CREATE INDEX memories_entity_order ON memories (entity_id, created_at, id);
+        """,
+    ),
+    (
+        2,
+        "IVF indexes on an expression of their own (HNSW queries used them)",
+        """
+        DO $$
+        DECLARE old record;
+        BEGIN
+            FOR old IN SELECT indexname FROM pg_indexes
+                WHERE schemaname = current_schema() AND left(indexname, 13) = 'memories_ivf_'
+            LOOP
+                EXECUTE format('DROP INDEX %I', old.indexname);
+            END LOOP;
+        END $$;
+        UPDATE memory_tables SET ivf_lists = NULL;
         """,
     ),
 )
@@ -92,15 +115,29 @@ def _index_name(kind: str, table: str) -> sql.Identifier:
     return sql.Identifier(f"memories_{kind}_{digest}")
 
 
+def indexed_expression(kind: str, dimension: int) -> sql.Composed:
+    """The expression the `kind` ("hnsw" or "ivf") index of a table is built on, which a query
+    must order by to use it.
+
+    Each kind has its own: PostgreSQL picks among the indexes matching a query's expression by
+    estimated cost, so over one shared expression an HNSW query could be answered by the IVF
+    index (and the other way round). The IVF one goes through ``real[]`` and back: the same
+    values, an expression only the IVF index is built on.
+    """
+    if kind == "hnsw":
+        return sql.SQL("(embedding::vector({dim}))").format(dim=sql.Literal(dimension))
+    return sql.SQL("((embedding::real[])::vector({dim}))").format(dim=sql.Literal(dimension))
+
+
 def hnsw_index_sql(table: str, dimension: int, m: int, ef_construction: int) -> sql.Composed:
     """The HNSW (cosine) index of memory table `table`."""
     return sql.SQL(
         "CREATE INDEX IF NOT EXISTS {name} ON memories USING hnsw"
-        " ((embedding::vector({dim})) vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})"
+        " ({expression} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})"
         " WHERE table_name = {table} AND embedding IS NOT NULL"
     ).format(
         name=_index_name("hnsw", table),
-        dim=sql.Literal(dimension),
+        expression=indexed_expression("hnsw", dimension),
         m=sql.Literal(m),
         ef=sql.Literal(ef_construction),
         table=sql.Literal(table),
@@ -111,11 +148,11 @@ def ivf_index_sql(table: str, dimension: int, lists: int) -> sql.Composed:
     """The IVF-flat (cosine) index of memory table `table`."""
     return sql.SQL(
         "CREATE INDEX IF NOT EXISTS {name} ON memories USING ivfflat"
-        " ((embedding::vector({dim})) vector_cosine_ops) WITH (lists = {lists})"
+        " ({expression} vector_cosine_ops) WITH (lists = {lists})"
         " WHERE table_name = {table} AND embedding IS NOT NULL"
     ).format(
         name=_index_name("ivf", table),
-        dim=sql.Literal(dimension),
+        expression=indexed_expression("ivf", dimension),
         lists=sql.Literal(lists),
         table=sql.Literal(table),
     )

@@ -83,7 +83,8 @@ async def test_migrations_are_idempotent_and_versioned(url: str) -> None:
     try:
         async with first.pool.connection() as conn:
             cursor = await conn.execute("SELECT version FROM schema_migrations")
-            assert [row[0] for row in await cursor.fetchall()] == [SCHEMA_VERSION]
+            versions = [row[0] for row in await cursor.fetchall()]
+            assert versions == list(range(1, SCHEMA_VERSION + 1))
     finally:
         await first.close()
         await second.close()
@@ -300,3 +301,77 @@ def test_index_build_memory_takes_postgresql_units() -> None:
     assert PostgresSettings(index_build_memory=None).index_build_memory is None
     with pytest.raises(ValidationError, match="index_build_memory"):
         PostgresSettings(index_build_memory="lots")
+
+
+async def index_scans(url: str) -> dict[str, int]:
+    """idx_scan of this schema's ANN indexes by kind, once the server has counted them."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes"
+            " WHERE schemaname = current_schema()"
+            " AND (indexrelname LIKE 'memories_hnsw_%' OR indexrelname LIKE 'memories_ivf_%')"
+        )
+        return {name.split("_")[1]: int(scans) for name, scans in await cursor.fetchall()}
+
+
+async def test_each_index_type_answers_with_its_own_index(url: str) -> None:
+    """With both an HNSW and an IVF index on a table, a search asking for one is answered by
+    that one (the planner, left to choose, took the IVF index for HNSW searches), and right
+    after a bulk load (no statistics yet) by an index rather than a scan of every row."""
+    db = await PostgresAdapter.open(url, min_size=1, max_size=1, exact_below=0)
+    try:
+        rng = random.Random(5)
+        vectors = [[rng.gauss(0, 1) for _ in range(32)] for _ in range(3000)]
+        await db.create_memories_batch([memory(v) for v in vectors])
+        for kind in ("hnsw", "ivf"):  # builds both indexes
+            await db.search_memories(vectors[0], k=5, index_type=kind)  # type: ignore[arg-type]
+        async with db.with_connection() as conn:  # flush the pool connection's counters now
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        before = await index_scans(url)
+        assert set(before) == {"hnsw", "ivf"}
+        for kind, times in (("hnsw", 3), ("ivf", 2)):
+            for v in vectors[1 : 1 + times]:
+                found = await db.search_memories(v, k=5, index_type=kind)  # type: ignore[arg-type]
+                assert found[0][0].embedding is not None
+                assert math.isclose(found[0][1], 1.0, abs_tol=1e-4)  # itself, the nearest
+        async with db.with_connection() as conn:
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        after = await index_scans(url)
+        assert after["hnsw"] - before["hnsw"] == 3
+        assert after["ivf"] - before["ivf"] == 2
+    finally:
+        await db.close()
+
+
+async def test_migration_2_replaces_ivf_indexes_on_the_shared_expression(url: str) -> None:
+    """A version-1 database's IVF index (on the expression HNSW uses too) is dropped by the
+    upgrade, and the next IVF search builds one on the IVF expression."""
+    db = await PostgresAdapter.open(url, exact_below=0)
+    await db.create_memories_batch([memory([float(i % 7), 1.0, float(i % 3)]) for i in range(50)])
+    async with db.with_connection() as conn:  # back to version 1, with its kind of IVF index
+        await conn.execute("DELETE FROM schema_migrations WHERE version > 1")
+        await conn.execute(
+            "CREATE INDEX memories_ivf_0123456789ab ON memories USING ivfflat"
+            " ((embedding::vector(3)) vector_cosine_ops) WITH (lists = 2)"
+            " WHERE table_name = 'messages' AND embedding IS NOT NULL"
+        )
+        await conn.execute("UPDATE memory_tables SET ivf_lists = 2")
+    await db.close()
+    db = await PostgresAdapter.open(url, exact_below=0)
+    try:
+        async with db.with_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'memories_ivf_%'"
+            )
+            assert await cursor.fetchall() == []
+            cursor = await conn.execute("SELECT ivf_lists FROM memory_tables")
+            assert await cursor.fetchall() == [(None,)]
+        assert await db.search_memories([1.0, 1.0, 1.0], k=3, index_type="ivf")
+        async with db.with_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'memories_ivf_%'"
+            )
+            (definition,) = [row[0] for row in await cursor.fetchall()]
+        assert "(embedding)::real[]" in definition
+    finally:
+        await db.close()
