@@ -65,9 +65,12 @@ COPY_FROM = 64
 """Batches of at least this many rows are written with binary COPY, smaller ones with
 ``executemany`` (COPY's setup costs more than it saves on a few rows)."""
 EXACT_BELOW = 20_000
-_ANN_ONLY = sql.SQL(
-    "SET LOCAL {knob}; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
-    " SET LOCAL enable_sort = off"
+_ANN_ONLY = (
+    # The index asked for, not the planner's pick: with stale statistics (a table just
+    # bulk-loaded) it scans and sorts every row instead. One statement: a pipeline sends each
+    # statement on its own (extended protocol), and these settings last until the commit.
+    "SELECT set_config(%s, %s, true), set_config('enable_seqscan', 'off', true),"
+    " set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)"
 )
 INDEX_BUILD_MEMORY = "512MB"
 """``maintenance_work_mem`` for vector index builds: an HNSW graph of ~200k x 384-d fits."""
@@ -162,6 +165,13 @@ class PostgresAdapter:
         self.index_params = index_params or IndexParams()
         self.index_build_memory = index_build_memory
         self._indexed: set[tuple[str, str]] = set()
+        # What a search would otherwise ask the server every time: a table's dimension (fixed
+        # by its first embedding, never changed), its IVF list count (fixed when the index is
+        # built) and whether it has outgrown exact search (tables grow; one shrinking back
+        # keeps its ANN answers, which is what it got while it was big).
+        self._dimensions: dict[str, int] = {}
+        self._lists: dict[str, int] = {}
+        self._large: set[str] = set()
 
     @classmethod
     async def open(
@@ -473,7 +483,10 @@ class PostgresAdapter:
                 "SELECT dimension FROM memory_tables WHERE table_name = %s", (table_name,)
             )
             row = await cursor.fetchone()
-        return None if row is None else row[0]
+        if row is None or row[0] is None:
+            return None
+        self._dimensions[table_name] = dimension = int(row[0])
+        return dimension
 
     async def search_memories(
         self,
@@ -492,7 +505,7 @@ class PostgresAdapter:
             raise InvalidQueryError(f"k must be >= 1, got {k}")
         query = query or MemoryQuery()
         table = query.table_name or DEFAULT_TABLE
-        dim = await self.embedding_dimension(table)
+        dim = self._dimensions.get(table) or await self.embedding_dimension(table)
         if dim is None:
             return []
         if len(embedding) != dim:
@@ -503,45 +516,45 @@ class PostgresAdapter:
         where = (where + sql.SQL(" AND ") if params else sql.SQL(" WHERE ")) + sql.SQL(
             "embedding IS NOT NULL"
         )
-        filtered = query.filters_rows
         columns = _COLUMNS if with_embeddings else _COLUMNS_NO_EMBEDDING
         async with self.with_connection() as conn:
-            exact = kind == "flat" or filtered or await self._small(conn, table)
+            exact = kind == "flat" or query.filters_rows or await self._small(conn, table)
             if exact:
                 # pgvector's cosine distance to a zero vector is NaN, which sorts after every
-                # number; the other stores score it 0 (distance 1), and so does this one.
-                distance: sql.Composable = sql.SQL(
-                    "COALESCE(NULLIF(embedding <=> %s, 'NaN'::float8), 1.0)"
-                )
-                statement: sql.Composed = sql.SQL(
-                    "SELECT " + columns + ", {d} AS distance FROM memories{w}"
-                    " ORDER BY {d}, id LIMIT %s"
-                ).format(d=distance, w=where)
-                args = [q, *params, q, k]
+                # number; the other stores score it 0 (distance 1), and so does this one. The
+                # top k are chosen from (id, distance) pairs and only their rows read after:
+                # sorting whole rows dragged every 1.5 KB vector through the sort.
+                statement = sql.SQL(
+                    "SELECT " + columns + ", top.distance FROM (SELECT id,"
+                    " COALESCE(NULLIF(embedding <=> %s, 'NaN'::float8), 1.0) AS distance"
+                    " FROM memories{w} ORDER BY distance, id LIMIT %s) AS top"
+                    " JOIN memories USING (id) ORDER BY top.distance, id"
+                ).format(w=where)
+                cursor = await conn.execute(statement, [q, *params, k], binary=True)
+                rows = await cursor.fetchall()
             else:
                 await self._ensure_index(conn, kind, table, dim)
-                async with conn.transaction():
-                    if kind == "hnsw":
-                        ef = ef_search or self.index_params.hnsw_ef_search
-                        knob = sql.SQL("hnsw.ef_search = {}").format(sql.Literal(max(ef, k)))
-                    else:
-                        lists = await self._ivf_lists(conn, table)
-                        chosen = probes or self.index_params.ivf_probes or max(1, lists // 8)
-                        knob = sql.SQL("ivfflat.probes = {}").format(sql.Literal(chosen))
-                    # The index asked for, not the planner's pick: with stale statistics (a
-                    # table just bulk-loaded) it would scan and sort every row instead.
-                    await conn.execute(_ANN_ONLY.format(knob=knob))
-                    distance = sql.SQL("({e} <=> %s::vector({dim}))").format(
-                        e=indexed_expression(kind, dim), dim=sql.Literal(dim)
+                if kind == "hnsw":
+                    knob, value = (
+                        "hnsw.ef_search",
+                        max(ef_search or self.index_params.hnsw_ef_search, k),
                     )
-                    statement = sql.SQL(
-                        "SELECT " + columns + ", {d} AS distance FROM memories{w}"
-                        " ORDER BY {d} LIMIT %s"
-                    ).format(d=distance, w=where)
+                else:
+                    lists = await self._ivf_lists(conn, table)
+                    knob, value = (
+                        "ivfflat.probes",
+                        probes or self.index_params.ivf_probes or max(1, lists // 8),
+                    )
+                distance = sql.SQL("({e} <=> %s::vector({dim}))").format(
+                    e=indexed_expression(kind, dim), dim=sql.Literal(dim)
+                )
+                statement = sql.SQL(
+                    "SELECT " + columns + ", {d} AS distance FROM memories{w} ORDER BY {d} LIMIT %s"
+                ).format(d=distance, w=where)
+                # One round trip for the transaction, its settings and the query.
+                async with conn.pipeline(), conn.transaction():
+                    await conn.execute(_ANN_ONLY, (knob, str(value)))
                     cursor = await conn.execute(statement, [q, *params, q, k], binary=True)
-                    rows = await cursor.fetchall()
-            if exact:
-                cursor = await conn.execute(statement, args, binary=True)
                 rows = await cursor.fetchall()
         results: list[tuple[Memory, float]] = []
         for row in rows:
@@ -558,13 +571,18 @@ class PostgresAdapter:
         return results
 
     async def _small(self, conn: AsyncConnection[Any], table: str) -> bool:
+        if table in self._large:
+            return False
         cursor = await conn.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM memories WHERE table_name = %s"
             " AND embedding IS NOT NULL LIMIT %s) AS sample",
             (table, self.exact_below + 1),
         )
         row = await cursor.fetchone()
-        return row is not None and int(row[0]) <= self.exact_below
+        small = row is not None and int(row[0]) <= self.exact_below
+        if not small:
+            self._large.add(table)
+        return small
 
     async def _ensure_index(
         self, conn: AsyncConnection[Any], kind: str, table: str, dim: int
@@ -603,11 +621,16 @@ class PostgresAdapter:
         self._indexed.add((kind, table))
 
     async def _ivf_lists(self, conn: AsyncConnection[Any], table: str) -> int:
-        cursor = await conn.execute(
-            "SELECT ivf_lists FROM memory_tables WHERE table_name = %s", (table,)
-        )
-        row = await cursor.fetchone()
-        return int(row[0]) if row and row[0] else 1
+        lists = self._lists.get(table)
+        if lists is None:
+            cursor = await conn.execute(
+                "SELECT ivf_lists FROM memory_tables WHERE table_name = %s", (table,)
+            )
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                return 1
+            lists = self._lists[table] = int(row[0])
+        return lists
 
     async def close(self) -> None:
         await self.pool.close()
