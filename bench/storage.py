@@ -26,6 +26,7 @@ import multiprocessing
 import platform
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ProcessPoolExecutor
@@ -45,7 +46,7 @@ from builtin_plugins.sqlite import SqliteAdapter
 from builtin_plugins.sqlite.adapter import embedding_blob, to_micros
 from contracts.memory import Content, Memory, MemoryQuery
 from host.memory import MemoryManager
-from host.vectors import IndexParams, VectorIndex, normalize
+from host.vectors import IndexParams, VectorIndex, as_vector, normalize
 
 DIM = 384
 AGENT, ENTITY, ROOM = uuid4(), uuid4(), uuid4()
@@ -388,6 +389,113 @@ async def bench_search(
     return out
 
 
+async def bench_breakdown(
+    sqlite_path: Path, n: int, queries: int, params: IndexParams
+) -> list[list[str]]:
+    """Where an HNSW search's time goes past the index library, on the adapters' own index.
+
+    Every method searches the same faiss graph (the one each adapter built), one method after
+    the other over the same queries in rounds of 50 (query-major interleaving would hand every
+    method after the first a graph the previous one had just pulled into the CPU caches):
+
+    - the faiss index searched directly on the event-loop thread (the baseline);
+    - the same search on the SQLite adapter's worker thread (what the hop off the loop costs);
+    - the SQLite adapter's search body run inline on the loop thread, without the hop, and the
+      time its own call into the index took meanwhile (the index search is not what costs);
+    - both adapters awaited as an application calls them, with and without the result vectors.
+    """
+    vectors = embeddings(n, seed=1)
+    qs = embeddings(queries, seed=3)
+    memories = make_memories(n, vectors)
+    sqlite_db = await SqliteAdapter.open(sqlite_path, index_params=params)
+    await sqlite_db.create_memories_batch(memories)
+    mem_db = InMemoryAdapter(index_params=params)
+    await mem_db.create_memories_batch(memories)
+    del memories
+    ef = params.hnsw_ef_search
+    for db in (sqlite_db, mem_db):  # builds each adapter's HNSW graph
+        await db.search_memories(qs[0].tolist(), index_type="hnsw", ef_search=ef)
+    (sqlite_index,) = sqlite_db._indexes._indexes.values()
+    graph = sqlite_index._index
+    graph.hnsw.efSearch = ef
+    inside: list[float] = []
+    searched = sqlite_index.search
+
+    def timed_search(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return searched(*args, **kwargs)
+        finally:
+            if threading.current_thread() is threading.main_thread():  # the inline rows only
+                inside.append(time.perf_counter() - started)
+
+    loop = asyncio.get_running_loop()
+    worker = sqlite_db._executor
+    everything = MemoryQuery()
+
+    async def raw(q: np.ndarray) -> None:
+        graph.search(q.reshape(1, -1), 10)
+
+    async def on_worker(q: np.ndarray) -> None:
+        await loop.run_in_executor(worker, graph.search, q.reshape(1, -1), 10)
+
+    def inline(vectors_too: bool) -> Any:
+        async def run(q: np.ndarray) -> None:
+            vector = as_vector(q.tolist())
+            sqlite_db._search(vector, everything, 10, "hnsw", None, ef, None, vectors_too)
+
+        return run
+
+    def awaited(db: Any, vectors_too: bool) -> Any:
+        async def run(q: np.ndarray) -> None:
+            await db.search_memories(
+                q.tolist(), k=10, index_type="hnsw", ef_search=ef, with_embeddings=vectors_too
+            )
+
+        return run
+
+    methods = {
+        "raw faiss hnsw on the loop thread (baseline)": raw,
+        "the same search on the SQLite worker thread (the hop)": on_worker,
+        "SqliteAdapter search body inline on the loop, no hop": inline(True),
+        "  inline, with_embeddings=False": inline(False),
+        "SqliteAdapter.search_memories (awaited, off the loop)": awaited(sqlite_db, True),
+        "  awaited, with_embeddings=False": awaited(sqlite_db, False),
+        "InMemoryAdapter.search_memories": awaited(mem_db, True),
+        "  in memory, with_embeddings=False": awaited(mem_db, False),
+    }
+    lat: dict[str, list[float]] = {name: [] for name in methods}
+    rounds = max(1, queries // 50)
+    sqlite_index.search = timed_search  # type: ignore[method-assign]
+    for r in range(rounds):
+        for name, method in methods.items():
+            for q in qs[r * 50 : (r + 1) * 50]:
+                started = time.perf_counter()
+                await method(q)
+                lat[name].append(time.perf_counter() - started)
+    sqlite_index.search = searched  # type: ignore[method-assign]
+    base = percentile(lat["raw faiss hnsw on the loop thread (baseline)"], 50)
+    out = []
+    for name, values in lat.items():
+        p50 = percentile(values, 50)
+        out.append(
+            [name, f"{p50 * 1e3:.3f}", f"{percentile(values, 99) * 1e3:.3f}", f"{p50 / base:.2f}"]
+        )
+    own = percentile(inside, 50)
+    out.insert(
+        4,
+        [
+            "  the index call inside the two inline rows",
+            f"{own * 1e3:.3f}",
+            "",
+            f"{own / base:.2f}",
+        ],
+    )
+    await sqlite_db.close()
+    await mem_db.close()
+    return out
+
+
 def show(title: str, columns: list[str], rows: list[list[str]]) -> None:
     table = Table(title=title)
     for column in columns:
@@ -410,6 +518,13 @@ async def section(name: str, args: argparse.Namespace) -> tuple[str, list[str], 
             rows = await bench_stream(tmp, args.stream, args.page)
             title = f"streaming {args.stream:,} memories"
             return title, ["measure", "value", "note"], rows
+        if name == "breakdown":
+            rows = await bench_breakdown(tmp / "search.sqlite3", args.search, args.queries, params)
+            title = (
+                f"HNSW search breakdown: {args.search:,} x {DIM}, {args.queries} queries, k=10,"
+                f" ef_search={params.hnsw_ef_search}, methods one after the other on one graph"
+            )
+            return title, ["method", "p50 ms", "p99 ms", "p50 x raw"], rows
         rows = await bench_search(tmp / "search.sqlite3", args.search, args.queries, params)
         title = (
             f"vector search: {args.search:,} x {DIM}, {args.queries} queries, k=10"
@@ -432,7 +547,7 @@ def run_all(args: argparse.Namespace) -> None:
     )
     # Each section runs in a fresh process, so its RSS figures start from a clean heap.
     context = multiprocessing.get_context("spawn")
-    for name in ("insert", "stream", "search"):
+    for name in ("insert", "stream", "search", "breakdown"):
         if name in args.only:
             with ProcessPoolExecutor(1, mp_context=context) as pool:
                 show(*pool.submit(run_section, name, args).result())
@@ -447,7 +562,8 @@ def main() -> None:
         "--only",
         nargs="+",
         default=["insert", "stream", "search"],
-        choices=["insert", "stream", "search"],
+        choices=["insert", "stream", "search", "breakdown"],
+        help="sections (default: all but breakdown, the HNSW cost split: --only breakdown)",
     )
     parser.add_argument("--probes", type=int, default=None)
     parser.add_argument("--ef-search", type=int, default=64)
