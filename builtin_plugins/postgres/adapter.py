@@ -21,6 +21,7 @@ from uuid import UUID
 import numpy as np
 import psycopg
 from loguru import logger
+from pgvector import Vector
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
@@ -120,8 +121,9 @@ def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, 
 
 def _floats(value: Any) -> list[float]:
     """A pgvector value (``Vector`` in binary mode, an ndarray in text mode) as floats."""
-    array = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
-    result: list[float] = array.astype(np.float32, copy=False).tolist()
+    if isinstance(value, Vector):
+        return value.to_list()  # float32 values straight from its array, no numpy copy
+    result: list[float] = np.asarray(value).astype(np.float32, copy=False).tolist()
     return result
 
 
@@ -137,7 +139,7 @@ def _row_to_memory(row: tuple[Any, ...]) -> Memory:
             "table_name": table,
             "content": Content.model_validate_json(content),
             "embedding": None if embedding is None else _floats(embedding),
-            "metadata": json.loads(metadata),
+            "metadata": {} if metadata == "{}" else json.loads(metadata),
             # psycopg gives timestamptz in the session's time zone: the contract says UTC
             "created_at": created if created.tzinfo is UTC else created.astimezone(UTC),
             "unique": unique,
