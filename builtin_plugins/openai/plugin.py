@@ -116,7 +116,21 @@ class OpenAIPlugin(Plugin):
             ) from exc
         if response.status_code >= 400:
             _fail(response.status_code, response.text)
-        data: dict[str, Any] = response.json()
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            # e.g. a base_url that serves a web page: retryable, so another provider answers
+            kind = response.headers.get("content-type") or "no content type"
+            raise ModelCallError(
+                f"{self.settings.base_url.rstrip('/')}/{path} answered {response.status_code}"
+                f" with {kind}, not a JSON object: is base_url an OpenAI-compatible API"
+                " (it usually ends in /v1)?",
+                provider="openai",
+                retryable=True,
+                status=response.status_code,
+            )
         return data
 
     def _chat_body(self, params: TextParams, model: str) -> dict[str, Any]:

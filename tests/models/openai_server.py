@@ -20,6 +20,8 @@ from sse_starlette import EventSourceResponse
 @dataclass
 class Behaviour:
     fail_status: int | None = None
+    web_page: bool = False
+    """Answer every request 200 with an HTML page (a base_url that is not the API)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -41,6 +43,8 @@ def protocol_app(behaviour: Behaviour) -> FastAPI:
         body: dict[str, Any] = await request.json()
         behaviour.requests.append(body)
         behaviour.headers.append(dict(request.headers))
+        if behaviour.web_page:
+            return Response("<html><body>Welcome</body></html>", media_type="text/html")
         if behaviour.fail_status is not None:
             return JSONResponse(
                 {"error": {"message": "injected failure", "type": "server_error"}},

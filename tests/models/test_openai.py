@@ -135,6 +135,33 @@ async def test_a_500_falls_back_to_eliza(server: tuple[HttpServer, Behaviour]) -
         await plugin.teardown()
 
 
+async def test_a_base_url_that_is_not_the_api_is_named_and_falls_back(
+    server: tuple[HttpServer, Behaviour],
+) -> None:
+    """A web page where the API should be (200, HTML): a clear retryable error naming the URL,
+    so ELIZA answers; a stream request gets the same fallback."""
+    http, behaviour = server
+    behaviour.web_page = True
+    bus = EventBus()
+    used: list[ModelUsedPayload] = []
+    bus.on(MODEL_USED, used.append)
+    plugin = await plugin_for(http.url)
+    try:
+        with pytest.raises(ModelCallError) as info:
+            await plugin.embed(EmbeddingParams(text="hello"))
+        assert info.value.retryable
+        assert f"{http.url}/v1/embeddings answered 200 with text/html" in str(info.value)
+        result = await registry_with(plugin, bus).use_model(
+            TEXT_LARGE, TextParams(prompt="Men are all alike.")
+        )
+        assert result.text == "In what way?"
+        assert "not a JSON object" in (used[0].error or "") and used[1].provider == "eliza"
+        streamed = registry_with(plugin).stream_model(TEXT_LARGE, TextParams(prompt="I am sad"))
+        assert "".join([c.text async for c in streamed]).startswith("I am sorry")
+    finally:
+        await plugin.teardown()
+
+
 async def test_a_server_that_is_down_falls_back_to_eliza(
     server: tuple[HttpServer, Behaviour],
 ) -> None:
