@@ -73,6 +73,7 @@ class OpenAIPlugin(Plugin):
         self.settings = settings or OpenAISettings()
         self.log = log
         self._client: httpx.AsyncClient | None = None
+        self._stream_usage = True  # ask streams for their token usage (stream_options)
 
     async def setup(self) -> None:
         headers = {"Accept": "application/json"}
@@ -163,13 +164,26 @@ class OpenAIPlugin(Plugin):
 
     async def _stream(self, params: TextParams, model: str) -> AsyncIterator[TextChunk]:
         body = {**self._chat_body(params, model), "stream": True}
-        body["stream_options"] = {"include_usage": True}
+        if self._stream_usage:
+            body["stream_options"] = {"include_usage": True}
         index = 0
         try:
             async with aconnect_sse(self.client, "POST", "chat/completions", json=body) as source:
                 response = source.response
                 if response.status_code >= 400:
-                    _fail(response.status_code, (await response.aread()).decode(errors="replace"))
+                    detail = (await response.aread()).decode(errors="replace")
+                    if response.status_code == 400 and "stream_options" in detail:
+                        # Servers predating usage in streams (older Azure API versions, some
+                        # local servers) refuse the option: ask again without it, from now on.
+                        self._stream_usage = False
+                        self.log.info(
+                            "{} refuses stream_options: streams carry no usage",
+                            self.settings.base_url,
+                        )
+                        async for chunk in self._stream(params, model):
+                            yield chunk
+                        return
+                    _fail(response.status_code, detail)
                 finish: str | None = None
                 usage: Usage | None = None
                 async for event in source.aiter_sse():

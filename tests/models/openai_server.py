@@ -22,6 +22,8 @@ class Behaviour:
     fail_status: int | None = None
     web_page: bool = False
     """Answer every request 200 with an HTML page (a base_url that is not the API)."""
+    refuse_stream_options: bool = False
+    """Answer 400 to a request with ``stream_options`` (as servers predating it do)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -45,6 +47,10 @@ def protocol_app(behaviour: Behaviour) -> FastAPI:
         behaviour.headers.append(dict(request.headers))
         if behaviour.web_page:
             return Response("<html><body>Welcome</body></html>", media_type="text/html")
+        if behaviour.refuse_stream_options and "stream_options" in body:
+            message = "Unrecognized request argument supplied: stream_options"
+            error = {"message": message, "type": "invalid_request_error"}
+            return JSONResponse({"error": error}, status_code=400)
         if behaviour.fail_status is not None:
             return JSONResponse(
                 {"error": {"message": "injected failure", "type": "server_error"}},
@@ -69,7 +75,8 @@ def protocol_app(behaviour: Behaviour) -> FastAPI:
                     delta = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
                     yield json.dumps(delta)
                 yield json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-                yield json.dumps({"choices": [], "usage": usage})
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield json.dumps({"choices": [], "usage": usage})
                 yield "[DONE]"
 
             return EventSourceResponse(events())

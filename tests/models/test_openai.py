@@ -110,6 +110,30 @@ async def test_streaming(server: tuple[HttpServer, Behaviour]) -> None:
         await plugin.teardown()
 
 
+async def test_a_server_refusing_stream_options_still_streams(
+    server: tuple[HttpServer, Behaviour],
+) -> None:
+    """A 400 naming ``stream_options``: asked again without it (once: later streams leave it
+    out), and the stream still ends with its finish reason, without usage."""
+    http, behaviour = server
+    behaviour.refuse_stream_options = True
+    plugin = await plugin_for(http.url)
+    try:
+        for _ in range(2):
+            stream = plugin.stream_large(TextParams(prompt="stream me"))
+            chunks = [c async for c in stream]
+            assert "".join(c.text for c in chunks).strip() == "echo: stream me"
+            assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is None
+        assert ["stream_options" in r for r in behaviour.requests] == [True, False, False]
+        behaviour.fail_status = 400  # any other 400 is still the caller's error, not retried
+        with pytest.raises(ModelCallError) as info:
+            [c async for c in plugin.stream_large(TextParams(prompt="again"))]
+        assert info.value.status == 400 and not info.value.retryable
+        assert len(behaviour.requests) == 4
+    finally:
+        await plugin.teardown()
+
+
 async def test_a_500_falls_back_to_eliza(server: tuple[HttpServer, Behaviour]) -> None:
     http, behaviour = server
     behaviour.fail_status = 500
