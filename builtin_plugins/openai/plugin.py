@@ -172,7 +172,8 @@ class OpenAIPlugin(Plugin):
                 response = source.response
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode(errors="replace")
-                    if response.status_code == 400 and "stream_options" in detail:
+                    refused = response.status_code == 400 and "stream_options" in detail
+                    if refused and "stream_options" in body:
                         # Servers predating usage in streams (older Azure API versions, some
                         # local servers) refuse the option: ask again without it, from now on.
                         self._stream_usage = False

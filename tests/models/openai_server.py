@@ -20,6 +20,7 @@ from sse_starlette import EventSourceResponse
 @dataclass
 class Behaviour:
     fail_status: int | None = None
+    fail_message: str = "injected failure"
     web_page: bool = False
     """Answer every request 200 with an HTML page (a base_url that is not the API)."""
     refuse_stream_options: bool = False
@@ -53,7 +54,7 @@ def protocol_app(behaviour: Behaviour) -> FastAPI:
             return JSONResponse({"error": error}, status_code=400)
         if behaviour.fail_status is not None:
             return JSONResponse(
-                {"error": {"message": "injected failure", "type": "server_error"}},
+                {"error": {"message": behaviour.fail_message, "type": "server_error"}},
                 status_code=behaviour.fail_status,
             )
         return body

@@ -130,6 +130,14 @@ async def test_a_server_refusing_stream_options_still_streams(
             [c async for c in plugin.stream_large(TextParams(prompt="again"))]
         assert info.value.status == 400 and not info.value.retryable
         assert len(behaviour.requests) == 4
+        # a server naming stream_options in every 400: asked once more without it, no loop
+        plugin._stream_usage = True
+        behaviour.refuse_stream_options = False
+        behaviour.fail_message = "Unrecognized request argument supplied: stream_options"
+        with pytest.raises(ModelCallError) as info:
+            [c async for c in plugin.stream_large(TextParams(prompt="and again"))]
+        assert info.value.status == 400
+        assert ["stream_options" in r for r in behaviour.requests[4:]] == [True, False]
     finally:
         await plugin.teardown()
 
