@@ -328,20 +328,8 @@ def plugins_router(host: Host) -> APIRouter:
         last = None
         if host.reloader is not None:
             last = next((r for r in reversed(host.reloader.history) if r.name == status.name), None)
-        return PluginOut(
-            name=status.name,
-            version=status.version,
-            distribution=status.distribution,
-            status=status.state,
-            error=status.error,
-            stage=status.stage,
-            description=status.description,
-            last_reload=None
-            if last is None
-            else ReloadOut(
-                ok=last.ok, duration=last.duration, error=last.error, reloaded=last.reloaded
-            ),
-        )
+        reload = None if last is None else ReloadOut.model_validate(last, from_attributes=True)
+        return PluginOut(**status.as_dict(), last_reload=reload)
 
     @router.get("/plugins")
     async def list_plugins() -> list[PluginOut]:
