@@ -374,8 +374,8 @@ class SqliteAdapter:
 
     def _update_batch(self, batch: list[MemoryUpdate]) -> list[bool]:
         tables: dict[str, tuple[int | None, int]] = {}
-        removed: dict[str, list[int]] = {}
-        added: dict[str, tuple[list[int], list[bytes]]] = {}
+        # table -> seq -> its new embedding blob (None: cleared), the last update of a row winning
+        vectors: dict[str, dict[int, bytes | None]] = {}
         versions: dict[str, tuple[int, int]] = {}
 
         def body(conn: sqlite3.Connection) -> list[bool]:
@@ -415,11 +415,7 @@ class SqliteAdapter:
                             blob = embedding_blob(update.embedding)
                         sets.append("embedding = ?")
                         params.append(blob)
-                        removed.setdefault(table, []).append(seq)
-                        if blob is not None:
-                            labels, blobs = added.setdefault(table, ([], []))
-                            labels.append(seq)
-                            blobs.append(blob)
+                        vectors.setdefault(table, {})[seq] = blob
                     if sets:
                         conn.execute(
                             f"UPDATE memories SET {', '.join(sets)} WHERE seq = ?", (*params, seq)
@@ -435,11 +431,13 @@ class SqliteAdapter:
         result = self._write(body)
         for table, (old, new) in versions.items():
             dim = tables[table][0]
-            vectors = None
-            if table in added and dim is not None:
-                labels, blobs = added[table]
-                vectors = (labels, np.frombuffer(b"".join(blobs), "<f4").reshape(-1, dim).copy())
-            self._indexes.apply(table, old, new, removed=removed.get(table, ()), added=vectors)
+            changed = vectors.get(table, {})
+            kept = {seq: blob for seq, blob in changed.items() if blob is not None}
+            added = None
+            if kept and dim is not None:
+                matrix = np.frombuffer(b"".join(kept.values()), "<f4").reshape(-1, dim).copy()
+                added = (list(kept), matrix)
+            self._indexes.apply(table, old, new, removed=changed, added=added)
         return result
 
     async def delete_memory(self, memory_id: UUID) -> bool:

@@ -472,6 +472,35 @@ async def test_search_follows_writes(memory_store: DatabaseAdapter, index_type: 
     assert len(results) == 19
 
 
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+async def test_search_follows_a_batch_updating_one_row_twice(
+    memory_store: DatabaseAdapter, index_type: str
+) -> None:
+    """The last update of a row in a batch is the one an index holds: no stale vector of an
+    earlier update stays behind, as a second hit or as the vector of a cleared embedding."""
+    kind: Any = index_type
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(6)]
+    await memory_store.create_memories_batch(batch)
+    await memory_store.search_memories([1.0, 0.0], k=1, index_type=kind)  # builds the index
+    moved, cleared = batch[4], batch[3]
+    await memory_store.update_memories_batch(
+        [
+            MemoryUpdate(id=moved.id, embedding=[0.0, 1.0]),
+            MemoryUpdate(id=cleared.id, embedding=[-1.0, 0.0]),
+            MemoryUpdate(id=moved.id, embedding=[-1.0, -1.0]),
+            MemoryUpdate(id=cleared.id, embedding=None),
+        ]
+    )
+    for query in ([0.0, 1.0], [-1.0, 0.0], [-1.0, -1.0]):
+        results = await memory_store.search_memories(query, k=10, index_type=kind)
+        ids = [m.id for m, _ in results]
+        assert len(ids) == len(set(ids)) == 5, query
+        assert cleared.id not in ids
+        got = {m.id: (m, s) for m, s in results}
+        assert got[moved.id][0].embedding == [-1.0, -1.0]
+        assert got[moved.id][1] == pytest.approx(cosine(query, [-1.0, -1.0]), abs=1e-5)
+
+
 async def test_search_argument_errors(memory_store: DatabaseAdapter) -> None:
     await memory_store.create_memory(make_memory(1, embedding=[1.0, 0.0]))
     with pytest.raises(DimensionMismatchError) as info:
