@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -171,20 +170,34 @@ def run(
 @plugins_app.command("list")
 def plugins_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    running: Annotated[
+        bool, typer.Option("--running", help="Ask the running host (GET /plugins) instead.")
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="The running host to ask (implies --running).")
+    ] = None,
 ) -> None:
-    """Installed plugins: version, distribution, status (loaded/disabled/failed) and error."""
+    """Installed plugins: version, distribution, status (loaded/disabled/failed) and error.
+
+    By default the plugins are loaded here, as ``agenthost run`` would load them; with
+    ``--running`` (or ``--url``) the running host says what it loaded, including failed hot
+    reloads in dev mode."""
     loaded = _load()
-    from host.app import Host
+    if running or url is not None:
+        base, headers = _running_host(loaded, url)
+        rows = _get(f"{base}/plugins", headers)
+    else:
+        from host.app import Host
 
-    async def load() -> list[dict[str, Any]]:
-        instance = Host(loaded)
-        await instance.start(agents=False)
-        try:
-            return [s.as_dict() for s in instance.statuses]
-        finally:
-            await instance.stop()
+        async def load() -> list[dict[str, Any]]:
+            instance = Host(loaded)
+            await instance.start(agents=False)
+            try:
+                return [s.as_dict() for s in instance.statuses]
+            finally:
+                await instance.stop()
 
-    rows = _run(load)
+        rows = _run(load)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -194,9 +207,36 @@ def plugins_list(
     colours = {"loaded": "green", "disabled": "dim", "failed": "red"}
     for row in rows:
         status = f"[{colours[row['status']]}]{row['status']}[/]"
+        error = row["error"] or ""
+        last = row.get("last_reload")
+        if last is not None and not last["ok"]:
+            error = f"last reload failed (the previous version serves): {last['error']}"
         cells = (row["name"], row["version"] or "", row["distribution"] or "")
-        table.add_row(*map(escape, cells), status, escape(row["error"] or ""))
+        table.add_row(*map(escape, cells), status, escape(error))
     console.print(table)
+
+
+def _running_host(loaded: LoadedConfig, url: str | None) -> tuple[str, dict[str, str]]:
+    """The running host's base URL (`url`, else the http config's address) and the headers
+    its API wants (the configured API key)."""
+    http = loaded.config.http
+    base = (url or f"http://{http.host}:{http.port}").rstrip("/")
+    headers = {}
+    if http.api_key is not None:
+        headers["X-API-Key"] = http.api_key.get_secret_value()
+    return base, headers
+
+
+def _get(address: str, headers: dict[str, str], **params: str) -> Any:
+    """The JSON a running host answers at `address`; exit 1 naming the problem otherwise."""
+    try:
+        response = httpx.get(address, params=params or None, headers=headers, timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        raise _exit(f"{address}: HTTP {exc.response.status_code} {exc.response.text}", 1) from None
+    except httpx.HTTPError as exc:
+        raise _exit(f"cannot reach {address}: {exc}", 1) from None
+    return response.json()
 
 
 @plugins_app.command("reload")
@@ -207,12 +247,7 @@ def plugins_reload(
     ] = None,
 ) -> None:
     """Reload a plugin in a host running in dev mode (``agenthost run --dev``)."""
-    loaded = _load()
-    http = loaded.config.http
-    base = url or f"http://{http.host}:{http.port}"
-    headers = {}
-    if http.api_key is not None:
-        headers["X-API-Key"] = http.api_key.get_secret_value()
+    base, headers = _running_host(_load(), url)
     try:
         response = httpx.post(f"{base}/plugins/{name}/reload", headers=headers, timeout=120)
     except httpx.HTTPError as exc:
@@ -311,23 +346,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """Current metrics of a running host, read from its HTTP API."""
-    loaded = _load()
-    http = loaded.config.http
-    base = url or f"http://{http.host}:{http.port}"
-    headers = {}
-    key = os.environ.get("AGENTHOST_HTTP__API_KEY") or (
-        http.api_key.get_secret_value() if http.api_key else None
-    )
-    if key:
-        headers["X-API-Key"] = key
-    try:
-        response = httpx.get(
-            f"{base}/stats", params={"name": name} if name else None, headers=headers, timeout=10
-        )
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise _exit(f"cannot read {base}/stats: {exc}", 1) from None
-    series = response.json()
+    base, headers = _running_host(_load(), url)
+    series = _get(f"{base}/stats", headers, **({"name": name} if name else {}))
     if as_json:
         sys.stdout.write(json.dumps(series, indent=2) + "\n")
         return

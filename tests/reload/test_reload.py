@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from uuid import uuid4
 
 import httpx
@@ -150,6 +151,12 @@ async def test_a_failed_reload_through_the_cli_names_the_file_and_line(
     assert shown["status"] == "loaded" and shown["error"] is None
     last = shown["last_reload"]
     assert last["ok"] is False and last["reloaded"] == [] and "SyntaxError" in last["error"]
+    table = await asyncio.to_thread(
+        CliRunner().invoke, app, ["plugins", "list", "--url", dev_host.http.url]
+    )
+    assert table.exit_code == 0, table.output
+    cells = re.sub(r"[\s│]+", "", table.output)  # the table folds long cells over lines
+    assert "reloadme" in cells and "lastreloadfailed(thepreviousversionserves):SyntaxError" in cells
 
 
 async def test_no_reload_route_without_dev_mode(make_host: HostFactory) -> None:

@@ -3,7 +3,9 @@ every route the host mounts (its own, ``/metrics``, ``/stats``, the dev reload r
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -12,6 +14,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from contracts.config import (
     AgentsSettings,
@@ -21,6 +24,7 @@ from contracts.config import (
     PluginsSettings,
 )
 from host.app import Host
+from host.cli import app
 from host.config import LoadedConfig
 from host.http import API_KEY_HEADER
 from host.logs import configure_logging, plugin_logger
@@ -80,6 +84,28 @@ async def test_every_route_but_health_needs_the_key(host: Host) -> None:
         headers = {API_KEY_HEADER: KEY}
         assert (await client.get("/stats", headers=headers)).status_code == 200
         assert (await client.get("/metrics", headers=headers)).status_code == 200
+
+
+async def test_the_cli_reads_a_running_host_with_the_configured_key(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plugins list --url`` and ``stats --url`` send the API key from the config (here the
+    environment); without it the host's 401 is reported, exit 1."""
+    assert host.http is not None
+    monkeypatch.chdir(tmp_path)  # no config/ here: settings come from the environment alone
+    args = ["plugins", "list", "--url", host.http.url, "--json"]
+    refused = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert refused.exit_code == 1 and "HTTP 401" in refused.output
+    monkeypatch.setenv("AGENTHOST_HTTP__API_KEY", KEY)
+    listed = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert listed.exit_code == 0, listed.output
+    rows = {row["name"]: row for row in json.loads(listed.output)}
+    assert rows["sqlite"]["status"] == rows["eliza"]["status"] == "loaded"
+    assert rows["eliza"]["last_reload"] is None
+    table = await asyncio.to_thread(CliRunner().invoke, app, args[:-1])
+    assert table.exit_code == 0 and "agenthost plugins" in table.output and "eliza" in table.output
+    stats = await asyncio.to_thread(CliRunner().invoke, app, ["stats", "--url", host.http.url])
+    assert stats.exit_code == 0 and "agenthost stats" in stats.output
 
 
 async def test_characters_from_files_and_inline_config(host: Host) -> None:
