@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 
+import numpy as np
 import pytest
 
 from contracts.memory import Content, Cursor, Memory, MemoryQuery, MemoryUpdate
@@ -451,6 +452,40 @@ async def test_search_threshold_and_filters(memory_store: DatabaseAdapter) -> No
 
 
 @pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+async def test_a_selective_filter_finds_every_matching_row(
+    memory_store: DatabaseAdapter, index_type: str
+) -> None:
+    """k rows match the filter: an approximate index returns all k, in exact order (a filtered
+    ANN scan of a big table sees only its neighbourhood of the query, not the room's rows)."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((3000, 8))
+    in_room = set(rng.choice(len(vectors), 12, replace=False).tolist())
+    batch = [
+        make_memory(i, embedding=v.tolist(), room_id=ROOM if i in in_room else OTHER_ROOM)
+        for i, v in enumerate(vectors)
+    ]
+    await memory_store.create_memories_batch(batch)
+    query = rng.standard_normal(8).tolist()
+    results = await memory_store.search_memories(
+        query,
+        MemoryQuery(room_id=ROOM),
+        k=10,
+        index_type=index_type,  # type: ignore[arg-type]
+    )
+    scores = {i: cosine(query, vectors[i].tolist()) for i in in_room}
+    best = sorted(in_room, key=lambda i: -scores[i])[:10]
+    assert [m.id for m, _ in results] == [batch[i].id for i in best]
+    assert [s for _, s in results] == pytest.approx([scores[i] for i in best], abs=1e-5)
+    everything = await memory_store.search_memories(
+        query,
+        MemoryQuery(room_id=ROOM),
+        k=50,
+        index_type=index_type,  # type: ignore[arg-type]
+    )
+    assert {m.id for m, _ in everything} == {batch[i].id for i in in_room}
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
 async def test_search_follows_writes(memory_store: DatabaseAdapter, index_type: str) -> None:
     """Indexes built by a first search stay in step with later creates, updates, deletes."""
     kind = index_type
@@ -537,3 +572,35 @@ async def test_embeddings_come_back_as_float32(memory_store: DatabaseAdapter) ->
     await memory_store.create_memory(memory)
     got = await memory_store.get_memory(memory.id)
     assert got is not None and got.embedding == f32([0.1, 1 / 3, 1e-8])
+
+
+async def test_search_knobs_out_of_range(memory_store: DatabaseAdapter) -> None:
+    """A negative ``ef_search`` (HNSW) or ``probes`` (IVF) is refused, whatever the table's
+    size; 0 means the default, a knob of another index type is ignored, and values past an
+    engine's own limit still search."""
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(5)]
+    await memory_store.create_memories_batch(batch)
+    with pytest.raises(InvalidQueryError, match="ef_search"):
+        await memory_store.search_memories([1.0, 0.0], index_type="hnsw", ef_search=-1)
+    with pytest.raises(InvalidQueryError, match="probes"):
+        await memory_store.search_memories([1.0, 0.0], index_type="ivf", probes=-1)
+    with pytest.raises(InvalidQueryError, match="ef_search"):
+        await memory_store.search_memories(
+            [1.0, 0.0], MemoryQuery(room_id=ROOM), index_type="hnsw", ef_search=-1
+        )
+    nearest = [batch[0].id, batch[1].id]
+    for kind, probes, ef_search in (
+        ("flat", -1, -1),
+        ("hnsw", -1, 0),
+        ("ivf", 0, -1),
+        ("hnsw", None, 5000),
+        ("ivf", 40_000, None),
+    ):
+        found = await memory_store.search_memories(
+            [1.0, 0.0],
+            k=2,
+            index_type=kind,  # type: ignore[arg-type]
+            probes=probes,
+            ef_search=ef_search,
+        )
+        assert [m.id for m, _ in found] == nearest, (kind, probes, ef_search)

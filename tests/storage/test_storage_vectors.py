@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from contracts.storage import InvalidQueryError
-from host.vectors import IndexParams, IndexSet, VectorIndex, exact_top_k, normalize, query_vector
+from host.vectors import (
+    EXACT_FILTER_LIMIT,
+    IndexParams,
+    IndexSet,
+    VectorIndex,
+    exact_top_k,
+    normalize,
+    query_vector,
+)
 
 
 def _data(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -95,3 +103,22 @@ def test_query_vector_validation() -> None:
         query_vector([1.0], 2)
     with pytest.raises(InvalidQueryError):
         VectorIndex("annoy", 2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_a_filtered_search_beyond_the_exact_limit_never_comes_up_short(kind: str) -> None:
+    """Past EXACT_FILTER_LIMIT allowed rows the ANN search runs with a selector; when it returns
+    fewer than k (IVF probing one list here), the allowed rows are scored exactly."""
+    x = _data(12_000, dim=8)
+    labels = np.arange(12_000, dtype=np.int64)
+    index = VectorIndex(kind, 8, IndexParams(ivf_probes=1, hnsw_ef_search=16))  # type: ignore[arg-type]
+    index.build(labels, x.copy())
+    allowed = labels[::2]  # 6000 rows: above the limit, half the index
+    assert len(allowed) > EXACT_FILTER_LIMIT
+    found, scores = index.search(x[1:2], 5000, allowed=allowed.tolist())
+    want, want_scores = exact_top_k(x[1:2], x[allowed], allowed, 5000)
+    assert set(found) == set(want)
+    assert sorted(scores, reverse=True) == pytest.approx(want_scores, abs=1e-5)
+    index.remove(allowed[:10].tolist())  # tombstoned rows stay out of the exact scoring
+    found, _ = index.search(x[1:2], 6000, allowed=allowed.tolist())
+    assert len(found) == 5990 and not set(found) & set(allowed[:10].tolist())
