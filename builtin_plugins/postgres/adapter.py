@@ -591,6 +591,11 @@ class PostgresAdapter:
     ) -> None:
         if (kind, table) in self._indexed:
             return
+        # One build at a time on `memories` (any table, any kind, any process): two concurrent
+        # CREATE INDEX IF NOT EXISTS of one name, or a build and another's ANALYZE, deadlock.
+        # This mode conflicts with itself, with CREATE INDEX and ANALYZE, but not with writes;
+        # once it is granted, an index another caller built meanwhile is committed and seen.
+        await conn.execute("LOCK TABLE memories IN SHARE UPDATE EXCLUSIVE MODE")
         if kind == "hnsw":
             statement = hnsw_index_sql(
                 table, dim, self.index_params.hnsw_m, self.index_params.hnsw_ef_construction

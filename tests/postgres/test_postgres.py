@@ -375,3 +375,46 @@ async def test_migration_2_replaces_ivf_indexes_on_the_shared_expression(url: st
         assert "(embedding)::real[]" in definition
     finally:
         await db.close()
+
+
+async def test_concurrent_first_searches_share_the_index_builds(url: str) -> None:
+    """Searches that each find their index missing build it one at a time: two concurrent
+    ``CREATE INDEX IF NOT EXISTS`` of one index, or one build's ANALYZE and another build,
+    deadlocked, and every search but one failed with the server's DeadlockDetected."""
+    first = await PostgresAdapter.open(url, exact_below=0)
+    second = await PostgresAdapter.open(url, exact_below=0)
+    try:
+        rng = random.Random(11)
+        for table in ("messages", "facts"):
+            vectors = [[rng.gauss(0, 1) for _ in range(8)] for _ in range(400)]
+            await first.create_memories_batch([memory(v) for v in vectors], table)
+        q = [1.0] * 8
+        expected = {
+            table: (await first.search_memories(q, MemoryQuery(table_name=table), k=3))[0][0].id
+            for table in ("messages", "facts")
+        }
+        searches: list[tuple[PostgresAdapter, str, Any]] = [
+            (db, table, kind)
+            for db in (first, second)
+            for table in ("messages", "facts")
+            for kind in ("hnsw", "ivf", "hnsw")
+        ]
+        found = await asyncio.gather(
+            *(
+                db.search_memories(
+                    q, MemoryQuery(table_name=table), k=3, index_type=kind, probes=64
+                )
+                for db, table, kind in searches
+            )
+        )
+        for (_, table, _), hits in zip(searches, found, strict=True):
+            assert hits and hits[0][0].id == expected[table]
+        async with first.with_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+                " AND (indexname LIKE 'memories_hnsw_%' OR indexname LIKE 'memories_ivf_%')"
+            )
+            assert await cursor.fetchone() == (4,)
+    finally:
+        await first.close()
+        await second.close()
