@@ -73,6 +73,11 @@ _ANN_ONLY = (
     "SELECT set_config(%s, %s, true), set_config('enable_seqscan', 'off', true),"
     " set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)"
 )
+HNSW_MAX_EF_SEARCH = 1000
+"""pgvector's upper bound of ``hnsw.ef_search``; an HNSW scan returns at most that many rows, so a
+search for more is answered exactly."""
+IVF_MAX_PROBES = 32768
+"""pgvector's upper bound of ``ivfflat.probes`` (and of the lists an index can have)."""
 INDEX_BUILD_MEMORY = "512MB"
 """``maintenance_work_mem`` for vector index builds: an HNSW graph of ~200k x 384-d fits."""
 """Candidate sets up to this size are searched exactly whatever the index type."""
@@ -505,6 +510,11 @@ class PostgresAdapter:
         kind = check_index_type(index_type)
         if k < 1:
             raise InvalidQueryError(f"k must be >= 1, got {k}")
+        # Refused like the other stores do (0 or None: the default), small table or not.
+        if kind == "hnsw" and (ef_search or 1) < 1:
+            raise InvalidQueryError(f"ef_search must be >= 1, got {ef_search}")
+        if kind == "ivf" and (probes or 1) < 1:
+            raise InvalidQueryError(f"probes must be >= 1, got {probes}")
         query = query or MemoryQuery()
         table = query.table_name or DEFAULT_TABLE
         dim = self._dimensions.get(table) or await self.embedding_dimension(table)
@@ -520,7 +530,13 @@ class PostgresAdapter:
         )
         columns = _COLUMNS if with_embeddings else _COLUMNS_NO_EMBEDDING
         async with self.with_connection() as conn:
-            exact = kind == "flat" or query.filters_rows or await self._small(conn, table)
+            exact = (
+                kind == "flat"
+                or query.filters_rows
+                # an HNSW scan yields at most ef_search (<= 1000) rows: more are found exactly
+                or (kind == "hnsw" and k > HNSW_MAX_EF_SEARCH)
+                or await self._small(conn, table)
+            )
             if exact:
                 # pgvector's cosine distance to a zero vector is NaN, which sorts after every
                 # number; the other stores score it 0 (distance 1), and so does this one. The
@@ -537,16 +553,12 @@ class PostgresAdapter:
             else:
                 await self._ensure_index(conn, kind, table, dim)
                 if kind == "hnsw":
-                    knob, value = (
-                        "hnsw.ef_search",
-                        max(ef_search or self.index_params.hnsw_ef_search, k),
-                    )
+                    ef = max(ef_search or self.index_params.hnsw_ef_search, k)
+                    knob, value = "hnsw.ef_search", min(ef, HNSW_MAX_EF_SEARCH)
                 else:
                     lists = await self._ivf_lists(conn, table)
-                    knob, value = (
-                        "ivfflat.probes",
-                        probes or self.index_params.ivf_probes or max(1, lists // 8),
-                    )
+                    nprobe = probes or self.index_params.ivf_probes or max(1, lists // 8)
+                    knob, value = "ivfflat.probes", min(nprobe, IVF_MAX_PROBES)
                 distance = sql.SQL("({e} <=> %s::vector({dim}))").format(
                     e=indexed_expression(kind, dim), dim=sql.Literal(dim)
                 )

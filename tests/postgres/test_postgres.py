@@ -418,3 +418,23 @@ async def test_concurrent_first_searches_share_the_index_builds(url: str) -> Non
     finally:
         await first.close()
         await second.close()
+
+
+async def test_hnsw_search_beyond_pgvectors_ef_search_range(url: str) -> None:
+    """pgvector caps hnsw.ef_search at 1000 and an HNSW scan yields at most ef_search rows: a
+    search for more (or with a larger ef_search) failed with the server's
+    InvalidParameterValue; k > 1000 is answered exactly, a larger ef_search is capped, and so
+    are IVF probes past pgvector's 32768."""
+    db = await PostgresAdapter.open(url, exact_below=0, min_size=1, max_size=1)
+    try:
+        await db.create_memories_batch([memory([1.0, float(i)]) for i in range(1100)])
+        exact = await db.search_memories([1.0, 0.0], k=1050)
+        hits = await db.search_memories([1.0, 0.0], k=1050, index_type="hnsw")
+        assert [m.id for m, _ in hits] == [m.id for m, _ in exact]
+        assert len(hits) == 1050
+        capped = await db.search_memories([1.0, 0.0], k=5, index_type="hnsw", ef_search=5000)
+        assert [m.id for m, _ in capped] == [m.id for m, _ in exact[:5]]
+        probed = await db.search_memories([1.0, 0.0], k=5, index_type="ivf", probes=40_000)
+        assert [m.id for m, _ in probed] == [m.id for m, _ in exact[:5]]  # every list scanned
+    finally:
+        await db.close()
