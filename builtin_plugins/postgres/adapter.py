@@ -124,6 +124,12 @@ def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, 
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
 
 
+def _json(value: Any) -> str:
+    """`value` as JSON text PostgreSQL accepts: NaN and infinities (which Python's json writes
+    but the ``json`` type refuses) are a ValueError of the row, not a server error."""
+    return json.dumps(value, allow_nan=False)
+
+
 def _floats(value: Any) -> list[float]:
     """A pgvector value (``Vector`` in binary mode, an ndarray in text mode) as floats."""
     if isinstance(value, Vector):
@@ -342,7 +348,7 @@ class PostgresAdapter:
                         memory.room_id,
                         memory.created_at,
                         memory.content.model_dump_json(),
-                        json.dumps(memory.metadata),
+                        _json(memory.metadata),
                         vector,
                         memory.unique,
                     )
@@ -405,7 +411,7 @@ class PostgresAdapter:
                         params.append(update.content.model_dump_json())
                     if "metadata" in changes and update.metadata is not None:
                         sets.append(sql.SQL("metadata = %s::json"))
-                        params.append(json.dumps(update.metadata))
+                        params.append(_json(update.metadata))
                     if "unique" in changes and update.unique is not None:
                         sets.append(sql.SQL("is_unique = %s"))
                         params.append(update.unique)

@@ -21,7 +21,7 @@ from builtin_plugins.postgres.adapter import COPY_FROM
 from builtin_plugins.postgres.plugin import PostgresSettings
 from builtin_plugins.postgres.schema import SCHEMA_VERSION
 from contracts.config import AgentsSettings, HostConfig, PluginsSettings
-from contracts.memory import Content, Memory, MemoryQuery
+from contracts.memory import Content, Memory, MemoryQuery, MemoryUpdate
 from contracts.storage import DATABASE, BatchError, PoolExhaustedError, StorageError
 from host.app import Host
 from host.config import LoadedConfig
@@ -436,5 +436,28 @@ async def test_hnsw_search_beyond_pgvectors_ef_search_range(url: str) -> None:
         assert [m.id for m, _ in capped] == [m.id for m, _ in exact[:5]]
         probed = await db.search_memories([1.0, 0.0], k=5, index_type="ivf", probes=40_000)
         assert [m.id for m, _ in probed] == [m.id for m, _ in exact[:5]]  # every list scanned
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("size", [3, COPY_FROM + 6])
+async def test_metadata_with_nan_or_infinity_fails_its_row(url: str, size: int) -> None:
+    """Python's json writes NaN and Infinity, PostgreSQL's json refuses them: the server's
+    InvalidTextRepresentation came out of the batch (or COPY) unexplained; now the row fails
+    with a ValueError like any other unserialisable value, and nothing is written."""
+    db = await PostgresAdapter.open(url, min_size=1, max_size=1)
+    try:
+        batch = [memory([1.0, float(i)]) for i in range(size)]
+        bad = size - 2
+        batch[bad] = memory([1.0, 0.0], metadata={"score": float("nan")})
+        with pytest.raises(BatchError) as info:
+            await db.create_memories_batch(batch)
+        assert info.value.index == bad and isinstance(info.value.cause, ValueError)
+        assert await db.count_memories() == 0
+        await db.create_memory(batch[0])
+        with pytest.raises(ValueError, match="JSON"):
+            await db.update_memory(MemoryUpdate(id=batch[0].id, metadata={"x": float("inf")}))
+        got = await db.get_memory(batch[0].id)
+        assert got is not None and got.metadata == {}
     finally:
         await db.close()
