@@ -215,8 +215,9 @@ class PostgresAdapter:
         ``maintenance_work_mem`` (None: the server's own setting)."""
         where = describe_url(url)
         try:
+            # whole seconds, rounded up: psycopg reads 0 (a truncated 0.5) as its 130 s default
             async with await AsyncConnection.connect(
-                url, connect_timeout=int(connect_timeout)
+                url, connect_timeout=max(1, math.ceil(connect_timeout))
             ) as conn:
                 await migrate(conn, where)
         except psycopg.Error as exc:

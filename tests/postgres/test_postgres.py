@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, timeout_from_conninfo
 from pydantic import ValidationError
 
 from builtin_plugins.postgres import PostgresAdapter
@@ -461,3 +462,21 @@ async def test_metadata_with_nan_or_infinity_fails_its_row(url: str, size: int) 
         assert got is not None and got.metadata == {}
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize(("given", "waits"), [(0.5, 2), (2.5, 3), (10.0, 10)])
+async def test_a_fractional_connect_timeout_is_not_psycopgs_default(
+    monkeypatch: pytest.MonkeyPatch, given: float, waits: int
+) -> None:
+    """``connect_timeout: 0.5`` went to libpq as int(0.5) == 0, which psycopg reads as "no
+    timeout" and replaces by its 130 s default; whole seconds are now rounded up."""
+    seen: list[int] = []
+
+    async def connect(url: str, **kwargs: Any) -> Any:
+        seen.append(timeout_from_conninfo(conninfo_to_dict(url, **kwargs)))
+        raise psycopg.OperationalError("not connecting in this test")
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", connect)
+    with pytest.raises(StorageError, match="cannot open PostgreSQL"):
+        await PostgresAdapter.open("postgresql://agent@127.0.0.1:1/db", connect_timeout=given)
+    assert seen == [waits]
