@@ -548,7 +548,31 @@ class SqliteAdapter:
         threshold: float | None,
         with_embeddings: bool,
     ) -> list[tuple[Memory, float]]:
+        # One read transaction: the version, the index load, the filter and the rows all come
+        # from one snapshot. In autocommit each statement saw the latest commit, so another
+        # process deleting the newest row and inserting elsewhere (SQLite reuses that rowid, the
+        # index label) between them made the row of another table come back under the old score.
         conn = self._db
+        conn.execute("BEGIN")
+        try:
+            return self._search_snapshot(
+                conn, embedding, query, k, kind, probes, ef_search, threshold, with_embeddings
+            )
+        finally:
+            conn.execute("COMMIT")
+
+    def _search_snapshot(
+        self,
+        conn: sqlite3.Connection,
+        embedding: F64,
+        query: MemoryQuery,
+        k: int,
+        kind: IndexType,
+        probes: int | None,
+        ef_search: int | None,
+        threshold: float | None,
+        with_embeddings: bool,
+    ) -> list[tuple[Memory, float]]:
         table = query.table_name or DEFAULT_TABLE
         dim, version = self._table_state(conn, table)
         if dim is None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +115,58 @@ async def test_another_writer_on_the_same_file_is_seen_by_indexes(tmp_path: Path
         two.create_memories_batch([make_memory(400 + i) for i in range(200)]),
     )
     assert await one.count_memories() == await two.count_memories() == 411
+    await one.close()
+    await two.close()
+
+
+class _WriteAfterVersionRead:
+    """A connection proxy that runs `write` once, right after the next read of a table version:
+    another process committing between the statements of one search."""
+
+    def __init__(self, conn: sqlite3.Connection, write: Callable[[], object]) -> None:
+        self._conn, self._write = conn, write
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        cursor = self._conn.execute(sql, *args)
+        if sql.startswith("SELECT dimension, version FROM memory_tables") and self._write:
+            write, self._write = self._write, None
+            write()
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+async def test_a_search_reads_one_snapshot(tmp_path: Path, index_type: str) -> None:
+    """A write committed by another process during a search is not half seen: the newest row
+    deleted and a row of another table inserted in its place (SQLite reuses the highest rowid,
+    the index label) made the search return that other table's row under the deleted one's
+    score."""
+    path = tmp_path / "shared.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(5)]
+    await one.create_memories_batch(batch)
+    kind: Any = index_type
+    await one.search_memories([1.0, 0.0], k=1, index_type=kind)  # builds the index
+    intruder = make_memory(99, table_name="other")
+
+    def other_process() -> None:  # two's own write path, run synchronously in one's search
+        assert two._delete_batch([batch[4].id]) == 1
+        two._create_batch([intruder], None)
+
+    real = one._conn
+    assert real is not None
+    one._conn = _WriteAfterVersionRead(real, other_process)  # type: ignore[assignment]
+    try:
+        results = await one.search_memories([0.0, 1.0], k=2, index_type=kind)
+    finally:
+        one._conn = real
+    assert await one.get_memory(intruder.id) is not None  # the write did happen, mid-search
+    assert [m.id for m, _ in results] == [batch[4].id, batch[3].id]  # as of the search's start
+    assert all(m.table_name == "messages" for m, _ in results)
+    after = await one.search_memories([0.0, 1.0], k=2, index_type=kind)
+    assert [m.id for m, _ in after] == [batch[3].id, batch[2].id]
     await one.close()
     await two.close()
 
