@@ -173,6 +173,10 @@ class VectorIndex:
         self._dead = 0
         self._trained_on = 0
         self._live: npt.NDArray[np.uint8] | None = None  # cached bitmap of live ids
+        # HNSW: internal id -> its labels besides _ext's (identical vectors share one node), and
+        # hash of a vector's bytes -> internal ids holding it (see _alias_duplicates)
+        self._dups: dict[int, list[int]] = {}
+        self._by_key: dict[int, list[int]] = {}
         self._params: dict[tuple[int | None, int | None], Any] = {}  # see _shared_params
 
     def __len__(self) -> int:
@@ -189,16 +193,14 @@ class VectorIndex:
     def build(self, labels: I64, vectors: F32) -> None:
         """Replace the content with `vectors` (normalised, n x dim) under `labels`."""
         faiss.omp_set_num_threads(_BUILD_THREADS)
-        n = len(labels)
-        self._ext = np.asarray(labels, dtype=np.int64).copy()
-        self._pos = {int(label): i for i, label in enumerate(self._ext.tolist())}
-        if len(self._pos) != n:
-            raise ValueError("duplicate labels in vector index build")
+        self._ext = np.empty(0, dtype=np.int64)
+        self._pos = {}
+        self._dups = {}
+        self._by_key = {}
         self._dead = 0
         self._live = None
         self._index = self._new_index(vectors)
-        if n:
-            self._index.add(vectors)
+        self._append(np.asarray(labels, dtype=np.int64), vectors)
 
     def add(self, labels: Iterable[int], vectors: F32) -> None:
         """Add (or replace) vectors under `labels`."""
@@ -210,21 +212,73 @@ class VectorIndex:
         if self._index is None:
             self.build(np.asarray(labels, dtype=np.int64), vectors)
             return
+        self._append(np.asarray(labels, dtype=np.int64), vectors)
+
+    def _append(self, labels: I64, vectors: F32) -> None:
+        """Add `labels` (none of them present) with their `vectors` to the faiss index."""
+        if len(set(labels.tolist())) != len(labels):
+            raise ValueError("duplicate labels in one vector index write")
+        if self.kind == "hnsw" and len(labels):
+            fresh = self._alias_duplicates(labels, vectors)
+            if not fresh.all():
+                labels, vectors = labels[fresh], np.ascontiguousarray(vectors[fresh])
         start = len(self._ext)
         self._live = None
-        self._ext = np.concatenate([self._ext, np.asarray(labels, dtype=np.int64)])
-        for offset, label in enumerate(labels):
-            self._pos[label] = start + offset
-        self._index.add(vectors)  # faiss ids run on from ntotal == start
+        self._ext = np.concatenate([self._ext, labels])
+        self._pos.update(zip(labels.tolist(), range(start, start + len(labels)), strict=True))
+        if len(labels):
+            self._index.add(vectors)  # faiss ids run on from ntotal == start
+
+    def _alias_duplicates(self, labels: I64, vectors: F32) -> npt.NDArray[np.bool_]:
+        """HNSW only: a vector equal to a live node's becomes another label of that node.
+
+        A group of more identical vectors than a node has links (2 x hnsw_m at level 0) links
+        only to itself (equal distances never prune each other) and becomes a sink of the
+        graph: searches entering it cannot leave, and other rows went unfound (100 copies of
+        one embedding, an empty message's, cost a 16-d HNSW a third of its top-1 hits). Which
+        rows get a node of their own (False: aliased) is returned."""
+        fresh = np.ones(len(labels), dtype=bool)
+        node = len(self._ext)
+        pending: dict[int, int] = {}  # node not yet added -> its row in `vectors`
+        for row, (label, vector) in enumerate(zip(labels.tolist(), vectors, strict=True)):
+            key = hash(vector.tobytes())
+            nodes = self._by_key.setdefault(key, [])
+            for other in nodes:
+                if other in pending:
+                    same = np.array_equal(vectors[pending[other]], vector)
+                else:
+                    same = self._ext[other] >= 0 and np.array_equal(
+                        self._index.reconstruct(other), vector
+                    )
+                if same:
+                    self._dups.setdefault(other, []).append(label)
+                    self._pos[label] = other
+                    fresh[row] = False
+                    break
+            else:
+                nodes.append(node)
+                pending[node] = row
+                node += 1
+        return fresh
 
     def remove(self, labels: Iterable[int]) -> None:
         """Tombstone `labels` (unknown labels are ignored)."""
         for label in labels:
             internal = self._pos.pop(label, None)
-            if internal is not None:
-                self._ext[internal] = -1
-                self._dead += 1
-                self._live = None
+            if internal is None:
+                continue
+            dups = self._dups.get(internal)
+            if dups:  # the node stays, under one of its other labels
+                if self._ext[internal] == label:
+                    self._ext[internal] = dups.pop()
+                else:
+                    dups.remove(label)
+                if not dups:
+                    del self._dups[internal]
+                continue
+            self._ext[internal] = -1
+            self._dead += 1
+            self._live = None
 
     def search(
         self,
@@ -241,17 +295,20 @@ class VectorIndex:
         faiss.omp_set_num_threads(1)  # see _BUILD_THREADS
         bitmap = None
         take = min(k, len(self._pos))
+        kept: list[int] = []
         ids: list[int] = []
         if allowed is not None:
-            ids = [self._pos[label] for label in allowed if label in self._pos]
-            if not ids:
+            pos = self._pos
+            kept = [label for label in allowed if label in pos]
+            if not kept:
                 return [], []
-            take = min(k, len(ids))
+            ids = [pos[label] for label in kept]
+            take = min(k, len(kept))
             if self.kind != "flat" and (
                 len(ids) <= EXACT_FILTER_LIMIT or len(ids) * 10 <= len(self._pos)
             ):
                 self._shared_params(probes, ef_search)  # the same argument errors as below
-                return self._exact(query, ids, take)
+                return self._exact(query, ids, kept, take)
             mask = np.zeros(len(self._ext), dtype=bool)
             mask[ids] = True
             bitmap = np.packbits(mask, bitorder="little")
@@ -272,21 +329,45 @@ class VectorIndex:
         hit = found >= 0
         labels = self._ext[found[hit]]
         live = labels >= 0
-        if allowed is not None and self.kind != "flat" and int(live.sum()) < take:
-            return self._exact(query, ids, take)  # the filtered ANN search came up short
-        return labels[live].tolist(), scores[0][hit][live].tolist()
+        if self._dups:
+            out_labels, out_scores = self._expand(
+                found[hit][live], scores[0][hit][live], take, None if allowed is None else kept
+            )
+        else:
+            out_labels, out_scores = labels[live].tolist(), scores[0][hit][live].tolist()
+        if allowed is not None and self.kind != "flat" and len(out_labels) < take:
+            return self._exact(query, ids, kept, take)  # the filtered ANN search came up short
+        return out_labels, out_scores
 
-    def _exact(self, query: F32, ids: list[int], take: int) -> tuple[list[int], list[float]]:
-        """Exact top-`take` among the live internal `ids`, from the vectors the index stores."""
+    def _expand(
+        self, nodes: I64, scores: F32, take: int, allowed: list[int] | None
+    ) -> tuple[list[int], list[float]]:
+        """The labels of HNSW result `nodes` (every label of a node holding duplicates)."""
+        wanted = None if allowed is None else set(allowed)
+        out_labels: list[int] = []
+        out_scores: list[float] = []
+        for node, score in zip(nodes.tolist(), scores.tolist(), strict=True):
+            for label in (int(self._ext[node]), *self._dups.get(node, ())):
+                if wanted is None or label in wanted:
+                    out_labels.append(label)
+                    out_scores.append(score)
+            if len(out_labels) >= take:
+                break
+        return out_labels[:take], out_scores[:take]
+
+    def _exact(
+        self, query: F32, ids: list[int], labels: list[int], take: int
+    ) -> tuple[list[int], list[float]]:
+        """Exact top-`take` of the live `labels` (internal ids `ids`), from the stored vectors."""
         internal = np.asarray(ids, dtype=np.int64)
+        names = np.asarray(labels, dtype=np.int64)
         vectors = self._index.reconstruct_batch(internal)
         scores = vectors @ query.reshape(-1)
         if take < len(scores):
             top = np.argpartition(-scores, take - 1)[:take]
-            internal, scores = internal[top], scores[top]
-        labels = self._ext[internal]
-        order = np.lexsort((labels, -scores))
-        return labels[order].tolist(), scores[order].astype(float).tolist()
+            names, scores = names[top], scores[top]
+        order = np.lexsort((names, -scores))
+        return names[order].tolist(), scores[order].astype(float).tolist()
 
     def _live_bitmap(self) -> npt.NDArray[np.uint8]:
         """The faiss bitmap of live internal ids, cached until the next add or remove."""

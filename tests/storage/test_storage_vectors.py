@@ -122,3 +122,35 @@ def test_a_filtered_search_beyond_the_exact_limit_never_comes_up_short(kind: str
     index.remove(allowed[:10].tolist())  # tombstoned rows stay out of the exact scoring
     found, _ = index.search(x[1:2], 6000, allowed=allowed.tolist())
     assert len(found) == 5990 and not set(found) & set(allowed[:10].tolist())
+
+
+def test_hnsw_holds_identical_vectors_as_one_node() -> None:
+    """More identical vectors than an HNSW node has links (an empty message's embedding, stored
+    100 times) formed a group linked only to itself, a sink that hid other rows from searches."""
+    rng = np.random.default_rng(3)
+    same = np.tile(_data(1, seed=9), (100, 1))
+    x = np.concatenate([_data(150, seed=1), same, _data(150, seed=2)])
+    labels = np.arange(1000, 1400, dtype=np.int64)
+    order = rng.permutation(400)  # the copies interleaved with the other rows
+    index = VectorIndex("hnsw", 16)
+    index.build(labels[order], x[order].copy())
+    assert len(index) == 400
+    others = [i for i in range(400) if not 150 <= i < 250]
+    for i in others:
+        assert index.search(x[i : i + 1], 1)[0] == [1000 + i], i
+    copies = set(range(1150, 1250))
+    found, scores = index.search(same[:1], 110)
+    assert set(found[:100]) == copies and scores[:100] == pytest.approx([1.0] * 100, abs=1e-5)
+    assert len(found) == 110 and len(set(found)) == 110
+    found, _ = index.search(same[:1], 5, allowed=[1151, 1152, 1003])
+    assert found[:2] in ([1151, 1152], [1152, 1151]) and set(found) == {1151, 1152, 1003}
+    index.remove(range(1150, 1249))  # every copy but one, whichever label the node had
+    assert len(index) == 301
+    assert index.search(same[:1], 2)[0][0] == 1249
+    index.add([1249], normalize(-same[:1].copy()))  # the last copy moves away
+    assert 1249 not in index.search(same[:1], 3)[0]
+    assert index.search(-same[:1], 1)[0] == [1249]
+    index.add([1150], same[:1].copy())  # a copy again: a node of its own now
+    assert index.search(same[:1], 1)[0] == [1150]
+    with pytest.raises(ValueError, match="duplicate labels"):
+        index.add([7, 7], x[:2].copy())
