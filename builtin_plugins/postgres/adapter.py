@@ -40,7 +40,7 @@ from contracts.storage import (
 from host.memory import check_table_name, trusted_memory
 from host.vectors import IndexParams, check_index_type, float32_array, query_vector
 
-from .schema import hnsw_index_sql, indexed_expression, ivf_index_sql, migrate
+from .schema import hnsw_index_sql, index_name, indexed_expression, ivf_index_sql, migrate
 
 __all__ = ["PostgresAdapter", "describe_url"]
 
@@ -78,6 +78,7 @@ HNSW_MAX_EF_SEARCH = 1000
 search for more is answered exactly."""
 IVF_MAX_PROBES = 32768
 """pgvector's upper bound of ``ivfflat.probes`` (and of the lists an index can have)."""
+_BUILD_LOCK_KEY = 0x61676E78  # "agnx": the advisory lock one index build at a time holds
 INDEX_BUILD_MEMORY = "512MB"
 """``maintenance_work_mem`` for vector index builds: an HNSW graph of ~200k x 384-d fits."""
 """Candidate sets up to this size are searched exactly whatever the index type."""
@@ -543,6 +544,8 @@ class PostgresAdapter:
                 # an HNSW scan yields at most ef_search (<= 1000) rows: more are found exactly
                 or (kind == "hnsw" and k > HNSW_MAX_EF_SEARCH)
                 or await self._small(conn, table)
+                # while another caller builds an index, searches are answered exactly
+                or not await self._ensure_index(conn, kind, table, dim)
             )
             if exact:
                 # pgvector's cosine distance to a zero vector is NaN, which sorts after every
@@ -558,7 +561,6 @@ class PostgresAdapter:
                 cursor = await conn.execute(statement, [q, *params, k], binary=True)
                 rows = await cursor.fetchall()
             else:
-                await self._ensure_index(conn, kind, table, dim)
                 if kind == "hnsw":
                     ef = max(ef_search or self.index_params.hnsw_ef_search, k)
                     knob, value = "hnsw.ef_search", min(ef, HNSW_MAX_EF_SEARCH)
@@ -607,14 +609,60 @@ class PostgresAdapter:
 
     async def _ensure_index(
         self, conn: AsyncConnection[Any], kind: str, table: str, dim: int
-    ) -> None:
+    ) -> bool:
+        """Make sure `table`'s `kind` index exists and is valid, building it if not; False when
+        another caller (this process or another) is building one right now.
+
+        Built with ``CREATE INDEX CONCURRENTLY``: writes to every memory table go on during a
+        build (minutes for a big HNSW graph), where a plain CREATE INDEX blocked them all. One
+        build at a time across processes, under a session advisory lock: concurrent builds on
+        the one ``memories`` relation (of one name, or one's ANALYZE against another's build)
+        deadlock. Searches arriving meanwhile do not queue for the lock holding connections;
+        they are answered exactly until the index is there."""
         if (kind, table) in self._indexed:
+            return True
+        name = index_name(kind, table)
+        await conn.commit()  # CREATE INDEX CONCURRENTLY runs outside any transaction
+        await conn.set_autocommit(True)
+        try:
+            if await self._index_valid(conn, name) is True:
+                self._indexed.add((kind, table))
+                return True
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_BUILD_LOCK_KEY,))
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                return False
+            try:
+                await self._build_index(conn, kind, table, dim, name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK_KEY,))
+        finally:
+            await conn.set_autocommit(False)
+        self._indexed.add((kind, table))
+        return True
+
+    @staticmethod
+    async def _index_valid(conn: AsyncConnection[Any], name: str) -> bool | None:
+        """Whether index `name` of this schema is valid (None: there is none)."""
+        cursor = await conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace",
+            (name,),
+        )
+        row = await cursor.fetchone()
+        return None if row is None else bool(row[0])
+
+    async def _build_index(
+        self, conn: AsyncConnection[Any], kind: str, table: str, dim: int, name: str
+    ) -> None:
+        """Build index `name` (under the build lock, on an autocommit connection)."""
+        state = await self._index_valid(conn, name)  # again: another build may have finished
+        if state is True:
             return
-        # One build at a time on `memories` (any table, any kind, any process): two concurrent
-        # CREATE INDEX IF NOT EXISTS of one name, or a build and another's ANALYZE, deadlock.
-        # This mode conflicts with itself, with CREATE INDEX and ANALYZE, but not with writes;
-        # once it is granted, an index another caller built meanwhile is committed and seen.
-        await conn.execute("LOCK TABLE memories IN SHARE UPDATE EXCLUSIVE MODE")
+        if state is False:  # a concurrent build that died half-way leaves an invalid index
+            await conn.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name))
+            )
         if kind == "hnsw":
             statement = hnsw_index_sql(
                 table, dim, self.index_params.hnsw_m, self.index_params.hnsw_ef_construction
@@ -633,18 +681,17 @@ class PostgresAdapter:
                 " WHERE table_name = %s",
                 (lists, table),
             )
-        if self.index_build_memory is not None:
+        memory = self.index_build_memory
+        if memory is not None:
             # pgvector builds an HNSW graph many times faster while it fits in this memory
-            # (PostgreSQL's default, 64MB, holds ~30k x 384-d); only this transaction gets it.
-            await conn.execute(
-                sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
-                    sql.Literal(self.index_build_memory)
-                )
-            )
-        await conn.execute(statement)
+            # (PostgreSQL's default, 64MB, holds ~30k x 384-d); reset after the build.
+            await conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(memory)))
+        try:
+            await conn.execute(statement)
+        finally:
+            if memory is not None:
+                await conn.execute("RESET maintenance_work_mem")
         await conn.execute("ANALYZE memories")  # row estimates for the plans that follow
-        await conn.commit()
-        self._indexed.add((kind, table))
 
     async def _ivf_lists(self, conn: AsyncConnection[Any], table: str) -> int:
         lists = self._lists.get(table)

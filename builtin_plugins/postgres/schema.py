@@ -22,6 +22,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "hnsw_index_sql",
+    "index_name",
     "indexed_expression",
     "ivf_index_sql",
     "migrate",
@@ -110,9 +111,10 @@ async def migrate(conn: AsyncConnection[Any], where: str) -> int:
     return applied
 
 
-def _index_name(kind: str, table: str) -> sql.Identifier:
+def index_name(kind: str, table: str) -> str:
+    """The name of memory table `table`'s `kind` index (tables may be named anything)."""
     digest = hashlib.sha1(table.encode()).hexdigest()[:12]
-    return sql.Identifier(f"memories_{kind}_{digest}")
+    return f"memories_{kind}_{digest}"
 
 
 def indexed_expression(kind: str, dimension: int) -> sql.Composed:
@@ -132,11 +134,11 @@ def indexed_expression(kind: str, dimension: int) -> sql.Composed:
 def hnsw_index_sql(table: str, dimension: int, m: int, ef_construction: int) -> sql.Composed:
     """The HNSW (cosine) index of memory table `table`."""
     return sql.SQL(
-        "CREATE INDEX IF NOT EXISTS {name} ON memories USING hnsw"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING hnsw"
         " ({expression} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})"
         " WHERE table_name = {table} AND embedding IS NOT NULL"
     ).format(
-        name=_index_name("hnsw", table),
+        name=sql.Identifier(index_name("hnsw", table)),
         expression=indexed_expression("hnsw", dimension),
         m=sql.Literal(m),
         ef=sql.Literal(ef_construction),
@@ -147,11 +149,11 @@ def hnsw_index_sql(table: str, dimension: int, m: int, ef_construction: int) -> 
 def ivf_index_sql(table: str, dimension: int, lists: int) -> sql.Composed:
     """The IVF-flat (cosine) index of memory table `table`."""
     return sql.SQL(
-        "CREATE INDEX IF NOT EXISTS {name} ON memories USING ivfflat"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING ivfflat"
         " ({expression} vector_cosine_ops) WITH (lists = {lists})"
         " WHERE table_name = {table} AND embedding IS NOT NULL"
     ).format(
-        name=_index_name("ivf", table),
+        name=sql.Identifier(index_name("ivf", table)),
         expression=indexed_expression("ivf", dimension),
         lists=sql.Literal(lists),
         table=sql.Literal(table),

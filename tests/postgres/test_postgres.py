@@ -379,9 +379,10 @@ async def test_migration_2_replaces_ivf_indexes_on_the_shared_expression(url: st
 
 
 async def test_concurrent_first_searches_share_the_index_builds(url: str) -> None:
-    """Searches that each find their index missing build it one at a time: two concurrent
-    ``CREATE INDEX IF NOT EXISTS`` of one index, or one build's ANALYZE and another build,
-    deadlocked, and every search but one failed with the server's DeadlockDetected."""
+    """Searches that each find their index missing: one builds at a time, the others are
+    answered exactly meanwhile (right answers, no error), and later searches build the rest.
+    Two concurrent ``CREATE INDEX IF NOT EXISTS`` of one index, or one build's ANALYZE and
+    another build, deadlocked, and every search but one failed with DeadlockDetected."""
     first = await PostgresAdapter.open(url, exact_below=0)
     second = await PostgresAdapter.open(url, exact_below=0)
     try:
@@ -410,6 +411,11 @@ async def test_concurrent_first_searches_share_the_index_builds(url: str) -> Non
         )
         for (_, table, _), hits in zip(searches, found, strict=True):
             assert hits and hits[0][0].id == expected[table]
+        for db, table, kind in searches:  # one at a time: each finds the lock free
+            hits = await db.search_memories(
+                q, MemoryQuery(table_name=table), k=3, index_type=kind, probes=64
+            )
+            assert hits[0][0].id == expected[table]
         async with first.with_connection() as conn:
             cursor = await conn.execute(
                 "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
@@ -480,3 +486,51 @@ async def test_a_fractional_connect_timeout_is_not_psycopgs_default(
     with pytest.raises(StorageError, match="cannot open PostgreSQL"):
         await PostgresAdapter.open("postgresql://agent@127.0.0.1:1/db", connect_timeout=given)
     assert seen == [waits]
+
+
+async def building(watcher: psycopg.AsyncConnection[Any]) -> str | None:
+    """The command of the index build running on this schema's memories, if any."""
+    cursor = await watcher.execute(
+        "SELECT command FROM pg_stat_progress_create_index WHERE relid = 'memories'::regclass"
+    )
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def test_writes_and_searches_go_on_while_an_index_builds(url: str) -> None:
+    """The first HNSW search builds the index concurrently: a write meanwhile gets its lock at
+    once (a plain CREATE INDEX holds off every writer until the end of the build), and another
+    search meanwhile is answered exactly without waiting for the build."""
+    # 1MB of maintenance_work_mem makes pgvector build on disk: seconds for these rows
+    db = await PostgresAdapter.open(url, exact_below=0, index_build_memory="1MB")
+    try:
+        rng = random.Random(13)
+        vectors = [[rng.gauss(0, 1) for _ in range(32)] for _ in range(3000)]
+        ids = await db.create_memories_batch([memory(v) for v in vectors])
+        first = asyncio.create_task(db.search_memories(vectors[7], k=5, index_type="hnsw"))
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as watcher:
+            for _ in range(600):
+                command = await building(watcher)
+                if command is not None or first.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert command == "CREATE INDEX CONCURRENTLY"
+            await watcher.execute("SET lock_timeout = '500ms'")
+            await watcher.execute(
+                "UPDATE memories SET metadata = '{\"touched\": true}' WHERE id = %s", (ids[0],)
+            )  # LockNotAvailable here if the build held writers off
+            meanwhile = await db.search_memories(vectors[9], k=5, index_type="hnsw")
+            assert meanwhile[0][0].id == ids[9] and math.isclose(meanwhile[0][1], 1.0, abs_tol=1e-5)
+            assert await building(watcher) is not None  # answered while the build still ran
+        hits = await first
+        assert hits[0][0].id == ids[7]
+        assert (await db.get_memory(ids[0])).metadata == {"touched": True}  # type: ignore[union-attr]
+        async with db.with_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE c.relname LIKE 'memories_hnsw_%'"
+                " AND c.relnamespace = current_schema()::regnamespace"
+            )
+            assert await cursor.fetchall() == [(True,)]
+    finally:
+        await db.close()
