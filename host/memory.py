@@ -12,6 +12,7 @@ last row of the previous one, never ``OFFSET``. So
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -19,7 +20,13 @@ from uuid import UUID
 from contracts.memory import Memory, MemoryQuery
 from contracts.storage import DatabaseAdapter, InvalidQueryError
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MemoryManager", "check_table_name", "trusted_memory"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MemoryManager",
+    "check_table_name",
+    "metadata_json",
+    "trusted_memory",
+]
 
 DEFAULT_PAGE_SIZE = 500
 
@@ -103,6 +110,15 @@ _set = object.__setattr__
 # it has no private attributes, extras or post-init hook (checked here, at import).
 assert not Memory.__private_attributes__ and Memory.__pydantic_post_init__ is None
 assert Memory.model_config.get("extra") in (None, "ignore")
+
+
+def metadata_json(value: Any) -> str:
+    """`value` (a memory's metadata) as strict JSON text, the same on every store.
+
+    NaN and infinities, which Python's json writes but JSON (and PostgreSQL's ``json`` type)
+    does not have, are a ValueError, like a value JSON cannot hold is a TypeError: the row's
+    error in a batch, before anything is written."""
+    return json.dumps(value, allow_nan=False)
 
 
 def trusted_memory(values: dict[str, Any]) -> Memory:

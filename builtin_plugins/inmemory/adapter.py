@@ -11,6 +11,7 @@ validated whole before anything is applied.
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Sequence
 from datetime import datetime
@@ -28,7 +29,7 @@ from contracts.storage import (
     InvalidQueryError,
     StorageError,
 )
-from host.memory import check_table_name, trusted_memory
+from host.memory import check_table_name, metadata_json, trusted_memory
 from host.vectors import IndexParams, IndexSet, check_index_type, float32_array, query_vector
 
 __all__ = ["InMemoryAdapter"]
@@ -364,21 +365,26 @@ class InMemoryAdapter:
         return f"InMemoryAdapter({len(self._rows)} memories)"
 
 
-_ATOMS = (str, int, float, bool, type(None))
+_ATOMS = (str, int, bool, type(None))  # floats are checked: NaN and infinities are not JSON
 
 
 def _copy_json(value: Any) -> Any:
     """A copy of `value` as a JSON column gives it back (as the other backends store it).
 
-    Tuples become lists and non-string keys strings; anything JSON cannot hold raises TypeError.
+    Tuples become lists and non-string keys strings; anything JSON cannot hold raises TypeError,
+    NaN and infinities ValueError (`host.memory.metadata_json`, which the other stores write).
     The common case (string keys, plain values) is copied directly, without serialising.
     """
     if isinstance(value, _ATOMS):
         return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not JSON (NaN and infinities have no JSON form)")
+        return value
     if isinstance(value, dict):
         if all(type(key) is str for key in value):
             return {k: v if isinstance(v, _ATOMS) else _copy_json(v) for k, v in value.items()}
-        return json.loads(json.dumps(value))
+        return json.loads(metadata_json(value))
     if isinstance(value, list | tuple):
         return [v if isinstance(v, _ATOMS) else _copy_json(v) for v in value]
     raise TypeError(f"{type(value).__name__} value is not JSON serializable: {value!r}")

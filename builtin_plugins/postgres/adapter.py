@@ -37,7 +37,7 @@ from contracts.storage import (
     PoolExhaustedError,
     StorageError,
 )
-from host.memory import check_table_name, trusted_memory
+from host.memory import check_table_name, metadata_json, trusted_memory
 from host.vectors import IndexParams, check_index_type, float32_array, query_vector
 
 from .schema import hnsw_index_sql, index_name, indexed_expression, ivf_index_sql, migrate
@@ -123,12 +123,6 @@ def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, 
     if not parts:
         return sql.SQL(""), params
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
-
-
-def _json(value: Any) -> str:
-    """`value` as JSON text PostgreSQL accepts: NaN and infinities (which Python's json writes
-    but the ``json`` type refuses) are a ValueError of the row, not a server error."""
-    return json.dumps(value, allow_nan=False)
 
 
 def _floats(value: Any) -> list[float]:
@@ -350,7 +344,7 @@ class PostgresAdapter:
                         memory.room_id,
                         memory.created_at,
                         memory.content.model_dump_json(),
-                        _json(memory.metadata),
+                        metadata_json(memory.metadata),
                         vector,
                         memory.unique,
                     )
@@ -413,7 +407,7 @@ class PostgresAdapter:
                         params.append(update.content.model_dump_json())
                     if "metadata" in changes and update.metadata is not None:
                         sets.append(sql.SQL("metadata = %s::json"))
-                        params.append(_json(update.metadata))
+                        params.append(metadata_json(update.metadata))
                     if "unique" in changes and update.unique is not None:
                         sets.append(sql.SQL("is_unique = %s"))
                         params.append(update.unique)

@@ -35,7 +35,7 @@ from contracts.storage import (
     InvalidQueryError,
     StorageError,
 )
-from host.memory import check_table_name, trusted_memory
+from host.memory import check_table_name, metadata_json, trusted_memory
 from host.vectors import (
     F64,
     IndexParams,
@@ -300,7 +300,7 @@ class SqliteAdapter:
                             memory.room_id.bytes,
                             to_micros(memory.created_at),
                             memory.content.model_dump_json(),
-                            json.dumps(memory.metadata),
+                            metadata_json(memory.metadata),
                             blob,
                             int(memory.unique),
                         )
@@ -400,7 +400,7 @@ class SqliteAdapter:
                         params.append(update.content.model_dump_json())
                     if "metadata" in changes and update.metadata is not None:
                         sets.append("metadata = ?")
-                        params.append(json.dumps(update.metadata))
+                        params.append(metadata_json(update.metadata))
                     if "unique" in changes and update.unique is not None:
                         sets.append("is_unique = ?")
                         params.append(int(update.unique))

@@ -151,6 +151,25 @@ async def test_non_json_metadata_fails_its_row(memory_store: DatabaseAdapter) ->
     assert got is not None and not got.unique
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+async def test_nan_and_infinity_in_metadata_fail_their_row(
+    memory_store: DatabaseAdapter, value: float
+) -> None:
+    """JSON has no NaN or infinities (PostgreSQL's json type refuses them, SQLite stored a
+    token no JSON reader takes): every store refuses them as the row's ValueError."""
+    batch = [make_memory(i) for i in range(4)]
+    batch[1] = batch[1].model_copy(update={"metadata": {"deep": [{"score": value}]}})
+    with pytest.raises(BatchError) as info:
+        await memory_store.create_memories_batch(batch)
+    assert info.value.index == 1 and isinstance(info.value.cause, ValueError)
+    assert await memory_store.count_memories() == 0
+    await memory_store.create_memory(batch[0])
+    with pytest.raises(ValueError):
+        await memory_store.update_memory(MemoryUpdate(id=batch[0].id, metadata={"x": value}))
+    got = await memory_store.get_memory(batch[0].id)
+    assert got is not None and got.metadata == batch[0].metadata
+
+
 # -- batches: all or nothing ---------------------------------------------------------------
 
 
