@@ -161,6 +161,18 @@ class DatabaseAdapter(Protocol):
         With ``with_embeddings=False`` the results' ``embedding`` is None (not read, not
         decoded: a prompt needs their content, and k vectors of floats cost more than the
         search on a fast index).
+
+        An approximate index is built when first asked for, without holding up the store: the
+        searches made while it is built are answered exactly (``flat``). `build_index` waits
+        for it.
+        """
+        ...
+
+    async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
+        """Build `table_name`'s (default ``messages``) `index_type` index now and return once
+        searches use it: a warm-up (at start-up, after a bulk import), since a first build
+        takes a while on a big table (an HNSW graph of 100k x 384-d: 20-90 s). The store keeps
+        serving meanwhile. Nothing to do for a table without embeddings, or for ``flat``.
         """
         ...
 

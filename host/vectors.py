@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import faiss as _faiss
@@ -28,11 +29,13 @@ __all__ = [
     "EXACT_FILTER_LIMIT",
     "F32",
     "F64",
+    "I64",
     "IndexParams",
     "IndexSet",
     "VectorIndex",
     "as_vector",
     "check_index_type",
+    "check_search",
     "exact_top_k",
     "float32_array",
     "float32_bytes",
@@ -93,6 +96,20 @@ def normalize(vectors: F32) -> F32:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     np.divide(vectors, norms, out=vectors, where=norms > 0)
     return vectors
+
+
+def check_search(index_type: str, k: int, probes: int | None, ef_search: int | None) -> IndexType:
+    """The arguments of a search checked alike on every store: a known `index_type`, k >= 1,
+    and for its own index type a `probes` / `ef_search` >= 1 (0 or None: the default),
+    whatever index ends up answering (an exact one on a small table or during a build)."""
+    kind = check_index_type(index_type)
+    if k < 1:
+        raise InvalidQueryError(f"k must be >= 1, got {k}")
+    if kind == "hnsw" and (ef_search or 1) < 1:
+        raise InvalidQueryError(f"ef_search must be >= 1, got {ef_search}")
+    if kind == "ivf" and (probes or 1) < 1:
+        raise InvalidQueryError(f"probes must be >= 1, got {probes}")
+    return kind
 
 
 def check_index_type(index_type: str) -> IndexType:
@@ -425,6 +442,25 @@ class VectorIndex:
         return params
 
 
+@dataclass(slots=True)
+class _Build:
+    """An index being built off the owner's thread, and the writes made since its snapshot
+    (replayed onto it before it serves, on the owner's thread: faiss indexes are not shared)."""
+
+    future: Future[VectorIndex]
+    version: int
+    """The table version its snapshot and `writes` reflect."""
+    writes: list[tuple[list[int], tuple[Sequence[int], F32] | None]] = field(default_factory=list)
+
+
+def _built(
+    kind: IndexType, dim: int, params: IndexParams, labels: I64, vectors: F32
+) -> VectorIndex:
+    index = VectorIndex(kind, dim, params)
+    index.build(labels, vectors)
+    return index
+
+
 class IndexSet:
     """The lazily built indexes of every (table, index type), kept in step with table writes.
 
@@ -432,11 +468,20 @@ class IndexSet:
     version it reflects: `apply` moves it forward incrementally when it was current before the
     write, and `get` rebuilds it from `load` when it is missing, stale (another writer changed
     the table) or due for a rebuild.
+
+    Approximate indexes (ivf, hnsw) are built on a thread of their own: an HNSW graph over 100k
+    x 384-d takes 20-60 s, which held the event loop (in memory) or every SQLite call (on the
+    adapter's worker thread) for as long. Meanwhile `get` answers None, and the owner searches
+    exactly (flat); writes made during the build are recorded and replayed onto the new index
+    when it is installed, on the owner's thread. An index due for a rebuild keeps serving until
+    its successor is ready. `pending` gives the build to wait for (the adapters' `build_index`).
     """
 
     def __init__(self, params: IndexParams | None = None) -> None:
         self.params = params or IndexParams()
         self._indexes: dict[tuple[str, IndexType], VectorIndex] = {}
+        self._builds: dict[tuple[str, IndexType], _Build] = {}
+        self._builder: ThreadPoolExecutor | None = None
 
     def get(
         self,
@@ -445,16 +490,52 @@ class IndexSet:
         dim: int,
         version: int,
         load: Callable[[], tuple[I64, F32]],
-    ) -> VectorIndex:
-        """The current index of `kind` over `table`, (re)built from `load()` if needed."""
-        index = self._indexes.get((table, kind))
-        if index is None or index.version != version or index.dim != dim or index.needs_rebuild:
+    ) -> VectorIndex | None:
+        """The current index of `kind` over `table`; None while an approximate one is being
+        built (a build `load()`'s snapshot starts when needed). A flat index is built here."""
+        key = (table, kind)
+        index = self._indexes.get(key)
+        current = index is not None and index.version == version and index.dim == dim
+        if current and not index.needs_rebuild:  # type: ignore[union-attr]
+            return index
+        if kind == "flat":
             labels, vectors = load()
-            index = VectorIndex(kind, dim, self.params)
-            index.build(labels, normalize(vectors))
+            index = _built(kind, dim, self.params, labels, normalize(vectors))
             index.version = version
-            self._indexes[(table, kind)] = index
-        return index
+            self._indexes[key] = index
+            return index
+        build = self._builds.get(key)
+        if build is not None and build.version != version:
+            del self._builds[key]  # it missed a write (another writer's): start again
+            build.future.cancel()
+            build = None
+        if build is not None and build.future.done():
+            del self._builds[key]
+            built = build.future.result()  # a failed build raises here, to the search
+            for removed, added in build.writes:
+                built.remove(removed)
+                if added is not None and len(added[0]):
+                    built.add(added[0], normalize(added[1]))
+            built.version = version
+            self._indexes[key] = built
+            return built
+        if build is None:
+            labels, vectors = load()
+            future = self._executor().submit(
+                _built, kind, dim, self.params, labels, normalize(vectors)
+            )
+            self._builds[key] = _Build(future, version)
+        return index if current else None
+
+    def pending(self, table: str, kind: IndexType) -> Future[VectorIndex] | None:
+        """The build of `table`'s `kind` index in progress, if any (done: `get` installs it)."""
+        build = self._builds.get((table, kind))
+        return None if build is None else build.future
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._builder is None:
+            self._builder = ThreadPoolExecutor(1, thread_name_prefix="agenthost-index-build")
+        return self._builder
 
     def apply(
         self,
@@ -472,11 +553,21 @@ class IndexSet:
         """
         removed = list(removed)
         for kind in _INDEX_TYPES:
-            index = self._indexes.get((table, kind))  # type: ignore[arg-type]
+            key: tuple[str, IndexType] = (table, kind)  # type: ignore[assignment]
+            build = self._builds.get(key)
+            if build is not None:
+                if build.version == old_version:
+                    copied = None if added is None else (list(added[0]), added[1].copy())
+                    build.writes.append((removed, copied))
+                    build.version = new_version
+                else:  # missed a write: its snapshot cannot be brought up to date
+                    del self._builds[key]
+                    build.future.cancel()
+            index = self._indexes.get(key)
             if index is None:
                 continue
             if index.version != old_version:
-                del self._indexes[(table, kind)]  # type: ignore[arg-type]
+                del self._indexes[key]
                 continue
             index.remove(removed)
             if added is not None and len(added[0]):
@@ -484,11 +575,21 @@ class IndexSet:
             index.version = new_version
 
     def has(self, table: str) -> bool:
-        """Whether any index of `table` is built (writes to it must then be applied)."""
-        return any(key[0] == table for key in self._indexes)
+        """Whether any index of `table` is built or building (writes must then be applied)."""
+        return any(key[0] == table for key in (*self._indexes, *self._builds))
 
     def drop(self, table: str | None = None) -> None:
-        """Forget the indexes of `table` (of every table when None)."""
+        """Forget the indexes of `table` (of every table when None), built or building."""
         for key in list(self._indexes):
             if table is None or key[0] == table:
                 del self._indexes[key]
+        for key in list(self._builds):
+            if table is None or key[0] == table:
+                self._builds.pop(key).future.cancel()
+
+    def close(self) -> None:
+        """Drop every index and stop the build thread (a build under way runs out unused)."""
+        self.drop()
+        if self._builder is not None:
+            self._builder.shutdown(wait=False, cancel_futures=True)
+            self._builder = None

@@ -10,6 +10,8 @@ validated whole before anything is applied.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import math
 from bisect import bisect_left, bisect_right, insort
@@ -26,11 +28,19 @@ from contracts.storage import (
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
-    InvalidQueryError,
     StorageError,
 )
 from host.memory import check_table_name, metadata_json, trusted_memory
-from host.vectors import IndexParams, IndexSet, check_index_type, float32_array, query_vector
+from host.vectors import (
+    F32,
+    I64,
+    IndexParams,
+    IndexSet,
+    check_index_type,
+    check_search,
+    float32_array,
+    query_vector,
+)
 
 __all__ = ["InMemoryAdapter"]
 
@@ -310,9 +320,7 @@ class InMemoryAdapter:
         with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
         self._check_open()
-        kind = check_index_type(index_type)
-        if k < 1:
-            raise InvalidQueryError(f"k must be >= 1, got {k}")
+        kind = check_search(index_type, k, probes, ef_search)
         query = query or _EVERYTHING
         name = query.table_name or DEFAULT_TABLE
         table = self._tables.get(name)
@@ -321,18 +329,12 @@ class InMemoryAdapter:
         if len(embedding) != table.dimension:
             raise DimensionMismatchError(name, table.dimension, len(embedding))
         q = query_vector(embedding, table.dimension)
-        dim, vectors = table.dimension, table.vectors
-
-        def load() -> tuple[Any, Any]:
-            labels = np.fromiter(vectors.keys(), dtype=np.int64, count=len(vectors))
-            matrix = (
-                np.stack(list(vectors.values())).astype(np.float32)
-                if vectors
-                else np.empty((0, dim), dtype=np.float32)
-            )
-            return labels, matrix
-
-        index = self._indexes.get(name, kind, dim, table.version, load)
+        vectors = table.vectors
+        load = functools.partial(_matrix, vectors, table.dimension)
+        index = self._indexes.get(name, kind, table.dimension, table.version, load)
+        if index is None:  # an approximate index is being built: answer exactly meanwhile
+            index = self._indexes.get(name, "flat", table.dimension, table.version, load)
+            assert index is not None  # flat indexes are built at once
         allowed = None
         if query.filters_rows:
             scoped = query.model_copy(update={"table_name": name, "after": None})
@@ -353,16 +355,39 @@ class InMemoryAdapter:
         """The stored row with its embedding, as a copy the caller may mutate freely."""
         return _detached(memory, self._tables[memory.table_name].vectors.get(label))
 
+    async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
+        self._check_open()
+        kind = check_index_type(index_type)
+        name = table_name or DEFAULT_TABLE
+        while True:
+            table = self._tables.get(name)
+            if table is None or table.dimension is None:
+                return
+            load = functools.partial(_matrix, table.vectors, table.dimension)
+            if self._indexes.get(name, kind, table.dimension, table.version, load) is not None:
+                return
+            build = self._indexes.pending(name, kind)
+            assert build is not None  # get() started it
+            await asyncio.wait([asyncio.wrap_future(build)])  # the loop serves meanwhile
+
     async def close(self) -> None:
         self._closed = True
         self._rows.clear()
         self._ids.clear()
         self._order.clear()
         self._tables.clear()
-        self._indexes.drop()
+        self._indexes.close()
 
     def __repr__(self) -> str:
         return f"InMemoryAdapter({len(self._rows)} memories)"
+
+
+def _matrix(vectors: dict[int, F32], dim: int) -> tuple[I64, F32]:
+    """The labels and a float32 matrix of a table's vectors (a copy: an index is built from it)."""
+    labels = np.fromiter(vectors.keys(), dtype=np.int64, count=len(vectors))
+    if not vectors:
+        return labels, np.empty((0, dim), dtype=np.float32)
+    return labels, np.stack(list(vectors.values())).astype(np.float32)
 
 
 _ATOMS = (str, int, bool, type(None))  # floats are checked: NaN and infinities are not JSON

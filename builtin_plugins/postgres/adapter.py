@@ -10,6 +10,7 @@ because a filtered ANN scan can miss rows and an exact one costs less there anyw
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -33,12 +34,17 @@ from contracts.storage import (
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
-    InvalidQueryError,
     PoolExhaustedError,
     StorageError,
 )
 from host.memory import check_table_name, metadata_json, trusted_memory
-from host.vectors import IndexParams, check_index_type, float32_array, query_vector
+from host.vectors import (
+    IndexParams,
+    check_index_type,
+    check_search,
+    float32_array,
+    query_vector,
+)
 
 from .schema import hnsw_index_sql, index_name, indexed_expression, ivf_index_sql, migrate
 
@@ -509,14 +515,7 @@ class PostgresAdapter:
         *,
         with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
-        kind = check_index_type(index_type)
-        if k < 1:
-            raise InvalidQueryError(f"k must be >= 1, got {k}")
-        # Refused like the other stores do (0 or None: the default), small table or not.
-        if kind == "hnsw" and (ef_search or 1) < 1:
-            raise InvalidQueryError(f"ef_search must be >= 1, got {ef_search}")
-        if kind == "ivf" and (probes or 1) < 1:
-            raise InvalidQueryError(f"probes must be >= 1, got {probes}")
+        kind = check_search(index_type, k, probes, ef_search)
         query = query or MemoryQuery()
         table = query.table_name or DEFAULT_TABLE
         dim = self._dimensions.get(table) or await self.embedding_dimension(table)
@@ -600,6 +599,20 @@ class PostgresAdapter:
         if not small:
             self._large.add(table)
         return small
+
+    async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
+        kind = check_index_type(index_type)
+        table = table_name or DEFAULT_TABLE
+        dim = self._dimensions.get(table) or await self.embedding_dimension(table)
+        if kind == "flat" or dim is None:
+            return
+        delay = 0.05
+        while True:
+            async with self.with_connection() as conn:
+                if await self._ensure_index(conn, kind, table, dim):
+                    return
+            await asyncio.sleep(delay)  # another caller builds: poll until it is done
+            delay = min(delay * 2, 2.0)
 
     async def _ensure_index(
         self, conn: AsyncConnection[Any], kind: str, table: str, dim: int

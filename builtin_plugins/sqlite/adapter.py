@@ -18,7 +18,7 @@ import functools
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +32,6 @@ from contracts.storage import (
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
-    InvalidQueryError,
     StorageError,
 )
 from host.memory import check_table_name, metadata_json, trusted_memory
@@ -40,8 +39,10 @@ from host.vectors import (
     F64,
     IndexParams,
     IndexSet,
+    VectorIndex,
     as_vector,
     check_index_type,
+    check_search,
     float32_bytes,
     query_vector,
 )
@@ -521,9 +522,7 @@ class SqliteAdapter:
         *,
         with_embeddings: bool = True,
     ) -> list[tuple[Memory, float]]:
-        kind = check_index_type(index_type)
-        if k < 1:
-            raise InvalidQueryError(f"k must be >= 1, got {k}")
+        kind = check_search(index_type, k, probes, ef_search)
         vector = as_vector(embedding)  # a copy: the caller may reuse its sequence meanwhile
         return await self._run(
             self._search,
@@ -580,7 +579,7 @@ class SqliteAdapter:
         if len(embedding) != dim:
             raise DimensionMismatchError(table, dim, len(embedding))
         q = query_vector(embedding, dim)
-        index = self._indexes.get(table, kind, dim, version, lambda: self._load(table, dim))
+        index = self._index(table, kind, dim, version)
         allowed = None
         if query.filters_rows:
             scoped = query.model_copy(update={"table_name": table, "after": None})
@@ -601,6 +600,36 @@ class SqliteAdapter:
             if label in rows
         ]
 
+    def _index(self, table: str, kind: IndexType, dim: int, version: int) -> VectorIndex:
+        """`kind`'s index of `table` (on the worker, in a read snapshot); the exact one while
+        an approximate one is built on the index thread."""
+        index = self._indexes.get(table, kind, dim, version, lambda: self._load(table, dim))
+        if index is None:
+            index = self._indexes.get(table, "flat", dim, version, lambda: self._load(table, dim))
+            assert index is not None  # flat indexes are built at once
+        return index
+
+    async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
+        kind = check_index_type(index_type)
+        table = table_name or DEFAULT_TABLE
+        while (build := await self._run(self._start_index, table, kind)) is not None:
+            await asyncio.wait([asyncio.wrap_future(build)])  # the worker stays free meanwhile
+
+    def _start_index(self, table: str, kind: IndexType) -> Future[VectorIndex] | None:
+        """None once `table`'s `kind` index serves (or the table has no vectors), else the
+        build to wait for (started if none was)."""
+        conn = self._db
+        conn.execute("BEGIN")
+        try:
+            dim, version = self._table_state(conn, table)
+            if dim is None:
+                return None
+            if self._indexes.get(table, kind, dim, version, lambda: self._load(table, dim)):
+                return None
+            return self._indexes.pending(table, kind)
+        finally:
+            conn.execute("COMMIT")
+
     def _load(self, table: str, dim: int) -> tuple[Any, Any]:
         rows = self._db.execute(
             "SELECT seq, embedding FROM memories WHERE table_name = ? AND embedding IS NOT NULL"
@@ -617,7 +646,7 @@ class SqliteAdapter:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(executor, self._close_conn)
         executor.shutdown(wait=True)
-        self._indexes.drop()
+        self._indexes.close()
 
     def _close_conn(self) -> None:
         if self._conn is not None:

@@ -122,6 +122,9 @@ class InstrumentedAdapter:
         )
         return await self._timed(f"search_{index_type}", call)
 
+    async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
+        await self._timed(f"build_{index_type}", self.inner.build_index(index_type, table_name))
+
     async def embedding_dimension(self, table_name: str) -> int | None:
         return await self.inner.embedding_dimension(table_name)
 

@@ -408,6 +408,7 @@ async def test_search_finds_nearest_by_cosine(
     batch = [make_memory(i, embedding=v) for i, v in enumerate(vectors)]
     batch.append(make_memory(99))  # no embedding: never a result
     await memory_store.create_memories_batch(batch)
+    await memory_store.build_index(index_type)  # type: ignore[arg-type]
     results = await memory_store.search_memories(
         [2.0, 0.0, 0.0],
         k=3,
@@ -431,6 +432,7 @@ async def test_search_without_embeddings(memory_store: DatabaseAdapter, index_ty
     batch = [make_memory(i, embedding=[1.0, float(i)], source="s") for i in range(5)]
     await memory_store.create_memories_batch(batch)
     kind: Any = index_type
+    await memory_store.build_index(kind)
     full = await memory_store.search_memories([1.0, 0.0], k=3, index_type=kind)
     bare = await memory_store.search_memories(
         [1.0, 0.0], k=3, index_type=kind, with_embeddings=False
@@ -455,6 +457,7 @@ async def test_search_threshold_and_filters(memory_store: DatabaseAdapter) -> No
     results = await memory_store.search_memories([1.0, 0.0], k=10, threshold=0.7)
     assert [m.content.text for m, _ in results] == ["m0", "m1"]
     for index_type in ("flat", "ivf", "hnsw"):
+        await memory_store.build_index(index_type)  # type: ignore[arg-type]
         in_room = await memory_store.search_memories(
             [1.0, 0.0],
             MemoryQuery(room_id=ROOM, agent_id=AGENT),
@@ -484,6 +487,7 @@ async def test_a_selective_filter_finds_every_matching_row(
         for i, v in enumerate(vectors)
     ]
     await memory_store.create_memories_batch(batch)
+    await memory_store.build_index(index_type)  # type: ignore[arg-type]
     query = rng.standard_normal(8).tolist()
     results = await memory_store.search_memories(
         query,
@@ -506,10 +510,11 @@ async def test_a_selective_filter_finds_every_matching_row(
 
 @pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
 async def test_search_follows_writes(memory_store: DatabaseAdapter, index_type: str) -> None:
-    """Indexes built by a first search stay in step with later creates, updates, deletes."""
+    """Indexes, once built, stay in step with later creates, updates, deletes."""
     kind = index_type
     batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(20)]
     await memory_store.create_memories_batch(batch)
+    await memory_store.build_index(kind)  # type: ignore[arg-type]
     first = await memory_store.search_memories([1.0, 0.0], k=1, index_type=kind)  # type: ignore[arg-type]
     assert first[0][0].id == batch[0].id
     await memory_store.delete_memory(batch[0].id)
@@ -535,7 +540,7 @@ async def test_search_follows_a_batch_updating_one_row_twice(
     kind: Any = index_type
     batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(6)]
     await memory_store.create_memories_batch(batch)
-    await memory_store.search_memories([1.0, 0.0], k=1, index_type=kind)  # builds the index
+    await memory_store.build_index(kind)
     moved, cleared = batch[4], batch[3]
     await memory_store.update_memories_batch(
         [
