@@ -560,6 +560,23 @@ async def test_search_follows_a_batch_updating_one_row_twice(
         assert got[moved.id][1] == pytest.approx(cosine(query, [-1.0, -1.0]), abs=1e-5)
 
 
+async def test_build_index_warms_every_index_type_up(memory_store: DatabaseAdapter) -> None:
+    """`build_index` returns once the index serves; nothing to do for a table without
+    embeddings or for flat; an unknown index type is refused like in a search."""
+    await memory_store.build_index("hnsw")  # no table yet
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(30)]
+    await memory_store.create_memories_batch(batch)
+    await memory_store.create_memory(make_memory(99), "plain")  # no embedding
+    await memory_store.build_index("hnsw", "plain")
+    for kind in ("flat", "ivf", "hnsw"):
+        await memory_store.build_index(kind)  # type: ignore[arg-type]
+        await memory_store.build_index(kind)  # type: ignore[arg-type]  # built: at once
+        found = await memory_store.search_memories([1.0, 0.0], k=2, index_type=kind)  # type: ignore[arg-type]
+        assert [m.id for m, _ in found] == [batch[0].id, batch[1].id]
+    with pytest.raises(InvalidQueryError, match="index_type"):
+        await memory_store.build_index("annoy")  # type: ignore[arg-type]
+
+
 async def test_search_argument_errors(memory_store: DatabaseAdapter) -> None:
     await memory_store.create_memory(make_memory(1, embedding=[1.0, 0.0]))
     with pytest.raises(DimensionMismatchError) as info:
