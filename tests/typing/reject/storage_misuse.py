@@ -12,6 +12,7 @@ async def misuse(db: DatabaseAdapter, memory: Memory) -> None:
     await db.create_memories_batch(memory)  # E: Argument 1 to "create_memories_batch" of "DatabaseAdapter" has incompatible type "Memory"
     found: Memory = await db.get_memories(MemoryQuery())  # E: Incompatible types in assignment
     await db.update_memory(memory)  # E: Argument 1 to "update_memory" of "DatabaseAdapter" has incompatible type "Memory"; expected "MemoryUpdate"
+    await db.build_index("annoy")  # E: Argument 1 to "build_index" of "DatabaseAdapter" has incompatible type
     del found
 
 
