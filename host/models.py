@@ -193,8 +193,19 @@ class ModelRegistry:
         if plan is None:
             entries = sorted(self._entries.get(type_name, ()), key=lambda e: (-e.priority, e.order))
             pinned = self.settings.pins.get(type_name)
-            if pinned is not None:
+            if pinned is not None and any(e.provider == pinned for e in entries):
                 entries.sort(key=lambda e: e.provider != pinned)  # stable: the pin goes first
+            elif pinned is not None and entries:
+                # a typo, or the pinned plugin failed or is not configured: said, not silent
+                logger.bind(plugin="host").warning(
+                    "models.pins.{} is {!r}, which has no {} handler: {} answers instead"
+                    " (registered: {})",
+                    type_name,
+                    pinned,
+                    type_name,
+                    entries[0].provider,
+                    ", ".join(e.provider for e in entries),
+                )
             plan = self._plans[type_name] = tuple(entries)
         return plan
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from loguru import logger
 
 from contracts.events import MODEL_USED, ModelUsedPayload
 from contracts.models import (
@@ -72,6 +73,29 @@ async def test_a_config_pin_goes_first() -> None:
     registry.register(answering("high"), owner="high", priority=9)
     registry.register(answering("low"), owner="low", priority=1)
     assert (await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))).text == "low:x"
+
+
+async def test_a_pin_naming_no_provider_of_the_type_is_reported_once() -> None:
+    """A pinned provider that registers nothing for the type (a typo, a failed or unconfigured
+    plugin) is warned about, naming the key and what answers instead, once per registration
+    change; calls go on by priority."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="WARNING")
+    try:
+        registry = ModelRegistry(ModelSettings(pins={"text_large": "opnai"}))
+        registry.register(answering("eliza"), owner="eliza", priority=1)
+        registry.register(answering("other"), owner="other", priority=0)
+        for _ in range(3):
+            assert (await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))).text == "eliza:x"
+        warned = [line for line in lines if "models.pins.text_large" in line]
+        assert len(warned) == 1
+        assert "'opnai', which has no text_large handler: eliza answers instead" in warned[0]
+        assert "(registered: eliza, other)" in warned[0]
+        registry.register(answering("opnai"), owner="opnai", priority=-5)
+        assert (await registry.use_model(TEXT_LARGE, TextParams(prompt="x"))).text == "opnai:x"
+        assert len([line for line in lines if "models.pins" in line]) == 1
+    finally:
+        logger.remove(sink)
 
 
 async def test_retryable_errors_fall_back_and_others_raise_at_once() -> None:
