@@ -351,9 +351,11 @@ class ModelRegistry:
             except Exception as exc:
                 if events is not None:
                     await self._report(entry, started, failed, params, error=exc, streamed=True)
-                if yielded or not is_retryable(exc):
+                if not is_retryable(exc):
                     raise
-                self._failed(entry, exc)
+                self._failed(entry, exc)  # a stream cut mid-way counts towards the breaker too
+                if yielded:
+                    raise  # part of the answer is out: too late to ask another provider
                 last, failed = exc, (*failed, entry.provider)
                 continue
             if entry.circuit.failures:

@@ -224,6 +224,13 @@ async def test_a_stream_falls_back_only_before_its_first_chunk() -> None:
         async for chunk in late.stream_model(TEXT_LARGE, TextParams(prompt="x")):
             seen.append(chunk.text)
     assert seen == ["partial"]
+    # cut mid-way again and again: the breaker opens, and the next stream starts with backup
+    for _ in range(late.settings.breaker_failures - 1):
+        with pytest.raises(ConnectionError):
+            [c async for c in late.stream_model(TEXT_LARGE, TextParams(prompt="x"))]
+    assert [c.text async for c in late.stream_model(TEXT_LARGE, TextParams(prompt="x"))] == [
+        "backup"
+    ]
 
 
 async def test_unregister_owner_removes_its_handlers() -> None:
