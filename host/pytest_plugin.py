@@ -107,11 +107,62 @@ def pg_server_uri() -> Iterator[str]:
     except Exception as exc:
         shutil.rmtree(directory, ignore_errors=True)
         pytest.skip(f"cannot start PostgreSQL with pgserver: {exc}")
+    watch_server(os.getpid(), server.get_pid(), directory)
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+_WATCHDOG = """
+import os, shutil, signal, sys, time
+parent, postmaster, directory = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+while os.path.isdir(directory):
+    if not alive(parent):
+        try:
+            with open(f"/proc/{postmaster}/cmdline", "rb") as cmdline:
+                ours = b"postgres" in cmdline.read()
+        except OSError:
+            ours = alive(postmaster)
+        if ours:
+            try:
+                os.kill(postmaster, signal.SIGQUIT)
+            except ProcessLookupError:
+                pass
+            for _ in range(50):
+                if not alive(postmaster):
+                    break
+                time.sleep(0.1)
+        shutil.rmtree(directory, ignore_errors=True)
+        break
+    time.sleep(0.5)
+"""
+
+
+def watch_server(parent: int, postmaster: int, directory: Path) -> None:
+    """Stop the postmaster and remove `directory` should process `parent` die without cleaning
+    up (a test run killed, or stopped at a debugger): a detached watchdog polls it. Without it
+    every killed run left a PostgreSQL running. A clean exit removes `directory` first, which
+    ends the watchdog without touching anything."""
+    import subprocess
+    import sys
+
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(parent), str(postmaster), str(directory)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives a Ctrl-C or a kill of the test run's process group
+    )
 
 
 @contextlib.asynccontextmanager

@@ -534,3 +534,41 @@ async def test_writes_and_searches_go_on_while_an_index_builds(url: str) -> None
             assert await cursor.fetchall() == [(True,)]
     finally:
         await db.close()
+
+
+WATCHED = """
+import os, sys, tempfile
+from pathlib import Path
+import pgserver
+from host.pytest_plugin import watch_server
+directory = Path(tempfile.mkdtemp(prefix="agenthost-pg-"))
+server = pgserver.get_server(directory, cleanup_mode="stop")
+watch_server(os.getpid(), server.get_pid(), directory)
+print(server.get_pid(), directory, flush=True)
+os._exit(0)  # as a killed test run: no atexit, no fixture teardown
+"""
+
+
+def test_a_test_run_dying_without_cleanup_takes_its_postgres_along() -> None:
+    """The session's pgserver PostgreSQL is stopped and its directory removed by a watchdog
+    when the test process dies without tearing down (killed runs left one running)."""
+    pytest.importorskip("pgserver")
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHED], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid_text, directory = done.stdout.split()
+    postmaster = int(pid_text)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        gone = not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == "zombie"
+        if gone and not Path(directory).exists():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"postgres {postmaster} or {directory} still there after its parent died")
