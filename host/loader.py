@@ -243,16 +243,26 @@ class Loader:
             except graphlib.CycleError as exc:
                 cycle: list[str] = list(exc.args[1])
                 chain = " -> ".join(cycle)
+                failed = set(cycle)
                 for name in dict.fromkeys(cycle):
                     if name in candidates:
                         self._fail(candidates.pop(name), f"dependency cycle: {chain}", "load")
                     graph.pop(name, None)
-                for name, deps in list(graph.items()):
-                    broken = deps & set(cycle)
-                    if broken and name in candidates:
-                        dep = sorted(broken)[0]
-                        self._fail(candidates.pop(name), f"depends on {dep}, which failed", "load")
-                        graph.pop(name, None)
+                # Dependents of the cycle, directly or not: a name left in a plugin's edges
+                # after that plugin failed would reach the ordering as a plugin to load.
+                changed = True
+                while changed:
+                    changed = False
+                    for name, deps in list(graph.items()):
+                        broken = deps & failed
+                        if broken:
+                            dep = sorted(broken)[0]
+                            if name in candidates:
+                                why = f"depends on {dep}, which failed"
+                                self._fail(candidates.pop(name), why, "load")
+                            graph.pop(name)
+                            failed.add(name)
+                            changed = True
 
     # loading ---------------------------------------------------------------------------------
 

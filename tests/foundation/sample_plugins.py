@@ -40,6 +40,7 @@ NeedsNeedsGhost = make("needs-needs-ghost", deps=("needs-ghost",))
 CycleX = make("cycle-x", deps=("cycle-y",))
 CycleY = make("cycle-y", deps=("cycle-x",))
 AfterCycle = make("after-cycle", deps=("cycle-x",))
+AfterAfterCycle = make("after-after-cycle", deps=("after-cycle",))
 
 
 async def _noop(message: Memory, state: State) -> ProviderResult:

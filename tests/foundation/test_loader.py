@@ -94,6 +94,24 @@ async def test_cycles_fail_naming_the_chain(host) -> None:  # type: ignore[no-un
     assert status["gamma"].state == "loaded"
 
 
+async def test_a_chain_depending_on_a_cycle_fails_and_the_rest_loads(host) -> None:  # type: ignore[no-untyped-def]
+    """A plugin two steps from a cycle (after-after-cycle -> after-cycle -> cycle-x) fails
+    with its reason; ordering did not crash the whole start on the failed names."""
+    app = host(
+        entry_points(
+            ("cycle-x", "CycleX"), ("cycle-y", "CycleY"), ("after-cycle", "AfterCycle"),
+            ("after-after-cycle", "AfterAfterCycle"), ("gamma", "Gamma"),
+        )
+    )  # fmt: skip
+    await app.start(agents=False)
+    status = {s.name: s for s in app.statuses}
+    assert status["after-cycle"].error == "depends on cycle-x, which failed"
+    assert status["after-after-cycle"].state == "failed"
+    assert status["after-after-cycle"].error == "depends on after-cycle, which failed"
+    assert status["gamma"].state == "loaded"
+    assert JOURNAL == ["setup:gamma"]
+
+
 async def test_failed_setup_is_rolled_back_and_reported(host) -> None:  # type: ignore[no-untyped-def]
     app = host(entry_points(("fails-setup", "FailsSetup"), ("gamma", "Gamma")))
     failures = []
