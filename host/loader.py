@@ -292,7 +292,7 @@ class Loader:
         try:
             loaded = await self._construct(item)
             stage = "setup"
-            await _setup(loaded.instance)
+            await self._set_up(loaded)
             stage = "load"
             await self.attach(loaded)
         except Exception as exc:
@@ -320,8 +320,24 @@ class Loader:
         """Construct and set up `item` without registering it (hot reload `attach`es it
         then). Raises what construction or setup raised."""
         loaded = await self._construct(item)
-        await _setup(loaded.instance)
+        await self._set_up(loaded)
         return loaded
+
+    async def _set_up(self, loaded: LoadedPlugin) -> None:
+        """Await the plugin's ``setup()``. If it raises, what it registered under the plugin's
+        name before raising (``bus.on(..., owner=name)``, as the audit plugin subscribes) is
+        removed from every registrar: a failed plugin leaves nothing registered, and a failed
+        reload's rollback would otherwise run the broken version's handlers beside the old."""
+        try:
+            await _setup(loaded.instance)
+        except Exception:
+            await self._unregister_everywhere(loaded.name)
+            raise
+
+    async def _unregister_everywhere(self, name: str) -> None:
+        for registrar in reversed(self.registrars):
+            await self._quietly(registrar.unregister_plugin(name), name)
+        await self.container.aunregister_owner(name)
 
     async def _construct(self, item: Discovered) -> LoadedPlugin:
         """Construct `item` with injection, its bound logger and validated settings besides
@@ -351,14 +367,12 @@ class Loader:
         every registrar, all or nothing, and record it as loaded. Raises what a registrar
         raised (nothing of it stays registered then)."""
         name = loaded.name
-        done: list[PluginRegistrar] = []
         try:
             for registrar in self.registrars:
                 await _maybe_await(registrar.register_plugin(loaded))
-                done.append(registrar)
         except Exception:
-            for registrar in reversed(done):
-                await self._quietly(registrar.unregister_plugin(name), name)
+            # Every registrar, also those not reached: setup() may have registered in them.
+            await self._unregister_everywhere(name)
             raise
         self.loaded[name] = loaded
         self.discovered[name] = loaded.discovered

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, SecretStr
 
 from contracts.agent import Provider, ProviderResult, State
+from contracts.events import AGENT_STARTED, AgentPayload, Event, EventBusProtocol, EventPayload
 from contracts.logging import Logger
 from contracts.memory import Memory
 from contracts.plugin import Manifest, Plugin
@@ -55,6 +56,26 @@ class FailsSetup(Recording):
 
     async def setup(self) -> None:
         raise RuntimeError("cannot reach the weather service")
+
+
+class SubscribesThenFails(Recording):
+    """Subscribes in its own setup (as the audit plugin does), then fails it."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="subscribes-then-fails")
+
+    def __init__(self, bus: EventBusProtocol) -> None:
+        self.bus = bus
+
+    async def setup(self) -> None:
+        self.bus.on(AGENT_STARTED, self.started, owner=self.manifest.name)
+        self.bus.on_any(self.any_event, owner=self.manifest.name)
+        raise RuntimeError("half set up")
+
+    def started(self, payload: AgentPayload) -> None:
+        JOURNAL.append("started:subscribes-then-fails")
+
+    def any_event(self, event: Event[Any], payload: EventPayload) -> None:
+        JOURNAL.append(f"any:subscribes-then-fails:{event.name}")
 
 
 class FailsTeardown(Recording):

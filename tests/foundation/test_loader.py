@@ -8,13 +8,14 @@ import itertools
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import importlib_metadata
 import pytest
 from loguru import logger
 
 from contracts.config import HostConfig, LoggingSettings, PluginsSettings
-from contracts.events import PLUGIN_FAILED
+from contracts.events import AGENT_STARTED, PLUGIN_FAILED, AgentPayload
 from host.app import Host
 from host.config import ConfigError, LoadedConfig, load_config
 from host.discovery import Discovered, from_entry_points
@@ -110,6 +111,18 @@ async def test_a_chain_depending_on_a_cycle_fails_and_the_rest_loads(host) -> No
     assert status["after-after-cycle"].error == "depends on after-cycle, which failed"
     assert status["gamma"].state == "loaded"
     assert JOURNAL == ["setup:gamma"]
+
+
+async def test_a_failed_setup_leaves_none_of_its_own_subscriptions(host) -> None:  # type: ignore[no-untyped-def]
+    """Subscriptions a plugin made in its setup() before raising are removed with it: a failed
+    plugin's handlers must not go on running."""
+    app = host(entry_points(("subscribes-then-fails", "SubscribesThenFails"), ("gamma", "Gamma")))
+    await app.start(agents=False)
+    assert app.loader.statuses["subscribes-then-fails"].stage == "setup"
+    owners = {sub.owner for sub in app.events.subscriptions()}
+    assert "subscribes-then-fails" not in owners
+    await app.events.emit(AGENT_STARTED, AgentPayload(agent_id=uuid4(), name="Eliza"))
+    assert not [j for j in JOURNAL if "subscribes-then-fails" in j]
 
 
 async def test_failed_setup_is_rolled_back_and_reported(host) -> None:  # type: ignore[no-untyped-def]

@@ -265,6 +265,27 @@ async def test_construct_or_setup_failure_puts_the_old_version_back(
     assert await send(full_host) == "model v3"
 
 
+async def test_a_setup_failing_after_subscribing_leaves_no_handler_of_the_new_version(
+    full_host: Host, site: Site, probe: Probe
+) -> None:
+    """v2 subscribes in its setup(), then raises: the rollback serves v1, and v2's
+    subscription does not run beside v1's (nor after the next reload)."""
+    subscribe_then_fail = (
+        "self.bus.on_any(self.seen, owner='full'); raise ValueError('setup broke')"
+    )
+    site.add("full", full("v2", setup=subscribe_then_fail))
+    assert full_host.reloader is not None
+    assert not (await full_host.reloader.reload("full")).ok
+    probe.log.clear()
+    assert await send(full_host) == "model v1"
+    assert sorted(e for e in probe.log if e.startswith("any")) == ["any v1"]
+    site.add("full", full("v3"))
+    await reload_full(full_host)
+    probe.log.clear()
+    await send(full_host)
+    assert sorted(e for e in probe.log if e.startswith("any")) == ["any v3"]
+
+
 async def test_stale_bytecode_is_not_used(
     site: Site, probe: Probe, make_host: HostFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
