@@ -282,6 +282,10 @@ class EventBus:
                     await self._await(result, timeout)
             except Exception as exc:
                 await self._failed(sub, event, exc)
+            except asyncio.CancelledError as exc:
+                if _cancelling():
+                    raise
+                await self._failed(sub, event, exc)
 
     async def _await(self, result: Awaitable[None], limit: float | None) -> None:
         if not limit:
@@ -338,11 +342,20 @@ class EventBus:
                 await self._await(result, timeout)
         except Exception as exc:
             await self._failed(sub, event, exc)
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise
+            await self._failed(sub, event, exc)
 
-    async def _failed(self, sub: HandlerSubscription, event: Event[Any], exc: Exception) -> None:
+    async def _failed(
+        self, sub: HandlerSubscription, event: Event[Any], exc: BaseException
+    ) -> None:
         self.failures += 1
         timed_out = isinstance(exc, TimeoutError)
-        error = "timed out" if timed_out else f"{type(exc).__name__}: {exc}"
+        if timed_out:
+            error = "timed out"
+        else:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log = logger.bind(plugin=sub.owner or "host", event=event.name)
         log.opt(exception=None if timed_out else exc).error(
             "handler {} for {} failed: {}", sub.label, event.name, error
@@ -382,6 +395,14 @@ class EventBus:
             for task in list(self._detached):
                 task.cancel()
             await asyncio.gather(*self._detached, return_exceptions=True)
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (the emitter's caller, a deadline, or
+    `aclose`), so a CancelledError goes on up. Otherwise the handler raised one of its own
+    (it awaited a job that was cancelled): that handler's failure, isolated like any other."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _check_subscription(

@@ -83,6 +83,34 @@ async def test_cancelling_the_emitter_propagates_and_is_no_handler_failure() -> 
     assert bus.failures == 0 and after == []
 
 
+@pytest.mark.parametrize("handler_timeout", [10.0, None], ids=["timed", "untimed"])
+@pytest.mark.parametrize("detached", [False, True], ids=["awaited", "detached"])
+async def test_a_cancelled_error_of_the_handlers_own_is_its_failure_not_the_emitters(
+    handler_timeout: float | None, detached: bool
+) -> None:
+    """A handler awaiting a job that was cancelled gets a CancelledError that is no
+    cancellation of the emitting task: it is that handler's failure, and the other plugins'
+    handlers and the emitter carry on."""
+    bus = EventBus(EventSettings(handler_timeout=handler_timeout))
+    failures: list[HandlerFailedPayload] = []
+    bus.on(HANDLER_FAILED, failures.append)
+    seen: list[str] = []
+
+    async def awaits_a_cancelled_job(payload: AgentPayload) -> None:
+        job = asyncio.get_running_loop().create_future()
+        job.cancel()
+        await job
+
+    bus.on(AGENT_STARTED, awaits_a_cancelled_job, owner="flaky", priority=1, detached=detached)
+    bus.on(AGENT_STARTED, lambda p: seen.append("steady"), owner="steady")
+    await bus.emit(AGENT_STARTED, STARTED)
+    assert await bus.drain(within=2)
+    assert seen == ["steady"]
+    assert [(f.plugin, f.timed_out, f.error) for f in failures] == [
+        ("flaky", False, "CancelledError")
+    ]
+
+
 async def test_nested_emits_whose_deadlines_expire_together_report_the_outer_handler() -> None:
     """Two deadlines expiring in one sweep cancel the task once; the inner handler must pass the
     cancellation on so the outer one times out too, instead of hanging past its limit."""
