@@ -357,9 +357,7 @@ class Loader:
         wait until the services built from its bindings are torn down. The instance (returned)
         is still set up: hot reload tears it down, then `attach`es the next version."""
         loaded = self.loaded.pop(name)
-        for registrar in reversed(self.registrars):
-            await self._quietly(registrar.unregister_plugin(name), name)
-        await self.container.aunregister_owner(name)
+        await self._unregister_everywhere(name)
         return loaded
 
     async def attach(self, loaded: LoadedPlugin) -> None:
@@ -426,12 +424,13 @@ class Loader:
         return settings
 
     async def unload(self, name: str) -> None:
-        """Unregister plugin `name` from every registrar (reverse order) and tear it down."""
+        """Unregister plugin `name` from every registrar (reverse order), wait until the
+        services built from its bindings are torn down, then tear it down. Waiting matters: an
+        async tear-down left in the background ran after the plugins it uses were torn down."""
         loaded = self.loaded.pop(name, None)
         if loaded is None:
             return
-        for registrar in reversed(self.registrars):
-            await self._quietly(registrar.unregister_plugin(name), name)
+        await self._unregister_everywhere(name)
         await self._teardown_instance(name, loaded.instance)
         self.statuses[name].state = "disabled"
         plugin_logger(name).debug("plugin {} unloaded", name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, SecretStr
@@ -229,3 +229,55 @@ class Leaky(Recording):
 
     async def setup(self) -> None:
         self.log.info("connecting with {}", self.settings.auth.get_secret_value())
+
+
+class Pool:
+    """A connection pool a plugin opens in setup and closes in teardown."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+class Session:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+
+POOL: Token[Pool] = Token("test.pool", Pool)
+SESSION: Token[Session] = Token("test.session", Session)
+
+
+class PoolPlugin(Recording):
+    """Provides its pool as a service; teardown closes it."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="pool", provides=(POOL,))
+
+    def __init__(self) -> None:
+        self.pool = Pool()
+
+    async def teardown(self) -> None:
+        self.pool.open = False
+        JOURNAL.append("teardown:pool")
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(POOL, lambda: self.pool),)
+
+
+async def _session(pool: Pool) -> AsyncIterator[Session]:
+    yield Session(pool)
+    # a session's close talks to its pool (returns its connection)
+    JOURNAL.append("session closed" + ("" if pool.open else " on a closed pool"))
+
+
+class SessionPlugin(Recording):
+    """Binds an async-generator service using the pool plugin's service."""
+
+    manifest: ClassVar[Manifest] = Manifest(
+        name="sessions", dependencies=("pool",), provides=(SESSION,)
+    )
+
+    async def teardown(self) -> None:
+        JOURNAL.append("teardown:sessions")
+
+    def services(self) -> Sequence[Service[Any]]:
+        return (Service(SESSION, _session),)

@@ -23,7 +23,7 @@ from host.loader import select
 from host.logs import configure_logging
 
 from . import sample_plugins
-from .sample_plugins import JOURNAL
+from .sample_plugins import JOURNAL, SESSION
 
 GROUP = "agenthost.plugins"
 
@@ -152,6 +152,16 @@ async def test_a_failing_teardown_does_not_stop_the_others(host) -> None:  # typ
         "teardown:fails-teardown",
         "teardown:gamma",
     ]
+
+
+async def test_services_of_a_plugin_are_torn_down_when_it_unloads_before_what_it_uses(host) -> None:  # type: ignore[no-untyped-def]
+    """Shutdown unregisters each plugin in reverse load order, its services' async tear-downs
+    awaited there: a session service closes while the pool plugin it uses is still up."""
+    app = host(entry_points(("pool", "PoolPlugin"), ("sessions", "SessionPlugin")))
+    await app.start(agents=False)
+    assert (await app.container.aresolve(SESSION)).pool.open
+    await app.stop()
+    assert JOURNAL[-3:] == ["session closed", "teardown:sessions", "teardown:pool"]
 
 
 async def test_invalid_plugins_are_isolated_at_discovery() -> None:
