@@ -183,10 +183,15 @@ def first_bad_json(events: Sequence[EncodedEvent]) -> str | None:
     for index, event in enumerate(events):
         for name in ("data", "metadata"):
             try:
-                json.loads(getattr(event, name))
+                json.loads(getattr(event, name), parse_constant=_not_json)
             except ValueError as exc:
                 return f"event {index} ({event.event_type}) {name} is not JSON: {exc}"
     return None
+
+
+def _not_json(constant: str) -> Any:
+    """Python's parser takes ``NaN`` and ``Infinity``; JSON (and both databases) do not."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def filter_sql(

@@ -234,7 +234,9 @@ class PostgresEventStore(StreamingReads):
                     f"events cannot be appended to {', '.join(map(repr, aggregates))}: {exc};"
                     " nothing was appended"
                 ) from exc
-            except psycopg.errors.DataError as exc:  # text that is not JSON, a value too big
+            # Text that is not JSON, a NUL character, a value too big (for its column, or, an
+            # over-long id or type, for an index: ProgramLimitExceeded).
+            except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
                 what = first_bad_json(events) or (
                     f"events cannot be appended to {', '.join(map(repr, aggregates))}"
                 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import string
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -73,6 +75,29 @@ async def test_bad_text_fails_the_whole_batch(store: EventStore) -> None:
         await store.append_encoded([("a", "t", "{}")])  # type: ignore[list-item]
     assert [e.data["n"] for e in await store.read_all()] == [1]
     assert await store.aggregates() == [("a", 1)]
+
+
+async def test_nan_and_infinity_are_named_as_not_json(store: EventStore) -> None:
+    # Python's json module parses NaN; the error must still say which event holds it.
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(EventStoreError, match=r"event 1 \(thing:happened\) data is not JSON"):
+            await store.append_encoded([enc("a", 1), enc("a", 2, data=f'{{"x": {constant}}}')])
+    assert await store.last_position() == 0
+
+
+async def test_an_over_long_id_or_type_is_refused_as_a_store_error(store: EventStore) -> None:
+    # SQLite stores any text; PostgreSQL's indexes refuse an entry over ~2.7 kB (an error
+    # class of its own, not a DataError). Either way it is not a raw driver error.
+    rng = random.Random(0)
+    long = "".join(rng.choice(string.ascii_letters) for _ in range(9000))
+    for event in (enc(long, 1), enc("a", 1, event_type=long)):
+        try:
+            await store.append_encoded([enc("b", 0), event])
+        except EventStoreError as exc:
+            assert "nothing was appended" in str(exc)
+        else:
+            assert (await store.read_all())[-1].data["n"] == 1
+    assert await store.get_version("b") in (0, 2)
 
 
 async def test_fields_of_the_wrong_type_fail_naming_the_field(store: EventStore) -> None:
