@@ -6,8 +6,10 @@ converts the whole batch in one loop (`PayloadEncoder`: one pydantic-core serial
 payload, secrets masked, embeddings left out) and appends it, every agent's events, as one
 transaction (`EventStore.append_encoded`), with no `DomainEvent` built in between. A failed
 append is retried with backoff; events are dropped (counted, and logged with their types) only
-after the last retry, so a store outage never blocks or crashes agents. What each choice saved
-is measured in docs/benchmarks-eventstore.md.
+after the last retry, so a store outage never blocks or crashes agents. A batch the store
+refuses for what it holds (`EventStoreError`: a NUL character on PostgreSQL) is not retried but
+halved until the refused events are alone, so only they are dropped. What each choice saved is
+measured in docs/benchmarks-eventstore.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from loguru import logger
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from contracts.eventstore import EncodedEvent, EventStore
+from contracts.eventstore import EncodedEvent, EventStore, EventStoreError
 from host.eventstore.recording import PayloadEncoder, schema_version_of
 
 from .settings import AuditSettings
@@ -369,16 +371,51 @@ class AuditRecorder:
                 await self.store.append_encoded(batch)
                 self.recorded += len(batch)
                 return
+            except EventStoreError as exc:
+                # The store refused the batch for what it holds (PostgreSQL cannot store a NUL
+                # character, an over-long id; or it is closed, and every part fails at once):
+                # the same batch would fail again, and one event must not cost every agent's
+                # events of the flush. Keep what it accepts.
+                refused, error = await self._split(batch, exc)
+                if refused:
+                    self._drop(refused, error, attempt + 1)
+                return
             except Exception as exc:
                 if attempt == self.settings.retries:
-                    self.dropped += len(batch)
-                    self._log.opt(exception=exc).error(
-                        "audit dropped {} event(s) ({}) of {} after {} attempts: {}",
-                        len(batch),
-                        ", ".join(sorted({e.event_type for e in batch})),
-                        ", ".join(sorted({e.aggregate_id for e in batch})),
-                        attempt + 1,
-                        exc,
-                    )
+                    self._drop(batch, exc, attempt + 1)
                 else:
                     await asyncio.sleep(self.settings.retry_delay * 2**attempt)
+
+    async def _split(
+        self, batch: list[EncodedEvent], error: Exception
+    ) -> tuple[list[EncodedEvent], Exception]:
+        """Append the parts of a refused `batch` the store accepts, halving it until each
+        refused event is alone (in recording order, one try per part); the events refused, and
+        the store's error for one of them."""
+        if len(batch) == 1:
+            return batch, error
+        refused: list[EncodedEvent] = []
+        half = len(batch) // 2
+        for part in (batch[:half], batch[half:]):
+            try:
+                await self.store.append_encoded(part)
+                self.recorded += len(part)
+            except EventStoreError as exc:
+                more, error = await self._split(part, exc)
+                refused += more
+            except Exception as exc:  # the store failed meanwhile: not the events' fault
+                refused += part
+                error = exc
+        return refused, error
+
+    def _drop(self, events: list[EncodedEvent], error: Exception, attempts: int) -> None:
+        """Count and log events lost for good."""
+        self.dropped += len(events)
+        self._log.opt(exception=error).error(
+            "audit dropped {} event(s) ({}) of {} after {} attempts: {}",
+            len(events),
+            ", ".join(sorted({e.event_type for e in events})),
+            ", ".join(sorted({e.aggregate_id for e in events})),
+            attempts,
+            error,
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 from uuid import uuid4
@@ -13,7 +13,7 @@ from pydantic import BaseModel, SecretStr
 
 from builtin_plugins.audit import AuditRecorder, AuditSettings
 from builtin_plugins.audit.recorder import HOST_AGGREGATE
-from contracts.eventstore import DomainEvent, EventStore
+from contracts.eventstore import DomainEvent, EncodedEvent, EventStore, EventStoreError
 from contracts.memory import Content, Memory
 from host.eventstore import SqliteEventStore
 from host.eventstore.recording import MASK, payload_data
@@ -146,6 +146,47 @@ async def test_store_failure_is_logged_and_counted_not_raised(tmp_path: Path) ->
     recorder.record("message:received", {"agent_id": "a"})
     await recorder.aclose()
     assert (recorder.recorded, recorder.dropped) == (0, 1)
+
+
+class Refusing:
+    """A store that refuses, as the engines refuse a value they cannot hold, every batch
+    holding an event whose data says ``poison`` (and delegates the rest)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.calls = 0
+
+    async def append_encoded(self, events: Sequence[EncodedEvent]) -> int:
+        self.calls += 1
+        if any("poison" in e.data for e in events):
+            raise EventStoreError("events cannot be appended: poison; nothing was appended")
+        return await self.store.append_encoded(events)
+
+
+async def test_an_event_the_store_refuses_costs_only_itself(sqlite_store: EventStore) -> None:
+    store = Refusing(sqlite_store)
+    recorder = AuditRecorder(store, AuditSettings(retries=3, retry_delay=0, events=("*",)))  # type: ignore[arg-type]
+    for i in range(9):
+        recorder.record(
+            "tick", {"agent_id": "ab"[i % 2], "i": i, "text": "poison" if i == 4 else ""}
+        )
+    await recorder.aclose()
+    assert [e.data["i"] for e in await sqlite_store.read_all()] == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert (recorder.recorded, recorder.dropped) == (8, 1)
+    assert store.calls <= 1 + 2 * 4  # halving, not retrying a batch that cannot succeed
+
+
+async def test_a_nul_character_costs_only_its_event(store: EventStore) -> None:
+    # PostgreSQL cannot hold a NUL in jsonb (SQLite can): the other agents' events of the same
+    # flush are kept either way.
+    recorder = AuditRecorder(store, AuditSettings(retry_delay=0))
+    recorder.record("message:received", {"agent_id": "a", "text": "hello"})
+    recorder.record("message:received", {"agent_id": "b", "text": "bad \x00 nul"})
+    recorder.record("message:sent", {"agent_id": "a", "text": "hi"})
+    await recorder.aclose()
+    stored = [(e.aggregate_id, e.data["text"]) for e in await store.read_all()]
+    assert [s for s in stored if s[0] == "a"] == [("a", "hello"), ("a", "hi")]
+    assert recorder.recorded == len(stored) and recorder.recorded + recorder.dropped == 3
 
 
 def test_payload_data_shapes() -> None:
