@@ -90,7 +90,7 @@ def _run(store: str | None, data_dir: Path | None, body: Callable[[EventStore], 
 
     try:
         return asyncio.run(main())
-    except (AgentHostError, ValueError) as exc:
+    except (AgentHostError, ValueError, OSError) as exc:  # OSError: an export file not writable
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
