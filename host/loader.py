@@ -48,7 +48,7 @@ from host.config import (
 from host.container import Container
 from host.discovery import Discovered, where_raised
 from host.injection import plan_for
-from host.logs import plugin_logger, redact
+from host.logs import MASK, plugin_logger, redact
 
 __all__ = ["LoadedPlugin", "Loader", "PluginRegistrar", "PluginStatus", "select"]
 
@@ -304,7 +304,8 @@ class Loader:
                 error = str(exc)
             elif isinstance(exc, MissingDependencyError):
                 error += self._provider_hints(item)
-            await self._report_failure(item, error, stage)
+            settings = loaded.settings if loaded is not None else None
+            await self._report_failure(item, self.scrub(error, settings), stage)
             return None
         loaded.load_seconds = time.perf_counter() - started
         plugin_logger(item.name).debug(
@@ -411,6 +412,18 @@ class Loader:
                     why = "which failed" if state == "failed" else "which is not loaded"
                 hints.append(f"; '{provided[0].name}' comes from plugin {name}, {why}")
         return "".join(hints)
+
+    def scrub(self, text: str, settings: BaseModel | None = None) -> str:
+        """`text` with the configured secrets (and those of a plugin's `settings`) masked. A
+        failure's text is kept in the plugin's status (``plugins list``, ``GET /plugins``) and
+        emitted as ``plugin:failed`` (recorded by the audit trail), past the log scrubbing; an
+        error quoting the DSN a plugin failed to reach must not carry its password there."""
+        secrets = secret_values(self.config)
+        if settings is not None:
+            secrets += secret_values(settings)
+        for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        return text
 
     def _settings(self, manifest: Manifest) -> BaseModel | None:
         """The plugin's validated settings; their `SecretStr` values join the log scrubber

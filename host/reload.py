@@ -485,7 +485,8 @@ class Reloader:
         if not where and origin.get("file"):
             where = f" ({origin['file']})"
         kind = "" if isinstance(exc, _EditError) else f"{type(exc).__name__}: "
-        error = f"{kind}{exc}{where}"
+        serving = self.loader.loaded.get(item.name)  # same settings as the failed version
+        error = self.loader.scrub(f"{kind}{exc}{where}", serving.settings if serving else None)
         logger.bind(plugin=item.name).error(
             "reload of plugin {} failed, the previous version keeps serving: {}", item.name, error
         )

@@ -281,3 +281,15 @@ class SessionPlugin(Recording):
 
     def services(self) -> Sequence[Service[Any]]:
         return (Service(SESSION, _session),)
+
+
+class FailsQuotingItsSecret(Recording):
+    """Its setup fails with an error quoting its secret (a DSN, a token in a URL)."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="quotes-secret", settings=LeakySettings)
+
+    def __init__(self, settings: LeakySettings) -> None:
+        self.settings = settings
+
+    async def setup(self) -> None:
+        raise ConnectionError(f"cannot reach https://{self.settings.auth.get_secret_value()}@api")

@@ -164,6 +164,21 @@ async def test_services_of_a_plugin_are_torn_down_when_it_unloads_before_what_it
     assert JOURNAL[-3:] == ["session closed", "teardown:sessions", "teardown:pool"]
 
 
+async def test_a_failure_quoting_a_secret_is_kept_and_emitted_masked(host) -> None:  # type: ignore[no-untyped-def]
+    """The status (``plugins list``, ``GET /plugins``) and ``plugin:failed`` (recorded by the
+    audit trail) carry the error text past the log scrubbing: its secrets are masked there."""
+    app = host(
+        entry_points(("quotes-secret", "FailsQuotingItsSecret")),
+        **{"quotes-secret": {"auth": "tok-8f2c91"}},
+    )
+    failures = []
+    app.events.on(PLUGIN_FAILED, failures.append)
+    await app.start(agents=False)
+    status = app.loader.statuses["quotes-secret"]
+    assert status.error == "ConnectionError: cannot reach https://**********@api"
+    assert [f.error for f in failures] == [status.error]
+
+
 async def test_invalid_plugins_are_isolated_at_discovery() -> None:
     found = {
         d.name: d
