@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
@@ -28,6 +29,8 @@ from uuid import UUID, uuid5
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
@@ -58,7 +61,7 @@ DEFAULT_MAX_BODY = 1_048_576
 
 _log = logger.bind(component="http")
 
-_RESERVED_CONTENT = frozenset({"text", "name", "source"})
+_RESERVED_CONTENT = frozenset({"text", "name", "source", "room_id", "entity_id"})
 _REPLY_EXCLUDE: dict[str, Any] = {"reply": {"embedding"}}
 """A reply's embedding stays out of responses (hundreds of floats no client reads)."""
 
@@ -91,8 +94,12 @@ class MessageIn(BaseModel):
         if taken:
             raise ValueError(
                 f"{', '.join(taken)} cannot be set in metadata (the API sets text from `text`,"
-                " name from `user`, source to http)"
+                " name from `user`, source to http; room_id and entity_id are fields of the body)"
             )
+        try:  # nested values are not validated as str: a lone surrogate would fail the store
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"metadata is not valid Unicode text: {exc.reason}") from exc
         return value
 
 
@@ -122,6 +129,25 @@ class MemoryPage(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class _EchoJSONResponse(JSONResponse):
+    """JSON for a response that echoes the client's input (a 422): Python's JSON parser accepts
+    what Starlette's renderer refuses (a lone surrogate ``"\\ud800"``, ``NaN``), which made the
+    422 a 500. Non-ASCII is escaped and non-finite numbers are given as strings."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_finite(content), allow_nan=False, separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _memory_out(memory: Memory) -> MemoryOut:
@@ -351,6 +377,13 @@ def create_app(
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API")
 
     include_guarded(app, guarded)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+        """FastAPI's 422 (``{"detail": [{"loc", "msg", "input", ...}]}``), encodable whatever
+        the input."""
+        assert isinstance(exc, RequestValidationError)
+        return _EchoJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @app.exception_handler(UnknownAgentError)
     async def unknown_agent(_request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from contracts.memory import MemoryQuery
 from contracts.models import TEXT_LARGE, ModelCallError, ModelHandler, TextParams, TextResult
 from host.http import API_KEY_HEADER, HttpServer, create_app
 
@@ -137,6 +138,35 @@ async def test_validation_errors_are_422_with_field(client: httpx.AsyncClient) -
     response = await client.get(f"/agents/eliza/rooms/{room}/memories", params={"cursor": "@@"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_metadata_cannot_set_room_or_entity(client: httpx.AsyncClient) -> None:
+    for key in ("room_id", "entity_id"):
+        body = {"text": "hi", "metadata": {key: str(uuid4())}}
+        response = await client.post("/agents/eliza/messages", json=body)
+        assert response.status_code == 422, response.text
+        error = response.json()["detail"][0]
+        assert error["loc"] == ["body", "metadata"] and f"{key} cannot be set" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (rb'{"text": "hi \ud800 there"}', ["body", "text"]),  # a lone surrogate: valid JSON
+        (rb'{"text": "hi", "user": "\udfff"}', ["body", "user"]),
+        (rb'{"text": "hi", "metadata": {"topic": ["\ud800"]}}', ["body", "metadata"]),
+        (rb'{"text": NaN}', ["body", "text"]),  # Python's JSON parser takes NaN
+    ],
+)
+async def test_lone_surrogates_and_nan_are_422_not_500(
+    client: httpx.AsyncClient, rig: Rig, body: bytes, loc: list[str]
+) -> None:
+    headers = {"content-type": "application/json"}
+    for path in ("/agents/eliza/messages", "/agents/eliza/messages/stream"):
+        response = await client.post(path, content=body, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"][0]["loc"] == loc
+    assert await rig.db.count_memories(MemoryQuery()) == 0  # nothing half written
 
 
 async def test_unknown_agent_is_404(client: httpx.AsyncClient) -> None:
