@@ -131,6 +131,29 @@ def parse_actions(text: str) -> tuple[str, list[str]]:
     return re.sub(r"[ \t]+\n", "\n", stripped).strip(), list(seen)
 
 
+_DIRECTIVE_AHEAD = re.compile(
+    r"^\s*(?:a(?:c(?:t(?:i(?:o(?:n(?:s)?)?)?)?)?)?)?\s*\Z", re.IGNORECASE | re.MULTILINE
+)
+"""A last line that may still grow into an ``ACTIONS:`` line."""
+_BRACKET_AHEAD = re.compile(r"\[(?:[A-Z][A-Z0-9_]{0,63})?\Z")
+"""A trailing ``[`` that may still close into a ``[NAME]`` token."""
+
+
+def _streamable(raw: str) -> str:
+    """The part of the reply text already final while the model's output so far is `raw`.
+
+    `parse_actions` of `raw` cut before the first action directive and before a tail that may
+    still become one (a last line ``ACTI``, a trailing ``[NAME``), so that a streamed reply
+    never shows a directive the saved reply drops; what is held back comes with the end.
+    """
+    cut = len(raw)
+    for pattern in (_ACTIONS_LINE, _DIRECTIVE_AHEAD, _BRACKET_AHEAD):
+        match = pattern.search(raw)
+        if match is not None:
+            cut = min(cut, match.start())
+    return parse_actions(raw[:cut])[0]
+
+
 def should_respond(character: Character, message: Memory, agent_id: UUID, *, groups: bool) -> bool:
     """Whether the agent answers `message`: never itself or empty text; in a group room only
     when named (or when `groups`); ``content.respond: false`` opts out explicitly."""
@@ -373,7 +396,9 @@ class AgentRuntime:
         """Like `process_message`, yielding the reply text chunk by chunk as the model streams.
 
         Iterate the returned `ReplyStream` for the text chunks (action outputs appended to the
-        reply come as a last chunk); its ``reply`` holds the `Reply` once it is exhausted.
+        reply come as a last chunk); its ``reply`` holds the `Reply` once it is exhausted. The
+        chunks join to ``reply.text``: action directives (``ACTIONS: NAME``, ``[NAME]``) are
+        held back and dropped, not streamed.
         """
         stream = ReplyStream()
         stream._chunks = self._stream(message, stream)
@@ -391,7 +416,7 @@ class AgentRuntime:
                     await run.before_model()
                 if run.responded:
                     started = time.perf_counter()
-                    pieces: list[str] = []
+                    raw = sent = ""
                     chunks = self.stream_model(TEXT_LARGE, run.prompt())
                     try:
                         while True:
@@ -401,14 +426,19 @@ class AgentRuntime:
                                 except StopAsyncIteration:
                                     break
                             if chunk.text:
-                                pieces.append(chunk.text)
-                                yield chunk.text
+                                raw += chunk.text
+                                ready = _streamable(raw)
+                                if len(ready) > len(sent) and ready.startswith(sent):
+                                    yield ready[len(sent) :]
+                                    sent = ready
                     finally:
                         close = getattr(chunks, "aclose", None)
                         if close is not None:
                             await close()
                     run.timings["model"] = time.perf_counter() - started
-                    run.set_model_text("".join(pieces))
+                    run.set_model_text(raw)
+                    if len(run.text) > len(sent) and run.text.startswith(sent):
+                        yield run.text[len(sent) :]
                 with _serving(caller):
                     await run.run_actions()
                 extra = run.append_action_text()
@@ -539,6 +569,11 @@ class AgentRuntime:
 
     @asynccontextmanager
     async def _room(self, room_id: UUID) -> AsyncIterator[None]:
+        """Hold the room's turn for one message; `AgentError` once the agent is stopped.
+
+        Checked again after the wait: a message queued behind another of its room when `stop`
+        was called must not start then (it would run while, or after, the agent's scope closes).
+        """
         if not self._open.is_set():
             await self._open.wait()
         if not self._running:
@@ -549,6 +584,10 @@ class AgentRuntime:
         room.users += 1
         try:
             async with room.lock:
+                if not self._running:
+                    raise AgentError(
+                        f"agent {self._character.name} was stopped while the message waited"
+                    )
                 yield
         finally:
             room.users -= 1
@@ -690,9 +729,15 @@ class _Run:
         started = _action_started(rt, self.message, action.name, owner)
         await rt.events.emit(ACTION_STARTED, started)
         timeout = action.timeout if action.timeout is not None else rt.settings.action_timeout
+        t = time.perf_counter()
         result = await _guarded(action.handler, self._ctx(), action.name, timeout, rt)
         if result is None:
-            result = ActionResult(success=False, error="handler returned None")
+            result = ActionResult(
+                success=False,
+                error="handler returned None",
+                name=action.name,
+                duration=time.perf_counter() - t,
+            )
         completed = ActionCompletedPayload(
             **started.model_dump(),
             success=result.success,

@@ -15,6 +15,7 @@ from contracts.agent import (
     Action,
     ActionContext,
     ActionResult,
+    AgentError,
     Character,
     Evaluator,
     Provider,
@@ -22,8 +23,10 @@ from contracts.agent import (
     State,
 )
 from contracts.memory import Memory, MemoryQuery
+from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
 from host.characters import load_character
 from host.runtime import AgentRuntime, build_prompt, parse_actions
+from host.testing import MOCK_PRIORITY
 
 from .runtime_helpers import PIPELINE_EVENTS, KitRig, kit_rig
 
@@ -424,6 +427,93 @@ async def test_stream_closed_early_releases_the_room(rig: Rig) -> None:
         rig.runtime.new_message("b", room_id=ROOM, entity_id=USER)
     )
     assert reply.responded
+
+
+STREAMED_REPLIES = [
+    "Sure thing.\nACTIONS: STEP",
+    "Let me [STEP] check that.",
+    "Actions speak louder than words.",
+    "[STEP] fine\n\nactions: step\nafter that",
+    "A short one   \n  with spaces   ",
+]
+
+
+@pytest.mark.parametrize("raw", STREAMED_REPLIES)
+async def test_streamed_chunks_never_show_action_directives(rig: Rig, raw: str) -> None:
+    async def step(ctx: ActionContext) -> ActionResult:
+        return ActionResult(text="done")
+
+    async def whole(params: TextParams) -> TextResult:
+        return TextResult(text=raw)
+
+    async def by_char(params: TextParams) -> AsyncIterator[TextChunk]:
+        for index, char in enumerate(raw):  # the hardest split: a directive over many chunks
+            yield TextChunk(text=char, index=index)
+
+    rig.components.add("test", actions=[Action("STEP", "a step", step)])
+    handler = ModelHandler(TEXT_LARGE, whole, by_char, priority=MOCK_PRIORITY + 1)
+    rig.models.register(handler, owner="chars")
+    stream = rig.runtime.stream_message(rig.runtime.new_message("go", room_id=ROOM, entity_id=USER))
+    chunks = [chunk async for chunk in stream]
+    assert stream.reply is not None
+    assert "".join(chunks) == stream.reply.text
+    assert "ACTIONS:" not in stream.reply.text.upper() and "[STEP]" not in stream.reply.text
+    model_text = stream.reply.text.removesuffix("\ndone")
+    assert model_text == parse_actions(raw)[0]
+    assert len(chunks) > 2  # still streamed as it came, not all at the end
+
+
+async def test_an_action_returning_none_is_a_named_failure(rig: Rig) -> None:
+    async def nothing(ctx: ActionContext) -> ActionResult:
+        return None  # type: ignore[return-value]
+
+    rig.components.add("test", actions=[Action("NOTHING", "", nothing, always=True)])
+    reply = await rig.runtime.process_message(
+        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    )
+    assert reply.responded and reply.reply is not None
+    result = reply.actions[0]
+    assert (result.name, result.success, result.error) == (
+        "NOTHING",
+        False,
+        "handler returned None",
+    )
+    assert result.duration is not None
+    assert (reply.reply.content.model_extra or {})["actions"] == ["NOTHING"]
+
+
+async def test_a_message_queued_when_the_agent_stops_is_refused(rig: Rig) -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def slow(message: Memory, state: State) -> ProviderResult:
+        ran.append(message.content.text)
+        if message.content.text == "first":
+            entered.set()
+            await gate.wait()
+        return ProviderResult()
+
+    rig.components.add("test", providers=[Provider("slow", slow, timeout=60)])
+    runtime = rig.runtime
+    first = asyncio.create_task(
+        runtime.process_message(runtime.new_message("first", room_id=ROOM, entity_id=USER))
+    )
+    await entered.wait()
+    queued = asyncio.create_task(
+        runtime.process_message(runtime.new_message("queued", room_id=ROOM, entity_id=USER))
+    )
+    await asyncio.sleep(0)
+    assert runtime._rooms[ROOM].users == 2  # the second message waits for the room
+    stopping = asyncio.create_task(runtime.stop())
+    await asyncio.sleep(0)
+    gate.set()
+    await stopping
+    assert (await first).responded  # in progress: finished
+    with pytest.raises(AgentError, match="stopped while the message waited"):
+        await queued
+    assert ran == ["first"]
+    rows = await rig.db.get_memories(MemoryQuery(room_id=ROOM, entity_id=USER))
+    assert [r.content.text for r in rows] == ["first"]
 
 
 async def test_recent_messages_in_prompt(rig: Rig) -> None:
