@@ -64,6 +64,9 @@ class AgentManager:
         for character in characters:
             self.add_character(character)
         self._running: dict[str, AgentRuntime] = {}
+        self._stopping: dict[str, asyncio.Event] = {}
+        """Agents being stopped (set once stopped): a start waits, so one agent never has two
+        runtimes serving its rooms at once."""
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ characters
@@ -110,57 +113,82 @@ class AgentManager:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, ref: str | UUID) -> AgentRuntime:
-        """Start the agent (idempotent): open its scope, build its runtime, emit AGENT_STARTED."""
-        async with self._lock:
-            key = self._key(ref)
-            runtime = self._running.get(key)
-            if runtime is not None:
-                return runtime
-            character = self._characters[key]
-            scope = self.container.create_scope("agent")
-            try:
-                scope.provide(CHARACTER, character, owner="agents")
-                database = await scope.aresolve(DATABASE)
-                if self.metrics is not None:
-                    database = InstrumentedAdapter(database, self.metrics)
-                models = await scope.aresolve(MODELS)
-                cache: ProviderCacheProtocol | None = None
-                if scope.has(CACHE):
-                    cache = await scope.aresolve(CACHE)
-                runtime = AgentRuntime(
-                    character=character,
-                    scope=scope,
-                    events=self.events,
-                    models=models,
-                    database=database,
-                    components=self.components,
-                    settings=self.settings,
-                    cache=cache,
-                    clock=self.clock,
-                    ids=self.ids,
-                )
-                scope.provide(AGENT_RUNTIME, runtime, owner="agents")
-            except BaseException:
-                await scope.aclose()
-                raise
-            self._running[key] = runtime
-        _log.info("agent {} started ({})", character.name, runtime.agent_id)
+        """Start the agent (idempotent): open its scope, build its runtime, emit AGENT_STARTED.
+
+        An agent still stopping (finishing its messages) is waited for first: a new runtime
+        serving its rooms meanwhile would run two messages of one room at once."""
+        while True:
+            async with self._lock:
+                key = self._key(ref)
+                runtime = self._running.get(key)
+                if runtime is not None:
+                    return runtime
+                stopping = self._stopping.get(key)
+                if stopping is None:
+                    runtime = await self._build(key)
+                    self._running[key] = runtime
+                    break
+            await stopping.wait()
+        _log.info("agent {} started ({})", runtime.name, runtime.agent_id)
         await self.events.emit(AGENT_STARTED, _agent_payload(runtime))
         return runtime
 
+    async def _build(self, key: str) -> AgentRuntime:
+        """The runtime of agent `key` in a new agent scope (closed again if building fails)."""
+        character = self._characters[key]
+        scope = self.container.create_scope("agent")
+        try:
+            scope.provide(CHARACTER, character, owner="agents")
+            database = await scope.aresolve(DATABASE)
+            if self.metrics is not None:
+                database = InstrumentedAdapter(database, self.metrics)
+            models = await scope.aresolve(MODELS)
+            cache: ProviderCacheProtocol | None = None
+            if scope.has(CACHE):
+                cache = await scope.aresolve(CACHE)
+            runtime = AgentRuntime(
+                character=character,
+                scope=scope,
+                events=self.events,
+                models=models,
+                database=database,
+                components=self.components,
+                settings=self.settings,
+                cache=cache,
+                clock=self.clock,
+                ids=self.ids,
+            )
+            scope.provide(AGENT_RUNTIME, runtime, owner="agents")
+        except BaseException:
+            await scope.aclose()
+            raise
+        return runtime
+
     async def stop(self, ref: str | UUID, grace: float | None = 30.0) -> None:
-        """Stop the agent: finish its messages in progress, close its scope, emit AGENT_STOPPED."""
+        """Stop the agent: finish its messages in progress, close its scope, emit AGENT_STOPPED.
+
+        Returns once it is stopped, also when another call is already stopping it."""
         async with self._lock:
             key = self._key(ref)
             runtime = self._running.pop(key, None)
+            stopped = self._stopping.get(key)
+            if runtime is not None:
+                stopped = self._stopping[key] = asyncio.Event()
         if runtime is None:
+            if stopped is not None:
+                await stopped.wait()
             return
+        assert stopped is not None
         try:
             await runtime.stop(grace)
         finally:
-            await runtime.scope.aclose()
-            _log.info("agent {} stopped", runtime.name)
-            await self.events.emit(AGENT_STOPPED, _agent_payload(runtime))
+            try:
+                await runtime.scope.aclose()
+                _log.info("agent {} stopped", runtime.name)
+                await self.events.emit(AGENT_STOPPED, _agent_payload(runtime))
+            finally:
+                del self._stopping[key]
+                stopped.set()
 
     async def start_all(self, names: Iterable[str] | None = None) -> list[AgentRuntime]:
         """Start the named agents (all known characters when None)."""

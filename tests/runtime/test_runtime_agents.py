@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import uuid4
 
 import pytest
 
-from contracts.agent import AGENT_RUNTIME, CHARACTER, Character
-from contracts.memory import MemoryQuery
+from contracts.agent import AGENT_RUNTIME, CHARACTER, Character, Provider, ProviderResult, State
+from contracts.memory import Memory, MemoryQuery
 from contracts.storage import DATABASE
 from contracts.tokens import Token
 from host.agents import UnknownAgentError
@@ -93,3 +94,41 @@ async def test_stop_all_reverse_order(rig: Rig) -> None:
     await rig.agents.stop_all()
     assert rig.names("agent:stopped") == ["Bob", "Eliza"]
     assert rig.agents.running == []
+
+
+async def test_a_start_while_stopping_waits_for_the_stop(rig: Rig) -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(message: Memory, state: State) -> ProviderResult:
+        entered.set()
+        await gate.wait()
+        finished.append(message.content.text)
+        return ProviderResult()
+
+    rig.components.add("test", providers=[Provider("slow", slow, timeout=60)])
+    old = rig.agents.get("Eliza")
+    room = uuid4()
+    first = asyncio.create_task(
+        old.process_message(old.new_message("in progress", room_id=room, entity_id=uuid4()))
+    )
+    await entered.wait()
+    stopping = asyncio.create_task(rig.agents.stop("Eliza"))
+    await asyncio.sleep(0)
+    assert not old.running
+    starting = asyncio.create_task(rig.agents.start("Eliza"))
+    for _ in range(100):  # event-loop turns, not time: ample for a start that does not wait
+        await asyncio.sleep(0)
+    assert not starting.done()  # a second runtime would serve the room alongside the old one
+    again = asyncio.create_task(rig.agents.stop("Eliza"))  # a second stop waits as well
+    await asyncio.sleep(0)
+    assert not again.done()
+    gate.set()
+    await asyncio.gather(first, stopping, again)
+    new = await starting
+    assert new is not old and new.running and finished == ["in progress"]
+    assert rig.names("agent:started") == ["Eliza", "Eliza"]
+    assert [name for name, _ in rig.seen if name.startswith("agent:")][-2:] == [
+        "agent:stopped",
+        "agent:started",
+    ]
