@@ -56,7 +56,7 @@ from contracts.events import (
     MemoryPayload,
     MessagePayload,
 )
-from contracts.memory import Content, Memory, MemoryQuery, utc_now
+from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, utc_now
 from contracts.models import (
     TEXT_EMBEDDING,
     TEXT_LARGE,
@@ -342,11 +342,20 @@ class AgentRuntime:
         """Stream a text model's output."""
         return self.models.stream_model(model_type, params, provider=provider)
 
-    async def recent_memories(self, room_id: UUID, limit: int = 20) -> list[Memory]:
-        """The room's latest `limit` memories of this agent, oldest first."""
-        rows = await self._database.get_memories(
-            MemoryQuery(agent_id=self._agent_id, room_id=room_id, order="desc", limit=limit)
+    async def recent_memories(
+        self, room_id: UUID, limit: int = 20, table_name: str | None = DEFAULT_TABLE
+    ) -> list[Memory]:
+        """The room's latest `limit` memories of this agent in `table_name` (by default the
+        conversation, ``messages``: a plugin's facts or documents about the room are not lines
+        of it; None: every table), oldest first."""
+        query = MemoryQuery(
+            agent_id=self._agent_id,
+            room_id=room_id,
+            table_name=table_name,
+            order="desc",
+            limit=limit,
         )
+        rows = await self._database.get_memories(query)
         rows.reverse()
         return rows
 

@@ -528,6 +528,22 @@ async def test_recent_messages_in_prompt(rig: Rig) -> None:
     assert prompt.rstrip().endswith("second line")
 
 
+async def test_the_recent_conversation_is_the_rooms_messages_only(rig: Rig) -> None:
+    """A plugin's memories about the room in a table of its own (facts) are not lines of the
+    conversation: they came into the prompt as if someone had said them."""
+    runtime = rig.runtime
+    await runtime.process_message(runtime.new_message("hello there", room_id=ROOM, entity_id=USER))
+    fact = runtime.new_message("the user owns a cat", room_id=ROOM, entity_id=USER)
+    await rig.db.create_memory(fact, "facts")
+    await runtime.process_message(runtime.new_message("and now?", room_id=ROOM, entity_id=USER))
+    prompt = rig.prompts[-1]
+    assert "hello there" in prompt and "the user owns a cat" not in prompt
+    recent = await runtime.recent_memories(ROOM)
+    assert fact.id not in {m.id for m in recent} and len(recent) == 4
+    everything = await runtime.recent_memories(ROOM, table_name=None)
+    assert fact.id in {m.id for m in everything}
+
+
 def test_parse_actions() -> None:
     assert parse_actions("Hi.\nACTIONS: A, b_c\n") == ("Hi.", ["A", "B_C"])
     assert parse_actions("Do [SEND_EMAIL] now") == ("Do  now", ["SEND_EMAIL"])
