@@ -14,10 +14,11 @@ than keeping a second file consistent across crashes and writers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -547,20 +548,25 @@ class SqliteAdapter:
         threshold: float | None,
         with_embeddings: bool,
     ) -> list[tuple[Memory, float]]:
-        # One read transaction: the version, the index load, the filter and the rows all come
-        # from one snapshot. In autocommit each statement saw the latest commit, so another
-        # process deleting the newest row and inserting elsewhere (SQLite reuses that rowid, the
-        # index label) between them made the row of another table come back under the old score.
+        with self._snapshot() as conn:
+            return self._search_in(
+                conn, embedding, query, k, kind, probes, ef_search, threshold, with_embeddings
+            )
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction, so that a table's version, its index load, a filter and the
+        rows all come from one snapshot. In autocommit each statement saw the latest commit:
+        another process deleting the newest row and inserting elsewhere between them (SQLite
+        reuses that rowid, the index label) made a search return another table's row."""
         conn = self._db
         conn.execute("BEGIN")
         try:
-            return self._search_snapshot(
-                conn, embedding, query, k, kind, probes, ef_search, threshold, with_embeddings
-            )
+            yield conn
         finally:
             conn.execute("COMMIT")
 
-    def _search_snapshot(
+    def _search_in(
         self,
         conn: sqlite3.Connection,
         embedding: F64,
@@ -618,17 +624,13 @@ class SqliteAdapter:
     def _start_index(self, table: str, kind: IndexType) -> Future[VectorIndex] | None:
         """None once `table`'s `kind` index serves (or the table has no vectors), else the
         build to wait for (started if none was)."""
-        conn = self._db
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             dim, version = self._table_state(conn, table)
             if dim is None:
                 return None
             if self._indexes.get(table, kind, dim, version, lambda: self._load(table, dim)):
                 return None
             return self._indexes.pending(table, kind)
-        finally:
-            conn.execute("COMMIT")
 
     def _load(self, table: str, dim: int) -> tuple[Any, Any]:
         rows = self._db.execute(
