@@ -249,3 +249,34 @@ async def test_a_failing_model_is_502_with_the_reason(client: httpx.AsyncClient,
     assert lines[0] == "event: error" and "invalid API key" in lines[1]
     rig.models.unregister_owner("broken")
     assert (await client.post("/agents/eliza/messages", json={"text": "hi"})).status_code == 200
+
+
+async def test_stopping_the_server_ends_a_stalled_event_stream() -> None:
+    """A client in the middle of a server-sent event stream whose source has stalled (a model
+    waiting on its provider) does not hold up the host's shutdown."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from sse_starlette import EventSourceResponse
+
+    app = FastAPI()
+
+    @app.get("/stream")
+    async def stream() -> EventSourceResponse:
+        async def events() -> AsyncIterator[dict[str, str]]:
+            yield {"data": "first"}
+            await asyncio.Event().wait()  # never set: stalled for good
+
+        return EventSourceResponse(events())
+
+    server = HttpServer(app, port=0)
+    await server.start()
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=None) as client,
+        client.stream("GET", "/stream") as response,
+    ):
+        async for line in response.aiter_lines():
+            if "first" in line:
+                break
+        await asyncio.wait_for(server.stop(), 20)  # hangs forever if the stream holds it
+    assert server._task is not None and server._task.done()
