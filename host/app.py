@@ -353,7 +353,8 @@ def reload_router(host: Host) -> APIRouter:
 
     @router.post("/plugins/{name}/reload")
     async def reload(name: str) -> dict[str, Any]:
-        if name not in host.loader.loaded:
+        assert host.reloader is not None  # mounted in dev mode only
+        if name not in host.loader.loaded and name not in host.reloader.lost:
             raise HTTPException(404, f"no loaded plugin named {name!r}")
         result = await host.reload_plugin(name)
         return {

@@ -198,6 +198,9 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.history: list[ReloadResult] = []
+        self._lost: dict[str, Discovered] = {}
+        """Plugins a failed reload left unloaded (their old version did not load again either):
+        the next save to their files, or a reload asked for by hand, loads them anew."""
 
     # watching -------------------------------------------------------------------------------
 
@@ -215,6 +218,12 @@ class Reloader:
                 continue
             names.append(name)
         return names
+
+    @property
+    def lost(self) -> list[str]:
+        """Plugins a failed reload left unloaded (their old version failed to load again too);
+        a save to their files or `reload` tries them again."""
+        return list(self._lost)
 
     def watched(self) -> dict[Path, set[str]]:
         """The watched paths and the plugins each belongs to (after `start`)."""
@@ -291,12 +300,12 @@ class Reloader:
         """Reload `name` once its saves are quiet, unless a pending reload covers it (saves to
         a plugin and to one depending on it in the same burst make one reload)."""
         self._timers.pop(name, None)
-        if name not in self.loader.loaded:
+        if name not in self.loader.loaded and name not in self._lost:
             return
-        for pending in self._timers:
+        for pending in self._timers if name in self.loader.loaded else ():
             if pending in self.loader.loaded and name in self.group(pending):
                 return  # that reload reloads `name` too
-        for covered in self.group(name):
+        for covered in self.group(name) if name in self.loader.loaded else ():
             timer = self._timers.pop(covered, None)
             if timer is not None:
                 timer.cancel()
@@ -310,6 +319,10 @@ class Reloader:
         """Reload plugin `name` and then its dependents; never raises for plugin errors."""
         async with self._lock:
             started = time.perf_counter()
+            if name in self._lost:
+                result = await self._revive(name, started)
+                self.history.append(result)
+                return result
             refused = self.refusal(name)
             if refused is not None:
                 _log.error("cannot reload plugin {}: {}", name, refused)
@@ -405,7 +418,52 @@ class Reloader:
         _restore(packages, kept)
         for old in olds:
             if await self.loader.load(old.discovered) is None:
-                _log.error("plugin {}: its previous version failed to load again", old.name)
+                self._lost[old.name] = old.discovered
+                _log.error(
+                    "plugin {}: its previous version failed to load again; it stays unloaded"
+                    " until the next save to its files",
+                    old.name,
+                )
+
+    async def _revive(self, name: str, started: float) -> ReloadResult:
+        """Load plugin `name`, which a failed reload left unloaded, anew from its files; then
+        the others it took down with it whose dependencies are all loaded again."""
+        item = self._lost[name]
+        others = [p.discovered.target for p in self.loader.loaded.values()]
+        packages = [package_of(item.target, others)]
+        kept = _purge(packages)
+        try:
+            fresh = self._rediscover(item)
+            assert fresh.manifest is not None
+            missing = [d for d in fresh.manifest.dependencies if d not in self.loader.loaded]
+            if missing:
+                raise _EditError(f"it depends on {', '.join(missing)}, not loaded", item.target)
+        except Exception as exc:
+            _restore(packages, kept)
+            error = await self._report(item, exc, kept=False)
+            return ReloadResult(name, False, time.perf_counter() - started, error)
+        loaded = await self.loader.load(fresh)  # a failure is reported by the loader
+        if loaded is None:
+            status = self.loader.statuses.get(name)
+            failure = status.error if status is not None else None
+            return ReloadResult(name, False, time.perf_counter() - started, failure)
+        del self._lost[name]
+        revived = [name]
+        for other, lost in list(self._lost.items()):
+            needs = lost.manifest.dependencies if lost.manifest is not None else ()
+            ready = all(d in self.loader.loaded for d in needs)
+            if ready and (await self._revive(other, time.perf_counter())).ok:
+                revived.append(other)
+        duration = time.perf_counter() - started
+        logger.bind(plugin=name).info("plugin {} loaded again in {:.0f} ms", name, duration * 1000)
+        if self.loader.events is not None:
+            payload = PluginReloadedPayload(
+                name=name, duration=duration, version=loaded.manifest.version
+            )
+            await self.loader.events.emit(PLUGIN_RELOADED, payload)
+        if self._observer is not None and name in self.reloadable():
+            self._watch(name)
+        return ReloadResult(name, True, duration, None, revived)
 
     def refusal(self, name: str) -> str | None:
         """Why plugin `name` cannot be reloaded (not loaded, opted out, a dependent opted out,
@@ -478,8 +536,9 @@ class Reloader:
         fresh.factory = factory
         return fresh
 
-    async def _report(self, item: Discovered, exc: Exception) -> str:
-        """Log the failed reload of `item` with the file and line, emit ``plugin:failed``."""
+    async def _report(self, item: Discovered, exc: Exception, *, kept: bool = True) -> str:
+        """Log the failed reload of `item` with the file and line, emit ``plugin:failed``
+        (`kept`: its previous version still serves)."""
         origin = exc.origin if isinstance(exc, _EditError) else where_raised(exc)
         where = f" ({origin['file']}:{origin['line']})" if origin.get("line") else ""
         if not where and origin.get("file"):
@@ -487,8 +546,9 @@ class Reloader:
         kind = "" if isinstance(exc, _EditError) else f"{type(exc).__name__}: "
         serving = self.loader.loaded.get(item.name)  # same settings as the failed version
         error = self.loader.scrub(f"{kind}{exc}{where}", serving.settings if serving else None)
+        outcome = "the previous version keeps serving" if kept else "it stays unloaded"
         logger.bind(plugin=item.name).error(
-            "reload of plugin {} failed, the previous version keeps serving: {}", item.name, error
+            "reload of plugin {} failed, {}: {}", item.name, outcome, error
         )
         events = self.loader.events
         if events is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -182,3 +183,62 @@ async def test_plugins_that_opt_out_or_bind_agent_services_are_refused(
     held = await host.reload_plugin("inmemory")
     assert not held.ok and held.error is not None and "'database'" in held.error
     assert "inmemory" not in host.reloader.reloadable()
+
+
+GUARDED = """
+from pathlib import Path
+from typing import ClassVar
+from contracts.agent import Provider, ProviderResult
+from contracts.plugin import Manifest, Plugin
+
+VALUE = "{value}"
+
+
+class ReloadMe(Plugin):
+    manifest: ClassVar[Manifest] = Manifest(name="reloadme")
+
+    async def setup(self):
+        if Path({marker!r}).exists():
+            raise RuntimeError("the service this plugin needs is down")
+
+    async def mood(self, message, state):
+        return ProviderResult(text="mood: " + VALUE)
+
+    def providers(self):
+        return [Provider("mood", self.mood)]
+"""
+
+
+async def test_a_plugin_whose_old_version_cannot_come_back_is_loaded_by_the_next_save(
+    plugin_files: PluginFiles, make_host: HostFactory, tmp_path: Path
+) -> None:
+    """A reload fails and the old version fails to set up again too (what it needs is down):
+    the plugin is unloaded, said so, and the next save to its files loads it anew."""
+    marker = tmp_path / "service-down"
+    plugin_files.module.write_text(GUARDED.format(value="v1", marker=str(marker)))
+    host = await make_host("reloadme", http=True)
+    assert host.reloader is not None and "mood: v1" in await state_text(host)
+    marker.touch()
+    failed = asyncio.ensure_future(next_event(host, PLUGIN_FAILED.name))
+    await asyncio.sleep(0.05)
+    plugin_files.module.write_text(GUARDED.format(value="v2", marker=str(marker)))
+    await failed
+    for _ in range(100):  # the rollback's own load failing comes right after
+        if host.reloader.lost:
+            break
+        await asyncio.sleep(0.05)
+    assert host.reloader.lost == ["reloadme"] and "reloadme" not in host.loader.loaded
+    assert "mood:" not in await state_text(host)
+    assert host.http is not None
+    async with httpx.AsyncClient(base_url=host.http.url) as client:
+        still_down = await client.post("/plugins/reloadme/reload")  # by hand: tried, fails
+    assert still_down.status_code == 200 and still_down.json()["ok"] is False
+    assert "the service this plugin needs is down" in still_down.json()["error"]
+    marker.unlink()
+    back = asyncio.ensure_future(next_event(host, PLUGIN_RELOADED.name))
+    await asyncio.sleep(0.05)
+    plugin_files.module.write_text(GUARDED.format(value="v3", marker=str(marker)))
+    payload = await back
+    assert payload.name == "reloadme"  # type: ignore[attr-defined]
+    assert "mood: v3" in await state_text(host)
+    assert host.reloader.lost == [] and host.reloader.history[-1].reloaded == ["reloadme"]
