@@ -549,9 +549,35 @@ class SqliteAdapter:
         with_embeddings: bool,
     ) -> list[tuple[Memory, float]]:
         with self._snapshot() as conn:
-            return self._search_in(
-                conn, embedding, query, k, kind, probes, ef_search, threshold, with_embeddings
-            )
+            table = query.table_name or DEFAULT_TABLE
+            dim, version = self._table_state(conn, table)
+            if dim is None:
+                return []
+            if len(embedding) != dim:
+                raise DimensionMismatchError(table, dim, len(embedding))
+            q = query_vector(embedding, dim)
+            index = self._index(table, kind, dim, version)
+            allowed = None
+            if query.filters_rows:
+                scoped = query.model_copy(update={"table_name": table, "after": None})
+                where, params = where_clause(scoped, keyset=False)
+                allowed = [r[0] for r in conn.execute(f"SELECT seq FROM memories{where}", params)]
+            labels, scores = index.search(q, k, allowed=allowed, probes=probes, ef_search=ef_search)
+            if threshold is not None:
+                kept = [
+                    (label, s) for label, s in zip(labels, scores, strict=True) if s >= threshold
+                ]
+                labels, scores = [label for label, _ in kept], [s for _, s in kept]
+            if not labels:
+                return []
+            # One statement for the k rows, their seqs as one JSON parameter (not k placeholders).
+            by_seqs = _BY_SEQS if with_embeddings else _BY_SEQS_NO_EMBEDDING
+            rows = {r[0]: r for r in conn.execute(by_seqs, (json.dumps(labels),))}
+            return [
+                (row_to_memory(rows[label]), score)
+                for label, score in zip(labels, scores, strict=True)
+                if label in rows
+            ]
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -565,46 +591,6 @@ class SqliteAdapter:
             yield conn
         finally:
             conn.execute("COMMIT")
-
-    def _search_in(
-        self,
-        conn: sqlite3.Connection,
-        embedding: F64,
-        query: MemoryQuery,
-        k: int,
-        kind: IndexType,
-        probes: int | None,
-        ef_search: int | None,
-        threshold: float | None,
-        with_embeddings: bool,
-    ) -> list[tuple[Memory, float]]:
-        table = query.table_name or DEFAULT_TABLE
-        dim, version = self._table_state(conn, table)
-        if dim is None:
-            return []
-        if len(embedding) != dim:
-            raise DimensionMismatchError(table, dim, len(embedding))
-        q = query_vector(embedding, dim)
-        index = self._index(table, kind, dim, version)
-        allowed = None
-        if query.filters_rows:
-            scoped = query.model_copy(update={"table_name": table, "after": None})
-            where, params = where_clause(scoped, keyset=False)
-            allowed = [r[0] for r in conn.execute(f"SELECT seq FROM memories{where}", params)]
-        labels, scores = index.search(q, k, allowed=allowed, probes=probes, ef_search=ef_search)
-        if threshold is not None:
-            kept = [(label, s) for label, s in zip(labels, scores, strict=True) if s >= threshold]
-            labels, scores = [label for label, _ in kept], [s for _, s in kept]
-        if not labels:
-            return []
-        # One statement for the k rows, their seqs as one JSON parameter (not k placeholders).
-        by_seqs = _BY_SEQS if with_embeddings else _BY_SEQS_NO_EMBEDDING
-        rows = {r[0]: r for r in conn.execute(by_seqs, (json.dumps(labels),))}
-        return [
-            (row_to_memory(rows[label]), score)
-            for label, score in zip(labels, scores, strict=True)
-            if label in rows
-        ]
 
     def _index(self, table: str, kind: IndexType, dim: int, version: int) -> VectorIndex:
         """`kind`'s index of `table` (on the worker, in a read snapshot); the exact one while
