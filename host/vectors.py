@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import faiss as _faiss
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "I64",
     "IndexParams",
     "IndexSet",
+    "IndexSettings",
     "VectorIndex",
     "as_vector",
     "check_index_type",
@@ -83,6 +84,27 @@ class IndexParams:
     ivf_probes: int | None = None
     """IVF lists scanned per query when a search passes none; None scans an eighth of the
     lists (at least 8): recall@10 about 0.9 on 384-d embeddings."""
+
+    @classmethod
+    def of(cls, settings: IndexSettings) -> IndexParams:
+        """The parameters a store plugin's settings give (fields of the same names)."""
+        return cls(
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_construction=settings.hnsw_ef_construction,
+            hnsw_ef_search=settings.hnsw_ef_search,
+            ivf_lists=settings.ivf_lists,
+            ivf_probes=settings.ivf_probes,
+        )
+
+
+class IndexSettings(Protocol):
+    """What a store plugin's settings hold for its vector indexes (`IndexParams.of`)."""
+
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
+    ivf_lists: int | None
+    ivf_probes: int | None
 
 
 def to_float32(vectors: Sequence[Sequence[float]] | npt.ArrayLike) -> F32:

@@ -28,16 +28,6 @@ class InMemorySettings(BaseModel):
     ivf_lists: int | None = Field(default=None, ge=1)
     ivf_probes: int | None = Field(default=None, ge=1)
 
-    def index_params(self) -> IndexParams:
-        """The vector index parameters these settings describe."""
-        return IndexParams(
-            hnsw_m=self.hnsw_m,
-            hnsw_ef_construction=self.hnsw_ef_construction,
-            hnsw_ef_search=self.hnsw_ef_search,
-            ivf_lists=self.ivf_lists,
-            ivf_probes=self.ivf_probes,
-        )
-
 
 class InMemoryPlugin(Plugin):
     """Memories in process memory, lost at exit. Pin it with ``services: {database: inmemory}``."""
@@ -56,7 +46,7 @@ class InMemoryPlugin(Plugin):
 
     async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
         """Service factory: a fresh store for the app scope, cleared when it closes."""
-        adapter = InMemoryAdapter(index_params=self.settings.index_params())
+        adapter = InMemoryAdapter(index_params=IndexParams.of(self.settings))
         try:
             yield adapter
         finally:

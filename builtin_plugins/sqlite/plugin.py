@@ -40,16 +40,6 @@ class SqliteSettings(BaseModel):
     ivf_lists: int | None = Field(default=None, ge=1)
     ivf_probes: int | None = Field(default=None, ge=1)
 
-    def index_params(self) -> IndexParams:
-        """The vector index parameters these settings describe."""
-        return IndexParams(
-            hnsw_m=self.hnsw_m,
-            hnsw_ef_construction=self.hnsw_ef_construction,
-            hnsw_ef_search=self.hnsw_ef_search,
-            ivf_lists=self.ivf_lists,
-            ivf_probes=self.ivf_probes,
-        )
-
     def resolve_path(self, data_dir: str | Path | None = None) -> Path:
         """The database file: `path` if absolute, else under `data_dir`."""
         base = Path(
@@ -81,7 +71,7 @@ class SqlitePlugin(Plugin):
         """Service factory: open the database, yield it, close it when the app scope ends."""
         adapter = await SqliteAdapter.open(
             self.settings.resolve_path(self.data_dir),
-            index_params=self.settings.index_params(),
+            index_params=IndexParams.of(self.settings),
             busy_timeout=self.settings.busy_timeout,
             synchronous=self.settings.synchronous,
         )
