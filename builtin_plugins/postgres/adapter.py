@@ -493,6 +493,9 @@ class PostgresAdapter:
         return int(row[0]) if row else 0
 
     async def embedding_dimension(self, table_name: str) -> int | None:
+        known = self._dimensions.get(table_name)  # fixed by the first embedding: never changes
+        if known is not None:
+            return known
         async with self.with_connection() as conn:
             cursor = await conn.execute(
                 "SELECT dimension FROM memory_tables WHERE table_name = %s", (table_name,)
@@ -518,7 +521,7 @@ class PostgresAdapter:
         kind = check_search(index_type, k, probes, ef_search)
         query = query or MemoryQuery()
         table = query.table_name or DEFAULT_TABLE
-        dim = self._dimensions.get(table) or await self.embedding_dimension(table)
+        dim = await self.embedding_dimension(table)
         if dim is None:
             return []
         if len(embedding) != dim:
@@ -603,7 +606,7 @@ class PostgresAdapter:
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         kind = check_index_type(index_type)
         table = table_name or DEFAULT_TABLE
-        dim = self._dimensions.get(table) or await self.embedding_dimension(table)
+        dim = await self.embedding_dimension(table)
         if kind == "flat" or dim is None:
             return
         delay = 0.05
