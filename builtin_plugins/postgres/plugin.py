@@ -96,13 +96,7 @@ class PostgresPlugin(Plugin):
             reconnect_timeout=s.reconnect_timeout,
             check_connections=s.check_connections,
             connect_timeout=s.connect_timeout,
-            index_params=IndexParams(
-                hnsw_m=s.hnsw_m,
-                hnsw_ef_construction=s.hnsw_ef_construction,
-                hnsw_ef_search=s.hnsw_ef_search,
-                ivf_lists=s.ivf_lists,
-                ivf_probes=s.ivf_probes,
-            ),
+            index_params=IndexParams.of(s),
             index_build_memory=s.index_build_memory,
         )
         self.adapter = adapter
