@@ -388,20 +388,20 @@ class Reloader:
             error = await self._report(*failure)
             return ReloadResult(name, False, duration, error)
         for new, took in finished:
-            logger.bind(plugin=new.name).info(
-                "plugin {} reloaded in {:.0f} ms", new.name, took * 1000
-            )
-            if self.loader.events is not None:
-                payload = PluginReloadedPayload(
-                    name=new.name, duration=took, version=new.manifest.version
-                )
-                await self.loader.events.emit(PLUGIN_RELOADED, payload)
-        if self._observer is not None:
-            watchable = self.reloadable()
-            for new, _ in finished:
-                if new.name in watchable:
-                    self._watch(new.name)
+            await self._announce(new, took, "reloaded")
         return ReloadResult(name, True, duration, None, [new.name for new, _ in finished])
+
+    async def _announce(self, new: LoadedPlugin, took: float, how: str) -> None:
+        """Log and emit ``plugin:reloaded`` for `new`, and watch its paths (its manifest may
+        name others now)."""
+        logger.bind(plugin=new.name).info("plugin {} {} in {:.0f} ms", new.name, how, took * 1000)
+        if self.loader.events is not None:
+            payload = PluginReloadedPayload(
+                name=new.name, duration=took, version=new.manifest.version
+            )
+            await self.loader.events.emit(PLUGIN_RELOADED, payload)
+        if self._observer is not None and new.name in self.reloadable():
+            self._watch(new.name)
 
     async def _roll_back(
         self,
@@ -448,22 +448,14 @@ class Reloader:
             failure = status.error if status is not None else None
             return ReloadResult(name, False, time.perf_counter() - started, failure)
         del self._lost[name]
+        await self._announce(loaded, time.perf_counter() - started, "loaded again")
         revived = [name]
         for other, lost in list(self._lost.items()):
             needs = lost.manifest.dependencies if lost.manifest is not None else ()
             ready = all(d in self.loader.loaded for d in needs)
             if ready and (await self._revive(other, time.perf_counter())).ok:
                 revived.append(other)
-        duration = time.perf_counter() - started
-        logger.bind(plugin=name).info("plugin {} loaded again in {:.0f} ms", name, duration * 1000)
-        if self.loader.events is not None:
-            payload = PluginReloadedPayload(
-                name=name, duration=duration, version=loaded.manifest.version
-            )
-            await self.loader.events.emit(PLUGIN_RELOADED, payload)
-        if self._observer is not None and name in self.reloadable():
-            self._watch(name)
-        return ReloadResult(name, True, duration, None, revived)
+        return ReloadResult(name, True, time.perf_counter() - started, None, revived)
 
     def refusal(self, name: str) -> str | None:
         """Why plugin `name` cannot be reloaded (not loaded, opted out, a dependent opted out,
