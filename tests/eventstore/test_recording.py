@@ -178,6 +178,18 @@ def test_keys_in_an_opaque_payload_are_masked_as_the_python_walk_masks_them() ->
         assert json.loads(_same(Box({key: "v"}), frozenset())) == {"data": {key: MASK}}
 
 
+def created(memory: Memory) -> MemoryPayload:
+    """The memory:created payload of `memory` (table messages)."""
+    return MemoryPayload(
+        agent_id=memory.agent_id,
+        room_id=memory.room_id,
+        entity_id=memory.entity_id,
+        memory_id=memory.id,
+        table_name="messages",
+        memory=memory,
+    )
+
+
 def test_embeddings_are_left_out_of_models_and_dicts() -> None:
     memory = Memory(
         agent_id=uuid4(),
@@ -186,14 +198,7 @@ def test_embeddings_are_left_out_of_models_and_dicts() -> None:
         content=Content(text="hi"),
         embedding=[0.5] * 8,
     )
-    payload = MemoryPayload(
-        agent_id=memory.agent_id,
-        room_id=memory.room_id,
-        entity_id=memory.entity_id,
-        memory_id=memory.id,
-        table_name="messages",
-        memory=memory,
-    )
+    payload = created(memory)
     data = json.loads(_same(payload, EMBEDDING_KEYS))
     assert "embedding" not in data["memory"] and data["memory"]["content"] == {"text": "hi"}
     assert Memory.model_validate(data["memory"]).embedding is None
@@ -223,16 +228,7 @@ def test_ordinary_payloads_take_the_one_pass_path(monkeypatch: pytest.MonkeyPatc
         content=Content(text="hello"),
         embedding=[0.1, 0.2],
     )
-    encoder(
-        MemoryPayload(
-            agent_id=memory.agent_id,
-            room_id=memory.room_id,
-            entity_id=memory.entity_id,
-            memory_id=memory.id,
-            table_name="messages",
-            memory=memory,
-        )
-    )
+    encoder(created(memory))
     encoder(
         ModelUsedPayload(
             model_type="text_embedding",
