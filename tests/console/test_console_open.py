@@ -1,0 +1,84 @@
+"""A host without an API key: the console is open like the API, and still refuses state changes
+without its session's CSRF token (a page on another site could otherwise post to it); the
+console's figures and prompt sections in isolation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from host.app import Host
+from host.config import LoadedConfig
+from host.console.charts import History, bars, sparkline
+from host.console.records import prompt_sections
+
+
+@pytest.fixture
+async def open_host(tmp_path: Path) -> AsyncIterator[Host]:
+    config = HostConfig(
+        data_dir=tmp_path / "data",
+        http=HttpSettings(port=0),
+        agents=AgentsSettings(characters_dir=tmp_path / "none"),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start(http=True)
+    try:
+        yield host
+    finally:
+        await host.stop()
+
+
+async def test_open_console_still_needs_the_csrf_token(open_host: Host) -> None:
+    assert open_host.http is not None
+    async with httpx.AsyncClient(base_url=open_host.http.url, timeout=30) as client:
+        form = {"agent": "Eliza", "text": "hello"}
+        cold = await client.post("/console/chat/send", data=form)
+        assert cold.status_code == 403 and "no console session" in cold.json()["detail"]
+        page = await client.get("/")
+        assert page.status_code == 200 and "agenthost_console" in page.headers["set-cookie"]
+        assert "Log out" not in page.text  # nothing to log out of
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+        assert token is not None
+        refused = await client.post("/console/chat/send", data=form)
+        assert refused.status_code == 403
+        sent = await client.post(
+            "/console/chat/send", data=form, headers={"X-CSRF-Token": token.group(1)}
+        )
+        assert sent.status_code == 200
+        turn = re.search(r'sse-connect="(/console/stream/[^"]+)"', sent.text)
+        assert turn is not None
+        async with client.stream("GET", turn.group(1)) as stream:
+            body = "".join([chunk async for chunk in stream.aiter_text()])
+        assert body.count("event: chunk") >= 2 and "event: reply" in body
+        assert body.index("event: reply") < body.index("event: done")
+        again = await client.get(turn.group(1))  # a reconnect after the reply only closes
+        assert "event: done" in again.text and "event: chunk" not in again.text
+
+
+def test_prompt_sections_split_at_headings() -> None:
+    prompt = "# About Eliza\nA listener.\n\nEliza is patient.\n\n# Message from ann\nhi\n\nthere"
+    assert prompt_sections(prompt) == [
+        ("About Eliza", "A listener.\n\nEliza is patient."),
+        ("Message from ann", "hi\n\nthere"),
+    ]
+    assert prompt_sections("just text") == [("", "just text")]
+
+
+def test_rate_history_and_chart_geometry() -> None:
+    history = History(size=3)
+    assert history.add(0, now=10.0) == 0.0
+    assert history.add(10, now=12.0) == 5.0
+    assert history.add(10, now=12.1) == 5.0  # two reads at once: the same figure
+    assert history.add(16, now=14.0) == 3.0
+    assert history.add(16, now=16.0) == 0.0
+    assert list(history.rates) == [5.0, 3.0, 0.0]
+    points = sparkline([0.0, 5.0, 2.5], width=100, height=50)
+    assert points == "0.0,48.0 50.0,2.0 100.0,25.0"
+    drawn = bars([("model", 0.2), ("total", 0.4)], width=200)
+    assert [b.width for b in drawn] == [100.0, 200.0] and drawn[1].text == "400.0 ms"
