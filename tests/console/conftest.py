@@ -170,9 +170,13 @@ def console_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleHo
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"{CHROMIUM} is absent in CI: .ci/run installs it (scripts/install-chromium.sh)"
+            )
         pytest.skip(
             f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium;"
-            " scripts/bootstrap.sh does it in CI)"
+            " .ci/run does it with scripts/install-chromium.sh)"
         )
     from playwright.sync_api import sync_playwright
 

@@ -253,6 +253,8 @@ def test_plugins_page_reloads_a_plugin_in_dev_mode(
         "!document.querySelector('#plugin-consoleprobe').innerText.includes('never')"
     )
     assert re.search(r"ok\s+[\d.]+ ms", row.inner_text()), row.inner_text()
+    assert page.evaluate("document.activeElement.textContent") == "Reload consoleprobe"
+    assert "Not reloadable" in page.locator("#plugin-audit").inner_text()  # opts out
     broken = page.locator("#plugin-brokenprobe")
     assert "failed" in broken.inner_text() and "at setup" in broken.inner_text()
     _shot(page, "plugins-light")
@@ -315,7 +317,8 @@ def test_agents_stop_and_start(new_page: Any, console_host: ConsoleHost) -> None
     ada.get_by_role("button", name="Stop Ada").click()
     ada.get_by_role("button", name="Start Ada").wait_for()
     assert "stopped" in ada.inner_text()
-    assert page.evaluate("document.activeElement !== null")
+    # keyboard focus stays on the card's button, now the other one
+    assert page.evaluate("document.activeElement.textContent") == "Start Ada"
     with console_host.api() as api:
         assert {a["name"]: a["running"] for a in api.get("/agents").json()}["Ada"] is False
     ada.get_by_role("button", name="Start Ada").click()
