@@ -10,6 +10,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from contracts.events import (
+    ACTION_COMPLETED,
+    ACTION_STARTED,
+    MEMORY_CREATED,
+    MEMORY_DELETED,
+    MEMORY_UPDATED,
+    MESSAGE_RECEIVED,
+    MESSAGE_SENT,
+    MODEL_USED,
+)
 from contracts.eventstore import EVENT_STORE, DomainEvent, EventFilter, EventStore
 from host.eventstore.replay import ReplayReport, _host_runtime_factory, replay_conversation
 
@@ -28,15 +38,18 @@ __all__ = [
     "what_the_agent_saw",
 ]
 
-EVENT_TYPES: tuple[str, ...] = (
-    "message:received",
-    "message:sent",
-    "model:used",
-    "action:started",
-    "action:completed",
-    "memory:created",
-    "memory:updated",
-    "memory:deleted",
+EVENT_TYPES: tuple[str, ...] = tuple(
+    event.name
+    for event in (
+        MESSAGE_RECEIVED,
+        MESSAGE_SENT,
+        MODEL_USED,
+        ACTION_STARTED,
+        ACTION_COMPLETED,
+        MEMORY_CREATED,
+        MEMORY_UPDATED,
+        MEMORY_DELETED,
+    )
 )
 """The event types a room's timeline can be filtered by (those the audit trail files under a
 room)."""

@@ -75,6 +75,14 @@ class Turn:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Picked:
+    runtime: AgentRuntime | None
+    room: UUID | None
+    context: dict[str, Any]
+    """What the picker template needs besides them (running agents, the agent's rooms)."""
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
@@ -120,6 +128,17 @@ class Console:
 
     def runtime(self, ref: str) -> AgentRuntime | None:
         return self.agents.find(ref) if ref else None
+
+    async def pick(self, agent: str, room: str, *, first_room: bool) -> Picked:
+        """The agent and room a page's picker names: the first running agent when none is
+        named; the most recent room when none is (and `first_room`), else None (a new room)."""
+        running = self.agents.running
+        runtime = self.runtime(agent) or (running[0] if running else None)
+        rooms = await list_rooms(runtime) if runtime is not None else []
+        room_id = _uuid(room)
+        if room_id is None and first_room and rooms:
+            room_id = rooms[0].room_id
+        return Picked(runtime, room_id, {"running": running, "rooms": rooms})
 
 
 def _set_cookie(response: Response, session_id: str) -> None:
@@ -218,10 +237,8 @@ def _router(console: Console) -> APIRouter:
     @router.get("/console/chat")
     async def chat(request: Request, agent: str = "", room: str = "") -> HTMLResponse:
         found = auth(request)
-        running = agents.running
-        runtime = console.runtime(agent) or (running[0] if running else None)
-        rooms = await list_rooms(runtime) if runtime is not None else []
-        room_id = _uuid(room)
+        picked = await console.pick(agent, room, first_room=False)
+        runtime, room_id = picked.runtime, picked.room
         history = []
         if runtime is not None and room_id is not None:
             rows = await runtime.database.get_memories(
@@ -241,11 +258,10 @@ def _router(console: Console) -> APIRouter:
             request,
             found,
             "chat.html",
-            running=running,
             runtime=runtime,
-            rooms=rooms,
             room=room_id,
             history=history,
+            **picked.context,
         )
 
     @router.post("/console/chat/send")
@@ -346,9 +362,8 @@ def _router(console: Console) -> APIRouter:
         request: Request, agent: str = "", room: str = "", cursor: str = "", q: str = ""
     ) -> HTMLResponse:
         found = auth(request)
-        runtime = console.runtime(agent) or (agents.running[0] if agents.running else None)
-        rooms = await list_rooms(runtime) if runtime is not None else []
-        room_id = _uuid(room) or (rooms[0].room_id if rooms else None)
+        picked = await console.pick(agent, room, first_room=True)
+        runtime, room_id = picked.runtime, picked.room
         items: list[Any] = []
         hits: list[Any] | None = None
         next_cursor = problem = None
@@ -376,10 +391,9 @@ def _router(console: Console) -> APIRouter:
             request,
             found,
             "memories.html",
-            running=agents.running,
             runtime=runtime,
-            rooms=rooms,
             room=room_id,
+            **picked.context,
             items=items,
             hits=hits,
             q=q,
@@ -416,9 +430,8 @@ def _router(console: Console) -> APIRouter:
         request: Request, agent: str = "", room: str = "", type: str = "", after: int = 0
     ) -> HTMLResponse:
         found = auth(request)
-        runtime = console.runtime(agent) or (agents.running[0] if agents.running else None)
-        rooms = await list_rooms(runtime) if runtime is not None else []
-        room_id = _uuid(room) or (rooms[0].room_id if rooms else None)
+        picked = await console.pick(agent, room, first_room=True)
+        runtime, room_id = picked.runtime, picked.room
         store = await event_store(console.host)
         page = None
         if store is not None and runtime is not None and room_id is not None:
@@ -431,10 +444,9 @@ def _router(console: Console) -> APIRouter:
             request,
             found,
             "timeline.html",
-            running=agents.running,
             runtime=runtime,
-            rooms=rooms,
             room=room_id,
+            **picked.context,
             types=EVENT_TYPES,
             type=type,
             page=page,
