@@ -10,12 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
 from host.app import Host
 from host.config import LoadedConfig
 from host.console.charts import History, bars, sparkline
 from host.console.records import prompt_sections
+from host.console.routes import _local
 
 
 @pytest.fixture
@@ -82,3 +85,26 @@ def test_rate_history_and_chart_geometry() -> None:
     assert points == "0.0,48.0 50.0,2.0 100.0,25.0"
     drawn = bars([("model", 0.2), ("total", 0.4)], width=200)
     assert [b.width for b in drawn] == [100.0, 200.0] and drawn[1].text == "400.0 ms"
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_login_redirect_target_is_always_a_local_path(target: str) -> None:
+    local = _local(target)
+    assert local.startswith("/") and not local.startswith("//")
+    assert local in (target, "/")
+
+
+@given(
+    st.lists(
+        st.tuples(st.text("ab ", min_size=1, max_size=8), st.text("xy \n", max_size=30)),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_prompt_sections_split_any_prompt_back_into_its_blocks(
+    blocks: list[tuple[str, str]],
+) -> None:
+    prompt = "\n\n".join(f"# {heading}\n{body}" for heading, body in blocks)
+    assert prompt_sections(prompt) == [(heading.strip(), body) for heading, body in blocks]
