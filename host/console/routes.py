@@ -226,9 +226,12 @@ def _router(console: Console) -> APIRouter:
         found = auth(request)
         if found.session is not None:
             console.sessions.drop(found.session.id)
-        response = RedirectResponse("/login", status_code=303)
+        response: Response
+        if request.headers.get("hx-request"):  # htmx follows the header, not a redirect
+            response = Response(status_code=200, headers={"HX-Redirect": "/login"})
+        else:
+            response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
-        response.headers["HX-Redirect"] = "/login"
         return response
 
     # ---------------------------------------------------------------- chat

@@ -129,6 +129,11 @@ def test_login_page_then_chat_streams_the_reply_token_by_token(
     assert "It was my father too" in saw.locator("q").first.inner_text()
     _shot(page, "chat-light")
 
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(re.compile(r"/login$"))
+    page.goto(console_host.url + "/console/agents")
+    assert "/login?next=%2Fconsole%2Fagents" in page.url  # the session is gone
+
     dark = new_page(dark=True, phone=True)
     dark.goto(f"{console_host.url}/console/chat?agent=Eliza&room={room}")
     assert dark.locator("#conversation li").count() == 4  # history of the room
