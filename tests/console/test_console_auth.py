@@ -70,6 +70,8 @@ def test_every_page_and_fragment_needs_the_key(console_host: ConsoleHost) -> Non
         for path in PAGES:
             page = api.get(path)
             assert page.status_code == 200, path
+            policy = page.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
             sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
             assert all(s.startswith(("/", "#", "data:")) for s in sources), (path, sources)
 

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from host.eventstore.sqlite import SqliteEventStore
 
@@ -39,6 +40,7 @@ def _session_cookie(host: ConsoleHost) -> dict[str, Any]:
 def new_page(browser: Any, console_host: ConsoleHost) -> Iterator[Any]:
     """Opens a logged-in page: ``new_page(dark=False, phone=False)``."""
     contexts: list[Any] = []
+    blocked: list[str] = []
 
     def make(*, dark: bool = False, phone: bool = False, login: bool = True) -> Any:
         context = browser.new_context(
@@ -51,12 +53,19 @@ def new_page(browser: Any, console_host: ConsoleHost) -> Iterator[Any]:
             context.add_cookies([_session_cookie(console_host)])
         page = context.new_page()
         page.set_default_timeout(SECONDS)
+        page.on(
+            "console",
+            lambda message: (
+                blocked.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
         page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm
         return page
 
     yield make
     for context in contexts:
         context.close()
+    assert blocked == []  # the console itself never trips its Content-Security-Policy
 
 
 def _shot(page: Any, name: str) -> None:
@@ -171,7 +180,7 @@ def test_memories_page_by_page_search_and_delete(new_page: Any, console_host: Co
     page.get_by_role("link", name="Back to all memories").click()
     victim = items.first.locator("p.text").inner_text()
     items.first.get_by_role("button", name=re.compile("Delete memory")).click()
-    page.wait_for_function("document.querySelectorAll('#memory-list > li.memory').length == 19")
+    expect(items).to_have_count(19)  # (no wait_for_function: the page's CSP forbids eval)
     page.reload()
     assert victim not in page.locator("#memory-list").inner_text()
     assert items.count() == 20  # the next page's first memory moved up
@@ -254,9 +263,7 @@ def test_plugins_page_reloads_a_plugin_in_dev_mode(
     assert "loaded" in row.inner_text() and "never" in row.inner_text()
     console_host.probe.write_text(PROBE.format(value="second"))
     row.get_by_role("button", name="Reload consoleprobe").click()
-    page.wait_for_function(
-        "!document.querySelector('#plugin-consoleprobe').innerText.includes('never')"
-    )
+    expect(row).not_to_contain_text("never")
     assert re.search(r"ok\s+[\d.]+ ms", row.inner_text()), row.inner_text()
     assert page.evaluate("document.activeElement.textContent") == "Reload consoleprobe"
     assert "Not reloadable" in page.locator("#plugin-audit").inner_text()  # opts out
@@ -349,9 +356,8 @@ def test_metrics_refresh(new_page: Any, console_host: ConsoleHost) -> None:
     ]
     assert "text_large" in page.locator("#models").inner_text()
     _talk(console_host, "eliza", uuid4(), "three", "four", "five")
-    page.wait_for_function(
-        f"Number(document.querySelector('#m-processed').innerText) >= {before + 3}"
-    )
+    expect(page.locator("#m-processed")).not_to_have_text(str(before))  # refreshed
+    assert int(page.locator("#m-processed").inner_text()) >= before + 3
     page.wait_for_selector("polyline.spark")
     _shot(page, "metrics-light")
     dark = new_page(dark=True, phone=True)
