@@ -28,7 +28,7 @@ from contracts.agent import Reply
 from contracts.memory import Cursor, InvalidCursorError, MemoryQuery
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams
 from host.agents import AgentManager, UnknownAgentError
-from host.http_manage import character_name, delete_memory, delete_room_memories, list_rooms
+from host.http_manage import character_name, delete_memory, delete_room_memories
 from host.runtime import AgentRuntime, agent_id_for
 
 from .auth import (
@@ -52,6 +52,7 @@ from .records import (
     summarize,
     what_the_agent_saw,
 )
+from .rooms import RoomIndex
 
 if TYPE_CHECKING:
     from host.app import Host
@@ -120,6 +121,7 @@ class Console:
         self.turns: dict[str, Turn] = {}
         self.history = History()
         self.env = _environment()
+        self.rooms = RoomIndex(host.events)
 
     @property
     def agents(self) -> AgentManager:
@@ -149,7 +151,7 @@ class Console:
         named; the most recent room when none is (and `first_room`), else None (a new room)."""
         running = self.agents.running
         runtime = self.runtime(agent) or (running[0] if running else None)
-        rooms = await list_rooms(runtime) if runtime is not None else []
+        rooms = await self.rooms.rooms(runtime) if runtime is not None else []
         room_id = _uuid(room)
         if room_id is None and first_room and rooms:
             room_id = rooms[0].room_id

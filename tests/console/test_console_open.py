@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -14,11 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from contracts.memory import Memory, MemoryQuery
 from host.app import Host
 from host.config import LoadedConfig
 from host.console.charts import History, bars, sparkline
 from host.console.records import prompt_sections
+from host.console.rooms import RoomIndex
 from host.console.routes import _local
+from host.http_manage import delete_memory, delete_room_memories, list_rooms
 
 
 @pytest.fixture
@@ -108,3 +112,37 @@ def test_prompt_sections_split_any_prompt_back_into_its_blocks(
 ) -> None:
     prompt = "\n\n".join(f"# {heading}\n{body}" for heading, body in blocks)
     assert prompt_sections(prompt) == [(heading.strip(), body) for heading, body in blocks]
+
+
+async def test_room_index_follows_the_bus_and_rescans_when_old(open_host: Host) -> None:
+    assert open_host.agents is not None
+    runtime = open_host.agents.get("Eliza")
+    index = RoomIndex(open_host.events)
+    first, second, user = uuid4(), uuid4(), uuid4()
+
+    def message(text: str, room: UUID) -> Memory:
+        return runtime.new_message(text, room_id=room, entity_id=user)
+
+    await runtime.process_message(message("I feel sad", first))
+    assert [(r.room_id, r.memories) for r in await index.rooms(runtime)] == [(first, 2)]
+    await runtime.process_message(message("my mother", second))
+    await runtime.process_message(message("I dream", first))
+    rooms = await index.rooms(runtime)  # from the events, no scan
+    assert [(r.room_id, r.memories) for r in rooms] == [(first, 4), (second, 2)]
+    page = await runtime.database.get_memories(MemoryQuery(room_id=second, limit=1))
+    assert await delete_memory(runtime, page[0].id)
+    assert [(r.room_id, r.memories) for r in await index.rooms(runtime)] == [
+        (first, 4),
+        (second, 1),
+    ]
+    assert await delete_room_memories(runtime, second) == 1
+    assert [r.room_id for r in await index.rooms(runtime)] == [first]
+    # written past the bus: seen at the next scan, once the index is older than its ttl
+    stray = message("stray", second)
+    await runtime.database.create_memory(stray)
+    assert [r.room_id for r in await index.rooms(runtime)] == [first]
+    index.ttl = 0
+    assert {r.room_id for r in await index.rooms(runtime)} == {first, second}
+    assert await list_rooms(runtime) == await index.rooms(runtime)
+    for subscription in index.subscriptions:
+        subscription.cancel()
