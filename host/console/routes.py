@@ -187,7 +187,8 @@ def mount_console(app: FastAPI, host: Host) -> None:
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: Exception) -> Response:
-        fragment = request.headers.get("hx-request") or request.url.path.startswith("/console/s")
+        stream = request.url.path.startswith("/console/stream/")  # an EventSource
+        fragment = request.headers.get("hx-request") or stream
         if fragment or request.method != "GET":
             return JSONResponse(
                 {"detail": "log in to the console (or send the API key)"},
@@ -212,7 +213,9 @@ def _router(console: Console) -> APIRouter:
     # ---------------------------------------------------------------- login
 
     @router.get("/login")
-    async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    async def login_page(request: Request, next: str = "/") -> Response:
+        if request.app.state.api_key is None:  # nothing to log in to
+            return RedirectResponse(_local(next), status_code=303)
         return console.render(
             request, Auth(None), "login.html", next=_local(next), error=None, need_key=True
         )

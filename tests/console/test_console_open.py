@@ -47,6 +47,9 @@ async def test_open_console_still_needs_the_csrf_token(open_host: Host) -> None:
         form = {"agent": "Eliza", "text": "hello"}
         cold = await client.post("/console/chat/send", data=form)
         assert cold.status_code == 403 and "no console session" in cold.json()["detail"]
+        assert (await client.get("/login?next=/console/agents")).headers["location"] == (
+            "/console/agents"
+        )
         page = await client.get("/")
         assert page.status_code == 200 and "agenthost_console" in page.headers["set-cookie"]
         assert "Log out" not in page.text  # nothing to log out of
