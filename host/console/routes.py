@@ -601,6 +601,8 @@ async def _reply_events(
             await stream.aclose()
     template = console.env.get_template("_reply.html")
     agent = runtime.agent_id if runtime is not None else turn.agent
-    html = template.render(reply=reply, problem=problem, agent=agent, csrf=found.csrf)
+    html = template.render(
+        reply=reply, problem=problem, agent=agent, name=turn.agent, csrf=found.csrf
+    )
     yield {"event": "reply", "data": str(Markup(html))}
     yield {"event": "done", "data": ""}

@@ -70,6 +70,8 @@ bio:
   - 'Counts things. <script>window.__pwned = "bio"</script>'
 adjectives: [precise, <b>bold</b>]
 topics: [engines]
+settings:
+  secrets: {ENGINE_TOKEN: ada-secret-value}
 """
 
 

@@ -116,6 +116,8 @@ def test_login_page_then_chat_streams_the_reply_token_by_token(
     for stage in ("memory", "providers", "model", "total"):
         assert stage in timings
     assert "Actions run: 0" in agent_reply.inner_text()
+    announced = agent_reply.get_by_role("status").inner_text()  # for screen readers
+    assert announced == f"Eliza replied: {text}"
     assert page.get_by_label("Message to Eliza").evaluate("e => e === document.activeElement")
     room = page.locator("#room-field").input_value()
     UUID(room)  # the new room's id, kept for the next message
@@ -302,6 +304,7 @@ def test_stored_markup_is_shown_as_text(new_page: Any, console_host: ConsoleHost
     ada.get_by_text("Character").click()
     assert '<script>window.__pwned = "bio"</script>' in ada.inner_text()
     assert "<b>bold</b>" in ada.inner_text()
+    assert "ada-secret-value" not in page.content()  # a character's secrets are never shown
     page.goto(f"{console_host.url}/console/plugins")
     assert (
         '<script>window.__pwned = "plugin"</script>'
