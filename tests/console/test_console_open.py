@@ -25,16 +25,22 @@ from host.console.routes import _local
 from host.http_manage import delete_memory, delete_room_memories, list_rooms
 
 
-@pytest.fixture
-async def open_host(tmp_path: Path) -> AsyncIterator[Host]:
+async def _host(tmp_path: Path, *plugins: str) -> Host:
     config = HostConfig(
         data_dir=tmp_path / "data",
         http=HttpSettings(port=0),
         agents=AgentsSettings(characters_dir=tmp_path / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
+        plugins=PluginsSettings(enabled=list(plugins)),
     )
     host = Host(LoadedConfig(config, None))
     await host.start(http=True)
+    return host
+
+
+@pytest.fixture
+async def open_host(tmp_path: Path) -> AsyncIterator[Host]:
+    """No API key; ELIZA, SQLite and the audit trail."""
+    host = await _host(tmp_path, "sqlite", "eliza", "audit")
     try:
         yield host
     finally:
@@ -149,3 +155,48 @@ async def test_room_index_follows_the_bus_and_rescans_when_old(open_host: Host) 
     assert await list_rooms(runtime) == await index.rooms(runtime)
     for subscription in index.subscriptions:
         subscription.cancel()
+
+
+async def test_every_page_answers_with_no_agent_running(open_host: Host) -> None:
+    assert open_host.agents is not None and open_host.http is not None
+    await open_host.agents.stop("Eliza")
+    async with httpx.AsyncClient(base_url=open_host.http.url, timeout=30) as client:
+        for path in (
+            "/",
+            "/console/memories",
+            "/console/timeline",
+            "/console/agents",
+            "/console/plugins",
+            "/console/metrics",
+            "/console/fragments/metrics",
+        ):
+            page = await client.get(path)
+            assert page.status_code == 200, (path, page.text[-500:])
+        chat = (await client.get("/")).text
+        assert "No agent is running" in chat
+        assert "stopped" in (await client.get("/console/agents")).text
+        token = re.search(r'name="csrf-token" content="([^"]+)"', chat)
+        assert token is not None
+        refused = await client.post(
+            "/console/chat/send",
+            data={"agent": "Eliza", "text": "anyone?"},
+            headers={"X-CSRF-Token": token.group(1)},
+        )
+        assert refused.status_code == 422 and "Pick a running agent." in refused.text
+
+
+async def test_without_an_event_store_the_console_says_so(tmp_path: Path) -> None:
+    host = await _host(tmp_path, "sqlite", "eliza")  # no audit plugin: no event store
+    try:
+        assert host.agents is not None and host.http is not None
+        runtime = host.agents.get("Eliza")
+        reply = await runtime.process_message(
+            runtime.new_message("hello", room_id=uuid4(), entity_id=uuid4())
+        )
+        async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as client:
+            timeline = await client.get(f"/console/timeline?room={reply.room_id}")
+            assert timeline.status_code == 200 and "No event store" in timeline.text
+            saw = await client.get(f"/console/agents/Eliza/saw/{reply.message_id}")
+            assert saw.status_code == 200 and "No event store" in saw.text
+    finally:
+        await host.stop()
