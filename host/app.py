@@ -39,6 +39,7 @@ from host.cache import ProviderCache
 from host.characters import default_character, load_characters
 from host.components import ComponentRegistry
 from host.config import LoadedConfig, load_config
+from host.console import mount_console
 from host.container import Container
 from host.discovery import Discovered, discover
 from host.events import EventBus, EventSettings
@@ -241,9 +242,10 @@ class Host:
         include_guarded(app, plugins_router(self))
         if self.reloader is not None:
             include_guarded(app, reload_router(self))
+        mount_console(app, self)
         self.http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
         await self.http.start()
-        _log.info("HTTP API on {} (OpenAPI at /docs)", self.http.url)
+        _log.info("HTTP API on {} (OpenAPI at /docs, web console at /)", self.http.url)
         return self.http
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 - ``POST /agents/{agent}/messages``                   send a message, get the `Reply`
 - ``POST /agents/{agent}/messages/stream``            the same, reply streamed as server-sent events
 - ``GET  /agents/{agent}/rooms/{room_id}/memories``   a room's memories, paginated by cursor
+- start / stop agents, list an agent's rooms, delete memories: `host.http_manage`
 
 ``{agent}`` is an agent's name, username or id. When ``http.api_key`` is set, every route but
 ``/health`` requires it in the ``X-API-Key`` header (401 otherwise). Request bodies over
@@ -42,6 +43,7 @@ from contracts.agent import AgentError, Reply
 from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Order
 from contracts.models import ModelError
 from host.agents import AgentManager, UnknownAgentError
+from host.http_manage import manage_router
 from host.runtime import AgentRuntime, agent_id_for
 
 __all__ = [
@@ -377,6 +379,7 @@ def create_app(
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API")
 
     include_guarded(app, guarded)
+    include_guarded(app, manage_router())
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:

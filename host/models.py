@@ -340,6 +340,7 @@ class ModelRegistry:
             started = time.perf_counter()
             yielded = False
             final: TextChunk | None = None
+            texts: list[str] = []
             try:
                 # closed with this stream: a consumer that stops early closes the provider's
                 # stream now, not whenever the garbage collector finalizes it
@@ -347,6 +348,7 @@ class ModelRegistry:
                     async for chunk in chunks:
                         yielded = True
                         final = chunk
+                        texts.append(chunk.text)
                         yield chunk
             except Exception as exc:
                 if events is not None:
@@ -361,7 +363,10 @@ class ModelRegistry:
             if entry.circuit.failures:
                 self._succeeded(entry)
             if events is not None:
-                await self._report(entry, started, failed, params, result=final, streamed=True)
+                # the recorded output is the whole text (replay answers with it), not the last
+                # chunk's
+                whole = None if final is None else final.model_copy(update={"text": "".join(texts)})
+                await self._report(entry, started, failed, params, result=whole, streamed=True)
             return
         raise _exhausted(model_type, candidates, last)
 

@@ -198,6 +198,32 @@ async def test_streaming_with_and_without_a_stream_handler() -> None:
     assert [c.text for c in single] == ["abc"] and single[0].finish_reason == "stop"
 
 
+async def test_a_streamed_call_records_the_whole_text_as_its_output() -> None:
+    """model:used of a stream holds the joined text (what replay answers with), not the last
+    chunk's; the finish reason is the last chunk's."""
+
+    async def stream(params: TextParams) -> AsyncIterator[TextChunk]:
+        yield TextChunk(text="Tell ", index=0)
+        yield TextChunk(text="me more.", index=1, finish_reason="stop")
+
+    async def whole(params: TextParams) -> TextResult:
+        return TextResult(text="Tell me more.")
+
+    bus = EventBus()
+    used: list[ModelUsedPayload] = []
+    bus.on(MODEL_USED, used.append)
+    registry = ModelRegistry(events=bus)
+    registry.register(ModelHandler(TEXT_LARGE, whole, stream), owner="streamer")
+    assert [c.text async for c in registry.stream_model(TEXT_LARGE, TextParams(prompt="x"))] == [
+        "Tell ",
+        "me more.",
+    ]
+    (payload,) = used
+    assert payload.streamed and payload.output is not None
+    assert payload.output.model_dump()["text"] == "Tell me more."
+    assert payload.output.model_dump()["finish_reason"] == "stop"
+
+
 async def test_a_stream_falls_back_only_before_its_first_chunk() -> None:
     async def dies_early(params: TextParams) -> AsyncIterator[TextChunk]:
         raise ConnectionError("down")

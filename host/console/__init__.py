@@ -1,0 +1,11 @@
+"""The web console: chat, agents, plugins, memories, timeline and metrics in the browser.
+
+Served by the host on its HTTP port (``/``), behind the same API key; server-rendered Jinja2
+templates and htmx (vendored in ``static/``), no build step. See docs/console.md.
+"""
+
+from __future__ import annotations
+
+from .routes import mount_console
+
+__all__ = ["mount_console"]

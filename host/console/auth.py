@@ -1,0 +1,137 @@
+"""Who may use the console: the API key, once, then a browser session with a CSRF token.
+
+A browser cannot put the ``X-API-Key`` header on a page load or an EventSource, so the key is
+typed once on ``/login`` and exchanged for a session: a random id in an ``HttpOnly``,
+``SameSite=Strict`` cookie, kept in this process only (a restart logs everyone out). A request
+carrying the key in ``X-API-Key`` is accepted as well (scripts, tests).
+
+Cookies ride along on cross-site requests that SameSite does not stop (same-site subdomains,
+older browsers), so every state-changing request made with the cookie (POST, DELETE) must also
+carry the session's CSRF token in the ``X-CSRF-Token`` header, which htmx sends from the page's
+``<meta name="csrf-token">`` (``console.js``): another site can neither read the token nor set a
+custom header without a CORS preflight, which this server never grants. A request with an
+``Origin`` other than this server's is refused too. Without an API key configured the console
+is open like the API, and still issues a session on the first page so that CSRF holds.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from fastapi import Request
+
+from host.http import API_KEY_HEADER
+
+__all__ = [
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
+    "Auth",
+    "LoginRequired",
+    "Refused",
+    "Session",
+    "Sessions",
+    "authenticate",
+    "key_matches",
+]
+
+SESSION_COOKIE = "agenthost_console"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    csrf: str
+    created: float
+
+
+class Sessions:
+    """The console's sessions, in memory, oldest dropped beyond `limit`, expired after `ttl`."""
+
+    def __init__(self, *, limit: int = 1000, ttl: float = 12 * 3600) -> None:
+        self.limit = limit
+        self.ttl = ttl
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+
+    def new(self) -> Session:
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.monotonic())
+        self._sessions[session.id] = session
+        while len(self._sessions) > self.limit:
+            self._sessions.popitem(last=False)
+        return session
+
+    def get(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if time.monotonic() - session.created > self.ttl:
+            del self._sessions[session_id]
+            return None
+        return session
+
+    def drop(self, session_id: str | None) -> None:
+        if session_id:
+            self._sessions.pop(session_id, None)
+
+
+class LoginRequired(Exception):
+    """No key and no session: pages redirect to ``/login``, fragments answer 401."""
+
+
+class Refused(Exception):
+    """A state-changing request without the session's CSRF token, or from another origin."""
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """How a console request was let in."""
+
+    session: Session | None
+    """The browser session (None when the key came in the header)."""
+    new: bool = False
+    """The session was made for this request (no API key configured): set its cookie."""
+
+    @property
+    def csrf(self) -> str:
+        return self.session.csrf if self.session is not None else ""
+
+
+def key_matches(expected: str, given: str | None) -> bool:
+    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+def authenticate(request: Request, sessions: Sessions) -> Auth:
+    """Let the request in (`Auth`) or raise `LoginRequired` / `Refused`."""
+    expected: str | None = request.app.state.api_key
+    if expected is not None and key_matches(expected, request.headers.get(API_KEY_HEADER)):
+        return Auth(None)
+    session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        if expected is not None:
+            raise LoginRequired
+        if request.method not in SAFE_METHODS:
+            raise Refused("no console session: load a console page first")
+        return Auth(sessions.new(), new=True)
+    if request.method not in SAFE_METHODS:
+        check_origin(request)
+        given = request.headers.get(CSRF_HEADER)
+        if given is None or not secrets.compare_digest(given.encode(), session.csrf.encode()):
+            raise Refused(f"missing or wrong CSRF token (send it in the {CSRF_HEADER} header)")
+    return Auth(session)
+
+
+def check_origin(request: Request) -> None:
+    """`Refused` when the request names an origin that is not this server."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    host = request.headers.get("host", "")
+    if urlsplit(origin).netloc != host:
+        raise Refused(f"cross-origin request from {origin} refused")
