@@ -262,3 +262,44 @@ async def test_a_characters_provider_model_and_template_reach_the_server(
         assert "'templates.messageHandlerTemplate'" not in text
     finally:
         await host.stop()
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_blocks() -> tuple[dict[str, str], str]:
+    """The variables and the character of README's "Use a real model" section."""
+    section = README.read_text().split("## Use a real model", 1)[1].split("\n## ", 1)[0]
+    shell = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    character = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    env = {}
+    for line in shell.splitlines():
+        if line.startswith("export "):
+            key, value = line[len("export ") :].split("=", 1)
+            env[key] = value
+    return env, character
+
+
+async def test_the_readme_settings_run_against_an_ollama_like_server(
+    server: tuple[str, Behaviour], tmp_path: Path, logs: io.StringIO
+) -> None:
+    url, behaviour = server
+    behaviour.served = ollama_like().served
+    env, character = readme_blocks()
+    assert env["AGENTHOST_PLUGINS__OPENAI__BASE_URL"] == "http://127.0.0.1:11434/v1"
+    env["AGENTHOST_PLUGINS__OPENAI__BASE_URL"] = f"{url}/v1"  # the local Ollama-like server
+    characters = tmp_path / "characters"
+    characters.mkdir()
+    (characters / "ada.yaml").write_text(character)
+    host = await running(tmp_path, env, characters_dir=str(characters))
+    try:
+        assert "not served" not in logs.getvalue()
+        reply = await ask(host, "Hello Ada", agent="ada")
+        assert reply["text"].startswith("echo: ") and reply["reply"]["metadata"] == {}
+        assert [r["model"] for r in behaviour.requests] == [
+            "nomic-embed-text",
+            "qwen2.5:7b",  # Ada's own model
+            "nomic-embed-text",
+        ]
+    finally:
+        await host.stop()
