@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import stamina
+import stamina.instrumentation
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.logging import Logger
@@ -24,6 +25,12 @@ from contracts.models import ModelCallError
 __all__ = ["NOT_RETRIED", "RetrySettings", "parse_retry_after", "with_retries"]
 
 T = TypeVar("T")
+
+# Each retry is logged here, through the plugin's logger (its name, the failure, the wait).
+# stamina's default hooks would add a bare "stamina.retry_scheduled" stdlib line (the host does
+# not route stdlib logging) and a counter in prometheus_client's global registry, which the
+# host does not serve: they are turned off (process-wide: nothing else here uses stamina).
+stamina.instrumentation.set_on_retry_hooks(())
 
 NOT_RETRIED = frozenset({"model_not_served", "unreachable", "stream_cut", "bad_response"})
 """Retryable for the registry (another provider may answer) but not worth asking again:
