@@ -148,7 +148,11 @@ class OpenAIPlugin(Plugin):
         not answer with a listing (then names are not checked)."""
         url = f"{self.settings.base_url.rstrip('/')}/models"
         try:
-            response = await self.client.get("models")
+            # a short read timeout: a server that hangs must not hold the host's start
+            wait = httpx.Timeout(
+                min(self.settings.timeout, 10.0), connect=self.settings.connect_timeout
+            )
+            response = await self.client.get("models", timeout=wait)
         except httpx.HTTPError as exc:
             self.log.warning(
                 "cannot list the models of {}: {}; model names are not checked", url, exc
