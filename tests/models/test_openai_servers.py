@@ -13,6 +13,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loguru import logger
 from pydantic import SecretStr
 
@@ -405,5 +407,53 @@ async def test_a_stream_dropped_mid_way_is_an_error_naming_it(
             call_context.reset(token)
         assert text == "In what way?"
         assert context.fallbacks[0].reason == "stream_cut"
+    finally:
+        await plugin.teardown()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    retry_after=st.one_of(st.none(), st.text(max_size=40)),
+    millis=st.one_of(st.none(), st.text(max_size=12)),
+)
+def test_any_retry_after_header_is_a_wait_or_none(
+    retry_after: str | None, millis: str | None
+) -> None:
+    """Whatever a server sends, a wait of zero or more seconds or None, never an error."""
+    headers = {}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    if millis is not None:
+        headers["retry-after-ms"] = millis
+    wait = parse_retry_after(headers)
+    assert wait is None or wait >= 0  # NaN is not >= 0: refused too
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["data", "models", "id", "name", "x"]), inner,
+                          max_size=4),
+        max_leaves=20,
+    )
+)  # fmt: skip
+def test_any_model_listing_is_names_or_none(data: object) -> None:
+    names = served_names(data)
+    assert names is None or all(isinstance(n, str) and n for n in names)
+
+
+async def test_a_stream_refused_with_429_is_opened_again_after_retry_after(
+    openai: tuple[str, Behaviour],
+) -> None:
+    url, behaviour = openai
+    behaviour.rate_limits = ["0.5"]
+    plugin = await started(url)
+    try:
+        chunks = [c.text async for c in plugin.stream_large(TextParams(prompt="a b"))]
+        assert "".join(chunks).strip() == "echo: a b"
+        assert len(behaviour.requests) == 2 and all(r["stream"] for r in behaviour.requests)
+        assert 0.4 <= behaviour.times[1] - behaviour.times[0] < 2.5
     finally:
         await plugin.teardown()
