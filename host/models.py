@@ -376,11 +376,7 @@ class ModelRegistry:
         if type(params) is not model_type.params:
             params = _coerce(model_type, params)
         caller = call_context.get()
-        prefer = None
-        if caller is not None:
-            prefer = caller.provider
-            if caller.model_names:
-                params = _named(model_type, params, caller.model_names)
+        params, prefer = _for_caller(model_type, params, caller)
         plan: Sequence[_Entry] | None = None
         skipped: tuple[_Entry, ...] = ()
         if provider is None and prefer is None and not self._open_circuits:
@@ -441,12 +437,7 @@ class ModelRegistry:
         each wait for the next chunk (a stream may last longer, a stalled one is abandoned)."""
         if type(params) is not model_type.params:
             params = _coerce(model_type, params)
-        caller = call_context.get()
-        prefer = None
-        if caller is not None:
-            prefer = caller.provider
-            if caller.model_names:
-                params = _named(model_type, params, caller.model_names)
+        params, prefer = _for_caller(model_type, params, call_context.get())
         candidates, skipped = self._candidates(model_type, provider, prefer)
         events = self.events
         path = _Path.of(skipped)
@@ -608,13 +599,17 @@ class _Path:
             )
 
 
-def _named(model_type: ModelType[P, Any], params: P, names: Mapping[str, str]) -> P:
-    """`params` with the model name the agent asks for `model_type` (when the params take a
-    ``model`` and the call did not name one)."""
-    name = names.get(model_type.name)
-    if name is None or getattr(params, "model", name) is not None:
-        return params
-    return params.model_copy(update={"model": name})
+def _for_caller(
+    model_type: ModelType[P, Any], params: P, caller: CallContext | None
+) -> tuple[P, str | None]:
+    """`params` with the model name the caller's agent asks for `model_type` (when the params
+    take a ``model`` and the call did not name one), and the provider the agent prefers."""
+    if caller is None:
+        return params, None
+    name = caller.model_names.get(model_type.name) if caller.model_names else None
+    if name is not None and getattr(params, "model", name) is None:
+        params = params.model_copy(update={"model": name})
+    return params, caller.provider
 
 
 def _one_chunk(entry: _Entry, result: object) -> TextChunk:

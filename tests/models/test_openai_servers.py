@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -42,14 +42,6 @@ from .openai_server import OLLAMA_MODELS, Behaviour, ollama_like, protocol_app
 
 KEY = "sk-test-0123456789abcdef"
 FAST = {"wait_initial": 0.01, "wait_jitter": 0.0, "wait_max": 0.05}
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    sink = io.StringIO()
-    handler = logger.add(sink, level="INFO", format="{level} {message}")
-    yield sink
-    logger.remove(handler)
 
 
 async def serve(behaviour: Behaviour) -> AsyncIterator[str]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
-from loguru import logger
 
 from host.app import Host
 from host.config import load_config
@@ -26,14 +25,6 @@ from host.http import HttpServer
 from .openai_server import Behaviour, ollama_like, protocol_app
 
 FAST_RETRY = {"wait_initial": "0.01", "wait_jitter": "0", "wait_max": "0.05"}
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    sink = io.StringIO()
-    handler = logger.add(sink, level="INFO", format="{level} {message}")
-    yield sink
-    logger.remove(handler)
 
 
 @pytest.fixture

@@ -4,12 +4,8 @@ agent's preferred provider and model names; a name not served does not open the 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
-
-import pytest
-from loguru import logger
 
 from contracts.events import MODEL_USED, ModelUsedPayload
 from contracts.models import (
@@ -22,14 +18,6 @@ from contracts.models import (
 )
 from host.events import EventBus
 from host.models import CallContext, ModelRegistry, call_context, reason_of
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    sink = io.StringIO()
-    handler = logger.add(sink, level="WARNING", format="{message}")
-    yield sink
-    logger.remove(handler)
 
 
 def handler(name: str, error: Exception | None = None, seen: list[Any] | None = None) -> Any:
@@ -123,8 +111,8 @@ async def test_a_preferred_provider_goes_first_and_an_unknown_one_is_said(
     assert await call(registry, context(provider="anthropic")) == "a"
     warned = [x for x in logs.getvalue().splitlines() if "modelProvider" in x]
     assert warned == [
-        "an agent's modelProvider is 'anthropic', which has no text_large handler: a answers"
-        " instead (registered: a, b)"
+        "WARNING an agent's modelProvider is 'anthropic', which has no text_large handler:"
+        " a answers instead (registered: a, b)"
     ]
     # a call naming its provider is not overridden by the agent's preference
     token = call_context.set(context(provider="b"))
