@@ -48,7 +48,6 @@ from .retry import RetrySettings, parse_retry_after, with_retries
 __all__ = ["OpenAIModels", "OpenAIPlugin", "OpenAISettings"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-MODEL_TYPES = ("text_small", "text_large", "text_embedding", "object_small", "object_large")
 
 
 class OpenAIModels(BaseModel):
@@ -90,21 +89,23 @@ class OpenAISettings(BaseModel):
 
     def model_for(self, model_type: str) -> tuple[str, str]:
         """The model name for `model_type` and the setting it comes from."""
-        models = self.models
-        order: dict[str, tuple[str, ...]] = {
-            "text_small": ("text_small",),
-            "text_large": ("text_large",),
-            "text_embedding": ("text_embedding",),
-            "object_small": ("object_small", "text_small"),
-            "object_large": ("object_large", "text_large"),
-        }
-        for name in order[model_type]:
-            value = getattr(models, name)
+        names, legacy = _NAME_SETTINGS[model_type]
+        for name in names:
+            value = getattr(self.models, name)
             if value is not None:
                 return value, f"models.{name}"
-        legacy = {"text_small": "small_model", "object_small": "small_model"}.get(model_type)
-        legacy = legacy or ("embedding_model" if model_type == "text_embedding" else "large_model")
         return getattr(self, legacy), legacy
+
+
+_NAME_SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "text_small": (("text_small",), "small_model"),
+    "text_large": (("text_large",), "large_model"),
+    "text_embedding": (("text_embedding",), "embedding_model"),
+    "object_small": (("object_small", "text_small"), "small_model"),
+    "object_large": (("object_large", "text_large"), "large_model"),
+}
+"""Model type -> the ``models.*`` settings naming its model, in order, then the older one."""
+MODEL_TYPES = tuple(_NAME_SETTINGS)
 
 
 class OpenAIPlugin(Plugin):
