@@ -180,10 +180,12 @@ class OpenAIPlugin(Plugin):
         """Report each model type whose configured name the server does not serve."""
         if not self.catalog.known:
             return
-        problems = [
-            self._not_served(model_type, None) for model_type in MODEL_TYPES
-            if not self.catalog.serves(self.settings.model_for(model_type)[0])
-        ]  # fmt: skip
+        problems = []
+        for model_type in MODEL_TYPES:
+            name, source = self.settings.model_for(model_type)
+            inherited = model_type.startswith("object_") and source != f"models.{model_type}"
+            if not inherited and not self.catalog.serves(name):  # said once, for its text type
+                problems.append(self._not_served(model_type, None))
         if not problems:
             return
         if self.settings.check_models == "fail":

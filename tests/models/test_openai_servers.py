@@ -166,9 +166,22 @@ async def test_check_models_fail_fails_the_setup_naming_every_setting(
     with pytest.raises(ModelError) as info:
         await started(url, check_models="fail", models={"text_embedding": "nomic-embed-text"})
     message = str(info.value)
-    for kind in ("text_small", "text_large", "object_small", "object_large"):
+    for kind in ("text_small", "text_large"):  # the object types take their names
         assert f"plugins.openai.models.{kind}" in message
-    assert "text_embedding" not in message and "llama3.2:latest" in message
+    assert "text_embedding" not in message and "object_" not in message
+    assert "llama3.2:latest" in message
+
+
+async def test_an_object_types_own_name_is_checked(ollama: tuple[str, Behaviour]) -> None:
+    url, _ = ollama
+    served = {"text_small": "llama3.2", "text_large": "llama3.2",
+              "text_embedding": "nomic-embed-text"}  # fmt: skip
+    with pytest.raises(ModelError) as info:
+        await started(url, check_models="fail", models={**served, "object_large": "llama3"})
+    assert str(info.value).startswith(
+        "object_large: model 'llama3' (plugins.openai.models.object_large) is not served"
+    )
+    assert "set plugins.openai.models.object_large" in str(info.value)
 
 
 async def test_a_server_without_a_model_list_still_names_the_setting(
