@@ -37,6 +37,8 @@ class Behaviour:
     """Names ``GET /v1/models`` lists and chat/embeddings accept (None: no listing, any name)."""
     rate_limits: list[str | None] = field(default_factory=list)
     """Answer the next requests 429, one per item, with that ``Retry-After`` (None: without)."""
+    reply: str | None = None
+    """Answer this text instead of echoing the last message."""
     chunk_delay: float = 0.0
     """Seconds between streamed chunks."""
     drop_after: int | None = None
@@ -127,7 +129,7 @@ def protocol_app(behaviour: Behaviour) -> FastAPI:
         body = await record(request)
         if isinstance(body, Response):
             return body
-        text = _reply_for(body["messages"])
+        text = behaviour.reply or _reply_for(body["messages"])
         usage = {"prompt_tokens": 7, "completion_tokens": len(text.split()), "total_tokens": 0}
         schema = (body.get("response_format") or {}).get("json_schema")
         if schema is not None:

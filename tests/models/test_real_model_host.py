@@ -47,8 +47,11 @@ def environ(url: str, **more: str) -> dict[str, str]:
     return env
 
 
-async def running(tmp_path: Path, env: dict[str, str], **agents: Any) -> Host:
+async def running(
+    tmp_path: Path, env: dict[str, str], models: dict[str, Any] | None = None, **agents: Any
+) -> Host:
     overrides: dict[str, Any] = {
+        "models": models or {},
         "data_dir": str(tmp_path / "data"),
         "http": {"port": 0},
         "plugins": {"enabled": ["sqlite", "eliza", "openai"]},
@@ -194,20 +197,31 @@ async def test_a_slow_stream_and_a_dropped_one_through_the_host(
     server: tuple[str, Behaviour], tmp_path: Path
 ) -> None:
     url, behaviour = server
-    behaviour.chunk_delay = 0.05
-    host = await running(tmp_path, environ(url), embed=False)
+    behaviour.chunk_delay = 0.3
+    behaviour.reply = "one two three four five six"
+    host = await running(tmp_path, environ(url), models={"timeout": 1.0}, embed=False)
     try:
-        events = await stream(host, "one two three")
+        started = time.monotonic()
+        events = await stream(host, "count to six")
+        assert time.monotonic() - started > 1.4  # longer than models.timeout: a chunk each 0.3 s
         chunks = [data["text"] for kind, data in events if kind == "chunk"]
-        assert len(chunks) > 5  # the whole prompt echoed, word by word
+        assert len(chunks) >= 3
         kind, reply = events[-1]
-        assert kind == "reply" and "".join(chunks) == reply["text"]
-        assert reply["text"].endswith("one two three")
+        assert kind == "reply" and reply["text"] == "one two three four five six"
+        assert "".join(chunks) == reply["text"]
+        behaviour.chunk_delay = 1.5  # stalled past models.timeout after its first chunk
+        kind, error = (await stream(host, "stall"))[-1]
+        assert kind == "error" and "openai took over 1.0s" in error["detail"]
+        behaviour.chunk_delay = 0.0
         behaviour.drop_after = 3
         events = await stream(host, "four five six")
         kinds = [kind for kind, _ in events]
         assert kinds[-1] == "error" and set(kinds[:-1]) == {"chunk"}  # no reply event
         assert "broke off after 3 chunks" in events[-1][1]["detail"]
+        behaviour.drop_after = 0  # dropped before its first chunk: ELIZA answers, marked
+        kind, reply = (await stream(host, "Men are all alike."))[-1]
+        assert kind == "reply" and reply["text"] == "In what way?"
+        assert reply["reply"]["metadata"]["model_fallback"]["reason"] == "stream_cut"
         behaviour.drop_after = None  # the host serves on
         assert (await stream(host, "seven"))[-1][0] == "reply"
     finally:
