@@ -74,6 +74,12 @@ _CAMEL = {
     "modelProvider": "model_provider",
 }
 _TEXT_TYPES = ("text_small", "text_large", "object_small", "object_large")
+_ELIZAOS_MODEL_KEYS = {
+    "SMALL_MODEL": ("text_small", "object_small"),
+    "LARGE_MODEL": ("text_large", "object_large"),
+    "EMBEDDING_MODEL": ("text_embedding",),
+}
+"""The model-name settings of ElizaOS's model plugins (also prefixed: ``OPENAI_LARGE_MODEL``)."""
 
 
 class Character(BaseModel):
@@ -155,9 +161,11 @@ class Character(BaseModel):
         return value
 
     def model_names(self) -> dict[str, str]:
-        """Model type name -> the model name this agent asks for: ``settings.model`` for the
-        text and object types, ``settings.embeddingModel`` for ``text_embedding``, then
-        ``settings.models`` per type (which wins)."""
+        """Model type name -> the model name this agent asks for, from (later wins):
+        ``settings.model`` (the text and object types) and ``settings.embeddingModel``; the
+        ElizaOS plugins' ``SMALL_MODEL``, ``LARGE_MODEL``, ``EMBEDDING_MODEL``, then the same
+        prefixed with the `model_provider` (``OPENAI_LARGE_MODEL``, ``OLLAMA_SMALL_MODEL``, in
+        `secrets` or `settings`); then ``settings.models`` per model type."""
         names: dict[str, str] = {}
         model = self.settings.get("model")
         if isinstance(model, str):
@@ -165,6 +173,14 @@ class Character(BaseModel):
         embedding = self.settings.get("embeddingModel")
         if isinstance(embedding, str):
             names["text_embedding"] = embedding
+        prefixes = [""]
+        if self.model_provider:
+            prefixes.append(self.model_provider.upper().replace("-", "_") + "_")
+        for prefix in prefixes:
+            for key, types in _ELIZAOS_MODEL_KEYS.items():
+                value = self.setting(prefix + key)
+                if isinstance(value, str) and value:
+                    names.update(dict.fromkeys(types, value))
         models = self.settings.get("models")
         if isinstance(models, dict):
             names.update((k, v) for k, v in models.items() if isinstance(v, str))

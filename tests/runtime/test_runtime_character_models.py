@@ -80,6 +80,25 @@ def test_model_names_from_settings() -> None:
         "text_embedding": "nomic-embed-text",
     }
     assert Character(name="plain").model_names() == {}
+    # ElizaOS model plugins' settings (secrets first, as getSetting), the provider's prefix last
+    eliza_os = Character.model_validate(
+        {
+            "name": "E",
+            "modelProvider": "ollama",
+            "settings": {
+                "model": "generic",
+                "LARGE_MODEL": "big",
+                "OLLAMA_LARGE_MODEL": "llama3.2",
+                "secrets": {"SMALL_MODEL": "qwen2.5:7b", "OPENAI_EMBEDDING_MODEL": "other"},
+            },
+        }
+    )
+    assert eliza_os.model_names() == {
+        "text_small": "qwen2.5:7b",
+        "text_large": "llama3.2",
+        "object_small": "qwen2.5:7b",
+        "object_large": "llama3.2",
+    }
 
 
 @pytest.mark.parametrize(
