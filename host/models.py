@@ -471,6 +471,8 @@ class ModelRegistry:
                 continue
             if entry.circuit.failures:
                 self._succeeded(entry)
+            if path.failed and not yielded:  # an empty answer from the fallback: marked too
+                path.fell_back(entry, call_context.get())
             if events is not None:
                 # the recorded output is the whole text (replay answers with it), not the last
                 # chunk's
