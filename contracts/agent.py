@@ -71,16 +71,30 @@ class CharacterError(AgentError, ValueError):
 _CAMEL = {
     "messageExamples": "message_examples",
     "postExamples": "post_examples",
+    "modelProvider": "model_provider",
 }
+_TEXT_TYPES = ("text_small", "text_large", "object_small", "object_large")
+_ELIZAOS_MODEL_KEYS = {
+    "SMALL_MODEL": ("text_small", "object_small"),
+    "LARGE_MODEL": ("text_large", "object_large"),
+    "EMBEDDING_MODEL": ("text_embedding",),
+}
+"""The model-name settings of ElizaOS's model plugins (also prefixed: ``OPENAI_LARGE_MODEL``)."""
 
 
 class Character(BaseModel):
     """Who an agent is.
 
     ElizaOS character files load as they are: camelCase keys (``messageExamples``,
-    ``postExamples``) map to their fields, a string ``bio`` becomes a one-item list,
-    ``settings.secrets`` joins `secrets`, and every field this model does not know (``lore``,
-    ``knowledge``, ``clients``, ``modelProvider``, ...) is kept in `settings` under its own key.
+    ``postExamples``, ``modelProvider``) map to their fields, a string ``bio`` becomes a
+    one-item list, ``settings.secrets`` joins `secrets`, and every field this model does not
+    know (``lore``, ``knowledge``, ``clients``, ...) is kept in `settings` under its own key
+    (the character loader warns about each: agenthost does nothing with them).
+
+    Honoured ElizaOS fields: `model_provider` (``modelProvider``: the provider this agent's
+    model calls try first), the model names of `model_names` (``settings.model``,
+    ``settings.embeddingModel``, ``settings.models``) and ``templates.messageHandlerTemplate``
+    (the reply prompt).
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
@@ -98,6 +112,13 @@ class Character(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     plugins: list[str] = Field(default_factory=list)
+    """ElizaOS plugin package names: kept, not loaded (agenthost's plugins are configured)."""
+    model_provider: str | None = Field(default=None, min_length=1)
+    """The model provider this agent's calls try first (ElizaOS ``modelProvider``); the others
+    remain its fallback."""
+    templates: dict[str, str] = Field(default_factory=dict)
+    """ElizaOS prompt templates; ``messageHandlerTemplate`` is the reply prompt (see
+    `host.templates`), the others have no equivalent."""
 
     @model_validator(mode="before")
     @classmethod
@@ -118,6 +139,7 @@ class Character(BaseModel):
             settings = {}
         if isinstance(settings, dict):
             settings = dict(settings)
+            _check_model_settings(settings)
             nested = settings.get("secrets")
             if isinstance(nested, dict):
                 del settings["secrets"]
@@ -138,11 +160,54 @@ class Character(BaseModel):
             return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
         return value
 
+    def model_names(self) -> dict[str, str]:
+        """Model type name -> the model name this agent asks for, from (later wins):
+        ``settings.model`` (the text and object types) and ``settings.embeddingModel``; the
+        ElizaOS plugins' ``SMALL_MODEL``, ``LARGE_MODEL``, ``EMBEDDING_MODEL``, then the same
+        prefixed with the `model_provider` (``OPENAI_LARGE_MODEL``, ``OLLAMA_SMALL_MODEL``, in
+        `secrets` or `settings`); then ``settings.models`` per model type."""
+        names: dict[str, str] = {}
+        model = self.settings.get("model")
+        if isinstance(model, str):
+            names.update(dict.fromkeys(_TEXT_TYPES, model))
+        embedding = self.settings.get("embeddingModel")
+        if isinstance(embedding, str):
+            names["text_embedding"] = embedding
+        prefixes = [""]
+        if self.model_provider:
+            prefixes.append(self.model_provider.upper().replace("-", "_") + "_")
+        for prefix in prefixes:
+            for key, types in _ELIZAOS_MODEL_KEYS.items():
+                value = self.setting(prefix + key)
+                if isinstance(value, str) and value:
+                    names.update(dict.fromkeys(types, value))
+        models = self.settings.get("models")
+        if isinstance(models, dict):
+            names.update((k, v) for k, v in models.items() if isinstance(v, str))
+        return names
+
     def setting(self, key: str, default: Any = None) -> Any:
         """A value from `settings` (secrets are looked up first: ElizaOS ``getSetting``)."""
         if key in self.secrets:
             return self.secrets[key]
         return self.settings.get(key, default)
+
+
+def _check_model_settings(settings: dict[str, Any]) -> None:
+    """The model names a character's ``settings`` give are text (a clear error otherwise)."""
+    for key in ("model", "embeddingModel"):
+        value = settings.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"settings.{key} must be a model name (text)")
+    models = settings.get("models")
+    if models is not None and not (
+        isinstance(models, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in models.items())
+    ):
+        raise ValueError(
+            "settings.models must map model type names to model names"
+            " (e.g. {text_large: llama3.2, text_embedding: nomic-embed-text})"
+        )
 
 
 CHARACTER: Token[Character] = Token("character", Character)

@@ -271,6 +271,9 @@ class ModelUsedPayload(EventPayload):
     """True when the preferred provider failed and another one answered."""
     fallback_from: tuple[str, ...] = ()
     """The providers that failed, in order, before this attempt (the fallback path)."""
+    fallback_reason: str | None = None
+    """Why the first provider of the fallback path was passed over (``rate_limited``,
+    ``timeout``, ``circuit_open``, ...)."""
     streamed: bool = False
     error: str | None = None
     agent_id: UUID | None = None

@@ -77,7 +77,11 @@ class InvalidModelParamsError(ModelError, ValueError):
 
 class ModelCallError(ModelError):
     """A provider failed. `retryable` failures (timeout, connection, rate limit, 5xx) make the
-    registry try the next provider; others (bad request, auth) are raised at once."""
+    registry try the next provider; others (bad request, auth) are raised at once.
+
+    `reason` is a short fixed word for metrics and the reply's fallback mark (``rate_limited``,
+    ``server_error``, ``timeout``, ``unreachable``, ``model_not_served``, ...; None: derived
+    from `status`); `retry_after` the seconds the server asked to wait (``Retry-After``)."""
 
     def __init__(
         self,
@@ -86,11 +90,15 @@ class ModelCallError(ModelError):
         provider: str,
         retryable: bool,
         status: int | None = None,
+        reason: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.retryable = retryable
         self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -198,6 +206,8 @@ class EmbeddingParams(ModelParams):
     """One text or a batch of texts to embed."""
 
     text: str | tuple[str, ...]
+    model: str | None = None
+    """A provider-specific model name overriding the provider's configured one."""
 
     @property
     def texts(self) -> list[str]:
@@ -230,6 +240,8 @@ class ObjectParams(ModelParams):
     system: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1)
+    model: str | None = None
+    """A provider-specific model name overriding the provider's configured one."""
 
     @model_validator(mode="after")
     def _has_schema(self) -> ObjectParams:

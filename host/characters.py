@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from contracts.agent import Character, CharacterError
+from host.character_fields import warn_unhonoured
 
 __all__ = [
     "CHARACTER_SUFFIXES",
@@ -49,7 +50,7 @@ def character_from_mapping(data: Any, *, source: str) -> Character:
             source=source,
         )
     try:
-        return Character.model_validate(dict(data))
+        character = Character.model_validate(dict(data))
     except ValidationError as exc:
         fields: list[str] = []
         lines: list[str] = []
@@ -60,6 +61,8 @@ def character_from_mapping(data: Any, *, source: str) -> Character:
         raise CharacterError(
             f"invalid character in {source}:\n" + "\n".join(lines), source=source, fields=fields
         ) from exc
+    warn_unhonoured(data, source)
+    return character
 
 
 def load_character(path: str | Path) -> Character:

@@ -120,6 +120,13 @@ async def chat_loop(
             if reply.responded:
                 console.print(f"[bold cyan]{runtime.name}>[/] {reply.text}", highlight=False)
         if reply is not None:
+            mark = reply.reply.metadata.get("model_fallback") if reply.reply else None
+            if isinstance(mark, dict):
+                console.print(
+                    f"[yellow](answered by {mark.get('to')}: {mark.get('from')} was passed over,"
+                    f" {mark.get('reason')})[/]",
+                    highlight=False,
+                )
             for result in (*reply.actions, *reply.evaluators):
                 if not result.success:
                     console.print(f"[yellow]({result.name} failed: {result.error})[/]")

@@ -9,6 +9,13 @@ the same bad request. A provider that fails `breaker_failures` times in a row is
 `breaker_cooldown` seconds (circuit breaker), then tried again. Each attempt emits
 ``model:used`` with the provider, duration, tokens, the providers that failed before it (the
 fallback path) and the error.
+
+A call answered by another provider than the first of its plan is never silent: a WARNING
+names the model type, the provider passed over and why (`reason_of`), ``model:used`` carries
+``fallback_reason``, and the call context (the message being processed) gets a `FallbackMark`
+that the runtime puts into the reply's metadata. The agent a call is made for (`CallContext`)
+may prefer a provider (its character's ``modelProvider``: tried first, then the usual order)
+and name models per model type (put into params that have a ``model`` field).
 """
 
 from __future__ import annotations
@@ -16,7 +23,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -41,7 +56,14 @@ from contracts.models import (
 from host.deadlines import Deadlines
 from host.validation import field_problems
 
-__all__ = ["CallContext", "ModelRegistry", "call_context", "is_retryable"]
+__all__ = [
+    "CallContext",
+    "FallbackMark",
+    "ModelRegistry",
+    "call_context",
+    "is_retryable",
+    "reason_of",
+]
 
 P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
@@ -51,12 +73,37 @@ _order = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackMark:
+    """A call that another provider answered: what the reply's metadata says about it."""
+
+    model_type: str
+    from_provider: str
+    to_provider: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "from": self.from_provider,
+            "to": self.to_provider,
+            "reason": self.reason,
+            "model_type": self.model_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CallContext:
     """Who a model call is made for; ``model:used`` carries it (the audit trail needs it)."""
 
     agent_id: UUID
     room_id: UUID
     message_id: UUID
+    provider: str | None = None
+    """The provider the agent prefers (its character's ``modelProvider``): tried first, then
+    the usual order; a call naming its own ``provider=`` is not affected."""
+    model_names: Mapping[str, str] = field(default_factory=dict)
+    """Model type name -> model name the agent asks for (character ``settings.models``)."""
+    fallbacks: list[FallbackMark] = field(default_factory=list)
+    """Filled by the registry: the calls made in this context that a fallback answered."""
 
 
 call_context: ContextVar[CallContext | None] = ContextVar("agenthost_model_call", default=None)
@@ -105,6 +152,28 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError | ConnectionError)
 
 
+def reason_of(exc: BaseException) -> str:
+    """A short fixed word for why a provider failed (metric label, the reply's mark)."""
+    if isinstance(exc, ModelCallError):
+        given = exc.reason
+        if given is not None and given.isidentifier() and len(given) <= 32:
+            return given
+        if exc.status == 429:
+            return "rate_limited"
+        if exc.status is not None and exc.status >= 500:
+            return "server_error"
+        return "error"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "unreachable"
+    return "error"
+
+
+_NOT_HEALTH = frozenset({"model_not_served"})
+"""Failures that say nothing about the provider's health: they do not open its circuit."""
+
+
 def _usage(result: object) -> tuple[int | None, int | None]:
     usage = getattr(result, "usage", None)
     if usage is None:
@@ -130,6 +199,9 @@ class ModelRegistry:
         """Model type name -> its entries in call order (rebuilt when registrations change)."""
         self._named: dict[tuple[str, str], tuple[_Entry, ...]] = {}
         """(model type name, provider) -> that provider's entries, for calls naming it."""
+        self._preferred: dict[tuple[str, str], tuple[_Entry, ...]] = {}
+        """(model type name, provider) -> the plan with that provider first (an agent's
+        ``modelProvider``)."""
         self._circuits: dict[tuple[str, str], _Circuit] = {}
         self._open_circuits = 0
         self._deadlines = Deadlines()
@@ -154,6 +226,7 @@ class ModelRegistry:
         self._entries.setdefault(type_name, []).append(entry)
         self._plans.clear()
         self._named.clear()
+        self._preferred.clear()
 
     def register_plugin(self, loaded: _LoadedPlugin) -> None:
         """Registrar hook: add everything the plugin's ``models()`` returns (all or nothing)."""
@@ -177,6 +250,7 @@ class ModelRegistry:
             self._entries[name] = kept
         self._plans.clear()
         self._named.clear()
+        self._preferred.clear()
         return removed
 
     def providers(self, model_type: ModelType[Any, Any] | str) -> list[str]:
@@ -210,8 +284,9 @@ class ModelRegistry:
         return plan
 
     def _candidates(
-        self, model_type: ModelType[Any, Any], provider: str | None
-    ) -> Sequence[_Entry]:
+        self, model_type: ModelType[Any, Any], provider: str | None, prefer: str | None = None
+    ) -> tuple[Sequence[_Entry], tuple[_Entry, ...]]:
+        """The entries to try in order, and the ones skipped because their circuit is open."""
         if provider is not None:
             chosen = self._named.get((model_type.name, provider))
             if chosen is None:
@@ -222,18 +297,39 @@ class ModelRegistry:
                         f"{self._describe(model_type)}"
                     )
                 self._named[(model_type.name, provider)] = chosen
-            return chosen
-        plan = self._plan(model_type.name)
+            return chosen, ()
+        plan = self._plan(model_type.name) if prefer is None else self._prefer(model_type, prefer)
         if not plan:
             raise NoModelHandlerError(
                 f"no model handler for {model_type.name}; {self._describe(model_type)}"
             )
         if not self._open_circuits:
-            return plan
+            return plan, ()
         now = self.clock()
         ready = [e for e in plan if e.circuit.open_until <= now]
-        # every circuit open: try them anyway rather than fail without asking anyone
-        return ready or list(plan)
+        if not ready:
+            # every circuit open: try them anyway rather than fail without asking anyone
+            return plan, ()
+        return ready, tuple(e for e in plan[: plan.index(ready[0])])
+
+    def _prefer(self, model_type: ModelType[Any, Any], provider: str) -> tuple[_Entry, ...]:
+        """The plan of `model_type` with `provider` first (an agent's ``modelProvider``)."""
+        key = (model_type.name, provider)
+        plan = self._preferred.get(key)
+        if plan is None:
+            entries = list(self._plan(model_type.name))
+            if entries and not any(e.provider == provider for e in entries):
+                logger.bind(plugin="host").warning(
+                    "an agent's modelProvider is {!r}, which has no {} handler: {} answers"
+                    " instead (registered: {})",
+                    provider,
+                    model_type.name,
+                    entries[0].provider,
+                    ", ".join(e.provider for e in entries),
+                )
+            entries.sort(key=lambda e: e.provider != provider)
+            plan = self._preferred[key] = tuple(entries)
+        return plan
 
     def _describe(self, model_type: ModelType[Any, Any]) -> str:
         own = self.providers(model_type)
@@ -251,6 +347,8 @@ class ModelRegistry:
         circuit.open_until = 0.0
 
     def _failed(self, entry: _Entry, exc: BaseException) -> None:
+        if isinstance(exc, ModelCallError) and exc.reason in _NOT_HEALTH:
+            return
         circuit = entry.circuit
         circuit.failures += 1
         if circuit.failures >= self.settings.breaker_failures:
@@ -272,17 +370,22 @@ class ModelRegistry:
     ) -> R:
         """Call the best available handler of `model_type`, falling back on retryable errors.
 
-        The common case (typed params, no provider asked for, no open circuit, the first
-        handler answers) is kept to a plan lookup, the deadline, the call and its report."""
+        The common case (typed params, no provider asked for, no agent preference, no open
+        circuit, the first handler answers) is kept to a plan lookup, the deadline, the call
+        and its report."""
         if type(params) is not model_type.params:
             params = _coerce(model_type, params)
+        caller = call_context.get()
+        params, prefer = _for_caller(model_type, params, caller)
         plan: Sequence[_Entry] | None = None
-        if provider is None and not self._open_circuits:
+        skipped: tuple[_Entry, ...] = ()
+        if provider is None and prefer is None and not self._open_circuits:
             plan = self._plans.get(model_type.name)
         if not plan:
-            plan = self._candidates(model_type, provider)  # an error naming what is registered
+            # an error naming what is registered if there is nothing to call
+            plan, skipped = self._candidates(model_type, provider, prefer)
         events = self.events
-        failed: tuple[str, ...] = ()
+        path = _Path.of(skipped)
         last: BaseException | None = None
         for entry in plan:
             started = time.perf_counter()
@@ -297,17 +400,17 @@ class ModelRegistry:
                     raise
                 exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
                 if events is not None:
-                    await self._report(entry, started, failed, params, error=exc)
+                    await self._report(entry, started, path, params, error=exc)
                 self._failed(entry, exc)
-                last, failed = exc, (*failed, entry.provider)
+                last = path.add(entry, exc)
                 continue
             except Exception as exc:
                 if events is not None:
-                    await self._report(entry, started, failed, params, error=exc)
+                    await self._report(entry, started, path, params, error=exc)
                 if not is_retryable(exc):
                     raise
                 self._failed(entry, exc)
-                last, failed = exc, (*failed, entry.provider)
+                last = path.add(entry, exc)
                 continue
             if type(result) is not model_type.result and not isinstance(result, model_type.result):
                 error = ModelError(
@@ -315,12 +418,14 @@ class ModelRegistry:
                     f"with {type(result).__name__}, not {model_type.result.__name__}"
                 )
                 if events is not None:
-                    await self._report(entry, started, failed, params, error=error)
+                    await self._report(entry, started, path, params, error=error)
                 raise error
             if entry.circuit.failures:
                 self._succeeded(entry)
+            if path.failed:
+                path.fell_back(entry, caller)
             if events is not None:
-                await self._report(entry, started, failed, params, result=result)
+                await self._report(entry, started, path, params, result=result)
             return result
         raise _exhausted(model_type, plan, last)
 
@@ -332,9 +437,10 @@ class ModelRegistry:
         each wait for the next chunk (a stream may last longer, a stalled one is abandoned)."""
         if type(params) is not model_type.params:
             params = _coerce(model_type, params)
-        candidates = self._candidates(model_type, provider)
+        params, prefer = _for_caller(model_type, params, call_context.get())
+        candidates, skipped = self._candidates(model_type, provider, prefer)
         events = self.events
-        failed: tuple[str, ...] = ()
+        path = _Path.of(skipped)
         last: BaseException | None = None
         for entry in candidates:
             started = time.perf_counter()
@@ -346,27 +452,32 @@ class ModelRegistry:
                 # stream now, not whenever the garbage collector finalizes it
                 async with aclosing(self._chunks(entry, params)) as chunks:
                     async for chunk in chunks:
+                        if not yielded and path.failed:
+                            # the caller's context is the consumer's: read it at the first chunk
+                            path.fell_back(entry, call_context.get())
                         yielded = True
                         final = chunk
                         texts.append(chunk.text)
                         yield chunk
             except Exception as exc:
                 if events is not None:
-                    await self._report(entry, started, failed, params, error=exc, streamed=True)
+                    await self._report(entry, started, path, params, error=exc, streamed=True)
                 if not is_retryable(exc):
                     raise
                 self._failed(entry, exc)  # a stream cut mid-way counts towards the breaker too
                 if yielded:
                     raise  # part of the answer is out: too late to ask another provider
-                last, failed = exc, (*failed, entry.provider)
+                last = path.add(entry, exc)
                 continue
             if entry.circuit.failures:
                 self._succeeded(entry)
+            if path.failed and not yielded:  # an empty answer from the fallback: marked too
+                path.fell_back(entry, call_context.get())
             if events is not None:
                 # the recorded output is the whole text (replay answers with it), not the last
                 # chunk's
                 whole = None if final is None else final.model_copy(update={"text": "".join(texts)})
-                await self._report(entry, started, failed, params, result=whole, streamed=True)
+                await self._report(entry, started, path, params, result=whole, streamed=True)
             return
         raise _exhausted(model_type, candidates, last)
 
@@ -405,7 +516,7 @@ class ModelRegistry:
         self,
         entry: _Entry,
         started: float,
-        failed: tuple[str, ...],
+        path: _Path,
         params: BaseModel,
         *,
         result: object = None,
@@ -432,9 +543,10 @@ class ModelRegistry:
             fields["input_tokens"] = input_tokens
         if output_tokens is not None:
             fields["output_tokens"] = output_tokens
-        if failed:
+        if path.failed:
             fields["fallback"] = True
-            fields["fallback_from"] = failed
+            fields["fallback_from"] = path.failed
+            fields["fallback_reason"] = path.reason
         if streamed:
             fields["streamed"] = True
         if error is not None:
@@ -443,6 +555,63 @@ class ModelRegistry:
             fields["output"] = result
         payload = ModelUsedPayload.model_validate(fields)
         await self.events.emit(MODEL_USED, payload)
+
+
+@dataclass(slots=True)
+class _Path:
+    """The providers a call passed over so far, and why the first one was."""
+
+    failed: tuple[str, ...] = ()
+    reason: str | None = None
+    error: str = ""
+
+    @classmethod
+    def of(cls, skipped: Sequence[_Entry]) -> _Path:
+        if not skipped:
+            return cls()
+        first = skipped[0].circuit
+        return cls(
+            tuple(e.provider for e in skipped),
+            "circuit_open",
+            f"skipped after {first.failures} failures in a row (circuit open)",
+        )
+
+    def add(self, entry: _Entry, exc: BaseException) -> BaseException:
+        if not self.failed:
+            self.reason = reason_of(exc)
+            self.error = f"{type(exc).__name__}: {exc}"
+        self.failed = (*self.failed, entry.provider)
+        return exc
+
+    def fell_back(self, entry: _Entry, caller: CallContext | None) -> None:
+        """Another provider answers: a WARNING, and a mark for the caller's reply."""
+        model_type = entry.handler.model_type.name
+        reason = self.reason or "error"
+        logger.bind(plugin="host").warning(
+            "{}: provider {} was passed over ({}: {}); {} answered instead (fallback)",
+            model_type,
+            self.failed[0],
+            reason,
+            self.error,
+            entry.provider,
+        )
+        if caller is not None:
+            caller.fallbacks.append(
+                FallbackMark(model_type, self.failed[0], entry.provider, reason)
+            )
+
+
+def _for_caller(
+    model_type: ModelType[P, Any], params: P, caller: CallContext | None
+) -> tuple[P, str | None]:
+    """`params` with the model name the caller's agent asks for `model_type` (when the params
+    take a ``model`` and the call did not name one), and the provider the agent prefers."""
+    if caller is None:
+        return params, None
+    name = caller.model_names.get(model_type.name) if caller.model_names else None
+    if name is not None and getattr(params, "model", name) is None:
+        params = params.model_copy(update={"model": name})
+    return params, caller.provider
 
 
 def _one_chunk(entry: _Entry, result: object) -> TextChunk:

@@ -72,6 +72,7 @@ from host.components import ComponentRegistry
 from host.container import Container
 from host.events import EventBus
 from host.models import CallContext, call_context
+from host.templates import MESSAGE_TEMPLATE, render_message_template
 
 __all__ = [
     "AgentRuntime",
@@ -304,6 +305,8 @@ class AgentRuntime:
         self._open = asyncio.Event()
         self._open.set()
         self._log = logger.bind(agent=character.name)
+        self._model_prefs = (character.model_provider, character.model_names())
+        """What the agent's model calls ask for: its provider first, its model names."""
         self._builtin = (
             Provider(name="recent_messages", get=self._recent_messages_provider, position=-10),
         )
@@ -393,7 +396,7 @@ class AgentRuntime:
         """Run the whole pipeline for `message` and return the reply (see the module doc)."""
         async with self._room(message.room_id):
             run = _Run(self, message)
-            with _serving(CallContext(self._agent_id, message.room_id, message.id)):
+            with _serving(self._caller(message)):
                 async with self.scope.create_scope("message"):
                     await run.before_model()
                     if run.responded:
@@ -417,7 +420,7 @@ class AgentRuntime:
         # The call context is set around each step, never across a yield: the consumer may
         # resume this generator from another task (a web server does), so a context var set
         # here could not be reset there. Model calls still see who they serve (model:used).
-        caller = CallContext(self._agent_id, message.room_id, message.id)
+        caller = self._caller(message)
         async with self._room(message.room_id):
             run = _Run(self, message)
             async with self.scope.create_scope("message"):
@@ -456,6 +459,10 @@ class AgentRuntime:
                 with _serving(caller):
                     await run.finish()
             sink.reply = run.result()
+
+    def _caller(self, message: Memory) -> CallContext:
+        provider, names = self._model_prefs
+        return CallContext(self._agent_id, message.room_id, message.id, provider, names)
 
     async def compose_state(self, message: Memory, include: Iterable[str] = ()) -> State:
         """State for `message` from every non-dynamic provider plus the dynamic ones named in
@@ -689,7 +696,14 @@ class _Run:
             return False
 
     def prompt(self) -> TextParams:
-        prompt = build_prompt(self.rt.character, self.state, self.message, self.usable)
+        character = self.rt.character
+        template = character.templates.get(MESSAGE_TEMPLATE)
+        if template:
+            prompt = render_message_template(
+                template, character, self.state, self.message, self.usable
+            )
+        else:
+            prompt = build_prompt(character, self.state, self.message, self.usable)
         return TextParams(prompt=prompt, system=_system(self.rt.character))
 
     async def model_reply(self) -> None:
@@ -771,6 +785,7 @@ class _Run:
                     in_reply_to=str(self.message.id),
                     actions=[r.name for r in self.actions],
                 ),
+                metadata=_fallback_metadata(call_context.get()),
                 created_at=rt.now(),
             )
             self.reply = await rt.save_memory(reply)
@@ -817,6 +832,19 @@ class _Run:
             skipped_providers=dict(self.state.skipped),
             timings=self.timings,
         )
+
+
+def _fallback_metadata(caller: CallContext | None) -> dict[str, Any]:
+    """The reply's mark of model calls a fallback answered: ``model_fallback`` (the reply's
+    text model's, else the first), plus ``model_fallbacks`` listing all when there were more."""
+    if caller is None or not caller.fallbacks:
+        return {}
+    marks = [mark.as_dict() for mark in caller.fallbacks]
+    text = [mark for mark in marks if mark["model_type"] == TEXT_LARGE.name]
+    metadata: dict[str, Any] = {"model_fallback": (text or marks)[0]}
+    if len(marks) > 1:
+        metadata["model_fallbacks"] = marks
+    return metadata
 
 
 @contextmanager

@@ -2,19 +2,23 @@
 
 Chat completions (streamed with server-sent events) answer TEXT_SMALL / TEXT_LARGE, embeddings
 answer TEXT_EMBEDDING, and JSON-schema structured output answers OBJECT_SMALL / OBJECT_LARGE.
-Failures map to the registry's fallback rules: timeouts, connection errors, 408, 409, 429 and
-5xx are retryable (the next provider, e.g. ELIZA, answers); other 4xx (bad request, auth) are
-not. The API key is a `SecretStr`: it goes into the Authorization header and nowhere else.
+At setup the server's models are listed (``GET /models``): a configured name it does not
+serve is reported with the setting to change and the names it offers (closest first), and
+calls for that name fail at once, so the registry's fallback (ELIZA) answers, marked as such.
+Rate limits (429), 408/409/425, 5xx and timeouts are retried (`retry.with_retries`, honouring
+``Retry-After``), then left to the registry's fallback; other 4xx (bad request, auth) are
+raised. The API key is a `SecretStr`: it goes into the Authorization header and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar, NoReturn
+from contextlib import AsyncExitStack
+from typing import Any, ClassVar, Literal, NoReturn
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import EventSource, SSEError, aconnect_sse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from contracts.logging import Logger
@@ -27,6 +31,7 @@ from contracts.models import (
     EmbeddingParams,
     EmbeddingResult,
     ModelCallError,
+    ModelError,
     ModelHandler,
     ObjectParams,
     ObjectResult,
@@ -37,9 +42,26 @@ from contracts.models import (
 )
 from contracts.plugin import Manifest, Plugin
 
-__all__ = ["OpenAIPlugin", "OpenAISettings"]
+from .catalog import ModelCatalog, served_names
+from .retry import RetrySettings, parse_retry_after, with_retries
+
+__all__ = ["OpenAIModels", "OpenAIPlugin", "OpenAISettings"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+
+
+class OpenAIModels(BaseModel):
+    """Config section ``plugins.openai.models``: the model name per model type (None: the
+    older ``small_model`` / ``large_model`` / ``embedding_model``; object types take their text
+    type's name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_small: str | None = None
+    text_large: str | None = None
+    text_embedding: str | None = None
+    object_small: str | None = None
+    object_large: str | None = None
 
 
 class OpenAISettings(BaseModel):
@@ -54,10 +76,36 @@ class OpenAISettings(BaseModel):
     embedding_model: str = "text-embedding-3-small"
     embedding_dimensions: int | None = Field(default=None, ge=1)
     """Ask for this many dimensions (models that support it); None: the model's own."""
+    models: OpenAIModels = Field(default_factory=OpenAIModels)
+    check_models: Literal["fallback", "fail", "off"] = "fallback"
+    """A configured name the server does not serve (``GET /models`` at setup): ``fallback``
+    logs it and that model type's calls go to the fallback (ELIZA), marked; ``fail`` fails the
+    plugin's setup; ``off`` does not list the models."""
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     timeout: float = Field(default=60.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
     priority: int = 0
     """Model handler priority (ELIZA is -100: it stays the fallback)."""
+
+    def model_for(self, model_type: str) -> tuple[str, str]:
+        """The model name for `model_type` and the setting it comes from."""
+        names, legacy = _NAME_SETTINGS[model_type]
+        for name in names:
+            value = getattr(self.models, name)
+            if value is not None:
+                return value, f"models.{name}"
+        return getattr(self, legacy), legacy
+
+
+_NAME_SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "text_small": (("text_small",), "small_model"),
+    "text_large": (("text_large",), "large_model"),
+    "text_embedding": (("text_embedding",), "embedding_model"),
+    "object_small": (("object_small", "text_small"), "small_model"),
+    "object_large": (("object_large", "text_large"), "large_model"),
+}
+"""Model type -> the ``models.*`` settings naming its model, in order, then the older one."""
+MODEL_TYPES = tuple(_NAME_SETTINGS)
 
 
 class OpenAIPlugin(Plugin):
@@ -74,6 +122,8 @@ class OpenAIPlugin(Plugin):
         self.log = log
         self._client: httpx.AsyncClient | None = None
         self._stream_usage = True  # ask streams for their token usage (stream_options)
+        self.catalog = ModelCatalog()
+        """The names the server serves (known once ``GET /models`` answered)."""
 
     async def setup(self) -> None:
         headers = {"Accept": "application/json"}
@@ -84,12 +134,90 @@ class OpenAIPlugin(Plugin):
             headers=headers,
             timeout=httpx.Timeout(self.settings.timeout, connect=self.settings.connect_timeout),
         )
-        if self.configured:
-            self.log.info("openai-compatible endpoint {}", self.settings.base_url)
-        else:
+        if not self.configured:
             self.log.info(
                 "not configured (no plugins.openai.api_key or base_url): registering no models"
             )
+            return
+        self.log.info("openai-compatible endpoint {}", self.settings.base_url)
+        if self.settings.check_models != "off":
+            await self.list_models()
+            self._check_configured()
+
+    async def list_models(self) -> bool:
+        """Read the served names (``GET /models``) into `catalog`; False when the server does
+        not answer with a listing (then names are not checked)."""
+        url = f"{self.settings.base_url.rstrip('/')}/models"
+        try:
+            # a short read timeout: a server that hangs must not hold the host's start
+            wait = httpx.Timeout(
+                min(self.settings.timeout, 10.0), connect=self.settings.connect_timeout
+            )
+            response = await self.client.get("models", timeout=wait)
+        except httpx.HTTPError as exc:
+            self.log.warning(
+                "cannot list the models of {}: {}; model names are not checked", url, exc
+            )
+            return False
+        names = None
+        if response.status_code < 400:
+            try:
+                names = served_names(response.json())
+            except ValueError:
+                names = None
+        if names is None:
+            self.log.warning(
+                "{} answered {} without a model listing; model names are not checked",
+                url,
+                response.status_code,
+            )
+            return False
+        self.catalog.update(names)
+        self.log.info("{} serves {} models", url, len(names))
+        return True
+
+    def _check_configured(self) -> None:
+        """Report each model type whose configured name the server does not serve."""
+        if not self.catalog.known:
+            return
+        problems = []
+        for model_type in MODEL_TYPES:
+            name, source = self.settings.model_for(model_type)
+            inherited = model_type.startswith("object_") and source != f"models.{model_type}"
+            if not inherited and not self.catalog.serves(name):  # said once, for its text type
+                problems.append(self._not_served(model_type, None))
+        if not problems:
+            return
+        if self.settings.check_models == "fail":
+            raise ModelError("; ".join(problems) + " (or set plugins.openai.check_models)")
+        for problem in problems:
+            self.log.warning("{}: its calls go to the fallback provider", problem)
+
+    def _not_served(self, model_type: str, asked: str | None, answer: str | None = None) -> str:
+        """Why `model_type`'s name (`asked` by the call, else the configured one) is refused;
+        `answer`: the server's 404 text when it gives no model list."""
+        url = self.settings.base_url.rstrip("/")
+        name = asked or self.settings.model_for(model_type)[0]
+        offer = (
+            self.catalog.offer(name)
+            if answer is None
+            else f"(no model list; it answered 404: {answer[:200].strip()})"
+        )
+        setting = f"plugins.openai.models.{model_type}"
+        variable = f"AGENTHOST_{setting.upper().replace('.', '__')}"
+        if asked is not None:
+            return (
+                f"{model_type}: model {asked!r}, asked for by the call (the character's"
+                f" settings.model / settings.models), is not served by {url}; it serves:"
+                f" {offer}"
+            )
+        source = self.settings.model_for(model_type)[1]
+        explicit = "." in source or source in self.settings.model_fields_set
+        origin = f"plugins.openai.{source}" if explicit else "the default"
+        return (
+            f"{model_type}: model {name!r} ({origin}) is not served by {url}; set {setting}"
+            f" ({variable}) to one it serves: {offer}"
+        )
 
     async def teardown(self) -> None:
         if self._client is not None:
@@ -106,17 +234,65 @@ class OpenAIPlugin(Plugin):
 
     # requests -------------------------------------------------------------------------------
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = await self.client.post(path, json=body)
-        except httpx.TimeoutException as exc:
-            raise ModelCallError(f"{path} timed out", provider="openai", retryable=True) from exc
-        except httpx.TransportError as exc:
+    def _model(self, model_type: str, asked: str | None) -> str:
+        """The model name to send, or a retryable error (the fallback answers) when the server
+        is known not to serve it."""
+        name = asked or self.settings.model_for(model_type)[0]
+        if not self.catalog.serves(name):
             raise ModelCallError(
-                f"cannot reach {self.settings.base_url}: {exc}", provider="openai", retryable=True
-            ) from exc
-        if response.status_code >= 400:
-            _fail(response.status_code, response.text)
+                self._not_served(model_type, asked),
+                provider="openai",
+                retryable=True,
+                reason="model_not_served",
+            )
+        return name
+
+    def _transport(self, exc: httpx.HTTPError, what: str) -> ModelCallError:
+        if isinstance(exc, httpx.TimeoutException):
+            return ModelCallError(
+                f"{what} timed out", provider="openai", retryable=True, reason="timeout"
+            )
+        reason = "unreachable" if isinstance(exc, httpx.ConnectError) else "network"
+        return ModelCallError(
+            f"cannot reach {self.settings.base_url}: {exc}",
+            provider="openai",
+            retryable=True,
+            reason=reason,
+        )
+
+    async def _refused(
+        self, response: httpx.Response, detail: str, model_type: str, asked: str | None
+    ) -> NoReturn:
+        """Raise the error for an HTTP error status. A 404 naming the model (Ollama: "model
+        'x' not found") re-reads the listing and names the setting and what is served."""
+        wanted = asked or self.settings.model_for(model_type)[0]
+        if response.status_code == 404 and "model" in detail.lower():
+            listed = await self.list_models()
+            if not listed or not self.catalog.serves(wanted):
+                raise ModelCallError(
+                    self._not_served(model_type, asked, None if listed else detail),
+                    provider="openai",
+                    retryable=True,
+                    status=404,
+                    reason="model_not_served",
+                )
+        _fail(response.status_code, detail, parse_retry_after(response.headers))
+
+    async def _post(
+        self, path: str, body: dict[str, Any], model_type: str, asked: str | None
+    ) -> dict[str, Any]:
+        async def once() -> dict[str, Any]:
+            try:
+                response = await self.client.post(path, json=body)
+            except httpx.HTTPError as exc:
+                raise self._transport(exc, path) from exc
+            if response.status_code >= 400:
+                await self._refused(response, response.text, model_type, asked)
+            return self._json(path, response)
+
+        return await with_retries(once, self.settings.retry, self.log, f"{model_type} {path}")
+
+    def _json(self, path: str, response: httpx.Response) -> dict[str, Any]:
         try:
             data = response.json()
         except ValueError:
@@ -131,12 +307,13 @@ class OpenAIPlugin(Plugin):
                 provider="openai",
                 retryable=True,
                 status=response.status_code,
+                reason="bad_response",
             )
         return data
 
     def _chat_body(self, params: TextParams, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": params.model or model,
+            "model": model,
             "messages": [m.model_dump() for m in params.as_messages()],
         }
         if params.temperature is not None:
@@ -147,8 +324,11 @@ class OpenAIPlugin(Plugin):
             body["stop"] = list(params.stop)
         return body
 
-    async def _chat(self, params: TextParams, model: str) -> TextResult:
-        data = await self._post("chat/completions", self._chat_body(params, model))
+    async def _chat(self, params: TextParams, model_type: str) -> TextResult:
+        model = self._model(model_type, params.model)
+        data = await self._post(
+            "chat/completions", self._chat_body(params, model), model_type, params.model
+        )
         try:
             choice = data["choices"][0]
             return TextResult(
@@ -159,32 +339,61 @@ class OpenAIPlugin(Plugin):
             )
         except (KeyError, IndexError, TypeError) as exc:
             raise ModelCallError(
-                f"unexpected chat completion response: {exc!r}", provider="openai", retryable=True
+                f"unexpected chat completion response: {exc!r}",
+                provider="openai",
+                retryable=True,
+                reason="bad_response",
             ) from exc
 
-    async def _stream(self, params: TextParams, model: str) -> AsyncIterator[TextChunk]:
+    async def _open_stream(
+        self, body: dict[str, Any], model_type: str, asked: str | None
+    ) -> tuple[AsyncExitStack, EventSource]:
+        """Open the event stream (retried like `_post` until it answers 200); the caller
+        closes the returned stack."""
+
+        async def once() -> tuple[AsyncExitStack, EventSource]:
+            stack = AsyncExitStack()
+            try:
+                source = await stack.enter_async_context(
+                    aconnect_sse(self.client, "POST", "chat/completions", json=body)
+                )
+                response = source.response
+                if response.status_code < 400:
+                    return stack, source
+                detail = (await response.aread()).decode(errors="replace")
+            except httpx.HTTPError as exc:
+                await stack.aclose()
+                raise self._transport(exc, "chat/completions stream") from exc
+            except BaseException:
+                await stack.aclose()
+                raise
+            await stack.aclose()
+            refused = response.status_code == 400 and "stream_options" in detail
+            if refused and "stream_options" in body:
+                # Servers predating usage in streams (older Azure API versions, some local
+                # servers) refuse the option: ask again without it, from now on.
+                self._stream_usage = False
+                del body["stream_options"]
+                self.log.info(
+                    "{} refuses stream_options: streams carry no usage",
+                    self.settings.base_url,
+                )
+                return await once()
+            await self._refused(response, detail, model_type, asked)
+
+        return await with_retries(
+            once, self.settings.retry, self.log, f"{model_type} chat/completions stream"
+        )
+
+    async def _stream(self, params: TextParams, model_type: str) -> AsyncIterator[TextChunk]:
+        model = self._model(model_type, params.model)
         body = {**self._chat_body(params, model), "stream": True}
         if self._stream_usage:
             body["stream_options"] = {"include_usage": True}
+        stack, source = await self._open_stream(body, model_type, params.model)
         index = 0
-        try:
-            async with aconnect_sse(self.client, "POST", "chat/completions", json=body) as source:
-                response = source.response
-                if response.status_code >= 400:
-                    detail = (await response.aread()).decode(errors="replace")
-                    refused = response.status_code == 400 and "stream_options" in detail
-                    if refused and "stream_options" in body:
-                        # Servers predating usage in streams (older Azure API versions, some
-                        # local servers) refuse the option: ask again without it, from now on.
-                        self._stream_usage = False
-                        self.log.info(
-                            "{} refuses stream_options: streams carry no usage",
-                            self.settings.base_url,
-                        )
-                        async for chunk in self._stream(params, model):
-                            yield chunk
-                        return
-                    _fail(response.status_code, detail)
+        async with stack:
+            try:
                 finish: str | None = None
                 usage: Usage | None = None
                 async for event in source.aiter_sse():
@@ -200,42 +409,56 @@ class OpenAIPlugin(Plugin):
                             yield TextChunk(text=text, index=index)
                             index += 1
                 yield TextChunk(text="", index=index, finish_reason=finish or "stop", usage=usage)
-        except httpx.TimeoutException as exc:
-            raise ModelCallError("stream timed out", provider="openai", retryable=True) from exc
-        except httpx.TransportError as exc:
-            raise ModelCallError(
-                f"cannot reach {self.settings.base_url}: {exc}", provider="openai", retryable=True
-            ) from exc
-        except (SSEError, json.JSONDecodeError) as exc:
-            raise ModelCallError(
-                f"malformed stream: {exc}", provider="openai", retryable=True
-            ) from exc
+            except httpx.TimeoutException as exc:
+                raise ModelCallError(
+                    f"stream timed out after {index} chunks",
+                    provider="openai",
+                    retryable=True,
+                    reason="timeout",
+                ) from exc
+            except httpx.TransportError as exc:
+                raise ModelCallError(
+                    f"the stream from {self.settings.base_url} broke off after {index} chunks:"
+                    f" {exc}",
+                    provider="openai",
+                    retryable=True,
+                    reason="stream_cut",
+                ) from exc
+            except (SSEError, json.JSONDecodeError) as exc:
+                raise ModelCallError(
+                    f"malformed stream: {exc}",
+                    provider="openai",
+                    retryable=True,
+                    reason="bad_response",
+                ) from exc
 
     # handlers -------------------------------------------------------------------------------
 
     async def text_small(self, params: TextParams) -> TextResult:
-        return await self._chat(params, self.settings.small_model)
+        return await self._chat(params, "text_small")
 
     async def text_large(self, params: TextParams) -> TextResult:
-        return await self._chat(params, self.settings.large_model)
+        return await self._chat(params, "text_large")
 
     def stream_small(self, params: TextParams) -> AsyncIterator[TextChunk]:
-        return self._stream(params, self.settings.small_model)
+        return self._stream(params, "text_small")
 
     def stream_large(self, params: TextParams) -> AsyncIterator[TextChunk]:
-        return self._stream(params, self.settings.large_model)
+        return self._stream(params, "text_large")
 
     async def embed(self, params: EmbeddingParams) -> EmbeddingResult:
-        body: dict[str, Any] = {"model": self.settings.embedding_model, "input": params.texts}
+        model = self._model("text_embedding", params.model)
+        body: dict[str, Any] = {"model": model, "input": params.texts}
         if self.settings.embedding_dimensions is not None:
             body["dimensions"] = self.settings.embedding_dimensions
-        data = await self._post("embeddings", body)
+        data = await self._post("embeddings", body, "text_embedding", params.model)
         rows = sorted(data.get("data") or [], key=lambda row: row.get("index", 0))
         if len(rows) != len(params.texts):
             raise ModelCallError(
                 f"asked {len(params.texts)} embeddings, got {len(rows)}",
                 provider="openai",
                 retryable=True,
+                reason="bad_response",
             )
         return EmbeddingResult(
             vectors=[[float(x) for x in row["embedding"]] for row in rows],
@@ -243,7 +466,8 @@ class OpenAIPlugin(Plugin):
             model=data.get("model"),
         )
 
-    async def _object(self, params: ObjectParams, model: str) -> ObjectResult:
+    async def _object(self, params: ObjectParams, model_type: str) -> ObjectResult:
+        model = self._model(model_type, params.model)
         text = TextParams(
             prompt=params.prompt,
             system=params.system,
@@ -255,13 +479,16 @@ class OpenAIPlugin(Plugin):
             "type": "json_schema",
             "json_schema": {"name": "answer", "schema": params.schema_dict(), "strict": False},
         }
-        data = await self._post("chat/completions", body)
+        data = await self._post("chat/completions", body, model_type, params.model)
         try:
             content = data["choices"][0]["message"]["content"]
             parsed = json.loads(content)
         except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
             raise ModelCallError(
-                f"the model did not answer JSON: {exc}", provider="openai", retryable=True
+                f"the model did not answer JSON: {exc}",
+                provider="openai",
+                retryable=True,
+                reason="bad_response",
             ) from exc
         value: BaseModel | None = None
         if params.output is not None:
@@ -272,14 +499,15 @@ class OpenAIPlugin(Plugin):
                     f"the answer does not match {params.output.__name__}: {exc}",
                     provider="openai",
                     retryable=True,
+                    reason="bad_response",
                 ) from exc
         return ObjectResult(data=parsed, value=value, usage=_usage(data.get("usage")))
 
     async def object_small(self, params: ObjectParams) -> ObjectResult:
-        return await self._object(params, self.settings.small_model)
+        return await self._object(params, "object_small")
 
     async def object_large(self, params: ObjectParams) -> ObjectResult:
-        return await self._object(params, self.settings.large_model)
+        return await self._object(params, "object_large")
 
     @property
     def configured(self) -> bool:
@@ -310,10 +538,16 @@ def _usage(data: Any) -> Usage | None:
     )
 
 
-def _fail(status: int, body: str) -> NoReturn:
+def _fail(status: int, body: str, retry_after: float | None = None) -> NoReturn:
     """Raise the error for an HTTP error status (the response text, not the request: no key)."""
     retryable = status in RETRYABLE_STATUS or status >= 500
+    reason = "rate_limited" if status == 429 else "server_error" if status >= 500 else None
     detail = body[:300].replace("\n", " ")
     raise ModelCallError(
-        f"HTTP {status}: {detail}", provider="openai", retryable=retryable, status=status
+        f"HTTP {status}: {detail}",
+        provider="openai",
+        retryable=retryable,
+        status=status,
+        reason=reason or ("http_error" if retryable else None),
+        retry_after=retry_after,
     )

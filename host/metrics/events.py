@@ -50,6 +50,7 @@ __all__ = [
     "MODEL_DURATION",
     "MODEL_ERRORS",
     "MODEL_FALLBACKS",
+    "MODEL_PROVIDER_FALLBACKS",
     "MODEL_TOKENS",
     "MODEL_TYPE_TAG",
     "PLUGIN_FAILURES",
@@ -70,6 +71,9 @@ MODEL_DURATION = "gen_ai.client.operation.duration"
 MODEL_TOKENS = "gen_ai.client.token.usage"
 MODEL_ERRORS = "agenthost.model.errors"
 MODEL_FALLBACKS = "agenthost.model.fallbacks"
+MODEL_PROVIDER_FALLBACKS = "agenthost.model.provider_fallbacks"
+"""Calls a fallback answered, by the provider passed over (``provider``), ``model_type`` and
+``reason`` (Prometheus: ``agenthost_model_provider_fallbacks_total``)."""
 HANDLER_FAILURES = "agenthost.events.handler_failures"
 PLUGIN_FAILURES = "agenthost.plugins.failures"
 RELOADS = "agenthost.plugins.reloads"
@@ -124,6 +128,7 @@ class EventMetrics:
         self._stages: dict[str, Recorder] = {}
         self._models: dict[tuple[str, str, str | None], _ModelSeries] = {}
         self._actions: dict[tuple[str, str | None, bool], tuple[Recorder, Recorder]] = {}
+        self._fallbacks: dict[tuple[str, str, str], Recorder] = {}
 
     def __call__(self, event: Event[Any], payload: EventPayload) -> None:
         recorder = self._recorders.get(event.name)
@@ -193,6 +198,10 @@ class EventMetrics:
             series.errors(1)
         if payload.fallback:
             series.fallbacks(1)
+            if error is None and payload.fallback_from:
+                self._fell_back(
+                    payload.fallback_from[0], payload.model_type, payload.fallback_reason
+                )
         tokens = payload.input_tokens
         if tokens is not None:
             series.input_tokens(tokens)
@@ -221,6 +230,15 @@ class EventMetrics:
                 metrics, "histogram", MODEL_TOKENS, {**tags, "gen_ai.token.type": "output"}
             ),
         )
+
+    def _fell_back(self, provider: str, model_type: str, reason: str | None) -> None:
+        key = (provider, model_type, reason or "error")
+        count = self._fallbacks.get(key)
+        if count is None:
+            tags = {"provider": provider, "model_type": model_type, "reason": key[2]}
+            count = bind(self.metrics, "counter", MODEL_PROVIDER_FALLBACKS, tags)
+            _keep(self._fallbacks, key, count)
+        count(1)
 
     def _handler_failed(self, payload: HandlerFailedPayload) -> None:
         tags = {"event": payload.event, "plugin": payload.plugin or ""}

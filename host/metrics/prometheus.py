@@ -33,6 +33,13 @@ from host.metrics.memory import DEFAULT_BUCKETS, InMemoryMetrics, Series
 __all__ = ["CONTENT_TYPE", "MemoryExporter", "PrometheusMetrics", "prometheus_name"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HELP: dict[str, str] = {
+    "agenthost.model.provider_fallbacks": (
+        "Model calls answered by a fallback provider, by the provider passed over, the model"
+        " type and the reason (rate_limited, timeout, model_not_served, circuit_open, ...)"
+    ),
+}
+"""Help text of the host's metrics in ``/metrics`` (others show their dotted name)."""
 _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
 
 
@@ -72,7 +79,7 @@ class PrometheusMetrics:
                     )
                     metric = kind(
                         prometheus_name(name),
-                        name,
+                        HELP.get(name, name),
                         labelnames=[prometheus_name(label) for label in labels],
                         registry=self.registry,
                         **extra,
@@ -127,16 +134,17 @@ class MemoryExporter:
             labels = sorted({key for s in group for key in s.tags})
             prom = prometheus_name(name)
             kind = group[0].kind
+            text = HELP.get(name, name)
             family: Metric
             if kind == "counter":
                 family = CounterMetricFamily(
-                    prom, name, labels=[prometheus_name(k) for k in labels]
+                    prom, text, labels=[prometheus_name(k) for k in labels]
                 )
             elif kind == "gauge":
-                family = GaugeMetricFamily(prom, name, labels=[prometheus_name(k) for k in labels])
+                family = GaugeMetricFamily(prom, text, labels=[prometheus_name(k) for k in labels])
             else:
                 family = HistogramMetricFamily(
-                    prom, name, labels=[prometheus_name(k) for k in labels]
+                    prom, text, labels=[prometheus_name(k) for k in labels]
                 )
             for series in group:
                 values = [series.tags.get(k, "") for k in labels]

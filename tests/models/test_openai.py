@@ -12,6 +12,7 @@ from pydantic import BaseModel, SecretStr
 
 from builtin_plugins.eliza import ElizaPlugin
 from builtin_plugins.openai import OpenAIPlugin, OpenAISettings
+from builtin_plugins.openai.retry import RetrySettings
 from contracts.events import MODEL_USED, ModelUsedPayload
 from contracts.models import (
     OBJECT_SMALL,
@@ -46,7 +47,12 @@ async def server() -> AsyncIterator[tuple[HttpServer, Behaviour]]:
 
 
 async def plugin_for(url: str) -> OpenAIPlugin:
-    settings = OpenAISettings(base_url=f"{url}/v1", api_key=SecretStr(KEY), large_model="big")
+    settings = OpenAISettings(
+        base_url=f"{url}/v1",
+        api_key=SecretStr(KEY),
+        large_model="big",
+        retry=RetrySettings(wait_initial=0.01, wait_jitter=0),
+    )
     plugin = OpenAIPlugin(settings, logger.bind(plugin="openai"))
     await plugin.setup()
     return plugin
@@ -155,7 +161,8 @@ async def test_a_500_falls_back_to_eliza(server: tuple[HttpServer, Behaviour]) -
         )
         assert result.text == "In what way?"
         assert [(u.provider, u.fallback) for u in used] == [("openai", False), ("eliza", True)]
-        assert "HTTP 500" in (used[0].error or "")
+        assert "HTTP 500" in (used[0].error or "") and used[1].fallback_reason == "server_error"
+        assert len(behaviour.requests) == 3  # retried (plugins.openai.retry.attempts), then ELIZA
         streamed = [
             c.text
             async for c in registry_with(plugin).stream_model(

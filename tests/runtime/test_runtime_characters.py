@@ -36,8 +36,8 @@ def test_elizaos_character_json_loads_as_is() -> None:
         "shared": False,
     }
     assert character.settings["clients"] == ["discord"]
-    assert character.settings["modelProvider"] == "openai"
-    assert "messageHandlerTemplate" in character.settings["templates"]
+    assert character.model_provider == "openai"  # honoured: see test_runtime_character_models
+    assert "messageHandlerTemplate" in character.templates
     assert character.settings["voice"] == {"model": "en_US-hfc_female-medium"}
     # settings.secrets moved to secrets, never shown in repr
     assert character.secrets == {"OPENAI_API_KEY": "sk-test-not-a-real-key"}
