@@ -20,6 +20,7 @@ pipeline yielding the model's text as it streams.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import re
 import time
@@ -68,6 +69,7 @@ from contracts.models import (
     TextParams,
 )
 from contracts.storage import DatabaseAdapter
+from host.blocking import Component
 from host.components import ComponentRegistry
 from host.container import Container
 from host.events import EventBus
@@ -497,10 +499,19 @@ class AgentRuntime:
             provider.timeout if provider.timeout is not None else self.settings.provider_timeout
         )
         deadline = asyncio.timeout(timeout)
+        owner = self.components.owner_of("provider", provider.name)
+
+        async def get() -> ProviderResult:
+            with Component("provider", provider.name, owner):
+                result: ProviderResult = await _call(
+                    provider.get, provider.blocking, message, state
+                )
+                return result
+
         try:
             async with deadline:
                 if self.cache is None:
-                    result = await provider.get(message, state)
+                    result = await get()
                 else:
                     context = CacheContext(
                         agent_id=str(self._agent_id),
@@ -508,9 +519,7 @@ class AgentRuntime:
                         entity_id=str(message.entity_id),
                         message_id=str(message.id),
                     )
-                    result = await self.cache.get_or_compute(
-                        provider.name, context, lambda: provider.get(message, state)
-                    )
+                    result = await self.cache.get_or_compute(provider.name, context, get)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 self._log.warning(
@@ -682,8 +691,11 @@ class _Run:
     async def _valid(self, action: Action | Evaluator) -> bool:
         if action.validate is None:
             return True
+        kind = "action" if isinstance(action, Action) else "evaluator"
+        owner = self.rt.components.owner_of(kind, action.name)
         try:
-            return bool(await action.validate(self._ctx()))
+            with Component(f"{kind} validate", action.name, owner):
+                return bool(await _call(action.validate, action.blocking, self._ctx()))
         except Exception as exc:
             self.rt._log.opt(exception=exc).warning("validate of {} failed: {}", action.name, exc)
             return False
@@ -739,7 +751,7 @@ class _Run:
         await rt.events.emit(ACTION_STARTED, started)
         timeout = action.timeout if action.timeout is not None else rt.settings.action_timeout
         t = time.perf_counter()
-        result = await _guarded(action.handler, self._ctx(), action.name, timeout, rt)
+        result = await _guarded(action, "action", owner, self._ctx(), timeout, rt)
         if result is None:
             result = ActionResult(
                 success=False,
@@ -786,7 +798,8 @@ class _Run:
                 if evaluator.timeout is not None
                 else rt.settings.evaluator_timeout
             )
-            outcome = await _guarded(evaluator.handler, self._ctx(), evaluator.name, timeout, rt)
+            owner = rt.components.owner_of("evaluator", evaluator.name)
+            outcome = await _guarded(evaluator, "evaluator", owner, self._ctx(), timeout, rt)
             if outcome is not None:
                 self.evaluators.append(outcome)
         self.timings["evaluators"] = time.perf_counter() - t
@@ -829,19 +842,32 @@ def _serving(caller: CallContext) -> Iterator[None]:
         call_context.reset(token)
 
 
+async def _call(function: Callable[..., Any], blocking: bool, *args: Any) -> Any:
+    """A component's callable: in a worker thread when declared blocking; awaited when async."""
+    if blocking:
+        return await asyncio.to_thread(function, *args)
+    result = function(*args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
 async def _guarded(
-    handler: Callable[[ActionContext], Any],
+    component: Action | Evaluator,
+    kind: str,
+    owner: str | None,
     ctx: ActionContext,
-    name: str,
     seconds: float,
     rt: AgentRuntime,
 ) -> ActionResult | None:
     """Run an action/evaluator handler; failures and timeouts become a failed `ActionResult`."""
+    name = component.name
     started = time.perf_counter()
     deadline = asyncio.timeout(seconds)
     try:
         async with deadline:
-            outcome = await handler(ctx)
+            with Component(kind, name, owner):
+                outcome = await _call(component.handler, component.blocking, ctx)
     except Exception as exc:
         if isinstance(exc, TimeoutError) and deadline.expired():
             rt._log.warning("{} timed out after {}s", name, seconds)
