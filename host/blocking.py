@@ -7,12 +7,12 @@ heartbeat overdue by more than the threshold (``loop_monitor.threshold``, 100 ms
 means one callback has been running that long. It then logs a WARNING naming what was running,
 and another when the loop is free again, with how long it was held.
 
-What was running comes from `MARKS`: the pipeline and the event bus note, per asyncio task, the
-component they are calling (a provider, an action, an evaluator, an event handler, a plugin's
-setup) before calling it and restore the previous note after; the monitor reads the note of
-the loop's current task. A note is two dict operations on the hot path, no formatting: the
-label is made only when a block is reported. The blocked thread's innermost Python frame
-(file, line, function) is reported too, for what no note covers.
+What was running is read off the blocked thread's stack (``sys._current_frames``), only when a
+block is noticed: the functions through which the host calls plugin code (the bus calling an
+event handler, the runtime calling a provider, an action, an evaluator) are registered with
+`component_site`, and the innermost of them on the stack says, from its local variables, which
+component of which plugin it was calling. So the hot path pays nothing: no note is written per
+call. The innermost frame (file, line, function) is reported too, for what no site covers.
 
 Sync callbacks that must block (a sync client library) are declared ``blocking=True`` on their
 `Provider`, `Action`, `Evaluator` or `EventHandler`: they run in a worker thread
@@ -25,63 +25,67 @@ import asyncio
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from types import CodeType, FrameType
+from typing import Any, Final, TypeVar
 
 from loguru import logger
 
-__all__ = ["MARKS", "Component", "LoopMonitor", "describe"]
+__all__ = ["LoopMonitor", "component_site", "describe_subscription"]
 
-MARKS: Final[dict[asyncio.Task[Any] | None, object]] = {}
-"""The asyncio task -> what it is calling now (a `Component`, or a bus subscription)."""
+F = TypeVar("F", bound=Callable[..., Any])
+Describe = Callable[[Mapping[str, Any]], "tuple[str, str | None] | None"]
+"""From a site frame's local variables: (what it is calling, the plugin), or None."""
 
-
-@dataclass(slots=True)
-class Component:
-    """A plugin component being called, noted in `MARKS` for the monitor (use as ``with``)."""
-
-    kind: str
-    """provider, action, action validate, evaluator, evaluator validate, setup, ..."""
-    name: str
-    owner: str | None = None
-    """The plugin that registered it."""
-    _task: asyncio.Task[Any] | None = None
-    _previous: object = None
-
-    def __enter__(self) -> Component:
-        task = self._task = asyncio.current_task()
-        self._previous = MARKS.get(task)
-        MARKS[task] = self
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._previous is None:
-            MARKS.pop(self._task, None)
-        else:
-            MARKS[self._task] = self._previous
-
-    def __str__(self) -> str:
-        owner = f" of plugin {self.owner}" if self.owner else ""
-        return f"{self.kind} {self.name!r}{owner}"
+_SITES: Final[dict[CodeType, Describe]] = {}
 
 
-def describe(mark: object) -> tuple[str, str | None]:
-    """(what was running, the plugin it belongs to) for a `MARKS` value."""
-    if isinstance(mark, Component):
-        return str(mark), mark.owner
-    label = getattr(mark, "label", None)
-    if label is not None:  # a bus subscription (HandlerSubscription)
-        owner = getattr(mark, "owner", None)
-        event = getattr(getattr(mark, "event", None), "name", None) or "every event"
-        by = f" of plugin {owner}" if owner else ""
-        return f"event handler {label} for {event}{by}", owner
-    return "an unnamed callback", None
+def component_site(describe: Describe) -> Callable[[F], F]:
+    """Register the decorated function as one through which the host calls plugin code;
+    `describe` reads what it is calling from its frame's locals (only when a block is
+    noticed). The function itself is returned unchanged."""
+
+    def register(function: F) -> F:
+        _SITES[function.__code__] = describe
+        return function
+
+    return register
+
+
+def component(kind: str, name: object, owner: object) -> tuple[str, str | None]:
+    """The description of a plugin component: ``provider 'weather' of plugin weather``."""
+    plugin = owner if isinstance(owner, str) else None
+    by = f" of plugin {plugin}" if plugin else ""
+    return f"{kind} {name!r}{by}", plugin
+
+
+def describe_subscription(local: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """A bus frame calling a handler (its local ``sub``, a `HandlerSubscription`)."""
+    sub = local.get("sub")
+    label = getattr(sub, "label", None)
+    if label is None:
+        return None
+    owner = getattr(sub, "owner", None)
+    event = getattr(getattr(sub, "event", None), "name", None) or "every event"
+    by = f" of plugin {owner}" if owner else ""
+    return f"event handler {label} for {event}{by}", owner
+
+
+def culprit(frame: FrameType | None) -> tuple[str, str | None, str] | None:
+    """(what, plugin, where) from the innermost registered site on `frame`'s stack."""
+    if frame is None:
+        return None
+    code = frame.f_code
+    where = f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+    current: FrameType | None = frame
+    while current is not None:
+        describe = _SITES.get(current.f_code)
+        if describe is not None:
+            found = describe(current.f_locals)
+            if found is not None:
+                return found[0], found[1], where
+        current = current.f_back
+    return None
 
 
 class LoopMonitor:
@@ -137,9 +141,9 @@ class LoopMonitor:
         while not self._stop.wait(self.interval):
             last = self._last
             if reported is not None and last != reported:
-                held = max(last - reported - self.interval, 0.0)
+                held = last - reported  # the heartbeat gap: the block, and up to one interval
                 logger.bind(plugin=owner or "host").log(
-                    level, "event loop was blocked for {:.2f} s by {}", held, what
+                    level, "event loop was blocked for about {:.2f} s by {}", held, what
                 )
                 reported = None
             overdue = time.monotonic() - last - self.interval
@@ -161,20 +165,19 @@ class LoopMonitor:
                 )
 
     def _culprit(self) -> tuple[str, str | None, str, bool]:
-        """What the loop's current task is calling, its plugin, the blocked frame, and
-        whether a component note named it."""
+        """What the loop thread is calling, its plugin, the blocked frame, and whether a
+        registered site named it."""
+        frame = sys._current_frames().get(self._loop_thread)
+        found = culprit(frame)
+        if found is not None:
+            return (*found, True)
+        where = "unknown"
+        if frame is not None:
+            where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
         loop = self._loop
         try:
             task = asyncio.current_task(loop) if loop is not None else None
         except RuntimeError:
             task = None
-        mark = MARKS.get(task)
-        what, owner = describe(mark)
-        if mark is None and task is not None:
-            what = f"task {task.get_name()}"
-        frame = sys._current_frames().get(self._loop_thread)
-        where = "unknown"
-        if frame is not None:
-            code = frame.f_code
-            where = f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
-        return what, owner, where, mark is not None
+        what = f"task {task.get_name()}" if task is not None else "a callback"
+        return what, None, where, False

@@ -45,7 +45,7 @@ from contracts.events import (
 )
 from contracts.plugin import Manifest
 from host import hookspecs
-from host.blocking import MARKS
+from host.blocking import component_site, describe_subscription
 from host.deadlines import Deadlines
 from host.validation import field_problems
 
@@ -83,6 +83,11 @@ class HandlerSubscription:
     """A sync handler that may block: run in a worker thread (`asyncio.to_thread`)."""
     order: int = field(default_factory=lambda: next(_order))
     active: bool = True
+    call: Callable[..., Awaitable[None] | None] = field(init=False)
+    """What emit calls: `handler`, or for a blocking one a call of it in a worker thread."""
+
+    def __post_init__(self) -> None:
+        self.call = _in_thread(self.handler) if self.blocking else self.handler
 
     def cancel(self) -> None:
         """Unsubscribe (idempotent)."""
@@ -267,6 +272,7 @@ class EventBus:
 
     # emitting -------------------------------------------------------------------------------
 
+    @component_site(describe_subscription)
     async def emit(self, event: Event[P], payload: P) -> None:
         """Run every handler of `event` with `payload`; returns when the awaited ones are done.
 
@@ -278,38 +284,23 @@ class EventBus:
         plan = self._plan.get(event.name)
         if plan is None:
             plan = self._handlers_for(event.name)
-        # The handler running is noted for the loop monitor (host.blocking), per task.
-        task = asyncio.current_task()
-        previous = MARKS.get(task)
-        try:
-            for sub in plan:
-                if not sub.active:
-                    continue  # unsubscribed by an earlier handler of this emit (or an unload)
-                if sub.detached and not self._closed:
-                    await self._spawn(sub, event, payload)
-                    continue
-                MARKS[task] = sub
-                try:
-                    if sub.blocking:
-                        result = _in_thread(sub, event, payload)
-                    elif sub.event is None:
-                        result = sub.handler(event, payload)
-                    else:
-                        result = sub.handler(payload)
-                    if result is not None and inspect.isawaitable(result):
-                        timeout = sub.timeout or self.settings.handler_timeout
-                        await self._await(result, timeout)
-                except Exception as exc:
-                    await self._failed(sub, event, exc)
-                except asyncio.CancelledError as exc:
-                    if _cancelling():
-                        raise
-                    await self._failed(sub, event, exc)
-        finally:
-            if previous is None:
-                MARKS.pop(task, None)
-            else:
-                MARKS[task] = previous
+        for sub in plan:  # `sub` names the handler running to the loop monitor
+            if not sub.active:
+                continue  # unsubscribed by an earlier handler of this emit (or a plugin unload)
+            if sub.detached and not self._closed:
+                await self._spawn(sub, event, payload)
+                continue
+            try:
+                result = sub.call(event, payload) if sub.event is None else sub.call(payload)
+                if result is not None and inspect.isawaitable(result):
+                    timeout = sub.timeout or self.settings.handler_timeout
+                    await self._await(result, timeout)
+            except Exception as exc:
+                await self._failed(sub, event, exc)
+            except asyncio.CancelledError as exc:
+                if _cancelling():
+                    raise
+                await self._failed(sub, event, exc)
 
     async def _await(self, result: Awaitable[None], limit: float | None) -> None:
         if not limit:
@@ -358,15 +349,10 @@ class EventBus:
             assert self._slots is not None
             self._slots.release()
 
+    @component_site(describe_subscription)
     async def _call(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:
-        task = asyncio.current_task()
-        previous = MARKS.get(task)
-        MARKS[task] = sub
         try:
-            if sub.blocking:
-                result = _in_thread(sub, event, payload)
-            else:
-                result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
+            result = sub.call(event, payload) if sub.event is None else sub.call(payload)
             if result is not None and inspect.isawaitable(result):
                 timeout = sub.timeout or self.settings.handler_timeout
                 await self._await(result, timeout)
@@ -376,11 +362,6 @@ class EventBus:
             if _cancelling():
                 raise
             await self._failed(sub, event, exc)
-        finally:
-            if previous is None:
-                MARKS.pop(task, None)
-            else:
-                MARKS[task] = previous
 
     async def _failed(
         self, sub: HandlerSubscription, event: Event[Any], exc: BaseException
@@ -440,12 +421,13 @@ def _cancelling() -> bool:
     return task is None or task.cancelling() > 0
 
 
-def _in_thread(sub: HandlerSubscription, event: Event[Any], payload: Any) -> Awaitable[None] | None:
-    """A blocking handler's call, in a worker thread (the loop stays free meanwhile)."""
-    handler: Callable[..., Any] = sub.handler
-    if sub.event is None:
-        return asyncio.to_thread(handler, event, payload)
-    return asyncio.to_thread(handler, payload)
+def _in_thread(handler: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+    """A blocking handler as a call in a worker thread (the loop stays free meanwhile)."""
+
+    def call(*args: Any) -> Awaitable[None]:
+        return asyncio.to_thread(handler, *args)
+
+    return call
 
 
 def _check_subscription(
