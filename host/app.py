@@ -55,6 +55,7 @@ from host.metrics.telemetry import Telemetry, build_telemetry
 from host.models import ModelRegistry
 from host.reload import Reloader, ReloadResult
 from host.runtime import RuntimeSettings
+from host.stores import check_stores
 
 __all__ = ["Host"]
 
@@ -153,7 +154,10 @@ class Host:
             ", ".join(loaded) or "none",
             f"; failed: {', '.join(failed)}" if failed else "",
         )
-        if agents:
+        if agents:  # `plugins list` (no agents) still lists a failed store with its error
+            loader = self.loader
+            bindings = self.container.bindings()
+            check_stores(self.config.services, loader.statuses, loader.discovered, bindings)
             await self._start_agents()
         if self.config.loop_monitor.enabled:  # after start-up's imports and file opening
             self.monitor = LoopMonitor(self.config.loop_monitor.threshold)

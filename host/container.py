@@ -533,7 +533,10 @@ class Container:
             if not shared.held:
                 names, shared.pending = shared.pending, set()
                 for name in sorted(names):
-                    self._choose(name)
+                    chosen = self._choose(name)
+                    if chosen is not None and len(self._bindings.get(name, ())) == 1:
+                        # its only provider: _choose logs choices among several
+                        _log.info("service '{}': using {}", name, _owner_label(chosen.owner))
 
     def _choose(self, name: str) -> _Binding | None:
         candidates = self._bindings.get(name)
