@@ -346,10 +346,14 @@ class ActionContext:
     """The model's reply text (what the agent is about to say / said)."""
 
 
-ProviderFn = Callable[["Memory", State], Awaitable[ProviderResult]]
-ValidateFn = Callable[[ActionContext], Awaitable[bool]]
-ActionFn = Callable[[ActionContext], Awaitable[ActionResult]]
-EvaluatorFn = Callable[[ActionContext], Awaitable["ActionResult | None"]]
+ProviderFn = Callable[["Memory", State], Awaitable[ProviderResult] | ProviderResult]
+ValidateFn = Callable[[ActionContext], Awaitable[bool] | bool]
+ActionFn = Callable[[ActionContext], Awaitable[ActionResult] | ActionResult]
+EvaluatorFn = Callable[[ActionContext], "Awaitable[ActionResult | None] | ActionResult | None"]
+"""Component callables are async, or sync: a sync one that may block (a sync client library,
+heavy CPU work) is declared ``blocking=True`` on its component and runs in a worker thread;
+an undeclared one runs on the event loop, and the loop monitor reports it if it holds the loop
+(``loop_monitor`` in the config)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +372,8 @@ class Provider:
     timeout: float | None = None
     """Seconds before it is skipped; None: the runtime's default provider timeout."""
     cache: CachePolicy = field(default_factory=CachePolicy)
+    blocking: bool = False
+    """`get` is sync and may block: it runs in a worker thread (see `ProviderFn`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +394,8 @@ class Action:
     """Run for every message whose validate passes, whether or not the model asked for it."""
     timeout: float | None = None
     """Seconds before the action counts as failed; None: the runtime's default."""
+    blocking: bool = False
+    """`handler` (and `validate`) are sync and may block: they run in a worker thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,3 +409,5 @@ class Evaluator:
     always_run: bool = False
     """Run even when the agent decided not to respond."""
     timeout: float | None = None
+    blocking: bool = False
+    """`handler` (and `validate`) are sync and may block: they run in a worker thread."""

@@ -26,6 +26,7 @@ __all__ = [
     "HostConfig",
     "HttpSettings",
     "LoggingSettings",
+    "LoopMonitorSettings",
     "PluginsSettings",
     "ReloadSettings",
 ]
@@ -116,6 +117,15 @@ class ReloadSettings(_Section):
     """Also watch the builtin plugins (for working on agenthost itself)."""
 
 
+class LoopMonitorSettings(_Section):
+    """The blocked event loop monitor (``host.blocking``)."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.1, gt=0, le=60)
+    """Seconds one callback may hold the event loop before a WARNING names the plugin
+    component running (a provider, action, evaluator or event handler)."""
+
+
 class CacheSettings(_Section):
     max_entries: int | None = Field(default=10_000, ge=1)
     max_bytes: int | None = Field(default=None, ge=1)
@@ -141,6 +151,7 @@ class HostConfig(BaseModel):
     agents: AgentsSettings = Field(default_factory=AgentsSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    loop_monitor: LoopMonitorSettings = Field(default_factory=LoopMonitorSettings)
 
 
 SETTINGS: Token[HostConfig] = Token("settings", HostConfig)

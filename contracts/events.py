@@ -157,6 +157,9 @@ class EventHandler(Generic[P]):
     """Run as a background task: the emitter does not wait for it."""
     timeout: float | None = None
     """Seconds before the handler is cancelled and reported (None: the bus default)."""
+    blocking: bool = False
+    """The handler is sync and may block (a sync client library, heavy CPU work): it runs in a
+    worker thread, so the event loop (every agent, the HTTP API) is not held meanwhile."""
 
 
 @runtime_checkable
@@ -182,6 +185,7 @@ class EventBusProtocol(Protocol):
         priority: int = 0,
         detached: bool = False,
         timeout: float | None = None,
+        blocking: bool = False,
     ) -> Subscription: ...
 
     def off(self, event: Event[P], handler: Handler[P]) -> bool: ...
@@ -194,6 +198,7 @@ class EventBusProtocol(Protocol):
         detached: bool = False,
         priority: int = 0,
         timeout: float | None = None,
+        blocking: bool = False,
     ) -> Subscription: ...
 
     async def emit(self, event: Event[P], payload: P) -> None: ...

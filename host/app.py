@@ -35,6 +35,7 @@ from contracts.logging import LOGGER
 from contracts.metrics import METRICS
 from contracts.models import MODELS
 from host.agents import AgentManager
+from host.blocking import LoopMonitor
 from host.cache import ProviderCache
 from host.characters import default_character, load_characters
 from host.components import ComponentRegistry
@@ -43,6 +44,7 @@ from host.console import mount_console
 from host.container import Container
 from host.discovery import Discovered, discover
 from host.events import EventBus, EventSettings
+from host.handles import PluginBus, PluginCache, PluginModels
 from host.http import HttpServer, app_from_settings, include_guarded
 from host.loader import Loader, PluginStatus
 from host.logs import redact
@@ -53,6 +55,7 @@ from host.metrics.telemetry import Telemetry, build_telemetry
 from host.models import ModelRegistry
 from host.reload import Reloader, ReloadResult
 from host.runtime import RuntimeSettings
+from host.stores import check_stores
 
 __all__ = ["Host"]
 
@@ -85,9 +88,10 @@ class Host:
         self.components = ComponentRegistry(self.cache)
         self.container = Container(pins=settings.services)
         self.container.provide(SETTINGS, settings, owner="host")
-        self.container.provide(EVENTS, self.events, owner="host")
-        self.container.provide(MODELS, self.models, owner="host")
-        self.container.provide(CACHE, self.cache, owner="host")
+        # Plugins get handles bound to their name (host.handles), not the services themselves.
+        self.container.provide(EVENTS, self.events, owner="host", view=self._bus_for)
+        self.container.provide(MODELS, self.models, owner="host", view=self._models_for)
+        self.container.provide(CACHE, self.cache, owner="host", view=self._cache_for)
         self.container.provide(METRICS, self.telemetry.collector, owner="host")
         self.container.provide(LOGGER, _log, owner="host")
         self.loader = Loader(
@@ -101,7 +105,18 @@ class Host:
         """Set in dev mode (``dev: true`` / ``agenthost run --dev``): watches plugin files."""
         self.agents: AgentManager | None = None
         self.http: HttpServer | None = None
+        self.monitor: LoopMonitor | None = None
+        """Reports callbacks holding the event loop (config ``loop_monitor``)."""
         self._started = False
+
+    def _bus_for(self, plugin: str) -> PluginBus:
+        return PluginBus(self.events, plugin)
+
+    def _models_for(self, plugin: str) -> PluginModels:
+        return PluginModels(self.models, plugin)
+
+    def _cache_for(self, plugin: str) -> PluginCache:
+        return PluginCache(self.cache, plugin)
 
     @property
     def config(self) -> HostConfig:
@@ -139,8 +154,14 @@ class Host:
             ", ".join(loaded) or "none",
             f"; failed: {', '.join(failed)}" if failed else "",
         )
-        if agents:
+        if agents:  # `plugins list` (no agents) still lists a failed store with its error
+            loader = self.loader
+            bindings = self.container.bindings()
+            check_stores(self.config.services, loader.statuses, loader.discovered, bindings)
             await self._start_agents()
+        if self.config.loop_monitor.enabled:  # after start-up's imports and file opening
+            self.monitor = LoopMonitor(self.config.loop_monitor.threshold)
+            self.monitor.start()
         if self.config.dev:
             settings = self.config.reload
             self.reloader = Reloader(
@@ -269,6 +290,9 @@ class Host:
             except Exception as exc:
                 _log.opt(exception=exc).error("stopping {} failed: {}", name, exc)
         await self.loader.unload_all()
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
         for name, close in (
             ("services", self.container.aclose()),
             ("metrics", self.telemetry.aclose()),

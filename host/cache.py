@@ -237,6 +237,11 @@ class ProviderCache:
         for provider in [n for n, r in self._registrations.items() if r.owner == owner]:
             self.unregister(provider)
 
+    def owner_of(self, provider: str) -> str | None:
+        """The plugin that registered `provider`'s policy (None: unknown provider)."""
+        registration = self._registrations.get(provider)
+        return None if registration is None else registration.owner
+
     def policy(self, provider: str) -> CachePolicy | None:
         registration = self._registrations.get(provider)
         return None if registration is None else registration.policy

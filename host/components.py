@@ -8,6 +8,7 @@ message, so a reloaded plugin's components apply from the next message on.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -190,3 +191,11 @@ def _check_component(kind: str, owner: str, item: object) -> None:
     handler = getattr(item, "get" if kind == "provider" else "handler")
     if not callable(handler):
         raise ComponentConflictError(f"plugin {owner}: {kind} {name!r} has no callable handler")
+    if getattr(item, "blocking", False):
+        for function in (handler, getattr(item, "validate", None)):
+            if function is not None and inspect.iscoroutinefunction(function):
+                raise ComponentConflictError(
+                    f"plugin {owner}: {kind} {name!r} is declared blocking but"
+                    f" {getattr(function, '__qualname__', function)!r} is async; blocking=True"
+                    " is for sync functions, which then run in a worker thread"
+                )

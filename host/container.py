@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, Self, TypeVar, cast
 
@@ -100,6 +100,19 @@ class _Binding:
     is_resource: bool
     is_async: bool
     node: Container
+    view: Callable[[str], Any] | None = None
+    """For a service the host shares with plugins: makes plugin `name`'s handle on it."""
+    handles: dict[str, providers.Provider[Any]] = field(default_factory=dict)
+
+    def handle_for(self, owner: str | None) -> providers.Provider[Any] | None:
+        """The provider of `owner`'s handle on this service; None when `owner` gets the
+        service itself (no view, the host, or the binding's own owner)."""
+        if self.view is None or owner is None or owner == self.owner:
+            return None
+        handle = self.handles.get(owner)
+        if handle is None:
+            handle = self.handles[owner] = providers.Object(self.view(owner))
+        return handle
 
     def label(self) -> str:
         owner = f"plugin {self.owner}" if self.owner else "the host"
@@ -370,9 +383,19 @@ class Container:
         )
 
     def provide(
-        self, token: Token[T], instance: T, *, owner: str | None = None, priority: int = 0
+        self,
+        token: Token[T],
+        instance: T,
+        *,
+        owner: str | None = None,
+        priority: int = 0,
+        view: Callable[[str], T] | None = None,
     ) -> None:
-        """Bind `token` to an existing object, owned by this scope (never torn down by it)."""
+        """Bind `token` to an existing object, owned by this scope (never torn down by it).
+
+        With `view`, what another owner (a plugin) constructs is injected ``view(plugin name)``
+        instead of `instance`: its handle on a shared service (`host.handles`), made once per
+        plugin."""
         self._check_open()
         self._add(
             token,
@@ -385,6 +408,7 @@ class Container:
             plan=Plan(target=f"instance of {type(instance).__qualname__}", params=()),
             is_resource=False,
             is_async=False,
+            view=view,
         )
 
     def _add(
@@ -400,6 +424,7 @@ class Container:
         plan: Plan,
         is_resource: bool,
         is_async: bool,
+        view: Callable[[str], Any] | None = None,
     ) -> None:
         shared = self._shared
         name = token.name
@@ -428,6 +453,7 @@ class Container:
             is_resource=is_resource,
             is_async=is_async,
             node=self,
+            view=view,
         )
         kept = [other for other in candidates if other.owner != owner]
         if len(kept) < len(candidates):
@@ -507,7 +533,10 @@ class Container:
             if not shared.held:
                 names, shared.pending = shared.pending, set()
                 for name in sorted(names):
-                    self._choose(name)
+                    chosen = self._choose(name)
+                    if chosen is not None and len(self._bindings.get(name, ())) == 1:
+                        # its only provider: _choose logs choices among several
+                        _log.info("service '{}': using {}", name, _owner_label(chosen.owner))
 
     def _choose(self, name: str) -> _Binding | None:
         candidates = self._bindings.get(name)
@@ -847,6 +876,14 @@ class Container:
                     kwargs[param.name] = providers.Object(value)
                 continue
             assert token is not None
+            handle = dep.handle_for(binding.owner)
+            if handle is not None:  # a plugin's handle on a shared host service
+                deps.add(token.name)
+                if param.positional:
+                    args.append(handle)
+                else:
+                    kwargs[param.name] = handle
+                continue
             entry = self._materialize(token.name, inner)
             deps.add(token.name)
             deps.update(entry.deps)
@@ -917,6 +954,11 @@ class Container:
                 token = param.token or self._token_for_param(param, plan, owner)
                 if token is not None and extras:
                     value = extras.get(token, _MISSING)
+                if value is _MISSING and token is not None:
+                    binding = self._find(token.name)
+                    handle = binding.handle_for(owner) if binding is not None else None
+                    if handle is not None:
+                        value = handle()
                 if value is _MISSING:
                     provider = self._cache.get(token) if token is not None else None
                     if provider is not None:

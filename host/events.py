@@ -45,6 +45,7 @@ from contracts.events import (
 )
 from contracts.plugin import Manifest
 from host import hookspecs
+from host.blocking import component_site, describe_subscription
 from host.deadlines import Deadlines
 from host.validation import field_problems
 
@@ -78,8 +79,15 @@ class HandlerSubscription:
     priority: int
     detached: bool
     timeout: float | None
+    blocking: bool = False
+    """A sync handler that may block: run in a worker thread (`asyncio.to_thread`)."""
     order: int = field(default_factory=lambda: next(_order))
     active: bool = True
+    call: Callable[..., Awaitable[None] | None] = field(init=False)
+    """What emit calls: `handler`, or for a blocking one a call of it in a worker thread."""
+
+    def __post_init__(self) -> None:
+        self.call = _in_thread(self.handler) if self.blocking else self.handler
 
     def cancel(self) -> None:
         """Unsubscribe (idempotent)."""
@@ -137,12 +145,16 @@ class EventBus:
         priority: int = 0,
         detached: bool = False,
         timeout: float | None = None,
+        blocking: bool = False,
     ) -> HandlerSubscription:
-        """Call `handler` with each payload of `event`. Higher `priority` runs first."""
+        """Call `handler` with each payload of `event`. Higher `priority` runs first.
+        `blocking`: `handler` is sync and may block, so it runs in a worker thread."""
         if not isinstance(event, Event):
             raise EventError(f"bus.on needs an Event token, got {event!r}")
-        _check_subscription(repr(event.name), handler, owner, timeout)
-        sub = HandlerSubscription(self, event, handler, owner, priority, detached, timeout)
+        _check_subscription(repr(event.name), handler, owner, timeout, blocking)
+        sub = HandlerSubscription(
+            self, event, handler, owner, priority, detached, timeout, blocking
+        )
         self._subs.setdefault(event.name, []).append(sub)
         self._plan.clear()
         return sub
@@ -155,10 +167,11 @@ class EventBus:
         detached: bool = False,
         priority: int = 0,
         timeout: float | None = None,
+        blocking: bool = False,
     ) -> HandlerSubscription:
         """Call `handler(event, payload)` for every event, after the event's own handlers."""
-        _check_subscription("every event (on_any)", handler, owner, timeout)
-        sub = HandlerSubscription(self, None, handler, owner, priority, detached, timeout)
+        _check_subscription("every event (on_any)", handler, owner, timeout, blocking)
+        sub = HandlerSubscription(self, None, handler, owner, priority, detached, timeout, blocking)
         self._any.append(sub)
         self._plan.clear()
         return sub
@@ -204,6 +217,7 @@ class EventBus:
                     priority=spec.priority or priority,
                     detached=spec.detached,
                     timeout=spec.timeout,
+                    blocking=spec.blocking,
                 )
                 made.append(sub)
         except BaseException:
@@ -258,6 +272,7 @@ class EventBus:
 
     # emitting -------------------------------------------------------------------------------
 
+    @component_site(describe_subscription)
     async def emit(self, event: Event[P], payload: P) -> None:
         """Run every handler of `event` with `payload`; returns when the awaited ones are done.
 
@@ -269,14 +284,14 @@ class EventBus:
         plan = self._plan.get(event.name)
         if plan is None:
             plan = self._handlers_for(event.name)
-        for sub in plan:
+        for sub in plan:  # `sub` names the handler running to the loop monitor
             if not sub.active:
                 continue  # unsubscribed by an earlier handler of this emit (or a plugin unload)
             if sub.detached and not self._closed:
                 await self._spawn(sub, event, payload)
                 continue
             try:
-                result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
+                result = sub.call(event, payload) if sub.event is None else sub.call(payload)
                 if result is not None and inspect.isawaitable(result):
                     timeout = sub.timeout or self.settings.handler_timeout
                     await self._await(result, timeout)
@@ -334,9 +349,10 @@ class EventBus:
             assert self._slots is not None
             self._slots.release()
 
+    @component_site(describe_subscription)
     async def _call(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:
         try:
-            result = sub.handler(event, payload) if sub.event is None else sub.handler(payload)
+            result = sub.call(event, payload) if sub.event is None else sub.call(payload)
             if result is not None and inspect.isawaitable(result):
                 timeout = sub.timeout or self.settings.handler_timeout
                 await self._await(result, timeout)
@@ -405,13 +421,27 @@ def _cancelling() -> bool:
     return task is None or task.cancelling() > 0
 
 
+def _in_thread(handler: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+    """A blocking handler as a call in a worker thread (the loop stays free meanwhile)."""
+
+    def call(*args: Any) -> Awaitable[None]:
+        return asyncio.to_thread(handler, *args)
+
+    return call
+
+
 def _check_subscription(
-    what: str, handler: object, owner: str | None, timeout: float | None
+    what: str, handler: object, owner: str | None, timeout: float | None, blocking: bool = False
 ) -> None:
     """A subscription the bus could only fail on later is refused now, naming its target."""
     by = f" (plugin {owner})" if owner else ""
     if not callable(handler):
         raise EventError(f"handler for {what}{by} is not callable: {handler!r}")
+    if blocking and _is_async(handler):
+        raise EventError(
+            f"handler for {what}{by} is declared blocking but is async: blocking=True is for"
+            " sync handlers, which then run in a worker thread"
+        )
     if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
         raise EventError(
             f"handler for {what}{by}: timeout must be seconds > 0 or None (the bus default), "
@@ -483,3 +513,8 @@ def _hook_adapter(
 
     call.__qualname__ = getattr(function, "__qualname__", "hook")
     return call
+
+
+def _is_async(function: object) -> bool:
+    call = getattr(function, "__call__", None)  # noqa: B004  (instances with an async __call__)
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)

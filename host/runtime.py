@@ -20,13 +20,15 @@ pipeline yielding the model's text as it streams.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -68,6 +70,7 @@ from contracts.models import (
     TextParams,
 )
 from contracts.storage import DatabaseAdapter
+from host.blocking import component, component_site
 from host.components import ComponentRegistry
 from host.container import Container
 from host.events import EventBus
@@ -507,7 +510,7 @@ class AgentRuntime:
         try:
             async with deadline:
                 if self.cache is None:
-                    result = await provider.get(message, state)
+                    result = await _provide(provider, message, state, self.components)
                 else:
                     context = CacheContext(
                         agent_id=str(self._agent_id),
@@ -516,7 +519,9 @@ class AgentRuntime:
                         message_id=str(message.id),
                     )
                     result = await self.cache.get_or_compute(
-                        provider.name, context, lambda: provider.get(message, state)
+                        provider.name,
+                        context,
+                        partial(_provide, provider, message, state, self.components),
                     )
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
@@ -690,7 +695,7 @@ class _Run:
         if action.validate is None:
             return True
         try:
-            return bool(await action.validate(self._ctx()))
+            return bool(await _validate(action, self._ctx()))
         except Exception as exc:
             self.rt._log.opt(exception=exc).warning("validate of {} failed: {}", action.name, exc)
             return False
@@ -753,7 +758,7 @@ class _Run:
         await rt.events.emit(ACTION_STARTED, started)
         timeout = action.timeout if action.timeout is not None else rt.settings.action_timeout
         t = time.perf_counter()
-        result = await _guarded(action.handler, self._ctx(), action.name, timeout, rt)
+        result = await _guarded(action, self._ctx(), timeout, rt)
         if result is None:
             result = ActionResult(
                 success=False,
@@ -801,7 +806,7 @@ class _Run:
                 if evaluator.timeout is not None
                 else rt.settings.evaluator_timeout
             )
-            outcome = await _guarded(evaluator.handler, self._ctx(), evaluator.name, timeout, rt)
+            outcome = await _guarded(evaluator, self._ctx(), timeout, rt)
             if outcome is not None:
                 self.evaluators.append(outcome)
         self.timings["evaluators"] = time.perf_counter() - t
@@ -857,19 +862,78 @@ def _serving(caller: CallContext) -> Iterator[None]:
         call_context.reset(token)
 
 
+async def _call(function: Callable[..., Any], blocking: bool, *args: Any) -> Any:
+    """A component's callable: in a worker thread when declared blocking; awaited when async."""
+    if blocking:
+        return await asyncio.to_thread(function, *args)
+    result = function(*args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+# The functions calling plugin components are sites for the loop monitor (host.blocking): a
+# block is reported with the component their locals name. Owners are looked up then, not here.
+
+
+def _kind(item: object) -> str:
+    return "action" if isinstance(item, Action) else "evaluator"
+
+
+def _owner(local: Mapping[str, Any], kind: str, name: str) -> str | None:
+    components = local.get("components")
+    if components is None:
+        components = getattr(getattr(local.get("ctx"), "runtime", None), "components", None)
+    owner = components.owner_of(kind, name) if components is not None else None
+    return owner if isinstance(owner, str) else None
+
+
+def _provider_site(local: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    provider = local.get("provider")
+    if not isinstance(provider, Provider):
+        return None
+    return component("provider", provider.name, _owner(local, "provider", provider.name))
+
+
+def _component_site(suffix: str) -> Callable[[Mapping[str, Any]], tuple[str, str | None] | None]:
+    def describe(local: Mapping[str, Any]) -> tuple[str, str | None] | None:
+        item = local.get("item")
+        if not isinstance(item, Action | Evaluator):
+            return None
+        kind = _kind(item)
+        return component(kind + suffix, item.name, _owner(local, kind, item.name))
+
+    return describe
+
+
+@component_site(_provider_site)
+async def _provide(
+    provider: Provider, message: Memory, state: State, components: ComponentRegistry
+) -> ProviderResult:
+    result: ProviderResult = await _call(provider.get, provider.blocking, message, state)
+    return result
+
+
+@component_site(_component_site(" validate"))
+async def _validate(item: Action | Evaluator, ctx: ActionContext) -> bool:
+    assert item.validate is not None
+    return bool(await _call(item.validate, item.blocking, ctx))
+
+
+@component_site(_component_site(""))
 async def _guarded(
-    handler: Callable[[ActionContext], Any],
+    item: Action | Evaluator,
     ctx: ActionContext,
-    name: str,
     seconds: float,
     rt: AgentRuntime,
 ) -> ActionResult | None:
     """Run an action/evaluator handler; failures and timeouts become a failed `ActionResult`."""
+    name = item.name
     started = time.perf_counter()
     deadline = asyncio.timeout(seconds)
     try:
         async with deadline:
-            outcome = await handler(ctx)
+            outcome = await _call(item.handler, item.blocking, ctx)
     except Exception as exc:
         if isinstance(exc, TimeoutError) and deadline.expired():
             rt._log.warning("{} timed out after {}s", name, seconds)

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -62,6 +63,7 @@ from host.config import LoadedConfig
 from host.container import Container
 from host.discovery import Discovered
 from host.events import EventBus, HandlerSubscription
+from host.handles import PluginBus, PluginCache, PluginModels
 from host.loader import Loader
 from host.models import ModelRegistry
 from host.runtime import AgentRuntime, RuntimeSettings
@@ -402,10 +404,11 @@ class AgentTestBuilder:
         database = await self._open_database()
         self._cleanup.append(database.close)
         container.provide(DATABASE, database, owner="test")
-        container.provide(MODELS, registry, owner="test")
-        container.provide(EVENTS, bus, owner="test")
+        # plugins get handles bound to their name, as in the host (host.handles)
+        container.provide(MODELS, registry, owner="test", view=partial(PluginModels, registry))
+        container.provide(EVENTS, bus, owner="test", view=partial(PluginBus, bus))
         container.provide(SETTINGS, config, owner="test")
-        container.provide(CACHE, cache, owner="test")
+        container.provide(CACHE, cache, owner="test", view=partial(PluginCache, cache))
         loader = Loader(
             container,
             [container, bus, registry, components],

@@ -1,0 +1,40 @@
+"""The misbehaving plugins of tests/fixtures/agenthost-hostile, pip-installed (offline, no build
+isolation) into a session temp dir that the tests put on sys.path / PYTHONPATH, so they are
+real installed distributions found through their entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "agenthost-hostile"
+
+
+@pytest.fixture(scope="session")
+def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("hostile-site")
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+            "--no-build-isolation", "--target", str(target), str(FIXTURE),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return target
+
+
+@pytest.fixture
+def hostile_path(hostile_site: Path) -> Iterator[Path]:
+    """The hostile distribution on sys.path for this test."""
+    sys.path.insert(0, str(hostile_site))
+    try:
+        yield hostile_site
+    finally:
+        sys.path.remove(str(hostile_site))
+        for module in [m for m in sys.modules if m.startswith("agenthost_hostile")]:
+            del sys.modules[module]
