@@ -39,11 +39,15 @@ _BOMS = (
 class ParseError(ValueError):
     """Text that cannot be read: `reason`, and the `line` (1-based) and key `path` if known."""
 
-    def __init__(self, reason: str, *, line: int | None = None, path: str = "") -> None:
+    def __init__(
+        self, reason: str, *, line: int | None = None, path: str = "", limit: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.line = line
         self.path = path
+        self.limit = limit
+        """Whether the text is well-formed but over a bound (depth, values, integer length)."""
 
     @property
     def position(self) -> str:
@@ -119,6 +123,7 @@ def check_shape(data: Any, *, max_depth: int = MAX_DEPTH, max_values: int = MIN_
                 f"holds more than {max_values:,} values (YAML aliases expanded, or data that"
                 " contains itself)",
                 path=_render_path(path),
+                limit=True,
             )
         if isinstance(value, Mapping):
             children: list[tuple[object, Any]] = list(value.items())
@@ -127,7 +132,9 @@ def check_shape(data: Any, *, max_depth: int = MAX_DEPTH, max_values: int = MIN_
         else:
             continue
         if depth >= max_depth and children:
-            raise ParseError(f"nested deeper than {max_depth} levels", path=_render_path(path))
+            raise ParseError(
+                f"nested deeper than {max_depth} levels", path=_render_path(path), limit=True
+            )
         for key, child in children:
             stack.append((child, depth + 1, [*path, key] if len(path) < 7 else path))
 
@@ -153,6 +160,7 @@ class _BoundedLoader(yaml.SafeLoader):
                     f"nested deeper than {self.max_depth} levels",
                     line=mark.line + 1,
                     path=_render_path(self._path),
+                    limit=True,
                 )
             return super().compose_node(parent, index)
         finally:
@@ -188,7 +196,10 @@ class _BoundedLoader(yaml.SafeLoader):
         except ValueError:
             digits = sum(c.isalnum() for c in str(node.value))
             raise ParseError(
-                _long_integer(digits), line=node.start_mark.line + 1, path=self._path_of(node)
+                _long_integer(digits),
+                line=node.start_mark.line + 1,
+                path=self._path_of(node),
+                limit=True,
             ) from None
 
     def construct_yaml_timestamp(self, node: ScalarNode) -> Any:
@@ -227,7 +238,7 @@ def load_yaml(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     except yaml.YAMLError as exc:
         raise ParseError(str(exc).replace("\n", " ")) from None
     except RecursionError:  # only if the stack was deep already when called
-        raise ParseError(f"nested deeper than {max_depth} levels") from None
+        raise ParseError(f"nested deeper than {max_depth} levels", limit=True) from None
     finally:
         loader.dispose()
     check_shape(data, max_depth=max_depth, max_values=_max_values(text))
@@ -277,11 +288,13 @@ def load_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     except json.JSONDecodeError as exc:
         raise ParseError(exc.msg, line=exc.lineno) from None
     except RecursionError:
-        raise ParseError(f"nested deeper than {max_depth} levels") from None
+        raise ParseError(f"nested deeper than {max_depth} levels", limit=True) from None
     check_shape(data, max_depth=max_depth, max_values=_max_values(text))
     found = _find(data, _LongInteger)
     if found is not None:
         digits, path = found
         line = text[: text.find(digits)].count("\n") + 1
-        raise ParseError(_long_integer(len(digits.lstrip("-"))), line=line, path=_render_path(path))
+        raise ParseError(
+            _long_integer(len(digits.lstrip("-"))), line=line, path=_render_path(path), limit=True
+        )
     return data
