@@ -60,6 +60,10 @@ def character_from_mapping(data: Any, *, source: str) -> Character:
         raise CharacterError(
             f"invalid character in {source}:\n" + "\n".join(lines), source=source, fields=fields
         ) from exc
+    except (TypeError, RecursionError) as exc:  # a validator's bug: still the file, not a trace
+        raise CharacterError(
+            f"invalid character in {source}: {type(exc).__name__}: {exc}", source=source
+        ) from exc
     warn_unhonoured(data, source)
     return character
 
