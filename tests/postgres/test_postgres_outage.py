@@ -11,15 +11,20 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import uuid4
 
+import httpx
 import pytest
 
 from builtin_plugins.audit.recorder import AuditRecorder
 from builtin_plugins.audit.settings import AuditSettings
 from builtin_plugins.postgres import PostgresAdapter
+from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
 from contracts.eventstore import EncodedEvent, EventStoreUnavailableError
 from contracts.storage import PoolExhaustedError, StorageUnavailableError
+from host.app import Host
+from host.config import LoadedConfig
 from host.eventstore import PostgresEventStore
 from host.pytest_plugin import fresh_schema, schema_uri
 
@@ -164,3 +169,35 @@ async def test_the_audit_recorder_retries_through_an_outage(
     await appending
     assert (recorder.recorded, recorder.dropped) == (1, 0)
     assert await events.last_position() >= 1
+
+
+async def test_a_message_during_an_outage_is_a_503_naming_the_server(
+    pg_server_uri: str, proxy: Proxy, tmp_path: Path
+) -> None:
+    async with fresh_schema(pg_server_uri, "outage") as schema:
+        base = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{proxy.port}/postgres"
+        postgres = {"url": schema_uri(base, schema), "acquire_timeout": 1, "connect_timeout": 1}
+        config = HostConfig(
+            data_dir=tmp_path,
+            services={"database": "postgres"},
+            plugins=PluginsSettings.model_validate(
+                {"enabled": ["postgres", "eliza"], "postgres": postgres}
+            ),
+            http=HttpSettings(port=0),
+            agents=AgentsSettings(characters_dir=tmp_path / "none"),
+        )
+        host = Host(LoadedConfig(config, None))
+        await host.start(http=True)
+        try:
+            assert host.http is not None
+            async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as client:
+                body = {"text": "Men are all alike."}
+                ok = await client.post("/agents/Eliza/messages", json=body)
+                assert ok.status_code == 200, ok.text
+                await proxy.stop()
+                down = await client.post("/agents/Eliza/messages", json=body)
+                assert down.status_code == 503, down.text
+                unreachable_text(Exception(down.json()["detail"]), proxy.port)
+                await proxy.start()
+        finally:
+            await host.stop()
