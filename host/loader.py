@@ -434,6 +434,15 @@ class Loader:
         """The plugin's validated settings; their `SecretStr` values join the log scrubber
         (the raw section was only masked by key name)."""
         if manifest.settings is None:
+            if self.config.plugins.section(manifest.name):
+                key = f"plugins.{manifest.name}"
+                source = self.loaded_config.source_of(key) if self.loaded_config else "config"
+                plugin_logger(manifest.name).warning(
+                    "config {} (from {}): plugin {} declares no settings, this section is unused",
+                    key,
+                    source.partition(":")[2] or source,
+                    manifest.name,
+                )
             return None
         settings = plugin_settings(
             manifest.settings, manifest.name, self.config, self.loaded_config

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -19,9 +20,11 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from contracts.config import HostConfig, PluginsSettings
+from contracts.plugin import Manifest, Plugin
 from host.config import ConfigError, load_config, unknown_variables
+from host.container import Container
 from host.discovery import Discovered
-from host.loader import select
+from host.loader import Loader, select
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTHOST = Path(sys.executable).with_name("agenthost")
@@ -317,3 +320,26 @@ def test_the_command_line_warns_of_a_misspelt_variable(tmp_path: Path) -> None:
         "WARNING | host | environment variable AGENTHOST_HTTP_PORT is not a setting and is"
         " ignored; did you mean AGENTHOST_HTTP__PORT?"
     ) in done.stderr
+
+
+class _NoSettings(Plugin):
+    manifest: ClassVar[Manifest] = Manifest(name="plain")
+
+
+async def test_a_section_for_a_plugin_without_settings_is_warned(tmp_path: Path) -> None:
+    path = write(tmp_path, "plugins:\n  plain:\n    colour: red\n")
+    loaded = load_config(path, environ={})
+    container = Container()
+    loader = Loader(container, [container], config=loaded)
+    item = Discovered("plain", "t:P", None, None, _NoSettings, _NoSettings.manifest)
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        assert await loader.load(item) is not None
+    finally:
+        logger.remove(sink)
+        await loader.unload_all()
+    assert lines == [
+        f"config plugins.plain (from {path}): plugin plain declares no settings, this section"
+        " is unused"
+    ]
