@@ -253,7 +253,7 @@ _names = st.sampled_from(
         "AGENTHOST_MODELS",
         "AGENTHOST_METRICS",
     ]
-)
+) | st.from_regex(r"AGENTHOST_[A-Z][A-Z_]{0,30}", fullmatch=True)
 _env_values = (
     st.text(max_size=20).map(lambda t: t.replace("\0", ""))
     | st.builds(

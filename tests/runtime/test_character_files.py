@@ -258,3 +258,12 @@ def test_chat_and_run_exit_2_naming_the_file(
     line = next(line for line in done.stderr.splitlines() if line.startswith("error: "))
     assert str(Path("characters") / name) in line or str(tmp_path / "characters" / name) in line
     assert expected in line
+
+
+def test_chat_talks_to_a_character_saved_as_utf16(tmp_path: Path) -> None:
+    (tmp_path / "characters").mkdir()
+    text = json.dumps({"name": "Zoé", "bio": ["Écrit en français"]}, ensure_ascii=False)
+    (tmp_path / "characters" / "zoe.json").write_bytes(text.encode("utf-16"))
+    done = agenthost(tmp_path, "chat", "--agent", "Zoé")
+    assert done.returncode == 0, done.stderr
+    assert "Chatting with Zoé" in done.stdout
