@@ -270,7 +270,7 @@ def load_config(
     merged = _merge(_merge(file_data, env_data), override_data)
     for key in _paths(override_data):
         _record(sources, key, overrides_source)
-    nul = [key for key in _paths(merged) if "\0" in key or "\0" in str(_value_at(merged, key))]
+    nul = list(_nul_keys(merged))
     if nul:
         loaded = LoadedConfig(HostConfig(), file, sources)
         raise ConfigError(problems_message([_nul_problem(key, loaded) for key in nul]))
@@ -300,11 +300,16 @@ def _record(sources: dict[str, str], key: str, source: str) -> None:
     sources[key] = source
 
 
-def _value_at(data: Mapping[str, Any], key: str) -> Any:
-    value: Any = data
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
+def _nul_keys(data: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted keys whose name or value (in a list too) holds a NUL character."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _nul_keys(value, f"{prefix}{'.' if prefix else ''}{key}")
+    elif isinstance(data, list | tuple):
+        if any(next(_nul_keys(item, prefix), None) is not None for item in data):
+            yield prefix
+    elif "\0" in prefix or (isinstance(data, str) and "\0" in data):
+        yield prefix
 
 
 def _nul_problem(key: str, loaded: LoadedConfig) -> str:

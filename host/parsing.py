@@ -64,7 +64,8 @@ class ParseError(ValueError):
 
 
 def decode(data: bytes) -> str:
-    """`data` as text: UTF-8, or UTF-8/16/32 after a byte order mark (dropped).
+    """`data` as text: UTF-8/16/32 after a byte order mark (dropped), UTF-16/32 without one
+    (told by the zero bytes of the first characters, as JSON's RFC 8259 does), else UTF-8.
 
     Anything else (Latin-1, cp1252, a binary file) is a `ParseError` naming the first byte that
     is not UTF-8, its line, and what to do."""

@@ -53,6 +53,8 @@ def test_a_nul_character_in_a_path_names_key_and_file(tmp_path: Path) -> None:
         f"  logging.file (from {path}): holds a NUL character (\\0), which no file name or"
         " setting can contain"
     )
+    listed = write(tmp_path, 'plugins:\n  weather:\n    cities: [Oslo, "a\\0b"]\n', "two.yaml")
+    assert f"plugins.weather.cities (from {listed}): holds a NUL character" in config_error(listed)
 
 
 def test_yaml_nested_5000_deep_names_file_line_and_key(tmp_path: Path) -> None:
