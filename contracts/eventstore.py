@@ -30,6 +30,7 @@ __all__ = [
     "EventFilter",
     "EventStore",
     "EventStoreError",
+    "EventStoreUnavailableError",
     "UnknownEventTypeError",
 ]
 
@@ -116,6 +117,11 @@ class EventFilter(BaseModel):
 
 class EventStoreError(AgentHostError):
     """Base of every error an event store raises on purpose."""
+
+
+class EventStoreUnavailableError(EventStoreError, ConnectionError):
+    """The store's server cannot be reached, or has no free connection now: transient, unlike
+    its other errors (an append refused for what it holds); worth retrying later."""
 
 
 class ConcurrencyError(EventStoreError):

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidQueryError",
     "PoolExhaustedError",
     "StorageError",
+    "StorageUnavailableError",
 ]
 
 IndexType = Literal["flat", "ivf", "hnsw"]
@@ -41,6 +42,11 @@ class InvalidQueryError(StorageError, ValueError):
 
 class PoolExhaustedError(StorageError, TimeoutError):
     """No pooled connection became free within the acquire timeout (every one stayed in use)."""
+
+
+class StorageUnavailableError(StorageError, ConnectionError):
+    """The database server cannot be reached (down, restarting, unreachable, or refusing this
+    client): transient, worth retrying later. The message names the server, never a password."""
 
 
 class DuplicateMemoryError(StorageError):

@@ -7,16 +7,15 @@ define characters inline (``agents.characters``), as mappings of the same shape.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from contracts.agent import Character, CharacterError
 from host.character_fields import warn_unhonoured
+from host.parsing import ParseError, decode, load_json, load_yaml
 
 __all__ = [
     "CHARACTER_SUFFIXES",
@@ -61,25 +60,42 @@ def character_from_mapping(data: Any, *, source: str) -> Character:
         raise CharacterError(
             f"invalid character in {source}:\n" + "\n".join(lines), source=source, fields=fields
         ) from exc
+    except (TypeError, RecursionError) as exc:  # a validator's bug: still the file, not a trace
+        raise CharacterError(
+            f"invalid character in {source}: {type(exc).__name__}: {exc}", source=source
+        ) from exc
     warn_unhonoured(data, source)
     return character
 
 
 def load_character(path: str | Path) -> Character:
-    """Read one character file (YAML or JSON, by suffix)."""
+    """Read one character file (YAML or JSON, by suffix).
+
+    UTF-8 with or without a byte order mark and UTF-16/32 (as Windows editors save) are read;
+    another encoding, a syntax error, nesting deeper than `host.parsing.MAX_DEPTH`, a YAML
+    alias bomb or an integer Python cannot read is a `CharacterError` naming the file, the line
+    and key when known, and the reason."""
     file = Path(path)
+    kind = "JSON" if file.suffix == ".json" else "YAML"
     try:
-        text = file.read_text(encoding="utf-8")
+        text = decode(file.read_bytes())
     except OSError as exc:
-        raise CharacterError(f"cannot read character file {file}: {exc}", source=str(file)) from exc
-    try:
-        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise CharacterError(
-            f"character file {file} is not valid {'JSON' if file.suffix == '.json' else 'YAML'}:"
-            f" {exc}",
+            f"cannot read character file {file}: {exc.strerror or exc}", source=str(file)
+        ) from None
+    except ParseError as exc:
+        raise CharacterError(
+            f"cannot read character file {exc.describe(str(file))}", source=str(file)
+        ) from None
+    try:
+        data = load_json(text) if kind == "JSON" else load_yaml(text)
+    except ParseError as exc:
+        position = f" ({exc.position})" if exc.position else ""
+        raise CharacterError(
+            f"character file {file} is not valid {kind}{position}: {exc.reason}",
             source=str(file),
-        ) from exc
+            fields=[exc.path] if exc.path else (),
+        ) from None
     return character_from_mapping(data, source=str(file))
 
 

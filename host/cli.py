@@ -105,8 +105,19 @@ def _load(**overrides: Any) -> LoadedConfig:
         loaded = load_config(state.config_path, overrides=extra, overrides_source="command line")
     except ConfigError as exc:
         raise _exit(str(exc), 2) from None
-    configure_logging(loaded.config.logging)
+    try:
+        configure_logging(loaded.config.logging)
+    except (OSError, ValueError) as exc:  # the log file cannot be opened
+        source = loaded.source_of("logging.file")
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise _exit(
+            f"logging.file (from {source.partition(':')[2] or source}): cannot write the log"
+            f" file {loaded.config.logging.file}: {reason}",
+            2,
+        ) from None
     redact(secret_values(loaded.config))
+    for warning in loaded.warnings:
+        logger.bind(plugin="host").warning("{}", warning)
     return loaded
 
 

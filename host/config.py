@@ -11,22 +11,24 @@ with a secret's value. `LoadedConfig.sources` remembers where each key came from
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from contracts.config import HostConfig
 from contracts.errors import AgentHostError
+from host.parsing import MAX_DEPTH, ParseError, decode, load_json, load_yaml
 
 __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
+    "OTHER_VARIABLES",
     "ConfigError",
     "LoadedConfig",
     "flatten",
@@ -37,11 +39,16 @@ __all__ = [
     "problems_message",
     "secret_paths",
     "secret_values",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "AGENTHOST_"
 DEFAULT_CONFIG = Path("config/agenthost.yaml")
 MASK = "**********"
+OTHER_VARIABLES = frozenset({"AGENTHOST_CONFIG", "AGENTHOST_EVENT_STORE"})
+"""``AGENTHOST_*`` variables that are not settings: the config file's path, the events CLI's
+store. ``AGENTHOST_TEST_*`` belong to the test kit (host.pytest_plugin)."""
+TEST_PREFIX = "AGENTHOST_TEST_"
 
 
 class ConfigError(AgentHostError):
@@ -64,13 +71,24 @@ class LoadedConfig:
     path: Path | None
     sources: dict[str, str] = field(default_factory=dict)
     """Dotted key path -> ``default``, ``file:<path>`` or ``env:<VARIABLE>``."""
+    warnings: list[str] = field(default_factory=list)
+    """What loading noticed but did not refuse (unknown ``AGENTHOST_*`` variables), for the
+    caller to log once logging is configured."""
 
     def source_of(self, key: str) -> str:
-        """Where `key` (dotted) got its value: its own entry or its nearest parent's."""
-        while key:
-            if key in self.sources:
-                return self.sources[key]
-            key = key.rpartition(".")[0]
+        """Where `key` (dotted) got its value: its own entry; for a key set as a mapping
+        (``data_dir: {a: 1}``), where the first of its keys came from; else its nearest
+        parent's (``plugins: {}`` in a file)."""
+        if key in self.sources:
+            return self.sources[key]
+        below = [source for name, source in self.sources.items() if name.startswith(f"{key}.")]
+        if below:
+            return below[0]
+        path = key.rpartition(".")[0]
+        while path:
+            if path in self.sources:
+                return self.sources[path]
+            path = path.rpartition(".")[0]
         return "default"
 
 
@@ -84,18 +102,22 @@ def config_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in `path`; errors name the file and, for syntax errors, the line."""
+    """The mapping in `path`; errors name the file and, when known, the line and key.
+
+    Read like character files (`host.parsing`): UTF-8 with or without a byte order mark or
+    UTF-16/32; nesting, alias expansion and integer length bounded."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except ParseError as exc:
+        raise ConfigError(f"cannot read config file {exc.describe(str(path))}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML in {where}: {problem}") from exc
+        data = load_yaml(text)
+    except ParseError as exc:
+        where = f"{path}:{exc.line}" if exc.line is not None else str(path)
+        key = f" at {exc.path}" if exc.path else ""
+        raise ConfigError(f"invalid YAML in {where}{key}: {exc.reason}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -106,26 +128,49 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """The ``AGENTHOST_*`` variables as nested config values (pydantic-settings' parsing).
 
-    Lists and mappings are JSON; a variable that is not valid JSON where JSON is expected is a
-    `ConfigError` naming the variable (pydantic-settings only names the top-level section)."""
+    Lists and mappings are JSON; a variable that is not valid JSON where JSON is expected, or
+    whose JSON (or ``__`` path) nests deeper than `host.parsing.MAX_DEPTH`, is a `ConfigError`
+    naming the variable (pydantic-settings only names the top-level section)."""
     variables = {k.lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
+    problems = [p for name, value in sorted(variables.items()) for p in _over_limits(name, value)]
+    if problems:
+        raise ConfigError(problems_message(problems))
     try:
         values = _parse_env(variables)
     except SettingsError:
-        problems = []
         for name, value in sorted(variables.items()):
             try:
                 _parse_env({name: value})
             except SettingsError as exc:
-                path = name.removeprefix(ENV_PREFIX.lower()).replace("__", ".")
                 cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
                 problems.append(
-                    f"  {path} (from {name.upper()}): not valid JSON{cause}; lists and mappings"
-                    """ are written as JSON, e.g. AGENTHOST_PLUGINS__DISABLED='["openai"]'"""
+                    f"  {_key_of(name)} (from {name.upper()}): not valid JSON{cause}; lists"
+                    " and mappings are written as JSON,"
+                    """ e.g. AGENTHOST_PLUGINS__DISABLED='["openai"]'"""
                 )
         raise ConfigError(problems_message(problems)) from None
     values.pop("config", None)
     return values
+
+
+def _key_of(variable: str) -> str:
+    return variable.lower().removeprefix(ENV_PREFIX.lower()).replace("__", ".")
+
+
+def _over_limits(name: str, value: str) -> list[str]:
+    """The problem of a variable nested too deep, by its name's ``__`` parts or its JSON."""
+    if name.count("__") > MAX_DEPTH:
+        shown = name.upper() if len(name) <= 60 else f"{name.upper()[:60]}..."
+        return [f"  {shown}: more than {MAX_DEPTH} __-separated levels"]
+    if not value.lstrip().startswith(("[", "{")):
+        return []
+    try:
+        load_json(value)
+    except ParseError as exc:
+        if exc.limit:
+            at = f" at {exc.path}" if exc.path else ""
+            return [f"  {_key_of(name)} (from {name.upper()}): its JSON{at}: {exc.reason}"]
+    return []
 
 
 def _parse_env(variables: dict[str, str]) -> dict[str, Any]:
@@ -214,18 +259,114 @@ def load_config(
     override_data = _canonical(overrides or {}, HostConfig)
     sources: dict[str, str] = {}
     for key in _paths(file_data):
-        sources[key] = f"file:{file}"
+        _record(sources, key, f"file:{file}")
+    variables = {
+        _key_of(name).replace("-", "_"): name.upper()
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+    }
     for key in _paths(env_data):
-        sources[key] = f"env:{_env_name(key)}"
+        _record(sources, key, f"env:{_variable_of(key, variables)}")
     merged = _merge(_merge(file_data, env_data), override_data)
     for key in _paths(override_data):
-        sources[key] = overrides_source
+        _record(sources, key, overrides_source)
+    nul = list(_nul_keys(merged))
+    if nul:
+        loaded = LoadedConfig(HostConfig(), file, sources)
+        raise ConfigError(problems_message([_nul_problem(key, loaded) for key in nul]))
     try:
         config = HostConfig.model_validate(merged)
     except ValidationError as exc:
         loaded = LoadedConfig(HostConfig(), file, sources)
         raise ConfigError(_describe(exc, loaded)) from None
-    return LoadedConfig(config, file, sources)
+    return LoadedConfig(config, file, sources, unknown_variables(environ))
+
+
+def _variable_of(key: str, variables: Mapping[str, str]) -> str:
+    """The variable that set `key`: its own, or a parent's holding JSON."""
+    path = key.lower().replace("-", "_")
+    while path:
+        if path in variables:
+            return variables[path]
+        path = path.rpartition(".")[0]
+    return _env_name(key)
+
+
+def _record(sources: dict[str, str], key: str, source: str) -> None:
+    """`key` comes from `source`, and so does what it replaced: a value an earlier source gave
+    to it or to a parent (``plugins.disabled: []`` in the file, a mapping in a variable)."""
+    for name in [n for n in sources if key == n or key.startswith(f"{n}.")]:
+        del sources[name]
+    sources[key] = source
+
+
+def _nul_keys(data: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted keys whose name or value (in a list too) holds a NUL character."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _nul_keys(value, f"{prefix}{'.' if prefix else ''}{key}")
+    elif isinstance(data, list | tuple):
+        if any(next(_nul_keys(item, prefix), None) is not None for item in data):
+            yield prefix
+    elif "\0" in prefix or (isinstance(data, str) and "\0" in data):
+        yield prefix
+
+
+def _nul_problem(key: str, loaded: LoadedConfig) -> str:
+    source = loaded.source_of(key)
+    shown = key.replace("\0", "\\0")
+    return (
+        f"  {shown} (from {source.partition(':')[2] or source}): holds a NUL character (\\0),"
+        " which no file name or setting can contain"
+    )
+
+
+def _top_level_names() -> set[str]:
+    return {
+        name for key, info in HostConfig.model_fields.items() for name in (key, info.alias) if name
+    }
+
+
+def _setting_variables(model: type[BaseModel] = HostConfig, prefix: str = "") -> list[str]:
+    """Every settings variable's name (``AGENTHOST_HTTP__PORT``, ...): the candidates for
+    "did you mean"."""
+    names = []
+    for key, info in model.model_fields.items():
+        path = f"{prefix}{info.alias or key}"
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names += _setting_variables(info.annotation, f"{path}.")
+        else:
+            names.append(_env_name(path))
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``AGENTHOST_*`` variable that is no setting (a typo goes unnoticed
+    otherwise: pydantic-settings reads only the names it knows), with the closest known name.
+
+    Unknown keys inside a section (``AGENTHOST_HTTP__PROT``) are validation errors already;
+    plugin sections (``AGENTHOST_PLUGINS__<NAME>__...``) are checked against the installed
+    plugins once they are discovered (`host.loader.select`)."""
+    top = {name.lower() for name in _top_level_names()}
+    known = [name.removeprefix(ENV_PREFIX) for name in _setting_variables()]
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_VARIABLES:
+            continue
+        if upper.startswith(TEST_PREFIX):
+            continue
+        first, _, rest = upper.removeprefix(ENV_PREFIX).partition("__")
+        if first.lower() in top:
+            continue
+        # compared without the prefix all names share, which would make any two alike
+        guess = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), known, n=1, cutoff=0.75)
+        if not guess and rest:
+            section = difflib.get_close_matches(first.lower(), sorted(top), n=1, cutoff=0.6)
+            guess = [f"{section[0].upper()}__{rest}"] if section else []
+        hint = f"; did you mean {ENV_PREFIX}{guess[0]}?" if guess else ""
+        warnings.append(f"environment variable {name} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def _describe(exc: ValidationError, loaded: LoadedConfig) -> str:
@@ -299,7 +440,8 @@ def _decode_env_json(
         if not _plugin_source(loaded, name, f"plugins.{name}.{shown}").startswith("env:"):
             continue
         if source.field_is_complex(info):
-            with contextlib.suppress(ValueError):  # not JSON: validation reports the value
+            # not JSON: validation reports the value (too deep was refused at load_config)
+            with contextlib.suppress(ValueError, RecursionError):
                 data[shown] = source.decode_complex_value(shown, info, value)
     return data
 

@@ -42,6 +42,7 @@ from sse_starlette import EventSourceResponse
 from contracts.agent import AgentError, Reply
 from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Order
 from contracts.models import ModelError
+from contracts.storage import StorageUnavailableError
 from host.agents import AgentManager, UnknownAgentError
 from host.http_manage import manage_router
 from host.runtime import AgentRuntime, agent_id_for
@@ -397,6 +398,12 @@ def create_app(
         """The agent's model failed (every provider, or a non-retryable error): 502, why."""
         _log.warning("model call failed: {}", exc)
         return JSONResponse({"detail": f"the agent's model failed: {exc}"}, status_code=502)
+
+    @app.exception_handler(StorageUnavailableError)
+    async def store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        """The memory store's server cannot be reached (an outage): 503 naming it and why."""
+        _log.warning("memory store unavailable: {}", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(AgentError)
     async def agent_unavailable(_request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ same steps backwards; teardown failures are logged and do not stop the others.
 
 from __future__ import annotations
 
+import difflib
 import graphlib
 import heapq
 import inspect
@@ -126,11 +127,15 @@ def select(
         raise ConfigError(problems_message(problems))
     spellings = known | {name.replace("-", "_") for name in known}
     for section in sorted(set(config.plugins.model_extra or {}) - spellings):
+        source = loaded.source_of(f"plugins.{section}") if loaded is not None else "config"
+        guess = difflib.get_close_matches(section, sorted(spellings), n=1, cutoff=0.6)
         logger.bind(plugin="host").warning(
-            "config plugins.{}: no installed plugin is called {}, its settings are unused;"
-            " installed: {}",
+            "config plugins.{} (from {}): no installed plugin is called {}, its settings are"
+            " unused{}; installed: {}",
             section,
+            source.partition(":")[2] or source,
             section,
+            f" (did you mean {guess[0]}?)" if guess else "",
             installed,
         )
     enabled = set(config.plugins.enabled) if config.plugins.enabled is not None else known
@@ -429,6 +434,15 @@ class Loader:
         """The plugin's validated settings; their `SecretStr` values join the log scrubber
         (the raw section was only masked by key name)."""
         if manifest.settings is None:
+            if self.config.plugins.section(manifest.name):
+                key = f"plugins.{manifest.name}"
+                source = self.loaded_config.source_of(key) if self.loaded_config else "config"
+                plugin_logger(manifest.name).warning(
+                    "config {} (from {}): plugin {} declares no settings, this section is unused",
+                    key,
+                    source.partition(":")[2] or source,
+                    manifest.name,
+                )
             return None
         settings = plugin_settings(
             manifest.settings, manifest.name, self.config, self.loaded_config

@@ -27,7 +27,12 @@ from loguru import logger
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from contracts.eventstore import EncodedEvent, EventStore, EventStoreError
+from contracts.eventstore import (
+    EncodedEvent,
+    EventStore,
+    EventStoreError,
+    EventStoreUnavailableError,
+)
 from host.eventstore.recording import PayloadEncoder, schema_version_of
 
 from .settings import AuditSettings
@@ -371,6 +376,8 @@ class AuditRecorder:
                 await self.store.append_encoded(batch)
                 self.recorded += len(batch)
                 return
+            except EventStoreUnavailableError as exc:  # an outage: retried, as below
+                failure: Exception = exc
             except EventStoreError as exc:
                 # The store refused the batch for what it holds (PostgreSQL cannot store a NUL
                 # character, an over-long id; or it is closed, and every part fails at once):
@@ -381,10 +388,11 @@ class AuditRecorder:
                     self._drop(refused, error, attempt + 1)
                 return
             except Exception as exc:
-                if attempt == self.settings.retries:
-                    self._drop(batch, exc, attempt + 1)
-                else:
-                    await asyncio.sleep(self.settings.retry_delay * 2**attempt)
+                failure = exc
+            if attempt == self.settings.retries:
+                self._drop(batch, failure, attempt + 1)
+            else:
+                await asyncio.sleep(self.settings.retry_delay * 2**attempt)
 
     async def _split(
         self, batch: list[EncodedEvent], error: Exception
@@ -400,6 +408,9 @@ class AuditRecorder:
             try:
                 await self.store.append_encoded(part)
                 self.recorded += len(part)
+            except EventStoreUnavailableError as exc:  # the store failed meanwhile
+                refused += part
+                error = exc
             except EventStoreError as exc:
                 more, error = await self._split(part, exc)
                 refused += more

@@ -25,7 +25,6 @@ from loguru import logger
 from pgvector import Vector
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
@@ -36,8 +35,10 @@ from contracts.storage import (
     IndexType,
     PoolExhaustedError,
     StorageError,
+    StorageUnavailableError,
 )
 from host.memory import check_table_name, metadata_json, trusted_memory
+from host.pgpool import describe_url, pooled, safe_text
 from host.vectors import (
     IndexParams,
     check_index_type,
@@ -90,17 +91,8 @@ INDEX_BUILD_MEMORY = "512MB"
 """Candidate sets up to this size are searched exactly whatever the index type."""
 
 
-def describe_url(url: str) -> str:
-    """`url` without its password: ``postgresql://user@host:port/db``."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<unparseable connection string>"
-    user = str(parts.get("user") or "")
-    host = parts.get("host") or "localhost"
-    port = parts.get("port")
-    where = f"{host}:{port}" if port else str(host)
-    return f"postgresql://{user + '@' if user else ''}{where}/{parts.get('dbname') or ''}"
+def _exhausted(message: str) -> PoolExhaustedError:
+    return PoolExhaustedError(f"{message} (raise plugins.postgres.pool_max or acquire_timeout)")
 
 
 def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, list[Any]]:
@@ -222,7 +214,9 @@ class PostgresAdapter:
             ) as conn:
                 await migrate(conn, where)
         except psycopg.Error as exc:
-            raise StorageError(f"cannot open PostgreSQL at {where}: {_safe(exc, url)}") from None
+            raise StorageUnavailableError(
+                f"cannot open PostgreSQL at {where}: {safe_text(exc, url)}"
+            ) from None
 
         def reconnect_failed(pool: AsyncConnectionPool) -> None:
             logger.warning(
@@ -264,16 +258,13 @@ class PostgresAdapter:
 
         The connection goes back to the pool on exit; it is committed if the block succeeds and
         rolled back if it raises (psycopg's pool semantics). Raises `PoolExhaustedError` when
-        none is free within the acquire timeout."""
-        try:
-            async with self.pool.connection() as conn:
-                yield conn
-        except PoolTimeout:
-            raise PoolExhaustedError(
-                f"no PostgreSQL connection free at {self.where} within {self.pool.timeout:g} s:"
-                f" all {self.pool.max_size} pooled connections stayed in use"
-                " (raise plugins.postgres.pool_max or acquire_timeout)"
-            ) from None
+        none is free within the acquire timeout because every one stayed in use, and
+        `StorageUnavailableError` naming the server when it cannot be reached (no connection
+        could be opened, or the one in use was lost)."""
+        async with pooled(
+            self.pool, unavailable=StorageUnavailableError, exhausted=_exhausted
+        ) as conn:
+            yield conn
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -720,13 +711,3 @@ class PostgresAdapter:
 
     def __repr__(self) -> str:
         return f"PostgresAdapter({self.where!r})"
-
-
-def _safe(exc: BaseException, url: str) -> str:
-    """The error text with any password from `url` removed."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.ProgrammingError:
-        password = None
-    return text.replace(str(password), "****") if password else text

@@ -9,12 +9,14 @@ from ``event_streams`` read under the same lock; ``UNIQUE (aggregate_id, version
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from contracts.eventstore import (
@@ -23,7 +25,9 @@ from contracts.eventstore import (
     EncodedEvent,
     EventFilter,
     EventStoreError,
+    EventStoreUnavailableError,
 )
+from host.pgpool import describe_url, pooled, safe_text
 
 from .common import (
     Notifier,
@@ -124,7 +128,10 @@ class PostgresEventStore(StreamingReads):
             await pool.open(wait=True, timeout=open_timeout)
         except Exception as exc:
             await pool.close()
-            raise EventStoreError(f"cannot connect the event store to PostgreSQL: {exc}") from exc
+            raise EventStoreUnavailableError(
+                f"cannot connect the event store to PostgreSQL at {describe_url(conninfo)}:"
+                f" {safe_text(exc, conninfo)}"
+            ) from exc
         store = cls(pool, owns_pool=True)
         try:
             await store._migrate()
@@ -133,12 +140,19 @@ class PostgresEventStore(StreamingReads):
             raise
         return store
 
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """A pooled connection; the server lost or every connection in use is an
+        `EventStoreUnavailableError` naming the server (a transient failure to retry)."""
+        return pooled(
+            self.pool, unavailable=EventStoreUnavailableError, exhausted=EventStoreUnavailableError
+        )
+
     def _check_open(self) -> None:
         if self._closed:
             raise EventStoreError("PostgreSQL event store is closed")
 
     async def _migrate(self) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             await conn.execute(SCHEMA)
 
@@ -184,7 +198,7 @@ class PostgresEventStore(StreamingReads):
         """Insert `events` in one transaction, checking `check` (aggregate, expected version)
         first; each aggregate's version before, and the positions (when `check` is given)."""
         aggregates = list(dict.fromkeys(event.aggregate_id for event in events))
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             try:
                 async with conn.transaction(), conn.cursor() as cur:
                     await cur.execute("LOCK TABLE event_log IN EXCLUSIVE MODE")
@@ -248,7 +262,7 @@ class PostgresEventStore(StreamingReads):
 
     async def _select(self, sql: str, params: Sequence[Any]) -> list[DomainEvent]:
         self._check_open()
-        async with self.pool.connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql, params)
             return [_row_to_event(row) for row in await cur.fetchall()]
 
@@ -286,7 +300,7 @@ class PostgresEventStore(StreamingReads):
 
     async def _scalar(self, sql: str, params: Sequence[Any]) -> int:
         self._check_open()
-        async with self.pool.connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql, params)
             row = await cur.fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
@@ -301,7 +315,7 @@ class PostgresEventStore(StreamingReads):
 
     async def aggregates(self) -> list[tuple[str, int]]:
         self._check_open()
-        async with self.pool.connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(
                 "SELECT aggregate_id, version FROM event_streams ORDER BY aggregate_id"
             )

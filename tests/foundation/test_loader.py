@@ -248,8 +248,8 @@ def test_a_section_for_no_installed_plugin_is_warned(tmp_path: Path) -> None:
     finally:
         logger.remove(sink)
     assert lines == [
-        "WARNING config plugins.gamam: no installed plugin is called gamam, its settings are"
-        " unused; installed: gamma"
+        "WARNING config plugins.gamam (from config): no installed plugin is called gamam, its"
+        " settings are unused (did you mean gamma?); installed: gamma"
     ]
 
 
