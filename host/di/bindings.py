@@ -124,24 +124,16 @@ def check_factory(
 ) -> FactoryTraits:
     """Validate a `register` call's arguments; the factory's plan and kind."""
     name = token.name
-    if lifetime not in LIFETIMES:
-        raise ServiceConflictError(
-            kind="unknown_choice",
-            token=name,
-            plugin=owner,
-            option="lifetime",
-            value=lifetime,
-            choices=LIFETIMES,
-        )
-    if scope not in SCOPES:
-        raise ServiceConflictError(
-            kind="unknown_choice",
-            token=name,
-            plugin=owner,
-            option="scope",
-            value=scope,
-            choices=tuple(SCOPES),
-        )
+    for option, value, choices in (("lifetime", lifetime, LIFETIMES), ("scope", scope, SCOPES)):
+        if value not in choices:
+            raise ServiceConflictError(
+                kind="unknown_choice",
+                token=name,
+                plugin=owner,
+                option=option,
+                value=value,
+                choices=tuple(choices),
+            )
     if not callable(factory):
         raise ServiceConflictError(kind="not_callable", token=name, plugin=owner, factory=factory)
     is_resource = inspect.isgeneratorfunction(factory) or inspect.isasyncgenfunction(factory)
