@@ -114,9 +114,17 @@ class Container(Node):
         self._check_open()
         traits = check_factory(token, factory, lifetime, scope, owner)
         self._add(
-            token, factory, None, lifetime, scope, owner, priority, traits.plan,
-            is_resource=traits.is_resource, is_async=traits.is_async,
-        )  # fmt: skip
+            token,
+            factory,
+            None,
+            lifetime,
+            scope,
+            owner,
+            priority,
+            traits.plan,
+            is_resource=traits.is_resource,
+            is_async=traits.is_async,
+        )
 
     def provide(
         self,
@@ -135,9 +143,18 @@ class Container(Node):
         self._check_open()
         plan = Plan(target=f"instance of {type(instance).__qualname__}", params=())
         self._add(
-            token, None, instance, "singleton", self._kind, owner, priority, plan,
-            is_resource=False, is_async=False, view=view,
-        )  # fmt: skip
+            token,
+            None,
+            instance,
+            "singleton",
+            self._kind,
+            owner,
+            priority,
+            plan,
+            is_resource=False,
+            is_async=False,
+            view=view,
+        )
 
     def _add(
         self,
@@ -161,9 +178,20 @@ class Container(Node):
         shared.tokens.declare(token)
         shared.seq += 1
         binding = Binding(
-            token, factory, instance, lifetime, scope, owner, priority, shared.seq, plan,
-            is_resource, is_async, self, view,
-        )  # fmt: skip
+            token=token,
+            factory=factory,
+            instance=instance,
+            lifetime=lifetime,
+            scope=scope,
+            owner=owner,
+            priority=priority,
+            seq=shared.seq,
+            plan=plan,
+            is_resource=is_resource,
+            is_async=is_async,
+            node=self,
+            view=view,
+        )
         kept = [other for other in candidates if other.owner != owner]
         if len(kept) < len(candidates):
             log.debug("service '{}': {} replaced its binding", name, owner or "the host")
@@ -309,17 +337,7 @@ class Container(Node):
         Returns the problems found (empty when the graph is sound); meant to run once after all
         plugins are loaded, so a broken graph is reported at startup rather than at first use.
         """
-        root = self._root()
-        agent = root._child("agent")
-        message = agent._child("message")
-        try:
-            return graph.validate(root, (root, agent, message))
-        finally:
-            for probe in (message, agent):
-                probe._closed = True
-                root_or_agent = probe._parent
-                if root_or_agent is not None:
-                    root_or_agent._children.pop(probe, None)
+        return graph.validate(self._root())
 
     # ------------------------------------------------------------------ scopes
 

@@ -347,15 +347,28 @@ def async_error(entry: Entry, node: Node) -> AsyncServiceError:
     return AsyncServiceError(token=name, plugin=owner)
 
 
-def validate(root: Node, probes: Iterable[Node]) -> list[DependencyError]:
-    """Materialize every chosen binding from a scope of its kind among `probes` (the app scope,
-    then fresh agent and message scopes below it); the problems found, each cycle once."""
+def validate(root: Node) -> list[DependencyError]:
+    """Materialize every chosen binding from a scope of its kind (the app scope, or probe agent
+    and message scopes opened below it and closed again); the problems found, each cycle once."""
     problems: list[DependencyError] = []
     for name in sorted(set(root._bindings) - set(root._chosen)):
         try:
             find_or_raise(root, name, ())
         except ServicePinError as exc:  # bound, but not by the plugin config pins
             problems.append(exc)
+    agent = root._child("agent")
+    message = agent._child("message")
+    try:
+        problems += _probe((root, agent, message))
+    finally:
+        for probe, parent in ((message, agent), (agent, root)):
+            probe._closed = True
+            parent._children.pop(probe, None)
+    return problems
+
+
+def _probe(probes: Iterable[Node]) -> list[DependencyError]:
+    problems: list[DependencyError] = []
     seen: set[str] = set()
     cycles: set[frozenset[str]] = set()
     for probe in probes:
