@@ -10,7 +10,7 @@ of parsing the text; where one class covers several situations, ``exc.kind`` say
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from contracts import services as families
@@ -106,6 +106,14 @@ class Rendered(families.DependencyError):
 
     def render(self) -> str:
         raise NotImplementedError
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own pickles ``args`` (the message), which these constructors do not take.
+        return (_rebuild, (type(self), {f.name: getattr(self, f.name) for f in fields(self)}))
+
+
+def _rebuild(cls: type[Rendered], values: dict[str, Any]) -> Rendered:
+    return cls(**values)
 
 
 def _service(token: str | None, plugin: str | None) -> str:

@@ -5,6 +5,7 @@ wording is pinned by the other tests of tests/di)."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -305,3 +306,10 @@ def test_fields_render_the_message_again_when_replaced() -> None:
     exc = errors.MissingDependencyError(token="t.x")
     moved = dataclasses.replace(exc, via=Via("p", "x", "P.__init__"))
     assert str(moved) == f"plugin p (parameter `x` of P.__init__): {exc}"
+
+
+def test_errors_pickle_with_their_fields() -> None:
+    exc = errors.ScopeError(kind="nesting", requested="agent", current="message")
+    copy = pickle.loads(pickle.dumps(exc))
+    assert type(copy) is errors.ScopeError and (copy.kind, copy.requested) == ("nesting", "agent")
+    assert str(copy) == str(exc)
