@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class Settings:

@@ -23,7 +23,7 @@ from contracts.metrics import MetricsCollector
 from contracts.models import MODELS
 from contracts.storage import DATABASE
 from host.components import ComponentRegistry
-from host.container import Container
+from host.di import Container
 from host.events import EventBus
 from host.metrics.storage import InstrumentedAdapter
 from host.runtime import AgentRuntime, RuntimeSettings, agent_id_for

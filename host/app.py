@@ -41,7 +41,7 @@ from host.characters import default_character, load_characters
 from host.components import ComponentRegistry
 from host.config import LoadedConfig, load_config
 from host.console import mount_console
-from host.container import Container
+from host.di import Container
 from host.discovery import Discovered, discover
 from host.events import EventBus, EventSettings
 from host.handles import PluginBus, PluginCache, PluginModels

@@ -46,9 +46,9 @@ from host.config import (
     problems_message,
     secret_values,
 )
-from host.container import Container
+from host.di import Container
+from host.di.plans import plan_for
 from host.discovery import Discovered, where_raised
-from host.injection import plan_for
 from host.logs import MASK, plugin_logger, redact
 
 __all__ = ["LoadedPlugin", "Loader", "PluginRegistrar", "PluginStatus", "select"]

@@ -72,7 +72,7 @@ from contracts.models import (
 from contracts.storage import DatabaseAdapter
 from host.blocking import component, component_site
 from host.components import ComponentRegistry
-from host.container import Container
+from host.di import Container
 from host.events import EventBus
 from host.models import CallContext, call_context
 from host.templates import MESSAGE_TEMPLATE, render_message_template

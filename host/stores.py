@@ -21,7 +21,7 @@ from typing import Final
 from contracts.eventstore import EVENT_STORE
 from contracts.storage import DATABASE
 from host.config import ConfigError
-from host.container import BindingInfo
+from host.di import BindingInfo
 from host.discovery import Discovered
 from host.loader import PluginStatus
 

@@ -60,7 +60,7 @@ from host.cache import ProviderCache
 from host.characters import character_from_mapping, default_character
 from host.components import ComponentRegistry
 from host.config import LoadedConfig
-from host.container import Container
+from host.di import Container
 from host.discovery import Discovered
 from host.events import EventBus, HandlerSubscription
 from host.handles import PluginBus, PluginCache, PluginModels

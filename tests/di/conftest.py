@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from loguru import logger
 
-from host.container import Container
+from host.di import Container
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from contracts.services import AsyncServiceError
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class Client:

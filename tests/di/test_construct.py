@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from contracts.services import InjectionError, MissingDependencyError, ScopeError
 from contracts.storage import DATABASE, DatabaseAdapter
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class KeyValue(Protocol):

@@ -6,7 +6,7 @@ import pytest
 
 from contracts.services import DependencyCycleError, MissingDependencyError, ScopeError
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class A:

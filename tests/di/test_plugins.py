@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from contracts.plugin import Manifest, Plugin
 from contracts.services import InjectionError, MissingDependencyError, Service
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class KeyValue(Protocol):

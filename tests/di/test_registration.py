@@ -14,7 +14,7 @@ from contracts.services import (
     ServicePinError,
 )
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class Store:

@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 
 from contracts.plugin import Manifest, Plugin
-from host.container import Container
+from host.di import Container
 
 SOURCE = textwrap.dedent(
     """

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class Config:

@@ -11,7 +11,7 @@ import pytest
 
 from contracts.services import ScopeClosedError, ScopeError, ServiceReleaseError
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class Connection:

@@ -19,7 +19,7 @@ from contracts.memory import Content, Memory
 from contracts.plugin import Manifest, Plugin
 from contracts.services import MissingDependencyError
 from contracts.storage import DATABASE, DatabaseAdapter, StorageError
-from host.container import Container
+from host.di import Container
 
 
 class JournalSettings(BaseModel):

@@ -35,7 +35,7 @@ def test_empty_name_is_rejected(name: str) -> None:
 
 def test_well_known_tokens_are_known_to_every_container() -> None:
     import contracts
-    from host.container import Container
+    from host.di import Container
 
     well_known = {v.name: v for v in vars(contracts).values() if isinstance(v, Token)}
     container = Container()

@@ -22,7 +22,7 @@ from loguru import logger
 from contracts.config import HostConfig, PluginsSettings
 from contracts.plugin import Manifest, Plugin
 from host.config import ConfigError, load_config, unknown_variables
-from host.container import Container
+from host.di import Container
 from host.discovery import Discovered
 from host.loader import Loader, select
 

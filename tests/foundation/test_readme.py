@@ -10,7 +10,7 @@ from uuid import uuid4
 from contracts.config import HostConfig, PluginsSettings
 from contracts.memory import Content, Memory
 from host.config import LoadedConfig
-from host.container import Container
+from host.di import Container
 from host.discovery import Discovered
 from host.loader import Loader
 

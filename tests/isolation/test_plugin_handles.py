@@ -20,7 +20,7 @@ from contracts.models import TEXT_SMALL, ModelHandler, TextParams, TextResult
 from contracts.tokens import Token
 from host.app import Host
 from host.cache import ProviderCache
-from host.container import Container
+from host.di import Container
 from host.events import EventBus
 from host.handles import PluginBus, PluginCache, PluginModels
 from host.models import ModelRegistry

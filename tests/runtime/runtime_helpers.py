@@ -16,7 +16,7 @@ from contracts.storage import DATABASE
 from host.agents import AgentManager
 from host.characters import default_character
 from host.components import ComponentRegistry
-from host.container import Container
+from host.di import Container
 from host.events import EventBus
 from host.models import ModelRegistry
 from host.runtime import AgentRuntime

@@ -79,7 +79,7 @@ class _Loaded:
 async def test_container_picks_sqlite_by_default_and_honours_a_pin(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    container_module = pytest.importorskip("host.container")
+    container_module = pytest.importorskip("host.di")
     monkeypatch.setenv("AGENTHOST_DATA_DIR", str(tmp_path))
     for pins, expected in (({}, SqliteAdapter), ({"database": "inmemory"}, InMemoryAdapter)):
         container = container_module.Container(pins)

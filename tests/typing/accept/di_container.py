@@ -27,7 +27,7 @@ from contracts import (
 )
 from contracts.services import Service
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class DatabaseAdapter(Protocol):

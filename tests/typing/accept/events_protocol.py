@@ -18,7 +18,7 @@ from contracts.events import (
     Subscription,
 )
 from contracts.plugin import Manifest, Plugin
-from host.container import Container
+from host.di import Container
 from host.events import EventBus
 
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from contracts.services import Service
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class DatabaseAdapter(Protocol):

@@ -7,7 +7,7 @@ from typing import Protocol
 from contracts.config import SETTINGS
 from contracts.storage import DATABASE, DatabaseAdapter as RealDatabaseAdapter
 from contracts.tokens import Token
-from host.container import Container
+from host.di import Container
 
 
 class DatabaseAdapter(Protocol):

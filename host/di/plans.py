@@ -1,9 +1,9 @@
-"""Reading what a constructor or factory needs from its signature.
+"""Reading what a constructor or factory needs from its signature (no container involved).
 
 `plan_for` turns ``def __init__(self, db: DatabaseAdapter, log: Annotated[Logger, LOGGER],
 cache: Cache | None = None)`` into a `Plan`: one `Param` per injectable parameter with the type to
 match, the explicit token if any, and whether it may be left out. The container maps each `Param`
-to a token and a dependency-injector provider; nothing here touches a container.
+to a token and a dependency-injector provider.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ import typing
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Final, get_args, get_origin
 
-from contracts.services import InjectionError
 from contracts.tokens import Token
+from host.di.errors import InjectionError, describe_type
 
-__all__ = ["Param", "Plan", "describe_type", "plan_for"]
+__all__ = ["MISSING", "Param", "Plan", "plan_for"]
 
 _EMPTY = inspect.Parameter.empty
+MISSING: Final = object()
+"""No value: the parameter is left to Python's default, or nothing provides it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,16 @@ class Param:
             return f"token '{self.token.name}'"
         return describe_type(self.annotation)
 
+    def fallback(self) -> Any:
+        """What this parameter gets when nothing provides it: its default, None if optional,
+        or `MISSING` (for a keyword parameter with a default, `MISSING` too: Python applies
+        it)."""
+        if self.has_default:
+            return self.default if self.positional else MISSING
+        if self.optional:
+            return None
+        return MISSING
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -63,7 +75,7 @@ def plan_for(factory: Callable[..., Any]) -> Plan:
     """The injection plan of a class (its ``__init__``) or any other callable.
 
     Plans of classes are cached (weakly, so reloaded plugin classes are not kept alive).
-    Raises `InjectionError` for parameters that cannot be injected.
+    Raises an `InjectionError` (`host.di.errors`) for parameters that cannot be injected.
     """
     if isinstance(factory, type):
         cached = _plans.get(factory)
@@ -81,12 +93,10 @@ def _build_plan(factory: Callable[..., Any], target: str) -> Plan:
         signature = inspect.signature(factory, eval_str=True)
     except (NameError, SyntaxError, TypeError, AttributeError) as exc:
         raise InjectionError(
-            f"cannot read the parameters of {target}: {exc}"
-            " (is a type only imported under TYPE_CHECKING? injected types must be importable"
-            " at run time)"
+            kind="unreadable", target=target, reason=str(exc), unresolved=True
         ) from exc
     except ValueError as exc:  # builtins without a signature
-        raise InjectionError(f"cannot read the parameters of {target}: {exc}") from exc
+        raise InjectionError(kind="unreadable", target=target, reason=str(exc)) from exc
     params: list[Param] = []
     for parameter in signature.parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -95,11 +105,7 @@ def _build_plan(factory: Callable[..., Any], target: str) -> Plan:
         if parameter.annotation is _EMPTY:
             if has_default:
                 continue  # nothing to inject into; the default applies
-            raise InjectionError(
-                f"parameter `{parameter.name}` of {target} has no annotation: annotate it with"
-                " the type to inject (`db: DatabaseAdapter`) or a token"
-                " (`db: Annotated[DatabaseAdapter, DATABASE]`)"
-            )
+            raise InjectionError(kind="unannotated", target=target, parameter=parameter.name)
         annotation, token, optional = _parse(parameter.annotation, target, parameter.name)
         params.append(
             Param(
@@ -126,8 +132,10 @@ def _parse(annotation: Any, target: str, name: str) -> tuple[Any, Token[Any] | N
             tokens = [item for item in metadata if isinstance(item, Token)]
             if len(tokens) > 1:
                 raise InjectionError(
-                    f"parameter `{name}` of {target} names {len(tokens)} tokens in its"
-                    " Annotated[...]; give exactly one"
+                    kind="several_tokens",
+                    target=target,
+                    parameter=name,
+                    candidates=tuple(t.name for t in tokens),
                 )
             if tokens:
                 token = tokens[0]
@@ -144,10 +152,3 @@ def _parse(annotation: Any, target: str, name: str) -> tuple[Any, Token[Any] | N
         else:
             break
     return annotation, token, optional
-
-
-def describe_type(annotation: Any) -> str:
-    """A short human name for an annotation: `DatabaseAdapter`, `list[str]`."""
-    if isinstance(annotation, type):
-        return annotation.__qualname__
-    return repr(annotation).replace("typing.", "")
