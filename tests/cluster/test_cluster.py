@@ -1,0 +1,228 @@
+"""Cluster mode across processes: order, dedup at ingress, takeover, fencing, backpressure,
+parking (real PostgreSQL and nats-server; the members are `agenthost run --role` processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from .conftest import AGENT, LocalCluster
+
+pytestmark = pytest.mark.postgres
+
+
+async def send(client: httpx.AsyncClient, text: str, room: str, **headers: str) -> httpx.Response:
+    return await client.post(
+        f"/agents/{AGENT}/messages", json={"text": text, "room_id": room}, headers=headers
+    )
+
+
+async def room_lines(cluster: LocalCluster, room: str) -> list[str]:
+    rows = await cluster.sql(
+        "SELECT content::json->>'text' FROM memories WHERE room_id = %s ORDER BY created_at, id",
+        room,
+    )
+    return [r[0] for r in rows]
+
+
+async def test_two_workers_keep_each_rooms_order_and_answer_each_message_once(
+    cluster: LocalCluster,
+) -> None:
+    cluster.env["CLUSTER_PROBE_DELAY"] = "0.02"
+    cluster.spawn("w1", "worker")
+    cluster.spawn("w2", "worker")
+    cluster.spawn("api", "api")
+    await cluster.wait_workers("w1", "w2")
+    rooms = [str(uuid4()) for _ in range(4)]
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+
+        async def converse(room: str) -> list[str]:
+            texts = []
+            for i in range(6):  # each sent before the previous is answered
+                texts.append(f"{room[:4]} m{i}")
+            responses = []
+            for text in texts:
+                responses.append(asyncio.create_task(send(client, text, room)))
+                await asyncio.sleep(0.005)
+            return [(await r).json()["text"] for r in responses]
+
+        answers = await asyncio.gather(*(converse(room) for room in rooms))
+    for room, replies in zip(rooms, answers, strict=True):
+        assert replies == [f"re: {room[:4]} m{i}" for i in range(6)]
+        seq = await cluster.sql(
+            "SELECT message::json->'content'->>'text' FROM cluster_messages"
+            " WHERE room_id = %s ORDER BY room_seq",
+            room,
+        )
+        arrival = [r[0] for r in seq]
+        lines = await room_lines(cluster, room)
+        # each message stored once and answered once, the answers in arrival order
+        assert [line for line in lines if not line.startswith("re: ")] == arrival
+        assert [line for line in lines if line.startswith("re: ")] == [f"re: {t}" for t in arrival]
+        done = await cluster.sql(
+            "SELECT room_seq FROM cluster_messages WHERE room_id = %s ORDER BY done_at", room
+        )
+        assert [r[0] for r in done] == sorted(r[0] for r in done)
+    workers = await cluster.sql("SELECT DISTINCT worker FROM cluster_messages")
+    assert {w[0] for w in workers} == {"w1", "w2"}  # both took part
+
+
+async def test_a_message_sent_again_with_its_idempotency_key_is_taken_once(
+    cluster: LocalCluster,
+) -> None:
+    cluster.spawn("w1", "worker")
+    cluster.spawn("api", "api")
+    await cluster.wait_workers("w1")
+    room = str(uuid4())
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        first, second = await asyncio.gather(
+            send(client, "hello", room, **{"Idempotency-Key": "k-1"}),
+            send(client, "hello", room, **{"Idempotency-Key": "k-1"}),
+        )
+        third = await send(client, "hello", room, **{"Idempotency-Key": "k-1"})
+        other = await send(client, "hello", room, **{"Idempotency-Key": "k-2"})
+    assert first.status_code == second.status_code == third.status_code == 200
+    assert first.json()["message_id"] == second.json()["message_id"] == third.json()["message_id"]
+    assert first.json()["reply"]["id"] == third.json()["reply"]["id"]
+    assert other.json()["message_id"] != first.json()["message_id"]
+    assert await room_lines(cluster, room) == ["hello", "re: hello", "hello", "re: hello"]
+    assert (await cluster.sql("SELECT count(*) FROM cluster_messages"))[0][0] == 2
+
+
+async def wait_for(condition: object, what: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_killed_workers_room_is_taken_over_within_the_lease_and_answered_once(
+    cluster: LocalCluster,
+) -> None:
+    cluster.spawn("w1", "worker")
+    cluster.spawn("api", "api")
+    await cluster.wait_workers("w1")
+    room = str(uuid4())
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        hang = asyncio.create_task(send(client, "HANG here", room))
+        after = asyncio.create_task(send(client, "then this", room))
+
+        async def w1_is_on_it() -> bool:
+            rows = await cluster.sql("SELECT worker, tries FROM cluster_messages ORDER BY room_seq")
+            return bool(rows) and rows[0] == ("w1", 1)
+
+        await wait_for(w1_is_on_it, "w1 to start the message")
+        cluster.spawn("w2", "worker")
+        await cluster.wait_workers("w2")
+        cluster.kill("w1")  # mid-message: its model call hangs for 3 s
+        killed = time.monotonic()
+        first, second = await hang, await after
+        answered = time.monotonic() - killed
+    assert first.status_code == 200 and first.json()["text"] == "re: HANG here"
+    assert second.json()["text"] == "re: then this"
+    # lease 2 s + poll + the 3 s model call of the second try
+    assert answered < 2 + 1 + 3 + 3
+    lines = await room_lines(cluster, room)
+    assert lines == ["HANG here", "then this", "re: HANG here", "re: then this"]
+    rows = await cluster.sql("SELECT worker, tries, status FROM cluster_messages ORDER BY room_seq")
+    assert rows[0] == ("w2", 2, "done")
+    status = await cluster.sql("SELECT redeliveries FROM cluster_rooms WHERE room_id = %s", room)
+    assert status[0][0] == 1
+
+
+async def test_a_worker_paused_past_its_lease_cannot_commit_afterwards(
+    cluster: LocalCluster,
+) -> None:
+    cluster.env["CLUSTER_PROBE_HANG"] = "1.5"
+    cluster.spawn("w1", "worker")
+    cluster.spawn("w2", "worker")
+    cluster.spawn("api", "api")
+    await cluster.wait_workers("w1", "w2")
+    room = str(uuid4())
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        hang = asyncio.create_task(send(client, "HANG on", room))
+
+        async def someone_is_on_it() -> bool:
+            rows = await cluster.sql("SELECT worker FROM cluster_messages WHERE tries = 1")
+            return bool(rows)
+
+        await wait_for(someone_is_on_it, "a worker to start the message")
+        holder = (await cluster.sql("SELECT worker FROM cluster_messages"))[0][0]
+        other = "w2" if holder == "w1" else "w1"
+        cluster.kill(holder, signal.SIGSTOP)  # paused mid-message, for longer than the lease
+        response = await hang  # the other worker took the room over and answered
+        assert response.json()["text"] == "re: HANG on"
+        cluster.kill(holder, signal.SIGCONT)  # its model call returns: its commit is refused
+
+        async def refused() -> bool:
+            return "nothing committed" in cluster.log(holder) or "lost room" in cluster.log(holder)
+
+        await wait_for(refused, "the paused worker to find its room taken")
+    rows = await cluster.sql("SELECT worker, tries, status FROM cluster_messages")
+    assert rows == [(other, 2, "done")]
+    assert await room_lines(cluster, room) == ["HANG on", "re: HANG on"]
+
+
+async def test_a_room_over_its_backlog_limit_gets_429_with_retry_after(
+    cluster: LocalCluster,
+) -> None:
+    cluster.settings["backlog_limit"] = 2
+    cluster.settings["retry_after"] = 7
+    cluster.spawn("api", "api")  # no worker: the backlog only grows
+    room = str(uuid4())
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        waiting = [asyncio.create_task(send(client, f"m{i}", room)) for i in range(2)]
+
+        async def queued() -> bool:
+            return (await cluster.sql("SELECT count(*) FROM cluster_messages"))[0][0] == 2
+
+        await wait_for(queued, "two queued messages")
+        refused = await send(client, "one too many", room)
+        elsewhere = asyncio.create_task(send(client, "other room", str(uuid4())))
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "7"
+        assert "limit 2" in refused.json()["detail"]
+
+        async def three() -> bool:
+            return (await cluster.sql("SELECT count(*) FROM cluster_messages"))[0][0] == 3
+
+        await wait_for(three, "the other room's message taken")
+        cluster.spawn("w1", "worker")
+        assert [(await w).status_code for w in waiting] == [200, 200]
+        assert (await elsewhere).status_code == 200
+    assert await room_lines(cluster, room) == ["m0", "m1", "re: m0", "re: m1"]
+
+
+async def test_a_message_failing_every_try_is_parked_with_its_error_and_the_room_moves_on(
+    cluster: LocalCluster,
+) -> None:
+    cluster.spawn("w1", "worker")
+    cluster.spawn("api", "api")
+    await cluster.wait_workers("w1")
+    room = str(uuid4())
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        poison = asyncio.create_task(send(client, "POISON pill", room))
+        await asyncio.sleep(0.05)
+        after = await send(client, "still here", room)
+        parked = await poison
+        status = (await client.get("/cluster")).json()
+    assert parked.status_code == 502
+    assert "poisoned message" in parked.json()["detail"]
+    assert after.json()["text"] == "re: still here"
+    rows = await cluster.sql("SELECT status, tries, error FROM cluster_messages ORDER BY room_seq")
+    assert rows[0][:2] == ("parked", 3) and "poisoned message" in rows[0][2]
+    assert rows[1][:2] == ("done", 1)
+    assert status["parked"] == 1 and status["done"] == 1 and status["queue_depth"] == 0
+    assert status["recent_parked"][0]["error"] == rows[0][2]
+    members = {m["id"]: m for m in status["members"]}
+    assert members["w1"]["failed"] == 3 and members["w1"]["processed"] == 1
+    assert members["w1"]["alive"] and members["api"]["alive"]
+    # nothing of the parked message was written
+    assert await room_lines(cluster, room) == ["still here", "re: still here"]
