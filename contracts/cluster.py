@@ -8,11 +8,16 @@ See docs/cluster.md.
 
 from __future__ import annotations
 
-from typing import Literal
+import threading
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["ClusterRole", "ClusterSettings"]
+from contracts.events import Event, EventPayload, event_named
+
+__all__ = ["ClusterRole", "ClusterSettings", "from_cluster", "mark_for_cluster", "marked_events"]
+
+P = TypeVar("P", bound=EventPayload)
 
 ClusterRole = Literal["api", "worker", "both"]
 
@@ -47,5 +52,37 @@ class ClusterSettings(BaseModel):
     """Seconds an HTTP request waits for its reply before 504 (the message stays queued)."""
     drain_timeout: float = Field(default=30.0, gt=0)
     """Seconds a stopping worker waits for its messages in progress before releasing rooms."""
-    node_id: str | None = Field(default=None, max_length=100)
+    events: list[str] = Field(default_factory=lambda: ["message:sent"])
+    """Events that travel to the other processes (besides those marked in code with
+    `mark_for_cluster`); a handler there receives them by subscribing to `from_cluster(event)`."""
+    node_id: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
     """This process's name in the cluster (None: host name, pid and a random suffix)."""
+
+
+_marked: set[str] = set()
+_lock = threading.Lock()
+
+
+def mark_for_cluster(event: Event[Any]) -> Event[Any]:
+    """Mark `event` to travel: in cluster mode, each time a process emits it, every other process
+    emits `from_cluster(event)` with the same payload. Returns `event` (usable at declaration)."""
+    with _lock:
+        _marked.add(event.name)
+    return event
+
+
+def marked_events() -> frozenset[str]:
+    with _lock:
+        return frozenset(_marked)
+
+
+def from_cluster(event: Event[P]) -> Event[P]:
+    """The event emitted in this process when another process of the cluster emitted `event`
+    (one marked for the cluster): subscribe to it to opt in, e.g.
+    ``bus.on(from_cluster(MESSAGE_SENT), handler)``. Never emitted in single-process mode; the
+    process that emitted `event` gets `event` only, so a handler of both sees each once."""
+    name = f"cluster:{event.name}"
+    known = event_named(name)
+    if known is not None:
+        return known
+    return Event(name, event.payload, f"{event.name} emitted by another process of the cluster")

@@ -75,11 +75,11 @@ class ClusterDispatch:
             if not waiter.done.done():
                 waiter.done.set_result(outcome)
 
-    async def _on_reply(self, data: bytes) -> None:
+    async def _on_reply(self, _subject: str, data: bytes) -> None:
         item = json.loads(data)
         self._resolve(Outcome(UUID(item["id"]), item["status"], item["reply"], item["error"]))
 
-    async def _on_chunk(self, data: bytes) -> None:
+    async def _on_chunk(self, _subject: str, data: bytes) -> None:
         item = json.loads(data)
         for waiter in self._waiters.get(UUID(item["id"]), ()):
             if waiter.chunks is not None:

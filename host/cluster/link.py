@@ -24,7 +24,8 @@ __all__ = ["NatsLink", "Subjects"]
 
 _log = logger.bind(component="cluster")
 
-Handler = Callable[[bytes], Awaitable[None]]
+Handler = Callable[[str, bytes], Awaitable[None]]
+"""Called with a message's subject and data."""
 
 
 class Subjects:
@@ -34,6 +35,17 @@ class Subjects:
     """A room has work: idle workers claim now rather than at their next poll."""
     CACHE = "agenthost.cluster.cache"
     """A provider-cache invalidation (an event the cache listens to) from another process."""
+
+    EVENTS = "agenthost.cluster.event.>"
+
+    @staticmethod
+    def event(name: str) -> str:
+        """An event marked for the cluster (``:`` is not a NATS subject character)."""
+        return "agenthost.cluster.event." + name.replace(":", "~").replace(".", "^")
+
+    @staticmethod
+    def event_name(subject: str) -> str:
+        return subject.removeprefix("agenthost.cluster.event.").replace("^", ".").replace("~", ":")
 
     @staticmethod
     def reply(node: str) -> str:
@@ -110,7 +122,7 @@ class NatsLink:
     async def _apply(self, subject: str, handler: Handler) -> None:
         async def on_message(msg: Msg) -> None:
             try:
-                await handler(msg.data)
+                await handler(msg.subject, msg.data)
             except Exception as exc:
                 _log.opt(exception=exc).warning("NATS handler of {} failed: {}", subject, exc)
 

@@ -19,9 +19,10 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 
 from builtin_plugins.postgres import PostgresAdapter
+from contracts.cluster import from_cluster, marked_events
 from contracts.config import HostConfig
 from contracts.errors import AgentHostError
-from contracts.events import Event, EventPayload
+from contracts.events import Event, EventPayload, event_named
 from contracts.storage import DatabaseAdapter
 from host.agents import AgentManager
 from host.cache import ProviderCache
@@ -114,27 +115,41 @@ class ClusterNode:
             await self.worker.start()
 
     async def _bridge_cache(self, events: EventBus, cache: ProviderCache) -> None:
-        """Provider-cache invalidations travel: an event the cache listens to here invalidates
-        the same entries in every other member (best effort: entries also expire)."""
+        """What travels with the local events: provider-cache invalidations (an event the cache
+        listens to here invalidates the same entries in every other member; best effort, entries
+        also expire) and the events marked for the cluster (emitted elsewhere as
+        `from_cluster(event)`)."""
+        marked = set(self.settings.events)
 
         async def forward(event: Event[Any], payload: EventPayload) -> None:
-            if event.name not in cache.watched_events:
-                return
-            fields = {
-                name: str(getattr(payload, name))
-                for name in ("agent_id", "room_id", "entity_id")
-                if getattr(payload, name, None) is not None
-            }
-            data = {"from": self.node_id, "event": event.name, "context": fields}
-            await self.link.publish(Subjects.CACHE, json.dumps(data).encode())
+            if event.name in cache.watched_events:
+                fields = {
+                    name: str(getattr(payload, name))
+                    for name in ("agent_id", "room_id", "entity_id")
+                    if getattr(payload, name, None) is not None
+                }
+                data = {"from": self.node_id, "event": event.name, "context": fields}
+                await self.link.publish(Subjects.CACHE, json.dumps(data).encode())
+            if event.name in marked or event.name in marked_events():
+                body = {"from": self.node_id, "payload": payload.model_dump_json()}
+                await self.link.publish(Subjects.event(event.name), json.dumps(body).encode())
 
-        async def receive(data: bytes) -> None:
+        async def invalidate(_subject: str, data: bytes) -> None:
             item = json.loads(data)
             if item.get("from") != self.node_id:
                 cache.handle_event(str(item["event"]), SimpleNamespace(**item["context"]))
 
+        async def emit(subject: str, data: bytes) -> None:
+            item = json.loads(data)
+            event = event_named(Subjects.event_name(subject))
+            if item.get("from") == self.node_id or event is None:
+                return  # ours, or an event this process does not know (its plugin not here)
+            payload = event.payload.model_validate_json(item["payload"])
+            await events.emit(from_cluster(event), payload)
+
         events.on_any(forward, owner="cluster")
-        await self.link.subscribe(Subjects.CACHE, receive)
+        await self.link.subscribe(Subjects.CACHE, invalidate)
+        await self.link.subscribe(Subjects.EVENTS, emit)
 
     def mount(self, app: FastAPI) -> None:
         include_guarded(app, cluster_router(self))

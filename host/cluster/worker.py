@@ -57,7 +57,7 @@ class Worker:
         self.takeovers: list[float] = []
 
     async def start(self) -> None:
-        async def wake(_data: bytes) -> None:
+        async def wake(_subject: str, _data: bytes) -> None:
             self._wake.set()
 
         await self.link.subscribe(Subjects.WAKE, wake)

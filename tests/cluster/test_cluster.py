@@ -4,12 +4,16 @@ parking (real PostgreSQL and nats-server; the members are `agenthost run --role`
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
 import pytest
+
+from host.cluster.local import free_port, start_nats, stop_process
 
 from .conftest import AGENT, LocalCluster
 
@@ -226,3 +230,105 @@ async def test_a_message_failing_every_try_is_parked_with_its_error_and_the_room
     assert members["w1"]["alive"] and members["api"]["alive"]
     # nothing of the parked message was written
     assert await room_lines(cluster, room) == ["still here", "re: still here"]
+
+
+async def test_a_streamed_reply_comes_in_chunks_from_the_worker(cluster: LocalCluster) -> None:
+    cluster.spawn("w1", "worker")
+    cluster.spawn("api", "api")
+    await cluster.wait_workers("w1")
+    events: list[tuple[str, str]] = []
+    async with (
+        httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client,
+        client.stream(
+            "POST",
+            f"/agents/{AGENT}/messages/stream",
+            json={"text": "tell me a long story please", "room_id": str(uuid4())},
+        ) as response,
+    ):
+        kind = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((kind, line.split(":", 1)[1].strip()))
+    chunks = [json.loads(data)["text"] for kind, data in events if kind == "chunk"]
+    [reply] = [json.loads(data) for kind, data in events if kind == "reply"]
+    assert len(chunks) > 1  # word by word from the worker, through NATS
+    assert "".join(chunks) == reply["text"] == "re: tell me a long story please"
+
+
+async def test_without_nats_replies_come_by_polling_and_after_its_restart_events_travel_again(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    port = free_port()
+    nats = start_nats(port)
+    cluster.nats = f"nats://127.0.0.1:{port}"
+    seen = tmp_path / "events.txt"
+    cluster.env["CLUSTER_PROBE_EVENTS"] = str(seen)
+    try:
+        cluster.spawn("w1", "worker")
+        api = cluster.spawn("api", "api")
+        await cluster.wait_workers("w1")
+        room = str(uuid4())
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+            assert (await send(client, "with nats", room)).json()["text"] == "re: with nats"
+
+            async def noted(text: str) -> bool:
+                return seen.exists() and f"{api.pid} re: {text}\n" in seen.read_text()
+
+            await wait_for(lambda: noted("with nats"), "the cluster event in the API process")
+            stop_process(nats)
+            assert (await client.get("/cluster")).json()["nats"] == "down"
+            for i in range(3):  # the worker wakes up by polling, the API polls for the reply
+                response = await send(client, f"no nats {i}", room)
+                assert response.json()["text"] == f"re: no nats {i}"
+            nats = start_nats(port)
+
+            async def back() -> bool:
+                return (await client.get("/cluster")).json()["nats"] == "connected"
+
+            await wait_for(back, "the API process to reconnect to NATS", within=20)
+            await asyncio.sleep(1.5)  # the worker reconnects too (1 s between tries)
+            assert (await send(client, "nats again", room)).json()["text"] == "re: nats again"
+            await wait_for(lambda: noted("nats again"), "events flowing again")
+        lines = await room_lines(cluster, room)
+        assert len(lines) == 10 and len(set(lines)) == 10  # nothing lost, nothing doubled
+    finally:
+        stop_process(nats)
+
+
+async def test_sigterm_lets_a_worker_finish_its_message_and_release_its_rooms_at_once(
+    cluster: LocalCluster,
+) -> None:
+    cluster.settings["lease"] = 30  # a takeover would take 30 s: the release must be explicit
+    cluster.env["CLUSTER_PROBE_HANG"] = "1.5"
+    w1 = cluster.spawn("w1", "worker")
+    cluster.spawn("api", "api")
+    await cluster.wait_workers("w1")
+    room = str(uuid4())
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        first = asyncio.create_task(send(client, "HANG a while", room))
+
+        async def started() -> bool:
+            return bool(await cluster.sql("SELECT 1 FROM cluster_messages WHERE tries = 1"))
+
+        await wait_for(started, "w1 to start")
+        second = asyncio.create_task(send(client, "next one", room))
+        await wait_for(lambda: _count(cluster, 2), "the second message queued")
+        cluster.spawn("w2", "worker")
+        await cluster.wait_workers("w2")
+        w1.send_signal(signal.SIGTERM)
+        assert (await first).json()["text"] == "re: HANG a while"  # finished by w1
+        assert await asyncio.to_thread(w1.wait, 20) == 0
+        stopped = time.monotonic()
+        assert (await second).json()["text"] == "re: next one"
+        assert time.monotonic() - stopped < 10  # w2 took the room at once, not after the lease
+    rows = await cluster.sql("SELECT worker, tries FROM cluster_messages ORDER BY room_seq")
+    assert rows[0] == ("w1", 1)
+    assert rows[1][1] == 1
+    assert (await cluster.sql("SELECT redeliveries FROM cluster_rooms"))[0][0] == 0
+    assert "released" in cluster.log("w1")
+
+
+async def _count(cluster: LocalCluster, n: int) -> bool:
+    return (await cluster.sql("SELECT count(*) FROM cluster_messages"))[0][0] == n

@@ -4,6 +4,8 @@ PYTHONPATH: the dist-info beside it makes it an entry point like any installed p
 TEXT_LARGE answers ``re: <message>`` after ``CLUSTER_PROBE_DELAY`` seconds (streamed word by
 word); a message containing ``HANG`` takes ``CLUSTER_PROBE_HANG`` seconds (a worker to kill or
 pause mid-message); one containing ``POISON`` fails (a bad request: no fallback), so it is parked.
+Replies sent by other processes (the cluster event ``from_cluster(MESSAGE_SENT)``) are noted in
+the file ``CLUSTER_PROBE_EVENTS`` names.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 from builtin_plugins.eliza.plugin import last_message
+from contracts.cluster import from_cluster
+from contracts.events import MESSAGE_SENT, EventHandler, MessagePayload
 from contracts.models import (
     TEXT_LARGE,
     ModelCallError,
@@ -45,5 +49,21 @@ class ProbePlugin(Plugin):
         for index, word in enumerate(words):
             yield TextChunk(text=word if index == len(words) - 1 else word + " ", index=index)
 
+    async def seen_elsewhere(self, payload: MessagePayload) -> None:
+        """A reply sent by another process (``from_cluster(MESSAGE_SENT)``): noted in the file
+        ``CLUSTER_PROBE_EVENTS`` names, with this process's id."""
+        path = os.environ.get("CLUSTER_PROBE_EVENTS")
+        if path:
+            line = f"{os.getpid()} {payload.message.content.text}\n"
+            await asyncio.to_thread(_append, path, line)
+
+    def event_handlers(self) -> Sequence[EventHandler[Any]]:
+        return (EventHandler(from_cluster(MESSAGE_SENT), self.seen_elsewhere),)
+
     def models(self) -> Sequence[ModelHandler[Any, Any]]:
         return (ModelHandler(TEXT_LARGE, self.reply, stream=self.stream, priority=10),)
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as out:
+        out.write(line)
