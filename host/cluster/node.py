@@ -14,6 +14,7 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
@@ -23,7 +24,7 @@ from contracts.cluster import from_cluster, marked_events
 from contracts.config import HostConfig
 from contracts.errors import AgentHostError
 from contracts.events import Event, EventPayload, event_named
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DatabaseAdapter, StorageError
 from host.agents import AgentManager
 from host.cache import ProviderCache
 from host.events import EventBus
@@ -168,6 +169,18 @@ class ClusterNode:
         async def timeout(_request: Request, exc: Exception) -> JSONResponse:
             return JSONResponse({"detail": str(exc)}, status_code=504)
 
+        async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+            """PostgreSQL away (restarting): nothing was taken, the client may send it again
+            (with its Idempotency-Key, a message taken before the failure is not taken twice)."""
+            _log.warning("cluster queue unavailable: {}", type(exc).__name__)
+            return JSONResponse(
+                {"detail": f"the cluster's PostgreSQL is unavailable ({type(exc).__name__})"},
+                status_code=503,
+                headers={"Retry-After": str(self.settings.retry_after)},
+            )
+
+        app.add_exception_handler(psycopg.Error, unavailable)
+        app.add_exception_handler(StorageError, unavailable)
         app.add_exception_handler(Backlogged, backlogged)
         app.add_exception_handler(MessageParked, parked)
         app.add_exception_handler(ReplyTimeout, timeout)

@@ -4,6 +4,7 @@ PYTHONPATH: the dist-info beside it makes it an entry point like any installed p
 TEXT_LARGE answers ``re: <message>`` after ``CLUSTER_PROBE_DELAY`` seconds (streamed word by
 word); a message containing ``HANG`` takes ``CLUSTER_PROBE_HANG`` seconds (a worker to kill or
 pause mid-message); one containing ``POISON`` fails (a bad request: no fallback), so it is parked.
+Crashes (kill -9) at named pipeline points with ``CLUSTER_PROBE_CRASH`` (see `crash`).
 Replies sent by other processes (the cluster event ``from_cluster(MESSAGE_SENT)``) are noted in
 the file ``CLUSTER_PROBE_EVENTS`` names.
 """
@@ -12,12 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+import random
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from builtin_plugins.eliza.plugin import last_message
 from contracts.cluster import from_cluster
-from contracts.events import MESSAGE_SENT, EventHandler, MessagePayload
+from contracts.events import (
+    MEMORY_CREATED,
+    MESSAGE_RECEIVED,
+    MESSAGE_SENT,
+    EventHandler,
+    EventPayload,
+    MessagePayload,
+)
 from contracts.models import (
     TEXT_LARGE,
     ModelCallError,
@@ -33,6 +43,7 @@ class ProbePlugin(Plugin):
     manifest: ClassVar[Manifest] = Manifest(name="cluster_probe", description="test model")
 
     async def reply(self, params: TextParams) -> TextResult:
+        crash("model")
         text = last_message(params)
         if "POISON" in text:
             raise ModelCallError("poisoned message", provider="cluster_probe", retryable=False)
@@ -58,7 +69,12 @@ class ProbePlugin(Plugin):
             await asyncio.to_thread(_append, path, line)
 
     def event_handlers(self) -> Sequence[EventHandler[Any]]:
-        return (EventHandler(from_cluster(MESSAGE_SENT), self.seen_elsewhere),)
+        return (
+            EventHandler(from_cluster(MESSAGE_SENT), self.seen_elsewhere),
+            EventHandler(MESSAGE_RECEIVED, at("received")),
+            EventHandler(MEMORY_CREATED, at("memory_created")),
+            EventHandler(MESSAGE_SENT, at("sent")),
+        )
 
     def models(self) -> Sequence[ModelHandler[Any, Any]]:
         return (ModelHandler(TEXT_LARGE, self.reply, stream=self.stream, priority=10),)
@@ -67,3 +83,20 @@ class ProbePlugin(Plugin):
 def _append(path: str, line: str) -> None:
     with open(path, "a") as out:
         out.write(line)
+
+
+def crash(point: str) -> None:
+    """kill -9 of this process at the named pipeline point, with the probability
+    ``CLUSTER_PROBE_CRASH`` gives (``CLUSTER_PROBE_CRASH_POINTS``: which points, all by default).
+    ``sent`` is the last before the commit: the reply is saved (held in the unit), not committed."""
+    chance = float(os.environ.get("CLUSTER_PROBE_CRASH", "0"))
+    points = os.environ.get("CLUSTER_PROBE_CRASH_POINTS", "received,model,memory_created,sent")
+    if chance and point in points.split(",") and random.random() < chance:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def at(point: str) -> Callable[[EventPayload], Awaitable[None]]:
+    async def handler(_payload: EventPayload) -> None:
+        crash(point)
+
+    return handler
