@@ -57,11 +57,17 @@ def nats_server_binary() -> str:
     return found
 
 
-def start_nats(port: int, *, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """A NATS server on 127.0.0.1:`port`; returns once it accepts connections."""
+def start_nats(
+    port: int, *, log: Path | None = None, jetstream: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A NATS server on 127.0.0.1:`port` (with JetStream storing in `jetstream` if given);
+    returns once it accepts connections."""
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    command = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)]
+    if jetstream is not None:
+        command += ["-js", "-sd", str(jetstream)]
     process = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)],
+        command,
         stdout=out,
         stderr=subprocess.STDOUT,
     )

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class LocalCluster:
             "drain_timeout": 10,
         }
         self.api_url = ""
+        self.plugins = ["eliza", "postgres", "cluster_probe"]
 
     def config(self) -> Path:
         chars = self.tmp / "characters"
@@ -50,7 +52,7 @@ class LocalCluster:
         path = self.tmp / "agenthost.yaml"
         data = {
             "data_dir": str(self.tmp / "data"),
-            "plugins": {"enabled": ["eliza", "postgres", "cluster_probe"]},
+            "plugins": {"enabled": self.plugins},
             "agents": {"characters_dir": str(chars), "characters": [{"name": AGENT}]},
             "metrics": {"enabled": False},
             "cluster": self.settings,
@@ -80,6 +82,35 @@ class LocalCluster:
         if port is not None:
             self.api_url = f"http://127.0.0.1:{port}"
             self._wait_ready(process, name)
+        return process
+
+    def spawn_single(self, name: str) -> subprocess.Popen[bytes]:
+        """A single-process host (no cluster) on the same PostgreSQL store: the baseline."""
+        port = free_port()
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update(
+            {
+                "AGENTHOST_PLUGINS__POSTGRES__URL": self.url,
+                "AGENTHOST_SERVICES__DATABASE": "postgres",
+                "AGENTHOST_HTTP__PORT": str(port),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(PROBE), os.environ.get("PYTHONPATH")])
+                ),
+            }
+        )
+        settings, self.settings = self.settings, {}
+        try:
+            config = self.config()
+        finally:
+            self.settings = settings
+        command = [sys.executable, "-c", "from host.cli import main; main()"]
+        command += ["--config", str(config), "run"]
+        with open(self.tmp / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.members[name] = process
+        self.api_url = f"http://127.0.0.1:{port}"
+        self._wait_ready(process, name)
         return process
 
     def _wait_ready(self, process: subprocess.Popen[bytes], name: str) -> None:
