@@ -172,7 +172,8 @@ class Host:
             await self._start_agents()
             if self.cluster is not None:
                 assert self.agents is not None
-                await self.cluster.start(self.agents, self.events, self.cache)
+                sampler = self.telemetry.sampler if self.config.metrics.enabled else None
+                await self.cluster.start(self.agents, self.events, self.cache, sampler)
         if self.config.loop_monitor.enabled:  # after start-up's imports and file opening
             self.monitor = LoopMonitor(self.config.loop_monitor.threshold)
             self.monitor.start()

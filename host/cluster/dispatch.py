@@ -57,6 +57,11 @@ class ClusterDispatch:
         self._waiters: dict[UUID, list[_Waiter]] = {}
         self._poller: asyncio.Task[None] | None = None
 
+    @property
+    def awaited(self) -> int:
+        """Messages this process's requests are waiting for."""
+        return len(self._waiters)
+
     async def start(self) -> None:
         await self.link.subscribe(Subjects.reply(self.node_id), self._on_reply)
         await self.link.subscribe(Subjects.chunk(self.node_id), self._on_chunk)

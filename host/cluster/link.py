@@ -32,7 +32,9 @@ class Subjects:
     """The cluster's NATS subjects."""
 
     WAKE = "agenthost.cluster.wake"
-    """A room has work: idle workers claim now rather than at their next poll."""
+    """A room has work: one worker (a queue group) claims now rather than at its next poll."""
+    WORKERS = "agenthost-workers"
+    """The queue group of the workers' wake-up subscriptions."""
     CACHE = "agenthost.cluster.cache"
     """A provider-cache invalidation (an event the cache listens to) from another process."""
 
@@ -63,7 +65,7 @@ class NatsLink:
         self.url = url
         self.name = name
         self._nc: Client | None = None
-        self._subscriptions: list[tuple[str, Handler]] = []
+        self._subscriptions: list[tuple[str, Handler, str]] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.up = asyncio.Event()
@@ -113,13 +115,13 @@ class NatsLink:
                 delay = min(delay * 2, 5.0)
                 continue
             self._nc = nc
-            for subject, handler in self._subscriptions:
-                await self._apply(subject, handler)
+            for subject, handler, queue in self._subscriptions:
+                await self._apply(subject, handler, queue)
             self.up.set()
             _log.info("NATS connected at {}", self.url)
             return
 
-    async def _apply(self, subject: str, handler: Handler) -> None:
+    async def _apply(self, subject: str, handler: Handler, queue: str) -> None:
         async def on_message(msg: Msg) -> None:
             try:
                 await handler(msg.subject, msg.data)
@@ -127,12 +129,14 @@ class NatsLink:
                 _log.opt(exception=exc).warning("NATS handler of {} failed: {}", subject, exc)
 
         assert self._nc is not None
-        await self._nc.subscribe(subject, cb=on_message)
+        await self._nc.subscribe(subject, queue=queue, cb=on_message)
 
-    async def subscribe(self, subject: str, handler: Handler) -> None:
-        self._subscriptions.append((subject, handler))
+    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> None:
+        """Call `handler` for each message on `subject`; with a `queue` group, one member of
+        the group gets each message (NATS picks it)."""
+        self._subscriptions.append((subject, handler, queue))
         if self._nc is not None:
-            await self._apply(subject, handler)
+            await self._apply(subject, handler, queue)
 
     async def publish(self, subject: str, data: bytes) -> bool:
         """Publish `data`; False (never an error) when NATS is not connected."""

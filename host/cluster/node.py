@@ -29,6 +29,7 @@ from host.agents import AgentManager
 from host.cache import ProviderCache
 from host.events import EventBus
 from host.http import include_guarded
+from host.metrics.sampler import Reading, Sampler
 
 from .dispatch import ClusterDispatch, MessageParked, ReplyTimeout
 from .link import NatsLink, Subjects
@@ -105,8 +106,18 @@ class ClusterNode:
 
     unit_ids = staticmethod(unit_ids)
 
-    async def start(self, agents: AgentManager, events: EventBus, cache: ProviderCache) -> None:
+    async def start(
+        self,
+        agents: AgentManager,
+        events: EventBus,
+        cache: ProviderCache,
+        sampler: Sampler | None = None,
+    ) -> None:
+        """Start the dispatch and/or worker; `sampler` (metrics on) gets this member's figures."""
         assert self.queue is not None
+        if sampler is not None:
+            sampler.add("cluster", self.metric_counters, kind="counter")
+            sampler.add("cluster", self.metric_gauges)
         await self._bridge_cache(events, cache)
         if self.role in ("api", "both"):
             self.dispatch = ClusterDispatch(self.queue, self.link, self.settings)
@@ -151,6 +162,22 @@ class ClusterNode:
         events.on_any(forward, owner="cluster")
         await self.link.subscribe(Subjects.CACHE, invalidate)
         await self.link.subscribe(Subjects.EVENTS, emit)
+
+    def metric_counters(self) -> Reading:
+        """``agenthost.cluster.<what>`` of this worker since it started."""
+        if self.worker is None:
+            return {}
+        return {f"agenthost.cluster.{k}": v for k, v in self.worker.counts.items()}
+
+    def metric_gauges(self) -> Reading:
+        gauges: dict[str | tuple[str, tuple[tuple[str, str], ...]], float] = {
+            "agenthost.cluster.nats_connected": float(self.link.connected)
+        }
+        if self.worker is not None:
+            gauges["agenthost.cluster.rooms_held"] = len(self.worker.held)
+        if self.dispatch is not None:
+            gauges["agenthost.cluster.replies_awaited"] = self.dispatch.awaited
+        return gauges
 
     def mount(self, app: FastAPI) -> None:
         include_guarded(app, cluster_router(self))

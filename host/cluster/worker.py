@@ -53,14 +53,16 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self.processed = 0
-        self.takeovers: list[float] = []
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("processed", "failed", "parked", "fenced", "takeovers", "lost"), 0
+        )
+        """This process's counters (sampled as metrics; ``GET /cluster`` has the shared ones)."""
 
     async def start(self) -> None:
         async def wake(_subject: str, _data: bytes) -> None:
             self._wake.set()
 
-        await self.link.subscribe(Subjects.WAKE, wake)
+        await self.link.subscribe(Subjects.WAKE, wake, queue=Subjects.WORKERS)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="cluster-claim"),
             asyncio.create_task(self._lease_loop(), name="cluster-lease"),
@@ -93,6 +95,7 @@ class Worker:
                 await self._idle()
                 continue
             if claim.takeover:
+                self.counts["takeovers"] += 1
                 _log.info("took over room {} (its worker's lease ran out)", claim.room_id)
             key = (claim.agent_id, claim.room_id)
             task = asyncio.create_task(self._serve(claim), name=f"room-{claim.room_id}")
@@ -106,7 +109,7 @@ class Worker:
 
     async def _lease_loop(self) -> None:
         period = min(self.settings.lease / 3, 2.0)
-        while not self._stopping:
+        while True:
             await asyncio.sleep(period)
             try:
                 claims = self.held
@@ -119,6 +122,7 @@ class Worker:
                 entry = self._rooms.get(key)
                 if key not in kept and entry is not None and entry[0] is claim:
                     _log.warning("lost room {} (lease ran out); dropping it", claim.room_id)
+                    self.counts["lost"] += 1
                     entry[1].cancel()
 
     # ------------------------------------------------------------------ one room
@@ -139,10 +143,12 @@ class Worker:
                         f" (crash or lost lease); last error: {queued.error}"
                     )
                     await self.queue.park(claim, queued, error)
+                    self.counts["parked"] += 1
                     await self._announce(queued, "parked", None, error)
                     continue
                 await self._process(claim, runtime, queued)
         except Fenced as exc:
+            self.counts["fenced"] += 1
             _log.warning("{}: nothing committed", exc)
         except asyncio.CancelledError:
             if not self._stopping:
@@ -164,7 +170,9 @@ class Worker:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             _log.warning("message {} failed (try {}): {}", queued.id, queued.tries, error)
+            self.counts["failed"] += 1
             if await self.queue.fail(claim, queued, error, self.settings.max_tries):
+                self.counts["parked"] += 1
                 _log.error("message {} parked after {} tries: {}", queued.id, queued.tries, error)
                 await self._announce(queued, "parked", None, error)
             else:
@@ -172,7 +180,7 @@ class Worker:
             return
         text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
         await self.queue.commit(claim, queued, unit.memories, text)
-        self.processed += 1
+        self.counts["processed"] += 1
         _log.debug("message {} done in {:.3f}s", queued.id, time.perf_counter() - started)
         await self._announce(queued, "done", text, None)
 
@@ -205,19 +213,13 @@ class Worker:
         """Stop claiming, finish the messages in progress (up to ``drain_timeout``), release."""
         self._stopping = True
         self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        claiming, leasing = self._tasks[:1], self._tasks[1:]
+        await _cancel(claiming)
         rooms = [task for _claim, task in self._rooms.values()]
-        if rooms:
+        if rooms:  # the leases are still renewed meanwhile: a long message is not taken over
             _done, pending = await asyncio.wait(rooms, timeout=self.settings.drain_timeout)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _cancel(list(pending))
+        await _cancel(leasing)
         try:
             released = await self.queue.release_all()
             await self.queue.heartbeat(self.settings.role, stopped=True)
@@ -225,3 +227,11 @@ class Worker:
             _log.warning("releasing rooms failed ({}): they free up when their leases end", exc)
         else:
             _log.info("worker stopped; released {} rooms", released)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

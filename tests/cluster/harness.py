@@ -45,6 +45,7 @@ class LocalCluster:
         }
         self.api_url = ""
         self.plugins = ["eliza", "postgres", "cluster_probe"]
+        self.metrics = False
 
     def config(self) -> Path:
         chars = self.tmp / "characters"
@@ -54,7 +55,7 @@ class LocalCluster:
             "data_dir": str(self.tmp / "data"),
             "plugins": {"enabled": self.plugins},
             "agents": {"characters_dir": str(chars), "characters": [{"name": AGENT}]},
-            "metrics": {"enabled": False},
+            "metrics": {"enabled": self.metrics},
             "cluster": self.settings,
         }
         path.write_text(yaml.safe_dump(data))

@@ -111,32 +111,34 @@ async def test_a_killed_workers_room_is_taken_over_within_the_lease_and_answered
     cluster: LocalCluster,
 ) -> None:
     cluster.spawn("w1", "worker")
+    cluster.spawn("w2", "worker")
     cluster.spawn("api", "api")
-    await cluster.wait_workers("w1")
+    await cluster.wait_workers("w1", "w2")
     room = str(uuid4())
     async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
         hang = asyncio.create_task(send(client, "HANG here", room))
+        await wait_for(lambda: _count(cluster, 1), "the first message queued")
         after = asyncio.create_task(send(client, "then this", room))
 
-        async def w1_is_on_it() -> bool:
-            rows = await cluster.sql("SELECT worker, tries FROM cluster_messages ORDER BY room_seq")
-            return bool(rows) and rows[0] == ("w1", 1)
+        async def someone_is_on_it() -> bool:
+            rows = await cluster.sql("SELECT worker FROM cluster_messages WHERE tries = 1")
+            return bool(rows)
 
-        await wait_for(w1_is_on_it, "w1 to start the message")
-        cluster.spawn("w2", "worker")
-        await cluster.wait_workers("w2")
-        cluster.kill("w1")  # mid-message: its model call hangs for 3 s
+        await wait_for(someone_is_on_it, "a worker to start the message")
+        victim = (await cluster.sql("SELECT worker FROM cluster_messages WHERE tries = 1"))[0][0]
+        other = "w2" if victim == "w1" else "w1"
+        cluster.kill(victim)  # mid-message: its model call hangs for 3 s
         killed = time.monotonic()
         first, second = await hang, await after
         answered = time.monotonic() - killed
     assert first.status_code == 200 and first.json()["text"] == "re: HANG here"
     assert second.json()["text"] == "re: then this"
-    # lease 2 s + poll + the 3 s model call of the second try
-    assert answered < 2 + 1 + 3 + 3
+    # lease 2 s + poll + the 3 s model call of the second try (+ slack for a loaded machine)
+    assert answered < 2 + 1 + 3 + 4
     lines = await room_lines(cluster, room)
     assert lines == ["HANG here", "then this", "re: HANG here", "re: then this"]
     rows = await cluster.sql("SELECT worker, tries, status FROM cluster_messages ORDER BY room_seq")
-    assert rows[0] == ("w2", 2, "done")
+    assert rows[0] == (other, 2, "done")
     status = await cluster.sql("SELECT redeliveries FROM cluster_rooms WHERE room_id = %s", room)
     assert status[0][0] == 1
 
@@ -332,3 +334,24 @@ async def test_sigterm_lets_a_worker_finish_its_message_and_release_its_rooms_at
 
 async def _count(cluster: LocalCluster, n: int) -> bool:
     return (await cluster.sql("SELECT count(*) FROM cluster_messages"))[0][0] == n
+
+
+async def test_a_member_with_both_roles_answers_and_reports_its_figures(
+    cluster: LocalCluster,
+) -> None:
+    cluster.metrics = True
+    cluster.spawn("n1", "both")
+    await cluster.wait_workers("n1")
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        assert (await send(client, "hi", str(uuid4()))).json()["text"] == "re: hi"
+
+        async def sampled() -> bool:
+            series = (await client.get("/stats", params={"name": "agenthost.cluster"})).json()
+            values = {item["name"]: item.get("value") for item in series}
+            return values.get("agenthost.cluster.processed") == 1
+
+        await wait_for(sampled, "the worker's counters in /stats")
+        series = (await client.get("/stats", params={"name": "agenthost.cluster"})).json()
+        values = {item["name"]: item.get("value") for item in series}
+        assert values["agenthost.cluster.nats_connected"] == 1
+        assert "agenthost.cluster.rooms_held" in values
