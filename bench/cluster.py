@@ -142,6 +142,7 @@ async def throughput(args: argparse.Namespace, tmp: Path) -> None:
 
 
 async def faults(args: argparse.Namespace, tmp: Path) -> None:
+    (tmp / "faults").mkdir()
     report, _chaos = await fault_run(tmp / "faults", rooms=args.fault_rooms, per_room=15)
     table = Table(title="fault run: kill -9, SIGSTOP past the lease, NATS and PostgreSQL restarts")
     for column in ("figure", "value"):

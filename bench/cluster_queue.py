@@ -87,14 +87,13 @@ async def skip_locked(url: str, rooms: int, per_room: int, workers: int) -> tupl
                 if claim is None:
                     await asyncio.sleep(0.005)
                     continue
-                while True:
-                    taken = await queue.next_message(claim)
-                    if taken is None:
-                        if await queue.release(claim):
-                            break
-                        continue
-                    await queue.commit(claim, taken, [], "{}")
+                taken = await queue.next_message(claim)
+                released = False
+                while taken is not None:  # one transaction per message: commit takes the next
+                    taken, released = await queue.commit(claim, taken, [], "{}")
                     done += 1
+                if not released:
+                    await queue.release(claim)
 
         await asyncio.gather(*(work(f"w{i}") for i in range(workers)))
         return total / ingress, total / (time.perf_counter() - started)

@@ -220,14 +220,19 @@ class RoomQueue:
         `Fenced` when the room is no longer this worker's."""
         async with self.store.with_connection() as conn, conn.transaction():
             await self._check_fence(conn, claim)
-            cursor = await conn.execute(
-                "UPDATE cluster_messages SET tries = tries + 1, worker = %s"
-                " WHERE id = (SELECT id FROM cluster_messages WHERE agent_id = %s"
-                " AND room_id = %s AND status = 'pending' ORDER BY room_seq LIMIT 1)"
-                " RETURNING id, room_seq, message, stream, origin, tries, error",
-                (self.node_id, claim.agent_id, claim.room_id),
-            )
-            row = await cursor.fetchone()
+            return await self._take_next(conn, claim)
+
+    async def _take_next(
+        self, conn: psycopg.AsyncConnection[Any], claim: Claim
+    ) -> QueuedMessage | None:
+        cursor = await conn.execute(
+            "UPDATE cluster_messages SET tries = tries + 1, worker = %s"
+            " WHERE id = (SELECT id FROM cluster_messages WHERE agent_id = %s"
+            " AND room_id = %s AND status = 'pending' ORDER BY room_seq LIMIT 1)"
+            " RETURNING id, room_seq, message, stream, origin, tries, error",
+            (self.node_id, claim.agent_id, claim.room_id),
+        )
+        row = await cursor.fetchone()
         if row is None:
             return None
         return QueuedMessage(
@@ -256,10 +261,20 @@ class RoomQueue:
             )
 
     async def commit(
-        self, claim: Claim, message: QueuedMessage, memories: Sequence[Memory], reply: str
-    ) -> None:
+        self,
+        claim: Claim,
+        message: QueuedMessage,
+        memories: Sequence[Memory],
+        reply: str,
+        *,
+        take_next: bool = True,
+    ) -> tuple[QueuedMessage | None, bool]:
         """Commit a processed message: its memories, its reply and the room's progress, in one
-        transaction under the room's fencing token (`Fenced`: nothing written)."""
+        transaction under the room's fencing token (`Fenced`: nothing written).
+
+        With `take_next`, the same transaction takes the room's next message (its try counted)
+        or, when there is none, lets the room go: returns (next message, room released); one
+        round trip per message while a room has a backlog."""
         try:
             async with self.store.with_connection() as conn, conn.transaction():
                 await self._check_fence(conn, claim)
@@ -269,6 +284,18 @@ class RoomQueue:
                     "UPDATE cluster_workers SET processed = processed + 1 WHERE id = %s",
                     (self.node_id,),
                 )
+                if not take_next:
+                    return None, False
+                following = await self._take_next(conn, claim)
+                if following is not None:
+                    return following, False
+                # no message waits, and none can arrive meanwhile: ingress needs the row lock
+                await conn.execute(
+                    "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL"
+                    " WHERE agent_id = %s AND room_id = %s",
+                    (claim.agent_id, claim.room_id),
+                )
+                return None, True
         except Fenced:
             await self._count("fenced")
             raise

@@ -131,11 +131,12 @@ class Worker:
         key = (claim.agent_id, claim.room_id)
         try:
             runtime = self.agents.get(claim.agent_id)
-            while not self._stopping:
-                queued = await self.queue.next_message(claim)
+            queued = await self.queue.next_message(claim)
+            while True:
                 if queued is None:
-                    if await self.queue.release(claim):
+                    if self._stopping or await self.queue.release(claim):
                         return
+                    queued = await self.queue.next_message(claim)
                     continue
                 if queued.tries > self.settings.max_tries:
                     error = (
@@ -145,8 +146,14 @@ class Worker:
                     await self.queue.park(claim, queued, error)
                     self.counts["parked"] += 1
                     await self._announce(queued, "parked", None, error)
-                    continue
-                await self._process(claim, runtime, queued)
+                else:
+                    committed, queued = await self._process(claim, runtime, queued)
+                    if committed:
+                        if queued is None:
+                            return  # the room was empty and is released (or we stop)
+                        continue
+                # parked, or failed (tried again): what comes next, unless stopping
+                queued = None if self._stopping else await self.queue.next_message(claim)
         except Fenced as exc:
             self.counts["fenced"] += 1
             _log.warning("{}: nothing committed", exc)
@@ -161,7 +168,11 @@ class Worker:
                 del self._rooms[key]
             self._slots.release()
 
-    async def _process(self, claim: Claim, runtime: AgentRuntime, queued: QueuedMessage) -> None:
+    async def _process(
+        self, claim: Claim, runtime: AgentRuntime, queued: QueuedMessage
+    ) -> tuple[bool, QueuedMessage | None]:
+        """Run and commit `queued`: (True, the room's next message or None once released or
+        stopping), or (False, None) when it failed (recorded, parked at its last try)."""
         unit = Unit(queued.id)
         started = time.perf_counter()
         try:
@@ -177,12 +188,15 @@ class Worker:
                 await self._announce(queued, "parked", None, error)
             else:
                 await asyncio.sleep(min(0.1 * 2**queued.tries, 2.0))
-            return
+            return False, None
         text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
-        await self.queue.commit(claim, queued, unit.memories, text)
+        following, _released = await self.queue.commit(
+            claim, queued, unit.memories, text, take_next=not self._stopping
+        )
         self.counts["processed"] += 1
         _log.debug("message {} done in {:.3f}s", queued.id, time.perf_counter() - started)
         await self._announce(queued, "done", text, None)
+        return True, following
 
     async def _run(self, runtime: AgentRuntime, queued: QueuedMessage) -> Reply:
         if not queued.stream or queued.origin is None:

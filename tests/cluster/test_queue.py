@@ -71,11 +71,11 @@ async def test_a_worker_whose_room_was_taken_over_cannot_commit(store: PostgresA
         await a.next_message(claim_a)
     taken_b = await b.next_message(claim_b)
     assert taken_b is not None and taken_b.id == incoming.id and taken_b.tries == 2
-    await b.commit(claim_b, taken_b, [incoming], '{"ok": true}')
+    assert await b.commit(claim_b, taken_b, [incoming], '{"ok": true}') == (None, True)
     assert await store.get_memory(incoming.id) is not None
     [outcome] = await b.outcomes([incoming.id])
     assert (outcome.status, outcome.reply) == ("done", '{"ok": true}')
-    assert await b.next_message(claim_b) is None and await b.release(claim_b)
+    assert await a.claim([AGENT]) is None  # empty, released: nothing to claim
 
 
 async def test_messages_come_in_arrival_order_and_a_late_one_keeps_the_room(
@@ -89,14 +89,22 @@ async def test_messages_come_in_arrival_order_and_a_late_one_keeps_the_room(
     claim = await queue.claim([AGENT])
     assert claim is not None
     got = []
-    while (taken := await queue.next_message(claim)) is not None:
+    taken = await queue.next_message(claim)
+    while taken is not None:
         got.append(taken.message.content.text)
-        await queue.commit(claim, taken, [], "{}")
         if taken.id == second.id:
-            await put(queue, third)  # arrives before the worker lets the room go
-    assert got == ["1", "2", "3"]
-    assert await queue.release(claim)
+            await put(queue, third)  # arrives while the worker holds the room
+        taken, released = await queue.commit(claim, taken, [], "{}")
+    assert got == ["1", "2", "3"] and released
     assert await queue.claim([AGENT]) is None
+    # a message arriving after the room was let go is claimed again (by anyone)
+    await put(queue, message(room, "4"))
+    again = await queue.claim([AGENT])
+    assert again is not None and again.fence == claim.fence + 1
+    fourth = await queue.next_message(again)
+    assert fourth is not None and fourth.message.content.text == "4"
+    assert await queue.commit(again, fourth, [], "{}", take_next=False) == (None, False)
+    assert await queue.release(again)
 
 
 async def test_a_message_id_is_taken_once_even_when_sent_twice_at_once(
