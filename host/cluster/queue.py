@@ -278,24 +278,26 @@ class RoomQueue:
         try:
             async with self.store.with_connection() as conn, conn.transaction():
                 await self._check_fence(conn, claim)
-                await self.store.create_missing_on(conn, memories)
                 await self._end(conn, claim, message.id, "done", reply=reply, error=None)
                 await conn.execute(
                     "UPDATE cluster_workers SET processed = processed + 1 WHERE id = %s",
                     (self.node_id,),
                 )
-                if not take_next:
-                    return None, False
-                following = await self._take_next(conn, claim)
-                if following is not None:
-                    return following, False
-                # no message waits, and none can arrive meanwhile: ingress needs the row lock
-                await conn.execute(
-                    "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL"
-                    " WHERE agent_id = %s AND room_id = %s",
-                    (claim.agent_id, claim.room_id),
-                )
-                return None, True
+                following: QueuedMessage | None = None
+                released = False
+                if take_next:
+                    following = await self._take_next(conn, claim)
+                    if following is None:
+                        # none waits, and none can arrive meanwhile: ingress needs the row lock
+                        await conn.execute(
+                            "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL"
+                            " WHERE agent_id = %s AND room_id = %s",
+                            (claim.agent_id, claim.room_id),
+                        )
+                        released = True
+                # last: the store locks its table's row (the embedding dimension) until commit
+                await self.store.create_missing_on(conn, memories)
+                return following, released
         except Fenced:
             await self._count("fenced")
             raise
