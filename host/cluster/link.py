@@ -32,9 +32,7 @@ class Subjects:
     """The cluster's NATS subjects."""
 
     WAKE = "agenthost.cluster.wake"
-    """A room has work: one worker (a queue group) claims now rather than at its next poll."""
-    WORKERS = "agenthost-workers"
-    """The queue group of the workers' wake-up subscriptions."""
+    """A room has work: workers with a free slot claim now rather than at their next poll."""
     CACHE = "agenthost.cluster.cache"
     """A provider-cache invalidation (an event the cache listens to) from another process."""
 

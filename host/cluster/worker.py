@@ -62,7 +62,9 @@ class Worker:
         async def wake(_subject: str, _data: bytes) -> None:
             self._wake.set()
 
-        await self.link.subscribe(Subjects.WAKE, wake, queue=Subjects.WORKERS)
+        # every worker: one picked by NATS (a queue group) may have no free slot, and the
+        # others would wait for their next poll; a worker without a free slot claims nothing
+        await self.link.subscribe(Subjects.WAKE, wake)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="cluster-claim"),
             asyncio.create_task(self._lease_loop(), name="cluster-lease"),
