@@ -13,6 +13,7 @@ the single-process host measured in the same run, and from 1 to N workers.
     .venv/bin/python bench/cluster.py            # 1,000 rooms x 10, 10 hot rooms x 500
     .venv/bin/python bench/cluster.py --quick    # 200 rooms x 5, 10 hot rooms x 50
     .venv/bin/python bench/cluster.py --quick --only faults
+    .venv/bin/python bench/cluster.py --quick --only throughput --model wait
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ async def throughput(args: argparse.Namespace, tmp: Path) -> None:
         "hot rooms": (10, args.hot, 10),
     }
     try:
-        for model in ("eliza", "wait 50 ms"):
+        for model in args.models:
             for load, (rooms, per_room, clients) in loads.items():
                 kind = "eliza" if model == "eliza" else "probe"
                 table = Table(
@@ -176,9 +177,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("throughput", "faults"))
+    parser.add_argument(
+        "--model", choices=("eliza", "wait"), help="only this model (default: both)"
+    )
     args = parser.parse_args()
     args.rooms, args.per_room, args.hot = (200, 5, 50) if args.quick else (1000, 10, 500)
     args.fault_rooms = 12 if args.quick else 40
+    args.models = {"eliza": ["eliza"], "wait": ["wait 50 ms"]}.get(
+        args.model, ["eliza", "wait 50 ms"]
+    )
     tmp = Path(tempfile.mkdtemp(prefix="agenthost-bench-cluster-"))
     try:
         if args.only in (None, "throughput"):
