@@ -83,7 +83,8 @@ def up(
         )
         console.print(
             f"cluster up: API http://127.0.0.1:{port}, {workers} workers, NATS {nats_url},"
-            f" PostgreSQL in {data / 'postgres'}; logs in {logs}. Ctrl-C stops it."
+            f" PostgreSQL in {data / 'postgres'}; logs in {logs}. Ctrl-C stops it.\n"
+            f"status: agenthost cluster status --url http://127.0.0.1:{port}"
         )
         while not stopping:
             for name, process in members:
@@ -109,12 +110,20 @@ def up(
 @cluster_app.command("status")
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Ask this API process (GET /cluster) instead.")
+    ] = None,
 ) -> None:
     """Members, rooms held, queue depth, redeliveries and parked messages, read from the
-    cluster's PostgreSQL (``cluster.postgres_url`` or ``plugins.postgres.url``)."""
-    from host.cli import _load, _run
+    cluster's PostgreSQL (``cluster.postgres_url`` or ``plugins.postgres.url``), or from a
+    member's ``GET /cluster`` with ``--url``."""
+    from host.cli import _get, _load, _run, _running_host
 
     loaded = _load()
+    if url is not None:
+        base, headers = _running_host(loaded, url)
+        _show(_get(f"{base}/cluster", headers), as_json)
+        return
 
     async def read() -> dict[str, Any]:
         from builtin_plugins.postgres import PostgresAdapter
@@ -130,7 +139,10 @@ def status(
         finally:
             await store.close()
 
-    result = _run(read)
+    _show(_run(read), as_json)
+
+
+def _show(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
