@@ -43,7 +43,7 @@ async def test_two_workers_keep_each_rooms_order_and_answer_each_message_once(
     cluster.spawn("api", "api")
     await cluster.wait_workers("w1", "w2")
     rooms = [str(uuid4()) for _ in range(4)]
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
 
         async def converse(room: str) -> list[str]:
             texts = []
@@ -83,7 +83,7 @@ async def test_a_message_sent_again_with_its_idempotency_key_is_taken_once(
     cluster.spawn("api", "api")
     await cluster.wait_workers("w1")
     room = str(uuid4())
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         first, second = await asyncio.gather(
             send(client, "hello", room, **{"Idempotency-Key": "k-1"}),
             send(client, "hello", room, **{"Idempotency-Key": "k-1"}),
@@ -115,7 +115,7 @@ async def test_a_killed_workers_room_is_taken_over_within_the_lease_and_answered
     cluster.spawn("api", "api")
     await cluster.wait_workers("w1", "w2")
     room = str(uuid4())
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         hang = asyncio.create_task(send(client, "HANG here", room))
         await wait_for(lambda: _count(cluster, 1), "the first message queued")
         after = asyncio.create_task(send(client, "then this", room))
@@ -152,7 +152,7 @@ async def test_a_worker_paused_past_its_lease_cannot_commit_afterwards(
     cluster.spawn("api", "api")
     await cluster.wait_workers("w1", "w2")
     room = str(uuid4())
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         hang = asyncio.create_task(send(client, "HANG on", room))
 
         async def someone_is_on_it() -> bool:
@@ -183,7 +183,7 @@ async def test_a_room_over_its_backlog_limit_gets_429_with_retry_after(
     cluster.settings["retry_after"] = 7
     cluster.spawn("api", "api")  # no worker: the backlog only grows
     room = str(uuid4())
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         waiting = [asyncio.create_task(send(client, f"m{i}", room)) for i in range(2)]
 
         async def queued() -> bool:
@@ -213,7 +213,7 @@ async def test_a_message_failing_every_try_is_parked_with_its_error_and_the_room
     cluster.spawn("api", "api")
     await cluster.wait_workers("w1")
     room = str(uuid4())
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         poison = asyncio.create_task(send(client, "POISON pill", room))
         await asyncio.sleep(0.05)
         after = await send(client, "still here", room)
@@ -240,7 +240,7 @@ async def test_a_streamed_reply_comes_in_chunks_from_the_worker(cluster: LocalCl
     await cluster.wait_workers("w1")
     events: list[tuple[str, str]] = []
     async with (
-        httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client,
+        httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client,
         client.stream(
             "POST",
             f"/agents/{AGENT}/messages/stream",
@@ -272,7 +272,7 @@ async def test_without_nats_replies_come_by_polling_and_after_its_restart_events
         api = cluster.spawn("api", "api")
         await cluster.wait_workers("w1")
         room = str(uuid4())
-        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
             assert (await send(client, "with nats", room)).json()["text"] == "re: with nats"
 
             async def noted(text: str) -> bool:
@@ -308,7 +308,7 @@ async def test_sigterm_lets_a_worker_finish_its_message_and_release_its_rooms_at
     cluster.spawn("api", "api")
     await cluster.wait_workers("w1")
     room = str(uuid4())
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         first = asyncio.create_task(send(client, "HANG a while", room))
 
         async def started() -> bool:
@@ -342,7 +342,7 @@ async def test_a_member_with_both_roles_answers_and_reports_its_figures(
     cluster.metrics = True
     cluster.spawn("n1", "both")
     await cluster.wait_workers("n1")
-    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         assert (await send(client, "hi", str(uuid4()))).json()["text"] == "re: hi"
 
         async def sampled() -> bool:
