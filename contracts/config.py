@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from contracts.cluster import ClusterSettings
 from contracts.metrics import MetricsSettings
 from contracts.models import ModelSettings
 from contracts.tokens import Token
@@ -152,6 +153,8 @@ class HostConfig(BaseModel):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     loop_monitor: LoopMonitorSettings = Field(default_factory=LoopMonitorSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    """Cluster mode (off by default: one process); see docs/cluster.md."""
 
 
 SETTINGS: Token[HostConfig] = Token("settings", HostConfig)

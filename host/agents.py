@@ -21,7 +21,7 @@ from contracts.events import AGENT_STARTED, AGENT_STOPPED, AgentPayload
 from contracts.memory import utc_now
 from contracts.metrics import MetricsCollector
 from contracts.models import MODELS
-from contracts.storage import DATABASE
+from contracts.storage import DATABASE, DatabaseAdapter
 from host.components import ComponentRegistry
 from host.di import Container
 from host.events import EventBus
@@ -51,8 +51,11 @@ class AgentManager:
         clock: Callable[[], datetime] = utc_now,
         ids: Callable[[], UUID] = uuid4,
         metrics: MetricsCollector | None = None,
+        wrap_database: Callable[[DatabaseAdapter], DatabaseAdapter] | None = None,
     ) -> None:
         self.metrics = metrics
+        self.wrap_database = wrap_database
+        """Applied to each agent's store last (cluster mode holds a message's writes back)."""
         """When set, each agent's store is wrapped to record memory operation metrics."""
         self.container = container
         self.events = events
@@ -142,6 +145,8 @@ class AgentManager:
             database = await scope.aresolve(DATABASE)
             if self.metrics is not None:
                 database = InstrumentedAdapter(database, self.metrics)
+            if self.wrap_database is not None:
+                database = self.wrap_database(database)
             models = await scope.aresolve(MODELS)
             cache: ProviderCacheProtocol | None = None
             if scope.has(CACHE):

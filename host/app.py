@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
 from loguru import logger
@@ -56,6 +56,9 @@ from host.models import ModelRegistry
 from host.reload import Reloader, ReloadResult
 from host.runtime import RuntimeSettings
 from host.stores import check_stores
+
+if TYPE_CHECKING:
+    from host.cluster.node import ClusterNode
 
 __all__ = ["Host"]
 
@@ -107,6 +110,12 @@ class Host:
         self.http: HttpServer | None = None
         self.monitor: LoopMonitor | None = None
         """Reports callbacks holding the event loop (config ``loop_monitor``)."""
+        self.cluster: ClusterNode | None = None
+        """Cluster mode (``cluster.enabled``): the queue, worker and/or API dispatch."""
+        if settings.cluster.enabled:
+            from host.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(settings)
         self._started = False
 
     def _bus_for(self, plugin: str) -> PluginBus:
@@ -158,7 +167,13 @@ class Host:
             loader = self.loader
             bindings = self.container.bindings()
             check_stores(self.config.services, loader.statuses, loader.discovered, bindings)
+            if self.cluster is not None:
+                await self.cluster.open()
             await self._start_agents()
+            if self.cluster is not None:
+                assert self.agents is not None
+                sampler = self.telemetry.sampler if self.config.metrics.enabled else None
+                await self.cluster.start(self.agents, self.events, self.cache, sampler)
         if self.config.loop_monitor.enabled:  # after start-up's imports and file opening
             self.monitor = LoopMonitor(self.config.loop_monitor.threshold)
             self.monitor.start()
@@ -251,14 +266,23 @@ class Host:
             characters=characters.values(),
             settings=runtime,
             metrics=self.telemetry.internal if self.config.metrics.enabled else None,
+            **self._cluster_hooks(),
         )
         await self.agents.start_all(settings.start)
+
+    def _cluster_hooks(self) -> dict[str, Any]:
+        if self.cluster is None:
+            return {}
+        return {"wrap_database": self.cluster.wrap_database, "ids": self.cluster.unit_ids}
 
     async def start_http(self) -> HttpServer:
         """Serve the HTTP API (and ``/metrics``) until `stop`."""
         if self.agents is None:
             raise RuntimeError("start the agents before the HTTP API")
-        app = app_from_settings(self.agents, self.config.http)
+        dispatch = self.cluster.dispatch if self.cluster is not None else None
+        app = app_from_settings(self.agents, self.config.http, dispatch)
+        if self.cluster is not None:
+            self.cluster.mount(app)
         include_guarded(app, metrics_router(self.telemetry))
         include_guarded(app, plugins_router(self))
         if self.reloader is not None:
@@ -277,8 +301,12 @@ class Host:
         steps = []
         if self.reloader is not None:
             steps.append(("plugin watcher", self.reloader.stop()))
+        if self.cluster is not None:  # the worker finishes its messages, releases its rooms
+            steps.append(("cluster worker", self.cluster.drain()))
         if self.http is not None:
             steps.append(("HTTP API", self.http.stop()))
+        if self.cluster is not None:
+            steps.append(("cluster", self.cluster.close()))
         if self.agents is not None:
             steps.append(("agents", self.agents.stop_all()))
         # Detached event handlers finish (or are cancelled) while their plugins are still set

@@ -22,9 +22,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from contracts.agent import CharacterError
+from contracts.cluster import ClusterRole
 from contracts.errors import AgentHostError
 from host import __version__
 from host.cli_events import events_app
+from host.cluster.cli import cluster_app
 from host.config import (
     MASK,
     ConfigError,
@@ -143,14 +145,19 @@ def run(
     ] = False,
     port: Annotated[int | None, typer.Option("--port", help="HTTP port (http.port).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="HTTP address (http.host).")] = None,
+    role: Annotated[
+        ClusterRole | None,
+        typer.Option("--role", help="Cluster mode as api, worker (no HTTP) or both."),
+    ] = None,
 ) -> None:
     """Start the host: plugins, agents and the HTTP API, until Ctrl-C or SIGTERM."""
-    http: dict[str, Any] = {}
+    http: dict[str, Any] = {"enabled": False} if role == "worker" else {}
     if port is not None:
         http["port"] = port
     if host is not None:
         http["host"] = host
-    loaded = _load(dev=True if dev else None, http=http or None)
+    cluster = {"enabled": True, "role": role} if role is not None else None
+    loaded = _load(dev=True if dev else None, http=http or None, cluster=cluster)
     from host.app import Host
 
     async def serve() -> None:
@@ -383,6 +390,7 @@ def stats(
 
 
 app.add_typer(events_app, name="events")
+app.add_typer(cluster_app, name="cluster")
 
 
 def main() -> None:

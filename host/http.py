@@ -29,7 +29,17 @@ from typing import Annotated, Any, Protocol
 from uuid import UUID, uuid5
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Security,
+)
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -50,6 +60,7 @@ from host.runtime import AgentRuntime, agent_id_for
 __all__ = [
     "API_KEY_HEADER",
     "AgentInfo",
+    "Dispatch",
     "HttpServer",
     "HttpSettingsLike",
     "MemoryPage",
@@ -259,6 +270,34 @@ def _agent_runtime(
 Runtime = Annotated[AgentRuntime, Depends(_agent_runtime)]
 """A route parameter resolved to the running agent named in the path (404 if none)."""
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Cluster mode: a request sent again with the same key is the same message.",
+    ),
+]
+
+
+class ReplyStreamLike(Protocol):
+    reply: Reply | None
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Dispatch(Protocol):
+    """Where the message routes send messages instead of the agent's runtime (cluster mode
+    queues them for a worker: `host.cluster.dispatch.ClusterDispatch`)."""
+
+    async def process(self, runtime: AgentRuntime, message: Memory, key: str | None) -> Reply: ...
+
+    def stream(
+        self, runtime: AgentRuntime, message: Memory, key: str | None
+    ) -> ReplyStreamLike: ...
+
 
 def create_app(
     agents: AgentManager,
@@ -266,6 +305,7 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     title: str = "agenthost",
+    dispatch: Dispatch | None = None,
 ) -> FastAPI:
     """The API over `agents`; `api_key` (when not None) guards every route but ``/health``."""
     app = FastAPI(
@@ -313,18 +353,26 @@ def create_app(
     @guarded.post(
         "/agents/{agent}/messages", tags=["messages"], response_model_exclude=_REPLY_EXCLUDE
     )
-    async def send_message(runtime: Runtime, body: MessageIn) -> Reply:
+    async def send_message(runtime: Runtime, body: MessageIn, key: IdempotencyKey = None) -> Reply:
         """Process the message and return the agent's reply (without its embedding)."""
+        if dispatch is not None:
+            return await dispatch.process(runtime, _incoming(runtime, body), key)
         return await runtime.process_message(_incoming(runtime, body))
 
     @guarded.post("/agents/{agent}/messages/stream", tags=["messages"])
-    async def stream_message(runtime: Runtime, body: MessageIn) -> EventSourceResponse:
+    async def stream_message(
+        runtime: Runtime, body: MessageIn, key: IdempotencyKey = None
+    ) -> EventSourceResponse:
         """Server-sent events: ``chunk`` events ({"text"}) as the model streams, then one
         ``reply`` event with the whole `Reply` (or one ``error`` event)."""
         message = _incoming(runtime, body)
 
         async def events() -> AsyncIterator[dict[str, str]]:
-            stream = runtime.stream_message(message)
+            stream: ReplyStreamLike = (
+                runtime.stream_message(message)
+                if dispatch is None
+                else dispatch.stream(runtime, message, key)
+            )
             try:
                 async for chunk in stream:
                     yield {"event": "chunk", "data": json.dumps({"text": chunk})}
@@ -447,10 +495,14 @@ class HttpSettingsLike(Protocol):
     max_body_bytes: int
 
 
-def app_from_settings(agents: AgentManager, settings: HttpSettingsLike) -> FastAPI:
+def app_from_settings(
+    agents: AgentManager, settings: HttpSettingsLike, dispatch: Dispatch | None = None
+) -> FastAPI:
     """`create_app` configured from the ``http`` config section."""
     key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    return create_app(agents, api_key=key or None, max_body_bytes=settings.max_body_bytes)
+    return create_app(
+        agents, api_key=key or None, max_body_bytes=settings.max_body_bytes, dispatch=dispatch
+    )
 
 
 class _Server(uvicorn.Server):

@@ -306,6 +306,24 @@ class PostgresAdapter:
             # a concurrent writer stored one of these ids between the check and the insert
             raise await self._duplicate_error(batch) from None
 
+    async def create_missing_on(
+        self, conn: AsyncConnection[Any], memories: Sequence[Memory]
+    ) -> list[UUID]:
+        """Write those of `memories` whose ids are not stored yet, on `conn`, inside the caller's
+        transaction (cluster mode commits a message's memories with the room's progress; a
+        message processed again writes the same ids, which are skipped). Returns the ids
+        written."""
+        if not memories:
+            return []
+        cursor = await conn.execute(
+            "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in memories],)
+        )
+        existing = {row[0] for row in await cursor.fetchall()}
+        batch = [m for m in memories if m.id not in existing]
+        if batch:
+            await self._create(conn, batch, None)
+        return [m.id for m in batch]
+
     async def _create(
         self, conn: AsyncConnection[Any], batch: list[Memory], override: str | None
     ) -> list[UUID]:

@@ -1,0 +1,88 @@
+"""The ``cluster:`` config section: several host processes over PostgreSQL and NATS.
+
+Off by default: a host is one process, as before. ``enabled: true`` makes this process a member of
+a cluster: an ``api`` process takes messages over HTTP and queues them in PostgreSQL; a ``worker``
+claims rooms and processes their messages one at a time, in arrival order; ``both`` does the two.
+See docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from contracts.events import Event, EventPayload, event_named
+
+__all__ = ["ClusterRole", "ClusterSettings", "from_cluster", "mark_for_cluster", "marked_events"]
+
+P = TypeVar("P", bound=EventPayload)
+
+ClusterRole = Literal["api", "worker", "both"]
+
+
+class ClusterSettings(BaseModel):
+    """Config section ``cluster``."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    enabled: bool = False
+    """Run as a member of a cluster (False: single process, the default)."""
+    role: ClusterRole = "both"
+    """``api`` takes messages over HTTP, ``worker`` processes them, ``both`` does the two."""
+    postgres_url: SecretStr | None = None
+    """The PostgreSQL holding the room queue (None: ``plugins.postgres.url``, the memory store:
+    a reply and the room's progress commit in one transaction, so they must share a database)."""
+    nats_url: str | None = "nats://127.0.0.1:4222"
+    """NATS for wake-ups, replies and streamed chunks (None: PostgreSQL polling only)."""
+    lease: float = Field(default=10.0, gt=0)
+    """Seconds a worker holds a room without renewing it; another worker takes it over after."""
+    backlog_limit: int = Field(default=1000, ge=1)
+    """Messages waiting in one room beyond which new ones get 429 with Retry-After."""
+    retry_after: int = Field(default=2, ge=1)
+    """Seconds a 429 asks the client to wait."""
+    max_tries: int = Field(default=3, ge=1)
+    """Attempts at one message (failures and crashed or paused workers) before it is parked."""
+    concurrency: int = Field(default=16, ge=1)
+    """Rooms one worker processes at once (one message at a time in each)."""
+    poll_interval: float = Field(default=1.0, gt=0)
+    """Seconds between PostgreSQL polls for work and replies (NATS wake-ups come sooner)."""
+    reply_timeout: float = Field(default=300.0, gt=0)
+    """Seconds an HTTP request waits for its reply before 504 (the message stays queued)."""
+    drain_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a stopping worker waits for its messages in progress before releasing rooms."""
+    events: list[str] = Field(default_factory=lambda: ["message:sent"])
+    """Events that travel to the other processes (besides those marked in code with
+    `mark_for_cluster`); a handler there receives them by subscribing to `from_cluster(event)`."""
+    node_id: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
+    """This process's name in the cluster (None: host name, pid and a random suffix)."""
+
+
+_marked: set[str] = set()
+_lock = threading.Lock()
+
+
+def mark_for_cluster(event: Event[Any]) -> Event[Any]:
+    """Mark `event` to travel: in cluster mode, each time a process emits it, every other process
+    emits `from_cluster(event)` with the same payload. Returns `event` (usable at declaration)."""
+    with _lock:
+        _marked.add(event.name)
+    return event
+
+
+def marked_events() -> frozenset[str]:
+    with _lock:
+        return frozenset(_marked)
+
+
+def from_cluster(event: Event[P]) -> Event[P]:
+    """The event emitted in this process when another process of the cluster emitted `event`
+    (one marked for the cluster): subscribe to it to opt in, e.g.
+    ``bus.on(from_cluster(MESSAGE_SENT), handler)``. Never emitted in single-process mode; the
+    process that emitted `event` gets `event` only, so a handler of both sees each once."""
+    name = f"cluster:{event.name}"
+    known = event_named(name)
+    if known is not None:
+        return known
+    return Event(name, event.payload, f"{event.name} emitted by another process of the cluster")

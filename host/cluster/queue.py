@@ -1,0 +1,488 @@
+"""`RoomQueue`: the cluster's work queue on PostgreSQL, one lane per (agent, room).
+
+Ingress (`enqueue`) raises the room's backlog and arrival counter in one upsert of its
+``cluster_rooms`` row (the row lock orders concurrent arrivals: a message's ``room_seq`` is its
+commit order) and stores the message; its id is unique, so a message sent twice is stored once.
+
+A worker `claim`s a room with ``FOR UPDATE SKIP LOCKED`` (no two workers block on one room), which
+sets it as holder for ``lease`` seconds and raises the room's fencing token. It takes the room's
+messages in ``room_seq`` order (`next_message` counts a try first, so a message that kills its
+worker is parked after ``max_tries``), and `commit`s each: the memories it wrote, its reply and
+the room's progress in one transaction that first checks, under the room's row lock, that the
+token is still the worker's. A worker that was paused or cut off past its lease, whose room was
+claimed by another meanwhile, cannot commit: `Fenced`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from builtin_plugins.postgres import PostgresAdapter
+from contracts.errors import AgentHostError
+from contracts.memory import Memory
+
+from .schema import migrate
+
+__all__ = [
+    "Backlogged",
+    "Claim",
+    "Enqueued",
+    "Fenced",
+    "Outcome",
+    "QueuedMessage",
+    "RoomQueue",
+]
+
+
+class Fenced(AgentHostError):
+    """The room was claimed by another worker (this one's lease ran out): nothing committed."""
+
+
+class Backlogged(AgentHostError):
+    """The room's backlog is at its limit: the message was not taken (HTTP 429)."""
+
+    def __init__(self, pending: int, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"the room has {pending} messages waiting (limit {limit}); retry in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    id: UUID
+    duplicate: bool
+    """The message (id or idempotency key) was already taken: this is the first one's id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    agent_id: UUID
+    room_id: UUID
+    fence: int
+    takeover: bool
+    """The room was held by another worker whose lease ran out."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    id: UUID
+    room_seq: int
+    message: Memory
+    stream: bool
+    origin: str | None
+    tries: int
+    """This try included."""
+    error: str | None
+    """The previous try's error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A message's end: ``done`` with its reply (JSON), or ``parked`` with its error."""
+
+    id: UUID
+    status: str
+    reply: str | None
+    error: str | None
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+class RoomQueue:
+    """The queue over the memory store's database (one pool for both, see the module doc)."""
+
+    def __init__(self, store: PostgresAdapter, node_id: str, *, lease: float) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.lease = lease
+
+    async def migrate(self) -> None:
+        async with self.store.with_connection() as conn:
+            await migrate(conn)
+
+    # ------------------------------------------------------------------ ingress
+
+    async def enqueue(
+        self,
+        message: Memory,
+        *,
+        idem_key: str | None,
+        origin: str | None,
+        stream: bool,
+        limit: int,
+        retry_after: int,
+    ) -> Enqueued:
+        """Take `message` for its room (or find it taken already); `Backlogged` when full."""
+        existing = await self._existing(message.id)
+        if existing is not None:
+            return Enqueued(existing, duplicate=True)
+        try:
+            async with self.store.with_connection() as conn, conn.transaction():
+                cursor = await conn.execute(
+                    "INSERT INTO cluster_rooms AS r (agent_id, room_id, pending, last_seq,"
+                    " waiting_since) VALUES (%s, %s, 1, 1, clock_timestamp())"
+                    " ON CONFLICT (agent_id, room_id) DO UPDATE SET pending = r.pending + 1,"
+                    " last_seq = r.last_seq + 1,"
+                    " waiting_since = COALESCE(r.waiting_since, clock_timestamp())"
+                    " RETURNING pending, last_seq, clock_timestamp()",
+                    (message.agent_id, message.room_id),
+                )
+                row = await cursor.fetchone()
+                assert row is not None
+                pending, seq = int(row[0]), int(row[1])
+                if pending > limit:
+                    raise Backlogged(pending - 1, limit, retry_after)
+                # the database's time, taken under the room's lock: the room's messages are
+                # stored in arrival order whichever API process took them
+                message = message.model_copy(update={"created_at": row[2].astimezone(UTC)})
+                await conn.execute(
+                    "INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
+                    " message, stream, origin) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        message.id,
+                        message.agent_id,
+                        message.room_id,
+                        seq,
+                        idem_key,
+                        message.model_dump_json(),
+                        stream,
+                        origin,
+                    ),
+                )
+        except psycopg.errors.UniqueViolation:
+            # the same message sent twice at once: the other request stored it first
+            return Enqueued(message.id, duplicate=True)
+        return Enqueued(message.id, duplicate=False)
+
+    async def _existing(self, message_id: UUID) -> UUID | None:
+        async with self.store.with_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT id FROM cluster_messages WHERE id = %s", (message_id,)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else UUID(str(row[0]))
+
+    async def outcomes(self, ids: Sequence[UUID]) -> list[Outcome]:
+        """The ends of those of `ids` that ended (the API's fallback when NATS is quiet)."""
+        if not ids:
+            return []
+        async with self.store.with_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT id, status, reply, error FROM cluster_messages"
+                " WHERE id = ANY(%s) AND status <> 'pending'",
+                (list(ids),),
+            )
+            rows = await cursor.fetchall()
+        return [Outcome(UUID(str(r[0])), r[1], r[2], r[3]) for r in rows]
+
+    # ------------------------------------------------------------------ worker side
+
+    async def claim(self, agents: Sequence[UUID]) -> Claim | None:
+        """Hold a room with messages waiting that nobody holds (or whose lease ran out)."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "WITH c AS (SELECT agent_id, room_id, holder FROM cluster_rooms"
+                " WHERE pending > 0 AND agent_id = ANY(%s)"
+                " AND (holder IS NULL OR lease_until < clock_timestamp())"
+                " ORDER BY waiting_since LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                " UPDATE cluster_rooms r SET holder = %s, fence = r.fence + 1,"
+                " lease_until = clock_timestamp() + make_interval(secs => %s),"
+                " redeliveries = r.redeliveries + (c.holder IS NOT NULL)::int"
+                " FROM c WHERE r.agent_id = c.agent_id AND r.room_id = c.room_id"
+                " RETURNING r.agent_id, r.room_id, r.fence, c.holder",
+                (list(agents), self.node_id, self.lease),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            takeover = row[3] is not None
+            if takeover:
+                await conn.execute(
+                    "UPDATE cluster_workers SET takeovers = takeovers + 1 WHERE id = %s",
+                    (self.node_id,),
+                )
+        return Claim(UUID(str(row[0])), UUID(str(row[1])), int(row[2]), takeover)
+
+    async def next_message(self, claim: Claim) -> QueuedMessage | None:
+        """The room's oldest waiting message, its try counted; None when the room is empty.
+        `Fenced` when the room is no longer this worker's."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            await self._check_fence(conn, claim)
+            return await self._take_next(conn, claim)
+
+    async def _take_next(
+        self, conn: psycopg.AsyncConnection[Any], claim: Claim
+    ) -> QueuedMessage | None:
+        cursor = await conn.execute(
+            "UPDATE cluster_messages SET tries = tries + 1, worker = %s"
+            " WHERE id = (SELECT id FROM cluster_messages WHERE agent_id = %s"
+            " AND room_id = %s AND status = 'pending' ORDER BY room_seq LIMIT 1)"
+            " RETURNING id, room_seq, message, stream, origin, tries, error",
+            (self.node_id, claim.agent_id, claim.room_id),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            return None
+        return QueuedMessage(
+            id=UUID(str(row[0])),
+            room_seq=int(row[1]),
+            message=Memory.model_validate_json(row[2]),
+            stream=bool(row[3]),
+            origin=row[4],
+            tries=int(row[5]),
+            error=row[6],
+        )
+
+    async def _check_fence(self, conn: psycopg.AsyncConnection[Any], claim: Claim) -> None:
+        """Lock the room's row and check it is still held under `claim`'s token."""
+        cursor = await conn.execute(
+            "SELECT fence, holder FROM cluster_rooms WHERE agent_id = %s AND room_id = %s"
+            " FOR UPDATE",
+            (claim.agent_id, claim.room_id),
+        )
+        row = await cursor.fetchone()
+        if row is None or int(row[0]) != claim.fence or row[1] != self.node_id:
+            holder = row[1] if row is not None else None
+            raise Fenced(
+                f"room {claim.room_id} was taken over (token {claim.fence} is stale; "
+                f"now held by {holder})"
+            )
+
+    async def commit(
+        self,
+        claim: Claim,
+        message: QueuedMessage,
+        memories: Sequence[Memory],
+        reply: str,
+        *,
+        take_next: bool = True,
+    ) -> tuple[QueuedMessage | None, bool]:
+        """Commit a processed message: its memories, its reply and the room's progress, in one
+        transaction under the room's fencing token (`Fenced`: nothing written).
+
+        With `take_next`, the same transaction takes the room's next message (its try counted)
+        or, when there is none, lets the room go: returns (next message, room released); one
+        round trip per message while a room has a backlog."""
+        try:
+            async with self.store.with_connection() as conn, conn.transaction():
+                await self._check_fence(conn, claim)
+                await self._end(conn, claim, message.id, "done", reply=reply, error=None)
+                await conn.execute(
+                    "UPDATE cluster_workers SET processed = processed + 1 WHERE id = %s",
+                    (self.node_id,),
+                )
+                following: QueuedMessage | None = None
+                released = False
+                if take_next:
+                    following = await self._take_next(conn, claim)
+                    if following is None:
+                        # none waits, and none can arrive meanwhile: ingress needs the row lock
+                        await conn.execute(
+                            "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL"
+                            " WHERE agent_id = %s AND room_id = %s",
+                            (claim.agent_id, claim.room_id),
+                        )
+                        released = True
+                # last: the store locks its table's row (the embedding dimension) until commit
+                await self.store.create_missing_on(conn, memories)
+                return following, released
+        except Fenced:
+            await self._count("fenced")
+            raise
+
+    async def fail(self, claim: Claim, message: QueuedMessage, error: str, max_tries: int) -> bool:
+        """Record a failed try; park the message once it has had `max_tries`. True if parked."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            await self._check_fence(conn, claim)
+            await conn.execute(
+                "UPDATE cluster_workers SET failed = failed + 1 WHERE id = %s", (self.node_id,)
+            )
+            if message.tries < max_tries:
+                await conn.execute(
+                    "UPDATE cluster_messages SET error = %s WHERE id = %s", (error, message.id)
+                )
+                return False
+            await self._end(conn, claim, message.id, "parked", reply=None, error=error)
+            return True
+
+    async def park(self, claim: Claim, message: QueuedMessage, error: str) -> None:
+        """Park `message` without trying it (it already had its tries: its workers died)."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            await self._check_fence(conn, claim)
+            await self._end(conn, claim, message.id, "parked", reply=None, error=error)
+
+    async def _end(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        claim: Claim,
+        message_id: UUID,
+        status: str,
+        *,
+        reply: str | None,
+        error: str | None,
+    ) -> None:
+        cursor = await conn.execute(
+            "UPDATE cluster_messages SET status = %s, reply = %s, error = COALESCE(%s, error),"
+            " fence = %s, done_at = clock_timestamp() WHERE id = %s AND status = 'pending'",
+            (status, reply, error, claim.fence, message_id),
+        )
+        if cursor.rowcount != 1:  # cannot happen under the fence; never count a room twice
+            raise Fenced(f"message {message_id} already ended")
+        await conn.execute(
+            "UPDATE cluster_rooms SET pending = pending - 1,"
+            " waiting_since = CASE WHEN pending > 1 THEN clock_timestamp() END,"
+            " lease_until = clock_timestamp() + make_interval(secs => %s)"
+            " WHERE agent_id = %s AND room_id = %s",
+            (self.lease, claim.agent_id, claim.room_id),
+        )
+
+    async def release(self, claim: Claim) -> bool:
+        """Let the room go if it is empty (True); False when a message arrived meanwhile
+        (keep going). `Fenced` if it is no longer this worker's."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            await self._check_fence(conn, claim)
+            cursor = await conn.execute(
+                "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL"
+                " WHERE agent_id = %s AND room_id = %s AND pending = 0",
+                (claim.agent_id, claim.room_id),
+            )
+            return cursor.rowcount == 1
+
+    async def release_all(self) -> int:
+        """Let every room this worker holds go (graceful stop): others take them at once."""
+        async with self.store.with_connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL WHERE holder = %s",
+                (self.node_id,),
+            )
+            return cursor.rowcount
+
+    async def renew(self, claims: Sequence[Claim]) -> set[tuple[UUID, UUID]]:
+        """Extend the leases of `claims`; returns the rooms still held under their tokens."""
+        if not claims:
+            return set()
+        async with self.store.with_connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE cluster_rooms r SET lease_until = clock_timestamp()"
+                " + make_interval(secs => %s)"
+                " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[]) AS c(agent_id, room_id, fence)"
+                " WHERE r.agent_id = c.agent_id AND r.room_id = c.room_id"
+                " AND r.fence = c.fence AND r.holder = %s RETURNING r.agent_id, r.room_id",
+                (
+                    self.lease,
+                    [c.agent_id for c in claims],
+                    [c.room_id for c in claims],
+                    [c.fence for c in claims],
+                    self.node_id,
+                ),
+            )
+            rows = await cursor.fetchall()
+        return {(UUID(str(r[0])), UUID(str(r[1]))) for r in rows}
+
+    async def _count(self, column: str) -> None:
+        try:
+            async with self.store.with_connection() as conn:
+                await conn.execute(
+                    f"UPDATE cluster_workers SET {column} = {column} + 1 WHERE id = %s",
+                    (self.node_id,),
+                )
+        except psycopg.Error:
+            pass
+
+    # ------------------------------------------------------------------ members
+
+    async def heartbeat(self, role: str, *, stopped: bool = False) -> None:
+        async with self.store.with_connection() as conn:
+            await conn.execute(
+                "INSERT INTO cluster_workers (id, role, host, pid) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET seen_at = now(),"
+                " stopped_at = CASE WHEN %s THEN now() END",
+                (self.node_id, role, socket.gethostname(), os.getpid(), stopped),
+            )
+
+    async def status(self, alive_within: float) -> dict[str, Any]:
+        """What ``GET /cluster`` shows: members, rooms held, backlog, redeliveries, parked."""
+        async with self.store.with_connection() as conn:
+            cursor = await conn.execute(
+                "SELECT w.id, w.role, w.host, w.pid, w.started_at, w.seen_at, w.stopped_at,"
+                " w.processed, w.failed, w.fenced, w.takeovers,"
+                " (SELECT count(*) FROM cluster_rooms r WHERE r.holder = w.id"
+                "  AND r.lease_until > clock_timestamp()),"
+                " w.stopped_at IS NULL AND w.seen_at > now() - make_interval(secs => %s)"
+                " FROM cluster_workers w ORDER BY w.started_at",
+                (alive_within,),
+            )
+            members = [
+                {
+                    "id": r[0],
+                    "role": r[1],
+                    "host": r[2],
+                    "pid": r[3],
+                    "started_at": r[4].isoformat(),
+                    "seen_at": r[5].isoformat(),
+                    "stopped_at": r[6].isoformat() if r[6] else None,
+                    "processed": r[7],
+                    "failed": r[8],
+                    "fenced": r[9],
+                    "takeovers": r[10],
+                    "rooms_held": r[11],
+                    "alive": bool(r[12]),
+                }
+                for r in await cursor.fetchall()
+            ]
+            cursor = await conn.execute(
+                "SELECT COALESCE(sum(pending), 0), count(*) FILTER (WHERE pending > 0),"
+                " count(*) FILTER (WHERE holder IS NOT NULL"
+                " AND lease_until > clock_timestamp()), COALESCE(sum(redeliveries), 0)"
+                " FROM cluster_rooms"
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            cursor = await conn.execute(
+                "SELECT id, agent_id, room_id, tries, error, created_at FROM cluster_messages"
+                " WHERE status = 'parked' ORDER BY created_at DESC LIMIT 20"
+            )
+            parked = [
+                {
+                    "id": str(p[0]),
+                    "agent_id": str(p[1]),
+                    "room_id": str(p[2]),
+                    "tries": p[3],
+                    "error": p[4],
+                    "created_at": p[5].isoformat(),
+                }
+                for p in await cursor.fetchall()
+            ]
+            cursor = await conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'parked'),"
+                " count(*) FILTER (WHERE status = 'done') FROM cluster_messages"
+            )
+            counts = await cursor.fetchone()
+            assert counts is not None
+        return {
+            "node": self.node_id,
+            "members": members,
+            "queue_depth": int(row[0]),
+            "rooms_waiting": int(row[1]),
+            "rooms_held": int(row[2]),
+            "redeliveries": int(row[3]),
+            "parked": int(counts[0]),
+            "done": int(counts[1]),
+            "recent_parked": parked,
+        }
+
+
+def reply_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"))

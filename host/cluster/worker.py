@@ -1,0 +1,253 @@
+"""`Worker`: claims rooms from the `RoomQueue` and runs their messages through the agents.
+
+Up to ``concurrency`` rooms at once, one message at a time in each, in arrival order. Each message
+runs in a `Unit` (its writes held back, its ids derived from the message id) and is committed with
+the room's progress under the room's fencing token. A failing message is tried again, then
+parked after ``max_tries`` with its error, and the room moves on. Leases are renewed every third
+of their length; a room found lost (another worker claimed it) is dropped at once. `stop` stops
+claiming, lets the messages in progress finish (up to ``drain_timeout``) and releases the rooms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from uuid import UUID
+
+from loguru import logger
+
+from contracts.agent import Reply
+from contracts.cluster import ClusterSettings
+from host.agents import AgentManager
+from host.runtime import AgentRuntime
+
+from .link import NatsLink, Subjects
+from .queue import Claim, Fenced, QueuedMessage, RoomQueue
+from .unit import Unit, working_on
+
+__all__ = ["REPLY_EXCLUDE", "Worker"]
+
+_log = logger.bind(component="cluster")
+
+REPLY_EXCLUDE: dict[str, object] = {"reply": {"embedding"}}
+
+RoomKey = tuple[UUID, UUID]
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: RoomQueue,
+        link: NatsLink,
+        agents: AgentManager,
+        settings: ClusterSettings,
+    ) -> None:
+        self.queue = queue
+        self.link = link
+        self.agents = agents
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._rooms: dict[RoomKey, tuple[Claim, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("processed", "failed", "parked", "fenced", "takeovers", "lost"), 0
+        )
+        """This process's counters (sampled as metrics; ``GET /cluster`` has the shared ones)."""
+
+    async def start(self) -> None:
+        async def wake(_subject: str, _data: bytes) -> None:
+            self._wake.set()
+
+        # every worker: one picked by NATS (a queue group) may have no free slot, and the
+        # others would wait for their next poll; a worker without a free slot claims nothing
+        await self.link.subscribe(Subjects.WAKE, wake)
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="cluster-claim"),
+            asyncio.create_task(self._lease_loop(), name="cluster-lease"),
+        ]
+
+    @property
+    def held(self) -> list[Claim]:
+        return [claim for claim, _task in self._rooms.values()]
+
+    # ------------------------------------------------------------------ claiming
+
+    def _agent_ids(self) -> list[UUID]:
+        return [runtime.agent_id for runtime in self.agents.running]
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            await self._slots.acquire()
+            if self._stopping:
+                self._slots.release()
+                return
+            try:
+                claim = await self.queue.claim(self._agent_ids())
+            except Exception as exc:
+                self._slots.release()
+                _log.warning("claiming a room failed ({}); retrying", exc)
+                await self._idle()
+                continue
+            if claim is None:
+                self._slots.release()
+                await self._idle()
+                continue
+            if claim.takeover:
+                self.counts["takeovers"] += 1
+                _log.info("took over room {} (its worker's lease ran out)", claim.room_id)
+            key = (claim.agent_id, claim.room_id)
+            task = asyncio.create_task(self._serve(claim), name=f"room-{claim.room_id}")
+            self._rooms[key] = (claim, task)
+
+    async def _idle(self) -> None:
+        """Until a wake-up (NATS) or the next poll."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+        self._wake.clear()
+
+    async def _lease_loop(self) -> None:
+        period = min(self.settings.lease / 3, 2.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                claims = self.held
+                kept = await self.queue.renew(claims)
+            except Exception as exc:
+                _log.warning("renewing leases failed: {}", exc)
+                continue
+            for claim in claims:
+                key = (claim.agent_id, claim.room_id)
+                entry = self._rooms.get(key)
+                if key not in kept and entry is not None and entry[0] is claim:
+                    _log.warning("lost room {} (lease ran out); dropping it", claim.room_id)
+                    self.counts["lost"] += 1
+                    entry[1].cancel()
+
+    # ------------------------------------------------------------------ one room
+
+    async def _serve(self, claim: Claim) -> None:
+        key = (claim.agent_id, claim.room_id)
+        try:
+            runtime = self.agents.get(claim.agent_id)
+            queued = await self.queue.next_message(claim)
+            while True:
+                if queued is None:
+                    if self._stopping or await self.queue.release(claim):
+                        return
+                    queued = await self.queue.next_message(claim)
+                    continue
+                if queued.tries > self.settings.max_tries:
+                    error = (
+                        f"its worker stopped {queued.tries - 1} times while processing it"
+                        f" (crash or lost lease); last error: {queued.error}"
+                    )
+                    await self.queue.park(claim, queued, error)
+                    self.counts["parked"] += 1
+                    await self._announce(queued, "parked", None, error)
+                else:
+                    committed, queued = await self._process(claim, runtime, queued)
+                    if committed:
+                        if queued is None:
+                            return  # the room was empty and is released (or we stop)
+                        continue
+                # parked, or failed (tried again): what comes next, unless stopping
+                queued = None if self._stopping else await self.queue.next_message(claim)
+        except Fenced as exc:
+            self.counts["fenced"] += 1
+            _log.warning("{}: nothing committed", exc)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                return  # lost room (lease loop)
+            raise
+        except Exception as exc:
+            _log.opt(exception=exc).warning("room {} left: {}", claim.room_id, exc)
+        finally:
+            if self._rooms.get(key, (None,))[0] is claim:
+                del self._rooms[key]
+            self._slots.release()
+
+    async def _process(
+        self, claim: Claim, runtime: AgentRuntime, queued: QueuedMessage
+    ) -> tuple[bool, QueuedMessage | None]:
+        """Run and commit `queued`: (True, the room's next message or None once released or
+        stopping), or (False, None) when it failed (recorded, parked at its last try)."""
+        unit = Unit(queued.id)
+        started = time.perf_counter()
+        try:
+            with working_on(unit):
+                reply = await self._run(runtime, queued)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            _log.warning("message {} failed (try {}): {}", queued.id, queued.tries, error)
+            self.counts["failed"] += 1
+            if await self.queue.fail(claim, queued, error, self.settings.max_tries):
+                self.counts["parked"] += 1
+                _log.error("message {} parked after {} tries: {}", queued.id, queued.tries, error)
+                await self._announce(queued, "parked", None, error)
+            else:
+                await asyncio.sleep(min(0.1 * 2**queued.tries, 2.0))
+            return False, None
+        text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
+        following, _released = await self.queue.commit(
+            claim, queued, unit.memories, text, take_next=not self._stopping
+        )
+        self.counts["processed"] += 1
+        _log.debug("message {} done in {:.3f}s", queued.id, time.perf_counter() - started)
+        await self._announce(queued, "done", text, None)
+        return True, following
+
+    async def _run(self, runtime: AgentRuntime, queued: QueuedMessage) -> Reply:
+        if not queued.stream or queued.origin is None:
+            return await runtime.process_message(queued.message)
+        stream = runtime.stream_message(queued.message)
+        subject = Subjects.chunk(queued.origin)
+        try:
+            async for chunk in stream:
+                data = {"id": str(queued.id), "try": queued.tries, "text": chunk}
+                await self.link.publish(subject, json.dumps(data).encode())
+        finally:
+            await stream.aclose()
+        assert stream.reply is not None
+        return stream.reply
+
+    async def _announce(
+        self, queued: QueuedMessage, status: str, reply: str | None, error: str | None
+    ) -> None:
+        """Tell the API process holding the request (it polls PostgreSQL otherwise)."""
+        if queued.origin is None:
+            return
+        data = {"id": str(queued.id), "status": status, "reply": reply, "error": error}
+        await self.link.publish(Subjects.reply(queued.origin), json.dumps(data).encode())
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        """Stop claiming, finish the messages in progress (up to ``drain_timeout``), release."""
+        self._stopping = True
+        self._wake.set()
+        claiming, leasing = self._tasks[:1], self._tasks[1:]
+        await _cancel(claiming)
+        rooms = [task for _claim, task in self._rooms.values()]
+        if rooms:  # the leases are still renewed meanwhile: a long message is not taken over
+            _done, pending = await asyncio.wait(rooms, timeout=self.settings.drain_timeout)
+            await _cancel(list(pending))
+        await _cancel(leasing)
+        try:
+            released = await self.queue.release_all()
+            await self.queue.heartbeat(self.settings.role, stopped=True)
+        except Exception as exc:
+            _log.warning("releasing rooms failed ({}): they free up when their leases end", exc)
+        else:
+            _log.info("worker stopped; released {} rooms", released)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

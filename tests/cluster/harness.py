@@ -1,0 +1,421 @@
+"""`LocalCluster`: member processes (``agenthost run --role ...``) of one cluster on loopback,
+and SQL on its database; the tests and bench/cluster.py start clusters with it. The members load
+the ``cluster_probe`` model plugin (tests/cluster/probe) through PYTHONPATH."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import yaml
+
+from host.cluster.local import free_port, member_env, spawn_member, stop_process
+
+PROBE = Path(__file__).parent / "probe"
+AGENT = "Probe"
+
+
+class LocalCluster:
+    """Member processes of one test's cluster, and SQL on its schema."""
+
+    def __init__(self, url: str, nats: str | None, tmp: Path) -> None:
+        self.url = url
+        self.nats = nats
+        self.tmp = tmp
+        self.members: dict[str, subprocess.Popen[bytes]] = {}
+        self.env: dict[str, str] = {"CLUSTER_PROBE_DELAY": "0", "CLUSTER_PROBE_HANG": "3"}
+        self.settings: dict[str, Any] = {
+            "lease": 2,
+            "poll_interval": 0.2,
+            "max_tries": 3,
+            "drain_timeout": 10,
+        }
+        self.api_url = ""
+        self.plugins = ["eliza", "postgres", "cluster_probe"]
+        self.metrics = False
+
+    def config(self) -> Path:
+        chars = self.tmp / "characters"
+        chars.mkdir(exist_ok=True)
+        path = self.tmp / "agenthost.yaml"
+        data = {
+            "data_dir": str(self.tmp / "data"),
+            "plugins": {"enabled": self.plugins},
+            "agents": {"characters_dir": str(chars), "characters": [{"name": AGENT}]},
+            "metrics": {"enabled": self.metrics},
+            "cluster": self.settings,
+        }
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def spawn(self, name: str, role: str) -> subprocess.Popen[bytes]:
+        port = free_port() if role != "worker" else None
+        env = member_env(
+            postgres_url=self.url,
+            nats_url=self.nats,
+            role=role,
+            node_id=name,
+            port=port,
+            extra={
+                **self.env,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(PROBE), os.environ.get("PYTHONPATH")])
+                ),
+            },
+        )
+        if self.nats is None:
+            env["AGENTHOST_CLUSTER__NATS_URL"] = "null"
+        process = spawn_member(env, role=role, config=self.config(), log=self.tmp / f"{name}.log")
+        self.members[name] = process
+        if port is not None:
+            self.api_url = f"http://127.0.0.1:{port}"
+            self._wait_ready(process, name)
+        return process
+
+    def spawn_single(self, name: str) -> subprocess.Popen[bytes]:
+        """A single-process host (no cluster) on the same PostgreSQL store: the baseline."""
+        port = free_port()
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update(
+            {
+                "AGENTHOST_PLUGINS__POSTGRES__URL": self.url,
+                "AGENTHOST_SERVICES__DATABASE": "postgres",
+                "AGENTHOST_HTTP__PORT": str(port),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(PROBE), os.environ.get("PYTHONPATH")])
+                ),
+            }
+        )
+        settings, self.settings = self.settings, {}
+        try:
+            config = self.config()
+        finally:
+            self.settings = settings
+        command = [sys.executable, "-c", "from host.cli import main; main()"]
+        command += ["--config", str(config), "run"]
+        with open(self.tmp / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.members[name] = process
+        self.api_url = f"http://127.0.0.1:{port}"
+        self._wait_ready(process, name)
+        return process
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], name: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {self.log(name)}")
+            try:
+                if httpx.get(f"{self.api_url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{name} not ready: {self.log(name)}")
+
+    async def wait_workers(self, *names: str, within: float = 60) -> None:
+        """Until each named worker has its agent running (it logs it)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if all("agent Probe started" in self.log(n) for n in names):
+                return
+            for name in names:
+                if self.members[name].poll() is not None:
+                    raise AssertionError(f"{name} exited: {self.log(name)}")
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"workers not ready: {[self.log(n)[-2000:] for n in names]}")
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        self.members[name].send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.members[name].wait()
+
+    async def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            cursor = await conn.execute(query, params)  # type: ignore[arg-type]
+            return await cursor.fetchall() if cursor.description else []
+
+    def stop_all(self) -> None:
+        for process in self.members.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGCONT)
+        for process in self.members.values():
+            stop_process(process, timeout=20)
+
+
+# ---------------------------------------------------------------------- load and faults
+
+
+@dataclass
+class Report:
+    """One run's figures, checked afterwards in SQL per room."""
+
+    messages: int
+    seconds: float
+    latencies: list[float]
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    parked: int = 0
+    redeliveries: int = 0
+    retried_requests: int = 0
+    takeovers: list[float] = field(default_factory=list)
+    chaos: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def text_of(room: str, index: int) -> str:
+    return f"{room[:8]} {index}"
+
+
+async def drive(
+    api_url: str, rooms: list[str], per_room: int, *, concurrency: int = 64
+) -> tuple[list[float], int]:
+    """Each room a client sending its messages one after the other (each after the last is
+    answered, so arrival order is known), at most `concurrency` rooms at once. A failed request
+    (PostgreSQL restarting, a timeout) is sent again with its Idempotency-Key: it must not be
+    taken twice. Returns each message's latency (first try to reply) and the retries."""
+    latencies: list[float] = []
+    retried = 0
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as client:
+
+        async def converse(room: str) -> None:
+            nonlocal retried
+            async with gate:
+                for index in range(per_room):
+                    body = {"text": text_of(room, index), "room_id": room}
+                    headers = {"Idempotency-Key": f"{room}:{index}"}
+                    started = time.perf_counter()
+                    while True:
+                        try:
+                            response = await client.post(
+                                f"/agents/{AGENT}/messages", json=body, headers=headers
+                            )
+                            if response.status_code in (200, 502):  # answered, or parked
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        retried += 1
+                        await asyncio.sleep(0.3)
+                    latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(converse(room) for room in rooms))
+    return latencies, retried
+
+
+async def verify(cluster: LocalCluster, rooms: list[str], per_room: int, report: Report) -> None:
+    """Per room, from the memories: every message stored and answered once, in order."""
+    rows = await cluster.sql(
+        "SELECT room_id::text, content::json->>'text' FROM memories"
+        " ORDER BY room_id, created_at, id"
+    )
+    by_room: dict[str, list[str]] = {}
+    for room, text in rows:
+        by_room.setdefault(room, []).append(text)
+    parked = {
+        (str(r[0]), str(r[1]))
+        for r in await cluster.sql(
+            "SELECT room_id, message::json->'content'->>'text' FROM cluster_messages"
+            " WHERE status = 'parked'"
+        )
+    }
+    report.parked = len(parked)
+    for room in rooms:
+        lines = by_room.get(room, [])
+        expected = [text_of(room, i) for i in range(per_room)]
+        expected = [t for t in expected if (room, t) not in parked]
+        incoming = [t for t in lines if not t.startswith("re: ")]
+        replies = [t.removeprefix("re: ") for t in lines if t.startswith("re: ")]
+        for texts in (incoming, replies):
+            report.duplicated += sum(n - 1 for n in Counter(texts).values() if n > 1)
+        report.lost += sum(1 for t in expected if t not in incoming or t not in replies)
+        present = [t for t in expected if t in incoming]
+        if list(dict.fromkeys(incoming)) != present or list(dict.fromkeys(replies)) != present:
+            report.out_of_order += 1
+    [(redeliveries,)] = await cluster.sql(
+        "SELECT COALESCE(sum(redeliveries), 0) FROM cluster_rooms"
+    )
+    report.redeliveries = int(redeliveries)
+
+
+class Chaos:
+    """Faults while the load runs: kill -9 of a worker (its rooms' takeover timed), SIGSTOP of a
+    worker past its lease, NATS restart, PostgreSQL restart; dead workers are replaced."""
+
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        *,
+        workers: int,
+        lease: float,
+        restart_nats: Callable[[], None] | None,
+        restart_postgres: Callable[[], None] | None,
+        every: float = 3.0,
+    ) -> None:
+        self.cluster = cluster
+        self.workers = workers
+        self.lease = lease
+        self.restart_nats = restart_nats
+        self.restart_postgres = restart_postgres
+        self.every = every
+        self.report_takeovers: list[float] = []
+        self.done: Counter[str] = Counter()
+        self._born = 0
+
+    def live(self) -> list[str]:
+        return [
+            n for n, p in self.cluster.members.items() if n.startswith("w") and p.poll() is None
+        ]
+
+    def replace_dead(self) -> None:
+        while len(self.live()) < self.workers:
+            self._born += 1
+            self.cluster.spawn(f"w{self._born}", "worker")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.replace_dead()
+        actions = ["kill", "pause", "nats", "kill", "postgres", "kill"]
+        step = 0
+        next_fault = time.monotonic() + self.every
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+            self.replace_dead()  # a worker the probe crashed, too
+            if time.monotonic() < next_fault:
+                continue
+            action = actions[step % len(actions)]
+            step += 1
+            try:
+                await self.fault(action)
+            finally:
+                next_fault = time.monotonic() + self.every
+
+    async def fault(self, action: str) -> None:
+        live = self.live()
+        if action in ("kill", "pause") and live:
+            victim = random.choice(live)
+            held = await self._held(victim)
+            if action == "kill":
+                self.cluster.kill(victim)
+                killed = time.monotonic()
+                self.replace_dead()
+                if held:
+                    await self._taken_over(victim, killed)
+            else:
+                self.cluster.kill(victim, signal.SIGSTOP)
+                await asyncio.sleep(self.lease + 1)
+                self.cluster.kill(victim, signal.SIGCONT)
+            self.done[action] += 1
+        elif action == "nats" and self.restart_nats is not None:
+            await asyncio.to_thread(self.restart_nats)
+            self.done[action] += 1
+        elif action == "postgres" and self.restart_postgres is not None:
+            await asyncio.to_thread(self.restart_postgres)
+            self.done[action] += 1
+
+    async def _held(self, worker: str) -> int:
+        try:
+            rows = await self.cluster.sql(
+                "SELECT count(*) FROM cluster_rooms WHERE holder = %s AND pending > 0", worker
+            )
+        except psycopg.Error:
+            return 0
+        return int(rows[0][0])
+
+    async def _taken_over(self, worker: str, since: float) -> None:
+        deadline = since + 60
+        while time.monotonic() < deadline:
+            if await self._held(worker) == 0:
+                self.report_takeovers.append(time.monotonic() - since)
+                return
+            await asyncio.sleep(0.1)
+
+
+def restart_postgres(server: Any) -> None:
+    """Restart a pgserver PostgreSQL (fast shutdown: sessions are cut, as in a crash-restart)."""
+    import pgserver
+
+    pgserver.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60
+    )
+
+
+async def fault_run(
+    tmp: Path, *, rooms: int, per_room: int, workers: int = 3, lease: float = 2.0
+) -> tuple[Report, Chaos]:
+    """The fault run: a PostgreSQL and a NATS of its own (both restarted during the run), an API
+    process and `workers` workers crashing at named points (the probe) and killed, paused and
+    replaced by `Chaos`, under the load of `drive`; then `verify`."""
+    import shutil
+    import tempfile
+    from uuid import uuid4
+
+    from host.cluster.local import start_nats, start_postgres
+
+    directory = Path(tempfile.mkdtemp(prefix="agenthost-fault-pg-"))
+    server = start_postgres(directory)
+    port = free_port()
+    nats = [start_nats(port)]
+
+    def restart_nats() -> None:
+        stop_process(nats[0])
+        time.sleep(1)
+        nats[0] = start_nats(port)
+
+    cluster = LocalCluster(str(server.get_uri()), f"nats://127.0.0.1:{port}", tmp)
+    cluster.settings.update(lease=lease, max_tries=10)
+    cluster.env.update(CLUSTER_PROBE_DELAY="0.02", CLUSTER_PROBE_CRASH="0.005")
+    try:
+        cluster.spawn("api", "api")
+        chaos = Chaos(
+            cluster,
+            workers=workers,
+            lease=lease,
+            restart_nats=restart_nats,
+            restart_postgres=lambda: restart_postgres(server),
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(chaos.run(stop))
+        names = [str(uuid4()) for _ in range(rooms)]
+        started = time.perf_counter()
+        latencies, retried = await drive(cluster.api_url, names, per_room, concurrency=rooms)
+        seconds = time.perf_counter() - started
+        stop.set()
+        await task
+        report = Report(rooms * per_room, seconds, latencies, retried_requests=retried)
+        report.takeovers = chaos.report_takeovers
+        report.chaos = chaos.done
+        await verify(cluster, names, per_room, report)
+        return report, chaos
+    finally:
+        await asyncio.to_thread(cluster.stop_all)
+        stop_process(nats[0])
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)

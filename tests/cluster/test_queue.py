@@ -1,0 +1,158 @@
+"""The room queue on a real PostgreSQL, in one process: fencing tokens, leases, dedup,
+backpressure and the one-transaction commit, step by step."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from uuid import UUID, uuid4
+
+import pytest
+
+from builtin_plugins.postgres import PostgresAdapter
+from contracts.memory import Content, Memory, utc_now
+from host.cluster.queue import Backlogged, Fenced, RoomQueue
+from host.cluster.unit import Unit, UnitAdapter, unit_ids, working_on
+from host.pytest_plugin import fresh_schema, schema_uri
+
+pytestmark = pytest.mark.postgres
+
+AGENT = uuid4()
+
+
+@pytest.fixture
+async def store(pg_server_uri: str) -> AsyncIterator[PostgresAdapter]:
+    async with fresh_schema(pg_server_uri, "queue") as schema:
+        adapter = await PostgresAdapter.open(schema_uri(pg_server_uri, schema), max_size=4)
+        await RoomQueue(adapter, "setup", lease=1).migrate()
+        try:
+            yield adapter
+        finally:
+            await adapter.close()
+
+
+def message(room: UUID, text: str) -> Memory:
+    return Memory(
+        id=uuid4(),
+        agent_id=AGENT,
+        entity_id=uuid4(),
+        room_id=room,
+        content=Content(text=text),
+        created_at=utc_now(),
+    )
+
+
+async def put(queue: RoomQueue, memory: Memory, limit: int = 100) -> bool:
+    taken = await queue.enqueue(
+        memory, idem_key=None, origin=None, stream=False, limit=limit, retry_after=1
+    )
+    return taken.duplicate
+
+
+async def test_a_worker_whose_room_was_taken_over_cannot_commit(store: PostgresAdapter) -> None:
+    a = RoomQueue(store, "a", lease=0.3)
+    b = RoomQueue(store, "b", lease=5)
+    room = uuid4()
+    incoming = message(room, "hello")
+    await put(a, incoming)
+    claim_a = await a.claim([AGENT])
+    assert claim_a is not None and not claim_a.takeover
+    assert await b.claim([AGENT]) is None  # held
+    taken_a = await a.next_message(claim_a)
+    assert taken_a is not None and taken_a.tries == 1
+    await asyncio.sleep(0.4)  # a is paused past its lease
+    claim_b = await b.claim([AGENT])
+    assert claim_b is not None and claim_b.takeover and claim_b.fence == claim_a.fence + 1
+    with pytest.raises(Fenced):
+        await a.commit(claim_a, taken_a, [incoming], '{"late": true}')
+    assert await store.get_memory(incoming.id) is None  # nothing of a's commit
+    assert await a.renew([claim_a]) == set()
+    with pytest.raises(Fenced):
+        await a.next_message(claim_a)
+    taken_b = await b.next_message(claim_b)
+    assert taken_b is not None and taken_b.id == incoming.id and taken_b.tries == 2
+    assert await b.commit(claim_b, taken_b, [incoming], '{"ok": true}') == (None, True)
+    assert await store.get_memory(incoming.id) is not None
+    [outcome] = await b.outcomes([incoming.id])
+    assert (outcome.status, outcome.reply) == ("done", '{"ok": true}')
+    assert await a.claim([AGENT]) is None  # empty, released: nothing to claim
+
+
+async def test_messages_come_in_arrival_order_and_a_late_one_keeps_the_room(
+    store: PostgresAdapter,
+) -> None:
+    queue = RoomQueue(store, "w", lease=5)
+    room = uuid4()
+    first, second, third = (message(room, t) for t in ("1", "2", "3"))
+    for memory in (first, second):
+        await put(queue, memory)
+    claim = await queue.claim([AGENT])
+    assert claim is not None
+    got = []
+    taken = await queue.next_message(claim)
+    while taken is not None:
+        got.append(taken.message.content.text)
+        if taken.id == second.id:
+            await put(queue, third)  # arrives while the worker holds the room
+        taken, released = await queue.commit(claim, taken, [], "{}")
+    assert got == ["1", "2", "3"] and released
+    assert await queue.claim([AGENT]) is None
+    # a message arriving after the room was let go is claimed again (by anyone)
+    await put(queue, message(room, "4"))
+    again = await queue.claim([AGENT])
+    assert again is not None and again.fence == claim.fence + 1
+    fourth = await queue.next_message(again)
+    assert fourth is not None and fourth.message.content.text == "4"
+    assert await queue.commit(again, fourth, [], "{}", take_next=False) == (None, False)
+    assert await queue.release(again)
+
+
+async def test_a_message_id_is_taken_once_even_when_sent_twice_at_once(
+    store: PostgresAdapter,
+) -> None:
+    queue = RoomQueue(store, "api", lease=5)
+    memory = message(uuid4(), "once")
+    results = await asyncio.gather(*(put(queue, memory) for _ in range(5)))
+    assert sorted(results) == [False, True, True, True, True]
+    async with store.with_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), max(pending) FROM cluster_messages, cluster_rooms"
+        )
+        assert await cursor.fetchone() == (1, 1)
+
+
+async def test_a_full_room_refuses_without_counting_the_refused_message(
+    store: PostgresAdapter,
+) -> None:
+    queue = RoomQueue(store, "api", lease=5)
+    room = uuid4()
+    await put(queue, message(room, "1"), limit=2)
+    await put(queue, message(room, "2"), limit=2)
+    with pytest.raises(Backlogged) as refused:
+        await put(queue, message(room, "3"), limit=2)
+    assert refused.value.retry_after == 1 and "2 messages waiting (limit 2)" in str(refused.value)
+    await put(queue, message(uuid4(), "other room"), limit=2)
+    status = await queue.status(alive_within=6)
+    assert status["queue_depth"] == 3 and status["rooms_waiting"] == 2
+
+
+async def test_a_unit_holds_writes_back_and_its_ids_repeat_on_a_second_try(
+    store: PostgresAdapter,
+) -> None:
+    adapter = UnitAdapter(store)
+    message_id = uuid4()
+    tries = []
+    for _ in range(2):
+        with working_on(Unit(message_id)) as unit:
+            reply = message(uuid4(), "reply").model_copy(update={"id": unit_ids()})
+            await adapter.create_memory(reply)
+            assert await adapter.get_memory(reply.id) == reply  # read back from the unit
+            assert await store.get_memory(reply.id) is None  # not written yet
+            tries.append(list(unit.memories))
+    assert [m.id for m in tries[0]] == [m.id for m in tries[1]]
+    assert unit_ids() != unit_ids()  # outside a unit: random
+    async with store.with_connection() as conn, conn.transaction():
+        assert await store.create_missing_on(conn, tries[0]) == [tries[0][0].id]
+    async with store.with_connection() as conn, conn.transaction():
+        assert await store.create_missing_on(conn, tries[1]) == []  # the second try: skipped
+    assert await store.count_memories() == 1
