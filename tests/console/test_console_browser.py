@@ -1,7 +1,8 @@
 """The console in a real browser (Debian's chromium through Playwright) against a real host.
 
-Each test saves screenshots of what it checked into docs/console/ (docs/console.md shows them):
-light and dark, desktop and phone width."""
+Each test saves screenshots of what it checked (light and dark, desktop and phone width) into a
+temporary directory, or into ``$AGENTHOST_SCREENSHOTS`` when set:
+``AGENTHOST_SCREENSHOTS=docs/console`` refreshes the pictures docs/console.md shows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,7 +20,7 @@ from playwright.sync_api import expect
 
 from host.eventstore.sqlite import SqliteEventStore
 
-from .conftest import PROBE, SCREENSHOTS, ConsoleHost
+from .conftest import PROBE, ConsoleHost, screenshot_dir
 
 pytestmark = pytest.mark.browser
 
@@ -69,8 +71,9 @@ def new_page(browser: Any, console_host: ConsoleHost) -> Iterator[Any]:
 
 
 def _shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    folder = screenshot_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def _talk(host: ConsoleHost, agent: str, room: UUID, *texts: str) -> list[dict[str, Any]]:
@@ -266,7 +269,12 @@ def test_plugins_page_reloads_a_plugin_in_dev_mode(
     console_host.probe.write_text(PROBE.format(value="second"))
     row.get_by_role("button", name="Reload consoleprobe").click()
     expect(row).not_to_contain_text("never")
-    assert re.search(r"ok\s+[\d.]+ ms", row.inner_text()), row.inner_text()
+    assert re.search(r"ok\s+\S+ \S+ UTC, [\d.]+ ms", row.inner_text()), row.inner_text()
+    when = datetime.fromisoformat(row.locator("time.reloaded-at").get_attribute("datetime"))
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60  # the last reload's time
+    with console_host.api() as api:
+        last = api.get("/plugins/consoleprobe").json()["last_reload"]
+        assert datetime.fromisoformat(last["at"]) == when
     assert page.evaluate("document.activeElement.textContent") == "Reload consoleprobe"
     assert "Not reloadable" in page.locator("#plugin-audit").inner_text()  # opts out
     broken = page.locator("#plugin-brokenprobe")
