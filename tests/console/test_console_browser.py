@@ -119,8 +119,10 @@ def test_login_page_then_chat_streams_the_reply_token_by_token(
     for stage in ("memory", "providers", "model", "total"):
         assert stage in timings
     assert "Actions run: 0" in agent_reply.inner_text()
-    announced = agent_reply.get_by_role("status").inner_text()  # for screen readers
-    assert announced == f"Eliza replied: {text}"
+    # for screen readers: the whole reply once, through the live region that was already there
+    expect(page.locator("#announce")).to_have_text(f"Eliza replied: {text}")
+    assert page.get_by_role("status").count() == 1  # no new, silent live region per reply
+    assert page.locator("#conversation p.text[aria-live]").count() == 0  # tokens not read
     assert page.get_by_label("Message to Eliza").evaluate("e => e === document.activeElement")
     room = page.locator("#room-field").input_value()
     UUID(room)  # the new room's id, kept for the next message
@@ -342,6 +344,7 @@ def test_agents_stop_and_start(new_page: Any, console_host: ConsoleHost) -> None
     assert "stopped" in ada.inner_text()
     # keyboard focus stays on the card's button, now the other one
     assert page.evaluate("document.activeElement.textContent") == "Start Ada"
+    expect(page.locator("#announce")).to_have_text("Ada is stopped.")
     with console_host.api() as api:
         assert {a["name"]: a["running"] for a in api.get("/agents").json()}["Ada"] is False
     ada.get_by_role("button", name="Start Ada").click()
@@ -398,3 +401,59 @@ def test_keyboard_reaches_every_control_in_order(new_page: Any, console_host: Co
             .filter(e => !e.labels || e.labels.length === 0).map(e => e.outerHTML)"""
     )
     assert unlabeled == []
+
+
+def test_every_page_fits_a_phone_and_labels_every_control(
+    new_page: Any, console_host: ConsoleHost
+) -> None:
+    """At 390 px nothing scrolls sideways (details opened, long words and ids included), and
+    every field has a label and every button a name, on every page."""
+    room = uuid4()
+    word = "Supercalifragilistic" * 8  # one unbreakable 160-character word
+    reply = _talk(console_host, "eliza", room, f"{word} and https://example.org/{word}")[0]
+    page = new_page(phone=True)
+    pages = [
+        f"/console/chat?agent=Eliza&room={room}",
+        f"/console/memories?agent=Eliza&room={room}",
+        f"/console/memories?agent=Eliza&room={room}&q={word}",
+        f"/console/timeline?agent=Eliza&room={room}&after=oops",
+        "/console/agents",
+        "/console/plugins",
+        "/console/metrics",
+    ]
+    for path in pages:
+        page.goto(console_host.url + path)
+        for summary in page.locator("main details > summary").all():
+            summary.click()
+        if path.startswith("/console/chat"):
+            page.get_by_role("button", name="What the agent saw").click()
+            page.locator(".saw-box").wait_for()
+            for summary in page.locator(".saw-box details > summary").all():
+                summary.click()
+        if path.startswith("/console/timeline"):
+            page.get_by_role("button", name="Replay this room").click()
+            page.locator("#replay-result .report").wait_for()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        wide = page.evaluate(
+            """() => [...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+                .slice(0, 5).map(e => e.tagName + '.' + e.className)"""
+        )
+        assert width <= PHONE["width"], (path, width, wide)
+        unlabeled = page.evaluate(
+            """() => [...document.querySelectorAll(
+                'input:not([type=hidden]), select, textarea')]
+                .filter(e => !e.labels || e.labels.length === 0).map(e => e.outerHTML)"""
+        )
+        assert unlabeled == [], path
+        nameless = page.evaluate(
+            """() => [...document.querySelectorAll('button, a[href]')]
+                .filter(e => !(e.getAttribute('aria-label') || e.textContent).trim())
+                .map(e => e.outerHTML)"""
+        )
+        assert nameless == [], path
+    assert reply["text"]
+    login = new_page(phone=True, login=False)
+    login.goto(console_host.url + "/login")
+    assert login.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert login.get_by_label("API key").count() == 1
