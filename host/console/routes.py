@@ -237,7 +237,11 @@ def mount_console(app: FastAPI, host: Host) -> None:
         return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
 
     @app.exception_handler(Refused)
-    async def refused(_request: Request, exc: Exception) -> Response:
+    async def refused(request: Request, exc: Exception) -> Response:
+        """403: a fragment saying why for htmx (it swaps 4xx answers in, escaped like every
+        value: the reason may quote a request header), JSON for anything else."""
+        if request.headers.get("hx-request"):
+            return console.problem(request, Auth(None), str(exc), status=403)
         return JSONResponse({"detail": str(exc)}, status_code=403)
 
 

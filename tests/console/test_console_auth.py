@@ -85,7 +85,7 @@ def test_state_changes_with_the_cookie_need_the_csrf_token(console_host: Console
         form = {"agent": "Eliza", "text": "hello"}
         headers = {"HX-Request": "true"}
         missing = client.post("/console/chat/send", data=form, headers=headers)
-        assert missing.status_code == 403 and "CSRF" in missing.json()["detail"]
+        assert missing.status_code == 403 and "CSRF" in missing.text
         wrong = client.post(
             "/console/chat/send", data=form, headers={**headers, "X-CSRF-Token": "x" + token}
         )
@@ -95,7 +95,7 @@ def test_state_changes_with_the_cookie_need_the_csrf_token(console_host: Console
             data=form,
             headers={**headers, "X-CSRF-Token": token, "Origin": "http://evil.example"},
         )
-        assert elsewhere.status_code == 403 and "cross-origin" in elsewhere.json()["detail"]
+        assert elsewhere.status_code == 403 and "cross-origin" in elsewhere.text
         ok = client.post(
             "/console/chat/send",
             data=form,

@@ -161,6 +161,14 @@ async def test_every_state_change_needs_the_token_and_the_same_origin(keyed: Hos
                     method, path, headers={"HX-Request": "true", **headers}
                 )
                 assert response.status_code == 403, (method, path, headers, response.text)
+        # htmx gets the reason as an escaped fragment (it swaps 4xx answers into the page)
+        markup = await client.post(
+            "/console/chat/send",
+            headers={"HX-Request": "true", "X-CSRF-Token": token, "Origin": "http://<b>x</b>"},
+        )
+        assert markup.status_code == 403 and markup.headers["content-type"].startswith("text/html")
+        assert 'role="alert"' in markup.text and "&lt;b&gt;x&lt;/b&gt;" in markup.text
+        assert "<b>" not in markup.text
         # the token from the same origin passes (no Origin header, as from a script: allowed)
         ok = await client.post(
             "/console/chat/send",
