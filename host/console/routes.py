@@ -152,6 +152,11 @@ class Console:
         """A fragment saying what is wrong (htmx swaps 4xx answers in, see base.html)."""
         return self.render(request, auth, "_problem.html", status=status, problem=text)
 
+    def why(self, what: str, exc: BaseException) -> str:
+        """``what: the error``, with the configured secrets masked (an error may quote a DSN
+        or a key; the page is outside the log scrubbing)."""
+        return self.host.loader.scrub(f"{what}: {exc}")
+
     def runtime(self, ref: str) -> AgentRuntime | None:
         return self.agents.find(ref) if ref else None
 
@@ -546,7 +551,7 @@ def _router(console: Console) -> APIRouter:
         except Exception as exc:
             _log.opt(exception=exc).warning("replay failed: {}", exc)
             return console.render(
-                request, found, "_problem.html", problem=f"The replay failed: {exc}"
+                request, found, "_problem.html", problem=console.why("The replay failed", exc)
             )
         return console.render(request, found, "_replay.html", report=report)
 
@@ -679,7 +684,7 @@ async def _reply_events(
             reply = stream.reply
         except Exception as exc:
             _log.opt(exception=exc).warning("console reply failed: {}", exc)
-            problem = f"The reply failed: {exc}"
+            problem = console.why("The reply failed", exc)
         finally:
             await stream.aclose()
     template = console.env.get_template("_reply.html")

@@ -340,3 +340,22 @@ async def test_an_open_console_answers_only_under_this_machines_names(tmp_path: 
                 assert login.status_code == 403 and "set-cookie" not in login.headers
     finally:
         await host.stop()
+
+
+async def test_a_failure_shown_on_a_page_masks_the_configured_secrets(
+    keyed: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error quoting a secret (a DSN with its password, a key) is masked on the page as in
+    the logs: the page is outside the log scrubbing."""
+    from host.console import routes
+
+    async def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError(f"cannot reach postgresql://agent:{KEY}@db/events")
+
+    monkeypatch.setattr(routes, "replay_room", failing)  # the store failing mid-replay
+    assert keyed.http is not None
+    headers = {"X-API-Key": KEY}
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30, headers=headers) as api:
+        page = await api.post(f"/console/agents/Eliza/rooms/{uuid4()}/replay")
+    assert "The replay failed: cannot reach postgresql://agent:" in page.text
+    assert KEY not in page.text
