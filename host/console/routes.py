@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.agent import Reply
 from contracts.memory import Cursor, InvalidCursorError, MemoryQuery
-from contracts.models import TEXT_EMBEDDING, EmbeddingParams
+from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelError
 from host.agents import AgentManager, UnknownAgentError
 from host.http_manage import character_name, delete_memory, delete_room_memories
 from host.runtime import AgentRuntime, agent_id_for
@@ -446,12 +446,16 @@ def _router(console: Console) -> APIRouter:
         next_cursor = problem = None
         if runtime is not None and room_id is not None:
             if q.strip():
-                hits = await _search(runtime, room_id, q.strip())
-            else:
+                try:
+                    hits = await _search(runtime, room_id, q.strip())
+                except ModelError as exc:  # no embedding model, or it failed: list instead
+                    problem = console.why("The search needs the agent's embedding model", exc)
+            if hits is None:
                 try:
                     after = Cursor.decode(cursor) if cursor else None
                 except InvalidCursorError as exc:
-                    after, problem = None, f"That page link is broken ({exc}); first page shown."
+                    after = None
+                    problem = f"That page link is broken ({exc}); first page shown."
                 rows = await runtime.database.get_memories(
                     MemoryQuery(
                         agent_id=runtime.agent_id,

@@ -359,3 +359,28 @@ async def test_a_failure_shown_on_a_page_masks_the_configured_secrets(
         page = await api.post(f"/console/agents/Eliza/rooms/{uuid4()}/replay")
     assert "The replay failed: cannot reach postgresql://agent:" in page.text
     assert KEY not in page.text
+
+
+async def test_search_without_an_embedding_model_says_so_and_lists(tmp_path: Path) -> None:
+    config = HostConfig(
+        data_dir=tmp_path / "data",
+        http=HttpSettings(port=0),
+        agents=AgentsSettings(characters_dir=SHIPPED),
+        plugins=PluginsSettings(enabled=["sqlite"]),  # no model plugin at all
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start(http=True)
+    try:
+        assert host.agents is not None and host.http is not None
+        runtime = host.agents.get("Eliza")
+        room = uuid4()
+        await runtime.database.create_memory(
+            runtime.new_message("a stored note", room_id=room, entity_id=uuid4())
+        )
+        async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as client:
+            page = await client.get(f"/console/memories?agent=Eliza&room={room}&q=note")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "The search needs the agent&#39;s embedding model" in page.text
+        assert "a stored note" in page.text  # the room's memories instead
+    finally:
+        await host.stop()
