@@ -403,6 +403,10 @@ def _router(console: Console) -> APIRouter:
                 )
         except UnknownAgentError as exc:
             return console.render(request, found, "_problem.html", status=404, problem=str(exc))
+        except Exception as exc:  # its store or models could not be resolved, ...: say why
+            _log.opt(exception=exc).warning("could not {} agent {}: {}", verb, agent, exc)
+            why = console.why(f"Could not {verb} {character_name(agents, agent)}", exc)
+            return console.problem(request, found, why, status=409)
         name = character_name(agents, agent)
         card = next(c for c in _cards(agents) if c["character"].name == name)
         return console.render(request, found, "_agent.html", card=card, announce=True)

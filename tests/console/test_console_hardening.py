@@ -384,3 +384,22 @@ async def test_search_without_an_embedding_model_says_so_and_lists(tmp_path: Pat
         assert "a stored note" in page.text  # the room's memories instead
     finally:
         await host.stop()
+
+
+async def test_a_failing_start_or_an_empty_replay_says_why(
+    keyed: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert keyed.agents is not None and keyed.http is not None
+
+    async def failing(_ref: Any) -> Any:
+        raise RuntimeError(f"no database bound (dsn postgresql://a:{KEY}@db)")
+
+    monkeypatch.setattr(keyed.agents, "start", failing)
+    headers = {"X-API-Key": KEY}
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30, headers=headers) as api:
+        start = await api.post("/console/agents/Eliza/start")
+        assert start.status_code == 409 and "Could not start Eliza: no database bound" in start.text
+        assert KEY not in start.text
+        empty = await api.post(f"/console/agents/Eliza/rooms/{uuid4()}/replay")
+        assert empty.status_code == 200 and "Nothing to replay" in empty.text
+        assert "matches the recording" not in empty.text
