@@ -276,7 +276,7 @@ def test_plugins_page_reloads_a_plugin_in_dev_mode(
     assert abs((datetime.now(UTC) - when).total_seconds()) < 60  # the last reload's time
     with console_host.api() as api:
         last = api.get("/plugins/consoleprobe").json()["last_reload"]
-        assert datetime.fromisoformat(last["at"]) == when
+        assert datetime.fromisoformat(last["at"]) >= when  # the watcher may reload it again
     assert page.evaluate("document.activeElement.textContent") == "Reload consoleprobe"
     assert "Not reloadable" in page.locator("#plugin-audit").inner_text()  # opts out
     broken = page.locator("#plugin-brokenprobe")
