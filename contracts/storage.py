@@ -8,6 +8,8 @@ same on each. Streaming reads over any adapter live in ``host.memory.MemoryManag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -24,8 +26,10 @@ __all__ = [
     "IndexType",
     "InvalidQueryError",
     "PoolExhaustedError",
+    "RoomSummary",
     "StorageError",
     "StorageUnavailableError",
+    "sort_rooms",
 ]
 
 IndexType = Literal["flat", "ivf", "hnsw"]
@@ -87,6 +91,22 @@ class BatchError(StorageError):
         self.__cause__ = cause
 
 
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """A room holding memories, from `DatabaseAdapter.room_summaries`."""
+
+    room_id: UUID
+    memories: int
+    """How many of the matching memories (every table) belong to the room."""
+    last_at: datetime
+    """When its newest matching memory was created."""
+
+
+def sort_rooms(rooms: Sequence[RoomSummary]) -> list[RoomSummary]:
+    """`rooms` in the protocol's order: most recently active first, ties by room id."""
+    return sorted(rooms, key=lambda r: (r.last_at, r.room_id.bytes), reverse=True)
+
+
 @runtime_checkable
 class DatabaseAdapter(Protocol):
     """An async memory store. Every method is safe to call concurrently from one event loop.
@@ -130,6 +150,13 @@ class DatabaseAdapter(Protocol):
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         """How many memories match `query`'s filters (its ``limit`` is ignored)."""
+        ...
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        """The rooms holding memories that match `query`'s filters (its order, limit and
+        cursor are ignored), with how many and when the newest was created; most recently
+        active first (`sort_rooms`). One grouped query: an agent's rooms without reading its
+        memories (the web console's pickers, ``GET /agents/{agent}/rooms``)."""
         ...
 
     async def create_memories_batch(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException
@@ -354,6 +355,8 @@ class ReloadOut(BaseModel):
     duration: float
     error: str | None
     reloaded: list[str]
+    at: datetime
+    """When it finished (UTC)."""
 
 
 class PluginOut(BaseModel):

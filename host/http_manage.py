@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from contracts.events import MEMORY_DELETED, MemoryPayload
 from contracts.memory import Memory, MemoryQuery
 from host.agents import AgentManager
-from host.memory import MemoryManager
 from host.runtime import AgentRuntime, agent_id_for
 
 __all__ = [
@@ -67,20 +66,10 @@ class AgentState(BaseModel):
 
 
 async def list_rooms(runtime: AgentRuntime) -> list[RoomOut]:
-    """The agent's rooms, most recently active first. Reads the agent's memories page by page
-    (keyset), so it costs one pass over them and holds one page at a time."""
-    rooms: dict[UUID, RoomOut] = {}
-    manager = MemoryManager(runtime.database, agent_id=runtime.agent_id)
-    async for memory in manager.get_memories_stream(MemoryQuery(order="asc")):
-        seen = rooms.get(memory.room_id)
-        if seen is None:
-            rooms[memory.room_id] = RoomOut(
-                room_id=memory.room_id, memories=1, last_at=memory.created_at
-            )
-        else:
-            seen.memories += 1
-            seen.last_at = memory.created_at
-    return sorted(rooms.values(), key=lambda r: r.last_at, reverse=True)
+    """The agent's rooms, most recently active first: the store's grouped query
+    (`DatabaseAdapter.room_summaries`), no memory read."""
+    rooms = await runtime.database.room_summaries(MemoryQuery(agent_id=runtime.agent_id))
+    return [RoomOut(room_id=r.room_id, memories=r.memories, last_at=r.last_at) for r in rooms]
 
 
 async def _deleted(runtime: AgentRuntime, memories: Sequence[Memory]) -> None:

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,6 +47,7 @@ from contracts.events import (
     PluginFailedPayload,
     PluginReloadedPayload,
 )
+from contracts.memory import utc_now
 from contracts.models import MODELS
 from contracts.storage import DATABASE
 from host.discovery import Discovered, NotAPlugin, read_manifest, where_raised
@@ -75,6 +77,8 @@ class ReloadResult:
     error: str | None = None
     reloaded: list[str] = field(default_factory=list)
     """The plugin and the dependents reloaded after it, in order (empty when it failed)."""
+    at: datetime = field(default_factory=utc_now)
+    """When it finished (UTC): the console and ``GET /plugins`` say how long ago."""
 
 
 def package_of(target: str, others: Iterable[str] = ()) -> str:

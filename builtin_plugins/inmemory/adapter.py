@@ -28,7 +28,9 @@ from contracts.storage import (
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
+    RoomSummary,
     StorageError,
+    sort_rooms,
 )
 from host.memory import check_table_name, metadata_json, trusted_memory
 from host.vectors import (
@@ -301,6 +303,17 @@ class InMemoryAdapter:
         if query is None:
             return len(self._rows)
         return sum(1 for _ in self._scan(query))
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        self._check_open()
+        scan = (query or MemoryQuery()).model_copy(update={"after": None, "order": "asc"})
+        rooms: dict[UUID, RoomSummary] = {}
+        for entry in self._scan(scan):  # oldest first: the last seen is the newest
+            memory: Memory = entry[0]
+            seen = rooms.get(memory.room_id)
+            count = 1 if seen is None else seen.memories + 1
+            rooms[memory.room_id] = RoomSummary(memory.room_id, count, memory.created_at)
+        return sort_rooms(list(rooms.values()))
 
     async def embedding_dimension(self, table_name: str) -> int | None:
         self._check_open()

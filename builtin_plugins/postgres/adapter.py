@@ -34,8 +34,10 @@ from contracts.storage import (
     DuplicateMemoryError,
     IndexType,
     PoolExhaustedError,
+    RoomSummary,
     StorageError,
     StorageUnavailableError,
+    sort_rooms,
 )
 from host.memory import check_table_name, metadata_json, trusted_memory
 from host.pgpool import describe_url, pooled, safe_text
@@ -500,6 +502,16 @@ class PostgresAdapter:
             cursor = await conn.execute(statement, params)
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        where, params = _where(query or MemoryQuery(), keyset=False)
+        statement = sql.SQL(
+            "SELECT room_id, COUNT(*), MAX(created_at) FROM memories{} GROUP BY room_id"
+        ).format(where)
+        async with self.with_connection() as conn:
+            cursor = await conn.execute(statement, params)
+            rows = await cursor.fetchall()
+        return sort_rooms([RoomSummary(room, int(count), last) for room, count, last in rows])
 
     async def embedding_dimension(self, table_name: str) -> int | None:
         known = self._dimensions.get(table_name)  # fixed by the first embedding: never changes

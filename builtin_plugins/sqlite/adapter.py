@@ -33,7 +33,9 @@ from contracts.storage import (
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
+    RoomSummary,
     StorageError,
+    sort_rooms,
 )
 from host.memory import check_table_name, metadata_json, trusted_memory
 from host.vectors import (
@@ -507,6 +509,19 @@ class SqliteAdapter:
     def _count(self, query: MemoryQuery) -> int:
         where, params = where_clause(query)
         return int(self._db.execute(f"SELECT COUNT(*) FROM memories{where}", params).fetchone()[0])
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        return await self._run(self._rooms, query or MemoryQuery())
+
+    def _rooms(self, query: MemoryQuery) -> list[RoomSummary]:
+        where, params = where_clause(query, keyset=False)
+        rows = self._db.execute(
+            f"SELECT room_id, COUNT(*), MAX(created_at) FROM memories{where} GROUP BY room_id",
+            params,
+        )
+        return sort_rooms(
+            [RoomSummary(_uuid(room), int(count), from_micros(last)) for room, count, last in rows]
+        )
 
     async def embedding_dimension(self, table_name: str) -> int | None:
         return await self._run(lambda: self._table_state(self._db, table_name)[0])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from uuid import UUID, uuid4, uuid5
 
 from contracts.memory import Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import DatabaseAdapter, DuplicateMemoryError, IndexType
+from contracts.storage import DatabaseAdapter, DuplicateMemoryError, IndexType, RoomSummary
 
 __all__ = ["Unit", "UnitAdapter", "current_unit", "unit_ids", "working_on"]
 
@@ -109,6 +109,9 @@ class UnitAdapter:
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         return await self.inner.count_memories(query)
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        return await self.inner.room_summaries(query)
 
     async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
         return await self.inner.update_memories_batch(updates)

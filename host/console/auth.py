@@ -10,12 +10,15 @@ older browsers), so every state-changing request made with the cookie (POST, DEL
 carry the session's CSRF token in the ``X-CSRF-Token`` header, which htmx sends from the page's
 ``<meta name="csrf-token">`` (``console.js``): another site can neither read the token nor set a
 custom header without a CORS preflight, which this server never grants. A request with an
-``Origin`` other than this server's is refused too. Without an API key configured the console
-is open like the API, and still issues a session on the first page so that CSRF holds.
+``Origin`` other than this server's, or that a browser marks as cross-site (``Sec-Fetch-Site``),
+is refused too. Without an API key configured the console is open like the API, and still
+issues a session on the first page so that CSRF holds; it then answers only under this
+machine's addresses (no DNS rebinding).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import time
 from collections import OrderedDict
@@ -35,6 +38,8 @@ __all__ = [
     "Session",
     "Sessions",
     "authenticate",
+    "check_host",
+    "check_origin",
     "key_matches",
 ]
 
@@ -53,9 +58,11 @@ class Session:
 class Sessions:
     """The console's sessions, in memory, oldest dropped beyond `limit`, expired after `ttl`."""
 
-    def __init__(self, *, limit: int = 1000, ttl: float = 12 * 3600) -> None:
+    def __init__(self, *, limit: int = 1000, ttl: float = 12 * 3600, bound: str = "") -> None:
         self.limit = limit
         self.ttl = ttl
+        self.bound = bound
+        """The host name the server is bound to (`check_host` accepts it)."""
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     def new(self) -> Session:
@@ -112,6 +119,8 @@ def authenticate(request: Request, sessions: Sessions) -> Auth:
     expected: str | None = request.app.state.api_key
     if expected is not None and key_matches(expected, request.headers.get(API_KEY_HEADER)):
         return Auth(None)
+    if expected is None:
+        check_host(request, sessions.bound)
     session = sessions.get(request.cookies.get(SESSION_COOKIE))
     if session is None:
         if expected is not None:
@@ -128,10 +137,36 @@ def authenticate(request: Request, sessions: Sessions) -> Auth:
 
 
 def check_origin(request: Request) -> None:
-    """`Refused` when the request names an origin that is not this server."""
+    """`Refused` when the request comes from another site: an ``Origin`` that is not this
+    server, or a browser's ``Sec-Fetch-Site`` saying so (sent even where ``Origin`` is not)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Refused(f"request from another site refused (Sec-Fetch-Site: {site})")
     origin = request.headers.get("origin")
     if origin is None:
         return
     host = request.headers.get("host", "")
     if urlsplit(origin).netloc != host:
         raise Refused(f"cross-origin request from {origin} refused")
+
+
+def check_host(request: Request, bound: str) -> None:
+    """`Refused` when a console without an API key is reached under a host name that is not
+    this machine's: a page of another site whose name was re-pointed at this address (DNS
+    rebinding) would otherwise be same-origin with the console, read its CSRF token and act.
+    IP literals, ``localhost`` and the configured `bound` host are accepted."""
+    name = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    if name in ("localhost", bound.lower()) or name.endswith(".localhost") or _is_ip(name):
+        return
+    raise Refused(
+        f"the console has no API key and answers only on this machine's addresses, not {name!r}"
+        " (set http.api_key to reach it under another name)"
+    )
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

@@ -21,7 +21,7 @@ from contracts.events import (
     MODEL_USED,
 )
 from contracts.eventstore import EVENT_STORE, DomainEvent, EventFilter, EventStore
-from host.eventstore.replay import ReplayReport, _host_runtime_factory, replay_conversation
+from host.eventstore.replay import ReplayReport, host_runtime_factory, replay_conversation
 
 if TYPE_CHECKING:
     from host.app import Host
@@ -223,7 +223,7 @@ async def replay_room(host: Host, store: EventStore, agent_id: UUID, room_id: UU
     """Re-run the room's recorded messages on a fresh runtime (this host's plugins, a private
     bus, an in-memory store) answering model calls from the recording; the report lists every
     divergence from the recorded replies."""
-    factory = _host_runtime_factory(host, store, str(agent_id))
+    factory = host_runtime_factory(host, store, str(agent_id))
     with contextlib.suppress(Exception):
         await flush_trail(host)
     return await replay_conversation(

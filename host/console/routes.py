@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 from uuid import UUID, uuid4, uuid5
 
 import jinja2
@@ -23,10 +23,12 @@ from fastapi.staticfiles import StaticFiles
 from loguru import logger
 from markupsafe import Markup, escape
 from sse_starlette import EventSourceResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.agent import Reply
 from contracts.memory import Cursor, InvalidCursorError, MemoryQuery
-from contracts.models import TEXT_EMBEDDING, EmbeddingParams
+from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelError
 from host.agents import AgentManager, UnknownAgentError
 from host.http_manage import character_name, delete_memory, delete_room_memories
 from host.runtime import AgentRuntime, agent_id_for
@@ -39,6 +41,7 @@ from .auth import (
     Refused,
     Sessions,
     authenticate,
+    check_host,
     check_origin,
     key_matches,
 )
@@ -109,6 +112,8 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["ms"] = lambda seconds: f"{float(seconds) * 1000:.1f} ms"
     env.filters["short"] = lambda value: str(value)[:8]
+    # one path segment of a link: "/", "?", "#", ".." in a name cannot move it elsewhere
+    env.filters["segment"] = lambda value: quote(str(value), safe="")
     return env
 
 
@@ -117,7 +122,7 @@ class Console:
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.sessions = Sessions()
+        self.sessions = Sessions(bound=host.config.http.host)
         self.turns: dict[str, Turn] = {}
         self.history = History()
         self.env = _environment()
@@ -138,10 +143,19 @@ class Console:
             path=request.url.path,
             **context,
         )
-        response = HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
+        response = HTMLResponse(page, status_code=status)
         if auth.new and auth.session is not None:
             _set_cookie(response, auth.session.id)
         return response
+
+    def problem(self, request: Request, auth: Auth, text: str, status: int = 404) -> HTMLResponse:
+        """A fragment saying what is wrong (htmx swaps 4xx answers in, see base.html)."""
+        return self.render(request, auth, "_problem.html", status=status, problem=text)
+
+    def why(self, what: str, exc: BaseException) -> str:
+        """``what: the error``, with the configured secrets masked (an error may quote a DSN
+        or a key; the page is outside the log scrubbing)."""
+        return self.host.loader.scrub(f"{what}: {exc}")
 
     def runtime(self, ref: str) -> AgentRuntime | None:
         return self.agents.find(ref) if ref else None
@@ -177,11 +191,40 @@ def _uuid(text: str | None) -> UUID | None:
         return None
 
 
+def console_path(path: str) -> bool:
+    """Whether `path` is the console's (pages, fragments, assets, log in and out)."""
+    return path in ("/", "/login", "/logout") or path.startswith("/console/")
+
+
+class SecurityHeaders:
+    """Adds `SECURITY_HEADERS` to every response of the console's paths (pages, fragments,
+    redirects, refusals, streams, assets), whichever code path made it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not console_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def mount_console(app: FastAPI, host: Host) -> None:
     """Serve the console on `app`: ``/`` (chat), ``/console/*`` pages and fragments, and
     ``/console/static`` (vendored htmx; public, it holds no data)."""
     console = Console(host)
     app.state.console = console
+    app.add_middleware(SecurityHeaders)
     app.mount("/console/static", StaticFiles(directory=_HERE / "static"), name="console-static")
     app.include_router(_router(console))
 
@@ -199,7 +242,11 @@ def mount_console(app: FastAPI, host: Host) -> None:
         return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
 
     @app.exception_handler(Refused)
-    async def refused(_request: Request, exc: Exception) -> Response:
+    async def refused(request: Request, exc: Exception) -> Response:
+        """403: a fragment saying why for htmx (it swaps 4xx answers in, escaped like every
+        value: the reason may quote a request header), JSON for anything else."""
+        if request.headers.get("hx-request"):
+            return console.problem(request, Auth(None), str(exc), status=403)
         return JSONResponse({"detail": str(exc)}, status_code=403)
 
 
@@ -223,8 +270,10 @@ def _router(console: Console) -> APIRouter:
     @router.post("/login")
     async def login(request: Request) -> Response:
         check_origin(request)
-        form = await _form(request)
         expected: str | None = request.app.state.api_key
+        if expected is None:
+            check_host(request, console.sessions.bound)
+        form = await _form(request)
         target = _local(form.get("next", "/"))
         if expected is not None and not key_matches(expected, form.get("api_key")):
             return console.render(
@@ -236,6 +285,8 @@ def _router(console: Console) -> APIRouter:
                 error="That is not the API key of this host.",
                 need_key=True,
             )
+        # a session id the browser held before is never carried over (no session fixation)
+        console.sessions.drop(request.cookies.get(SESSION_COOKIE))
         session = console.sessions.new()
         response = RedirectResponse(target, status_code=303)
         _set_cookie(response, session.id)
@@ -272,7 +323,8 @@ def _router(console: Console) -> APIRouter:
                     "who": runtime.name if m.entity_id == runtime.agent_id else _sender(m),
                     "text": m.content.text,
                     "mine": m.entity_id == runtime.agent_id,
-                    "reply_to": (m.content.model_extra or {}).get("in_reply_to"),
+                    # stored data: only an id goes into the link
+                    "reply_to": _uuid(str((m.content.model_extra or {}).get("in_reply_to", ""))),
                 }
                 for m in reversed(rows)
                 if m.content.text
@@ -318,14 +370,16 @@ def _router(console: Console) -> APIRouter:
         return EventSourceResponse(_reply_events(console, request, found, turn))
 
     @router.get("/console/agents/{agent}/saw/{message_id}")
-    async def saw(request: Request, agent: str, message_id: UUID) -> HTMLResponse:
+    async def saw(request: Request, agent: str, message_id: str) -> HTMLResponse:
         found = auth(request)
+        name, message = _known(agents, agent), _uuid(message_id)
+        if name is None or message is None:
+            return console.problem(request, found, _not_found(agent, "message", message_id))
         store = await event_store(console.host)
         if store is None:
             return console.render(request, found, "_problem.html", problem=_NO_STORE)
         await flush_trail(console.host)
-        name = _name(agents, agent)
-        record = await what_the_agent_saw(store, agent_id_for(name), message_id)
+        record = await what_the_agent_saw(store, agent_id_for(name), message)
         return console.render(request, found, "_saw.html", saw=record)
 
     # ---------------------------------------------------------------- agents
@@ -349,7 +403,11 @@ def _router(console: Console) -> APIRouter:
                 )
         except UnknownAgentError as exc:
             return console.render(request, found, "_problem.html", status=404, problem=str(exc))
-        name = _name(agents, agent)
+        except Exception as exc:  # its store or models could not be resolved, ...: say why
+            _log.opt(exception=exc).warning("could not {} agent {}: {}", verb, agent, exc)
+            why = console.why(f"Could not {verb} {character_name(agents, agent)}", exc)
+            return console.problem(request, found, why, status=409)
+        name = character_name(agents, agent)
         card = next(c for c in _cards(agents) if c["character"].name == name)
         return console.render(request, found, "_agent.html", card=card, announce=True)
 
@@ -392,12 +450,16 @@ def _router(console: Console) -> APIRouter:
         next_cursor = problem = None
         if runtime is not None and room_id is not None:
             if q.strip():
-                hits = await _search(runtime, room_id, q.strip())
-            else:
+                try:
+                    hits = await _search(runtime, room_id, q.strip())
+                except ModelError as exc:  # no embedding model, or it failed: list instead
+                    problem = console.why("The search needs the agent's embedding model", exc)
+            if hits is None:
                 try:
                     after = Cursor.decode(cursor) if cursor else None
                 except InvalidCursorError as exc:
-                    after, problem = None, f"That page link is broken ({exc}); first page shown."
+                    after = None
+                    problem = f"That page link is broken ({exc}); first page shown."
                 rows = await runtime.database.get_memories(
                     MemoryQuery(
                         agent_id=runtime.agent_id,
@@ -426,43 +488,46 @@ def _router(console: Console) -> APIRouter:
         )
 
     @router.delete("/console/agents/{agent}/memories/{memory_id}")
-    async def delete_one(request: Request, agent: str, memory_id: UUID) -> HTMLResponse:
+    async def delete_one(request: Request, agent: str, memory_id: str) -> HTMLResponse:
         found = auth(request)
-        runtime = console.runtime(agent)
-        if runtime is None or not await delete_memory(runtime, memory_id):
+        runtime, memory = console.runtime(agent), _uuid(memory_id)
+        if runtime is None or memory is None or not await delete_memory(runtime, memory):
             return console.render(
                 request, found, "_problem.html", status=404, problem="No such memory (any more)."
             )
         return HTMLResponse("")
 
     @router.delete("/console/agents/{agent}/rooms/{room_id}/memories")
-    async def delete_room(request: Request, agent: str, room_id: UUID) -> HTMLResponse:
+    async def delete_room(request: Request, agent: str, room_id: str) -> HTMLResponse:
         found = auth(request)
-        runtime = console.runtime(agent)
+        runtime, room = console.runtime(agent), _uuid(room_id)
         if runtime is None:
             return console.render(
                 request, found, "_problem.html", status=404, problem="That agent is not running."
             )
-        count = await delete_room_memories(runtime, room_id)
+        if room is None:
+            return console.problem(request, found, _not_found(agent, "room", room_id))
+        count = await delete_room_memories(runtime, room)
         return console.render(request, found, "_deleted.html", count=count)
 
     # ---------------------------------------------------------------- timeline
 
     @router.get("/console/timeline")
     async def timeline_page(
-        request: Request, agent: str = "", room: str = "", type: str = "", after: int = 0
+        request: Request, agent: str = "", room: str = "", type: str = "", after: str = ""
     ) -> HTMLResponse:
         found = auth(request)
         picked = await console.pick(agent, room, first_room=True)
         runtime, room_id = picked.runtime, picked.room
         store = await event_store(console.host)
-        page = None
+        page = problem = None
+        version = _version(after)
+        if version is None:
+            version, problem = 0, "That page link is broken (after: no version); first page shown."
         if store is not None and runtime is not None and room_id is not None:
             await flush_trail(console.host)
             types = {type} if type in EVENT_TYPES else None
-            page = await room_timeline(
-                store, runtime.agent_id, room_id, types=types, after=max(0, after)
-            )
+            page = await room_timeline(store, runtime.agent_id, room_id, types=types, after=version)
         return console.render(
             request,
             found,
@@ -473,25 +538,28 @@ def _router(console: Console) -> APIRouter:
             types=EVENT_TYPES,
             type=type,
             page=page,
-            after=after,
+            after=version,
+            problem=problem,
             no_store=store is None,
             dumps=_dumps,
             summary=summarize,
         )
 
     @router.post("/console/agents/{agent}/rooms/{room_id}/replay")
-    async def replay(request: Request, agent: str, room_id: UUID) -> HTMLResponse:
+    async def replay(request: Request, agent: str, room_id: str) -> HTMLResponse:
         found = auth(request)
+        name, room = _known(agents, agent), _uuid(room_id)
+        if name is None or room is None:
+            return console.problem(request, found, _not_found(agent, "room", room_id))
         store = await event_store(console.host)
         if store is None:
             return console.render(request, found, "_problem.html", problem=_NO_STORE)
-        name = _name(agents, agent)
         try:
-            report = await replay_room(console.host, store, agent_id_for(name), room_id)
+            report = await replay_room(console.host, store, agent_id_for(name), room)
         except Exception as exc:
             _log.opt(exception=exc).warning("replay failed: {}", exc)
             return console.render(
-                request, found, "_problem.html", problem=f"The replay failed: {exc}"
+                request, found, "_problem.html", problem=console.why("The replay failed", exc)
             )
         return console.render(request, found, "_replay.html", report=report)
 
@@ -516,12 +584,40 @@ _NO_STORE = "No event store: enable the audit plugin to record what agents see a
 
 
 def _local(target: str) -> str:
-    """`target` if it is a path on this server, else ``/`` (no open redirect from ``next``)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """`target` if it is a path on this server, else ``/`` (no open redirect from ``next``).
+
+    Browsers read ``\\`` as ``/`` and drop tabs and newlines from URLs, so ``/\\evil.example``
+    or ``/<tab>/evil.example`` would lead off-site: a target holding those is refused too."""
+    if not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if any(c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    return target
 
 
-def _name(agents: AgentManager, ref: str) -> str:
-    return character_name(agents, ref)
+def _known(agents: AgentManager, ref: str) -> str | None:
+    """The name of the configured agent `ref` names (running or not), None if none does."""
+    name = character_name(agents, ref)
+    return name if any(c.name == name for c in agents.characters) else None
+
+
+def _not_found(agent: str, kind: str, ref: str) -> str:
+    return f"No agent {agent!r} with a {kind} {ref!r} (a {kind} is named by its id)."
+
+
+MAX_VERSION = 2**63 - 1
+"""The largest version an event store holds (a signed 64-bit integer)."""
+
+
+def _version(text: str) -> int | None:
+    """The ``after`` of a timeline link: a version >= 0; None when it is not one."""
+    text = text.strip()
+    if not text:
+        return 0
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_VERSION else None
 
 
 def _sender(memory: Any) -> str:
@@ -596,7 +692,7 @@ async def _reply_events(
             reply = stream.reply
         except Exception as exc:
             _log.opt(exception=exc).warning("console reply failed: {}", exc)
-            problem = f"The reply failed: {exc}"
+            problem = console.why("The reply failed", exc)
         finally:
             await stream.aclose()
     template = console.env.get_template("_reply.html")

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
@@ -32,6 +32,9 @@ from contracts.storage import DatabaseAdapter
 from .rebuild import RoomDiff, compare_room, fold_memories
 from .recording import payload_data
 
+if TYPE_CHECKING:
+    from host.app import Host
+
 __all__ = [
     "Divergence",
     "RecordedCall",
@@ -40,6 +43,7 @@ __all__ = [
     "ReplayDivergenceError",
     "ReplayParts",
     "ReplayReport",
+    "host_runtime_factory",
     "replay_agent",
     "replay_conversation",
 ]
@@ -400,7 +404,7 @@ async def replay_agent(
         if not rerun:
             report = ReplayReport(aggregate=aggregate_id, rooms=rooms)
             return report
-        factory = _host_runtime_factory(host, store, aggregate_id)
+        factory = host_runtime_factory(host, store, aggregate_id)
         report = await replay_conversation(
             store, aggregate_id, factory, room_id=room_id, fallback=host.models
         )
@@ -410,9 +414,10 @@ async def replay_agent(
         await host.stop()
 
 
-def _host_runtime_factory(host: Any, store: EventStore, aggregate_id: str) -> RuntimeFactory:
+def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> RuntimeFactory:
     """Runtimes built from `host`'s plugins (actions, providers, evaluators) with a private bus
-    (so the replay is not audited) and a fresh in-memory store."""
+    (so the replay is not audited) and a fresh in-memory store, for `replay_conversation`: what
+    ``agenthost events replay`` and the console's "Replay this room" run on a started host."""
 
     @contextlib.asynccontextmanager
     async def make(parts: ReplayParts) -> AsyncIterator[Processor]:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from contracts.memory import Memory, MemoryQuery, MemoryUpdate
 from contracts.metrics import MetricsCollector
-from contracts.storage import DatabaseAdapter, IndexType
+from contracts.storage import DatabaseAdapter, IndexType, RoomSummary
 from host.metrics.bound import Recorder, bind
 
 __all__ = ["BATCH_SIZE", "OPERATION_DURATION", "InstrumentedAdapter"]
@@ -83,6 +83,9 @@ class InstrumentedAdapter:
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         return await self._timed("count", self.inner.count_memories(query))
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        return await self._timed("count", self.inner.room_summaries(query))
 
     async def create_memories_batch(
         self, memories: Sequence[Memory], table_name: str | None = None

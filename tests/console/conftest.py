@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,19 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-gpu",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS_ENV = "AGENTHOST_SCREENSHOTS"
+"""Set to a directory (``docs/console`` refreshes the docs' pictures) to keep the screenshots."""
+
+
+def screenshot_dir() -> Path:
+    """Where the browser tests save screenshots: ``$AGENTHOST_SCREENSHOTS`` (relative to the
+    repository) when set, else a temporary directory, so a test run leaves the worktree clean."""
+    chosen = os.environ.get(SCREENSHOTS_ENV, "").strip()
+    if chosen:
+        return ROOT / chosen
+    return Path(tempfile.gettempdir()) / f"agenthost-console-screenshots-{os.getuid()}"
+
 
 PROBE = """
 from typing import ClassVar
@@ -120,7 +133,7 @@ def console_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleHo
     characters = root / "characters"
     characters.mkdir()
     (characters / "ada.yaml").write_text(CHARACTER)
-    shipped = Path(__file__).resolve().parents[2] / "config" / "characters" / "eliza.yaml"
+    shipped = ROOT / "config" / "characters" / "eliza.yaml"
     (characters / "eliza.yaml").write_text(shipped.read_text())
     port = _free_port()
     config = root / "agenthost.yaml"

@@ -1,7 +1,8 @@
 """The console in a real browser (Debian's chromium through Playwright) against a real host.
 
-Each test saves screenshots of what it checked into docs/console/ (docs/console.md shows them):
-light and dark, desktop and phone width."""
+Each test saves screenshots of what it checked (light and dark, desktop and phone width) into a
+temporary directory, or into ``$AGENTHOST_SCREENSHOTS`` when set:
+``AGENTHOST_SCREENSHOTS=docs/console`` refreshes the pictures docs/console.md shows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,7 +20,7 @@ from playwright.sync_api import expect
 
 from host.eventstore.sqlite import SqliteEventStore
 
-from .conftest import PROBE, SCREENSHOTS, ConsoleHost
+from .conftest import PROBE, ConsoleHost, screenshot_dir
 
 pytestmark = pytest.mark.browser
 
@@ -69,8 +71,9 @@ def new_page(browser: Any, console_host: ConsoleHost) -> Iterator[Any]:
 
 
 def _shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    folder = screenshot_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def _talk(host: ConsoleHost, agent: str, room: UUID, *texts: str) -> list[dict[str, Any]]:
@@ -116,8 +119,10 @@ def test_login_page_then_chat_streams_the_reply_token_by_token(
     for stage in ("memory", "providers", "model", "total"):
         assert stage in timings
     assert "Actions run: 0" in agent_reply.inner_text()
-    announced = agent_reply.get_by_role("status").inner_text()  # for screen readers
-    assert announced == f"Eliza replied: {text}"
+    # for screen readers: the whole reply once, through the live region that was already there
+    expect(page.locator("#announce")).to_have_text(f"Eliza replied: {text}")
+    assert page.get_by_role("status").count() == 1  # no new, silent live region per reply
+    assert page.locator("#conversation p.text[aria-live]").count() == 0  # tokens not read
     assert page.get_by_label("Message to Eliza").evaluate("e => e === document.activeElement")
     room = page.locator("#room-field").input_value()
     UUID(room)  # the new room's id, kept for the next message
@@ -266,7 +271,12 @@ def test_plugins_page_reloads_a_plugin_in_dev_mode(
     console_host.probe.write_text(PROBE.format(value="second"))
     row.get_by_role("button", name="Reload consoleprobe").click()
     expect(row).not_to_contain_text("never")
-    assert re.search(r"ok\s+[\d.]+ ms", row.inner_text()), row.inner_text()
+    assert re.search(r"ok\s+\S+ \S+ UTC, [\d.]+ ms", row.inner_text()), row.inner_text()
+    when = datetime.fromisoformat(row.locator("time.reloaded-at").get_attribute("datetime"))
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60  # the last reload's time
+    with console_host.api() as api:
+        last = api.get("/plugins/consoleprobe").json()["last_reload"]
+        assert datetime.fromisoformat(last["at"]) >= when  # the watcher may reload it again
     assert page.evaluate("document.activeElement.textContent") == "Reload consoleprobe"
     assert "Not reloadable" in page.locator("#plugin-audit").inner_text()  # opts out
     broken = page.locator("#plugin-brokenprobe")
@@ -334,6 +344,7 @@ def test_agents_stop_and_start(new_page: Any, console_host: ConsoleHost) -> None
     assert "stopped" in ada.inner_text()
     # keyboard focus stays on the card's button, now the other one
     assert page.evaluate("document.activeElement.textContent") == "Start Ada"
+    expect(page.locator("#announce")).to_have_text("Ada is stopped.")
     with console_host.api() as api:
         assert {a["name"]: a["running"] for a in api.get("/agents").json()}["Ada"] is False
     ada.get_by_role("button", name="Start Ada").click()
@@ -390,3 +401,59 @@ def test_keyboard_reaches_every_control_in_order(new_page: Any, console_host: Co
             .filter(e => !e.labels || e.labels.length === 0).map(e => e.outerHTML)"""
     )
     assert unlabeled == []
+
+
+def test_every_page_fits_a_phone_and_labels_every_control(
+    new_page: Any, console_host: ConsoleHost
+) -> None:
+    """At 390 px nothing scrolls sideways (details opened, long words and ids included), and
+    every field has a label and every button a name, on every page."""
+    room = uuid4()
+    word = "Supercalifragilistic" * 8  # one unbreakable 160-character word
+    reply = _talk(console_host, "eliza", room, f"{word} and https://example.org/{word}")[0]
+    page = new_page(phone=True)
+    pages = [
+        f"/console/chat?agent=Eliza&room={room}",
+        f"/console/memories?agent=Eliza&room={room}",
+        f"/console/memories?agent=Eliza&room={room}&q={word}",
+        f"/console/timeline?agent=Eliza&room={room}&after=oops",
+        "/console/agents",
+        "/console/plugins",
+        "/console/metrics",
+    ]
+    for path in pages:
+        page.goto(console_host.url + path)
+        for summary in page.locator("main details > summary").all():
+            summary.click()
+        if path.startswith("/console/chat"):
+            page.get_by_role("button", name="What the agent saw").click()
+            page.locator(".saw-box").wait_for()
+            for summary in page.locator(".saw-box details > summary").all():
+                summary.click()
+        if path.startswith("/console/timeline"):
+            page.get_by_role("button", name="Replay this room").click()
+            page.locator("#replay-result .report").wait_for()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        wide = page.evaluate(
+            """() => [...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+                .slice(0, 5).map(e => e.tagName + '.' + e.className)"""
+        )
+        assert width <= PHONE["width"], (path, width, wide)
+        unlabeled = page.evaluate(
+            """() => [...document.querySelectorAll(
+                'input:not([type=hidden]), select, textarea')]
+                .filter(e => !e.labels || e.labels.length === 0).map(e => e.outerHTML)"""
+        )
+        assert unlabeled == [], path
+        nameless = page.evaluate(
+            """() => [...document.querySelectorAll('button, a[href]')]
+                .filter(e => !(e.getAttribute('aria-label') || e.textContent).trim())
+                .map(e => e.outerHTML)"""
+        )
+        assert nameless == [], path
+    assert reply["text"]
+    login = new_page(phone=True, login=False)
+    login.goto(console_host.url + "/login")
+    assert login.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert login.get_by_label("API key").count() == 1

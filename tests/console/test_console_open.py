@@ -200,3 +200,22 @@ async def test_without_an_event_store_the_console_says_so(tmp_path: Path) -> Non
             assert saw.status_code == 200 and "No event store" in saw.text
     finally:
         await host.stop()
+
+
+def test_screenshots_leave_the_worktree_clean_unless_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from .conftest import ROOT, SCREENSHOTS_ENV, screenshot_dir
+
+    monkeypatch.delenv(SCREENSHOTS_ENV, raising=False)
+    assert not screenshot_dir().resolve().is_relative_to(ROOT)  # a test run writes no docs
+    monkeypatch.setenv(SCREENSHOTS_ENV, "docs/console")
+    assert screenshot_dir() == ROOT / "docs" / "console"
+
+
+def test_the_replay_runtime_factory_is_public() -> None:
+    """The console builds its replay runtimes with it (no private import across packages)."""
+    from host.eventstore import replay
+
+    assert "host_runtime_factory" in replay.__all__
+    assert callable(replay.host_runtime_factory)

@@ -17,6 +17,7 @@ from contracts.storage import (
     DimensionMismatchError,
     DuplicateMemoryError,
     InvalidQueryError,
+    RoomSummary,
     StorageError,
 )
 
@@ -645,3 +646,45 @@ async def test_search_knobs_out_of_range(memory_store: DatabaseAdapter) -> None:
             ef_search=ef_search,
         )
         assert [m.id for m, _ in found] == nearest, (kind, probes, ef_search)
+
+
+async def test_room_summaries_group_matching_memories_by_room(
+    memory_store: DatabaseAdapter,
+) -> None:
+    """One grouped query: each room's count and newest time among the filtered memories, most
+    recently active first, whatever the query's order, limit and cursor."""
+    third = uuid4()
+    await memory_store.create_memories_batch(
+        [
+            make_memory(0),
+            make_memory(1, room_id=OTHER_ROOM),
+            make_memory(2, table_name="facts"),
+            make_memory(3, room_id=OTHER_ROOM),
+            make_memory(4, agent_id=OTHER_AGENT, room_id=third),
+            make_memory(5),
+        ]
+    )
+    assert await memory_store.room_summaries(MemoryQuery(agent_id=OTHER_AGENT)) == [
+        RoomSummary(third, 1, T0 + timedelta(seconds=4))
+    ]
+    expected = [
+        RoomSummary(ROOM, 3, T0 + timedelta(seconds=5)),
+        RoomSummary(OTHER_ROOM, 2, T0 + timedelta(seconds=3)),
+    ]
+    cursor = Cursor(T0, uuid4())
+    for query in (
+        MemoryQuery(agent_id=AGENT),
+        MemoryQuery(agent_id=AGENT, order="asc", limit=1, after=cursor),
+    ):
+        assert await memory_store.room_summaries(query) == expected
+    assert [r.room_id for r in await memory_store.room_summaries()] == [ROOM, third, OTHER_ROOM]
+    facts = await memory_store.room_summaries(MemoryQuery(table_name="facts"))
+    assert facts == [RoomSummary(ROOM, 1, T0 + timedelta(seconds=2))]
+    window = MemoryQuery(
+        agent_id=AGENT, start=T0 + timedelta(seconds=1), end=T0 + timedelta(seconds=4)
+    )
+    assert await memory_store.room_summaries(window) == [
+        RoomSummary(OTHER_ROOM, 2, T0 + timedelta(seconds=3)),
+        RoomSummary(ROOM, 1, T0 + timedelta(seconds=2)),
+    ]
+    assert await memory_store.room_summaries(MemoryQuery(agent_id=uuid4())) == []

@@ -19,6 +19,20 @@
       elt.setAttribute("aria-expanded", "true");
     }
   });
+  // A live region only speaks when its content changes after it is in the page: a swapped-in
+  // fragment's own role="status" is new, so screen readers may stay silent. Each fragment
+  // marks its message with data-announce; it is read out through the page's #announce.
+  document.addEventListener("htmx:afterSettle", function () {
+    var live = document.getElementById("announce");
+    var said = document.querySelectorAll("[data-announce]:not([data-announced])");
+    if (!live || !said.length) {
+      return;
+    }
+    var text = said[said.length - 1].textContent;
+    said.forEach(function (element) { element.setAttribute("data-announced", ""); });
+    live.textContent = "";
+    window.setTimeout(function () { live.textContent = text; }, 50);
+  });
   document.addEventListener("htmx:sseMessage", function (event) {
     var last = document.querySelector("#conversation > li:last-child");
     if (last && last.scrollIntoView) {

@@ -1,0 +1,405 @@
+"""A hostile look at the console, in process against a real host (SQLite, ELIZA, the audit
+trail, an API key, a real HTTP server on 127.0.0.1): every route the app mounts is gated, every
+state change wants the CSRF token and the same origin, sessions are never carried over, bad
+input gets a 4xx page or fragment, stored markup (in attributes too) and secrets never reach a
+page, and every console answer carries the security headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import uuid4
+
+import httpx
+import pytest
+from fastapi.routing import iter_route_contexts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from host.app import Host
+from host.config import LoadedConfig
+from host.console.routes import _local
+from host.runtime import agent_id_for
+
+KEY = "hardening-key-0123456789"
+EVIL = "\"'><img src=x onerror=alert(1)><script>alert(2)</script>"
+CHARACTER = {
+    "name": f"Eve{EVIL}",
+    "username": f"eve{EVIL}",
+    "bio": [f"bio {EVIL}"],
+    "system": f"system {EVIL}",
+    "adjectives": [EVIL],
+    "topics": [EVIL],
+    "style": {"all": [EVIL]},
+    "secrets": {"EVE_TOKEN": "eve-secret-value-42"},
+}
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "characters"  # ELIZA
+PUBLIC = {("GET", "/health"), ("GET", "/login")}
+"""Routes open without the key: liveness, and the login form itself."""
+PUBLIC_MOUNTS = {"/console/static"}
+"""The vendored htmx and the console's CSS and JS: no data."""
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+async def _host(tmp_path: Path, *, api_key: str | None) -> Host:
+    config = HostConfig(
+        data_dir=tmp_path / "data",
+        http=HttpSettings(port=0, api_key=SecretStr(api_key) if api_key else None),
+        agents=AgentsSettings(characters_dir=SHIPPED, characters=[CHARACTER]),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start(http=True)
+    return host
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path) -> AsyncIterator[Host]:
+    host = await _host(tmp_path, api_key=KEY)
+    try:
+        yield host
+    finally:
+        await host.stop()
+
+
+def _routes(host: Host) -> list[tuple[str, str, Any]]:
+    """(method, path template, endpoint) of every route the host's app mounts."""
+    assert host.http is not None
+    app = host.http.config.app
+    found = []
+    for route in iter_route_contexts(app.routes):
+        if route.endpoint is None:  # a mount: only the console's public assets may be one
+            assert route.path in PUBLIC_MOUNTS, f"unexpected mount {route.path}"
+            continue
+        for method in sorted(route.methods or {"GET"}):
+            if method != "HEAD":
+                found.append((method, str(route.path), route.endpoint))
+    return found
+
+
+def _fill(path: str) -> str:
+    values = {"agent": "Eliza", "verb": "stop", "name": "eliza", "turn_id": "x"}
+    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values.get(m.group(1), str(uuid4())), path)
+
+
+def _console(endpoint: Any) -> bool:
+    return getattr(endpoint, "__module__", "") == "host.console.routes"
+
+
+async def _login(client: httpx.AsyncClient) -> str:
+    """Log `client` in; the session's CSRF token."""
+    response = await client.post("/login", data={"api_key": KEY, "next": "/console/agents"})
+    assert response.status_code == 303
+    page = await client.get("/console/agents")
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert token is not None
+    return token.group(1)
+
+
+async def test_every_mounted_route_is_gated_and_console_answers_carry_the_headers(
+    keyed: Host,
+) -> None:
+    """Iterates the app's routes, so a route added later cannot slip past the key."""
+    assert keyed.http is not None
+    routes = _routes(keyed)
+    console = [r for r in routes if _console(r[2])]
+    assert len(console) >= 19  # the iteration sees the console's routes
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30) as anonymous:
+        for method, template, endpoint in routes:
+            path = _fill(template)
+            for headers in ({}, {"HX-Request": "true"}, {"X-API-Key": "wrong"}):
+                response = await anonymous.request(method, path, headers=headers)
+                where = (method, template, headers)
+                if (method, template) in PUBLIC:
+                    assert response.status_code == 200, where
+                elif response.status_code == 303:
+                    assert response.headers["location"].startswith("/login?next="), where
+                    assert method == "GET" and not headers.get("HX-Request"), where
+                else:
+                    assert response.status_code == 401, (where, response.text[:200])
+                if _console(endpoint):
+                    assert "frame-ancestors 'none'" in response.headers.get(
+                        "content-security-policy", ""
+                    ), where
+                    assert response.headers["x-content-type-options"] == "nosniff", where
+        # the assets and a refusal carry the headers too; a room id cannot inject a header
+        asset = await anonymous.get("/console/static/htmx.min.js")
+        assert asset.status_code == 200 and "content-security-policy" in asset.headers
+        injected = await anonymous.get("/console/chat?room=%0d%0aX-Injected:%20yes")
+        assert injected.status_code == 303 and "x-injected" not in injected.headers
+        assert "\n" not in injected.headers["location"] and "\r" not in injected.headers["location"]
+        assert KEY not in (await anonymous.get("/login")).text
+
+
+async def test_every_state_change_needs_the_token_and_the_same_origin(keyed: Host) -> None:
+    assert keyed.http is not None
+    url = keyed.http.url
+    changing = [(m, _fill(p)) for m, p, e in _routes(keyed) if _console(e) and m in STATE_CHANGING]
+    assert {p for _, p in changing} >= {"/console/chat/send", "/logout", "/login"}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        token = await _login(client)
+        for method, path in changing:
+            if path == "/login":
+                continue
+            for headers in (
+                {},
+                {"X-CSRF-Token": ""},
+                {"X-CSRF-Token": token + "x"},
+                {"X-CSRF-Token": token, "Origin": "http://evil.example"},
+                {"X-CSRF-Token": token, "Origin": "null"},
+                {"X-CSRF-Token": token, "Origin": url.replace("127.0.0.1", "localhost")},
+                {"X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"},
+                {"X-CSRF-Token": token, "Sec-Fetch-Site": "same-site"},
+            ):
+                response = await client.request(
+                    method, path, headers={"HX-Request": "true", **headers}
+                )
+                assert response.status_code == 403, (method, path, headers, response.text)
+        # htmx gets the reason as an escaped fragment (it swaps 4xx answers into the page)
+        markup = await client.post(
+            "/console/chat/send",
+            headers={"HX-Request": "true", "X-CSRF-Token": token, "Origin": "http://<b>x</b>"},
+        )
+        assert markup.status_code == 403 and markup.headers["content-type"].startswith("text/html")
+        assert 'role="alert"' in markup.text and "&lt;b&gt;x&lt;/b&gt;" in markup.text
+        assert "<b>" not in markup.text
+        # the token from the same origin passes (no Origin header, as from a script: allowed)
+        ok = await client.post(
+            "/console/chat/send",
+            data={"agent": "Eliza", "text": "hi"},
+            headers={"X-CSRF-Token": token, "Sec-Fetch-Site": "same-origin", "Origin": url},
+        )
+        assert ok.status_code == 200
+        # logging in from another site is refused before the key is even looked at
+        for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            forged = await client.post("/login", data={"api_key": KEY}, headers=headers)
+            assert forged.status_code == 403, headers
+
+
+async def test_a_login_never_keeps_the_session_the_browser_came_with(keyed: Host) -> None:
+    assert keyed.http is not None
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30) as client:
+        await _login(client)
+        first = client.cookies["agenthost_console"]
+        await _login(client)  # the browser still sends the first cookie
+        second = client.cookies["agenthost_console"]
+        assert second != first
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30) as replay:
+        replay.cookies.set("agenthost_console", first)
+        assert (await replay.get("/console/agents")).status_code == 303  # dropped
+        replay.cookies.set("agenthost_console", second)
+        assert (await replay.get("/console/agents")).status_code == 200
+        token = re.search(r'name="csrf-token" content="([^"]+)"', (await replay.get("/")).text)
+        assert token is not None
+        assert (
+            await replay.post("/logout", headers={"X-CSRF-Token": token.group(1)})
+        ).status_code == 303
+        assert (await replay.get("/console/agents")).status_code == 303  # logged out
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/\\evil.example", "/\\/evil.example", "/\t/evil.example", "/\n/evil.example", "/\x7f"],
+)
+def test_login_redirect_refuses_what_browsers_read_as_another_host(target: str) -> None:
+    assert _local(target) == "/"
+
+
+@given(st.text(max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_a_login_redirect_stays_here_as_a_browser_reads_it(target: str) -> None:
+    local = _local(target)
+    read = re.sub(r"[\t\n\r]", "", local).replace("\\", "/")  # what a browser resolves
+    assert urlsplit(read).netloc == "" and urlsplit(read).scheme == ""
+    assert read.startswith("/") and not read.startswith("//")
+
+
+async def test_bad_input_gets_a_4xx_page_or_fragment_never_a_500(keyed: Host) -> None:
+    assert keyed.agents is not None and keyed.http is not None
+    runtime = keyed.agents.get("Eliza")
+    room = (
+        await runtime.process_message(runtime.new_message("hi", room_id=uuid4(), entity_id=uuid4()))
+    ).room_id
+    nobody = uuid4()
+    cases = [
+        *[
+            ("GET", f"/console/timeline?agent=Eliza&room={room}&after={after}", 200)
+            for after in ("99999999999999999999999", "9223372036854775808", "-3", "%C2%B2", "abc")
+        ],
+        ("GET", f"/console/memories?agent=Eliza&room={room}&cursor=%ff%fe", 200),
+        ("GET", "/console/memories?agent=%ff&room=%00", 200),
+        ("GET", "/console/agents/Eliza/saw/not-a-uuid", 404),
+        ("GET", f"/console/agents/Nobody/saw/{nobody}", 404),
+        ("DELETE", "/console/agents/Eliza/memories/garbage", 404),
+        ("DELETE", "/console/agents/Eliza/rooms/garbage/memories", 404),
+        ("POST", f"/console/agents/Nobody/rooms/{room}/replay", 404),
+        ("POST", "/console/agents/Eliza/rooms/garbage/replay", 404),
+        ("POST", "/console/agents/Nobody/start", 404),
+        ("POST", "/console/agents/Eliza/explode", 404),
+    ]
+    headers = {"X-API-Key": KEY}
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30, headers=headers) as api:
+        for method, path, status in cases:
+            response = await api.request(method, path)
+            assert response.status_code == status, (method, path, response.text[:300])
+            assert response.headers["content-type"].startswith("text/html"), (method, path)
+            assert "Traceback" not in response.text
+            if "after=" in path:  # the first page, and why
+                assert "That page link is broken" in response.text, path
+                assert "message:received" in response.text, path
+        empty = await api.post("/console/chat/send", data={"agent": "Eliza", "text": " \n "})
+        assert empty.status_code == 422 and "Type a message first." in empty.text
+        raw = await api.post(
+            "/console/chat/send",
+            content=b"agent=Eliza&text=caf\xe9\xff",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert raw.status_code == 200 and "caf" in raw.text
+
+
+class _Elements(HTMLParser):
+    """Every start tag with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+async def test_markup_in_names_and_stored_data_stays_text_in_attributes_too(keyed: Host) -> None:
+    """A character named with quotes and tags, a sender and a memory holding markup: no page
+    gains an element or an attribute from them, and the secrets are nowhere."""
+    assert keyed.agents is not None and keyed.http is not None
+    eve = keyed.agents.get(agent_id_for(CHARACTER["name"]))
+    room = uuid4()
+    message = eve.new_message(f"memory {EVIL}", room_id=room, entity_id=uuid4(), name=EVIL)
+    reply = await eve.process_message(message)
+    agent_ref = str(eve.agent_id)
+    async with httpx.AsyncClient(
+        base_url=keyed.http.url, timeout=30, headers={"X-API-Key": KEY}
+    ) as api:
+        stopped = await api.post(f"/console/agents/{agent_ref}/stop")
+        started = await api.post(f"/console/agents/{agent_ref}/start")
+        assert stopped.status_code == started.status_code == 200
+        eve = keyed.agents.get(agent_ref)
+        pages = [
+            "/console/agents",
+            f"/?agent={eve.agent_id}&room={room}",
+            f"/console/memories?agent={eve.agent_id}&room={room}",
+            f"/console/memories?agent={eve.agent_id}&room={room}&q=memory",
+            f"/console/timeline?agent={eve.agent_id}&room={room}",
+            f"/console/agents/{agent_ref}/saw/{reply.message_id}",
+            "/console/plugins",
+        ]
+        bodies = {path: (await api.get(path)).text for path in pages}
+        bodies["start"] = started.text
+    for path, body in bodies.items():
+        assert "eve-secret-value-42" not in body and KEY not in body, path
+        parsed = _Elements()
+        parsed.feed(body)
+        scripts = [a.get("src") for t, a in parsed.tags if t == "script"]
+        assert all(s and s.startswith("/console/static/") for s in scripts), (path, scripts)
+        assert not [t for t, _ in parsed.tags if t == "img"], path
+        for tag, attrs in parsed.tags:
+            assert not [a for a in attrs if a.startswith("on")], (path, tag, attrs)
+            for name in ("hx-get", "hx-post", "hx-delete", "href", "action"):
+                target = attrs.get(name)
+                if target is not None:
+                    assert "<" not in target and '"' not in target, (path, tag, attrs)
+        assert EVIL in "".join(parsed.text) or path == "/console/plugins", path
+
+
+async def test_an_open_console_answers_only_under_this_machines_names(tmp_path: Path) -> None:
+    """Without an API key, a page of another site whose name was re-pointed at 127.0.0.1 (DNS
+    rebinding) is same-origin with the console: it must not get a session, a token or a page."""
+    host = await _host(tmp_path, api_key=None)
+    try:
+        assert host.http is not None
+        async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as client:
+            port = host.http.port
+            for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+                page = await client.get("/console/agents", headers={"Host": name})
+                assert page.status_code == 200, name
+            for name in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}"):
+                page = await client.get("/console/agents", headers={"Host": name})
+                assert page.status_code == 403 and "http.api_key" in page.text, name
+                assert "set-cookie" not in page.headers and "csrf-token" not in page.text
+                login = await client.post("/login", data={}, headers={"Host": name})
+                assert login.status_code == 403 and "set-cookie" not in login.headers
+    finally:
+        await host.stop()
+
+
+async def test_a_failure_shown_on_a_page_masks_the_configured_secrets(
+    keyed: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error quoting a secret (a DSN with its password, a key) is masked on the page as in
+    the logs: the page is outside the log scrubbing."""
+    from host.console import routes
+
+    async def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError(f"cannot reach postgresql://agent:{KEY}@db/events")
+
+    monkeypatch.setattr(routes, "replay_room", failing)  # the store failing mid-replay
+    assert keyed.http is not None
+    headers = {"X-API-Key": KEY}
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30, headers=headers) as api:
+        page = await api.post(f"/console/agents/Eliza/rooms/{uuid4()}/replay")
+    assert "The replay failed: cannot reach postgresql://agent:" in page.text
+    assert KEY not in page.text
+
+
+async def test_search_without_an_embedding_model_says_so_and_lists(tmp_path: Path) -> None:
+    config = HostConfig(
+        data_dir=tmp_path / "data",
+        http=HttpSettings(port=0),
+        agents=AgentsSettings(characters_dir=SHIPPED),
+        plugins=PluginsSettings(enabled=["sqlite"]),  # no model plugin at all
+    )
+    host = Host(LoadedConfig(config, None))
+    await host.start(http=True)
+    try:
+        assert host.agents is not None and host.http is not None
+        runtime = host.agents.get("Eliza")
+        room = uuid4()
+        await runtime.database.create_memory(
+            runtime.new_message("a stored note", room_id=room, entity_id=uuid4())
+        )
+        async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as client:
+            page = await client.get(f"/console/memories?agent=Eliza&room={room}&q=note")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "The search needs the agent&#39;s embedding model" in page.text
+        assert "a stored note" in page.text  # the room's memories instead
+    finally:
+        await host.stop()
+
+
+async def test_a_failing_start_or_an_empty_replay_says_why(
+    keyed: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert keyed.agents is not None and keyed.http is not None
+
+    async def failing(_ref: Any) -> Any:
+        raise RuntimeError(f"no database bound (dsn postgresql://a:{KEY}@db)")
+
+    monkeypatch.setattr(keyed.agents, "start", failing)
+    headers = {"X-API-Key": KEY}
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30, headers=headers) as api:
+        start = await api.post("/console/agents/Eliza/start")
+        assert start.status_code == 409 and "Could not start Eliza: no database bound" in start.text
+        assert KEY not in start.text
+        empty = await api.post(f"/console/agents/Eliza/rooms/{uuid4()}/replay")
+        assert empty.status_code == 200 and "Nothing to replay" in empty.text
+        assert "matches the recording" not in empty.text
