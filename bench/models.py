@@ -4,9 +4,11 @@ Baselines measured in the same run: awaiting the same handler directly. Two hand
 returning a prebuilt result (the registry's whole overhead shows) and one building its result,
 ``TextResult(text=...)``, as the smallest real handler does. The registry rows run with no event
 bus (the registry alone) and with the host's bus and its metrics subscriber (what a call in the
-host costs: it emits ``model:used``, which the metrics record). Target from the issue: use_model
-within 2x of the direct call. Each figure is the best of 15 timed loops, every case timed once
-per round so that a row and its baseline see the same load (the machine is shared).
+host costs: it emits ``model:used``, which the metrics record). Targets: use_model within 2x of
+the direct call (issue 7, out of reach in CPython: see the floor row); with the host's bus and
+metrics, at most 2 µs of overhead over the direct call (issue 20). Each figure is the best of 15
+timed loops, every case timed once per round so that a row and its baseline see the same load,
+in CPU time of the thread (the machine is shared: wall time would count other jobs' slices).
 
     .venv/bin/python bench/models.py [--quick]
 """
@@ -69,10 +71,10 @@ async def per_call(cases: dict[str, Case], rounds: int = 15) -> dict[str, float]
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(rounds):
         for name, (make, number) in cases.items():
-            started = time.perf_counter()
+            started = time.thread_time()
             for _ in range(number):
                 await make()
-            best[name] = min(best[name], (time.perf_counter() - started) / number)
+            best[name] = min(best[name], (time.thread_time() - started) / number)
     return best
 
 
@@ -125,12 +127,21 @@ async def run(number: int) -> list[tuple[str, float, float | None, str]]:
     def target(seconds: float, base: float) -> str:
         return f"target <= 2x: {'met' if seconds / base <= 2 else 'NOT met'}"
 
+    def overhead(seconds: float, base: float) -> str:
+        extra = (seconds - base) * 1e6
+        return f"+{extra:.2f} µs; target <= +2 µs: {'met' if extra <= 2 else 'NOT met'}"
+
     return [
         ("no-op handler, awaited directly (baseline)", direct, direct, ""),
         ("  floor: one async function around it, nothing else", t["wrapper"], direct, ""),
         ("use_model, registry alone", t["alone"], direct, target(t["alone"], direct)),
         ("use_model, registry alone, provider by name", t["named"], direct, ""),
-        ("use_model, with bus + metrics (model:used)", t["wired"], direct, ""),
+        (
+            "use_model, with bus + metrics (model:used)",
+            t["wired"],
+            direct,
+            overhead(t["wired"], direct),
+        ),
         ("use_model, one retryable failure then fallback", t["fallback"], direct, ""),
         ("TextResult-building handler, directly (baseline)", direct_build, direct_build, ""),
         (
@@ -139,7 +150,12 @@ async def run(number: int) -> list[tuple[str, float, float | None, str]]:
             direct_build,
             target(t["build_alone"], direct_build),
         ),
-        ("  use_model, with bus + metrics (model:used)", t["build_wired"], direct_build, ""),
+        (
+            "  use_model, with bus + metrics (model:used)",
+            t["build_wired"],
+            direct_build,
+            overhead(t["build_wired"], direct_build),
+        ),
         ("ELIZA reply (TEXT_LARGE, one sentence)", t_eliza, None, f"{1 / t_eliza:,.0f} calls/s"),
         ("local embedding (13 words, 384 d)", t_embed, None, f"{1 / t_embed:,.0f} calls/s"),
     ]

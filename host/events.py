@@ -10,8 +10,11 @@ registration (LIFO) and tryfirst/trylast, while the bus must await async handler
 out, isolate their failures and order them by priority. So pluggy validates and collects the
 hook implementations; the bus runs them.
 
-Emitting is cheap on purpose: each event keeps a precomputed tuple of its handlers, rebuilt only
-when subscriptions change; an emit is a type check and a loop over that tuple.
+Emitting is cheap on purpose: each event keeps a precomputed tuple of its handlers (with how
+each is called and its timeout), rebuilt only when subscriptions change; an emit is a type check
+and a loop over that tuple. The async handlers of one emit share one deadline (`Deadline`,
+armed before each await with one attribute store, no clock read), swept by one task per bus,
+instead of a timer or a registration per handler.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any, Protocol, TypeVar
 
 import pluggy
@@ -46,7 +50,7 @@ from contracts.events import (
 from contracts.plugin import Manifest
 from host import hookspecs
 from host.blocking import component_site, describe_subscription
-from host.deadlines import Deadlines
+from host.deadlines import Deadline, Deadlines
 from host.validation import field_problems
 
 __all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
@@ -54,6 +58,12 @@ __all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
 P = TypeVar("P", bound=EventPayload)
 
 _order = itertools.count()
+_NEVER = math.inf
+_TIMED, _OWN, _ANY, _DETACHED = 0, 1, 2, 3
+"""How a plan entry is called: `_TIMED`, ``await call(payload)`` under the emit's deadline (a
+coroutine function with a limit: the common case, kept to the fewest steps); `_OWN`,
+``call(payload)`` and await what it returns if it is awaitable (under the deadline if it has a
+limit); `_ANY`, the same with ``call(event, payload)``; `_DETACHED`, in a task of its own."""
 _in_detached: ContextVar[bool] = ContextVar("agenthost_in_detached_handler", default=False)
 
 
@@ -85,6 +95,8 @@ class HandlerSubscription:
     active: bool = True
     call: Callable[..., Awaitable[None] | None] = field(init=False)
     """What emit calls: `handler`, or for a blocking one a call of it in a worker thread."""
+    limit: float | None = None
+    """Seconds an await of it may take: `timeout`, else the bus default (set with the plan)."""
 
     def __post_init__(self) -> None:
         self.call = _in_thread(self.handler) if self.blocking else self.handler
@@ -111,6 +123,10 @@ class _LoadedPlugin(Protocol):
     def manifest(self) -> Manifest: ...
 
 
+_Run = tuple[HandlerSubscription, Callable[..., Any], int]
+"""One handler of an event's plan: the subscription, what to call and how (`_TIMED`...)."""
+
+
 def _sort_key(sub: HandlerSubscription) -> tuple[int, int]:
     return (-sub.priority, sub.order)
 
@@ -119,10 +135,10 @@ class EventBus:
     """Subscriptions per event, emitted in priority order with failures isolated."""
 
     def __init__(self, settings: EventSettings | None = None) -> None:
-        self.settings = settings or EventSettings()
+        self._settings = settings or EventSettings()
         self._subs: dict[str, list[HandlerSubscription]] = {}
         self._any: list[HandlerSubscription] = []
-        self._plan: dict[str, tuple[HandlerSubscription, ...]] = {}
+        self._plan: dict[str, tuple[_Run, ...]] = {}
         self._detached: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -133,6 +149,15 @@ class EventBus:
         self.failures = 0
         """Handler failures since start (also counted by the metrics layer)."""
         self._closed = False
+
+    @property
+    def settings(self) -> EventSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: EventSettings) -> None:
+        self._settings = settings
+        self._plan.clear()  # the plans hold the default timeout
 
     # subscribing -----------------------------------------------------------------------------
 
@@ -268,7 +293,7 @@ class EventBus:
         """Active subscriptions (to `event`, in run order), for `agenthost` introspection."""
         if event is None:
             return sorted([s for v in self._subs.values() for s in v] + self._any, key=_sort_key)
-        return list(self._handlers_for(event.name))
+        return [run[0] for run in self._handlers_for(event.name)]
 
     # emitting -------------------------------------------------------------------------------
 
@@ -284,23 +309,55 @@ class EventBus:
         plan = self._plan.get(event.name)
         if plan is None:
             plan = self._handlers_for(event.name)
-        for sub in plan:  # `sub` names the handler running to the loop monitor
-            if not sub.active:
-                continue  # unsubscribed by an earlier handler of this emit (or a plugin unload)
-            if sub.detached and not self._closed:
-                await self._spawn(sub, event, payload)
-                continue
-            try:
-                result = sub.call(event, payload) if sub.event is None else sub.call(payload)
-                if result is not None and inspect.isawaitable(result):
-                    timeout = sub.timeout or self.settings.handler_timeout
-                    await self._await(result, timeout)
-            except Exception as exc:
-                await self._failed(sub, event, exc)
-            except asyncio.CancelledError as exc:
-                if _cancelling():
-                    raise
-                await self._failed(sub, event, exc)
+        deadline: Deadline | None = None  # one for this emit's awaits, held at the first
+        try:
+            for sub, call, kind in plan:  # `sub` names the handler to the loop monitor
+                if not sub.active:
+                    continue  # unsubscribed by an earlier handler of this emit (or an unload)
+                try:
+                    if kind:  # not the common case
+                        if kind is _OWN:
+                            result = call(payload)
+                        elif kind is _ANY:
+                            result = call(event, payload)
+                        else:
+                            if deadline is not None:
+                                deadline.armed = None
+                            await (self._call if self._closed else self._spawn)(sub, event, payload)
+                            continue
+                        if result is None:
+                            continue
+                        if type(result) is not CoroutineType and not inspect.isawaitable(result):
+                            continue
+                        if not sub.limit:
+                            if deadline is not None:
+                                deadline.armed = None
+                            await result
+                            continue
+                    else:
+                        result = call(payload)
+                    if deadline is None:
+                        deadline = self._deadlines.hold()
+                    deadline.armed = sub  # stays armed until the next await of this emit
+                    await result
+                    if deadline.expired:  # the handler swallowed its deadline's cancellation
+                        deadline.timed_out()
+                except Exception as exc:
+                    if deadline is not None:
+                        deadline.timed_out()  # disarmed (and a swallowed expiry withdrawn)
+                    await self._failed(sub, event, exc)
+                except asyncio.CancelledError as exc:
+                    if deadline is not None and deadline.timed_out():
+                        # expired, and no other cancellation pending (the caller's, or an
+                        # enclosing handler's deadline that expired in the same sweep)
+                        await self._failed(sub, event, TimeoutError(f"took over {sub.limit}s"))
+                    elif _cancelling():
+                        raise
+                    else:
+                        await self._failed(sub, event, exc)
+        finally:
+            if deadline is not None:
+                self._deadlines.release(deadline)
 
     async def _await(self, result: Awaitable[None], limit: float | None) -> None:
         if not limit:
@@ -320,10 +377,20 @@ class EventBus:
         finally:
             self._deadlines.finish(key)
 
-    def _handlers_for(self, name: str) -> tuple[HandlerSubscription, ...]:
+    def _handlers_for(self, name: str) -> tuple[_Run, ...]:
         own = sorted(self._subs.get(name, ()), key=_sort_key)
-        plan = (*own, *sorted(self._any, key=_sort_key))
-        self._plan[name] = plan
+        default = self._settings.handler_timeout
+        runs: list[_Run] = []
+        for sub in (*own, *sorted(self._any, key=_sort_key)):
+            sub.limit = sub.timeout or default
+            if sub.detached:
+                kind = _DETACHED
+            elif sub.event is None:
+                kind = _ANY
+            else:
+                kind = _TIMED if sub.limit and _is_async(sub.call) else _OWN
+            runs.append((sub, sub.call, kind))
+        plan = self._plan[name] = tuple(runs)
         return plan
 
     async def _spawn(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:

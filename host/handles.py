@@ -14,14 +14,14 @@ the process it runs in (in-process Python can reach any object); plugins are tru
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from contracts.agent import CachePolicy
 from contracts.cache import CacheContext, CacheStats
 from contracts.errors import OwnershipError
 from contracts.events import AnyHandler, Event, EventPayload, Handler
-from contracts.models import ModelHandler, ModelParams, ModelType, TextChunk
+from contracts.models import ModelHandler, ModelParams, ModelType
 from host.cache import ProviderCache
 from host.events import EventBus, HandlerSubscription
 from host.models import ModelRegistry
@@ -74,13 +74,15 @@ class _OwnSubscription:
 class PluginBus:
     """The event bus as plugin `plugin` sees it (the EVENTS service injected into a plugin)."""
 
-    __slots__ = ("_bus", "plugin")
+    __slots__ = ("_bus", "emit", "plugin")
 
     _OFFERED: Final = "on, on_any, off, emit, subscriptions and unregister_owner (its own)"
 
     def __init__(self, bus: EventBus, plugin: str) -> None:
         self._bus = bus
         self.plugin = plugin
+        self.emit = bus.emit
+        """The bus's own emit: emitting is open to every plugin, and a handle adds no call."""
 
     def _owner(self, owner: str | None) -> str:
         if owner is not None and owner != self.plugin:
@@ -144,9 +146,6 @@ class PluginBus:
             sub.cancel()
         return bool(own)
 
-    async def emit(self, event: Event[P], payload: P) -> None:
-        await self._bus.emit(event, payload)
-
     def subscriptions(self, event: Event[Any] | None = None) -> list[str]:
         """Labels of this plugin's active subscriptions (to `event`), in run order."""
         return [s.label for s in self._bus.subscriptions(event) if s.owner == self.plugin]
@@ -170,7 +169,7 @@ class PluginBus:
 class PluginModels:
     """The model registry as plugin `plugin` sees it (the MODELS service injected into it)."""
 
-    __slots__ = ("_registry", "plugin")
+    __slots__ = ("_registry", "plugin", "stream_model", "use_model")
 
     _OFFERED: Final = (
         "use_model, stream_model, providers, registered, register and unregister_owner (its own)"
@@ -179,16 +178,10 @@ class PluginModels:
     def __init__(self, registry: ModelRegistry, plugin: str) -> None:
         self._registry = registry
         self.plugin = plugin
-
-    async def use_model(
-        self, model_type: ModelType[MP, R], params: MP, *, provider: str | None = None
-    ) -> R:
-        return await self._registry.use_model(model_type, params, provider=provider)
-
-    def stream_model(
-        self, model_type: ModelType[MP, R], params: MP, *, provider: str | None = None
-    ) -> AsyncIterator[TextChunk]:
-        return self._registry.stream_model(model_type, params, provider=provider)
+        # the registry's own methods: calling models is open to every plugin, and a handle
+        # adds no call on the way
+        self.use_model = registry.use_model
+        self.stream_model = registry.stream_model
 
     def providers(self, model_type: ModelType[Any, Any] | str) -> list[str]:
         return self._registry.providers(model_type)

@@ -153,3 +153,21 @@ async def test_the_container_injects_handles_into_what_plugins_construct() -> No
     container.register(hosts_recorder, Recorder, owner="host")
     assert container.resolve(hosts_recorder).bus is bus
     assert container.resolve(EVENTS) is bus  # the host itself resolves the bus
+
+
+async def test_emitting_and_calling_models_through_a_handle_adds_no_call() -> None:
+    bus, models = EventBus(), ModelRegistry()
+    seen: list[str] = []
+    bus.on(AGENT_STARTED, lambda p: seen.append(p.name))
+
+    async def answer(params: TextParams) -> TextResult:
+        return TextResult(text=(params.prompt or "").upper())
+
+    models.register(ModelHandler(TEXT_SMALL, answer), owner="m")
+    handle, model_handle = PluginBus(bus, "p"), PluginModels(models, "p")
+    # the services' own bound methods: no coroutine of the handle's around each call
+    assert handle.emit.__self__ is bus and handle.emit.__func__ is EventBus.emit  # type: ignore[attr-defined]
+    assert model_handle.use_model.__func__ is ModelRegistry.use_model  # type: ignore[attr-defined]
+    await handle.emit(AGENT_STARTED, AgentPayload(agent_id=uuid4(), name="via handle"))
+    result = await model_handle.use_model(TEXT_SMALL, TextParams(prompt="hi"))
+    assert seen == ["via handle"] and result.text == "HI"

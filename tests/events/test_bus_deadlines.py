@@ -1,0 +1,126 @@
+"""The emit's one deadline (host/deadlines.py `hold`): each handler still has its own limit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from uuid import uuid4
+
+from contracts.events import AGENT_STARTED, HANDLER_FAILED, AgentPayload, HandlerFailedPayload
+from host.events import EventBus, EventSettings
+
+STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
+
+
+def failures_of(bus: EventBus) -> list[HandlerFailedPayload]:
+    failures: list[HandlerFailedPayload] = []
+    bus.on(HANDLER_FAILED, failures.append)
+    return failures
+
+
+async def test_two_slow_handlers_of_one_emit_each_time_out_and_the_next_runs() -> None:
+    bus = EventBus(EventSettings(handler_timeout=0.1))
+    failures = failures_of(bus)
+    ran: list[str] = []
+
+    async def slow(payload: AgentPayload) -> None:
+        await asyncio.sleep(5)
+
+    async def fast(payload: AgentPayload) -> None:
+        await asyncio.sleep(0)
+        ran.append("fast")
+
+    bus.on(AGENT_STARTED, slow, owner="first", priority=3)
+    bus.on(AGENT_STARTED, slow, owner="second", priority=2)
+    bus.on(AGENT_STARTED, fast, owner="third", priority=1)
+    await asyncio.wait_for(bus.emit(AGENT_STARTED, STARTED), 3)
+    assert [(f.plugin, f.timed_out) for f in failures] == [("first", True), ("second", True)]
+    assert ran == ["fast"]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)  # no cancellation left over for the emitter
+
+
+async def test_each_handler_gets_its_whole_limit_not_what_the_earlier_ones_left() -> None:
+    bus = EventBus(EventSettings(handler_timeout=0.6))
+    failures = failures_of(bus)
+
+    async def takes_a_while(payload: AgentPayload) -> None:
+        await asyncio.sleep(0.35)
+
+    for index in range(3):  # 1.05 s in all: over the limit together, each well under it
+        bus.on(AGENT_STARTED, takes_a_while, owner=f"p{index}")
+    await bus.emit(AGENT_STARTED, STARTED)
+    assert failures == []
+
+
+async def test_many_short_emits_in_a_row_never_add_up_to_a_timeout() -> None:
+    bus = EventBus(EventSettings(handler_timeout=0.3))
+    failures = failures_of(bus)
+
+    async def short(payload: AgentPayload) -> None:
+        await asyncio.sleep(0.02)
+
+    bus.on(AGENT_STARTED, short)
+    ends = time.monotonic() + 1.0  # the pooled deadline is reused by every emit
+    while time.monotonic() < ends:
+        await bus.emit(AGENT_STARTED, STARTED)
+    assert failures == []
+
+
+async def test_a_handler_swallowing_its_timeout_leaves_no_cancellation_behind() -> None:
+    bus = EventBus(EventSettings(handler_timeout=0.1))
+    ran: list[str] = []
+
+    async def stubborn(payload: AgentPayload) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            ran.append("swallowed")
+
+    async def after(payload: AgentPayload) -> None:
+        await asyncio.sleep(0.01)
+        ran.append("after")
+
+    bus.on(AGENT_STARTED, stubborn, priority=1)
+    bus.on(AGENT_STARTED, after)
+    await asyncio.wait_for(bus.emit(AGENT_STARTED, STARTED), 3)
+    assert ran == ["swallowed", "after"]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)
+
+
+async def test_the_caller_cancelling_a_timed_handler_is_not_a_timeout() -> None:
+    bus = EventBus(EventSettings(handler_timeout=10))
+    failures = failures_of(bus)
+    started = asyncio.Event()
+
+    async def waits(payload: AgentPayload) -> None:
+        started.set()
+        await asyncio.sleep(5)
+
+    bus.on(AGENT_STARTED, waits)
+    emitting = asyncio.create_task(bus.emit(AGENT_STARTED, STARTED))
+    await started.wait()
+    emitting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await emitting
+    assert emitting.cancelled() and failures == []
+
+
+async def test_new_settings_apply_to_the_next_emit() -> None:
+    bus = EventBus(EventSettings(handler_timeout=30))
+    failures = failures_of(bus)
+    pause = 0.0
+
+    async def handler(payload: AgentPayload) -> None:
+        await asyncio.sleep(pause)
+
+    bus.on(AGENT_STARTED, handler, owner="sloth")
+    await bus.emit(AGENT_STARTED, STARTED)  # the plan is built with the 30 s default
+    bus.settings = EventSettings(handler_timeout=0.05)
+    pause = 5.0
+    await asyncio.wait_for(bus.emit(AGENT_STARTED, STARTED), 3)
+    assert [(f.plugin, f.timed_out) for f in failures] == [("sloth", True)]
