@@ -66,7 +66,24 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
         args = ["stats", "--url", host.http.url, "--name", "gen_ai"]
         result = await asyncio.to_thread(CliRunner().invoke, app, args)
         assert result.exit_code == 0, result.output
-        assert "agenthost stats" in result.output and "p95" in result.output
+        # piped (CliRunner is no terminal): plain columns, one line per series, nothing wrapped
+        header, *rows = result.output.splitlines()
+        assert header.split() == [
+            "metric",
+            "tags",
+            "count",
+            "/",
+            "value",
+            "mean",
+            "p50",
+            "p95",
+            "max",
+        ]
+        assert rows and all("│" not in row and "─" not in row for row in rows)
+        assert any(
+            row.startswith("gen_ai.client.operation.duration ") and "gen_ai.system=eliza" in row
+            for row in rows
+        ), result.output
         as_json = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--json"])
         series = json.loads(as_json.output)
         assert {s["name"] for s in series} == {
