@@ -8,8 +8,8 @@
    provider is logged, listed in ``state.skipped`` and leaves nothing in the state);
 4. decide whether to respond (`should_respond`);
 5. ``TEXT_LARGE`` with a prompt built from the character and the state (`build_prompt`);
-6. run the actions the reply asks for or that always run (``ACTION_STARTED`` /
-   ``ACTION_COMPLETED``; each sees the results before it);
+6. run the actions the reply asks for, whose keywords the message contains, or that always run
+   (``ACTION_STARTED`` / ``ACTION_COMPLETED``; each sees the results before it);
 7. save the reply (``MEMORY_CREATED``), run the evaluators, emit ``MESSAGE_SENT``.
 
 Messages to one room are processed one at a time, in arrival order; different rooms run in
@@ -209,6 +209,21 @@ def build_prompt(
     sender = str((message.content.model_extra or {}).get("name") or "user")
     parts.append(f"# Message from {sender}\n{message.content.text}")
     return "\n\n".join(parts)
+
+
+def mentions(text: str, action: Action) -> bool:
+    """Whether `text` contains one of `action`'s keywords (whole words, any case)."""
+    pattern = _KEYWORDS.get(action.keywords)
+    if pattern is None:
+        words = "|".join(re.escape(k.strip()) for k in action.keywords if k.strip())
+        pattern = _KEYWORDS[action.keywords] = re.compile(
+            rf"(?<!\w)(?:{words})(?!\w)" if words else r"(?!)", re.IGNORECASE
+        )
+    return pattern.search(text) is not None
+
+
+_KEYWORDS: dict[tuple[str, ...], re.Pattern[str]] = {}
+"""Compiled keyword patterns by keyword tuple (a plugin's actions are few and long-lived)."""
 
 
 PROMPT_EXAMPLES = 3
@@ -746,6 +761,10 @@ class _Run:
                     self.rt._log.info("model asked for unknown action {}", name)
                 elif action in self.usable and action not in chosen:
                     chosen.append(action)
+            text = self.message.content.text or ""
+            chosen += [
+                a for a in self.usable if a.keywords and a not in chosen and mentions(text, a)
+            ]
             chosen += [a for a in self.usable if a.always and a not in chosen]
             for action in chosen[: self.rt.settings.max_actions]:
                 self.actions.append(await self._run_action(action))
