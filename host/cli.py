@@ -28,6 +28,7 @@ from contracts.errors import AgentHostError
 from host import __version__
 from host.cli_events import events_app
 from host.cli_output import HoistingGroup, print_table
+from host.cli_scaffold import new_plugin
 from host.cluster.cli import cluster_app
 from host.config import (
     MASK,
@@ -55,6 +56,7 @@ app = typer.Typer(
 plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
+plugins_app.command("new")(new_plugin)
 app.add_typer(config_app, name="config")
 
 console = Console()
