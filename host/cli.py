@@ -26,6 +26,7 @@ from contracts.agent import CharacterError
 from contracts.cluster import ClusterRole
 from contracts.errors import AgentHostError
 from host import __version__
+from host.cli_db import db_app
 from host.cli_events import events_app
 from host.cli_output import HoistingGroup, print_table
 from host.cli_scaffold import new_plugin
@@ -396,6 +397,7 @@ def stats(
 
 app.add_typer(events_app, name="events")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:
