@@ -39,16 +39,16 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
             exposition = (await client.get("/metrics")).text
         families = {f.name: f for f in text_string_to_metric_families(exposition)}
         model_type = "agenthost_model_type"
-        duration = families["gen_ai_client_operation_duration"]
+        duration = families["gen_ai_client_operation_duration_seconds"]
         labels = {
             (s.labels["gen_ai_operation_name"], s.labels["gen_ai_system"], s.labels[model_type])
             for s in duration.samples
         }
         assert ("chat", "eliza", "text_large") in labels
         assert ("embeddings", "eliza", "text_embedding") in labels
-        stages = families["agenthost_pipeline_stage_duration"]
+        stages = families["agenthost_pipeline_stage_duration_seconds"]
         assert {s.labels["stage"] for s in stages.samples} >= {"memory", "model", "total"}
-        memory_ops = families["agenthost_memory_operation_duration"]
+        memory_ops = families["agenthost_memory_operation_duration_seconds"]
         assert any(
             s.labels == {"backend": "sqlite", "operation": "create", "outcome": "ok"}
             and s.name.endswith("_count")
