@@ -1,12 +1,15 @@
-"""``agenthost db start | stop | status``: a local PostgreSQL with pgvector (host/localdb.py).
+"""``agenthost db start | stop | status``: a local PostgreSQL with pgvector (host/localdb.py);
+``agenthost db index``: build the configured memory store's vector index, with progress.
 
 Mounted by host/cli.py as ``app.add_typer(db_app, name="db")``.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from contracts.storage import DATABASE
+from host.cli_progress import progress
 from host.localdb import LocalDbError, LocalDbStatus, start, status, stop
 
 __all__ = ["db_app"]
@@ -25,6 +30,12 @@ db_app = typer.Typer(
 )
 console = Console(soft_wrap=True, highlight=False)
 errors = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class IndexKind(enum.StrEnum):
+    hnsw = "hnsw"
+    ivf = "ivf"
+
 
 DataDirOption = Annotated[
     Path | None,
@@ -96,3 +107,37 @@ def db_stop(data_dir: DataDirOption = None) -> None:
     except LocalDbError as exc:
         raise _fail(exc) from None
     console.print("stopped" if stopped else "not running")
+
+
+IndexOption = Annotated[
+    IndexKind, typer.Option("--type", help="The vector index to build: hnsw or ivf.")
+]
+
+
+@db_app.command("index")
+def db_index(
+    kind: IndexOption = IndexKind.hnsw,
+    table: Annotated[str, typer.Option("--table", help="The memory table.")] = "messages",
+) -> None:
+    """Build the memory store's vector index now (a warm-up after a bulk import), on the store
+    the configuration names (SQLite, PostgreSQL...), with a progress display meanwhile."""
+    from host import cli
+    from host.app import Host
+
+    loaded = cli._load()
+
+    async def build() -> float:
+        instance = Host(loaded)
+        await instance.start(agents=False)
+        try:
+            database = await instance.container.aresolve(DATABASE)
+            started = time.perf_counter()
+            with progress(total=False) as shown:
+                shown.add_task(f"building the {kind.value} index of {table}", total=None)
+                await database.build_index(kind.value, table)
+            return time.perf_counter() - started
+        finally:
+            await instance.stop()
+
+    seconds = cli._run(build)
+    console.print(f"{kind.value} index of {table} built in {seconds:.1f} s")

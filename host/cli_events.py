@@ -26,6 +26,7 @@ from contracts.config import HostConfig
 from contracts.errors import AgentHostError
 from contracts.eventstore import DomainEvent, EventFilter, EventStore, EventStoreError
 from host.cli_output import print_table
+from host.cli_progress import progress
 from host.eventstore import PostgresEventStore, SqliteEventStore
 
 __all__ = ["events_app"]
@@ -315,14 +316,21 @@ def export(
 
     async def dump(s: EventStore) -> int:
         count = 0
+        last = await s.last_position()
         out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
-        try:
-            async for e in s.iter_all(from_position, flt):
-                out.write(e.model_dump_json() + "\n")
-                count += 1
-        finally:
-            if out is not sys.stdout:
-                out.close()
+        # positions left to read: the exact count without a filter, a bound with one
+        with progress(total=True) as bar:
+            task = bar.add_task("exporting events", total=max(last - from_position, 0))
+            try:
+                async for e in s.iter_all(from_position, flt):
+                    out.write(e.model_dump_json() + "\n")
+                    count += 1
+                    if count % 256 == 0:
+                        bar.update(task, completed=(e.position or 0) - from_position)
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+            bar.update(task, completed=max(last - from_position, 0))
         return count
 
     written = _run(store, data_dir, dump)
