@@ -54,8 +54,8 @@ from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Or
 from contracts.models import ModelError
 from contracts.storage import StorageUnavailableError
 from host.agents import AgentManager, UnknownAgentError
-from host.http_manage import manage_router
 from host.http_docs import assets_router, docs_router, document
+from host.http_manage import manage_router
 from host.runtime import AgentRuntime, agent_id_for
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""``agenthost plugins new``: a plugin package made from the templates in host/templates/plugin.
+"""``agenthost plugins new``: a plugin package made from the templates in host/plugin_template.
 
 The package is pip-installable as made: a pyproject with the ``agenthost.plugins`` entry point,
 ``py.typed``, a plugin with a settings model, a provider, an action and an event handler, a
@@ -15,7 +15,7 @@ from string import Template
 
 __all__ = ["TEMPLATES", "PluginNames", "ScaffoldError", "names_for", "scaffold"]
 
-TEMPLATES = Path(__file__).resolve().parent / "templates" / "plugin"
+TEMPLATES = Path(__file__).resolve().parent / "plugin_template"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 _MAX = 30
 

@@ -101,6 +101,7 @@ class MessageTrace:
         self._tracer = spans
         self.root = root
         self.stage_span: Any = None
+        self.ended = False
 
     def parent(self) -> Any:
         return trace.set_span_in_context(self.stage_span or self.root)
@@ -124,6 +125,9 @@ class MessageTrace:
             span.end()
 
     def end(self, error: BaseException | None = None, *, responded: bool | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
         if responded is not None:
             self.root.set_attribute("agenthost.responded", responded)
         if error is not None:

@@ -31,7 +31,9 @@ def live_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHost]:
     tmp = tmp_path_factory.mktemp("live")
     config = HostConfig(
         data_dir=tmp,
-        http=HttpSettings(port=0, api_key=SecretStr(API_KEY)),
+        # bodies up to 8 MB: a 100,001-character text escaped as JSON passes 1 MB (413 is
+        # right, but schemathesis wants invalid data rejected as 4xx other than 413)
+        http=HttpSettings(port=0, api_key=SecretStr(API_KEY), max_body_bytes=8_000_000),
         agents=AgentsSettings(characters_dir=Path(tmp / "none")),
         plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
     )
