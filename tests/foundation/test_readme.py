@@ -42,9 +42,10 @@ async def test_readme_plugin_example() -> None:
     await container.aclose()
 
 
-def readme_block(language: str, index: int = 0) -> str:
+def readme_block(language: str, containing: str = "") -> str:
+    """The first `language` code block of the README that contains `containing`."""
     blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(), re.DOTALL)
-    return str(blocks[index])
+    return str(next(block for block in blocks if containing in block))
 
 
 async def test_readme_plugin_runs_with_yaml_and_env_settings_and_eliza(tmp_path: Path) -> None:
@@ -55,10 +56,10 @@ async def test_readme_plugin_runs_with_yaml_and_env_settings_and_eliza(tmp_path:
     from host.testing import AgentTestBuilder
 
     namespace: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(readme_block("python"), "README.md", "exec"), namespace)
+    exec(compile(readme_block("python", "class WeatherPlugin"), "README.md", "exec"), namespace)
     plugin_cls = namespace["WeatherPlugin"]
     config_file = tmp_path / "agenthost.yaml"
-    config_file.write_text(readme_block("yaml"))
+    config_file.write_text(readme_block("yaml", "  weather:"))
     loaded = load_config(config_file, environ={"AGENTHOST_PLUGINS__WEATHER__CITY": "Bergen"})
     section = loaded.config.plugins.section("weather")
     assert section["keywords"] == ["forecast", "umbrella", "rain"]  # from the YAML
