@@ -10,12 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported at collection (see below)
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from .conftest import LiveHost
+
+# schemathesis is a pytest plugin, so pytest rewrites its modules' asserts when they are first
+# imported; imported lazily deep inside a test, CPython 3.11.7's parser failed on one of them
+# ("AST constructor recursion depth mismatch"). Imported above, at collection, it does not.
 
 EXAMPLES = 10
 
