@@ -762,4 +762,3 @@ def missing_vector_hint(exc: BaseException) -> str | None:
     if '"vector"' in text and ("is not available" in text or "control file" in text):
         return VECTOR_HINT
     return None
-
