@@ -380,8 +380,10 @@ class Provider:
 class Action:
     """Something the agent can do. `validate` says whether it applies; `handler` does it.
 
-    The runtime runs an action when the model's reply names it (``ACTIONS: NAME`` or
-    ``[NAME]``, by name or simile) or when it is ``always``, and its `validate` returns True.
+    The runtime runs an action when its `validate` returns True (or it has none) and: the
+    model's reply names it (``ACTIONS: NAME`` or ``[NAME]``, by name or simile), or the incoming
+    message contains one of its `keywords`, or it is ``always``. The default ELIZA model never
+    names actions: keywords are how an action runs with it.
     """
 
     name: str
@@ -396,6 +398,9 @@ class Action:
     """Seconds before the action counts as failed; None: the runtime's default."""
     blocking: bool = False
     """`handler` (and `validate`) are sync and may block: they run in a worker thread."""
+    keywords: tuple[str, ...] = ()
+    """Words or phrases that run the action when the incoming message contains one (whole
+    words, case-insensitive), whatever the model replies."""
 
 
 @dataclass(frozen=True, slots=True)

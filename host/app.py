@@ -35,6 +35,7 @@ from contracts.events import (
 from contracts.logging import LOGGER
 from contracts.metrics import METRICS
 from contracts.models import MODELS
+from host import tracing
 from host.agents import AgentManager
 from host.blocking import LoopMonitor
 from host.cache import ProviderCache
@@ -142,6 +143,7 @@ class Host:
             return
         self._started = True
         self.cache.bind(self.events)  # invalidation first among each event's handlers
+        tracing.subscribe(self.events)  # model call spans, when a tracer provider is set
         if self.config.metrics.enabled:
             EventMetrics(self.telemetry.internal).subscribe(self.events, owner="host")
             counters, gauges = cache_source(self.cache)

@@ -1,7 +1,8 @@
 """The ``agenthost`` command line (typer + rich).
 
-Exit codes: 0 ok, 2 usage or configuration errors, 1 runtime errors. Global options come
-before the command: ``agenthost --config my.yaml run``.
+Exit codes: 0 ok, 2 usage or configuration errors, 1 runtime errors. Global options go before
+or after the command: ``agenthost --config my.yaml run`` or ``agenthost run --log-level debug``.
+Tables are plain columns when stdout is not a terminal (host/cli_output.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from contracts.agent import CharacterError
 from contracts.cluster import ClusterRole
 from contracts.errors import AgentHostError
 from host import __version__
+from host.cli_db import db_app
 from host.cli_events import events_app
+from host.cli_output import HoistingGroup, print_table
+from host.cli_scaffold import new_plugin
 from host.cluster.cli import cluster_app
 from host.config import (
     MASK,
@@ -48,10 +52,12 @@ app = typer.Typer(
     help="Run AI agents built from plugins: discovery, injection, events, memory, models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=HoistingGroup,
 )
 plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
+plugins_app.command("new")(new_plugin)
 app.add_typer(config_app, name="config")
 
 console = Console()
@@ -231,7 +237,7 @@ def plugins_list(
             error = f"last reload failed (the previous version serves): {last['error']}"
         cells = (row["name"], row["version"] or "", row["distribution"] or "")
         table.add_row(*map(escape, cells), status, escape(error))
-    console.print(table)
+    print_table(table, console)
 
 
 def _running_host(loaded: LoadedConfig, url: str | None) -> tuple[str, dict[str, str]]:
@@ -308,7 +314,7 @@ def config_show(
         table.add_row(
             escape(key), escape(json.dumps(value, default=str)), escape(loaded.source_of(key))
         )
-    console.print(table)
+    print_table(table, console)
 
 
 def _plugin_secret_keys(loaded: LoadedConfig) -> list[str]:
@@ -386,11 +392,12 @@ def stats(
             )
         else:
             table.add_row(escape(item["name"]), tags, f"{item['value']:g}", "", "", "", "")
-    console.print(table)
+    print_table(table, console)
 
 
 app.add_typer(events_app, name="events")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

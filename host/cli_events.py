@@ -1,8 +1,9 @@
 """``agenthost events``: list, show, follow, export and replay the audit trail.
 
 Mounted by host/cli.py as ``app.add_typer(events_app, name="events")``. The store is the one the
-``audit`` plugin writes: ``plugins.audit`` settings (SQLite file in the data dir by default), or
-``--store`` (a SQLite path or a ``postgresql://`` URL).
+``audit`` plugin of a host with the same configuration writes (SQLite file in the data dir by
+default, PostgreSQL when the memory store is PostgreSQL or ``plugins.audit`` says so), or
+``--store`` (a SQLite path or a ``postgresql://`` URL). ``--agent`` takes an agent's name or id.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from rich.console import Console
 from rich.table import Table
 
 from builtin_plugins.audit.settings import AuditSettings
+from contracts.config import HostConfig
 from contracts.errors import AgentHostError
 from contracts.eventstore import DomainEvent, EventFilter, EventStore, EventStoreError
+from host.cli_output import print_table
+from host.cli_progress import progress
 from host.eventstore import PostgresEventStore, SqliteEventStore
 
 __all__ = ["events_app"]
@@ -35,6 +39,7 @@ events_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
+hints = Console(stderr=True)
 
 StoreOption = Annotated[
     str | None,
@@ -51,33 +56,88 @@ DataDirOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line")]
 
 
-def configured() -> tuple[AuditSettings, Path]:
-    """The audit plugin's settings (``plugins.audit``) and the data dir, from the host config."""
-    from host.config import load_config
+_config_path: list[Path | None] = [None]
+"""The ``agenthost --config`` file of this invocation (set by `_root` on every invocation)."""
 
-    config = load_config().config
-    return AuditSettings.model_validate(config.plugins.section("audit")), config.data_dir
+
+@events_app.callback()
+def _root(ctx: typer.Context) -> None:
+    """Inspect the audit trail: list, show, follow, export and replay recorded events."""
+    _config_path[0] = ctx.find_root().params.get("config")
+
+
+def configured() -> tuple[AuditSettings, HostConfig]:
+    """The audit plugin's settings (``plugins.audit``) and the host config (``agenthost
+    --config`` honoured)."""
+    from host.config import ConfigError, load_config
+
+    try:
+        config = load_config(_config_path[0]).config
+    except ConfigError as exc:
+        raise EventStoreError(str(exc)) from None
+    return AuditSettings.model_validate(config.plugins.section("audit")), config
+
+
+def _memory_store(config: HostConfig) -> str:
+    """The memory store's backend as ``agenthost run`` picks it: ``postgres`` when pinned by
+    ``services.database`` or when ``sqlite`` is disabled, else ``sqlite``."""
+    pinned = config.services.get("database")
+    if pinned is not None:
+        return pinned
+    return "postgres" if "sqlite" in config.plugins.disabled else "sqlite"
+
+
+def _postgres_url(config: HostConfig) -> str:
+    url = config.plugins.section("postgres").get("url")
+    if not url:
+        raise EventStoreError(
+            "the audit trail shares the postgres memory store's database, but"
+            " plugins.postgres.url is not set: set it, or pass --store postgresql://..."
+        )
+    return str(url.get_secret_value() if hasattr(url, "get_secret_value") else url)
 
 
 async def open_store(store: str | None, data_dir: Path | None) -> EventStore:
-    """The event store named by `store`, else the one the audit plugin's settings describe."""
+    """The event store named by `store`, else the one the host's configuration gives the audit
+    plugin (as ``agenthost run`` opens it: its own SQLite file or PostgreSQL URL, or the memory
+    store's database)."""
     if store is not None and store.startswith(("postgresql://", "postgres://")):
         return await PostgresEventStore.connect(store)
     if store is not None:
         path = Path(store)
     else:
-        settings, config_dir = configured()
+        settings, config = configured()
+        memory = _memory_store(config)
         if settings.postgres_url is not None:
             return await PostgresEventStore.connect(settings.postgres_url.get_secret_value())
-        if settings.backend == "postgres" or settings.share_memory_database:
-            raise EventStoreError(
-                "the audit trail lives in the memory store's database: pass --store"
-                " (its SQLite file or postgresql:// URL)"
-            )
-        path = settings.resolve_path(data_dir or config_dir)
+        backend = settings.backend
+        if backend == "auto":
+            backend = "postgres" if memory == "postgres" else "sqlite"
+        if backend == "postgres":
+            return await PostgresEventStore.connect(_postgres_url(config))
+        base = data_dir or config.data_dir
+        path = settings.resolve_path(base)
+        if settings.share_memory_database:
+            from builtin_plugins.sqlite.plugin import SqliteSettings
+
+            sqlite = SqliteSettings.model_validate(config.plugins.section("sqlite"))
+            path = sqlite.resolve_path(base)
     if str(path) != ":memory:" and not path.exists():
         raise EventStoreError(f"no event store at {path} (is the audit plugin enabled?)")
     return await SqliteEventStore.open(path)
+
+
+def aggregate_of(agent: str | None) -> str | None:
+    """The aggregate id of `agent`: an agent id or ``host`` as given, else the id of the agent
+    with that name (the name a character file gives)."""
+    if agent is None or agent == "host":
+        return agent
+    try:
+        return str(UUID(agent))
+    except ValueError:
+        from host.runtime import agent_id_for
+
+        return str(agent_id_for(agent))
 
 
 def _run(store: str | None, data_dir: Path | None, body: Callable[[EventStore], Awaitable[T]]) -> T:
@@ -135,7 +195,7 @@ def _print_json(events: list[DomainEvent]) -> None:
 
 @events_app.command("list")
 def list_events(
-    agent: Annotated[str | None, typer.Option("--agent", help="Aggregate (agent id)")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Agent name or id")] = None,
     types: Annotated[
         list[str] | None, typer.Option("--type", help="Event type (repeatable)")
     ] = None,
@@ -152,7 +212,7 @@ def list_events(
 ) -> None:
     """List recorded events in global order (filter by agent, type, position, time)."""
     flt = EventFilter(
-        aggregate_id=agent,
+        aggregate_id=aggregate_of(agent),
         event_types=tuple(types) if types else None,
         since=_utc(since),
     )
@@ -163,14 +223,14 @@ def list_events(
     if not events:
         console.print("no events")
         return
-    console.print(_table(events, f"{len(events)} event(s)"))
+    print_table(_table(events, f"{len(events)} event(s)"), console)
     if len(events) == limit:
-        console.print(f"[dim]more: --from {events[-1].position}[/dim]")
+        hints.print(f"[dim]more: --from {events[-1].position}[/dim]")
 
 
 @events_app.command("show")
 def show(
-    aggregate: Annotated[str, typer.Argument(help="Aggregate id (an agent id, or 'host')")],
+    aggregate: Annotated[str, typer.Argument(help="Agent name or id, or 'host'")],
     from_version: Annotated[int, typer.Option("--from-version", min=0)] = 0,
     full: Annotated[bool, typer.Option("--full", help="Print each event's data")] = False,
     as_json: JsonOption = False,
@@ -178,6 +238,7 @@ def show(
     data_dir: DataDirOption = None,
 ) -> None:
     """Show one aggregate's events (an agent's audit trail) in version order."""
+    aggregate = aggregate_of(aggregate) or aggregate
     events = _run(store, data_dir, lambda s: s.get_events(aggregate, from_version))
     if as_json:
         _print_json(events)
@@ -185,7 +246,7 @@ def show(
     if not events:
         console.print(f"no events for aggregate {aggregate!r}")
         raise typer.Exit(1)
-    console.print(_table(events, f"aggregate {aggregate} (version {events[-1].version})"))
+    print_table(_table(events, f"aggregate {aggregate} (version {events[-1].version})"), console)
     if full:
         for e in events:
             console.rule(f"v{e.version} {e.event_type}")
@@ -193,13 +254,21 @@ def show(
 
 
 @events_app.command("aggregates")
-def aggregates(store: StoreOption = None, data_dir: DataDirOption = None) -> None:
+def aggregates(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
+    store: StoreOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
     """List every aggregate (agent) with its current version."""
     rows = _run(store, data_dir, lambda s: s.aggregates())
+    if as_json:
+        data = [{"aggregate": name, "version": version} for name, version in rows]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
     table = Table("aggregate", "version")
     for name, version in rows:
         table.add_row(name, str(version))
-    console.print(table)
+    print_table(table, console)
 
 
 @events_app.command("tail")
@@ -216,7 +285,7 @@ def tail(
     data_dir: DataDirOption = None,
 ) -> None:
     """Follow new events as they are recorded (Ctrl-C to stop)."""
-    flt = EventFilter(aggregate_id=agent, event_types=tuple(types) if types else None)
+    flt = EventFilter(aggregate_id=aggregate_of(agent), event_types=tuple(types) if types else None)
 
     async def follow(s: EventStore) -> None:
         start = await s.last_position() if from_position is None else from_position
@@ -243,18 +312,25 @@ def export(
     data_dir: DataDirOption = None,
 ) -> None:
     """Export events (all, or one agent's) as JSON Lines, streaming."""
-    flt = EventFilter(aggregate_id=agent)
+    flt = EventFilter(aggregate_id=aggregate_of(agent))
 
     async def dump(s: EventStore) -> int:
         count = 0
+        last = await s.last_position()
         out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
-        try:
-            async for e in s.iter_all(from_position, flt):
-                out.write(e.model_dump_json() + "\n")
-                count += 1
-        finally:
-            if out is not sys.stdout:
-                out.close()
+        # positions left to read: the exact count without a filter, a bound with one
+        with progress(total=True) as bar:
+            task = bar.add_task("exporting events", total=max(last - from_position, 0))
+            try:
+                async for e in s.iter_all(from_position, flt):
+                    out.write(e.model_dump_json() + "\n")
+                    count += 1
+                    if count % 256 == 0:
+                        bar.update(task, completed=(e.position or 0) - from_position)
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+            bar.update(task, completed=max(last - from_position, 0))
         return count
 
     written = _run(store, data_dir, dump)
@@ -264,7 +340,9 @@ def export(
 
 @events_app.command("replay")
 def replay(
-    aggregate: Annotated[str, typer.Argument(help="Agent id whose conversation to replay")],
+    aggregate: Annotated[
+        str, typer.Argument(help="Agent (name or id) whose conversation to replay")
+    ],
     room: Annotated[
         UUID | None, typer.Option("--room", help="Only this room (default: every room)")
     ] = None,
@@ -286,7 +364,9 @@ def replay(
     report = _run(
         store,
         data_dir,
-        lambda s: replay_agent(s, aggregate, room_id=room, rerun=rerun, data_dir=data_dir),
+        lambda s: replay_agent(
+            s, aggregate_of(aggregate) or aggregate, room_id=room, rerun=rerun, data_dir=data_dir
+        ),
     )
     for line in report.lines():
         console.print(line, highlight=False)

@@ -12,8 +12,9 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 - start / stop agents, list an agent's rooms, delete memories: `host.http_manage`
 
 ``{agent}`` is an agent's name, username or id. When ``http.api_key`` is set, every route but
-``/health`` requires it in the ``X-API-Key`` header (401 otherwise). Request bodies over
-``http.max_body_bytes`` get 413.
+``/health`` (and the Swagger UI assets) requires it as ``X-API-Key: <key>`` or
+``Authorization: Bearer <key>`` (401 otherwise). Request bodies over ``http.max_body_bytes`` get
+413, bodies that are not JSON 400; the schema documents these (host/http_docs.py).
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ from fastapi import (
 )
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.security import APIKeyHeader
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sse_starlette import EventSourceResponse
@@ -54,6 +54,7 @@ from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Or
 from contracts.models import ModelError
 from contracts.storage import StorageUnavailableError
 from host.agents import AgentManager, UnknownAgentError
+from host.http_docs import assets_router, docs_router, document
 from host.http_manage import manage_router
 from host.runtime import AgentRuntime, agent_id_for
 
@@ -72,6 +73,8 @@ __all__ = [
 
 API_KEY_HEADER = "X-API-Key"
 DEFAULT_MAX_BODY = 1_048_576
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{32}$"
+"""The shape of a memory cursor (`Cursor.encode`: 24 bytes, URL-safe base64 unpadded)."""
 
 _log = logger.bind(component="http")
 
@@ -243,18 +246,26 @@ class _BodyLimit:
 
 
 _KEY_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+_BEARER = HTTPBearer(auto_error=False)
 
 
 async def _require_key(
-    request: Request, given: Annotated[str | None, Security(_KEY_HEADER)]
+    request: Request,
+    given: Annotated[str | None, Security(_KEY_HEADER)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
 ) -> None:
     expected: str | None = request.app.state.api_key
     if expected is None:
         return
-    if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            401, detail=f"missing or wrong API key (send it in the {API_KEY_HEADER} header)"
-        )
+    for key in (given, bearer.credentials if bearer is not None else None):
+        if key is not None and secrets.compare_digest(key.encode(), expected.encode()):
+            return
+    raise HTTPException(
+        401,
+        detail=f"missing or wrong API key (send it as {API_KEY_HEADER}: <key> or"
+        " Authorization: Bearer <key>)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _agent_runtime(
@@ -392,7 +403,10 @@ def create_app(
         runtime: Runtime,
         room_id: UUID,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(description="next_cursor of the last page")] = None,
+        cursor: Annotated[
+            str | None,
+            Query(description="next_cursor of the last page (opaque)", pattern=CURSOR_PATTERN),
+        ] = None,
         order: Annotated[Order, Query()] = "desc",
     ) -> MemoryPage:
         """The room's memories of this agent, newest first by default, `limit` per page."""
@@ -423,19 +437,25 @@ def create_app(
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    @guarded.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API")
-
+    guarded.include_router(docs_router(title))
     include_guarded(app, guarded)
     include_guarded(app, manage_router())
+    app.include_router(assets_router())
+    document(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
         """FastAPI's 422 (``{"detail": [{"loc", "msg", "input", ...}]}``), encodable whatever
         the input."""
         assert isinstance(exc, RequestValidationError)
-        return _EchoJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        errors = exc.errors()
+        if errors and all(error.get("type") == "json_invalid" for error in errors):
+            where = ", ".join(f"{e['ctx'].get('error', e['msg'])}" for e in errors if "ctx" in e)
+            return JSONResponse(
+                {"detail": f"the body is not valid JSON: {where or errors[0]['msg']}"},
+                status_code=400,
+            )
+        return _EchoJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(UnknownAgentError)
     async def unknown_agent(_request: Request, exc: Exception) -> JSONResponse:

@@ -8,8 +8,8 @@
    provider is logged, listed in ``state.skipped`` and leaves nothing in the state);
 4. decide whether to respond (`should_respond`);
 5. ``TEXT_LARGE`` with a prompt built from the character and the state (`build_prompt`);
-6. run the actions the reply asks for or that always run (``ACTION_STARTED`` /
-   ``ACTION_COMPLETED``; each sees the results before it);
+6. run the actions the reply asks for, whose keywords the message contains, or that always run
+   (``ACTION_STARTED`` / ``ACTION_COMPLETED``; each sees the results before it);
 7. save the reply (``MEMORY_CREATED``), run the evaluators, emit ``MESSAGE_SENT``.
 
 Messages to one room are processed one at a time, in arrival order; different rooms run in
@@ -70,6 +70,7 @@ from contracts.models import (
     TextParams,
 )
 from contracts.storage import DatabaseAdapter
+from host import tracing
 from host.blocking import component, component_site
 from host.components import ComponentRegistry
 from host.di import Container
@@ -209,6 +210,21 @@ def build_prompt(
     sender = str((message.content.model_extra or {}).get("name") or "user")
     parts.append(f"# Message from {sender}\n{message.content.text}")
     return "\n\n".join(parts)
+
+
+def mentions(text: str, action: Action) -> bool:
+    """Whether `text` contains one of `action`'s keywords (whole words, any case)."""
+    pattern = _KEYWORDS.get(action.keywords)
+    if pattern is None:
+        words = "|".join(re.escape(k.strip()) for k in action.keywords if k.strip())
+        pattern = _KEYWORDS[action.keywords] = re.compile(
+            rf"(?<!\w)(?:{words})(?!\w)" if words else r"(?!)", re.IGNORECASE
+        )
+    return pattern.search(text) is not None
+
+
+_KEYWORDS: dict[tuple[str, ...], re.Pattern[str]] = {}
+"""Compiled keyword patterns by keyword tuple (a plugin's actions are few and long-lived)."""
 
 
 PROMPT_EXAMPLES = 3
@@ -399,12 +415,16 @@ class AgentRuntime:
         """Run the whole pipeline for `message` and return the reply (see the module doc)."""
         async with self._room(message.room_id):
             run = _Run(self, message)
-            with _serving(self._caller(message)):
-                async with self.scope.create_scope("message"):
-                    await run.before_model()
-                    if run.responded:
-                        await run.model_reply()
-                    await run.after_model()
+            try:
+                with _serving(self._caller(message)):
+                    async with self.scope.create_scope("message"):
+                        await run.before_model()
+                        if run.responded:
+                            await run.model_reply()
+                        await run.after_model()
+            except BaseException as exc:
+                run.failed(exc)
+                raise
             return run.result()
 
     def stream_message(self, message: Memory) -> ReplyStream:
@@ -432,6 +452,8 @@ class AgentRuntime:
                 if run.responded:
                     started = time.perf_counter()
                     raw = sent = ""
+                    model_stage = tracing.stage(run.trace, "model")  # spans the yields below
+                    model_stage.__enter__()
                     chunks = self.stream_model(TEXT_LARGE, run.prompt())
                     try:
                         while True:
@@ -450,6 +472,7 @@ class AgentRuntime:
                         close = getattr(chunks, "aclose", None)
                         if close is not None:
                             await close()
+                        model_stage.__exit__(None, None, None)
                     run.timings["model"] = time.perf_counter() - started
                     run.set_model_text(raw)
                     if len(run.text) > len(sent) and run.text.startswith(sent):
@@ -656,6 +679,9 @@ class _Run:
         self.evaluators: list[ActionResult] = []
         self.reply: Memory | None = None
         self.usable: list[Action] = []
+        self.trace = tracing.start_message(
+            runtime.name, runtime.agent_id, message.room_id, message.id
+        )
 
     def _ctx(self) -> ActionContext:
         return ActionContext(
@@ -680,10 +706,12 @@ class _Run:
             ),
         )
         t = time.perf_counter()
-        self.message = await rt.save_memory(self.message)
+        with tracing.stage(self.trace, "memory"):
+            self.message = await rt.save_memory(self.message)
         self.timings["memory"] += time.perf_counter() - t
         t = time.perf_counter()
-        self.state = await rt.compose_state(self.message)
+        with tracing.stage(self.trace, "providers"):
+            self.state = await rt.compose_state(self.message)
         self.timings["providers"] = time.perf_counter() - t
         self.responded = should_respond(
             rt.character, self.message, rt.agent_id, groups=rt.settings.respond_in_groups
@@ -713,7 +741,8 @@ class _Run:
 
     async def model_reply(self) -> None:
         t = time.perf_counter()
-        reply = await self.rt.use_model(TEXT_LARGE, self.prompt())
+        with tracing.stage(self.trace, "model"):
+            reply = await self.rt.use_model(TEXT_LARGE, self.prompt())
         self.timings["model"] = time.perf_counter() - t
         self.set_model_text(reply.text)
 
@@ -737,6 +766,10 @@ class _Run:
         return extra
 
     async def run_actions(self) -> None:
+        with tracing.stage(self.trace, "actions"):
+            await self._run_actions()
+
+    async def _run_actions(self) -> None:
         t = time.perf_counter()
         if self.responded:
             chosen: list[Action] = []
@@ -746,6 +779,10 @@ class _Run:
                     self.rt._log.info("model asked for unknown action {}", name)
                 elif action in self.usable and action not in chosen:
                     chosen.append(action)
+            text = self.message.content.text or ""
+            chosen += [
+                a for a in self.usable if a.keywords and a not in chosen and mentions(text, a)
+            ]
             chosen += [a for a in self.usable if a.always and a not in chosen]
             for action in chosen[: self.rt.settings.max_actions]:
                 self.actions.append(await self._run_action(action))
@@ -793,8 +830,34 @@ class _Run:
                 metadata=_fallback_metadata(call_context.get()),
                 created_at=rt.now(),
             )
-            self.reply = await rt.save_memory(reply)
+            with tracing.stage(self.trace, "memory"):
+                self.reply = await rt.save_memory(reply)
             self.timings["memory"] += time.perf_counter() - t
+        with tracing.stage(self.trace, "evaluators"):
+            await self._run_evaluators()
+        self.timings["total"] = time.perf_counter() - self.started
+        if self.reply is not None:
+            await rt.events.emit(
+                MESSAGE_SENT,
+                MessagePayload(
+                    agent_id=rt.agent_id,
+                    room_id=self.reply.room_id,
+                    entity_id=rt.agent_id,
+                    message=self.reply,
+                    in_reply_to=self.message.id,
+                    timings=dict(self.timings),
+                ),
+            )
+        if self.trace is not None:
+            self.trace.end(responded=self.responded)
+
+    def failed(self, error: BaseException) -> None:
+        """The pipeline raised `error`: the message's span ends with it."""
+        if self.trace is not None:
+            self.trace.end(error)
+
+    async def _run_evaluators(self) -> None:
+        rt = self.rt
         t = time.perf_counter()
         for evaluator in rt.components.evaluators:
             if not self.responded and not evaluator.always_run:
@@ -810,19 +873,6 @@ class _Run:
             if outcome is not None:
                 self.evaluators.append(outcome)
         self.timings["evaluators"] = time.perf_counter() - t
-        self.timings["total"] = time.perf_counter() - self.started
-        if self.reply is not None:
-            await rt.events.emit(
-                MESSAGE_SENT,
-                MessagePayload(
-                    agent_id=rt.agent_id,
-                    room_id=self.reply.room_id,
-                    entity_id=rt.agent_id,
-                    message=self.reply,
-                    in_reply_to=self.message.id,
-                    timings=dict(self.timings),
-                ),
-            )
 
     def result(self) -> Reply:
         return Reply(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) and install agenthost into it, editable, with the dev extra.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
+# PYTHON picks the interpreter, VENV the directory (CI: a second venv for another Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"
@@ -12,11 +13,12 @@ if [ -z "$PY" ]; then
   done
 fi
 [ -n "$PY" ] || { echo "agenthost needs Python >= 3.11" >&2; exit 2; }
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=.venv/.agenthost-installed
+VENV="${VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+stamp="$VENV/.agenthost-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi

@@ -216,6 +216,9 @@ class PostgresAdapter:
             ) as conn:
                 await migrate(conn, where)
         except psycopg.Error as exc:
+            hint = missing_vector_hint(exc)
+            if hint is not None:  # the server answers, but cannot serve vectors
+                raise StorageError(f"cannot open PostgreSQL at {where}: {hint}") from None
             raise StorageUnavailableError(
                 f"cannot open PostgreSQL at {where}: {safe_text(exc, url)}"
             ) from None
@@ -741,3 +744,21 @@ class PostgresAdapter:
 
     def __repr__(self) -> str:
         return f"PostgresAdapter({self.where!r})"
+
+
+VECTOR_HINT = (
+    "the server has no pgvector extension (CREATE EXTENSION vector failed). Install it on the"
+    " server (https://github.com/pgvector/pgvector#installation; Debian/Ubuntu: the"
+    " postgresql-<version>-pgvector package from apt.postgresql.org, which Debian's own"
+    " repository lacks), or run `agenthost db start` for a local PostgreSQL with pgvector"
+    " (pip install 'agenthost[pgserver]') and use the URL it prints"
+)
+
+
+def missing_vector_hint(exc: BaseException) -> str | None:
+    """`VECTOR_HINT` when `exc` says the server cannot create the ``vector`` extension (its
+    control file is not installed), else None."""
+    text = str(exc)
+    if '"vector"' in text and ("is not available" in text or "control file" in text):
+        return VECTOR_HINT
+    return None

@@ -98,11 +98,16 @@ _INSERT = (
 )
 _INSERT_JSON = (
     "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
-    " data, causation_id, correlation_id, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
-    " iif(json_valid(?7), ?7, json(?7)), ?8, ?9, iif(json_valid(?10), ?10, json(?10)))"
+    " data, causation_id, correlation_id, metadata) SELECT id, aggregate_id, version,"
+    " event_type, schema_version, timestamp, iif(json_valid(data), data, json(data)),"
+    " causation_id, correlation_id, iif(json_valid(metadata), metadata, json(metadata)) FROM"
+    " (SELECT ? AS id, ? AS aggregate_id, ? AS version, ? AS event_type, ? AS schema_version,"
+    " ? AS timestamp, ? AS data, ? AS causation_id, ? AS correlation_id, ? AS metadata)"
 )
 """For text from outside (`append_encoded`): valid JSON is stored as given, anything else
-makes ``json()`` raise (malformed JSON), failing the batch."""
+makes ``json()`` raise (malformed JSON), failing the batch. Plain ``?`` placeholders named by
+the subquery: numbered ones (``?7`` used twice) are named parameters to sqlite3, and binding a
+sequence to them is deprecated since Python 3.12 (an error from 3.14)."""
 
 
 def _rows(events: list[EncodedEvent]) -> list[tuple[Any, ...]]:

@@ -6,7 +6,6 @@ Each metric gets its label names from its first use; a later call missing a labe
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -28,25 +27,12 @@ from prometheus_client.core import (
 )
 
 from contracts.metrics import Tags
+from host.metrics.catalog import exposition_name, help_text, prometheus_name
 from host.metrics.memory import DEFAULT_BUCKETS, InMemoryMetrics, Series
 
 __all__ = ["CONTENT_TYPE", "MemoryExporter", "PrometheusMetrics", "prometheus_name"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-HELP: dict[str, str] = {
-    "agenthost.model.provider_fallbacks": (
-        "Model calls answered by a fallback provider, by the provider passed over, the model"
-        " type and the reason (rate_limited, timeout, model_not_served, circuit_open, ...)"
-    ),
-}
-"""Help text of the host's metrics in ``/metrics`` (others show their dotted name)."""
-_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
-
-
-def prometheus_name(name: str) -> str:
-    """``gen_ai.client.operation.duration`` -> ``gen_ai_client_operation_duration``."""
-    cleaned = _INVALID.sub("_", name)
-    return cleaned if not cleaned[:1].isdigit() else f"_{cleaned}"
 
 
 class PrometheusMetrics:
@@ -78,8 +64,8 @@ class PrometheusMetrics:
                         {"buckets": DEFAULT_BUCKETS} if kind is Histogram else {}
                     )
                     metric = kind(
-                        prometheus_name(name),
-                        HELP.get(name, name),
+                        exposition_name(name),
+                        help_text(name),
                         labelnames=[prometheus_name(label) for label in labels],
                         registry=self.registry,
                         **extra,
@@ -132,19 +118,16 @@ class MemoryExporter:
             by_name.setdefault(series.name, []).append(series)
         for name, group in by_name.items():
             labels = sorted({key for s in group for key in s.tags})
-            prom = prometheus_name(name)
+            prom, doc = exposition_name(name), help_text(name)
             kind = group[0].kind
-            text = HELP.get(name, name)
             family: Metric
             if kind == "counter":
-                family = CounterMetricFamily(
-                    prom, text, labels=[prometheus_name(k) for k in labels]
-                )
+                family = CounterMetricFamily(prom, doc, labels=[prometheus_name(k) for k in labels])
             elif kind == "gauge":
-                family = GaugeMetricFamily(prom, text, labels=[prometheus_name(k) for k in labels])
+                family = GaugeMetricFamily(prom, doc, labels=[prometheus_name(k) for k in labels])
             else:
                 family = HistogramMetricFamily(
-                    prom, text, labels=[prometheus_name(k) for k in labels]
+                    prom, doc, labels=[prometheus_name(k) for k in labels]
                 )
             for series in group:
                 values = [series.tags.get(k, "") for k in labels]

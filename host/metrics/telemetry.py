@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 
 from contracts.metrics import MetricsCollector, MetricsSettings, Tags
+from host import tracing
 from host.metrics.bound import bind
 from host.metrics.guard import GuardedMetrics
 from host.metrics.memory import InMemoryMetrics, Kind, Recorder, Series
@@ -70,6 +71,7 @@ class Telemetry:
             server.server_close()
         if self.otel is not None:
             self.otel.shutdown()
+            tracing.shutdown()
 
     def exposition(self) -> bytes:
         """Current figures in Prometheus text format (sampled first)."""
@@ -144,6 +146,7 @@ def build_telemetry(settings: MetricsSettings | None = None) -> Telemetry:
         if settings.otlp_endpoint is None:
             raise ValueError("metrics.exporters lists 'otel' but metrics.otlp_endpoint is not set")
         otel = OTelMetrics([otlp_reader(settings.otlp_endpoint, settings.otlp_interval)])
+        tracing.use_otlp(settings.otlp_endpoint)  # spans to the same collector
         collectors.append(otel)
     collector = GuardedMetrics(collectors, max_series=settings.max_series)
     return Telemetry(settings, collector, memory, Sampler(collector), prometheus, otel)

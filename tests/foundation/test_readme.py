@@ -40,3 +40,43 @@ async def test_readme_plugin_example() -> None:
     result = await provider.get(message, None)
     assert result.text == "It is sunny in Oslo."
     await container.aclose()
+
+
+def readme_block(language: str, containing: str = "") -> str:
+    """The first `language` code block of the README that contains `containing`."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(), re.DOTALL)
+    return str(next(block for block in blocks if containing in block))
+
+
+async def test_readme_plugin_runs_with_yaml_and_env_settings_and_eliza(tmp_path: Path) -> None:
+    """The whole example: settings from the README's YAML with the environment overriding
+    them, the provider, the event handler and the action triggered by a keyword with ELIZA."""
+    from contracts.events import ACTION_COMPLETED
+    from host.config import load_config
+    from host.testing import AgentTestBuilder
+
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(readme_block("python", "class WeatherPlugin"), "README.md", "exec"), namespace)
+    plugin_cls = namespace["WeatherPlugin"]
+    config_file = tmp_path / "agenthost.yaml"
+    config_file.write_text(readme_block("yaml", "  weather:"))
+    loaded = load_config(config_file, environ={"AGENTHOST_PLUGINS__WEATHER__CITY": "Bergen"})
+    section = loaded.config.plugins.section("weather")
+    assert section["keywords"] == ["forecast", "umbrella", "rain"]  # from the YAML
+    assert loaded.source_of("plugins.weather.city") != str(config_file)  # the environment won
+
+    builder = AgentTestBuilder().with_plugin(plugin_cls).with_settings(plugins={"weather": section})
+    runtime = await builder.build()
+    try:
+        with runtime.capture_events() as events:
+            reply = await runtime.process_message("Will it RAIN tomorrow?")  # ELIZA, no mock
+        assert reply.text.endswith("\nTomorrow in Bergen: sun, 24 °C.")
+        assert [e.action for e in events.of(ACTION_COMPLETED)] == ["FORECAST"]
+        quiet = await runtime.process_message("I feel sad")
+        assert "Tomorrow in" not in quiet.text
+        action = runtime.components.find_action("FORECAST")
+        assert action is not None
+        instance = action.handler.__self__  # type: ignore[attr-defined]
+        assert instance.asked == 2  # the event handler saw both messages
+    finally:
+        await builder.aclose()

@@ -70,7 +70,7 @@ def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
         )
         assert reply.status_code == 200 and reply.json()["text"] == "In what way?"
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
-        assert "gen_ai_client_operation_duration_count" in metrics
+        assert "gen_ai_client_operation_duration_seconds_count" in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=60)

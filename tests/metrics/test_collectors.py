@@ -110,7 +110,7 @@ def test_prometheus_exposition_parses_back() -> None:
     )
     prom.record_gauge("db.client.connections.usage", 3, {"state": "used"})
     families = {f.name: f for f in text_string_to_metric_families(prom.exposition().decode())}
-    duration = families["gen_ai_client_operation_duration"]
+    duration = families["gen_ai_client_operation_duration_seconds"]
     assert duration.type == "histogram"
     count = next(s for s in duration.samples if s.name.endswith("_count"))
     assert count.value == 2

@@ -39,16 +39,16 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
             exposition = (await client.get("/metrics")).text
         families = {f.name: f for f in text_string_to_metric_families(exposition)}
         model_type = "agenthost_model_type"
-        duration = families["gen_ai_client_operation_duration"]
+        duration = families["gen_ai_client_operation_duration_seconds"]
         labels = {
             (s.labels["gen_ai_operation_name"], s.labels["gen_ai_system"], s.labels[model_type])
             for s in duration.samples
         }
         assert ("chat", "eliza", "text_large") in labels
         assert ("embeddings", "eliza", "text_embedding") in labels
-        stages = families["agenthost_pipeline_stage_duration"]
+        stages = families["agenthost_pipeline_stage_duration_seconds"]
         assert {s.labels["stage"] for s in stages.samples} >= {"memory", "model", "total"}
-        memory_ops = families["agenthost_memory_operation_duration"]
+        memory_ops = families["agenthost_memory_operation_duration_seconds"]
         assert any(
             s.labels == {"backend": "sqlite", "operation": "create", "outcome": "ok"}
             and s.name.endswith("_count")
@@ -66,7 +66,24 @@ async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
         args = ["stats", "--url", host.http.url, "--name", "gen_ai"]
         result = await asyncio.to_thread(CliRunner().invoke, app, args)
         assert result.exit_code == 0, result.output
-        assert "agenthost stats" in result.output and "p95" in result.output
+        # piped (CliRunner is no terminal): plain columns, one line per series, nothing wrapped
+        header, *rows = result.output.splitlines()
+        assert header.split() == [
+            "metric",
+            "tags",
+            "count",
+            "/",
+            "value",
+            "mean",
+            "p50",
+            "p95",
+            "max",
+        ]
+        assert rows and all("│" not in row and "─" not in row for row in rows)
+        assert any(
+            row.startswith("gen_ai.client.operation.duration ") and "gen_ai.system=eliza" in row
+            for row in rows
+        ), result.output
         as_json = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--json"])
         series = json.loads(as_json.output)
         assert {s["name"] for s in series} == {

@@ -36,7 +36,7 @@ async def test_prometheus_parser_reads_back_names_and_labels() -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
-    duration = families["gen_ai_client_operation_duration"]
+    duration = families["gen_ai_client_operation_duration_seconds"]
     count = [s for s in duration.samples if s.name.endswith("_count")]
     assert count[0].value == 2
     assert count[0].labels == {"gen_ai_operation_name": "chat", "gen_ai_system": "eliza"}
