@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ __all__ = [
     "F32",
     "F64",
     "I64",
+    "TUNE_LADDER",
+    "TUNE_MIN_ROWS",
+    "TUNE_RECALL",
     "IndexParams",
     "IndexSet",
     "IndexSettings",
@@ -58,6 +62,19 @@ still walks ef_search candidates of the whole graph and IVF its probed lists, ke
 allowed ones, so a selective filter (a room among many) found a few of its rows or none. Scoring
 4096 384-d vectors exactly costs about what the selector search did (~1.5 ms)."""
 
+TUNE_RECALL = 0.965
+"""Recall@10 an HNSW graph's own `ef_search` is tuned to reach on its held-out sample: the
+target is 0.95 on fresh queries, and a sample of 256 queries measures within about +-0.01."""
+TUNE_QUERIES = 256
+"""Rows held out of a new HNSW graph to tune its `ef_search` (at most a tenth of the table)."""
+TUNE_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+"""`ef_search` values tried, smallest first; the first reaching `TUNE_RECALL` is kept."""
+TUNE_GROWTH = 2
+"""An HNSW graph tuned for n rows is rebuilt (and tuned again) past `TUNE_GROWTH` x n rows (and
+at least `TUNE_MIN_ROWS`): the ef a graph needs grows with it, so an index first built over a
+few rows would otherwise keep a small table's ef at 100k rows."""
+TUNE_MIN_ROWS = 1000
+
 # faiss's bundled stubs lag behind its SWIG API (SearchParametersHNSW, selectors): go untyped.
 faiss: Any = _faiss
 
@@ -77,8 +94,9 @@ class IndexParams:
     """HNSW graph degree (faiss ``M``)."""
     hnsw_ef_construction: int = 80
     """HNSW build-time candidate list size."""
-    hnsw_ef_search: int = 64
-    """HNSW query-time candidate list size when a search passes none."""
+    hnsw_ef_search: int | None = None
+    """HNSW query-time candidate list size when a search passes none; None tunes it when the
+    graph is built (`VectorIndex.tuned_ef`: recall@10 >= 0.95 on the table's own vectors)."""
     ivf_lists: int | None = None
     """IVF inverted lists; None picks ``sqrt(n)`` bounded by the training data."""
     ivf_probes: int | None = None
@@ -102,7 +120,10 @@ class IndexSettings(Protocol):
 
     hnsw_m: int
     hnsw_ef_construction: int
-    hnsw_ef_search: int
+
+    @property
+    def hnsw_ef_search(self) -> int | None: ...  # read-only: a plugin may hold a plain int
+
     ivf_lists: int | None
     ivf_probes: int | None
 
@@ -178,8 +199,9 @@ def query_vector(embedding: Sequence[float] | npt.ArrayLike, dim: int) -> F32:
     q = as_vector(embedding)
     if len(q) != dim:
         raise InvalidQueryError(f"query embedding has {len(q)} dimensions, expected {dim}")
-    with np.errstate(over="ignore"):  # a norm beyond float64 becomes inf, refused below
-        norm = math.sqrt(float(q @ q))
+    # vdot: a norm beyond float64 becomes inf (refused below) without the overflow warning
+    # `@` and np.dot give, so no np.errstate (which cost more than the rest of this function)
+    norm = math.sqrt(float(np.vdot(q, q)))
     if not math.isfinite(norm) or norm == 0.0:
         raise InvalidQueryError("query embedding must be finite and non-zero")
     q /= norm
@@ -217,6 +239,13 @@ class VectorIndex:
         self._dups: dict[int, list[int]] = {}
         self._by_key: dict[int, list[int]] = {}
         self._params: dict[tuple[int | None, int | None], Any] = {}  # see _shared_params
+        self.tuned_ef: int | None = None
+        """HNSW: the `ef_search` its build measured (None: configured, or not HNSW)."""
+        self.tuned_recall: float | None = None
+        """The held-out recall@10 `tuned_ef` reached when it was measured."""
+        self.exact = False
+        """HNSW: searches passing no ef_search score every stored vector (`_build_tuned`)."""
+        self._tuned_on = 0  # rows the graph held when its ef was tuned
 
     def __len__(self) -> int:
         return len(self._pos)
@@ -226,6 +255,8 @@ class VectorIndex:
         """Too many tombstones, or an IVF quantizer trained on far less data than it holds."""
         total = len(self._ext)
         if total and self._dead > max(64, total // 4):
+            return True
+        if self._tuned_on and len(self._pos) > TUNE_GROWTH * max(self._tuned_on, TUNE_MIN_ROWS):
             return True
         return self.kind == "ivf" and len(self._pos) > 4 * max(self._trained_on, 256)
 
@@ -239,7 +270,71 @@ class VectorIndex:
         self._dead = 0
         self._live = None
         self._index = self._new_index(vectors)
-        self._append(np.asarray(labels, dtype=np.int64), vectors)
+        labels = np.asarray(labels, dtype=np.int64)
+        if self.kind == "hnsw" and self.params.hnsw_ef_search is None:
+            self._build_tuned(labels, vectors)
+        else:
+            self._append(labels, vectors)
+
+    def _build_tuned(self, labels: I64, vectors: F32) -> None:
+        """Build the graph without a random sample of its rows and choose the smallest
+        `ef_search` whose top 10 for those held-out rows (fresh queries from the table's own
+        distribution) reaches `TUNE_RECALL` against exact search; then add them. Searches
+        passing no `ef_search` use it (scaled up for k > 10: `default_ef`).
+
+        When no ef reaches it before a graph search costs more than scoring every row (data
+        without low-dimensional structure: uniform random 384-d vectors need ef > 1024 at 100k
+        rows, visiting most of the graph), or the table is tiny, `exact` turns true: such
+        searches score the graph's stored vectors exactly, which is then both cheaper and
+        right. A search passing its own `ef_search` always walks the graph."""
+        n = len(labels)
+        held = min(TUNE_QUERIES, n // 10)
+        self._tuned_on = n
+        if held < 8:  # a handful of rows: exact scoring is as cheap as anything
+            self.tuned_ef, self.tuned_recall, self.exact = None, 1.0, True
+            self._append(labels, vectors)
+            return
+        order = np.random.default_rng(n).permutation(n)
+        rest, out = np.sort(order[held:]), np.sort(order[:held])
+        base = np.ascontiguousarray(vectors[rest])
+        queries = np.ascontiguousarray(vectors[out])
+        self._append(labels[rest], base)
+        take = min(10, len(rest))
+        # the take-th best exact score of each query: a result scoring at least that is a hit
+        # (compared by score, so identical vectors sharing a node count alike)
+        kth = np.concatenate(
+            [
+                -np.partition(-(queries[i : i + 32] @ base.T), take - 1, axis=1)[:, take - 1]
+                for i in range(0, held, 32)
+            ]
+        )
+        flat = faiss.downcast_index(self._index.storage)
+        flat_cost = _one_by_one(flat, queries[:8], take, None)
+        chosen: tuple[int, float] | None = None
+        for ef in TUNE_LADDER:
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+            if _one_by_one(self._index, queries[:8], take, params) > flat_cost:
+                break  # this ef and any larger one cost more than exact search
+            scores, ids = self._index.search(queries, take, params=params)
+            hits = ((scores >= kth[:, None] - 1e-6) & (ids >= 0)).sum()
+            recall = float(hits) / (held * take)
+            if recall >= TUNE_RECALL or ef >= len(rest):
+                chosen = (ef, recall)
+                break
+        if chosen is None:
+            self.tuned_ef, self.tuned_recall, self.exact = None, 1.0, True
+        else:
+            (self.tuned_ef, self.tuned_recall), self.exact = chosen, False
+        self._append(labels[out], queries)
+
+    def default_ef(self, k: int) -> int:
+        """HNSW `ef_search` of a search for `k` passing none: the configured one, else the tuned
+        one (tuned for k = 10), scaled by k / 10 for larger k (faiss searches with at least k
+        candidates whatever the ef: a configured ef is left as it is)."""
+        if self.params.hnsw_ef_search:
+            return self.params.hnsw_ef_search
+        ef = self.tuned_ef or TUNE_LADDER[-1]
+        return ef if k <= 10 else -(-ef * k // 10)
 
     def add(self, labels: Iterable[int], vectors: F32) -> None:
         """Add (or replace) vectors under `labels`."""
@@ -332,6 +427,13 @@ class VectorIndex:
         if self._index is None or not self._pos or k < 1:
             return [], []
         faiss.omp_set_num_threads(1)  # see _BUILD_THREADS
+        exact = False
+        target = self._index
+        if self.kind == "hnsw" and not ef_search:
+            if self.exact:  # the graph's own flat storage, scored exactly (_build_tuned)
+                exact, target = True, faiss.downcast_index(self._index.storage)
+            else:
+                ef_search = self.default_ef(k)
         bitmap = None
         take = min(k, len(self._pos))
         kept: list[int] = []
@@ -354,15 +456,14 @@ class VectorIndex:
         elif self._dead:
             bitmap = self._live_bitmap()
         if bitmap is None:
-            scores, ids_out = self._index.search(
-                query, take, params=self._shared_params(probes, ef_search)
-            )
+            params = None if exact else self._shared_params(probes, ef_search)
+            scores, ids_out = target.search(query, take, params=params)
         else:
-            params = self._search_params(probes, ef_search)
+            params = faiss.SearchParameters() if exact else self._search_params(probes, ef_search)
             # The selector reads `bitmap` during the search: both stay referenced until then.
             selector = faiss.IDSelectorBitmap(len(self._ext), faiss.swig_ptr(bitmap))
             params.sel = selector
-            scores, ids_out = self._index.search(query, take, params=params)
+            scores, ids_out = target.search(query, take, params=params)
             del selector, bitmap
         found = ids_out[0]
         hit = found >= 0
@@ -450,7 +551,7 @@ class VectorIndex:
     def _search_params(self, probes: int | None, ef_search: int | None) -> Any:
         """Fresh faiss search parameters (the caller may attach a selector to them)."""
         if self.kind == "hnsw":
-            ef = ef_search or self.params.hnsw_ef_search
+            ef = ef_search or self.default_ef(10)
             if ef < 1:
                 raise InvalidQueryError(f"ef_search must be >= 1, got {ef}")
             params = faiss.SearchParametersHNSW(efSearch=ef)
@@ -462,6 +563,21 @@ class VectorIndex:
         else:
             params = faiss.SearchParameters()
         return params
+
+
+def _one_by_one(index: Any, queries: F32, k: int, params: Any) -> float:
+    """Median seconds of one-query searches of `index`, on one thread, as searches run."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        spent = []
+        for i in range(len(queries)):
+            started = time.perf_counter()
+            index.search(queries[i : i + 1], k, params=params)
+            spent.append(time.perf_counter() - started)
+        return float(np.median(spent))
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 @dataclass(slots=True)
@@ -548,6 +664,26 @@ class IndexSet:
             )
             self._builds[key] = _Build(future, version)
         return index if current else None
+
+    def current(self, table: str, kind: IndexType, dim: int, version: int) -> VectorIndex | None:
+        """The index of `kind` over `table` if it serves `version` as it is, changing nothing:
+        built, current, and with no build to start or install (None: `get` has work to do)."""
+        index = self.latest(table, kind)
+        if index is None or index.version != version or index.dim != dim:
+            return None
+        return index
+
+    def latest(self, table: str, kind: IndexType) -> VectorIndex | None:
+        """The index of `kind` over `table` at whatever version it is, if it can serve as it
+        is, changing nothing (no build to start or install); its owner checks the version."""
+        key = (table, kind)
+        index = self._indexes.get(key)
+        if index is None:
+            return None
+        build = self._builds.get(key)
+        if build is not None:
+            return None if build.future.done() else index
+        return None if index.needs_rebuild else index
 
     def pending(self, table: str, kind: IndexType) -> Future[VectorIndex] | None:
         """The build of `table`'s `kind` index in progress, if any (done: `get` installs it)."""

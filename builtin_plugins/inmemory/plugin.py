@@ -24,7 +24,8 @@ class InMemorySettings(BaseModel):
 
     hnsw_m: int = Field(default=32, ge=4)
     hnsw_ef_construction: int = Field(default=80, ge=8)
-    hnsw_ef_search: int = Field(default=64, ge=1)
+    hnsw_ef_search: int | None = Field(default=None, ge=1)
+    """None: tuned per HNSW graph when it is built (recall@10 >= 0.95 on held-out rows)."""
     ivf_lists: int | None = Field(default=None, ge=1)
     ivf_probes: int | None = Field(default=None, ge=1)
 

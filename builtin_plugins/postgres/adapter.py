@@ -582,7 +582,7 @@ class PostgresAdapter:
                 rows = await cursor.fetchall()
             else:
                 if kind == "hnsw":
-                    ef = max(ef_search or self.index_params.hnsw_ef_search, k)
+                    ef = max(ef_search or self.index_params.hnsw_ef_search or 64, k)
                     knob, value = "hnsw.ef_search", min(ef, HNSW_MAX_EF_SEARCH)
                 else:
                     lists = await self._ivf_lists(conn, table)

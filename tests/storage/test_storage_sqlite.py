@@ -163,6 +163,7 @@ async def test_a_search_reads_one_snapshot(tmp_path: Path, index_type: str) -> N
     real = one._conn
     assert real is not None
     one._conn = _WriteAfterVersionRead(real, other_process)  # type: ignore[assignment]
+    one._reader = None  # the worker's path (the loop thread's: the test below)
     try:
         results = await one.search_memories([0.0, 1.0], k=2, index_type=kind)
     finally:
@@ -195,3 +196,65 @@ async def test_keyset_pages_use_an_index(tmp_path: Path) -> None:
         )
         assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan
     raw.close()
+
+
+class _WriteBeforeRowsRead(_WriteAfterVersionRead):
+    """The same proxy, writing right before the statement that reads a search's rows."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("SELECT seq, id") and self._write:
+            write, self._write = self._write, None
+            write()
+        return self._conn.execute(sql, *args)
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+async def test_a_search_on_the_loop_thread_reads_one_snapshot(
+    tmp_path: Path, index_type: str
+) -> None:
+    """An ANN search over a current index runs on the event-loop thread, on its own reader
+    connection (no hop to the worker). Another process committing between its index search and
+    its rows read (the newest row deleted, another table's row taking its rowid) changes the
+    table's version that the rows statement reads too: the search is answered again, on the
+    worker, as of after the write, never with the other table's row."""
+    path = tmp_path / "shared.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(5)]
+    await one.create_memories_batch(batch)
+    kind: Any = index_type
+    await one.build_index(kind)
+    assert one._reader is not None and one._executor is not None
+    threads: list[str] = []
+    one._reader.set_trace_callback(lambda _sql: threads.append(threading.current_thread().name))
+    # With the worker thread held busy, the search is still answered: on the loop thread.
+    held = threading.Event()
+    blocker = one._executor.submit(held.wait, 10)
+    try:
+        results = await asyncio.wait_for(
+            one.search_memories([0.0, 1.0], k=2, index_type=kind), timeout=5
+        )
+    finally:
+        held.set()
+        blocker.result()
+    assert [m.id for m, _ in results] == [batch[4].id, batch[3].id]
+    assert results[0][0].embedding == [1.0, 4.0]
+    bare = await one.search_memories([0.0, 1.0], k=2, index_type=kind, with_embeddings=False)
+    assert [(m.id, m.embedding) for m, _ in bare] == [(batch[4].id, None), (batch[3].id, None)]
+    assert threads and set(threads) == {threading.main_thread().name}
+
+    intruder = make_memory(99, table_name="other")
+
+    def other_process() -> None:
+        assert two._delete_batch([batch[4].id]) == 1
+        two._create_batch([intruder], None)
+
+    reader = one._reader
+    one._reader = _WriteBeforeRowsRead(reader, other_process)  # type: ignore[assignment]
+    try:
+        results = await one.search_memories([0.0, 1.0], k=2, index_type=kind)
+    finally:
+        one._reader = reader
+    assert await one.get_memory(intruder.id) is not None  # the write did happen, mid-search
+    assert [m.id for m, _ in results] == [batch[3].id, batch[2].id]  # as of after it
+    await one.close()
+    await two.close()

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from contracts.storage import InvalidQueryError
+from host import vectors
 from host.vectors import (
     EXACT_FILTER_LIMIT,
+    TUNE_MIN_ROWS,
+    TUNE_RECALL,
     IndexParams,
     IndexSet,
     VectorIndex,
@@ -154,3 +157,89 @@ def test_hnsw_holds_identical_vectors_as_one_node() -> None:
     assert index.search(same[:1], 1)[0] == [1150]
     with pytest.raises(ValueError, match="duplicate labels"):
         index.add([7, 7], x[:2].copy())
+
+
+def _uniform(n: int, dim: int, seed: int) -> np.ndarray:
+    """Points uniform in the unit cube, normalised: no low-dimensional structure to exploit."""
+    return normalize(np.random.default_rng(seed).random((n, dim), dtype=np.float32))
+
+
+def _recall(index: VectorIndex, data: np.ndarray, queries: np.ndarray, **kwargs: int) -> float:
+    hits = 0
+    for q in queries:
+        truth = set(np.argpartition(-(data @ q), 10)[:10].tolist())
+        found, _ = index.search(q.reshape(1, -1), 10, **kwargs)
+        hits += len(truth & set(found))
+    return hits / (10 * len(queries))
+
+
+def test_hnsw_tunes_its_ef_search_on_held_out_rows() -> None:
+    """With no ef_search configured an HNSW graph measures, at build, the smallest ef whose top
+    10 for held-out rows of its own table reaches TUNE_RECALL (or finds exact scoring cheaper),
+    and uses it by default: uniform data, where a fixed small ef falls well short, gets
+    recall@10 >= 0.95 on fresh queries."""
+    data, queries = _uniform(4000, 96, 1), _uniform(100, 96, 2)
+    index = VectorIndex("hnsw", 96, IndexParams(hnsw_m=16, hnsw_ef_construction=40))
+    index.build(np.arange(len(data), dtype=np.int64), data.copy())
+    assert index.exact or (index.tuned_recall or 0) >= TUNE_RECALL
+    assert len(index) == len(data)  # the held-out rows are in the graph too
+    assert _recall(index, data, queries, ef_search=16) < 0.9  # what a fixed small ef gives
+    assert _recall(index, data, queries) >= 0.95
+    configured = VectorIndex("hnsw", 96, IndexParams(hnsw_ef_search=24))
+    configured.build(np.arange(200, dtype=np.int64), data[:200].copy())
+    assert configured.tuned_ef is None and configured.default_ef(40) == 24
+    assert not configured.exact
+
+
+def _graph_cheaper(_index: object, _queries: object, _k: int, params: object) -> float:
+    return 0.0 if params is not None else 1.0
+
+
+def _exact_cheaper(_index: object, _queries: object, _k: int, params: object) -> float:
+    return 1.0 if params is not None else 0.0
+
+
+@pytest.mark.parametrize("graph_cheaper", [True, False])
+def test_hnsw_tuning_picks_the_first_ef_reaching_recall_or_exact_search(
+    monkeypatch: pytest.MonkeyPatch, graph_cheaper: bool
+) -> None:
+    """The choice itself, with the measured costs fixed (the only thing measured by clock):
+    a graph search cheaper than exact scoring keeps the smallest ef reaching TUNE_RECALL,
+    scaled by k / 10 for larger k; one dearer at every ef makes searches exact (recall 1)."""
+    cost = _graph_cheaper if graph_cheaper else _exact_cheaper
+    monkeypatch.setattr(vectors, "_one_by_one", cost)
+    data, queries = _uniform(3000, 96, 1), _uniform(50, 96, 2)
+    index = VectorIndex("hnsw", 96, IndexParams(hnsw_m=16, hnsw_ef_construction=40))
+    index.build(np.arange(len(data), dtype=np.int64), data.copy())
+    assert index.exact is not graph_cheaper
+    if graph_cheaper:
+        assert index.tuned_ef is not None and index.tuned_ef > 16
+        assert (index.tuned_recall or 0) >= TUNE_RECALL
+        assert index.default_ef(10) == index.tuned_ef
+        assert index.default_ef(40) == 4 * index.tuned_ef
+        assert _recall(index, data, queries) >= 0.95
+    else:
+        assert _recall(index, data, queries) == 1.0
+        index.remove([0, 1, 2])  # tombstones stay out of the exact answer
+        found, _ = index.search(data[1:2], 5)
+        assert found and not {0, 1, 2} & set(found)
+    tiny = VectorIndex("hnsw", 96)
+    tiny.build(np.arange(50, dtype=np.int64), data[:50].copy())
+    assert tiny.exact and tiny.search(data[7:8], 1)[0] == [7]
+
+
+def test_a_tuned_hnsw_graph_is_rebuilt_once_it_has_grown() -> None:
+    """The ef a graph needs grows with it: a graph tuned over a few rows asks for a rebuild
+    (and a new tuning) past TUNE_GROWTH times its size, with TUNE_MIN_ROWS as the floor."""
+    data = _data(2 * TUNE_MIN_ROWS + 50, dim=8)
+    index = VectorIndex("hnsw", 8)
+    index.build(np.arange(100, dtype=np.int64), data[:100].copy())
+    assert index._tuned_on == 100 and not index.needs_rebuild
+    index.add(range(100, 2 * TUNE_MIN_ROWS), data[100 : 2 * TUNE_MIN_ROWS].copy())
+    assert not index.needs_rebuild
+    index.add(range(2 * TUNE_MIN_ROWS, len(data)), data[2 * TUNE_MIN_ROWS :].copy())
+    assert index.needs_rebuild
+    fixed = VectorIndex("hnsw", 8, IndexParams(hnsw_ef_search=64))  # configured: never
+    fixed.build(np.arange(100, dtype=np.int64), data[:100].copy())
+    fixed.add(range(100, len(data)), data[100:].copy())
+    assert not fixed.needs_rebuild
