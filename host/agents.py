@@ -24,6 +24,7 @@ from contracts.models import MODELS
 from contracts.storage import DATABASE
 from host.components import ComponentRegistry
 from host.di import Container
+from host.embeddings import EmbeddingSpace
 from host.events import EventBus
 from host.metrics.storage import InstrumentedAdapter
 from host.runtime import AgentRuntime, RuntimeSettings, agent_id_for
@@ -51,7 +52,10 @@ class AgentManager:
         clock: Callable[[], datetime] = utc_now,
         ids: Callable[[], UUID] = uuid4,
         metrics: MetricsCollector | None = None,
+        embeddings: EmbeddingSpace | None = None,
     ) -> None:
+        self.embeddings = embeddings
+        """The embedding model of the store's vectors, shared by every agent's runtime."""
         self.metrics = metrics
         """When set, each agent's store is wrapped to record memory operation metrics."""
         self.container = container
@@ -157,6 +161,7 @@ class AgentManager:
                 cache=cache,
                 clock=self.clock,
                 ids=self.ids,
+                embeddings=self.embeddings,
             )
             scope.provide(AGENT_RUNTIME, runtime, owner="agents")
         except BaseException:

@@ -43,6 +43,7 @@ from host.config import LoadedConfig, load_config
 from host.console import mount_console
 from host.di import Container
 from host.discovery import Discovered, discover
+from host.embeddings import check_embeddings
 from host.events import EventBus, EventSettings
 from host.handles import PluginBus, PluginCache, PluginModels
 from host.http import HttpServer, app_from_settings, include_guarded
@@ -251,6 +252,7 @@ class Host:
             characters=characters.values(),
             settings=runtime,
             metrics=self.telemetry.internal if self.config.metrics.enabled else None,
+            embeddings=await check_embeddings(self.container) if settings.embed else None,
         )
         await self.agents.start_all(settings.start)
 

@@ -25,6 +25,7 @@ from contracts.agent import CharacterError
 from contracts.errors import AgentHostError
 from host import __version__
 from host.cli_events import events_app
+from host.cli_memory import memory_app
 from host.config import (
     MASK,
     ConfigError,
@@ -383,6 +384,7 @@ def stats(
 
 
 app.add_typer(events_app, name="events")
+app.add_typer(memory_app, name="memory")
 
 
 def main() -> None:

@@ -302,6 +302,19 @@ class InMemoryAdapter:
             return len(self._rows)
         return sum(1 for _ in self._scan(query))
 
+    async def reset_embeddings(self, table_name: str) -> int:
+        self._check_open()
+        check_table_name(table_name)
+        table = self._tables.get(table_name)
+        if table is None:
+            return 0
+        cleared = len(table.vectors)
+        table.vectors.clear()
+        table.dimension = None
+        table.version += 1
+        self._indexes.drop(table_name)
+        return cleared
+
     async def embedding_dimension(self, table_name: str) -> int | None:
         self._check_open()
         table = self._tables.get(table_name)
