@@ -34,6 +34,7 @@ from contracts.events import (
 from contracts.logging import LOGGER
 from contracts.metrics import METRICS
 from contracts.models import MODELS
+from host import character_knowledge
 from host.agents import AgentManager
 from host.blocking import LoopMonitor
 from host.cache import ProviderCache
@@ -47,6 +48,7 @@ from host.embeddings import check_embeddings
 from host.events import EventBus, EventSettings
 from host.handles import PluginBus, PluginCache, PluginModels
 from host.http import HttpServer, app_from_settings, include_guarded
+from host.knowledge_routes import knowledge_router
 from host.loader import Loader, PluginStatus
 from host.logs import redact
 from host.metrics.events import EventMetrics
@@ -254,6 +256,9 @@ class Host:
             metrics=self.telemetry.internal if self.config.metrics.enabled else None,
             embeddings=await check_embeddings(self.container) if settings.embed else None,
         )
+        character_knowledge.subscribe(
+            self.events, self.container, self.agents, settings.characters_dir
+        )
         await self.agents.start_all(settings.start)
 
     async def start_http(self) -> HttpServer:
@@ -263,6 +268,7 @@ class Host:
         app = app_from_settings(self.agents, self.config.http)
         include_guarded(app, metrics_router(self.telemetry))
         include_guarded(app, plugins_router(self))
+        include_guarded(app, knowledge_router(self.container))
         if self.reloader is not None:
             include_guarded(app, reload_router(self))
         mount_console(app, self)

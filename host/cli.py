@@ -25,6 +25,7 @@ from contracts.agent import CharacterError
 from contracts.errors import AgentHostError
 from host import __version__
 from host.cli_events import events_app
+from host.cli_knowledge import knowledge_app
 from host.cli_memory import memory_app
 from host.config import (
     MASK,
@@ -385,6 +386,7 @@ def stats(
 
 app.add_typer(events_app, name="events")
 app.add_typer(memory_app, name="memory")
+app.add_typer(knowledge_app, name="knowledge")
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ from contracts.storage import DATABASE, DatabaseAdapter
 from host.di import Container
 
 __all__ = [
+    "CHECKED_TABLES",
     "RECORD_TABLE",
     "EmbeddingModel",
     "EmbeddingModelChangedError",
@@ -50,6 +51,9 @@ __all__ = [
     "write_record",
 ]
 
+CHECKED_TABLES = (DEFAULT_TABLE, "knowledge")
+"""Tables checked (and recorded) at start even before their first vector: the conversation and
+the knowledge plugin's chunks."""
 RECORD_TABLE = "_embedding_models"
 """The reserved memory table holding one record per memory table."""
 REEMBED_HINT = "run `agenthost memory reembed` (with the host stopped) to re-embed them"
@@ -196,7 +200,7 @@ class EmbeddingSpace:
     async def open(cls, models: ModelRuntime) -> EmbeddingSpace:
         return cls(await probe(models))
 
-    async def check(self, db: DatabaseAdapter, tables: Iterable[str] = (DEFAULT_TABLE,)) -> None:
+    async def check(self, db: DatabaseAdapter, tables: Iterable[str] = CHECKED_TABLES) -> None:
         """`EmbeddingModelChangedError` unless every memory table with vectors holds the
         current model's. `tables` without a record are recorded as the current model's: new
         ones, and those from before the records whose dimension matches (nothing else can be

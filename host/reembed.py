@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from contracts.memory import DEFAULT_TABLE, MemoryQuery, MemoryUpdate
+from contracts.memory import MemoryQuery, MemoryUpdate
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelCallError, ModelRuntime
 from contracts.storage import DatabaseAdapter
 from host.embeddings import (
+    CHECKED_TABLES,
     EmbeddingModel,
     EmbeddingSpace,
     TableRecord,
@@ -50,10 +51,11 @@ async def reembed(
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> tuple[EmbeddingModel, list[TableResult]]:
-    """Move `tables` (default: every recorded table and ``messages``) to the current model."""
+    """Move `tables` (default: every recorded table, ``messages`` and ``knowledge``) to the
+    current model."""
     current = await probe(models)
     records = await read_records(db)
-    names = sorted(set(tables) if tables is not None else {DEFAULT_TABLE, *records})
+    names = sorted(set(tables) if tables is not None else {*CHECKED_TABLES, *records})
     results = []
     for table in names:
         results.append(

@@ -71,11 +71,14 @@ async def test_another_dimension_is_reported_at_start_and_reembed_fixes_it(
             db, host.models, batch_size=1, progress=lambda *a: seen.append(a)
         )
         assert str(current) == "hashed-ngrams (64-d)"
-        assert [(r.table, r.embedded, r.skipped) for r in results] == [("messages", 4, False)]
-        assert seen[-1] == ("messages", 4, 4) and len(seen) == 4  # one step per batch
+        assert [(r.table, r.embedded, r.skipped) for r in results] == [
+            ("knowledge", 0, False),  # recorded at start, empty: moved to the new model too
+            ("messages", 4, False),
+        ]
+        assert [s for s in seen if s[0] == "messages"] == [("messages", i, 4) for i in (1, 2, 3, 4)]
         assert await db.embedding_dimension("messages") == 64
         again = (await reembed(db, host.models))[1]
-        assert again[0].skipped  # nothing left to do
+        assert all(r.skipped for r in again)  # nothing left to do
     finally:
         await host.stop()
     await _talk(_config(tmp_path, 64), "hello again")  # starts and answers now
@@ -154,7 +157,8 @@ async def test_an_interrupted_reembed_is_refused_at_start_and_resumes(
     with pytest.raises(EmbeddingModelChangedError, match="re-embedding to hashed-ngrams"):
         await (await EmbeddingSpace.open(new)).check(memory_store)
     _, results = await reembed(memory_store, new, batch_size=3)
-    assert (results[0].resumed, results[0].embedded) == (True, 4)
+    messages = next(r for r in results if r.table == "messages")
+    assert (messages.resumed, messages.embedded) == (True, 4)
     await (await EmbeddingSpace.open(new)).check(memory_store)  # consistent
     hits = await memory_store.search_memories(
         (await new.use_model(TEXT_EMBEDDING, EmbeddingParams(text="memory number 7"))).vector,
@@ -163,7 +167,7 @@ async def test_an_interrupted_reembed_is_refused_at_start_and_resumes(
     )
     assert hits[0][0].content.text == "memory number 7"
     assert (await read_records(memory_store))["messages"].state == "ready"
-    assert await memory_store.count_memories(MemoryQuery(table_name=RECORD_TABLE)) == 1
+    assert await memory_store.count_memories(MemoryQuery(table_name=RECORD_TABLE)) == 2
 
 
 async def test_vectors_of_a_fallback_model_are_not_stored(memory_store: DatabaseAdapter) -> None:
