@@ -37,7 +37,7 @@ def reembed_command(
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=4096, help="Memories per model call.")
-    ] = 64,
+    ] = 32,
 ) -> None:
     """Re-embed the stored memories with the embedding model configured now.
 

@@ -53,7 +53,7 @@ class KnowledgeStore:
         *,
         chunk_size: int = 1000,
         overlap: int = 150,
-        batch_size: int = 32,
+        batch_size: int = 8,
         max_bytes: int = 20_000_000,
     ) -> None:
         self.database = database
