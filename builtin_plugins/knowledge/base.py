@@ -1,12 +1,12 @@
 """`KnowledgeStore`: documents as chunks in the memory store's ``knowledge`` table.
 
-Each chunk is a memory of the table ``knowledge`` (its room is the document's id, its agent the
-owner, or the nil id for shared knowledge) with its source and position in its content; each
-document has a record in ``knowledge_documents`` (source, SHA-256, chunk count). Adding a
-document embeds all its chunks first, then writes them in one batch, then points the record at
-them, then deletes the previous version's chunks in one batch: an interrupted add leaves the
-old version whole (plus stray new chunks, which the next add of that document removes), never
-half a document.
+Each chunk is a memory of the table ``knowledge`` (its room is the document's id, its agent an
+id derived from the owner's, `library`, or the nil id for shared knowledge) with its source and
+position in its content; each document has a record in ``knowledge_documents`` (source,
+SHA-256, chunk count). Adding a document embeds all its chunks first, then writes them in one
+batch, then points the record at them, then deletes the previous version's chunks in one batch:
+an interrupted add leaves the old version whole (plus stray new chunks, which the next add of
+that document removes), never half a document.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ SHARED = UUID(int=0)
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://agenthost.dev/knowledge")
 _log = logger.bind(plugin="knowledge")
+
+
+def library(agent_id: UUID | None) -> UUID:
+    """The ``agent_id`` the chunks and records of `agent_id`'s documents are stored under: not
+    the agent's own id, so its documents never read as its conversations (rooms, history)."""
+    return SHARED if agent_id is None else uuid5(agent_id, "knowledge")
 
 
 def document_id(source: str, agent_id: UUID | None) -> UUID:
@@ -107,7 +113,7 @@ class KnowledgeStore:
         pieces = chunk_text(text, self.chunk_size, self.overlap)
         if not pieces:
             return AddOutcome(source=source, status="skipped", reason="no text in it")
-        owner = agent_id or SHARED
+        owner = library(agent_id)
         old = await self.database.get_memories(MemoryQuery(table_name=TABLE, room_id=doc_id))
         vectors = await self._embed(source, pieces, progress)
         now = utc_now()
@@ -180,9 +186,9 @@ class KnowledgeStore:
 
     async def documents(self, agent_id: UUID | None = None) -> list[Document]:
         rows = await self.database.get_memories(
-            MemoryQuery(table_name=DOCUMENTS_TABLE, agent_id=agent_id or SHARED, order="asc")
+            MemoryQuery(table_name=DOCUMENTS_TABLE, agent_id=library(agent_id), order="asc")
         )
-        return [_document(row) for row in rows]
+        return [_document(row, agent_id) for row in rows]
 
     async def remove(self, source: str, agent_id: UUID | None = None) -> bool:
         doc_id = document_id(source, agent_id)
@@ -205,7 +211,7 @@ class KnowledgeStore:
         """Like `search`, with the query's vector already embedded (the provider's case)."""
         if await self.database.embedding_dimension(TABLE) is None:
             return []
-        owners = {SHARED, agent_id or SHARED}
+        owners = {SHARED, library(agent_id)}
         found: list[Chunk] = []
         for owner in owners:
             hits = await self.database.search_memories(
@@ -219,12 +225,12 @@ class KnowledgeStore:
         return sorted(found, key=lambda c: -c.score)[:k]
 
 
-def _document(row: Memory) -> Document:
+def _document(row: Memory, agent_id: UUID | None) -> Document:
     extra: dict[str, Any] = row.content.model_extra or {}
     return Document(
         id=row.id,
         source=str(extra.get("source", "")),
-        agent_id=None if row.agent_id == SHARED else row.agent_id,
+        agent_id=agent_id,
         sha256=str(extra.get("sha256", "")),
         chunks=int(extra.get("chunks", 0)),
         characters=int(extra.get("characters", 0)),
