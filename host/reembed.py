@@ -12,8 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from contracts.memory import MemoryQuery, MemoryUpdate
-from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelCallError, ModelRuntime
+from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery, MemoryUpdate
+from contracts.models import (
+    TEXT_EMBEDDING,
+    EmbeddingKind,
+    EmbeddingParams,
+    ModelCallError,
+    ModelRuntime,
+)
 from contracts.storage import DatabaseAdapter
 from host.embeddings import (
     CHECKED_TABLES,
@@ -93,10 +99,14 @@ async def _table(
     query = MemoryQuery(table_name=table, order="asc")
     async for page in MemoryManager(db).get_memories_batch(query, batch_size):
         todo = [m for m in page if m.embedding is None and m.content.text]
-        if todo:
-            result = await models.use_model(
-                TEXT_EMBEDDING, EmbeddingParams(text=tuple(m.content.text for m in todo))
-            )
+        # as the runtime embedded them: what others said to the agent as queries (the
+        # incoming message's vector is the search's), the rest as passages
+        for kind in ("query", "passage"):
+            rows = [m for m in todo if _kind(table, m) == kind]
+            if not rows:
+                continue
+            params = EmbeddingParams(text=tuple(m.content.text for m in rows), kind=kind)
+            result = await models.use_model(TEXT_EMBEDDING, params)
             if not EmbeddingSpace(current).accept(result):
                 raise ModelCallError(
                     f"re-embedding {table!r}: the embedding model changed during the run"
@@ -104,14 +114,18 @@ async def _table(
                     provider=result.model or "unknown",
                     retryable=True,
                 )
-            updates = [
-                MemoryUpdate(id=m.id, embedding=v)
-                for m, v in zip(todo, result.vectors, strict=True)
-            ]
-            await db.update_memories_batch(updates)
-            embedded += len(todo)
+            pairs = zip(rows, result.vectors, strict=True)
+            await db.update_memories_batch([MemoryUpdate(id=m.id, embedding=v) for m, v in pairs])
+            embedded += len(rows)
         done += len(page)
         if progress is not None:
             progress(table, done, total)
     await write_record(db, TableRecord(table, current))
     return TableResult(table, embedded, skipped=False, resumed=resumed)
+
+
+def _kind(table: str, memory: Memory) -> EmbeddingKind:
+    """How the runtime embedded `memory`: a message to the agent as a query, else a passage."""
+    if table == DEFAULT_TABLE and memory.entity_id != memory.agent_id:
+        return "query"
+    return "passage"
