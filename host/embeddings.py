@@ -48,6 +48,7 @@ __all__ = [
     "check_embeddings",
     "probe",
     "read_records",
+    "space_for",
     "write_record",
 ]
 
@@ -121,14 +122,32 @@ class EmbeddingModelChangedError(AgentHostError):
 
 
 async def check_embeddings(container: Container) -> EmbeddingSpace | None:
-    """The host's `EmbeddingSpace`, checked against its store (`EmbeddingModelChangedError`);
-    None when no model answers ``TEXT_EMBEDDING`` (memories are then stored without vectors)."""
+    """The host's `EmbeddingSpace`, checked against its store (`EmbeddingModelChangedError`).
+
+    When the embedding model does not answer at start (its server is down), the space is the
+    model the store's records name, so that a fallback's vectors are kept out until it is back;
+    None when no model answers and nothing is recorded."""
+    return await space_for(await container.aresolve(DATABASE), await container.aresolve(MODELS))
+
+
+async def space_for(db: DatabaseAdapter, models: ModelRuntime) -> EmbeddingSpace | None:
+    """`check_embeddings` of a store and a model runtime."""
     try:
-        space = await EmbeddingSpace.open(await container.aresolve(MODELS))
+        space = await EmbeddingSpace.open(models)
     except ModelError as exc:
+        stored = {record.model for record in (await read_records(db)).values()}
+        if len(stored) == 1:
+            model = stored.pop()
+            _log.warning(
+                "the embedding model did not answer at start ({}); the store's vectors are of"
+                " {}: only its vectors are stored meanwhile",
+                exc,
+                model,
+            )
+            return EmbeddingSpace(model)
         _log.warning("no embedding model answers ({}): vectors are not checked", exc)
         return None
-    await space.check(await container.aresolve(DATABASE))
+    await space.check(db)
     return space
 
 
@@ -179,8 +198,14 @@ async def write_record(db: DatabaseAdapter, record: TableRecord) -> None:
 
 
 async def probe(models: ModelRuntime) -> EmbeddingModel:
-    """The model answering ``TEXT_EMBEDDING`` now (one tiny call: its name and dimension)."""
-    result = await models.use_model(TEXT_EMBEDDING, EmbeddingParams(text="dimension probe"))
+    """The model answering ``TEXT_EMBEDDING`` now (one tiny call: its name and dimension).
+
+    Asked of the first provider only (a registry's `providers` order): a fallback answering
+    for a model that is down is not the configured model."""
+    order = getattr(models, "providers", None)
+    first = order(TEXT_EMBEDDING)[0] if callable(order) and order(TEXT_EMBEDDING) else None
+    params = EmbeddingParams(text="dimension probe")
+    result = await models.use_model(TEXT_EMBEDDING, params, provider=first)
     return EmbeddingModel(_name(result), len(result.vector))
 
 

@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 from builtin_plugins.eliza import ElizaPlugin, ElizaSettings
 from contracts.config import HostConfig
 from contracts.memory import Memory, MemoryQuery
-from contracts.models import TEXT_EMBEDDING, EmbeddingParams, EmbeddingResult
+from contracts.models import (
+    TEXT_EMBEDDING,
+    EmbeddingParams,
+    EmbeddingResult,
+    ModelCallError,
+    ModelHandler,
+)
 from contracts.storage import DATABASE, DatabaseAdapter
 from host.app import Host
 from host.cli import app
@@ -25,6 +31,7 @@ from host.embeddings import (
     EmbeddingModelChangedError,
     EmbeddingSpace,
     read_records,
+    space_for,
 )
 from host.models import ModelRegistry
 from host.reembed import reembed
@@ -176,3 +183,24 @@ async def test_vectors_of_a_fallback_model_are_not_stored(memory_store: Database
     assert not space.accept(other)
     assert space.accept(EmbeddingResult(vectors=[[1.0] * 48], model="hashed-ngrams"))
     assert not space.accept(EmbeddingResult(vectors=[[1.0] * 16], model="hashed-ngrams"))
+
+
+async def test_a_model_down_at_start_keeps_the_stored_model_and_no_fallback_vector_gets_in(
+    memory_store: DatabaseAdapter,
+) -> None:
+    up = True
+
+    async def remote(params: EmbeddingParams) -> EmbeddingResult:
+        if not up:
+            raise ModelCallError("connection refused", provider="remote", retryable=True)
+        return EmbeddingResult(vectors=[[0.5] * 8 for _ in params.texts], model="remote-8")
+
+    models = _models(8)  # the hashed fallback, at the same dimension
+    models.register(ModelHandler(TEXT_EMBEDDING, remote, priority=10), owner="remote")
+    space = await space_for(memory_store, models)
+    assert space is not None and str(space.current) == "remote-8 (8-d)"
+    up = False  # the server is down at the next start: not "the model changed"
+    again = await space_for(memory_store, models)
+    assert again is not None and again.current == space.current
+    fallback = await models.use_model(TEXT_EMBEDDING, EmbeddingParams(text="hi"))
+    assert fallback.model == "hashed-ngrams" and not again.accept(fallback)
