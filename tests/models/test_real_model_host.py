@@ -92,6 +92,7 @@ async def test_ollama_names_set_by_variables_answer_on_the_first_try(
         AGENTHOST_PLUGINS__OPENAI__MODELS__TEXT_EMBEDDING="nomic-embed-text",
     )
     host = await running(tmp_path, env)
+    behaviour.requests.clear()  # the start's probe of the embedding model (host/embeddings.py)
     try:
         reply = await ask(host, "Hello there")
         assert reply["text"].startswith("echo: ")
@@ -137,8 +138,10 @@ async def test_a_rate_limit_is_retried_after_its_retry_after(
     server: tuple[str, Behaviour], tmp_path: Path
 ) -> None:
     url, behaviour = server
-    behaviour.rate_limits = ["1"]  # the first request: the incoming message's embedding
     host = await running(tmp_path, environ(url))
+    behaviour.requests.clear()  # the start's probe of the embedding model (host/embeddings.py)
+    behaviour.times.clear()
+    behaviour.rate_limits = ["1"]  # the first request: the incoming message's embedding
     try:
         reply = await ask(host, "Hello there")
         assert reply["text"].startswith("echo: ")
@@ -250,6 +253,7 @@ async def test_a_characters_provider_model_and_template_reach_the_server(
         )
     )
     host = await running(tmp_path, environ(url), characters_dir=str(characters))
+    behaviour.requests.clear()  # the start's probe of the embedding model (host/embeddings.py)
     try:
         reply = await ask(host, "Hello Ada", agent="ada")
         assert reply["text"].startswith("echo: Task: reply as Ada.")
@@ -297,6 +301,7 @@ async def test_the_readme_settings_run_against_an_ollama_like_server(
     characters.mkdir()
     (characters / "ada.yaml").write_text(character)
     host = await running(tmp_path, env, characters_dir=str(characters))
+    behaviour.requests.clear()  # the start's probe of the embedding model (host/embeddings.py)
     try:
         assert "not served" not in logs.getvalue()
         reply = await ask(host, "Hello Ada", agent="ada")

@@ -37,7 +37,7 @@ def test_each_field_without_an_equivalent_is_warned_once_naming_file_and_field(
     character = load_character(path)
     lines = warnings.getvalue().splitlines()
     fields = sorted(line.split("field ")[1].split(" is kept")[0] for line in lines)
-    assert fields == ["'clients'", "'knowledge'", "'lore'", "'plugins'"]
+    assert fields == ["'clients'", "'lore'", "'plugins'"]  # knowledge: the knowledge plugin
     assert all(line.startswith(f"character in {path}: field ") for line in lines)
     # honoured ones are not warned, and are where the runtime reads them
     assert character.model_provider == "openai"

@@ -1,0 +1,150 @@
+"""``agenthost knowledge``: add, list and remove the documents agents answer from.
+
+Mounted by host/cli.py as ``app.add_typer(knowledge_app, name="knowledge")``. Works on the
+configured store with the host stopped or running (SQLite and PostgreSQL take concurrent
+writers); needs the ``knowledge`` plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from contracts.knowledge import KNOWLEDGE, AddOutcome, KnowledgeBase
+
+__all__ = ["knowledge_app"]
+
+T = TypeVar("T")
+
+knowledge_app = typer.Typer(
+    name="knowledge",
+    help="Documents agents answer from: add (text, Markdown, PDF), list, remove.",
+    no_args_is_help=True,
+)
+console = Console()
+
+AgentOption = Annotated[
+    str | None,
+    typer.Option("--agent", "-a", help="The agent it belongs to (default: shared by every agent)."),
+]
+
+
+def _agent(name: str | None) -> UUID | None:
+    from host.runtime import agent_id_for
+
+    return None if name is None else agent_id_for(name)
+
+
+def _with_knowledge(body: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
+    """Load the plugins (no agents), check the store's vectors are the current model's, run
+    `body` with the knowledge base."""
+    from host.app import Host
+    from host.cli import _exit, _load, _run
+    from host.embeddings import check_embeddings
+
+    loaded = _load()
+
+    async def work() -> T:
+        host = Host(loaded)
+        await host.start(agents=False)
+        try:
+            if not host.container.has(KNOWLEDGE):
+                raise _exit("the knowledge plugin is not loaded (plugins.enabled/disabled)", 2)
+            await check_embeddings(host.container)
+            return await body(await host.container.aresolve(KNOWLEDGE))
+        finally:
+            await host.stop()
+
+    return _run(work)
+
+
+@knowledge_app.command("add")
+def add(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (recursively).")],
+    agent: AgentOption = None,
+) -> None:
+    """Add documents: text, Markdown and PDF files; a changed file replaces its earlier
+    version, an unchanged one is skipped; a file that cannot be read is named and skipped."""
+
+    async def body(knowledge: KnowledgeBase) -> list[AddOutcome]:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def advance(source: str, done: int, total: int) -> None:
+                if source not in tasks:
+                    tasks[source] = bar.add_task(escape(Path(source).name), total=total)
+                bar.update(tasks[source], completed=done, total=total)
+
+            return await knowledge.add_paths(paths, _agent(agent), advance)
+
+    outcomes = _with_knowledge(body)
+    colours = {"added": "green", "replaced": "green", "unchanged": "dim", "skipped": "yellow"}
+    for outcome in outcomes:
+        detail = f"{outcome.chunks} chunks" if outcome.status != "skipped" else outcome.reason
+        console.print(
+            f"[{colours[outcome.status]}]{outcome.status}[/] {escape(outcome.source)}:"
+            f" {escape(str(detail))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if outcomes and all(o.status == "skipped" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@knowledge_app.command("list")
+def list_documents(agent: AgentOption = None) -> None:
+    """The documents (of the agent, or the shared ones)."""
+
+    async def body(knowledge: KnowledgeBase) -> list[list[str]]:
+        return [
+            [d.source, str(d.chunks), str(d.characters), d.added_at, d.sha256[:12]]
+            for d in await knowledge.documents(_agent(agent))
+        ]
+
+    rows = _with_knowledge(body)
+    table = Table(title=f"knowledge ({agent or 'shared'})")
+    for column in ("source", "chunks", "characters", "added", "sha256"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*map(escape, row))
+    console.print(table)
+
+
+@knowledge_app.command("remove")
+def remove(
+    source: Annotated[str, typer.Argument(help="The document's source (its path, as listed).")],
+    agent: AgentOption = None,
+) -> None:
+    """Remove a document and its chunks."""
+    path = Path(source)
+    name = str(path.resolve()) if path.exists() else source
+
+    async def body(knowledge: KnowledgeBase) -> bool:
+        return await knowledge.remove(name, _agent(agent))
+
+    if not _with_knowledge(body):
+        from host.cli import _exit
+
+        raise _exit(f"no document {name!r} in the knowledge base ({agent or 'shared'})", 1)
+    console.print(f"removed {escape(name)}", soft_wrap=True)

@@ -1,0 +1,89 @@
+"""HTTP routes of the knowledge base (the ``knowledge`` plugin's `KNOWLEDGE` service):
+
+- ``POST   /knowledge``          add a text document ``{source, text, agent?}``
+- ``GET    /knowledge``          the documents (``?agent=`` an agent's, else the shared ones)
+- ``GET    /knowledge/search``   the chunks most similar to ``?q=`` (``&agent=``, ``&k=``)
+- ``DELETE /knowledge``          remove the document ``?source=`` (``&agent=``)
+
+Mounted by `Host.start_http` behind the API key like every route; 503 naming the plugin when
+the knowledge plugin is not loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.knowledge import KNOWLEDGE, AddOutcome, Chunk, Document, KnowledgeBase
+from host.di import Container
+from host.runtime import agent_id_for
+
+__all__ = ["KnowledgeIn", "knowledge_router"]
+
+
+class KnowledgeIn(BaseModel):
+    """A text document to add (a new version of a `source` replaces the earlier one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=1000)
+    """The document's name (what the prompt cites and what removes it)."""
+    text: str = Field(min_length=1, max_length=5_000_000)
+    agent: str | None = Field(default=None, min_length=1, max_length=200)
+    """The agent it belongs to (None: shared by every agent)."""
+
+
+AgentParam = Annotated[
+    str | None, Query(min_length=1, max_length=200, description="agent name (default: shared)")
+]
+
+
+def _agent(name: str | None) -> UUID | None:
+    return None if name is None else agent_id_for(name)
+
+
+def knowledge_router(container: Container) -> APIRouter:
+    router = APIRouter(tags=["knowledge"])
+    unavailable: dict[int | str, dict[str, Any]] = {
+        503: {"description": "the knowledge plugin is not loaded"}
+    }
+    missing: dict[int | str, dict[str, Any]] = {
+        **unavailable,
+        404: {"description": "no such document"},
+    }
+
+    async def base() -> KnowledgeBase:
+        if not container.has(KNOWLEDGE):
+            raise HTTPException(503, "the knowledge plugin is not loaded")
+        return await container.aresolve(KNOWLEDGE)
+
+    @router.post("/knowledge", responses=unavailable)
+    async def add(body: KnowledgeIn) -> AddOutcome:
+        """Add (or replace) a text document; an unchanged one is left as it is."""
+        return await (await base()).add_text(body.text, body.source, _agent(body.agent))
+
+    @router.get("/knowledge", responses=unavailable)
+    async def documents(agent: AgentParam = None) -> list[Document]:
+        return await (await base()).documents(_agent(agent))
+
+    @router.get("/knowledge/search", responses=unavailable)
+    async def search(
+        q: Annotated[str, Query(min_length=1, max_length=10_000)],
+        agent: AgentParam = None,
+        k: Annotated[int, Query(ge=1, le=100)] = 5,
+    ) -> list[Chunk]:
+        """The chunks most similar to `q` among the agent's and the shared documents."""
+        return await (await base()).search(q, _agent(agent), k)
+
+    @router.delete("/knowledge", responses=missing)
+    async def remove(
+        source: Annotated[str, Query(min_length=1, max_length=1000)], agent: AgentParam = None
+    ) -> dict[str, bool]:
+        if not await (await base()).remove(source, _agent(agent)):
+            raise HTTPException(404, f"no document {source!r} ({agent or 'shared'})")
+        return {"removed": True}
+
+    return router
