@@ -40,8 +40,9 @@ CHARACTER = {
     "secrets": {"EVE_TOKEN": "eve-secret-value-42"},
 }
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "characters"  # ELIZA
-PUBLIC = {("GET", "/health"), ("GET", "/login")}
-"""Routes open without the key: liveness, and the login form itself."""
+PUBLIC = {("GET", "/health"), ("GET", "/login"), ("GET", "/docs/assets/{name}")}
+"""Routes open without the key: liveness, the login form itself, and the vendored Swagger UI
+files (no data: the page that loads them, ``/docs``, wants the key)."""
 PUBLIC_MOUNTS = {"/console/static"}
 """The vendored htmx and the console's CSS and JS: no data."""
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -85,6 +86,8 @@ def _routes(host: Host) -> list[tuple[str, str, Any]]:
 
 def _fill(path: str) -> str:
     values = {"agent": "Eliza", "verb": "stop", "name": "eliza", "turn_id": "x"}
+    if path.startswith("/docs/assets/"):
+        values["name"] = "swagger-ui.css"
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values.get(m.group(1), str(uuid4())), path)
 
 
