@@ -57,6 +57,7 @@ from host.agents import AgentManager, UnknownAgentError
 from host.http_docs import assets_router, docs_router, document
 from host.http_manage import manage_router
 from host.runtime import AgentRuntime, agent_id_for
+from host.secrets import scrub
 
 __all__ = [
     "API_KEY_HEADER",
@@ -349,7 +350,7 @@ def create_app(
             async with asyncio.timeout(5):
                 await running[0].database.count_memories(MemoryQuery(limit=0))
         except Exception as exc:
-            raise HTTPException(503, detail=f"memory store not ready: {exc}") from exc
+            raise HTTPException(503, detail=f"memory store not ready: {scrub(str(exc))}") from exc
         return {"status": "ready", "agents": [r.name for r in running]}
 
     @guarded.get("/agents", tags=["agents"])
@@ -389,7 +390,7 @@ def create_app(
                     yield {"event": "chunk", "data": json.dumps({"text": chunk})}
             except Exception as exc:
                 _log.opt(exception=exc).error("streamed reply failed: {}", exc)
-                yield {"event": "error", "data": json.dumps({"detail": str(exc)})}
+                yield {"event": "error", "data": json.dumps({"detail": scrub(str(exc))})}
                 return
             finally:
                 await stream.aclose()
@@ -465,7 +466,8 @@ def create_app(
     async def model_failed(_request: Request, exc: Exception) -> JSONResponse:
         """The agent's model failed (every provider, or a non-retryable error): 502, why."""
         _log.warning("model call failed: {}", exc)
-        return JSONResponse({"detail": f"the agent's model failed: {exc}"}, status_code=502)
+        detail = f"the agent's model failed: {scrub(str(exc))}"
+        return JSONResponse({"detail": detail}, status_code=502)
 
     @app.exception_handler(StorageUnavailableError)
     async def store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -476,7 +478,7 @@ def create_app(
     @app.exception_handler(AgentError)
     async def agent_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         """E.g. the agent was stopped while the message waited for its room: 503."""
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return JSONResponse({"detail": scrub(str(exc))}, status_code=503)
 
     return app
 

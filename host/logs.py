@@ -1,10 +1,10 @@
 """Logging on loguru: one configured sink, plugin-bound loggers, secrets scrubbed.
 
 Every record carries ``extra["plugin"]`` (``host`` for the engine's own lines), so a plugin's
-lines can be filtered by name; `plugin_logger` hands a plugin its bound logger. Secret values
-the config holds are registered with `redact` and replaced by a mask in every message and
-logged exception, as a last line of defence should one slip into a log call or an exception
-text.
+lines can be filtered by name; `plugin_logger` hands a plugin its bound logger. The secrets
+registered in `host.secrets` (`redact` registers more) are replaced by a mask in every message
+and logged exception, as a last line of defence should one slip into a log call or an
+exception text.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from contracts.config import LoggingSettings
+from host.secrets import SECRETS, register, scrub
 
 if TYPE_CHECKING:
     from loguru import Logger as LoguruLogger
@@ -23,36 +24,32 @@ if TYPE_CHECKING:
 
 __all__ = ["configure_logging", "plugin_logger", "redact"]
 
-MASK = "**********"
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
     "<cyan>{extra[plugin]}</cyan> | {message}"
 )
-_secrets: set[str] = set()
 
 
 def redact(values: Iterable[str]) -> None:
-    """Mask these values wherever they appear in a log message (values under 4 chars are
-    ignored: masking them would garble ordinary text)."""
-    _secrets.update(v for v in values if len(v) >= 4)
+    """Mask these values wherever they appear in a log message, and at every other exit
+    (`host.secrets.register`; values under 4 chars are ignored: masking them would garble
+    ordinary text)."""
+    register(values)
 
 
 def _scrub(record: Record) -> None:
     record["extra"].setdefault("plugin", "host")
-    if _secrets:
-        record["message"] = _mask(record["message"])
+    if SECRETS:
+        record["message"] = scrub(record["message"])
+        extra = record["extra"]
+        for key, value in extra.items():
+            if isinstance(value, str):
+                extra[key] = scrub(value)
         exception = record["exception"]
         if exception is not None and exception.value is not None:
             value = _scrubbed(exception.value, set())
             if value is not exception.value:
                 record["exception"] = exception._replace(type=type(value), value=value)
-
-
-def _mask(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def _scrubbed(exc: BaseException, seen: set[int]) -> BaseException:
@@ -69,7 +66,7 @@ def _scrubbed(exc: BaseException, seen: set[int]) -> BaseException:
         for link in ("__cause__", "__context__")
         if getattr(exc, link) is not None and id(getattr(exc, link)) not in seen
     }
-    masked = _mask(text)
+    masked = scrub(text)
     if masked == text and all(value is getattr(exc, link) for link, value in links.items()):
         return exc
     cls = type(exc)

@@ -20,6 +20,8 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, JsonValue
 from pydantic_core import to_json, to_jsonable_python
 
+from host.secrets import MASK
+
 from .keyscan import OPAQUE, SECRET, scan
 
 __all__ = [
@@ -31,8 +33,6 @@ __all__ = [
     "schema_version_of",
 ]
 
-MASK = "**********"
-"""What a secret is replaced with (the same mask pydantic uses for ``SecretStr``)."""
 
 SECRET_KEYS: tuple[str, ...] = (
     "api_key",
