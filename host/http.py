@@ -50,12 +50,20 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sse_starlette import EventSourceResponse
 
 from contracts.agent import AgentError, Reply
-from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Order
+from contracts.memory import (
+    MAX_JSON_DEPTH,
+    Cursor,
+    InvalidCursorError,
+    Memory,
+    MemoryQuery,
+    Order,
+)
 from contracts.models import ModelError
-from contracts.storage import StorageUnavailableError
+from contracts.storage import InvalidMemoryError, StorageUnavailableError
 from host.agents import AgentManager, UnknownAgentError
 from host.http_docs import assets_router, docs_router, document
 from host.http_manage import manage_router
+from host.memory import json_limit_problem, nesting_depth
 from host.runtime import AgentRuntime, agent_id_for
 from host.secrets import scrub
 
@@ -114,6 +122,9 @@ class MessageIn(BaseModel):
                 f"{', '.join(taken)} cannot be set in metadata (the API sets text from `text`,"
                 " name from `user`, source to http; room_id and entity_id are fields of the body)"
             )
+        problem = json_limit_problem(value)  # nested or long past what a memory may hold
+        if problem is not None:
+            raise ValueError(f"metadata {problem}")
         try:  # nested values are not validated as str: a lone surrogate would fail the store
             json.dumps(value, ensure_ascii=False).encode()
         except UnicodeEncodeError as exc:
@@ -156,6 +167,17 @@ class _EchoJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(_finite(content), allow_nan=False, separators=(",", ":")).encode()
+
+
+def _echoable(error: Any) -> Any:
+    """A validation error whose echoed ``input`` is nested too deep to encode (the renderers
+    recurse) carries a note instead."""
+    if (
+        isinstance(error, dict)
+        and nesting_depth(error.get("input"), MAX_JSON_DEPTH) > MAX_JSON_DEPTH
+    ):
+        return {**error, "input": f"(not echoed: nested deeper than {MAX_JSON_DEPTH} levels)"}
+    return error
 
 
 def _finite(value: Any) -> Any:
@@ -449,7 +471,7 @@ def create_app(
         """FastAPI's 422 (``{"detail": [{"loc", "msg", "input", ...}]}``), encodable whatever
         the input."""
         assert isinstance(exc, RequestValidationError)
-        errors = exc.errors()
+        errors = [_echoable(error) for error in exc.errors()]
         if errors and all(error.get("type") == "json_invalid" for error in errors):
             where = ", ".join(f"{e['ctx'].get('error', e['msg'])}" for e in errors if "ctx" in e)
             return JSONResponse(
@@ -457,6 +479,14 @@ def create_app(
                 status_code=400,
             )
         return _EchoJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(InvalidMemoryError)
+    async def invalid_memory(_request: Request, exc: Exception) -> JSONResponse:
+        """The store refused the message's memory (its content past the limits, though each
+        field was within them): a 422 naming the field, as for the body's own fields."""
+        assert isinstance(exc, InvalidMemoryError)
+        error = {"loc": ["body"], "msg": str(exc), "type": "value_error", "field": exc.field}
+        return JSONResponse({"detail": [error]}, status_code=422)
 
     @app.exception_handler(UnknownAgentError)
     async def unknown_agent(_request: Request, exc: Exception) -> JSONResponse:
