@@ -9,6 +9,7 @@ exception text.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -80,11 +81,34 @@ def _scrubbed(exc: BaseException, seen: set[int]) -> BaseException:
     return stand_in
 
 
+class _ToLoguru(logging.Handler):
+    """Standard-library records (uvicorn's: "Exception in ASGI application" with its
+    traceback) into loguru, so they reach the configured sink with secrets scrubbed, instead of
+    stderr as they were."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.bind(plugin="http").opt(exception=record.exc_info).log(
+            level, "{}", record.getMessage()
+        )
+
+
+_STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+
+
 def configure_logging(settings: LoggingSettings | None = None, *, sink: Any = None) -> None:
-    """Replace loguru's sinks with the configured one (stderr unless `sink` is given)."""
+    """Replace loguru's sinks with the configured one (stderr unless `sink` is given); the
+    HTTP server's standard-library loggers are routed into it."""
     settings = settings or LoggingSettings()
     logger.remove()
     logger.configure(extra={"plugin": "host"}, patcher=_scrub)
+    for name in _STDLIB_LOGGERS:
+        std = logging.getLogger(name)
+        std.handlers = [_ToLoguru()]
+        std.propagate = False
     target = sink if sink is not None else sys.stderr
     colorize = None if sink is None else False
     # diagnose=False: loguru's traceback would show the values of the variables on its lines,

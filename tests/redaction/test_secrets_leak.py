@@ -271,3 +271,33 @@ async def test_agenthost_chat_prints_the_model_error_masked(
     assert done.returncode == 1
     assert "Incorrect API key provided: " + MASK in done.stderr, done.stderr
     assert not _leaks(done.stdout + done.stderr)
+
+
+async def test_the_http_servers_own_error_log_is_scrubbed(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """An exception no handler turned into a response (a 500) is logged by uvicorn through the
+    standard library: routed into the configured sink, its traceback's text masked."""
+    from host.secrets import register
+
+    register([PASSPHRASE])
+    app = FastAPI()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(f"cannot unseal with {PASSPHRASE}")
+
+    sink = io.StringIO()
+    configure_logging(LoggingSettings(level="INFO"), sink=sink)
+    server = HttpServer(app, port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            assert (await client.get("/boom")).status_code == 500
+    finally:
+        await server.stop()
+        configure_logging()
+    logged = sink.getvalue()
+    assert "Exception in ASGI application" in logged and f"cannot unseal with {MASK}" in logged
+    out, err = capfd.readouterr()
+    assert not _leaks(logged + out + err), logged + out + err
