@@ -59,10 +59,10 @@ class SecretRegistry:
 
     def __init__(self) -> None:
         self._values: frozenset[str] = frozenset()
-        self._text: re.Pattern[str] | None = None
-        self._json: re.Pattern[str] | None = None
-        self._text_forms: tuple[str, ...] = ()
-        self._json_forms: tuple[str, ...] = ()
+        # (the forms to look for, the pattern replacing them): swapped as one, so a scrub on
+        # another thread never pairs new forms with an old pattern
+        self._text: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
+        self._json: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -78,8 +78,7 @@ class SecretRegistry:
             if new <= self._values:
                 return
             self._values = self._values | new
-            self._text_forms = tuple(sorted(self._values))
-            self._text = _pattern(self._values)
+            self._text = (tuple(sorted(self._values)), _pattern(self._values))
             # in JSON text a secret may appear escaped (quotes, backslashes, control
             # characters; non-ASCII as \\u escapes when the writer escapes it)
             forms = {
@@ -91,45 +90,44 @@ class SecretRegistry:
                     json.dumps(value)[1:-1],
                 )
             }
-            self._json_forms = tuple(sorted(forms))
-            self._json = _pattern(forms)
+            self._json = (tuple(sorted(forms)), _pattern(forms))
 
     def clear(self) -> None:
         """Forget every secret (tests)."""
         with self._lock:
             self._values = frozenset()
-            self._text = self._json = None
-            self._text_forms = self._json_forms = ()
+            self._text = self._json = ((), None)
 
     def scrub(self, text: str) -> str:
         """`text` with every registered secret replaced by `MASK` (`text` itself if none
         occurs)."""
-        for form in self._text_forms:
+        forms, pattern = self._text
+        for form in forms:
             if form in text:
-                assert self._text is not None
-                return self._text.sub(MASK, text)
+                assert pattern is not None
+                return pattern.sub(MASK, text)
         return text
 
     def scrub_json(self, text: str) -> str:
         """JSON `text` with every registered secret masked in its strings (keys included),
         still valid JSON; `text` itself if none occurs. Only a text that holds a secret is
         decoded (a mask put straight into the text could land after a backslash)."""
-        for form in self._json_forms:
+        forms, pattern = self._json
+        for form in forms:
             if form in text:
                 break
         else:
             return text
-        pattern = self._json
         assert pattern is not None
         try:
             data = json.loads(text)
-        except ValueError:  # not JSON after all: mask what can be seen
+        except (ValueError, RecursionError):  # not JSON after all: mask what can be seen
             return pattern.sub(MASK, text)
         return to_json(self.scrub_data(data), inf_nan_mode="null").decode()
 
     def scrub_data(self, value: Any) -> Any:
         """JSON-like `value` (dicts, lists, strings) with every secret in its strings masked."""
-        if self._text is None:
+        if not self._values:
             return value
         return self._data(value)
 
