@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from contracts.config import HostConfig
 from contracts.memory import MAX_JSON_DEPTH, MAX_JSON_LENGTH
@@ -95,3 +98,42 @@ async def test_metadata_longer_than_the_limit_is_a_422(client: httpx.AsyncClient
     assert "content" in refused.text and "over the limit" in refused.text
     listing = await client.get(f"/agents/eliza/rooms/{room}/memories")
     assert listing.status_code == 200 and listing.json()["items"] == []
+
+
+@st.composite
+def metadata_values(draw: st.DrawFn) -> Any:
+    """Metadata around the depth limit: a chain of dicts and lists with siblings, some far past
+    it (up to 400 levels), under keys the API lets a client set."""
+    depth = draw(st.one_of(st.integers(0, MAX_JSON_DEPTH + 2), st.integers(0, 400)))
+    value: Any = draw(st.none() | st.booleans() | st.integers() | st.text(max_size=6))
+    for _ in range(depth):
+        if draw(st.booleans()):
+            value = {draw(st.text(max_size=3)): value, "s": draw(st.integers(0, 9))}
+        else:
+            value = [value, draw(st.text(max_size=3))]
+    return {draw(st.sampled_from(["channel_type", "x", "é"])): value}
+
+
+ROOM = str(uuid4())
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(metadata=metadata_values())
+async def test_no_message_makes_its_room_unreadable(
+    client: httpx.AsyncClient, metadata: Any
+) -> None:
+    """Whatever the API accepts reads back: every message is a 200 or a 422 naming the field,
+    and the one room they all go to always lists (and answers the next message)."""
+    response = await send(client, ROOM, json.dumps(metadata))
+    assert response.status_code in (200, 422), response.text[:300]
+    if response.status_code == 422:
+        assert response.json()["detail"][0]["loc"] == ["body", "metadata"]
+    listing = await client.get(f"/agents/eliza/rooms/{ROOM}/memories", params={"limit": 500})
+    assert listing.status_code == 200, listing.text[:300]
+    accepted = response.status_code == 200
+    if accepted:
+        assert any(item["content"].get("text") == "I feel sad" for item in listing.json()["items"])
