@@ -16,7 +16,8 @@ rare text that holds a secret (bench/scrubbing.py).
 
 Secret *names* are found two ways: typed (``SecretStr`` fields, `secret_paths`) and, for raw
 plugin sections that no model has validated yet, by name (`is_secret_name`). `masked` renders
-a config for display with both hidden.
+a config for display with both hidden. `SECRET_KEYS` names the payload keys the audit trail
+never records the values of.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "MASK",
     "MIN_SECRET_LENGTH",
     "SECRETS",
+    "SECRET_KEYS",
     "SecretRegistry",
     "is_secret_name",
     "masked",
@@ -155,7 +157,24 @@ scrub_json = SECRETS.scrub_json
 scrub_data = SECRETS.scrub_data
 
 
-# finding secrets in settings ---------------------------------------------------------------
+# finding secrets by name --------------------------------------------------------------------
+
+SECRET_KEYS: tuple[str, ...] = (
+    "api_key",
+    "apikey",
+    "password",
+    "passwd",
+    "secret",
+    "authorization",
+    "credential",
+    "private_key",
+    "cookie",
+)
+"""Fragments of payload key names whose values are never recorded in the audit trail (matched
+case-insensitively, ignoring ``-``/``_``, by `host.eventstore.recording`). Keys ending in
+``token`` (``token``, ``access_token``, ``hf_token``) are secret too; token counts
+(``max_tokens``, ``token_count``) are not. Narrower than `is_secret_name`'s words, which hide a
+raw config value on display: an event's ``key`` or ``tokens`` field is data."""
 
 _SECRET_WORDS = ("key", "secret", "password", "passwd", "token", "credential", "dsn")
 
