@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -190,6 +191,18 @@ async def test_no_secret_leaves_the_host(echo: tuple[EchoServer, str], tmp_path:
             assert "event: error" in streamed.text, streamed.text
             error_data = streamed.text.split("event: error", 1)[1]
             assert "Incorrect API key provided" in error_data and MASK in error_data
+
+            # the web console's chat streams the same failure into its page
+            page = await call("GET", "/")
+            token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+            assert token is not None, page.text[:300]
+            form = {"agent": "Eliza", "text": "hello from the console"}
+            headers = {"X-CSRF-Token": token.group(1)}
+            sent = await call("POST", "/console/chat/send", data=form, headers=headers)
+            turn = re.search(r'sse-connect="(/console/stream/[^"]+)"', sent.text)
+            assert turn is not None, sent.text[:300]
+            console = await call("GET", turn.group(1))
+            assert "The reply failed" in console.text and MASK in console.text, console.text
 
             # a retryable one (500): ELIZA answers, model:used records openai's error
             server.status = 500
