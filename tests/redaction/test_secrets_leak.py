@@ -269,6 +269,9 @@ async def test_agenthost_chat_prints_the_model_error_masked(
         "AGENTHOST_DATA_DIR": str(tmp_path),
         "AGENTHOST_PLUGINS__OPENAI__BASE_URL": f"{url}/v1",
         "AGENTHOST_PLUGINS__OPENAI__API_KEY": KEY,
+        "AGENTHOST_PLUGINS__OPENAI__SMALL_MODEL": MODELS[0],
+        "AGENTHOST_PLUGINS__OPENAI__LARGE_MODEL": MODELS[1],
+        "AGENTHOST_PLUGINS__OPENAI__EMBEDDING_MODEL": MODELS[2],
         "USER": "sam",
         "COLUMNS": "400",
     }
