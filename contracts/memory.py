@@ -21,6 +21,8 @@ from contracts.errors import AgentHostError
 
 __all__ = [
     "DEFAULT_TABLE",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_LENGTH",
     "Content",
     "Cursor",
     "InvalidCursorError",
@@ -33,6 +35,14 @@ __all__ = [
 
 DEFAULT_TABLE = "messages"
 """The table a memory goes to when none is named."""
+
+MAX_JSON_DEPTH = 64
+"""How deep a memory's content and metadata may nest (the object itself is level 1), on every
+store. Far below what reading back allows (pydantic's JSON parser stops at 200 levels, its
+serializer near 255): whatever a store accepts can always be read back and served."""
+
+MAX_JSON_LENGTH = 1_048_576
+"""The most characters a memory's content, or its metadata, may take as JSON text."""
 
 Order = Literal["asc", "desc"]
 """Sort direction on ``(created_at, id)``."""

@@ -24,6 +24,7 @@ __all__ = [
     "DimensionMismatchError",
     "DuplicateMemoryError",
     "IndexType",
+    "InvalidMemoryError",
     "InvalidQueryError",
     "PoolExhaustedError",
     "RoomSummary",
@@ -42,6 +43,17 @@ class StorageError(AgentHostError):
 
 class InvalidQueryError(StorageError, ValueError):
     """A search or query argument out of range (k < 1, unknown index type, zero vector...)."""
+
+
+class InvalidMemoryError(StorageError, ValueError):
+    """A memory whose content or metadata a store refuses to keep: nested deeper than
+    `contracts.memory.MAX_JSON_DEPTH` or longer than `MAX_JSON_LENGTH` as JSON (it could not be
+    read back, or would burden every read of its room). Nothing of it is written."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"memory {field} {reason}")
+        self.field = field
+        self.reason = reason
 
 
 class PoolExhaustedError(StorageError, TimeoutError):

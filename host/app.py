@@ -51,7 +51,6 @@ from host.handles import PluginBus, PluginCache, PluginModels
 from host.http import HttpServer, app_from_settings, include_guarded
 from host.knowledge_routes import knowledge_router
 from host.loader import Loader, PluginStatus
-from host.logs import redact
 from host.metrics.events import EventMetrics
 from host.metrics.routes import metrics_router
 from host.metrics.sampler import bus_source, cache_source
@@ -59,6 +58,7 @@ from host.metrics.telemetry import Telemetry, build_telemetry
 from host.models import ModelRegistry
 from host.reload import Reloader, ReloadResult
 from host.runtime import RuntimeSettings
+from host.secrets import register
 from host.stores import check_stores
 
 if TYPE_CHECKING:
@@ -250,8 +250,8 @@ class Host:
     async def _start_agents(self) -> None:
         settings = self.config.agents
         characters = load_characters(settings.characters_dir, inline=settings.characters)
-        # characters' secrets (ElizaOS settings.secrets) are masked in logs like config secrets
-        redact(s for c in characters.values() for s in c.secrets.values())
+        # characters' secrets (ElizaOS settings.secrets) are masked like config secrets
+        register(s for c in characters.values() for s in c.secrets.values())
         if not characters:
             character = default_character()
             characters = {character.name.lower(): character}

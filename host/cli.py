@@ -44,6 +44,7 @@ from host.config import (
     secret_values,
 )
 from host.logs import configure_logging, redact
+from host.secrets import scrub
 
 __all__ = ["app", "main"]
 
@@ -77,7 +78,7 @@ state = _State()
 def _exit(message: str, code: int) -> typer.Exit:
     """Print ``error: message`` on stderr (verbatim: brackets in it are not rich markup) and
     return the exit to raise."""
-    errors.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    errors.print(f"[red]error:[/] {escape(scrub(message))}", highlight=False)
     return typer.Exit(code)
 
 

@@ -16,18 +16,20 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from contracts.config import HostConfig
 from contracts.errors import AgentHostError
 from host.parsing import MAX_DEPTH, ParseError, decode, load_json, load_yaml
+from host.secrets import MASK, is_secret_name, masked, secret_paths, secret_values
 
 __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
+    "MASK",
     "OTHER_VARIABLES",
     "ConfigError",
     "LoadedConfig",
@@ -44,7 +46,6 @@ __all__ = [
 
 ENV_PREFIX = "AGENTHOST_"
 DEFAULT_CONFIG = Path("config/agenthost.yaml")
-MASK = "**********"
 OTHER_VARIABLES = frozenset({"AGENTHOST_CONFIG", "AGENTHOST_EVENT_STORE"})
 """``AGENTHOST_*`` variables that are not settings: the config file's path, the events CLI's
 store. ``AGENTHOST_TEST_*`` belong to the test kit (host.pytest_plugin)."""
@@ -444,75 +445,6 @@ def _decode_env_json(
             with contextlib.suppress(ValueError, RecursionError):
                 data[shown] = source.decode_complex_value(shown, info, value)
     return data
-
-
-_SECRET_WORDS = ("key", "secret", "password", "passwd", "token", "credential", "dsn")
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a raw (untyped) setting called `name` must be masked: plugin sections are
-    plain data until the plugin's model validates them, so their secrets are found by name."""
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
-
-
-def secret_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Dotted paths of `model`'s `SecretStr` fields (nested models included), e.g. a plugin
-    settings model's, so ``config show`` masks its raw section by type, not only by name."""
-    paths: list[str] = []
-    for name, info in model.model_fields.items():
-        path = f"{prefix}{info.alias or name}"
-        members = (info.annotation, *get_args(info.annotation))
-        if SecretStr in members:
-            paths.append(path)
-        for member in members:
-            if isinstance(member, type) and issubclass(member, BaseModel):
-                paths.extend(secret_paths(member, f"{path}."))
-    return paths
-
-
-def masked(value: Any, name: str = "") -> Any:
-    """`value` as JSON-ready data with every secret replaced by a mask."""
-    if isinstance(value, SecretStr):
-        return MASK if value.get_secret_value() else ""
-    if isinstance(value, BaseModel):
-        data = {
-            info.alias or key: masked(getattr(value, key), key)
-            for key, info in type(value).model_fields.items()
-        }
-        data.update({k: masked(v, k) for k, v in (value.model_extra or {}).items()})
-        return data
-    if isinstance(value, Mapping):
-        return {str(k): masked(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [masked(v, name) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, str) and value and is_secret_name(name):
-        return MASK
-    return value
-
-
-def secret_values(value: Any, name: str = "", *, typed: bool = False) -> list[str]:
-    """Every secret in `value` (SecretStr values and secret-named settings), for the log sink
-    to mask wherever they appear (the values `masked` hides).
-
-    A list under a secret-looking name is a list of secrets in a raw section (``api_keys: [...]``)
-    but data in a declared field (the audit plugin's ``redact_keys`` holds key *names*, which
-    must not be masked out of every log line)."""
-    if isinstance(value, SecretStr):
-        return [value.get_secret_value()]
-    if isinstance(value, BaseModel):
-        fields = [(k, getattr(value, k), True) for k in type(value).model_fields]
-        extra = [(k, v, False) for k, v in (value.model_extra or {}).items()]
-        return [s for k, v, t in fields + extra for s in secret_values(v, k, typed=t)]
-    if isinstance(value, Mapping):
-        return [s for k, v in value.items() for s in secret_values(v, str(k))]
-    if isinstance(value, list | tuple):
-        return [s for v in value for s in secret_values(v, "" if typed else name)]
-    if isinstance(value, str) and value and is_secret_name(name):
-        return [value]
-    return []
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

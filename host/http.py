@@ -50,13 +50,22 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sse_starlette import EventSourceResponse
 
 from contracts.agent import AgentError, Reply
-from contracts.memory import Cursor, InvalidCursorError, Memory, MemoryQuery, Order
+from contracts.memory import (
+    MAX_JSON_DEPTH,
+    Cursor,
+    InvalidCursorError,
+    Memory,
+    MemoryQuery,
+    Order,
+)
 from contracts.models import ModelError
-from contracts.storage import StorageUnavailableError
+from contracts.storage import InvalidMemoryError, StorageUnavailableError
 from host.agents import AgentManager, UnknownAgentError
 from host.http_docs import assets_router, docs_router, document
 from host.http_manage import manage_router
+from host.memory import json_limit_problem, nesting_depth
 from host.runtime import AgentRuntime, agent_id_for
+from host.secrets import scrub
 
 __all__ = [
     "API_KEY_HEADER",
@@ -113,6 +122,9 @@ class MessageIn(BaseModel):
                 f"{', '.join(taken)} cannot be set in metadata (the API sets text from `text`,"
                 " name from `user`, source to http; room_id and entity_id are fields of the body)"
             )
+        problem = json_limit_problem(value)  # nested or long past what a memory may hold
+        if problem is not None:
+            raise ValueError(f"metadata {problem}")
         try:  # nested values are not validated as str: a lone surrogate would fail the store
             json.dumps(value, ensure_ascii=False).encode()
         except UnicodeEncodeError as exc:
@@ -155,6 +167,17 @@ class _EchoJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(_finite(content), allow_nan=False, separators=(",", ":")).encode()
+
+
+def _echoable(error: Any) -> Any:
+    """A validation error whose echoed ``input`` is nested too deep to encode (the renderers
+    recurse) carries a note instead."""
+    if (
+        isinstance(error, dict)
+        and nesting_depth(error.get("input"), MAX_JSON_DEPTH) > MAX_JSON_DEPTH
+    ):
+        return {**error, "input": f"(not echoed: nested deeper than {MAX_JSON_DEPTH} levels)"}
+    return error
 
 
 def _finite(value: Any) -> Any:
@@ -349,7 +372,7 @@ def create_app(
             async with asyncio.timeout(5):
                 await running[0].database.count_memories(MemoryQuery(limit=0))
         except Exception as exc:
-            raise HTTPException(503, detail=f"memory store not ready: {exc}") from exc
+            raise HTTPException(503, detail=f"memory store not ready: {scrub(str(exc))}") from exc
         return {"status": "ready", "agents": [r.name for r in running]}
 
     @guarded.get("/agents", tags=["agents"])
@@ -389,7 +412,7 @@ def create_app(
                     yield {"event": "chunk", "data": json.dumps({"text": chunk})}
             except Exception as exc:
                 _log.opt(exception=exc).error("streamed reply failed: {}", exc)
-                yield {"event": "error", "data": json.dumps({"detail": str(exc)})}
+                yield {"event": "error", "data": json.dumps({"detail": scrub(str(exc))})}
                 return
             finally:
                 await stream.aclose()
@@ -448,7 +471,7 @@ def create_app(
         """FastAPI's 422 (``{"detail": [{"loc", "msg", "input", ...}]}``), encodable whatever
         the input."""
         assert isinstance(exc, RequestValidationError)
-        errors = exc.errors()
+        errors = [_echoable(error) for error in exc.errors()]
         if errors and all(error.get("type") == "json_invalid" for error in errors):
             where = ", ".join(f"{e['ctx'].get('error', e['msg'])}" for e in errors if "ctx" in e)
             return JSONResponse(
@@ -456,6 +479,14 @@ def create_app(
                 status_code=400,
             )
         return _EchoJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(InvalidMemoryError)
+    async def invalid_memory(_request: Request, exc: Exception) -> JSONResponse:
+        """The store refused the message's memory (its content past the limits, though each
+        field was within them): a 422 naming the field, as for the body's own fields."""
+        assert isinstance(exc, InvalidMemoryError)
+        error = {"loc": ["body"], "msg": str(exc), "type": "value_error", "field": exc.field}
+        return JSONResponse({"detail": [error]}, status_code=422)
 
     @app.exception_handler(UnknownAgentError)
     async def unknown_agent(_request: Request, exc: Exception) -> JSONResponse:
@@ -465,7 +496,8 @@ def create_app(
     async def model_failed(_request: Request, exc: Exception) -> JSONResponse:
         """The agent's model failed (every provider, or a non-retryable error): 502, why."""
         _log.warning("model call failed: {}", exc)
-        return JSONResponse({"detail": f"the agent's model failed: {exc}"}, status_code=502)
+        detail = f"the agent's model failed: {scrub(str(exc))}"
+        return JSONResponse({"detail": detail}, status_code=502)
 
     @app.exception_handler(StorageUnavailableError)
     async def store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -476,7 +508,7 @@ def create_app(
     @app.exception_handler(AgentError)
     async def agent_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         """E.g. the agent was stopped while the message waited for its room: 503."""
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return JSONResponse({"detail": scrub(str(exc))}, status_code=503)
 
     return app
 

@@ -39,17 +39,12 @@ from contracts.events import (
 from contracts.logging import LOGGER, Logger
 from contracts.plugin import Manifest, Plugin
 from contracts.services import MissingDependencyError
-from host.config import (
-    ConfigError,
-    LoadedConfig,
-    plugin_settings,
-    problems_message,
-    secret_values,
-)
+from host.config import ConfigError, LoadedConfig, plugin_settings, problems_message
 from host.di import Container
 from host.di.plans import plan_for
 from host.discovery import Discovered, where_raised
-from host.logs import MASK, plugin_logger, redact
+from host.logs import plugin_logger
+from host.secrets import register, scrub, secret_values
 
 __all__ = ["LoadedPlugin", "Loader", "PluginRegistrar", "PluginStatus", "select"]
 
@@ -157,6 +152,7 @@ class Loader:
         self.container = container
         self.registrars = list(registrars)
         self.loaded_config = config
+        register(secret_values(config.config))
         self.events = events
         self.loaded: dict[str, LoadedPlugin] = {}
         """Loaded plugins in load order."""
@@ -423,16 +419,13 @@ class Loader:
         failure's text is kept in the plugin's status (``plugins list``, ``GET /plugins``) and
         emitted as ``plugin:failed`` (recorded by the audit trail), past the log scrubbing; an
         error quoting the DSN a plugin failed to reach must not carry its password there."""
-        secrets = secret_values(self.config)
         if settings is not None:
-            secrets += secret_values(settings)
-        for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-            text = text.replace(secret, MASK)
-        return text
+            register(secret_values(settings))
+        return scrub(text)
 
     def _settings(self, manifest: Manifest) -> BaseModel | None:
-        """The plugin's validated settings; their `SecretStr` values join the log scrubber
-        (the raw section was only masked by key name)."""
+        """The plugin's validated settings; their `SecretStr` values join the secrets masked
+        at every exit (the raw section was only masked by key name)."""
         if manifest.settings is None:
             if self.config.plugins.section(manifest.name):
                 key = f"plugins.{manifest.name}"
@@ -447,7 +440,7 @@ class Loader:
         settings = plugin_settings(
             manifest.settings, manifest.name, self.config, self.loaded_config
         )
-        redact(secret_values(settings))
+        register(secret_values(settings))
         return settings
 
     async def unload(self, name: str) -> None:
@@ -500,7 +493,7 @@ class Loader:
             item.manifest.version if item.manifest else item.version,
             item.distribution,
             state,
-            error,
+            scrub(error) if error else None,  # shown by GET /plugins and plugins list
             stage if error else None,
             item.manifest.description if item.manifest else "",
         )
@@ -528,7 +521,7 @@ class Loader:
         payload = PluginFailedPayload(
             name=name,
             stage=stage,
-            error=error,
+            error=scrub(error),
             file=origin.get("file"),
             line=origin.get("line"),
             distribution=item.distribution if item is not None else None,

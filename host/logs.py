@@ -1,14 +1,15 @@
 """Logging on loguru: one configured sink, plugin-bound loggers, secrets scrubbed.
 
 Every record carries ``extra["plugin"]`` (``host`` for the engine's own lines), so a plugin's
-lines can be filtered by name; `plugin_logger` hands a plugin its bound logger. Secret values
-the config holds are registered with `redact` and replaced by a mask in every message and
-logged exception, as a last line of defence should one slip into a log call or an exception
-text.
+lines can be filtered by name; `plugin_logger` hands a plugin its bound logger. The secrets
+registered in `host.secrets` (`redact` registers more) are replaced by a mask in every message
+and logged exception, as a last line of defence should one slip into a log call or an
+exception text.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from contracts.config import LoggingSettings
+from host.secrets import SECRETS, register, scrub
 
 if TYPE_CHECKING:
     from loguru import Logger as LoguruLogger
@@ -23,36 +25,32 @@ if TYPE_CHECKING:
 
 __all__ = ["configure_logging", "plugin_logger", "redact"]
 
-MASK = "**********"
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
     "<cyan>{extra[plugin]}</cyan> | {message}"
 )
-_secrets: set[str] = set()
 
 
 def redact(values: Iterable[str]) -> None:
-    """Mask these values wherever they appear in a log message (values under 4 chars are
-    ignored: masking them would garble ordinary text)."""
-    _secrets.update(v for v in values if len(v) >= 4)
+    """Mask these values wherever they appear in a log message, and at every other exit
+    (`host.secrets.register`; values under 4 chars are ignored: masking them would garble
+    ordinary text)."""
+    register(values)
 
 
 def _scrub(record: Record) -> None:
     record["extra"].setdefault("plugin", "host")
-    if _secrets:
-        record["message"] = _mask(record["message"])
+    if SECRETS:
+        record["message"] = scrub(record["message"])
+        extra = record["extra"]
+        for key, value in extra.items():
+            if isinstance(value, str):
+                extra[key] = scrub(value)
         exception = record["exception"]
         if exception is not None and exception.value is not None:
             value = _scrubbed(exception.value, set())
             if value is not exception.value:
                 record["exception"] = exception._replace(type=type(value), value=value)
-
-
-def _mask(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def _scrubbed(exc: BaseException, seen: set[int]) -> BaseException:
@@ -69,7 +67,7 @@ def _scrubbed(exc: BaseException, seen: set[int]) -> BaseException:
         for link in ("__cause__", "__context__")
         if getattr(exc, link) is not None and id(getattr(exc, link)) not in seen
     }
-    masked = _mask(text)
+    masked = scrub(text)
     if masked == text and all(value is getattr(exc, link) for link, value in links.items()):
         return exc
     cls = type(exc)
@@ -83,11 +81,34 @@ def _scrubbed(exc: BaseException, seen: set[int]) -> BaseException:
     return stand_in
 
 
+class _ToLoguru(logging.Handler):
+    """Standard-library records (uvicorn's: "Exception in ASGI application" with its
+    traceback) into loguru, so they reach the configured sink with secrets scrubbed, instead of
+    stderr as they were."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.bind(plugin="http").opt(exception=record.exc_info).log(
+            level, "{}", record.getMessage()
+        )
+
+
+_STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+
+
 def configure_logging(settings: LoggingSettings | None = None, *, sink: Any = None) -> None:
-    """Replace loguru's sinks with the configured one (stderr unless `sink` is given)."""
+    """Replace loguru's sinks with the configured one (stderr unless `sink` is given); the
+    HTTP server's standard-library loggers are routed into it."""
     settings = settings or LoggingSettings()
     logger.remove()
     logger.configure(extra={"plugin": "host"}, patcher=_scrub)
+    for name in _STDLIB_LOGGERS:
+        std = logging.getLogger(name)
+        std.handlers = [_ToLoguru()]
+        std.propagate = False
     target = sink if sink is not None else sys.stderr
     colorize = None if sink is None else False
     # diagnose=False: loguru's traceback would show the values of the variables on its lines,

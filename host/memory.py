@@ -17,14 +17,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-from contracts.memory import Memory, MemoryQuery
-from contracts.storage import DatabaseAdapter, InvalidQueryError
+from contracts.memory import MAX_JSON_DEPTH, MAX_JSON_LENGTH, Content, Memory, MemoryQuery
+from contracts.storage import DatabaseAdapter, InvalidMemoryError, InvalidQueryError
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MemoryManager",
     "check_table_name",
+    "content_json",
+    "json_limit_problem",
     "metadata_json",
+    "nesting_depth",
     "trusted_memory",
 ]
 
@@ -116,9 +119,85 @@ def metadata_json(value: Any) -> str:
     """`value` (a memory's metadata) as strict JSON text, the same on every store.
 
     NaN and infinities, which Python's json writes but JSON (and PostgreSQL's ``json`` type)
-    does not have, are a ValueError, like a value JSON cannot hold is a TypeError: the row's
-    error in a batch, before anything is written."""
-    return json.dumps(value, allow_nan=False)
+    does not have, are a ValueError, like a value JSON cannot hold is a TypeError; metadata
+    nested deeper than `MAX_JSON_DEPTH` or longer than `MAX_JSON_LENGTH` is an
+    `InvalidMemoryError`: the row's error in a batch, before anything is written."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except RecursionError:  # ~1,000 levels: the encoder gave up
+        raise InvalidMemoryError("metadata", _too_deep()) from None
+    if len(text) > MAX_JSON_LENGTH:
+        raise InvalidMemoryError("metadata", _too_long(len(text)))
+    # fewer brackets than the limit cannot nest past it: no walk (the usual case)
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and nesting_depth(value) > MAX_JSON_DEPTH:
+        raise InvalidMemoryError("metadata", _too_deep())
+    return text
+
+
+def content_json(content: Content) -> str:
+    """`content` as the JSON text every store keeps; `InvalidMemoryError` if it nests deeper
+    than `MAX_JSON_DEPTH` or is longer than `MAX_JSON_LENGTH` (what a store accepts can always
+    be read back: pydantic's JSON parser refuses 200 levels)."""
+    try:
+        text = content.model_dump_json()
+    except (ValueError, RecursionError) as exc:  # past pydantic's own serialization depth
+        if "depth" in str(exc) or isinstance(exc, RecursionError):
+            raise InvalidMemoryError("content", _too_deep()) from None
+        raise
+    if len(text) > MAX_JSON_LENGTH:
+        raise InvalidMemoryError("content", _too_long(len(text)))
+    # a text with fewer brackets than the limit cannot nest past it: no walk (the usual case)
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+        try:
+            deep = nesting_depth(json.loads(text)) > MAX_JSON_DEPTH
+        except RecursionError:
+            deep = True
+        if deep:
+            raise InvalidMemoryError("content", _too_deep())
+    return text
+
+
+def nesting_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep `value`'s dicts and lists nest (a scalar 0, ``{}`` 1, ``{"a": []}`` 2), counted
+    without recursion (any depth is safe) and only up to ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple)
+        )
+    return deepest
+
+
+def json_limit_problem(value: Any) -> str | None:
+    """Why a memory could not hold `value` as its content or metadata (nested too deep, too
+    long as JSON), None if it could: the API's check, before anything runs."""
+    if nesting_depth(value) > MAX_JSON_DEPTH:
+        return _too_deep()
+    try:
+        length = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    except (TypeError, ValueError):
+        return None  # not JSON: the caller's own checks say so
+    return _too_long(length) if length > MAX_JSON_LENGTH else None
+
+
+def _too_deep() -> str:
+    return f"is nested deeper than {MAX_JSON_DEPTH} levels (the limit)"
+
+
+def _too_long(length: int) -> str:
+    return f"is {length:,} characters as JSON, over the limit of {MAX_JSON_LENGTH:,}"
 
 
 def trusted_memory(values: dict[str, Any]) -> Memory:

@@ -79,6 +79,7 @@ from host.di import Container
 from host.embeddings import EmbeddingModelChangedError, EmbeddingSpace
 from host.events import EventBus
 from host.models import CallContext, call_context
+from host.secrets import scrub
 from host.templates import MESSAGE_TEMPLATE, render_message_template
 
 __all__ = [
@@ -1013,7 +1014,8 @@ async def _guarded(
             outcome = ActionResult(success=False, error=f"timed out after {seconds}s")
         else:  # its own error, a TimeoutError of its own included
             rt._log.opt(exception=exc).warning("{} failed: {}", name, exc)
-            outcome = ActionResult(success=False, error=f"{type(exc).__name__}: {exc}")
+            error = scrub(f"{type(exc).__name__}: {exc}")  # the reply carries it out
+            outcome = ActionResult(success=False, error=error)
     if outcome is None:
         return None
     if not isinstance(outcome, ActionResult):

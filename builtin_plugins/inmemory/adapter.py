@@ -22,7 +22,14 @@ from uuid import UUID
 
 import numpy as np
 
-from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
+from contracts.memory import (
+    DEFAULT_TABLE,
+    MAX_JSON_LENGTH,
+    Content,
+    Memory,
+    MemoryQuery,
+    MemoryUpdate,
+)
 from contracts.storage import (
     BatchError,
     DimensionMismatchError,
@@ -32,7 +39,7 @@ from contracts.storage import (
     StorageError,
     sort_rooms,
 )
-from host.memory import check_table_name, metadata_json, trusted_memory
+from host.memory import check_table_name, content_json, metadata_json, trusted_memory
 from host.vectors import (
     F32,
     I64,
@@ -193,7 +200,7 @@ class InMemoryAdapter:
                 if update.content is not None:
                     fields["content"] = _copy_content(update.content)
                 if update.metadata is not None:
-                    fields["metadata"] = _copy_json(update.metadata)
+                    fields["metadata"] = _checked_json(update.metadata)
                 if update.unique is not None:
                     fields["unique"] = update.unique
                 if "embedding" in update.changes:
@@ -441,11 +448,19 @@ def _copy_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} value is not JSON serializable: {value!r}")
 
 
+def _checked_json(value: Any) -> Any:
+    """`_copy_json` of metadata being written, refused past the stores' limits."""
+    if value:
+        metadata_json(value)  # InvalidMemoryError (nested too deep, too long), like the others
+    return _copy_json(value)
+
+
 def _copy_content(content: Content) -> Content:
-    """`content` as its JSON form gives it back (extra fields serialised like the backends do)."""
-    if not content.model_extra:
-        return content  # frozen, text only: nothing mutable to share
-    return Content.model_validate_json(content.model_dump_json())
+    """`content` as its JSON form gives it back (extra fields serialised like the backends do),
+    within the limits every store keeps (`host.memory.content_json`)."""
+    if not content.model_extra and 6 * len(content.text) < MAX_JSON_LENGTH:
+        return content  # frozen, short text only: nothing mutable to share, nothing to check
+    return Content.model_validate_json(content_json(content))
 
 
 def _detached(memory: Memory, vector: np.ndarray[Any, np.dtype[np.float32]] | None) -> Memory:
@@ -458,7 +473,8 @@ def _detached(memory: Memory, vector: np.ndarray[Any, np.dtype[np.float32]] | No
 
 
 def _copy(memory: Memory, **update: Any) -> Memory:
-    """`memory` with `update`, sharing nothing mutable with it."""
-    update["metadata"] = _copy_json(memory.metadata)
+    """`memory` with `update`, sharing nothing mutable with it (its metadata within the limits
+    every store keeps: `host.memory.metadata_json`)."""
+    update["metadata"] = _checked_json(memory.metadata)
     update["content"] = _copy_content(memory.content)
     return memory.model_copy(update=update)

@@ -39,7 +39,7 @@ from contracts.storage import (
     StorageUnavailableError,
     sort_rooms,
 )
-from host.memory import check_table_name, metadata_json, trusted_memory
+from host.memory import check_table_name, content_json, metadata_json, trusted_memory
 from host.pgpool import describe_url, pooled, safe_text
 from host.vectors import (
     IndexParams,
@@ -363,7 +363,7 @@ class PostgresAdapter:
                         memory.entity_id,
                         memory.room_id,
                         memory.created_at,
-                        memory.content.model_dump_json(),
+                        content_json(memory.content),
                         metadata_json(memory.metadata),
                         vector,
                         memory.unique,
@@ -424,7 +424,7 @@ class PostgresAdapter:
                     changes = update.changes
                     if "content" in changes and update.content is not None:
                         sets.append(sql.SQL("content = %s::json"))
-                        params.append(update.content.model_dump_json())
+                        params.append(content_json(update.content))
                     if "metadata" in changes and update.metadata is not None:
                         sets.append(sql.SQL("metadata = %s::json"))
                         params.append(metadata_json(update.metadata))

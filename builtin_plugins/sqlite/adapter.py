@@ -38,7 +38,7 @@ from contracts.storage import (
     StorageError,
     sort_rooms,
 )
-from host.memory import check_table_name, metadata_json, trusted_memory
+from host.memory import check_table_name, content_json, metadata_json, trusted_memory
 from host.vectors import (
     F64,
     IndexParams,
@@ -321,7 +321,7 @@ class SqliteAdapter:
                             memory.entity_id.bytes,
                             memory.room_id.bytes,
                             to_micros(memory.created_at),
-                            memory.content.model_dump_json(),
+                            content_json(memory.content),
                             metadata_json(memory.metadata),
                             blob,
                             int(memory.unique),
@@ -420,7 +420,7 @@ class SqliteAdapter:
                     changes = update.changes
                     if "content" in changes and update.content is not None:
                         sets.append("content = ?")
-                        params.append(update.content.model_dump_json())
+                        params.append(content_json(update.content))
                     if "metadata" in changes and update.metadata is not None:
                         sets.append("metadata = ?")
                         params.append(metadata_json(update.metadata))

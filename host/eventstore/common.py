@@ -26,6 +26,7 @@ from contracts.eventstore import (
     EventFilter,
     EventStoreError,
 )
+from host.secrets import SECRETS, scrub_json
 
 __all__ = [
     "Notifier",
@@ -94,17 +95,18 @@ def versions_before(
 
 
 def encode(event: DomainEvent) -> EncodedEvent:
-    """`event` as the engines write it: data and metadata as JSON text (pydantic-core)."""
+    """`event` as the engines write it: data and metadata as JSON text (pydantic-core), the
+    registered secrets masked (`host.secrets`)."""
     return EncodedEvent(
         event.aggregate_id,
         event.event_type,
-        to_json(event.data).decode(),
+        scrub_json(to_json(event.data).decode()),
         event.schema_version,
         event.timestamp,
         event.id,
         event.causation_id,
         event.correlation_id,
-        to_json(event.metadata).decode(),
+        scrub_json(to_json(event.metadata).decode()),
     )
 
 
@@ -126,7 +128,9 @@ def new_ids(count: int) -> list[bytes]:
 
 def check_encoded(events: Sequence[EncodedEvent]) -> list[EncodedEvent]:
     """Validate an `append_encoded` batch before any I/O (cheap checks; the database parses
-    the JSON); the batch as a list."""
+    the JSON); the batch as a list, the registered secrets masked in its texts (nothing the
+    store keeps for good may hold one: a model server echoing the API key in its error is
+    recorded in ``model:used``)."""
     batch = list(events)
     for index, event in enumerate(batch):
         if not (
@@ -139,7 +143,16 @@ def check_encoded(events: Sequence[EncodedEvent]) -> list[EncodedEvent]:
             and event.timestamp.tzinfo is not None
         ):
             raise _bad_encoded(index, event)
+    if SECRETS:
+        batch = [_scrubbed(event) for event in batch]
     return batch
+
+
+def _scrubbed(event: EncodedEvent) -> EncodedEvent:
+    data, metadata = scrub_json(event.data), scrub_json(event.metadata)
+    if data is event.data and metadata is event.metadata:
+        return event
+    return event._replace(data=data, metadata=metadata)
 
 
 def _text(value: object) -> bool:

@@ -20,6 +20,8 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, JsonValue
 from pydantic_core import to_json, to_jsonable_python
 
+from host.secrets import MASK, SECRET_KEYS
+
 from .keyscan import OPAQUE, SECRET, scan
 
 __all__ = [
@@ -31,23 +33,6 @@ __all__ = [
     "schema_version_of",
 ]
 
-MASK = "**********"
-"""What a secret is replaced with (the same mask pydantic uses for ``SecretStr``)."""
-
-SECRET_KEYS: tuple[str, ...] = (
-    "api_key",
-    "apikey",
-    "password",
-    "passwd",
-    "secret",
-    "authorization",
-    "credential",
-    "private_key",
-    "cookie",
-)
-"""Fragments of key names whose values are never recorded (matched case-insensitively,
-ignoring ``-``/``_``). Keys ending in ``token`` (``token``, ``access_token``, ``hf_token``) are
-secret too; token counts (``max_tokens``, ``token_count``) are not."""
 
 _TOKEN = re.compile(r"(^|_)token$|token$")
 

@@ -28,6 +28,7 @@ from contracts.eventstore import DomainEvent, EventStore, EventStoreError
 from contracts.memory import Memory
 from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, TextChunk
 from contracts.storage import DatabaseAdapter
+from host.secrets import scrub_data
 
 from .rebuild import RoomDiff, compare_room, fold_memories
 from .recording import payload_data
@@ -188,7 +189,7 @@ class RecordedModels:
     def _check_params(self, name: str, call: RecordedCall | None, params: object) -> None:
         if call is None or call.params is None:
             return
-        actual = payload_data(params)
+        actual = scrub_data(payload_data(params))  # as recorded: secrets masked
         if actual != call.params:
             changed = sorted(
                 k for k in set(actual) | set(call.params) if actual.get(k) != call.params.get(k)

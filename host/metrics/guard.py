@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from loguru import logger
 
 from contracts.metrics import MetricsCollector, Tags
+from host.secrets import scrub
 
 __all__ = ["FORBIDDEN_TAG_KEYS", "GuardedMetrics"]
 
@@ -83,7 +84,7 @@ class GuardedMetrics:
                     name, tag, "metric {}: tag {!r} dropped (user data is never a tag)", tag
                 )
                 continue
-            kept[tag] = str(value)
+            kept[tag] = scrub(str(value))  # a secret never becomes a label either
         clean: Tags | None = kept or None
         if len(self._clean) < 10_000:
             self._clean[key] = clean
