@@ -1,9 +1,12 @@
-"""Start-up benchmark: host start to "plugins loaded" with 0, 10 and 100 installed plugins.
+"""Start-up benchmark: host start to "plugins loaded" with 0, 10 and 100 installed plugins, and
+to ready (``GET /ready`` answers 200) with the builtin plugins and the HTTP API on.
 
 Generated plugin distributions (a package plus a ``.dist-info`` with its entry point, the layout
 pip installs) go into a temporary site directory put on PYTHONPATH. Each row is a fresh process:
 the baseline is a bare ``python -c "import importlib.metadata"``; the measured runs import the
-host, discover, load (construct + set up + register) every plugin, and stop. Figures are the
+host, discover, load (construct + set up + register) every plugin, and stop. The ready row runs
+the default configuration (the repository's ``config/``, SQLite, ELIZA, the audit trail) with
+agents and HTTP on a free port, and stops once its own ``GET /ready`` answers 200. Figures are the
 best of the runs, and per-plugin costs are the growth over the 0-plugin run.
 
     .venv/bin/python bench/startup.py [--quick] [--runs N]
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,6 +62,29 @@ async def main():
 asyncio.run(main())
 """
 
+READY = """
+import asyncio
+from host.app import Host
+from host.config import load_config
+from host.logs import configure_logging
+from contracts.config import LoggingSettings
+
+async def main():
+    configure_logging(LoggingSettings(level="ERROR"))
+    env = {{"AGENTHOST_DATA_DIR": {data!r}, "AGENTHOST_HTTP__PORT": "0"}}
+    host = Host(load_config(None, environ=env))
+    await host.start(http=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", host.http.port)
+    writer.write(b"GET /ready HTTP/1.1\\r\\nHost: bench\\r\\nConnection: close\\r\\n\\r\\n")
+    status = (await reader.readline()).split()[1].decode()
+    writer.close()
+    print(status, flush=True)  # the parent's clock stops here, not after the stop
+    await host.stop()
+
+asyncio.run(main())
+"""
+REPO = Path(__file__).resolve().parent.parent
+
 
 def make_site(root: Path, count: int) -> Path:
     site = root / f"site-{count}"
@@ -77,10 +104,33 @@ def make_site(root: Path, count: int) -> Path:
     return site
 
 
-def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
-    started = time.perf_counter()
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the ended child processes: steadier than the wall clock
+    on a shared machine, where waiting for a core counts in the wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
+    """Wall and CPU seconds of a process run to its end, and its output."""
+    started, cpu = time.perf_counter(), children_cpu()
     done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, done.stdout.strip()
+    seconds = time.perf_counter() - started
+    return seconds, children_cpu() - cpu, done.stdout.strip()
+
+
+def until_line(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds from the start to the process's first stdout line; CPU seconds to its exit
+    (its stop included)."""
+    started, cpu = time.perf_counter(), children_cpu()
+    with subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        seconds = time.perf_counter() - started
+        proc.stdout.read()
+        if proc.wait() != 0:
+            raise SystemExit(f"the ready run failed (exit {proc.returncode})")
+    return seconds, children_cpu() - cpu, line
 
 
 def main() -> None:
@@ -94,43 +144,52 @@ def main() -> None:
         root = Path(tmp)
         sites = {count: make_site(root, count) for count in counts}
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHOST_")}
-        bare: list[float] = []
-        host: dict[int, list[float]] = {count: [] for count in counts}
-        loaded: dict[int, str] = {}
-        jobs = [(None, i) for i in range(runs)] + [(c, i) for c in counts for i in range(runs)]
-        for count, _ in track(jobs, description="starting processes"):
-            if count is None:
-                seconds, _out = timed(
-                    [sys.executable, "-c", "import importlib.metadata"], base_env, root
-                )
-                bare.append(seconds)
-                continue
-            env = {**base_env, "PYTHONPATH": str(sites[count])}
-            script = HOST.format(data=str(root / "data"))
-            seconds, out = timed([sys.executable, "-c", script], env, root)
-            host[count].append(seconds)
-            loaded[count] = out
-    floor = min(bare)
-    zero = min(host[counts[0]])
-    table = Table(title=f"host start to plugins loaded, best of {runs} fresh processes")
-    for column in ("run", "plugins loaded", "seconds", "x bare python", "per extra plugin"):
+        bare = [sys.executable, "-c", "import importlib.metadata"]
+        ready = [sys.executable, "-c", READY.format(data=str(root / "ready-data"))]
+        host = HOST.format(data=str(root / "data"))
+        rows: dict[int | str, list[tuple[float, float, str]]] = {}
+        kinds: list[int | str] = ["bare", *counts, "ready"]
+        jobs = [kind for _ in range(runs) for kind in kinds]  # interleaved: load drifts evenly
+        for kind in track(jobs, description="starting processes"):
+            if kind == "bare":
+                result = timed(bare, base_env, root)
+            elif kind == "ready":  # the repository's config/ (characters): the default set-up
+                result = until_line(ready, base_env, REPO)
+            else:
+                env = {**base_env, "PYTHONPATH": str(sites[int(kind)])}
+                result = timed([sys.executable, "-c", host], env, root)
+            rows.setdefault(kind, []).append(result)
+    wall = {kind: min(r[0] for r in results) for kind, results in rows.items()}
+    cpu = {kind: min(r[1] for r in results) for kind, results in rows.items()}
+    title = f"host start to plugins loaded / to ready, best of {runs} fresh processes"
+    table = Table(title=title)
+    columns = ("run", "plugins loaded", "seconds", "x bare python", "CPU s", "x bare CPU")
+    for column in (*columns, "per extra plugin"):
         table.add_column(column, justify="left" if column == "run" else "right")
-    table.add_row('python -c "import importlib.metadata" (baseline)', "", f"{floor:.3f}", "1.0", "")
-    for count in counts:
-        best = min(host[count])
-        per = f"{(best - zero) / count * 1000:.2f} ms" if count else ""
+
+    def row(kind: int | str, label: str, loaded: str = "", per: str = "") -> None:
+        ratios = (wall[kind] / wall["bare"], cpu[kind] / cpu["bare"])
         table.add_row(
-            f"host with {count} generated plugins (+ builtins)",
-            loaded[count],
-            f"{best:.3f}",
-            f"{best / floor:.1f}",
+            label,
+            loaded,
+            f"{wall[kind]:.3f}",
+            f"{ratios[0]:.1f}",
+            f"{cpu[kind]:.3f}",
+            f"{ratios[1]:.1f}",
             per,
         )
-    console = Console(width=150)
+
+    row("bare", 'python -c "import importlib.metadata" (baseline)')
+    for count in counts:
+        per = f"{(wall[count] - wall[counts[0]]) / count * 1000:.2f} ms" if count else ""
+        label = f"host with {count} generated plugins (+ builtins)"
+        row(count, label, rows[count][-1][2], per)
+    row("ready", f"ready with builtin plugins and HTTP on (GET /ready {rows['ready'][-1][2]})")
+    console = Console(width=160)
     console.print(table)
     console.print(
         f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs"
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
 
 

@@ -20,7 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
@@ -75,15 +74,29 @@ at least `TUNE_MIN_ROWS`): the ef a graph needs grows with it, so an index first
 few rows would otherwise keep a small table's ef at 100k rows."""
 TUNE_MIN_ROWS = 1000
 
-# faiss's bundled stubs lag behind its SWIG API (SearchParametersHNSW, selectors): go untyped.
-faiss: Any = _faiss
-
-_BUILD_THREADS: int = faiss.omp_get_max_threads()
+_BUILD_THREADS: int = 0
 """OpenMP threads for building and adding (training, graph construction: worth parallelising).
 A search is one query: it runs on one thread, because an OpenMP region for a single query costs
 more than it saves (waking the team, then its spinning threads take the core the event loop
 needs; an IVF search on the SQLite worker thread took twice as long with them). OpenMP's thread
-count is per calling thread, so this is set around each call, not process-wide."""
+count is per calling thread, so this is set around each call, not process-wide. Read when faiss
+is first used."""
+
+
+class _LazyFaiss:
+    """faiss, imported at its first use (an index built or searched), not at start-up (~60 ms).
+    Untyped: faiss's bundled stubs lag behind its SWIG API (SearchParametersHNSW, selectors)."""
+
+    def __getattr__(self, name: str) -> Any:
+        global faiss, _BUILD_THREADS
+        import faiss as module
+
+        _BUILD_THREADS = module.omp_get_max_threads()  # before any thread sets its own count
+        faiss = module  # later uses go straight to the module
+        return getattr(module, name)
+
+
+faiss: Any = _LazyFaiss()
 
 
 @dataclass(frozen=True, slots=True)

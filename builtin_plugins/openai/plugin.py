@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
-import httpx
-from httpx_sse import EventSource, SSEError, aconnect_sse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from contracts.logging import Logger
@@ -44,6 +42,13 @@ from contracts.plugin import Manifest, Plugin
 
 from .catalog import ModelCatalog, served_names
 from .retry import RetrySettings, parse_retry_after, with_retries
+
+if TYPE_CHECKING:
+    import httpx
+    from httpx_sse import EventSource
+
+# httpx and httpx_sse (~100 ms) are imported where requests are made, not at start-up: an
+# unconfigured plugin (the default) makes none.
 
 __all__ = ["OpenAIModels", "OpenAIPlugin", "OpenAISettings"]
 
@@ -126,6 +131,13 @@ class OpenAIPlugin(Plugin):
         """The names the server serves (known once ``GET /models`` answered)."""
 
     async def setup(self) -> None:
+        if not self.configured:
+            self.log.info(
+                "not configured (no plugins.openai.api_key or base_url): registering no models"
+            )
+            return
+        import httpx
+
         headers = {"Accept": "application/json"}
         if self.settings.api_key is not None:
             headers["Authorization"] = f"Bearer {self.settings.api_key.get_secret_value()}"
@@ -134,11 +146,6 @@ class OpenAIPlugin(Plugin):
             headers=headers,
             timeout=httpx.Timeout(self.settings.timeout, connect=self.settings.connect_timeout),
         )
-        if not self.configured:
-            self.log.info(
-                "not configured (no plugins.openai.api_key or base_url): registering no models"
-            )
-            return
         self.log.info("openai-compatible endpoint {}", self.settings.base_url)
         if self.settings.check_models != "off":
             await self.list_models()
@@ -147,6 +154,8 @@ class OpenAIPlugin(Plugin):
     async def list_models(self) -> bool:
         """Read the served names (``GET /models``) into `catalog`; False when the server does
         not answer with a listing (then names are not checked)."""
+        import httpx
+
         url = f"{self.settings.base_url.rstrip('/')}/models"
         try:
             # a short read timeout: a server that hangs must not hold the host's start
@@ -248,6 +257,8 @@ class OpenAIPlugin(Plugin):
         return name
 
     def _transport(self, exc: httpx.HTTPError, what: str) -> ModelCallError:
+        import httpx
+
         if isinstance(exc, httpx.TimeoutException):
             return ModelCallError(
                 f"{what} timed out", provider="openai", retryable=True, reason="timeout"
@@ -281,6 +292,8 @@ class OpenAIPlugin(Plugin):
     async def _post(
         self, path: str, body: dict[str, Any], model_type: str, asked: str | None
     ) -> dict[str, Any]:
+        import httpx
+
         async def once() -> dict[str, Any]:
             try:
                 response = await self.client.post(path, json=body)
@@ -350,6 +363,8 @@ class OpenAIPlugin(Plugin):
     ) -> tuple[AsyncExitStack, EventSource]:
         """Open the event stream (retried like `_post` until it answers 200); the caller
         closes the returned stack."""
+        import httpx
+        from httpx_sse import aconnect_sse
 
         async def once() -> tuple[AsyncExitStack, EventSource]:
             stack = AsyncExitStack()
@@ -386,6 +401,9 @@ class OpenAIPlugin(Plugin):
         )
 
     async def _stream(self, params: TextParams, model_type: str) -> AsyncIterator[TextChunk]:
+        import httpx
+        from httpx_sse import SSEError
+
         model = self._model(model_type, params.model)
         body = {**self._chat_body(params, model), "stream": True}
         if self._stream_usage:

@@ -13,10 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cache
 from typing import TypeVar
 
-import stamina
-import stamina.instrumentation
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.logging import Logger
@@ -26,11 +25,18 @@ __all__ = ["NOT_RETRIED", "RetrySettings", "parse_retry_after", "with_retries"]
 
 T = TypeVar("T")
 
-# Each retry is logged here, through the plugin's logger (its name, the failure, the wait).
-# stamina's default hooks would add a bare "stamina.retry_scheduled" stdlib line (the host does
-# not route stdlib logging) and a counter in prometheus_client's global registry, which the
-# host does not serve: they are turned off (process-wide: nothing else here uses stamina).
-stamina.instrumentation.set_on_retry_hooks(())
+
+@cache
+def _quiet_stamina() -> None:
+    """Each retry is logged by `with_retries`, through the plugin's logger (its name, the
+    failure, the wait). stamina's default hooks would add a bare "stamina.retry_scheduled"
+    stdlib line (the host does not route stdlib logging) and a counter in prometheus_client's
+    global registry, which the host does not serve: they are turned off (process-wide: nothing
+    else here uses stamina), at the first request rather than at import (start-up)."""
+    import stamina.instrumentation
+
+    stamina.instrumentation.set_on_retry_hooks(())
+
 
 NOT_RETRIED = frozenset({"model_not_served", "unreachable", "stream_cut", "bad_response"})
 """Retryable for the registry (another provider may answer) but not worth asking again:
@@ -114,6 +120,9 @@ async def with_retries(
         )
         return True if wait is None else wait
 
+    import stamina  # at the first request, not at start-up
+
+    _quiet_stamina()
     async for attempt in stamina.retry_context(
         on=backoff,
         attempts=settings.attempts,

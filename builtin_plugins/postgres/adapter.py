@@ -49,6 +49,7 @@ from host.vectors import (
     query_vector,
 )
 
+from .plugin import INDEX_BUILD_MEMORY
 from .schema import hnsw_index_sql, index_name, indexed_expression, ivf_index_sql, migrate
 
 __all__ = ["PostgresAdapter", "describe_url"]
@@ -88,8 +89,6 @@ search for more is answered exactly."""
 IVF_MAX_PROBES = 32768
 """pgvector's upper bound of ``ivfflat.probes`` (and of the lists an index can have)."""
 _BUILD_LOCK_KEY = 0x61676E78  # "agnx": the advisory lock one index build at a time holds
-INDEX_BUILD_MEMORY = "512MB"
-"""``maintenance_work_mem`` for vector index builds: an HNSW graph of ~200k x 384-d fits."""
 """Candidate sets up to this size are searched exactly whatever the index type."""
 
 

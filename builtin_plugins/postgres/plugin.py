@@ -8,7 +8,7 @@ asks for it: ``services: {database: postgres}`` with ``plugins.postgres.url`` (o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -18,7 +18,11 @@ from contracts.storage import DATABASE, DatabaseAdapter, StorageError
 from host.metrics.sampler import pool_source
 from host.vectors import IndexParams
 
-from .adapter import INDEX_BUILD_MEMORY, PostgresAdapter
+if TYPE_CHECKING:
+    from .adapter import PostgresAdapter
+
+INDEX_BUILD_MEMORY = "512MB"
+"""``maintenance_work_mem`` for vector index builds: an HNSW graph of ~200k x 384-d fits."""
 
 __all__ = ["PostgresPlugin", "PostgresSettings"]
 
@@ -85,6 +89,8 @@ class PostgresPlugin(Plugin):
         """Service factory: connect and migrate on first use; close the pool at shutdown."""
         if self.settings.url is None:
             raise StorageError("plugins.postgres.url is not set (AGENTHOST_PLUGINS__POSTGRES__URL)")
+        from .adapter import PostgresAdapter  # psycopg and pgvector only when postgres is used
+
         s = self.settings
         adapter = await PostgresAdapter.open(
             s.url.get_secret_value() if s.url else "",

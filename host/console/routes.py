@@ -11,12 +11,12 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 from uuid import UUID, uuid4, uuid5
 
-import jinja2
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -58,6 +58,8 @@ from .records import (
 from .rooms import RoomIndex
 
 if TYPE_CHECKING:
+    import jinja2
+
     from host.app import Host
 
 __all__ = ["mount_console"]
@@ -103,6 +105,8 @@ class Picked:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # at the first page, not at start-up
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,  # every template, whatever its name: stored text is never markup
@@ -125,8 +129,12 @@ class Console:
         self.sessions = Sessions(bound=host.config.http.host)
         self.turns: dict[str, Turn] = {}
         self.history = History()
-        self.env = _environment()
         self.rooms = RoomIndex(host.events)
+
+    @cached_property
+    def env(self) -> jinja2.Environment:
+        """The templates, loaded at the first page rather than at start-up."""
+        return _environment()
 
     @property
     def agents(self) -> AgentManager:
