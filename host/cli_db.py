@@ -1,5 +1,6 @@
 """``agenthost db start | stop | status``: a local PostgreSQL with pgvector (host/localdb.py);
-``agenthost db index``: build the configured memory store's vector index, with progress.
+``agenthost db index``: build the configured memory store's vector index, with progress;
+``agenthost db migrate``: apply the stores' schema migrations now (host/db_migrate.py).
 
 Mounted by host/cli.py as ``app.add_typer(db_app, name="db")``.
 """
@@ -19,6 +20,7 @@ from rich.markup import escape
 
 from contracts.storage import DATABASE
 from host.cli_progress import progress
+from host.db_migrate import StoreMigration
 from host.localdb import LocalDbError, LocalDbStatus, start, status, stop
 
 __all__ = ["db_app"]
@@ -141,3 +143,40 @@ def db_index(
 
     seconds = cli._run(build)
     console.print(f"{kind.value} index of {table} built in {seconds:.1f} s")
+
+
+@db_app.command("migrate")
+def db_migrate(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Apply the schema migrations of the configured memory store and event store now (they
+    also migrate when the host opens them), with progress per step; again, it does nothing."""
+    from host import cli
+    from host.db_migrate import migrate_stores
+
+    loaded = cli._load()
+
+    async def work() -> list[StoreMigration]:
+        with progress(total=True) as shown:
+            task = shown.add_task("migrating", total=None)
+
+            def step(store: str, n: int, of: int, description: str) -> None:
+                shown.update(task, description=f"{store}: {description}", total=of, completed=n - 1)
+
+            return await migrate_stores(loaded.config, data_dir, step)
+
+    done = cli._run(work)
+    if as_json:
+        sys.stdout.write(json.dumps([d.as_json() for d in done]) + "\n")
+        return
+    for d in done:
+        name = f"{d.store} store" if d.store == "memory" else "event store"
+        if d.skipped:
+            console.print(f"{name}: skipped ({escape(d.skipped)})")
+            continue
+        where = f"{name} ({d.backend} {escape(d.where)})"
+        now = f" (schema version {d.version})" if d.version is not None else ""
+        if not d.applied:
+            console.print(f"{where}: up to date{now}")
+            continue
+        console.print(f"{where}: applied {len(d.applied)} migration(s){now}")
+        for description in d.applied:
+            console.print(f"  {escape(description)}")

@@ -97,34 +97,51 @@ def _postgres_url(config: HostConfig) -> str:
     return str(url.get_secret_value() if hasattr(url, "get_secret_value") else url)
 
 
-async def open_store(store: str | None, data_dir: Path | None) -> EventStore:
-    """The event store named by `store`, else the one the host's configuration gives the audit
-    plugin (as ``agenthost run`` opens it: its own SQLite file or PostgreSQL URL, or the memory
-    store's database)."""
+def store_location(
+    store: str | None, data_dir: Path | None, config: HostConfig | None = None
+) -> str | Path:
+    """Where the event store is: `store` (a PostgreSQL URL or a SQLite path), else the one the
+    host's configuration (`config`, else this invocation's) gives the audit plugin (as
+    ``agenthost run`` opens it: its own SQLite file or PostgreSQL URL, or the memory store's
+    database)."""
     if store is not None and store.startswith(("postgresql://", "postgres://")):
-        return await PostgresEventStore.connect(store)
+        return store
     if store is not None:
-        path = Path(store)
-    else:
+        return Path(store)
+    if config is None:
         settings, config = configured()
-        memory = _memory_store(config)
-        if settings.postgres_url is not None:
-            return await PostgresEventStore.connect(settings.postgres_url.get_secret_value())
-        backend = settings.backend
-        if backend == "auto":
-            backend = "postgres" if memory == "postgres" else "sqlite"
-        if backend == "postgres":
-            return await PostgresEventStore.connect(_postgres_url(config))
-        base = data_dir or config.data_dir
-        path = settings.resolve_path(base)
-        if settings.share_memory_database:
-            from builtin_plugins.sqlite.plugin import SqliteSettings
+    else:
+        settings = AuditSettings.model_validate(config.plugins.section("audit"))
+    memory = _memory_store(config)
+    if settings.postgres_url is not None:
+        return settings.postgres_url.get_secret_value()
+    backend = settings.backend
+    if backend == "auto":
+        backend = "postgres" if memory == "postgres" else "sqlite"
+    if backend == "postgres":
+        return _postgres_url(config)
+    base = data_dir or config.data_dir
+    if settings.share_memory_database:
+        from builtin_plugins.sqlite.plugin import SqliteSettings
 
-            sqlite = SqliteSettings.model_validate(config.plugins.section("sqlite"))
-            path = sqlite.resolve_path(base)
-    if str(path) != ":memory:" and not path.exists():
-        raise EventStoreError(f"no event store at {path} (is the audit plugin enabled?)")
-    return await SqliteEventStore.open(path)
+        return SqliteSettings.model_validate(config.plugins.section("sqlite")).resolve_path(base)
+    return settings.resolve_path(base)
+
+
+async def open_store(
+    store: str | None,
+    data_dir: Path | None,
+    *,
+    create: bool = False,
+    config: HostConfig | None = None,
+) -> EventStore:
+    """The event store at `store_location` (a SQLite file must exist unless `create`)."""
+    where = store_location(store, data_dir, config)
+    if isinstance(where, str):
+        return await PostgresEventStore.connect(where)
+    if not create and str(where) != ":memory:" and not where.exists():
+        raise EventStoreError(f"no event store at {where} (is the audit plugin enabled?)")
+    return await SqliteEventStore.open(where)
 
 
 def aggregate_of(agent: str | None) -> str | None:

@@ -7,9 +7,11 @@ writers); needs the ``knowledge`` plugin.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import typer
@@ -26,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from contracts.knowledge import KNOWLEDGE, AddOutcome, KnowledgeBase
+from host.cli_output import print_table
 
 __all__ = ["knowledge_app"]
 
@@ -113,22 +116,40 @@ def add(
 
 
 @knowledge_app.command("list")
-def list_documents(agent: AgentOption = None) -> None:
+def list_documents(
+    agent: AgentOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
     """The documents (of the agent, or the shared ones)."""
 
-    async def body(knowledge: KnowledgeBase) -> list[list[str]]:
+    async def body(knowledge: KnowledgeBase) -> list[dict[str, Any]]:
         return [
-            [d.source, str(d.chunks), str(d.characters), d.added_at, d.sha256[:12]]
+            {
+                "source": d.source,
+                "chunks": d.chunks,
+                "characters": d.characters,
+                "added": d.added_at,
+                "sha256": d.sha256,
+            }
             for d in await knowledge.documents(_agent(agent))
         ]
 
     rows = _with_knowledge(body)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
     table = Table(title=f"knowledge ({agent or 'shared'})")
     for column in ("source", "chunks", "characters", "added", "sha256"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*map(escape, row))
-    console.print(table)
+        table.add_row(
+            escape(row["source"]),
+            str(row["chunks"]),
+            str(row["characters"]),
+            escape(row["added"]),
+            row["sha256"][:12],
+        )
+    print_table(table, console)
 
 
 @knowledge_app.command("remove")

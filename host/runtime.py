@@ -453,44 +453,56 @@ class AgentRuntime:
         caller = self._caller(message)
         async with self._room(message.room_id):
             run = _Run(self, message)
-            async with self.scope.create_scope("message"):
-                with _serving(caller):
-                    await run.before_model()
-                if run.responded:
-                    started = time.perf_counter()
-                    raw = sent = ""
-                    model_stage = tracing.stage(run.trace, "model")  # spans the yields below
-                    model_stage.__enter__()
-                    chunks = self.stream_model(TEXT_LARGE, run.prompt())
-                    try:
-                        while True:
-                            with _serving(caller):
-                                try:
-                                    chunk = await anext(chunks)
-                                except StopAsyncIteration:
-                                    break
-                            if chunk.text:
-                                raw += chunk.text
-                                ready = _streamable(raw)
-                                if len(ready) > len(sent) and ready.startswith(sent):
-                                    yield ready[len(sent) :]
-                                    sent = ready
-                    finally:
-                        close = getattr(chunks, "aclose", None)
-                        if close is not None:
-                            await close()
-                        model_stage.__exit__(None, None, None)
-                    run.timings["model"] = time.perf_counter() - started
-                    run.set_model_text(raw)
-                    if len(run.text) > len(sent) and run.text.startswith(sent):
-                        yield run.text[len(sent) :]
-                with _serving(caller):
-                    await run.run_actions()
-                extra = run.append_action_text()
-                if extra:
-                    yield extra
-                with _serving(caller):
-                    await run.finish()
+            try:
+                async with self.scope.create_scope("message"):
+                    with _serving(caller):
+                        await run.before_model()
+                    if run.responded:
+                        started = time.perf_counter()
+                        raw = sent = ""
+                        model_stage = tracing.stage(run.trace, "model")  # spans the yields below
+                        model_stage.__enter__()
+                        chunks = self.stream_model(TEXT_LARGE, run.prompt())
+                        failure: BaseException | None = None
+                        try:
+                            while True:
+                                with _serving(caller):
+                                    try:
+                                        chunk = await anext(chunks)
+                                    except StopAsyncIteration:
+                                        break
+                                if chunk.text:
+                                    raw += chunk.text
+                                    ready = _streamable(raw)
+                                    if len(ready) > len(sent) and ready.startswith(sent):
+                                        yield ready[len(sent) :]
+                                        sent = ready
+                        except BaseException as exc:
+                            failure = exc
+                            raise
+                        finally:
+                            close = getattr(chunks, "aclose", None)
+                            if close is not None:
+                                await close()
+                            model_stage.__exit__(
+                                type(failure) if failure else None,
+                                failure,
+                                failure.__traceback__ if failure else None,
+                            )
+                        run.timings["model"] = time.perf_counter() - started
+                        run.set_model_text(raw)
+                        if len(run.text) > len(sent) and run.text.startswith(sent):
+                            yield run.text[len(sent) :]
+                    with _serving(caller):
+                        await run.run_actions()
+                    extra = run.append_action_text()
+                    if extra:
+                        yield extra
+                    with _serving(caller):
+                        await run.finish()
+            except BaseException as exc:  # a model error partway, or the consumer stopped
+                run.failed(exc)
+                raise
             sink.reply = run.result()
 
     def _caller(self, message: Memory) -> CallContext:

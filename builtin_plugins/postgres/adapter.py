@@ -50,7 +50,14 @@ from host.vectors import (
 )
 
 from .plugin import INDEX_BUILD_MEMORY
-from .schema import hnsw_index_sql, index_name, indexed_expression, ivf_index_sql, migrate
+from .schema import (
+    MigrationStep,
+    hnsw_index_sql,
+    index_name,
+    indexed_expression,
+    ivf_index_sql,
+    migrate,
+)
 
 __all__ = ["PostgresAdapter", "describe_url"]
 
@@ -196,6 +203,7 @@ class PostgresAdapter:
         index_params: IndexParams | None = None,
         exact_below: int = EXACT_BELOW,
         index_build_memory: str | None = INDEX_BUILD_MEMORY,
+        on_migration: MigrationStep | None = None,
     ) -> PostgresAdapter:
         """Connect, migrate the schema, and open a pool of `min_size`..`max_size` connections.
 
@@ -206,14 +214,15 @@ class PostgresAdapter:
         connection is checked as it leaves the pool (one round trip), so one the server dropped
         is replaced instead of failing the call that got it. Errors name the server and
         database, never the password. Vector indexes are built with `index_build_memory` as
-        ``maintenance_work_mem`` (None: the server's own setting)."""
+        ``maintenance_work_mem`` (None: the server's own setting). `on_migration` is told each
+        schema migration applied."""
         where = describe_url(url)
         try:
             # whole seconds, rounded up: psycopg reads 0 (a truncated 0.5) as its 130 s default
             async with await AsyncConnection.connect(
                 url, connect_timeout=max(1, math.ceil(connect_timeout))
             ) as conn:
-                await migrate(conn, where)
+                await migrate(conn, where, on_migration)
         except psycopg.Error as exc:
             hint = missing_vector_hint(exc)
             if hint is not None:  # the server answers, but cannot serve vectors

@@ -12,6 +12,7 @@ characters, which ``jsonb`` refuses) round-trips unchanged.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -21,6 +22,7 @@ from contracts.storage import StorageError
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "MigrationStep",
     "hnsw_index_sql",
     "index_name",
     "indexed_expression",
@@ -80,9 +82,16 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
+MigrationStep = Callable[[int, int, str], None]
+"""Told ``(n, of, description)`` before the n-th of `of` pending migrations runs."""
 
-async def migrate(conn: AsyncConnection[Any], where: str) -> int:
-    """Bring the schema up to `SCHEMA_VERSION`; returns the number of migrations applied."""
+
+async def migrate(
+    conn: AsyncConnection[Any], where: str, on_step: MigrationStep | None = None
+) -> int:
+    """Bring the schema up to `SCHEMA_VERSION`; returns the number of migrations applied.
+    `on_step(n, of, description)` is called before each migration applied (``agenthost db
+    migrate`` shows it as progress)."""
     applied = 0
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -99,9 +108,10 @@ async def migrate(conn: AsyncConnection[Any], where: str) -> int:
                 f"the database at {where} has schema version {current}, newer than this "
                 f"agenthost ({SCHEMA_VERSION}); upgrade agenthost"
             )
-        for version, description, statements in MIGRATIONS:
-            if version <= current:
-                continue
+        pending = [m for m in MIGRATIONS if m[0] > current]
+        for n, (version, description, statements) in enumerate(pending, 1):
+            if on_step is not None:
+                on_step(n, len(pending), description)
             await conn.execute(sql.SQL(statements))
             await conn.execute(
                 "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",

@@ -51,7 +51,7 @@ from host.vectors import (
     query_vector,
 )
 
-from .schema import migrate
+from .schema import MigrationStep, migrate
 
 __all__ = ["SqliteAdapter"]
 
@@ -170,6 +170,7 @@ class SqliteAdapter:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._on_migration: MigrationStep | None = None
         """A second connection for searches answered on the caller's thread (`_search_here`)."""
         self._index_lock = threading.Lock()
         """Held by whoever uses or changes the vector indexes: the worker thread (searches,
@@ -183,11 +184,14 @@ class SqliteAdapter:
         index_params: IndexParams | None = None,
         busy_timeout: float = 30.0,
         synchronous: str = "NORMAL",
+        on_migration: MigrationStep | None = None,
     ) -> SqliteAdapter:
-        """Open (creating it and its directory if needed) and migrate the database at `path`."""
+        """Open (creating it and its directory if needed) and migrate the database at `path`
+        (`on_migration` is told each migration it applies)."""
         adapter = cls(
             path, index_params=index_params, busy_timeout=busy_timeout, synchronous=synchronous
         )
+        adapter._on_migration = on_migration
         adapter._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite:{adapter.path.name}")
         try:
             await adapter._run(adapter._connect)
@@ -210,7 +214,7 @@ class SqliteAdapter:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
-            migrate(conn, str(self.path))
+            migrate(conn, str(self.path), self._on_migration)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StorageError(f"SQLite database {self.path} is unusable: {exc}") from exc

@@ -7,11 +7,12 @@ in ``schema_migrations``; a database written by a newer agenthost is refused rat
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from contracts.storage import StorageError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "MigrationStep", "migrate", "schema_version"]
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -47,6 +48,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
+MigrationStep = Callable[[int, int, str], None]
+"""Told ``(n, of, description)`` before the n-th of `of` pending migrations runs."""
+
 
 def schema_version(conn: sqlite3.Connection) -> int:
     """The highest migration applied to `conn`'s database (0 for a new database)."""
@@ -58,17 +62,20 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def migrate(conn: sqlite3.Connection, path: str) -> int:
-    """Bring the database at `path` to `SCHEMA_VERSION`; returns the version it had before."""
+def migrate(conn: sqlite3.Connection, path: str, on_step: MigrationStep | None = None) -> int:
+    """Bring the database at `path` to `SCHEMA_VERSION`; returns the version it had before.
+    `on_step(n, of, description)` is called before each migration applied (``agenthost db
+    migrate`` shows it as progress)."""
     before = schema_version(conn)
     if before > SCHEMA_VERSION:
         raise StorageError(
             f"SQLite database {path} has schema version {before}, newer than this agenthost"
             f" supports ({SCHEMA_VERSION}); upgrade agenthost or set plugins.sqlite.path elsewhere"
         )
-    for version, description, script in MIGRATIONS:
-        if version <= before:
-            continue
+    pending = [m for m in MIGRATIONS if m[0] > before]
+    for n, (version, description, script) in enumerate(pending, 1):
+        if on_step is not None:
+            on_step(n, len(pending), description)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in script.split(";"):

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from host.cli_output import print_table
+
 __all__ = ["cluster_app"]
 
 cluster_app = typer.Typer(help="Cluster mode: several processes over PostgreSQL and NATS.")
@@ -152,10 +154,12 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
         table.add_column(column)
     for member in result["members"]:
         table.add_row(*(escape(str(member[c])) for c in columns))
-    console.print(table)
+    print_table(table, console)
     for key in ("queue_depth", "rooms_waiting", "rooms_held", "redeliveries", "done", "parked"):
-        console.print(f"{key}: {result[key]}")
+        console.print(f"{key}: {result[key]}", highlight=False)
     for item in result["recent_parked"]:
         console.print(
-            f"parked {item['id']} (room {item['room_id']}): {escape(item['error'] or '')}"
+            f"parked {item['id']} (room {item['room_id']}): {escape(item['error'] or '')}",
+            highlight=False,
+            soft_wrap=True,
         )

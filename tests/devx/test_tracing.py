@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 
 from contracts.config import AgentsSettings, HostConfig, PluginsSettings
+from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
 from host import tracing
 from host.app import Host
 from host.config import LoadedConfig
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
+from opentelemetry.trace import StatusCode  # noqa: E402
 
 
 @pytest.fixture
@@ -111,6 +113,39 @@ async def test_a_streamed_reply_is_traced_too(host: Host, spans: InMemorySpanExp
     [model] = found["agenthost.stage model"]
     assert model.parent.span_id == root.context.span_id
     assert chat.parent.span_id == model.context.span_id
+
+
+async def test_a_stream_that_fails_partway_ends_its_spans_with_an_error(
+    host: Host, spans: InMemorySpanExporter
+) -> None:
+    """The model's stream breaks after its first chunk: the message's span and the model
+    stage's still end (are exported), with an error status naming the failure."""
+
+    async def whole(params: TextParams) -> TextResult:
+        raise AssertionError("the stream is asked for, not the whole text")
+
+    async def broken(params: TextParams) -> AsyncIterator[TextChunk]:
+        yield TextChunk(text="Hello, ")
+        raise ConnectionResetError("the model server hung up")
+
+    host.models.register(ModelHandler(TEXT_LARGE, whole, broken, priority=10_000), owner="test")
+    assert host.agents is not None
+    runtime = host.agents.get("eliza")
+    stream = runtime.stream_message(
+        runtime.new_message("Hello there", room_id=uuid4(), entity_id=uuid4())
+    )
+    chunks: list[str] = []
+    with pytest.raises(Exception, match="hung up"):
+        async for chunk in stream:
+            chunks.append(chunk)
+    assert "".join(chunks).startswith("Hello,")  # the first chunk came through
+    found = by_name(spans)
+    [root] = found["invoke_agent Eliza"]
+    assert root.status.status_code is StatusCode.ERROR and "hung up" in root.status.description
+    assert root.attributes["error.type"]
+    [model] = found["agenthost.stage model"]
+    assert model.parent.span_id == root.context.span_id
+    assert model.status.status_code is StatusCode.ERROR
 
 
 async def test_no_provider_no_spans(host: Host) -> None:
