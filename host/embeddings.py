@@ -34,7 +34,7 @@ from contracts.models import (
     ModelError,
     ModelRuntime,
 )
-from contracts.storage import DATABASE, DatabaseAdapter
+from contracts.storage import DATABASE, DatabaseAdapter, DuplicateMemoryError
 from host.di import Container
 
 __all__ = [
@@ -175,25 +175,39 @@ async def read_records(db: DatabaseAdapter) -> dict[str, TableRecord]:
 
 async def write_record(db: DatabaseAdapter, record: TableRecord) -> None:
     """Create or replace `record` (one write: an update, or the create of a new record)."""
-    content = Content(
+    memory_id = _record_id(record.table)
+    if await db.update_memory(MemoryUpdate(id=memory_id, content=_record_content(record))):
+        return
+    if not await create_record(db, record):  # another process created it meanwhile
+        await db.update_memory(MemoryUpdate(id=memory_id, content=_record_content(record)))
+
+
+async def create_record(db: DatabaseAdapter, record: TableRecord) -> bool:
+    """Create `record`; False when it exists already (several processes of a cluster, or
+    several hosts on one store, start at once: the first one records the table)."""
+    try:
+        await db.create_memory(
+            Memory(
+                id=_record_id(record.table),
+                agent_id=_NIL,
+                entity_id=_NIL,
+                room_id=_NIL,
+                table_name=RECORD_TABLE,
+                content=_record_content(record),
+            )
+        )
+    except DuplicateMemoryError:
+        return False
+    return True
+
+
+def _record_content(record: TableRecord) -> Content:
+    return Content(
         text="",
         table=record.table,
         model=record.model.name,
         dimension=record.model.dimension,
         state=record.state,
-    )
-    memory_id = _record_id(record.table)
-    if await db.update_memory(MemoryUpdate(id=memory_id, content=content)):
-        return
-    await db.create_memory(
-        Memory(
-            id=memory_id,
-            agent_id=_NIL,
-            entity_id=_NIL,
-            room_id=_NIL,
-            table_name=RECORD_TABLE,
-            content=content,
-        )
     )
 
 
@@ -239,10 +253,16 @@ class EmbeddingSpace:
                 if dimension is not None and dimension != self.current.dimension:
                     mismatches.append(Mismatch(table, None, dimension, self.current))
                     continue
-                await write_record(db, TableRecord(table, self.current))
-                if dimension is not None:
-                    _log.info("memory table {!r}: vectors recorded as {}", table, self.current)
-            elif record.model != self.current or (
+                if await create_record(db, TableRecord(table, self.current)):
+                    if dimension is not None:
+                        _log.info("memory table {!r}: vectors recorded as {}", table, self.current)
+                    self._recorded.add(table)
+                    continue
+                # another process (a cluster's, starting at once) recorded it first: compare
+                record = (await read_records(db)).get(table)
+                if record is None:
+                    continue
+            if record.model != self.current or (
                 dimension is not None and dimension != self.current.dimension
             ):
                 mismatches.append(Mismatch(table, record.model, dimension, self.current))
@@ -278,11 +298,17 @@ class EmbeddingSpace:
                 await self._ensure(db, table)
 
     async def _ensure(self, db: DatabaseAdapter, table: str) -> None:
-        records = await read_records(db)
-        record = records.get(table)
+        record = (await read_records(db)).get(table)
         if record is None:
-            await write_record(db, TableRecord(table, self.current))
-        elif record.model != self.current or record.state != "ready":
+            if await create_record(db, TableRecord(table, self.current)):
+                self._recorded.add(table)
+                return
+            record = (await read_records(db)).get(table)  # recorded by another process first
+            if record is None:  # and removed again since (a re-embed): record it anew
+                await write_record(db, TableRecord(table, self.current))
+                self._recorded.add(table)
+                return
+        if record.model != self.current or record.state != "ready":
             raise EmbeddingModelChangedError(
                 [Mismatch(table, record.model, None, self.current, record.state != "ready")]
             )

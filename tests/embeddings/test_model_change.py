@@ -28,6 +28,7 @@ from host.cli import app
 from host.config import LoadedConfig
 from host.embeddings import (
     RECORD_TABLE,
+    EmbeddingModel,
     EmbeddingModelChangedError,
     EmbeddingSpace,
     read_records,
@@ -204,3 +205,36 @@ async def test_a_model_down_at_start_keeps_the_stored_model_and_no_fallback_vect
     assert again is not None and again.current == space.current
     fallback = await models.use_model(TEXT_EMBEDDING, EmbeddingParams(text="hi"))
     assert fallback.model == "hashed-ngrams" and not again.accept(fallback)
+
+
+async def test_processes_starting_at_once_record_a_table_once(
+    memory_store: DatabaseAdapter,
+) -> None:
+    """Two processes of a cluster start on one store: both read no record, one creates it; the
+    other must compare with it, not fail on the duplicate (the api process exited on it)."""
+    first = EmbeddingSpace((await EmbeddingSpace.open(_models(48))).current)
+    second = EmbeddingSpace(first.current)
+    stale_reads = 1
+
+    class StaleFirstRead:
+        """The store as the second process saw it: its first read of the records came before
+        the first process's create."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(memory_store, name)
+
+        async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+            nonlocal stale_reads
+            if query.table_name == RECORD_TABLE and stale_reads:
+                stale_reads -= 1
+                return []
+            return await memory_store.get_memories(query)
+
+    await first.check(memory_store, ["messages"])
+    await second.check(StaleFirstRead(), ["messages"])  # type: ignore[arg-type]
+    assert stale_reads == 0
+    assert (await read_records(memory_store))["messages"].model == first.current
+    other = EmbeddingSpace(EmbeddingModel("another-model", 48))
+    stale_reads = 1
+    with pytest.raises(EmbeddingModelChangedError):  # a record made meanwhile is compared
+        await other.check(StaleFirstRead(), ["messages"])  # type: ignore[arg-type]
