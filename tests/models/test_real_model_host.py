@@ -337,6 +337,7 @@ async def test_the_readme_openai_settings_run_against_an_openai_like_server(
     assert list(env) == ["AGENTHOST_PLUGINS__OPENAI__API_KEY"]
     env["AGENTHOST_PLUGINS__OPENAI__BASE_URL"] = f"{url}/v1"  # api.openai.com, played locally
     host = await running(tmp_path, env)
+    behaviour.requests.clear()  # the start's probe of the embedding model (host/embeddings.py)
     try:
         assert "not served" not in logs.getvalue()
         reply = await ask(host, "Hello there")
