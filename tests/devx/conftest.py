@@ -35,7 +35,7 @@ def live_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHost]:
         # right, but schemathesis wants invalid data rejected as 4xx other than 413)
         http=HttpSettings(port=0, api_key=SecretStr(API_KEY), max_body_bytes=8_000_000),
         agents=AgentsSettings(characters_dir=Path(tmp / "none")),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
+        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit", "knowledge"]),
     )
     instance = Host(LoadedConfig(config, None))
     ready = threading.Event()
