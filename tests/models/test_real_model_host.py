@@ -313,3 +313,41 @@ async def test_the_readme_settings_run_against_an_ollama_like_server(
         ]
     finally:
         await host.stop()
+
+
+OPENAI_DEFAULTS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+
+
+async def test_the_readme_openai_settings_run_against_an_openai_like_server(
+    server: tuple[str, Behaviour], tmp_path: Path, logs: io.StringIO
+) -> None:
+    """README's OpenAI lines (the key, the default names) against a server serving OpenAI's
+    names: the key is sent, the default names answer on the first try."""
+    url, behaviour = server
+    behaviour.served = list(OPENAI_DEFAULTS)
+    section = README.read_text().split("## Use a real model", 1)[1].split("\n## ", 1)[0]
+    shell = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    _ollama, openai_lines = shell.split("# or OpenAI", 1)
+    assert all(name in openai_lines.splitlines()[0] for name in OPENAI_DEFAULTS)
+    env = {}
+    for line in openai_lines.splitlines():
+        if line.startswith("export "):
+            key, value = line[len("export ") :].split("=", 1)
+            env[key] = value
+    assert list(env) == ["AGENTHOST_PLUGINS__OPENAI__API_KEY"]
+    env["AGENTHOST_PLUGINS__OPENAI__BASE_URL"] = f"{url}/v1"  # api.openai.com, played locally
+    host = await running(tmp_path, env)
+    behaviour.requests.clear()  # the start's probe of the embedding model (host/embeddings.py)
+    try:
+        assert "not served" not in logs.getvalue()
+        reply = await ask(host, "Hello there")
+        assert reply["text"].startswith("echo: ") and reply["reply"]["metadata"] == {}
+        assert [r["model"] for r in behaviour.requests] == [
+            "text-embedding-3-small",
+            "gpt-4o",
+            "text-embedding-3-small",
+        ]
+        key = env["AGENTHOST_PLUGINS__OPENAI__API_KEY"]
+        assert {h.get("authorization") for h in behaviour.headers} == {f"Bearer {key}"}
+    finally:
+        await host.stop()
