@@ -24,7 +24,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from loguru import logger
 
-from contracts.errors import AgentHostError
 from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
 from contracts.models import (
     MODELS,
@@ -35,6 +34,7 @@ from contracts.models import (
     ModelRuntime,
 )
 from contracts.storage import DATABASE, DatabaseAdapter, DuplicateMemoryError
+from host.config import ConfigError
 from host.di import Container
 
 __all__ = [
@@ -109,8 +109,10 @@ class Mismatch:
         )
 
 
-class EmbeddingModelChangedError(AgentHostError):
-    """The stored vectors are of another embedding model than the one configured now."""
+class EmbeddingModelChangedError(ConfigError):
+    """The stored vectors are of another embedding model than the one configured now: the
+    configuration and the data dir disagree, so the command line exits 2 like any config
+    error."""
 
     def __init__(self, mismatches: Iterable[Mismatch]) -> None:
         self.mismatches = list(mismatches)

@@ -101,7 +101,7 @@ def test_the_cli_reports_the_change_and_reembeds_with_progress(tmp_path: Path) -
     )
     runner = CliRunner()
     chat = runner.invoke(app, ["--config", str(config), "chat"], input="hi\n/quit\n")
-    assert chat.exit_code == 1
+    assert chat.exit_code == 2
     assert "memory table 'messages' holds vectors of hashed-ngrams (384-d)" in chat.stderr
     assert "Traceback" not in chat.stderr + chat.stdout
     done = runner.invoke(app, ["--config", str(config), "memory", "reembed"])
