@@ -125,6 +125,7 @@ class UnitAdapter:
         memories: Sequence[Memory],
         table_name: str | None = None,
     ) -> list[UUID]:
+        """Written at once, even inside a unit (knowledge replaces documents outside of one)."""
         return await self.inner.replace_memories(delete_ids, memories, table_name)
 
     async def search_memories(
