@@ -12,7 +12,8 @@ relevant-memories provider costs per message, and how fast documents are ingeste
    (SQLite): chunks/s and the share of the time spent in the embedding model.
 
     .venv/bin/python bench/retrieval.py                 # 1 MB ingestion per model
-    .venv/bin/python bench/retrieval.py --size 100000   # 100 kB: e5 takes ~1 s a chunk
+    .venv/bin/python bench/retrieval.py --size 100000   # 100 kB: e5 takes 0.3-2 s a chunk
+    .venv/bin/python bench/retrieval.py --only ingestion --models hashed e5   # not minilm
 """
 
 from __future__ import annotations
@@ -198,12 +199,14 @@ def markdown(size: int) -> str:
     return "\n\n".join(parts)[:size]
 
 
-async def ingestion(size: int) -> None:
+async def ingestion(size: int, models_wanted: set[str] | None = None) -> None:
     text = markdown(size)
     table = Table(title=f"knowledge ingestion of {len(text):,} characters of Markdown (SQLite)")
     for column in ("model", "chunks", "seconds", "chunks/s", "embedding share"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, plugin in installed():
+        if models_wanted is not None and name.split(":")[0].split()[0] not in models_wanted:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "big.md"
             path.write_text(text)
@@ -231,6 +234,12 @@ async def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000, help="ingested bytes")
     parser.add_argument("--rounds", type=int, default=40, help="messages per provider run")
     parser.add_argument("--only", nargs="*", choices=("recall", "provider", "ingestion"))
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        choices=("hashed", "e5", "minilm"),
+        help="ingest with these models only (default: every installed one)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     configure_logging(HostConfig().logging.model_copy(update={"level": "WARNING"}))
@@ -242,7 +251,7 @@ async def main() -> None:
     if "provider" in only:
         await provider_cost(args.rounds)
     if "ingestion" in only:
-        await ingestion(args.size)
+        await ingestion(args.size, set(args.models) if args.models else None)
 
 
 if __name__ == "__main__":

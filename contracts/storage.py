@@ -185,6 +185,18 @@ class DatabaseAdapter(Protocol):
         """Delete these memories in one transaction; how many existed."""
         ...
 
+    async def replace_memories(
+        self,
+        delete_ids: Sequence[UUID],
+        memories: Sequence[Memory],
+        table_name: str | None = None,
+    ) -> list[UUID]:
+        """Delete `delete_ids` and store `memories` in one transaction: a reader sees the old
+        rows or the new ones, never both or neither (a document's chunks replaced by its new
+        version). A memory may reuse a deleted id. On a bad row it raises `BatchError` (as
+        `create_memories_batch`) and nothing is deleted. Returns the new ids."""
+        ...
+
     async def search_memories(
         self,
         embedding: Sequence[float],

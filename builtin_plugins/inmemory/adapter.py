@@ -102,9 +102,19 @@ class InMemoryAdapter:
     async def create_memories_batch(
         self, memories: Sequence[Memory], table_name: str | None = None
     ) -> list[UUID]:
+        return await self.replace_memories((), memories, table_name)
+
+    async def replace_memories(
+        self,
+        delete_ids: Sequence[UUID],
+        memories: Sequence[Memory],
+        table_name: str | None = None,
+    ) -> list[UUID]:
+        # No await from here on: readers see the store before or after, never in between.
         self._check_open()
         if table_name is not None:
             check_table_name(table_name)
+        gone = set(delete_ids)
         staged: list[Memory] = []
         arrays: dict[UUID, Any] = {}  # id -> float32 vector
         dims: dict[str, int | None] = {}
@@ -123,13 +133,14 @@ class InMemoryAdapter:
                         dims[table] = got
                     elif got != dim:
                         raise DimensionMismatchError(table, dim, got)
-                if memory.id in self._rows or memory.id in seen:
+                if (memory.id in self._rows and memory.id not in gone) or memory.id in seen:
                     raise DuplicateMemoryError(memory.id)
                 seen.add(memory.id)
                 staged.append(_copy(memory, table_name=table, embedding=None))
             except (StorageError, TypeError, ValueError) as exc:
                 raise BatchError("create_memories_batch", index, exc) from exc
         # Validated: from here on nothing can fail, so the batch applies whole.
+        self._delete(delete_ids)
         added: dict[str, list[int]] = {}
         for memory in staged:
             label = self._next_label
@@ -241,6 +252,9 @@ class InMemoryAdapter:
 
     async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
         self._check_open()
+        return self._delete(memory_ids)
+
+    def _delete(self, memory_ids: Sequence[UUID]) -> int:
         removed: dict[str, list[int]] = {}
         for memory_id in dict.fromkeys(memory_ids):
             entry = self._rows.pop(memory_id, None)

@@ -3,10 +3,10 @@
 Each chunk is a memory of the table ``knowledge`` (its room is the document's id, its agent an
 id derived from the owner's, `library`, or the nil id for shared knowledge) with its source and
 position in its content; each document has a record in ``knowledge_documents`` (source,
-SHA-256, chunk count). Adding a document embeds all its chunks first, then writes them in one
-batch, then points the record at them, then deletes the previous version's chunks in one batch:
-an interrupted add leaves the old version whole (plus stray new chunks, which the next add of
-that document removes), never half a document.
+SHA-256, chunk count). Adding a document embeds all its chunks first, then, in one transaction
+(`DatabaseAdapter.replace_memories`), deletes the previous version's chunks and record and writes
+the new ones: a reader finds the old version or the new one, never both or neither, and an
+interrupted add leaves the old version whole.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from loguru import logger
 
 from contracts.knowledge import AddOutcome, Chunk, Document, KnowledgeProgress
-from contracts.memory import Content, Memory, MemoryQuery, MemoryUpdate, utc_now
+from contracts.memory import Content, Memory, MemoryQuery, utc_now
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelCallError, ModelRuntime
 from contracts.storage import DatabaseAdapter
 
@@ -106,9 +106,9 @@ class KnowledgeStore:
         progress: KnowledgeProgress | None,
     ) -> AddOutcome:
         doc_id = document_id(source, agent_id)
-        record = await self.database.get_memory(doc_id)
-        extra = record.content.model_extra or {} if record is not None else {}
-        if record is not None and extra.get("sha256") == digest:
+        previous = await self.database.get_memory(doc_id)
+        extra = previous.content.model_extra or {} if previous is not None else {}
+        if previous is not None and extra.get("sha256") == digest:
             return AddOutcome(source=source, status="unchanged", chunks=int(extra["chunks"]))
         pieces = chunk_text(text, self.chunk_size, self.overlap)
         if not pieces:
@@ -131,7 +131,6 @@ class KnowledgeStore:
             )
             for i, (piece, vector) in enumerate(zip(pieces, vectors, strict=True))
         ]
-        await self.database.create_memories_batch(chunks)
         content = Content(
             source=source,
             sha256=digest,
@@ -139,23 +138,19 @@ class KnowledgeStore:
             characters=len(text),
             added_at=now.isoformat(),
         )
-        if record is None or not await self.database.update_memory(
-            MemoryUpdate(id=doc_id, content=content)
-        ):
-            await self.database.create_memory(
-                Memory(
-                    id=doc_id,
-                    agent_id=owner,
-                    entity_id=SHARED,
-                    room_id=doc_id,
-                    table_name=DOCUMENTS_TABLE,
-                    content=content,
-                )
-            )
-        if old:
-            await self.database.delete_memories_batch([m.id for m in old])
+        record = Memory(
+            id=doc_id,
+            agent_id=owner,
+            entity_id=SHARED,
+            room_id=doc_id,
+            table_name=DOCUMENTS_TABLE,
+            content=content,
+            created_at=now if previous is None else previous.created_at,  # keeps its place
+        )
+        stale = [*(m.id for m in old), doc_id]
+        await self.database.replace_memories(stale, [*chunks, record])
         outcome = AddOutcome(
-            source=source, status="added" if record is None else "replaced", chunks=len(pieces)
+            source=source, status="added" if previous is None else "replaced", chunks=len(pieces)
         )
         _log.info("knowledge: {} {} ({} chunks)", source, outcome.status, len(pieces))
         return outcome

@@ -476,6 +476,23 @@ class PostgresAdapter:
             cursor = await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
             return cursor.rowcount
 
+    async def replace_memories(
+        self,
+        delete_ids: Sequence[UUID],
+        memories: Sequence[Memory],
+        table_name: str | None = None,
+    ) -> list[UUID]:
+        if table_name is not None:
+            check_table_name(table_name)
+        ids, batch = list(dict.fromkeys(delete_ids)), list(memories)
+        try:
+            async with self.with_connection() as conn, conn.transaction():
+                if ids:
+                    await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
+                return await self._create(conn, batch, table_name) if batch else []
+        except psycopg.errors.UniqueViolation:
+            raise await self._duplicate_error(batch) from None
+
     # -- reads ----------------------------------------------------------------------------------
 
     async def get_memory(self, memory_id: UUID) -> Memory | None:

@@ -291,12 +291,22 @@ class SqliteAdapter:
         return await self._run(self._create_batch, batch, table_name)
 
     def _create_batch(self, batch: list[Memory], override: str | None) -> list[UUID]:
+        return self._replace_batch([], batch, override)
+
+    def _replace_batch(
+        self, ids: list[UUID], batch: list[Memory], override: str | None
+    ) -> list[UUID]:
+        """Delete `ids` and insert `batch` in one transaction, then update the indexes once."""
         state: dict[str, tuple[int | None, int]] = {}  # table -> (dimension, version)
+        removed: dict[str, list[int]] = {}  # table -> seqs deleted
         added: dict[str, tuple[int, int]] = {}  # table -> (version before, version after)
         before_seq = 0
 
         def body(conn: sqlite3.Connection) -> list[UUID]:
             nonlocal before_seq
+            self._delete_rows(conn, ids, removed)
+            for table in removed:
+                state[table] = self._table_state(conn, table)
             rows: list[tuple[Any, ...]] = []
             seen: dict[UUID, int] = {}
             for index, memory in enumerate(batch):
@@ -350,13 +360,33 @@ class SqliteAdapter:
                 added[table] = (version, self._bump(conn, table, dim))
             return [m.id for m in batch]
 
-        ids = self._write(body)
+        created = self._write(body)
         with self._index_lock:
             for table, (old, new) in added.items():
                 self._indexes.apply(
-                    table, old, new, added=self._vectors_since(table, before_seq, state[table][0])
+                    table,
+                    old,
+                    new,
+                    removed=removed.get(table, ()),
+                    added=self._vectors_since(table, before_seq, state[table][0]),
                 )
-        return ids
+        return created
+
+    @staticmethod
+    def _delete_rows(
+        conn: sqlite3.Connection, ids: list[UUID], removed: dict[str, list[int]]
+    ) -> int:
+        """Delete `ids` inside the caller's transaction, noting each table's deleted seqs."""
+        count = 0
+        for start in range(0, len(ids), _CHUNK):
+            chunk = [i.bytes for i in ids[start : start + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            for seq, table in conn.execute(
+                f"DELETE FROM memories WHERE id IN ({marks}) RETURNING seq, table_name", chunk
+            ).fetchall():
+                removed.setdefault(table, []).append(seq)
+                count += 1
+        return count
 
     def _first_existing(
         self, conn: sqlite3.Connection, batch: list[Memory], before_seq: int | None
@@ -485,20 +515,25 @@ class SqliteAdapter:
             return 0
         return await self._run(self._delete_batch, ids)
 
+    async def replace_memories(
+        self,
+        delete_ids: Sequence[UUID],
+        memories: Sequence[Memory],
+        table_name: str | None = None,
+    ) -> list[UUID]:
+        if table_name is not None:
+            check_table_name(table_name)
+        ids, batch = list(dict.fromkeys(delete_ids)), list(memories)
+        if not ids and not batch:
+            return []
+        return await self._run(self._replace_batch, ids, batch, table_name)
+
     def _delete_batch(self, ids: list[UUID]) -> int:
         removed: dict[str, list[int]] = {}
         versions: dict[str, tuple[int, int]] = {}
 
         def body(conn: sqlite3.Connection) -> int:
-            count = 0
-            for start in range(0, len(ids), _CHUNK):
-                chunk = [i.bytes for i in ids[start : start + _CHUNK]]
-                marks = ",".join("?" * len(chunk))
-                for seq, table in conn.execute(
-                    f"DELETE FROM memories WHERE id IN ({marks}) RETURNING seq, table_name", chunk
-                ).fetchall():
-                    removed.setdefault(table, []).append(seq)
-                    count += 1
+            count = self._delete_rows(conn, ids, removed)
             for table in removed:
                 dim, version = self._table_state(conn, table)
                 versions[table] = (version, self._bump(conn, table, dim))

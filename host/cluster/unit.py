@@ -119,6 +119,15 @@ class UnitAdapter:
     async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
         return await self.inner.delete_memories_batch(memory_ids)
 
+    async def replace_memories(
+        self,
+        delete_ids: Sequence[UUID],
+        memories: Sequence[Memory],
+        table_name: str | None = None,
+    ) -> list[UUID]:
+        """Written at once, even inside a unit (knowledge replaces documents outside of one)."""
+        return await self.inner.replace_memories(delete_ids, memories, table_name)
+
     async def search_memories(
         self,
         embedding: Sequence[float],

@@ -104,6 +104,15 @@ class InstrumentedAdapter:
         call = self.inner.delete_memories_batch(memory_ids)
         return await self._timed("delete_batch", call, len(memory_ids))
 
+    async def replace_memories(
+        self,
+        delete_ids: Sequence[UUID],
+        memories: Sequence[Memory],
+        table_name: str | None = None,
+    ) -> list[UUID]:
+        call = self.inner.replace_memories(delete_ids, memories, table_name)
+        return await self._timed("replace_batch", call, len(delete_ids) + len(memories))
+
     async def search_memories(
         self,
         embedding: Sequence[float],

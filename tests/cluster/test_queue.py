@@ -156,3 +156,13 @@ async def test_a_unit_holds_writes_back_and_its_ids_repeat_on_a_second_try(
     async with store.with_connection() as conn, conn.transaction():
         assert await store.create_missing_on(conn, tries[1]) == []  # the second try: skipped
     assert await store.count_memories() == 1
+
+
+async def test_the_unit_adapter_forwards_replace_memories(store: PostgresAdapter) -> None:
+    adapter = UnitAdapter(store)
+    old = message(uuid4(), "old")
+    await store.create_memory(old)
+    new = message(old.room_id, "new")
+    assert await adapter.replace_memories([old.id], [new]) == [new.id]
+    assert await store.get_memory(old.id) is None
+    assert await store.get_memory(new.id) == new
