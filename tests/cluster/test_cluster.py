@@ -184,12 +184,14 @@ async def test_a_room_over_its_backlog_limit_gets_429_with_retry_after(
     cluster.spawn("api", "api")  # no worker: the backlog only grows
     room = str(uuid4())
     async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
-        waiting = [asyncio.create_task(send(client, f"m{i}", room)) for i in range(2)]
+        waiting = []
+        for i in range(2):  # one after the other: two sent at once may arrive either way round
+            waiting.append(asyncio.create_task(send(client, f"m{i}", room)))
 
-        async def queued() -> bool:
-            return (await cluster.sql("SELECT count(*) FROM cluster_messages"))[0][0] == 2
+            async def queued(count: int = i + 1) -> bool:
+                return (await cluster.sql("SELECT count(*) FROM cluster_messages"))[0][0] == count
 
-        await wait_for(queued, "two queued messages")
+            await wait_for(queued, f"{i + 1} queued messages")
         refused = await send(client, "one too many", room)
         elsewhere = asyncio.create_task(send(client, "other room", str(uuid4())))
         assert refused.status_code == 429
