@@ -140,19 +140,30 @@ class RecordedModels:
         self.live_calls = 0
         self._message: UUID | None = None
         self._queues: dict[str, deque[RecordedCall]] = {}
+        self._made: list[tuple[str, dict[str, Any]]] = []
+        """The current message's calls of `live` types: (type, params as recorded)."""
 
     def begin(self, message_id: UUID) -> None:
         """Answer from now on with the calls recorded for `message_id`."""
         self.finish()
         self._message = message_id
+        self._made = []
         self._queues = defaultdict(deque)
         for call in self._calls.get(message_id, []):
             self._queues[call.model_type].append(call)
 
     def finish(self) -> None:
-        """Report recorded calls of the current message that the replay never made."""
+        """Report recorded calls of the current message that the replay never made.
+
+        A recorded `live` type call with the params of one the replay made is a repeat, not
+        a missed call: the recall and knowledge providers embed the message again (same text,
+        ``query``) to learn the model, on their first message only and through the host's
+        model runtime, not the replay's, so the replay does not see them (and a replay on a
+        host whose plugins have learned it makes none)."""
         for name, left in self._queues.items():
-            for _ in left:
+            for call in left:
+                if name in self.live and (name, call.params) in self._made:
+                    continue
                 self.divergences.append(
                     Divergence(self._message, "unused recording", f"recorded {name} call not made")
                 )
@@ -162,6 +173,8 @@ class RecordedModels:
         self, model_type: ModelType[P, R], params: P, *, provider: str | None = None
     ) -> R:
         name = model_type.name
+        if name in self.live:
+            self._made.append((name, scrub_data(payload_data(params))))
         queue = self._queues.get(name)
         call = queue.popleft() if queue else None
         output = call.output if call is not None else None

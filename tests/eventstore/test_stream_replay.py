@@ -11,8 +11,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from contracts.events import MODEL_USED, ModelUsedPayload
 from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult, Usage
 from host.events import EventBus
@@ -59,11 +57,6 @@ def _agenthost(data_dir: Path, *args: str, stdin: str = "") -> subprocess.Comple
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since the i21-embeddings merge, replay reports 'recorded text_embedding call not"
-    " made' for chat conversations (the streamed text itself no longer diverges)",
-)
 def test_a_chat_conversation_replays_without_divergence(tmp_path: Path) -> None:
     """The real commands: ``agenthost chat`` (streamed replies, stdin piped) then ``agenthost
     events replay`` of that agent on the same data dir."""
