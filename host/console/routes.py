@@ -32,6 +32,7 @@ from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelError
 from host.agents import AgentManager, UnknownAgentError
 from host.http_manage import character_name, delete_memory, delete_room_memories
 from host.runtime import AgentRuntime, agent_id_for
+from host.secrets import scrub
 
 from .auth import (
     CSRF_HEADER,
@@ -163,7 +164,7 @@ class Console:
     def why(self, what: str, exc: BaseException) -> str:
         """``what: the error``, with the configured secrets masked (an error may quote a DSN
         or a key; the page is outside the log scrubbing)."""
-        return self.host.loader.scrub(f"{what}: {exc}")
+        return scrub(f"{what}: {exc}")
 
     def runtime(self, ref: str) -> AgentRuntime | None:
         return self.agents.find(ref) if ref else None
