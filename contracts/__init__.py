@@ -1,4 +1,5 @@
-"""agenthost's typed surface for plugin authors: tokens, plugin manifest, events, models, storage.
+"""agenthost's typed surface for plugin authors: tokens, plugin manifest, hooks, events, models,
+storage.
 
 Everything public is re-exported here; each module lists its public names in ``__all__``.
 This package holds types only, no engine code and no I/O.
@@ -10,6 +11,7 @@ from contracts.config import *  # noqa: F403
 from contracts.errors import *  # noqa: F403
 from contracts.events import *  # noqa: F403
 from contracts.eventstore import *  # noqa: F403
+from contracts.hooks import *  # noqa: F403
 from contracts.logging import *  # noqa: F403
 from contracts.memory import *  # noqa: F403
 from contracts.metrics import *  # noqa: F403
