@@ -19,4 +19,5 @@ from contracts.models import *  # noqa: F403
 from contracts.plugin import *  # noqa: F403
 from contracts.services import *  # noqa: F403
 from contracts.storage import *  # noqa: F403
+from contracts.streaming import *  # noqa: F403
 from contracts.tokens import *  # noqa: F403

@@ -2,7 +2,7 @@
 
 Backends (sqlite, inmemory, postgres) are plugins binding the `DATABASE` token; they pass one
 shared conformance suite (tests/storage/), so code written against this protocol behaves the
-same on each. Streaming reads over any adapter live in ``host.memory.MemoryManager``.
+same on each. Streaming reads over any adapter: ``contracts.streaming.MemoryManager``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from contracts.tokens import Token
 
 __all__ = [
     "DATABASE",
+    "DEFAULT_SEARCH",
     "BatchError",
     "DatabaseAdapter",
     "DimensionMismatchError",
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidQueryError",
     "PoolExhaustedError",
     "RoomSummary",
+    "SearchParams",
     "StorageError",
     "StorageUnavailableError",
     "sort_rooms",
@@ -35,6 +37,33 @@ __all__ = [
 
 IndexType = Literal["flat", "ivf", "hnsw"]
 """Vector search method: ``flat`` is exact; ``ivf`` and ``hnsw`` are approximate indexes."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    """How `DatabaseAdapter.search_memories` searches: how many results, by which index, how
+    hard, and what it returns. Immutable: one instance can serve every search of a caller.
+
+    Checked by the store when it searches (`InvalidQueryError` for k < 1, an unknown
+    `index_type`, a `probes` or `ef_search` below 1), alike on every backend."""
+
+    k: int = 10
+    """How many memories at most, best first."""
+    index_type: IndexType = "flat"
+    """``flat`` is exact; ``ivf`` and ``hnsw`` are approximate indexes."""
+    probes: int | None = None
+    """IVF lists scanned per query (None or 0: the store's default)."""
+    ef_search: int | None = None
+    """HNSW candidate list size (None or 0: the store's default, tuned or configured)."""
+    threshold: float | None = None
+    """Only results scoring at least this cosine similarity are kept."""
+    with_embeddings: bool = True
+    """False: the results' ``embedding`` is None (not read, not decoded): a prompt needs their
+    content, and k vectors of floats cost more than the search on a fast index."""
+
+
+DEFAULT_SEARCH = SearchParams()
+"""The search `search_memories` makes when given no `SearchParams`: exact, top 10."""
 
 
 class StorageError(AgentHostError):
@@ -201,23 +230,17 @@ class DatabaseAdapter(Protocol):
         self,
         embedding: Sequence[float],
         query: MemoryQuery | None = None,
-        k: int = 10,
-        index_type: IndexType = "flat",
-        probes: int | None = None,
-        ef_search: int | None = None,
-        threshold: float | None = None,
-        *,
-        with_embeddings: bool = True,
+        params: SearchParams | None = None,
     ) -> list[tuple[Memory, float]]:
-        """The `k` memories most similar to `embedding` by cosine similarity, best first.
+        """The ``params.k`` memories most similar to `embedding` by cosine similarity, best
+        first (`SearchParams`; None: `DEFAULT_SEARCH`).
 
         Searches one table, ``query.table_name`` (default ``messages``), among rows with an
         embedding that match the query's filters (its order, limit and cursor are ignored).
-        ``flat`` is exact; ``ivf`` uses `probes` lists and ``hnsw`` uses `ef_search` (backend
-        defaults when None). Only scores >= `threshold` are kept; equal scores come in any order.
-        With ``with_embeddings=False`` the results' ``embedding`` is None (not read, not
-        decoded: a prompt needs their content, and k vectors of floats cost more than the
-        search on a fast index).
+        ``flat`` is exact; ``ivf`` uses ``params.probes`` lists and ``hnsw`` uses
+        ``params.ef_search`` (backend defaults when None). Only scores >= ``params.threshold``
+        are kept; equal scores come in any order. With ``params.with_embeddings`` False the
+        results' ``embedding`` is None.
 
         An approximate index is built when first asked for, without holding up the store: the
         searches made while it is built are answered exactly (``flat``). `build_index` waits

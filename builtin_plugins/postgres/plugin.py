@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
 from contracts.storage import DATABASE, DatabaseAdapter, StorageError
-from host.metrics.sampler import pool_source
-from host.vectors import IndexParams
+from host.storekit import VectorIndexSettings, pool_gauges
 
 if TYPE_CHECKING:
     from .adapter import PostgresAdapter
@@ -27,8 +26,9 @@ INDEX_BUILD_MEMORY = "512MB"
 __all__ = ["PostgresPlugin", "PostgresSettings"]
 
 
-class PostgresSettings(BaseModel):
-    """Config section ``plugins.postgres``."""
+class PostgresSettings(VectorIndexSettings):
+    """Config section ``plugins.postgres`` (the store kit's vector index fields with pgvector's
+    defaults)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,8 +54,6 @@ class PostgresSettings(BaseModel):
     hnsw_m: int = Field(default=16, ge=4)
     hnsw_ef_construction: int = Field(default=64, ge=8)
     hnsw_ef_search: int = Field(default=64, ge=1)
-    ivf_lists: int | None = Field(default=None, ge=1)
-    ivf_probes: int | None = Field(default=None, ge=1)
     index_build_memory: str | None = Field(
         default=INDEX_BUILD_MEMORY, pattern=r"^[1-9][0-9]*\s*(kB|MB|GB|TB)$"
     )
@@ -102,7 +100,7 @@ class PostgresPlugin(Plugin):
             reconnect_timeout=s.reconnect_timeout,
             check_connections=s.check_connections,
             connect_timeout=s.connect_timeout,
-            index_params=IndexParams.of(s),
+            index_params=s.index_params(),
             index_build_memory=s.index_build_memory,
         )
         self.adapter = adapter
@@ -116,7 +114,7 @@ class PostgresPlugin(Plugin):
         """Sampled by the host: the connection pool (OpenTelemetry database conventions)."""
         if self.adapter is None:
             return {}
-        return {str(k): v for k, v in pool_source(self.adapter.pool)().items()}
+        return pool_gauges(self.adapter.pool)
 
     def services(self) -> Sequence[Service[Any]]:
         return (Service(DATABASE, self.open_adapter),)
