@@ -7,10 +7,12 @@ same on each. Streaming reads over any adapter: ``contracts.streaming.MemoryMana
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 from contracts.errors import AgentHostError
@@ -27,7 +29,13 @@ __all__ = [
     "IndexType",
     "InvalidMemoryError",
     "InvalidQueryError",
+    "LocalFileSettings",
+    "MigratableStore",
+    "MigratedStore",
+    "MigrationStep",
     "PoolExhaustedError",
+    "PooledStore",
+    "PooledStoreOpener",
     "RoomSummary",
     "SearchParams",
     "StorageError",
@@ -275,3 +283,67 @@ class DatabaseAdapter(Protocol):
 
 DATABASE: Token[DatabaseAdapter] = Token("database", DatabaseAdapter)
 """The memory store service; sqlite by default, pinned with ``services: {database: ...}``."""
+
+
+@runtime_checkable
+class PooledStore(DatabaseAdapter, Protocol):
+    """A `DatabaseAdapter` on a PostgreSQL connection pool that lends it out: cluster mode keeps
+    its room queue in the same database and commits a message's memories with the room's
+    progress in one transaction; the audit trail may share the pool."""
+
+    where: str
+    """The server, without a password (``postgresql://user@host:port/db``)."""
+    pool: Any
+    """The psycopg_pool ``AsyncConnectionPool``."""
+
+    def with_connection(self) -> AbstractAsyncContextManager[Any]:
+        """A pooled psycopg connection, committed if the block succeeds, else rolled back."""
+        ...
+
+    async def create_missing_on(self, conn: Any, memories: Sequence[Memory]) -> list[UUID]:
+        """Write those of `memories` not stored yet, on `conn`, in the caller's transaction."""
+        ...
+
+
+@runtime_checkable
+class PooledStoreOpener(Protocol):
+    """A store plugin that opens a `PooledStore` on a database URL (cluster mode's store)."""
+
+    async def open_pooled(self, url: str, *, min_size: int, max_size: int) -> PooledStore:
+        """A new store on `url`, its schema migrated; the caller closes it."""
+        ...
+
+
+MigrationStep = Callable[[int, int, str], None]
+"""Told ``(n, of, description)`` before the n-th of `of` pending schema migrations runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigratedStore:
+    """What `MigratableStore.migrate_store` did."""
+
+    where: str
+    """A path, or a URL without its password."""
+    version: int | None
+    """The schema version now (None: the store keeps no number)."""
+
+
+@runtime_checkable
+class MigratableStore(Protocol):
+    """A store plugin whose schema ``agenthost db migrate`` can bring up to date now, rather
+    than when the host next opens the store."""
+
+    async def migrate_store(self, on_step: MigrationStep) -> MigratedStore:
+        """Open the configured store, apply its pending migrations (telling `on_step` each
+        one as it starts), close it. Running it again does nothing."""
+        ...
+
+
+@runtime_checkable
+class LocalFileSettings(Protocol):
+    """Settings of a store kept in a local file (the sqlite memory store, the audit trail's
+    SQLite event store): where the file is for a data directory."""
+
+    def resolve_path(self, data_dir: str | Path | None = None) -> Path:
+        """The file: the configured path if absolute, else under `data_dir`."""
+        ...

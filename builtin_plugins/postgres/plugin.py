@@ -14,7 +14,14 @@ from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
-from contracts.storage import DATABASE, DatabaseAdapter, StorageError
+from contracts.storage import (
+    DATABASE,
+    DatabaseAdapter,
+    MigratedStore,
+    MigrationStep,
+    PooledStore,
+    StorageError,
+)
 from host.storekit import VectorIndexSettings, pool_gauges
 
 if TYPE_CHECKING:
@@ -83,15 +90,19 @@ class PostgresPlugin(Plugin):
         self.settings = settings or PostgresSettings()
         self.adapter: PostgresAdapter | None = None
 
-    async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
-        """Service factory: connect and migrate on first use; close the pool at shutdown."""
+    def _url(self) -> str:
         if self.settings.url is None:
             raise StorageError("plugins.postgres.url is not set (AGENTHOST_PLUGINS__POSTGRES__URL)")
+        return self.settings.url.get_secret_value()
+
+    async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
+        """Service factory: connect and migrate on first use; close the pool at shutdown."""
+        url = self._url()
         from .adapter import PostgresAdapter  # psycopg and pgvector only when postgres is used
 
         s = self.settings
         adapter = await PostgresAdapter.open(
-            s.url.get_secret_value() if s.url else "",
+            url,
             min_size=s.pool_min,
             max_size=s.pool_max,
             acquire_timeout=s.acquire_timeout,
@@ -115,6 +126,22 @@ class PostgresPlugin(Plugin):
         if self.adapter is None:
             return {}
         return pool_gauges(self.adapter.pool)
+
+    async def open_pooled(self, url: str, *, min_size: int, max_size: int) -> PooledStore:
+        """A store of its own on `url` (cluster mode's queue and memories), migrated."""
+        from .adapter import PostgresAdapter
+
+        return await PostgresAdapter.open(url, min_size=min_size, max_size=max_size)
+
+    async def migrate_store(self, on_step: MigrationStep) -> MigratedStore:
+        """``agenthost db migrate``: connect, apply the pending migrations, disconnect."""
+        url = self._url()
+        from .adapter import PostgresAdapter
+        from .schema import SCHEMA_VERSION
+
+        adapter = await PostgresAdapter.open(url, min_size=1, max_size=1, on_migration=on_step)
+        await adapter.close()
+        return MigratedStore(adapter.where, SCHEMA_VERSION)
 
     def services(self) -> Sequence[Service[Any]]:
         return (Service(DATABASE, self.open_adapter),)

@@ -12,10 +12,11 @@ from pydantic import ConfigDict, Field
 from contracts.config import HostConfig
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
-from contracts.storage import DATABASE, DatabaseAdapter
+from contracts.storage import DATABASE, DatabaseAdapter, MigratedStore, MigrationStep
 from host.storekit import VectorIndexSettings
 
 from .adapter import SqliteAdapter
+from .schema import SCHEMA_VERSION
 
 __all__ = ["SqlitePlugin", "SqliteSettings"]
 
@@ -74,6 +75,13 @@ class SqlitePlugin(Plugin):
             yield adapter
         finally:
             await adapter.close()
+
+    async def migrate_store(self, on_step: MigrationStep) -> MigratedStore:
+        """``agenthost db migrate``: open the file, apply its pending migrations, close it."""
+        path = self.settings.resolve_path(self.data_dir)
+        adapter = await SqliteAdapter.open(path, on_migration=on_step)
+        await adapter.close()
+        return MigratedStore(str(path), SCHEMA_VERSION)
 
     def services(self) -> Sequence[Service[Any]]:
         return (Service(DATABASE, self.open_adapter),)
