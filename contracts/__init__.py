@@ -2,7 +2,9 @@
 storage.
 
 Everything public is re-exported here; each module lists its public names in ``__all__``.
-This package holds types only, no engine code and no I/O.
+This package holds types, protocols and the little code that only needs them (`MemoryManager`
+pages through any `DatabaseAdapter`); no engine code and no I/O of its own. A store plugin may
+also import the store kit, `host.storekit` (docs/storekit.md); nothing else of the host.
 """
 
 from contracts.agent import *  # noqa: F403
