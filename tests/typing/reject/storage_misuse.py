@@ -26,3 +26,15 @@ class NotAStore:
 
 wrong: Token[NotAStore] = DATABASE  # E: Incompatible types in assignment
 store: DatabaseAdapter = NotAStore()  # E: Incompatible types in assignment
+
+
+class NotAWrapper:
+    backend = "x"
+
+
+def kit_misuse() -> None:
+    from host.storekit import ForwardingAdapter, VectorIndexSettings, check_dimension
+
+    ForwardingAdapter(NotAWrapper())  # E: Argument 1 to "ForwardingAdapter" has incompatible type "NotAWrapper"
+    check_dimension("messages", 3, "4")  # E: Argument 3 to "check_dimension" has incompatible type "str"
+    VectorIndexSettings().index_params().hnsw_m = 8  # E: Property "hnsw_m" defined in "IndexParams" is read-only
