@@ -13,6 +13,7 @@ Every import counts: top-level, inside functions, under ``TYPE_CHECKING``, and
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,17 @@ def test_the_rules_catch_a_forbidden_import(where: str, source: str, bad: str) -
 )
 def test_the_rules_let_allowed_imports_pass(where: str, source: str) -> None:
     assert violations(source, where) == []
+
+
+TEMPLATE_IMPORT = re.compile(r"^\s*(?:from|import)\s+([\w$.]+)", re.MULTILINE)
+
+
+def test_the_plugin_template_teaches_contracts_only() -> None:
+    """``agenthost plugins new`` writes a plugin importing `contracts` (and pydantic, the
+    standard library, its own package), never the host."""
+    sources = sorted((ROOT / "host" / "plugin_template" / "src").rglob("*.tmpl"))
+    assert sources, "no plugin template sources"
+    modules = {m for path in sources for m in TEMPLATE_IMPORT.findall(path.read_text())}
+    assert "contracts" in modules
+    hosts = sorted(m for m in modules if _within(m, "host") or _within(m, "builtin_plugins"))
+    assert not hosts, f"the plugin template imports {hosts}"
