@@ -354,10 +354,10 @@ async def bench_search(
             ):
                 query = qs[qi].tolist()
                 t = time.perf_counter()
-                params = SearchParams(
+                search = SearchParams(
                     k=10, index_type=kind, with_embeddings=vectors_too, **settings[kind]
                 )  # type: ignore[arg-type]
-                results = await db.search_memories(query, params=params)
+                results = await db.search_memories(query, params=search)
                 lat[name].append(time.perf_counter() - t)
                 hits[name] += len({label_of.get(m.id, -1) for m, _ in results} & truth)
         raw_p50 = percentile(lat["raw"], 50)
@@ -470,7 +470,11 @@ async def bench_breakdown(
             nonlocal recording
             vector = as_vector(q.tolist())
             recording = True
-            sqlite_db._search(vector, everything, 10, "hnsw", None, ef, None, vectors_too)
+            sqlite_db._search(
+                vector,
+                everything,
+                SearchParams(k=10, index_type="hnsw", ef_search=ef, with_embeddings=vectors_too),
+            )
             recording = False
 
         return run
