@@ -64,6 +64,3 @@ class InstrumentedAdapter(ForwardingAdapter):
         if size is not None:
             self._recorder(BATCH_SIZE, operation, "")(size)
         return result
-
-    def __repr__(self) -> str:
-        return f"InstrumentedAdapter({self.inner!r})"
