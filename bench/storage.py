@@ -47,6 +47,7 @@ from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
 from builtin_plugins.sqlite.adapter import embedding_blob, to_micros
 from contracts.memory import Content, Memory, MemoryQuery
+from contracts.storage import SearchParams
 from host.memory import MemoryManager
 from host.vectors import IndexParams, VectorIndex, as_vector, normalize
 
@@ -353,13 +354,10 @@ async def bench_search(
             ):
                 query = qs[qi].tolist()
                 t = time.perf_counter()
-                results = await db.search_memories(
-                    query,
-                    k=10,
-                    index_type=kind,  # type: ignore[arg-type]
-                    with_embeddings=vectors_too,
-                    **settings[kind],  # type: ignore[arg-type]
-                )
+                search = SearchParams(
+                    k=10, index_type=kind, with_embeddings=vectors_too, **settings[kind]
+                )  # type: ignore[arg-type]
+                results = await db.search_memories(query, params=search)
                 lat[name].append(time.perf_counter() - t)
                 hits[name] += len({label_of.get(m.id, -1) for m, _ in results} & truth)
         raw_p50 = percentile(lat["raw"], 50)
@@ -472,7 +470,11 @@ async def bench_breakdown(
             nonlocal recording
             vector = as_vector(q.tolist())
             recording = True
-            sqlite_db._search(vector, everything, 10, "hnsw", None, ef, None, vectors_too)
+            sqlite_db._search(
+                vector,
+                everything,
+                SearchParams(k=10, index_type="hnsw", ef_search=ef, with_embeddings=vectors_too),
+            )
             recording = False
 
         return run
@@ -480,7 +482,10 @@ async def bench_breakdown(
     def awaited(db: Any, vectors_too: bool) -> Any:
         async def run(q: np.ndarray) -> None:
             await db.search_memories(
-                q.tolist(), k=10, index_type="hnsw", ef_search=ef, with_embeddings=vectors_too
+                q.tolist(),
+                params=SearchParams(
+                    k=10, index_type="hnsw", ef_search=ef, with_embeddings=vectors_too
+                ),
             )
 
         return run

@@ -30,6 +30,7 @@ from storage import embeddings, make_memories  # type: ignore[import-not-found]
 from builtin_plugins.postgres import PostgresAdapter
 from builtin_plugins.postgres.adapter import _ANN_ONLY as ANN_ONLY
 from contracts.memory import MemoryQuery
+from contracts.storage import SearchParams
 from host.memory import MemoryManager
 
 console = Console(width=150)
@@ -200,7 +201,9 @@ async def search_rows(
                 for who in order:
                     started = time.perf_counter()
                     if who == "adapter":
-                        found = await db.search_memories(list(q), k=10, index_type=kind)  # type: ignore[arg-type]
+                        found = await db.search_memories(
+                            list(q), params=SearchParams(k=10, index_type=kind)
+                        )
                         ids = [m.id for m, _ in found]
                     elif kind == "flat":
                         cursor = await conn.execute(

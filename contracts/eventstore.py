@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, field_validator
 
 from contracts.errors import AgentHostError
 from contracts.tokens import Token
@@ -30,6 +31,7 @@ __all__ = [
     "EventFilter",
     "EventStore",
     "EventStoreError",
+    "EventStoreSettings",
     "EventStoreUnavailableError",
     "UnknownEventTypeError",
 ]
@@ -243,3 +245,20 @@ class EventStore(Protocol):
 
 EVENT_STORE: Token[EventStore] = Token("event_store", EventStore)
 """The event store service; bound by the ``audit`` plugin."""
+
+
+@runtime_checkable
+class EventStoreSettings(Protocol):
+    """Where an event-store plugin's settings put its store (the ``audit`` plugin's section):
+    ``agenthost events`` and ``agenthost db migrate`` open it from them without a host."""
+
+    backend: Literal["auto", "sqlite", "postgres"]
+    """``auto``: PostgreSQL when the memory store is PostgreSQL (or `postgres_url` is set)."""
+    postgres_url: SecretStr | None
+    """A pool of its own on this server (None: share the memory store's)."""
+    share_memory_database: bool
+    """SQLite: in the memory store's own file."""
+
+    def resolve_path(self, data_dir: str | Path | None = None) -> Path:
+        """Its own SQLite file for `data_dir`."""
+        ...

@@ -9,8 +9,8 @@ component methods return. Every component method is optional.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,9 +22,12 @@ if TYPE_CHECKING:
     from contracts.models import ModelHandler
     from contracts.services import Service
 
-__all__ = ["ENTRY_POINT_GROUP", "Manifest", "Plugin"]
+__all__ = ["ENTRY_POINT_GROUP", "LoadedPluginLike", "Manifest", "MetricReading", "Plugin"]
 
 ENTRY_POINT_GROUP = "agenthost.plugins"
+
+MetricReading = Mapping[str, float]
+"""``{metric name: value}``: what `Plugin.metric_counters` and `Plugin.metric_gauges` return."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
@@ -111,3 +114,28 @@ class Plugin:
     def event_handlers(self) -> Sequence[EventHandler[Any]]:
         """Typed event subscriptions, removed when the plugin unloads."""
         return ()
+
+    def metric_counters(self) -> MetricReading:
+        """Cumulative figures the host samples into counters (it adds the growth since the
+        previous sample), e.g. ``{"agenthost.audit.appended": 1234}``: read when metrics are
+        read (a ``/metrics`` scrape, ``agenthost stats``) and on a timer, so keep it cheap."""
+        return {}
+
+    def metric_gauges(self) -> MetricReading:
+        """Current values the host samples into gauges, e.g. a connection pool's size (read
+        like `metric_counters`). Names follow OpenTelemetry conventions (docs/metrics.md)."""
+        return {}
+
+
+class LoadedPluginLike(Protocol):
+    """A loaded plugin as the host's registries see it (the loader's record): its name,
+    manifest and constructed instance."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def instance(self) -> Plugin: ...

@@ -2,15 +2,17 @@
 
 Backends (sqlite, inmemory, postgres) are plugins binding the `DATABASE` token; they pass one
 shared conformance suite (tests/storage/), so code written against this protocol behaves the
-same on each. Streaming reads over any adapter live in ``host.memory.MemoryManager``.
+same on each. Streaming reads over any adapter: ``contracts.streaming.MemoryManager``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 from contracts.errors import AgentHostError
@@ -19,6 +21,7 @@ from contracts.tokens import Token
 
 __all__ = [
     "DATABASE",
+    "DEFAULT_SEARCH",
     "BatchError",
     "DatabaseAdapter",
     "DimensionMismatchError",
@@ -26,8 +29,15 @@ __all__ = [
     "IndexType",
     "InvalidMemoryError",
     "InvalidQueryError",
+    "LocalFileSettings",
+    "MigratableStore",
+    "MigratedStore",
+    "MigrationStep",
     "PoolExhaustedError",
+    "PooledStore",
+    "PooledStoreOpener",
     "RoomSummary",
+    "SearchParams",
     "StorageError",
     "StorageUnavailableError",
     "sort_rooms",
@@ -35,6 +45,33 @@ __all__ = [
 
 IndexType = Literal["flat", "ivf", "hnsw"]
 """Vector search method: ``flat`` is exact; ``ivf`` and ``hnsw`` are approximate indexes."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    """How `DatabaseAdapter.search_memories` searches: how many results, by which index, how
+    hard, and what it returns. Immutable: one instance can serve every search of a caller.
+
+    Checked by the store when it searches (`InvalidQueryError` for k < 1, an unknown
+    `index_type`, a `probes` or `ef_search` below 1), alike on every backend."""
+
+    k: int = 10
+    """How many memories at most, best first."""
+    index_type: IndexType = "flat"
+    """``flat`` is exact; ``ivf`` and ``hnsw`` are approximate indexes."""
+    probes: int | None = None
+    """IVF lists scanned per query (None or 0: the store's default)."""
+    ef_search: int | None = None
+    """HNSW candidate list size (None or 0: the store's default, tuned or configured)."""
+    threshold: float | None = None
+    """Only results scoring at least this cosine similarity are kept."""
+    with_embeddings: bool = True
+    """False: the results' ``embedding`` is None (not read, not decoded): a prompt needs their
+    content, and k vectors of floats cost more than the search on a fast index."""
+
+
+DEFAULT_SEARCH = SearchParams()
+"""The search `search_memories` makes when given no `SearchParams`: exact, top 10."""
 
 
 class StorageError(AgentHostError):
@@ -201,23 +238,17 @@ class DatabaseAdapter(Protocol):
         self,
         embedding: Sequence[float],
         query: MemoryQuery | None = None,
-        k: int = 10,
-        index_type: IndexType = "flat",
-        probes: int | None = None,
-        ef_search: int | None = None,
-        threshold: float | None = None,
-        *,
-        with_embeddings: bool = True,
+        params: SearchParams | None = None,
     ) -> list[tuple[Memory, float]]:
-        """The `k` memories most similar to `embedding` by cosine similarity, best first.
+        """The ``params.k`` memories most similar to `embedding` by cosine similarity, best
+        first (`SearchParams`; None: `DEFAULT_SEARCH`).
 
         Searches one table, ``query.table_name`` (default ``messages``), among rows with an
         embedding that match the query's filters (its order, limit and cursor are ignored).
-        ``flat`` is exact; ``ivf`` uses `probes` lists and ``hnsw`` uses `ef_search` (backend
-        defaults when None). Only scores >= `threshold` are kept; equal scores come in any order.
-        With ``with_embeddings=False`` the results' ``embedding`` is None (not read, not
-        decoded: a prompt needs their content, and k vectors of floats cost more than the
-        search on a fast index).
+        ``flat`` is exact; ``ivf`` uses ``params.probes`` lists and ``hnsw`` uses
+        ``params.ef_search`` (backend defaults when None). Only scores >= ``params.threshold``
+        are kept; equal scores come in any order. With ``params.with_embeddings`` False the
+        results' ``embedding`` is None.
 
         An approximate index is built when first asked for, without holding up the store: the
         searches made while it is built are answered exactly (``flat``). `build_index` waits
@@ -252,3 +283,67 @@ class DatabaseAdapter(Protocol):
 
 DATABASE: Token[DatabaseAdapter] = Token("database", DatabaseAdapter)
 """The memory store service; sqlite by default, pinned with ``services: {database: ...}``."""
+
+
+@runtime_checkable
+class PooledStore(DatabaseAdapter, Protocol):
+    """A `DatabaseAdapter` on a PostgreSQL connection pool that lends it out: cluster mode keeps
+    its room queue in the same database and commits a message's memories with the room's
+    progress in one transaction; the audit trail may share the pool."""
+
+    where: str
+    """The server, without a password (``postgresql://user@host:port/db``)."""
+    pool: Any
+    """The psycopg_pool ``AsyncConnectionPool``."""
+
+    def with_connection(self) -> AbstractAsyncContextManager[Any]:
+        """A pooled psycopg connection, committed if the block succeeds, else rolled back."""
+        ...
+
+    async def create_missing_on(self, conn: Any, memories: Sequence[Memory]) -> list[UUID]:
+        """Write those of `memories` not stored yet, on `conn`, in the caller's transaction."""
+        ...
+
+
+@runtime_checkable
+class PooledStoreOpener(Protocol):
+    """A store plugin that opens a `PooledStore` on a database URL (cluster mode's store)."""
+
+    async def open_pooled(self, url: str, *, min_size: int, max_size: int) -> PooledStore:
+        """A new store on `url`, its schema migrated; the caller closes it."""
+        ...
+
+
+MigrationStep = Callable[[int, int, str], None]
+"""Told ``(n, of, description)`` before the n-th of `of` pending schema migrations runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigratedStore:
+    """What `MigratableStore.migrate_store` did."""
+
+    where: str
+    """A path, or a URL without its password."""
+    version: int | None
+    """The schema version now (None: the store keeps no number)."""
+
+
+@runtime_checkable
+class MigratableStore(Protocol):
+    """A store plugin whose schema ``agenthost db migrate`` can bring up to date now, rather
+    than when the host next opens the store."""
+
+    async def migrate_store(self, on_step: MigrationStep) -> MigratedStore:
+        """Open the configured store, apply its pending migrations (telling `on_step` each
+        one as it starts), close it. Running it again does nothing."""
+        ...
+
+
+@runtime_checkable
+class LocalFileSettings(Protocol):
+    """Settings of a store kept in a local file (the sqlite memory store, the audit trail's
+    SQLite event store): where the file is for a data directory."""
+
+    def resolve_path(self, data_dir: str | Path | None = None) -> Path:
+        """The file: the configured path if absolute, else under `data_dir`."""
+        ...

@@ -21,10 +21,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from builtin_plugins.audit.settings import AuditSettings
 from contracts.config import HostConfig
 from contracts.errors import AgentHostError
-from contracts.eventstore import DomainEvent, EventFilter, EventStore, EventStoreError
+from contracts.eventstore import (
+    DomainEvent,
+    EventFilter,
+    EventStore,
+    EventStoreError,
+    EventStoreSettings,
+)
+from contracts.storage import LocalFileSettings
 from host.cli_output import print_table
 from host.cli_progress import progress
 from host.eventstore import PostgresEventStore, SqliteEventStore
@@ -32,6 +38,10 @@ from host.eventstore import PostgresEventStore, SqliteEventStore
 __all__ = ["events_app"]
 
 T = TypeVar("T")
+S = TypeVar("S")
+
+AUDIT = "audit"
+"""The plugin whose event store these commands read (found through its entry point)."""
 
 events_app = typer.Typer(
     name="events",
@@ -66,7 +76,7 @@ def _root(ctx: typer.Context) -> None:
     _config_path[0] = ctx.find_root().params.get("config")
 
 
-def configured() -> tuple[AuditSettings, HostConfig]:
+def configured() -> tuple[EventStoreSettings, HostConfig]:
     """The audit plugin's settings (``plugins.audit``) and the host config (``agenthost
     --config`` honoured)."""
     from host.config import ConfigError, load_config
@@ -75,7 +85,28 @@ def configured() -> tuple[AuditSettings, HostConfig]:
         config = load_config(_config_path[0]).config
     except ConfigError as exc:
         raise EventStoreError(str(exc)) from None
-    return AuditSettings.model_validate(config.plugins.section("audit")), config
+    return audit_settings(config), config
+
+
+def audit_settings(config: HostConfig) -> EventStoreSettings:
+    """The ``audit`` plugin's settings in `config`, found through its entry point."""
+    return _settings_as(AUDIT, config, EventStoreSettings)  # type: ignore[type-abstract]
+
+
+def _settings_as(plugin: str, config: HostConfig, kind: type[S]) -> S:
+    """Plugin `plugin`'s settings in `config`, which must satisfy the protocol `kind`."""
+    from host.plugin_lookup import PluginNotFoundError, plugin_settings
+
+    try:
+        settings = plugin_settings(plugin, config)
+    except PluginNotFoundError as exc:
+        raise EventStoreError(str(exc)) from None
+    if not isinstance(settings, kind):
+        raise EventStoreError(
+            f"plugin {plugin}'s settings ({type(settings).__name__}) do not say where its"
+            f" store is ({kind.__name__})"
+        )
+    return settings
 
 
 def _memory_store(config: HostConfig) -> str:
@@ -111,7 +142,7 @@ def store_location(
     if config is None:
         settings, config = configured()
     else:
-        settings = AuditSettings.model_validate(config.plugins.section("audit"))
+        settings = audit_settings(config)
     memory = _memory_store(config)
     if settings.postgres_url is not None:
         return settings.postgres_url.get_secret_value()
@@ -122,9 +153,8 @@ def store_location(
         return _postgres_url(config)
     base = data_dir or config.data_dir
     if settings.share_memory_database:
-        from builtin_plugins.sqlite.plugin import SqliteSettings
-
-        return SqliteSettings.model_validate(config.plugins.section("sqlite")).resolve_path(base)
+        sqlite = _settings_as("sqlite", config, LocalFileSettings)  # type: ignore[type-abstract]
+        return sqlite.resolve_path(base)
     return settings.resolve_path(base)
 
 

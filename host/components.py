@@ -16,21 +16,11 @@ from typing import Any, Generic, Protocol, TypeVar
 from loguru import logger
 
 from contracts.agent import Action, AgentError, Evaluator, Provider
-from contracts.plugin import Manifest, Plugin
+from contracts.plugin import LoadedPluginLike
 
 __all__ = ["ComponentConflictError", "ComponentRegistry", "LoadedPluginLike"]
 
 _log = logger.bind(component="components")
-
-
-class LoadedPluginLike(Protocol):
-    """What the registry needs of a loaded plugin (the loader's record of it)."""
-
-    @property
-    def manifest(self) -> Manifest: ...
-
-    @property
-    def instance(self) -> Plugin: ...
 
 
 class PolicyCache(Protocol):

@@ -2,7 +2,8 @@
 when the host next opens them (``agenthost db migrate``).
 
 The stores migrate themselves when they open; this opens them the way ``agenthost run`` would
-(the built-in SQLite and PostgreSQL memory stores, the audit plugin's event store), tells
+(a memory store plugin that is a `MigratableStore`, found through its entry point; the audit
+plugin's event store), tells
 `on_step` each migration as it starts, and says what was done. Running it again does nothing.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.config import HostConfig
+from contracts.storage import MigratableStore
 
 __all__ = ["StoreMigration", "migrate_stores"]
 
@@ -50,52 +52,28 @@ def _enabled(config: HostConfig, plugin: str) -> bool:
 
 
 async def _memory(config: HostConfig, on_step: Step) -> StoreMigration:
+    """Migrate the memory store through its plugin (found by its entry point) when the plugin
+    can (`MigratableStore`); a store that cannot is left to migrate itself when it opens."""
     from host.cli_events import _memory_store
+    from host.plugin_lookup import PluginNotFoundError, construct
 
     backend = _memory_store(config)
+    try:
+        plugin: object = construct(backend, config)
+    except PluginNotFoundError as exc:
+        return StoreMigration("memory", backend, "", skipped=str(exc))
+    if not isinstance(plugin, MigratableStore):
+        return StoreMigration(
+            "memory", backend, "", skipped=f"the {backend} plugin migrates its store when it opens"
+        )
+    applied: list[str] = []
 
     def step(n: int, of: int, description: str) -> None:
+        applied.append(description)
         on_step("memory", n, of, description)
 
-    if backend == "sqlite":
-        from builtin_plugins.sqlite.adapter import SqliteAdapter
-        from builtin_plugins.sqlite.plugin import SqliteSettings
-        from builtin_plugins.sqlite.schema import SCHEMA_VERSION
-
-        path = SqliteSettings.model_validate(config.plugins.section("sqlite")).resolve_path(
-            config.data_dir
-        )
-        done = StoreMigration("memory", "sqlite", str(path), version=SCHEMA_VERSION)
-
-        def sqlite_step(n: int, of: int, description: str) -> None:
-            done.applied.append(description)
-            step(n, of, description)
-
-        adapter = await SqliteAdapter.open(path, on_migration=sqlite_step)
-        await adapter.close()
-        return done
-    if backend == "postgres":
-        from builtin_plugins.postgres.adapter import PostgresAdapter
-        from builtin_plugins.postgres.schema import SCHEMA_VERSION as PG_VERSION
-        from contracts.storage import StorageError
-        from host.pgpool import describe_url
-
-        url = config.plugins.section("postgres").get("url")
-        if not url:
-            raise StorageError("plugins.postgres.url is not set (AGENTHOST_PLUGINS__POSTGRES__URL)")
-        secret = str(url.get_secret_value() if hasattr(url, "get_secret_value") else url)
-        done = StoreMigration("memory", "postgres", describe_url(secret), version=PG_VERSION)
-
-        def pg_step(n: int, of: int, description: str) -> None:
-            done.applied.append(description)
-            step(n, of, description)
-
-        pool = await PostgresAdapter.open(secret, min_size=1, max_size=1, on_migration=pg_step)
-        await pool.close()
-        return done
-    return StoreMigration(
-        "memory", backend, "", skipped=f"the {backend} plugin migrates its store when it opens"
-    )
+    done = await plugin.migrate_store(step)
+    return StoreMigration("memory", backend, done.where, applied, done.version)
 
 
 async def _events(config: HostConfig, data_dir: Path | None, on_step: Step) -> StoreMigration:

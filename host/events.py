@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import CoroutineType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import pluggy
 from loguru import logger
@@ -47,7 +47,7 @@ from contracts.events import (
     event_named,
     same_payload_type,
 )
-from contracts.plugin import Manifest
+from contracts.plugin import LoadedPluginLike
 from host import hookspecs
 from host.blocking import component_site, describe_subscription
 from host.deadlines import Deadline, Deadlines
@@ -110,17 +110,6 @@ class HandlerSubscription:
     def label(self) -> str:
         name = getattr(self.handler, "__qualname__", None) or repr(self.handler)
         return f"{self.owner}:{name}" if self.owner else str(name)
-
-
-class _LoadedPlugin(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def instance(self) -> Any: ...
-
-    @property
-    def manifest(self) -> Manifest: ...
 
 
 _Run = tuple[HandlerSubscription, Callable[..., Any], int]
@@ -215,7 +204,7 @@ class EventBus:
             subs.remove(sub)
         self._plan.clear()
 
-    def register_plugin(self, loaded: _LoadedPlugin) -> None:
+    def register_plugin(self, loaded: LoadedPluginLike) -> None:
         """Registrar hook for the loader: `subscribe_plugin` with the plugin's name and priority."""
         self.subscribe_plugin(loaded.name, loaded.instance, loaded.manifest.priority)
 

@@ -7,9 +7,9 @@ receives the event's payload as ``payload``; it may be sync or async, and what i
 ignored. The host subscribes hook implementations on the event bus with the plugin's priority,
 so both ways run in one order: by priority, then registration.
 
-Example::
+The marker plugins use is `contracts.hookimpl` (re-exported here as `hookimpl`). Example::
 
-    from host.hookspecs import hookimpl
+    from contracts import hookimpl
 
     class Greeter(Plugin):
         @hookimpl
@@ -33,12 +33,12 @@ from contracts.events import (
     PluginPayload,
     PluginReloadedPayload,
 )
+from contracts.hooks import HOOK_PROJECT, hookimpl
 
 __all__ = ["HOOK_EVENTS", "PROJECT", "hookimpl", "hookspec"]
 
-PROJECT = "agenthost"
+PROJECT = HOOK_PROJECT
 hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec

@@ -35,7 +35,7 @@ from collections.abc import (
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from loguru import logger
@@ -53,6 +53,7 @@ from contracts.models import (
     NoModelHandlerError,
     TextChunk,
 )
+from contracts.plugin import LoadedPluginLike
 from host.deadlines import Deadlines
 from host.validation import field_problems
 
@@ -109,16 +110,6 @@ class CallContext:
 
 call_context: ContextVar[CallContext | None] = ContextVar("agenthost_model_call", default=None)
 """Set by an agent runtime while it processes a message."""
-
-
-class _LoadedPlugin(Protocol):
-    """What the loader hands registrars: the plugin's name and instance."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def instance(self) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -243,7 +234,7 @@ class ModelRegistry:
         self._named.clear()
         self._preferred.clear()
 
-    def register_plugin(self, loaded: _LoadedPlugin) -> None:
+    def register_plugin(self, loaded: LoadedPluginLike) -> None:
         """Registrar hook: add everything the plugin's ``models()`` returns (all or nothing)."""
         models = getattr(loaded.instance, "models", None)
         handlers = list(models()) if callable(models) else []

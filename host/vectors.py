@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from contracts.storage import IndexType, InvalidQueryError
+from contracts.storage import IndexType, InvalidQueryError, SearchParams
 
 __all__ = [
     "EXACT_FILTER_LIMIT",
@@ -37,6 +37,7 @@ __all__ = [
     "IndexSet",
     "IndexSettings",
     "VectorIndex",
+    "above_threshold",
     "as_vector",
     "check_index_type",
     "check_search",
@@ -154,18 +155,28 @@ def normalize(vectors: F32) -> F32:
     return vectors
 
 
-def check_search(index_type: str, k: int, probes: int | None, ef_search: int | None) -> IndexType:
-    """The arguments of a search checked alike on every store: a known `index_type`, k >= 1,
-    and for its own index type a `probes` / `ef_search` >= 1 (0 or None: the default),
-    whatever index ends up answering (an exact one on a small table or during a build)."""
-    kind = check_index_type(index_type)
-    if k < 1:
-        raise InvalidQueryError(f"k must be >= 1, got {k}")
-    if kind == "hnsw" and (ef_search or 1) < 1:
-        raise InvalidQueryError(f"ef_search must be >= 1, got {ef_search}")
-    if kind == "ivf" and (probes or 1) < 1:
-        raise InvalidQueryError(f"probes must be >= 1, got {probes}")
+def check_search(params: SearchParams) -> IndexType:
+    """A search's `params` checked alike on every store: a known index type, k >= 1, and for
+    its own index type a `probes` / `ef_search` >= 1 (0 or None: the default), whatever index
+    ends up answering (an exact one on a small table or during a build)."""
+    kind = check_index_type(params.index_type)
+    if params.k < 1:
+        raise InvalidQueryError(f"k must be >= 1, got {params.k}")
+    if kind == "hnsw" and (params.ef_search or 1) < 1:
+        raise InvalidQueryError(f"ef_search must be >= 1, got {params.ef_search}")
+    if kind == "ivf" and (params.probes or 1) < 1:
+        raise InvalidQueryError(f"probes must be >= 1, got {params.probes}")
     return kind
+
+
+def above_threshold(
+    labels: list[int], scores: list[float], threshold: float | None
+) -> tuple[list[int], list[float]]:
+    """The (labels, scores) of a search scoring at least `threshold` (all when None)."""
+    if threshold is None:
+        return labels, scores
+    kept = [(label, s) for label, s in zip(labels, scores, strict=True) if s >= threshold]
+    return [label for label, _ in kept], [s for _, s in kept]
 
 
 def check_index_type(index_type: str) -> IndexType:

@@ -33,7 +33,7 @@ from contracts.eventstore import (
     EventStoreError,
     EventStoreUnavailableError,
 )
-from host.eventstore.recording import PayloadEncoder, schema_version_of
+from host.storekit import PayloadEncoder, schema_version_of
 
 from .settings import AuditSettings
 

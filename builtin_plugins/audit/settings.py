@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from host.eventstore.recording import SECRET_KEYS
+from host.storekit import SECRET_KEYS
 
 __all__ = ["DEFAULT_EVENTS", "DEFAULT_FILE", "AuditSettings"]
 

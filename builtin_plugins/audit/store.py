@@ -7,7 +7,7 @@ from typing import Any
 
 from contracts.eventstore import EventStore, EventStoreError
 from contracts.storage import DatabaseAdapter
-from host.eventstore import SqliteEventStore
+from host.storekit import SqliteEventStore
 
 from .settings import AuditSettings
 
@@ -26,7 +26,7 @@ async def open_event_store(
         on_postgres = database is not None and database.backend == "postgres"
         backend = "postgres" if on_postgres or settings.postgres_url else "sqlite"
     if backend == "postgres":
-        from host.eventstore.postgres import PostgresEventStore  # psycopg only when used
+        from host.storekit import PostgresEventStore  # psycopg only when used
 
         if settings.postgres_url is not None:
             return await PostgresEventStore.connect(settings.postgres_url.get_secret_value())

@@ -31,24 +31,32 @@ from contracts.memory import (
     MemoryUpdate,
 )
 from contracts.storage import (
+    DEFAULT_SEARCH,
     BatchError,
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
     RoomSummary,
+    SearchParams,
     StorageError,
     sort_rooms,
 )
-from host.memory import check_table_name, content_json, metadata_json, trusted_memory
-from host.vectors import (
+from host.storekit import (
     F32,
     I64,
     IndexParams,
     IndexSet,
+    above_threshold,
+    check_dimension,
     check_index_type,
     check_search,
+    check_table_name,
+    content_json,
     float32_array,
+    metadata_json,
     query_vector,
+    trusted_memory,
+    unbatched,
 )
 
 __all__ = ["InMemoryAdapter"]
@@ -94,10 +102,7 @@ class InMemoryAdapter:
     # -- writes -------------------------------------------------------------------------------
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
-        try:
-            return (await self.create_memories_batch([memory], table_name))[0]
-        except BatchError as exc:
-            raise exc.cause from None
+        return await unbatched(self.create_memories_batch([memory], table_name))
 
     async def create_memories_batch(
         self, memories: Sequence[Memory], table_name: str | None = None
@@ -128,11 +133,7 @@ class InMemoryAdapter:
                 if memory.embedding is not None:
                     vector = float32_array(memory.embedding)
                     arrays[memory.id] = vector
-                    got, dim = len(vector), dims[table]
-                    if dim is None:
-                        dims[table] = got
-                    elif got != dim:
-                        raise DimensionMismatchError(table, dim, got)
+                    dims[table] = check_dimension(table, dims[table], len(vector))
                 if (memory.id in self._rows and memory.id not in gone) or memory.id in seen:
                     raise DuplicateMemoryError(memory.id)
                 seen.add(memory.id)
@@ -181,10 +182,7 @@ class InMemoryAdapter:
         self._indexes.apply(name, old, table.version, removed=removed, added=vectors)
 
     async def update_memory(self, update: MemoryUpdate) -> bool:
-        try:
-            return (await self.update_memories_batch([update]))[0]
-        except BatchError as exc:
-            raise exc.cause from None
+        return await unbatched(self.update_memories_batch([update]))
 
     async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
         self._check_open()
@@ -218,11 +216,7 @@ class InMemoryAdapter:
                     changed, vector = True, None
                     if update.embedding is not None:
                         vector = float32_array(update.embedding)
-                        got, dim = len(vector), dims[table]
-                        if dim is None:
-                            dims[table] = got
-                        elif got != dim:
-                            raise DimensionMismatchError(table, dim, got)
+                        dims[table] = check_dimension(table, dims[table], len(vector))
                 staged[update.id] = (memory.model_copy(update=fields), vector, changed)
                 found.append(True)
             except (StorageError, TypeError, ValueError) as exc:
@@ -358,16 +352,11 @@ class InMemoryAdapter:
         self,
         embedding: Sequence[float],
         query: MemoryQuery | None = None,
-        k: int = 10,
-        index_type: IndexType = "flat",
-        probes: int | None = None,
-        ef_search: int | None = None,
-        threshold: float | None = None,
-        *,
-        with_embeddings: bool = True,
+        params: SearchParams | None = None,
     ) -> list[tuple[Memory, float]]:
         self._check_open()
-        kind = check_search(index_type, k, probes, ef_search)
+        params = params or DEFAULT_SEARCH
+        kind = check_search(params)
         query = query or _EVERYTHING
         name = query.table_name or DEFAULT_TABLE
         table = self._tables.get(name)
@@ -390,12 +379,15 @@ class InMemoryAdapter:
                 for memory, label in self._rows.values()
                 if label in vectors and scoped.matches(memory)
             ]
-        labels, scores = index.search(q, k, allowed=allowed, probes=probes, ef_search=ef_search)
-        ids, rows, wanted = self._ids, self._rows, vectors if with_embeddings else {}
+        labels, scores = index.search(
+            q, params.k, allowed=allowed, probes=params.probes, ef_search=params.ef_search
+        )
+        labels, scores = above_threshold(labels, scores, params.threshold)
+        ids, rows, wanted = self._ids, self._rows, vectors if params.with_embeddings else {}
         return [
             (_detached(rows[ids[label]][0], wanted.get(label)), score)
             for label, score in zip(labels, scores, strict=True)
-            if label in ids and (threshold is None or score >= threshold)
+            if label in ids
         ]
 
     def _out(self, memory: Memory, label: int) -> Memory:

@@ -5,29 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
 from contracts.storage import DATABASE, DatabaseAdapter
-from host.vectors import IndexParams
+from host.storekit import VectorIndexSettings
 
 from .adapter import InMemoryAdapter
 
 __all__ = ["InMemoryPlugin", "InMemorySettings"]
 
 
-class InMemorySettings(BaseModel):
+class InMemorySettings(VectorIndexSettings):
     """Config section ``plugins.inmemory``: vector index parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hnsw_m: int = Field(default=32, ge=4)
-    hnsw_ef_construction: int = Field(default=80, ge=8)
-    hnsw_ef_search: int | None = Field(default=None, ge=1)
-    """None: tuned per HNSW graph when it is built (recall@10 >= 0.95 on held-out rows)."""
-    ivf_lists: int | None = Field(default=None, ge=1)
-    ivf_probes: int | None = Field(default=None, ge=1)
 
 
 class InMemoryPlugin(Plugin):
@@ -47,7 +36,7 @@ class InMemoryPlugin(Plugin):
 
     async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
         """Service factory: a fresh store for the app scope, cleared when it closes."""
-        adapter = InMemoryAdapter(index_params=IndexParams.of(self.settings))
+        adapter = InMemoryAdapter(index_params=self.settings.index_params())
         try:
             yield adapter
         finally:

@@ -23,7 +23,7 @@ from loguru import logger
 from contracts.knowledge import AddOutcome, Chunk, Document, KnowledgeProgress
 from contracts.memory import Content, Memory, MemoryQuery, utc_now
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelCallError, ModelRuntime
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DatabaseAdapter, SearchParams
 
 from .chunking import chunk_text
 from .readers import SUFFIXES, UnreadableError, read_document
@@ -212,9 +212,7 @@ class KnowledgeStore:
             hits = await self.database.search_memories(
                 vector,
                 MemoryQuery(table_name=TABLE, agent_id=owner),
-                k=k,
-                threshold=threshold,
-                with_embeddings=False,
+                SearchParams(k=k, threshold=threshold, with_embeddings=False),
             )
             found += [_chunk(memory, score) for memory, score in hits]
         return sorted(found, key=lambda c: -c.score)[:k]

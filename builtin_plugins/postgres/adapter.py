@@ -29,24 +29,32 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
 from contracts.storage import (
+    DEFAULT_SEARCH,
     BatchError,
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
     PoolExhaustedError,
     RoomSummary,
+    SearchParams,
     StorageError,
     StorageUnavailableError,
     sort_rooms,
 )
-from host.memory import check_table_name, content_json, metadata_json, trusted_memory
-from host.pgpool import describe_url, pooled, safe_text
-from host.vectors import (
+from host.storekit import (
     IndexParams,
     check_index_type,
     check_search,
+    check_table_name,
+    content_json,
+    describe_url,
     float32_array,
+    metadata_json,
+    pooled,
     query_vector,
+    safe_text,
+    trusted_memory,
+    unbatched,
 )
 
 from .plugin import INDEX_BUILD_MEMORY
@@ -137,6 +145,20 @@ def _floats(value: Any) -> list[float]:
         return value.to_list()  # float32 values straight from its array, no numpy copy
     result: list[float] = np.asarray(value).astype(np.float32, copy=False).tolist()
     return result
+
+
+def _scored(rows: Sequence[tuple[Any, ...]], threshold: float | None) -> list[tuple[Memory, float]]:
+    """Rows ending in their cosine distance as (memory, score) best first, those scoring below
+    `threshold` left out (a NaN distance, a zero vector's, scores 0 as on the other stores)."""
+    results: list[tuple[Memory, float]] = []
+    for row in rows:
+        distance = row[-1]
+        score = 0.0 if distance is None or math.isnan(distance) else 1.0 - distance
+        if threshold is not None and score < threshold:
+            continue
+        results.append((_row_to_memory(row[:-1]), score))
+    results.sort(key=lambda pair: -pair[1])
+    return results
 
 
 def _row_to_memory(row: tuple[Any, ...]) -> Memory:
@@ -299,10 +321,7 @@ class PostgresAdapter:
     # -- writes ---------------------------------------------------------------------------------
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
-        try:
-            return (await self.create_memories_batch([memory], table_name))[0]
-        except BatchError as exc:
-            raise exc.cause from None
+        return await unbatched(self.create_memories_batch([memory], table_name))
 
     async def create_memories_batch(
         self, memories: Sequence[Memory], table_name: str | None = None
@@ -405,10 +424,7 @@ class PostgresAdapter:
         return BatchError("create_memories_batch", 0, StorageError("unique violation"))
 
     async def update_memory(self, update: MemoryUpdate) -> bool:
-        try:
-            return (await self.update_memories_batch([update]))[0]
-        except BatchError as exc:
-            raise exc.cause from None
+        return await unbatched(self.update_memories_batch([update]))
 
     async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
         batch = list(updates)
@@ -584,15 +600,10 @@ class PostgresAdapter:
         self,
         embedding: Sequence[float],
         query: MemoryQuery | None = None,
-        k: int = 10,
-        index_type: IndexType = "flat",
-        probes: int | None = None,
-        ef_search: int | None = None,
-        threshold: float | None = None,
-        *,
-        with_embeddings: bool = True,
+        params: SearchParams | None = None,
     ) -> list[tuple[Memory, float]]:
-        kind = check_search(index_type, k, probes, ef_search)
+        search = params or DEFAULT_SEARCH
+        kind, k = check_search(search), search.k
         query = query or MemoryQuery()
         table = query.table_name or DEFAULT_TABLE
         dim = await self.embedding_dimension(table)
@@ -602,11 +613,11 @@ class PostgresAdapter:
             raise DimensionMismatchError(table, dim, len(embedding))
         q = query_vector(embedding, dim)[0]
         scoped = query.model_copy(update={"table_name": table, "after": None})
-        where, params = _where(scoped, keyset=False)
-        where = (where + sql.SQL(" AND ") if params else sql.SQL(" WHERE ")) + sql.SQL(
+        where, values = _where(scoped, keyset=False)
+        where = (where + sql.SQL(" AND ") if values else sql.SQL(" WHERE ")) + sql.SQL(
             "embedding IS NOT NULL"
         )
-        columns = _COLUMNS if with_embeddings else _COLUMNS_NO_EMBEDDING
+        columns = _COLUMNS if search.with_embeddings else _COLUMNS_NO_EMBEDDING
         async with self.with_connection() as conn:
             exact = (
                 kind == "flat"
@@ -628,16 +639,10 @@ class PostgresAdapter:
                     " FROM memories{w} ORDER BY distance, id LIMIT %s) AS top"
                     " JOIN memories USING (id) ORDER BY top.distance, id"
                 ).format(w=where)
-                cursor = await conn.execute(statement, [q, *params, k], binary=True)
+                cursor = await conn.execute(statement, [q, *values, k], binary=True)
                 rows = await cursor.fetchall()
             else:
-                if kind == "hnsw":
-                    ef = max(ef_search or self.index_params.hnsw_ef_search or 64, k)
-                    knob, value = "hnsw.ef_search", min(ef, HNSW_MAX_EF_SEARCH)
-                else:
-                    lists = await self._ivf_lists(conn, table)
-                    nprobe = probes or self.index_params.ivf_probes or max(1, lists // 8)
-                    knob, value = "ivfflat.probes", min(nprobe, IVF_MAX_PROBES)
+                knob, value = await self._ann_setting(conn, table, search)
                 distance = sql.SQL("({e} <=> %s::vector({dim}))").format(
                     e=indexed_expression(kind, dim), dim=sql.Literal(dim)
                 )
@@ -647,21 +652,20 @@ class PostgresAdapter:
                 # One round trip for the transaction, its settings and the query.
                 async with conn.pipeline(), conn.transaction():
                     await conn.execute(_ANN_ONLY, (knob, str(value)))
-                    cursor = await conn.execute(statement, [q, *params, q, k], binary=True)
+                    cursor = await conn.execute(statement, [q, *values, q, k], binary=True)
                 rows = await cursor.fetchall()
-        results: list[tuple[Memory, float]] = []
-        for row in rows:
-            distance_value = row[-1]
-            score = (
-                0.0
-                if distance_value is None or math.isnan(distance_value)
-                else 1.0 - distance_value
-            )
-            if threshold is not None and score < threshold:
-                continue
-            results.append((_row_to_memory(row[:-1]), score))
-        results.sort(key=lambda pair: -pair[1])
-        return results
+        return _scored(rows, search.threshold)
+
+    async def _ann_setting(
+        self, conn: AsyncConnection[Any], table: str, search: SearchParams
+    ) -> tuple[str, int]:
+        """The pgvector setting and value an approximate `search` of `table` runs with."""
+        if search.index_type == "hnsw":
+            ef = max(search.ef_search or self.index_params.hnsw_ef_search or 64, search.k)
+            return "hnsw.ef_search", min(ef, HNSW_MAX_EF_SEARCH)
+        lists = await self._ivf_lists(conn, table)
+        nprobe = search.probes or self.index_params.ivf_probes or max(1, lists // 8)
+        return "ivfflat.probes", min(nprobe, IVF_MAX_PROBES)
 
     async def _small(self, conn: AsyncConnection[Any], table: str) -> bool:
         if table in self._large:

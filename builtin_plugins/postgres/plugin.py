@@ -10,13 +10,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
-from contracts.storage import DATABASE, DatabaseAdapter, StorageError
-from host.metrics.sampler import pool_source
-from host.vectors import IndexParams
+from contracts.storage import (
+    DATABASE,
+    DatabaseAdapter,
+    MigratedStore,
+    MigrationStep,
+    PooledStore,
+    StorageError,
+)
+from host.storekit import VectorIndexSettings, pool_gauges
 
 if TYPE_CHECKING:
     from .adapter import PostgresAdapter
@@ -27,8 +33,9 @@ INDEX_BUILD_MEMORY = "512MB"
 __all__ = ["PostgresPlugin", "PostgresSettings"]
 
 
-class PostgresSettings(BaseModel):
-    """Config section ``plugins.postgres``."""
+class PostgresSettings(VectorIndexSettings):
+    """Config section ``plugins.postgres`` (the store kit's vector index fields with pgvector's
+    defaults)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,8 +61,6 @@ class PostgresSettings(BaseModel):
     hnsw_m: int = Field(default=16, ge=4)
     hnsw_ef_construction: int = Field(default=64, ge=8)
     hnsw_ef_search: int = Field(default=64, ge=1)
-    ivf_lists: int | None = Field(default=None, ge=1)
-    ivf_probes: int | None = Field(default=None, ge=1)
     index_build_memory: str | None = Field(
         default=INDEX_BUILD_MEMORY, pattern=r"^[1-9][0-9]*\s*(kB|MB|GB|TB)$"
     )
@@ -85,15 +90,19 @@ class PostgresPlugin(Plugin):
         self.settings = settings or PostgresSettings()
         self.adapter: PostgresAdapter | None = None
 
-    async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
-        """Service factory: connect and migrate on first use; close the pool at shutdown."""
+    def _url(self) -> str:
         if self.settings.url is None:
             raise StorageError("plugins.postgres.url is not set (AGENTHOST_PLUGINS__POSTGRES__URL)")
+        return self.settings.url.get_secret_value()
+
+    async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
+        """Service factory: connect and migrate on first use; close the pool at shutdown."""
+        url = self._url()
         from .adapter import PostgresAdapter  # psycopg and pgvector only when postgres is used
 
         s = self.settings
         adapter = await PostgresAdapter.open(
-            s.url.get_secret_value() if s.url else "",
+            url,
             min_size=s.pool_min,
             max_size=s.pool_max,
             acquire_timeout=s.acquire_timeout,
@@ -102,7 +111,7 @@ class PostgresPlugin(Plugin):
             reconnect_timeout=s.reconnect_timeout,
             check_connections=s.check_connections,
             connect_timeout=s.connect_timeout,
-            index_params=IndexParams.of(s),
+            index_params=s.index_params(),
             index_build_memory=s.index_build_memory,
         )
         self.adapter = adapter
@@ -116,7 +125,23 @@ class PostgresPlugin(Plugin):
         """Sampled by the host: the connection pool (OpenTelemetry database conventions)."""
         if self.adapter is None:
             return {}
-        return {str(k): v for k, v in pool_source(self.adapter.pool)().items()}
+        return pool_gauges(self.adapter.pool)
+
+    async def open_pooled(self, url: str, *, min_size: int, max_size: int) -> PooledStore:
+        """A store of its own on `url` (cluster mode's queue and memories), migrated."""
+        from .adapter import PostgresAdapter
+
+        return await PostgresAdapter.open(url, min_size=min_size, max_size=max_size)
+
+    async def migrate_store(self, on_step: MigrationStep) -> MigratedStore:
+        """``agenthost db migrate``: connect, apply the pending migrations, disconnect."""
+        url = self._url()
+        from .adapter import PostgresAdapter
+        from .schema import SCHEMA_VERSION
+
+        adapter = await PostgresAdapter.open(url, min_size=1, max_size=1, on_migration=on_step)
+        await adapter.close()
+        return MigratedStore(adapter.where, SCHEMA_VERSION)
 
     def services(self) -> Sequence[Service[Any]]:
         return (Service(DATABASE, self.open_adapter),)

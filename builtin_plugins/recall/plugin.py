@@ -23,7 +23,7 @@ from contracts.config import HostConfig
 from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelRuntime
 from contracts.plugin import Manifest, Plugin
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DatabaseAdapter, SearchParams
 
 __all__ = ["DEFAULT_THRESHOLDS", "RecallPlugin", "RecallSettings"]
 
@@ -130,9 +130,9 @@ class RecallPlugin(Plugin):
             self.database.search_memories(
                 vector,
                 query,
-                k=self.settings.k + self.history + 1,
-                threshold=threshold,
-                with_embeddings=False,
+                SearchParams(
+                    k=self.settings.k + self.history + 1, threshold=threshold, with_embeddings=False
+                ),
             )
             for query in self._filters(message)
         ]

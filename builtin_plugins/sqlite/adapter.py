@@ -30,25 +30,33 @@ import numpy as np
 
 from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
 from contracts.storage import (
+    DEFAULT_SEARCH,
     BatchError,
     DimensionMismatchError,
     DuplicateMemoryError,
     IndexType,
     RoomSummary,
+    SearchParams,
     StorageError,
     sort_rooms,
 )
-from host.memory import check_table_name, content_json, metadata_json, trusted_memory
-from host.vectors import (
+from host.storekit import (
     F64,
     IndexParams,
     IndexSet,
     VectorIndex,
+    above_threshold,
     as_vector,
+    check_dimension,
     check_index_type,
     check_search,
+    check_table_name,
+    content_json,
     float32_bytes,
+    metadata_json,
     query_vector,
+    trusted_memory,
+    unbatched,
 )
 
 from .schema import MigrationStep, migrate
@@ -275,10 +283,7 @@ class SqliteAdapter:
     # -- writes -------------------------------------------------------------------------------
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
-        try:
-            return (await self.create_memories_batch([memory], table_name))[0]
-        except BatchError as exc:
-            raise exc.cause from None
+        return await unbatched(self.create_memories_batch([memory], table_name))
 
     async def create_memories_batch(
         self, memories: Sequence[Memory], table_name: str | None = None
@@ -318,11 +323,8 @@ class SqliteAdapter:
                     dim, version = state[table]
                     blob = None
                     if memory.embedding is not None:
-                        got = len(memory.embedding)
-                        if dim is None:
-                            state[table] = (got, version)
-                        elif got != dim:
-                            raise DimensionMismatchError(table, dim, got)
+                        got = check_dimension(table, dim, len(memory.embedding))
+                        state[table] = (got, version)
                         blob = embedding_blob(memory.embedding)
                     if memory.id in seen:
                         raise DuplicateMemoryError(memory.id)
@@ -418,10 +420,7 @@ class SqliteAdapter:
         return _to_matrix(rows, dim)
 
     async def update_memory(self, update: MemoryUpdate) -> bool:
-        try:
-            return (await self.update_memories_batch([update]))[0]
-        except BatchError as exc:
-            raise exc.cause from None
+        return await unbatched(self.update_memories_batch([update]))
 
     async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
         batch = list(updates)
@@ -464,11 +463,8 @@ class SqliteAdapter:
                     if "embedding" in changes:
                         blob = None
                         if update.embedding is not None:
-                            got = len(update.embedding)
-                            if dim is None:
-                                tables[table] = (got, version)
-                            elif got != dim:
-                                raise DimensionMismatchError(table, dim, got)
+                            got = check_dimension(table, dim, len(update.embedding))
+                            tables[table] = (got, version)
                             blob = embedding_blob(update.embedding)
                         sets.append("embedding = ?")
                         params.append(blob)
@@ -620,33 +616,20 @@ class SqliteAdapter:
         self,
         embedding: Sequence[float],
         query: MemoryQuery | None = None,
-        k: int = 10,
-        index_type: IndexType = "flat",
-        probes: int | None = None,
-        ef_search: int | None = None,
-        threshold: float | None = None,
-        *,
-        with_embeddings: bool = True,
+        params: SearchParams | None = None,
     ) -> list[tuple[Memory, float]]:
-        kind = check_search(index_type, k, probes, ef_search)
+        params = params or DEFAULT_SEARCH
+        kind = check_search(params)
         vector = as_vector(embedding)  # a copy: the caller may reuse its sequence meanwhile
-        args = (vector, query or _EVERYTHING, k, kind, probes, ef_search, threshold)
+        args = (vector, query or _EVERYTHING, params)
         if kind != "flat" and self._executor is not None:
-            found = self._search_here(*args, with_embeddings)
+            found = self._search_here(*args)
             if found is not None:
                 return found
-        return await self._run(self._search, *args, with_embeddings)
+        return await self._run(self._search, *args)
 
     def _search_here(
-        self,
-        embedding: F64,
-        query: MemoryQuery,
-        k: int,
-        kind: IndexType,
-        probes: int | None,
-        ef_search: int | None,
-        threshold: float | None,
-        with_embeddings: bool,
+        self, embedding: F64, query: MemoryQuery, params: SearchParams
     ) -> list[tuple[Memory, float]] | None:
         """An approximate search answered on the caller's thread (the event loop), None when it
         must go to the worker thread instead.
@@ -664,28 +647,9 @@ class SqliteAdapter:
             return None
         try:
             if query.filters_rows:  # the allowed rows and the index at one snapshot
-                return self._search_on(
-                    reader,
-                    embedding,
-                    query,
-                    k,
-                    kind,
-                    probes,
-                    ef_search,
-                    threshold,
-                    with_embeddings,
-                    here=True,
-                )
+                return self._search_on(reader, embedding, query, params, here=True)
             return self._search_unfiltered(
-                reader,
-                embedding,
-                query.table_name or DEFAULT_TABLE,
-                k,
-                kind,
-                probes,
-                ef_search,
-                threshold,
-                with_embeddings,
+                reader, embedding, query.table_name or DEFAULT_TABLE, params
             )
         except sqlite3.OperationalError:
             return None  # busy or locked: the worker waits its busy_timeout
@@ -693,60 +657,33 @@ class SqliteAdapter:
             self._index_lock.release()
 
     def _search(
-        self,
-        embedding: F64,
-        query: MemoryQuery,
-        k: int,
-        kind: IndexType,
-        probes: int | None,
-        ef_search: int | None,
-        threshold: float | None,
-        with_embeddings: bool,
+        self, embedding: F64, query: MemoryQuery, params: SearchParams
     ) -> list[tuple[Memory, float]]:
         with self._index_lock:
-            found = self._search_on(
-                self._db,
-                embedding,
-                query,
-                k,
-                kind,
-                probes,
-                ef_search,
-                threshold,
-                with_embeddings,
-                here=False,
-            )
+            found = self._search_on(self._db, embedding, query, params, here=False)
         assert found is not None  # only a search `here` gives up
         return found
 
     def _search_unfiltered(
-        self,
-        conn: sqlite3.Connection,
-        embedding: F64,
-        table: str,
-        k: int,
-        kind: IndexType,
-        probes: int | None,
-        ef_search: int | None,
-        threshold: float | None,
-        with_embeddings: bool,
+        self, conn: sqlite3.Connection, embedding: F64, table: str, params: SearchParams
     ) -> list[tuple[Memory, float]] | None:
         """An unfiltered search on the index as it stands, its rows read by one statement that
         also reads the table's version: when that is the index's version, the rows and the
         index are of one snapshot (else None: the worker searches again). One statement where
         the snapshot of `_search_on` costs four (BEGIN, the table's state, the rows, COMMIT)."""
-        index = self._indexes.latest(table, kind)
+        index = self._indexes.latest(table, params.index_type)
         if index is None or len(embedding) != index.dim:
             return None  # the worker builds it, or names the dimension mismatch
         labels, scores = index.search(
-            query_vector(embedding, index.dim), k, probes=probes, ef_search=ef_search
+            query_vector(embedding, index.dim),
+            params.k,
+            probes=params.probes,
+            ef_search=params.ef_search,
         )
-        if threshold is not None:
-            kept = [(label, s) for label, s in zip(labels, scores, strict=True) if s >= threshold]
-            labels, scores = [label for label, _ in kept], [s for _, s in kept]
+        labels, scores = above_threshold(labels, scores, params.threshold)
         if not labels:
             return None  # nothing read to check the version against: the worker answers
-        sql = _BY_SEQS_VERSIONED if with_embeddings else _BY_SEQS_VERSIONED_NO_EMBEDDING
+        sql = _BY_SEQS_VERSIONED if params.with_embeddings else _BY_SEQS_VERSIONED_NO_EMBEDDING
         rows = {r[0]: r for r in conn.execute(sql, (table, json.dumps(labels)))}
         if len(rows) != len(labels) or any(r[-1] != index.version for r in rows.values()):
             return None
@@ -760,15 +697,11 @@ class SqliteAdapter:
         conn: sqlite3.Connection,
         embedding: F64,
         query: MemoryQuery,
-        k: int,
-        kind: IndexType,
-        probes: int | None,
-        ef_search: int | None,
-        threshold: float | None,
-        with_embeddings: bool,
+        params: SearchParams,
         *,
         here: bool,
     ) -> list[tuple[Memory, float]] | None:
+        kind = params.index_type
         with self._snapshot(conn):
             table = query.table_name or DEFAULT_TABLE
             dim, version = self._table_state(conn, table)
@@ -786,18 +719,16 @@ class SqliteAdapter:
             allowed = None
             if query.filters_rows:
                 scoped = query.model_copy(update={"table_name": table, "after": None})
-                where, params = where_clause(scoped, keyset=False)
-                allowed = [r[0] for r in conn.execute(f"SELECT seq FROM memories{where}", params)]
-            labels, scores = index.search(q, k, allowed=allowed, probes=probes, ef_search=ef_search)
-            if threshold is not None:
-                kept = [
-                    (label, s) for label, s in zip(labels, scores, strict=True) if s >= threshold
-                ]
-                labels, scores = [label for label, _ in kept], [s for _, s in kept]
+                where, values = where_clause(scoped, keyset=False)
+                allowed = [r[0] for r in conn.execute(f"SELECT seq FROM memories{where}", values)]
+            labels, scores = index.search(
+                q, params.k, allowed=allowed, probes=params.probes, ef_search=params.ef_search
+            )
+            labels, scores = above_threshold(labels, scores, params.threshold)
             if not labels:
                 return []
             # One statement for the k rows, their seqs as one JSON parameter (not k placeholders).
-            by_seqs = _BY_SEQS if with_embeddings else _BY_SEQS_NO_EMBEDDING
+            by_seqs = _BY_SEQS if params.with_embeddings else _BY_SEQS_NO_EMBEDDING
             rows = {r[0]: r for r in conn.execute(by_seqs, (json.dumps(labels),))}
             return [
                 (row_to_memory(rows[label]), score)

@@ -7,23 +7,24 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from contracts.config import HostConfig
 from contracts.plugin import Manifest, Plugin
 from contracts.services import Service
-from contracts.storage import DATABASE, DatabaseAdapter
-from host.vectors import IndexParams
+from contracts.storage import DATABASE, DatabaseAdapter, MigratedStore, MigrationStep
+from host.storekit import VectorIndexSettings
 
 from .adapter import SqliteAdapter
+from .schema import SCHEMA_VERSION
 
 __all__ = ["SqlitePlugin", "SqliteSettings"]
 
 DEFAULT_FILE = "agenthost.sqlite3"
 
 
-class SqliteSettings(BaseModel):
-    """Config section ``plugins.sqlite``."""
+class SqliteSettings(VectorIndexSettings):
+    """Config section ``plugins.sqlite`` (with the vector index fields of the store kit)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,12 +35,6 @@ class SqliteSettings(BaseModel):
     """Seconds to wait for another process's write lock before failing."""
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     """SQLite ``PRAGMA synchronous``; NORMAL is durable across crashes in WAL mode."""
-    hnsw_m: int = Field(default=32, ge=4)
-    hnsw_ef_construction: int = Field(default=80, ge=8)
-    hnsw_ef_search: int | None = Field(default=None, ge=1)
-    """None: tuned per HNSW graph when it is built (recall@10 >= 0.95 on held-out rows)."""
-    ivf_lists: int | None = Field(default=None, ge=1)
-    ivf_probes: int | None = Field(default=None, ge=1)
 
     def resolve_path(self, data_dir: str | Path | None = None) -> Path:
         """The database file: `path` if absolute, else under `data_dir`."""
@@ -72,7 +67,7 @@ class SqlitePlugin(Plugin):
         """Service factory: open the database, yield it, close it when the app scope ends."""
         adapter = await SqliteAdapter.open(
             self.settings.resolve_path(self.data_dir),
-            index_params=IndexParams.of(self.settings),
+            index_params=self.settings.index_params(),
             busy_timeout=self.settings.busy_timeout,
             synchronous=self.settings.synchronous,
         )
@@ -80,6 +75,13 @@ class SqlitePlugin(Plugin):
             yield adapter
         finally:
             await adapter.close()
+
+    async def migrate_store(self, on_step: MigrationStep) -> MigratedStore:
+        """``agenthost db migrate``: open the file, apply its pending migrations, close it."""
+        path = self.settings.resolve_path(self.data_dir)
+        adapter = await SqliteAdapter.open(path, on_migration=on_step)
+        await adapter.close()
+        return MigratedStore(str(path), SCHEMA_VERSION)
 
     def services(self) -> Sequence[Service[Any]]:
         return (Service(DATABASE, self.open_adapter),)

@@ -128,12 +128,10 @@ def status(
         return
 
     async def read() -> dict[str, Any]:
-        from builtin_plugins.postgres import PostgresAdapter
-
-        from .node import HEARTBEAT, postgres_url
+        from .node import HEARTBEAT, open_store
         from .queue import RoomQueue
 
-        store = await PostgresAdapter.open(postgres_url(loaded.config), min_size=1, max_size=1)
+        store = await open_store(loaded.config, max_size=1)
         try:
             queue = RoomQueue(store, "cli", lease=loaded.config.cluster.lease)
             await queue.migrate()

@@ -19,12 +19,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
 
-from builtin_plugins.postgres import PostgresAdapter
 from contracts.cluster import from_cluster, marked_events
 from contracts.config import HostConfig
 from contracts.errors import AgentHostError
 from contracts.events import Event, EventPayload, event_named
-from contracts.storage import DatabaseAdapter, StorageError
+from contracts.storage import DatabaseAdapter, PooledStore, PooledStoreOpener, StorageError
 from host.agents import AgentManager
 from host.cache import ProviderCache
 from host.events import EventBus
@@ -63,6 +62,26 @@ def postgres_url(config: HostConfig) -> str:
     return str(url.get_secret_value() if hasattr(url, "get_secret_value") else url)
 
 
+async def open_store(config: HostConfig, *, max_size: int) -> PooledStore:
+    """The cluster's own pool on `postgres_url`, opened by the memory store plugin
+    (``services.database``, found through its entry point) as a `PooledStore`."""
+    from host.plugin_lookup import PluginNotFoundError, construct
+
+    name = config.services.get("database") or "postgres"
+    try:
+        plugin: object = construct(name, config)
+        if not isinstance(plugin, PooledStoreOpener) and name != "postgres":
+            name, plugin = "postgres", construct("postgres", config)  # cluster status on sqlite
+    except PluginNotFoundError as exc:
+        raise ClusterConfigError(f"cluster mode: {exc}") from None
+    if not isinstance(plugin, PooledStoreOpener):
+        raise ClusterConfigError(
+            f"cluster mode needs a memory store that lends its PostgreSQL pool; plugin {name}"
+            " cannot open one (it is no PooledStoreOpener)"
+        )
+    return await plugin.open_pooled(postgres_url(config), min_size=1, max_size=max_size)
+
+
 class ClusterNode:
     def __init__(self, config: HostConfig) -> None:
         self.settings = config.cluster
@@ -72,19 +91,18 @@ class ClusterNode:
                 " (a reply commits with the room's progress in one transaction there)"
             )
         self.url = postgres_url(config)
+        self.config = config
         self.node_id = self.settings.node_id or default_node_id()
         self.role = self.settings.role
         self.link = NatsLink(self.settings.nats_url, self.node_id)
-        self.store: PostgresAdapter | None = None
+        self.store: PooledStore | None = None
         self.queue: RoomQueue | None = None
         self.worker: Worker | None = None
         self.dispatch: ClusterDispatch | None = None
         self._beat: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self.store = await PostgresAdapter.open(
-            self.url, min_size=1, max_size=self.settings.concurrency + 4
-        )
+        self.store = await open_store(self.config, max_size=self.settings.concurrency + 4)
         self.queue = RoomQueue(self.store, self.node_id, lease=self.settings.lease)
         await self.queue.migrate()
         await self.queue.heartbeat(self.role)

@@ -26,9 +26,9 @@ from uuid import UUID
 
 import psycopg
 
-from builtin_plugins.postgres import PostgresAdapter
 from contracts.errors import AgentHostError
 from contracts.memory import Memory
+from contracts.storage import PooledStore
 
 from .schema import migrate
 
@@ -103,7 +103,7 @@ def default_node_id() -> str:
 class RoomQueue:
     """The queue over the memory store's database (one pool for both, see the module doc)."""
 
-    def __init__(self, store: PostgresAdapter, node_id: str, *, lease: float) -> None:
+    def __init__(self, store: PooledStore, node_id: str, *, lease: float) -> None:
         self.store = store
         self.node_id = node_id
         self.lease = lease
@@ -358,7 +358,7 @@ class RoomQueue:
                 " WHERE agent_id = %s AND room_id = %s AND pending = 0",
                 (claim.agent_id, claim.room_id),
             )
-            return cursor.rowcount == 1
+            return bool(cursor.rowcount == 1)
 
     async def release_all(self) -> int:
         """Let every room this worker holds go (graceful stop): others take them at once."""
@@ -367,7 +367,7 @@ class RoomQueue:
                 "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL WHERE holder = %s",
                 (self.node_id,),
             )
-            return cursor.rowcount
+            return int(cursor.rowcount)
 
     async def renew(self, claims: Sequence[Claim]) -> set[tuple[UUID, UUID]]:
         """Extend the leases of `claims`; returns the rooms still held under their tokens."""

@@ -20,8 +20,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4, uuid5
 
-from contracts.memory import Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import DatabaseAdapter, DuplicateMemoryError, IndexType, RoomSummary
+from contracts.memory import Memory
+from contracts.storage import DuplicateMemoryError
+from host.forwarding import ForwardingAdapter
 
 __all__ = ["Unit", "UnitAdapter", "current_unit", "unit_ids", "working_on"]
 
@@ -62,12 +63,10 @@ def unit_ids() -> UUID:
     return uuid4() if unit is None else unit.next_id()
 
 
-class UnitAdapter:
-    """Delegates to `inner`; memories created inside a `Unit` are held in it (module doc)."""
-
-    def __init__(self, inner: DatabaseAdapter) -> None:
-        self.inner = inner
-        self.backend = inner.backend
+class UnitAdapter(ForwardingAdapter):
+    """Delegates to `inner`; memories created inside a `Unit` are held in it (module doc).
+    Everything else, `replace_memories` included, is written at once (knowledge replaces
+    documents outside of a unit)."""
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
         return (await self.create_memories_batch([memory], table_name))[0]
@@ -97,68 +96,3 @@ class UnitAdapter:
                 if memory.id == memory_id:
                     return memory
         return await self.inner.get_memory(memory_id)
-
-    async def update_memory(self, update: MemoryUpdate) -> bool:
-        return await self.inner.update_memory(update)
-
-    async def delete_memory(self, memory_id: UUID) -> bool:
-        return await self.inner.delete_memory(memory_id)
-
-    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
-        return await self.inner.get_memories(query)
-
-    async def count_memories(self, query: MemoryQuery | None = None) -> int:
-        return await self.inner.count_memories(query)
-
-    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
-        return await self.inner.room_summaries(query)
-
-    async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
-        return await self.inner.update_memories_batch(updates)
-
-    async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
-        return await self.inner.delete_memories_batch(memory_ids)
-
-    async def replace_memories(
-        self,
-        delete_ids: Sequence[UUID],
-        memories: Sequence[Memory],
-        table_name: str | None = None,
-    ) -> list[UUID]:
-        """Written at once, even inside a unit (knowledge replaces documents outside of one)."""
-        return await self.inner.replace_memories(delete_ids, memories, table_name)
-
-    async def search_memories(
-        self,
-        embedding: Sequence[float],
-        query: MemoryQuery | None = None,
-        k: int = 10,
-        index_type: IndexType = "flat",
-        probes: int | None = None,
-        ef_search: int | None = None,
-        threshold: float | None = None,
-        *,
-        with_embeddings: bool = True,
-    ) -> list[tuple[Memory, float]]:
-        return await self.inner.search_memories(
-            embedding,
-            query,
-            k,
-            index_type,
-            probes,
-            ef_search,
-            threshold,
-            with_embeddings=with_embeddings,
-        )
-
-    async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
-        await self.inner.build_index(index_type, table_name)
-
-    async def embedding_dimension(self, table_name: str) -> int | None:
-        return await self.inner.embedding_dimension(table_name)
-
-    async def reset_embeddings(self, table_name: str) -> int:
-        return await self.inner.reset_embeddings(table_name)
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.agent import Reply
 from contracts.memory import Cursor, InvalidCursorError, MemoryQuery
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelError
+from contracts.storage import SearchParams
 from host.agents import AgentManager, UnknownAgentError
 from host.http_manage import character_name, delete_memory, delete_room_memories
 from host.runtime import AgentRuntime, agent_id_for
@@ -668,7 +669,7 @@ async def _search(runtime: AgentRuntime, room_id: UUID, text: str) -> list[tuple
     result = await runtime.use_model(TEXT_EMBEDDING, EmbeddingParams(text=text))
     query = MemoryQuery(agent_id=runtime.agent_id, room_id=room_id)
     return await runtime.database.search_memories(
-        result.vector, query, k=PAGE_SIZE, with_embeddings=False
+        result.vector, query, SearchParams(k=PAGE_SIZE, with_embeddings=False)
     )
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from dependency_injector import providers
 from loguru import logger
 
-from contracts.plugin import Manifest, Plugin
+from contracts.plugin import LoadedPluginLike
 from contracts.services import Lifetime, Scope, Service
 from contracts.tokens import Token
 from host.di.errors import (
@@ -35,16 +35,6 @@ log = logger.bind(component="container")
 SCOPES: Final[dict[str, int]] = {"app": 0, "agent": 1, "message": 2}
 """Scope kinds, outermost first: a scope opens only inside a shallower one."""
 LIFETIMES: Final = ("singleton", "scoped", "transient")
-
-
-class LoadedPluginLike(Protocol):
-    """What `Container.register_plugin` needs from the loader's record of a loaded plugin."""
-
-    @property
-    def manifest(self) -> Manifest: ...
-
-    @property
-    def instance(self) -> Plugin: ...
 
 
 @dataclass(frozen=True, slots=True)

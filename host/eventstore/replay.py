@@ -27,7 +27,7 @@ from contracts.agent import Reply
 from contracts.eventstore import DomainEvent, EventStore, EventStoreError
 from contracts.memory import Memory
 from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, TextChunk
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DATABASE, DatabaseAdapter
 from host.secrets import scrub_data
 
 from .rebuild import RoomDiff, compare_room, fold_memories
@@ -435,9 +435,9 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
 
     @contextlib.asynccontextmanager
     async def make(parts: ReplayParts) -> AsyncIterator[Processor]:
-        from builtin_plugins.inmemory import InMemoryAdapter
         from host.characters import default_character, load_characters
         from host.events import EventBus
+        from host.plugin_lookup import construct, open_service
         from host.runtime import AgentRuntime
 
         name = None
@@ -454,23 +454,23 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
             from contracts.agent import Character
 
             character = Character(name=name or "replay")
-        database = InMemoryAdapter()
-        scope = host.container.create_scope("agent")
-        runtime = AgentRuntime(
-            character=character,
-            scope=scope,
-            events=EventBus(),
-            models=parts.models,
-            database=database,
-            components=host.components,
-            agent_id=UUID(aggregate_id),
-            clock=parts.clock,
-        )
-        try:
-            yield runtime
-        finally:
-            await runtime.stop(5.0)
-            await scope.aclose()
-            await database.close()
+        scratch = construct("inmemory", host.config)  # through its entry point, as any store
+        async with open_service(scratch, DATABASE) as database:
+            scope = host.container.create_scope("agent")
+            runtime = AgentRuntime(
+                character=character,
+                scope=scope,
+                events=EventBus(),
+                models=parts.models,
+                database=database,
+                components=host.components,
+                agent_id=UUID(aggregate_id),
+                clock=parts.clock,
+            )
+            try:
+                yield runtime
+            finally:
+                await runtime.stop(5.0)
+                await scope.aclose()
 
     return make

@@ -22,7 +22,7 @@ from contracts.models import (
     ModelCallError,
     ModelHandler,
 )
-from contracts.storage import DATABASE, DatabaseAdapter
+from contracts.storage import DATABASE, DatabaseAdapter, SearchParams
 from host.app import Host
 from host.cli import app
 from host.config import LoadedConfig
@@ -171,7 +171,7 @@ async def test_an_interrupted_reembed_is_refused_at_start_and_resumes(
     hits = await memory_store.search_memories(
         (await new.use_model(TEXT_EMBEDDING, EmbeddingParams(text="memory number 7"))).vector,
         MemoryQuery(table_name="messages"),
-        k=1,
+        SearchParams(k=1),
     )
     assert hits[0][0].content.text == "memory number 7"
     assert (await read_records(memory_store))["messages"].state == "ready"

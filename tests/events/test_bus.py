@@ -21,8 +21,8 @@ from contracts.events import (
     HandlerFailedPayload,
     PayloadTypeError,
 )
+from contracts.hooks import hookimpl
 from host.events import EventBus, EventSettings
-from host.hookspecs import hookimpl
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
 

@@ -17,9 +17,9 @@ from contracts.events import (
     event_named,
     registered_events,
 )
+from contracts.hooks import hookimpl
 from host import hookspecs
 from host.events import EventBus
-from host.hookspecs import hookimpl
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
 

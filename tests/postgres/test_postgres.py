@@ -23,7 +23,7 @@ from builtin_plugins.postgres.plugin import PostgresSettings
 from builtin_plugins.postgres.schema import SCHEMA_VERSION
 from contracts.config import AgentsSettings, HostConfig, PluginsSettings
 from contracts.memory import Content, Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import DATABASE, BatchError, PoolExhaustedError, StorageError
+from contracts.storage import DATABASE, BatchError, PoolExhaustedError, SearchParams, StorageError
 from host.app import Host
 from host.config import LoadedConfig
 from host.pytest_plugin import fresh_schema, schema_uri
@@ -54,9 +54,11 @@ async def test_hnsw_and_ivf_indexes_answer_like_exact_search(url: str) -> None:
         recalls = {"hnsw": [], "ivf": []}  # type: dict[str, list[float]]
         for _ in range(10):
             q = [rng.gauss(0, 1) for _ in range(16)]
-            exact = {m.id for m, _ in await db.search_memories(q, k=10)}
+            exact = {m.id for m, _ in await db.search_memories(q, params=SearchParams(k=10))}
             for kind in recalls:
-                found = await db.search_memories(q, k=10, index_type=kind, probes=8, ef_search=80)  # type: ignore[arg-type]
+                found = await db.search_memories(
+                    q, params=SearchParams(k=10, index_type=kind, probes=8, ef_search=80)
+                )
                 scores = [s for _, s in found]
                 assert scores == sorted(scores, reverse=True)
                 recalls[kind].append(len(exact & {m.id for m, _ in found}) / 10)
@@ -73,7 +75,9 @@ async def test_hnsw_and_ivf_indexes_answer_like_exact_search(url: str) -> None:
         # a filtered search is exact even with an index: the room's rows, nothing missed
         other = uuid4()
         await db.create_memory(memory([1.0] * 16, room_id=other))
-        hits = await db.search_memories([1.0] * 16, MemoryQuery(room_id=other), index_type="hnsw")
+        hits = await db.search_memories(
+            [1.0] * 16, MemoryQuery(room_id=other), SearchParams(index_type="hnsw")
+        )
         assert len(hits) == 1 and math.isclose(hits[0][1], 1.0, abs_tol=1e-5)
     finally:
         await db.close()
@@ -290,7 +294,7 @@ async def test_indexes_are_built_with_the_configured_memory(
         rng = random.Random(3)
         vectors = [[rng.gauss(0, 1) for _ in range(128)] for _ in range(2000)]
         await db.create_memories_batch([memory(v) for v in vectors])
-        assert await db.search_memories(vectors[0], k=3, index_type="hnsw")
+        assert await db.search_memories(vectors[0], params=SearchParams(k=3, index_type="hnsw"))
         outgrown = [n for n in notices if "no longer fits into maintenance_work_mem" in n]
         assert bool(outgrown) is spills, notices
     finally:
@@ -325,14 +329,14 @@ async def test_each_index_type_answers_with_its_own_index(url: str) -> None:
         vectors = [[rng.gauss(0, 1) for _ in range(32)] for _ in range(3000)]
         await db.create_memories_batch([memory(v) for v in vectors])
         for kind in ("hnsw", "ivf"):  # builds both indexes
-            await db.search_memories(vectors[0], k=5, index_type=kind)  # type: ignore[arg-type]
+            await db.search_memories(vectors[0], params=SearchParams(k=5, index_type=kind))  # type: ignore[arg-type]
         async with db.with_connection() as conn:  # flush the pool connection's counters now
             await conn.execute("SELECT pg_stat_force_next_flush()")
         before = await index_scans(url)
         assert set(before) == {"hnsw", "ivf"}
         for kind, times in (("hnsw", 3), ("ivf", 2)):
             for v in vectors[1 : 1 + times]:
-                found = await db.search_memories(v, k=5, index_type=kind)  # type: ignore[arg-type]
+                found = await db.search_memories(v, params=SearchParams(k=5, index_type=kind))  # type: ignore[arg-type]
                 assert found[0][0].embedding is not None
                 assert math.isclose(found[0][1], 1.0, abs_tol=1e-4)  # itself, the nearest
         async with db.with_connection() as conn:
@@ -367,7 +371,7 @@ async def test_migration_2_replaces_ivf_indexes_on_the_shared_expression(url: st
             assert await cursor.fetchall() == []
             cursor = await conn.execute("SELECT ivf_lists FROM memory_tables")
             assert await cursor.fetchall() == [(None,)]
-        assert await db.search_memories([1.0, 1.0, 1.0], k=3, index_type="ivf")
+        assert await db.search_memories([1.0, 1.0, 1.0], params=SearchParams(k=3, index_type="ivf"))
         async with db.with_connection() as conn:
             cursor = await conn.execute(
                 "SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'memories_ivf_%'"
@@ -392,7 +396,9 @@ async def test_concurrent_first_searches_share_the_index_builds(url: str) -> Non
             await first.create_memories_batch([memory(v) for v in vectors], table)
         q = [1.0] * 8
         expected = {
-            table: (await first.search_memories(q, MemoryQuery(table_name=table), k=3))[0][0].id
+            table: (
+                await first.search_memories(q, MemoryQuery(table_name=table), SearchParams(k=3))
+            )[0][0].id
             for table in ("messages", "facts")
         }
         searches: list[tuple[PostgresAdapter, str, Any]] = [
@@ -404,7 +410,7 @@ async def test_concurrent_first_searches_share_the_index_builds(url: str) -> Non
         found = await asyncio.gather(
             *(
                 db.search_memories(
-                    q, MemoryQuery(table_name=table), k=3, index_type=kind, probes=64
+                    q, MemoryQuery(table_name=table), SearchParams(k=3, index_type=kind, probes=64)
                 )
                 for db, table, kind in searches
             )
@@ -413,7 +419,7 @@ async def test_concurrent_first_searches_share_the_index_builds(url: str) -> Non
             assert hits and hits[0][0].id == expected[table]
         for db, table, kind in searches:  # one at a time: each finds the lock free
             hits = await db.search_memories(
-                q, MemoryQuery(table_name=table), k=3, index_type=kind, probes=64
+                q, MemoryQuery(table_name=table), SearchParams(k=3, index_type=kind, probes=64)
             )
             assert hits[0][0].id == expected[table]
         async with first.with_connection() as conn:
@@ -435,13 +441,17 @@ async def test_hnsw_search_beyond_pgvectors_ef_search_range(url: str) -> None:
     db = await PostgresAdapter.open(url, exact_below=0, min_size=1, max_size=1)
     try:
         await db.create_memories_batch([memory([1.0, float(i)]) for i in range(1100)])
-        exact = await db.search_memories([1.0, 0.0], k=1050)
-        hits = await db.search_memories([1.0, 0.0], k=1050, index_type="hnsw")
+        exact = await db.search_memories([1.0, 0.0], params=SearchParams(k=1050))
+        hits = await db.search_memories([1.0, 0.0], params=SearchParams(k=1050, index_type="hnsw"))
         assert [m.id for m, _ in hits] == [m.id for m, _ in exact]
         assert len(hits) == 1050
-        capped = await db.search_memories([1.0, 0.0], k=5, index_type="hnsw", ef_search=5000)
+        capped = await db.search_memories(
+            [1.0, 0.0], params=SearchParams(k=5, index_type="hnsw", ef_search=5000)
+        )
         assert [m.id for m, _ in capped] == [m.id for m, _ in exact[:5]]
-        probed = await db.search_memories([1.0, 0.0], k=5, index_type="ivf", probes=40_000)
+        probed = await db.search_memories(
+            [1.0, 0.0], params=SearchParams(k=5, index_type="ivf", probes=40_000)
+        )
         assert [m.id for m, _ in probed] == [m.id for m, _ in exact[:5]]  # every list scanned
     finally:
         await db.close()
@@ -507,7 +517,9 @@ async def test_writes_and_searches_go_on_while_an_index_builds(url: str) -> None
         rng = random.Random(13)
         vectors = [[rng.gauss(0, 1) for _ in range(32)] for _ in range(3000)]
         ids = await db.create_memories_batch([memory(v) for v in vectors])
-        first = asyncio.create_task(db.search_memories(vectors[7], k=5, index_type="hnsw"))
+        first = asyncio.create_task(
+            db.search_memories(vectors[7], params=SearchParams(k=5, index_type="hnsw"))
+        )
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as watcher:
             for _ in range(600):
                 command = await building(watcher)
@@ -519,7 +531,9 @@ async def test_writes_and_searches_go_on_while_an_index_builds(url: str) -> None
             await watcher.execute(
                 "UPDATE memories SET metadata = '{\"touched\": true}' WHERE id = %s", (ids[0],)
             )  # LockNotAvailable here if the build held writers off
-            meanwhile = await db.search_memories(vectors[9], k=5, index_type="hnsw")
+            meanwhile = await db.search_memories(
+                vectors[9], params=SearchParams(k=5, index_type="hnsw")
+            )
             assert meanwhile[0][0].id == ids[9] and math.isclose(meanwhile[0][1], 1.0, abs_tol=1e-5)
             assert await building(watcher) is not None  # answered while the build still ran
         hits = await first

@@ -18,6 +18,7 @@ from contracts.storage import (
     DuplicateMemoryError,
     InvalidQueryError,
     RoomSummary,
+    SearchParams,
     StorageError,
 )
 
@@ -411,18 +412,14 @@ async def test_search_finds_nearest_by_cosine(
     await memory_store.create_memories_batch(batch)
     await memory_store.build_index(index_type)  # type: ignore[arg-type]
     results = await memory_store.search_memories(
-        [2.0, 0.0, 0.0],
-        k=3,
-        index_type=index_type,  # type: ignore[arg-type]
+        [2.0, 0.0, 0.0], params=SearchParams(k=3, index_type=index_type)
     )
     assert [m.content.text for m, _ in results] == ["m0", "m1", "m2"]
     for (memory, score), vector in zip(results, [vectors[0], vectors[1], vectors[2]], strict=True):
         assert score == pytest.approx(cosine([1.0, 0.0, 0.0], vector), abs=1e-5)
         assert memory == stored(batch[vectors.index(vector)])
     everything = await memory_store.search_memories(
-        [1.0, 0.0, 0.0],
-        k=100,
-        index_type=index_type,  # type: ignore[arg-type]
+        [1.0, 0.0, 0.0], params=SearchParams(k=100, index_type=index_type)
     )
     assert len(everything) == 5
     assert [s for _, s in everything] == sorted((s for _, s in everything), reverse=True)
@@ -434,9 +431,9 @@ async def test_search_without_embeddings(memory_store: DatabaseAdapter, index_ty
     await memory_store.create_memories_batch(batch)
     kind: Any = index_type
     await memory_store.build_index(kind)
-    full = await memory_store.search_memories([1.0, 0.0], k=3, index_type=kind)
+    full = await memory_store.search_memories([1.0, 0.0], params=SearchParams(k=3, index_type=kind))
     bare = await memory_store.search_memories(
-        [1.0, 0.0], k=3, index_type=kind, with_embeddings=False
+        [1.0, 0.0], params=SearchParams(k=3, index_type=kind, with_embeddings=False)
     )
     assert [(m.id, s) for m, s in bare] == [(m.id, s) for m, s in full]
     for (memory, _), (with_vector, _) in zip(bare, full, strict=True):
@@ -455,21 +452,24 @@ async def test_search_threshold_and_filters(memory_store: DatabaseAdapter) -> No
         make_memory(4, embedding=[1.0, 0.0], table_name="facts"),
     ]
     await memory_store.create_memories_batch(batch)
-    results = await memory_store.search_memories([1.0, 0.0], k=10, threshold=0.7)
+    results = await memory_store.search_memories(
+        [1.0, 0.0], params=SearchParams(k=10, threshold=0.7)
+    )
     assert [m.content.text for m, _ in results] == ["m0", "m1"]
     for index_type in ("flat", "ivf", "hnsw"):
         await memory_store.build_index(index_type)  # type: ignore[arg-type]
         in_room = await memory_store.search_memories(
             [1.0, 0.0],
             MemoryQuery(room_id=ROOM, agent_id=AGENT),
-            k=10,
-            index_type=index_type,  # type: ignore[arg-type]
+            SearchParams(k=10, index_type=index_type),
         )
         assert [m.content.text for m, _ in in_room] == ["m0", "m3"]
-    facts = await memory_store.search_memories([0.0, 1.0], MemoryQuery(table_name="facts"), k=5)
+    facts = await memory_store.search_memories(
+        [0.0, 1.0], MemoryQuery(table_name="facts"), SearchParams(k=5)
+    )
     assert [(m.content.text, round(s, 5)) for m, s in facts] == [("m4", 0.0)]
     after = await memory_store.search_memories(
-        [1.0, 0.0], MemoryQuery(start=T0 + timedelta(seconds=2)), k=10
+        [1.0, 0.0], MemoryQuery(start=T0 + timedelta(seconds=2)), SearchParams(k=10)
     )
     assert [m.content.text for m, _ in after] == ["m2", "m3"]
 
@@ -491,20 +491,14 @@ async def test_a_selective_filter_finds_every_matching_row(
     await memory_store.build_index(index_type)  # type: ignore[arg-type]
     query = rng.standard_normal(8).tolist()
     results = await memory_store.search_memories(
-        query,
-        MemoryQuery(room_id=ROOM),
-        k=10,
-        index_type=index_type,  # type: ignore[arg-type]
+        query, MemoryQuery(room_id=ROOM), SearchParams(k=10, index_type=index_type)
     )
     scores = {i: cosine(query, vectors[i].tolist()) for i in in_room}
     best = sorted(in_room, key=lambda i: -scores[i])[:10]
     assert [m.id for m, _ in results] == [batch[i].id for i in best]
     assert [s for _, s in results] == pytest.approx([scores[i] for i in best], abs=1e-5)
     everything = await memory_store.search_memories(
-        query,
-        MemoryQuery(room_id=ROOM),
-        k=50,
-        index_type=index_type,  # type: ignore[arg-type]
+        query, MemoryQuery(room_id=ROOM), SearchParams(k=50, index_type=index_type)
     )
     assert {m.id for m, _ in everything} == {batch[i].id for i in in_room}
 
@@ -516,18 +510,26 @@ async def test_search_follows_writes(memory_store: DatabaseAdapter, index_type: 
     batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(20)]
     await memory_store.create_memories_batch(batch)
     await memory_store.build_index(kind)  # type: ignore[arg-type]
-    first = await memory_store.search_memories([1.0, 0.0], k=1, index_type=kind)  # type: ignore[arg-type]
+    first = await memory_store.search_memories(
+        [1.0, 0.0], params=SearchParams(k=1, index_type=kind)
+    )
     assert first[0][0].id == batch[0].id
     await memory_store.delete_memory(batch[0].id)
     newcomer = make_memory(50, embedding=[0.0, -1.0])
     await memory_store.create_memory(newcomer)
     await memory_store.update_memory(MemoryUpdate(id=batch[5].id, embedding=[1.0, 0.001]))
-    results = await memory_store.search_memories([1.0, 0.0], k=2, index_type=kind)  # type: ignore[arg-type]
+    results = await memory_store.search_memories(
+        [1.0, 0.0], params=SearchParams(k=2, index_type=kind)
+    )
     assert [m.id for m, _ in results] == [batch[5].id, batch[1].id]
-    results = await memory_store.search_memories([0.0, -1.0], k=1, index_type=kind)  # type: ignore[arg-type]
+    results = await memory_store.search_memories(
+        [0.0, -1.0], params=SearchParams(k=1, index_type=kind)
+    )
     assert results[0][0].id == newcomer.id
     await memory_store.update_memory(MemoryUpdate(id=newcomer.id, embedding=None))
-    results = await memory_store.search_memories([0.0, -1.0], k=30, index_type=kind)  # type: ignore[arg-type]
+    results = await memory_store.search_memories(
+        [0.0, -1.0], params=SearchParams(k=30, index_type=kind)
+    )
     assert newcomer.id not in {m.id for m, _ in results}
     assert len(results) == 19
 
@@ -552,7 +554,9 @@ async def test_search_follows_a_batch_updating_one_row_twice(
         ]
     )
     for query in ([0.0, 1.0], [-1.0, 0.0], [-1.0, -1.0]):
-        results = await memory_store.search_memories(query, k=10, index_type=kind)
+        results = await memory_store.search_memories(
+            query, params=SearchParams(k=10, index_type=kind)
+        )
         ids = [m.id for m, _ in results]
         assert len(ids) == len(set(ids)) == 5, query
         assert cleared.id not in ids
@@ -572,7 +576,9 @@ async def test_build_index_warms_every_index_type_up(memory_store: DatabaseAdapt
     for kind in ("flat", "ivf", "hnsw"):
         await memory_store.build_index(kind)  # type: ignore[arg-type]
         await memory_store.build_index(kind)  # type: ignore[arg-type]  # built: at once
-        found = await memory_store.search_memories([1.0, 0.0], k=2, index_type=kind)  # type: ignore[arg-type]
+        found = await memory_store.search_memories(
+            [1.0, 0.0], params=SearchParams(k=2, index_type=kind)
+        )
         assert [m.id for m, _ in found] == [batch[0].id, batch[1].id]
     with pytest.raises(InvalidQueryError, match="index_type"):
         await memory_store.build_index("annoy")  # type: ignore[arg-type]
@@ -584,9 +590,9 @@ async def test_search_argument_errors(memory_store: DatabaseAdapter) -> None:
         await memory_store.search_memories([1.0, 0.0, 0.0])
     assert (info.value.expected, info.value.got) == (2, 3)
     with pytest.raises(InvalidQueryError):
-        await memory_store.search_memories([1.0, 0.0], k=0)
+        await memory_store.search_memories([1.0, 0.0], params=SearchParams(k=0))
     with pytest.raises(InvalidQueryError):
-        await memory_store.search_memories([1.0, 0.0], index_type="annoy")  # type: ignore[arg-type]
+        await memory_store.search_memories([1.0, 0.0], params=SearchParams(index_type="annoy"))  # type: ignore[arg-type]
     with pytest.raises(InvalidQueryError):
         await memory_store.search_memories([0.0, 0.0])
 
@@ -602,11 +608,13 @@ async def test_concurrent_writers_and_readers(memory_store: DatabaseAdapter) -> 
     async def reader() -> None:
         for _ in range(10):
             await memory_store.get_memories(MemoryQuery(limit=20))
-            await memory_store.search_memories([1.0, 0.0], k=3, index_type="hnsw")
+            await memory_store.search_memories(
+                [1.0, 0.0], params=SearchParams(k=3, index_type="hnsw")
+            )
 
     await asyncio.gather(*(writer(w) for w in range(4)), reader(), reader())
     assert await memory_store.count_memories() == 200
-    assert len(await memory_store.search_memories([1.0, 0.0], k=300)) == 200
+    assert len(await memory_store.search_memories([1.0, 0.0], params=SearchParams(k=300))) == 200
 
 
 async def test_embeddings_come_back_as_float32(memory_store: DatabaseAdapter) -> None:
@@ -623,12 +631,16 @@ async def test_search_knobs_out_of_range(memory_store: DatabaseAdapter) -> None:
     batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(5)]
     await memory_store.create_memories_batch(batch)
     with pytest.raises(InvalidQueryError, match="ef_search"):
-        await memory_store.search_memories([1.0, 0.0], index_type="hnsw", ef_search=-1)
+        await memory_store.search_memories(
+            [1.0, 0.0], params=SearchParams(index_type="hnsw", ef_search=-1)
+        )
     with pytest.raises(InvalidQueryError, match="probes"):
-        await memory_store.search_memories([1.0, 0.0], index_type="ivf", probes=-1)
+        await memory_store.search_memories(
+            [1.0, 0.0], params=SearchParams(index_type="ivf", probes=-1)
+        )
     with pytest.raises(InvalidQueryError, match="ef_search"):
         await memory_store.search_memories(
-            [1.0, 0.0], MemoryQuery(room_id=ROOM), index_type="hnsw", ef_search=-1
+            [1.0, 0.0], MemoryQuery(room_id=ROOM), SearchParams(index_type="hnsw", ef_search=-1)
         )
     nearest = [batch[0].id, batch[1].id]
     for kind, probes, ef_search in (
@@ -640,10 +652,7 @@ async def test_search_knobs_out_of_range(memory_store: DatabaseAdapter) -> None:
     ):
         found = await memory_store.search_memories(
             [1.0, 0.0],
-            k=2,
-            index_type=kind,  # type: ignore[arg-type]
-            probes=probes,
-            ef_search=ef_search,
+            params=SearchParams(k=2, index_type=kind, probes=probes, ef_search=ef_search),
         )
         assert [m.id for m, _ in found] == nearest, (kind, probes, ef_search)
 

@@ -20,7 +20,7 @@ import host.vectors
 from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.memory import MemoryUpdate
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DatabaseAdapter, SearchParams
 from host.vectors import IndexParams, IndexSet, VectorIndex
 
 from .storage_helpers import make_memory
@@ -166,7 +166,7 @@ async def test_the_store_serves_while_an_index_builds(store: DatabaseAdapter, ga
     `build_index` waits for holds the writes made meanwhile."""
     batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(50)]
     await store.create_memories_batch(batch)
-    first = await store.search_memories([1.0, 0.0], k=3, index_type="hnsw")
+    first = await store.search_memories([1.0, 0.0], params=SearchParams(k=3, index_type="hnsw"))
     assert [m.id for m, _ in first] == [batch[0].id, batch[1].id, batch[2].id]  # exact
     assert gate.started == 1
     waiting = asyncio.create_task(store.build_index("hnsw"))
@@ -177,18 +177,20 @@ async def test_the_store_serves_while_an_index_builds(store: DatabaseAdapter, ga
     await store.update_memory(MemoryUpdate(id=batch[1].id, embedding=[-1.0, 0.0]))
     await store.delete_memory(batch[2].id)
     assert await store.get_memory(newcomer.id) is not None
-    meanwhile = await store.search_memories([0.0, -1.0], k=1, index_type="hnsw")
+    meanwhile = await store.search_memories(
+        [0.0, -1.0], params=SearchParams(k=1, index_type="hnsw")
+    )
     assert meanwhile[0][0].id == newcomer.id
     assert not waiting.done() and gate.started == 1  # one build, still held
     gate.open()
     await asyncio.wait_for(waiting, 30)
-    after = await store.search_memories([1.0, 0.0], k=3, index_type="hnsw")
+    after = await store.search_memories([1.0, 0.0], params=SearchParams(k=3, index_type="hnsw"))
     assert [m.id for m, _ in after] == [batch[0].id, batch[3].id, batch[4].id]
-    moved = await store.search_memories([-1.0, 0.0], k=1, index_type="hnsw")
+    moved = await store.search_memories([-1.0, 0.0], params=SearchParams(k=1, index_type="hnsw"))
     assert moved[0][0].id == batch[1].id
-    assert (await store.search_memories([0.0, -1.0], k=1, index_type="hnsw"))[0][0].id == (
-        newcomer.id
-    )
+    assert (await store.search_memories([0.0, -1.0], params=SearchParams(k=1, index_type="hnsw")))[
+        0
+    ][0].id == (newcomer.id)
     assert gate.started == 1  # the writes were replayed onto the build, not rebuilt
     await store.build_index("hnsw")  # already there: returns at once
     await store.build_index("flat")

@@ -20,7 +20,7 @@ from contracts.memory import (
     MemoryQuery,
     MemoryUpdate,
 )
-from contracts.storage import BatchError, DatabaseAdapter, InvalidMemoryError
+from contracts.storage import BatchError, DatabaseAdapter, InvalidMemoryError, SearchParams
 from host.memory import MemoryManager, nesting_depth
 from host.pytest_plugin import StoreFactory
 
@@ -58,7 +58,7 @@ async def _readable(db: DatabaseAdapter, expected: list[Memory]) -> None:
     assert seen(await db.get_memories(MemoryQuery(room_id=ROOM))) == want
     streamed = [m async for m in MemoryManager(db, page_size=2).get_memories_stream(MemoryQuery())]
     assert seen(streamed) == want
-    hits = await db.search_memories([1.0, 0.0, 0.0], k=len(expected) + 1)
+    hits = await db.search_memories([1.0, 0.0, 0.0], params=SearchParams(k=len(expected) + 1))
     assert seen([found for found, _score in hits]) == want
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from contracts.memory import Content, Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import BatchError, DatabaseAdapter
+from contracts.storage import BatchError, DatabaseAdapter, SearchParams
 from host.memory import MemoryManager
 from host.pytest_plugin import StoreFactory
 
@@ -259,7 +259,7 @@ def test_flat_search_equals_brute_force_top_k(
     async def scenario() -> None:
         async with store_factory() as db:
             await db.create_memories_batch(rows)
-            got = await db.search_memories(query, MemoryQuery(room_id=room), k=k)
+            got = await db.search_memories(query, MemoryQuery(room_id=room), SearchParams(k=k))
         candidates = [m for m in rows if room is None or m.room_id == room]
         exact = sorted(
             ((cosine(query, m.embedding or []), m.id) for m in candidates), reverse=True

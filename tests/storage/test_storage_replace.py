@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from contracts.memory import Memory, MemoryQuery
-from contracts.storage import BatchError, DatabaseAdapter, DimensionMismatchError
+from contracts.storage import BatchError, DatabaseAdapter, DimensionMismatchError, SearchParams
 
 from .storage_helpers import make_memory
 
@@ -34,7 +34,9 @@ async def test_replace_deletes_and_writes_in_one_call(memory_store: DatabaseAdap
     got = await memory_store.get_memory(record.id)
     assert got is not None and (got.content.model_extra or {})["v"] == 2
     for kind in ("flat", "hnsw"):
-        hits = await memory_store.search_memories([1.0, 2.0, 0.0], k=10, index_type=kind)
+        hits = await memory_store.search_memories(
+            [1.0, 2.0, 0.0], params=SearchParams(k=10, index_type=kind)
+        )
         assert {m.id for m, _ in hits} == {m.id for m in new}, kind
     assert await memory_store.replace_memories([], []) == []
 

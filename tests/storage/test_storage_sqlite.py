@@ -14,7 +14,7 @@ import pytest
 from builtin_plugins.sqlite import SqliteAdapter
 from builtin_plugins.sqlite.schema import SCHEMA_VERSION
 from contracts.memory import MemoryQuery, MemoryUpdate
-from contracts.storage import StorageError
+from contracts.storage import SearchParams, StorageError
 
 from .storage_helpers import make_memory, stored
 
@@ -34,7 +34,9 @@ async def test_file_wal_migrations_and_reopen(tmp_path: Path) -> None:
     again = await SqliteAdapter.open(path)  # migrations are not re-applied
     assert await again.get_memory(memory.id) == stored(memory)
     assert await again.embedding_dimension("messages") == 2
-    results = await again.search_memories([1.0, 2.0], index_type="hnsw")  # rebuilt on demand
+    results = await again.search_memories(
+        [1.0, 2.0], params=SearchParams(index_type="hnsw")
+    )  # rebuilt on demand
     assert [m.id for m, _ in results] == [memory.id]
     await again.close()
 
@@ -102,17 +104,17 @@ async def test_another_writer_on_the_same_file_is_seen_by_indexes(tmp_path: Path
     await one.create_memories_batch([make_memory(i, embedding=[1.0, float(i)]) for i in range(10)])
     for kind in ("flat", "ivf", "hnsw"):
         await one.build_index(kind)  # type: ignore[arg-type]
-        results = await one.search_memories([0.0, -1.0], k=1, index_type=kind)  # type: ignore[arg-type]
+        results = await one.search_memories([0.0, -1.0], params=SearchParams(k=1, index_type=kind))  # type: ignore[arg-type]
         assert results[0][0].content.text == "m0"
     newcomer = make_memory(99, embedding=[0.0, -1.0])
     await two.create_memory(newcomer)  # `one` never saw this write
     await two.update_memory(MemoryUpdate(id=newcomer.id, content=newcomer.content))
     for kind in ("flat", "ivf", "hnsw"):
         # answered exactly while the stale index is rebuilt, then by the rebuilt index
-        results = await one.search_memories([0.0, -1.0], k=1, index_type=kind)  # type: ignore[arg-type]
+        results = await one.search_memories([0.0, -1.0], params=SearchParams(k=1, index_type=kind))  # type: ignore[arg-type]
         assert results[0][0].id == newcomer.id
         await one.build_index(kind)  # type: ignore[arg-type]
-        results = await one.search_memories([0.0, -1.0], k=1, index_type=kind)  # type: ignore[arg-type]
+        results = await one.search_memories([0.0, -1.0], params=SearchParams(k=1, index_type=kind))  # type: ignore[arg-type]
         assert results[0][0].id == newcomer.id
     # Both write concurrently: WAL + busy timeout serialise them, nothing is lost.
     await asyncio.gather(
@@ -165,13 +167,13 @@ async def test_a_search_reads_one_snapshot(tmp_path: Path, index_type: str) -> N
     one._conn = _WriteAfterVersionRead(real, other_process)  # type: ignore[assignment]
     one._reader = None  # the worker's path (the loop thread's: the test below)
     try:
-        results = await one.search_memories([0.0, 1.0], k=2, index_type=kind)
+        results = await one.search_memories([0.0, 1.0], params=SearchParams(k=2, index_type=kind))
     finally:
         one._conn = real
     assert await one.get_memory(intruder.id) is not None  # the write did happen, mid-search
     assert [m.id for m, _ in results] == [batch[4].id, batch[3].id]  # as of the search's start
     assert all(m.table_name == "messages" for m, _ in results)
-    after = await one.search_memories([0.0, 1.0], k=2, index_type=kind)
+    after = await one.search_memories([0.0, 1.0], params=SearchParams(k=2, index_type=kind))
     assert [m.id for m, _ in after] == [batch[3].id, batch[2].id]
     await one.close()
     await two.close()
@@ -231,14 +233,16 @@ async def test_a_search_on_the_loop_thread_reads_one_snapshot(
     blocker = one._executor.submit(held.wait, 10)
     try:
         results = await asyncio.wait_for(
-            one.search_memories([0.0, 1.0], k=2, index_type=kind), timeout=5
+            one.search_memories([0.0, 1.0], params=SearchParams(k=2, index_type=kind)), timeout=5
         )
     finally:
         held.set()
         blocker.result()
     assert [m.id for m, _ in results] == [batch[4].id, batch[3].id]
     assert results[0][0].embedding == [1.0, 4.0]
-    bare = await one.search_memories([0.0, 1.0], k=2, index_type=kind, with_embeddings=False)
+    bare = await one.search_memories(
+        [0.0, 1.0], params=SearchParams(k=2, index_type=kind, with_embeddings=False)
+    )
     assert [(m.id, m.embedding) for m, _ in bare] == [(batch[4].id, None), (batch[3].id, None)]
     assert threads and set(threads) == {threading.main_thread().name}
 
@@ -251,7 +255,7 @@ async def test_a_search_on_the_loop_thread_reads_one_snapshot(
     reader = one._reader
     one._reader = _WriteBeforeRowsRead(reader, other_process)  # type: ignore[assignment]
     try:
-        results = await one.search_memories([0.0, 1.0], k=2, index_type=kind)
+        results = await one.search_memories([0.0, 1.0], params=SearchParams(k=2, index_type=kind))
     finally:
         one._reader = reader
     assert await one.get_memory(intruder.id) is not None  # the write did happen, mid-search

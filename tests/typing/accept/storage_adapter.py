@@ -8,7 +8,7 @@ from uuid import uuid4
 from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.memory import Content, Cursor, Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import DATABASE, DatabaseAdapter, IndexType
+from contracts.storage import DATABASE, DatabaseAdapter, IndexType, SearchParams
 from contracts.tokens import Token
 from host.memory import MemoryManager
 
@@ -25,7 +25,9 @@ async def use(db: DatabaseAdapter) -> list[str]:
     flags: list[bool] = await db.update_memories_batch([MemoryUpdate(id=ids[0], unique=True)])
     gone: int = await db.delete_memories_batch(ids)
     kind: IndexType = "hnsw"
-    hits = await db.search_memories([0.1, 0.2], MemoryQuery(room_id=memory.room_id), 5, kind)
+    hits = await db.search_memories(
+        [0.1, 0.2], MemoryQuery(room_id=memory.room_id), SearchParams(k=5, index_type=kind)
+    )
     texts = [m.content.text for m, score in hits if score > 0.5]
     cursor = Cursor.decode(memory.cursor.encode())
     page = await db.get_memories(MemoryQuery(order="asc", after=cursor, limit=10))
