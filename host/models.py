@@ -21,7 +21,9 @@ and name models per model type (put into params that have a ``model`` field).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
+import threading
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -54,7 +56,7 @@ from contracts.models import (
     TextChunk,
 )
 from contracts.plugin import LoadedPluginLike
-from host.deadlines import Deadlines
+from host.deadlines import shared as _deadlines
 from host.validation import field_problems
 
 __all__ = [
@@ -209,7 +211,7 @@ class ModelRegistry:
         ``modelProvider``)."""
         self._circuits: dict[tuple[str, str], _Circuit] = {}
         self._open_circuits = 0
-        self._deadlines = Deadlines()
+        self._deadlines = _deadlines
         self._timeout = _Timeout(self)
 
     # registration ------------------------------------------------------------------------------
@@ -395,22 +397,29 @@ class ModelRegistry:
         events = self.events
         path = _Path.of(skipped) if skipped else _NO_PATH
         last: BaseException | None = None
-        deadlines = self._deadlines
+        expired = _expired
+        timeout: _Timeout | None = self._timeout
+        if _thread() != _deadlines.thread:
+            _ensure_sweeper()  # a sweeper must run on this loop (host/deadlines.py)
         for entry in plan:
             started = _clock()
-            deadline = deadlines.hold()
-            deadline.armed = self._timeout
             try:
+                armed = timeout  # a local store: the sweeper reads it off the suspended frame
                 result = await entry.call(params)
+                armed = None
+                if expired:  # the provider may have swallowed its deadline's cancellation
+                    _withdraw(inspect.currentframe())
             except BaseException as exc:
-                timed_out = deadline.timed_out()
-                deadlines.release(deadline)
+                armed = None  # noqa: F841  (read by the sweeper off the frame)
                 if isinstance(exc, asyncio.CancelledError):
-                    if not timed_out:
+                    if not (expired and _timed_out(inspect.currentframe())):
                         raise
                     exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
-                elif not isinstance(exc, Exception):
-                    raise
+                else:
+                    if expired:
+                        _withdraw(inspect.currentframe())
+                    if not isinstance(exc, Exception):
+                        raise
                 if events is not None:
                     await self._report(entry, started, path, params, error=exc)
                 if not is_retryable(exc):
@@ -420,7 +429,6 @@ class ModelRegistry:
                     path = _Path()
                 last = path.add(entry, exc)
                 continue
-            deadlines.release(deadline)
             if type(result) is not model_type.result and not isinstance(result, model_type.result):
                 error = ModelError(
                     f"provider {entry.provider} (plugin {entry.owner}) answered {model_type.name} "
@@ -612,6 +620,13 @@ class _Path:
                 FallbackMark(model_type, self.failed[0], entry.provider, reason)
             )
 
+
+_deadlines.watch(ModelRegistry.use_model.__code__)
+_expired = _deadlines.expired
+_ensure_sweeper = _deadlines.ensure
+_thread = threading.get_ident
+_withdraw = _deadlines.withdraw
+_timed_out = _deadlines.timed_out
 
 _NO_PATH = _Path()
 """The path of a call that passed nobody over yet (shared: replaced, never added to)."""
