@@ -187,25 +187,32 @@ class EventMetrics:
         executions(1)
 
     def _model(self, payload: ModelUsedPayload) -> None:
-        error = payload.error
-        key = (payload.model_type, payload.provider, None if error is None else _error_type(error))
+        # the fields read off the payload's dict: a pydantic model's attribute goes through
+        # its __getattr__ hook, three times the cost of a dict item (this runs per model call)
+        fields = payload.__dict__
+        error = fields["error"]
+        key = (
+            fields["model_type"],
+            fields["provider"],
+            None if error is None else _error_type(error),
+        )
         series = self._models.get(key)
         if series is None:
             series = self._model_series(*key)
             _keep(self._models, key, series)
-        series.duration(payload.duration)
+        series.duration(fields["duration"])
         if error is not None and series.errors is not None:
             series.errors(1)
-        if payload.fallback:
+        if fields["fallback"]:
             series.fallbacks(1)
             if error is None and payload.fallback_from:
                 self._fell_back(
                     payload.fallback_from[0], payload.model_type, payload.fallback_reason
                 )
-        tokens = payload.input_tokens
+        tokens = fields["input_tokens"]
         if tokens is not None:
             series.input_tokens(tokens)
-        tokens = payload.output_tokens
+        tokens = fields["output_tokens"]
         if tokens is not None:
             series.output_tokens(tokens)
 
