@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from uuid import uuid4
 
 from contracts.events import AGENT_STARTED, HANDLER_FAILED, AgentPayload, HandlerFailedPayload
+from host.deadlines import shared
 from host.events import EventBus, EventSettings
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
@@ -183,3 +184,18 @@ async def test_emits_in_a_task_of_their_own_each_get_their_deadline() -> None:
     emits = [asyncio.create_task(bus.emit(AGENT_STARTED, STARTED)) for _ in range(5)]
     await asyncio.wait_for(asyncio.gather(*emits), 3)
     assert [(f.plugin, f.timed_out) for f in failures] == [("hung", True)] * 5
+
+
+async def test_the_sweeper_stops_once_nothing_is_under_a_deadline() -> None:
+    """No task left running (nor waking every 0.25 s) in an idle host."""
+    bus = EventBus(EventSettings(handler_timeout=5))
+
+    async def brief(payload: AgentPayload) -> None:
+        await asyncio.sleep(0.3)
+
+    bus.on(AGENT_STARTED, brief)
+    await bus.emit(AGENT_STARTED, STARTED)
+    loop = asyncio.get_running_loop()
+    assert loop in shared._sweepers  # it ran while the handler slept
+    await asyncio.sleep(3 * shared.resolution)
+    assert loop not in shared._sweepers
