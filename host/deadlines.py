@@ -104,9 +104,10 @@ class Deadlines:
         """The loop whose sweeper started last (the common case: the only one)."""
         self.thread: int | None = None
         """The thread of `sweeping`: a caller on it may skip `ensure` (comparing thread ids
-        costs half of finding the running loop on CPython 3.11). A loop closed while its
-        sweeper was pending (not run by `asyncio.run`, which cancels its tasks first) leaves
-        them set: a new loop in that thread is then swept once `ensure` runs (`start`)."""
+        costs half of finding the running loop on CPython 3.11). Known gap: a loop closed
+        while its sweeper was pending, without cancelling its tasks first (`asyncio.run` and
+        pytest-asyncio do cancel them), leaves both set, and the watched awaits of a new loop
+        in the same thread go unswept until `start` or a direct `ensure` runs there."""
 
     # watched frames --------------------------------------------------------------------------
 
