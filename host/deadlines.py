@@ -3,91 +3,139 @@
 ``asyncio.timeout()`` schedules and cancels a timer per call, about 4 µs on this project's
 machines: more than a model call through the registry or an event handler costs otherwise.
 Timeouts here are long (seconds) and only there to stop a hung call, so a deadline checked
-every `resolution` seconds is precise enough: a call runs at most `resolution` past its limit.
-Registering a deadline is a dict insert; the sweeper cancels the task that owns an expired one,
-and `expired` tells the caller its CancelledError was a timeout.
+every `resolution` seconds is precise enough.
 
-For a run of awaits one after the other (the event bus awaiting an emit's handlers), `hold`
-gives one `Deadline` for the whole run, and each await arms it with a single attribute store:
-``deadline.armed = step``, where `step` (an event handler's subscription) carries its own
-``limit`` in seconds. No clock is read per await: the sweeper notes when it first sees a step
-armed and expires it `limit` seconds later, so such an await runs at most two resolutions past
-its limit. `Deadline` objects are pooled: holding one is a list pop, not an allocation.
+Two ways to put an await under a deadline:
+
+- `start` / `finish`: register a deadline for the current task (a dict insert and pop); the
+  sweeper cancels the task when it expires, and `finish` says whether the CancelledError was
+  that timeout. For the rarer awaits (a detached handler, a stream's next chunk).
+- `watch`: for the hot paths (the event bus awaiting an emit's handlers, the model registry
+  awaiting a provider), nothing at all per await. The watched coroutine function keeps what it
+  is awaiting under a deadline in a local variable ``armed`` (anything with a ``limit`` in
+  seconds, or None), a plain local store. The sweeper walks the suspended coroutines of the
+  loop's tasks (`asyncio.all_tasks`, ``cr_await``) every `resolution` seconds, notes when it
+  first sees a frame of a watched function armed with a step, and cancels that task `limit`
+  seconds later; such an await runs at most two resolutions past its limit and always gets at
+  least its whole limit. The function asks `timed_out` (on a CancelledError) whether the
+  sweeper cancelled it, and calls `withdraw` when its await ended otherwise (an error, or
+  the callee swallowed the cancellation) or when its run ends, if `expired` is not empty: an
+  expiry swallowed mid-run is withdrawn by the next sweep that sees the frame armed with
+  another step (or by the function at the end of its run, whichever comes first).
+
+The sweeper runs while anything is under a deadline and stops when a sweep finds nothing;
+`ensure` (one comparison with the running loop) restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Protocol
 
-__all__ = ["Deadline", "Deadlines", "Step"]
+__all__ = ["Deadlines", "Step", "shared"]
 
 
 class Step(Protocol):
-    """What a held deadline is armed with: anything with a limit in seconds."""
+    """What a watched frame is armed with: anything with a limit in seconds."""
 
     @property
     def limit(self) -> float | None: ...
 
 
-def _task_lookup() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]:
-    """The running task of a loop without `asyncio.current_task`'s Python frame on CPython
-    3.11 (there it is Python code, about as costly as a deadline; from 3.12 on it is C)."""
-    tasks = getattr(asyncio.tasks, "_current_tasks", None)
-    if asyncio.current_task.__module__ == "asyncio.tasks" and isinstance(tasks, dict):
-        return tasks.get
-    return asyncio.current_task
-
-
-_task_of = _task_lookup()
+_FOLLOWED = (CoroutineType, GeneratorType, AsyncGeneratorType)
+_OPAQUE = frozenset({"async_generator_asend", "async_generator_athrow", "coroutine_wrapper"})
+"""C awaitables that hide what they wait for (an async generator's ``asend``, a coroutine's
+``__await__``): the coroutine or generator inside is found among their referents."""
 _running_loop = asyncio.get_running_loop
 
 
-class Deadline:
-    """One task's re-armable deadline (`Deadlines.hold`), released once when its run ends."""
+def _chain(coro: object) -> Iterator[Any]:
+    """A task's coroutine and every coroutine or generator it is awaiting, outermost first."""
+    for _ in range(1000):  # a cycle cannot happen; a bound costs nothing
+        if coro is None:
+            return
+        yield coro
+        kind = type(coro)
+        if kind is CoroutineType:
+            coro = coro.cr_await  # type: ignore[attr-defined]
+        elif kind is GeneratorType:
+            coro = coro.gi_yieldfrom  # type: ignore[attr-defined]
+        elif kind is AsyncGeneratorType:
+            coro = coro.ag_await  # type: ignore[attr-defined]
+        elif kind.__name__ in _OPAQUE:
+            coro = next((r for r in gc.get_referents(coro) if type(r) in _FOLLOWED), None)
+        else:
+            return  # a future, a task or a custom awaitable: nothing more to follow
 
-    __slots__ = ("armed", "expired", "seen", "since", "task")
 
-    def __init__(self) -> None:
-        self.armed: Step | None = None
-        """The step being awaited (set by the caller before each await); None: disarmed."""
-        self.expired = False
-        """Set by the sweeper when it cancelled `task` for this deadline."""
-        self.task: asyncio.Task[Any] | None = None
-        self.seen: Step | None = None
-        """The sweeper's: the step it saw armed last, and since when (monotonic)."""
-        self.since = 0.0
-
-    def timed_out(self) -> bool:
-        """After an await of the run ended abnormally: whether the sweeper cancelled it and
-        that is the task's only cancellation (a timeout). Disarms the deadline either way."""
-        self.armed = None
-        if not self.expired:
-            return False
-        self.expired = False
-        task = self.task
-        return task is None or task.uncancel() == 0
+def _frame_of(coro: Any) -> FrameType | None:
+    kind = type(coro)
+    if kind is CoroutineType:
+        frame: FrameType | None = coro.cr_frame
+    elif kind is AsyncGeneratorType:
+        frame = coro.ag_frame
+    elif kind is GeneratorType:
+        frame = coro.gi_frame
+    else:
+        return None
+    return frame
 
 
 class Deadlines:
-    """Deadlines for the current task; see the module docstring."""
+    """Deadlines of the tasks of a loop; see the module docstring."""
 
     def __init__(self, resolution: float = 0.25) -> None:
         self.resolution = resolution
         self._due: dict[int, tuple[float, asyncio.Task[object]]] = {}
-        self._expired: set[int] = set()
+        self._expired_keys: set[int] = set()
         self._keys = itertools.count()
-        self._sweeper: asyncio.Task[None] | None = None
-        self._sweeping: asyncio.AbstractEventLoop | None = None
-        """The loop the sweeper runs in, while it runs."""
-        self._pool: list[Deadline] = []
-        """Every `Deadline` `hold` handed out, held or free (as many as runs ever went on at
-        once): reused, and swept while held."""
-        self._free: list[Deadline] = []
-        self._holding = 0
+        self._watched: set[CodeType] = set()
+        self.expired: dict[FrameType, tuple[asyncio.Task[Any], Step]] = {}
+        """Watched frames whose armed await the sweeper cancelled, not yet answered by
+        `timed_out` or `withdraw`; empty nearly always (its truth test is the per-await cost)."""
+        self._sweepers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self.sweeping: asyncio.AbstractEventLoop | None = None
+        """The loop whose sweeper started last (the common case: the only one)."""
+        self.thread: int | None = None
+        """The thread of `sweeping`: a caller on it may skip `ensure` (comparing thread ids
+        costs half of finding the running loop on CPython 3.11). Known gap: a loop closed
+        while its sweeper was pending, without cancelling its tasks first (`asyncio.run` and
+        pytest-asyncio do cancel them), leaves both set, and the watched awaits of a new loop
+        in the same thread go unswept until `start` or a direct `ensure` runs there."""
+
+    # watched frames --------------------------------------------------------------------------
+
+    def watch(self, code: CodeType) -> None:
+        """Sweep the frames of `code` (a coroutine function's ``__code__``) by their local
+        ``armed``."""
+        self._watched.add(code)
+
+    def ensure(self) -> None:
+        """Make sure a sweeper runs on the running loop (call before a watched await)."""
+        loop = _running_loop()
+        if loop is not self.sweeping and loop not in self._sweepers:
+            self._start_sweeper(loop)
+
+    def timed_out(self, frame: FrameType | None) -> bool:
+        """On a CancelledError in watched `frame`: whether the sweeper cancelled its armed
+        await and that is the task's only cancellation (a timeout). Withdraws it either way."""
+        found = self.expired.pop(frame, None) if frame is not None else None
+        return found is not None and found[0].uncancel() == 0
+
+    def withdraw(self, frame: FrameType | None) -> None:
+        """The armed await of `frame` ended without its CancelledError (the callee swallowed
+        it, or raised something else): the sweeper's cancellation, if any, is withdrawn."""
+        found = self.expired.pop(frame, None) if frame is not None else None
+        if found is not None:
+            found[0].uncancel()
+
+    # registered deadlines --------------------------------------------------------------------
 
     def start(self, seconds: float) -> int:
         """Cancel the current task if it still holds this deadline in `seconds`; the key to
@@ -98,7 +146,7 @@ class Deadlines:
             return key
         self._due[key] = (time.monotonic() + seconds, task)
         loop = task.get_loop()
-        if self._sweeping is not loop:
+        if loop is not self.sweeping and loop not in self._sweepers:
             self._start_sweeper(loop)
         return key
 
@@ -106,70 +154,82 @@ class Deadlines:
         """Release the deadline; True if it expired and that is the only cancellation of the
         task (the caller turns the CancelledError into a timeout)."""
         self._due.pop(key, None)
-        if key in self._expired:
-            self._expired.discard(key)
+        if key in self._expired_keys:
+            self._expired_keys.discard(key)
             task = asyncio.current_task()
             # Another cancellation pending (the caller's own, or an enclosing deadline of the
             # same sweep) wins: the CancelledError must go on up, not become a timeout.
             return task is None or task.uncancel() == 0
         return False
 
-    def hold(self) -> Deadline:
-        """A disarmed deadline for the current task, swept until `release`d."""
-        free = self._free
-        if free:
-            deadline = free.pop()
-        else:
-            deadline = Deadline()
-            self._pool.append(deadline)
-        loop = _running_loop()
-        deadline.task = _task_of(loop)
-        deadline.seen = None
-        self._holding += 1
-        if self._sweeping is not loop:
-            self._start_sweeper(loop)
-        return deadline
-
-    def release(self, deadline: Deadline) -> None:
-        """Stop sweeping `deadline` (at the end of its run, however it ended)."""
-        if deadline.expired:
-            # cancelled after its last await ended: a timeout of nobody, so withdrawn
-            deadline.expired = False
-            if deadline.task is not None:
-                deadline.task.uncancel()
-        deadline.armed = None
-        deadline.task = None
-        self._holding -= 1
-        self._free.append(deadline)
+    # the sweeper -----------------------------------------------------------------------------
 
     def _start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._sweeping = loop
-        self._sweeper = loop.create_task(self._sweep())
+        self.sweeping = loop
+        self.thread = threading.get_ident()
+        self._sweepers[loop] = loop.create_task(self._sweep(loop))
 
-    async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        seen: dict[FrameType, tuple[Step, float]] = {}
         try:
-            while self._due or self._holding:
+            while True:
                 await asyncio.sleep(self.resolution)
                 now = time.monotonic()
                 for key, (deadline, task) in list(self._due.items()):
-                    if deadline <= now and self._due.pop(key, None) is not None:
-                        self._expired.add(key)
+                    expired = task.get_loop() is loop and deadline <= now
+                    if expired and self._due.pop(key, None) is not None:
+                        self._expired_keys.add(key)
                         task.cancel()
-                for held in self._pool:
-                    self._check(held, now)
+                found = False
+                if self._watched:
+                    seen, found = self._sweep_watched(loop, seen, now)
+                if not found and not self.expired and not self._due:
+                    return  # nothing under a deadline: `ensure` starts another
         finally:
-            if self._sweeping is loop:
-                self._sweeping = None
+            if self._sweepers.get(loop) is asyncio.current_task():
+                del self._sweepers[loop]
+            if self.sweeping is loop:
+                self.sweeping = None
+                self.thread = None
 
-    @staticmethod
-    def _check(held: Deadline, now: float) -> None:
-        step, task = held.armed, held.task
-        if step is None or task is None:
-            held.seen = None
-        elif held.seen is not step:
-            held.seen, held.since = step, now  # a new await: its limit counts from now
-        elif not held.expired and step.limit and now - held.since >= step.limit:
-            held.expired = True
-            held.armed = None
-            task.cancel()
+    def _sweep_watched(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        seen: dict[FrameType, tuple[Step, float]],
+        now: float,
+    ) -> tuple[dict[FrameType, tuple[Step, float]], bool]:
+        """One look at the loop's tasks: the watched frames armed now, since when, and
+        whether any watched frame is suspended at all (armed or not: it may arm again)."""
+        armed: dict[FrameType, tuple[Step, float]] = {}
+        found: set[FrameType] = set()
+        watched, expired = self._watched, self.expired
+        for task in asyncio.all_tasks(loop):
+            for coro in _chain(task.get_coro()):
+                frame = _frame_of(coro)
+                if frame is None or frame.f_code not in watched:
+                    continue
+                found.add(frame)
+                step = frame.f_locals.get("armed")
+                limit = getattr(step, "limit", None)
+                if step is None or not limit:
+                    continue
+                before = seen.get(frame)
+                since = before[1] if before is not None and before[0] is step else now
+                armed[frame] = (step, since)
+                cancelled = expired.get(frame)
+                if cancelled is not None and cancelled[1] is not step:
+                    # that await swallowed its cancellation and the frame went on: withdrawn
+                    # here (the function withdraws it itself only when its run ends)
+                    del expired[frame]
+                    task.uncancel()
+                    cancelled = None
+                if cancelled is None and now - since >= limit:
+                    expired[frame] = (task, step)
+                    task.cancel()
+        for frame in [f for f in expired if f not in found]:
+            del expired[frame]  # its coroutine is gone (closed): nobody left to answer
+        return armed, bool(found)
+
+
+shared = Deadlines()
+"""The deadlines of the event bus and the model registry (one sweeper per loop for both)."""

@@ -12,9 +12,9 @@ hook implementations; the bus runs them.
 
 Emitting is cheap on purpose: each event keeps a precomputed tuple of its handlers (with how
 each is called and its timeout), rebuilt only when subscriptions change; an emit is a type check
-and a loop over that tuple. The async handlers of one emit share one deadline (`Deadline`,
-armed before each await with one attribute store, no clock read), swept by one task per bus,
-instead of a timer or a registration per handler.
+and a loop over that tuple. Handler timeouts cost an emit nothing but a local store per async
+handler (``armed = sub``): one sweeper task per loop (`host.deadlines`) finds emits suspended in
+a handler by walking the tasks' coroutines, instead of a timer or a registration per handler.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import asyncio
 import inspect
 import itertools
 import math
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import CoroutineType
+from types import CoroutineType, FrameType
 from typing import Any, TypeVar
 
 import pluggy
@@ -50,7 +51,7 @@ from contracts.events import (
 from contracts.plugin import LoadedPluginLike
 from host import hookspecs
 from host.blocking import component_site, describe_subscription
-from host.deadlines import Deadline, Deadlines
+from host.deadlines import shared as _deadlines
 from host.validation import field_problems
 
 __all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
@@ -59,11 +60,13 @@ P = TypeVar("P", bound=EventPayload)
 
 _order = itertools.count()
 _NEVER = math.inf
-_TIMED, _OWN, _ANY, _DETACHED = 0, 1, 2, 3
+_TIMED, _OWN, _ANY, _DETACHED, _GONE = 0, 1, 2, 3, 4
+_SOME_TIMED, _ALL_TIMED = 1, 2
 """How a plan entry is called: `_TIMED`, ``await call(payload)`` under the emit's deadline (a
 coroutine function with a limit: the common case, kept to the fewest steps); `_OWN`,
 ``call(payload)`` and await what it returns if it is awaitable (under the deadline if it has a
-limit); `_ANY`, the same with ``call(event, payload)``; `_DETACHED`, in a task of its own."""
+limit); `_ANY`, the same with ``call(event, payload)``; `_DETACHED`, in a task of its own;
+`_GONE`, not at all (unsubscribed while an emit that holds the plan runs)."""
 _in_detached: ContextVar[bool] = ContextVar("agenthost_in_detached_handler", default=False)
 
 
@@ -97,6 +100,8 @@ class HandlerSubscription:
     """What emit calls: `handler`, or for a blocking one a call of it in a worker thread."""
     limit: float | None = None
     """Seconds an await of it may take: `timeout`, else the bus default (set with the plan)."""
+    kind: int = _TIMED
+    """How emit calls it (`_TIMED`, ...; set with the plan, `_GONE` once unsubscribed)."""
 
     def __post_init__(self) -> None:
         self.call = _in_thread(self.handler) if self.blocking else self.handler
@@ -112,10 +117,6 @@ class HandlerSubscription:
         return f"{self.owner}:{name}" if self.owner else str(name)
 
 
-_Run = tuple[HandlerSubscription, Callable[..., Any], int]
-"""One handler of an event's plan: the subscription, what to call and how (`_TIMED`...)."""
-
-
 def _sort_key(sub: HandlerSubscription) -> tuple[int, int]:
     return (-sub.priority, sub.order)
 
@@ -127,17 +128,24 @@ class EventBus:
         self._settings = settings or EventSettings()
         self._subs: dict[str, list[HandlerSubscription]] = {}
         self._any: list[HandlerSubscription] = []
-        self._plan: dict[str, tuple[_Run, ...]] = {}
+        self._plan: dict[str, tuple[tuple[HandlerSubscription, ...], int]] = {}
+        """Event name -> its handlers in run order, and whether some or all are `_TIMED`."""
         self._detached: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
-        self._deadlines = Deadlines()
-        self.counts: Counter[str] = Counter()
-        """Emits per event name since start (sampled into ``agenthost.events.emitted``)."""
+        self._deadlines = _deadlines
+        self._counts: dict[str, int] = {}
+        """Emits per event name (a plain dict, its keys added with the plans: an increment of a
+        `Counter` costs twice as much)."""
         self.failures = 0
         """Handler failures since start (also counted by the metrics layer)."""
         self._closed = False
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Emits per event name since start (sampled into ``agenthost.events.emitted``)."""
+        return Counter({name: count for name, count in self._counts.items() if count})
 
     @property
     def settings(self) -> EventSettings:
@@ -199,6 +207,9 @@ class EventBus:
 
     def _remove(self, sub: HandlerSubscription) -> None:
         sub.active = False
+        # an emit running with a plan that holds it skips it (or awaits a no-op instead)
+        sub.kind = _GONE
+        sub.call = _gone
         subs = self._any if sub.event is None else self._subs.get(sub.event.name, [])
         if sub in subs:
             subs.remove(sub)
@@ -282,7 +293,7 @@ class EventBus:
         """Active subscriptions (to `event`, in run order), for `agenthost` introspection."""
         if event is None:
             return sorted([s for v in self._subs.values() for s in v] + self._any, key=_sort_key)
-        return [run[0] for run in self._handlers_for(event.name)]
+        return list(self._handlers_for(event.name)[0])
 
     # emitting -------------------------------------------------------------------------------
 
@@ -294,59 +305,83 @@ class EventBus:
         reported as ``handler:failed``; the others and the emitter carry on."""
         if type(payload) is not event.payload:
             payload = _coerce(event, payload)
-        self.counts[event.name] += 1
-        plan = self._plan.get(event.name)
-        if plan is None:
-            plan = self._handlers_for(event.name)
-        deadline: Deadline | None = None  # one for this emit's awaits, held at the first
-        try:
-            for sub, call, kind in plan:  # `sub` names the handler to the loop monitor
-                if not sub.active:
-                    continue  # unsubscribed by an earlier handler of this emit (or an unload)
+        name = event.name
+        found = self._plan.get(name)
+        if found is None:
+            found = self._handlers_for(name)
+        self._counts[name] += 1
+        plan, timed = found
+        if timed and _thread() != _deadlines.thread:
+            _ensure_sweeper()  # an async handler with a limit: a sweeper must run on this loop
+        armed: HandlerSubscription | None = None  # what the sweeper times (host/deadlines.py)
+        expired = _expired
+        if timed is _ALL_TIMED:  # the common case, in the fewest steps
+            for sub in plan:  # `sub` names the handler to the loop monitor
                 try:
-                    if kind:  # not the common case
-                        if kind is _OWN:
-                            result = call(payload)
-                        elif kind is _ANY:
-                            result = call(event, payload)
-                        else:
-                            if deadline is not None:
-                                deadline.armed = None
-                            await (self._call if self._closed else self._spawn)(sub, event, payload)
-                            continue
-                        if result is None:
-                            continue
-                        if type(result) is not CoroutineType and not inspect.isawaitable(result):
-                            continue
-                        if not sub.limit:
-                            if deadline is not None:
-                                deadline.armed = None
-                            await result
-                            continue
-                    else:
-                        result = call(payload)
-                    if deadline is None:
-                        deadline = self._deadlines.hold()
-                    deadline.armed = sub  # stays armed until the next await of this emit
-                    await result
-                    if deadline.expired:  # the handler swallowed its deadline's cancellation
-                        deadline.timed_out()
-                except Exception as exc:
-                    if deadline is not None:
-                        deadline.timed_out()  # disarmed (and a swallowed expiry withdrawn)
-                    await self._failed(sub, event, exc)
-                except asyncio.CancelledError as exc:
-                    if deadline is not None and deadline.timed_out():
-                        # expired, and no other cancellation pending (the caller's, or an
-                        # enclosing handler's deadline that expired in the same sweep)
-                        await self._failed(sub, event, TimeoutError(f"took over {sub.limit}s"))
-                    elif _cancelling():
+                    armed = sub  # a local store: the sweeper reads it off the suspended frame
+                    await sub.call(payload)  # type: ignore[misc]  # a `_TIMED` call: a coroutine
+                except BaseException as exc:
+                    armed = None  # read by the sweeper off the frame
+                    if await self._caught(sub, event, exc, inspect.currentframe()):
                         raise
-                    else:
-                        await self._failed(sub, event, exc)
-        finally:
-            if deadline is not None:
-                self._deadlines.release(deadline)
+            if expired:  # a handler swallowed its deadline's cancellation (see `Deadlines`)
+                _withdraw(inspect.currentframe())
+            return
+        for sub in plan:
+            try:
+                kind = sub.kind
+                if kind is _TIMED:
+                    result = sub.call(payload)
+                elif kind is _OWN or kind is _ANY:
+                    result = sub.call(payload) if kind is _OWN else sub.call(event, payload)
+                    if result is None:
+                        continue
+                    if type(result) is not CoroutineType and not inspect.isawaitable(result):
+                        continue
+                    if not sub.limit:
+                        armed = None
+                        await result
+                        continue
+                    _ensure_sweeper()  # the plan had no `_TIMED` entry to start it
+                elif kind is _DETACHED:
+                    armed = None
+                    await (self._call if self._closed else self._spawn)(sub, event, payload)
+                    continue
+                else:
+                    continue  # unsubscribed by an earlier handler of this emit (or unloaded)
+                armed = sub
+                await result  # type: ignore[misc]  # awaitable: checked above, or `_TIMED`
+            except BaseException as exc:
+                armed = None  # noqa: F841  (read by the sweeper off the frame)
+                if await self._caught(sub, event, exc, inspect.currentframe()):
+                    raise
+        if expired:
+            _withdraw(inspect.currentframe())
+
+    async def _caught(
+        self,
+        sub: HandlerSubscription,
+        event: Event[Any],
+        exc: BaseException,
+        frame: FrameType | None,
+    ) -> bool:
+        """A handler of an emit (in `frame`) ended with `exc`: reported as its failure, or
+        its timeout; True when `exc` must go on up instead (the emitting task is cancelled,
+        or the process is exiting)."""
+        if isinstance(exc, asyncio.CancelledError):
+            if _expired and _timed_out(frame):
+                # expired, and no other cancellation pending (the caller's, or an enclosing
+                # handler's deadline that expired in the same sweep)
+                await self._failed(sub, event, TimeoutError(f"took over {sub.limit}s"))
+                return False
+            if _cancelling():
+                return True
+        elif not isinstance(exc, Exception):
+            return True
+        elif _expired:
+            _withdraw(frame)  # a deadline's cancellation turned into another error
+        await self._failed(sub, event, exc)
+        return False
 
     async def _await(self, result: Awaitable[None], limit: float | None) -> None:
         if not limit:
@@ -366,10 +401,10 @@ class EventBus:
         finally:
             self._deadlines.finish(key)
 
-    def _handlers_for(self, name: str) -> tuple[_Run, ...]:
+    def _handlers_for(self, name: str) -> tuple[tuple[HandlerSubscription, ...], int]:
         own = sorted(self._subs.get(name, ()), key=_sort_key)
         default = self._settings.handler_timeout
-        runs: list[_Run] = []
+        runs: list[HandlerSubscription] = []
         for sub in (*own, *sorted(self._any, key=_sort_key)):
             sub.limit = sub.timeout or default
             if sub.detached:
@@ -378,8 +413,13 @@ class EventBus:
                 kind = _ANY
             else:
                 kind = _TIMED if sub.limit and _is_async(sub.call) else _OWN
-            runs.append((sub, sub.call, kind))
-        plan = self._plan[name] = tuple(runs)
+            sub.kind = kind
+            runs.append(sub)
+        timed = 0
+        if any(sub.kind is _TIMED for sub in runs):
+            timed = _ALL_TIMED if all(sub.kind is _TIMED for sub in runs) else _SOME_TIMED
+        self._counts.setdefault(name, 0)
+        plan = self._plan[name] = (tuple(runs), timed)
         return plan
 
     async def _spawn(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:
@@ -467,6 +507,18 @@ class EventBus:
             for task in list(self._detached):
                 task.cancel()
             await asyncio.gather(*self._detached, return_exceptions=True)
+
+
+_deadlines.watch(EventBus.emit.__code__)
+_thread = threading.get_ident
+_expired = _deadlines.expired
+_ensure_sweeper = _deadlines.ensure
+_withdraw = _deadlines.withdraw
+_timed_out = _deadlines.timed_out
+
+
+async def _gone(*args: Any) -> None:
+    """What an unsubscribed handler's subscription calls from then on: nothing."""
 
 
 def _cancelling() -> bool:

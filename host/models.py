@@ -21,7 +21,9 @@ and name models per model type (put into params that have a ``model`` field).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
+import threading
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -54,7 +56,7 @@ from contracts.models import (
     TextChunk,
 )
 from contracts.plugin import LoadedPluginLike
-from host.deadlines import Deadlines
+from host.deadlines import shared as _deadlines
 from host.validation import field_problems
 
 __all__ = [
@@ -132,9 +134,14 @@ class _Entry:
     """Shared by every entry of the same provider and model type (it outlives a reload)."""
     order: int = field(default_factory=lambda: next(_order))
     call: Callable[[Any], Awaitable[Any]] = field(init=False)
+    type_name: str = field(init=False)
+    result: type[Any] = field(init=False)
+    """The model type's result type."""
 
     def __post_init__(self) -> None:
         self.call = self.handler.handler
+        self.type_name = self.handler.model_type.name
+        self.result = self.handler.model_type.result
 
 
 class _Timeout:
@@ -209,7 +216,7 @@ class ModelRegistry:
         ``modelProvider``)."""
         self._circuits: dict[tuple[str, str], _Circuit] = {}
         self._open_circuits = 0
-        self._deadlines = Deadlines()
+        self._deadlines = _deadlines
         self._timeout = _Timeout(self)
 
     # registration ------------------------------------------------------------------------------
@@ -395,22 +402,29 @@ class ModelRegistry:
         events = self.events
         path = _Path.of(skipped) if skipped else _NO_PATH
         last: BaseException | None = None
-        deadlines = self._deadlines
+        expired = _expired
+        timeout: _Timeout | None = self._timeout
+        if _thread() != _deadlines.thread:
+            _ensure_sweeper()  # a sweeper must run on this loop (host/deadlines.py)
         for entry in plan:
             started = _clock()
-            deadline = deadlines.hold()
-            deadline.armed = self._timeout
             try:
+                armed = timeout  # a local store: the sweeper reads it off the suspended frame
                 result = await entry.call(params)
+                armed = None
+                if expired:  # the provider may have swallowed its deadline's cancellation
+                    _withdraw(inspect.currentframe())
             except BaseException as exc:
-                timed_out = deadline.timed_out()
-                deadlines.release(deadline)
+                armed = None  # noqa: F841  (read by the sweeper off the frame)
                 if isinstance(exc, asyncio.CancelledError):
-                    if not timed_out:
+                    if not (expired and _timed_out(inspect.currentframe())):
                         raise
                     exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
-                elif not isinstance(exc, Exception):
-                    raise
+                else:
+                    if expired:
+                        _withdraw(inspect.currentframe())
+                    if not isinstance(exc, Exception):
+                        raise
                 if events is not None:
                     await self._report(entry, started, path, params, error=exc)
                 if not is_retryable(exc):
@@ -420,7 +434,6 @@ class ModelRegistry:
                     path = _Path()
                 last = path.add(entry, exc)
                 continue
-            deadlines.release(deadline)
             if type(result) is not model_type.result and not isinstance(result, model_type.result):
                 error = ModelError(
                     f"provider {entry.provider} (plugin {entry.owner}) answered {model_type.name} "
@@ -433,8 +446,28 @@ class ModelRegistry:
                 self._succeeded(entry)
             if path.failed:
                 path.fell_back(entry, caller)
-            if events is not None:
-                await self._report(entry, started, path, params, result=result)
+                if events is not None:
+                    await self._report(entry, started, path, params, result=result)
+            elif events is not None:
+                # `_report` of the common case, inline: the first provider answered
+                values = _USED_DEFAULTS.copy()  # a dict's copy: cheaper than a display of 15 keys
+                values["model_type"] = entry.type_name
+                values["provider"] = entry.provider
+                values["duration"] = _clock() - started
+                values["params"] = params
+                values["output"] = result
+                if getattr(result, "usage", None) is not None or not (
+                    type(result) is entry.result or isinstance(result, BaseModel)
+                ):  # token counts to read (and maybe check), or an output that is not a model
+                    await self._report(entry, started, path, params, result=result)
+                    return result
+                given = {"model_type", "provider", "duration", "params", "output"}
+                if caller is not None:
+                    values["agent_id"] = caller.agent_id
+                    values["room_id"] = caller.room_id
+                    values["message_id"] = caller.message_id
+                    given.update(_CALLER_FIELDS)
+                await events.emit(MODEL_USED, _used_payload(values, given))
             return result
         raise _exhausted(model_type, plan, last)
 
@@ -535,37 +568,48 @@ class ModelRegistry:
         """Emit ``model:used`` for one attempt: the emit to await (callers check that there
         is a bus; no coroutine of its own around the bus's)."""
         assert self.events is not None
-        fields: dict[str, Any] = {
-            "model_type": entry.handler.model_type.name,
-            "provider": entry.provider,
-            "duration": _clock() - started,
-            "params": params,
-        }
+        values = _USED_DEFAULTS.copy()
+        values["model_type"] = entry.type_name
+        values["provider"] = entry.provider
+        values["duration"] = _clock() - started
+        values["params"] = params
+        given = {"model_type", "provider", "duration", "params"}
         caller = call_context.get()
         if caller is not None:
-            fields["agent_id"] = caller.agent_id
-            fields["room_id"] = caller.room_id
-            fields["message_id"] = caller.message_id
+            values["agent_id"] = caller.agent_id
+            values["room_id"] = caller.room_id
+            values["message_id"] = caller.message_id
+            given.update(_CALLER_FIELDS)
         trusted = True
-        input_tokens, output_tokens = _usage(result)
-        if input_tokens is not None:
-            fields["input_tokens"] = input_tokens
-            trusted = type(input_tokens) is int
-        if output_tokens is not None:
-            fields["output_tokens"] = output_tokens
-            trusted = trusted and type(output_tokens) is int
+        usage = getattr(result, "usage", None)
+        if usage is not None:
+            input_tokens, output_tokens = _usage(result)
+            if input_tokens is not None:
+                values["input_tokens"] = input_tokens
+                given.add("input_tokens")
+                trusted = type(input_tokens) is int
+            if output_tokens is not None:
+                values["output_tokens"] = output_tokens
+                given.add("output_tokens")
+                trusted = trusted and type(output_tokens) is int
         if path.failed:
-            fields["fallback"] = True
-            fields["fallback_from"] = path.failed
-            fields["fallback_reason"] = path.reason
+            values["fallback"] = True
+            values["fallback_from"] = path.failed
+            values["fallback_reason"] = path.reason
+            given.update(_FALLBACK_FIELDS)
         if streamed:
-            fields["streamed"] = True
+            values["streamed"] = True
+            given.add("streamed")
         if error is not None:
-            fields["error"] = f"{type(error).__name__}: {error}"
-        if isinstance(result, BaseModel):
-            fields["output"] = result
-        # a provider's own usage object with odd token counts is checked (coerced) as before
-        payload = _used_payload(fields) if trusted else ModelUsedPayload.model_validate(fields)
+            values["error"] = f"{type(error).__name__}: {error}"
+            given.add("error")
+        if result is not None and (type(result) is entry.result or isinstance(result, BaseModel)):
+            values["output"] = result
+            given.add("output")
+        if trusted:
+            payload = _used_payload(values, given)
+        else:  # a provider's own usage object with odd token counts is checked (coerced)
+            payload = ModelUsedPayload.model_validate({name: values[name] for name in given})
         return self.events.emit(MODEL_USED, payload)
 
 
@@ -613,6 +657,13 @@ class _Path:
             )
 
 
+_deadlines.watch(ModelRegistry.use_model.__code__)
+_expired = _deadlines.expired
+_ensure_sweeper = _deadlines.ensure
+_thread = threading.get_ident
+_withdraw = _deadlines.withdraw
+_timed_out = _deadlines.timed_out
+
 _NO_PATH = _Path()
 """The path of a call that passed nobody over yet (shared: replaced, never added to)."""
 
@@ -630,27 +681,33 @@ def _for_caller(
     return params, caller.provider
 
 
+_CALLER_FIELDS: Final = ("agent_id", "room_id", "message_id")
+_FALLBACK_FIELDS: Final = ("fallback", "fallback_from", "fallback_reason")
 _USED_DEFAULTS: Final = {
     name: info.get_default() for name, info in ModelUsedPayload.model_fields.items()
 }
+"""Every field of ``model:used`` (the required ones too, as placeholders `_report` replaces)."""
 _new_payload = ModelUsedPayload.__new__
-_set = object.__setattr__
+# pydantic's own slots, set through their descriptors (cheaper than object.__setattr__)
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
-def _used_payload(fields: dict[str, Any]) -> ModelUsedPayload:
-    """The ``model:used`` payload of `fields` (those that differ from their defaults), built
-    by `ModelRegistry._report` from values of the registry's own of the fields' types: names,
-    a duration, the call's typed params, a result of the model type's result type, the call
-    context's ids. It is assembled as pydantic's ``model_construct`` would, without
-    validating it again (validating cost about 1.5 µs a call, a third of the registry's
-    overhead in the host); `_report` validates what it cannot vouch for (token counts)."""
-    values = _USED_DEFAULTS.copy()
-    values.update(fields)
+def _used_payload(values: dict[str, Any], given: set[str]) -> ModelUsedPayload:
+    """The ``model:used`` payload of `values` (every field; `given`: those that differ from
+    their defaults), built by `ModelRegistry._report` from values of the registry's own of the
+    fields' types: names, a duration, the call's typed params, a result of the model type's
+    result type, the call context's ids. It is assembled as pydantic's ``model_construct``
+    would, without validating it again (validating cost about 1.5 µs a call, a third of the
+    registry's overhead in the host); `_report` validates what it cannot vouch for (token
+    counts). tests/models/test_registry_payloads.py checks it equals the validated payload."""
     payload = _new_payload(ModelUsedPayload)
-    _set(payload, "__dict__", values)
-    _set(payload, "__pydantic_fields_set__", set(fields))
-    _set(payload, "__pydantic_extra__", None)
-    _set(payload, "__pydantic_private__", None)
+    _set_dict(payload, values)
+    _set_fields_set(payload, given)
+    _set_extra(payload, None)
+    _set_private(payload, None)
     return payload
 
 

@@ -127,6 +127,8 @@ class EventMetrics:
         """Message counters by agent id (as an int: hashing a UUID runs Python code)."""
         self._stages: dict[str, Recorder] = {}
         self._models: dict[tuple[str, str, str | None], _ModelSeries] = {}
+        self._last_model: tuple[object, object, _ModelSeries] | None = None
+        """The series of the last successful model call, by the identity of its names."""
         self._actions: dict[tuple[str, str | None, bool], tuple[Recorder, Recorder]] = {}
         self._fallbacks: dict[tuple[str, str, str], Recorder] = {}
 
@@ -187,25 +189,36 @@ class EventMetrics:
         executions(1)
 
     def _model(self, payload: ModelUsedPayload) -> None:
-        error = payload.error
-        key = (payload.model_type, payload.provider, None if error is None else _error_type(error))
-        series = self._models.get(key)
-        if series is None:
-            series = self._model_series(*key)
-            _keep(self._models, key, series)
-        series.duration(payload.duration)
+        # the fields read off the payload's dict: a pydantic model's attribute goes through
+        # its __getattr__ hook, three times the cost of a dict item (this runs per model call)
+        fields = payload.__dict__
+        error = fields["error"]
+        model_type, provider = fields["model_type"], fields["provider"]
+        last = self._last_model  # most calls in a row go to the same provider and succeed
+        if error is None and last and model_type is last[0] and provider is last[1]:
+            series = last[2]
+        else:
+            key = (model_type, provider, None if error is None else _error_type(error))
+            found = self._models.get(key)
+            if found is None:
+                found = self._model_series(*key)
+                _keep(self._models, key, found)
+            series = found
+            if error is None:
+                self._last_model = (model_type, provider, series)
+        series.duration(fields["duration"])
         if error is not None and series.errors is not None:
             series.errors(1)
-        if payload.fallback:
+        if fields["fallback"]:
             series.fallbacks(1)
             if error is None and payload.fallback_from:
                 self._fell_back(
                     payload.fallback_from[0], payload.model_type, payload.fallback_reason
                 )
-        tokens = payload.input_tokens
+        tokens = fields["input_tokens"]
         if tokens is not None:
             series.input_tokens(tokens)
-        tokens = payload.output_tokens
+        tokens = fields["output_tokens"]
         if tokens is not None:
             series.output_tokens(tokens)
 

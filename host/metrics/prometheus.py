@@ -7,7 +7,6 @@ Each metric gets its label names from its first use; a later call missing a labe
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from loguru import logger
@@ -19,20 +18,13 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 
 from contracts.metrics import Tags
 from host.metrics.catalog import exposition_name, help_text, prometheus_name
-from host.metrics.memory import DEFAULT_BUCKETS, InMemoryMetrics, Series
+from host.metrics.exposition import CONTENT_TYPE, MemoryExporter
+from host.metrics.memory import DEFAULT_BUCKETS
 
 __all__ = ["CONTENT_TYPE", "MemoryExporter", "PrometheusMetrics", "prometheus_name"]
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class PrometheusMetrics:
@@ -97,51 +89,3 @@ class PrometheusMetrics:
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` on its own port in a daemon thread (besides the HTTP API's route)."""
         start_http_server(port, addr=host, registry=self.registry)
-
-
-class MemoryExporter:
-    """A prometheus-client collector reading the in-memory collector at scrape time.
-
-    The host records each observation once, in memory (``agenthost stats`` reads it there);
-    ``/metrics`` translates the series when scraped. Recording into prometheus-client as well
-    would double the cost of every observation on the hot path for a view read every 15 s.
-    """
-
-    def __init__(self, memory: InMemoryMetrics) -> None:
-        self.memory = memory
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)
-
-    def collect(self) -> Iterator[Metric]:
-        by_name: dict[str, list[Series]] = {}
-        for series in self.memory.series():
-            by_name.setdefault(series.name, []).append(series)
-        for name, group in by_name.items():
-            labels = sorted({key for s in group for key in s.tags})
-            prom, doc = exposition_name(name), help_text(name)
-            kind = group[0].kind
-            family: Metric
-            if kind == "counter":
-                family = CounterMetricFamily(prom, doc, labels=[prometheus_name(k) for k in labels])
-            elif kind == "gauge":
-                family = GaugeMetricFamily(prom, doc, labels=[prometheus_name(k) for k in labels])
-            else:
-                family = HistogramMetricFamily(
-                    prom, doc, labels=[prometheus_name(k) for k in labels]
-                )
-            for series in group:
-                values = [series.tags.get(k, "") for k in labels]
-                if isinstance(family, HistogramMetricFamily):
-                    running = 0
-                    buckets: list[tuple[str, float]] = []
-                    for bound, count in zip(DEFAULT_BUCKETS, series.buckets, strict=False):
-                        running += count
-                        buckets.append((repr(float(bound)), running))
-                    buckets.append(("+Inf", series.count))
-                    family.add_metric(values, buckets, series.value)
-                else:
-                    family.add_metric(values, series.value)
-            yield family
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)

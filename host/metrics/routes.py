@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
 
-from host.metrics.prometheus import CONTENT_TYPE
+from host.metrics.exposition import CONTENT_TYPE
 from host.metrics.telemetry import Telemetry
 
 __all__ = ["metrics_router"]

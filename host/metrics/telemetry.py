@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import start_http_server
+from typing import TYPE_CHECKING, Any
 
 from contracts.metrics import MetricsCollector, MetricsSettings, Tags
 from host import tracing
 from host.metrics.bound import bind
+from host.metrics.exposition import MemoryExporter
 from host.metrics.guard import GuardedMetrics
 from host.metrics.memory import InMemoryMetrics, Kind, Recorder, Series
-from host.metrics.prometheus import MemoryExporter
 from host.metrics.sampler import Sampler
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 __all__ = ["FanOut", "Telemetry", "build_telemetry", "series_json"]
 
@@ -55,6 +55,8 @@ class Telemetry:
         self.sampler.start(self.settings.sample_interval)
         port = self.settings.prometheus_port
         if self.prometheus is not None and port is not None and self.server is None:
+            from prometheus_client import start_http_server
+
             self.server, _thread = start_http_server(port, "127.0.0.1", self.prometheus.registry)
 
     @property

@@ -1,13 +1,16 @@
-"""The emit's one deadline (host/deadlines.py `hold`): each handler still has its own limit."""
+"""Handler deadlines (host/deadlines.py `watch`): each handler has its own limit, found by the
+sweeper on the suspended emit, with nothing registered per handler."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from uuid import uuid4
 
 from contracts.events import AGENT_STARTED, HANDLER_FAILED, AgentPayload, HandlerFailedPayload
+from host.deadlines import shared
 from host.events import EventBus, EventSettings
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
@@ -124,3 +127,75 @@ async def test_new_settings_apply_to_the_next_emit() -> None:
     pause = 5.0
     await asyncio.wait_for(bus.emit(AGENT_STARTED, STARTED), 3)
     assert [(f.plugin, f.timed_out) for f in failures] == [("sloth", True)]
+
+
+async def test_a_handler_after_one_that_swallowed_its_timeout_still_times_out() -> None:
+    """The sweeper withdraws a swallowed expiry when it sees the emit armed with the next
+    handler, and times that one as usual (it would otherwise hang with the emit)."""
+    bus = EventBus(EventSettings(handler_timeout=0.1))
+    failures = failures_of(bus)
+
+    async def stubborn(payload: AgentPayload) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(5)
+
+    async def hung(payload: AgentPayload) -> None:
+        await asyncio.sleep(30)
+
+    bus.on(AGENT_STARTED, stubborn, owner="stubborn", priority=1)
+    bus.on(AGENT_STARTED, hung, owner="hung")
+    await asyncio.wait_for(bus.emit(AGENT_STARTED, STARTED), 3)
+    assert [(f.plugin, f.timed_out) for f in failures] == [("hung", True)]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_an_emit_inside_an_async_generator_is_swept_too() -> None:
+    """The sweeper finds emits by walking each task's coroutines, through an async
+    generator's ``asend`` (a streaming model call emits from one)."""
+    bus = EventBus(EventSettings(handler_timeout=0.1))
+    failures = failures_of(bus)
+
+    async def hung(payload: AgentPayload) -> None:
+        await asyncio.sleep(30)
+
+    bus.on(AGENT_STARTED, hung, owner="hung")
+
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+        await bus.emit(AGENT_STARTED, STARTED)
+        yield 2
+
+    async def consume() -> list[int]:
+        return [item async for item in stream()]
+
+    assert await asyncio.wait_for(asyncio.create_task(consume()), 3) == [1, 2]
+    assert [(f.plugin, f.timed_out) for f in failures] == [("hung", True)]
+
+
+async def test_emits_in_a_task_of_their_own_each_get_their_deadline() -> None:
+    bus = EventBus(EventSettings(handler_timeout=0.1))
+    failures = failures_of(bus)
+
+    async def hung(payload: AgentPayload) -> None:
+        await asyncio.sleep(30)
+
+    bus.on(AGENT_STARTED, hung, owner="hung")
+    emits = [asyncio.create_task(bus.emit(AGENT_STARTED, STARTED)) for _ in range(5)]
+    await asyncio.wait_for(asyncio.gather(*emits), 3)
+    assert [(f.plugin, f.timed_out) for f in failures] == [("hung", True)] * 5
+
+
+async def test_the_sweeper_stops_once_nothing_is_under_a_deadline() -> None:
+    """No task left running (nor waking every 0.25 s) in an idle host."""
+    bus = EventBus(EventSettings(handler_timeout=5))
+
+    async def brief(payload: AgentPayload) -> None:
+        await asyncio.sleep(0.3)
+
+    bus.on(AGENT_STARTED, brief)
+    await bus.emit(AGENT_STARTED, STARTED)
+    loop = asyncio.get_running_loop()
+    assert loop in shared._sweepers  # it ran while the handler slept
+    await asyncio.sleep(3 * shared.resolution)
+    assert loop not in shared._sweepers

@@ -1,6 +1,7 @@
 """Start-up leaves out what only later work needs (issue 20): a fresh host started to ready
 with the builtin plugins and HTTP on has not imported faiss, the PostgreSQL drivers, the openai
-plugin's HTTP client and retry library, or the console's template engine; they load at first use."""
+plugin's HTTP client and retry library, the console's template engine or prometheus-client (the
+``/metrics`` exposition); they load at first use."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-LAZY = ("faiss", "psycopg", "psycopg_pool", "pgvector", "httpx", "httpx_sse", "stamina", "jinja2")
+LAZY = (
+    "faiss",
+    "psycopg",
+    "psycopg_pool",
+    "pgvector",
+    "httpx",
+    "httpx_sse",
+    "stamina",
+    "jinja2",
+    "prometheus_client",
+)
 
 SCRIPT = """
 import asyncio, json, sys
@@ -54,6 +65,9 @@ def test_the_lazy_modules_load_at_first_use() -> None:
         "import sys, host.vectors as v, builtin_plugins.postgres as p, host.eventstore as e;"
         "v.faiss.IndexFlatIP; p.PostgresAdapter; e.PostgresEventStore;"
         "import builtin_plugins.openai.plugin, httpx_sse, stamina, jinja2;"
+        "from host.metrics.exposition import MemoryExporter;"
+        "from host.metrics.memory import InMemoryMetrics;"
+        "MemoryExporter(InMemoryMetrics()).exposition();"
         f"print(sorted(n for n in {LAZY!r} if n not in sys.modules))"
     )
     done = subprocess.run(
