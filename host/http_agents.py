@@ -1,0 +1,155 @@
+"""Agents and messages: ``GET /agents``, ``GET /agents/{agent}``, ``POST
+/agents/{agent}/messages`` (the `Reply`) and ``POST /agents/{agent}/messages/stream`` (the reply
+as server-sent events). Starting and stopping agents: `host.http_manage`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID, uuid5
+
+from fastapi import APIRouter, Depends, Header
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sse_starlette import EventSourceResponse
+
+from contracts.agent import Reply
+from contracts.memory import Memory
+from host.agents import AgentManager
+from host.http_deps import Agents, Dispatch, ReplyStreamLike, Runtime, get_dispatch
+from host.memory import json_limit_problem
+from host.runtime import AgentRuntime, agent_id_for
+from host.secrets import scrub
+
+__all__ = ["AgentInfo", "MessageIn", "router"]
+
+_log = logger.bind(component="http")
+
+_RESERVED_CONTENT = frozenset({"text", "name", "source", "room_id", "entity_id"})
+_REPLY_EXCLUDE: dict[str, Any] = {"reply": {"embedding"}}
+"""A reply's embedding stays out of responses (hundreds of floats no client reads)."""
+
+router = APIRouter()
+
+
+class MessageIn(BaseModel):
+    """A message to an agent. Without `room_id` / `entity_id`, ones derived from `user` are used
+    (so one user keeps one conversation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=100_000)
+    room_id: UUID | None = None
+    entity_id: UUID | None = None
+    user: str = Field(default="user", min_length=1, max_length=200)
+    """The sender's display name."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Extra content fields stored with the message (e.g. ``channel_type``); not ``text``,
+    ``name`` or ``source``, which the API sets (from `text`, `user`, and ``http``)."""
+
+    @field_validator("metadata")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted(set(value) & _RESERVED_CONTENT)
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)} cannot be set in metadata (the API sets text from `text`,"
+                " name from `user`, source to http; room_id and entity_id are fields of the body)"
+            )
+        problem = json_limit_problem(value)  # nested or long past what a memory may hold
+        if problem is not None:
+            raise ValueError(f"metadata {problem}")
+        try:  # nested values are not validated as str: a lone surrogate would fail the store
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"metadata is not valid Unicode text: {exc.reason}") from exc
+        return value
+
+
+class AgentInfo(BaseModel):
+    id: UUID
+    name: str
+    username: str | None
+    running: bool
+    bio: list[str]
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Cluster mode: a request sent again with the same key is the same message.",
+    ),
+]
+MessageDispatch = Annotated[Dispatch | None, Depends(get_dispatch)]
+
+
+@router.get("/agents", tags=["agents"])
+async def list_agents(agents: Agents) -> list[AgentInfo]:
+    """Configured agents, running or not."""
+    return [_info(agents, c.name) for c in agents.characters]
+
+
+@router.get("/agents/{agent}", tags=["agents"])
+async def get_agent(agents: Agents, runtime: Runtime) -> AgentInfo:
+    return _info(agents, runtime.name)
+
+
+@router.post("/agents/{agent}/messages", tags=["messages"], response_model_exclude=_REPLY_EXCLUDE)
+async def send_message(
+    runtime: Runtime, body: MessageIn, dispatch: MessageDispatch, key: IdempotencyKey = None
+) -> Reply:
+    """Process the message and return the agent's reply (without its embedding)."""
+    if dispatch is not None:
+        return await dispatch.process(runtime, _incoming(runtime, body), key)
+    return await runtime.process_message(_incoming(runtime, body))
+
+
+@router.post("/agents/{agent}/messages/stream", tags=["messages"])
+async def stream_message(
+    runtime: Runtime, body: MessageIn, dispatch: MessageDispatch, key: IdempotencyKey = None
+) -> EventSourceResponse:
+    """Server-sent events: ``chunk`` events ({"text"}) as the model streams, then one
+    ``reply`` event with the whole `Reply` (or one ``error`` event)."""
+    message = _incoming(runtime, body)
+    stream: ReplyStreamLike = (
+        runtime.stream_message(message)
+        if dispatch is None
+        else dispatch.stream(runtime, message, key)
+    )
+    return EventSourceResponse(_events(stream))
+
+
+async def _events(stream: ReplyStreamLike) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for chunk in stream:
+            yield {"event": "chunk", "data": json.dumps({"text": chunk})}
+    except Exception as exc:
+        _log.opt(exception=exc).error("streamed reply failed: {}", exc)
+        yield {"event": "error", "data": json.dumps({"detail": scrub(str(exc))})}
+        return
+    finally:
+        await stream.aclose()
+    assert stream.reply is not None
+    yield {"event": "reply", "data": stream.reply.model_dump_json(exclude=_REPLY_EXCLUDE)}
+
+
+def _info(agents: AgentManager, name: str) -> AgentInfo:
+    character = next(c for c in agents.characters if c.name == name)
+    return AgentInfo(
+        id=agent_id_for(character.name),
+        name=character.name,
+        username=character.username,
+        running=agents.find(character.name) is not None,
+        bio=character.bio,
+    )
+
+
+def _incoming(runtime: AgentRuntime, body: MessageIn) -> Memory:
+    entity = body.entity_id or uuid5(runtime.agent_id, f"user:{body.user}")
+    room = body.room_id or uuid5(runtime.agent_id, f"room:{entity}")
+    return runtime.new_message(
+        body.text, room_id=room, entity_id=entity, name=body.user, source="http", **body.metadata
+    )
