@@ -41,6 +41,7 @@ from host.http_agents import AgentInfo, MessageIn
 from host.http_deps import API_KEY_HEADER, Dispatch, ErrorOut, require_key
 from host.http_docs import assets_router, docs_router, document
 from host.http_errors import BodyLimit, install_error_handlers
+from host.http_idempotency import INGRESS_FILE, IngressLog, LocalIngress
 from host.http_memories import MemoryPage
 from host.metrics import routes as metrics_routes
 
@@ -71,8 +72,11 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     title: str = "agenthost",
     dispatch: Dispatch | None = None,
+    ingress: LocalIngress | None = None,
 ) -> FastAPI:
-    """The API over `agents`; `api_key` (when not None) guards every route but ``/health``."""
+    """The API over `agents`; `api_key` (when not None) guards every route but ``/health``.
+    `dispatch` takes the messages in cluster mode; `ingress` records keyed messages
+    (``Idempotency-Key``) in single-process mode (the host gives one over its data dir)."""
     app = FastAPI(
         title=title,
         description="Talk to the agents this host runs.",
@@ -86,6 +90,7 @@ def create_app(
     app.state.agents = agents
     app.state.api_key = api_key
     app.state.dispatch = dispatch
+    app.state.ingress = ingress
     app.state.title = title
     app.include_router(http_ops.open_router)
     for router in (
@@ -110,8 +115,11 @@ def include_guarded(app: FastAPI, router: APIRouter) -> None:
 
 def mount_host_routes(app: FastAPI, host: Host) -> None:
     """The routes over the host itself, guarded: ``/metrics`` and ``/stats``, ``/plugins``,
-    ``/knowledge``, and in dev mode the reload route."""
+    ``/knowledge``, and in dev mode the reload route; in single-process mode, keyed messages
+    recorded in the host's data dir."""
     app.state.host = host
+    if app.state.dispatch is None and app.state.ingress is None:
+        app.state.ingress = LocalIngress(IngressLog(host.config.data_dir / INGRESS_FILE))
     app.state.telemetry = host.telemetry
     app.state.container = host.container
     include_guarded(app, metrics_routes.router)

@@ -17,7 +17,16 @@ from sse_starlette import EventSourceResponse
 from contracts.agent import Reply
 from contracts.memory import Memory
 from host.agents import AgentManager
-from host.http_deps import Agents, Dispatch, ReplyStreamLike, Runtime, get_dispatch
+from host.http_deps import (
+    Agents,
+    Dispatch,
+    ErrorOut,
+    ReplyStreamLike,
+    Runtime,
+    get_dispatch,
+    get_ingress,
+)
+from host.http_idempotency import LocalIngress
 from host.memory import json_limit_problem
 from host.runtime import AgentRuntime, agent_id_for
 from host.secrets import scrub
@@ -79,11 +88,22 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        min_length=1,
         max_length=200,
-        description="Cluster mode: a request sent again with the same key is the same message.",
+        description=(
+            "A request sent again with the same key (for this agent) is the same message: it"
+            " gets the first one's reply (waiting for it if it is still running), even after a"
+            " restart, and nothing is stored twice. The same key with another body is a 409."
+            " Keys are kept 24 hours (single process: in"
+            " `<data_dir>/ingress.sqlite3`; cluster mode: in the room queue)."
+        ),
     ),
 ]
+_KEY_REUSED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The Idempotency-Key was used for another message."}
+}
 MessageDispatch = Annotated[Dispatch | None, Depends(get_dispatch)]
+Ingress = Annotated[LocalIngress | None, Depends(get_ingress)]
 
 
 @router.get("/agents", tags=["agents"])
@@ -97,28 +117,45 @@ async def get_agent(agents: Agents, runtime: Runtime) -> AgentInfo:
     return _info(agents, runtime.name)
 
 
-@router.post("/agents/{agent}/messages", tags=["messages"], response_model_exclude=_REPLY_EXCLUDE)
+@router.post(
+    "/agents/{agent}/messages",
+    tags=["messages"],
+    responses=_KEY_REUSED,
+    response_model_exclude=_REPLY_EXCLUDE,
+)
 async def send_message(
-    runtime: Runtime, body: MessageIn, dispatch: MessageDispatch, key: IdempotencyKey = None
+    runtime: Runtime,
+    body: MessageIn,
+    dispatch: MessageDispatch,
+    ingress: Ingress,
+    key: IdempotencyKey = None,
 ) -> Reply:
     """Process the message and return the agent's reply (without its embedding)."""
     if dispatch is not None:
         return await dispatch.process(runtime, _incoming(runtime, body), key)
+    if key is not None and ingress is not None:
+        return await ingress.process(runtime, _incoming(runtime, body), key)
     return await runtime.process_message(_incoming(runtime, body))
 
 
-@router.post("/agents/{agent}/messages/stream", tags=["messages"])
+@router.post("/agents/{agent}/messages/stream", tags=["messages"], responses=_KEY_REUSED)
 async def stream_message(
-    runtime: Runtime, body: MessageIn, dispatch: MessageDispatch, key: IdempotencyKey = None
+    runtime: Runtime,
+    body: MessageIn,
+    dispatch: MessageDispatch,
+    ingress: Ingress,
+    key: IdempotencyKey = None,
 ) -> EventSourceResponse:
     """Server-sent events: ``chunk`` events ({"text"}) as the model streams, then one
     ``reply`` event with the whole `Reply` (or one ``error`` event)."""
     message = _incoming(runtime, body)
-    stream: ReplyStreamLike = (
-        runtime.stream_message(message)
-        if dispatch is None
-        else dispatch.stream(runtime, message, key)
-    )
+    stream: ReplyStreamLike
+    if dispatch is not None:
+        stream = dispatch.stream(runtime, message, key)
+    elif key is not None and ingress is not None:
+        stream = await ingress.stream(runtime, message, key)
+    else:
+        stream = runtime.stream_message(message)
     return EventSourceResponse(_events(stream))
 
 

@@ -2,9 +2,9 @@
 key check, and the agent named in a route's path.
 
 `host.http.create_app` puts the state on ``app.state`` (`agents`, `api_key`, `dispatch`,
-`title`; the host adds `host`, `telemetry`, `container` when it mounts its own routes), so the
-routers of ``host/http_*.py`` are module-level `APIRouter`s that read it per request instead of
-closures built per app.
+`ingress`, `title`; the host adds `host`, `telemetry`, `container` when it mounts its own
+routes), so the routers of ``host/http_*.py`` are module-level `APIRouter`s that read it per
+request instead of closures built per app.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from host.runtime import AgentRuntime
 
 if TYPE_CHECKING:
     from host.app import Host
+    from host.http_idempotency import LocalIngress
 
 __all__ = [
     "API_KEY_HEADER",
@@ -36,6 +37,7 @@ __all__ = [
     "get_agents",
     "get_dispatch",
     "get_host",
+    "get_ingress",
     "require_key",
 ]
 
@@ -97,6 +99,12 @@ def get_agents(request: Request) -> AgentManager:
 def get_dispatch(request: Request) -> Dispatch | None:
     dispatch: Dispatch | None = request.app.state.dispatch
     return dispatch
+
+
+def get_ingress(request: Request) -> LocalIngress | None:
+    """Where keyed messages are recorded in single-process mode (None: keys are ignored)."""
+    ingress: LocalIngress | None = request.app.state.ingress
+    return ingress
 
 
 def get_host(request: Request) -> Host:

@@ -1,7 +1,8 @@
 """What the HTTP API answers to bad input and failures: the body size limit (413, ASGI
 middleware), malformed JSON (400), invalid fields (422, whatever the input echoed), and the
 errors of the engine mapped to their status (404 unknown agent, 502 model failed, 503 store
-unreachable or agent stopped). Never a traceback, never a 500 for bad input.
+unreachable or agent stopped, 409 an ``Idempotency-Key`` reused for another message). Never
+a traceback, never a 500 for bad input.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from contracts.memory import MAX_JSON_DEPTH
 from contracts.models import ModelError
 from contracts.storage import InvalidMemoryError, StorageUnavailableError
 from host.agents import UnknownAgentError
+from host.http_idempotency import KeyReused
 from host.memory import nesting_depth
 from host.secrets import scrub
 
@@ -170,6 +172,11 @@ async def agent_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": scrub(str(exc))}, status_code=503)
 
 
+async def key_reused(_request: Request, exc: Exception) -> JSONResponse:
+    """An ``Idempotency-Key`` sent again with another message: 409, naming the header."""
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the answers above on `app`."""
     app.add_exception_handler(RequestValidationError, invalid_request)
@@ -177,4 +184,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownAgentError, unknown_agent)
     app.add_exception_handler(ModelError, model_failed)
     app.add_exception_handler(StorageUnavailableError, store_unavailable)
+    app.add_exception_handler(KeyReused, key_reused)
     app.add_exception_handler(AgentError, agent_unavailable)
