@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID, uuid5
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Response
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse
@@ -17,16 +17,7 @@ from sse_starlette import EventSourceResponse
 from contracts.agent import Reply
 from contracts.memory import Memory
 from host.agents import AgentManager
-from host.http_deps import (
-    Agents,
-    Dispatch,
-    ErrorOut,
-    ReplyStreamLike,
-    Runtime,
-    get_dispatch,
-    get_ingress,
-)
-from host.http_idempotency import LocalIngress
+from host.http_deps import Agents, ErrorOut, Intake, ReplyStreamLike, Runtime, get_intake
 from host.memory import json_limit_problem
 from host.runtime import AgentRuntime, agent_id_for
 from host.secrets import scrub
@@ -102,8 +93,7 @@ IdempotencyKey = Annotated[
 _KEY_REUSED: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "The Idempotency-Key was used for another message."}
 }
-MessageDispatch = Annotated[Dispatch | None, Depends(get_dispatch)]
-Ingress = Annotated[LocalIngress | None, Depends(get_ingress)]
+Target = Annotated[Intake, Depends(get_intake)]
 
 
 @router.get("/agents", tags=["agents"])
@@ -121,39 +111,35 @@ async def get_agent(agents: Agents, runtime: Runtime) -> AgentInfo:
     "/agents/{agent}/messages",
     tags=["messages"],
     responses=_KEY_REUSED,
+    response_model=Reply,
     response_model_exclude=_REPLY_EXCLUDE,
 )
 async def send_message(
-    runtime: Runtime,
-    body: MessageIn,
-    dispatch: MessageDispatch,
-    ingress: Ingress,
-    key: IdempotencyKey = None,
-) -> Reply:
+    runtime: Runtime, body: MessageIn, to: Target, key: IdempotencyKey = None
+) -> Response:
     """Process the message and return the agent's reply (without its embedding)."""
-    if dispatch is not None:
-        return await dispatch.process(runtime, _incoming(runtime, body), key)
-    if key is not None and ingress is not None:
-        return await ingress.process(runtime, _incoming(runtime, body), key)
-    return await runtime.process_message(_incoming(runtime, body))
+    if to.dispatch is not None:
+        reply = await to.dispatch.process(runtime, _incoming(runtime, body), key)
+    elif key is not None and to.ingress is not None:
+        reply = await to.ingress.process(runtime, _incoming(runtime, body), key)
+    else:
+        reply = await runtime.process_message(_incoming(runtime, body))
+    # serialized once, as the schema says: FastAPI would validate the Reply again first
+    return Response(reply.model_dump_json(exclude=_REPLY_EXCLUDE), media_type="application/json")
 
 
 @router.post("/agents/{agent}/messages/stream", tags=["messages"], responses=_KEY_REUSED)
 async def stream_message(
-    runtime: Runtime,
-    body: MessageIn,
-    dispatch: MessageDispatch,
-    ingress: Ingress,
-    key: IdempotencyKey = None,
+    runtime: Runtime, body: MessageIn, to: Target, key: IdempotencyKey = None
 ) -> EventSourceResponse:
     """Server-sent events: ``chunk`` events ({"text"}) as the model streams, then one
     ``reply`` event with the whole `Reply` (or one ``error`` event)."""
     message = _incoming(runtime, body)
     stream: ReplyStreamLike
-    if dispatch is not None:
-        stream = dispatch.stream(runtime, message, key)
-    elif key is not None and ingress is not None:
-        stream = await ingress.stream(runtime, message, key)
+    if to.dispatch is not None:
+        stream = to.dispatch.stream(runtime, message, key)
+    elif key is not None and to.ingress is not None:
+        stream = await to.ingress.stream(runtime, message, key)
     else:
         stream = runtime.stream_message(message)
     return EventSourceResponse(_events(stream))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Path, Request, Security
@@ -31,13 +32,13 @@ __all__ = [
     "Agents",
     "Dispatch",
     "ErrorOut",
+    "Intake",
     "ReplyStreamLike",
     "Runtime",
     "agent_runtime",
     "get_agents",
-    "get_dispatch",
     "get_host",
-    "get_ingress",
+    "get_intake",
     "require_key",
 ]
 
@@ -91,23 +92,30 @@ async def require_key(
     )
 
 
-def get_agents(request: Request) -> AgentManager:
+def _agents(request: Request) -> AgentManager:
     agents: AgentManager = request.app.state.agents
     return agents
 
 
-def get_dispatch(request: Request) -> Dispatch | None:
-    dispatch: Dispatch | None = request.app.state.dispatch
-    return dispatch
+async def get_agents(request: Request) -> AgentManager:
+    return _agents(request)
 
 
-def get_ingress(request: Request) -> LocalIngress | None:
-    """Where keyed messages are recorded in single-process mode (None: keys are ignored)."""
-    ingress: LocalIngress | None = request.app.state.ingress
-    return ingress
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """Where the message routes hand a message: `dispatch` in cluster mode, else the agent's
+    runtime, through `ingress` when the request has an ``Idempotency-Key``."""
+
+    dispatch: Dispatch | None
+    ingress: LocalIngress | None
 
 
-def get_host(request: Request) -> Host:
+async def get_intake(request: Request) -> Intake:
+    state = request.app.state
+    return Intake(state.dispatch, state.ingress)
+
+
+async def get_host(request: Request) -> Host:
     """The `Host` serving the app (its own routes only: set by `host.http.mount_host_routes`)."""
     host: Host = request.app.state.host
     return host
@@ -116,14 +124,18 @@ def get_host(request: Request) -> Host:
 Agents = Annotated[AgentManager, Depends(get_agents)]
 
 
-def agent_runtime(
-    agents: Agents, agent: Annotated[str, Path(description="name, username or id")]
+async def agent_runtime(
+    request: Request, agent: Annotated[str, Path(description="name, username or id")]
 ) -> AgentRuntime:
+    # the manager read here rather than through `get_agents`: each dependency costs
     try:
-        return agents.get(agent)
+        return _agents(request).get(agent)
     except UnknownAgentError as exc:
         raise HTTPException(404, detail=str(exc)) from exc
 
 
 Runtime = Annotated[AgentRuntime, Depends(agent_runtime)]
 """A route parameter resolved to the running agent named in the path (404 if none)."""
+
+# The dependencies are coroutines although none awaits: FastAPI runs a plain function in its
+# thread pool, a thread round trip per dependency and request (bench/http_load.py's profile).

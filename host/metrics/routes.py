@@ -19,7 +19,7 @@ router = APIRouter(tags=["ops"])
 """Reads the host's `Telemetry` from ``app.state.telemetry``."""
 
 
-def telemetry_of(request: Request) -> Telemetry:
+async def telemetry_of(request: Request) -> Telemetry:
     telemetry: Telemetry = request.app.state.telemetry
     return telemetry
 
