@@ -147,9 +147,11 @@ async def test_keys_survive_a_restart_and_a_stop_between_store_and_record(
     body = {"text": "I keep forgetting things", "room_id": room}
     path = "/agents/ada/messages"
 
-    async def post(key: str) -> tuple[dict[str, Any], int]:
+    async def post(key: str, before: Any = None) -> tuple[dict[str, Any], int]:
         async with Host(LoadedConfig(config, None)) as host:
             await host.start_http()
+            if before is not None:
+                await before(host)
             assert host.http is not None
             async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as http:
                 answer = await http.post(path, json=body, headers={"Idempotency-Key": key})
@@ -177,6 +179,19 @@ async def test_keys_survive_a_restart_and_a_stop_between_store_and_record(
     assert recovered["text"] == first["text"]
     with sqlite3.connect(ingress) as conn:
         assert conn.execute("SELECT status FROM ingress").fetchall() == [("done",)]
+
+    # stopped after storing the message, before its reply: the message runs again, once
+    async def lose_reply(host: Host) -> None:
+        assert host.agents is not None
+        database = host.agents.get("ada").database
+        assert await database.delete_memory(UUID(first["reply"]["id"]))
+
+    with sqlite3.connect(ingress) as conn:
+        conn.execute("UPDATE ingress SET status = 'pending', reply = NULL")
+    rerun, stored = await post("k-6", lose_reply)
+    assert stored == 2
+    assert rerun["message_id"] == first["message_id"]
+    assert rerun["reply"]["id"] != first["reply"]["id"]
 
 
 def _sse(text: str) -> list[tuple[str, str]]:
