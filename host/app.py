@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, HTTPException
 from loguru import logger
-from pydantic import BaseModel
 
 from contracts.cache import CACHE
 from contracts.config import SETTINGS, HostConfig
@@ -48,11 +45,9 @@ from host.discovery import Discovered, discover
 from host.embeddings import check_embeddings
 from host.events import EventBus, EventSettings
 from host.handles import PluginBus, PluginCache, PluginModels
-from host.http import HttpServer, app_from_settings, include_guarded
-from host.knowledge_routes import knowledge_router
+from host.http import HttpServer, app_from_settings, mount_host_routes
 from host.loader import Loader, PluginStatus
 from host.metrics.events import EventMetrics
-from host.metrics.routes import metrics_router
 from host.metrics.sampler import bus_source, cache_source
 from host.metrics.telemetry import Telemetry, build_telemetry
 from host.models import ModelRegistry
@@ -292,11 +287,7 @@ class Host:
         app = app_from_settings(self.agents, self.config.http, dispatch)
         if self.cluster is not None:
             self.cluster.mount(app)
-        include_guarded(app, metrics_router(self.telemetry))
-        include_guarded(app, plugins_router(self))
-        include_guarded(app, knowledge_router(self.container))
-        if self.reloader is not None:
-            include_guarded(app, reload_router(self))
+        mount_host_routes(app, self)
         mount_console(app, self)
         self.http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
         await self.http.start()
@@ -355,80 +346,3 @@ class Host:
             await stop.wait()
         finally:
             await self.stop()
-
-
-class ReloadOut(BaseModel):
-    """One hot reload (``POST /plugins/{name}/reload``, or the watcher after an edit)."""
-
-    ok: bool
-    duration: float
-    error: str | None
-    reloaded: list[str]
-    at: datetime
-    """When it finished (UTC)."""
-
-
-class PluginOut(BaseModel):
-    """A plugin as this running host sees it (``agenthost plugins list`` shows the same)."""
-
-    name: str
-    version: str | None
-    distribution: str | None
-    status: str
-    """loaded, disabled or failed."""
-    error: str | None
-    """Why it failed to load (a failed reload is in `last_reload`: the old version serves on)."""
-    stage: str | None
-    """Where it failed: discover, load, setup, teardown or reload."""
-    description: str
-    last_reload: ReloadOut | None
-    """Its last hot reload in dev mode (None: never reloaded, or not in dev mode)."""
-
-
-def plugins_router(host: Host) -> APIRouter:
-    """``GET /plugins`` and ``GET /plugins/{name}``: what loaded, what failed and why, while
-    the host keeps serving (a failing plugin is isolated, and reported here)."""
-    router = APIRouter(tags=["ops"])
-
-    def out(status: PluginStatus) -> PluginOut:
-        last = None
-        if host.reloader is not None:
-            last = next((r for r in reversed(host.reloader.history) if r.name == status.name), None)
-        reload = None if last is None else ReloadOut.model_validate(last, from_attributes=True)
-        return PluginOut(**status.as_dict(), last_reload=reload)
-
-    @router.get("/plugins")
-    async def list_plugins() -> list[PluginOut]:
-        """Every discovered plugin, by name."""
-        return [out(s) for s in host.statuses]
-
-    @router.get("/plugins/{name}", responses={404: {"description": "no such plugin"}})
-    async def get_plugin(name: str) -> PluginOut:
-        status = next((s for s in host.statuses if s.name == name), None)
-        if status is None:
-            known = ", ".join(s.name for s in host.statuses) or "none"
-            raise HTTPException(404, f"no plugin named {name!r} (discovered: {known})")
-        return out(status)
-
-    return router
-
-
-def reload_router(host: Host) -> APIRouter:
-    """``POST /plugins/{name}/reload`` (dev mode only)."""
-    router = APIRouter(tags=["dev"])
-
-    @router.post("/plugins/{name}/reload")
-    async def reload(name: str) -> dict[str, Any]:
-        assert host.reloader is not None  # mounted in dev mode only
-        if name not in host.loader.loaded and name not in host.reloader.lost:
-            raise HTTPException(404, f"no loaded plugin named {name!r}")
-        result = await host.reload_plugin(name)
-        return {
-            "name": result.name,
-            "ok": result.ok,
-            "duration": result.duration,
-            "error": result.error,
-            "reloaded": result.reloaded,
-        }
-
-    return router

@@ -3,8 +3,8 @@ exception handlers answer, and ``/docs`` (Swagger UI) served from vendored files
 
 FastAPI documents what a route returns and its 422; it cannot see the API key check (401), the
 body size limit (413) or the malformed-JSON answer (400), and it documents a streamed route as
-JSON. `document` completes the schema on its first build; `docs_router` serves Swagger UI from
-``host/static/swagger-ui`` (npm package ``swagger-ui-dist``), so ``/docs`` works offline.
+JSON. `document` completes the schema on its first build; `docs_router` serves it and Swagger
+UI from ``host/static/swagger-ui`` (npm package ``swagger-ui-dist``), so ``/docs`` works offline.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import (
     validation_error_definition,
@@ -124,34 +124,35 @@ def document(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def docs_router(title: str) -> APIRouter:
-    """``/docs``: Swagger UI over ``/openapi.json``, its scripts and styles served from
-    ``/docs/assets`` (nothing from a CDN; the online validator badge is off)."""
-    router = APIRouter(include_in_schema=False)
+docs_router = APIRouter(include_in_schema=False)
+"""``/openapi.json`` and ``/docs`` (Swagger UI over it, its scripts and styles served from
+``/docs/assets``: nothing from a CDN; the online validator badge is off). Guarded by the API key."""
 
-    @router.get("/docs")
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title=f"{title} API",
-            swagger_js_url=f"{ASSETS_PREFIX}/swagger-ui-bundle.js",
-            swagger_css_url=f"{ASSETS_PREFIX}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS_PREFIX}/favicon-32x32.png",
-            swagger_ui_parameters={"validatorUrl": None},
-        )
-
-    return router
+assets_router = APIRouter(include_in_schema=False)
+"""The vendored Swagger UI files (public: they hold nothing of this host)."""
 
 
-def assets_router() -> APIRouter:
-    """The vendored Swagger UI files (public: they hold nothing of this host)."""
-    router = APIRouter(include_in_schema=False)
+@docs_router.get("/openapi.json")
+async def openapi(request: Request) -> dict[str, Any]:
+    schema: dict[str, Any] = request.app.openapi()
+    return schema
 
-    @router.get(ASSETS_PREFIX + "/{name}")
-    async def asset(name: str) -> FileResponse:
-        media_type = _ASSET_TYPES.get(name)
-        if media_type is None:
-            raise HTTPException(404, detail=f"no asset {name!r}")
-        return FileResponse(ASSETS / name, media_type=media_type)
 
-    return router
+@docs_router.get("/docs")
+async def docs(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title=f"{request.app.state.title} API",
+        swagger_js_url=f"{ASSETS_PREFIX}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS_PREFIX}/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS_PREFIX}/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+@assets_router.get(ASSETS_PREFIX + "/{name}")
+async def asset(name: str) -> FileResponse:
+    media_type = _ASSET_TYPES.get(name)
+    if media_type is None:
+        raise HTTPException(404, detail=f"no asset {name!r}")
+    return FileResponse(ASSETS / name, media_type=media_type)

@@ -18,12 +18,13 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel
 
 from contracts.events import MEMORY_DELETED, MemoryPayload
 from contracts.memory import Memory, MemoryQuery
 from host.agents import AgentManager
+from host.http_deps import Agents, ErrorOut
 from host.runtime import AgentRuntime, agent_id_for
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "delete_memory",
     "delete_room_memories",
     "list_rooms",
-    "manage_router",
+    "router",
 ]
 
 DELETE_BATCH = 500
@@ -54,10 +55,6 @@ class RoomOut(BaseModel):
 class DeletedOut(BaseModel):
     deleted: int
     """How many memories were deleted (0: none matched)."""
-
-
-class ErrorOut(BaseModel):
-    detail: str
 
 
 class AgentState(BaseModel):
@@ -115,57 +112,46 @@ async def delete_room_memories(runtime: AgentRuntime, room_id: UUID) -> int:
 
 AgentRef = Annotated[str, Path(description="name, username or id")]
 
+router = APIRouter()
+"""The routes above; they read the `AgentManager` from the app's state."""
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no such agent (or it is not running)"}
+}
 
-def _agents(request: Request) -> AgentManager:
-    agents: AgentManager = request.app.state.agents
-    return agents
+
+@router.post("/agents/{agent}/start", tags=["agents"], responses=_NOT_FOUND)
+async def start_agent(agents: Agents, agent: AgentRef) -> AgentState:
+    """Start a configured agent; nothing happens if it already runs."""
+    runtime = await agents.start(agent)
+    return AgentState(name=runtime.name, running=True)
 
 
-def _runtime(request: Request, agent: str) -> AgentRuntime:
+@router.post("/agents/{agent}/stop", tags=["agents"], responses=_NOT_FOUND)
+async def stop_agent(agents: Agents, agent: AgentRef) -> AgentState:
+    """Stop an agent once its messages in progress are answered (new ones get 503)."""
+    await agents.stop(agent)  # unknown: UnknownAgentError, the app's 404
+    return AgentState(name=character_name(agents, agent), running=False)
+
+
+@router.get("/agents/{agent}/rooms", tags=["memories"], responses=_NOT_FOUND)
+async def rooms(agents: Agents, agent: AgentRef) -> list[RoomOut]:
+    """The rooms the agent has memories in, most recently active first."""
     # UnknownAgentError (unknown or not running) is the app's 404
-    return _agents(request).get(agent)
+    return await list_rooms(agents.get(agent))
 
 
-def manage_router() -> APIRouter:
-    """The routes above; they read the `AgentManager` from ``app.state.agents``."""
-    router = APIRouter()
-    not_found: dict[int | str, dict[str, Any]] = {
-        404: {"model": ErrorOut, "description": "no such agent (or it is not running)"}
-    }
+@router.delete("/agents/{agent}/memories/{memory_id}", tags=["memories"], responses=_NOT_FOUND)
+async def delete_one(agents: Agents, agent: AgentRef, memory_id: UUID) -> DeletedOut:
+    """Delete one of the agent's memories (404 if it has none with this id)."""
+    if not await delete_memory(agents.get(agent), memory_id):
+        raise HTTPException(404, detail=f"agent {agent!r} has no memory {memory_id}")
+    return DeletedOut(deleted=1)
 
-    @router.post("/agents/{agent}/start", tags=["agents"], responses=not_found)
-    async def start_agent(request: Request, agent: AgentRef) -> AgentState:
-        """Start a configured agent; nothing happens if it already runs."""
-        runtime = await _agents(request).start(agent)
-        return AgentState(name=runtime.name, running=True)
 
-    @router.post("/agents/{agent}/stop", tags=["agents"], responses=not_found)
-    async def stop_agent(request: Request, agent: AgentRef) -> AgentState:
-        """Stop an agent once its messages in progress are answered (new ones get 503)."""
-        agents = _agents(request)
-        await agents.stop(agent)  # unknown: UnknownAgentError, the app's 404
-        return AgentState(name=character_name(agents, agent), running=False)
-
-    @router.get("/agents/{agent}/rooms", tags=["memories"], responses=not_found)
-    async def rooms(request: Request, agent: AgentRef) -> list[RoomOut]:
-        """The rooms the agent has memories in, most recently active first."""
-        return await list_rooms(_runtime(request, agent))
-
-    @router.delete("/agents/{agent}/memories/{memory_id}", tags=["memories"], responses=not_found)
-    async def delete_one(request: Request, agent: AgentRef, memory_id: UUID) -> DeletedOut:
-        """Delete one of the agent's memories (404 if it has none with this id)."""
-        if not await delete_memory(_runtime(request, agent), memory_id):
-            raise HTTPException(404, detail=f"agent {agent!r} has no memory {memory_id}")
-        return DeletedOut(deleted=1)
-
-    @router.delete(
-        "/agents/{agent}/rooms/{room_id}/memories", tags=["memories"], responses=not_found
-    )
-    async def delete_room(request: Request, agent: AgentRef, room_id: UUID) -> DeletedOut:
-        """Delete every memory of the agent in the room (0 deleted if it has none there)."""
-        return DeletedOut(deleted=await delete_room_memories(_runtime(request, agent), room_id))
-
-    return router
+@router.delete("/agents/{agent}/rooms/{room_id}/memories", tags=["memories"], responses=_NOT_FOUND)
+async def delete_room(agents: Agents, agent: AgentRef, room_id: UUID) -> DeletedOut:
+    """Delete every memory of the agent in the room (0 deleted if it has none there)."""
+    return DeletedOut(deleted=await delete_room_memories(agents.get(agent), room_id))
 
 
 def character_name(agents: AgentManager, ref: str) -> str:

@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.knowledge import KNOWLEDGE, AddOutcome, Chunk, Document, KnowledgeBase
 from host.di import Container
 from host.runtime import agent_id_for
 
-__all__ = ["KnowledgeIn", "knowledge_router"]
+__all__ = ["KnowledgeIn", "knowledge_base", "router"]
 
 
 class KnowledgeIn(BaseModel):
@@ -45,45 +45,55 @@ def _agent(name: str | None) -> UUID | None:
     return None if name is None else agent_id_for(name)
 
 
-def knowledge_router(container: Container) -> APIRouter:
-    router = APIRouter(tags=["knowledge"])
-    unavailable: dict[int | str, dict[str, Any]] = {
-        503: {"description": "the knowledge plugin is not loaded"}
-    }
-    missing: dict[int | str, dict[str, Any]] = {
-        **unavailable,
-        404: {"description": "no such document"},
-    }
+router = APIRouter(tags=["knowledge"])
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the knowledge plugin is not loaded"}
+}
+_MISSING: dict[int | str, dict[str, Any]] = {
+    **_UNAVAILABLE,
+    404: {"description": "no such document"},
+}
 
-    async def base() -> KnowledgeBase:
-        if not container.has(KNOWLEDGE):
-            raise HTTPException(503, "the knowledge plugin is not loaded")
-        return await container.aresolve(KNOWLEDGE)
 
-    @router.post("/knowledge", responses=unavailable)
-    async def add(body: KnowledgeIn) -> AddOutcome:
-        """Add (or replace) a text document; an unchanged one is left as it is."""
-        return await (await base()).add_text(body.text, body.source, _agent(body.agent))
+async def knowledge_base(request: Request) -> KnowledgeBase:
+    """The `KNOWLEDGE` service of the host's container (``app.state.container``); 503 without."""
+    container: Container = request.app.state.container
+    if not container.has(KNOWLEDGE):
+        raise HTTPException(503, "the knowledge plugin is not loaded")
+    return await container.aresolve(KNOWLEDGE)
 
-    @router.get("/knowledge", responses=unavailable)
-    async def documents(agent: AgentParam = None) -> list[Document]:
-        return await (await base()).documents(_agent(agent))
 
-    @router.get("/knowledge/search", responses=unavailable)
-    async def search(
-        q: Annotated[str, Query(min_length=1, max_length=10_000)],
-        agent: AgentParam = None,
-        k: Annotated[int, Query(ge=1, le=100)] = 5,
-    ) -> list[Chunk]:
-        """The chunks most similar to `q` among the agent's and the shared documents."""
-        return await (await base()).search(q, _agent(agent), k)
+Base = Annotated[KnowledgeBase, Depends(knowledge_base)]
 
-    @router.delete("/knowledge", responses=missing)
-    async def remove(
-        source: Annotated[str, Query(min_length=1, max_length=1000)], agent: AgentParam = None
-    ) -> dict[str, bool]:
-        if not await (await base()).remove(source, _agent(agent)):
-            raise HTTPException(404, f"no document {source!r} ({agent or 'shared'})")
-        return {"removed": True}
 
-    return router
+@router.post("/knowledge", responses=_UNAVAILABLE)
+async def add(base: Base, body: KnowledgeIn) -> AddOutcome:
+    """Add (or replace) a text document; an unchanged one is left as it is."""
+    return await base.add_text(body.text, body.source, _agent(body.agent))
+
+
+@router.get("/knowledge", responses=_UNAVAILABLE)
+async def documents(base: Base, agent: AgentParam = None) -> list[Document]:
+    return await base.documents(_agent(agent))
+
+
+@router.get("/knowledge/search", responses=_UNAVAILABLE)
+async def search(
+    base: Base,
+    q: Annotated[str, Query(min_length=1, max_length=10_000)],
+    agent: AgentParam = None,
+    k: Annotated[int, Query(ge=1, le=100)] = 5,
+) -> list[Chunk]:
+    """The chunks most similar to `q` among the agent's and the shared documents."""
+    return await base.search(q, _agent(agent), k)
+
+
+@router.delete("/knowledge", responses=_MISSING)
+async def remove(
+    base: Base,
+    source: Annotated[str, Query(min_length=1, max_length=1000)],
+    agent: AgentParam = None,
+) -> dict[str, bool]:
+    if not await base.remove(source, _agent(agent)):
+        raise HTTPException(404, f"no document {source!r} ({agent or 'shared'})")
+    return {"removed": True}

@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from loguru import logger
 
@@ -24,6 +24,7 @@ from contracts.agent import Reply
 from contracts.cluster import ClusterSettings
 from contracts.errors import AgentHostError
 from contracts.memory import Memory
+from host.http_idempotency import message_id_for
 from host.runtime import AgentRuntime
 
 from .link import NatsLink, Subjects
@@ -108,7 +109,7 @@ class ClusterDispatch:
     def _identify(self, runtime: AgentRuntime, message: Memory, key: str | None) -> Memory:
         if key is None:
             return message
-        return message.model_copy(update={"id": uuid5(runtime.agent_id, f"idempotency:{key}")})
+        return message.model_copy(update={"id": message_id_for(runtime.agent_id, key)})
 
     async def _submit(
         self, message: Memory, key: str | None, waiter: _Waiter, stream: bool

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.metrics import MetricsSettings
 from host.http import HttpServer
-from host.metrics.routes import metrics_router
+from host.metrics.routes import router
 from host.metrics.telemetry import build_telemetry
 
 
@@ -23,7 +23,8 @@ async def test_prometheus_parser_reads_back_names_and_labels() -> None:
     telemetry.sampler.add("host", lambda: {"agenthost.cache.entries": 7.0})
 
     app = FastAPI()
-    app.include_router(metrics_router(telemetry))
+    app.state.telemetry = telemetry
+    app.include_router(router)
     server = HttpServer(app, port=0)
     await server.start()
     try:
@@ -56,7 +57,8 @@ async def test_prometheus_parser_reads_back_names_and_labels() -> None:
 async def test_metrics_route_is_404_without_the_prometheus_exporter() -> None:
     telemetry = build_telemetry(MetricsSettings(exporters=("memory",)))
     app = FastAPI()
-    app.include_router(metrics_router(telemetry))
+    app.state.telemetry = telemetry
+    app.include_router(router)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/metrics")

@@ -1,0 +1,205 @@
+"""``Idempotency-Key`` in single-process mode, through a real uvicorn server: a retried POST
+gets the original reply and stores nothing twice (at once, concurrently, streamed, after a
+restart of the host), the same key with another body is a 409, and a failed message leaves its
+key free."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from contracts.memory import MemoryQuery
+from contracts.models import TEXT_LARGE, ModelCallError, ModelHandler, TextParams, TextResult
+from host.app import Host
+from host.config import LoadedConfig
+from host.http import HttpServer, create_app
+from host.http_idempotency import INGRESS_FILE, IngressLog, LocalIngress, message_id_for
+
+from .runtime_helpers import Rig
+
+MESSAGES = "/agents/eliza/messages"
+
+
+@pytest.fixture
+async def client(rig: Rig, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    ingress = LocalIngress(IngressLog(tmp_path / INGRESS_FILE))
+    server = HttpServer(create_app(rig.agents, ingress=ingress), port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            yield http
+    finally:
+        await server.stop()
+
+
+async def _stored(rig: Rig, room: str) -> list[Any]:
+    return await rig.db.get_memories(MemoryQuery(room_id=UUID(room), order="asc", limit=100))
+
+
+async def test_a_retried_post_gets_the_first_reply_and_stores_nothing_twice(
+    client: httpx.AsyncClient, rig: Rig
+) -> None:
+    room = str(uuid4())
+    body = {"text": "I feel tired today", "room_id": room}
+    first = await client.post(MESSAGES, json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 200, first.text
+    again = await client.post(MESSAGES, json=body, headers={"Idempotency-Key": "k-1"})
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert first.json()["message_id"] == str(message_id_for(rig.runtime.agent_id, "k-1"))
+    assert len(await _stored(rig, room)) == 2  # the message and its reply, once each
+
+    # without a key, the same body is a new message
+    assert (await client.post(MESSAGES, json=body)).status_code == 200
+    assert len(await _stored(rig, room)) == 4
+
+
+async def test_the_same_key_with_another_body_is_a_409_naming_the_header(
+    client: httpx.AsyncClient, rig: Rig
+) -> None:
+    room = str(uuid4())
+    headers = {"Idempotency-Key": "k-2"}
+    assert (
+        await client.post(MESSAGES, json={"text": "hello", "room_id": room}, headers=headers)
+    ).is_success
+    for other in ({"text": "goodbye", "room_id": room}, {"text": "hello", "room_id": str(uuid4())}):
+        refused = await client.post(MESSAGES, json=other, headers=headers)
+        assert refused.status_code == 409
+        detail = refused.json()["detail"]
+        assert "Idempotency-Key 'k-2'" in detail and "another message" in detail
+        stream = await client.post(f"{MESSAGES}/stream", json=other, headers=headers)
+        assert stream.status_code == 409  # refused before the stream starts
+    assert len(await _stored(rig, room)) == 2
+
+
+async def test_concurrent_requests_with_one_key_run_it_once(
+    client: httpx.AsyncClient, rig: Rig
+) -> None:
+    room = str(uuid4())
+    body = {"text": "Why do I dream of boats?", "room_id": room}
+    answers = await asyncio.gather(
+        *(client.post(MESSAGES, json=body, headers={"Idempotency-Key": "k-3"}) for _ in range(8))
+    )
+    assert {a.status_code for a in answers} == {200}
+    assert len({json.dumps(a.json(), sort_keys=True) for a in answers}) == 1
+    assert len(await _stored(rig, room)) == 2
+
+
+async def test_a_streamed_retry_gets_the_reply_as_one_chunk(
+    client: httpx.AsyncClient, rig: Rig
+) -> None:
+    room = str(uuid4())
+    body = {"text": "I am happy", "room_id": room}
+    headers = {"Idempotency-Key": "k-4"}
+    streamed = await client.post(f"{MESSAGES}/stream", json=body, headers=headers)
+    first = _sse(streamed.text)
+    again = _sse((await client.post(f"{MESSAGES}/stream", json=body, headers=headers)).text)
+    posted = (await client.post(MESSAGES, json=body, headers=headers)).json()
+    reply = json.loads(first[-1][1])
+    assert first[-1][0] == again[-1][0] == "reply"
+    assert json.loads(again[-1][1])["message_id"] == reply["message_id"] == posted["message_id"]
+    assert [json.loads(d)["text"] for e, d in again if e == "chunk"] == [reply["text"]]
+    assert posted["reply"]["id"] == reply["reply"]["id"]
+    assert len(await _stored(rig, room)) == 2
+
+
+async def test_a_failed_message_leaves_nothing_and_its_key_runs_it_again(
+    client: httpx.AsyncClient, rig: Rig
+) -> None:
+    async def refuse(_params: TextParams) -> TextResult:
+        raise ModelCallError("overloaded", provider="broken", retryable=False, status=400)
+
+    rig.models.register(ModelHandler(TEXT_LARGE, refuse, priority=100), owner="broken")
+    room = str(uuid4())
+    body = {"text": "Tell me something", "room_id": room}
+    headers = {"Idempotency-Key": "k-5"}
+    failed = await client.post(MESSAGES, json=body, headers=headers)
+    assert failed.status_code == 502
+    assert await _stored(rig, room) == []  # the stored message went with the failure
+    rig.models.unregister_owner("broken")
+    retried = await client.post(MESSAGES, json=body, headers=headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["message_id"] == str(message_id_for(rig.runtime.agent_id, "k-5"))
+    assert len(await _stored(rig, room)) == 2
+
+
+async def test_keys_survive_a_restart_and_a_stop_between_store_and_record(
+    tmp_path: Path,
+) -> None:
+    config = HostConfig.model_validate(
+        {
+            "data_dir": tmp_path / "data",
+            "http": HttpSettings(port=0),
+            "agents": AgentsSettings(characters=[{"name": "Ada", "bio": "Listens."}]),
+            "plugins": PluginsSettings(enabled=["sqlite", "eliza"]),
+        }
+    )
+    room = str(uuid4())
+    body = {"text": "I keep forgetting things", "room_id": room}
+    path = "/agents/ada/messages"
+
+    async def post(key: str, before: Any = None) -> tuple[dict[str, Any], int]:
+        async with Host(LoadedConfig(config, None)) as host:
+            await host.start_http()
+            if before is not None:
+                await before(host)
+            assert host.http is not None
+            async with httpx.AsyncClient(base_url=host.http.url, timeout=30) as http:
+                answer = await http.post(path, json=body, headers={"Idempotency-Key": key})
+            assert answer.status_code == 200, answer.text
+            assert host.agents is not None
+            stored = await host.agents.get("ada").database.count_memories(
+                MemoryQuery(room_id=UUID(room))
+            )
+            return answer.json(), stored
+
+    first, stored = await post("k-6")
+    assert stored == 2
+    again, stored = await post("k-6")  # another host process over the same data dir
+    assert again == first and stored == 2
+
+    # a host stopped after the store committed the reply, before the key was recorded done:
+    # the reply is found in the store
+    ingress = tmp_path / "data" / INGRESS_FILE
+    with sqlite3.connect(ingress) as conn:
+        conn.execute("UPDATE ingress SET status = 'pending', reply = NULL")
+    recovered, stored = await post("k-6")
+    assert stored == 2
+    assert recovered["message_id"] == first["message_id"]
+    assert recovered["reply"]["id"] == first["reply"]["id"]
+    assert recovered["text"] == first["text"]
+    with sqlite3.connect(ingress) as conn:
+        assert conn.execute("SELECT status FROM ingress").fetchall() == [("done",)]
+
+    # stopped after storing the message, before its reply: the message runs again, once
+    async def lose_reply(host: Host) -> None:
+        assert host.agents is not None
+        database = host.agents.get("ada").database
+        assert await database.delete_memory(UUID(first["reply"]["id"]))
+
+    with sqlite3.connect(ingress) as conn:
+        conn.execute("UPDATE ingress SET status = 'pending', reply = NULL")
+    rerun, stored = await post("k-6", lose_reply)
+    assert stored == 2
+    assert rerun["message_id"] == first["message_id"]
+    assert rerun["reply"]["id"] != first["reply"]["id"]
+
+
+def _sse(text: str) -> list[tuple[str, str]]:
+    events: list[tuple[str, str]] = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":"
+        )
+        if "event" in fields:
+            events.append((fields["event"], fields.get("data", "")))
+    return events
