@@ -280,7 +280,7 @@ async def write_run(
         if sql == "COMMIT":
             commits[0] += 1
 
-    await db.search_memories(vector, k=1)  # a flat index to keep in step
+    await db.search_memories(vector)  # a flat index to keep in step
     db._inline = inline and db._inline
 
     async def writer(mine: list[Any]) -> None:

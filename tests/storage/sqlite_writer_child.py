@@ -17,6 +17,7 @@ from uuid import uuid4
 
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.memory import Content, Memory, MemoryQuery
+from contracts.storage import SearchParams
 
 AGENT, ROOM = uuid4(), uuid4()
 
@@ -42,7 +43,7 @@ async def writer(db: SqliteAdapter, seed: int) -> None:
 
 async def reader(db: SqliteAdapter) -> None:
     while True:
-        await db.search_memories([1.0, 2.0, 0.5], MemoryQuery(room_id=ROOM), k=3)
+        await db.search_memories([1.0, 2.0, 0.5], MemoryQuery(room_id=ROOM), SearchParams(k=3))
 
 
 async def run(path: Path) -> None:

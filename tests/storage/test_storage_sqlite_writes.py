@@ -19,7 +19,7 @@ import pytest
 
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.memory import MemoryQuery
-from contracts.storage import BatchError, DuplicateMemoryError
+from contracts.storage import BatchError, DuplicateMemoryError, SearchParams
 
 from .storage_helpers import make_memory
 
@@ -75,7 +75,7 @@ async def test_a_small_write_with_an_idle_worker_commits_on_the_callers_thread(
     # vector indexes stay in step with writes made inline
     await db.build_index("flat")
     await db.create_memory(make_memory(2, embedding=[0.0, 1.0]))
-    found = await db.search_memories([0.0, 1.0], k=1)
+    found = await db.search_memories([0.0, 1.0], params=SearchParams(k=1))
     assert found[0][0].content.text == "m2"
     await db.close()
 
