@@ -1,10 +1,17 @@
 """`AuditRecorder`: turns bus events into stored events and appends them off the hot path.
 
 `record` runs inside ``emit`` and only notes the payload, the time and the message being
-processed. A writer task wakes every ``flush_interval`` (at once for a full batch or a `flush`),
-converts the whole batch in one loop (`PayloadEncoder`: one pydantic-core serialization per
-payload, secrets masked, embeddings left out) and appends it, every agent's events, as one
-transaction (`EventStore.append_encoded`), with no `DomainEvent` built in between. A failed
+processed. A writer task wakes every ``flush_interval`` (at once for a full batch or a `flush`)
+and has the whole batch converted on a thread of its own, off the event loop (`PayloadEncoder`:
+one pydantic-core serialization per payload, secrets masked, embeddings left out; the thread
+lets go of the GIL every few events, so the loop never waits long for it), then appends it,
+every agent's events, as one transaction (`EventStore.append_encoded`; the audit plugin's
+SQLite store writes it on its worker thread), with no `DomainEvent` built in between.
+
+What a crash loses: events are stored at most ``flush_interval`` after they were recorded, plus
+the time to convert and write one batch (about a millisecond per hundred events); a kill -9
+loses at most those (tests/eventstore/test_audit_kill.py kills a real process). A clean stop
+(`aclose`, the plugin's teardown) writes everything first. A failed
 append is retried with backoff; events are dropped (counted, and logged with their types) only
 after the last retry, so a store outage never blocks or crashes agents. A batch the store
 refuses for what it holds (`EventStoreError`: a NUL character on PostgreSQL) is not retried but
@@ -17,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -232,6 +241,8 @@ class AuditRecorder:
         """Payload to JSON text, as recorded (secrets masked, embeddings left out)."""
         self._flushers = 0
         self._wake = asyncio.Event()
+        self._encoder: ThreadPoolExecutor | None = None
+        """The thread converting batches (started with the writer, stopped by `aclose`)."""
 
     def wants(self, event_type: str) -> bool:
         return self.settings.wants(event_type)
@@ -258,15 +269,19 @@ class AuditRecorder:
             _metadata(room, owner if isinstance(owner, str) else None),
         )
 
-    def _convert(self, items: list[_Recorded]) -> list[EncodedEvent]:
+    def _convert(self, items: list[_Recorded], pause: int = 0) -> list[EncodedEvent]:
         """Recorded events to stored form; one that cannot be converted is logged and left
-        out (the caller counts it as dropped)."""
+        out (the caller counts it as dropped). With `pause`, the GIL is let go after every
+        `pause` events (on the encoder thread: the loop waiting for the GIL would otherwise
+        wait out the interpreter's 5 ms switch interval)."""
         out: list[EncodedEvent] = []
-        for item in items:
+        for index, item in enumerate(items, 1):
             try:
                 out.append(self._encoded(item))
             except Exception as exc:
                 self._log.opt(exception=exc).error("audit cannot record {}: {}", item[0], exc)
+            if pause and index % pause == 0:
+                time.sleep(0)
         return out
 
     def record(self, event_type: str, payload: object) -> None:
@@ -324,6 +339,9 @@ class AuditRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         self._writer = None
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=False)
+            self._encoder = None
 
     async def _pause(self) -> None:
         """Let a burst accumulate for ``flush_interval``: one transaction per interval, not
@@ -350,7 +368,10 @@ class AuditRecorder:
             else:
                 batch, self._pending = self._pending[:limit], self._pending[limit:]
             try:
-                events = self._convert(batch)
+                if self._encoder is None:
+                    self._encoder = ThreadPoolExecutor(1, thread_name_prefix="audit-encoder")
+                loop = asyncio.get_running_loop()
+                events = await loop.run_in_executor(self._encoder, self._convert, batch, 1)
                 self.dropped += len(batch) - len(events)
                 await self._append(events)
             finally:

@@ -46,4 +46,7 @@ async def open_event_store(
                 f" {getattr(database, 'backend', None)!r}"
             )
         path = Path(shared)
-    return await SqliteEventStore.open(path, busy_timeout=settings.busy_timeout)
+    # the audit trail's appends run on the store's worker thread, never on the event loop
+    return await SqliteEventStore.open(
+        path, busy_timeout=settings.busy_timeout, inline_appends=False
+    )

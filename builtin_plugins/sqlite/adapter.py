@@ -1,8 +1,16 @@
 """`SqliteAdapter`: the default `DatabaseAdapter`, one SQLite file in WAL mode.
 
-Every database call runs on one dedicated worker thread (stdlib sqlite3 blocks), so the event loop
-never waits on disk and calls are serialised without locks. Writes are ``BEGIN IMMEDIATE``
-transactions: a batch commits whole or rolls back whole.
+Database calls run on one dedicated worker thread (stdlib sqlite3 blocks), so the event loop never
+waits on disk. Writes are ``BEGIN IMMEDIATE`` transactions: a batch commits whole or rolls back
+whole, and a call returns only once its transaction has committed. Writes queued while the worker
+is busy share one transaction (group commit: a savepoint each, so a failing batch is rolled back
+alone and the others commit). A small write while the worker is idle commits at once on the
+caller's thread, on the worker's connection (under a lock), without waiting for SQLite's lock
+(another process holding it: the write goes to the worker); the connection never checkpoints on
+commit (the worker does): in WAL mode with ``synchronous`` NORMAL a commit appends to the WAL
+without an fsync, and the hop to the worker and back costs more than the write. Small reads (a
+room's history) are answered there too, from a read-only connection, as approximate searches are
+(`_search_here`).
 
 Vector indexes (host.vectors) are built lazily on the first ``ivf``/``hnsw``/``flat`` search of a
 table and kept in step with this adapter's writes; each table carries a version bumped by every
@@ -64,6 +72,7 @@ from .schema import MigrationStep, migrate
 __all__ = ["SqliteAdapter"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COLUMNS = (
@@ -86,6 +95,29 @@ _BY_SEQS_VERSIONED_NO_EMBEDDING = _BY_SEQS_NO_EMBEDDING.replace(
 _EVERYTHING = MemoryQuery()
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 embedding_blob = float32_bytes  # float32 little-endian blob of an embedding
+INLINE_ROWS = 64
+"""Most rows a write commits on the caller's thread (a millisecond or two); larger writes, and
+any write while others are queued, go to the worker thread."""
+CHECKPOINT_PAGES = 1000
+"""WAL pages (estimated) written inline after which the worker runs a passive checkpoint
+(SQLite's own auto-checkpoint threshold)."""
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+Step = Callable[[sqlite3.Connection], tuple[T, Callable[[], None]]]
+"""One write: runs inside an open transaction, returns its result and what updates the vector
+indexes once that transaction has committed."""
+Outcome = tuple[bool, Any]
+"""A queued write's outcome: (True, its result) or (False, its exception)."""
+
+
+def _deliver(delivered: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
+    for future, (ok, value) in delivered:
+        if future.done():  # its caller was cancelled; the write stands
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def to_micros(value: datetime) -> int:
@@ -180,6 +212,22 @@ class SqliteAdapter:
         self._reader: sqlite3.Connection | None = None
         self._on_migration: MigrationStep | None = None
         """A second connection for searches answered on the caller's thread (`_search_here`)."""
+        self._inline = False
+        """Whether small calls may run on the caller's thread when the worker is idle (WAL or
+        memory journal with ``synchronous`` OFF/NORMAL: a commit never waits for the disk)."""
+        self._conn_lock = threading.Lock()
+        """Held by whichever thread uses the connection: the worker, or the caller inline."""
+        self._queue: list[tuple[Step[Any], int, asyncio.Future[Any], asyncio.AbstractEventLoop]]
+        self._queue = []
+        """Writes waiting for the worker's next group commit (`_drain`)."""
+        self._queue_lock = threading.Lock()
+        self._draining = False
+        """Whether a `_drain` is submitted to the worker and has not taken the queue yet."""
+        self._worker_calls = 0
+        """Calls of the caller's loop waiting on the worker: while there are some, writes
+        queue for a group commit instead of running inline (other tasks are at work)."""
+        self._wal_pages = 0
+        self._checkpointing = False
         self._index_lock = threading.Lock()
         """Held by whoever uses or changes the vector indexes: the worker thread (searches,
         builds, writes applied) or a search answered on the caller's thread."""
@@ -219,7 +267,7 @@ class SqliteAdapter:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            journal = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn, str(self.path), self._on_migration)
@@ -236,12 +284,53 @@ class SqliteAdapter:
                 self.path, timeout=0, isolation_level=None, check_same_thread=False
             )
             self._reader.execute("PRAGMA query_only=ON")
+        self._inline = journal in ("wal", "memory") and self._synchronous in ("OFF", "NORMAL")
+        if self._inline and journal == "wal":
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # a commit inline must not checkpoint
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise StorageError(f"SQLite adapter for {self.path} is closed (or was never opened)")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        self._worker_calls += 1
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(self._locked, fn, *args)
+            )
+        finally:
+            self._worker_calls -= 1
+
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._conn_lock:
+            return fn(*args)
+
+    @contextlib.contextmanager
+    def _here(self) -> Iterator[sqlite3.Connection | None]:
+        """The worker's connection for a write on the caller's thread, or None when the write
+        must go to the worker: inline writes off, the worker busy (other tasks are at work: let
+        writes queue for its group commit), or the connection in use. The worker's own
+        connection, not a second one: another connection's commits would empty its page cache
+        before each of its scans. While it is held, SQLite's locks are not waited for (another
+        process holding one: ``SQLITE_BUSY``, the caller falls back to the worker)."""
+        conn = self._conn
+        if (
+            not self._inline
+            or conn is None
+            or self._worker_calls
+            or self._draining
+            or self._queue
+            or not self._conn_lock.acquire(blocking=False)
+        ):
+            yield None
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                yield conn
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        finally:
+            self._conn_lock.release()
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -260,6 +349,152 @@ class SqliteAdapter:
             conn.execute("ROLLBACK")
             raise
         return result
+
+    def _commit_one(self, step: Step[T]) -> T:
+        """Run one write `step` in its own transaction on this thread, then update the indexes
+        (the index lock held throughout: see `_commit_group`)."""
+        with self._index_lock:
+            result, apply = self._write(step)
+            apply()
+        return result
+
+    async def _submit(self, step: Step[T], rows: int) -> T:
+        """Commit write `step` (`rows` rows): at once on this thread when that cannot wait
+        (`_write_inline`), else queued for the worker, which commits every write queued
+        meanwhile in one transaction (`_commit_group`). Returns once the step's transaction has
+        committed: nothing is acknowledged before it is in the WAL."""
+        if self._executor is None:
+            raise StorageError(f"SQLite adapter for {self.path} is closed (or was never opened)")
+        if rows <= INLINE_ROWS:
+            done = None
+            with self._here() as conn:
+                if conn is not None and self._index_lock.acquire(blocking=False):
+                    try:
+                        done = self._write_inline(conn, step)
+                    finally:
+                        self._index_lock.release()
+            if done is not None:
+                self._wrote(rows)
+                await asyncio.sleep(0)  # a writer in a loop lets the other tasks run
+                return done[0]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._queue_lock:
+            self._queue.append((step, rows, future, loop))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._executor.submit(self._drain)
+        result: T = await future
+        return result
+
+    def _wrote(self, rows: int) -> None:
+        """Count the WAL pages a commit of `rows` rows added (an estimate: the rows, their
+        five index entries, the table's version); past `CHECKPOINT_PAGES` the worker runs a
+        passive checkpoint (auto-checkpoints are off where calls run inline)."""
+        if not self._inline:
+            return
+        self._wal_pages += 8 + rows
+        executor = self._executor
+        if self._wal_pages >= CHECKPOINT_PAGES and not self._checkpointing and executor:
+            self._checkpointing = True
+            executor.submit(self._checkpoint)
+
+    def _write_inline(self, conn: sqlite3.Connection, step: Step[T]) -> tuple[T] | None:
+        """`step` in its own transaction on `conn` (the caller's thread, the connection and
+        index locks held), without waiting for SQLite's write lock: None if another connection
+        holds it (nothing written). The connection never checkpoints on commit (the worker
+        does, `_checkpoint`), and in WAL mode with ``synchronous`` NORMAL a commit appends to
+        the WAL without an fsync, so this never waits on the disk."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in _BUSY:
+                return None
+            raise
+        try:
+            result, apply = step(conn)
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            if exc.sqlite_errorcode & 0xFF in _BUSY:
+                return None
+            raise
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        apply()
+        return (result,)
+
+    def _drain(self) -> None:
+        """The worker's turn at the write queue: commit every write queued so far as one
+        group, then hand each caller its outcome (one wake-up of each caller's loop)."""
+        with self._queue_lock:
+            jobs, self._queue = self._queue, []
+            self._draining = False
+        if not jobs:
+            return
+        with self._conn_lock:
+            outcomes = self._commit_group([job[0] for job in jobs])
+        self._wrote(sum(job[1] for job in jobs))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]] = {}
+        for (_step, _rows, future, loop), outcome in zip(jobs, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, delivered in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_deliver, delivered)
+
+    def _commit_group(self, steps: list[Step[Any]]) -> list[Outcome]:
+        """Run `steps` in one transaction, each inside a savepoint (a step that fails is rolled
+        back alone and gets its error), commit once, then update the indexes step by step.
+
+        Group commit: writes queued while the worker was busy share one ``BEGIN IMMEDIATE`` /
+        ``COMMIT``. The index lock is held from the transaction's start to the last index
+        update, so a write on the loop's thread (`_write_inline`) never lands between a
+        commit and its index update (which would make the index miss a version and rebuild).
+        """
+        conn = self._db
+        outcomes: list[Outcome] = []
+        applies: list[Callable[[], None]] = []
+        with self._index_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:
+                return [(False, exc)] * len(steps)
+            try:
+                if len(steps) == 1:  # no savepoint needed: its failure fails the transaction
+                    result, apply = steps[0](conn)
+                    outcomes.append((True, result))
+                    applies.append(apply)
+                else:
+                    for step in steps:
+                        conn.execute("SAVEPOINT job")
+                        try:
+                            result, apply = step(conn)
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO job")
+                            conn.execute("RELEASE job")
+                            outcomes.append((False, exc))
+                            continue
+                        conn.execute("RELEASE job")
+                        outcomes.append((True, result))
+                        applies.append(apply)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                return [(False, exc)] * len(steps)
+            for apply in applies:
+                apply()
+        return outcomes
+
+    def _checkpoint(self) -> None:
+        """A passive WAL checkpoint on the worker (the connection never checkpoints on commit:
+        that would fsync on the caller's thread when the commit runs there)."""
+        self._wal_pages = 0
+        self._checkpointing = False
+        with self._conn_lock, contextlib.suppress(sqlite3.Error, StorageError):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- tables: dimension and version -------------------------------------------------------
 
@@ -293,7 +528,9 @@ class SqliteAdapter:
         batch = list(memories)
         if not batch:
             return []
-        return await self._run(self._create_batch, batch, table_name)
+        return await self._submit(
+            functools.partial(self._replace_step, [], batch, table_name), len(batch)
+        )
 
     def _create_batch(self, batch: list[Memory], override: str | None) -> list[UUID]:
         return self._replace_batch([], batch, override)
@@ -301,78 +538,79 @@ class SqliteAdapter:
     def _replace_batch(
         self, ids: list[UUID], batch: list[Memory], override: str | None
     ) -> list[UUID]:
-        """Delete `ids` and insert `batch` in one transaction, then update the indexes once."""
+        """Delete `ids` and insert `batch` in one transaction, then update the indexes once
+        (on the calling thread: the worker's, or a test's)."""
+        return self._commit_one(functools.partial(self._replace_step, ids, batch, override))
+
+    def _replace_step(
+        self, ids: list[UUID], batch: list[Memory], override: str | None, conn: sqlite3.Connection
+    ) -> tuple[list[UUID], Callable[[], None]]:
+        """Delete `ids` and insert `batch` inside the caller's transaction; the ids, and what
+        brings the indexes up to date once that transaction has committed."""
         state: dict[str, tuple[int | None, int]] = {}  # table -> (dimension, version)
         removed: dict[str, list[int]] = {}  # table -> seqs deleted
         added: dict[str, tuple[int, int]] = {}  # table -> (version before, version after)
-        before_seq = 0
-
-        def body(conn: sqlite3.Connection) -> list[UUID]:
-            nonlocal before_seq
-            self._delete_rows(conn, ids, removed)
-            for table in removed:
-                state[table] = self._table_state(conn, table)
-            rows: list[tuple[Any, ...]] = []
-            seen: dict[UUID, int] = {}
-            for index, memory in enumerate(batch):
-                try:
-                    table = override or memory.table_name
-                    if table not in state:
-                        dim, version = self._table_state(conn, table)
-                        state[table] = (dim, version)
-                    dim, version = state[table]
-                    blob = None
-                    if memory.embedding is not None:
-                        got = check_dimension(table, dim, len(memory.embedding))
-                        state[table] = (got, version)
-                        blob = embedding_blob(memory.embedding)
-                    if memory.id in seen:
-                        raise DuplicateMemoryError(memory.id)
-                    seen[memory.id] = index
-                    rows.append(
-                        (
-                            memory.id.bytes,
-                            table,
-                            memory.agent_id.bytes,
-                            memory.entity_id.bytes,
-                            memory.room_id.bytes,
-                            to_micros(memory.created_at),
-                            content_json(memory.content),
-                            metadata_json(memory.metadata),
-                            blob,
-                            int(memory.unique),
-                        )
-                    )
-                except (StorageError, TypeError, ValueError) as exc:
-                    # Rows are checked against existing ids only by the INSERT below; report an
-                    # earlier duplicate first, as the other backends do.
-                    earlier = self._first_existing(conn, batch[:index], None)
-                    if earlier is not None:
-                        raise earlier from None
-                    raise BatchError("create_memories_batch", index, exc) from exc
-            before_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()[0]
+        vectors: dict[str, tuple[list[int], Any] | None] = {}  # table -> rows for its indexes
+        self._delete_rows(conn, ids, removed)
+        for table in removed:
+            state[table] = self._table_state(conn, table)
+        rows: list[tuple[Any, ...]] = []
+        seen: dict[UUID, int] = {}
+        for index, memory in enumerate(batch):
             try:
-                conn.executemany(_INSERT, rows)
-            except sqlite3.IntegrityError as exc:
-                error = self._first_existing(conn, batch, before_seq)
-                raise error or BatchError(
-                    "create_memories_batch", 0, StorageError(str(exc))
-                ) from exc
-            for table, (dim, version) in state.items():
-                added[table] = (version, self._bump(conn, table, dim))
-            return [m.id for m in batch]
+                table = override or memory.table_name
+                if table not in state:
+                    dim, version = self._table_state(conn, table)
+                    state[table] = (dim, version)
+                dim, version = state[table]
+                blob = None
+                if memory.embedding is not None:
+                    got = check_dimension(table, dim, len(memory.embedding))
+                    state[table] = (got, version)
+                    blob = embedding_blob(memory.embedding)
+                if memory.id in seen:
+                    raise DuplicateMemoryError(memory.id)
+                seen[memory.id] = index
+                rows.append(
+                    (
+                        memory.id.bytes,
+                        table,
+                        memory.agent_id.bytes,
+                        memory.entity_id.bytes,
+                        memory.room_id.bytes,
+                        to_micros(memory.created_at),
+                        content_json(memory.content),
+                        metadata_json(memory.metadata),
+                        blob,
+                        int(memory.unique),
+                    )
+                )
+            except (StorageError, TypeError, ValueError) as exc:
+                # Rows are checked against existing ids only by the INSERT below; report an
+                # earlier duplicate first, as the other backends do.
+                earlier = self._first_existing(conn, batch[:index], None)
+                if earlier is not None:
+                    raise earlier from None
+                raise BatchError("create_memories_batch", index, exc) from exc
+        # the seqs this batch writes are above it (read also for the errors' "stored before")
+        before_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()[0]
+        try:
+            conn.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError as exc:
+            error = self._first_existing(conn, batch, before_seq)
+            raise error or BatchError("create_memories_batch", 0, StorageError(str(exc))) from exc
+        for table, (dim, version) in state.items():
+            added[table] = (version, self._bump(conn, table, dim))
+            if self._indexes.has(table):  # (the index lock is held through the write)
+                vectors[table] = self._vectors_since(conn, table, before_seq, dim)
 
-        created = self._write(body)
-        with self._index_lock:
+        def apply() -> None:
             for table, (old, new) in added.items():
                 self._indexes.apply(
-                    table,
-                    old,
-                    new,
-                    removed=removed.get(table, ()),
-                    added=self._vectors_since(table, before_seq, state[table][0]),
+                    table, old, new, removed=removed.get(table, ()), added=vectors.get(table)
                 )
-        return created
+
+        return [m.id for m in batch], apply
 
     @staticmethod
     def _delete_rows(
@@ -407,12 +645,13 @@ class SqliteAdapter:
                 return BatchError("create_memories_batch", index, DuplicateMemoryError(memory.id))
         return None
 
+    @staticmethod
     def _vectors_since(
-        self, table: str, after_seq: int, dim: int | None
+        conn: sqlite3.Connection, table: str, after_seq: int, dim: int | None
     ) -> tuple[list[int], Any] | None:
-        if dim is None or not self._indexes.has(table):
+        if dim is None:
             return None
-        rows = self._db.execute(
+        rows = conn.execute(
             "SELECT seq, embedding FROM memories WHERE table_name = ? AND seq > ?"
             " AND embedding IS NOT NULL ORDER BY seq",
             (table, after_seq),
@@ -426,15 +665,20 @@ class SqliteAdapter:
         batch = list(updates)
         if not batch:
             return []
-        return await self._run(self._update_batch, batch)
+        return await self._submit(functools.partial(self._update_step, batch), len(batch))
 
     def _update_batch(self, batch: list[MemoryUpdate]) -> list[bool]:
+        return self._commit_one(functools.partial(self._update_step, batch))
+
+    def _update_step(
+        self, batch: list[MemoryUpdate], conn: sqlite3.Connection
+    ) -> tuple[list[bool], Callable[[], None]]:
         tables: dict[str, tuple[int | None, int]] = {}
         # table -> seq -> its new embedding blob (None: cleared), the last update of a row winning
         vectors: dict[str, dict[int, bytes | None]] = {}
         versions: dict[str, tuple[int, int]] = {}
 
-        def body(conn: sqlite3.Connection) -> list[bool]:
+        def body() -> list[bool]:
             found: list[bool] = []
             for index, update in enumerate(batch):
                 try:
@@ -481,10 +725,8 @@ class SqliteAdapter:
                 versions[table] = (old, self._bump(conn, table, tables[table][0]))
             return found
 
-        result = self._write(body)
-        with self._index_lock:
-            self._apply_updates(versions, tables, vectors)
-        return result
+        result = body()
+        return result, functools.partial(self._apply_updates, versions, tables, vectors)
 
     def _apply_updates(
         self,
@@ -509,7 +751,7 @@ class SqliteAdapter:
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return 0
-        return await self._run(self._delete_batch, ids)
+        return await self._submit(functools.partial(self._delete_step, ids), len(ids))
 
     async def replace_memories(
         self,
@@ -522,24 +764,28 @@ class SqliteAdapter:
         ids, batch = list(dict.fromkeys(delete_ids)), list(memories)
         if not ids and not batch:
             return []
-        return await self._run(self._replace_batch, ids, batch, table_name)
+        return await self._submit(
+            functools.partial(self._replace_step, ids, batch, table_name), len(ids) + len(batch)
+        )
 
     def _delete_batch(self, ids: list[UUID]) -> int:
+        return self._commit_one(functools.partial(self._delete_step, ids))
+
+    def _delete_step(
+        self, ids: list[UUID], conn: sqlite3.Connection
+    ) -> tuple[int, Callable[[], None]]:
         removed: dict[str, list[int]] = {}
         versions: dict[str, tuple[int, int]] = {}
+        count = self._delete_rows(conn, ids, removed)
+        for table in removed:
+            dim, version = self._table_state(conn, table)
+            versions[table] = (version, self._bump(conn, table, dim))
 
-        def body(conn: sqlite3.Connection) -> int:
-            count = self._delete_rows(conn, ids, removed)
-            for table in removed:
-                dim, version = self._table_state(conn, table)
-                versions[table] = (version, self._bump(conn, table, dim))
-            return count
-
-        count = self._write(body)
-        with self._index_lock:
+        def apply() -> None:
             for table, (old, new) in versions.items():
                 self._indexes.apply(table, old, new, removed=removed[table])
-        return count
+
+        return count, apply
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -553,9 +799,30 @@ class SqliteAdapter:
         return None if row is None else row_to_memory(row)
 
     async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        if query.limit is not None and query.limit <= INLINE_ROWS:
+            found = self._read_here(self._get_many, query)
+            if found is not None:
+                return found[0]
         return await self._run(self._get_many, query)
 
-    def _get_many(self, query: MemoryQuery) -> list[Memory]:
+    def _read_here(self, read: Callable[[A, sqlite3.Connection], T], arg: A) -> tuple[T] | None:
+        """A small read (a room's history: a few rows) answered on the caller's thread from
+        the read-only connection, as `_search_here` answers searches: the hop to the worker
+        and back costs more than the read. That connection never waits for a lock (timeout 0:
+        a WAL reader waits for nothing but another process's recovery) and is not the
+        worker's, whose page cache stays warm for its scans. None when the read must go to
+        the worker (the reader in use or closing, a busy database)."""
+        reader = self._reader
+        if reader is None or not self._index_lock.acquire(blocking=False):
+            return None
+        try:
+            return (read(arg, reader),)
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            self._index_lock.release()
+
+    def _get_many(self, query: MemoryQuery, conn: sqlite3.Connection | None = None) -> list[Memory]:
         where, params = where_clause(query)
         direction = "ASC" if query.order == "asc" else "DESC"
         sql = (
@@ -565,7 +832,7 @@ class SqliteAdapter:
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
-        return [row_to_memory(row) for row in self._db.execute(sql, params)]
+        return [row_to_memory(row) for row in (conn or self._db).execute(sql, params)]
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         return await self._run(self._count, query or MemoryQuery())
@@ -605,12 +872,19 @@ class SqliteAdapter:
             )
             return int(cleared)
 
-        cleared = self._write(body)
-        self._indexes.drop(table)
+        with self._index_lock:
+            cleared = self._write(body)
+            self._indexes.drop(table)
         return cleared
 
     async def embedding_dimension(self, table_name: str) -> int | None:
-        return await self._run(lambda: self._table_state(self._db, table_name)[0])
+        found = self._read_here(self._dimension, table_name)
+        if found is not None:
+            return found[0]
+        return await self._run(self._dimension, table_name)
+
+    def _dimension(self, table: str, conn: sqlite3.Connection | None = None) -> int | None:
+        return self._table_state(conn or self._db, table)[0]
 
     async def search_memories(
         self,
@@ -797,6 +1071,7 @@ class SqliteAdapter:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -159,9 +159,17 @@ class SqliteEventStore(StreamingReads):
     backend = "sqlite"
 
     def __init__(
-        self, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "NORMAL"
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 30.0,
+        synchronous: str = "NORMAL",
+        inline_appends: bool = True,
     ) -> None:
         self.path = Path(path)
+        self._inline_appends = inline_appends
+        """False: every append goes to the worker thread (the audit trail's writes: nothing
+        of them on the event loop)."""
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
@@ -178,10 +186,21 @@ class SqliteEventStore(StreamingReads):
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, busy_timeout: float = 30.0, synchronous: str = "NORMAL"
+        cls,
+        path: str | Path,
+        *,
+        busy_timeout: float = 30.0,
+        synchronous: str = "NORMAL",
+        inline_appends: bool = True,
     ) -> SqliteEventStore:
-        """Open (creating the file, its directory and the tables if needed) the log at `path`."""
-        store = cls(path, busy_timeout=busy_timeout, synchronous=synchronous)
+        """Open (creating the file, its directory and the tables if needed) the log at `path`.
+        `inline_appends` False sends every append to the worker thread (see the module doc)."""
+        store = cls(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            inline_appends=inline_appends,
+        )
         store._executor = ThreadPoolExecutor(1, thread_name_prefix=f"events:{store.path.name}")
         try:
             await store._run(store._connect)
@@ -206,7 +225,11 @@ class SqliteEventStore(StreamingReads):
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
             synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
-            self._inline = str(journal).lower() in ("wal", "memory") and int(synchronous) <= 1
+            self._inline = (
+                self._inline_appends
+                and str(journal).lower() in ("wal", "memory")
+                and int(synchronous) <= 1
+            )
             if self._inline and not memory:
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # the worker checkpoints instead
                 self._checkpoints = True

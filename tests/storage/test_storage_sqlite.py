@@ -77,8 +77,11 @@ async def test_queries_run_on_a_worker_thread(tmp_path: Path) -> None:
     threads: list[str] = []
     assert db._conn is not None
     db._conn.set_trace_callback(lambda _sql: threads.append(threading.current_thread().name))
-    await db.create_memory(make_memory(1))
+    # (a small write or history read while the worker is idle runs on the loop's thread:
+    # tests/storage/test_storage_sqlite_writes.py)
+    await db.create_memories_batch([make_memory(i) for i in range(100)])
     await db.get_memories(MemoryQuery())
+    await db.count_memories()
     assert threads and threading.main_thread().name not in threads
     # While the worker thread is busy, the event loop keeps running other tasks.
     ticks = 0

@@ -1,0 +1,145 @@
+"""The SQLite store's write path: writes queued while the worker is busy share one commit
+(group commit), each still all or nothing; a process killed mid-write (SIGKILL) leaves no
+batch partly written and loses no acknowledged one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from builtin_plugins.sqlite import SqliteAdapter
+from contracts.memory import MemoryQuery
+from contracts.storage import BatchError, DuplicateMemoryError, SearchParams
+
+from .storage_helpers import make_memory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_writes_queued_behind_a_busy_worker_share_one_commit(tmp_path: Path) -> None:
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    assert db._conn is not None
+    commits: list[str] = []
+    db._conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    hold = threading.Event()
+    busy = asyncio.ensure_future(db._run(hold.wait, 10))  # the worker is busy: writes queue
+    writes = [asyncio.ensure_future(db.create_memory(make_memory(i))) for i in range(8)]
+    duplicate = make_memory(99)
+    await asyncio.sleep(0.05)
+    hold.set()
+    await asyncio.gather(busy, *writes)
+    assert commits == ["COMMIT"]  # 8 writes, one transaction
+    # a failing write of a group is rolled back alone, the others commit
+    await db.create_memory(duplicate)
+    hold.clear()
+    busy = asyncio.ensure_future(db._run(hold.wait, 10))
+    ok = asyncio.ensure_future(db.create_memories_batch([make_memory(i) for i in range(3)]))
+    bad = asyncio.ensure_future(db.create_memories_batch([make_memory(100), duplicate]))
+    also = asyncio.ensure_future(db.create_memory(make_memory(101)))
+    await asyncio.sleep(0.05)
+    hold.set()
+    await asyncio.gather(busy, ok, also)
+    with pytest.raises(BatchError) as caught:
+        await bad
+    assert caught.value.index == 1 and isinstance(caught.value.cause, DuplicateMemoryError)
+    assert await db.count_memories() == 8 + 1 + 3 + 1
+    texts = {m.content.text for m in await db.get_memories(MemoryQuery())}
+    assert "m100" not in texts  # the failed batch's first row was rolled back with it
+    await db.close()
+
+
+async def test_a_small_write_with_an_idle_worker_commits_on_the_callers_thread(
+    tmp_path: Path,
+) -> None:
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    assert db._conn is not None
+    threads: list[str] = []
+    db._conn.set_trace_callback(
+        lambda sql: threads.append(threading.current_thread().name) if sql == "COMMIT" else None
+    )
+    await db.create_memory(make_memory(1, embedding=[1.0, 0.0]))
+    assert threads == [threading.current_thread().name]
+    # a big batch goes to the worker (a write inline holds the loop)
+    await db.create_memories_batch([make_memory(i) for i in range(100, 200)])
+    assert len(threads) == 2 and threads[1] != threading.current_thread().name
+    # vector indexes stay in step with writes made inline
+    await db.build_index("flat")
+    await db.create_memory(make_memory(2, embedding=[0.0, 1.0]))
+    found = await db.search_memories([0.0, 1.0], params=SearchParams(k=1))
+    assert found[0][0].content.text == "m2"
+    await db.close()
+
+
+async def test_a_write_waits_for_another_process_holding_the_lock(tmp_path: Path) -> None:
+    """Another connection holds SQLite's write lock: the write is not refused and never
+    blocks the loop; it goes to the worker, which waits for the lock."""
+    path = tmp_path / "x.sqlite3"
+    db = await SqliteAdapter.open(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    write = asyncio.ensure_future(db.create_memory(make_memory(1)))
+    started = time.perf_counter()
+    await asyncio.sleep(0.2)  # the loop runs meanwhile
+    assert time.perf_counter() - started < 1.0 and not write.done()
+    other.execute("COMMIT")
+    await write
+    assert await db.count_memories() == 1
+    other.close()
+    await db.close()
+
+
+def _start_writer(path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.storage.sqlite_writer_child", str(path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _acknowledged(process: subprocess.Popen[str], count: int) -> dict[str, int]:
+    assert process.stdout is not None
+    acked: dict[str, int] = {}
+    while len(acked) < count:
+        line = process.stdout.readline()
+        assert line, f"the writer exited early: {process.communicate()[1]}"
+        batch, size = line.split()
+        acked[batch] = int(size)
+    return acked
+
+
+async def test_kill_9_mid_write_leaves_no_partial_batch_and_loses_no_acknowledged_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crash.sqlite3"
+    process = _start_writer(path)
+    try:
+        acked = await asyncio.to_thread(_acknowledged, process, 300)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    db = await SqliteAdapter.open(path)  # recovers the WAL
+    try:
+        rows = await db.get_memories(MemoryQuery())
+    finally:
+        await db.close()
+    sizes = {m.metadata["batch"]: m.metadata["size"] for m in rows}
+    counts = Counter(m.metadata["batch"] for m in rows)
+    assert all(counts[batch] == size for batch, size in sizes.items()), "a batch stored in part"
+    missing = [batch for batch in acked if batch not in counts]
+    assert not missing, f"{len(missing)} acknowledged batches lost"
+    assert len(counts) >= len(acked)
