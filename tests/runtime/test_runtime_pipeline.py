@@ -25,7 +25,9 @@ from contracts.agent import (
 from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
 from host.characters import load_character
-from host.runtime import AgentRuntime, build_prompt, parse_actions
+from host.directives import parse_actions
+from host.prompt import build_prompt
+from host.runtime import AgentRuntime
 from host.testing import MOCK_PRIORITY
 
 from .runtime_helpers import PIPELINE_EVENTS, KitRig, kit_rig
@@ -503,7 +505,7 @@ async def test_a_message_queued_when_the_agent_stops_is_refused(rig: Rig) -> Non
         runtime.process_message(runtime.new_message("queued", room_id=ROOM, entity_id=USER))
     )
     await asyncio.sleep(0)
-    assert runtime._rooms[ROOM].users == 2  # the second message waits for the room
+    assert runtime.rooms.waiting(ROOM) == 2  # the second message waits for the room
     stopping = asyncio.create_task(runtime.stop())
     await asyncio.sleep(0)
     gate.set()
