@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from loguru import logger
@@ -47,6 +47,9 @@ from host.memory_writer import MemoryWriter
 from host.room_queue import RoomQueue
 from host.state import StateComposer
 from host.turn import TurnParts, run_turn
+
+if TYPE_CHECKING:
+    from loguru import Logger
 
 __all__ = ["AgentRuntime", "ReplyStream", "RuntimeSettings", "agent_id_for"]
 
@@ -163,20 +166,25 @@ class AgentRuntime:
             cache=cache,
             log=log,
         )
-        self._parts = TurnParts(
+        self._parts = self._turn_parts(log)
+
+    def _turn_parts(self, log: Logger) -> TurnParts:
+        """What each message's turn works with (`host.turn`)."""
+        character = self._character
+        return TurnParts(
             agent=self,
             character=character,
             agent_id=self._agent_id,
             settings=self.settings,
             components=self.components,
-            events=events,
-            models=models,
+            events=self.events,
+            models=self.models,
             memories=self.memories,
             state=self.states,
             rooms=self.rooms,
-            scope=scope,
+            scope=self.scope,
             log=log,
-            new_id=ids,
+            new_id=self.ids,
             now=self.now,
             model_preferences=(character.model_provider, character.model_names()),
         )
