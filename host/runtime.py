@@ -180,7 +180,7 @@ class AgentRuntime:
             events=self.events,
             models=self.models,
             memories=self.memories,
-            state=self.states,
+            composer=self.states,
             rooms=self.rooms,
             scope=self.scope,
             log=log,

@@ -93,7 +93,7 @@ class TurnParts:
     events: EventBus
     models: ModelRuntime
     memories: MemoryWriter
-    state: StateComposer
+    composer: StateComposer
     rooms: RoomQueue
     scope: Container
     """The agent's scope: each message opens its ``message`` scope under it."""
@@ -221,7 +221,7 @@ class MessageTurn:
         with self.stage("memory"):
             self.message = await parts.memories.save(message, kind="query")
         with self.stage("providers"):
-            self.state = await parts.state.compose(self.message, services=services)
+            self.state = await parts.composer.compose(self.message, services=services)
         self.responded = should_respond(
             parts.character, self.message, parts.agent_id, groups=parts.settings.respond_in_groups
         )
