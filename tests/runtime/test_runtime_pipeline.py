@@ -418,6 +418,31 @@ async def test_streaming_yields_chunks_and_reply(rig: Rig) -> None:
         assert (payload.room_id, payload.message_id) == (ROOM, message.id)
 
 
+async def test_processed_and_streamed_turns_time_the_same_stages(rig: Rig) -> None:
+    """One turn serves both entry points: the same stages timed, in the same order, and the
+    reply's timings are what MESSAGE_SENT carries."""
+    processed = await rig.runtime.process_message(
+        rig.runtime.new_message("I feel tired", room_id=ROOM, entity_id=USER)
+    )
+    stream = rig.runtime.stream_message(
+        rig.runtime.new_message("I feel sad", room_id=ROOM, entity_id=USER)
+    )
+    await stream.collect()
+    streamed = stream.reply
+    assert streamed is not None
+    stages = ["memory", "providers", "model", "actions", "evaluators", "total"]
+    assert list(processed.timings) == list(streamed.timings) == stages
+    for reply in (processed, streamed):
+        assert all(seconds >= 0 for seconds in reply.timings.values())
+        assert sum(reply.timings[s] for s in stages[:-1]) <= reply.timings["total"]
+    sent = [_field(p, "timings") for p in rig.payloads("message:sent")]
+    assert sent == [processed.timings, streamed.timings]
+    silent = await rig.runtime.process_message(  # not responding: no model stage
+        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER, respond=False)
+    )
+    assert list(silent.timings) == ["memory", "providers", "actions", "evaluators", "total"]
+
+
 async def test_stream_closed_early_releases_the_room(rig: Rig) -> None:
     rig.script_reply("one two three four")
     stream = rig.runtime.stream_message(rig.runtime.new_message("a", room_id=ROOM, entity_id=USER))
