@@ -142,6 +142,10 @@ async def run_turn(
         done(turn.result())
 
 
+_NO_STATE = State()
+"""A turn's state before the providers ran (never changed: a turn replaces it)."""
+
+
 class _Stage:
     """One stage of a turn: its span, and its seconds added to the turn's timings."""
 
@@ -176,7 +180,8 @@ class MessageTurn:
         self.message = message
         self.started = time.perf_counter()
         self.timings: dict[str, float] = {"memory": 0.0}
-        self.state = State()
+        self.state = _NO_STATE
+        """The composed state, once the providers ran."""
         self.responded = False
         self.text = ""
         self.requested: list[str] = []
