@@ -19,6 +19,7 @@ from contracts.memory import *  # noqa: F403
 from contracts.metrics import *  # noqa: F403
 from contracts.models import *  # noqa: F403
 from contracts.plugin import *  # noqa: F403
+from contracts.prompts import *  # noqa: F403
 from contracts.services import *  # noqa: F403
 from contracts.storage import *  # noqa: F403
 from contracts.streaming import *  # noqa: F403

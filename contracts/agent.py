@@ -8,6 +8,9 @@ runtime calls them for every processed message:
   receives an `ActionContext` (the runtime, the message, the state, the results of the actions
   that ran before it) and returns an `ActionResult`;
 - an evaluator runs the same way after the reply was saved (``ctx.reply`` is set).
+
+Each message runs in its own ``message`` container scope: a provider reaches it as
+``state.services``, an action or evaluator as ``ctx.services`` (a `ServiceScope`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from contracts.errors import AgentHostError
 from contracts.memory import Memory
+from contracts.services import ScopeError, ServiceScope
 from contracts.tokens import Token
 
 if TYPE_CHECKING:
@@ -236,6 +240,21 @@ class State(BaseModel):
     providers: dict[str, ProviderResult] = Field(default_factory=dict)
     skipped: dict[str, str] = Field(default_factory=dict)
     """Providers that failed or timed out, with the reason (they add nothing to the state)."""
+    _services: ServiceScope | None = PrivateAttr(default=None)
+
+    @property
+    def services(self) -> ServiceScope:
+        """The message's service scope: resolve a service bound with ``scope="message"`` (built
+        once for this message, torn down when it ends), or any agent or app service.
+
+        Set on the state the runtime composes for a message; `ScopeError` on a state made by
+        hand, or used after its message ended (`ScopeClosedError`, from the scope)."""
+        if self._services is None:
+            raise ScopeError(
+                "this State has no message scope: services are reachable from the state the"
+                " agent runtime composes while it processes a message"
+            )
+        return self._services
 
 
 class ActionResult(BaseModel):
@@ -344,6 +363,12 @@ class ActionContext:
     """The saved reply (set for evaluators and for actions when the reply was already made)."""
     reply_text: str = ""
     """The model's reply text (what the agent is about to say / said)."""
+
+    @property
+    def services(self) -> ServiceScope:
+        """The message's service scope (``state.services``): message-scoped services are built
+        once per message and torn down when it ends; agent and app services resolve too."""
+        return self.state.services
 
 
 ProviderFn = Callable[["Memory", State], Awaitable[ProviderResult] | ProviderResult]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from contracts.errors import AgentHostError
 from contracts.tokens import Token
@@ -53,6 +53,7 @@ __all__ = [
     "ServiceConflictError",
     "ServicePinError",
     "ServiceReleaseError",
+    "ServiceScope",
 ]
 
 
@@ -69,6 +70,29 @@ class Service(Generic[T]):
     lifetime: Lifetime = "singleton"
     scope: Scope = "app"
     priority: int | None = None
+
+
+@runtime_checkable
+class ServiceScope(Protocol):
+    """An open container scope, as component code sees it: resolve the services visible there.
+
+    The runtime opens one ``message`` scope per processed message and hands it to the message's
+    providers (``state.services``), actions and evaluators (``ctx.services``): services bound
+    with ``scope="message"`` are built once per message there and torn down when the message
+    ends; agent and app services are visible through it too.
+    """
+
+    def resolve(self, token: Token[T]) -> T:
+        """The service `token` names (`AsyncServiceError` for one that must be awaited)."""
+        ...
+
+    async def aresolve(self, token: Token[T]) -> T:
+        """The service `token` names, awaiting an async factory or set-up."""
+        ...
+
+    def has(self, token: Token[Any]) -> bool:
+        """Whether something visible from this scope provides `token`."""
+        ...
 
 
 class DependencyError(AgentHostError):

@@ -1,7 +1,7 @@
 """A character's ElizaOS ``messageHandlerTemplate`` as the reply prompt.
 
 ElizaOS templates are Handlebars-style text with ``{{name}}`` placeholders. The runtime's
-prompt (`host.runtime.build_prompt`) is replaced by the template with these filled in:
+prompt (`host.prompt.build_prompt`) is replaced by the template with these filled in:
 
 - ``agentName``, ``bio``, ``system``, ``adjectives``, ``topics``, ``style`` from the character;
 - ``providers`` (every provider's text, as in the default prompt), ``recentMessages`` (the
@@ -12,7 +12,7 @@ prompt (`host.runtime.build_prompt`) is replaced by the template with these fill
 
 Unknown names become empty text (as in ElizaOS). When the template does not place the
 incoming message (``{{message}}`` / ``{{text}}``), it is appended as the default prompt ends
-(``# Message from NAME``), so every model, ELIZA included, sees what to answer.
+(`contracts.prompts.message_section`), so every model, ELIZA included, sees what to answer.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 from contracts.agent import Action, Character, State
 from contracts.memory import Memory
+from contracts.prompts import message_section
 
 __all__ = ["HONOURED_TEMPLATES", "MESSAGE_TEMPLATE", "render_message_template"]
 
@@ -68,5 +69,5 @@ def render_message_template(
 
     prompt = _PLACEHOLDER.sub(fill, template).strip()
     if not placed & {"message", "text"}:
-        prompt += f"\n\n# Message from {sender}\n{message.content.text}"
+        prompt += "\n\n" + message_section(sender, message.content.text)
     return prompt

@@ -24,13 +24,12 @@ from contracts.models import (
     Usage,
 )
 from contracts.plugin import Manifest, Plugin
+from contracts.prompts import message_in_prompt
 
 from .embedding import DEFAULT_DIMENSION, embed
 from .engine import Session
 
 __all__ = ["ElizaPlugin", "ElizaSettings", "last_message"]
-
-MESSAGE_HEADER = "# Message from "
 
 
 class ElizaSettings(BaseModel):
@@ -46,12 +45,10 @@ class ElizaSettings(BaseModel):
 
 def last_message(params: TextParams) -> str:
     """What ELIZA answers: the last user message, or the prompt's message section (the runtime
-    ends its prompts with ``# Message from <name>`` and the text), or the whole prompt."""
+    ends its prompts with one, `contracts.prompts.message_section`), or the whole prompt."""
     if params.prompt is not None:
-        _, found, tail = params.prompt.rpartition(MESSAGE_HEADER)
-        if found:
-            return tail.partition("\n")[2].strip() or tail.strip()
-        return params.prompt.strip()
+        found = message_in_prompt(params.prompt)
+        return found if found is not None else params.prompt.strip()
     users = [m.content for m in params.messages if m.role == "user"]
     return users[-1] if users else ""
 

@@ -25,7 +25,9 @@ from contracts.agent import (
 from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
 from host.characters import load_character
-from host.runtime import AgentRuntime, build_prompt, parse_actions
+from host.directives import parse_actions
+from host.prompt import build_prompt
+from host.runtime import AgentRuntime
 from host.testing import MOCK_PRIORITY
 
 from .runtime_helpers import PIPELINE_EVENTS, KitRig, kit_rig
@@ -416,6 +418,31 @@ async def test_streaming_yields_chunks_and_reply(rig: Rig) -> None:
         assert (payload.room_id, payload.message_id) == (ROOM, message.id)
 
 
+async def test_processed_and_streamed_turns_time_the_same_stages(rig: Rig) -> None:
+    """One turn serves both entry points: the same stages timed, in the same order, and the
+    reply's timings are what MESSAGE_SENT carries."""
+    processed = await rig.runtime.process_message(
+        rig.runtime.new_message("I feel tired", room_id=ROOM, entity_id=USER)
+    )
+    stream = rig.runtime.stream_message(
+        rig.runtime.new_message("I feel sad", room_id=ROOM, entity_id=USER)
+    )
+    await stream.collect()
+    streamed = stream.reply
+    assert streamed is not None
+    stages = ["memory", "providers", "model", "actions", "evaluators", "total"]
+    assert list(processed.timings) == list(streamed.timings) == stages
+    for reply in (processed, streamed):
+        assert all(seconds >= 0 for seconds in reply.timings.values())
+        assert sum(reply.timings[s] for s in stages[:-1]) <= reply.timings["total"]
+    sent = [_field(p, "timings") for p in rig.payloads("message:sent")]
+    assert sent == [processed.timings, streamed.timings]
+    silent = await rig.runtime.process_message(  # not responding: no model stage
+        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER, respond=False)
+    )
+    assert list(silent.timings) == ["memory", "providers", "actions", "evaluators", "total"]
+
+
 async def test_stream_closed_early_releases_the_room(rig: Rig) -> None:
     rig.script_reply("one two three four")
     stream = rig.runtime.stream_message(rig.runtime.new_message("a", room_id=ROOM, entity_id=USER))
@@ -503,7 +530,7 @@ async def test_a_message_queued_when_the_agent_stops_is_refused(rig: Rig) -> Non
         runtime.process_message(runtime.new_message("queued", room_id=ROOM, entity_id=USER))
     )
     await asyncio.sleep(0)
-    assert runtime._rooms[ROOM].users == 2  # the second message waits for the room
+    assert runtime.rooms.waiting(ROOM) == 2  # the second message waits for the room
     stopping = asyncio.create_task(runtime.stop())
     await asyncio.sleep(0)
     gate.set()

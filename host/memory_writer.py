@@ -1,0 +1,96 @@
+"""Saving one agent's memories: embed the text (when enabled and missing), store the memory,
+emit ``MEMORY_CREATED``.
+
+Vectors of another model than the store's (a fallback answered the embedding) are left out:
+the memory is stored without one rather than mixed with the table's model (`host.embeddings`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+from uuid import UUID
+
+from contracts.events import MEMORY_CREATED, MemoryPayload
+from contracts.memory import Memory
+from contracts.models import (
+    TEXT_EMBEDDING,
+    EmbeddingKind,
+    EmbeddingParams,
+    EmbeddingResult,
+    ModelRuntime,
+)
+from contracts.storage import DatabaseAdapter
+from host.embeddings import EmbeddingModelChangedError, EmbeddingSpace
+from host.events import EventBus
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+__all__ = ["MemorySettings", "MemoryWriter"]
+
+
+class MemorySettings(Protocol):
+    """The setting saving reads (config ``agents``)."""
+
+    @property
+    def embed(self) -> bool: ...
+
+
+class MemoryWriter:
+    """Writes the memories of the agent `agent_id` to `database`."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: UUID,
+        database: DatabaseAdapter,
+        models: ModelRuntime,
+        events: EventBus,
+        settings: MemorySettings,
+        embeddings: EmbeddingSpace | None,
+        log: Logger,
+    ) -> None:
+        self._agent_id = agent_id
+        self._database = database
+        self._models = models
+        self._events = events
+        self._settings = settings
+        self.embeddings = embeddings
+        """The embedding model the store's vectors are of (None: not checked, a bare rig)."""
+        self._log = log
+
+    async def save(self, memory: Memory, kind: EmbeddingKind = "passage") -> Memory:
+        """Embed (when enabled and missing; as a `kind` text) and store `memory`; emit
+        ``MEMORY_CREATED``. Returns the memory as stored."""
+        if self._settings.embed and memory.embedding is None and memory.content.text:
+            embedded = await self._models.use_model(
+                TEXT_EMBEDDING, EmbeddingParams(text=memory.content.text, kind=kind)
+            )
+            if await self._storable(embedded, memory.table_name):
+                memory = memory.model_copy(update={"embedding": embedded.vector})
+        await self._database.create_memory(memory)
+        await self._events.emit(
+            MEMORY_CREATED,
+            MemoryPayload(
+                agent_id=self._agent_id,
+                room_id=memory.room_id,
+                entity_id=memory.entity_id,
+                memory_id=memory.id,
+                table_name=memory.table_name,
+                memory=memory,
+            ),
+        )
+        return memory
+
+    async def _storable(self, embedded: EmbeddingResult, table: str) -> bool:
+        space = self.embeddings
+        if space is None:
+            return True
+        if not space.accept(embedded):
+            return False
+        try:
+            await space.ensure(self._database, table)
+        except EmbeddingModelChangedError as exc:
+            self._log.error("{}; memory stored without its embedding", exc)
+            return False
+        return True

@@ -1,0 +1,154 @@
+"""Composing a message's `State` from the providers: the builtin ``recent_messages`` and the
+plugins', run in parallel, each under its timeout and through the provider cache.
+
+A provider that fails, times out or returns something else than a `ProviderResult` is logged,
+listed in ``state.skipped`` and adds nothing. The state carries the message's service scope
+(``state.services``) for the providers and the actions and evaluators after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
+from uuid import UUID
+
+from contracts.agent import Character, Provider, ProviderResult, State
+from contracts.cache import CacheContext, ProviderCacheProtocol
+from contracts.memory import Memory
+from contracts.services import ServiceScope
+from host.components import ComponentRegistry
+from host.invoke import provide
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+__all__ = ["StateComposer", "StateSettings"]
+
+
+class StateSettings(Protocol):
+    """The settings state composition reads (config ``agents``)."""
+
+    @property
+    def provider_timeout(self) -> float: ...
+
+    @property
+    def history(self) -> int: ...
+
+
+RecentMemories = Callable[[UUID, int], Awaitable[list[Memory]]]
+"""A room's latest memories of the conversation, oldest first (`AgentRuntime.recent_memories`)."""
+
+
+class StateComposer:
+    """One agent's state composition: its providers, their timeouts, the provider cache."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: UUID,
+        character: Character,
+        components: ComponentRegistry,
+        settings: StateSettings,
+        recent: RecentMemories,
+        cache: ProviderCacheProtocol | None,
+        log: Logger,
+    ) -> None:
+        self._agent_id = agent_id
+        self._character = character
+        self._components = components
+        self._settings = settings
+        self._recent = recent
+        self.cache = cache
+        """Provider cache consulted for each provider call (None: providers always run)."""
+        self._log = log
+        self._builtin = (Provider(name="recent_messages", get=self._recent_messages, position=-10),)
+
+    async def compose(
+        self, message: Memory, include: Iterable[str] = (), services: ServiceScope | None = None
+    ) -> State:
+        """State for `message` from every non-dynamic provider plus the dynamic ones named in
+        `include`, run in parallel; failing or slow ones are skipped and listed. `services` is
+        the message's scope, reachable as ``state.services`` (None: a state without one)."""
+        wanted = set(include)
+        providers = [
+            p
+            for p in (*self._builtin, *self._components.providers)
+            if not p.dynamic or p.name in wanted
+        ]
+        state = State(
+            values={
+                "agent_id": str(self._agent_id),
+                "agent_name": self._character.name,
+                "room_id": str(message.room_id),
+                "entity_id": str(message.entity_id),
+            }
+        )
+        state._services = services
+        results = await asyncio.gather(*(self._run(p, message, state) for p in providers))
+        texts: list[str] = []
+        for provider, outcome in sorted(
+            zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
+        ):
+            if isinstance(outcome, str):
+                state.skipped[provider.name] = outcome
+                continue
+            state.providers[provider.name] = outcome
+            state.values.update(outcome.values)
+            state.data[provider.name] = outcome.data
+            if outcome.text and not provider.private:
+                texts.append(outcome.text)
+        state.text = "\n\n".join(texts)
+        return state
+
+    async def _run(self, provider: Provider, message: Memory, state: State) -> ProviderResult | str:
+        """`provider`'s result, or why it was skipped."""
+        timeout = (
+            provider.timeout if provider.timeout is not None else self._settings.provider_timeout
+        )
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                result = await self._provide(provider, message, state)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                self._log.warning(
+                    "provider {} timed out after {}s; skipped", provider.name, timeout
+                )
+                return f"timed out after {timeout}s"
+            self._log.opt(exception=exc).warning(
+                "provider {} failed; skipped: {}", provider.name, exc
+            )
+            return f"{type(exc).__name__}: {exc}"
+        if not isinstance(result, ProviderResult):
+            self._log.warning("provider {} returned {!r}; skipped", provider.name, type(result))
+            return f"returned {type(result).__name__}, not ProviderResult"
+        return result
+
+    def _provide(self, provider: Provider, message: Memory, state: State) -> Awaitable[object]:
+        if self.cache is None:
+            return provide(provider, message, state, self._components)
+        context = CacheContext(
+            agent_id=str(self._agent_id),
+            room_id=str(message.room_id),
+            entity_id=str(message.entity_id),
+            message_id=str(message.id),
+        )
+        compute = partial(provide, provider, message, state, self._components)
+        return self.cache.get_or_compute(provider.name, context, compute)
+
+    async def _recent_messages(self, message: Memory, state: State) -> ProviderResult:
+        history = self._settings.history
+        rows = await self._recent(message.room_id, history + 1)
+        rows = [row for row in rows if row.id != message.id][-history:]
+        if not rows:
+            return ProviderResult()
+        lines = []
+        for row in rows:
+            who = self._character.name if row.entity_id == self._agent_id else "user"
+            lines.append(f"{who}: {row.content.text}")
+        return ProviderResult(
+            text="# Recent conversation\n" + "\n".join(lines),
+            values={"recent_message_count": len(rows)},
+        )
