@@ -431,55 +431,65 @@ class PostgresAdapter:
         if not batch:
             return []
         async with self.with_connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                "SELECT id, table_name FROM memories WHERE id = ANY(%s)", ([u.id for u in batch],)
-            )
-            tables_of = {row[0]: row[1] for row in await cursor.fetchall()}
-            dims = await self._lock_tables(conn, set(tables_of.values())) if tables_of else {}
-            found: list[bool] = []
-            for index, update in enumerate(batch):
-                try:
-                    table = tables_of.get(update.id)
-                    if table is None:
-                        found.append(False)
-                        continue
-                    sets: list[sql.Composable] = []
-                    params: list[Any] = []
-                    changes = update.changes
-                    if "content" in changes and update.content is not None:
-                        sets.append(sql.SQL("content = %s::json"))
-                        params.append(content_json(update.content))
-                    if "metadata" in changes and update.metadata is not None:
-                        sets.append(sql.SQL("metadata = %s::json"))
-                        params.append(metadata_json(update.metadata))
-                    if "unique" in changes and update.unique is not None:
-                        sets.append(sql.SQL("is_unique = %s"))
-                        params.append(update.unique)
-                    if "embedding" in changes:
-                        vector = None
-                        if update.embedding is not None:
-                            got = len(update.embedding)
-                            dim = dims.get(table)
-                            if dim is None:
-                                dims[table] = got
-                                await conn.execute(
-                                    "UPDATE memory_tables SET dimension = %s WHERE table_name = %s",
-                                    (got, table),
-                                )
-                            elif got != dim:
-                                raise DimensionMismatchError(table, dim, got)
-                            vector = float32_array(update.embedding)
-                        sets.append(sql.SQL("embedding = %s"))
-                        params.append(vector)
-                    if sets:
-                        statement = sql.SQL("UPDATE memories SET {} WHERE id = %s").format(
-                            sql.SQL(", ").join(sets)
-                        )
-                        await conn.execute(statement, (*params, update.id))
-                    found.append(True)
-                except (StorageError, TypeError, ValueError) as exc:
-                    raise BatchError("update_memories_batch", index, exc) from exc
-            return found
+            return await self.update_on(conn, batch)
+
+    async def update_on(
+        self, conn: AsyncConnection[Any], updates: Sequence[MemoryUpdate]
+    ) -> list[bool]:
+        """`update_memories_batch` on `conn`, inside the caller's transaction (cluster mode
+        commits a message's updates with the room's progress)."""
+        batch = list(updates)
+        if not batch:
+            return []
+        cursor = await conn.execute(
+            "SELECT id, table_name FROM memories WHERE id = ANY(%s)", ([u.id for u in batch],)
+        )
+        tables_of = {row[0]: row[1] for row in await cursor.fetchall()}
+        dims = await self._lock_tables(conn, set(tables_of.values())) if tables_of else {}
+        found: list[bool] = []
+        for index, update in enumerate(batch):
+            try:
+                table = tables_of.get(update.id)
+                if table is None:
+                    found.append(False)
+                    continue
+                sets: list[sql.Composable] = []
+                params: list[Any] = []
+                changes = update.changes
+                if "content" in changes and update.content is not None:
+                    sets.append(sql.SQL("content = %s::json"))
+                    params.append(content_json(update.content))
+                if "metadata" in changes and update.metadata is not None:
+                    sets.append(sql.SQL("metadata = %s::json"))
+                    params.append(metadata_json(update.metadata))
+                if "unique" in changes and update.unique is not None:
+                    sets.append(sql.SQL("is_unique = %s"))
+                    params.append(update.unique)
+                if "embedding" in changes:
+                    vector = None
+                    if update.embedding is not None:
+                        got = len(update.embedding)
+                        dim = dims.get(table)
+                        if dim is None:
+                            dims[table] = got
+                            await conn.execute(
+                                "UPDATE memory_tables SET dimension = %s WHERE table_name = %s",
+                                (got, table),
+                            )
+                        elif got != dim:
+                            raise DimensionMismatchError(table, dim, got)
+                        vector = float32_array(update.embedding)
+                    sets.append(sql.SQL("embedding = %s"))
+                    params.append(vector)
+                if sets:
+                    statement = sql.SQL("UPDATE memories SET {} WHERE id = %s").format(
+                        sql.SQL(", ").join(sets)
+                    )
+                    await conn.execute(statement, (*params, update.id))
+                found.append(True)
+            except (StorageError, TypeError, ValueError) as exc:
+                raise BatchError("update_memories_batch", index, exc) from exc
+        return found
 
     async def delete_memory(self, memory_id: UUID) -> bool:
         return await self.delete_memories_batch([memory_id]) == 1
@@ -489,8 +499,15 @@ class PostgresAdapter:
         if not ids:
             return 0
         async with self.with_connection() as conn, conn.transaction():
-            cursor = await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
-            return cursor.rowcount
+            return await self.delete_on(conn, ids)
+
+    async def delete_on(self, conn: AsyncConnection[Any], memory_ids: Sequence[UUID]) -> int:
+        """`delete_memories_batch` on `conn`, inside the caller's transaction."""
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return 0
+        cursor = await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
+        return cursor.rowcount
 
     async def replace_memories(
         self,

@@ -31,10 +31,12 @@ from contracts.memory import Memory
 from contracts.storage import PooledStore
 
 from .schema import migrate
+from .unit import Unit
 
 __all__ = [
     "Backlogged",
     "Claim",
+    "Committed",
     "Enqueued",
     "Fenced",
     "Outcome",
@@ -84,6 +86,20 @@ class QueuedMessage:
     """This try included."""
     error: str | None
     """The previous try's error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What `RoomQueue.commit` did: the room's next message (its try counted) or None, whether
+    the room was let go, and the outbox rows written (seq, subject, data) to send now."""
+
+    following: QueuedMessage | None
+    released: bool
+    outbox: list[tuple[int, str, bytes]]
+
+
+OutboxEntry = tuple[str, bytes]
+"""A cluster event to send: its NATS subject and data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,17 +280,18 @@ class RoomQueue:
         self,
         claim: Claim,
         message: QueuedMessage,
-        memories: Sequence[Memory],
+        unit: Unit,
         reply: str,
         *,
         take_next: bool = True,
-    ) -> tuple[QueuedMessage | None, bool]:
-        """Commit a processed message: its memories, its reply and the room's progress, in one
+    ) -> Committed:
+        """Commit a processed message: what its `unit` wrote (memories created, updated,
+        deleted, its cluster events into the outbox), its reply and the room's progress, in one
         transaction under the room's fencing token (`Fenced`: nothing written).
 
         With `take_next`, the same transaction takes the room's next message (its try counted)
-        or, when there is none, lets the room go: returns (next message, room released); one
-        round trip per message while a room has a backlog."""
+        or, when there is none, lets the room go; one round trip per message while a room has
+        a backlog."""
         try:
             async with self.store.with_connection() as conn, conn.transaction():
                 await self._check_fence(conn, claim)
@@ -295,12 +312,60 @@ class RoomQueue:
                             (claim.agent_id, claim.room_id),
                         )
                         released = True
+                sent = await self._outbox_on(conn, unit.outbox)
                 # last: the store locks its table's row (the embedding dimension) until commit
-                await self.store.create_missing_on(conn, memories)
-                return following, released
+                await self.store.create_missing_on(conn, unit.memories)
+                if unit.updates:
+                    await self.store.update_on(conn, unit.updates)
+                if unit.deletes:
+                    await self.store.delete_on(conn, unit.deletes)
+                return Committed(following, released, sent)
         except Fenced:
             await self._count("fenced")
             raise
+
+    async def _outbox_on(
+        self, conn: psycopg.AsyncConnection[Any], entries: Sequence[OutboxEntry]
+    ) -> list[tuple[int, str, bytes]]:
+        if not entries:
+            return []
+        cursor = await conn.execute(
+            "INSERT INTO cluster_outbox (origin, subject, data)"
+            " SELECT %s, s, d FROM unnest(%s::text[], %s::bytea[]) AS e(s, d)"
+            " RETURNING seq, subject, data",
+            (self.node_id, [e[0] for e in entries], [e[1] for e in entries]),
+        )
+        return [(int(r[0]), r[1], bytes(r[2])) for r in await cursor.fetchall()]
+
+    async def outbox_relay(
+        self, published: Sequence[int], stale: float, busy: Sequence[int] = (), limit: int = 500
+    ) -> list[tuple[int, str, bytes]]:
+        """Forget the rows `published` (sent by their process), then take the rows to send
+        again: this process's (but those `busy`, being sent now), and any older than `stale` s
+        (a process that died before sending its own). The caller sends them, then
+        `outbox_done`."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            if published:
+                await conn.execute(
+                    "DELETE FROM cluster_outbox WHERE seq = ANY(%s)", (list(published),)
+                )
+            cursor = await conn.execute(
+                "SELECT seq, subject, data FROM cluster_outbox WHERE (origin = %s"
+                " OR created_at < clock_timestamp() - make_interval(secs => %s))"
+                " AND seq <> ALL(%s) ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self.node_id, stale, list(busy), limit),
+            )
+            return [(int(r[0]), r[1], bytes(r[2])) for r in await cursor.fetchall()]
+
+    async def outbox_done(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            async with self.store.with_connection() as conn:
+                await conn.execute("DELETE FROM cluster_outbox WHERE seq = ANY(%s)", (list(seqs),))
+
+    async def outbox_put(self, entries: Sequence[OutboxEntry]) -> list[tuple[int, str, bytes]]:
+        """Store cluster events raised outside a message's unit (sent by `Outbox`)."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            return await self._outbox_on(conn, entries)
 
     async def fail(self, claim: Claim, message: QueuedMessage, error: str, max_tries: int) -> bool:
         """Record a failed try; park the message once it has had `max_tries`. True if parked."""

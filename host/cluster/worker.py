@@ -24,6 +24,7 @@ from host.agents import AgentManager
 from host.runtime import AgentRuntime
 
 from .link import NatsLink, Subjects
+from .outbox import Outbox
 from .queue import Claim, Fenced, QueuedMessage, RoomQueue
 from .unit import Unit, working_on
 
@@ -43,7 +44,9 @@ class Worker:
         link: NatsLink,
         agents: AgentManager,
         settings: ClusterSettings,
+        outbox: Outbox,
     ) -> None:
+        self.outbox = outbox
         self.queue = queue
         self.link = link
         self.agents = agents
@@ -192,13 +195,12 @@ class Worker:
                 await asyncio.sleep(min(0.1 * 2**queued.tries, 2.0))
             return False, None
         text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
-        following, _released = await self.queue.commit(
-            claim, queued, unit.memories, text, take_next=not self._stopping
-        )
+        committed = await self.queue.commit(claim, queued, unit, text, take_next=not self._stopping)
         self.counts["processed"] += 1
         _log.debug("message {} done in {:.3f}s", queued.id, time.perf_counter() - started)
         await self._announce(queued, "done", text, None)
-        return True, following
+        await self.outbox.publish(committed.outbox)
+        return True, committed.following
 
     async def _run(self, runtime: AgentRuntime, queued: QueuedMessage) -> Reply:
         if not queued.stream or queued.origin is None:
