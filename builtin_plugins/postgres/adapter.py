@@ -347,23 +347,25 @@ class PostgresAdapter:
         written."""
         if not memories:
             return []
-        cursor = await conn.execute(
-            "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in memories],)
-        )
-        existing = {row[0] for row in await cursor.fetchall()}
-        batch = [m for m in memories if m.id not in existing]
-        if batch:
-            await self._create(conn, batch, None)
-        return [m.id for m in batch]
+        return await self._create(conn, list(memories), None, missing_only=True)
 
     async def _create(
-        self, conn: AsyncConnection[Any], batch: list[Memory], override: str | None
+        self,
+        conn: AsyncConnection[Any],
+        batch: list[Memory],
+        override: str | None,
+        *,
+        missing_only: bool = False,
     ) -> list[UUID]:
         dims = await self._lock_tables(conn, {override or m.table_name for m in batch})
         cursor = await conn.execute(
             "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in batch],)
         )
         existing = {row[0] for row in await cursor.fetchall()}
+        if missing_only:
+            batch = [m for m in batch if m.id not in existing]
+            if not batch:
+                return []
         fixed: dict[str, int] = {}
         seen: set[UUID] = set()
         rows: list[tuple[Any, ...]] = []

@@ -203,7 +203,12 @@ class ClusterNode:
         """``agenthost.cluster.<what>`` of this worker since it started."""
         if self.worker is None:
             return {}
-        return {f"agenthost.cluster.{k}": v for k, v in self.worker.counts.items()}
+        counts: dict[str | tuple[str, tuple[tuple[str, str], ...]], float] = {
+            f"agenthost.cluster.{k}": float(v) for k, v in self.worker.counts.items()
+        }
+        for phase, seconds in self.worker.seconds.items():  # where its time went
+            counts[f"agenthost.cluster.seconds_{phase}"] = seconds
+        return counts
 
     def metric_gauges(self) -> Reading:
         gauges: dict[str | tuple[str, tuple[tuple[str, str], ...]], float] = {

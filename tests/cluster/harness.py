@@ -180,6 +180,12 @@ class Report:
     retried_requests: int = 0
     takeovers: list[float] = field(default_factory=list)
     chaos: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each group of processes during the run (bench/cluster.py)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """The workers' seconds per phase (host.cluster.worker.PHASES), summed over workers."""
+    processed: int = 0
+    """Messages the workers committed (warm-up included), for `phases` per message."""
 
     @property
     def rate(self) -> float:

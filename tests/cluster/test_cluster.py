@@ -220,6 +220,12 @@ async def test_a_message_failing_every_try_is_parked_with_its_error_and_the_room
         await asyncio.sleep(0.05)
         after = await send(client, "still here", room)
         parked = await poison
+
+        async def counted() -> bool:  # the members' counters come with their heartbeats
+            status = (await client.get("/cluster")).json()
+            return any(m["id"] == "w1" and m["processed"] == 1 for m in status["members"])
+
+        await wait_for(counted, "w1's next heartbeat")
         status = (await client.get("/cluster")).json()
     assert parked.status_code == 502
     assert "poisoned message" in parked.json()["detail"]

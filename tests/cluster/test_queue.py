@@ -62,7 +62,7 @@ async def test_a_worker_whose_room_was_taken_over_cannot_commit(store: PostgresA
     claim_a = await a.claim([AGENT])
     assert claim_a is not None and not claim_a.takeover
     assert await b.claim([AGENT]) is None  # held
-    taken_a = await a.next_message(claim_a)
+    taken_a = claim_a.first
     assert taken_a is not None and taken_a.tries == 1
     await asyncio.sleep(0.4)  # a is paused past its lease
     claim_b = await b.claim([AGENT])
@@ -73,7 +73,7 @@ async def test_a_worker_whose_room_was_taken_over_cannot_commit(store: PostgresA
     assert await a.renew([claim_a]) == set()
     with pytest.raises(Fenced):
         await a.next_message(claim_a)
-    taken_b = await b.next_message(claim_b)
+    taken_b = claim_b.first
     assert taken_b is not None and taken_b.id == incoming.id and taken_b.tries == 2
     committed = await b.commit(claim_b, taken_b, held(taken_b.id, incoming), '{"ok": true}')
     assert (committed.following, committed.released) == (None, True)
@@ -94,7 +94,7 @@ async def test_messages_come_in_arrival_order_and_a_late_one_keeps_the_room(
     claim = await queue.claim([AGENT])
     assert claim is not None
     got = []
-    taken = await queue.next_message(claim)
+    taken = claim.first
     while taken is not None:
         got.append(taken.message.content.text)
         if taken.id == second.id:
@@ -107,7 +107,7 @@ async def test_messages_come_in_arrival_order_and_a_late_one_keeps_the_room(
     await put(queue, message(room, "4"))
     again = await queue.claim([AGENT])
     assert again is not None and again.fence == claim.fence + 1
-    fourth = await queue.next_message(again)
+    fourth = again.first
     assert fourth is not None and fourth.message.content.text == "4"
     committed = await queue.commit(again, fourth, Unit(fourth.id), "{}", take_next=False)
     assert (committed.following, committed.released) == (None, False)
@@ -187,7 +187,7 @@ async def test_a_units_updates_and_deletes_are_held_and_committed_with_the_messa
     await put(queue, incoming)
     claim = await queue.claim([AGENT])
     assert claim is not None
-    taken = await queue.next_message(claim)
+    taken = claim.first
     assert taken is not None
     with working_on(Unit(taken.id)) as unit:
         created = message(room, "created").model_copy(update={"id": unit_ids()})
@@ -223,7 +223,7 @@ async def test_a_units_updates_and_deletes_are_held_and_committed_with_the_messa
     async with store.with_connection() as conn:
         assert await (await conn.execute("SELECT count(*) FROM cluster_outbox")).fetchone() == (0,)
     # the holder's commit writes all of it, and the outbox row
-    taken2 = await other.next_message(claim2)
+    taken2 = claim2.first
     assert taken2 is not None and taken2.id == taken.id
     committed = await other.commit(claim2, taken2, unit, "{}")
     assert [row[1:] for row in committed.outbox] == [("agenthost.cluster.event.test", b"{}")]
