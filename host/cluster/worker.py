@@ -20,6 +20,7 @@ from loguru import logger
 
 from contracts.agent import Reply
 from contracts.cluster import ClusterSettings
+from contracts.storage import StorageError
 from host.agents import AgentManager
 from host.runtime import AgentRuntime
 
@@ -217,9 +218,15 @@ class Worker:
         self.seconds["run"] += ran - started
         text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
         try:
-            committed = await self.queue.commit(
-                claim, queued, unit, text, take_next=not self._stopping
-            )
+            try:
+                committed = await self.queue.commit(
+                    claim, queued, unit, text, take_next=not self._stopping
+                )
+            except StorageError as exc:  # a connection PostgreSQL dropped (a restart): again
+                _log.warning("committing message {} failed ({}); again", queued.id, exc)
+                committed = await self.queue.commit(
+                    claim, queued, unit, text, take_next=not self._stopping
+                )
         finally:
             self.seconds["commit"] += (done := time.perf_counter()) - ran
         self.counts["processed"] += 1
