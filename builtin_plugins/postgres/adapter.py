@@ -304,16 +304,35 @@ class PostgresAdapter:
     # -- tables ---------------------------------------------------------------------------------
 
     @staticmethod
-    async def _lock_tables(conn: AsyncConnection[Any], tables: set[str]) -> dict[str, int | None]:
+    async def _lock_tables(
+        conn: AsyncConnection[Any], tables: set[str], embedded: set[str]
+    ) -> dict[str, int | None]:
+        """The dimensions of `tables`, their rows locked until the commit: for update when
+        this write may fix a dimension (an embedding for a table without one yet, in
+        `embedded`), so two first writers cannot fix different ones; otherwise for share, so
+        that writers to a table run at once (a reset, which updates the row, waits for them)."""
         names = sorted(tables)
         await conn.execute(
             "INSERT INTO memory_tables (table_name) SELECT unnest(%s::text[])"
             " ON CONFLICT (table_name) DO NOTHING",
             (names,),
         )
+        mode = "FOR SHARE"
+        if embedded:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM memory_tables WHERE table_name = ANY(%s)"
+                " AND dimension IS NULL",
+                (sorted(embedded),),
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                mode = "FOR UPDATE"
         cursor = await conn.execute(
-            "SELECT table_name, dimension FROM memory_tables WHERE table_name = ANY(%s)"
-            " ORDER BY table_name FOR UPDATE",
+            sql.SQL(
+                "SELECT table_name, dimension FROM memory_tables WHERE table_name = ANY(%s)"
+                " ORDER BY table_name "
+            )
+            + sql.SQL(mode),
             (names,),
         )
         return {row[0]: row[1] for row in await cursor.fetchall()}
@@ -357,7 +376,11 @@ class PostgresAdapter:
         *,
         missing_only: bool = False,
     ) -> list[UUID]:
-        dims = await self._lock_tables(conn, {override or m.table_name for m in batch})
+        dims = await self._lock_tables(
+            conn,
+            {override or m.table_name for m in batch},
+            {override or m.table_name for m in batch if m.embedding is not None},
+        )
         cursor = await conn.execute(
             "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in batch],)
         )
@@ -447,7 +470,12 @@ class PostgresAdapter:
             "SELECT id, table_name FROM memories WHERE id = ANY(%s)", ([u.id for u in batch],)
         )
         tables_of = {row[0]: row[1] for row in await cursor.fetchall()}
-        dims = await self._lock_tables(conn, set(tables_of.values())) if tables_of else {}
+        embedded = {
+            tables_of[u.id]
+            for u in batch
+            if u.id in tables_of and "embedding" in u.changes and u.embedding is not None
+        }
+        dims = await self._lock_tables(conn, set(tables_of.values()), embedded) if tables_of else {}
         found: list[bool] = []
         for index, update in enumerate(batch):
             try:
