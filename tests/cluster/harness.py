@@ -374,7 +374,13 @@ def restart_postgres(server: Any) -> None:
 
 
 async def fault_run(
-    tmp: Path, *, rooms: int, per_room: int, workers: int = 3, lease: float = 2.0
+    tmp: Path,
+    *,
+    rooms: int,
+    per_room: int,
+    workers: int = 3,
+    lease: float = 2.0,
+    every: float = 3.0,
 ) -> tuple[Report, Chaos]:
     """The fault run: a PostgreSQL and a NATS of its own (both restarted during the run), an API
     process and `workers` workers crashing at named points (the probe) and killed, paused and
@@ -406,6 +412,7 @@ async def fault_run(
             lease=lease,
             restart_nats=restart_nats,
             restart_postgres=lambda: restart_postgres(server),
+            every=every,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(chaos.run(stop))
