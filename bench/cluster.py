@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 from rich.console import Console
@@ -43,7 +46,61 @@ CONCURRENCY = {"eliza": 4, "probe": 1}
 bottleneck of the latency-bound load (16 would saturate the CPU with one worker already)."""
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU of process `pid` (and of its children it waited for)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICK
+
+
+def postgres_cpu(server: Any) -> float:
+    """CPU of the PostgreSQL server: the postmaster, the backends it reaped, the live ones."""
+    postmaster = int(server.get_pid())
+    total = cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == postmaster:
+                total += cpu_seconds(int(entry.name))
+    return total
+
+
+def cpu_snapshot(cluster: LocalCluster, server: Any) -> dict[str, float]:
+    groups = {"api": 0.0, "workers": 0.0, "postgres": postgres_cpu(server)}
+    groups["bench client"] = time.process_time()
+    for name, process in cluster.members.items():
+        group = "workers" if name.startswith("w") else "api"  # "single" counts as api
+        groups[group] += cpu_seconds(process.pid)
+    return groups
+
+
+def worker_phases(cluster: LocalCluster) -> tuple[dict[str, float], int]:
+    """The workers' phase seconds, from the line each logs when it stops."""
+    seconds: dict[str, float] = {}
+    processed = 0
+    for name in cluster.members:
+        for line in cluster.log(name).splitlines():
+            if "worker phases: " in line:
+                item = json.loads(line.split("worker phases: ", 1)[1])
+                processed += int(item["processed"])
+                for phase, value in item["seconds"].items():
+                    seconds[phase] = seconds.get(phase, 0.0) + float(value)
+    return seconds, processed
+
+
 async def one_run(
+    server: Any,
     url: str,
     nats: str,
     tmp: Path,
@@ -53,6 +110,7 @@ async def one_run(
     rooms: int,
     per_room: int,
     clients: int,
+    concurrency: int | None = None,
 ) -> Report:
     """One measurement on a fresh schema; `workers` 0 is the single-process host."""
     import psycopg
@@ -64,7 +122,9 @@ async def one_run(
         await conn.execute(f"CREATE SCHEMA {schema}")
     run_dir = Path(tempfile.mkdtemp(dir=tmp))
     cluster = LocalCluster(schema_uri(url, schema), nats, run_dir)
-    cluster.settings.update(lease=10, poll_interval=0.5, concurrency=CONCURRENCY[model])
+    cluster.settings.update(
+        lease=10, poll_interval=0.5, concurrency=concurrency or CONCURRENCY[model]
+    )
     if model == "eliza":
         cluster.plugins = ["eliza", "postgres"]
     else:
@@ -85,9 +145,15 @@ async def one_run(
         names_ = [str(uuid4()) for _ in range(rooms)]
         # warm-up: one message per process path (imports, first connections)
         await drive(cluster.api_url, [str(uuid4()) for _ in range(4)], 2, concurrency=4)
+        before = cpu_snapshot(cluster, server)
         started = time.perf_counter()
         latencies, _ = await drive(cluster.api_url, names_, per_room, concurrency=clients)
-        return Report(rooms * per_room, time.perf_counter() - started, latencies)
+        report = Report(rooms * per_room, time.perf_counter() - started, latencies)
+        after = cpu_snapshot(cluster, server)
+        report.cpu = {k: after[k] - before[k] for k in before}
+        await asyncio.to_thread(cluster.stop_all)
+        report.phases, report.processed = worker_phases(cluster)
+        return report
     finally:
         await asyncio.to_thread(cluster.stop_all)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -105,17 +171,28 @@ async def throughput(args: argparse.Namespace, tmp: Path) -> None:
     try:
         for model in args.models:
             for load, (rooms, per_room, clients) in loads.items():
+                if load not in args.loads:
+                    continue
                 kind = "eliza" if model == "eliza" else "probe"
                 table = Table(
                     title=f"{model}, {load}: {rooms} rooms x {per_room} messages,"
                     f" {clients} rooms at once (worker concurrency {CONCURRENCY[kind]})"
                 )
-                for column in ("setup", "msg/s", "vs single", "vs 1 worker", "p50 ms", "p99 ms"):
+                columns = ("setup", "msg/s", "vs single", "vs 1 worker", "p50 ms", "p99 ms")
+                columns += ("CPU ms/msg", "CPU vs single", "CPU busy")
+                for column in columns:
                     table.add_column(column, justify="right" if column != "setup" else "left")
+                breakdown = Table(title=f"where the time goes: {model}, {load}")
+                for column in ("setup", *PHASES, "idle share", *CPU_GROUPS):
+                    breakdown.add_column(
+                        column if column in ("setup", "idle share") else f"{column} ms",
+                        justify="right" if column != "setup" else "left",
+                    )
                 single: Report | None = None
                 one: Report | None = None
-                for workers in (0, 1, 2, 4):
+                for workers in args.workers:
                     report = await one_run(
+                        server,
                         str(server.get_uri()),
                         f"nats://127.0.0.1:{port}",
                         tmp,
@@ -129,19 +206,54 @@ async def throughput(args: argparse.Namespace, tmp: Path) -> None:
                         single = report
                     if workers == 1:
                         one = report
-                    assert single is not None
-                    table.add_row(
-                        "single process" if workers == 0 else f"cluster, {workers} worker(s)",
-                        f"{report.rate:,.0f}",
-                        f"{report.rate / single.rate:.2f}x",
-                        f"{report.rate / one.rate:.2f}x" if one is not None and workers else "",
-                        f"{report.percentile(0.5) * 1000:,.0f}",
-                        f"{report.percentile(0.99) * 1000:,.0f}",
-                    )
+                    setup = "single process" if workers == 0 else f"cluster, {workers} worker(s)"
+                    table.add_row(setup, *figures(report, single, one))
+                    breakdown.add_row(setup, *phase_row(report))
                 console.print(table)
+                console.print(breakdown)
     finally:
         stop_process(nats)
         server.cleanup()
+
+
+CPU_GROUPS = ("api", "workers", "postgres", "bench client")
+PHASES = ("claim", "take", "run", "commit", "notify")
+
+
+def host_cpu(report: Report) -> float:
+    """CPU seconds of the host's processes and PostgreSQL (not the bench's client)."""
+    return sum(v for k, v in report.cpu.items() if k != "bench client")
+
+
+def figures(report: Report, single: Report | None, one: Report | None) -> list[str]:
+    cpu = host_cpu(report) / report.messages
+    return [
+        f"{report.rate:,.0f}",
+        f"{report.rate / single.rate:.2f}x" if single is not None else "",
+        f"{report.rate / one.rate:.2f}x" if one is not None and one is not report else "",
+        f"{report.percentile(0.5) * 1000:,.0f}",
+        f"{report.percentile(0.99) * 1000:,.0f}",
+        f"{cpu * 1000:.1f}",
+        f"{cpu / (host_cpu(single) / single.messages):.2f}x" if single is not None else "",
+        f"{sum(report.cpu.values()) / (report.seconds * CORES):.0%}",
+    ]
+
+
+CORES = os.cpu_count() or 1
+
+
+def phase_row(report: Report) -> list[str]:
+    """Per message: each worker phase (wall time, summed over the rooms a worker serves at
+    once), the share of worker time spent idle, CPU of each process group."""
+    row = []
+    n = max(report.processed, 1)
+    for phase in PHASES:
+        row.append(f"{report.phases[phase] / n * 1000:.1f}" if report.phases else "")
+    total = sum(report.phases.values())
+    row.append(f"{report.phases.get('idle', 0) / total:.0%}" if total else "")
+    for group in CPU_GROUPS:
+        row.append(f"{report.cpu.get(group, 0) / report.messages * 1000:.1f}")
+    return row
 
 
 async def faults(args: argparse.Namespace, tmp: Path) -> None:
@@ -180,8 +292,20 @@ async def main() -> None:
     parser.add_argument(
         "--model", choices=("eliza", "wait"), help="only this model (default: both)"
     )
+    parser.add_argument(
+        "--workers", default="0,1,2,4", help="worker counts to run, 0 = single process"
+    )
+    parser.add_argument("--loads", default="many,hot", help="many, hot or both")
+    parser.add_argument("--rooms", type=int, help="many rooms: rooms (default 1,000; quick 200)")
+    parser.add_argument("--per-room", type=int, help="many rooms: messages each (10; quick 5)")
+    parser.add_argument("--hot", type=int, help="hot rooms: messages each (500; quick 50)")
     args = parser.parse_args()
-    args.rooms, args.per_room, args.hot = (200, 5, 50) if args.quick else (1000, 10, 500)
+    rooms, per_room, hot = (200, 5, 50) if args.quick else (1000, 10, 500)
+    args.rooms = args.rooms or rooms
+    args.per_room = args.per_room or per_room
+    args.hot = args.hot or hot
+    args.workers = [int(w) for w in args.workers.split(",")]
+    args.loads = [f"{name} rooms" for name in args.loads.split(",")]
     args.fault_rooms = 12 if args.quick else 40
     args.models = {"eliza": ["eliza"], "wait": ["wait 50 ms"]}.get(
         args.model, ["eliza", "wait 50 ms"]

@@ -7,6 +7,8 @@ pipeline), with per-room order, on this machine's pgserver PostgreSQL and nats-s
 - ``procrastinate``: one job per message with ``lock=<room>`` (its jobs of one lock run one at a
   time, in id order), a worker of `W` concurrent jobs (needs ``pip install procrastinate``; skipped
   otherwise);
+- ``pgmq``: pgmq 1.5.1 installed from its SQL (bench/data/pgmq.sql), a queue per room (it has no
+  per-group order), each worker serving a fixed share of the rooms;
 - ``jetstream``: one stream, a subject per room and one durable pull consumer per room with
   ``max_ack_pending=1`` (JetStream's way to keep one subject's order with several consumers
   processes), `W` tasks serving the rooms.
@@ -35,6 +37,7 @@ from builtin_plugins.postgres import PostgresAdapter
 from contracts.memory import Content, Memory, utc_now
 from host.cluster.local import free_port, start_nats, start_postgres, stop_process
 from host.cluster.queue import RoomQueue
+from host.cluster.unit import Unit
 from host.pytest_plugin import schema_uri
 
 console = Console(width=150)
@@ -87,10 +90,11 @@ async def skip_locked(url: str, rooms: int, per_room: int, workers: int) -> tupl
                 if claim is None:
                     await asyncio.sleep(0.005)
                     continue
-                taken = await queue.next_message(claim)
+                taken = claim.first  # taken with the claim
                 released = False
                 while taken is not None:  # one transaction per message: commit takes the next
-                    taken, released = await queue.commit(claim, taken, [], "{}")
+                    committed = await queue.commit(claim, taken, Unit(taken.id), "{}")
+                    taken, released = committed.following, committed.released
                     done += 1
                 if not released:
                     await queue.release(claim)
@@ -145,6 +149,69 @@ async def with_procrastinate(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker
     return total / ingress, total / elapsed
+
+
+PGMQ_SQL = Path(__file__).parent / "data" / "pgmq.sql"
+
+
+async def with_pgmq(url: str, rooms: int, per_room: int, workers: int) -> tuple[float, float]:
+    """pgmq 1.5.1 (installed from its SQL, bench/data/pgmq.sql): it has no per-group order, so
+    a room's order needs a queue of its own (two tables per room: the queue and its archive)
+    read by one worker at a time; here each worker serves a fixed share of the rooms (no lease,
+    no takeover: the fairest case for pgmq), each message read with a visibility timeout and
+    deleted in one transaction (the commit). Queue creation is timed with ingress."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(url, min_size=1, max_size=workers + 4, open=False)
+    await pool.open(wait=True)
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT to_regclass('pgmq.meta') IS NOT NULL")
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                await conn.execute(PGMQ_SQL.read_text())
+        names = [f"r{uuid4().hex[:16]}" for _ in range(rooms)]
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(16)
+
+        async def create(name: str) -> None:
+            async with gate, pool.connection() as conn:
+                await conn.execute("SELECT pgmq.create(%s)", (name,))
+
+        await asyncio.gather(*(create(name) for name in names))
+
+        async def put(name: str, index: int) -> None:
+            async with gate, pool.connection() as conn:
+                await conn.execute("SELECT pgmq.send(%s, %s::jsonb)", (name, f'{{"i": {index}}}'))
+
+        for index in range(per_room):
+            await asyncio.gather(*(put(name, index) for name in names))
+        ingress = time.perf_counter() - started
+        total = rooms * per_room
+        started = time.perf_counter()
+
+        async def work(share: list[str]) -> None:
+            left = {name: per_room for name in share}
+            while left:
+                for name in list(left):
+                    async with pool.connection() as conn, conn.transaction():
+                        cursor = await conn.execute(
+                            "SELECT msg_id, message FROM pgmq.read(%s, 30, 1)", (name,)
+                        )
+                        row = await cursor.fetchone()
+                        if row is None:
+                            continue
+                        assert row[1]["i"] == per_room - left[name]  # the room's order
+                        await conn.execute("SELECT pgmq.delete(%s, %s::bigint)", (name, row[0]))
+                    left[name] -= 1
+                    if not left[name]:
+                        del left[name]
+
+        await asyncio.gather(*(work(names[i::workers]) for i in range(workers)))
+        elapsed = time.perf_counter() - started
+        return total / ingress, total / elapsed
+    finally:
+        await pool.close()
 
 
 async def jetstream(nats_url: str, rooms: int, per_room: int, workers: int) -> tuple[float, float]:
@@ -224,6 +291,13 @@ async def main() -> None:
                     f"{proc[1]:,.0f}",
                     f"{proc[1] / base[1]:.2f}x",
                 )
+            mq = await with_pgmq(url, rooms, per_room, workers)
+            table.add_row(
+                "pgmq (a queue per room, rooms shared out)",
+                f"{mq[0]:,.0f}",
+                f"{mq[1]:,.0f}",
+                f"{mq[1] / base[1]:.2f}x",
+            )
             jet = await jetstream(f"nats://127.0.0.1:{port}", rooms, per_room, workers)
             table.add_row(
                 "jetstream (consumer per room)",

@@ -304,6 +304,14 @@ class PooledStore(DatabaseAdapter, Protocol):
         """Write those of `memories` not stored yet, on `conn`, in the caller's transaction."""
         ...
 
+    async def update_on(self, conn: Any, updates: Sequence[MemoryUpdate]) -> list[bool]:
+        """`update_memories_batch` on `conn`, in the caller's transaction."""
+        ...
+
+    async def delete_on(self, conn: Any, memory_ids: Sequence[UUID]) -> int:
+        """`delete_memories_batch` on `conn`, in the caller's transaction."""
+        ...
+
 
 @runtime_checkable
 class PooledStoreOpener(Protocol):

@@ -304,16 +304,35 @@ class PostgresAdapter:
     # -- tables ---------------------------------------------------------------------------------
 
     @staticmethod
-    async def _lock_tables(conn: AsyncConnection[Any], tables: set[str]) -> dict[str, int | None]:
+    async def _lock_tables(
+        conn: AsyncConnection[Any], tables: set[str], embedded: set[str]
+    ) -> dict[str, int | None]:
+        """The dimensions of `tables`, their rows locked until the commit: for update when
+        this write may fix a dimension (an embedding for a table without one yet, in
+        `embedded`), so two first writers cannot fix different ones; otherwise for share, so
+        that writers to a table run at once (a reset, which updates the row, waits for them)."""
         names = sorted(tables)
         await conn.execute(
             "INSERT INTO memory_tables (table_name) SELECT unnest(%s::text[])"
             " ON CONFLICT (table_name) DO NOTHING",
             (names,),
         )
+        mode = "FOR SHARE"
+        if embedded:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM memory_tables WHERE table_name = ANY(%s)"
+                " AND dimension IS NULL",
+                (sorted(embedded),),
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                mode = "FOR UPDATE"
         cursor = await conn.execute(
-            "SELECT table_name, dimension FROM memory_tables WHERE table_name = ANY(%s)"
-            " ORDER BY table_name FOR UPDATE",
+            sql.SQL(
+                "SELECT table_name, dimension FROM memory_tables WHERE table_name = ANY(%s)"
+                " ORDER BY table_name "
+            )
+            + sql.SQL(mode),
             (names,),
         )
         return {row[0]: row[1] for row in await cursor.fetchall()}
@@ -347,23 +366,29 @@ class PostgresAdapter:
         written."""
         if not memories:
             return []
-        cursor = await conn.execute(
-            "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in memories],)
-        )
-        existing = {row[0] for row in await cursor.fetchall()}
-        batch = [m for m in memories if m.id not in existing]
-        if batch:
-            await self._create(conn, batch, None)
-        return [m.id for m in batch]
+        return await self._create(conn, list(memories), None, missing_only=True)
 
     async def _create(
-        self, conn: AsyncConnection[Any], batch: list[Memory], override: str | None
+        self,
+        conn: AsyncConnection[Any],
+        batch: list[Memory],
+        override: str | None,
+        *,
+        missing_only: bool = False,
     ) -> list[UUID]:
-        dims = await self._lock_tables(conn, {override or m.table_name for m in batch})
+        dims = await self._lock_tables(
+            conn,
+            {override or m.table_name for m in batch},
+            {override or m.table_name for m in batch if m.embedding is not None},
+        )
         cursor = await conn.execute(
             "SELECT id FROM memories WHERE id = ANY(%s)", ([m.id for m in batch],)
         )
         existing = {row[0] for row in await cursor.fetchall()}
+        if missing_only:
+            batch = [m for m in batch if m.id not in existing]
+            if not batch:
+                return []
         fixed: dict[str, int] = {}
         seen: set[UUID] = set()
         rows: list[tuple[Any, ...]] = []
@@ -431,55 +456,70 @@ class PostgresAdapter:
         if not batch:
             return []
         async with self.with_connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                "SELECT id, table_name FROM memories WHERE id = ANY(%s)", ([u.id for u in batch],)
-            )
-            tables_of = {row[0]: row[1] for row in await cursor.fetchall()}
-            dims = await self._lock_tables(conn, set(tables_of.values())) if tables_of else {}
-            found: list[bool] = []
-            for index, update in enumerate(batch):
-                try:
-                    table = tables_of.get(update.id)
-                    if table is None:
-                        found.append(False)
-                        continue
-                    sets: list[sql.Composable] = []
-                    params: list[Any] = []
-                    changes = update.changes
-                    if "content" in changes and update.content is not None:
-                        sets.append(sql.SQL("content = %s::json"))
-                        params.append(content_json(update.content))
-                    if "metadata" in changes and update.metadata is not None:
-                        sets.append(sql.SQL("metadata = %s::json"))
-                        params.append(metadata_json(update.metadata))
-                    if "unique" in changes and update.unique is not None:
-                        sets.append(sql.SQL("is_unique = %s"))
-                        params.append(update.unique)
-                    if "embedding" in changes:
-                        vector = None
-                        if update.embedding is not None:
-                            got = len(update.embedding)
-                            dim = dims.get(table)
-                            if dim is None:
-                                dims[table] = got
-                                await conn.execute(
-                                    "UPDATE memory_tables SET dimension = %s WHERE table_name = %s",
-                                    (got, table),
-                                )
-                            elif got != dim:
-                                raise DimensionMismatchError(table, dim, got)
-                            vector = float32_array(update.embedding)
-                        sets.append(sql.SQL("embedding = %s"))
-                        params.append(vector)
-                    if sets:
-                        statement = sql.SQL("UPDATE memories SET {} WHERE id = %s").format(
-                            sql.SQL(", ").join(sets)
-                        )
-                        await conn.execute(statement, (*params, update.id))
-                    found.append(True)
-                except (StorageError, TypeError, ValueError) as exc:
-                    raise BatchError("update_memories_batch", index, exc) from exc
-            return found
+            return await self.update_on(conn, batch)
+
+    async def update_on(
+        self, conn: AsyncConnection[Any], updates: Sequence[MemoryUpdate]
+    ) -> list[bool]:
+        """`update_memories_batch` on `conn`, inside the caller's transaction (cluster mode
+        commits a message's updates with the room's progress)."""
+        batch = list(updates)
+        if not batch:
+            return []
+        cursor = await conn.execute(
+            "SELECT id, table_name FROM memories WHERE id = ANY(%s)", ([u.id for u in batch],)
+        )
+        tables_of = {row[0]: row[1] for row in await cursor.fetchall()}
+        embedded = {
+            tables_of[u.id]
+            for u in batch
+            if u.id in tables_of and "embedding" in u.changes and u.embedding is not None
+        }
+        dims = await self._lock_tables(conn, set(tables_of.values()), embedded) if tables_of else {}
+        found: list[bool] = []
+        for index, update in enumerate(batch):
+            try:
+                table = tables_of.get(update.id)
+                if table is None:
+                    found.append(False)
+                    continue
+                sets: list[sql.Composable] = []
+                params: list[Any] = []
+                changes = update.changes
+                if "content" in changes and update.content is not None:
+                    sets.append(sql.SQL("content = %s::json"))
+                    params.append(content_json(update.content))
+                if "metadata" in changes and update.metadata is not None:
+                    sets.append(sql.SQL("metadata = %s::json"))
+                    params.append(metadata_json(update.metadata))
+                if "unique" in changes and update.unique is not None:
+                    sets.append(sql.SQL("is_unique = %s"))
+                    params.append(update.unique)
+                if "embedding" in changes:
+                    vector = None
+                    if update.embedding is not None:
+                        got = len(update.embedding)
+                        dim = dims.get(table)
+                        if dim is None:
+                            dims[table] = got
+                            await conn.execute(
+                                "UPDATE memory_tables SET dimension = %s WHERE table_name = %s",
+                                (got, table),
+                            )
+                        elif got != dim:
+                            raise DimensionMismatchError(table, dim, got)
+                        vector = float32_array(update.embedding)
+                    sets.append(sql.SQL("embedding = %s"))
+                    params.append(vector)
+                if sets:
+                    statement = sql.SQL("UPDATE memories SET {} WHERE id = %s").format(
+                        sql.SQL(", ").join(sets)
+                    )
+                    await conn.execute(statement, (*params, update.id))
+                found.append(True)
+            except (StorageError, TypeError, ValueError) as exc:
+                raise BatchError("update_memories_batch", index, exc) from exc
+        return found
 
     async def delete_memory(self, memory_id: UUID) -> bool:
         return await self.delete_memories_batch([memory_id]) == 1
@@ -489,8 +529,15 @@ class PostgresAdapter:
         if not ids:
             return 0
         async with self.with_connection() as conn, conn.transaction():
-            cursor = await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
-            return cursor.rowcount
+            return await self.delete_on(conn, ids)
+
+    async def delete_on(self, conn: AsyncConnection[Any], memory_ids: Sequence[UUID]) -> int:
+        """`delete_memories_batch` on `conn`, inside the caller's transaction."""
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return 0
+        cursor = await conn.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
+        return cursor.rowcount
 
     async def replace_memories(
         self,

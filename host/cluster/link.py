@@ -148,6 +148,18 @@ class NatsLink:
             return False
         return True
 
+    async def flush(self, wait: int = 2) -> bool:
+        """Until the server has what was published (False when it did not answer)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return False
+        try:
+            await nc.flush(timeout=wait)
+        except Exception as exc:
+            _log.debug("NATS flush failed: {}", exc)
+            return False
+        return True
+
     async def close(self) -> None:
         self._closed = True
         if self._task is not None:

@@ -32,8 +32,9 @@ from host.metrics.sampler import Reading, Sampler
 
 from .dispatch import ClusterDispatch, MessageParked, ReplyTimeout
 from .link import NatsLink, Subjects
+from .outbox import Outbox, Seen, unframe
 from .queue import Backlogged, RoomQueue, default_node_id
-from .unit import UnitAdapter, unit_ids
+from .unit import UnitAdapter, current_unit, unit_ids
 from .worker import Worker
 
 __all__ = ["ClusterConfigError", "ClusterNode", "cluster_router"]
@@ -99,6 +100,7 @@ class ClusterNode:
         self.queue: RoomQueue | None = None
         self.worker: Worker | None = None
         self.dispatch: ClusterDispatch | None = None
+        self.outbox: Outbox | None = None
         self._beat: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -136,12 +138,19 @@ class ClusterNode:
         if sampler is not None:
             sampler.add("cluster", self.metric_counters, kind="counter")
             sampler.add("cluster", self.metric_gauges)
+        self.outbox = Outbox(
+            self.queue,
+            self.link,
+            interval=self.settings.poll_interval,
+            stale=max(5.0, 5 * self.settings.poll_interval),
+        )
+        self.outbox.start()
         await self._bridge_cache(events, cache)
         if self.role in ("api", "both"):
             self.dispatch = ClusterDispatch(self.queue, self.link, self.settings)
             await self.dispatch.start()
         if self.role in ("worker", "both"):
-            self.worker = Worker(self.queue, self.link, agents, self.settings)
+            self.worker = Worker(self.queue, self.link, agents, self.settings, self.outbox)
             await self.worker.start()
 
     async def _bridge_cache(self, events: EventBus, cache: ProviderCache) -> None:
@@ -150,6 +159,8 @@ class ClusterNode:
         also expire) and the events marked for the cluster (emitted elsewhere as
         `from_cluster(event)`)."""
         marked = set(self.settings.events)
+        outbox = self.outbox
+        assert outbox is not None
 
         async def forward(event: Event[Any], payload: EventPayload) -> None:
             if event.name in cache.watched_events:
@@ -162,18 +173,25 @@ class ClusterNode:
                 await self.link.publish(Subjects.CACHE, json.dumps(data).encode())
             if event.name in marked or event.name in marked_events():
                 body = {"from": self.node_id, "payload": payload.model_dump_json()}
-                await self.link.publish(Subjects.event(event.name), json.dumps(body).encode())
+                entry = (Subjects.event(event.name), json.dumps(body).encode())
+                unit = current_unit()
+                if unit is not None:  # sent once the message commits (never if it is fenced)
+                    unit.outbox.append(entry)
+                else:
+                    await outbox.send([entry])
 
         async def invalidate(_subject: str, data: bytes) -> None:
             item = json.loads(data)
             if item.get("from") != self.node_id:
                 cache.handle_event(str(item["event"]), SimpleNamespace(**item["context"]))
 
+        seen = Seen()
+
         async def emit(subject: str, data: bytes) -> None:
-            item = json.loads(data)
+            seq, item = unframe(data)
             event = event_named(Subjects.event_name(subject))
-            if item.get("from") == self.node_id or event is None:
-                return  # ours, or an event this process does not know (its plugin not here)
+            if item.get("from") == self.node_id or event is None or not seen.first(seq):
+                return  # ours, one this process does not know (its plugin not here), or again
             payload = event.payload.model_validate_json(item["payload"])
             await events.emit(from_cluster(event), payload)
 
@@ -185,7 +203,12 @@ class ClusterNode:
         """``agenthost.cluster.<what>`` of this worker since it started."""
         if self.worker is None:
             return {}
-        return {f"agenthost.cluster.{k}": v for k, v in self.worker.counts.items()}
+        counts: dict[str | tuple[str, tuple[tuple[str, str], ...]], float] = {
+            f"agenthost.cluster.{k}": float(v) for k, v in self.worker.counts.items()
+        }
+        for phase, seconds in self.worker.seconds.items():  # where its time went
+            counts[f"agenthost.cluster.seconds_{phase}"] = seconds
+        return counts
 
     def metric_gauges(self) -> Reading:
         gauges: dict[str | tuple[str, tuple[tuple[str, str], ...]], float] = {
@@ -248,6 +271,8 @@ class ClusterNode:
                 await self._beat
         if self.dispatch is not None:
             await self.dispatch.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
         if self.queue is not None and self.worker is None:
             try:
                 await self.queue.heartbeat(self.role, stopped=True)

@@ -15,11 +15,12 @@ claimed by another meanwhile, cannot commit: `Fenced`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 from uuid import UUID
@@ -31,10 +32,12 @@ from contracts.memory import Memory
 from contracts.storage import PooledStore
 
 from .schema import migrate
+from .unit import Unit
 
 __all__ = [
     "Backlogged",
     "Claim",
+    "Committed",
     "Enqueued",
     "Fenced",
     "Outcome",
@@ -71,6 +74,8 @@ class Claim:
     fence: int
     takeover: bool
     """The room was held by another worker whose lease ran out."""
+    first: QueuedMessage | None = field(default=None, compare=False)
+    """The room's oldest waiting message, taken (its try counted) in the claim's transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,20 @@ class QueuedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """What `RoomQueue.commit` did: the room's next message (its try counted) or None, whether
+    the room was let go, and the outbox rows written (seq, subject, data) to send now."""
+
+    following: QueuedMessage | None
+    released: bool
+    outbox: list[tuple[int, str, bytes]]
+
+
+OutboxEntry = tuple[str, bytes]
+"""A cluster event to send: its NATS subject and data."""
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """A message's end: ``done`` with its reply (JSON), or ``parked`` with its error."""
 
@@ -94,6 +113,22 @@ class Outcome:
     status: str
     reply: str | None
     error: str | None
+
+
+COUNTERS = ("processed", "failed", "fenced", "takeovers")
+
+ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
+"""For the queue's bookkeeping (claims, tries, leases, releases, heartbeats): PostgreSQL does not
+wait for the disk before answering. A crash may lose the last of these commits, and that is
+safe: a lost claim leaves the room's token and holder as they were, so its worker's commit is
+refused (`Fenced`) and the room is claimed again; a lost try count allows one more try before
+parking; a lost lease renewal or release ends with the lease. Ingress and `commit` (a message's
+effects and its end) wait for the disk as usual."""
+
+
+PIPELINE_BELOW = 64
+"""A commit writing fewer memories than this runs in pipeline mode; the postgres store writes
+larger batches with COPY (its ``COPY_FROM``), which cannot run in a pipeline."""
 
 
 def default_node_id() -> str:
@@ -107,6 +142,9 @@ class RoomQueue:
         self.store = store
         self.node_id = node_id
         self.lease = lease
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        """This member's counters, written to its ``cluster_workers`` row by `heartbeat` (not in
+        each message's transaction)."""
 
     async def migrate(self) -> None:
         async with self.store.with_connection() as conn:
@@ -124,46 +162,51 @@ class RoomQueue:
         limit: int,
         retry_after: int,
     ) -> Enqueued:
-        """Take `message` for its room (or find it taken already); `Backlogged` when full."""
-        existing = await self._existing(message.id)
-        if existing is not None:
-            return Enqueued(existing, duplicate=True)
+        """Take `message` for its room (or find it taken already); `Backlogged` when full.
+
+        One statement: the room's row raises its backlog and arrival counter (its row lock
+        orders concurrent arrivals) and the message is stored with that number and the
+        database's time taken under the lock (the room's messages are stored in arrival order
+        whichever API process took them); nothing is stored when the room is full."""
         try:
-            async with self.store.with_connection() as conn, conn.transaction():
+            async with (
+                self.store.with_connection() as conn,
+                conn.pipeline(),
+                conn.transaction(),
+            ):
                 cursor = await conn.execute(
-                    "INSERT INTO cluster_rooms AS r (agent_id, room_id, pending, last_seq,"
-                    " waiting_since) VALUES (%s, %s, 1, 1, clock_timestamp())"
+                    "WITH r AS (INSERT INTO cluster_rooms AS r (agent_id, room_id, pending,"
+                    " last_seq, waiting_since) VALUES (%s, %s, 1, 1, clock_timestamp())"
                     " ON CONFLICT (agent_id, room_id) DO UPDATE SET pending = r.pending + 1,"
                     " last_seq = r.last_seq + 1,"
                     " waiting_since = COALESCE(r.waiting_since, clock_timestamp())"
-                    " RETURNING pending, last_seq, clock_timestamp()",
-                    (message.agent_id, message.room_id),
-                )
-                row = await cursor.fetchone()
-                assert row is not None
-                pending, seq = int(row[0]), int(row[1])
-                if pending > limit:
-                    raise Backlogged(pending - 1, limit, retry_after)
-                # the database's time, taken under the room's lock: the room's messages are
-                # stored in arrival order whichever API process took them
-                message = message.model_copy(update={"created_at": row[2].astimezone(UTC)})
-                await conn.execute(
-                    "INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
-                    " message, stream, origin) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    " RETURNING pending, last_seq, clock_timestamp() AS at)"
+                    " INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
+                    " message, stream, origin, created_at)"
+                    " SELECT %s, %s, %s, r.last_seq, %s, %s, %s, %s, r.at FROM r"
+                    " WHERE r.pending <= %s RETURNING room_seq",
                     (
+                        message.agent_id,
+                        message.room_id,
                         message.id,
                         message.agent_id,
                         message.room_id,
-                        seq,
                         idem_key,
                         message.model_dump_json(),
                         stream,
                         origin,
+                        limit,
                     ),
                 )
+                if await cursor.fetchone() is None:
+                    raise Backlogged(limit, limit, retry_after)  # rolled back: not counted
         except psycopg.errors.UniqueViolation:
-            # the same message sent twice at once: the other request stored it first
+            # taken already (a client's retry, or the same message sent twice at once)
             return Enqueued(message.id, duplicate=True)
+        except Backlogged:
+            if await self._existing(message.id) is not None:  # taken before the room filled
+                return Enqueued(message.id, duplicate=True)
+            raise
         return Enqueued(message.id, duplicate=False)
 
     async def _existing(self, message_id: UUID) -> UUID | None:
@@ -190,68 +233,78 @@ class RoomQueue:
     # ------------------------------------------------------------------ worker side
 
     async def claim(self, agents: Sequence[UUID]) -> Claim | None:
-        """Hold a room with messages waiting that nobody holds (or whose lease ran out)."""
-        async with self.store.with_connection() as conn, conn.transaction():
+        """Hold a room with messages waiting that nobody holds (or whose lease ran out), and
+        take its oldest message (`Claim.first`) in the same transaction."""
+        async with (
+            self.store.with_connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
+            await conn.execute(ASYNC_COMMIT)
             cursor = await conn.execute(
                 "WITH c AS (SELECT agent_id, room_id, holder FROM cluster_rooms"
                 " WHERE pending > 0 AND agent_id = ANY(%s)"
                 " AND (holder IS NULL OR lease_until < clock_timestamp())"
-                " ORDER BY waiting_since LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " UPDATE cluster_rooms r SET holder = %s, fence = r.fence + 1,"
+                " ORDER BY waiting_since LIMIT 1 FOR UPDATE SKIP LOCKED),"
+                " r AS (UPDATE cluster_rooms r SET holder = %s, fence = r.fence + 1,"
                 " lease_until = clock_timestamp() + make_interval(secs => %s),"
                 " redeliveries = r.redeliveries + (c.holder IS NOT NULL)::int"
                 " FROM c WHERE r.agent_id = c.agent_id AND r.room_id = c.room_id"
-                " RETURNING r.agent_id, r.room_id, r.fence, c.holder",
-                (list(agents), self.node_id, self.lease),
+                " RETURNING r.agent_id, r.room_id, r.fence, c.holder),"
+                " m AS (UPDATE cluster_messages SET tries = tries + 1, worker = %s"
+                " WHERE id = (SELECT q.id FROM cluster_messages q, c WHERE q.agent_id = c.agent_id"
+                " AND q.room_id = c.room_id AND q.status = 'pending' ORDER BY q.room_seq LIMIT 1)"
+                f" RETURNING {_TAKEN})"
+                " SELECT r.agent_id, r.room_id, r.fence, r.holder, m.* FROM r LEFT JOIN m ON true",
+                (list(agents), self.node_id, self.lease, self.node_id),
             )
             row = await cursor.fetchone()
-            if row is None:
-                return None
-            takeover = row[3] is not None
-            if takeover:
-                await conn.execute(
-                    "UPDATE cluster_workers SET takeovers = takeovers + 1 WHERE id = %s",
-                    (self.node_id,),
-                )
-        return Claim(UUID(str(row[0])), UUID(str(row[1])), int(row[2]), takeover)
+        if row is None:
+            return None
+        takeover = row[3] is not None
+        if takeover:
+            self.counts["takeovers"] += 1
+        first = _queued_row(row[4:])
+        return Claim(UUID(str(row[0])), UUID(str(row[1])), int(row[2]), takeover, first)
 
     async def next_message(self, claim: Claim) -> QueuedMessage | None:
         """The room's oldest waiting message, its try counted; None when the room is empty.
         `Fenced` when the room is no longer this worker's."""
         async with self.store.with_connection() as conn, conn.transaction():
+            await conn.execute(ASYNC_COMMIT)
             await self._check_fence(conn, claim)
             return await self._take_next(conn, claim)
 
     async def _take_next(
         self, conn: psycopg.AsyncConnection[Any], claim: Claim
     ) -> QueuedMessage | None:
-        cursor = await conn.execute(
+        return await _queued(await self._next_query(conn, claim))
+
+    async def _next_query(
+        self, conn: psycopg.AsyncConnection[Any], claim: Claim
+    ) -> psycopg.AsyncCursor[Any]:
+        return await conn.execute(
             "UPDATE cluster_messages SET tries = tries + 1, worker = %s"
             " WHERE id = (SELECT id FROM cluster_messages WHERE agent_id = %s"
             " AND room_id = %s AND status = 'pending' ORDER BY room_seq LIMIT 1)"
-            " RETURNING id, room_seq, message, stream, origin, tries, error",
+            f" RETURNING {_TAKEN}",
             (self.node_id, claim.agent_id, claim.room_id),
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            return None
-        return QueuedMessage(
-            id=UUID(str(row[0])),
-            room_seq=int(row[1]),
-            message=Memory.model_validate_json(row[2]),
-            stream=bool(row[3]),
-            origin=row[4],
-            tries=int(row[5]),
-            error=row[6],
         )
 
     async def _check_fence(self, conn: psycopg.AsyncConnection[Any], claim: Claim) -> None:
         """Lock the room's row and check it is still held under `claim`'s token."""
-        cursor = await conn.execute(
+        await self._fence_check(await self._fence_query(conn, claim), claim)
+
+    async def _fence_query(
+        self, conn: psycopg.AsyncConnection[Any], claim: Claim
+    ) -> psycopg.AsyncCursor[Any]:
+        return await conn.execute(
             "SELECT fence, holder FROM cluster_rooms WHERE agent_id = %s AND room_id = %s"
             " FOR UPDATE",
             (claim.agent_id, claim.room_id),
         )
+
+    async def _fence_check(self, cursor: psycopg.AsyncCursor[Any], claim: Claim) -> None:
         row = await cursor.fetchone()
         if row is None or int(row[0]) != claim.fence or row[1] != self.node_id:
             holder = row[1] if row is not None else None
@@ -264,57 +317,104 @@ class RoomQueue:
         self,
         claim: Claim,
         message: QueuedMessage,
-        memories: Sequence[Memory],
+        unit: Unit,
         reply: str,
         *,
         take_next: bool = True,
-    ) -> tuple[QueuedMessage | None, bool]:
-        """Commit a processed message: its memories, its reply and the room's progress, in one
+    ) -> Committed:
+        """Commit a processed message: what its `unit` wrote (memories created, updated,
+        deleted, its cluster events into the outbox), its reply and the room's progress, in one
         transaction under the room's fencing token (`Fenced`: nothing written).
 
         With `take_next`, the same transaction takes the room's next message (its try counted)
-        or, when there is none, lets the room go: returns (next message, room released); one
-        round trip per message while a room has a backlog."""
+        or, when there is none, lets the room go; one round trip per message while a room has
+        a backlog."""
+        # pipeline mode: the statements go without waiting for each answer (answers are read
+        # where needed), a few round trips instead of one per statement; COPY (large batches
+        # of memories) cannot run in a pipeline
+        pipelined = len(unit.memories) < PIPELINE_BELOW
         try:
             async with self.store.with_connection() as conn, conn.transaction():
-                await self._check_fence(conn, claim)
-                await self._end(conn, claim, message.id, "done", reply=reply, error=None)
-                await conn.execute(
-                    "UPDATE cluster_workers SET processed = processed + 1 WHERE id = %s",
-                    (self.node_id,),
-                )
-                following: QueuedMessage | None = None
-                released = False
-                if take_next:
-                    following = await self._take_next(conn, claim)
-                    if following is None:
-                        # none waits, and none can arrive meanwhile: ingress needs the row lock
-                        await conn.execute(
-                            "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL"
-                            " WHERE agent_id = %s AND room_id = %s",
-                            (claim.agent_id, claim.room_id),
-                        )
-                        released = True
-                # last: the store locks its table's row (the embedding dimension) until commit
-                await self.store.create_missing_on(conn, memories)
-                return following, released
+                async with conn.pipeline() if pipelined else contextlib.nullcontext():
+                    fence = await self._fence_query(conn, claim)
+                    ended = await self._end_query(conn, claim, message.id, "done", reply, None)
+                    taking = await self._next_query(conn, claim) if take_next else None
+                    await self._fence_check(fence, claim)
+                    _check_ended(ended, message.id)
+                    following = await _queued(taking) if taking is not None else None
+                    # none waits, none can arrive meanwhile (ingress needs the row lock): let go
+                    released = take_next and following is None
+                    await self._room_done(conn, claim, release=released)
+                    sent = await self._outbox_on(conn, unit.outbox)
+                    # last: the store locks its table's row (the embedding dimension) until
+                    # the commit
+                    await self.store.create_missing_on(conn, unit.memories)
+                    if unit.updates:
+                        await self.store.update_on(conn, unit.updates)
+                    if unit.deletes:
+                        await self.store.delete_on(conn, unit.deletes)
+                result = Committed(following, released, sent)
         except Fenced:
-            await self._count("fenced")
+            self.counts["fenced"] += 1
             raise
+        self.counts["processed"] += 1
+        return result
+
+    async def _outbox_on(
+        self, conn: psycopg.AsyncConnection[Any], entries: Sequence[OutboxEntry]
+    ) -> list[tuple[int, str, bytes]]:
+        if not entries:
+            return []
+        cursor = await conn.execute(
+            "INSERT INTO cluster_outbox (origin, subject, data)"
+            " SELECT %s, s, d FROM unnest(%s::text[], %s::bytea[]) AS e(s, d)"
+            " RETURNING seq, subject, data",
+            (self.node_id, [e[0] for e in entries], [e[1] for e in entries]),
+        )
+        return [(int(r[0]), r[1], bytes(r[2])) for r in await cursor.fetchall()]
+
+    async def outbox_relay(
+        self, published: Sequence[int], stale: float, busy: Sequence[int] = (), limit: int = 500
+    ) -> list[tuple[int, str, bytes]]:
+        """Forget the rows `published` (sent by their process), then take the rows to send
+        again: this process's (but those `busy`, being sent now), and any older than `stale` s
+        (a process that died before sending its own). The caller sends them, then
+        `outbox_done`."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            if published:
+                await conn.execute(
+                    "DELETE FROM cluster_outbox WHERE seq = ANY(%s)", (list(published),)
+                )
+            cursor = await conn.execute(
+                "SELECT seq, subject, data FROM cluster_outbox WHERE (origin = %s"
+                " OR created_at < clock_timestamp() - make_interval(secs => %s))"
+                " AND seq <> ALL(%s) ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self.node_id, stale, list(busy), limit),
+            )
+            return [(int(r[0]), r[1], bytes(r[2])) for r in await cursor.fetchall()]
+
+    async def outbox_done(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            async with self.store.with_connection() as conn:
+                await conn.execute("DELETE FROM cluster_outbox WHERE seq = ANY(%s)", (list(seqs),))
+
+    async def outbox_put(self, entries: Sequence[OutboxEntry]) -> list[tuple[int, str, bytes]]:
+        """Store cluster events raised outside a message's unit (sent by `Outbox`)."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            return await self._outbox_on(conn, entries)
 
     async def fail(self, claim: Claim, message: QueuedMessage, error: str, max_tries: int) -> bool:
         """Record a failed try; park the message once it has had `max_tries`. True if parked."""
         async with self.store.with_connection() as conn, conn.transaction():
             await self._check_fence(conn, claim)
-            await conn.execute(
-                "UPDATE cluster_workers SET failed = failed + 1 WHERE id = %s", (self.node_id,)
-            )
+            self.counts["failed"] += 1
             if message.tries < max_tries:
                 await conn.execute(
                     "UPDATE cluster_messages SET error = %s WHERE id = %s", (error, message.id)
                 )
                 return False
             await self._end(conn, claim, message.id, "parked", reply=None, error=error)
+            await self._room_done(conn, claim, release=False)
             return True
 
     async def park(self, claim: Claim, message: QueuedMessage, error: str) -> None:
@@ -322,6 +422,7 @@ class RoomQueue:
         async with self.store.with_connection() as conn, conn.transaction():
             await self._check_fence(conn, claim)
             await self._end(conn, claim, message.id, "parked", reply=None, error=error)
+            await self._room_done(conn, claim, release=False)
 
     async def _end(
         self,
@@ -333,25 +434,43 @@ class RoomQueue:
         reply: str | None,
         error: str | None,
     ) -> None:
-        cursor = await conn.execute(
+        cursor = await self._end_query(conn, claim, message_id, status, reply, error)
+        _check_ended(cursor, message_id)
+
+    async def _end_query(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        claim: Claim,
+        message_id: UUID,
+        status: str,
+        reply: str | None,
+        error: str | None,
+    ) -> psycopg.AsyncCursor[Any]:
+        return await conn.execute(
             "UPDATE cluster_messages SET status = %s, reply = %s, error = COALESCE(%s, error),"
             " fence = %s, done_at = clock_timestamp() WHERE id = %s AND status = 'pending'",
             (status, reply, error, claim.fence, message_id),
         )
-        if cursor.rowcount != 1:  # cannot happen under the fence; never count a room twice
-            raise Fenced(f"message {message_id} already ended")
+
+    async def _room_done(
+        self, conn: psycopg.AsyncConnection[Any], claim: Claim, *, release: bool
+    ) -> None:
+        """One message fewer in the room; its lease extended, or the room let go."""
         await conn.execute(
             "UPDATE cluster_rooms SET pending = pending - 1,"
             " waiting_since = CASE WHEN pending > 1 THEN clock_timestamp() END,"
-            " lease_until = clock_timestamp() + make_interval(secs => %s)"
+            " holder = CASE WHEN %s THEN NULL ELSE holder END,"
+            " lease_until = CASE WHEN %s THEN NULL"
+            " ELSE clock_timestamp() + make_interval(secs => %s) END"
             " WHERE agent_id = %s AND room_id = %s",
-            (self.lease, claim.agent_id, claim.room_id),
+            (release, release, self.lease, claim.agent_id, claim.room_id),
         )
 
     async def release(self, claim: Claim) -> bool:
         """Let the room go if it is empty (True); False when a message arrived meanwhile
         (keep going). `Fenced` if it is no longer this worker's."""
         async with self.store.with_connection() as conn, conn.transaction():
+            await conn.execute(ASYNC_COMMIT)
             await self._check_fence(conn, claim)
             cursor = await conn.execute(
                 "UPDATE cluster_rooms SET holder = NULL, lease_until = NULL"
@@ -374,6 +493,7 @@ class RoomQueue:
         if not claims:
             return set()
         async with self.store.with_connection() as conn:
+            await conn.execute(ASYNC_COMMIT)
             cursor = await conn.execute(
                 "UPDATE cluster_rooms r SET lease_until = clock_timestamp()"
                 " + make_interval(secs => %s)"
@@ -391,25 +511,21 @@ class RoomQueue:
             rows = await cursor.fetchall()
         return {(UUID(str(r[0])), UUID(str(r[1]))) for r in rows}
 
-    async def _count(self, column: str) -> None:
-        try:
-            async with self.store.with_connection() as conn:
-                await conn.execute(
-                    f"UPDATE cluster_workers SET {column} = {column} + 1 WHERE id = %s",
-                    (self.node_id,),
-                )
-        except psycopg.Error:
-            pass
-
     # ------------------------------------------------------------------ members
 
     async def heartbeat(self, role: str, *, stopped: bool = False) -> None:
+        """This member is alive (or stopped), with its counters."""
+        counts = [self.counts[name] for name in COUNTERS]
         async with self.store.with_connection() as conn:
+            await conn.execute(ASYNC_COMMIT)
             await conn.execute(
-                "INSERT INTO cluster_workers (id, role, host, pid) VALUES (%s, %s, %s, %s)"
+                "INSERT INTO cluster_workers (id, role, host, pid, processed, failed, fenced,"
+                " takeovers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (id) DO UPDATE SET seen_at = now(),"
-                " stopped_at = CASE WHEN %s THEN now() END",
-                (self.node_id, role, socket.gethostname(), os.getpid(), stopped),
+                " stopped_at = CASE WHEN %s THEN now() END, processed = excluded.processed,"
+                " failed = excluded.failed, fenced = excluded.fenced,"
+                " takeovers = excluded.takeovers",
+                (self.node_id, role, socket.gethostname(), os.getpid(), *counts, stopped),
             )
 
     async def status(self, alive_within: float) -> dict[str, Any]:
@@ -486,3 +602,33 @@ class RoomQueue:
 
 def reply_json(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"))
+
+
+def _check_ended(cursor: psycopg.AsyncCursor[Any], message_id: UUID) -> None:
+    if cursor.rowcount != 1:  # cannot happen under the fence; never count a room twice
+        raise Fenced(f"message {message_id} already ended")
+
+
+_TAKEN = "id, room_seq, message, stream, origin, tries, error, created_at"
+"""The columns of a message taken (`_queued` reads them)."""
+
+
+async def _queued(cursor: psycopg.AsyncCursor[Any]) -> QueuedMessage | None:
+    return _queued_row(await cursor.fetchone())
+
+
+def _queued_row(row: Any) -> QueuedMessage | None:
+    if row is None or row[0] is None:
+        return None
+    return QueuedMessage(
+        id=UUID(str(row[0])),
+        room_seq=int(row[1]),
+        # its time is the arrival's, taken by the database under the room's lock
+        message=Memory.model_validate_json(row[2]).model_copy(
+            update={"created_at": row[7].astimezone(UTC)}
+        ),
+        stream=bool(row[3]),
+        origin=row[4],
+        tries=int(row[5]),
+        error=row[6],
+    )

@@ -6,7 +6,8 @@
 - ``cluster_messages``: every message taken at ingress, in arrival order per room (``room_seq``),
   its status (``pending``, ``done``, ``parked``), tries, last error and the reply (the API process
   reads it there when NATS did not bring it);
-- ``cluster_workers``: the processes of the cluster, their heartbeat and counters.
+- ``cluster_workers``: the processes of the cluster, their heartbeat and counters;
+- ``cluster_outbox``: cluster events committed and not yet sent on NATS (`host.cluster.outbox`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             failed bigint NOT NULL DEFAULT 0,
             fenced bigint NOT NULL DEFAULT 0,
             takeovers bigint NOT NULL DEFAULT 0
+        );
+        """,
+    ),
+    (
+        2,
+        "outbox of cluster events",
+        """
+        CREATE TABLE cluster_outbox (
+            seq bigserial PRIMARY KEY,
+            origin text NOT NULL,
+            subject text NOT NULL,
+            data bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT clock_timestamp()
         );
         """,
     ),

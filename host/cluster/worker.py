@@ -20,10 +20,12 @@ from loguru import logger
 
 from contracts.agent import Reply
 from contracts.cluster import ClusterSettings
+from contracts.storage import StorageError
 from host.agents import AgentManager
 from host.runtime import AgentRuntime
 
 from .link import NatsLink, Subjects
+from .outbox import Outbox
 from .queue import Claim, Fenced, QueuedMessage, RoomQueue
 from .unit import Unit, working_on
 
@@ -35,6 +37,11 @@ REPLY_EXCLUDE: dict[str, object] = {"reply": {"embedding"}}
 
 RoomKey = tuple[UUID, UUID]
 
+PHASES = ("claim", "idle", "take", "run", "commit", "notify")
+"""Where a worker's time goes: claiming rooms (one PostgreSQL transaction each, found or not),
+waiting for work (a wake-up or the next poll), taking a message when the commit did not bring
+it, running the agent's turn (the model's time included), committing, telling the API process."""
+
 
 class Worker:
     def __init__(
@@ -43,7 +50,9 @@ class Worker:
         link: NatsLink,
         agents: AgentManager,
         settings: ClusterSettings,
+        outbox: Outbox,
     ) -> None:
+        self.outbox = outbox
         self.queue = queue
         self.link = link
         self.agents = agents
@@ -57,6 +66,8 @@ class Worker:
             ("processed", "failed", "parked", "fenced", "takeovers", "lost"), 0
         )
         """This process's counters (sampled as metrics; ``GET /cluster`` has the shared ones)."""
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        """Seconds spent in each phase (`PHASES`), summed over the rooms served at once."""
 
     async def start(self) -> None:
         async def wake(_subject: str, _data: bytes) -> None:
@@ -85,6 +96,7 @@ class Worker:
             if self._stopping:
                 self._slots.release()
                 return
+            started = time.perf_counter()
             try:
                 claim = await self.queue.claim(self._agent_ids())
             except Exception as exc:
@@ -92,6 +104,8 @@ class Worker:
                 _log.warning("claiming a room failed ({}); retrying", exc)
                 await self._idle()
                 continue
+            finally:
+                self.seconds["claim"] += time.perf_counter() - started
             if claim is None:
                 self._slots.release()
                 await self._idle()
@@ -105,9 +119,11 @@ class Worker:
 
     async def _idle(self) -> None:
         """Until a wake-up (NATS) or the next poll."""
+        started = time.perf_counter()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
         self._wake.clear()
+        self.seconds["idle"] += time.perf_counter() - started
 
     async def _lease_loop(self) -> None:
         period = min(self.settings.lease / 3, 2.0)
@@ -133,12 +149,12 @@ class Worker:
         key = (claim.agent_id, claim.room_id)
         try:
             runtime = self.agents.get(claim.agent_id)
-            queued = await self.queue.next_message(claim)
+            queued = claim.first
             while True:
                 if queued is None:
                     if self._stopping or await self.queue.release(claim):
                         return
-                    queued = await self.queue.next_message(claim)
+                    queued = await self._next(claim)
                     continue
                 if queued.tries > self.settings.max_tries:
                     error = (
@@ -155,7 +171,7 @@ class Worker:
                             return  # the room was empty and is released (or we stop)
                         continue
                 # parked, or failed (tried again): what comes next, unless stopping
-                queued = None if self._stopping else await self.queue.next_message(claim)
+                queued = None if self._stopping else await self._next(claim)
         except Fenced as exc:
             self.counts["fenced"] += 1
             _log.warning("{}: nothing committed", exc)
@@ -169,6 +185,13 @@ class Worker:
             if self._rooms.get(key, (None,))[0] is claim:
                 del self._rooms[key]
             self._slots.release()
+
+    async def _next(self, claim: Claim) -> QueuedMessage | None:
+        started = time.perf_counter()
+        try:
+            return await self.queue.next_message(claim)
+        finally:
+            self.seconds["take"] += time.perf_counter() - started
 
     async def _process(
         self, claim: Claim, runtime: AgentRuntime, queued: QueuedMessage
@@ -191,14 +214,27 @@ class Worker:
             else:
                 await asyncio.sleep(min(0.1 * 2**queued.tries, 2.0))
             return False, None
+        ran = time.perf_counter()
+        self.seconds["run"] += ran - started
         text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
-        following, _released = await self.queue.commit(
-            claim, queued, unit.memories, text, take_next=not self._stopping
-        )
+        try:
+            try:
+                committed = await self.queue.commit(
+                    claim, queued, unit, text, take_next=not self._stopping
+                )
+            except StorageError as exc:  # a connection PostgreSQL dropped (a restart): again
+                _log.warning("committing message {} failed ({}); again", queued.id, exc)
+                committed = await self.queue.commit(
+                    claim, queued, unit, text, take_next=not self._stopping
+                )
+        finally:
+            self.seconds["commit"] += (done := time.perf_counter()) - ran
         self.counts["processed"] += 1
-        _log.debug("message {} done in {:.3f}s", queued.id, time.perf_counter() - started)
+        _log.debug("message {} done in {:.3f}s", queued.id, done - started)
         await self._announce(queued, "done", text, None)
-        return True, following
+        await self.outbox.publish(committed.outbox)
+        self.seconds["notify"] += time.perf_counter() - done
+        return True, committed.following
 
     async def _run(self, runtime: AgentRuntime, queued: QueuedMessage) -> Reply:
         if not queued.stream or queued.origin is None:
@@ -243,6 +279,10 @@ class Worker:
             _log.warning("releasing rooms failed ({}): they free up when their leases end", exc)
         else:
             _log.info("worker stopped; released {} rooms", released)
+        _log.info(
+            "worker phases: {}",
+            json.dumps({"processed": self.counts["processed"], "seconds": self.seconds}),
+        )
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -180,6 +180,12 @@ class Report:
     retried_requests: int = 0
     takeovers: list[float] = field(default_factory=list)
     chaos: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each group of processes during the run (bench/cluster.py)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """The workers' seconds per phase (host.cluster.worker.PHASES), summed over workers."""
+    processed: int = 0
+    """Messages the workers committed (warm-up included), for `phases` per message."""
 
     @property
     def rate(self) -> float:
@@ -368,7 +374,13 @@ def restart_postgres(server: Any) -> None:
 
 
 async def fault_run(
-    tmp: Path, *, rooms: int, per_room: int, workers: int = 3, lease: float = 2.0
+    tmp: Path,
+    *,
+    rooms: int,
+    per_room: int,
+    workers: int = 3,
+    lease: float = 2.0,
+    every: float = 3.0,
 ) -> tuple[Report, Chaos]:
     """The fault run: a PostgreSQL and a NATS of its own (both restarted during the run), an API
     process and `workers` workers crashing at named points (the probe) and killed, paused and
@@ -400,6 +412,7 @@ async def fault_run(
             lease=lease,
             restart_nats=restart_nats,
             restart_postgres=lambda: restart_postgres(server),
+            every=every,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(chaos.run(stop))

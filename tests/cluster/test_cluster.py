@@ -220,6 +220,12 @@ async def test_a_message_failing_every_try_is_parked_with_its_error_and_the_room
         await asyncio.sleep(0.05)
         after = await send(client, "still here", room)
         parked = await poison
+
+        async def counted() -> bool:  # the members' counters come with their heartbeats
+            status = (await client.get("/cluster")).json()
+            return any(m["id"] == "w1" and m["processed"] == 1 for m in status["members"])
+
+        await wait_for(counted, "w1's next heartbeat")
         status = (await client.get("/cluster")).json()
     assert parked.status_code == 502
     assert "poisoned message" in parked.json()["detail"]
@@ -295,6 +301,13 @@ async def test_without_nats_replies_come_by_polling_and_after_its_restart_events
             await asyncio.sleep(1.5)  # the worker reconnects too (1 s between tries)
             assert (await send(client, "nats again", room)).json()["text"] == "re: nats again"
             await wait_for(lambda: noted("nats again"), "events flowing again")
+            # the events raised while NATS was away were kept in the outbox and sent now
+            for i in range(3):
+                await wait_for(lambda i=i: noted(f"no nats {i}"), f"event {i} from the outbox")
+            await asyncio.sleep(1)  # none sent twice
+            notes = seen.read_text().splitlines()
+            for text in ("with nats", "no nats 0", "no nats 1", "no nats 2", "nats again"):
+                assert notes.count(f"{api.pid} re: {text}") == 1, notes
         lines = await room_lines(cluster, room)
         assert len(lines) == 10 and len(set(lines)) == 10  # nothing lost, nothing doubled
     finally:
@@ -357,3 +370,54 @@ async def test_a_member_with_both_roles_answers_and_reports_its_figures(
         values = {item["name"]: item.get("value") for item in series}
         assert values["agenthost.cluster.nats_connected"] == 1
         assert "agenthost.cluster.rooms_held" in values
+
+
+async def test_a_fenced_tries_edits_and_cluster_events_are_not_kept(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    seen = tmp_path / "events.txt"
+    cluster.env["CLUSTER_PROBE_EVENTS"] = str(seen)
+    cluster.env["CLUSTER_PROBE_HANG"] = "1.5"
+    w1 = cluster.spawn("w1", "worker")
+    w2 = cluster.spawn("w2", "worker")
+    api = cluster.spawn("api", "api")
+    await cluster.wait_workers("w1", "w2")
+    room = str(uuid4())
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
+        for text in ("note keep", "note drop"):
+            assert (await send(client, text, room)).json()["text"] == f"re: {text}"
+        edit = asyncio.create_task(send(client, "EDIT SLOW", room))
+
+        async def slowed() -> bool:
+            return seen.exists() and any(
+                line.endswith(" slow") for line in seen.read_text().splitlines()
+            )
+
+        # the holder made its edits and waits in its MESSAGE_SENT handler, before the commit
+        await wait_for(slowed, "a worker in its turn's last step")
+        pid = next(int(x.split()[0]) for x in seen.read_text().splitlines() if x.endswith("slow"))
+        holder, other = ("w1", "w2") if pid == w1.pid else ("w2", "w1")
+        assert pid in (w1.pid, w2.pid)
+        lines = await room_lines(cluster, room)
+        assert "note keep" in lines and "note drop" in lines  # held back: not in the store yet
+        cluster.kill(holder, signal.SIGSTOP)  # past its lease: the other takes the room over
+        response = await edit
+        assert response.json()["text"] == "re: EDIT SLOW"
+        cluster.kill(holder, signal.SIGCONT)  # its turn ends: commit refused, events dropped
+
+        async def refused() -> bool:  # at its commit, or by its lease renewal first
+            return any(m in cluster.log(holder) for m in ("nothing committed", "lost room"))
+
+        await wait_for(refused, "the paused worker to find its room taken")
+        await asyncio.sleep(1.5)  # its outbox would have been sent by now
+    lines = await room_lines(cluster, room)
+    assert f"note kept by {other}" in lines and "note keep" not in lines
+    assert "note drop" not in lines and f"note kept by {holder}" not in lines
+    assert lines.count("re: EDIT SLOW") == 1
+    rows = await cluster.sql(
+        "SELECT worker, tries, status FROM cluster_messages WHERE room_id = %s ORDER BY room_seq",
+        room,
+    )
+    assert rows[-1] == (other, 2, "done")
+    notes = seen.read_text().splitlines()
+    assert notes.count(f"{api.pid} re: EDIT SLOW") == 1, notes  # the fenced try's: not sent

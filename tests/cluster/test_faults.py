@@ -14,7 +14,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 async def test_under_load_and_faults_nothing_is_lost_doubled_or_reordered(tmp_path: Path) -> None:
-    report, chaos = await fault_run(tmp_path, rooms=12, per_room=15)
+    # long enough for every kind of fault to hit the load (a faster queue ended it before the
+    # pause came round)
+    report, chaos = await fault_run(tmp_path, rooms=12, per_room=25, every=2.0)
     assert (report.lost, report.duplicated, report.out_of_order) == (0, 0, 0)
     assert report.parked == 0
     assert chaos.done["kill"] >= 1 and chaos.done["pause"] >= 1

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from builtin_plugins.postgres import PostgresAdapter
-from contracts.memory import Content, Memory, utc_now
+from contracts.memory import Content, Memory, MemoryUpdate, utc_now
 from host.cluster.queue import Backlogged, Fenced, RoomQueue
 from host.cluster.unit import Unit, UnitAdapter, unit_ids, working_on
 from host.pytest_plugin import fresh_schema, schema_uri
@@ -42,6 +42,10 @@ def message(room: UUID, text: str) -> Memory:
     )
 
 
+def held(message_id: UUID, *memories: Memory) -> Unit:
+    return Unit(message_id, memories=list(memories))
+
+
 async def put(queue: RoomQueue, memory: Memory, limit: int = 100) -> bool:
     taken = await queue.enqueue(
         memory, idem_key=None, origin=None, stream=False, limit=limit, retry_after=1
@@ -58,20 +62,21 @@ async def test_a_worker_whose_room_was_taken_over_cannot_commit(store: PostgresA
     claim_a = await a.claim([AGENT])
     assert claim_a is not None and not claim_a.takeover
     assert await b.claim([AGENT]) is None  # held
-    taken_a = await a.next_message(claim_a)
+    taken_a = claim_a.first
     assert taken_a is not None and taken_a.tries == 1
     await asyncio.sleep(0.4)  # a is paused past its lease
     claim_b = await b.claim([AGENT])
     assert claim_b is not None and claim_b.takeover and claim_b.fence == claim_a.fence + 1
     with pytest.raises(Fenced):
-        await a.commit(claim_a, taken_a, [incoming], '{"late": true}')
+        await a.commit(claim_a, taken_a, held(taken_a.id, incoming), '{"late": true}')
     assert await store.get_memory(incoming.id) is None  # nothing of a's commit
     assert await a.renew([claim_a]) == set()
     with pytest.raises(Fenced):
         await a.next_message(claim_a)
-    taken_b = await b.next_message(claim_b)
+    taken_b = claim_b.first
     assert taken_b is not None and taken_b.id == incoming.id and taken_b.tries == 2
-    assert await b.commit(claim_b, taken_b, [incoming], '{"ok": true}') == (None, True)
+    committed = await b.commit(claim_b, taken_b, held(taken_b.id, incoming), '{"ok": true}')
+    assert (committed.following, committed.released) == (None, True)
     assert await store.get_memory(incoming.id) is not None
     [outcome] = await b.outcomes([incoming.id])
     assert (outcome.status, outcome.reply) == ("done", '{"ok": true}')
@@ -89,21 +94,23 @@ async def test_messages_come_in_arrival_order_and_a_late_one_keeps_the_room(
     claim = await queue.claim([AGENT])
     assert claim is not None
     got = []
-    taken = await queue.next_message(claim)
+    taken = claim.first
     while taken is not None:
         got.append(taken.message.content.text)
         if taken.id == second.id:
             await put(queue, third)  # arrives while the worker holds the room
-        taken, released = await queue.commit(claim, taken, [], "{}")
+        committed = await queue.commit(claim, taken, Unit(taken.id), "{}")
+        taken, released = committed.following, committed.released
     assert got == ["1", "2", "3"] and released
     assert await queue.claim([AGENT]) is None
     # a message arriving after the room was let go is claimed again (by anyone)
     await put(queue, message(room, "4"))
     again = await queue.claim([AGENT])
     assert again is not None and again.fence == claim.fence + 1
-    fourth = await queue.next_message(again)
+    fourth = again.first
     assert fourth is not None and fourth.message.content.text == "4"
-    assert await queue.commit(again, fourth, [], "{}", take_next=False) == (None, False)
+    committed = await queue.commit(again, fourth, Unit(fourth.id), "{}", take_next=False)
+    assert (committed.following, committed.released) == (None, False)
     assert await queue.release(again)
 
 
@@ -166,3 +173,63 @@ async def test_the_unit_adapter_forwards_replace_memories(store: PostgresAdapter
     assert await adapter.replace_memories([old.id], [new]) == [new.id]
     assert await store.get_memory(old.id) is None
     assert await store.get_memory(new.id) == new
+
+
+async def test_a_units_updates_and_deletes_are_held_and_committed_with_the_message(
+    store: PostgresAdapter,
+) -> None:
+    adapter = UnitAdapter(store)
+    room = uuid4()
+    keep, drop = message(room, "keep"), message(room, "drop")
+    await store.create_memories_batch([keep, drop])
+    queue = RoomQueue(store, "w", lease=0.3)
+    incoming = message(room, "edit")
+    await put(queue, incoming)
+    claim = await queue.claim([AGENT])
+    assert claim is not None
+    taken = claim.first
+    assert taken is not None
+    with working_on(Unit(taken.id)) as unit:
+        created = message(room, "created").model_copy(update={"id": unit_ids()})
+        await adapter.create_memory(created)
+        edit = MemoryUpdate(id=keep.id, content=Content(text="kept"))
+        assert await adapter.update_memories_batch([edit, MemoryUpdate(id=uuid4())]) == [
+            True,
+            False,
+        ]
+        assert await adapter.update_memory(
+            MemoryUpdate(id=created.id, content=Content(text="created, edited"))
+        )
+        assert await adapter.delete_memory(drop.id)
+        assert not await adapter.delete_memory(drop.id)  # deleted already (in the unit)
+        assert not await adapter.update_memory(edit.model_copy(update={"id": drop.id}))
+        # the unit sees its own writes; the store does not, yet
+        assert (await adapter.get_memory(keep.id)).content.text == "kept"  # type: ignore[union-attr]
+        assert await adapter.get_memory(drop.id) is None
+        assert (await adapter.get_memory(created.id)).content.text == "created, edited"  # type: ignore[union-attr]
+        assert (await store.get_memory(keep.id)).content.text == "keep"  # type: ignore[union-attr]
+        assert await store.get_memory(drop.id) is not None
+        unit.outbox.append(("agenthost.cluster.event.test", b"{}"))
+    # a commit refused by the fence writes none of it
+    await asyncio.sleep(0.4)
+    other = RoomQueue(store, "other", lease=5)
+    claim2 = await other.claim([AGENT])
+    assert claim2 is not None
+    with pytest.raises(Fenced):
+        await queue.commit(claim, taken, unit, "{}")
+    assert (await store.get_memory(keep.id)).content.text == "keep"  # type: ignore[union-attr]
+    assert await store.get_memory(drop.id) is not None
+    assert await store.get_memory(created.id) is None
+    async with store.with_connection() as conn:
+        assert await (await conn.execute("SELECT count(*) FROM cluster_outbox")).fetchone() == (0,)
+    # the holder's commit writes all of it, and the outbox row
+    taken2 = claim2.first
+    assert taken2 is not None and taken2.id == taken.id
+    committed = await other.commit(claim2, taken2, unit, "{}")
+    assert [row[1:] for row in committed.outbox] == [("agenthost.cluster.event.test", b"{}")]
+    assert (await store.get_memory(keep.id)).content.text == "kept"  # type: ignore[union-attr]
+    assert await store.get_memory(drop.id) is None
+    assert (await store.get_memory(created.id)).content.text == "created, edited"  # type: ignore[union-attr]
+    # a message committed outside of a unit still writes at once
+    assert await adapter.delete_memory(created.id)
+    assert await store.get_memory(created.id) is None

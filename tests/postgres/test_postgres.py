@@ -111,6 +111,31 @@ async def test_pooled_concurrent_writers(url: str) -> None:
         await db.close()
 
 
+async def test_first_writers_racing_fix_one_dimension_and_later_ones_share_the_table(
+    url: str,
+) -> None:
+    """A table's first embedded writes lock its row for update (one dimension wins, the others
+    fail naming it); once fixed, writers only share the row: one holding its transaction open
+    does not hold up another (cluster workers commit at once)."""
+    db = await PostgresAdapter.open(url, max_size=8)
+    try:
+        results = await asyncio.gather(
+            *(db.create_memory(memory([1.0] * dim)) for dim in (2, 3, 2, 3, 4)),
+            return_exceptions=True,
+        )
+        dims = {len(m.embedding or []) for m in await db.get_memories(MemoryQuery())}
+        assert len(dims) == 1
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert failed and all("dimension" in str(r) for r in failed)
+        [dim] = dims
+        async with db.with_connection() as conn, conn.transaction():
+            await db.create_missing_on(conn, [memory([1.0] * dim)])  # row held until commit
+            await asyncio.wait_for(db.create_memory(memory([2.0] * dim)), 5)
+            await asyncio.wait_for(db.create_memory(memory([3.0] * dim)), 5)
+    finally:
+        await db.close()
+
+
 async def test_connection_errors_never_show_the_password() -> None:
     secret = "s3cr3t-passw0rd"
     url = f"postgresql://agent:{secret}@127.0.0.1:1/nowhere"

@@ -7,6 +7,11 @@ pause mid-message); one containing ``POISON`` fails (a bad request: no fallback)
 Crashes (kill -9) at named pipeline points with ``CLUSTER_PROBE_CRASH`` (see `crash`).
 Replies sent by other processes (the cluster event ``from_cluster(MESSAGE_SENT)``) are noted in
 the file ``CLUSTER_PROBE_EVENTS`` names.
+
+The action ``probe_edit`` (keyword ``EDIT``) changes the room's memory ``note keep`` to ``note kept
+by <node>`` and deletes ``note drop``; a message containing ``SLOW`` then waits
+``CLUSTER_PROBE_HANG`` seconds in its ``MESSAGE_SENT`` handler (after the edit, before the
+commit), noting ``<pid> slow`` in ``CLUSTER_PROBE_EVENTS`` first.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from builtin_plugins.eliza.plugin import last_message
+from contracts.agent import Action, ActionContext, ActionResult
 from contracts.cluster import from_cluster
 from contracts.events import (
     MEMORY_CREATED,
@@ -28,6 +34,7 @@ from contracts.events import (
     EventPayload,
     MessagePayload,
 )
+from contracts.memory import Content, MemoryQuery, MemoryUpdate
 from contracts.models import (
     TEXT_LARGE,
     ModelCallError,
@@ -68,12 +75,34 @@ class ProbePlugin(Plugin):
             line = f"{os.getpid()} {payload.message.content.text}\n"
             await asyncio.to_thread(_append, path, line)
 
+    async def edit(self, ctx: ActionContext) -> ActionResult:
+        store = ctx.runtime.database
+        node = os.environ.get("AGENTHOST_CLUSTER__NODE_ID", "?")
+        for memory in await store.get_memories(MemoryQuery(room_id=ctx.message.room_id)):
+            if memory.content.text == "note keep":
+                content = Content(text=f"note kept by {node}")
+                await store.update_memory(MemoryUpdate(id=memory.id, content=content))
+            elif memory.content.text == "note drop":
+                await store.delete_memory(memory.id)
+        return ActionResult()
+
+    def actions(self) -> Sequence[Action]:
+        return (Action("probe_edit", "edits the room's notes", self.edit, keywords=("EDIT",)),)
+
+    async def slow_sent(self, payload: MessagePayload) -> None:
+        crash("sent")
+        if "SLOW" in payload.message.content.text:
+            path = os.environ.get("CLUSTER_PROBE_EVENTS")
+            if path:
+                await asyncio.to_thread(_append, path, f"{os.getpid()} slow\n")
+            await asyncio.sleep(float(os.environ.get("CLUSTER_PROBE_HANG", "3")))
+
     def event_handlers(self) -> Sequence[EventHandler[Any]]:
         return (
             EventHandler(from_cluster(MESSAGE_SENT), self.seen_elsewhere),
             EventHandler(MESSAGE_RECEIVED, at("received")),
             EventHandler(MEMORY_CREATED, at("memory_created")),
-            EventHandler(MESSAGE_SENT, at("sent")),
+            EventHandler(MESSAGE_SENT, self.slow_sent),
         )
 
     def models(self) -> Sequence[ModelHandler[Any, Any]]:
