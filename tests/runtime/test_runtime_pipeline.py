@@ -24,6 +24,7 @@ from contracts.agent import (
 )
 from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
+from contracts.storage import SearchParams
 from contracts.vector import Vector
 from host.characters import load_character
 from host.directives import parse_actions
@@ -677,5 +678,7 @@ async def test_the_history_for_the_prompt_leaves_vectors_unread(
     stored = await rig.db.get_memories(MemoryQuery(room_id=ROOM, order="asc"))
     assert len(stored) == 4 and all(isinstance(m.embedding, Vector) for m in stored)
     assert stored[0].embedding is not None
-    hits = await rig.db.search_memories(stored[0].embedding, MemoryQuery(room_id=ROOM), k=1)
+    hits = await rig.db.search_memories(
+        stored[0].embedding, MemoryQuery(room_id=ROOM), SearchParams(k=1)
+    )
     assert hits[0][0].id == stored[0].id

@@ -493,7 +493,10 @@ async def test_vectors_come_back_as_read_only_float32_arrays(
     one = await memory_store.get_memory(written[0].id)
     page = await memory_store.get_memories(MemoryQuery(order="asc"))
     streamed = [m async for m in MemoryManager(memory_store).get_memories_stream(MemoryQuery())]
-    found = [m for m, _ in await memory_store.search_memories(Vector([1.0, 0.0]), k=2)]
+    found = [
+        m
+        for m, _ in await memory_store.search_memories(Vector([1.0, 0.0]), params=SearchParams(k=2))
+    ]
     for memory in [one, *page, *streamed, *found]:
         assert memory is not None and isinstance(memory.embedding, Vector)
         assert memory.embedding.array.dtype == np.float32

@@ -278,7 +278,8 @@ async def test_search_reads_few_and_many_rows_by_seq(tmp_path: Path, index_type:
         await db.build_index(index_type)
         for k in (10, 256, 257, 400):
             for query in (None, MemoryQuery(entity_id=batch[0].entity_id)):
-                hits = await db.search_memories([1.0, 0.0], query, k=k, index_type=index_type)
+                search = SearchParams(k=k, index_type=index_type)
+                hits = await db.search_memories([1.0, 0.0], query, search)
                 assert len(hits) == k
                 assert [m.id for m, _ in hits] == [m.id for m in batch[:k]]
                 assert all(m == stored(b) for (m, _), b in zip(hits, batch, strict=False))

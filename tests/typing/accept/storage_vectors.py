@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from contracts.memory import Memory
 from contracts.models import EmbeddingResult
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DatabaseAdapter, SearchParams
 from contracts.vector import Vector
 
 
@@ -21,6 +21,6 @@ async def use(db: DatabaseAdapter, memory: Memory, result: EmbeddingResult, who:
     total = sum(x for x in memory.embedding) + len(memory.embedding) + first + float(array[0])
     vector: Vector = result.vector
     built = Memory(agent_id=who, entity_id=who, room_id=who, embedding=Vector(floats))
-    hits = await db.search_memories(vector, k=3)
+    hits = await db.search_memories(vector, params=SearchParams(k=3))
     rows = Vector.rows(np.eye(3))
     return total + len(hits) + len(rows) + (built.embedding or vector).dim
