@@ -24,3 +24,4 @@ from contracts.services import *  # noqa: F403
 from contracts.storage import *  # noqa: F403
 from contracts.streaming import *  # noqa: F403
 from contracts.tokens import *  # noqa: F403
+from contracts.vector import *  # noqa: F403

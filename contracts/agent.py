@@ -341,7 +341,8 @@ class AgentRuntimeLike(Protocol):
         ...
 
     async def recent_memories(self, room_id: UUID, limit: int = 20) -> list[Memory]:
-        """The room's latest `limit` memories of this agent, oldest first."""
+        """The room's latest `limit` memories of this agent, oldest first, without their
+        embeddings (``embedding`` None: a history is read for its text)."""
         ...
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.errors import AgentHostError
+from contracts.vector import Vector
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -61,17 +61,6 @@ def _as_utc(value: datetime, field: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def _check_embedding(value: list[float] | None) -> list[float] | None:
-    if value is None:
-        return None
-    if not value:
-        raise ValueError("embedding must not be empty (use None for no embedding)")
-    for i, x in enumerate(value):
-        if not math.isfinite(x):
-            raise ValueError(f"embedding[{i}] is {x}: values must be finite")
-    return value
-
-
 class Content(BaseModel):
     """The payload of a memory: ``text`` plus any free-form JSON fields (source, actions, ...)."""
 
@@ -84,7 +73,9 @@ class Memory(BaseModel):
     """One remembered item, stored in the table `table_name` of a `DatabaseAdapter`.
 
     ``created_at`` is always timezone-aware UTC (stored with microsecond precision);
-    ``embedding`` has one fixed dimension per table, set by the first write that carries one.
+    ``embedding`` has one fixed dimension per table, set by the first write that carries one;
+    it is a `Vector` (read-only float32; a list of numbers or an array is converted), and a
+    memory read with ``MemoryQuery(with_embeddings=False)`` has None there.
     ``unique`` marks a memory the runtime judged not to duplicate an existing one.
     """
 
@@ -96,7 +87,7 @@ class Memory(BaseModel):
     room_id: UUID
     table_name: str = Field(default=DEFAULT_TABLE, pattern=_TABLE_NAME)
     content: Content = Field(default_factory=Content)
-    embedding: list[float] | None = None
+    embedding: Vector | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utc_now)
     unique: bool = False
@@ -105,11 +96,6 @@ class Memory(BaseModel):
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return _as_utc(value, "created_at")
-
-    @field_validator("embedding")
-    @classmethod
-    def _finite(cls, value: list[float] | None) -> list[float] | None:
-        return _check_embedding(value)
 
     @property
     def cursor(self) -> Cursor:
@@ -129,14 +115,9 @@ class MemoryUpdate(BaseModel):
 
     id: UUID
     content: Content | None = None
-    embedding: list[float] | None = None
+    embedding: Vector | None = None
     metadata: dict[str, Any] | None = None
     unique: bool | None = None
-
-    @field_validator("embedding")
-    @classmethod
-    def _finite(cls, value: list[float] | None) -> list[float] | None:
-        return _check_embedding(value)
 
     @model_validator(mode="after")
     def _no_null_content(self) -> MemoryUpdate:
@@ -220,6 +201,9 @@ class MemoryQuery(BaseModel):
     order: Order = "desc"
     limit: int | None = Field(default=None, ge=0)
     after: Cursor | None = None
+    with_embeddings: bool = True
+    """False: the memories come back with ``embedding`` None, the vectors neither read nor
+    decoded (a prompt's history, a listing: what does not use them should not pay for them)."""
 
     @field_validator("start", "end")
     @classmethod

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_valid
 
 from contracts.errors import AgentHostError
 from contracts.tokens import Token
+from contracts.vector import Vector
 
 __all__ = [
     "MODELS",
@@ -229,14 +230,15 @@ class EmbeddingParams(ModelParams):
 class EmbeddingResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    vectors: list[list[float]]
-    """One vector per input text, in order."""
+    vectors: list[Vector]
+    """One vector per input text, in order (float32 `Vector`s; lists of numbers are converted,
+    and ``Vector.rows(matrix)`` turns a model's output matrix into rows without a copy each)."""
     usage: Usage | None = None
     model: str | None = None
     """The model that made the vectors (stores record it: vectors of two models never mix)."""
 
     @property
-    def vector(self) -> list[float]:
+    def vector(self) -> Vector:
         """The first (for a single text, the only) vector."""
         return self.vectors[0]
 

@@ -99,7 +99,9 @@ async def delete_room_memories(runtime: AgentRuntime, room_id: UUID) -> int:
     """Delete every memory of the agent in `room_id` (every table), `DELETE_BATCH` per
     transaction; how many were deleted."""
     total = 0
-    query = MemoryQuery(agent_id=runtime.agent_id, room_id=room_id, order="asc")
+    query = MemoryQuery(
+        agent_id=runtime.agent_id, room_id=room_id, order="asc", with_embeddings=False
+    )
     while True:
         page = await runtime.database.get_memories(query.model_copy(update={"limit": DELETE_BATCH}))
         if not page:

@@ -28,6 +28,8 @@ class MemoryOut(BaseModel):
     content: dict[str, Any]
     created_at: str
     cursor: str
+    embedding: list[float] | None = None
+    """The memory's vector, only when asked for (``?embeddings=true``)."""
 
 
 class MemoryPage(BaseModel):
@@ -37,7 +39,9 @@ class MemoryPage(BaseModel):
 
 
 def _memory_out(memory: Memory) -> MemoryOut:
+    embedding = memory.embedding
     return MemoryOut(
+        embedding=None if embedding is None else embedding.tolist(),
         id=memory.id,
         agent_id=memory.agent_id,
         entity_id=memory.entity_id,
@@ -58,6 +62,9 @@ async def room_memories(
         Query(description="next_cursor of the last page (opaque)", pattern=CURSOR_PATTERN),
     ] = None,
     order: Annotated[Order, Query()] = "desc",
+    embeddings: Annotated[
+        bool, Query(description="include each memory's vector (not read otherwise)")
+    ] = False,
 ) -> MemoryPage:
     """The room's memories of this agent, newest first by default, `limit` per page."""
     try:
@@ -69,7 +76,12 @@ async def room_memories(
         ) from exc
     rows = await runtime.database.get_memories(
         MemoryQuery(
-            agent_id=runtime.agent_id, room_id=room_id, order=order, limit=limit + 1, after=after
+            agent_id=runtime.agent_id,
+            room_id=room_id,
+            order=order,
+            limit=limit + 1,
+            after=after,
+            with_embeddings=embeddings,
         )
     )
     more = len(rows) > limit

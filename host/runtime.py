@@ -234,17 +234,24 @@ class AgentRuntime:
         return self.models.stream_model(model_type, params, provider=provider)
 
     async def recent_memories(
-        self, room_id: UUID, limit: int = 20, table_name: str | None = DEFAULT_TABLE
+        self,
+        room_id: UUID,
+        limit: int = 20,
+        table_name: str | None = DEFAULT_TABLE,
+        *,
+        with_embeddings: bool = False,
     ) -> list[Memory]:
         """The room's latest `limit` memories of this agent in `table_name` (by default the
         conversation, ``messages``: a plugin's facts or documents about the room are not lines
-        of it; None: every table), oldest first."""
+        of it; None: every table), oldest first; their vectors neither read nor decoded unless
+        `with_embeddings` (a history is read for its text: ``embedding`` is None)."""
         query = MemoryQuery(
             agent_id=self._agent_id,
             room_id=room_id,
             table_name=table_name,
             order="desc",
             limit=limit,
+            with_embeddings=with_embeddings,
         )
         rows = await self._database.get_memories(query)
         rows.reverse()

@@ -11,7 +11,8 @@ store) import nothing else of the host: tests/foundation/test_import_rules.py ch
   `IndexParams`, `IndexSet` (faiss indexes kept in step with a table's versions),
   `VectorIndex`, `check_search`, `query_vector`, `above_threshold` and the float32 helpers;
 - table and metadata helpers: `check_table_name`, `content_json`, `metadata_json` (one JSON
-  text and one set of limits on every store), `trusted_memory` (fast rows read back);
+  text and one set of limits on every store), their inverses `content_from_json` and
+  `metadata_from_json`, `trusted_memory` (fast rows read back);
 - batch-write helpers: `unbatched`, `check_dimension`;
 - wrapping a store: `ForwardingAdapter`;
 - PostgreSQL (imported on first use, with psycopg): `pooled`, `describe_url`, `safe_text`,
@@ -30,7 +31,14 @@ from contracts.storage import BatchError, DimensionMismatchError
 from host.eventstore.recording import PayloadEncoder, schema_version_of
 from host.eventstore.sqlite import SqliteEventStore
 from host.forwarding import ForwardingAdapter
-from host.memory import check_table_name, content_json, metadata_json, trusted_memory
+from host.memory import (
+    check_table_name,
+    content_from_json,
+    content_json,
+    metadata_from_json,
+    metadata_json,
+    trusted_memory,
+)
 from host.secrets import SECRET_KEYS
 from host.vectors import (
     F32,
@@ -73,10 +81,12 @@ __all__ = [
     "check_index_type",
     "check_search",
     "check_table_name",
+    "content_from_json",
     "content_json",
     "describe_url",
     "float32_array",
     "float32_bytes",
+    "metadata_from_json",
     "metadata_json",
     "normalize",
     "pool_gauges",

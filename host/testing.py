@@ -300,7 +300,9 @@ class TestRuntime(AgentRuntime):
 
     async def clear_all_memories(self) -> int:
         """Delete every memory of this agent; how many."""
-        rows = await self.database.get_memories(MemoryQuery(agent_id=self.agent_id))
+        rows = await self.database.get_memories(
+            MemoryQuery(agent_id=self.agent_id, with_embeddings=False)
+        )
         return await self.database.delete_memories_batch([m.id for m in rows])
 
 

@@ -13,17 +13,17 @@ turns true and the owner rebuilds it from its table, the source of truth.
 from __future__ import annotations
 
 import math
-import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
 
 from contracts.storage import IndexType, InvalidQueryError, SearchParams
+from contracts.vector import Vector, VectorLike
 
 __all__ = [
     "EXACT_FILTER_LIMIT",
@@ -46,6 +46,7 @@ __all__ = [
     "float32_bytes",
     "normalize",
     "query_vector",
+    "stored_vector",
     "to_float32",
 ]
 
@@ -188,31 +189,31 @@ def check_index_type(index_type: str) -> IndexType:
     return index_type  # type: ignore[return-value]
 
 
-_PACKERS: dict[int, struct.Struct] = {}  # dimension -> float32 little-endian packer
+def stored_vector(embedding: VectorLike) -> Vector:
+    """`embedding` as a `Vector` (itself when it is one, the usual case: `Memory` validated it);
+    ValueError for values a Vector refuses (a list put in by ``model_copy``, which validates
+    nothing: non-finite, overflowing float32, empty)."""
+    return embedding if type(embedding) is Vector else Vector(embedding)
 
 
-def float32_bytes(embedding: Sequence[float]) -> bytes:
-    """float32 little-endian bytes of `embedding`, as every backend stores it.
-
-    ValueError if a value overflows float32. A cached `struct.Struct` per dimension packs 384
-    floats in about 2 us, 3x faster than numpy with an overflow check (``np.errstate``)."""
-    n = len(embedding)
-    packer = _PACKERS.get(n)
-    if packer is None:
-        packer = _PACKERS.setdefault(n, struct.Struct(f"<{n}f"))
-    try:
-        return packer.pack(*embedding)
-    except (OverflowError, struct.error) as exc:
-        raise ValueError(f"embedding values overflow float32: {exc}") from exc
+def float32_bytes(embedding: VectorLike) -> bytes:
+    """float32 little-endian bytes of `embedding`, as every backend stores it (ValueError as
+    `stored_vector`). A `Vector` hands over its array's bytes: 0.2 us for 384 values."""
+    if type(embedding) is Vector:
+        return embedding.tobytes()
+    return Vector(embedding).tobytes()
 
 
-def float32_array(embedding: Sequence[float]) -> F32:
-    """`embedding` as a read-only float32 array (ValueError if a value overflows float32)."""
-    return np.frombuffer(float32_bytes(embedding), "<f4")
+def float32_array(embedding: VectorLike) -> F32:
+    """`embedding` as a read-only float32 array (ValueError as `stored_vector`), no copy for a
+    `Vector`."""
+    return stored_vector(embedding).array
 
 
-def as_vector(embedding: Sequence[float] | npt.ArrayLike) -> F64:
+def as_vector(embedding: VectorLike | npt.ArrayLike) -> F64:
     """A 1-d float64 copy of `embedding` (exact for Python floats: nothing overflows yet)."""
+    if type(embedding) is Vector:
+        return embedding.array.astype(np.float64)
     return np.array(embedding, dtype=np.float64).reshape(-1)
 
 
@@ -220,7 +221,7 @@ def query_vector(embedding: Sequence[float] | npt.ArrayLike, dim: int) -> F32:
     """The normalised 1 x dim float32 query; `InvalidQueryError` for a zero or non-finite vector.
 
     Normalised in float64, so values beyond float32's range still give a unit vector."""
-    q = as_vector(embedding)
+    q = embedding if _is_f64(embedding) else as_vector(embedding)
     if len(q) != dim:
         raise InvalidQueryError(f"query embedding has {len(q)} dimensions, expected {dim}")
     # vdot: a norm beyond float64 becomes inf (refused below) without the overflow warning
@@ -228,8 +229,12 @@ def query_vector(embedding: Sequence[float] | npt.ArrayLike, dim: int) -> F32:
     norm = math.sqrt(float(np.vdot(q, q)))
     if not math.isfinite(norm) or norm == 0.0:
         raise InvalidQueryError("query embedding must be finite and non-zero")
-    q /= norm
-    return q.astype(np.float32).reshape(1, dim)
+    return (q * (1.0 / norm)).astype(np.float32).reshape(1, dim)
+
+
+def _is_f64(value: object) -> TypeGuard[F64]:
+    """A 1-d float64 array (`as_vector`'s result: `query_vector` need not copy it again)."""
+    return isinstance(value, np.ndarray) and value.dtype == np.float64 and value.ndim == 1
 
 
 def exact_top_k(query: F32, matrix: F32, labels: I64, k: int) -> tuple[list[int], list[float]]:
@@ -490,6 +495,9 @@ class VectorIndex:
             scores, ids_out = target.search(query, take, params=params)
             del selector, bitmap
         found = ids_out[0]
+        if allowed is None and not self._dead and not self._dups and found[-1] >= 0:
+            # the usual case (no tombstone, no alias, `take` found): labels as they are
+            return self._ext[found].tolist(), scores[0].tolist()
         hit = found >= 0
         labels = self._ext[found[hit]]
         live = labels >= 0

@@ -31,6 +31,7 @@ from contracts.models import (
     Usage,
 )
 from contracts.plugin import Manifest, Plugin
+from contracts.vector import Vector
 
 __all__ = ["MODEL_NAME", "E5Plugin", "E5Settings", "available"]
 
@@ -124,7 +125,7 @@ class E5Plugin(Plugin):
         matrix = await asyncio.to_thread(self._encode, texts, params.kind == "query")
         words = sum(len(text.split()) for text in texts)
         return EmbeddingResult(
-            vectors=matrix.astype(np.float64).tolist(),
+            vectors=Vector.rows(matrix),
             usage=Usage(input_tokens=words),
             model=MODEL_NAME,
         )

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from contracts.vector import Vector
+
 __all__ = ["DEFAULT_DIMENSION", "embed"]
 
 DEFAULT_DIMENSION = 384
@@ -27,9 +29,9 @@ def _bucket(feature: str, dimension: int) -> tuple[int, float]:
     return value % dimension, (1.0 if (value >> 63) & 1 else -1.0)
 
 
-def embed(text: str, dimension: int = DEFAULT_DIMENSION) -> list[float]:
+def embed(text: str, dimension: int = DEFAULT_DIMENSION) -> Vector:
     """The embedding of `text` (the zero vector's direction is undefined: empty text gets a
-    fixed unit vector so every result can be compared by cosine)."""
+    fixed unit vector so every result can be compared by cosine), a float32 `Vector`."""
     vector = np.zeros(dimension, dtype=np.float64)
     for word in _WORD.findall(text.lower()):
         index, sign = _bucket(f"w:{word}", dimension)
@@ -41,5 +43,6 @@ def embed(text: str, dimension: int = DEFAULT_DIMENSION) -> list[float]:
     norm = float(np.linalg.norm(vector))
     if norm == 0.0:
         vector[0] = 1.0
-        return [float(x) for x in vector]
-    return [float(x) for x in vector / norm]
+    else:
+        vector /= norm
+    return Vector.wrap(vector.astype(np.float32))

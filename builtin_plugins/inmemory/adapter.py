@@ -41,6 +41,7 @@ from contracts.storage import (
     StorageError,
     sort_rooms,
 )
+from contracts.vector import Vector
 from host.storekit import (
     F32,
     I64,
@@ -277,8 +278,9 @@ class InMemoryAdapter:
         out: list[Memory] = []
         if limit == 0:
             return out
+        vectors = query.with_embeddings
         for memory, label in self._scan(query):
-            out.append(self._out(memory, label))
+            out.append(self._out(memory, label) if vectors else _detached(memory, None))
             if limit is not None and len(out) >= limit:
                 break
         return out
@@ -429,6 +431,7 @@ def _matrix(vectors: dict[int, F32], dim: int) -> tuple[I64, F32]:
     return labels, np.stack(list(vectors.values())).astype(np.float32)
 
 
+_wrap = Vector.wrap
 _ATOMS = (str, int, bool, type(None))  # floats are checked: NaN and infinities are not JSON
 
 
@@ -470,11 +473,12 @@ def _copy_content(content: Content) -> Content:
 
 
 def _detached(memory: Memory, vector: np.ndarray[Any, np.dtype[np.float32]] | None) -> Memory:
-    """Stored `memory` with `vector` as its embedding, sharing nothing mutable with the store."""
+    """Stored `memory` with `vector` as its embedding, sharing nothing mutable with the store
+    (the stored array is read-only: a `Vector` wraps it as it is)."""
     values = memory.__dict__.copy()
     values["metadata"] = _copy_json(memory.metadata)
     values["content"] = _copy_content(memory.content)
-    values["embedding"] = None if vector is None else vector.tolist()
+    values["embedding"] = None if vector is None else _wrap(vector)
     return trusted_memory(values)
 
 

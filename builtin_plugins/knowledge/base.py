@@ -24,6 +24,7 @@ from contracts.knowledge import AddOutcome, Chunk, Document, KnowledgeProgress
 from contracts.memory import Content, Memory, MemoryQuery, utc_now
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelCallError, ModelRuntime
 from contracts.storage import DatabaseAdapter, SearchParams
+from contracts.vector import Vector
 
 from .chunking import chunk_text
 from .readers import SUFFIXES, UnreadableError, read_document
@@ -114,7 +115,9 @@ class KnowledgeStore:
         if not pieces:
             return AddOutcome(source=source, status="skipped", reason="no text in it")
         owner = library(agent_id)
-        old = await self.database.get_memories(MemoryQuery(table_name=TABLE, room_id=doc_id))
+        old = await self.database.get_memories(
+            MemoryQuery(table_name=TABLE, room_id=doc_id, with_embeddings=False)
+        )
         vectors = await self._embed(source, pieces, progress)
         now = utc_now()
         chunks = [
@@ -157,8 +160,8 @@ class KnowledgeStore:
 
     async def _embed(
         self, source: str, pieces: list[str], progress: KnowledgeProgress | None
-    ) -> list[list[float]]:
-        vectors: list[list[float]] = []
+    ) -> list[Vector]:
+        vectors: list[Vector] = []
         model: str | None = None
         for start in range(0, len(pieces), self.batch_size):
             batch = tuple(pieces[start : start + self.batch_size])
@@ -181,13 +184,20 @@ class KnowledgeStore:
 
     async def documents(self, agent_id: UUID | None = None) -> list[Document]:
         rows = await self.database.get_memories(
-            MemoryQuery(table_name=DOCUMENTS_TABLE, agent_id=library(agent_id), order="asc")
+            MemoryQuery(
+                table_name=DOCUMENTS_TABLE,
+                agent_id=library(agent_id),
+                order="asc",
+                with_embeddings=False,
+            )
         )
         return [_document(row, agent_id) for row in rows]
 
     async def remove(self, source: str, agent_id: UUID | None = None) -> bool:
         doc_id = document_id(source, agent_id)
-        chunks = await self.database.get_memories(MemoryQuery(table_name=TABLE, room_id=doc_id))
+        chunks = await self.database.get_memories(
+            MemoryQuery(table_name=TABLE, room_id=doc_id, with_embeddings=False)
+        )
         return await self.database.delete_memories_batch([doc_id, *(m.id for m in chunks)]) > 0
 
     async def search(self, text: str, agent_id: UUID | None = None, k: int = 5) -> list[Chunk]:

@@ -30,6 +30,7 @@ from contracts.models import (
     Usage,
 )
 from contracts.plugin import Manifest, Plugin
+from contracts.vector import Vector
 
 __all__ = ["MODEL_NAME", "MiniLMPlugin", "MiniLMSettings", "available"]
 
@@ -123,7 +124,7 @@ class MiniLMPlugin(Plugin):
         matrix = await asyncio.to_thread(self._encode, texts)
         words = sum(len(text.split()) for text in texts)
         return EmbeddingResult(
-            vectors=matrix.astype(np.float64).tolist(),
+            vectors=Vector.rows(matrix),
             usage=Usage(input_tokens=words),
             model=MODEL_NAME,
         )

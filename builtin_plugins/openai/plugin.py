@@ -39,6 +39,7 @@ from contracts.models import (
     Usage,
 )
 from contracts.plugin import Manifest, Plugin
+from contracts.vector import Vector
 
 from .catalog import ModelCatalog, served_names
 from .retry import RetrySettings, parse_retry_after, with_retries
@@ -478,8 +479,17 @@ class OpenAIPlugin(Plugin):
                 retryable=True,
                 reason="bad_response",
             )
+        try:
+            vectors = [Vector(row["embedding"]) for row in rows]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelCallError(
+                f"the embeddings answer holds no valid vector: {exc}",
+                provider="openai",
+                retryable=True,
+                reason="bad_response",
+            ) from exc
         return EmbeddingResult(
-            vectors=[[float(x) for x in row["embedding"]] for row in rows],
+            vectors=vectors,
             usage=_usage(data.get("usage")),
             model=data.get("model"),
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC
@@ -22,12 +21,12 @@ from uuid import UUID
 import numpy as np
 import psycopg
 from loguru import logger
-from pgvector import Vector
+from pgvector import Vector as PgVector
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, MemoryUpdate
+from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery, MemoryUpdate
 from contracts.storage import (
     DEFAULT_SEARCH,
     BatchError,
@@ -41,14 +40,17 @@ from contracts.storage import (
     StorageUnavailableError,
     sort_rooms,
 )
+from contracts.vector import Vector
 from host.storekit import (
     IndexParams,
     check_index_type,
     check_search,
     check_table_name,
+    content_from_json,
     content_json,
     describe_url,
     float32_array,
+    metadata_from_json,
     metadata_json,
     pooled,
     query_vector,
@@ -139,12 +141,12 @@ def _where(query: MemoryQuery, *, keyset: bool = True) -> tuple[sql.Composable, 
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
 
 
-def _floats(value: Any) -> list[float]:
-    """A pgvector value (``Vector`` in binary mode, an ndarray in text mode) as floats."""
-    if isinstance(value, Vector):
-        return value.to_list()  # float32 values straight from its array, no numpy copy
-    result: list[float] = np.asarray(value).astype(np.float32, copy=False).tolist()
-    return result
+def _vector(value: Any) -> Vector:
+    """A pgvector value (its ``Vector`` in binary mode, an ndarray in text mode) as a `Vector`:
+    in binary mode the array pgvector decoded into, without a copy."""
+    if isinstance(value, PgVector):
+        return Vector.wrap(value.to_numpy())
+    return Vector.wrap(np.array(value, dtype=np.float32))
 
 
 def _scored(rows: Sequence[tuple[Any, ...]], threshold: float | None) -> list[tuple[Memory, float]]:
@@ -171,9 +173,9 @@ def _row_to_memory(row: tuple[Any, ...]) -> Memory:
             "entity_id": entity,
             "room_id": room,
             "table_name": table,
-            "content": Content.model_validate_json(content),
-            "embedding": None if embedding is None else _floats(embedding),
-            "metadata": {} if metadata == "{}" else json.loads(metadata),
+            "content": content_from_json(content),
+            "embedding": None if embedding is None else _vector(embedding),
+            "metadata": metadata_from_json(metadata),
             # psycopg gives timestamptz in the session's time zone: the contract says UTC
             "created_at": created if created.tzinfo is UTC else created.astimezone(UTC),
             "unique": unique,
@@ -571,8 +573,9 @@ class PostgresAdapter:
     async def get_memories(self, query: MemoryQuery) -> list[Memory]:
         where, params = _where(query)
         direction = sql.SQL("ASC" if query.order == "asc" else "DESC")
+        columns = _COLUMNS if query.with_embeddings else _COLUMNS_NO_EMBEDDING
         statement = sql.SQL(
-            "SELECT " + _COLUMNS + " FROM memories{} ORDER BY created_at {}, id {}{}"
+            "SELECT " + columns + " FROM memories{} ORDER BY created_at {}, id {}{}"
         ).format(
             where,
             direction,

@@ -24,6 +24,7 @@ from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelRuntime
 from contracts.plugin import Manifest, Plugin
 from contracts.storage import DatabaseAdapter, SearchParams
+from contracts.vector import Vector
 
 __all__ = ["DEFAULT_THRESHOLDS", "RecallPlugin", "RecallSettings"]
 
@@ -89,7 +90,7 @@ class RecallPlugin(Plugin):
             ),
         )
 
-    async def _query(self, message: Memory) -> tuple[list[float], float]:
+    async def _query(self, message: Memory) -> tuple[Vector, float]:
         """The message's vector (as stored, else embedded now) and the threshold."""
         vector = message.embedding
         model: str | None = None
@@ -125,6 +126,7 @@ class RecallPlugin(Plugin):
             room_id=message.room_id,
             table_name=DEFAULT_TABLE,
             limit=self.history + 1,
+            with_embeddings=False,  # only their ids are used
         )
         searches = [
             self.database.search_memories(

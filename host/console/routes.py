@@ -326,7 +326,13 @@ def _router(console: Console) -> APIRouter:
         history = []
         if runtime is not None and room_id is not None:
             rows = await runtime.database.get_memories(
-                MemoryQuery(agent_id=runtime.agent_id, room_id=room_id, order="desc", limit=HISTORY)
+                MemoryQuery(
+                    agent_id=runtime.agent_id,
+                    room_id=room_id,
+                    order="desc",
+                    limit=HISTORY,
+                    with_embeddings=False,
+                )
             )
             history = [
                 {
@@ -477,6 +483,7 @@ def _router(console: Console) -> APIRouter:
                         order="desc",
                         limit=PAGE_SIZE + 1,
                         after=after,
+                        with_embeddings=False,
                     )
                 )
                 items = rows[:PAGE_SIZE]

@@ -22,12 +22,15 @@ from uuid import UUID
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from contracts.vector import Vector
+
 __all__ = ["CLEAN", "OPAQUE", "SECRET", "scan"]
 
 CLEAN, SECRET, OPAQUE = 0, 1, 2
 
 _LEAF_TYPES: frozenset[type] = frozenset(
-    {str, int, float, bool, bytes, UUID, datetime, date, time, timedelta, Decimal, type(None)}
+    {str, int, float, bool, bytes, UUID, datetime, date, time, timedelta, Decimal, Vector}
+    | {type(None)}
 )
 """Exact types whose JSON holds no key (checked with ``type(x) in``: fast)."""
 _LEAF_CLASSES = (
@@ -44,6 +47,7 @@ _LEAF_CLASSES = (
     PurePath,
     SecretStr,
     SecretBytes,
+    Vector,  # a list of numbers
 )
 """Classes (and their subclasses) whose JSON holds no key."""
 

@@ -115,7 +115,7 @@ async def compare_room(
     database: DatabaseAdapter, agent_id: UUID, room_id: UUID, rebuilt: list[Memory]
 ) -> RoomDiff:
     """Diff `rebuilt` (from `rebuild_room`) against what `database` holds for the room."""
-    query = MemoryQuery(agent_id=agent_id, room_id=room_id, order="asc")
+    query = MemoryQuery(agent_id=agent_id, room_id=room_id, order="asc", with_embeddings=False)
     stored = {m.id: m async for m in MemoryManager(database).get_memories_stream(query)}
     missing: list[Memory] = []
     changed: list[tuple[Memory, Memory]] = []

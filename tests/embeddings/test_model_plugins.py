@@ -12,6 +12,7 @@ from builtin_plugins.e5 import E5Plugin, E5Settings
 from builtin_plugins.eliza import ElizaPlugin
 from builtin_plugins.minilm import MiniLMPlugin
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams
+from contracts.vector import Vector
 from host.models import ModelRegistry
 
 needs_e5 = pytest.mark.skipif(
@@ -61,6 +62,7 @@ async def test_e5_query_and_passage_differ_and_batches_match_single_calls() -> N
     texts = tuple(f"sentence number {i} about tea" for i in range(5))
     batch = (await plugin.embed(EmbeddingParams(text=texts))).vectors
     assert len(batch) == 5  # cut into batches of 2, in order
+    assert all(isinstance(v, Vector) and v.array.dtype == np.float32 for v in batch)
     single = (await plugin.embed(EmbeddingParams(text=texts[3]))).vector
     assert np.allclose(batch[3], single, atol=1e-4)
     assert (await plugin.embed(EmbeddingParams(text=()))).vectors == []

@@ -15,6 +15,8 @@ from builtin_plugins.audit import AuditRecorder, AuditSettings
 from builtin_plugins.audit.recorder import HOST_AGGREGATE
 from contracts.eventstore import DomainEvent, EncodedEvent, EventStore, EventStoreError
 from contracts.memory import Content, Memory
+from contracts.models import EmbeddingResult
+from contracts.vector import Vector
 from host.eventstore import SqliteEventStore
 from host.eventstore.recording import MASK, payload_data
 
@@ -209,3 +211,24 @@ async def test_flush_writes_now_and_the_interval_batches(sqlite_store: EventStor
     async with asyncio.timeout(30):
         await recorder.aclose()
     assert recorder.recorded == 4 and await sqlite_store.get_version("a") == 4
+
+
+async def test_recorded_embeddings_are_json_lists_read_back_as_vectors(
+    sqlite_store: EventStore,
+) -> None:
+    """With ``record_embeddings`` a memory's `Vector` goes into the trail as a list of numbers
+    and reads back (replay, rebuild) as an equal `Vector`; an embedding model's output too."""
+    recorder = AuditRecorder(sqlite_store, AuditSettings(record_embeddings=True))
+    agent, room = str(uuid4()), str(uuid4())
+    incoming = memory(agent, room, "hello")
+    recorder.record("memory:created", incoming)
+    result = EmbeddingResult(vectors=[[0.5, -0.25]], model="hashed")
+    recorder.record("model:used", {"agent_id": agent, "output": result})
+    await recorder.flush()
+    created, used = await sqlite_store.get_events(agent)
+    assert created.data["embedding"] == incoming.embedding.tolist()  # type: ignore[union-attr]
+    again = Memory.model_validate(created.data)
+    assert isinstance(again.embedding, Vector) and again == incoming
+    assert used.data["output"]["vectors"] == [[0.5, -0.25]]
+    assert EmbeddingResult.model_validate(used.data["output"]).vector == [0.5, -0.25]
+    await recorder.aclose()

@@ -49,6 +49,8 @@ class Behaviour:
     """`time.monotonic()` of each request."""
     listings: int = 0
     """How many times ``/v1/models`` was asked."""
+    embedding: list[Any] | None = None
+    """Answer this as every input's embedding (a malformed one: what the client makes of it)."""
 
     def serves(self, name: str) -> bool:
         if self.served is None:
@@ -167,7 +169,11 @@ def protocol_app(behaviour: Behaviour) -> FastAPI:
             return body
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         rows = [
-            {"object": "embedding", "index": i, "embedding": _vector(t)}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _vector(t) if behaviour.embedding is None else behaviour.embedding,
+            }
             for i, t in enumerate(inputs)
         ]
         return {"data": list(reversed(rows)), "model": body["model"], "usage": {"prompt_tokens": 3}}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from typing import Any
 
+import numpy as np
 import pytest
 from loguru import logger
 from pydantic import BaseModel, SecretStr
@@ -23,6 +25,7 @@ from contracts.models import (
     ObjectParams,
     TextParams,
 )
+from contracts.vector import Vector
 from host.events import EventBus
 from host.http import HttpServer
 from host.models import ModelRegistry
@@ -67,6 +70,21 @@ def registry_with(plugin: OpenAIPlugin, bus: EventBus | None = None) -> ModelReg
     return registry
 
 
+@pytest.mark.parametrize("bad", [["x", 1.0], [], [1.0, 1e39], [[1.0]]])
+async def test_a_malformed_embedding_is_a_bad_response(
+    server: tuple[HttpServer, Behaviour], bad: list[Any]
+) -> None:
+    http, behaviour = server
+    behaviour.embedding = bad
+    plugin = await plugin_for(http.url)
+    try:
+        with pytest.raises(ModelCallError, match="no valid vector") as info:
+            await plugin.embed(EmbeddingParams(text=("a", "b")))
+        assert info.value.reason == "bad_response" and info.value.retryable
+    finally:
+        await plugin.teardown()
+
+
 async def test_chat_embeddings_and_json_output(server: tuple[HttpServer, Behaviour]) -> None:
     http, behaviour = server
     plugin = await plugin_for(http.url)
@@ -87,6 +105,7 @@ async def test_chat_embeddings_and_json_output(server: tuple[HttpServer, Behavio
 
         vectors = await registry.use_model(TEXT_EMBEDDING, EmbeddingParams(text=("a", "b")))
         assert len(vectors.vectors) == 2 and vectors.vectors[0] != vectors.vectors[1]
+        assert all(isinstance(v, Vector) and v.array.dtype == np.float32 for v in vectors.vectors)
 
         answer = await registry.use_model(
             OBJECT_SMALL, ObjectParams(prompt="weather?", output=Weather)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
 
-from contracts.memory import MemoryQuery
+from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_LARGE, ModelCallError, ModelHandler, TextParams, TextResult
 from host.http import API_KEY_HEADER, HttpServer, create_app
 
@@ -78,6 +78,37 @@ async def test_send_message_and_page_memories(client: httpx.AsyncClient, rig: Ri
     assert seen[0::2] == texts  # message, reply, message, reply...
     newest = (await client.get(f"/agents/eliza/rooms/{room}/memories", params={"limit": 1})).json()
     assert newest["items"][0]["content"]["text"] == seen[-1]
+
+
+async def test_memory_pages_carry_vectors_only_when_asked(
+    client: httpx.AsyncClient, rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page leaves the vectors unread (``embedding`` null) unless ``?embeddings=true``, which
+    gives each memory's vector as a JSON list of numbers."""
+    room = str(uuid4())
+    sent = await client.post("/agents/eliza/messages", json={"text": "I dream", "room_id": room})
+    assert sent.status_code == 200, sent.text
+    asked: list[MemoryQuery] = []
+    real = rig.db.get_memories
+
+    async def spy(query: MemoryQuery) -> list[Memory]:
+        asked.append(query)
+        return await real(query)
+
+    monkeypatch.setattr(rig.db, "get_memories", spy)
+    url = f"/agents/eliza/rooms/{room}/memories"
+    plain = (await client.get(url, params={"order": "asc"})).json()
+    assert len(plain["items"]) == 2 and all(i["embedding"] is None for i in plain["items"])
+    assert asked[-1].with_embeddings is False
+    full = (await client.get(url, params={"order": "asc", "embeddings": "true"})).json()
+    assert asked[-1].with_embeddings is True
+    monkeypatch.undo()
+    stored = await rig.db.get_memories(MemoryQuery(room_id=UUID(room), order="asc"))
+    assert all(m.embedding is not None for m in stored)
+    assert [i["embedding"] for i in full["items"]] == [m.embedding.tolist() for m in stored]  # type: ignore[union-attr]
+    assert len(full["items"][0]["embedding"]) == 384
+    bad = await client.get(url, params={"embeddings": "maybe"})
+    assert bad.status_code == 422 and "embeddings" in bad.text
 
 
 async def test_metadata_is_stored_with_the_message(client: httpx.AsyncClient, rig: Rig) -> None:

@@ -24,6 +24,8 @@ from contracts.agent import (
 )
 from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
+from contracts.storage import SearchParams
+from contracts.vector import Vector
 from host.characters import load_character
 from host.directives import parse_actions
 from host.prompt import build_prompt
@@ -650,3 +652,33 @@ async def test_runtime_from_explicit_parts_is_deterministic(rig: Rig) -> None:
     assert [r.created_at for r in rows] == [fixed, fixed + timedelta(microseconds=1)]
     assert reply.message_id == UUID(int=1)
     await runtime.scope.aclose()
+
+
+async def test_the_history_for_the_prompt_leaves_vectors_unread(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompt's history is read without its vectors (nothing there uses them), while the
+    messages are stored with theirs and a search still finds them."""
+    asked: list[MemoryQuery] = []
+    real = rig.db.get_memories
+
+    async def spy(query: MemoryQuery) -> list[Memory]:
+        asked.append(query)
+        return await real(query)
+
+    monkeypatch.setattr(rig.db, "get_memories", spy)
+    for text in ("I dream about boats", "I dream about trains"):
+        await rig.runtime.process_message(
+            rig.runtime.new_message(text, room_id=ROOM, entity_id=USER)
+        )
+    histories = [q for q in asked if q.room_id == ROOM and q.limit is not None]
+    assert histories and all(not q.with_embeddings for q in histories)
+    assert all(m.embedding is None for m in await rig.runtime.recent_memories(ROOM))
+    monkeypatch.undo()
+    stored = await rig.db.get_memories(MemoryQuery(room_id=ROOM, order="asc"))
+    assert len(stored) == 4 and all(isinstance(m.embedding, Vector) for m in stored)
+    assert stored[0].embedding is not None
+    hits = await rig.db.search_memories(
+        stored[0].embedding, MemoryQuery(room_id=ROOM), SearchParams(k=1)
+    )
+    assert hits[0][0].id == stored[0].id

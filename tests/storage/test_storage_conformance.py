@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from contracts.memory import Content, Cursor, Memory, MemoryQuery, MemoryUpdate
 from contracts.storage import (
@@ -21,6 +22,8 @@ from contracts.storage import (
     SearchParams,
     StorageError,
 )
+from contracts.vector import Vector
+from host.memory import MemoryManager
 
 from .storage_helpers import (
     AGENT,
@@ -117,7 +120,10 @@ async def test_returned_memories_are_detached(memory_store: DatabaseAdapter) -> 
     assert got is not None and got.metadata["i"] == 0
     got.metadata["i"] = "changed after get"
     assert got.embedding is not None
-    got.embedding.append(3.0)
+    with pytest.raises(ValueError, match="read-only"):  # a Vector cannot be changed in place
+        got.embedding.array[0] = 3.0
+    with pytest.raises(ValueError, match="read-only"):
+        np.asarray(got.embedding)[0] = 3.0
     again = await memory_store.get_memory(memory.id)
     assert again is not None and again.metadata["i"] == 0 and again.embedding == [1.0, 2.0]
 
@@ -209,8 +215,14 @@ async def test_create_batch_with_bad_dimension_in_the_middle_writes_nothing(
 async def test_a_value_overflowing_float32_fails_its_row_and_writes_nothing(
     memory_store: DatabaseAdapter, size: int
 ) -> None:
+    # A Memory refuses it (its embedding is a float32 Vector) with the field named...
+    with pytest.raises(ValidationError, match=r"embedding\n.*embedding\[1\] is 1e\+39.*float32"):
+        make_memory(0, embedding=[1.0, 1e39])
+    with pytest.raises(ValidationError, match="float32"):
+        MemoryUpdate(id=uuid4(), embedding=[-1e39, 0.0])
+    # ...and a store refuses one that skipped validation (model_copy validates nothing).
     batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(size)]
-    batch[size // 2] = make_memory(size // 2, embedding=[1.0, 1e39])  # finite, not in float32
+    batch[size // 2] = batch[size // 2].model_copy(update={"embedding": [1.0, 1e39]})
     with pytest.raises(BatchError) as info:
         await memory_store.create_memories_batch(batch)
     assert info.value.index == size // 2
@@ -219,7 +231,9 @@ async def test_a_value_overflowing_float32_fails_its_row_and_writes_nothing(
     assert await memory_store.embedding_dimension("messages") is None
     await memory_store.create_memory(batch[0])
     with pytest.raises(ValueError, match="float32"):
-        await memory_store.update_memory(MemoryUpdate(id=batch[0].id, embedding=[-1e39, 0.0]))
+        await memory_store.update_memory(
+            MemoryUpdate.model_construct(id=batch[0].id, embedding=[-1e39, 0.0])
+        )
     got = await memory_store.get_memory(batch[0].id)
     assert got is not None and got.embedding == [1.0, 0.0]
 
@@ -441,6 +455,55 @@ async def test_search_without_embeddings(memory_store: DatabaseAdapter, index_ty
         assert memory == with_vector.model_copy(update={"embedding": None})
     again = await memory_store.get_memory(bare[0][0].id)  # the store keeps the vector
     assert again is not None and again.embedding == stored(batch[0]).embedding
+
+
+async def test_reads_without_embeddings(memory_store: DatabaseAdapter) -> None:
+    """``MemoryQuery(with_embeddings=False)``: the same rows in the same order, their vectors
+    left unread; pages of a stream keep it; the store keeps the vectors."""
+    batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(6)]
+    await memory_store.create_memories_batch(batch)
+    for order in ("asc", "desc"):
+        query = MemoryQuery(order=order, limit=4)  # type: ignore[arg-type]
+        full = await memory_store.get_memories(query)
+        bare = await memory_store.get_memories(query.model_copy(update={"with_embeddings": False}))
+        assert [m.id for m in bare] == [m.id for m in full] and len(bare) == 4
+        for memory, with_vector in zip(bare, full, strict=True):
+            assert memory.embedding is None and isinstance(with_vector.embedding, Vector)
+            assert memory == with_vector.model_copy(update={"embedding": None})
+    pages = MemoryManager(memory_store, page_size=4).get_memories_batch(
+        MemoryQuery(order="asc", with_embeddings=False)
+    )
+    streamed = [m async for page in pages for m in page]
+    assert [m.id for m in streamed] == [m.id for m in batch]
+    assert all(m.embedding is None for m in streamed)
+    again = await memory_store.get_memory(batch[2].id)
+    assert again is not None and again.embedding == [1.0, 2.0]
+
+
+async def test_vectors_come_back_as_read_only_float32_arrays(
+    memory_store: DatabaseAdapter,
+) -> None:
+    """Every read (one, a page, a stream, a search) gives the embedding as a `Vector` over a
+    float32 array, equal to what was written; a numpy array or a Vector is written as is."""
+    written = [
+        make_memory(0).model_copy(update={"embedding": Vector(np.array([3.0, 4.0]))}),
+        make_memory(1, embedding=[0.25, -0.5]),
+    ]
+    await memory_store.create_memories_batch(written)
+    one = await memory_store.get_memory(written[0].id)
+    page = await memory_store.get_memories(MemoryQuery(order="asc"))
+    streamed = [m async for m in MemoryManager(memory_store).get_memories_stream(MemoryQuery())]
+    found = [
+        m
+        for m, _ in await memory_store.search_memories(Vector([1.0, 0.0]), params=SearchParams(k=2))
+    ]
+    for memory in [one, *page, *streamed, *found]:
+        assert memory is not None and isinstance(memory.embedding, Vector)
+        assert memory.embedding.array.dtype == np.float32
+        assert not memory.embedding.array.flags.writeable
+    assert [m.embedding for m in page] == [Vector([3.0, 4.0]), Vector([0.25, -0.5])]
+    assert np.asarray(page[1].embedding).tolist() == [0.25, -0.5]
+    assert page[0].model_dump_json().count("[3.0,4.0]") == 1  # a JSON list on the wire
 
 
 async def test_search_threshold_and_filters(memory_store: DatabaseAdapter) -> None:

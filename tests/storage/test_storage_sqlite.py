@@ -265,3 +265,23 @@ async def test_a_search_on_the_loop_thread_reads_one_snapshot(
     assert [m.id for m, _ in results] == [batch[3].id, batch[2].id]  # as of after it
     await one.close()
     await two.close()
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+async def test_search_reads_few_and_many_rows_by_seq(tmp_path: Path, index_type: Any) -> None:
+    """The k rows of a search are read by ``seq IN (?, ...)`` up to 256 of them and as one JSON
+    list past that: both give every hit, in score order, filtered or not."""
+    db = await SqliteAdapter.open(tmp_path / "many.sqlite3")
+    try:
+        batch = [make_memory(i, embedding=[1.0, i / 400]) for i in range(400)]
+        await db.create_memories_batch(batch)
+        await db.build_index(index_type)
+        for k in (10, 256, 257, 400):
+            for query in (None, MemoryQuery(entity_id=batch[0].entity_id)):
+                search = SearchParams(k=k, index_type=index_type)
+                hits = await db.search_memories([1.0, 0.0], query, search)
+                assert len(hits) == k
+                assert [m.id for m, _ in hits] == [m.id for m in batch[:k]]
+                assert all(m == stored(b) for (m, _), b in zip(hits, batch, strict=False))
+    finally:
+        await db.close()
