@@ -337,6 +337,9 @@ class AgentTestBuilder:
         """The engine `build` assembled (`host.assembly`): container, bus, models, loader."""
         self.agents: AgentManager | None = None
         """The agents over it: the built runtime's, and any other a test starts."""
+        self.recorder: EventRecorder | None = None
+        """Every event from the agent's start on, when asked for (`recording`)."""
+        self._record = False
 
     def with_character(self, character: Character | None = None, **fields: Any) -> AgentTestBuilder:
         """A whole character, and/or fields merged over the default one (``name="TestBot"``);
@@ -371,6 +374,12 @@ class AgentTestBuilder:
         """Config sections (as in agenthost.yaml): ``plugins={"weather": {...}}``,
         ``agents={"history": 3}``."""
         self._config.update(sections)
+        return self
+
+    def recording(self) -> AgentTestBuilder:
+        """Record every event from the agent's start on (``agent:started`` included) in
+        `recorder`, until `aclose`."""
+        self._record = True
         return self
 
     def with_clock(self, clock: Callable[[], datetime]) -> AgentTestBuilder:
@@ -444,6 +453,13 @@ class AgentTestBuilder:
         )
         self.agents = agents
         self._cleanup.insert(0, agents.stop_all)
+        if self._record:
+            recorder = self.recorder = EventRecorder(engine.events)
+
+            async def stop_recording() -> None:
+                recorder.stop()
+
+            self._cleanup.append(stop_recording)
         runtime = await agents.start(character.name)
         assert isinstance(runtime, TestRuntime)
         for name, result in self._providers.items():
