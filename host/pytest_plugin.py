@@ -3,6 +3,9 @@
 - ``agent_builder``: an `AgentTestBuilder`, torn down after the test;
 - ``agent_runtime``: a `TestRuntime` built with the defaults (in-memory store, ELIZA);
 - ``event_capture``: an `EventRecorder` on ``agent_runtime``;
+- ``offline_host``: starts whole hosts offline (SQLite store, ELIZA, a temporary data dir:
+  `host.testing.offline_config`), ``await offline_host("my-plugin", serve=True)``, stopped after
+  the test;
 - ``memory_store``: a fresh, empty store of each installed backend (`store_backends`), for tests
   that must hold everywhere; ``memory_store_factory`` opens such stores (``async with
   memory_store_factory() as db``), for tests that need several, e.g. one per hypothesis example.
@@ -36,7 +39,7 @@ from contracts.plugin import ENTRY_POINT_GROUP
 from contracts.storage import DatabaseAdapter
 from host.assembly import open_store
 from host.config import BACKENDS_ENV, POSTGRES_URL, test_variables
-from host.testing import AgentTestBuilder, EventRecorder, TestRuntime
+from host.testing import AgentTestBuilder, EventRecorder, OfflineHosts, TestRuntime
 
 __all__ = [
     "BACKENDS_ENV",
@@ -246,3 +249,13 @@ async def agent_runtime(agent_builder: AgentTestBuilder) -> TestRuntime:
 def event_capture(agent_runtime: TestRuntime) -> Iterator[EventRecorder]:
     with agent_runtime.capture_events() as recorder:
         yield recorder
+
+
+@pytest_asyncio.fixture
+async def offline_host(tmp_path: Path) -> AsyncIterator[OfflineHosts]:
+    """Starts offline hosts (`host.testing.OfflineHosts`); stops them after the test."""
+    hosts = OfflineHosts(tmp_path / "hosts")
+    try:
+        yield hosts
+    finally:
+        await hosts.aclose()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from loguru import logger
@@ -61,14 +61,20 @@ from host.models import ModelRegistry
 from host.runtime import AgentRuntime
 
 __all__ = [
+    "OFFLINE_PLUGINS",
     "AgentTestBuilder",
     "EventRecorder",
     "ManualClock",
     "MockModel",
+    "OfflineHosts",
     "SequentialIds",
     "StepClock",
     "TestRuntime",
+    "offline_config",
 ]
+
+if TYPE_CHECKING:
+    from host.app import Host
 
 P = TypeVar("P", bound=EventPayload)
 MOCK_PRIORITY = 1_000
@@ -504,3 +510,56 @@ def _embedder_of(engine: Engine, plugin: str) -> Embedder | None:
             call: Embedder = handler.handler
             return call
     return None
+
+
+OFFLINE_PLUGINS = ("sqlite", "eliza")
+"""The offline host's plugins: the SQLite store and ELIZA (no network, no model weights)."""
+
+
+def offline_config(data_dir: Path, *plugins: str, **sections: Any) -> HostConfig:
+    """The configuration of an offline host: `OFFLINE_PLUGINS` (plus `plugins`) with its data
+    under `data_dir` and no character files (the default agent, Eliza). `sections` (pydantic
+    sections or mappings, as in agenthost.yaml) go over it; the keys they set win, a mapping
+    merges into the section (``plugins={"greeter": {...}}`` keeps the enabled list)."""
+    data: dict[str, Any] = {
+        "data_dir": data_dir,
+        "agents": {"characters_dir": data_dir / "characters"},
+        "plugins": {"enabled": [*OFFLINE_PLUGINS, *plugins]},
+    }
+    for key, value in sections.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True, by_alias=True)
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return HostConfig.model_validate(data)
+
+
+class OfflineHosts:
+    """Starts offline hosts (`offline_config`), each in a data dir of its own under `base`,
+    and stops them all in `aclose` (the ``offline_host`` pytest fixture)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.hosts: list[Host] = []
+
+    async def __call__(
+        self, *plugins: str, start: bool = True, serve: bool = False, **sections: Any
+    ) -> Host:
+        """A host with `plugins` besides the offline ones and `sections` over the config;
+        started (serving the HTTP API if `serve`) unless `start` is False."""
+        from host.app import Host  # the whole host only for tests that run one
+
+        data_dir = Path(sections.pop("data_dir", self.base / f"host{len(self.hosts)}"))
+        host = Host(LoadedConfig(offline_config(data_dir, *plugins, **sections), None))
+        self.hosts.append(host)
+        if start:
+            await host.start(http=serve)
+        return host
+
+    async def aclose(self) -> None:
+        """Stop every host started, last first."""
+        for host in reversed(self.hosts):
+            await host.stop()
+        self.hosts.clear()

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.config import EventsSettings
 from contracts.events import (
     AGENT_STARTED,
     AGENT_STOPPED,
@@ -21,7 +22,6 @@ from contracts.events import (
     HandlerFailedPayload,
     PayloadTypeError,
 )
-from contracts.config import EventsSettings
 from contracts.hooks import hookimpl
 from host.events import EventBus
 

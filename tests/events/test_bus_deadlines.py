@@ -9,9 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
-from contracts.events import AGENT_STARTED, HANDLER_FAILED, AgentPayload, HandlerFailedPayload
 from contracts.config import EventsSettings
-from host.deadlines import shared
 from host.events import EventBus
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.config import EventsSettings
 from contracts.events import (
     AGENT_STARTED,
     AGENT_STOPPED,
@@ -21,7 +22,6 @@ from contracts.events import (
     EventPayload,
     HandlerFailedPayload,
 )
-from contracts.config import EventsSettings
 from host.events import EventBus, HandlerSubscription
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
