@@ -105,13 +105,9 @@ def assemble(
     settings = loaded.config
     events = EventBus(settings.events)
     models = ModelRegistry(settings.models, events=events)
-    bounds = settings.cache
-    cache = (
-        ProviderCache(max_entries=bounds.max_entries, max_bytes=bounds.max_bytes)
-        if cache_clock is None
-        else ProviderCache(
-            max_entries=bounds.max_entries, max_bytes=bounds.max_bytes, clock=cache_clock
-        )
+    clock: dict[str, Any] = {} if cache_clock is None else {"clock": cache_clock}
+    cache = ProviderCache(
+        max_entries=settings.cache.max_entries, max_bytes=settings.cache.max_bytes, **clock
     )
     telemetry = build_telemetry(settings.metrics)
     cache.bind(events)  # invalidation first among each event's handlers
@@ -142,7 +138,9 @@ def agent_manager(
 ) -> AgentManager:
     """The agents of `characters` over `engine` (config section ``agents``); store metrics
     when ``metrics.enabled``; `runtime` builds each agent's runtime (the test kit's
-    `TestRuntime`); `hooks` are cluster mode's (``wrap_database``, ``ids``)."""
+    `TestRuntime`); `hooks` are cluster mode's (``wrap_database``, and ``ids`` replacing
+    `ids`)."""
+    options: dict[str, Any] = {"clock": clock, "ids": ids, **(hooks or {})}
     return AgentManager(
         engine.container,
         engine.events,
@@ -151,10 +149,8 @@ def agent_manager(
         settings=engine.config.agents,
         metrics=engine.telemetry.internal if engine.config.metrics.enabled else None,
         embeddings=embeddings,
-        clock=clock,
-        ids=ids,
         runtime=runtime,
-        **(hooks or {}),
+        **options,
     )
 
 
