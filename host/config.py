@@ -51,7 +51,8 @@ ENV_PREFIX = "AGENTHOST_"
 DEFAULT_CONFIG = Path("config/agenthost.yaml")
 OTHER_VARIABLES = frozenset({"AGENTHOST_CONFIG", "AGENTHOST_EVENT_STORE"})
 """``AGENTHOST_*`` variables that are not settings: the config file's path, the events CLI's
-store. ``AGENTHOST_TEST_*`` belong to the test kit (host.pytest_plugin)."""
+store. ``AGENTHOST_TEST_*`` belong to the test kit (read here, `test_variables`, for
+host.pytest_plugin): this module is the only one reading ``AGENTHOST_*`` variables."""
 TEST_PREFIX = "AGENTHOST_TEST_"
 POSTGRES_URL = f"{TEST_PREFIX}POSTGRES_URL"
 BACKENDS_ENV = f"{TEST_PREFIX}BACKENDS"
