@@ -1,6 +1,6 @@
-"""The assembly's rules, read from the source: only host/config.py reads ``AGENTHOST_*``
-variables (the rest get their values through the config), and the test kit finds its default
-plugins through their entry points instead of importing ``builtin_plugins``."""
+"""The assembly's rule, read from the source: only host/config.py reads ``AGENTHOST_*``
+variables (the rest get their values through the config). That the test kit imports no
+builtin plugin is tests/foundation/test_import_rules.py's (host imports none)."""
 
 from __future__ import annotations
 
@@ -52,20 +52,3 @@ def test_the_rule_sees_a_read() -> None:
         'os.getenv("AGENTHOST_Y")\nos.environ.get(OTHER)\n'
     )
     assert [line for line, _ in _environment_reads(tree)] == [2, 3, 4]
-
-
-def test_the_test_kit_imports_no_builtin_plugin() -> None:
-    for module in ("testing.py", "pytest_plugin.py", "assembly.py"):
-        tree = ast.parse((ROOT / "host" / module).read_text())
-        imported = [
-            name
-            for node in ast.walk(tree)
-            for name in (
-                [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else []
-            )
-        ]
-        assert not [n for n in imported if n.split(".")[0] == "builtin_plugins"], module
