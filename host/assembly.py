@@ -48,6 +48,7 @@ from host.handles import PluginBus, PluginCache, PluginModels
 from host.loader import Loader
 from host.metrics.telemetry import Telemetry, build_telemetry
 from host.models import ModelRegistry
+from host.plugin_lookup import construct, open_service
 from host.runtime import AgentRuntime
 
 if TYPE_CHECKING:
@@ -200,20 +201,10 @@ async def open_store(
 ) -> AsyncIterator[DatabaseAdapter]:
     """The store of store plugin `plugin` (``inmemory``, ``sqlite``, ``postgres``, or any
     installed one providing ``database``) with `settings` as its ``plugins.<name>`` section,
-    opened alone; closed (the plugin torn down) on exit."""
+    opened alone (found and built by `host.plugin_lookup`); closed on exit."""
     data: dict[str, Any] = {"plugins": {plugin: dict(settings or {})}}
     if data_dir is not None:
         data["data_dir"] = data_dir
     config = HostConfig.model_validate(data)
-    container = Container()
-    container.provide(SETTINGS, config, owner="host")
-    loader = Loader(container, [container], config=LoadedConfig(config, None))
-    [item] = discover_named([plugin])
-    try:
-        if await loader.load(item) is None:
-            status = loader.statuses[item.name]
-            raise RuntimeError(f"store plugin {plugin} failed to {status.stage}: {status.error}")
-        yield await container.aresolve(DATABASE)
-    finally:
-        await loader.unload_all()
-        await container.aclose()
+    async with open_service(construct(plugin, config), DATABASE) as db:
+        yield db
