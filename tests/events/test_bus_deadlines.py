@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from uuid import uuid4
 
 from contracts.config import EventsSettings
+from contracts.events import AGENT_STARTED, HANDLER_FAILED, AgentPayload, HandlerFailedPayload
+from host.deadlines import shared
 from host.events import EventBus
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
