@@ -29,11 +29,10 @@ from rich.table import Table
 
 from contracts.agent import CachePolicy, Provider, ProviderResult, State
 from contracts.cache import CacheContext
-from contracts.config import AgentsSettings, HostConfig, PluginsSettings
 from contracts.memory import Memory
 from host.app import Host
 from host.cache import ProviderCache
-from host.config import LoadedConfig
+from host.testing import offline_config
 
 
 @contextlib.contextmanager
@@ -74,12 +73,7 @@ async def run_messages(
 async def run_runtime(messages: int, rooms: int, providers: list[str], ttl: float | None) -> float:
     """`compose_state` of a real agent runtime for `messages` messages; seconds (best of 3)."""
     with tempfile.TemporaryDirectory() as data:
-        config = HostConfig(
-            data_dir=Path(data),
-            agents=AgentsSettings(characters_dir=Path(data) / "none"),
-            plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
-        )
-        host = Host(LoadedConfig(config, None))
+        host = Host(offline_config(Path(data)))
         await host.start()
         try:
             assert host.agents is not None

@@ -271,19 +271,13 @@ async def main() -> None:
 async def _host(directory: Path, audit: bool) -> Any:
     import os
 
-    from contracts.config import HostConfig
     from host.app import Host
+    from host.testing import offline_config
 
     os.environ["AGENTHOST_DATA_DIR"] = str(directory)
-    plugins = ["eliza", "sqlite", *(["audit"] if audit else [])]
-    config = HostConfig.model_validate(
-        {
-            "data_dir": str(directory),
-            "plugins": {"enabled": plugins},
-            "agents": {"characters_dir": str(directory / "characters")},
-            "http": {"enabled": False},
-            "logging": {"level": "WARNING"},
-        }
+    plugins = ["audit"] if audit else []
+    config = offline_config(
+        directory, *plugins, http={"enabled": False}, logging={"level": "WARNING"}
     )
     host = Host(config)
     await host.start()

@@ -29,16 +29,15 @@ from rich.progress import track
 from rich.table import Table
 
 from contracts.config import (
-    AgentsSettings,
     HostConfig,
     LoggingSettings,
-    PluginsSettings,
     ReloadSettings,
 )
 from contracts.events import PLUGIN_RELOADED
 from host.app import Host
 from host.config import LoadedConfig
 from host.logs import configure_logging
+from host.testing import offline_config
 
 PLUGIN = """
 from typing import ClassVar
@@ -113,12 +112,8 @@ async def wait_for(host: Host, value: str, limit: float = 30.0) -> None:
 
 
 def config(root: Path, debounce: float) -> HostConfig:
-    return HostConfig(
-        dev=True,
-        data_dir=root / "data",
-        agents=AgentsSettings(characters_dir=root / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza", "benchreload"]),
-        reload=ReloadSettings(debounce=debounce),
+    return offline_config(
+        root / "data", "benchreload", dev=True, reload=ReloadSettings(debounce=debounce)
     )
 
 

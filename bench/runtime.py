@@ -34,13 +34,13 @@ from rich.console import Console
 from rich.table import Table
 
 from builtin_plugins.eliza import Session
-from contracts.config import AgentsSettings, HostConfig, LoggingSettings, PluginsSettings
+from contracts.config import LoggingSettings
 from contracts.metrics import MetricsSettings
 from host.app import Host
-from host.config import LoadedConfig
 from host.logs import configure_logging
 from host.metrics.bound import bind
 from host.metrics.memory import InMemoryMetrics
+from host.testing import offline_config
 
 console = Console(width=150)
 
@@ -67,13 +67,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def build(directory: Path, *, metrics: bool = True) -> Any:
     """The default host (SQLite store, ELIZA) on a data dir in `directory`; its agent and stop."""
-    config = HostConfig(
-        data_dir=directory,
-        agents=AgentsSettings(characters_dir=directory / "no-characters"),
-        metrics=MetricsSettings(enabled=metrics),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
-    )
-    host = Host(LoadedConfig(config, None))
+    host = Host(offline_config(directory, metrics=MetricsSettings(enabled=metrics)))
     await host.start()
     assert host.agents is not None
     return host.agents.get("Eliza"), host.stop, host

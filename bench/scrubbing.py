@@ -37,11 +37,11 @@ from pydantic_core import to_json
 from rich.console import Console
 from rich.table import Table
 
-from contracts.config import HostConfig
 from contracts.eventstore import EVENT_STORE
 from host.app import Host
 from host.secrets import SECRETS as REGISTRY
 from host.secrets import SecretRegistry
+from host.testing import offline_config
 
 TEXTS = ["I feel sad about my job", "My mother never listens to me", "Can you help me"]
 SECRETS = ("sk-proj-0123456789abcdefghijklmnop", "postgres-pass-9f8e7d6c", "hf_tokenABCDEFGH1234")
@@ -50,14 +50,8 @@ SECRETS = ("sk-proj-0123456789abcdefghijklmnop", "postgres-pass-9f8e7d6c", "hf_t
 async def recorded(directory: Path, messages: int) -> list[dict[str, Any]]:
     """The data of every event the audit trail records for `messages` messages."""
     os.environ["AGENTHOST_DATA_DIR"] = str(directory)
-    config = HostConfig.model_validate(
-        {
-            "data_dir": str(directory),
-            "plugins": {"enabled": ["eliza", "sqlite", "audit"]},
-            "agents": {"characters_dir": str(directory / "characters")},
-            "http": {"enabled": False},
-            "logging": {"level": "WARNING"},
-        }
+    config = offline_config(
+        directory, "audit", http={"enabled": False}, logging={"level": "WARNING"}
     )
     host = Host(config)
     await host.start()

@@ -17,6 +17,7 @@ from loguru import logger
 
 from contracts.agent import AGENT_RUNTIME, CHARACTER, AgentError, Character
 from contracts.cache import CACHE, ProviderCacheProtocol
+from contracts.config import AgentsSettings
 from contracts.events import AGENT_STARTED, AGENT_STOPPED, AgentPayload
 from contracts.memory import utc_now
 from contracts.metrics import MetricsCollector
@@ -27,7 +28,7 @@ from host.di import Container
 from host.embeddings import EmbeddingSpace
 from host.events import EventBus
 from host.metrics.storage import InstrumentedAdapter
-from host.runtime import AgentRuntime, RuntimeSettings, agent_id_for
+from host.runtime import AgentRuntime, agent_id_for
 
 __all__ = ["AgentManager", "UnknownAgentError"]
 
@@ -48,13 +49,16 @@ class AgentManager:
         components: ComponentRegistry,
         *,
         characters: Iterable[Character] = (),
-        settings: RuntimeSettings | None = None,
+        settings: AgentsSettings | None = None,
         clock: Callable[[], datetime] = utc_now,
         ids: Callable[[], UUID] = uuid4,
         metrics: MetricsCollector | None = None,
         wrap_database: Callable[[DatabaseAdapter], DatabaseAdapter] | None = None,
         embeddings: EmbeddingSpace | None = None,
+        runtime: Callable[..., AgentRuntime] = AgentRuntime,
     ) -> None:
+        self._runtime = runtime
+        """Builds each agent's runtime (`AgentRuntime`; the test kit's `TestRuntime`)."""
         self.embeddings = embeddings
         """The embedding model of the store's vectors, shared by every agent's runtime."""
         self.metrics = metrics
@@ -64,7 +68,7 @@ class AgentManager:
         self.container = container
         self.events = events
         self.components = components
-        self.settings = settings or RuntimeSettings()
+        self.settings = settings or AgentsSettings()
         self.clock = clock
         self.ids = ids
         self._characters: dict[str, Character] = {}
@@ -155,7 +159,7 @@ class AgentManager:
             cache: ProviderCacheProtocol | None = None
             if scope.has(CACHE):
                 cache = await scope.aresolve(CACHE)
-            runtime = AgentRuntime(
+            runtime = self._runtime(
                 character=character,
                 scope=scope,
                 events=self.events,

@@ -16,11 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from contracts.cache import CACHE
-from contracts.config import SETTINGS, HostConfig
+from contracts.config import HostConfig
 from contracts.errors import AgentHostError
 from contracts.events import (
-    EVENTS,
     PLUGIN_FAILED,
     PLUGIN_LOADED,
     PLUGIN_RELOADED,
@@ -29,30 +27,21 @@ from contracts.events import (
     PluginPayload,
     PluginReloadedPayload,
 )
-from contracts.logging import LOGGER
-from contracts.metrics import METRICS
-from contracts.models import MODELS
 from host import character_knowledge, tracing
 from host.agents import AgentManager
+from host.assembly import Engine, agent_manager, assemble, http_app
 from host.blocking import LoopMonitor
-from host.cache import ProviderCache
 from host.characters import default_character, load_characters
-from host.components import ComponentRegistry
 from host.config import LoadedConfig, load_config
 from host.console import mount_console
-from host.di import Container
 from host.discovery import Discovered, discover
 from host.embeddings import check_embeddings
-from host.events import EventBus, EventSettings
-from host.handles import PluginBus, PluginCache, PluginModels
-from host.http import HttpServer, app_from_settings, mount_host_routes
-from host.loader import Loader, PluginStatus
+from host.http import HttpServer, mount_host_routes
+from host.loader import PluginStatus
 from host.metrics.events import EventMetrics
 from host.metrics.sampler import bus_source, cache_source
-from host.metrics.telemetry import Telemetry, build_telemetry
-from host.models import ModelRegistry
+from host.metrics.telemetry import Telemetry
 from host.reload import Reloader, ReloadResult
-from host.runtime import RuntimeSettings
 from host.secrets import register
 from host.stores import check_stores
 
@@ -79,29 +68,15 @@ class Host:
             config = LoadedConfig(config, None)
         self.loaded_config = config
         settings = config.config
-        self.events = EventBus(
-            EventSettings(settings.events.handler_timeout, settings.events.detached_limit)
-        )
-        self.models = ModelRegistry(settings.models, events=self.events)
-        self.cache = ProviderCache(
-            max_entries=settings.cache.max_entries, max_bytes=settings.cache.max_bytes
-        )
-        self.telemetry: Telemetry = build_telemetry(settings.metrics)
-        self.components = ComponentRegistry(self.cache)
-        self.container = Container(pins=settings.services)
-        self.container.provide(SETTINGS, settings, owner="host")
-        # Plugins get handles bound to their name (host.handles), not the services themselves.
-        self.container.provide(EVENTS, self.events, owner="host", view=self._bus_for)
-        self.container.provide(MODELS, self.models, owner="host", view=self._models_for)
-        self.container.provide(CACHE, self.cache, owner="host", view=self._cache_for)
-        self.container.provide(METRICS, self.telemetry.collector, owner="host")
-        self.container.provide(LOGGER, _log, owner="host")
-        self.loader = Loader(
-            self.container,
-            [self.container, self.events, self.models, self.components],
-            config=config,
-            events=self.events,
-        )
+        self.engine: Engine = assemble(config)
+        engine = self.engine
+        self.events = engine.events
+        self.models = engine.models
+        self.cache = engine.cache
+        self.telemetry: Telemetry = engine.telemetry
+        self.components = engine.components
+        self.container = engine.container
+        self.loader = engine.loader
         self._discovered = discovered
         self.reloader: Reloader | None = None
         """Set in dev mode (``dev: true`` / ``agenthost run --dev``): watches plugin files."""
@@ -117,15 +92,6 @@ class Host:
             self.cluster = ClusterNode(settings)
         self._started = False
 
-    def _bus_for(self, plugin: str) -> PluginBus:
-        return PluginBus(self.events, plugin)
-
-    def _models_for(self, plugin: str) -> PluginModels:
-        return PluginModels(self.models, plugin)
-
-    def _cache_for(self, plugin: str) -> PluginCache:
-        return PluginCache(self.cache, plugin)
-
     @property
     def config(self) -> HostConfig:
         return self.loaded_config.config
@@ -139,7 +105,6 @@ class Host:
         if self._started:
             return
         self._started = True
-        self.cache.bind(self.events)  # invalidation first among each event's handlers
         tracing.subscribe(self.events)  # model call spans, when a tracer provider is set
         if self.config.metrics.enabled:
             EventMetrics(self.telemetry.internal).subscribe(self.events, owner="host")
@@ -250,24 +215,11 @@ class Host:
         if not characters:
             character = default_character()
             characters = {character.name.lower(): character}
-        runtime = RuntimeSettings(
-            provider_timeout=settings.provider_timeout,
-            action_timeout=settings.action_timeout,
-            evaluator_timeout=settings.evaluator_timeout,
-            history=settings.history,
-            embed=settings.embed,
-            respond_in_groups=settings.respond_in_groups,
-            max_actions=settings.max_actions,
-        )
-        self.agents = AgentManager(
-            self.container,
-            self.events,
-            self.components,
-            characters=characters.values(),
-            settings=runtime,
-            metrics=self.telemetry.internal if self.config.metrics.enabled else None,
+        self.agents = agent_manager(
+            self.engine,
+            characters.values(),
             embeddings=await check_embeddings(self.container) if settings.embed else None,
-            **self._cluster_hooks(),
+            hooks=self._cluster_hooks(),
         )
         character_knowledge.subscribe(
             self.events, self.container, self.agents, settings.characters_dir
@@ -284,7 +236,7 @@ class Host:
         if self.agents is None:
             raise RuntimeError("start the agents before the HTTP API")
         dispatch = self.cluster.dispatch if self.cluster is not None else None
-        app = app_from_settings(self.agents, self.config.http, dispatch)
+        app = http_app(self.engine, self.agents, dispatch)
         if self.cluster is not None:
             self.cluster.mount(app)
         mount_host_routes(app, self)

@@ -27,10 +27,12 @@ from host.parsing import MAX_DEPTH, ParseError, decode, load_json, load_yaml
 from host.secrets import MASK, is_secret_name, masked, secret_paths, secret_values
 
 __all__ = [
+    "BACKENDS_ENV",
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
     "MASK",
     "OTHER_VARIABLES",
+    "POSTGRES_URL",
     "ConfigError",
     "LoadedConfig",
     "flatten",
@@ -41,6 +43,7 @@ __all__ = [
     "problems_message",
     "secret_paths",
     "secret_values",
+    "test_variables",
     "unknown_variables",
 ]
 
@@ -48,8 +51,28 @@ ENV_PREFIX = "AGENTHOST_"
 DEFAULT_CONFIG = Path("config/agenthost.yaml")
 OTHER_VARIABLES = frozenset({"AGENTHOST_CONFIG", "AGENTHOST_EVENT_STORE"})
 """``AGENTHOST_*`` variables that are not settings: the config file's path, the events CLI's
-store. ``AGENTHOST_TEST_*`` belong to the test kit (host.pytest_plugin)."""
+store. ``AGENTHOST_TEST_*`` belong to the test kit (read here, `test_variables`, for
+host.pytest_plugin): this module is the only one reading ``AGENTHOST_*`` variables."""
 TEST_PREFIX = "AGENTHOST_TEST_"
+POSTGRES_URL = f"{TEST_PREFIX}POSTGRES_URL"
+BACKENDS_ENV = f"{TEST_PREFIX}BACKENDS"
+
+
+@dataclass(frozen=True, slots=True)
+class TestVariables:
+    """The test kit's ``AGENTHOST_TEST_*`` variables (`host.pytest_plugin`)."""
+
+    __test__ = False  # not a pytest test class
+    postgres_url: str | None
+    """``AGENTHOST_TEST_POSTGRES_URL``: the PostgreSQL to test on (else pgserver starts one)."""
+    backends: str | None
+    """``AGENTHOST_TEST_BACKENDS``: comma-separated store backends to test (else every one)."""
+
+
+def test_variables(environ: Mapping[str, str] | None = None) -> TestVariables:
+    """The test kit's variables, read from `environ` (default: the process environment)."""
+    environ = os.environ if environ is None else environ
+    return TestVariables(environ.get(POSTGRES_URL) or None, environ.get(BACKENDS_ENV) or None)
 
 
 class ConfigError(AgentHostError):

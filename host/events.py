@@ -35,6 +35,7 @@ import pluggy
 from loguru import logger
 from pydantic import BaseModel, ValidationError
 
+from contracts.config import EventsSettings
 from contracts.events import (
     HANDLER_FAILED,
     AnyHandler,
@@ -54,7 +55,7 @@ from host.blocking import component_site, describe_subscription
 from host.deadlines import shared as _deadlines
 from host.validation import field_problems
 
-__all__ = ["EventBus", "EventSettings", "HandlerSubscription"]
+__all__ = ["EventBus", "HandlerSubscription"]
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -68,17 +69,6 @@ coroutine function with a limit: the common case, kept to the fewest steps); `_O
 limit); `_ANY`, the same with ``call(event, payload)``; `_DETACHED`, in a task of its own;
 `_GONE`, not at all (unsubscribed while an emit that holds the plan runs)."""
 _in_detached: ContextVar[bool] = ContextVar("agenthost_in_detached_handler", default=False)
-
-
-@dataclass(frozen=True, slots=True)
-class EventSettings:
-    """Tunables of the bus (config section ``events``)."""
-
-    handler_timeout: float | None = 30.0
-    """Seconds an async handler may run before it is cancelled and reported (None: no limit)."""
-    detached_limit: int = 1000
-    """Detached handler runs in flight at most; past it, emits wait for a slot (backpressure
-    instead of unbounded memory)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -124,8 +114,9 @@ def _sort_key(sub: HandlerSubscription) -> tuple[int, int]:
 class EventBus:
     """Subscriptions per event, emitted in priority order with failures isolated."""
 
-    def __init__(self, settings: EventSettings | None = None) -> None:
-        self._settings = settings or EventSettings()
+    def __init__(self, settings: EventsSettings | None = None) -> None:
+        self._settings = settings or EventsSettings()
+        """Config section ``events``: the handler timeout, the detached handler limit."""
         self._subs: dict[str, list[HandlerSubscription]] = {}
         self._any: list[HandlerSubscription] = []
         self._plan: dict[str, tuple[tuple[HandlerSubscription, ...], int]] = {}
@@ -148,11 +139,11 @@ class EventBus:
         return Counter({name: count for name, count in self._counts.items() if count})
 
     @property
-    def settings(self) -> EventSettings:
+    def settings(self) -> EventsSettings:
         return self._settings
 
     @settings.setter
-    def settings(self, settings: EventSettings) -> None:
+    def settings(self, settings: EventsSettings) -> None:
         self._settings = settings
         self._plan.clear()  # the plans hold the default timeout
 

@@ -30,12 +30,12 @@ import contextlib
 import os
 import socket
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
-from pydantic import SecretStr
 
+from contracts.config import HttpSettings
 from host import http_agents, http_manage, http_memories, http_ops, http_plugins, knowledge_routes
 from host.agents import AgentManager
 from host.http_agents import AgentInfo, MessageIn
@@ -54,7 +54,6 @@ __all__ = [
     "AgentInfo",
     "Dispatch",
     "HttpServer",
-    "HttpSettingsLike",
     "MemoryPage",
     "MessageIn",
     "app_from_settings",
@@ -130,17 +129,8 @@ def mount_host_routes(app: FastAPI, host: Host) -> None:
         include_guarded(app, http_plugins.reload_router)
 
 
-class HttpSettingsLike(Protocol):
-    """The config ``http`` section as this module reads it."""
-
-    host: str
-    port: int
-    api_key: SecretStr | None
-    max_body_bytes: int
-
-
 def app_from_settings(
-    agents: AgentManager, settings: HttpSettingsLike, dispatch: Dispatch | None = None
+    agents: AgentManager, settings: HttpSettings, dispatch: Dispatch | None = None
 ) -> FastAPI:
     """`create_app` configured from the ``http`` config section."""
     key = settings.api_key.get_secret_value() if settings.api_key is not None else None

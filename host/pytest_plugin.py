@@ -3,6 +3,9 @@
 - ``agent_builder``: an `AgentTestBuilder`, torn down after the test;
 - ``agent_runtime``: a `TestRuntime` built with the defaults (in-memory store, ELIZA);
 - ``event_capture``: an `EventRecorder` on ``agent_runtime``;
+- ``offline_host``: starts whole hosts offline (SQLite store, ELIZA, a temporary data dir:
+  `host.testing.offline_config`), ``await offline_host("my-plugin", serve=True)``, stopped after
+  the test;
 - ``memory_store``: a fresh, empty store of each installed backend (`store_backends`), for tests
   that must hold everywhere; ``memory_store_factory`` opens such stores (``async with
   memory_store_factory() as db``), for tests that need several, e.g. one per hypothesis example.
@@ -32,11 +35,11 @@ from urllib.parse import quote
 import pytest
 import pytest_asyncio
 
-from builtin_plugins.inmemory import InMemoryAdapter
-from builtin_plugins.sqlite import SqliteAdapter
 from contracts.plugin import ENTRY_POINT_GROUP
 from contracts.storage import DatabaseAdapter
-from host.testing import AgentTestBuilder, EventRecorder, TestRuntime
+from host.assembly import open_store
+from host.config import BACKENDS_ENV, POSTGRES_URL, test_variables
+from host.testing import AgentTestBuilder, EventRecorder, OfflineHosts, TestRuntime
 
 __all__ = [
     "BACKENDS_ENV",
@@ -48,8 +51,6 @@ __all__ = [
     "store_backends",
 ]
 
-POSTGRES_URL = "AGENTHOST_TEST_POSTGRES_URL"
-BACKENDS_ENV = "AGENTHOST_TEST_BACKENDS"
 STORE_PLUGINS = ("inmemory", "sqlite", "postgres")
 """The store backends agenthost ships, by plugin name."""
 
@@ -64,7 +65,7 @@ def store_backends() -> list[str]:
     installed (``AGENTHOST_TEST_BACKENDS`` narrows them)."""
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     found = [name for name in STORE_PLUGINS if name in installed]
-    wanted = os.environ.get(BACKENDS_ENV)
+    wanted = test_variables().backends
     if wanted:
         names = [n.strip() for n in wanted.split(",") if n.strip()]
         unknown = sorted(set(names) - set(found))
@@ -85,7 +86,7 @@ def schema_uri(base: str, schema: str) -> str:
 @pytest.fixture(scope="session")
 def pg_server_uri() -> Iterator[str]:
     """The URI of a session-wide PostgreSQL with the vector extension installed."""
-    url = os.environ.get(POSTGRES_URL)
+    url = test_variables().postgres_url
     if url:
         yield url
         return
@@ -186,46 +187,31 @@ async def fresh_schema(server_uri: str, prefix: str = "store") -> AsyncIterator[
 @pytest.fixture(scope="session")
 def pg_store_factory(pg_server_uri: str) -> StoreFactory:
     """Opens fresh, empty PostgreSQL stores, each in its own schema (dropped on close)."""
-    from builtin_plugins.postgres import PostgresAdapter
 
     @contextlib.asynccontextmanager
-    async def open_store() -> AsyncIterator[DatabaseAdapter]:
+    async def open_pg() -> AsyncIterator[DatabaseAdapter]:
         async with fresh_schema(pg_server_uri) as schema:
-            db = await PostgresAdapter.open(schema_uri(pg_server_uri, schema), max_size=4)
-            try:
+            url = schema_uri(pg_server_uri, schema)
+            async with open_store("postgres", {**PG_SETTINGS, "url": url}) as db:
                 yield db
-            finally:
-                await db.close()
 
-    return open_store
+    return open_pg
+
+
+PG_SETTINGS: dict[str, Any] = {"pool_max": 4, "hnsw_m": 32, "hnsw_ef_construction": 80}
+"""The postgres plugin's settings of the stores here: a small pool, the index parameters the
+other stores default to."""
 
 
 def backend_factory(backend: str, request: pytest.FixtureRequest) -> StoreFactory:
-    """A `StoreFactory` of `backend` (one of `STORE_PLUGINS`); postgres skips without a server."""
+    """A `StoreFactory` of `backend` (one of `STORE_PLUGINS`), opened by its plugin (found
+    through its entry point); postgres skips without a server."""
     if backend == "inmemory":
-
-        @contextlib.asynccontextmanager
-        async def open_inmemory() -> AsyncIterator[DatabaseAdapter]:
-            db = InMemoryAdapter()
-            try:
-                yield db
-            finally:
-                await db.close()
-
-        return open_inmemory
+        return lambda: open_store("inmemory")
     if backend == "sqlite":
         directory = request.getfixturevalue("tmp_path_factory").mktemp("sqlite")
         counter = itertools.count()
-
-        @contextlib.asynccontextmanager
-        async def open_sqlite() -> AsyncIterator[DatabaseAdapter]:
-            db = await SqliteAdapter.open(directory / f"store-{next(counter)}.sqlite3")
-            try:
-                yield db
-            finally:
-                await db.close()
-
-        return open_sqlite
+        return lambda: open_store("sqlite", {"path": directory / f"store-{next(counter)}.sqlite3"})
     if backend == "postgres":
         factory: StoreFactory = request.getfixturevalue("pg_store_factory")
         return factory
@@ -263,3 +249,13 @@ async def agent_runtime(agent_builder: AgentTestBuilder) -> TestRuntime:
 def event_capture(agent_runtime: TestRuntime) -> Iterator[EventRecorder]:
     with agent_runtime.capture_events() as recorder:
         yield recorder
+
+
+@pytest_asyncio.fixture
+async def offline_host(tmp_path: Path) -> AsyncIterator[OfflineHosts]:
+    """Starts offline hosts (`host.testing.OfflineHosts`); stops them after the test."""
+    hosts = OfflineHosts(tmp_path / "hosts")
+    try:
+        yield hosts
+    finally:
+        await hosts.aclose()

@@ -26,7 +26,6 @@ components), `host.memory_writer` (saving memories), `host.room_queue`, `host.tu
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -35,6 +34,7 @@ from loguru import logger
 
 from contracts.agent import Character, Reply, State
 from contracts.cache import ProviderCacheProtocol
+from contracts.config import AgentsSettings
 from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, utc_now
 from contracts.models import EmbeddingKind, ModelParams, ModelRuntime, ModelType, TextChunk
 from contracts.services import ServiceScope
@@ -51,7 +51,7 @@ from host.turn import TurnParts, run_turn
 if TYPE_CHECKING:
     from loguru import Logger
 
-__all__ = ["AgentRuntime", "ReplyStream", "RuntimeSettings", "agent_id_for"]
+__all__ = ["AgentRuntime", "ReplyStream", "agent_id_for"]
 
 P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
@@ -62,24 +62,6 @@ _AGENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agenthost.dev/agents")
 def agent_id_for(name: str) -> UUID:
     """The stable id of the agent named `name` (same name, same id, across restarts)."""
     return uuid5(_AGENT_NAMESPACE, name.strip().lower())
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeSettings:
-    """Tunables of one runtime (config ``agents``)."""
-
-    provider_timeout: float = 5.0
-    """Seconds a provider may take before it is skipped (a provider's own timeout wins)."""
-    action_timeout: float = 30.0
-    evaluator_timeout: float = 30.0
-    history: int = 10
-    """Recent messages of the room put into the prompt."""
-    embed: bool = True
-    """Embed incoming messages and replies (TEXT_EMBEDDING) before saving them."""
-    respond_in_groups: bool = False
-    """In group rooms (content ``channel_type: group``) reply only when named, unless True."""
-    max_actions: int = 5
-    """At most this many actions per message."""
 
 
 class ReplyStream:
@@ -126,7 +108,7 @@ class AgentRuntime:
         models: ModelRuntime,
         database: DatabaseAdapter,
         components: ComponentRegistry | None = None,
-        settings: RuntimeSettings | None = None,
+        settings: AgentsSettings | None = None,
         agent_id: UUID | None = None,
         cache: ProviderCacheProtocol | None = None,
         clock: Callable[[], datetime] = utc_now,
@@ -140,7 +122,8 @@ class AgentRuntime:
         self.models = models
         self._database = database
         self.components = components or ComponentRegistry()
-        self.settings = settings or RuntimeSettings()
+        self.settings = settings or AgentsSettings()
+        """Config section ``agents``: timeouts, history, embedding, group replies."""
         self.clock = clock
         self.ids = ids
         self._last_time: datetime | None = None

@@ -27,23 +27,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from loguru import logger
 from pydantic import BaseModel
 
-from builtin_plugins.eliza import ElizaPlugin
-from builtin_plugins.eliza.embedding import embed
-from builtin_plugins.inmemory import InMemoryAdapter
-from builtin_plugins.sqlite import SqliteAdapter
-from contracts.agent import AGENT_RUNTIME, CHARACTER, Character, Provider, ProviderResult, Reply
-from contracts.cache import CACHE
-from contracts.config import SETTINGS, HostConfig
-from contracts.events import EVENTS, Event, EventPayload
+from contracts.agent import Character, Provider, ProviderResult, Reply
+from contracts.config import HostConfig
+from contracts.events import Event, EventPayload
 from contracts.memory import Memory, MemoryQuery
 from contracts.models import (
-    MODELS,
+    TEXT_EMBEDDING,
     EmbeddingParams,
     EmbeddingResult,
     ModelHandler,
@@ -55,32 +50,39 @@ from contracts.models import (
     TextResult,
 )
 from contracts.plugin import Plugin
-from contracts.storage import DATABASE, DatabaseAdapter
-from host.cache import ProviderCache
+from host.agents import AgentManager
+from host.assembly import Engine, agent_manager, assemble, load_named
 from host.characters import character_from_mapping, default_character
-from host.components import ComponentRegistry
 from host.config import LoadedConfig
-from host.di import Container
 from host.discovery import Discovered
 from host.events import EventBus, HandlerSubscription
-from host.handles import PluginBus, PluginCache, PluginModels
 from host.loader import Loader
 from host.models import ModelRegistry
-from host.runtime import AgentRuntime, RuntimeSettings
+from host.runtime import AgentRuntime
 
 __all__ = [
+    "OFFLINE_PLUGINS",
     "AgentTestBuilder",
     "EventRecorder",
     "ManualClock",
     "MockModel",
+    "OfflineHosts",
     "SequentialIds",
     "StepClock",
     "TestRuntime",
+    "offline_config",
 ]
+
+if TYPE_CHECKING:
+    from host.app import Host
 
 P = TypeVar("P", bound=EventPayload)
 MOCK_PRIORITY = 1_000
 """Mock model handlers outrank every real provider."""
+DEFAULT_MODELS = "eliza"
+"""The plugin answering what is not mocked (and embedding what a mock does not): found, like
+the stores, through its ``agenthost.plugins`` entry point."""
+Embedder = Callable[[EmbeddingParams], Awaitable[EmbeddingResult]]
 
 Reply_ = str | BaseModel | Callable[[Any], Any]
 
@@ -131,8 +133,17 @@ class MockModel:
     """A model handler answering from `replies`: one reply for every call, a list used in turn
     (the last one repeats), or a function of the params. Records every call's params."""
 
-    def __init__(self, model_type: ModelType[Any, Any], replies: Reply_ | Sequence[Reply_]):
+    def __init__(
+        self,
+        model_type: ModelType[Any, Any],
+        replies: Reply_ | Sequence[Reply_],
+        *,
+        embedder: Embedder | None = None,
+    ):
         self.model_type = model_type
+        self.embedder = embedder
+        """Embeds the texts of an embedding call whose reply is no `EmbeddingResult` (the
+        test kit passes the default model plugin's)."""
         self.replies: list[Reply_] = (
             list(replies) if isinstance(replies, list | tuple) else [replies]  # type: ignore[list-item]
         )
@@ -156,7 +167,7 @@ class MockModel:
         value = reply(params) if callable(reply) else reply
         if isinstance(value, Awaitable):
             value = await value
-        return _as_result(self.model_type, value, params)
+        return await _as_result(self.model_type, value, params, self.embedder)
 
     async def stream(self, params: ModelParams) -> AsyncIterator[TextChunk]:
         """The same reply streamed word by word (one recorded call), so streamed replies come
@@ -168,14 +179,17 @@ class MockModel:
             yield TextChunk(text=word, index=index, finish_reason="stop" if last else None)
 
 
-def _as_result(model_type: ModelType[Any, Any], value: Any, params: Any) -> Any:
+async def _as_result(
+    model_type: ModelType[Any, Any], value: Any, params: Any, embedder: Embedder | None
+) -> Any:
     if isinstance(value, model_type.result):
         return value
     if model_type.result is TextResult:
         return TextResult(text=str(value), finish_reason="stop", model="mock")
-    if model_type.result is EmbeddingResult:
-        texts = params.texts if isinstance(params, EmbeddingParams) else [str(value)]
-        return EmbeddingResult(vectors=[embed(t) for t in texts], model="mock")
+    if model_type.result is EmbeddingResult and embedder is not None:
+        if not isinstance(params, EmbeddingParams):
+            params = EmbeddingParams(text=str(value))
+        return EmbeddingResult(vectors=(await embedder(params)).vectors, model="mock")
     if model_type.result is ObjectResult and isinstance(value, Mapping):
         return ObjectResult(data=dict(value))
     raise TypeError(
@@ -243,9 +257,13 @@ class TestRuntime(AgentRuntime):
     __test__ = False  # not a pytest test class
     is_test = True
 
-    def __init__(self, *, registry: ModelRegistry, **kwargs: Any) -> None:
+    def __init__(
+        self, *, registry: ModelRegistry, embedder: Embedder | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.registry = registry
+        self.embedder = embedder
+        """The default model plugin's embedding handler (mocked embeddings use it)."""
         self.mock_models: dict[str, MockModel] = {}
         self.room_id = UUID(int=(0xA6E7 << 112) | 0xF00D)
         """The room `process_message` uses for plain text."""
@@ -286,7 +304,7 @@ class TestRuntime(AgentRuntime):
         """Answer `model_type` calls from `replies`; returns the mock (its ``calls``)."""
         owner = f"mock:{model_type.name}"
         self.registry.unregister_owner(owner)
-        mock = MockModel(model_type, replies)
+        mock = MockModel(model_type, replies, embedder=self.embedder)
         stream = mock.stream if model_type.result is TextResult else None
         handler = ModelHandler(model_type, mock, stream, priority=MOCK_PRIORITY, provider="mock")
         self.registry.register(handler, owner=owner)
@@ -321,6 +339,13 @@ class AgentTestBuilder:
         self._cache_clock: Callable[[], float] = ManualClock()
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
         self._runtime: TestRuntime | None = None
+        self.engine: Engine | None = None
+        """The engine `build` assembled (`host.assembly`): container, bus, models, loader."""
+        self.agents: AgentManager | None = None
+        """The agents over it: the built runtime's, and any other a test starts."""
+        self.recorder: EventRecorder | None = None
+        """Every event from the agent's start on, when asked for (`recording`)."""
+        self._record = False
 
     def with_character(self, character: Character | None = None, **fields: Any) -> AgentTestBuilder:
         """A whole character, and/or fields merged over the default one (``name="TestBot"``);
@@ -357,6 +382,12 @@ class AgentTestBuilder:
         self._config.update(sections)
         return self
 
+    def recording(self) -> AgentTestBuilder:
+        """Record every event from the agent's start on (``agent:started`` included) in
+        `recorder`, until `aclose`."""
+        self._record = True
+        return self
+
     def with_clock(self, clock: Callable[[], datetime]) -> AgentTestBuilder:
         self._clock = clock
         return self
@@ -370,14 +401,14 @@ class AgentTestBuilder:
         self._cache_clock = clock
         return self
 
-    async def _open_database(self) -> DatabaseAdapter:
+    def _store(self) -> tuple[str, dict[str, Any], Path | None]:
+        """The store plugin `with_database` asks for, its settings and the data dir."""
         spec = self._database
         if spec == "inmemory":
-            return InMemoryAdapter()
+            return "inmemory", {}, None
         if spec.startswith(("postgresql://", "postgres://")):
-            from builtin_plugins.postgres import PostgresAdapter
-
-            return await PostgresAdapter.open(spec)
+            # the index parameters the adapters default to (the plugin's differ)
+            return "postgres", {"url": spec, "hnsw_m": 32, "hnsw_ef_construction": 80}, None
         if spec == "sqlite":
             directory = Path(tempfile.mkdtemp(prefix="agenthost-test-"))
 
@@ -385,84 +416,62 @@ class AgentTestBuilder:
                 shutil.rmtree(directory, ignore_errors=True)
 
             self._cleanup.append(remove)
-            return await SqliteAdapter.open(directory / "test.sqlite3")
-        return await SqliteAdapter.open(spec.removeprefix("sqlite:///"))
+            return "sqlite", {"path": "test.sqlite3"}, directory
+        return "sqlite", {"path": Path(spec.removeprefix("sqlite:///")).absolute()}, None
+
+    def _host_config(
+        self, store: str, settings: dict[str, Any], data_dir: Path | None
+    ) -> HostConfig:
+        """`with_settings`' sections over the kit's defaults: the store's section, and no
+        store metrics (``metrics.enabled``) unless asked for."""
+        data: dict[str, Any] = {"metrics": {"enabled": False}, **self._config}
+        plugins = dict(data.get("plugins") or {})
+        plugins[store] = {**settings, **(plugins.get(store) or {})}
+        data["plugins"] = plugins
+        if data_dir is not None:
+            data["data_dir"] = data_dir
+        return HostConfig.model_validate(data)
 
     async def build(self) -> TestRuntime:
-        """Assemble the runtime: store, bus, models (ELIZA + mocks), plugins, character."""
-        config = HostConfig.model_validate(self._config)
-        container = Container()
-        bus = EventBus()
-        registry = ModelRegistry(config.models, events=bus)
-        for handler in ElizaPlugin().models():
-            registry.register(handler, owner="eliza")
-        cache = ProviderCache(  # as in the host: providers' cache policies apply in tests too
-            max_entries=config.cache.max_entries,
-            max_bytes=config.cache.max_bytes,
-            clock=self._cache_clock,
-        )
-        cache.bind(bus)
-        components = ComponentRegistry(cache)
-        database = await self._open_database()
-        self._cleanup.append(database.close)
-        container.provide(DATABASE, database, owner="test")
-        # plugins get handles bound to their name, as in the host (host.handles)
-        container.provide(MODELS, registry, owner="test", view=partial(PluginModels, registry))
-        container.provide(EVENTS, bus, owner="test", view=partial(PluginBus, bus))
-        container.provide(SETTINGS, config, owner="test")
-        container.provide(CACHE, cache, owner="test", view=partial(PluginCache, cache))
-        loader = Loader(
-            container,
-            [container, bus, registry, components],
-            config=LoadedConfig(config, None),
-            events=bus,
-        )
+        """Assemble the runtime (`host.assembly`, as the host does): the store plugin, the
+        default model plugin (ELIZA) and mocks, your plugins, the character's agent."""
+        store, settings, data_dir = self._store()
+        config = self._host_config(store, settings, data_dir)
+        engine = assemble(LoadedConfig(config, None), owner="test", cache_clock=self._cache_clock)
+        self.engine = engine
+        self._cleanup.insert(0, engine.aclose)
+        await load_named(engine, [store, DEFAULT_MODELS])
         for plugin in self._plugins:
-            await self._load(loader, plugin)
+            await self._load(engine.loader, plugin)
         character = default_character()
         if self._character:
             character = character_from_mapping(
                 {**character.model_dump(), **self._character},
                 source="AgentTestBuilder.with_character",
             )
-        scope = container.create_scope("agent")
-        agents = config.agents
-        runtime = TestRuntime(
-            registry=registry,
-            character=character,
-            scope=scope,
-            events=bus,
-            models=registry,
-            database=database,
-            components=components,
-            settings=RuntimeSettings(
-                provider_timeout=agents.provider_timeout,
-                action_timeout=agents.action_timeout,
-                evaluator_timeout=agents.evaluator_timeout,
-                history=agents.history,
-                embed=agents.embed,
-                respond_in_groups=agents.respond_in_groups,
-                max_actions=agents.max_actions,
-            ),
-            cache=cache,
+        embedder = _embedder_of(engine, DEFAULT_MODELS)
+        agents = agent_manager(
+            engine,
+            [character],
             clock=self._clock,
             ids=self._ids,
+            runtime=partial(TestRuntime, registry=engine.models, embedder=embedder),
         )
-        scope.provide(CHARACTER, character, owner="test")
-        scope.provide(AGENT_RUNTIME, runtime, owner="test")
+        self.agents = agents
+        self._cleanup.insert(0, agents.stop_all)
+        if self._record:
+            recorder = self.recorder = EventRecorder(engine.events)
+
+            async def stop_recording() -> None:
+                recorder.stop()
+
+            self._cleanup.append(stop_recording)
+        runtime = await agents.start(character.name)
+        assert isinstance(runtime, TestRuntime)
         for name, result in self._providers.items():
             runtime.set_mock_provider(name, result)
         for model_type, replies in self._models:
             runtime.set_mock_model(model_type, replies)
-
-        async def close() -> None:
-            await runtime.stop()
-            await loader.unload_all()
-            await scope.aclose()
-            await container.aclose()
-            await bus.aclose()
-
-        self._cleanup.insert(0, close)
         self._runtime = runtime
         return runtime
 
@@ -477,7 +486,7 @@ class AgentTestBuilder:
             raise RuntimeError(f"plugin {manifest.name} failed to {status.stage}: {status.error}")
 
     async def aclose(self) -> None:
-        """Tear down everything `build` made, in reverse."""
+        """Tear down everything `build` made: agents, plugins, services, temporary files."""
         cleanup, self._cleanup = self._cleanup, []
         for step in cleanup:
             try:
@@ -490,3 +499,67 @@ class AgentTestBuilder:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _embedder_of(engine: Engine, plugin: str) -> Embedder | None:
+    """`plugin`'s embedding handler (None: it embeds nothing)."""
+    instance = engine.loader.loaded[plugin].instance
+    models = getattr(instance, "models", None)
+    for handler in models() if callable(models) else ():
+        if handler.model_type is TEXT_EMBEDDING:
+            call: Embedder = handler.handler
+            return call
+    return None
+
+
+OFFLINE_PLUGINS = ("sqlite", "eliza")
+"""The offline host's plugins: the SQLite store and ELIZA (no network, no model weights)."""
+
+
+def offline_config(data_dir: Path, *plugins: str, **sections: Any) -> HostConfig:
+    """The configuration of an offline host: `OFFLINE_PLUGINS` (plus `plugins`) with its data
+    under `data_dir` and no character files (the default agent, Eliza). `sections` (pydantic
+    sections or mappings, as in agenthost.yaml) go over it; the keys they set win, a mapping
+    merges into the section (``plugins={"greeter": {...}}`` keeps the enabled list)."""
+    data: dict[str, Any] = {
+        "data_dir": data_dir,
+        "agents": {"characters_dir": data_dir / "characters"},
+        "plugins": {"enabled": [*OFFLINE_PLUGINS, *plugins]},
+    }
+    for key, value in sections.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True, by_alias=True)
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return HostConfig.model_validate(data)
+
+
+class OfflineHosts:
+    """Starts offline hosts (`offline_config`), each in a data dir of its own under `base`,
+    and stops them all in `aclose` (the ``offline_host`` pytest fixture)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.hosts: list[Host] = []
+
+    async def __call__(
+        self, *plugins: str, start: bool = True, serve: bool = False, **sections: Any
+    ) -> Host:
+        """A host with `plugins` besides the offline ones and `sections` over the config;
+        started (serving the HTTP API if `serve`) unless `start` is False."""
+        from host.app import Host  # the whole host only for tests that run one
+
+        data_dir = Path(sections.pop("data_dir", self.base / f"host{len(self.hosts)}"))
+        host = Host(LoadedConfig(offline_config(data_dir, *plugins, **sections), None))
+        self.hosts.append(host)
+        if start:
+            await host.start(http=serve)
+        return host
+
+    async def aclose(self) -> None:
+        """Stop every host started, last first."""
+        for host in reversed(self.hosts):
+            await host.stop()
+        self.hosts.clear()

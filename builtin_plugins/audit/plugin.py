@@ -44,7 +44,8 @@ class AuditPlugin(Plugin):
         config: HostConfig | None = None,
     ) -> None:
         self.bus = bus
-        self.data_dir = config.data_dir if config is not None else None
+        self.data_dir = (config or HostConfig()).data_dir
+        """The config's ``data_dir`` (``AGENTHOST_DATA_DIR`` sets it, through the config)."""
         self.settings = settings or AuditSettings()
         self.database = database
         self.store: EventStore | None = None

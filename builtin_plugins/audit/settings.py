@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -81,12 +80,9 @@ class AuditSettings(BaseModel):
             return False
         return "*" in self.events or event_type in self.events
 
-    def resolve_path(self, data_dir: str | Path | None = None) -> Path:
+    def resolve_path(self, data_dir: str | Path) -> Path:
         """The SQLite file: `path` if absolute (or ``:memory:``), else under `data_dir`."""
         path = self.path if self.path is not None else Path(DEFAULT_FILE)
         if str(path) == ":memory:" or path.is_absolute():
             return path
-        base = Path(
-            data_dir if data_dir is not None else os.environ.get("AGENTHOST_DATA_DIR", "data")
-        )
-        return base / path
+        return Path(data_dir) / path

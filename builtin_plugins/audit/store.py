@@ -16,8 +16,8 @@ __all__ = ["open_event_store"]
 
 async def open_event_store(
     settings: AuditSettings,
-    database: DatabaseAdapter | None = None,
-    data_dir: str | Path | None = None,
+    database: DatabaseAdapter | None,
+    data_dir: str | Path,
 ) -> EventStore:
     """The event store for `settings`: PostgreSQL (on `database`'s pool, or its own from
     ``postgres_url``) or SQLite (its own file, or `database`'s file when shared)."""

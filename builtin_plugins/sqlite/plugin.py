@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -36,13 +35,10 @@ class SqliteSettings(VectorIndexSettings):
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     """SQLite ``PRAGMA synchronous``; NORMAL is durable across crashes in WAL mode."""
 
-    def resolve_path(self, data_dir: str | Path | None = None) -> Path:
-        """The database file: `path` if absolute, else under `data_dir`."""
-        base = Path(
-            data_dir if data_dir is not None else os.environ.get("AGENTHOST_DATA_DIR", "data")
-        )
+    def resolve_path(self, data_dir: str | Path) -> Path:
+        """The database file: `path` if absolute, else under `data_dir` (the config's)."""
         path = self.path if self.path is not None else Path(DEFAULT_FILE)
-        return path if path.is_absolute() else base / path
+        return path if path.is_absolute() else Path(data_dir) / path
 
 
 class SqlitePlugin(Plugin):
@@ -61,7 +57,8 @@ class SqlitePlugin(Plugin):
         self, settings: SqliteSettings | None = None, config: HostConfig | None = None
     ) -> None:
         self.settings = settings or SqliteSettings()
-        self.data_dir = config.data_dir if config is not None else None
+        self.data_dir = (config or HostConfig()).data_dir
+        """The config's ``data_dir`` (``AGENTHOST_DATA_DIR`` sets it, through the config)."""
 
     async def open_adapter(self) -> AsyncIterator[DatabaseAdapter]:
         """Service factory: open the database, yield it, close it when the app scope ends."""

@@ -5,34 +5,21 @@ drops its entries. Real SQLite store, real eliza agent, real event bus."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
 from contracts.agent import CachePolicy, Provider, ProviderResult, State
-from contracts.config import AgentsSettings, HostConfig, PluginsSettings
 from contracts.events import MEMORY_CREATED, MemoryPayload
 from contracts.memory import Memory
 from host.app import Host
-from host.config import LoadedConfig
 from host.runtime import AgentRuntime
+from host.testing import OfflineHosts
 
 
 @pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Host]:
-    config = HostConfig(
-        data_dir=tmp_path,
-        agents=AgentsSettings(characters_dir=tmp_path / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
-    )
-    host = Host(LoadedConfig(config, None))
-    await host.start()
-    try:
-        yield host
-    finally:
-        await host.stop()
+async def host(offline_host: OfflineHosts) -> Host:
+    return await offline_host()
 
 
 class Notes:

@@ -26,6 +26,7 @@ from host.app import Host
 from host.config import LoadedConfig
 from host.console.routes import _local
 from host.runtime import agent_id_for
+from host.testing import offline_config
 
 KEY = "hardening-key-0123456789"
 EVIL = "\"'><img src=x onerror=alert(1)><script>alert(2)</script>"
@@ -49,13 +50,13 @@ STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 async def _host(tmp_path: Path, *, api_key: str | None) -> Host:
-    config = HostConfig(
-        data_dir=tmp_path / "data",
+    config = offline_config(
+        tmp_path / "data",
+        "audit",
         http=HttpSettings(port=0, api_key=SecretStr(api_key) if api_key else None),
         agents=AgentsSettings(characters_dir=SHIPPED, characters=[CHARACTER]),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
     )
-    host = Host(LoadedConfig(config, None))
+    host = Host(config)
     await host.start(http=True)
     return host
 

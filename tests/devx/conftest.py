@@ -7,14 +7,13 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from contracts.config import HttpSettings
 from host.app import Host
-from host.config import LoadedConfig
+from host.testing import offline_config
 
 API_KEY = "devx-test-key"
 
@@ -29,15 +28,16 @@ class LiveHost:
 @pytest.fixture(scope="module")
 def live_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHost]:
     tmp = tmp_path_factory.mktemp("live")
-    config = HostConfig(
-        data_dir=tmp,
+    config = offline_config(
+        tmp,
+        "audit",
+        "knowledge",
+        "recall",
         # bodies up to 8 MB: a 100,001-character text escaped as JSON passes 1 MB (413 is
         # right, but schemathesis wants invalid data rejected as 4xx other than 413)
         http=HttpSettings(port=0, api_key=SecretStr(API_KEY), max_body_bytes=8_000_000),
-        agents=AgentsSettings(characters_dir=Path(tmp / "none")),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit", "knowledge", "recall"]),
     )
-    instance = Host(LoadedConfig(config, None))
+    instance = Host(config)
     ready = threading.Event()
     failure: list[BaseException] = []
     loop_box: list[asyncio.AbstractEventLoop] = []

@@ -5,17 +5,15 @@ stage that made them, with the GenAI semantic conventions' names and attributes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
-from contracts.config import AgentsSettings, HostConfig, PluginsSettings
 from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
 from host import tracing
 from host.app import Host
-from host.config import LoadedConfig
+from host.testing import OfflineHosts
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
@@ -38,18 +36,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Host]:
-    config = HostConfig(
-        data_dir=tmp_path,
-        agents=AgentsSettings(characters_dir=tmp_path / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
-    )
-    instance = Host(LoadedConfig(config, None))
-    await instance.start()
-    try:
-        yield instance
-    finally:
-        await instance.stop()
+async def host(offline_host: OfflineHosts) -> Host:
+    return await offline_host()
 
 
 def by_name(exporter: InMemorySpanExporter) -> dict[str, list[Any]]:

@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from builtin_plugins.eliza import ElizaPlugin, ElizaSettings
-from contracts.config import HostConfig
 from contracts.memory import Memory, MemoryQuery
 from contracts.models import (
     TEXT_EMBEDDING,
@@ -36,16 +35,12 @@ from host.embeddings import (
 )
 from host.models import ModelRegistry
 from host.reembed import reembed
+from host.testing import offline_config
 
 
 def _config(tmp_path: Path, dimension: int) -> LoadedConfig:
-    config = HostConfig.model_validate(
-        {
-            "data_dir": tmp_path / "data",
-            "http": {"port": 0},
-            "agents": {"characters_dir": tmp_path / "none"},
-            "plugins": {"enabled": ["sqlite", "eliza"], "eliza": {"dimension": dimension}},
-        }
+    config = offline_config(
+        tmp_path / "data", http={"port": 0}, plugins={"eliza": {"dimension": dimension}}
     )
     return LoadedConfig(config, None)
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.config import EventsSettings
 from contracts.events import (
     AGENT_STARTED,
     AGENT_STOPPED,
@@ -22,7 +23,7 @@ from contracts.events import (
     PayloadTypeError,
 )
 from contracts.hooks import hookimpl
-from host.events import EventBus, EventSettings
+from host.events import EventBus
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
 
@@ -79,7 +80,7 @@ async def test_a_failing_handler_is_isolated_and_reported_once() -> None:
 
 
 async def test_a_slow_handler_times_out_and_is_reported() -> None:
-    bus = EventBus(EventSettings(handler_timeout=0.05))
+    bus = EventBus(EventsSettings(handler_timeout=0.05))
     failures: list[HandlerFailedPayload] = []
 
     async def slow(payload: AgentPayload) -> None:
@@ -126,7 +127,7 @@ async def test_close_cancels_detached_handlers_past_the_grace_period() -> None:
 
 
 async def test_detached_runs_are_bounded() -> None:
-    bus = EventBus(EventSettings(detached_limit=2))
+    bus = EventBus(EventsSettings(detached_limit=2))
     release = asyncio.Event()
     started = 0
 

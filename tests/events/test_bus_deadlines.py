@@ -9,9 +9,10 @@ import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
+from contracts.config import EventsSettings
 from contracts.events import AGENT_STARTED, HANDLER_FAILED, AgentPayload, HandlerFailedPayload
 from host.deadlines import shared
-from host.events import EventBus, EventSettings
+from host.events import EventBus
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
 
@@ -23,7 +24,7 @@ def failures_of(bus: EventBus) -> list[HandlerFailedPayload]:
 
 
 async def test_two_slow_handlers_of_one_emit_each_time_out_and_the_next_runs() -> None:
-    bus = EventBus(EventSettings(handler_timeout=0.1))
+    bus = EventBus(EventsSettings(handler_timeout=0.1))
     failures = failures_of(bus)
     ran: list[str] = []
 
@@ -46,7 +47,7 @@ async def test_two_slow_handlers_of_one_emit_each_time_out_and_the_next_runs() -
 
 
 async def test_each_handler_gets_its_whole_limit_not_what_the_earlier_ones_left() -> None:
-    bus = EventBus(EventSettings(handler_timeout=0.6))
+    bus = EventBus(EventsSettings(handler_timeout=0.6))
     failures = failures_of(bus)
 
     async def takes_a_while(payload: AgentPayload) -> None:
@@ -59,7 +60,7 @@ async def test_each_handler_gets_its_whole_limit_not_what_the_earlier_ones_left(
 
 
 async def test_many_short_emits_in_a_row_never_add_up_to_a_timeout() -> None:
-    bus = EventBus(EventSettings(handler_timeout=0.3))
+    bus = EventBus(EventsSettings(handler_timeout=0.3))
     failures = failures_of(bus)
 
     async def short(payload: AgentPayload) -> None:
@@ -73,7 +74,7 @@ async def test_many_short_emits_in_a_row_never_add_up_to_a_timeout() -> None:
 
 
 async def test_a_handler_swallowing_its_timeout_leaves_no_cancellation_behind() -> None:
-    bus = EventBus(EventSettings(handler_timeout=0.1))
+    bus = EventBus(EventsSettings(handler_timeout=0.1))
     ran: list[str] = []
 
     async def stubborn(payload: AgentPayload) -> None:
@@ -96,7 +97,7 @@ async def test_a_handler_swallowing_its_timeout_leaves_no_cancellation_behind() 
 
 
 async def test_the_caller_cancelling_a_timed_handler_is_not_a_timeout() -> None:
-    bus = EventBus(EventSettings(handler_timeout=10))
+    bus = EventBus(EventsSettings(handler_timeout=10))
     failures = failures_of(bus)
     started = asyncio.Event()
 
@@ -114,7 +115,7 @@ async def test_the_caller_cancelling_a_timed_handler_is_not_a_timeout() -> None:
 
 
 async def test_new_settings_apply_to_the_next_emit() -> None:
-    bus = EventBus(EventSettings(handler_timeout=30))
+    bus = EventBus(EventsSettings(handler_timeout=30))
     failures = failures_of(bus)
     pause = 0.0
 
@@ -123,7 +124,7 @@ async def test_new_settings_apply_to_the_next_emit() -> None:
 
     bus.on(AGENT_STARTED, handler, owner="sloth")
     await bus.emit(AGENT_STARTED, STARTED)  # the plan is built with the 30 s default
-    bus.settings = EventSettings(handler_timeout=0.05)
+    bus.settings = EventsSettings(handler_timeout=0.05)
     pause = 5.0
     await asyncio.wait_for(bus.emit(AGENT_STARTED, STARTED), 3)
     assert [(f.plugin, f.timed_out) for f in failures] == [("sloth", True)]
@@ -132,7 +133,7 @@ async def test_new_settings_apply_to_the_next_emit() -> None:
 async def test_a_handler_after_one_that_swallowed_its_timeout_still_times_out() -> None:
     """The sweeper withdraws a swallowed expiry when it sees the emit armed with the next
     handler, and times that one as usual (it would otherwise hang with the emit)."""
-    bus = EventBus(EventSettings(handler_timeout=0.1))
+    bus = EventBus(EventsSettings(handler_timeout=0.1))
     failures = failures_of(bus)
 
     async def stubborn(payload: AgentPayload) -> None:
@@ -153,7 +154,7 @@ async def test_a_handler_after_one_that_swallowed_its_timeout_still_times_out() 
 async def test_an_emit_inside_an_async_generator_is_swept_too() -> None:
     """The sweeper finds emits by walking each task's coroutines, through an async
     generator's ``asend`` (a streaming model call emits from one)."""
-    bus = EventBus(EventSettings(handler_timeout=0.1))
+    bus = EventBus(EventsSettings(handler_timeout=0.1))
     failures = failures_of(bus)
 
     async def hung(payload: AgentPayload) -> None:
@@ -174,7 +175,7 @@ async def test_an_emit_inside_an_async_generator_is_swept_too() -> None:
 
 
 async def test_emits_in_a_task_of_their_own_each_get_their_deadline() -> None:
-    bus = EventBus(EventSettings(handler_timeout=0.1))
+    bus = EventBus(EventsSettings(handler_timeout=0.1))
     failures = failures_of(bus)
 
     async def hung(payload: AgentPayload) -> None:
@@ -188,7 +189,7 @@ async def test_emits_in_a_task_of_their_own_each_get_their_deadline() -> None:
 
 async def test_the_sweeper_stops_once_nothing_is_under_a_deadline() -> None:
     """No task left running (nor waking every 0.25 s) in an idle host."""
-    bus = EventBus(EventSettings(handler_timeout=5))
+    bus = EventBus(EventsSettings(handler_timeout=5))
 
     async def brief(payload: AgentPayload) -> None:
         await asyncio.sleep(0.3)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.config import EventsSettings
 from contracts.events import (
     AGENT_STARTED,
     AGENT_STOPPED,
@@ -21,7 +22,7 @@ from contracts.events import (
     EventPayload,
     HandlerFailedPayload,
 )
-from host.events import EventBus, EventSettings, HandlerSubscription
+from host.events import EventBus, HandlerSubscription
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
 
@@ -65,7 +66,7 @@ async def test_a_handler_added_during_an_emit_runs_from_the_next_emit() -> None:
 
 
 async def test_cancelling_the_emitter_propagates_and_is_no_handler_failure() -> None:
-    bus = EventBus(EventSettings(handler_timeout=10))
+    bus = EventBus(EventsSettings(handler_timeout=10))
     entered = asyncio.Event()
     after: list[str] = []
 
@@ -91,7 +92,7 @@ async def test_a_cancelled_error_of_the_handlers_own_is_its_failure_not_the_emit
     """A handler awaiting a job that was cancelled gets a CancelledError that is no
     cancellation of the emitting task: it is that handler's failure, and the other plugins'
     handlers and the emitter carry on."""
-    bus = EventBus(EventSettings(handler_timeout=handler_timeout))
+    bus = EventBus(EventsSettings(handler_timeout=handler_timeout))
     failures: list[HandlerFailedPayload] = []
     bus.on(HANDLER_FAILED, failures.append)
     seen: list[str] = []
@@ -114,7 +115,7 @@ async def test_a_cancelled_error_of_the_handlers_own_is_its_failure_not_the_emit
 async def test_nested_emits_whose_deadlines_expire_together_report_the_outer_handler() -> None:
     """Two deadlines expiring in one sweep cancel the task once; the inner handler must pass the
     cancellation on so the outer one times out too, instead of hanging past its limit."""
-    bus = EventBus(EventSettings(handler_timeout=0.3))
+    bus = EventBus(EventsSettings(handler_timeout=0.3))
     failures: list[HandlerFailedPayload] = []
     bus.on(HANDLER_FAILED, failures.append)
 
@@ -134,7 +135,7 @@ async def test_nested_emits_whose_deadlines_expire_together_report_the_outer_han
 
 
 async def test_a_subscription_timeout_overrides_the_default() -> None:
-    bus = EventBus(EventSettings(handler_timeout=None))
+    bus = EventBus(EventsSettings(handler_timeout=None))
     failures: list[HandlerFailedPayload] = []
     bus.on(HANDLER_FAILED, failures.append)
 
@@ -289,7 +290,7 @@ def test_an_emit_runs_exactly_the_live_subscriptions_in_priority_then_registrati
 async def test_detached_handlers_emitting_while_all_slots_are_taken_do_not_deadlock() -> None:
     """A detached handler that emits its own event again (a fact extractor writing a memory on
     memory:created): with every slot taken, the nested run goes inline instead of waiting."""
-    bus = EventBus(EventSettings(detached_limit=2))
+    bus = EventBus(EventsSettings(detached_limit=2))
     depths: list[int] = []
 
     class Depth(EventPayload):

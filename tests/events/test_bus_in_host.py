@@ -6,10 +6,9 @@ import asyncio
 from pathlib import Path
 from uuid import uuid4
 
-from contracts.config import AgentsSettings, HostConfig, PluginsSettings
 from contracts.events import AGENT_STOPPED, HANDLER_FAILED, AgentPayload, HandlerFailedPayload
 from host.app import Host
-from host.config import LoadedConfig
+from host.testing import offline_config
 
 
 async def test_stop_drains_detached_handlers_while_their_plugins_still_serve(
@@ -17,12 +16,7 @@ async def test_stop_drains_detached_handlers_while_their_plugins_still_serve(
 ) -> None:
     """A detached agent:stopped handler still reading the store when the host stops: the store
     plugin is torn down only after the handler finished."""
-    config = HostConfig(
-        data_dir=tmp_path,
-        agents=AgentsSettings(characters_dir=tmp_path / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
-    )
-    host = Host(LoadedConfig(config, None))
+    host = Host(offline_config(tmp_path))
     await host.start()
     assert host.agents is not None
     eliza = host.agents.get("eliza")

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from builtin_plugins.audit import AuditPlugin
 from builtin_plugins.inmemory import InMemoryAdapter
-from contracts.config import HostConfig
 from contracts.eventstore import EVENT_STORE, DomainEvent, EventStore
 from contracts.storage import DATABASE
 from host.app import Host
@@ -27,27 +26,15 @@ from host.eventstore import SqliteEventStore
 from host.eventstore.rebuild import compare_room, rebuild_room
 from host.eventstore.replay import Processor, ReplayParts, replay_conversation
 from host.runtime import AgentRuntime
+from host.testing import OfflineHosts
 
 TEXTS = ["Hello there", "I feel sad about my job", "My mother never listens to me"]
 
 
 @pytest.fixture
-async def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Host]:
+async def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline_host: OfflineHosts) -> Host:
     monkeypatch.setenv("AGENTHOST_DATA_DIR", str(tmp_path))
-    config = HostConfig.model_validate(
-        {
-            "data_dir": str(tmp_path),
-            "plugins": {"enabled": ["eliza", "sqlite", "audit"]},
-            "agents": {"characters_dir": str(tmp_path / "characters")},
-            "http": {"enabled": False},
-        }
-    )
-    started = Host(config)
-    await started.start()
-    try:
-        yield started
-    finally:
-        await started.stop()
+    return await offline_host("audit", data_dir=tmp_path, http={"enabled": False})
 
 
 async def converse(host: Host, room: UUID) -> list[tuple[UUID, str]]:

@@ -24,14 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 KIT = "host.storekit"
 """The one host module a builtin plugin may import (the store kit)."""
 
-HOST_ALLOWED: dict[str, str] = {
-    # The test kit and the pytest fixtures still build the offline defaults (eliza, sqlite,
-    # inmemory, postgres adapters) from builtin_plugins directly. They belong to the
-    # `assembly` work of issue 19 (items 1 and 7), which moves them onto entry points; remove
-    # each entry when its file stops importing builtin_plugins (test_allowlist_is_needed).
-    "host/testing.py": "test kit (AgentTestBuilder): issue 19 items 1/7",
-    "host/pytest_plugin.py": "pytest fixtures (memory_store...): issue 19 items 1/7",
-}
+HOST_ALLOWED: dict[str, str] = {}
+"""host/ files allowed to import builtin_plugins (file -> why); none: the test kit and its
+pytest fixtures find their default plugins through the entry points (`host.assembly`)."""
 
 
 def imported(tree: ast.AST) -> Iterator[tuple[int, str]]:

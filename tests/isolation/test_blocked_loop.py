@@ -24,6 +24,7 @@ from contracts.events import AGENT_STARTED, AgentPayload
 from host.app import Host
 from host.blocking import LoopMonitor
 from host.events import EventBus
+from host.testing import offline_config
 
 AGENTHOST = Path(sys.executable).with_name("agenthost")
 
@@ -155,15 +156,7 @@ async def test_the_monitor_names_the_handler_on_the_blocked_stack() -> None:
 
 async def test_the_monitor_can_be_switched_off(tmp_path: Path) -> None:
     def config(**monitor: Any) -> HostConfig:
-        return HostConfig.model_validate(
-            {
-                "data_dir": str(tmp_path),
-                "plugins": {"enabled": ["eliza", "sqlite"]},
-                "agents": {"characters_dir": str(tmp_path / "none")},
-                "http": {"enabled": False},
-                "loop_monitor": monitor,
-            }
-        )
+        return offline_config(tmp_path, http={"enabled": False}, loop_monitor=monitor)
 
     for settings, expected in (({"enabled": False}, None), ({"threshold": 0.25}, 0.25)):
         host = Host(config(**settings))

@@ -3,7 +3,6 @@ plugin registered: a hostile plugin cannot silence the audit trail of a real hos
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -12,7 +11,6 @@ import pytest
 
 from builtin_plugins.audit import AuditPlugin
 from contracts.agent import CachePolicy
-from contracts.config import HostConfig
 from contracts.errors import OwnershipError
 from contracts.events import AGENT_STARTED, EVENTS, AgentPayload, EventBusProtocol
 from contracts.eventstore import EVENT_STORE
@@ -24,24 +22,12 @@ from host.di import Container
 from host.events import EventBus
 from host.handles import PluginBus, PluginCache, PluginModels
 from host.models import ModelRegistry
+from host.testing import OfflineHosts
 
 
 @pytest.fixture
-async def host(hostile_path: Path, tmp_path: Path) -> AsyncIterator[Host]:
-    config = HostConfig.model_validate(
-        {
-            "data_dir": str(tmp_path),
-            "plugins": {"enabled": ["eliza", "sqlite", "audit", "hostile"]},
-            "agents": {"characters_dir": str(tmp_path / "characters")},
-            "http": {"enabled": False},
-        }
-    )
-    started = Host(config)
-    await started.start()
-    try:
-        yield started
-    finally:
-        await started.stop()
+async def host(hostile_path: Path, offline_host: OfflineHosts) -> Host:
+    return await offline_host("audit", "hostile", http={"enabled": False})
 
 
 async def test_a_hostile_plugin_cannot_silence_the_audit_trail(host: Host) -> None:

@@ -12,20 +12,14 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
+from contracts.config import HttpSettings
 from host.app import Host
 from host.cli import app
-from host.config import LoadedConfig
+from host.testing import offline_config
 
 
 async def test_metrics_after_traffic_and_stats_cli(tmp_path: Path) -> None:
-    config = HostConfig(
-        data_dir=tmp_path,
-        http=HttpSettings(port=0),
-        agents=AgentsSettings(characters_dir=tmp_path / "none"),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza", "audit"]),
-    )
-    host = Host(LoadedConfig(config, None))
+    host = Host(offline_config(tmp_path, "audit", http=HttpSettings(port=0)))
     await host.start(http=True)
     try:
         assert host.http is not None

@@ -13,14 +13,11 @@ from uuid import uuid4
 import pytest
 
 from contracts.config import (
-    AgentsSettings,
-    HostConfig,
     HttpSettings,
-    PluginsSettings,
     ReloadSettings,
 )
 from host.app import Host
-from host.config import LoadedConfig
+from host.testing import offline_config
 
 PLUGIN = """
 from typing import ClassVar
@@ -184,15 +181,14 @@ async def make_host(tmp_path: Path) -> AsyncIterator[HostFactory]:
     started: list[Host] = []
 
     async def make(*plugins: str, dev: bool = True, http: bool = False, **reload: Any) -> Host:
-        config = HostConfig(
+        config = offline_config(
+            tmp_path / f"data{len(started)}",
+            *plugins,
             dev=dev,
-            data_dir=tmp_path / f"data{len(started)}",
             http=HttpSettings(port=0),
-            agents=AgentsSettings(characters_dir=tmp_path / "none"),
-            plugins=PluginsSettings(enabled=["sqlite", "eliza", *plugins]),
             reload=ReloadSettings(**reload),
         )
-        host = Host(LoadedConfig(config, None))
+        host = Host(config)
         started.append(host)
         await host.start(http=http)
         return host

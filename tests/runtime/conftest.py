@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from .runtime_helpers import Rig, build_rig
+from .runtime_helpers import Rig, make_rig
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    built = await build_rig(tmp_path)
-    try:
+    async with make_rig(str(tmp_path / "rig.sqlite3")) as built:
         yield built
-    finally:
-        await built.agents.stop_all()
-        await built.container.aclose()
-        await built.bus.aclose()
-        await built.db.close()

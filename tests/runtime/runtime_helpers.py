@@ -1,24 +1,17 @@
-"""The test rig: a real runtime assembled from real parts (container, bus, ELIZA, SQLite file)."""
+"""The test rig: the test kit's engine (`host.assembly`, as in the host: container, bus, the
+ELIZA plugin, a SQLite file) with the default agent started, every event recorded, and
+TEXT_LARGE answered by a scripted handler that falls back to ELIZA."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
-from builtin_plugins.eliza import ElizaPlugin
-from builtin_plugins.sqlite import SqliteAdapter
-from contracts.events import EVENTS, Event, EventPayload
-from contracts.models import MODELS, TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
-from contracts.storage import DATABASE
+from contracts.memory import utc_now
+from contracts.models import TEXT_LARGE, ModelHandler, TextParams, TextResult
 from host.agents import AgentManager
-from host.characters import default_character
-from host.components import ComponentRegistry
-from host.di import Container
-from host.events import EventBus
-from host.models import ModelRegistry
 from host.runtime import AgentRuntime
 from host.testing import AgentTestBuilder, EventRecorder, MockModel, TestRuntime
 
@@ -31,21 +24,35 @@ PIPELINE_EVENTS = {
 }
 
 
-@dataclass
 class Rig:
-    container: Container
-    bus: EventBus
-    models: Any
-    db: SqliteAdapter
-    components: ComponentRegistry
-    agents: AgentManager
-    seen: list[tuple[str, Any]] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
-    scripted: list[str] = field(default_factory=list)
+    """The engine's parts, the agents, what happened (`seen`) and what the model was asked."""
+
+    def __init__(self, builder: AgentTestBuilder, runtime: TestRuntime, script: MockModel) -> None:
+        assert builder.engine is not None and builder.agents is not None
+        engine = self.engine = builder.engine
+        self.container = engine.container
+        self.bus = engine.events
+        self.models = engine.models
+        self.components = engine.components
+        self.agents: AgentManager = builder.agents
+        self.db = runtime.database
+        self.mock = script
+        """The TEXT_LARGE handler: its ``calls`` and ``prompts``."""
+        self.scripted: list[str] = []
+        assert builder.recorder is not None
+        self.recorder: EventRecorder = builder.recorder
 
     @property
     def runtime(self) -> AgentRuntime:
         return self.agents.get("Eliza")
+
+    @property
+    def seen(self) -> list[tuple[str, Any]]:
+        return [(event.name, payload) for event, payload in self.recorder.seen]
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.mock.prompts
 
     def payloads(self, name: str) -> list[Any]:
         return [payload for seen, payload in self.seen if seen == name]
@@ -59,91 +66,31 @@ class Rig:
         self.scripted.append(text)
 
 
-async def build_rig(tmp_path: Path) -> Rig:
-    """Container, bus, model registry with the real ELIZA plugin (behind a handler that records
-    prompts and can be scripted), a real SQLite file, and the default agent started."""
-    container = Container()
-    bus = EventBus()
-    models = ModelRegistry(events=bus)
-    eliza = ElizaPlugin()
-    for handler in eliza.models():
-        models.register(handler, owner="eliza")
-    db = await SqliteAdapter.open(tmp_path / "rig.sqlite3")
-    components = ComponentRegistry()
-    container.provide(DATABASE, db, owner="test")
-    container.provide(MODELS, models, owner="test")
-    container.provide(EVENTS, bus, owner="test")
-    agents = AgentManager(container, bus, components, characters=[default_character()])
-    rig = Rig(container, bus, models, db, components, agents)
-
-    async def scripted(params: TextParams) -> TextResult:
-        rig.prompts.append(params.prompt or "")
-        if rig.scripted:
-            return TextResult(text=rig.scripted.pop(0))
-        return await eliza.reply(params)
-
-    async def stream(params: TextParams) -> AsyncIterator[TextChunk]:
-        result = await scripted(params)
-        for index, word in enumerate(result.text.split(" ")):
-            yield TextChunk(text=word if index == 0 else " " + word, index=index)
-
-    models.register(ModelHandler(TEXT_LARGE, scripted, stream, priority=10), owner="script")
-
-    def record(event: Event[Any], payload: EventPayload) -> None:
-        rig.seen.append((event.name, payload))
-
-    bus.on_any(record)
-    await agents.start("Eliza")
-    return rig
-
-
-class KitRig:
-    """The same surface as `Rig`, built with the test kit (`host.testing`): the single-agent
-    pipeline tests run on the kit that plugin authors use (dogfooding)."""
-
-    def __init__(self, runtime: TestRuntime, recorder: EventRecorder, mock: MockModel) -> None:
-        self.runtime = runtime
-        self.recorder = recorder
-        self.mock = mock
-        self.scripted: list[str] = []
-        self.components = runtime.components
-        self.db = runtime.database
-        self.bus = runtime.events
-        self.models = runtime.registry
-        parent = runtime.scope.parent
-        assert parent is not None
-        self.container = parent
-
-    @property
-    def seen(self) -> list[tuple[str, Any]]:
-        return [(event.name, payload) for event, payload in self.recorder.seen]
-
-    @property
-    def prompts(self) -> list[str]:
-        return self.mock.prompts
-
-    def payloads(self, name: str) -> list[Any]:
-        return [payload for seen, payload in self.seen if seen == name]
-
-    def script_reply(self, text: str) -> None:
-        self.scripted.append(text)
+SCRIPT_PRIORITY = 10
+"""The scripted TEXT_LARGE handler's: above ELIZA, below any handler a test registers."""
 
 
 @asynccontextmanager
-async def kit_rig() -> AsyncIterator[KitRig]:
-    """A `KitRig`: the kit's runtime on a SQLite file, TEXT_LARGE answered by ELIZA unless a
-    reply is scripted, every event recorded."""
-    eliza = ElizaPlugin()
-    scripted: list[str] = []
-
-    async def answer(params: TextParams) -> TextResult:
-        if scripted:
-            return TextResult(text=scripted.pop(0))
-        return await eliza.reply(params)
-
-    builder = AgentTestBuilder().with_database("sqlite").mock_model(TEXT_LARGE, answer)
+async def make_rig(database: str, *, real_time: bool = True) -> AsyncIterator[Rig]:
+    """A `Rig` on `database` (``sqlite``: a temporary file); `real_time`: the host's clock and
+    random ids (else the kit's step clock and sequential ids)."""
+    builder = AgentTestBuilder().with_database(database).recording()
+    if real_time:
+        builder = builder.with_clock(utc_now).with_ids(uuid4)
     async with builder as runtime:
-        with runtime.capture_events() as recorder:
-            rig = KitRig(runtime, recorder, runtime.mock_models[TEXT_LARGE.name])
-            rig.scripted = scripted
-            yield rig
+        assert builder.engine is not None
+        eliza = builder.engine.loader.loaded["eliza"].instance
+        scripted: list[str] = []
+
+        async def answer(params: TextParams) -> TextResult:
+            if scripted:
+                return TextResult(text=scripted.pop(0))
+            result: TextResult = await eliza.reply(params)
+            return result
+
+        script = MockModel(TEXT_LARGE, answer)
+        handler = ModelHandler(TEXT_LARGE, script, script.stream, priority=SCRIPT_PRIORITY)
+        builder.engine.models.register(handler, owner="script")
+        rig = Rig(builder, runtime, script)
+        rig.scripted = scripted
+        yield rig

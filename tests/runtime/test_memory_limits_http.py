@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -19,9 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.config import HostConfig
 from contracts.memory import MAX_JSON_DEPTH, MAX_JSON_LENGTH
-from host.app import Host
+from host.testing import OfflineHosts
 
 
 def nested_text(depth: int) -> str:
@@ -30,23 +28,12 @@ def nested_text(depth: int) -> str:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    config = HostConfig.model_validate(
-        {
-            "data_dir": str(tmp_path),
-            "plugins": {"enabled": ["eliza", "sqlite"]},
-            "agents": {"characters_dir": str(tmp_path / "characters")},
-            "http": {"port": 0, "max_body_bytes": 4 * MAX_JSON_LENGTH},
-        }
-    )
-    host = Host(config)
-    await host.start(http=True)
-    try:
-        assert host.http is not None
-        async with httpx.AsyncClient(base_url=host.http.url, timeout=60) as http:
-            yield http
-    finally:
-        await host.stop()
+async def client(offline_host: OfflineHosts) -> AsyncIterator[httpx.AsyncClient]:
+    http = {"port": 0, "max_body_bytes": 4 * MAX_JSON_LENGTH}
+    host = await offline_host(serve=True, http=http)
+    assert host.http is not None
+    async with httpx.AsyncClient(base_url=host.http.url, timeout=60) as client:
+        yield client
 
 
 async def send(client: httpx.AsyncClient, room: str, metadata_text: str) -> httpx.Response:

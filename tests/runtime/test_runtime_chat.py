@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from contracts.agent import Character
-from host.agents import AgentManager
+from host.assembly import agent_manager
 from host.characters import default_character
 from host.chat import chat_loop, run_chat
 
@@ -96,7 +96,7 @@ def test_agenthost_chat_process_keeps_history_in_the_default_store(tmp_path: Pat
 async def test_chat_talks_to_eliza_by_default_else_the_first_character(rig: Rig) -> None:
     ada = Character(name="Ada")
     for characters, expected in (([ada, default_character()], "Eliza"), ([ada], "Ada")):
-        manager = AgentManager(rig.container, rig.bus, rig.components, characters=characters)
+        manager = agent_manager(rig.engine, characters)
         console, out = _console()
         await run_chat(manager, stdin=io.StringIO("hello\n"), console=console, user="sam")
         assert f"Chatting with {expected} " in out.getvalue()

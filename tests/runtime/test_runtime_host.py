@@ -8,7 +8,6 @@ import io
 import json
 import re
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -18,44 +17,33 @@ from typer.testing import CliRunner
 
 from contracts.config import (
     AgentsSettings,
-    HostConfig,
     HttpSettings,
     LoggingSettings,
-    PluginsSettings,
 )
 from host.app import Host
 from host.cli import app
-from host.config import LoadedConfig
 from host.http import API_KEY_HEADER
 from host.logs import configure_logging, plugin_logger
+from host.testing import OfflineHosts
 
 DATA = Path(__file__).parent / "data"
 KEY = "s3cret-key"
 
 
 @pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Host]:
+async def host(tmp_path: Path, offline_host: OfflineHosts) -> Host:
     characters = tmp_path / "characters"
     characters.mkdir()
     shutil.copy(DATA / "elizaos_character.json", characters / "ada.json")
-    config = HostConfig.model_validate(
-        {
-            "data_dir": tmp_path / "data",
-            "dev": True,  # mounts the reload route, which must be guarded too
-            "http": HttpSettings(port=0, api_key=KEY),
-            "agents": AgentsSettings(
-                characters_dir=characters,
-                characters=[{"name": "Inline", "bio": "Defined in the config."}],
-            ),
-            "plugins": PluginsSettings(enabled=["sqlite", "eliza"]),
-        }
+    return await offline_host(
+        serve=True,
+        dev=True,  # mounts the reload route, which must be guarded too
+        http=HttpSettings(port=0, api_key=KEY),
+        agents=AgentsSettings(
+            characters_dir=characters,
+            characters=[{"name": "Inline", "bio": "Defined in the config."}],
+        ),
     )
-    started = Host(LoadedConfig(config, None))
-    await started.start(http=True)
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 def _concrete(path: str) -> str:
@@ -134,19 +122,12 @@ async def test_characters_from_files_and_inline_config(host: Host) -> None:
         assert ada.json()["agent_id"] == next(a["id"] for a in agents if a["name"] == "Ada")
 
 
-async def test_a_bad_inline_character_names_the_config_entry(tmp_path: Path) -> None:
-    config = HostConfig(
-        data_dir=tmp_path,
-        http=HttpSettings(enabled=False),
-        agents=AgentsSettings(characters_dir=tmp_path / "none", characters=[{"bio": ["x"]}]),
-        plugins=PluginsSettings(enabled=["sqlite", "eliza"]),
+async def test_a_bad_inline_character_names_the_config_entry(offline_host: OfflineHosts) -> None:
+    host = await offline_host(
+        start=False, http=HttpSettings(enabled=False), agents={"characters": [{"bio": ["x"]}]}
     )
-    host = Host(LoadedConfig(config, None))
-    try:
-        with pytest.raises(Exception, match=r"config agents\.characters\[0\][\s\S]*'name'"):
-            await host.start()
-    finally:
-        await host.stop()
+    with pytest.raises(Exception, match=r"config agents\.characters\[0\][\s\S]*'name'"):
+        await host.start()
 
 
 async def test_character_secrets_are_masked_in_logs(host: Host) -> None:

@@ -32,15 +32,13 @@ from host.prompt import build_prompt
 from host.runtime import AgentRuntime
 from host.testing import MOCK_PRIORITY
 
-from .runtime_helpers import PIPELINE_EVENTS, KitRig, kit_rig
-
-Rig = KitRig
+from .runtime_helpers import PIPELINE_EVENTS, Rig, make_rig
 
 
 @pytest.fixture
-async def rig() -> AsyncIterator[KitRig]:
-    """These tests run on the test kit plugin authors use (host.testing)."""
-    async with kit_rig() as built:
+async def rig() -> AsyncIterator[Rig]:
+    """The rig on the test kit's step clock and sequential ids (deterministic)."""
+    async with make_rig("sqlite", real_time=False) as built:
         yield built
 
 

@@ -13,6 +13,7 @@ from builtin_plugins.sqlite import SqliteAdapter, SqlitePlugin, SqliteSettings
 from contracts.memory import MemoryQuery
 from contracts.plugin import ENTRY_POINT_GROUP, Manifest, Plugin
 from contracts.storage import DATABASE, StorageError
+from host.config import load_config
 
 from .storage_helpers import make_memory
 
@@ -29,12 +30,11 @@ def test_entry_points_and_manifests() -> None:
     assert InMemoryPlugin.manifest.settings is InMemorySettings
 
 
-def test_sqlite_settings_resolve_under_the_data_dir(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("AGENTHOST_DATA_DIR", str(tmp_path))
-    assert SqliteSettings().resolve_path() == tmp_path / "agenthost.sqlite3"
-    assert SqliteSettings(path=Path("x/y.db")).resolve_path() == tmp_path / "x/y.db"
+def test_sqlite_settings_resolve_under_the_data_dir(tmp_path: Path) -> None:
+    """The data dir is the config's: AGENTHOST_DATA_DIR sets it through the config."""
+    data_dir = load_config(environ={"AGENTHOST_DATA_DIR": str(tmp_path)}).config.data_dir
+    assert SqliteSettings().resolve_path(data_dir) == tmp_path / "agenthost.sqlite3"
+    assert SqliteSettings(path=Path("x/y.db")).resolve_path(data_dir) == tmp_path / "x/y.db"
     assert (
         SqliteSettings(path=tmp_path / "abs.db").resolve_path("/elsewhere") == tmp_path / "abs.db"
     )
@@ -52,11 +52,11 @@ def test_sqlite_settings_resolve_under_the_data_dir(
 async def test_service_factory_opens_and_closes(
     plugin: type[Plugin],
     adapter_type: type,
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("AGENTHOST_DATA_DIR", str(tmp_path / "data"))
-    (service,) = plugin().services()
+    config = load_config(environ={"AGENTHOST_DATA_DIR": str(tmp_path / "data")}).config
+    instance = SqlitePlugin(config=config) if plugin is SqlitePlugin else plugin()
+    (service,) = instance.services()
     assert service.token is DATABASE
     lifecycle = service.factory()
     db = await anext(lifecycle)  # type: ignore[call-overload]
@@ -76,14 +76,12 @@ class _Loaded:
     instance: Plugin
 
 
-async def test_container_picks_sqlite_by_default_and_honours_a_pin(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_container_picks_sqlite_by_default_and_honours_a_pin(tmp_path: Path) -> None:
     container_module = pytest.importorskip("host.di")
-    monkeypatch.setenv("AGENTHOST_DATA_DIR", str(tmp_path))
+    config = load_config(environ={"AGENTHOST_DATA_DIR": str(tmp_path)}).config
     for pins, expected in (({}, SqliteAdapter), ({"database": "inmemory"}, InMemoryAdapter)):
         container = container_module.Container(pins)
-        for plugin in (InMemoryPlugin(), SqlitePlugin()):
+        for plugin in (InMemoryPlugin(), SqlitePlugin(config=config)):
             container.register_plugin(_Loaded(plugin.manifest, plugin))
         db = await container.aresolve(DATABASE)
         assert isinstance(db, expected)
