@@ -19,7 +19,7 @@ from contracts.memory import MemoryQuery
 from host.runtime import AgentRuntime, agent_id_for
 
 from .auth import Auth
-from .deps import Authed, ConsoleDep, recorded
+from .deps import Authed, ConsoleDep, NamedRoom, recorded
 from .inputs import as_uuid, read_form
 from .records import flush_trail, what_the_agent_saw
 from .state import Console, Turn
@@ -36,9 +36,8 @@ router = APIRouter(include_in_schema=False)
 @router.get("/")
 @router.get("/console/chat")
 async def chat(
-    request: Request, console: ConsoleDep, found: Authed, agent: str = "", room: str = ""
+    request: Request, console: ConsoleDep, found: Authed, picked: NamedRoom
 ) -> HTMLResponse:
-    picked = await console.pick(agent, room, first_room=False)
     runtime, room_id = picked.runtime, picked.room
     history = []
     if runtime is not None and room_id is not None:

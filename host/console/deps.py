@@ -22,7 +22,7 @@ from host.http_manage import character_name
 from .auth import Auth, authenticate
 from .inputs import as_uuid
 from .records import event_store
-from .state import Console
+from .state import Console, Picked
 
 if TYPE_CHECKING:
     from contracts.eventstore import EventStore
@@ -31,6 +31,8 @@ __all__ = [
     "NO_STORE",
     "Authed",
     "ConsoleDep",
+    "LatestRoom",
+    "NamedRoom",
     "Recorded",
     "console_auth",
     "get_console",
@@ -59,6 +61,26 @@ async def console_auth(request: Request, console: ConsoleDep) -> Auth:
 
 
 Authed = Annotated[Auth, Depends(console_auth)]
+
+
+async def named_room(
+    console: ConsoleDep, _found: Authed, agent: str = "", room: str = ""
+) -> Picked:
+    """The agent and room of the page's picker (``?agent=&room=``); no room when none is
+    named (the chat page starts a new one)."""
+    return await console.pick(agent, room, first_room=False)
+
+
+async def latest_room(
+    console: ConsoleDep, _found: Authed, agent: str = "", room: str = ""
+) -> Picked:
+    """The agent and room of the page's picker (``?agent=&room=``); the agent's most recent
+    room when none is named (the memories and timeline pages show one)."""
+    return await console.pick(agent, room, first_room=True)
+
+
+NamedRoom = Annotated[Picked, Depends(named_room)]
+LatestRoom = Annotated[Picked, Depends(latest_room)]
 
 
 def known(agents: AgentManager, ref: str) -> str | None:

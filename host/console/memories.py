@@ -16,7 +16,7 @@ from contracts.storage import SearchParams
 from host.http_manage import delete_memory, delete_room_memories
 from host.runtime import AgentRuntime
 
-from .deps import Authed, ConsoleDep, not_found
+from .deps import Authed, ConsoleDep, LatestRoom, not_found
 from .inputs import as_uuid
 from .state import Console
 
@@ -42,12 +42,10 @@ async def memories_page(
     request: Request,
     console: ConsoleDep,
     found: Authed,
-    agent: str = "",
-    room: str = "",
+    picked: LatestRoom,
     cursor: str = "",
     q: str = "",
 ) -> HTMLResponse:
-    picked = await console.pick(agent, room, first_room=True)
     runtime, room_id = picked.runtime, picked.room
     shown = Listing()
     if runtime is not None and room_id is not None:

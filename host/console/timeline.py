@@ -12,7 +12,7 @@ from loguru import logger
 
 from host.runtime import agent_id_for
 
-from .deps import Authed, ConsoleDep, recorded
+from .deps import Authed, ConsoleDep, LatestRoom, recorded
 from .inputs import version_after
 from .records import EVENT_TYPES, event_store, flush_trail, replay_room, room_timeline, summarize
 
@@ -27,12 +27,10 @@ async def timeline_page(
     request: Request,
     console: ConsoleDep,
     found: Authed,
-    agent: str = "",
-    room: str = "",
+    picked: LatestRoom,
     type: str = "",
     after: str = "",
 ) -> HTMLResponse:
-    picked = await console.pick(agent, room, first_room=True)
     runtime, room_id = picked.runtime, picked.room
     store = await event_store(console.host)
     page = problem = None
