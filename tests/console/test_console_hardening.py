@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
 from host.app import Host
 from host.config import LoadedConfig
-from host.console.routes import _local
+from host.console.inputs import local_target
 from host.runtime import agent_id_for
 from host.testing import offline_config
 
@@ -93,7 +93,7 @@ def _fill(path: str) -> str:
 
 
 def _console(endpoint: Any) -> bool:
-    return getattr(endpoint, "__module__", "") == "host.console.routes"
+    return str(getattr(endpoint, "__module__", "")).startswith("host.console.")
 
 
 async def _login(client: httpx.AsyncClient) -> str:
@@ -212,13 +212,13 @@ async def test_a_login_never_keeps_the_session_the_browser_came_with(keyed: Host
     ["/\\evil.example", "/\\/evil.example", "/\t/evil.example", "/\n/evil.example", "/\x7f"],
 )
 def test_login_redirect_refuses_what_browsers_read_as_another_host(target: str) -> None:
-    assert _local(target) == "/"
+    assert local_target(target) == "/"
 
 
 @given(st.text(max_size=60))
 @settings(max_examples=300, deadline=None)
 def test_a_login_redirect_stays_here_as_a_browser_reads_it(target: str) -> None:
-    local = _local(target)
+    local = local_target(target)
     read = re.sub(r"[\t\n\r]", "", local).replace("\\", "/")  # what a browser resolves
     assert urlsplit(read).netloc == "" and urlsplit(read).scheme == ""
     assert read.startswith("/") and not read.startswith("//")
@@ -351,12 +351,12 @@ async def test_a_failure_shown_on_a_page_masks_the_configured_secrets(
 ) -> None:
     """An error quoting a secret (a DSN with its password, a key) is masked on the page as in
     the logs: the page is outside the log scrubbing."""
-    from host.console import routes
+    from host.console import timeline
 
     async def failing(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError(f"cannot reach postgresql://agent:{KEY}@db/events")
 
-    monkeypatch.setattr(routes, "replay_room", failing)  # the store failing mid-replay
+    monkeypatch.setattr(timeline, "replay_room", failing)  # the store failing mid-replay
     assert keyed.http is not None
     headers = {"X-API-Key": KEY}
     async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30, headers=headers) as api:

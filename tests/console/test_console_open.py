@@ -19,9 +19,9 @@ from contracts.memory import Memory, MemoryQuery
 from host.app import Host
 from host.config import LoadedConfig
 from host.console.charts import History, bars, sparkline
+from host.console.inputs import local_target
 from host.console.records import prompt_sections
 from host.console.rooms import RoomIndex
-from host.console.routes import _local
 from host.http_manage import delete_memory, delete_room_memories, list_rooms
 
 
@@ -103,7 +103,7 @@ def test_rate_history_and_chart_geometry() -> None:
 @given(st.text(max_size=200))
 @settings(max_examples=200, deadline=None)
 def test_login_redirect_target_is_always_a_local_path(target: str) -> None:
-    local = _local(target)
+    local = local_target(target)
     assert local.startswith("/") and not local.startswith("//")
     assert local in (target, "/")
 
