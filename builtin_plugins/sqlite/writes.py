@@ -75,6 +75,36 @@ class SqliteWrites(SqliteCore):
         self._delete_rows(conn, ids, removed)
         for table in removed:
             state[table] = table_state(conn, table)
+        rows = self._encode_rows(conn, batch, override, state)
+        # the seqs this batch writes are above it (read also for the errors' "stored before")
+        before_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()[0]
+        try:
+            conn.executemany(INSERT, rows)
+        except sqlite3.IntegrityError as exc:
+            error = self._first_existing(conn, batch, before_seq)
+            raise error or BatchError("create_memories_batch", 0, StorageError(str(exc))) from exc
+        for table, (dim, version) in state.items():
+            added[table] = (version, bump_version(conn, table, dim))
+            if self._indexes.has(table):  # (the index lock is held through the write)
+                vectors[table] = self._vectors_since(conn, table, before_seq, dim)
+
+        def apply() -> None:
+            for table, (old, new) in added.items():
+                self._indexes.apply(
+                    table, old, new, removed=removed.get(table, ()), added=vectors.get(table)
+                )
+
+        return [m.id for m in batch], apply
+
+    def _encode_rows(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[Memory],
+        override: str | None,
+        state: dict[str, tuple[int | None, int]],
+    ) -> list[tuple[Any, ...]]:
+        """`batch`'s rows for `INSERT`, each checked (its table's dimension, noted in `state`,
+        and no id twice); a bad row raises the `BatchError` naming it."""
         rows: list[tuple[Any, ...]] = []
         seen: dict[UUID, int] = {}
         for index, memory in enumerate(batch):
@@ -113,25 +143,7 @@ class SqliteWrites(SqliteCore):
                 if earlier is not None:
                     raise earlier from None
                 raise BatchError("create_memories_batch", index, exc) from exc
-        # the seqs this batch writes are above it (read also for the errors' "stored before")
-        before_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()[0]
-        try:
-            conn.executemany(INSERT, rows)
-        except sqlite3.IntegrityError as exc:
-            error = self._first_existing(conn, batch, before_seq)
-            raise error or BatchError("create_memories_batch", 0, StorageError(str(exc))) from exc
-        for table, (dim, version) in state.items():
-            added[table] = (version, bump_version(conn, table, dim))
-            if self._indexes.has(table):  # (the index lock is held through the write)
-                vectors[table] = self._vectors_since(conn, table, before_seq, dim)
-
-        def apply() -> None:
-            for table, (old, new) in added.items():
-                self._indexes.apply(
-                    table, old, new, removed=removed.get(table, ()), added=vectors.get(table)
-                )
-
-        return [m.id for m in batch], apply
+        return rows
 
     @staticmethod
     def _delete_rows(
