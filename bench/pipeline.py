@@ -605,9 +605,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.no_inline:
-        from builtin_plugins.sqlite import adapter
+        from builtin_plugins.sqlite import worker
 
-        adapter.INLINE_ROWS = 0
+        worker.INLINE_ROWS = 0
     from loguru import logger
 
     logger.remove()

@@ -48,7 +48,7 @@ from rich.table import Table
 
 from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
-from builtin_plugins.sqlite.adapter import embedding_blob, to_micros
+from builtin_plugins.sqlite.rows import embedding_blob, to_micros
 from contracts.memory import Content, Memory, MemoryQuery
 from contracts.storage import SearchParams
 from contracts.vector import Vector

@@ -1,0 +1,109 @@
+"""Reads of the SQLite store: one memory, pages of a query, counts, room summaries and a
+table's dimension; small reads answered on the caller's thread from the read-only connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
+
+from contracts.memory import Memory, MemoryQuery
+from contracts.storage import RoomSummary, sort_rooms
+
+from . import worker
+from .rows import (
+    COLUMNS,
+    COLUMNS_NO_EMBEDDING,
+    from_micros,
+    row_to_memory,
+    table_state,
+    uuid_of,
+    where_clause,
+)
+from .worker import SqliteCore
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+
+class SqliteReads(SqliteCore):
+    """The read methods of `SqliteAdapter`."""
+
+    async def get_memory(self, memory_id: UUID) -> Memory | None:
+        return await self._run(self._get_one, memory_id)
+
+    def _get_one(self, memory_id: UUID) -> Memory | None:
+        row = self._db.execute(
+            f"SELECT {COLUMNS} FROM memories WHERE id = ?", (memory_id.bytes,)
+        ).fetchone()
+        return None if row is None else row_to_memory(row)
+
+    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        if query.limit is not None and query.limit <= worker.INLINE_ROWS:
+            found = self._read_here(self._get_many, query)
+            if found is not None:
+                return found[0]
+        return await self._run(self._get_many, query)
+
+    def _read_here(self, read: Callable[[A, sqlite3.Connection], T], arg: A) -> tuple[T] | None:
+        """A small read (a room's history: a few rows) answered on the caller's thread from
+        the read-only connection, as `_search_here` answers searches: the hop to the worker
+        and back costs more than the read. That connection never waits for a lock (timeout 0:
+        a WAL reader waits for nothing but another process's recovery) and is not the
+        worker's, whose page cache stays warm for its scans. None when the read must go to
+        the worker (the reader in use or closing, a busy database)."""
+        reader = self._reader
+        if reader is None or not self._index_lock.acquire(blocking=False):
+            return None
+        try:
+            return (read(arg, reader),)
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            self._index_lock.release()
+
+    def _get_many(self, query: MemoryQuery, conn: sqlite3.Connection | None = None) -> list[Memory]:
+        where, params = where_clause(query)
+        direction = "ASC" if query.order == "asc" else "DESC"
+        columns = COLUMNS if query.with_embeddings else COLUMNS_NO_EMBEDDING
+        sql = (
+            f"SELECT {columns} FROM memories{where} ORDER BY created_at {direction}, id {direction}"
+        )
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        return [row_to_memory(row) for row in (conn or self._db).execute(sql, params)]
+
+    async def count_memories(self, query: MemoryQuery | None = None) -> int:
+        return await self._run(self._count, query or MemoryQuery())
+
+    def _count(self, query: MemoryQuery) -> int:
+        where, params = where_clause(query)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM memories{where}", params).fetchone()[0])
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        return await self._run(self._rooms, query or MemoryQuery())
+
+    def _rooms(self, query: MemoryQuery) -> list[RoomSummary]:
+        where, params = where_clause(query, keyset=False)
+        rows = self._db.execute(
+            f"SELECT room_id, COUNT(*), MAX(created_at) FROM memories{where} GROUP BY room_id",
+            params,
+        )
+        return sort_rooms(
+            [
+                RoomSummary(uuid_of(room), int(count), from_micros(last))
+                for room, count, last in rows
+            ]
+        )
+
+    async def embedding_dimension(self, table_name: str) -> int | None:
+        found = self._read_here(self._dimension, table_name)
+        if found is not None:
+            return found[0]
+        return await self._run(self._dimension, table_name)
+
+    def _dimension(self, table: str, conn: sqlite3.Connection | None = None) -> int | None:
+        return table_state(conn or self._db, table)[0]
