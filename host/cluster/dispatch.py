@@ -28,7 +28,8 @@ from host.http_idempotency import message_id_for
 from host.runtime import AgentRuntime
 
 from .link import NatsLink, Subjects
-from .queue import Outcome, RoomQueue
+from .queue import RoomQueue
+from .records import Outcome
 
 __all__ = ["ClusterDispatch", "MessageParked", "ReplyTimeout"]
 

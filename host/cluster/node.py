@@ -33,7 +33,8 @@ from host.metrics.sampler import Reading, Sampler
 from .dispatch import ClusterDispatch, MessageParked, ReplyTimeout
 from .link import NatsLink, Subjects
 from .outbox import Outbox, Seen, unframe
-from .queue import Backlogged, RoomQueue, default_node_id
+from .queue import RoomQueue, default_node_id
+from .records import Backlogged
 from .unit import UnitAdapter, current_unit, unit_ids
 from .worker import Worker
 

@@ -22,7 +22,8 @@ from typing import Any
 from loguru import logger
 
 from .link import NatsLink
-from .queue import OutboxEntry, RoomQueue
+from .queue import RoomQueue
+from .records import OutboxEntry
 
 __all__ = ["Outbox", "Seen", "frame", "unframe"]
 

@@ -11,109 +11,42 @@ worker is parked after ``max_tries``), and `commit`s each: the memories it wrote
 the room's progress in one transaction that first checks, under the room's row lock, that the
 token is still the worker's. A worker that was paused or cut off past its lease, whose room was
 claimed by another meanwhile, cannot commit: `Fenced`.
+
+The records it hands out are in host/cluster/records.py, the read-only
+``GET /cluster`` queries in host/cluster/status.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
-from contracts.errors import AgentHostError
 from contracts.memory import Memory
 from contracts.storage import PooledStore
 
+from .records import (
+    TAKEN_COLUMNS,
+    Backlogged,
+    Claim,
+    Committed,
+    Enqueued,
+    Fenced,
+    OutboxEntry,
+    Outcome,
+    QueuedMessage,
+    queued_row,
+)
 from .schema import migrate
+from .status import cluster_status
 from .unit import Unit
 
-__all__ = [
-    "Backlogged",
-    "Claim",
-    "Committed",
-    "Enqueued",
-    "Fenced",
-    "Outcome",
-    "QueuedMessage",
-    "RoomQueue",
-]
-
-
-class Fenced(AgentHostError):
-    """The room was claimed by another worker (this one's lease ran out): nothing committed."""
-
-
-class Backlogged(AgentHostError):
-    """The room's backlog is at its limit: the message was not taken (HTTP 429)."""
-
-    def __init__(self, pending: int, limit: int, retry_after: int) -> None:
-        super().__init__(
-            f"the room has {pending} messages waiting (limit {limit}); retry in {retry_after} s"
-        )
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    id: UUID
-    duplicate: bool
-    """The message (id or idempotency key) was already taken: this is the first one's id."""
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    agent_id: UUID
-    room_id: UUID
-    fence: int
-    takeover: bool
-    """The room was held by another worker whose lease ran out."""
-    first: QueuedMessage | None = field(default=None, compare=False)
-    """The room's oldest waiting message, taken (its try counted) in the claim's transaction."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    id: UUID
-    room_seq: int
-    message: Memory
-    stream: bool
-    origin: str | None
-    tries: int
-    """This try included."""
-    error: str | None
-    """The previous try's error."""
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """What `RoomQueue.commit` did: the room's next message (its try counted) or None, whether
-    the room was let go, and the outbox rows written (seq, subject, data) to send now."""
-
-    following: QueuedMessage | None
-    released: bool
-    outbox: list[tuple[int, str, bytes]]
-
-
-OutboxEntry = tuple[str, bytes]
-"""A cluster event to send: its NATS subject and data."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A message's end: ``done`` with its reply (JSON), or ``parked`` with its error."""
-
-    id: UUID
-    status: str
-    reply: str | None
-    error: str | None
-
+__all__ = ["RoomQueue", "default_node_id"]
 
 COUNTERS = ("processed", "failed", "fenced", "takeovers")
 
@@ -254,7 +187,7 @@ class RoomQueue:
                 " m AS (UPDATE cluster_messages SET tries = tries + 1, worker = %s"
                 " WHERE id = (SELECT q.id FROM cluster_messages q, c WHERE q.agent_id = c.agent_id"
                 " AND q.room_id = c.room_id AND q.status = 'pending' ORDER BY q.room_seq LIMIT 1)"
-                f" RETURNING {_TAKEN})"
+                f" RETURNING {TAKEN_COLUMNS})"
                 " SELECT r.agent_id, r.room_id, r.fence, r.holder, m.* FROM r LEFT JOIN m ON true",
                 (list(agents), self.node_id, self.lease, self.node_id),
             )
@@ -264,7 +197,7 @@ class RoomQueue:
         takeover = row[3] is not None
         if takeover:
             self.counts["takeovers"] += 1
-        first = _queued_row(row[4:])
+        first = queued_row(row[4:])
         return Claim(UUID(str(row[0])), UUID(str(row[1])), int(row[2]), takeover, first)
 
     async def next_message(self, claim: Claim) -> QueuedMessage | None:
@@ -287,7 +220,7 @@ class RoomQueue:
             "UPDATE cluster_messages SET tries = tries + 1, worker = %s"
             " WHERE id = (SELECT id FROM cluster_messages WHERE agent_id = %s"
             " AND room_id = %s AND status = 'pending' ORDER BY room_seq LIMIT 1)"
-            f" RETURNING {_TAKEN}",
+            f" RETURNING {TAKEN_COLUMNS}",
             (self.node_id, claim.agent_id, claim.room_id),
         )
 
@@ -413,29 +346,22 @@ class RoomQueue:
                     "UPDATE cluster_messages SET error = %s WHERE id = %s", (error, message.id)
                 )
                 return False
-            await self._end(conn, claim, message.id, "parked", reply=None, error=error)
-            await self._room_done(conn, claim, release=False)
+            await self._park(conn, claim, message.id, error)
             return True
 
     async def park(self, claim: Claim, message: QueuedMessage, error: str) -> None:
         """Park `message` without trying it (it already had its tries: its workers died)."""
         async with self.store.with_connection() as conn, conn.transaction():
             await self._check_fence(conn, claim)
-            await self._end(conn, claim, message.id, "parked", reply=None, error=error)
-            await self._room_done(conn, claim, release=False)
+            await self._park(conn, claim, message.id, error)
 
-    async def _end(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        claim: Claim,
-        message_id: UUID,
-        status: str,
-        *,
-        reply: str | None,
-        error: str | None,
+    async def _park(
+        self, conn: psycopg.AsyncConnection[Any], claim: Claim, message_id: UUID, error: str
     ) -> None:
-        cursor = await self._end_query(conn, claim, message_id, status, reply, error)
-        _check_ended(cursor, message_id)
+        """End the message as parked with `error`: one message fewer in the room, kept held."""
+        ended = await self._end_query(conn, claim, message_id, "parked", None, error)
+        _check_ended(ended, message_id)
+        await self._room_done(conn, claim, release=False)
 
     async def _end_query(
         self,
@@ -531,77 +457,7 @@ class RoomQueue:
     async def status(self, alive_within: float) -> dict[str, Any]:
         """What ``GET /cluster`` shows: members, rooms held, backlog, redeliveries, parked."""
         async with self.store.with_connection() as conn:
-            cursor = await conn.execute(
-                "SELECT w.id, w.role, w.host, w.pid, w.started_at, w.seen_at, w.stopped_at,"
-                " w.processed, w.failed, w.fenced, w.takeovers,"
-                " (SELECT count(*) FROM cluster_rooms r WHERE r.holder = w.id"
-                "  AND r.lease_until > clock_timestamp()),"
-                " w.stopped_at IS NULL AND w.seen_at > now() - make_interval(secs => %s)"
-                " FROM cluster_workers w ORDER BY w.started_at",
-                (alive_within,),
-            )
-            members = [
-                {
-                    "id": r[0],
-                    "role": r[1],
-                    "host": r[2],
-                    "pid": r[3],
-                    "started_at": r[4].isoformat(),
-                    "seen_at": r[5].isoformat(),
-                    "stopped_at": r[6].isoformat() if r[6] else None,
-                    "processed": r[7],
-                    "failed": r[8],
-                    "fenced": r[9],
-                    "takeovers": r[10],
-                    "rooms_held": r[11],
-                    "alive": bool(r[12]),
-                }
-                for r in await cursor.fetchall()
-            ]
-            cursor = await conn.execute(
-                "SELECT COALESCE(sum(pending), 0), count(*) FILTER (WHERE pending > 0),"
-                " count(*) FILTER (WHERE holder IS NOT NULL"
-                " AND lease_until > clock_timestamp()), COALESCE(sum(redeliveries), 0)"
-                " FROM cluster_rooms"
-            )
-            row = await cursor.fetchone()
-            assert row is not None
-            cursor = await conn.execute(
-                "SELECT id, agent_id, room_id, tries, error, created_at FROM cluster_messages"
-                " WHERE status = 'parked' ORDER BY created_at DESC LIMIT 20"
-            )
-            parked = [
-                {
-                    "id": str(p[0]),
-                    "agent_id": str(p[1]),
-                    "room_id": str(p[2]),
-                    "tries": p[3],
-                    "error": p[4],
-                    "created_at": p[5].isoformat(),
-                }
-                for p in await cursor.fetchall()
-            ]
-            cursor = await conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'parked'),"
-                " count(*) FILTER (WHERE status = 'done') FROM cluster_messages"
-            )
-            counts = await cursor.fetchone()
-            assert counts is not None
-        return {
-            "node": self.node_id,
-            "members": members,
-            "queue_depth": int(row[0]),
-            "rooms_waiting": int(row[1]),
-            "rooms_held": int(row[2]),
-            "redeliveries": int(row[3]),
-            "parked": int(counts[0]),
-            "done": int(counts[1]),
-            "recent_parked": parked,
-        }
-
-
-def reply_json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, separators=(",", ":"))
+            return await cluster_status(conn, self.node_id, alive_within)
 
 
 def _check_ended(cursor: psycopg.AsyncCursor[Any], message_id: UUID) -> None:
@@ -609,26 +465,5 @@ def _check_ended(cursor: psycopg.AsyncCursor[Any], message_id: UUID) -> None:
         raise Fenced(f"message {message_id} already ended")
 
 
-_TAKEN = "id, room_seq, message, stream, origin, tries, error, created_at"
-"""The columns of a message taken (`_queued` reads them)."""
-
-
 async def _queued(cursor: psycopg.AsyncCursor[Any]) -> QueuedMessage | None:
-    return _queued_row(await cursor.fetchone())
-
-
-def _queued_row(row: Any) -> QueuedMessage | None:
-    if row is None or row[0] is None:
-        return None
-    return QueuedMessage(
-        id=UUID(str(row[0])),
-        room_seq=int(row[1]),
-        # its time is the arrival's, taken by the database under the room's lock
-        message=Memory.model_validate_json(row[2]).model_copy(
-            update={"created_at": row[7].astimezone(UTC)}
-        ),
-        stream=bool(row[3]),
-        origin=row[4],
-        tries=int(row[5]),
-        error=row[6],
-    )
+    return queued_row(await cursor.fetchone())

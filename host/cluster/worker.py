@@ -26,7 +26,8 @@ from host.runtime import AgentRuntime
 
 from .link import NatsLink, Subjects
 from .outbox import Outbox
-from .queue import Claim, Fenced, QueuedMessage, RoomQueue
+from .queue import RoomQueue
+from .records import Claim, Fenced, QueuedMessage
 from .unit import Unit, working_on
 
 __all__ = ["REPLY_EXCLUDE", "Worker"]

@@ -11,7 +11,8 @@ import pytest
 
 from builtin_plugins.postgres import PostgresAdapter
 from contracts.memory import Content, Memory, MemoryUpdate, utc_now
-from host.cluster.queue import Backlogged, Fenced, RoomQueue
+from host.cluster.queue import RoomQueue
+from host.cluster.records import Backlogged, Fenced
 from host.cluster.unit import Unit, UnitAdapter, unit_ids, working_on
 from host.pytest_plugin import fresh_schema, schema_uri
 

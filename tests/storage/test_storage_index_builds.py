@@ -1,7 +1,7 @@
 """Approximate indexes are built off the store's own thread: meanwhile searches are exact, the
 store keeps serving, and writes made during a build are in the index it installs.
 
-A build is held at a gate (`host.vectors._built` wrapped to wait on an event), so "during the
+A build is held at a gate (`host.vectors.builds._built` wrapped to wait on an event), so "during the
 build" is a state the test controls, not a race against the clock.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import host.vectors
+import host.vectors.builds
 from builtin_plugins.inmemory import InMemoryAdapter
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.memory import MemoryUpdate
@@ -41,7 +41,7 @@ class Gate:
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
     held = Gate()
-    real: Callable[..., VectorIndex] = host.vectors._built
+    real: Callable[..., VectorIndex] = host.vectors.builds._built
 
     def built(*args: Any) -> VectorIndex:
         if args[0] == "flat":  # built at once, on the store's thread: never held
@@ -52,7 +52,7 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
             raise held.fail
         return real(*args)
 
-    monkeypatch.setattr(host.vectors, "_built", built)
+    monkeypatch.setattr(host.vectors.builds, "_built", built)
     yield held
     held.open()  # never leave a build thread waiting
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from contracts.storage import InvalidQueryError
-from host import vectors
 from host.vectors import (
     EXACT_FILTER_LIMIT,
     TUNE_MIN_ROWS,
@@ -17,6 +16,7 @@ from host.vectors import (
     exact_top_k,
     normalize,
     query_vector,
+    tuning,
 )
 
 
@@ -207,7 +207,7 @@ def test_hnsw_tuning_picks_the_first_ef_reaching_recall_or_exact_search(
     a graph search cheaper than exact scoring keeps the smallest ef reaching TUNE_RECALL,
     scaled by k / 10 for larger k; one dearer at every ef makes searches exact (recall 1)."""
     cost = _graph_cheaper if graph_cheaper else _exact_cheaper
-    monkeypatch.setattr(vectors, "_one_by_one", cost)
+    monkeypatch.setattr(tuning, "_one_by_one", cost)
     data, queries = _uniform(3000, 96, 1), _uniform(50, 96, 2)
     index = VectorIndex("hnsw", 96, IndexParams(hnsw_m=16, hnsw_ef_construction=40))
     index.build(np.arange(len(data), dtype=np.int64), data.copy())
