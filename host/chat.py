@@ -16,7 +16,7 @@ from uuid import UUID, uuid4, uuid5
 
 from rich.console import Console
 
-from contracts.agent import AgentError
+from contracts.agent import AgentError, Reply
 from contracts.memory import Memory
 from host.agents import AgentManager
 from host.characters import DEFAULT_CHARACTER
@@ -51,6 +51,18 @@ def _show(console: Console, runtime: AgentRuntime, memory: Memory, user: str) ->
         console.print(f"[bold green]{user}>[/] {memory.content.text}", highlight=False)
 
 
+async def _show_past(
+    console: Console, runtime: AgentRuntime, room: UUID, history: int, user: str
+) -> None:
+    """The conversation's last `history` messages, framed, if it has any."""
+    past = await runtime.recent_memories(room, history)
+    if past:
+        console.print(f"[dim]-- last {len(past)} messages --[/]")
+        for memory in past:
+            _show(console, runtime, memory, user)
+        console.print("[dim]--[/]")
+
+
 async def chat_loop(
     runtime: AgentRuntime,
     *,
@@ -79,12 +91,7 @@ async def chat_loop(
 
     room, entity = chat_room(runtime, user)
     console.print(f"[bold]Chatting with {runtime.name}[/] ({runtime.agent_id}). {HELP}")
-    past = await runtime.recent_memories(room, history)
-    if past:
-        console.print(f"[dim]-- last {len(past)} messages --[/]")
-        for memory in past:
-            _show(console, runtime, memory, user)
-        console.print("[dim]--[/]")
+    await _show_past(console, runtime, room, history, user)
     sent = 0
     while True:
         try:
@@ -108,29 +115,41 @@ async def chat_loop(
             continue
         message = runtime.new_message(line, room_id=room, entity_id=entity, name=user, source="cli")
         sent += 1
-        if stream:
-            console.print(f"[bold cyan]{runtime.name}>[/] ", end="")
-            replied = runtime.stream_message(message)
-            async for chunk in replied:
-                console.print(chunk, end="", highlight=False, markup=False)
-            console.print()
-            reply = replied.reply
-        else:
-            reply = await runtime.process_message(message)
-            if reply.responded:
-                console.print(f"[bold cyan]{runtime.name}>[/] {reply.text}", highlight=False)
+        reply = await _send(console, runtime, message, stream)
         if reply is not None:
-            mark = reply.reply.metadata.get("model_fallback") if reply.reply else None
-            if isinstance(mark, dict):
-                console.print(
-                    f"[yellow](answered by {mark.get('to')}: {mark.get('from')} was passed over,"
-                    f" {mark.get('reason')})[/]",
-                    highlight=False,
-                )
-            for result in (*reply.actions, *reply.evaluators):
-                if not result.success:
-                    console.print(f"[yellow]({result.name} failed: {result.error})[/]")
+            _show_notes(console, reply)
     return sent
+
+
+async def _send(
+    console: Console, runtime: AgentRuntime, message: Memory, stream: bool
+) -> Reply | None:
+    """Send one message and print the answer (streamed as it comes, or whole)."""
+    if stream:
+        console.print(f"[bold cyan]{runtime.name}>[/] ", end="")
+        replied = runtime.stream_message(message)
+        async for chunk in replied:
+            console.print(chunk, end="", highlight=False, markup=False)
+        console.print()
+        return replied.reply
+    reply = await runtime.process_message(message)
+    if reply.responded:
+        console.print(f"[bold cyan]{runtime.name}>[/] {reply.text}", highlight=False)
+    return reply
+
+
+def _show_notes(console: Console, reply: Reply) -> None:
+    """After an answer: which model answered when one was passed over, and failed actions."""
+    mark = reply.reply.metadata.get("model_fallback") if reply.reply else None
+    if isinstance(mark, dict):
+        console.print(
+            f"[yellow](answered by {mark.get('to')}: {mark.get('from')} was passed over,"
+            f" {mark.get('reason')})[/]",
+            highlight=False,
+        )
+    for result in (*reply.actions, *reply.evaluators):
+        if not result.success:
+            console.print(f"[yellow]({result.name} failed: {result.error})[/]")
 
 
 async def run_chat(

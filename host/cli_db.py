@@ -11,8 +11,9 @@ import enum
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,6 +33,7 @@ db_app = typer.Typer(
 )
 console = Console(soft_wrap=True, highlight=False)
 errors = Console(stderr=True, soft_wrap=True, highlight=False)
+T = TypeVar("T")
 
 
 class IndexKind(enum.StrEnum):
@@ -75,15 +77,22 @@ def _fail(exc: LocalDbError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _while_showing(message: str, action: Callable[[Path], T], data_dir: Path | None) -> T:
+    """Run `action` on the data dir with `message` shown on stderr; a `LocalDbError` exits 1
+    with the error."""
+    where = _data_dir(data_dir)
+    try:
+        with errors.status(message):
+            return action(where)
+    except LocalDbError as exc:
+        raise _fail(exc) from None
+
+
 @db_app.command("start")
 def db_start(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
     """Start PostgreSQL with pgvector in the data dir (created on first use) and print the URL."""
-    where = _data_dir(data_dir)
-    try:
-        with errors.status("starting PostgreSQL (the first start creates the cluster)..."):
-            state = start(where)
-    except LocalDbError as exc:
-        raise _fail(exc) from None
+    starting = "starting PostgreSQL (the first start creates the cluster)..."
+    state = _while_showing(starting, start, data_dir)
     _report(state, as_json)
 
 
@@ -102,12 +111,7 @@ def db_status(data_dir: DataDirOption = None, as_json: JsonOption = False) -> No
 @db_app.command("stop")
 def db_stop(data_dir: DataDirOption = None) -> None:
     """Stop the local PostgreSQL (its data stays in the data dir)."""
-    where = _data_dir(data_dir)
-    try:
-        with errors.status("stopping PostgreSQL..."):
-            stopped = stop(where)
-    except LocalDbError as exc:
-        raise _fail(exc) from None
+    stopped = _while_showing("stopping PostgreSQL...", stop, data_dir)
     console.print("stopped" if stopped else "not running")
 
 

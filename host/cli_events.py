@@ -34,6 +34,7 @@ from contracts.storage import LocalFileSettings
 from host.cli_output import print_table
 from host.cli_progress import progress
 from host.eventstore import PostgresEventStore, SqliteEventStore
+from host.postgres_config import postgres_plugin_url
 
 __all__ = ["events_app"]
 
@@ -119,13 +120,13 @@ def _memory_store(config: HostConfig) -> str:
 
 
 def _postgres_url(config: HostConfig) -> str:
-    url = config.plugins.section("postgres").get("url")
-    if not url:
+    url = postgres_plugin_url(config)
+    if url is None:
         raise EventStoreError(
             "the audit trail shares the postgres memory store's database, but"
             " plugins.postgres.url is not set: set it, or pass --store postgresql://..."
         )
-    return str(url.get_secret_value() if hasattr(url, "get_secret_value") else url)
+    return url
 
 
 def store_location(

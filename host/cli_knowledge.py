@@ -17,18 +17,11 @@ from uuid import UUID
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from contracts.knowledge import KNOWLEDGE, AddOutcome, KnowledgeBase
 from host.cli_output import print_table
+from host.cli_progress import bars_by_name
 
 __all__ = ["knowledge_app"]
 
@@ -85,20 +78,7 @@ def add(
     version, an unchanged one is skipped; a file that cannot be read is named and skipped."""
 
     async def body(knowledge: KnowledgeBase) -> list[AddOutcome]:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as bar:
-            tasks: dict[str, TaskID] = {}
-
-            def advance(source: str, done: int, total: int) -> None:
-                if source not in tasks:
-                    tasks[source] = bar.add_task(escape(Path(source).name), total=total)
-                bar.update(tasks[source], completed=done, total=total)
-
+        with bars_by_name(console, lambda source: escape(Path(source).name)) as advance:
             return await knowledge.add_paths(paths, _agent(agent), advance)
 
     outcomes = _with_knowledge(body)

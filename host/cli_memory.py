@@ -9,17 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 from contracts.models import MODELS
 from contracts.storage import DATABASE
+from host.cli_progress import bars_by_name
 
 __all__ = ["memory_app"]
 
@@ -56,21 +49,7 @@ def reembed_command(
         try:
             db = await host.container.aresolve(DATABASE)
             models = await host.container.aresolve(MODELS)
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            ) as bar:
-                tasks: dict[str, TaskID] = {}
-
-                def advance(name: str, done: int, total: int) -> None:
-                    if name not in tasks:
-                        tasks[name] = bar.add_task(f"table {name}", total=total)
-                    bar.update(tasks[name], completed=done, total=total)
-
+            with bars_by_name(console, lambda name: f"table {name}") as advance:
                 current, results = await reembed(
                     db, models, tables=table or None, batch_size=batch_size, progress=advance
                 )

@@ -11,20 +11,19 @@ hand it to every `PluginRegistrar` (container, event bus, model registry, compon
 in turn. A failure at any step undoes the steps before it, so a failed plugin leaves nothing
 registered; it is reported (log and ``plugin:failed``) and the host goes on. Unloading runs the
 same steps backwards; teardown failures are logged and do not stop the others.
+
+The choice and ordering functions live in `host.plugin_order`, the records (`LoadedPlugin`,
+`PluginStatus`) in `host.plugin_records`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import difflib
 import graphlib
-import heapq
 import inspect
 import time
-from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
-from loguru import logger
 from pydantic import BaseModel
 
 from contracts.config import HostConfig
@@ -37,105 +36,34 @@ from contracts.events import (
     PluginPayload,
 )
 from contracts.logging import LOGGER, Logger
-from contracts.plugin import Manifest, Plugin
+from contracts.plugin import Manifest
 from contracts.services import MissingDependencyError
-from host.config import ConfigError, LoadedConfig, plugin_settings, problems_message
+from host.config import ConfigError, LoadedConfig, plugin_settings
 from host.di import Container
 from host.di.plans import plan_for
 from host.discovery import Discovered, where_raised
 from host.logs import plugin_logger
+from host.plugin_order import find_cycle, priority_order, select
+from host.plugin_records import (
+    LoadedPlugin,
+    PluginRegistrar,
+    PluginStatus,
+    Stage,
+    State,
+    plugin_names,
+)
 from host.secrets import register, scrub, secret_values
 
-__all__ = ["LoadedPlugin", "Loader", "PluginRegistrar", "PluginStatus", "select"]
-
-State = Literal["loaded", "disabled", "failed"]
-Stage = Literal["discover", "load", "setup", "teardown", "reload"]
-
-
-class PluginRegistrar(Protocol):
-    """Something plugins register into; every registration is tagged with the plugin's name."""
-
-    def register_plugin(self, loaded: LoadedPlugin) -> Awaitable[None] | None: ...
-
-    def unregister_plugin(self, name: str) -> Awaitable[None] | None: ...
-
-
-@dataclass(slots=True)
-class LoadedPlugin:
-    """A constructed, set-up plugin."""
-
-    manifest: Manifest
-    instance: Plugin
-    discovered: Discovered
-    settings: BaseModel | None = None
-    load_seconds: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-
-@dataclass(slots=True)
-class PluginStatus:
-    """What ``agenthost plugins list`` shows for one plugin."""
-
-    name: str
-    version: str | None
-    distribution: str | None
-    state: State
-    error: str | None = None
-    stage: Stage | None = None
-    description: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "distribution": self.distribution,
-            "status": self.state,
-            "error": self.error,
-            "stage": self.stage,
-            "description": self.description,
-        }
-
-
-def select(
-    discovered: Sequence[Discovered], config: HostConfig, loaded: LoadedConfig | None = None
-) -> tuple[list[str], list[str]]:
-    """(names to load, names disabled by config). Unknown names in ``plugins.enabled`` or
-    ``plugins.disabled`` are a `ConfigError` naming the list, where it was set (`loaded`'s
-    sources) and what is installed. A settings section ``plugins.<name>`` for no installed
-    plugin is logged as a warning (config may be shared by hosts with other plugins)."""
-    known = {d.name for d in discovered}
-    installed = ", ".join(sorted(known)) or "none"
-    problems = []
-    for key in ("enabled", "disabled"):
-        unknown = sorted(set(getattr(config.plugins, key) or ()) - known)
-        if unknown:
-            source = loaded.source_of(f"plugins.{key}") if loaded is not None else "default"
-            where = source.partition(":")[2] or ("config" if source == "default" else source)
-            problems.append(
-                f"  plugins.{key} (from {where}): unknown plugin"
-                f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; installed: {installed}"
-            )
-    if problems:
-        raise ConfigError(problems_message(problems))
-    spellings = known | {name.replace("-", "_") for name in known}
-    for section in sorted(set(config.plugins.model_extra or {}) - spellings):
-        source = loaded.source_of(f"plugins.{section}") if loaded is not None else "config"
-        guess = difflib.get_close_matches(section, sorted(spellings), n=1, cutoff=0.6)
-        logger.bind(plugin="host").warning(
-            "config plugins.{} (from {}): no installed plugin is called {}, its settings are"
-            " unused{}; installed: {}",
-            section,
-            source.partition(":")[2] or source,
-            section,
-            f" (did you mean {guess[0]}?)" if guess else "",
-            installed,
-        )
-    enabled = set(config.plugins.enabled) if config.plugins.enabled is not None else known
-    chosen = sorted(n for n in known if n in enabled and n not in set(config.plugins.disabled))
-    return chosen, sorted(known - set(chosen))
+__all__ = [
+    "LoadedPlugin",
+    "Loader",
+    "PluginRegistrar",
+    "PluginStatus",
+    "Stage",
+    "State",
+    "plugin_names",
+    "select",
+]
 
 
 class Loader:
@@ -206,14 +134,14 @@ class Loader:
                 for provider in providers.get(token.name, ()):
                     if provider != name and provider in graph and name in graph:
                         graph[name].add(provider)
-                        cycle = _cycle(graph)
+                        cycle = find_cycle(graph)
                         if cycle is not None:  # reported if it fails `name` (_provider_hints)
                             graph[name].discard(provider)
                             needs_order = cycle[:0:-1]  # graphlib lists dependencies first
                             at = needs_order.index(name)
                             ring = needs_order[at:] + needs_order[:at] + [name]
                             self._service_cycles[name] = " -> ".join(ring)
-        order = _priority_order(graph, candidates)
+        order = priority_order(graph, candidates)
         return [candidates[name] for name in order]
 
     def _fail_missing(self, hard: dict[str, set[str]], candidates: dict[str, Discovered]) -> None:
@@ -554,37 +482,3 @@ async def _setup(instance: Any) -> None:
     setup = getattr(instance, "setup", None)
     if callable(setup):
         await _maybe_await(setup())
-
-
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """A cycle of `graph` (``[a, b, a]``: a is after b, b after a), None if it has none."""
-    try:
-        graphlib.TopologicalSorter(graph).prepare()
-    except graphlib.CycleError as exc:
-        return list(exc.args[1])
-    return None
-
-
-def _priority_order(graph: dict[str, set[str]], candidates: dict[str, Discovered]) -> list[str]:
-    """Topological order; among plugins ready at the same time, higher priority first, then
-    by name (graphlib finds what is ready, a heap picks among it)."""
-    sorter = graphlib.TopologicalSorter({n: graph.get(n, set()) for n in candidates})
-    sorter.prepare()
-
-    def key(name: str) -> tuple[int, str]:
-        manifest = candidates[name].manifest
-        return (-(manifest.priority if manifest else 0), name)
-
-    ready: list[tuple[tuple[int, str], str]] = []
-    order: list[str] = []
-    while sorter.is_active():
-        for name in sorter.get_ready():
-            heapq.heappush(ready, (key(name), name))
-        _, name = heapq.heappop(ready)
-        order.append(name)
-        sorter.done(name)
-    return order
-
-
-def plugin_names(statuses: Iterable[PluginStatus], state: State) -> list[str]:
-    return [s.name for s in statuses if s.state == state]

@@ -20,6 +20,9 @@ old versions keep serving. If it fails to construct, set up or register (step 4)
 is torn down, the kept modules go back and the old versions are built again from them. Either
 way the error (file and line) is logged and emitted as ``plugin:failed`` (stage ``reload``);
 the next save tries again.
+
+Packages, watch paths and the module purge live in `host.reload_modules` (``package_of`` and
+``watch_paths`` are re-exported here).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import asyncio
 import importlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +40,6 @@ from types import ModuleType
 from typing import Any
 
 from loguru import logger
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from contracts.cache import CACHE
@@ -52,11 +54,11 @@ from contracts.models import MODELS
 from contracts.storage import DATABASE
 from host.discovery import Discovered, NotAPlugin, read_manifest, where_raised
 from host.loader import LoadedPlugin, Loader
+from host.reload_modules import FileEvents, package_of, purge, restore, watch_paths
 
 __all__ = ["Quiesce", "ReloadResult", "Reloader", "package_of", "watch_paths"]
 
 _log = logger.bind(plugin="host")
-WATCHED_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".toml")
 
 HELD_BY_AGENTS = frozenset({DATABASE.name, MODELS.name, CACHE.name})
 """Services each agent resolves once, at start: a plugin binding one cannot be hot-reloaded
@@ -81,74 +83,6 @@ class ReloadResult:
     """When it finished (UTC): the console and ``GET /plugins`` say how long ago."""
 
 
-def package_of(target: str, others: Iterable[str] = ()) -> str:
-    """The package a plugin owns: the shortest prefix of its entry point's module that holds no
-    other plugin's module (`others`: their entry point values). ``weather.plugin:Cls`` ->
-    ``weather``; ``builtin_plugins.eliza.plugin`` beside ``builtin_plugins.sqlite.plugin`` ->
-    ``builtin_plugins.eliza`` (purging ``builtin_plugins`` would purge every builtin)."""
-    parts = target.partition(":")[0].split(".")
-    modules = [other.partition(":")[0] for other in others]
-    for size in range(1, len(parts)):
-        prefix = ".".join(parts[:size])
-        if not any(_within(m, (prefix,)) for m in modules):
-            return prefix
-    return ".".join(parts)
-
-
-def _within(module: str, packages: Iterable[str]) -> bool:
-    """Whether `module` is one of `packages` or inside one (``a.b`` is in ``a``, ``ab`` not)."""
-    return any(module == p or module.startswith(p + ".") for p in packages)
-
-
-def watch_paths(item: Discovered, package: str | None = None) -> list[Path]:
-    """What to watch for plugin `item`: its manifest's ``watch_paths`` (relative ones against
-    its package directory), else the directory of its `package` (by default the top-level
-    one), or the module file itself for a single-module plugin (not its whole directory,
-    which is often site-packages)."""
-    module = sys.modules.get(package or package_of(item.target))
-    base: Path | None = None
-    default: list[Path] = []
-    if module is not None:
-        locations = getattr(module, "__path__", None)
-        if locations:
-            base = Path(next(iter(locations)))
-            default = [base]
-        elif getattr(module, "__file__", None):
-            default = [Path(str(module.__file__))]
-            base = default[0].parent
-    manifest = item.manifest
-    if manifest is not None and manifest.watch_paths:
-        return [Path(p) if Path(p).is_absolute() or base is None else base / p
-                for p in manifest.watch_paths]  # fmt: skip
-    return default
-
-
-def _purge(packages: Iterable[str]) -> dict[str, ModuleType]:
-    """Take the packages' modules out of `sys.modules` (returned) and delete their bytecode
-    caches: a ``.pyc`` is trusted when the source's size and mtime (whole seconds) match, so an
-    edit of the same length within the second of the last import would load the old code."""
-    roots = tuple(packages)
-    taken = {name: module for name, module in sys.modules.items() if _within(name, roots)}
-    for name, module in taken.items():
-        del sys.modules[name]
-        cached = getattr(module, "__cached__", None)
-        if cached:
-            try:
-                Path(cached).unlink(missing_ok=True)
-            except OSError as exc:
-                _log.debug("cannot delete {}: {}", cached, exc)
-    importlib.invalidate_caches()
-    return taken
-
-
-def _restore(packages: Iterable[str], kept: dict[str, ModuleType]) -> None:
-    """Drop what importing the new code put in `sys.modules` and put the `kept` modules back."""
-    roots = tuple(packages)
-    for name in [m for m in sys.modules if _within(m, roots)]:
-        del sys.modules[name]
-    sys.modules.update(kept)
-
-
 class _EditError(Exception):
     """What is wrong with an edited plugin as a whole (not at one line of its code); `origin`
     names the file of its entry point's module."""
@@ -163,18 +97,6 @@ class _EditError(Exception):
 @asynccontextmanager
 async def _no_quiesce(grace: float) -> AsyncIterator[bool]:
     yield True
-
-
-class _Events(FileSystemEventHandler):
-    def __init__(self, callback: Callable[[str], None]) -> None:
-        self.callback = callback
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in ("modified", "created", "moved", "deleted"):
-            return
-        path = str(getattr(event, "dest_path", "") or event.src_path)
-        if path.endswith(WATCHED_SUFFIXES):
-            self.callback(path)
 
 
 class Reloader:
@@ -258,7 +180,7 @@ class Reloader:
             self._by_path.setdefault(path.resolve(), set()).add(name)
             directory = path if path.is_dir() else path.parent
             if directory not in self._directories and directory.is_dir():
-                self._observer.schedule(_Events(self._changed), str(directory), recursive=True)
+                self._observer.schedule(FileEvents(self._changed), str(directory), recursive=True)
                 self._directories.add(directory)
         for path in [p for p, names in self._by_path.items() if not names]:
             del self._by_path[path]
@@ -340,7 +262,7 @@ class Reloader:
         group = self.group(name)
         olds = [self.loader.loaded[plugin] for plugin in group]
         packages = [self._package(plugin) for plugin in group]
-        kept = _purge(packages)
+        kept = purge(packages)
         fresh: list[Discovered] = []
         available = set(self.loader.loaded) - set(group)
         try:
@@ -355,7 +277,7 @@ class Reloader:
                 fresh.append(item)
                 available.add(item.name)
         except Exception as exc:
-            _restore(packages, kept)  # nothing else changed: the old versions kept serving
+            restore(packages, kept)  # nothing else changed: the old versions kept serving
             failing = olds[len(fresh)].discovered
             error = await self._report(failing, exc)
             return ReloadResult(name, False, time.perf_counter() - started, error)
@@ -419,7 +341,7 @@ class Reloader:
         for new in reversed(built):
             await self.loader.detach(new.name)
             await self.loader.teardown(new)
-        _restore(packages, kept)
+        restore(packages, kept)
         for old in olds:
             if await self.loader.load(old.discovered) is None:
                 self._lost[old.name] = old.discovered
@@ -435,7 +357,7 @@ class Reloader:
         item = self._lost[name]
         others = [p.discovered.target for p in self.loader.loaded.values()]
         packages = [package_of(item.target, others)]
-        kept = _purge(packages)
+        kept = purge(packages)
         try:
             fresh = self._rediscover(item)
             assert fresh.manifest is not None
@@ -443,7 +365,7 @@ class Reloader:
             if missing:
                 raise _EditError(f"it depends on {', '.join(missing)}, not loaded", item.target)
         except Exception as exc:
-            _restore(packages, kept)
+            restore(packages, kept)
             error = await self._report(item, exc, kept=False)
             return ReloadResult(name, False, time.perf_counter() - started, error)
         loaded = await self.loader.load(fresh)  # a failure is reported by the loader

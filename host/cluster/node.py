@@ -29,6 +29,7 @@ from host.cache import ProviderCache
 from host.events import EventBus
 from host.http import include_guarded
 from host.metrics.sampler import Reading, Sampler
+from host.postgres_config import postgres_plugin_url
 
 from .dispatch import ClusterDispatch, MessageParked, ReplyTimeout
 from .link import NatsLink, Subjects
@@ -55,13 +56,13 @@ def postgres_url(config: HostConfig) -> str:
     settings = config.cluster
     if settings.postgres_url is not None:
         return settings.postgres_url.get_secret_value()
-    url = config.plugins.section("postgres").get("url")
-    if not url:
+    url = postgres_plugin_url(config)
+    if url is None:
         raise ClusterConfigError(
             "cluster mode needs a PostgreSQL: set cluster.postgres_url or plugins.postgres.url"
             " (AGENTHOST_CLUSTER__POSTGRES_URL)"
         )
-    return str(url.get_secret_value() if hasattr(url, "get_secret_value") else url)
+    return url
 
 
 async def open_store(config: HostConfig, *, max_size: int) -> PooledStore:

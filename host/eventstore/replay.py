@@ -297,6 +297,37 @@ def _calls_by_message(events: Sequence[DomainEvent]) -> dict[UUID, list[Recorded
     return calls
 
 
+def _recorded_messages(
+    events: Sequence[DomainEvent], room_id: UUID | None
+) -> tuple[list[Memory], dict[UUID, str]]:
+    """(the messages received, in order; the recorded reply text by the id it answers), of
+    `room_id` or of every room."""
+    incoming: list[Memory] = []
+    replies: dict[UUID, str] = {}
+    for e in events:
+        message = _message_of(e)
+        if message is None or (room_id is not None and message.room_id != room_id):
+            continue
+        if e.event_type == "message:received":
+            incoming.append(message)
+        elif e.event_type == "message:sent":
+            target = e.data.get("in_reply_to") or getattr(message.content, "in_reply_to", None)
+            if target is not None:
+                replies[UUID(str(target))] = message.content.text
+    return incoming, replies
+
+
+def _compare(message_id: UUID, reply: Reply, expected: str | None) -> Divergence | None:
+    """How the replayed `reply` differs from the `expected` (recorded) reply text, if it does."""
+    if expected is None and reply.responded:
+        return Divergence(message_id, "responded", f"replied {reply.text!r}, none recorded")
+    if expected is not None and not reply.responded:
+        return Divergence(message_id, "responded", f"no reply; recorded {expected!r}")
+    if expected is not None and reply.text != expected:
+        return Divergence(message_id, "reply", f"{reply.text!r} != recorded {expected!r}")
+    return None
+
+
 async def replay_conversation(
     store: EventStore,
     aggregate_id: str,
@@ -310,18 +341,7 @@ async def replay_conversation(
     runtime with recorded model outputs; report every divergence from the recorded replies."""
     events = [e async for e in store.iter_events(aggregate_id)]
     report = ReplayReport(aggregate=aggregate_id)
-    incoming: list[Memory] = []
-    replies: dict[UUID, str] = {}
-    for e in events:
-        message = _message_of(e)
-        if message is None or (room_id is not None and message.room_id != room_id):
-            continue
-        if e.event_type == "message:received":
-            incoming.append(message)
-        elif e.event_type == "message:sent":
-            target = e.data.get("in_reply_to") or getattr(message.content, "in_reply_to", None)
-            if target is not None:
-                replies[UUID(str(target))] = message.content.text
+    incoming, replies = _recorded_messages(events, room_id)
     calls = _calls_by_message(events)
     if any(c.output is None for cs in calls.values() for c in cs if c.model_type in _TEXT_TYPES):
         report.notes.append(
@@ -342,19 +362,9 @@ async def replay_conversation(
                     Divergence(message.id, "error", f"{type(exc).__name__}: {exc}")
                 )
                 continue
-            expected = replies.get(message.id)
-            if expected is None and reply.responded:
-                report.divergences.append(
-                    Divergence(message.id, "responded", f"replied {reply.text!r}, none recorded")
-                )
-            elif expected is not None and not reply.responded:
-                report.divergences.append(
-                    Divergence(message.id, "responded", f"no reply; recorded {expected!r}")
-                )
-            elif expected is not None and reply.text != expected:
-                report.divergences.append(
-                    Divergence(message.id, "reply", f"{reply.text!r} != recorded {expected!r}")
-                )
+            divergence = _compare(message.id, reply, replies.get(message.id))
+            if divergence is not None:
+                report.divergences.append(divergence)
         models.finish()
     report.divergences[:0] = models.divergences
     report.substituted, report.approximated = models.substituted, models.approximated
