@@ -18,7 +18,7 @@ from builtin_plugins.audit import AuditRecorder, AuditSettings, open_event_store
 
 async def run(path: Path, flush_interval: float) -> None:
     settings = AuditSettings(path=path, flush_interval=flush_interval, events=("*",))
-    store = await open_event_store(settings)
+    store = await open_event_store(settings, None, path.parent)
     recorder = AuditRecorder(store, settings)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
