@@ -1,5 +1,6 @@
 """Subscriptions to the event bus: `HandlerSubscription` (one handler on one event, with how
-an emit calls it) and the checks that refuse a subscription the bus could only fail on later. Apart from `host.events` (the bus: subscribing and emitting) so that
+an emit calls it) and the checks that refuse a subscription the bus could only fail on later.
+Apart from `host.events` (the bus: subscribing and emitting) so that
 what a subscription is reads alone."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from contracts.events import Event, EventError
 
@@ -26,6 +27,7 @@ __all__ = [
     "SOME_TIMED",
     "TIMED",
     "HandlerSubscription",
+    "SubscribeOptions",
     "check_subscription",
     "gone",
     "is_async",
@@ -40,6 +42,16 @@ coroutine function with a limit: the common case, kept to the fewest steps); `OW
 ``call(payload)`` and await what it returns if it is awaitable (under the deadline if it has a
 limit); `ANY`, the same with ``call(event, payload)``; `DETACHED`, in a task of its own;
 `GONE`, not at all (unsubscribed while an emit that holds the plan runs)."""
+
+
+class SubscribeOptions(TypedDict, total=False):
+    """How a handler is subscribed, past its event and owner (`EventBus.on` says what each
+    means and its default); what a wrapper of ``on`` / ``on_any`` passes through unchanged."""
+
+    priority: int
+    detached: bool
+    timeout: float | None
+    blocking: bool
 
 
 @dataclass(eq=False, slots=True)
