@@ -70,6 +70,7 @@ class ProviderChoice:
         "entries",
         "open_circuits",
         "plans",
+        "ready",
         "settings",
     )
 
@@ -79,6 +80,10 @@ class ProviderChoice:
         self.entries: dict[str, list[ProviderEntry]] = {}
         self.plans: dict[str, tuple[ProviderEntry, ...]] = {}
         """Model type name -> its entries in call order (rebuilt when registrations change)."""
+        self.ready: dict[str, tuple[ProviderEntry, ...]] = {}
+        """Model type name -> its plan, while no circuit is open: what a call asking for no
+        provider takes without checking circuits (emptied when one opens, refilled by
+        `candidates`)."""
         self._named: dict[tuple[str, str], tuple[ProviderEntry, ...]] = {}
         """(model type name, provider) -> that provider's entries, for calls naming it."""
         self._preferred: dict[tuple[str, str], tuple[ProviderEntry, ...]] = {}
@@ -117,8 +122,9 @@ class ProviderChoice:
         return removed
 
     def _changed(self) -> None:
-        # cleared in place: `ModelRegistry.use_model` holds `plans` itself
+        # cleared in place: `ModelRegistry.use_model` holds `ready` itself
         self.plans.clear()
+        self.ready.clear()
         self._named.clear()
         self._preferred.clear()
 
@@ -175,6 +181,8 @@ class ProviderChoice:
                 f"no model handler for {model_type.name}; {self.describe(model_type)}"
             )
         if not self.open_circuits:
+            if prefer is None:
+                self.ready[model_type.name] = plan
             return plan, ()
         now = self.clock()
         ready = [e for e in plan if e.circuit.open_until <= now]
@@ -230,6 +238,7 @@ class ProviderChoice:
         if circuit.failures >= self.settings.breaker_failures:
             if not circuit.open_until:
                 self.open_circuits += 1
+                self.ready.clear()  # calls check the circuits from now on
             circuit.open_until = self.clock() + self.settings.breaker_cooldown
             logger.bind(plugin=entry.owner).warning(
                 "model provider {} failed {} times in a row for {}; skipped for {}s",

@@ -94,8 +94,9 @@ class ModelRegistry:
     ) -> None:
         self.choice = ProviderChoice(settings or ModelSettings(), clock)
         self.events = events
-        self._plans = self.choice.plans
-        """The choice's plans (the same dict, cleared in place): one lookup less per call."""
+        self._ready = self.choice.ready
+        """The choice's plans while no circuit is open (the same dict, cleared in place): one
+        lookup a call, and no check of the circuits."""
         self.deadlines = _deadlines
         self._timeout = _Timeout(self)
 
@@ -169,8 +170,8 @@ class ModelRegistry:
             params, prefer = for_caller(model_type, params, caller)
         plan: Sequence[ProviderEntry] | None = None
         skipped: tuple[ProviderEntry, ...] = ()
-        if provider is None and prefer is None and not self.choice.open_circuits:
-            plan = self._plans.get(model_type.name)
+        if provider is None and prefer is None:
+            plan = self._ready.get(model_type.name)
         if not plan:
             # an error naming what is registered if there is nothing to call
             plan, skipped = self.choice.candidates(model_type, provider, prefer)
