@@ -1,7 +1,7 @@
 """Subscriptions to the event bus: `HandlerSubscription` (one handler on one event, with how
 an emit calls it) and the checks that refuse a subscription the bus could only fail on later.
-Apart from `host.events` (the bus: subscribing and emitting) so that
-what a subscription is reads alone."""
+Apart from `host.events` (the bus: subscribing and emitting) so that what a subscription is
+reads alone."""
 
 from __future__ import annotations
 
