@@ -20,6 +20,7 @@ __all__ = ["CALLER_FIELDS", "USED_DEFAULTS", "report", "used_payload"]
 
 clock = time.perf_counter
 """What a call's ``duration`` is measured with."""
+_caller = call_context.get  # bound once (see host.models: no LOAD_METHOD on imported names)
 
 CALLER_FIELDS: Final = ("agent_id", "room_id", "message_id")
 FALLBACK_FIELDS: Final = ("fallback", "fallback_from", "fallback_reason")
@@ -77,7 +78,7 @@ def report(
     values["duration"] = clock() - started
     values["params"] = params
     given = {"model_type", "provider", "duration", "params"}
-    caller = call_context.get()
+    caller = _caller()
     if caller is not None:
         values["agent_id"] = caller.agent_id
         values["room_id"] = caller.room_id

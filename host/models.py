@@ -64,6 +64,10 @@ P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
 
 _thread = threading.get_ident
+# Methods of imported names, bound once: CPython 3.11 compiles a method call on a name bound by
+# an import as an attribute load that makes a bound method each time (no LOAD_METHOD).
+_caller = call_context.get
+_used_defaults = USED_DEFAULTS.copy
 
 
 class _Timeout:
@@ -164,7 +168,7 @@ class ModelRegistry:
         reads ``armed`` off this very frame (`host.deadlines`)."""
         if type(params) is not model_type.params:
             params = coerce_params(model_type, params)
-        caller = call_context.get()
+        caller = _caller()
         prefer = None
         if caller is not None:
             params, prefer = for_caller(model_type, params, caller)
@@ -226,7 +230,7 @@ class ModelRegistry:
                     await report(events, entry, started, path, params, result=result)
             elif events is not None:
                 # `report` of the common case, inline: the first provider answered
-                values = USED_DEFAULTS.copy()  # a dict's copy: cheaper than a display of 15 keys
+                values = _used_defaults()  # a dict's copy: cheaper than a display of 15 keys
                 values["model_type"] = entry.type_name
                 values["provider"] = entry.provider
                 values["duration"] = _clock() - started
