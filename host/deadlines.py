@@ -233,3 +233,11 @@ class Deadlines:
 
 shared = Deadlines()
 """The deadlines of the event bus and the model registry (one sweeper per loop for both)."""
+
+# `shared`'s methods and its expired map bound once, for the hot paths (the bus's emit, the
+# registry's use_model) to import as module globals: a global costs them less per call than an
+# attribute of `shared`.
+expired = shared.expired
+ensure = shared.ensure
+withdraw = shared.withdraw
+timed_out = shared.timed_out

@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
-import math
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from types import CoroutineType, FrameType
 from typing import Any, TypeVar
 
 import pluggy
 from loguru import logger
-from pydantic import BaseModel, ValidationError
 
 from contracts.config import EventsSettings
 from contracts.events import (
@@ -45,70 +41,37 @@ from contracts.events import (
     EventPayload,
     Handler,
     HandlerFailedPayload,
-    PayloadTypeError,
-    event_named,
-    same_payload_type,
 )
 from contracts.plugin import LoadedPluginLike
 from host import hookspecs
 from host.blocking import component_site, describe_subscription
+from host.deadlines import ensure as _ensure_sweeper
+from host.deadlines import expired as _expired
 from host.deadlines import shared as _deadlines
-from host.validation import field_problems
+from host.deadlines import timed_out as _timed_out
+from host.deadlines import withdraw as _withdraw
+from host.event_hooks import subscribe_hooks
+from host.event_payloads import coerce_payload
+from host.event_subscriptions import (
+    ALL_TIMED,
+    ANY,
+    DETACHED,
+    GONE,
+    OWN,
+    SOME_TIMED,
+    TIMED,
+    HandlerSubscription,
+    check_subscription,
+    gone,
+    is_async,
+    sort_key,
+)
 
 __all__ = ["EventBus", "HandlerSubscription"]
 
 P = TypeVar("P", bound=EventPayload)
 
-_order = itertools.count()
-_NEVER = math.inf
-_TIMED, _OWN, _ANY, _DETACHED, _GONE = 0, 1, 2, 3, 4
-_SOME_TIMED, _ALL_TIMED = 1, 2
-"""How a plan entry is called: `_TIMED`, ``await call(payload)`` under the emit's deadline (a
-coroutine function with a limit: the common case, kept to the fewest steps); `_OWN`,
-``call(payload)`` and await what it returns if it is awaitable (under the deadline if it has a
-limit); `_ANY`, the same with ``call(event, payload)``; `_DETACHED`, in a task of its own;
-`_GONE`, not at all (unsubscribed while an emit that holds the plan runs)."""
 _in_detached: ContextVar[bool] = ContextVar("agenthost_in_detached_handler", default=False)
-
-
-@dataclass(eq=False, slots=True)
-class HandlerSubscription:
-    """One handler on one event (or on every event when `event` is None)."""
-
-    bus: EventBus
-    event: Event[Any] | None
-    handler: Callable[..., Awaitable[None] | None]
-    owner: str | None
-    priority: int
-    detached: bool
-    timeout: float | None
-    blocking: bool = False
-    """A sync handler that may block: run in a worker thread (`asyncio.to_thread`)."""
-    order: int = field(default_factory=lambda: next(_order))
-    active: bool = True
-    call: Callable[..., Awaitable[None] | None] = field(init=False)
-    """What emit calls: `handler`, or for a blocking one a call of it in a worker thread."""
-    limit: float | None = None
-    """Seconds an await of it may take: `timeout`, else the bus default (set with the plan)."""
-    kind: int = _TIMED
-    """How emit calls it (`_TIMED`, ...; set with the plan, `_GONE` once unsubscribed)."""
-
-    def __post_init__(self) -> None:
-        self.call = _in_thread(self.handler) if self.blocking else self.handler
-
-    def cancel(self) -> None:
-        """Unsubscribe (idempotent)."""
-        if self.active:
-            self.bus._remove(self)
-
-    @property
-    def label(self) -> str:
-        name = getattr(self.handler, "__qualname__", None) or repr(self.handler)
-        return f"{self.owner}:{name}" if self.owner else str(name)
-
-
-def _sort_key(sub: HandlerSubscription) -> tuple[int, int]:
-    return (-sub.priority, sub.order)
 
 
 class EventBus:
@@ -120,7 +83,7 @@ class EventBus:
         self._subs: dict[str, list[HandlerSubscription]] = {}
         self._any: list[HandlerSubscription] = []
         self._plan: dict[str, tuple[tuple[HandlerSubscription, ...], int]] = {}
-        """Event name -> its handlers in run order, and whether some or all are `_TIMED`."""
+        """Event name -> its handlers in run order, and whether some or all are `TIMED`."""
         self._detached: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -164,7 +127,7 @@ class EventBus:
         `blocking`: `handler` is sync and may block, so it runs in a worker thread."""
         if not isinstance(event, Event):
             raise EventError(f"bus.on needs an Event token, got {event!r}")
-        _check_subscription(repr(event.name), handler, owner, timeout, blocking)
+        check_subscription(repr(event.name), handler, owner, timeout, blocking)
         sub = HandlerSubscription(
             self, event, handler, owner, priority, detached, timeout, blocking
         )
@@ -183,7 +146,7 @@ class EventBus:
         blocking: bool = False,
     ) -> HandlerSubscription:
         """Call `handler(event, payload)` for every event, after the event's own handlers."""
-        _check_subscription("every event (on_any)", handler, owner, timeout, blocking)
+        check_subscription("every event (on_any)", handler, owner, timeout, blocking)
         sub = HandlerSubscription(self, None, handler, owner, priority, detached, timeout, blocking)
         self._any.append(sub)
         self._plan.clear()
@@ -199,8 +162,8 @@ class EventBus:
     def _remove(self, sub: HandlerSubscription) -> None:
         sub.active = False
         # an emit running with a plan that holds it skips it (or awaits a no-op instead)
-        sub.kind = _GONE
-        sub.call = _gone
+        sub.kind = GONE
+        sub.call = gone
         subs = self._any if sub.event is None else self._subs.get(sub.event.name, [])
         if sub in subs:
             subs.remove(sub)
@@ -221,7 +184,7 @@ class EventBus:
         hook's, is an error naming the plugin and the hook (pluggy checks the signature)."""
         made: list[HandlerSubscription] = []
         try:
-            made += self._subscribe_hooks(name, plugin, priority)
+            made += subscribe_hooks(self, self._pm, name, plugin, priority)
             handlers = getattr(plugin, "event_handlers", None)
             for spec in handlers() if callable(handlers) else ():
                 if not isinstance(spec, EventHandler):
@@ -242,36 +205,6 @@ class EventBus:
             raise
         return len(made)
 
-    def _subscribe_hooks(
-        self, name: str, plugin: object, priority: int
-    ) -> list[HandlerSubscription]:
-        try:
-            self._pm.register(plugin, name=name)
-        except (ValueError, pluggy.PluginValidationError) as exc:
-            raise EventError(f"plugin {name}: {exc}") from exc
-        made: list[HandlerSubscription] = []
-        try:
-            for caller in self._pm.get_hookcallers(plugin) or ():
-                event_name = hookspecs.HOOK_EVENTS.get(caller.name)
-                event = event_named(event_name) if event_name else None
-                for impl in caller.get_hookimpls():
-                    if impl.plugin is not plugin:
-                        continue
-                    if event is None:
-                        if impl.optionalhook:
-                            continue  # pluggy's "implement it if the host knows it"
-                        raise EventError(f"plugin {name} implements unknown hook {caller.name!r}")
-                    _check_hookimpl(name, caller.name, impl)
-                    adapter = _hook_adapter(impl.function, "payload" in impl.argnames)
-                    made.append(self.on(event, adapter, owner=name, priority=priority))
-        except BaseException:
-            for sub in made:
-                sub.cancel()
-            raise
-        finally:
-            self._pm.unregister(plugin)
-        return made
-
     def unregister_owner(self, owner: str) -> int:
         """Remove every subscription `owner` made (plugin unload and reload); how many."""
         removed = [s for subs in self._subs.values() for s in subs if s.owner == owner]
@@ -283,7 +216,7 @@ class EventBus:
     def subscriptions(self, event: Event[Any] | None = None) -> list[HandlerSubscription]:
         """Active subscriptions (to `event`, in run order), for `agenthost` introspection."""
         if event is None:
-            return sorted([s for v in self._subs.values() for s in v] + self._any, key=_sort_key)
+            return sorted([s for v in self._subs.values() for s in v] + self._any, key=sort_key)
         return list(self._handlers_for(event.name)[0])
 
     # emitting -------------------------------------------------------------------------------
@@ -293,9 +226,11 @@ class EventBus:
         """Run every handler of `event` with `payload`; returns when the awaited ones are done.
 
         A handler that raises or times out is logged with its plugin and the event, counted and
-        reported as ``handler:failed``; the others and the emitter carry on."""
+        reported as ``handler:failed``; the others and the emitter carry on. Kept in one piece
+        for speed (a step as a call of its own costs every emit), and because the deadline
+        sweeper reads ``armed`` off this very frame (`host.deadlines`)."""
         if type(payload) is not event.payload:
-            payload = _coerce(event, payload)
+            payload = coerce_payload(event, payload)
         name = event.name
         found = self._plan.get(name)
         if found is None:
@@ -306,11 +241,11 @@ class EventBus:
             _ensure_sweeper()  # an async handler with a limit: a sweeper must run on this loop
         armed: HandlerSubscription | None = None  # what the sweeper times (host/deadlines.py)
         expired = _expired
-        if timed is _ALL_TIMED:  # the common case, in the fewest steps
+        if timed is ALL_TIMED:  # the common case, in the fewest steps
             for sub in plan:  # `sub` names the handler to the loop monitor
                 try:
                     armed = sub  # a local store: the sweeper reads it off the suspended frame
-                    await sub.call(payload)  # type: ignore[misc]  # a `_TIMED` call: a coroutine
+                    await sub.call(payload)  # type: ignore[misc]  # a `TIMED` call: a coroutine
                 except BaseException as exc:
                     armed = None  # read by the sweeper off the frame
                     if await self._caught(sub, event, exc, inspect.currentframe()):
@@ -321,10 +256,10 @@ class EventBus:
         for sub in plan:
             try:
                 kind = sub.kind
-                if kind is _TIMED:
+                if kind is TIMED:
                     result = sub.call(payload)
-                elif kind is _OWN or kind is _ANY:
-                    result = sub.call(payload) if kind is _OWN else sub.call(event, payload)
+                elif kind is OWN or kind is ANY:
+                    result = sub.call(payload) if kind is OWN else sub.call(event, payload)
                     if result is None:
                         continue
                     if type(result) is not CoroutineType and not inspect.isawaitable(result):
@@ -333,15 +268,15 @@ class EventBus:
                         armed = None
                         await result
                         continue
-                    _ensure_sweeper()  # the plan had no `_TIMED` entry to start it
-                elif kind is _DETACHED:
+                    _ensure_sweeper()  # the plan had no `TIMED` entry to start it
+                elif kind is DETACHED:
                     armed = None
                     await (self._call if self._closed else self._spawn)(sub, event, payload)
                     continue
                 else:
                     continue  # unsubscribed by an earlier handler of this emit (or unloaded)
                 armed = sub
-                await result  # type: ignore[misc]  # awaitable: checked above, or `_TIMED`
+                await result  # type: ignore[misc]  # awaitable: checked above, or `TIMED`
             except BaseException as exc:
                 armed = None  # noqa: F841  (read by the sweeper off the frame)
                 if await self._caught(sub, event, exc, inspect.currentframe()):
@@ -393,22 +328,22 @@ class EventBus:
             self._deadlines.finish(key)
 
     def _handlers_for(self, name: str) -> tuple[tuple[HandlerSubscription, ...], int]:
-        own = sorted(self._subs.get(name, ()), key=_sort_key)
+        own = sorted(self._subs.get(name, ()), key=sort_key)
         default = self._settings.handler_timeout
         runs: list[HandlerSubscription] = []
-        for sub in (*own, *sorted(self._any, key=_sort_key)):
+        for sub in (*own, *sorted(self._any, key=sort_key)):
             sub.limit = sub.timeout or default
             if sub.detached:
-                kind = _DETACHED
+                kind = DETACHED
             elif sub.event is None:
-                kind = _ANY
+                kind = ANY
             else:
-                kind = _TIMED if sub.limit and _is_async(sub.call) else _OWN
+                kind = TIMED if sub.limit and is_async(sub.call) else OWN
             sub.kind = kind
             runs.append(sub)
         timed = 0
-        if any(sub.kind is _TIMED for sub in runs):
-            timed = _ALL_TIMED if all(sub.kind is _TIMED for sub in runs) else _SOME_TIMED
+        if any(sub.kind is TIMED for sub in runs):
+            timed = ALL_TIMED if all(sub.kind is TIMED for sub in runs) else SOME_TIMED
         self._counts.setdefault(name, 0)
         plan = self._plan[name] = (tuple(runs), timed)
         return plan
@@ -502,14 +437,6 @@ class EventBus:
 
 _deadlines.watch(EventBus.emit.__code__)
 _thread = threading.get_ident
-_expired = _deadlines.expired
-_ensure_sweeper = _deadlines.ensure
-_withdraw = _deadlines.withdraw
-_timed_out = _deadlines.timed_out
-
-
-async def _gone(*args: Any) -> None:
-    """What an unsubscribed handler's subscription calls from then on: nothing."""
 
 
 def _cancelling() -> bool:
@@ -518,102 +445,3 @@ def _cancelling() -> bool:
     (it awaited a job that was cancelled): that handler's failure, isolated like any other."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
-
-
-def _in_thread(handler: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
-    """A blocking handler as a call in a worker thread (the loop stays free meanwhile)."""
-
-    def call(*args: Any) -> Awaitable[None]:
-        return asyncio.to_thread(handler, *args)
-
-    return call
-
-
-def _check_subscription(
-    what: str, handler: object, owner: str | None, timeout: float | None, blocking: bool = False
-) -> None:
-    """A subscription the bus could only fail on later is refused now, naming its target."""
-    by = f" (plugin {owner})" if owner else ""
-    if not callable(handler):
-        raise EventError(f"handler for {what}{by} is not callable: {handler!r}")
-    if blocking and _is_async(handler):
-        raise EventError(
-            f"handler for {what}{by} is declared blocking but is async: blocking=True is for"
-            " sync handlers, which then run in a worker thread"
-        )
-    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
-        raise EventError(
-            f"handler for {what}{by}: timeout must be seconds > 0 or None (the bus default), "
-            f"got {timeout!r}"
-        )
-
-
-def _coerce(event: Event[P], payload: object) -> P:
-    """The payload as `event`'s type, or a `PayloadTypeError` naming the event and the field.
-
-    Accepted: an instance of the type or a subclass, the same class re-created by a hot reload,
-    and a dict (untyped code, or a payload read back from the event store)."""
-    expected = event.payload
-    if isinstance(payload, expected):
-        return payload
-    wrong_type = f"event {event.name!r} takes a payload of type {expected.__name__}, got "
-    if isinstance(payload, BaseModel):
-        if not same_payload_type(type(payload), expected):
-            # Another model, even with matching fields, is a mistake mypy would reject too;
-            # only the same class re-created by a hot reload of its module is converted.
-            problems = _problems(expected, payload.model_dump())
-            detail = f" ({problems})" if problems else ""
-            raise PayloadTypeError(f"{wrong_type}{type(payload).__name__}{detail}")
-        data: object = payload.model_dump()
-    elif isinstance(payload, dict):
-        data = payload
-    else:
-        raise PayloadTypeError(f"{wrong_type}{type(payload).__name__}")
-    try:
-        return expected.model_validate(data)
-    except ValidationError as exc:
-        raise PayloadTypeError(
-            f"event {event.name!r}: invalid {expected.__name__} payload ({field_problems(exc)})"
-        ) from exc
-
-
-def _problems(expected: type[BaseModel], data: dict[str, Any]) -> str:
-    """What `data` lacks or has wrong as an `expected` payload ('' if it would validate)."""
-    try:
-        expected.model_validate(data)
-    except ValidationError as exc:
-        return field_problems(exc)
-    return ""
-
-
-def _check_hookimpl(plugin: str, hook: str, impl: pluggy.HookImpl) -> None:
-    """Refuse pluggy options the bus cannot honour rather than ignore them silently."""
-    if impl.wrapper or impl.hookwrapper:
-        raise EventError(
-            f"plugin {plugin}: hook {hook!r} is a wrapper; event hooks are plain implementations"
-            " (wrap nothing: every handler runs, isolated from the others)"
-        )
-    if impl.tryfirst or impl.trylast:
-        raise EventError(
-            f"plugin {plugin}: hook {hook!r} uses tryfirst/trylast; event handlers run by priority"
-            " (set the plugin's manifest priority, or use EventHandler(..., priority=...))"
-        )
-
-
-def _hook_adapter(
-    function: Callable[..., Any], wants_payload: bool
-) -> Callable[[Any], Awaitable[None] | None]:
-    """Hook implementations take ``payload=`` by keyword (or nothing: pluggy lets an
-    implementation accept a subset of the spec's arguments); the bus passes it positionally."""
-
-    def call(payload: Any) -> Awaitable[None] | None:
-        result: Awaitable[None] | None = function(payload=payload) if wants_payload else function()
-        return result
-
-    call.__qualname__ = getattr(function, "__qualname__", "hook")
-    return call
-
-
-def _is_async(function: object) -> bool:
-    call = getattr(function, "__call__", None)  # noqa: B004  (instances with an async __call__)
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)

@@ -15,7 +15,7 @@ the process it runs in (in-process Python can reach any object); plugins are tru
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 from contracts.agent import CachePolicy
 from contracts.cache import CacheContext, CacheStats
@@ -23,6 +23,7 @@ from contracts.errors import OwnershipError
 from contracts.events import AnyHandler, Event, EventPayload, Handler
 from contracts.models import ModelHandler, ModelParams, ModelType
 from host.cache import ProviderCache
+from host.event_subscriptions import SubscribeOptions
 from host.events import EventBus, HandlerSubscription
 from host.models import ModelRegistry
 
@@ -95,43 +96,16 @@ class PluginBus:
         handler: Handler[P],
         *,
         owner: str | None = None,
-        priority: int = 0,
-        detached: bool = False,
-        timeout: float | None = None,
-        blocking: bool = False,
+        **options: Unpack[SubscribeOptions],
     ) -> _OwnSubscription:
         """`EventBus.on`, tagged with this plugin's name (removed when it unloads)."""
-        sub = self._bus.on(
-            event,
-            handler,
-            owner=self._owner(owner),
-            priority=priority,
-            detached=detached,
-            timeout=timeout,
-            blocking=blocking,
-        )
-        return _OwnSubscription(sub)
+        return _OwnSubscription(self._bus.on(event, handler, owner=self._owner(owner), **options))
 
     def on_any(
-        self,
-        handler: AnyHandler,
-        *,
-        owner: str | None = None,
-        detached: bool = False,
-        priority: int = 0,
-        timeout: float | None = None,
-        blocking: bool = False,
+        self, handler: AnyHandler, *, owner: str | None = None, **options: Unpack[SubscribeOptions]
     ) -> _OwnSubscription:
         """`EventBus.on_any`, tagged with this plugin's name."""
-        sub = self._bus.on_any(
-            handler,
-            owner=self._owner(owner),
-            detached=detached,
-            priority=priority,
-            timeout=timeout,
-            blocking=blocking,
-        )
-        return _OwnSubscription(sub)
+        return _OwnSubscription(self._bus.on_any(handler, owner=self._owner(owner), **options))
 
     def off(self, event: Event[P], handler: Handler[P]) -> bool:
         """Remove this plugin's subscriptions of `handler` to `event`; False if it had none.

@@ -8,16 +8,18 @@ calls for that name fail at once, so the registry's fallback (ELIZA) answers, ma
 Rate limits (429), 408/409/425, 5xx and timeouts are retried (`retry.with_retries`, honouring
 ``Retry-After``), then left to the registry's fallback; other 4xx (bad request, auth) are
 raised. The API key is a `SecretStr`: it goes into the Authorization header and nowhere else.
+
+This module is the plugin (set-up, the name check, requests, the handlers); its config is in
+`settings`, reading answers and errors in `responses`, streamed chat in `streaming`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts.logging import Logger
 from contracts.models import (
@@ -36,82 +38,23 @@ from contracts.models import (
     TextChunk,
     TextParams,
     TextResult,
-    Usage,
 )
 from contracts.plugin import Manifest, Plugin
 from contracts.vector import Vector
 
 from .catalog import ModelCatalog, served_names
-from .retry import RetrySettings, parse_retry_after, with_retries
+from .responses import fail, json_object, transport_error, usage_of
+from .retry import parse_retry_after, with_retries
+from .settings import MODEL_TYPES, OpenAIModels, OpenAISettings
+from .streaming import stream_chat
 
 if TYPE_CHECKING:
     import httpx
-    from httpx_sse import EventSource
 
 # httpx and httpx_sse (~100 ms) are imported where requests are made, not at start-up: an
 # unconfigured plugin (the default) makes none.
 
 __all__ = ["OpenAIModels", "OpenAIPlugin", "OpenAISettings"]
-
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-
-
-class OpenAIModels(BaseModel):
-    """Config section ``plugins.openai.models``: the model name per model type (None: the
-    older ``small_model`` / ``large_model`` / ``embedding_model``; object types take their text
-    type's name)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text_small: str | None = None
-    text_large: str | None = None
-    text_embedding: str | None = None
-    object_small: str | None = None
-    object_large: str | None = None
-
-
-class OpenAISettings(BaseModel):
-    """Config section ``plugins.openai``; the key from ``AGENTHOST_PLUGINS__OPENAI__API_KEY``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str = "https://api.openai.com/v1"
-    api_key: SecretStr | None = None
-    small_model: str = "gpt-4o-mini"
-    large_model: str = "gpt-4o"
-    embedding_model: str = "text-embedding-3-small"
-    embedding_dimensions: int | None = Field(default=None, ge=1)
-    """Ask for this many dimensions (models that support it); None: the model's own."""
-    models: OpenAIModels = Field(default_factory=OpenAIModels)
-    check_models: Literal["fallback", "fail", "off"] = "fallback"
-    """A configured name the server does not serve (``GET /models`` at setup): ``fallback``
-    logs it and that model type's calls go to the fallback (ELIZA), marked; ``fail`` fails the
-    plugin's setup; ``off`` does not list the models."""
-    retry: RetrySettings = Field(default_factory=RetrySettings)
-    timeout: float = Field(default=60.0, gt=0)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    priority: int = 0
-    """Model handler priority (ELIZA is -100: it stays the fallback)."""
-
-    def model_for(self, model_type: str) -> tuple[str, str]:
-        """The model name for `model_type` and the setting it comes from."""
-        names, legacy = _NAME_SETTINGS[model_type]
-        for name in names:
-            value = getattr(self.models, name)
-            if value is not None:
-                return value, f"models.{name}"
-        return getattr(self, legacy), legacy
-
-
-_NAME_SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
-    "text_small": (("text_small",), "small_model"),
-    "text_large": (("text_large",), "large_model"),
-    "text_embedding": (("text_embedding",), "embedding_model"),
-    "object_small": (("object_small", "text_small"), "small_model"),
-    "object_large": (("object_large", "text_large"), "large_model"),
-}
-"""Model type -> the ``models.*`` settings naming its model, in order, then the older one."""
-MODEL_TYPES = tuple(_NAME_SETTINGS)
 
 
 class OpenAIPlugin(Plugin):
@@ -257,21 +200,6 @@ class OpenAIPlugin(Plugin):
             )
         return name
 
-    def _transport(self, exc: httpx.HTTPError, what: str) -> ModelCallError:
-        import httpx
-
-        if isinstance(exc, httpx.TimeoutException):
-            return ModelCallError(
-                f"{what} timed out", provider="openai", retryable=True, reason="timeout"
-            )
-        reason = "unreachable" if isinstance(exc, httpx.ConnectError) else "network"
-        return ModelCallError(
-            f"cannot reach {self.settings.base_url}: {exc}",
-            provider="openai",
-            retryable=True,
-            reason=reason,
-        )
-
     async def _refused(
         self, response: httpx.Response, detail: str, model_type: str, asked: str | None
     ) -> NoReturn:
@@ -288,7 +216,7 @@ class OpenAIPlugin(Plugin):
                     status=404,
                     reason="model_not_served",
                 )
-        _fail(response.status_code, detail, parse_retry_after(response.headers))
+        fail(response.status_code, detail, parse_retry_after(response.headers))
 
     async def _post(
         self, path: str, body: dict[str, Any], model_type: str, asked: str | None
@@ -299,31 +227,12 @@ class OpenAIPlugin(Plugin):
             try:
                 response = await self.client.post(path, json=body)
             except httpx.HTTPError as exc:
-                raise self._transport(exc, path) from exc
+                raise transport_error(exc, path, self.settings.base_url) from exc
             if response.status_code >= 400:
                 await self._refused(response, response.text, model_type, asked)
-            return self._json(path, response)
+            return json_object(path, response, self.settings.base_url)
 
         return await with_retries(once, self.settings.retry, self.log, f"{model_type} {path}")
-
-    def _json(self, path: str, response: httpx.Response) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            # e.g. a base_url that serves a web page: retryable, so another provider answers
-            kind = response.headers.get("content-type") or "no content type"
-            raise ModelCallError(
-                f"{self.settings.base_url.rstrip('/')}/{path} answered {response.status_code}"
-                f" with {kind}, not a JSON object: is base_url an OpenAI-compatible API"
-                " (it usually ends in /v1)?",
-                provider="openai",
-                retryable=True,
-                status=response.status_code,
-                reason="bad_response",
-            )
-        return data
 
     def _chat_body(self, params: TextParams, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -348,7 +257,7 @@ class OpenAIPlugin(Plugin):
             return TextResult(
                 text=choice["message"].get("content") or "",
                 finish_reason=choice.get("finish_reason"),
-                usage=_usage(data.get("usage")),
+                usage=usage_of(data.get("usage")),
                 model=data.get("model"),
             )
         except (KeyError, IndexError, TypeError) as exc:
@@ -359,98 +268,6 @@ class OpenAIPlugin(Plugin):
                 reason="bad_response",
             ) from exc
 
-    async def _open_stream(
-        self, body: dict[str, Any], model_type: str, asked: str | None
-    ) -> tuple[AsyncExitStack, EventSource]:
-        """Open the event stream (retried like `_post` until it answers 200); the caller
-        closes the returned stack."""
-        import httpx
-        from httpx_sse import aconnect_sse
-
-        async def once() -> tuple[AsyncExitStack, EventSource]:
-            stack = AsyncExitStack()
-            try:
-                source = await stack.enter_async_context(
-                    aconnect_sse(self.client, "POST", "chat/completions", json=body)
-                )
-                response = source.response
-                if response.status_code < 400:
-                    return stack, source
-                detail = (await response.aread()).decode(errors="replace")
-            except httpx.HTTPError as exc:
-                await stack.aclose()
-                raise self._transport(exc, "chat/completions stream") from exc
-            except BaseException:
-                await stack.aclose()
-                raise
-            await stack.aclose()
-            refused = response.status_code == 400 and "stream_options" in detail
-            if refused and "stream_options" in body:
-                # Servers predating usage in streams (older Azure API versions, some local
-                # servers) refuse the option: ask again without it, from now on.
-                self._stream_usage = False
-                del body["stream_options"]
-                self.log.info(
-                    "{} refuses stream_options: streams carry no usage",
-                    self.settings.base_url,
-                )
-                return await once()
-            await self._refused(response, detail, model_type, asked)
-
-        return await with_retries(
-            once, self.settings.retry, self.log, f"{model_type} chat/completions stream"
-        )
-
-    async def _stream(self, params: TextParams, model_type: str) -> AsyncIterator[TextChunk]:
-        import httpx
-        from httpx_sse import SSEError
-
-        model = self._model(model_type, params.model)
-        body = {**self._chat_body(params, model), "stream": True}
-        if self._stream_usage:
-            body["stream_options"] = {"include_usage": True}
-        stack, source = await self._open_stream(body, model_type, params.model)
-        index = 0
-        async with stack:
-            try:
-                finish: str | None = None
-                usage: Usage | None = None
-                async for event in source.aiter_sse():
-                    if event.data.strip() == "[DONE]":
-                        break
-                    chunk = json.loads(event.data)
-                    if chunk.get("usage"):
-                        usage = _usage(chunk["usage"])
-                    for choice in chunk.get("choices") or ():
-                        finish = choice.get("finish_reason") or finish
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            yield TextChunk(text=text, index=index)
-                            index += 1
-                yield TextChunk(text="", index=index, finish_reason=finish or "stop", usage=usage)
-            except httpx.TimeoutException as exc:
-                raise ModelCallError(
-                    f"stream timed out after {index} chunks",
-                    provider="openai",
-                    retryable=True,
-                    reason="timeout",
-                ) from exc
-            except httpx.TransportError as exc:
-                raise ModelCallError(
-                    f"the stream from {self.settings.base_url} broke off after {index} chunks:"
-                    f" {exc}",
-                    provider="openai",
-                    retryable=True,
-                    reason="stream_cut",
-                ) from exc
-            except (SSEError, json.JSONDecodeError) as exc:
-                raise ModelCallError(
-                    f"malformed stream: {exc}",
-                    provider="openai",
-                    retryable=True,
-                    reason="bad_response",
-                ) from exc
-
     # handlers -------------------------------------------------------------------------------
 
     async def text_small(self, params: TextParams) -> TextResult:
@@ -460,10 +277,10 @@ class OpenAIPlugin(Plugin):
         return await self._chat(params, "text_large")
 
     def stream_small(self, params: TextParams) -> AsyncIterator[TextChunk]:
-        return self._stream(params, "text_small")
+        return stream_chat(self, params, "text_small")
 
     def stream_large(self, params: TextParams) -> AsyncIterator[TextChunk]:
-        return self._stream(params, "text_large")
+        return stream_chat(self, params, "text_large")
 
     async def embed(self, params: EmbeddingParams) -> EmbeddingResult:
         model = self._model("text_embedding", params.model)
@@ -490,7 +307,7 @@ class OpenAIPlugin(Plugin):
             ) from exc
         return EmbeddingResult(
             vectors=vectors,
-            usage=_usage(data.get("usage")),
+            usage=usage_of(data.get("usage")),
             model=data.get("model"),
         )
 
@@ -529,7 +346,7 @@ class OpenAIPlugin(Plugin):
                     retryable=True,
                     reason="bad_response",
                 ) from exc
-        return ObjectResult(data=parsed, value=value, usage=_usage(data.get("usage")))
+        return ObjectResult(data=parsed, value=value, usage=usage_of(data.get("usage")))
 
     async def object_small(self, params: ObjectParams) -> ObjectResult:
         return await self._object(params, "object_small")
@@ -555,27 +372,3 @@ class OpenAIPlugin(Plugin):
             ModelHandler(OBJECT_SMALL, self.object_small, priority=p),
             ModelHandler(OBJECT_LARGE, self.object_large, priority=p),
         )
-
-
-def _usage(data: Any) -> Usage | None:
-    if not isinstance(data, dict):
-        return None
-    return Usage(
-        input_tokens=int(data.get("prompt_tokens") or 0),
-        output_tokens=int(data.get("completion_tokens") or 0),
-    )
-
-
-def _fail(status: int, body: str, retry_after: float | None = None) -> NoReturn:
-    """Raise the error for an HTTP error status (the response text, not the request: no key)."""
-    retryable = status in RETRYABLE_STATUS or status >= 500
-    reason = "rate_limited" if status == 429 else "server_error" if status >= 500 else None
-    detail = body[:300].replace("\n", " ")
-    raise ModelCallError(
-        f"HTTP {status}: {detail}",
-        provider="openai",
-        retryable=retryable,
-        status=status,
-        reason=reason or ("http_error" if retryable else None),
-        retry_after=retry_after,
-    )
