@@ -47,33 +47,33 @@ async def build_locked(
     if not (row and row[0]):
         return False
     try:
-        await _build(conn, kind, table, dim, name, params, build_memory)
+        if await _needs_build(conn, name):
+            if kind == "hnsw":
+                statement = hnsw_index_sql(table, dim, params.hnsw_m, params.hnsw_ef_construction)
+            else:
+                statement = await _ivf_statement(conn, table, dim, params)
+            await _run_build(conn, statement, build_memory)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK_KEY,))
     return True
 
 
-async def _build(
-    conn: AsyncConnection[Any],
-    kind: str,
-    table: str,
-    dim: int,
-    name: str,
-    params: IndexParams,
-    build_memory: str | None,
-) -> None:
-    """Build index `name` (under the build lock, on an autocommit connection)."""
-    state = await index_valid(conn, name)  # again: another build may have finished
-    if state is True:
-        return
-    if state is False:  # a concurrent build that died half-way leaves an invalid index
+async def _needs_build(conn: AsyncConnection[Any], name: str) -> bool:
+    """Whether index `name` is still to build (checked again under the lock: another build may
+    have finished); an invalid one, left by a concurrent build that died half-way, is dropped."""
+    state = await index_valid(conn, name)
+    if state is False:
         await conn.execute(
             sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name))
         )
-    if kind == "hnsw":
-        statement = hnsw_index_sql(table, dim, params.hnsw_m, params.hnsw_ef_construction)
-    else:
-        statement = await _ivf_statement(conn, table, dim, params)
+    return state is not True
+
+
+async def _run_build(
+    conn: AsyncConnection[Any], statement: sql.Composed, build_memory: str | None
+) -> None:
+    """Run the CREATE INDEX `statement` with `build_memory` as ``maintenance_work_mem``, then
+    ANALYZE for the row estimates of the plans that follow."""
     if build_memory is not None:
         # pgvector builds an HNSW graph many times faster while it fits in this memory
         # (PostgreSQL's default, 64MB, holds ~30k x 384-d); reset after the build.
@@ -85,7 +85,7 @@ async def _build(
     finally:
         if build_memory is not None:
             await conn.execute("RESET maintenance_work_mem")
-    await conn.execute("ANALYZE memories")  # row estimates for the plans that follow
+    await conn.execute("ANALYZE memories")
 
 
 async def _ivf_statement(
