@@ -28,7 +28,7 @@ from rich.table import Table
 from storage import embeddings, make_memories  # type: ignore[import-not-found]
 
 from builtin_plugins.postgres import PostgresAdapter
-from builtin_plugins.postgres.adapter import _ANN_ONLY as ANN_ONLY
+from builtin_plugins.postgres.search import ANN_ONLY
 from contracts.memory import MemoryQuery
 from contracts.storage import SearchParams
 from host.memory import MemoryManager

@@ -12,9 +12,9 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from pydantic_core import to_json
@@ -29,7 +29,10 @@ from contracts.eventstore import (
 from host.secrets import SECRETS, scrub_json
 
 __all__ = [
+    "EVENT_COLUMNS",
+    "SCHEMA_INDEXES",
     "Notifier",
+    "SqlEventStore",
     "StreamingReads",
     "check_batch",
     "check_encoded",
@@ -264,6 +267,25 @@ class Notifier:
             self._waiters.discard(waiter)
 
 
+async def _pages(
+    fetch: Callable[[int], Awaitable[list[DomainEvent]]],
+    start: int,
+    batch_size: int,
+    after: Callable[[DomainEvent, int], int],
+) -> AsyncIterator[list[DomainEvent]]:
+    """Keyset paging: the pages `fetch` returns from `start` on, each next one from `after`
+    (the page's last event, the cursor) until a page comes back short of `batch_size`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cursor = start
+    while True:
+        page = await fetch(cursor)
+        yield page
+        if len(page) < batch_size:
+            return
+        cursor = after(page[-1], cursor)
+
+
 class StreamingReads(ABC):
     """Streaming reads and `subscribe`, built on an engine's paged reads."""
 
@@ -287,16 +309,15 @@ class StreamingReads(ABC):
     async def iter_events(
         self, aggregate_id: str, from_version: int = 0, batch_size: int = 1000
     ) -> AsyncIterator[DomainEvent]:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        version = from_version
-        while True:
-            page = await self._events_page(aggregate_id, version, batch_size)
+        pages = _pages(
+            lambda version: self._events_page(aggregate_id, version, batch_size),
+            from_version,
+            batch_size,
+            lambda last, _: last.version,
+        )
+        async for page in pages:
             for event in page:
                 yield event
-            if len(page) < batch_size:
-                return
-            version = page[-1].version
 
     async def get_events_by_type(
         self, event_type: str, from_position: int = 0, limit: int | None = None
@@ -309,16 +330,15 @@ class StreamingReads(ABC):
     async def iter_all(
         self, from_position: int = 0, filter: EventFilter | None = None, batch_size: int = 1000
     ) -> AsyncIterator[DomainEvent]:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        position = from_position
-        while True:
-            page = await self.read_all(position, batch_size, filter)
+        pages = _pages(
+            lambda position: self.read_all(position, batch_size, filter),
+            from_position,
+            batch_size,
+            lambda last, position: last.position or position,
+        )
+        async for page in pages:
             for event in page:
                 yield event
-            if len(page) < batch_size:
-                return
-            position = page[-1].position or position
 
     async def subscribe(
         self, from_position: int = 0, filter: EventFilter | None = None
@@ -332,3 +352,122 @@ class StreamingReads(ABC):
                 yield event
             if len(page) < 500:
                 await self._notifier.wait(self.poll_interval)
+
+
+SCHEMA_INDEXES = """
+CREATE INDEX IF NOT EXISTS event_log_type ON event_log (event_type, position);
+CREATE INDEX IF NOT EXISTS event_log_time ON event_log (timestamp, position);
+CREATE INDEX IF NOT EXISTS event_log_correlation ON event_log (correlation_id, position);
+CREATE TABLE IF NOT EXISTS event_streams (
+    aggregate_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+"""
+"""The DDL after each engine's ``event_log`` table: its indexes and ``event_streams`` (each
+aggregate's current version)."""
+
+EVENT_COLUMNS = (
+    "position, id, aggregate_id, version, event_type, schema_version, timestamp, data,"
+    " causation_id, correlation_id, metadata"
+)
+"""The ``event_log`` columns every engine selects, in the order its row decoder reads them."""
+
+
+class SqlEventStore(StreamingReads):
+    """What the SQL engines share: the statements of their reads (which differ only in the
+    placeholder and in how times and UUIDs are stored) and the checks of an append. An engine
+    runs the statements (`_events`, `_scalar`) and writes a checked batch (`_append_batch`)."""
+
+    _placeholder: ClassVar[str]
+    """The DB-API parameter placeholder: ``?`` or ``%s``."""
+
+    @abstractmethod
+    async def _events(self, sql: str, params: Sequence[Any]) -> list[DomainEvent]:
+        """The events a ``SELECT {EVENT_COLUMNS}`` statement returns."""
+
+    @abstractmethod
+    async def _scalar(self, sql: str, params: Sequence[Any]) -> int:
+        """The integer a one-value statement returns (0 for no row or NULL)."""
+
+    @staticmethod
+    def _time(value: datetime) -> Any:
+        """A time as its column stores it."""
+        return value
+
+    @staticmethod
+    def _uuid(value: UUID) -> Any:
+        """A UUID as its column stores it."""
+        return value
+
+    def _check_open(self) -> None:
+        """Raise `EventStoreError` if the store is closed (engines that know it early)."""
+
+    @abstractmethod
+    async def _append_batch(
+        self, aggregate_id: str, batch: list[DomainEvent], expected_version: int | None
+    ) -> list[DomainEvent]:
+        """Append the checked, non-empty `batch` (see `append_events`)."""
+
+    async def append_events(
+        self,
+        aggregate_id: str,
+        events: Sequence[DomainEvent],
+        expected_version: int | None = None,
+    ) -> list[DomainEvent]:
+        batch = check_batch(aggregate_id, events, expected_version)
+        self._check_open()
+        if not batch:  # nothing to append; the expected version is checked all the same
+            if expected_version is not None:
+                actual = await self.get_version(aggregate_id)
+                if actual != expected_version:
+                    raise ConcurrencyError(aggregate_id, expected_version, actual)
+            return []
+        return await self._append_batch(aggregate_id, batch, expected_version)
+
+    async def append_event(self, event: DomainEvent) -> DomainEvent:
+        expected = event.version - 1 if event.version else None
+        return (await self.append_events(event.aggregate_id, [event], expected))[0]
+
+    async def get_events(
+        self, aggregate_id: str, from_version: int = 0, to_version: int | None = None
+    ) -> list[DomainEvent]:
+        p = self._placeholder
+        sql = f"SELECT {EVENT_COLUMNS} FROM event_log WHERE aggregate_id = {p} AND version > {p}"
+        params: list[Any] = [aggregate_id, from_version]
+        if to_version is not None:
+            sql += f" AND version <= {p}"
+            params.append(to_version)
+        return await self._events(sql + " ORDER BY version", params)
+
+    async def _events_page(
+        self, aggregate_id: str, from_version: int, limit: int
+    ) -> list[DomainEvent]:
+        p = self._placeholder
+        return await self._events(
+            f"SELECT {EVENT_COLUMNS} FROM event_log WHERE aggregate_id = {p} AND version > {p}"
+            f" ORDER BY version LIMIT {p}",
+            (aggregate_id, from_version, limit),
+        )
+
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, filter: EventFilter | None = None
+    ) -> list[DomainEvent]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        p = self._placeholder
+        where, params = filter_sql(
+            filter, from_position, placeholder=p, time=self._time, uuid=self._uuid
+        )
+        return await self._events(
+            f"SELECT {EVENT_COLUMNS} FROM event_log{where} ORDER BY position LIMIT {p}",
+            [*params, limit],
+        )
+
+    async def get_version(self, aggregate_id: str) -> int:
+        return await self._scalar(
+            f"SELECT version FROM event_streams WHERE aggregate_id = {self._placeholder}",
+            (aggregate_id,),
+        )
+
+    async def last_position(self) -> int:
+        return await self._scalar("SELECT MAX(position) FROM event_log", ())

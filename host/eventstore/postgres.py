@@ -20,22 +20,19 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from contracts.eventstore import (
-    ConcurrencyError,
     DomainEvent,
     EncodedEvent,
-    EventFilter,
     EventStoreError,
     EventStoreUnavailableError,
 )
 from host.pgpool import describe_url, pooled, safe_text
 
 from .common import (
+    SCHEMA_INDEXES,
     Notifier,
-    StreamingReads,
-    check_batch,
+    SqlEventStore,
     check_encoded,
     encode,
-    filter_sql,
     first_bad_json,
     new_ids,
     versions_before,
@@ -43,7 +40,8 @@ from .common import (
 
 __all__ = ["SCHEMA", "PostgresEventStore"]
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS event_log (
     position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id UUID NOT NULL UNIQUE,
@@ -58,19 +56,10 @@ CREATE TABLE IF NOT EXISTS event_log (
     metadata JSONB NOT NULL,
     UNIQUE (aggregate_id, version)
 );
-CREATE INDEX IF NOT EXISTS event_log_type ON event_log (event_type, position);
-CREATE INDEX IF NOT EXISTS event_log_time ON event_log (timestamp, position);
-CREATE INDEX IF NOT EXISTS event_log_correlation ON event_log (correlation_id, position);
-CREATE TABLE IF NOT EXISTS event_streams (
-    aggregate_id TEXT PRIMARY KEY,
-    version INTEGER NOT NULL
-);
 """
-
-_COLUMNS = (
-    "position, id, aggregate_id, version, event_type, schema_version, timestamp, data,"
-    " causation_id, correlation_id, metadata"
+    + SCHEMA_INDEXES
 )
+
 _INSERT = (
     "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
     " data, causation_id, correlation_id, metadata)"
@@ -96,11 +85,54 @@ def _row_to_event(row: tuple[Any, ...]) -> DomainEvent:
     )
 
 
-class PostgresEventStore(StreamingReads):
+def _rows(events: list[EncodedEvent], versions: dict[str, int]) -> list[tuple[Any, ...]]:
+    """INSERT parameters of `events`, numbering each aggregate's on from `versions` (which is
+    left holding each aggregate's last version)."""
+    rows = []
+    fresh = iter(new_ids(sum(1 for event in events if event.id is None)))
+    for event in events:
+        version = versions[event.aggregate_id] = versions[event.aggregate_id] + 1
+        rows.append(
+            (
+                UUID(bytes=next(fresh)) if event.id is None else event.id,
+                event.aggregate_id,
+                version,
+                event.event_type,
+                event.schema_version,
+                event.timestamp,
+                event.data,
+                event.causation_id,
+                event.correlation_id,
+                event.metadata,
+            )
+        )
+    return rows
+
+
+async def _insert(
+    cur: psycopg.AsyncCursor[Any], rows: list[tuple[Any, ...]], returning: bool
+) -> list[int]:
+    """Insert `rows`; their positions when `returning` (else none)."""
+    if not returning:
+        await cur.executemany(_INSERT, rows)
+        return []
+    positions: list[int] = []
+    await cur.executemany(_INSERT + " RETURNING position", rows, returning=True)
+    while True:
+        got = await cur.fetchone()
+        if got is not None:
+            positions.append(int(got[0]))
+        if not cur.nextset():
+            break
+    return positions
+
+
+class PostgresEventStore(SqlEventStore):
     """An `EventStore` in PostgreSQL. ``await PostgresEventStore.open(pool)`` shares a pool
     (the storage adapter's); ``await PostgresEventStore.connect(url)`` opens and owns one."""
 
     backend = "postgres"
+    _placeholder = "%s"
 
     def __init__(self, pool: AsyncConnectionPool[Any], *, owns_pool: bool = False) -> None:
         self.pool = pool
@@ -158,24 +190,9 @@ class PostgresEventStore(StreamingReads):
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def append_event(self, event: DomainEvent) -> DomainEvent:
-        expected = event.version - 1 if event.version else None
-        return (await self.append_events(event.aggregate_id, [event], expected))[0]
-
-    async def append_events(
-        self,
-        aggregate_id: str,
-        events: Sequence[DomainEvent],
-        expected_version: int | None = None,
+    async def _append_batch(
+        self, aggregate_id: str, batch: list[DomainEvent], expected_version: int | None
     ) -> list[DomainEvent]:
-        batch = check_batch(aggregate_id, events, expected_version)
-        self._check_open()
-        if not batch:
-            if expected_version is not None:
-                actual = await self.get_version(aggregate_id)
-                if actual != expected_version:
-                    raise ConcurrencyError(aggregate_id, expected_version, actual)
-            return []
         before, positions = await self._write(
             [encode(event) for event in batch], (aggregate_id, expected_version)
         )
@@ -209,35 +226,7 @@ class PostgresEventStore(StreamingReads):
                     )
                     before = versions_before(aggregates, await cur.fetchall(), check)
                     versions = dict(before)
-                    rows = []
-                    fresh = iter(new_ids(sum(1 for event in events if event.id is None)))
-                    for event in events:
-                        version = versions[event.aggregate_id] = versions[event.aggregate_id] + 1
-                        rows.append(
-                            (
-                                UUID(bytes=next(fresh)) if event.id is None else event.id,
-                                event.aggregate_id,
-                                version,
-                                event.event_type,
-                                event.schema_version,
-                                event.timestamp,
-                                event.data,
-                                event.causation_id,
-                                event.correlation_id,
-                                event.metadata,
-                            )
-                        )
-                    positions: list[int] = []
-                    if check is None:
-                        await cur.executemany(_INSERT, rows)
-                    else:
-                        await cur.executemany(_INSERT + " RETURNING position", rows, returning=True)
-                        while True:
-                            got = await cur.fetchone()
-                            if got is not None:
-                                positions.append(int(got[0]))
-                            if not cur.nextset():
-                                break
+                    positions = await _insert(cur, _rows(events, versions), check is not None)
                     await cur.executemany(
                         "INSERT INTO event_streams (aggregate_id, version) VALUES (%s, %s)"
                         " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
@@ -260,43 +249,11 @@ class PostgresEventStore(StreamingReads):
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def _select(self, sql: str, params: Sequence[Any]) -> list[DomainEvent]:
+    async def _events(self, sql: str, params: Sequence[Any]) -> list[DomainEvent]:
         self._check_open()
         async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(sql, params)
             return [_row_to_event(row) for row in await cur.fetchall()]
-
-    async def get_events(
-        self, aggregate_id: str, from_version: int = 0, to_version: int | None = None
-    ) -> list[DomainEvent]:
-        sql = f"SELECT {_COLUMNS} FROM event_log WHERE aggregate_id = %s AND version > %s"
-        params: list[Any] = [aggregate_id, from_version]
-        if to_version is not None:
-            sql += " AND version <= %s"
-            params.append(to_version)
-        return await self._select(sql + " ORDER BY version", params)
-
-    async def _events_page(
-        self, aggregate_id: str, from_version: int, limit: int
-    ) -> list[DomainEvent]:
-        return await self._select(
-            f"SELECT {_COLUMNS} FROM event_log WHERE aggregate_id = %s AND version > %s"
-            " ORDER BY version LIMIT %s",
-            (aggregate_id, from_version, limit),
-        )
-
-    async def read_all(
-        self, from_position: int = 0, limit: int = 1000, filter: EventFilter | None = None
-    ) -> list[DomainEvent]:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        where, params = filter_sql(
-            filter, from_position, placeholder="%s", time=lambda t: t, uuid=lambda u: u
-        )
-        return await self._select(
-            f"SELECT {_COLUMNS} FROM event_log{where} ORDER BY position LIMIT %s",
-            [*params, limit],
-        )
 
     async def _scalar(self, sql: str, params: Sequence[Any]) -> int:
         self._check_open()
@@ -304,14 +261,6 @@ class PostgresEventStore(StreamingReads):
             await cur.execute(sql, params)
             row = await cur.fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
-
-    async def get_version(self, aggregate_id: str) -> int:
-        return await self._scalar(
-            "SELECT version FROM event_streams WHERE aggregate_id = %s", (aggregate_id,)
-        )
-
-    async def last_position(self) -> int:
-        return await self._scalar("SELECT MAX(position) FROM event_log", ())
 
     async def aggregates(self) -> list[tuple[str, int]]:
         self._check_open()

@@ -26,25 +26,24 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 from contracts.eventstore import (
-    ConcurrencyError,
     DomainEvent,
     EncodedEvent,
-    EventFilter,
     EventStoreError,
 )
 
 from .common import (
+    SCHEMA_INDEXES,
     Notifier,
-    StreamingReads,
-    check_batch,
+    SqlEventStore,
     check_encoded,
     encode,
-    filter_sql,
     first_bad_json,
     from_micros,
     new_ids,
@@ -64,7 +63,8 @@ CHECKPOINT_PAGES = 1000
 auto-checkpoint threshold)."""
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS event_log (
     position INTEGER PRIMARY KEY AUTOINCREMENT,  -- global order; never reused
     id BLOB NOT NULL UNIQUE,                     -- event UUID bytes
@@ -79,19 +79,10 @@ CREATE TABLE IF NOT EXISTS event_log (
     metadata TEXT NOT NULL,                      -- JSON
     UNIQUE (aggregate_id, version)
 );
-CREATE INDEX IF NOT EXISTS event_log_type ON event_log (event_type, position);
-CREATE INDEX IF NOT EXISTS event_log_time ON event_log (timestamp, position);
-CREATE INDEX IF NOT EXISTS event_log_correlation ON event_log (correlation_id, position);
-CREATE TABLE IF NOT EXISTS event_streams (
-    aggregate_id TEXT PRIMARY KEY,
-    version INTEGER NOT NULL                     -- the aggregate's current version
-);
 """
-
-_COLUMNS = (
-    "position, id, aggregate_id, version, event_type, schema_version, timestamp, data,"
-    " causation_id, correlation_id, metadata"
+    + SCHEMA_INDEXES
 )
+
 _INSERT = (
     "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
     " data, causation_id, correlation_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -136,7 +127,7 @@ def _rows(events: list[EncodedEvent]) -> list[tuple[Any, ...]]:
 
 
 def _row_to_event(row: tuple[Any, ...]) -> DomainEvent:
-    """A `DomainEvent` from a ``SELECT {_COLUMNS}`` row (trusted data: no re-validation)."""
+    """A `DomainEvent` from a ``SELECT {EVENT_COLUMNS}`` row (trusted data: no re-validation)."""
     return DomainEvent.model_construct(
         position=row[0],
         id=UUID(bytes=row[1]),
@@ -152,26 +143,29 @@ def _row_to_event(row: tuple[Any, ...]) -> DomainEvent:
     )
 
 
-class SqliteEventStore(StreamingReads):
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """How `SqliteEventStore.open` was asked to run the log (see there)."""
+
+    busy_timeout: float = 30.0
+    synchronous: str = "NORMAL"
+    inline_appends: bool = True
+
+
+class SqliteEventStore(SqlEventStore):
     """An `EventStore` over one SQLite file. Create with ``await SqliteEventStore.open(path)``
     (``":memory:"`` for a private in-memory log)."""
 
     backend = "sqlite"
+    _placeholder = "?"
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        busy_timeout: float = 30.0,
-        synchronous: str = "NORMAL",
-        inline_appends: bool = True,
-    ) -> None:
+    def __init__(self, path: str | Path, options: _Options = _Options()) -> None:
         self.path = Path(path)
-        self._inline_appends = inline_appends
+        self._inline_appends = options.inline_appends
         """False: every append goes to the worker thread (the audit trail's writes: nothing
         of them on the event loop)."""
-        self._busy_timeout = busy_timeout
-        self._synchronous = synchronous
+        self._busy_timeout = options.busy_timeout
+        self._synchronous = options.synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._notifier = Notifier()
@@ -195,12 +189,7 @@ class SqliteEventStore(StreamingReads):
     ) -> SqliteEventStore:
         """Open (creating the file, its directory and the tables if needed) the log at `path`.
         `inline_appends` False sends every append to the worker thread (see the module doc)."""
-        store = cls(
-            path,
-            busy_timeout=busy_timeout,
-            synchronous=synchronous,
-            inline_appends=inline_appends,
-        )
+        store = cls(path, _Options(busy_timeout, synchronous, inline_appends))
         store._executor = ThreadPoolExecutor(1, thread_name_prefix=f"events:{store.path.name}")
         try:
             await store._run(store._connect)
@@ -258,23 +247,9 @@ class SqliteEventStore(StreamingReads):
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def append_event(self, event: DomainEvent) -> DomainEvent:
-        expected = event.version - 1 if event.version else None
-        return (await self.append_events(event.aggregate_id, [event], expected))[0]
-
-    async def append_events(
-        self,
-        aggregate_id: str,
-        events: Sequence[DomainEvent],
-        expected_version: int | None = None,
+    async def _append_batch(
+        self, aggregate_id: str, batch: list[DomainEvent], expected_version: int | None
     ) -> list[DomainEvent]:
-        batch = check_batch(aggregate_id, events, expected_version)
-        if not batch:
-            if expected_version is not None:
-                actual = await self.get_version(aggregate_id)
-                if actual != expected_version:
-                    raise ConcurrencyError(aggregate_id, expected_version, actual)
-            return []
         # Encode on the loop: the worker thread then mostly runs SQLite (which releases the
         # GIL), instead of holding the GIL for JSON work while the loop waits for it.
         rows = _rows([encode(event) for event in batch])
@@ -404,52 +379,26 @@ class SqliteEventStore(StreamingReads):
 
     # -- reads --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _time(value: datetime) -> int:
+        return to_micros(value)
+
+    @staticmethod
+    def _uuid(value: UUID) -> bytes:
+        return value.bytes
+
     def _select(self, sql: str, params: Sequence[Any]) -> list[DomainEvent]:
         return [_row_to_event(row) for row in self._db.execute(sql, params)]
 
-    async def get_events(
-        self, aggregate_id: str, from_version: int = 0, to_version: int | None = None
-    ) -> list[DomainEvent]:
-        sql = f"SELECT {_COLUMNS} FROM event_log WHERE aggregate_id = ? AND version > ?"
-        params: list[Any] = [aggregate_id, from_version]
-        if to_version is not None:
-            sql += " AND version <= ?"
-            params.append(to_version)
-        return await self._run(self._select, sql + " ORDER BY version", params)
+    async def _events(self, sql: str, params: Sequence[Any]) -> list[DomainEvent]:
+        return await self._run(self._select, sql, params)
 
-    async def _events_page(
-        self, aggregate_id: str, from_version: int, limit: int
-    ) -> list[DomainEvent]:
-        sql = (
-            f"SELECT {_COLUMNS} FROM event_log WHERE aggregate_id = ? AND version > ?"
-            " ORDER BY version LIMIT ?"
-        )
-        return await self._run(self._select, sql, (aggregate_id, from_version, limit))
-
-    async def read_all(
-        self, from_position: int = 0, limit: int = 1000, filter: EventFilter | None = None
-    ) -> list[DomainEvent]:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        where, params = filter_sql(
-            filter, from_position, placeholder="?", time=to_micros, uuid=lambda u: u.bytes
-        )
-        sql = f"SELECT {_COLUMNS} FROM event_log{where} ORDER BY position LIMIT ?"
-        return await self._run(self._select, sql, [*params, limit])
-
-    def _scalar(self, sql: str, params: Sequence[Any]) -> int:
+    def _scalar_now(self, sql: str, params: Sequence[Any]) -> int:
         row = self._db.execute(sql, params).fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
 
-    async def get_version(self, aggregate_id: str) -> int:
-        return await self._run(
-            self._scalar,
-            "SELECT version FROM event_streams WHERE aggregate_id = ?",
-            (aggregate_id,),
-        )
-
-    async def last_position(self) -> int:
-        return await self._run(self._scalar, "SELECT MAX(position) FROM event_log", ())
+    async def _scalar(self, sql: str, params: Sequence[Any]) -> int:
+        return await self._run(self._scalar_now, sql, params)
 
     def _aggregates(self) -> list[tuple[str, int]]:
         rows = self._db.execute(
