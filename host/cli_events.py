@@ -33,6 +33,7 @@ from contracts.eventstore import (
 from contracts.storage import LocalFileSettings
 from host.cli_output import print_table
 from host.cli_progress import progress
+from host.config import event_store_variable
 from host.eventstore import PostgresEventStore, SqliteEventStore
 from host.postgres_config import postgres_plugin_url
 
@@ -56,8 +57,8 @@ StoreOption = Annotated[
     str | None,
     typer.Option(
         "--store",
-        help="SQLite file or postgresql:// URL (default: the audit plugin's store in the data dir)",
-        envvar="AGENTHOST_EVENT_STORE",
+        help="SQLite file or postgresql:// URL (default: AGENTHOST_EVENT_STORE, else the audit"
+        " plugin's store in the data dir)",
     ),
 ]
 DataDirOption = Annotated[
@@ -190,7 +191,7 @@ def aggregate_of(agent: str | None) -> str | None:
 
 def _run(store: str | None, data_dir: Path | None, body: Callable[[EventStore], Awaitable[T]]) -> T:
     async def main() -> T:
-        opened = await open_store(store, data_dir)
+        opened = await open_store(store if store is not None else event_store_variable(), data_dir)
         try:
             return await body(opened)
         finally:

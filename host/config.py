@@ -75,6 +75,16 @@ def test_variables(environ: Mapping[str, str] | None = None) -> TestVariables:
     return TestVariables(environ.get(POSTGRES_URL) or None, environ.get(BACKENDS_ENV) or None)
 
 
+EVENT_STORE_ENV = f"{ENV_PREFIX}EVENT_STORE"
+"""``agenthost events``' default ``--store``: a SQLite file or a PostgreSQL URL."""
+
+
+def event_store_variable(environ: Mapping[str, str] | None = None) -> str | None:
+    """The event store ``agenthost events`` reads when no ``--store`` is given, if set."""
+    environ = os.environ if environ is None else environ
+    return environ.get(EVENT_STORE_ENV) or None
+
+
 class ConfigError(AgentHostError):
     """Invalid configuration: names the file or variable, the key path and the reason."""
 

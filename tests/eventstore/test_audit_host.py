@@ -206,6 +206,25 @@ async def test_events_cli(host: Host, tmp_path: Path) -> None:
     assert gone.exit_code == 1 and "no event store" in gone.output
 
 
+async def test_events_cli_reads_the_store_agenthost_event_store_names(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await converse(host, uuid4())
+    store: EventStore = await host.container.aresolve(EVENT_STORE)
+    total = await store.last_position()
+    monkeypatch.setenv("AGENTHOST_EVENT_STORE", str(store.path))
+    out = tmp_path / "elsewhere" / "trail.jsonl"
+    out.parent.mkdir()
+    monkeypatch.chdir(out.parent)  # no data dir here: only the variable can name the store
+    monkeypatch.delenv("AGENTHOST_DATA_DIR")
+    exported = await cli(["export", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert len(out.read_text().splitlines()) == total
+    monkeypatch.setenv("AGENTHOST_EVENT_STORE", str(tmp_path / "missing.sqlite3"))
+    missing = await cli(["export", str(out)])
+    assert missing.exit_code != 0 and "missing.sqlite3" in missing.output
+
+
 async def test_events_replay_cli(host: Host, tmp_path: Path) -> None:
     room = uuid4()
     await converse(host, room)
