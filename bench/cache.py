@@ -29,6 +29,7 @@ from rich.table import Table
 
 from contracts.agent import CachePolicy, Provider, ProviderResult, State
 from contracts.cache import CacheContext
+from contracts.config import CacheSettings
 from contracts.memory import Memory
 from host.app import Host
 from host.cache import ProviderCache
@@ -104,7 +105,7 @@ async def run_runtime(messages: int, rooms: int, providers: list[str], ttl: floa
 
 
 def hit_path(repeat: int) -> tuple[float, float]:
-    cache = ProviderCache(max_entries=1000)
+    cache = ProviderCache(CacheSettings(max_entries=1000))
     cache.register("p", CachePolicy(ttl=3600))
     context = CacheContext(agent_id="agent", room_id="r")
 
@@ -140,7 +141,7 @@ def main() -> None:
     providers = [f"provider-{i}" for i in range(args.providers)]
 
     uncached = asyncio.run(run_messages(None, messages, args.rooms, providers))
-    cache = ProviderCache(max_entries=10_000)
+    cache = ProviderCache(CacheSettings(max_entries=10_000))
     for name in providers:
         cache.register(name, CachePolicy(ttl=60))
     cached = asyncio.run(run_messages(cache, messages, args.rooms, providers))

@@ -140,17 +140,10 @@ class Host:
                 sampler = self.telemetry.sampler if self.config.metrics.enabled else None
                 await self.cluster.start(self.agents, self.events, self.cache, sampler)
         if self.config.loop_monitor.enabled:  # after start-up's imports and file opening
-            self.monitor = LoopMonitor(self.config.loop_monitor.threshold)
+            self.monitor = LoopMonitor(self.config.loop_monitor)
             self.monitor.start()
         if self.config.dev:
-            settings = self.config.reload
-            self.reloader = Reloader(
-                self.loader,
-                quiesce=self._quiesce,
-                debounce=settings.debounce,
-                drain_timeout=settings.drain_timeout,
-                watch_builtins=settings.watch_builtins,
-            )
+            self.reloader = Reloader(self.loader, self.config.reload, quiesce=self._quiesce)
             self.reloader.start()
         if http and self.config.http.enabled:
             await self.start_http()

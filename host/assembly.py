@@ -107,9 +107,7 @@ def assemble(
     events = EventBus(settings.events)
     models = ModelRegistry(settings.models, events=events)
     clock: dict[str, Any] = {} if cache_clock is None else {"clock": cache_clock}
-    cache = ProviderCache(
-        max_entries=settings.cache.max_entries, max_bytes=settings.cache.max_bytes, **clock
-    )
+    cache = ProviderCache(settings.cache, **clock)
     telemetry = build_telemetry(settings.metrics)
     cache.bind(events)  # invalidation first among each event's handlers
     components = ComponentRegistry(cache)

@@ -31,6 +31,8 @@ from typing import Any, Final, TypeVar
 
 from loguru import logger
 
+from contracts.config import LoopMonitorSettings
+
 __all__ = ["LoopMonitor", "component_site", "describe_subscription"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +93,8 @@ def culprit(frame: FrameType | None) -> tuple[str, str | None, str] | None:
 class LoopMonitor:
     """Watches the running event loop from a daemon thread (see the module docstring)."""
 
-    def __init__(self, threshold: float = 0.1) -> None:
+    def __init__(self, settings: LoopMonitorSettings | None = None) -> None:
+        threshold = (settings if settings is not None else LoopMonitorSettings()).threshold
         if not threshold > 0:
             raise ValueError(f"loop_monitor.threshold must be seconds > 0, got {threshold!r}")
         self.threshold = threshold

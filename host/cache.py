@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from contracts.agent import CachePolicy, CacheScope
 from contracts.cache import CacheContext, CacheStats
+from contracts.config import CacheSettings
 from contracts.events import Event, EventBusProtocol, EventPayload, event_named
 
 __all__ = [
@@ -145,18 +146,17 @@ class ProviderCache:
 
     def __init__(
         self,
+        settings: CacheSettings | None = None,
         *,
-        max_entries: int | None = 10_000,
-        max_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sizeof: Callable[[object], int] = estimate_size,
     ) -> None:
+        settings = settings if settings is not None else CacheSettings()
+        max_entries, max_bytes = settings.max_entries, settings.max_bytes
         if max_entries is None and max_bytes is None:
             raise ValueError(
                 "the provider cache needs max_entries and/or max_bytes (config section cache)"
             )
-        if any(bound is not None and bound < 1 for bound in (max_entries, max_bytes)):
-            raise ValueError("cache bounds (cache.max_entries, cache.max_bytes) must be positive")
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._sizeof = sizeof

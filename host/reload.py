@@ -43,6 +43,7 @@ from loguru import logger
 from watchdog.observers import Observer
 
 from contracts.cache import CACHE
+from contracts.config import ReloadSettings
 from contracts.events import (
     PLUGIN_FAILED,
     PLUGIN_RELOADED,
@@ -105,17 +106,16 @@ class Reloader:
     def __init__(
         self,
         loader: Loader,
+        settings: ReloadSettings | None = None,
         *,
         quiesce: Quiesce | None = None,
-        debounce: float = 0.1,
-        drain_timeout: float = 10.0,
-        watch_builtins: bool = False,
     ) -> None:
+        settings = settings if settings is not None else ReloadSettings()
         self.loader = loader
         self.quiesce: Quiesce = quiesce or _no_quiesce
-        self.debounce = debounce
-        self.drain_timeout = drain_timeout
-        self.watch_builtins = watch_builtins
+        self.debounce = settings.debounce
+        self.drain_timeout = settings.drain_timeout
+        self.watch_builtins = settings.watch_builtins
         self._observer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_path: dict[Path, set[str]] = {}

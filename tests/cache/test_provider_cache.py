@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from contracts.agent import CachePolicy, CacheScope
 from contracts.cache import CacheContext
+from contracts.config import CacheSettings
 from contracts.events import MEMORY_CREATED, MEMORY_DELETED, MemoryPayload
 from host.cache import ProviderCache, _scoped_key, scoped_context
 from host.events import EventBus
@@ -51,7 +52,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def cache(clock: Clock) -> ProviderCache:
-    return ProviderCache(max_entries=100, clock=clock)
+    return ProviderCache(CacheSettings(max_entries=100), clock=clock)
 
 
 async def test_hit_skips_the_provider_and_rooms_are_separate(cache: ProviderCache) -> None:
@@ -231,7 +232,7 @@ async def test_invalidation_during_computation_is_not_stored(cache: ProviderCach
 
 
 async def test_lru_eviction_by_entries(clock: Clock) -> None:
-    cache = ProviderCache(max_entries=3, clock=clock)
+    cache = ProviderCache(CacheSettings(max_entries=3), clock=clock)
     cache.register("p", CachePolicy(ttl=60))
     rooms = [CacheContext(agent_id="x", room_id=str(i)) for i in range(4)]
     for ctx in rooms[:3]:
@@ -247,7 +248,9 @@ async def test_lru_eviction_by_entries(clock: Clock) -> None:
 
 
 async def test_bounded_by_bytes(clock: Clock) -> None:
-    cache = ProviderCache(max_entries=None, max_bytes=2000, clock=clock, sizeof=lambda v: 600)
+    cache = ProviderCache(
+        CacheSettings(max_entries=None, max_bytes=2000), clock=clock, sizeof=lambda v: 600
+    )
     cache.register("p", CachePolicy(ttl=60))
     for i in range(5):
         await cache.get_or_compute("p", CacheContext(room_id=str(i)), Counter())
@@ -258,7 +261,9 @@ async def test_bounded_by_bytes(clock: Clock) -> None:
 
 
 async def test_too_large_value_is_returned_not_stored(clock: Clock) -> None:
-    cache = ProviderCache(max_entries=10, max_bytes=100, clock=clock, sizeof=lambda v: 500)
+    cache = ProviderCache(
+        CacheSettings(max_entries=10, max_bytes=100), clock=clock, sizeof=lambda v: 500
+    )
     cache.register("p", CachePolicy(ttl=60))
     assert await cache.get_or_compute("p", ROOM_A, Counter()) == "value-1"
     assert cache.stats().entries == 0
@@ -279,7 +284,7 @@ async def test_unregister_owner_drops_that_plugins_entries(cache: ProviderCache)
 
 
 async def test_saved_time_counts_hits() -> None:
-    cache = ProviderCache(max_entries=10)
+    cache = ProviderCache(CacheSettings(max_entries=10))
     cache.register("p", CachePolicy(ttl=60))
 
     async def slow() -> str:
@@ -297,9 +302,9 @@ async def test_saved_time_counts_hits() -> None:
 
 def test_bounds_are_validated() -> None:
     with pytest.raises(ValueError, match="max_entries and/or max_bytes"):
-        ProviderCache(max_entries=None, max_bytes=None)
-    with pytest.raises(ValueError, match="positive"):
-        ProviderCache(max_entries=0)
+        ProviderCache(CacheSettings(max_entries=None, max_bytes=None))
+    with pytest.raises(ValueError, match="greater than or equal to 1"):  # the section's check
+        ProviderCache(CacheSettings(max_entries=0))
 
 
 # Property: with invalidate_on covering every change of the underlying data, a cached compose
@@ -326,7 +331,7 @@ def test_cached_compose_never_differs_from_uncached(
     ops: list[tuple[str, str, str]], max_entries: int
 ) -> None:
     clock = Clock()
-    cache = ProviderCache(max_entries=max_entries, clock=clock)
+    cache = ProviderCache(CacheSettings(max_entries=max_entries), clock=clock)
     on_write = (MEMORY_CREATED,)
     cache.register("room", CachePolicy(ttl=50, invalidate_on=on_write, scope="room"))
     cache.register("global", CachePolicy(ttl=50, invalidate_on=on_write, scope="global"))
@@ -420,7 +425,7 @@ _concurrent_op = st.one_of(
 def test_concurrent_reads_never_see_data_older_than_their_start(
     ops: list[tuple[str, str, str]],
 ) -> None:
-    cache = ProviderCache(max_entries=50, clock=Clock())
+    cache = ProviderCache(CacheSettings(max_entries=50), clock=Clock())
     on_write = (MEMORY_CREATED,)
     cache.register("room", CachePolicy(ttl=50, invalidate_on=on_write, scope="room"))
     cache.register("global", CachePolicy(ttl=50, invalidate_on=on_write, scope="global"))
@@ -476,7 +481,9 @@ def test_concurrent_reads_never_see_data_older_than_their_start(
 
 async def test_bounded_by_entries_and_bytes_at_once(clock: Clock) -> None:
     """Both bounds set: whichever is reached first evicts, least recently used first."""
-    cache = ProviderCache(max_entries=2, max_bytes=1000, clock=clock, sizeof=lambda v: 300)
+    cache = ProviderCache(
+        CacheSettings(max_entries=2, max_bytes=1000), clock=clock, sizeof=lambda v: 300
+    )
     cache.register("p", CachePolicy(ttl=60))
     rooms = [CacheContext(room_id=str(i)) for i in range(3)]
     for ctx in rooms:
@@ -486,7 +493,9 @@ async def test_bounded_by_entries_and_bytes_at_once(clock: Clock) -> None:
     body = Counter()
     await cache.get_or_compute("p", rooms[0], body)  # the oldest one went
     assert body.calls == 1
-    large = ProviderCache(max_entries=10, max_bytes=1000, clock=clock, sizeof=lambda v: 400)
+    large = ProviderCache(
+        CacheSettings(max_entries=10, max_bytes=1000), clock=clock, sizeof=lambda v: 400
+    )
     large.register("p", CachePolicy(ttl=60))
     for ctx in rooms:
         await large.get_or_compute("p", ctx, Counter())

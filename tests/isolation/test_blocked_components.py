@@ -11,6 +11,7 @@ from loguru import logger
 
 from contracts import Action, ActionContext, ActionResult, Manifest, Plugin
 from contracts.agent import Evaluator
+from contracts.config import LoopMonitorSettings
 from contracts.models import TEXT_LARGE
 from host.blocking import LoopMonitor
 from host.testing import AgentTestBuilder
@@ -42,7 +43,7 @@ class Slowpoke(Plugin):
 async def test_the_monitor_names_a_blocking_action_and_evaluator_of_their_plugin() -> None:
     records: list[Any] = []
     sink = logger.add(lambda m: records.append(m.record), level="WARNING")
-    monitor = LoopMonitor(threshold=0.1)
+    monitor = LoopMonitor(LoopMonitorSettings(threshold=0.1))
     builder = AgentTestBuilder().with_plugin(Slowpoke).mock_model(TEXT_LARGE, "Hello.")
     try:
         async with builder as runtime:

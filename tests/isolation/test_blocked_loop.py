@@ -19,7 +19,7 @@ import httpx
 import pytest
 from loguru import logger
 
-from contracts.config import HostConfig
+from contracts.config import HostConfig, LoopMonitorSettings
 from contracts.events import AGENT_STARTED, AgentPayload
 from host.app import Host
 from host.blocking import LoopMonitor
@@ -128,7 +128,7 @@ async def test_the_monitor_names_the_handler_on_the_blocked_stack() -> None:
     bus.on(AGENT_STARTED, report, owner="news")
     records: list[Any] = []
     sink = logger.add(lambda m: records.append(m.record), level="DEBUG")
-    monitor = LoopMonitor(threshold=0.1)
+    monitor = LoopMonitor(LoopMonitorSettings(threshold=0.1))
     monitor.start()
     try:
         await bus.emit(AGENT_STARTED, AgentPayload(agent_id=uuid4(), name="Ada"))

@@ -9,13 +9,14 @@ from hypothesis import strategies as st
 
 from contracts.agent import CachePolicy
 from contracts.cache import CacheContext
+from contracts.config import CacheSettings
 from host.cache import ProviderCache
 from host.metrics import InMemoryMetrics
 from host.metrics.sampler import Sampler, cache_source, pool_source
 
 
 async def test_cache_hits_and_misses_become_counters() -> None:
-    cache = ProviderCache(max_entries=10)
+    cache = ProviderCache(CacheSettings(max_entries=10))
     cache.register("time", CachePolicy(ttl=60))
     metrics = InMemoryMetrics()
     sampler = Sampler(metrics)
