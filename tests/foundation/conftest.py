@@ -4,30 +4,18 @@ the tests put on sys.path / PYTHONPATH, so their entry points are real installed
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE_PACKAGES = ("agenthost_weather", "agenthost_broken")
 
 
 @pytest.fixture(scope="session")
-def installed_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("site")
-    for name in ("agenthost-weather", "agenthost-broken"):
-        subprocess.run(
-            [
-                sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                "--no-build-isolation", "--target", str(target), str(FIXTURES / name),
-            ],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-    return target
+def installed_plugins(install_fixtures: Callable[..., Path]) -> Path:
+    return install_fixtures("site", "agenthost-weather", "agenthost-broken")
 
 
 @pytest.fixture

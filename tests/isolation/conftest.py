@@ -4,28 +4,16 @@ real installed distributions found through their entry points."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "agenthost-hostile"
-
 
 @pytest.fixture(scope="session")
-def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("hostile-site")
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-            "--no-build-isolation", "--target", str(target), str(FIXTURE),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return target
+def hostile_site(install_fixtures: Callable[..., Path]) -> Path:
+    return install_fixtures("hostile-site", "agenthost-hostile")
 
 
 @pytest.fixture

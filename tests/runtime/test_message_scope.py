@@ -10,9 +10,8 @@ ends, whether processed, streamed or a stream closed early.
 from __future__ import annotations
 
 import importlib
-import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,22 +26,11 @@ from host.app import Host
 from host.config import LoadedConfig
 from host.runtime import AgentRuntime
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "agenthost-scoped"
-
 
 @pytest.fixture(scope="module")
-def scoped_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scoped_site(install_fixtures: Callable[..., Path]) -> Path:
     """The fixture distribution pip-installed (offline, no build isolation) into a temp dir."""
-    target = tmp_path_factory.mktemp("scoped-site")
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-            "--no-build-isolation", "--target", str(target), str(FIXTURE),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return target
+    return install_fixtures("scoped-site", "agenthost-scoped")
 
 
 @pytest.fixture
