@@ -107,6 +107,19 @@ async def wait_for(condition: object, what: str, within: float = 30) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def first_try_holder(cluster: LocalCluster) -> str:
+    """The worker that started a message's first try, once one has (waiting up to 30 s)."""
+    holders: list[str] = []
+
+    async def someone_is_on_it() -> bool:
+        rows = await cluster.sql("SELECT worker FROM cluster_messages WHERE tries = 1")
+        holders[:] = [row[0] for row in rows]
+        return bool(rows)
+
+    await wait_for(someone_is_on_it, "a worker to start the message")
+    return holders[0]
+
+
 async def test_a_killed_workers_room_is_taken_over_within_the_lease_and_answered_once(
     cluster: LocalCluster,
 ) -> None:
@@ -119,13 +132,7 @@ async def test_a_killed_workers_room_is_taken_over_within_the_lease_and_answered
         hang = asyncio.create_task(send(client, "HANG here", room))
         await wait_for(lambda: _count(cluster, 1), "the first message queued")
         after = asyncio.create_task(send(client, "then this", room))
-
-        async def someone_is_on_it() -> bool:
-            rows = await cluster.sql("SELECT worker FROM cluster_messages WHERE tries = 1")
-            return bool(rows)
-
-        await wait_for(someone_is_on_it, "a worker to start the message")
-        victim = (await cluster.sql("SELECT worker FROM cluster_messages WHERE tries = 1"))[0][0]
+        victim = await first_try_holder(cluster)
         other = "w2" if victim == "w1" else "w1"
         cluster.kill(victim)  # mid-message: its model call hangs for 3 s
         killed = time.monotonic()
@@ -154,13 +161,7 @@ async def test_a_worker_paused_past_its_lease_cannot_commit_afterwards(
     room = str(uuid4())
     async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         hang = asyncio.create_task(send(client, "HANG on", room))
-
-        async def someone_is_on_it() -> bool:
-            rows = await cluster.sql("SELECT worker FROM cluster_messages WHERE tries = 1")
-            return bool(rows)
-
-        await wait_for(someone_is_on_it, "a worker to start the message")
-        holder = (await cluster.sql("SELECT worker FROM cluster_messages"))[0][0]
+        holder = await first_try_holder(cluster)
         other = "w2" if holder == "w1" else "w1"
         cluster.kill(holder, signal.SIGSTOP)  # paused mid-message, for longer than the lease
         response = await hang  # the other worker took the room over and answered
