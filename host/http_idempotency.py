@@ -35,6 +35,7 @@ from loguru import logger
 from contracts.agent import Reply
 from contracts.errors import AgentHostError
 from contracts.memory import Memory, MemoryQuery
+from contracts.storage import StorageUnavailableError
 from host.http_deps import ReplyStreamLike
 from host.http_manage import delete_memory
 from host.runtime import AgentRuntime
@@ -91,7 +92,17 @@ class IngressLog:
         self._ready = False
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        """A connection to the log, its directory and table made on first use (the data dir
+        need not exist: with the PostgreSQL store nothing else creates it). A file that cannot
+        be opened is a `StorageUnavailableError` naming it (HTTP 503), not a 500."""
+        try:
+            if not self._ready:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageUnavailableError(
+                f"the Idempotency-Key log {self.path} cannot be opened: {exc}"
+            ) from exc
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # an answered key survives a power cut
         if not self._ready:

@@ -203,3 +203,49 @@ def _sse(text: str) -> list[tuple[str, str]]:
         if "event" in fields:
             events.append((fields["event"], fields.get("data", "")))
     return events
+
+
+async def _serve(rig: Rig, log: IngressLog) -> tuple[HttpServer, httpx.AsyncClient]:
+    server = HttpServer(create_app(rig.agents, ingress=LocalIngress(log)), port=0)
+    await server.start()
+    return server, httpx.AsyncClient(base_url=server.url, timeout=30)
+
+
+async def test_the_log_makes_its_directory_when_the_data_dir_does_not_exist(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """With the PostgreSQL store nothing else creates the data dir: the first keyed request
+    used to end in a 500 ("unable to open database file")."""
+    path = tmp_path / "not" / "yet" / INGRESS_FILE
+    server, http = await _serve(rig, IngressLog(path))
+    try:
+        room = str(uuid4())
+        sent = await http.post(
+            MESSAGES, json={"text": "hi", "room_id": room}, headers={"Idempotency-Key": "d-1"}
+        )
+        assert sent.status_code == 200, sent.text
+        assert path.exists()
+    finally:
+        await http.aclose()
+        await server.stop()
+
+
+async def test_a_log_that_cannot_be_opened_is_a_503_naming_it_and_runs_nothing(
+    rig: Rig, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    path = blocker / INGRESS_FILE  # its parent is a file: neither made nor opened
+    server, http = await _serve(rig, IngressLog(path))
+    try:
+        room = str(uuid4())
+        refused = await http.post(
+            MESSAGES, json={"text": "hi", "room_id": room}, headers={"Idempotency-Key": "d-2"}
+        )
+        assert refused.status_code == 503, refused.text
+        detail = refused.json()["detail"]
+        assert str(path) in detail and "Traceback" not in refused.text
+        assert await _stored(rig, room) == []
+    finally:
+        await http.aclose()
+        await server.stop()
