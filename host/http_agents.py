@@ -137,7 +137,7 @@ async def stream_message(
     message = _incoming(runtime, body)
     stream: ReplyStreamLike
     if to.dispatch is not None:
-        stream = to.dispatch.stream(runtime, message, key)
+        stream = await to.dispatch.stream(runtime, message, key)
     elif key is not None and to.ingress is not None:
         stream = await to.ingress.stream(runtime, message, key)
     else:

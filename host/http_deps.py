@@ -63,7 +63,7 @@ class Dispatch(Protocol):
 
     async def process(self, runtime: AgentRuntime, message: Memory, key: str | None) -> Reply: ...
 
-    def stream(
+    async def stream(
         self, runtime: AgentRuntime, message: Memory, key: str | None
     ) -> ReplyStreamLike: ...
 

@@ -46,6 +46,7 @@ __all__ = [
     "IngressLog",
     "KeyReused",
     "LocalIngress",
+    "check_fingerprint",
     "fingerprint",
     "message_id_for",
 ]
@@ -196,7 +197,7 @@ class LocalIngress:
         print_ = fingerprint(message)
         running = self._running.get(message.id)
         if running is not None:
-            _check(running.fingerprint, print_, key)
+            check_fingerprint(running.fingerprint, print_, key)
             return await asyncio.shield(running.done), None
         # registered before the first await: a request with the key arriving meanwhile waits
         done: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
@@ -206,7 +207,7 @@ class LocalIngress:
             record = await self.log.claim(message.id, runtime.agent_id, key, print_)
             if record is None:
                 return None, running
-            _check(record.fingerprint, print_, key)
+            check_fingerprint(record.fingerprint, print_, key)
             if record.reply is not None:
                 reply: Reply | None = Reply.model_validate_json(record.reply)
             else:  # pending, and not running here: its process stopped mid-message
@@ -307,7 +308,9 @@ class _KeyedStream:
         self.reply = await ingress._done(message.id, running, inner.reply)
 
 
-def _check(recorded: str, given: str, key: str) -> None:
+def check_fingerprint(recorded: str, given: str, key: str) -> None:
+    """`KeyReused` unless the message recorded with `key` had this fingerprint (cluster mode
+    checks it too)."""
     if recorded != given:
         raise KeyReused(
             f"Idempotency-Key {key!r} was already used for another message (a different body,"

@@ -5,7 +5,12 @@ the id is derived from the key, so a retried request is the same message), wakes
 and waits for its end: the worker publishes it on NATS to this process, and this process also
 polls PostgreSQL for it, so a lost or delayed NATS message only costs a poll interval. `stream`
 does the same while passing on the chunks the worker streams (NATS only: without NATS the text
-comes whole at the end).
+comes whole at the end); it queues the message before its first chunk, so a full room (429), a
+reused key (409) or PostgreSQL away (503) answers with its status, not a stream that fails.
+
+A keyed message is stored with the fingerprint of its body (`fingerprint`, as single-process
+mode keeps it): the same key sent again with another body, by any API process, is refused
+(`KeyReused`, HTTP 409) and nothing is queued.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -24,7 +29,7 @@ from contracts.agent import Reply
 from contracts.cluster import ClusterSettings
 from contracts.errors import AgentHostError
 from contracts.memory import Memory
-from host.http_idempotency import message_id_for
+from host.http_idempotency import check_fingerprint, fingerprint, message_id_for
 from host.runtime import AgentRuntime
 
 from .link import NatsLink, Subjects
@@ -116,14 +121,18 @@ class ClusterDispatch:
         self, message: Memory, key: str | None, waiter: _Waiter, stream: bool
     ) -> None:
         self._waiters.setdefault(message.id, []).append(waiter)
+        print_ = None if key is None else fingerprint(message)
         taken = await self.queue.enqueue(
             message,
             idem_key=key,
+            fingerprint=print_,
             origin=self.node_id,
             stream=stream,
             limit=self.settings.backlog_limit,
             retry_after=self.settings.retry_after,
         )
+        if key is not None and print_ is not None and taken.fingerprint is not None:
+            check_fingerprint(taken.fingerprint, print_, key)  # `KeyReused`: nothing queued
         if taken.duplicate:  # it may have ended long ago
             for outcome in await self.queue.outcomes([message.id]):
                 self._resolve(outcome)
@@ -157,18 +166,24 @@ class ClusterDispatch:
         finally:
             self._forget(message.id, waiter)
 
-    def stream(self, runtime: AgentRuntime, message: Memory, key: str | None) -> RemoteStream:
-        stream = RemoteStream()
-        stream._chunks = self._stream(self._identify(runtime, message, key), key, stream)
+    async def stream(self, runtime: AgentRuntime, message: Memory, key: str | None) -> RemoteStream:
+        """The message queued (errors raised here, before any chunk), its chunks to come."""
+        message = self._identify(runtime, message, key)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), asyncio.Queue())
+        try:
+            await self._submit(message, key, waiter, stream=True)
+        except BaseException:
+            self._forget(message.id, waiter)
+            raise
+        stream = RemoteStream(lambda: self._forget(message.id, waiter))
+        stream._chunks = self._stream(message, waiter, stream)
         return stream
 
-    async def _stream(self, message: Memory, key: str | None, sink: RemoteStream) -> Any:
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), asyncio.Queue())
+    async def _stream(self, message: Memory, waiter: _Waiter, sink: RemoteStream) -> Any:
         assert waiter.chunks is not None
         sent = ""
         texts: dict[int, str] = {}
         try:
-            await self._submit(message, key, waiter, stream=True)
             while not waiter.done.done():
                 get: asyncio.Future[tuple[int, str]] = asyncio.ensure_future(waiter.chunks.get())
                 both: list[asyncio.Future[Any]] = [get, waiter.done]
@@ -202,9 +217,10 @@ class ClusterDispatch:
 class RemoteStream:
     """The `ReplyStream` interface over a message processed by a worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, forget: Callable[[], None]) -> None:
         self.reply: Reply | None = None
         self._chunks: Any = None
+        self._forget = forget
 
     def __aiter__(self) -> AsyncIterator[str]:
         it: AsyncIterator[str] = self._chunks
@@ -213,6 +229,7 @@ class RemoteStream:
     async def aclose(self) -> None:
         if self._chunks is not None:
             await self._chunks.aclose()
+        self._forget()  # also when closed before its first chunk (the generator never ran)
 
 
 def _reply_of(outcome: Outcome) -> Reply:

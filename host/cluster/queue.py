@@ -90,6 +90,7 @@ class RoomQueue:
         message: Memory,
         *,
         idem_key: str | None,
+        fingerprint: str | None = None,
         origin: str | None,
         stream: bool,
         limit: int,
@@ -100,7 +101,9 @@ class RoomQueue:
         One statement: the room's row raises its backlog and arrival counter (its row lock
         orders concurrent arrivals) and the message is stored with that number and the
         database's time taken under the lock (the room's messages are stored in arrival order
-        whichever API process took them); nothing is stored when the room is full."""
+        whichever API process took them); nothing is stored when the room is full. A message
+        taken already (its id is the primary key) is a duplicate: its stored `fingerprint` comes
+        back for the caller to compare (the same ``Idempotency-Key`` with another body)."""
         try:
             async with (
                 self.store.with_connection() as conn,
@@ -115,8 +118,8 @@ class RoomQueue:
                     " waiting_since = COALESCE(r.waiting_since, clock_timestamp())"
                     " RETURNING pending, last_seq, clock_timestamp() AS at)"
                     " INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
-                    " message, stream, origin, created_at)"
-                    " SELECT %s, %s, %s, r.last_seq, %s, %s, %s, %s, r.at FROM r"
+                    " fingerprint, message, stream, origin, created_at)"
+                    " SELECT %s, %s, %s, r.last_seq, %s, %s, %s, %s, %s, r.at FROM r"
                     " WHERE r.pending <= %s RETURNING room_seq",
                     (
                         message.agent_id,
@@ -125,6 +128,7 @@ class RoomQueue:
                         message.agent_id,
                         message.room_id,
                         idem_key,
+                        fingerprint,
                         message.model_dump_json(),
                         stream,
                         origin,
@@ -135,20 +139,23 @@ class RoomQueue:
                     raise Backlogged(limit, limit, retry_after)  # rolled back: not counted
         except psycopg.errors.UniqueViolation:
             # taken already (a client's retry, or the same message sent twice at once)
-            return Enqueued(message.id, duplicate=True)
+            return await self._duplicate(message.id, limit, retry_after)
         except Backlogged:
-            if await self._existing(message.id) is not None:  # taken before the room filled
-                return Enqueued(message.id, duplicate=True)
-            raise
+            # taken before the room filled?
+            return await self._duplicate(message.id, limit, retry_after)
         return Enqueued(message.id, duplicate=False)
 
-    async def _existing(self, message_id: UUID) -> UUID | None:
+    async def _duplicate(self, message_id: UUID, limit: int, retry_after: int) -> Enqueued:
+        """The message taken already, with its stored fingerprint; `Backlogged` if not taken
+        (the room was full)."""
         async with self.store.with_connection() as conn:
             cursor = await conn.execute(
-                "SELECT id FROM cluster_messages WHERE id = %s", (message_id,)
+                "SELECT fingerprint FROM cluster_messages WHERE id = %s", (message_id,)
             )
             row = await cursor.fetchone()
-        return None if row is None else UUID(str(row[0]))
+        if row is None:
+            raise Backlogged(limit, limit, retry_after)
+        return Enqueued(message_id, duplicate=True, fingerprint=row[0])
 
     async def outcomes(self, ids: Sequence[UUID]) -> list[Outcome]:
         """The ends of those of `ids` that ended (the API's fallback when NATS is quiet)."""

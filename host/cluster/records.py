@@ -50,6 +50,8 @@ class Enqueued:
     id: UUID
     duplicate: bool
     """The message (id or idempotency key) was already taken: this is the first one's id."""
+    fingerprint: str | None = None
+    """A duplicate's: the fingerprint stored with the first one (None if it had no key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class QueuedMessage:
     """This try included."""
     error: str | None
     """The previous try's error."""
+    idem_key: str | None = None
+    """The client's ``Idempotency-Key``, if it sent one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,7 @@ def reply_json(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"))
 
 
-TAKEN_COLUMNS = "id, room_seq, message, stream, origin, tries, error, created_at"
+TAKEN_COLUMNS = "id, room_seq, message, stream, origin, tries, error, created_at, idem_key"
 """The columns of a message taken (`queued_row` reads them)."""
 
 
@@ -122,4 +126,5 @@ def queued_row(row: Any) -> QueuedMessage | None:
         origin=row[4],
         tries=int(row[5]),
         error=row[6],
+        idem_key=row[8],
     )

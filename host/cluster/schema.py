@@ -5,7 +5,8 @@
   every claim, so a worker that lost the room cannot commit);
 - ``cluster_messages``: every message taken at ingress, in arrival order per room (``room_seq``),
   its status (``pending``, ``done``, ``parked``), tries, last error and the reply (the API process
-  reads it there when NATS did not bring it);
+  reads it there when NATS did not bring it); a message sent with an ``Idempotency-Key`` keeps the
+  key and the ``fingerprint`` of its body (the same key with another body is refused);
 - ``cluster_workers``: the processes of the cluster, their heartbeat and counters;
 - ``cluster_outbox``: cluster events committed and not yet sent on NATS (`host.cluster.outbox`).
 """
@@ -87,6 +88,13 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             data bytea NOT NULL,
             created_at timestamptz NOT NULL DEFAULT clock_timestamp()
         );
+        """,
+    ),
+    (
+        3,
+        "fingerprint of a keyed message",
+        """
+        ALTER TABLE cluster_messages ADD COLUMN fingerprint text;
         """,
     ),
 )
