@@ -4,18 +4,37 @@ Off by default: a host is one process, as before. ``enabled: true`` makes this p
 a cluster: an ``api`` process takes messages over HTTP and queues them in PostgreSQL; a ``worker``
 claims rooms and processes their messages one at a time, in arrival order; ``both`` does the two.
 See docs/cluster.md.
+
+A message may be processed more than once (its worker died or lost its lease): `current_try`
+tells the code running in a worker's turn, event handlers included, which try of which message
+it runs in, and `MESSAGE_COMMITTED` tells this worker's handlers which try was committed (the
+only one whose writes and cluster events count).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from contracts.events import Event, EventPayload, event_named
 
-__all__ = ["ClusterRole", "ClusterSettings", "from_cluster", "mark_for_cluster", "marked_events"]
+__all__ = [
+    "MESSAGE_COMMITTED",
+    "ClusterRole",
+    "ClusterSettings",
+    "MessageTry",
+    "current_try",
+    "from_cluster",
+    "mark_for_cluster",
+    "marked_events",
+    "trying",
+]
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -86,3 +105,48 @@ def from_cluster(event: Event[P]) -> Event[P]:
     if known is not None:
         return known
     return Event(name, event.payload, f"{event.name} emitted by another process of the cluster")
+
+
+class MessageTry(EventPayload):
+    """One try of a message by a cluster worker: what `current_try` returns inside its turn
+    and the payload of `MESSAGE_COMMITTED`."""
+
+    agent_id: UUID
+    room_id: UUID
+    message_id: UUID
+    """The same on every try (derived from the ``Idempotency-Key`` when the client sent one):
+    the key to give an outside system so that a try run again does not act twice."""
+    number: int
+    """1 for the first try; each try counts, whether it failed, crashed or lost its lease."""
+    idempotency_key: str | None
+    """The client's ``Idempotency-Key`` header, if it sent one."""
+    worker: str
+    """The node id of the worker running this try."""
+
+
+MESSAGE_COMMITTED = Event(
+    "message:committed",
+    MessageTry,
+    "cluster mode: a worker committed this try of a message (its writes, reply and cluster events)",
+)
+"""Emitted in the worker's process only (add it to ``cluster.events`` to send it to the others),
+after the commit, once per message: the handlers of the turn's events saw every try, this says
+which one counted. Never emitted in single-process mode."""
+
+_try: ContextVar[MessageTry | None] = ContextVar("agenthost_cluster_try", default=None)
+
+
+def current_try() -> MessageTry | None:
+    """The try of the message this code runs in, inside a cluster worker's turn (its event
+    handlers and the tasks it starts included); None elsewhere and in single-process mode."""
+    return _try.get()
+
+
+@contextmanager
+def trying(attempt: MessageTry) -> Iterator[MessageTry]:
+    """Make `attempt` current for the code run inside (the cluster worker's; not for plugins)."""
+    token = _try.set(attempt)
+    try:
+        yield attempt
+    finally:
+        _try.reset(token)

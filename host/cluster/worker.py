@@ -19,7 +19,7 @@ from uuid import UUID
 from loguru import logger
 
 from contracts.agent import Reply
-from contracts.cluster import ClusterSettings
+from contracts.cluster import MESSAGE_COMMITTED, ClusterSettings, MessageTry, trying
 from contracts.storage import StorageError
 from host.agents import AgentManager
 from host.runtime import AgentRuntime
@@ -200,9 +200,17 @@ class Worker:
         """Run and commit `queued`: (True, the room's next message or None once released or
         stopping), or (False, None) when it failed (recorded, parked at its last try)."""
         unit = Unit(queued.id)
+        attempt = MessageTry(
+            agent_id=claim.agent_id,
+            room_id=claim.room_id,
+            message_id=queued.id,
+            number=queued.tries,
+            idempotency_key=queued.idem_key,
+            worker=self.queue.node_id,
+        )
         started = time.perf_counter()
         try:
-            with working_on(unit):
+            with working_on(unit), trying(attempt):
                 reply = await self._run(runtime, queued)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -234,6 +242,8 @@ class Worker:
         _log.debug("message {} done in {:.3f}s", queued.id, done - started)
         await self._announce(queued, "done", text, None)
         await self.outbox.publish(committed.outbox)
+        with trying(attempt):
+            await runtime.events.emit(MESSAGE_COMMITTED, attempt)
         self.seconds["notify"] += time.perf_counter() - done
         return True, committed.following
 

@@ -185,6 +185,9 @@ def _check_cluster(ns: Namespace, out: str) -> None:
     [handler] = ns["handlers"]
     assert handler.event is from_cluster(MESSAGE_SENT)
     assert handler.event.name == "cluster:message:sent"
+    from contracts.cluster import MESSAGE_COMMITTED
+
+    assert [h.event for h in ns["try_handlers"]][1] is MESSAGE_COMMITTED
 
 
 def _check_events(ns: Namespace, out: str) -> None:

@@ -12,6 +12,10 @@ The action ``probe_edit`` (keyword ``EDIT``) changes the room's memory ``note ke
 by <node>`` and deletes ``note drop``; a message containing ``SLOW`` then waits
 ``CLUSTER_PROBE_HANG`` seconds in its ``MESSAGE_SENT`` handler (after the edit, before the
 commit), noting ``<pid> slow`` in ``CLUSTER_PROBE_EVENTS`` first.
+
+With ``CLUSTER_PROBE_TRIES`` naming a file, each ``MESSAGE_RECEIVED`` and ``MESSAGE_COMMITTED``
+handled is noted there as ``<pid> <event> <message id> <try number> <idempotency key>`` (from
+`current_try`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, ClassVar
 
 from builtin_plugins.eliza.plugin import last_message
 from contracts.agent import Action, ActionContext, ActionResult
-from contracts.cluster import from_cluster
+from contracts.cluster import MESSAGE_COMMITTED, current_try, from_cluster
 from contracts.events import (
     MEMORY_CREATED,
     MESSAGE_RECEIVED,
@@ -97,9 +101,24 @@ class ProbePlugin(Plugin):
                 await asyncio.to_thread(_append, path, f"{os.getpid()} slow\n")
             await asyncio.sleep(float(os.environ.get("CLUSTER_PROBE_HANG", "3")))
 
+    async def note_try(self, payload: EventPayload) -> None:
+        """Which try this event belongs to (`current_try`), noted in ``CLUSTER_PROBE_TRIES``."""
+        path = os.environ.get("CLUSTER_PROBE_TRIES")
+        attempt = current_try()
+        if path:
+            event = "committed" if payload.__class__.__name__ == "MessageTry" else "received"
+            if attempt is None:
+                line = f"{os.getpid()} {event} none\n"
+            else:
+                key = attempt.idempotency_key
+                line = f"{os.getpid()} {event} {attempt.message_id} {attempt.number} {key}\n"
+            await asyncio.to_thread(_append, path, line)
+
     def event_handlers(self) -> Sequence[EventHandler[Any]]:
         return (
             EventHandler(from_cluster(MESSAGE_SENT), self.seen_elsewhere),
+            EventHandler(MESSAGE_RECEIVED, self.note_try),
+            EventHandler(MESSAGE_COMMITTED, self.note_try),
             EventHandler(MESSAGE_RECEIVED, at("received")),
             EventHandler(MEMORY_CREATED, at("memory_created")),
             EventHandler(MESSAGE_SENT, self.slow_sent),
