@@ -258,7 +258,7 @@ def phase_row(report: Report) -> list[str]:
 
 async def faults(args: argparse.Namespace, tmp: Path) -> None:
     (tmp / "faults").mkdir()
-    report, _chaos = await fault_run(tmp / "faults", rooms=args.fault_rooms, per_room=15)
+    report, chaos = await fault_run(tmp / "faults", rooms=args.fault_rooms, per_room=15)
     table = Table(title="fault run: kill -9, SIGSTOP past the lease, NATS and PostgreSQL restarts")
     for column in ("figure", "value"):
         table.add_column(column)
@@ -266,17 +266,20 @@ async def faults(args: argparse.Namespace, tmp: Path) -> None:
     rows = {
         "messages": report.messages,
         "faults": ", ".join(f"{k} {v}" for k, v in sorted(report.chaos.items())),
+        "a whole cycle of faults": (
+            f"yes, in {chaos.cycle_seconds:.0f} s" if chaos.complete else "NO (time bound hit)"
+        ),
         "lost": report.lost,
         "duplicated": report.duplicated,
         "out of order (rooms)": report.out_of_order,
         "parked": report.parked,
         "redeliveries": report.redeliveries,
         "requests retried by clients": report.retried_requests,
-        "takeover s p50 / max": (
-            f"{takeovers[len(takeovers) // 2]:.2f} / {takeovers[-1]:.2f} ({len(takeovers)} kills"
-            " holding rooms)"
+        "takeover s p50 / max (kill -9 to the room's next commit elsewhere)": (
+            f"{takeovers[len(takeovers) // 2]:.2f} / {takeovers[-1]:.2f} ({len(takeovers)} rooms,"
+            f" {chaos.done['kill mid-message']} kills mid-message)"
             if takeovers
-            else "no kill held a room"
+            else "no kill hit a worker mid-message"
         ),
         "msg/s under faults": f"{report.rate:.0f}",
     }

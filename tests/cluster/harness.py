@@ -201,12 +201,20 @@ def text_of(room: str, index: int) -> str:
 
 
 async def drive(
-    api_url: str, rooms: list[str], per_room: int, *, concurrency: int = 64
+    api_url: str,
+    rooms: list[str],
+    per_room: int,
+    *,
+    concurrency: int = 64,
+    more: Callable[[], bool] | None = None,
+    sent: dict[str, int] | None = None,
 ) -> tuple[list[float], int]:
     """Each room a client sending its messages one after the other (each after the last is
-    answered, so arrival order is known), at most `concurrency` rooms at once. A failed request
-    (PostgreSQL restarting, a timeout) is sent again with its Idempotency-Key: it must not be
-    taken twice. Returns each message's latency (first try to reply) and the retries."""
+    answered, so arrival order is known), at most `concurrency` rooms at once: `per_room` each,
+    and more while `more()` says so (the fault run: until its faults have all come round). A
+    failed request (PostgreSQL restarting, a timeout) is sent again with its Idempotency-Key: it
+    must not be taken twice. Returns each message's latency (first try to reply) and the
+    retries; `sent` gets the number of messages each room sent."""
     latencies: list[float] = []
     retried = 0
     gate = asyncio.Semaphore(concurrency)
@@ -216,7 +224,8 @@ async def drive(
         async def converse(room: str) -> None:
             nonlocal retried
             async with gate:
-                for index in range(per_room):
+                index = 0
+                while index < per_room or (more is not None and more()):
                     body = {"text": text_of(room, index), "room_id": room}
                     headers = {"Idempotency-Key": f"{room}:{index}"}
                     started = time.perf_counter()
@@ -232,13 +241,16 @@ async def drive(
                         retried += 1
                         await asyncio.sleep(0.3)
                     latencies.append(time.perf_counter() - started)
+                    index += 1
+                    if sent is not None:
+                        sent[room] = index
 
         await asyncio.gather(*(converse(room) for room in rooms))
     return latencies, retried
 
 
-async def verify(cluster: LocalCluster, rooms: list[str], per_room: int, report: Report) -> None:
-    """Per room, from the memories: every message stored and answered once, in order."""
+async def verify(cluster: LocalCluster, sent: dict[str, int], report: Report) -> None:
+    """Per room, from the memories: every message `sent` stored and answered once, in order."""
     rows = await cluster.sql(
         "SELECT room_id::text, content::json->>'text' FROM memories"
         " ORDER BY room_id, created_at, id"
@@ -254,9 +266,9 @@ async def verify(cluster: LocalCluster, rooms: list[str], per_room: int, report:
         )
     }
     report.parked = len(parked)
-    for room in rooms:
+    for room, count in sent.items():
         lines = by_room.get(room, [])
-        expected = [text_of(room, i) for i in range(per_room)]
+        expected = [text_of(room, i) for i in range(count)]
         expected = [t for t in expected if (room, t) not in parked]
         incoming = [t for t in lines if not t.startswith("re: ")]
         replies = [t.removeprefix("re: ") for t in lines if t.startswith("re: ")]
@@ -272,9 +284,16 @@ async def verify(cluster: LocalCluster, rooms: list[str], per_room: int, report:
     report.redeliveries = int(redeliveries)
 
 
+KINDS = ("kill", "pause", "nats", "postgres")
+"""The kinds of fault `Chaos` injects (besides the probe's crashes at named points)."""
+
+
 class Chaos:
-    """Faults while the load runs: kill -9 of a worker (its rooms' takeover timed), SIGSTOP of a
-    worker past its lease, NATS restart, PostgreSQL restart; dead workers are replaced."""
+    """Faults while the load runs, one every `every` s in a fixed cycle: kill -9 of a worker
+    (one holding a room mid-message when there is one: its rooms' takeover is timed), SIGSTOP
+    of such a worker past its lease, NATS restart, PostgreSQL restart; dead workers are
+    replaced. `complete` once every kind has happened and at least one kill hit a worker
+    mid-message: then it injects no more (the load may end)."""
 
     def __init__(
         self,
@@ -292,9 +311,25 @@ class Chaos:
         self.restart_nats = restart_nats
         self.restart_postgres = restart_postgres
         self.every = every
-        self.report_takeovers: list[float] = []
+        self.takeovers: list[float] = []
+        """Seconds from a kill -9 to the next commit, by another worker, of each room the
+        killed worker held mid-message."""
         self.done: Counter[str] = Counter()
+        """Faults injected, by kind (`KINDS`), plus ``kill mid-message`` (kills of a worker
+        holding a room with its message in progress)."""
+        self.cycle_seconds: float | None = None
+        """Seconds from the first fault until the cycle was complete."""
         self._born = 0
+
+    @property
+    def kinds(self) -> list[str]:
+        available = {"nats": self.restart_nats, "postgres": self.restart_postgres}
+        return [k for k in KINDS if available.get(k, True) is not None]
+
+    @property
+    def complete(self) -> bool:
+        """Every kind of fault has happened, and a kill hit a worker mid-message."""
+        return all(self.done[k] for k in self.kinds) and bool(self.done["kill mid-message"])
 
     def live(self) -> list[str]:
         return [
@@ -307,14 +342,16 @@ class Chaos:
             self.cluster.spawn(f"w{self._born}", "worker")
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Inject faults until the cycle is `complete` (or `stop`), replacing dead workers
+        until `stop`."""
         self.replace_dead()
         actions = ["kill", "pause", "nats", "kill", "postgres", "kill"]
         step = 0
-        next_fault = time.monotonic() + self.every
+        started = next_fault = time.monotonic() + self.every
         while not stop.is_set():
             await asyncio.sleep(0.2)
             self.replace_dead()  # a worker the probe crashed, too
-            if time.monotonic() < next_fault:
+            if self.complete or time.monotonic() < next_fault:
                 continue
             action = actions[step % len(actions)]
             step += 1
@@ -322,18 +359,21 @@ class Chaos:
                 await self.fault(action)
             finally:
                 next_fault = time.monotonic() + self.every
+            if self.complete:
+                self.cycle_seconds = time.monotonic() - started
 
     async def fault(self, action: str) -> None:
-        live = self.live()
-        if action in ("kill", "pause") and live:
-            victim = random.choice(live)
-            held = await self._held(victim)
+        if action in ("kill", "pause"):
+            victim, rooms = await self._victim()
+            if victim is None:
+                return
             if action == "kill":
+                killed = time.time()
                 self.cluster.kill(victim)
-                killed = time.monotonic()
                 self.replace_dead()
-                if held:
-                    await self._taken_over(victim, killed)
+                if rooms:
+                    await self._taken_over(victim, rooms, killed)
+                    self.done["kill mid-message"] += 1
             else:
                 self.cluster.kill(victim, signal.SIGSTOP)
                 await asyncio.sleep(self.lease + 1)
@@ -346,21 +386,48 @@ class Chaos:
             await asyncio.to_thread(self.restart_postgres)
             self.done[action] += 1
 
-    async def _held(self, worker: str) -> int:
-        try:
-            rows = await self.cluster.sql(
-                "SELECT count(*) FROM cluster_rooms WHERE holder = %s AND pending > 0", worker
-            )
-        except psycopg.Error:
-            return 0
-        return int(rows[0][0])
+    async def _victim(self, within: float = 3.0) -> tuple[str | None, list[str]]:
+        """A live worker holding rooms with a message in progress, and those rooms (waiting up
+        to `within` s for one); else any live worker, holding none."""
+        deadline = time.monotonic() + within
+        while True:
+            live = self.live()
+            if not live:
+                return None, []
+            try:
+                rows = await self.cluster.sql(
+                    "SELECT holder, room_id::text FROM cluster_rooms WHERE pending > 0"
+                    " AND holder = ANY(%s) AND lease_until > clock_timestamp()",
+                    live,
+                )
+            except psycopg.Error:
+                rows = []
+            if rows:
+                victim = random.choice(sorted({str(r[0]) for r in rows}))
+                return victim, [str(r[1]) for r in rows if r[0] == victim]
+            if time.monotonic() >= deadline:
+                return random.choice(live), []
+            await asyncio.sleep(0.05)
 
-    async def _taken_over(self, worker: str, since: float) -> None:
-        deadline = since + 60
-        while time.monotonic() < deadline:
-            if await self._held(worker) == 0:
-                self.report_takeovers.append(time.monotonic() - since)
-                return
+    async def _taken_over(self, worker: str, rooms: list[str], killed: float) -> None:
+        """Time, for each of `rooms`, the next commit by another worker after `killed`."""
+        waiting = set(rooms)
+        deadline = time.monotonic() + 60
+        while waiting and time.monotonic() < deadline:
+            try:
+                rows = await self.cluster.sql(
+                    "SELECT room_id::text, min(extract(epoch FROM done_at)) FROM cluster_messages"
+                    " WHERE room_id::text = ANY(%s) AND status = 'done' AND worker <> %s"
+                    " AND done_at > to_timestamp(%s) GROUP BY room_id",
+                    sorted(waiting),
+                    worker,
+                    killed,
+                )
+            except psycopg.Error:
+                rows = []
+            for room, at in rows:
+                self.takeovers.append(float(at) - killed)
+                waiting.discard(room)
             await asyncio.sleep(0.1)
 
 
@@ -381,10 +448,13 @@ async def fault_run(
     workers: int = 3,
     lease: float = 2.0,
     every: float = 3.0,
+    within: float = 300.0,
 ) -> tuple[Report, Chaos]:
     """The fault run: a PostgreSQL and a NATS of its own (both restarted during the run), an API
     process and `workers` workers crashing at named points (the probe) and killed, paused and
-    replaced by `Chaos`, under the load of `drive`; then `verify`."""
+    replaced by `Chaos`, under the load of `drive`; then `verify`. Each room sends at least
+    `per_room` messages, and goes on until a whole cycle of faults has run (`Chaos.complete`),
+    for at most `within` s (the caller checks `Chaos.complete`)."""
     import shutil
     import tempfile
     from uuid import uuid4
@@ -417,15 +487,25 @@ async def fault_run(
         stop = asyncio.Event()
         task = asyncio.create_task(chaos.run(stop))
         names = [str(uuid4()) for _ in range(rooms)]
+        sent: dict[str, int] = dict.fromkeys(names, 0)
         started = time.perf_counter()
-        latencies, retried = await drive(cluster.api_url, names, per_room, concurrency=rooms)
+        ends = time.monotonic() + within
+
+        def more() -> bool:
+            return not chaos.complete and time.monotonic() < ends and not task.done()
+
+        try:
+            latencies, retried = await drive(
+                cluster.api_url, names, per_room, concurrency=rooms, more=more, sent=sent
+            )
+        finally:
+            stop.set()
+            await task  # its error (a server that did not come back), if any, goes up
         seconds = time.perf_counter() - started
-        stop.set()
-        await task
-        report = Report(rooms * per_room, seconds, latencies, retried_requests=retried)
-        report.takeovers = chaos.report_takeovers
+        report = Report(sum(sent.values()), seconds, latencies, retried_requests=retried)
+        report.takeovers = chaos.takeovers
         report.chaos = chaos.done
-        await verify(cluster, names, per_room, report)
+        await verify(cluster, sent, report)
         return report, chaos
     finally:
         await asyncio.to_thread(cluster.stop_all)
