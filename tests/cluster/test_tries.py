@@ -47,6 +47,12 @@ async def test_each_try_is_numbered_for_local_handlers_and_only_the_committed_on
         response = await hang
     assert response.status_code == 200
     message_id = response.json()["message_id"]
+    # announced after the reply was sent (its handlers do not delay the answer)
+    deadline = time.monotonic() + 30
+    while " committed " not in notes.read_text():
+        assert time.monotonic() < deadline, notes.read_text()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # nothing else comes
     lines = [line.split() for line in notes.read_text().splitlines()]
     assert lines == [
         [str(first_pid), "received", message_id, "1", "pay-1"],
