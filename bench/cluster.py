@@ -263,6 +263,7 @@ async def faults(args: argparse.Namespace, tmp: Path) -> None:
     for column in ("figure", "value"):
         table.add_column(column)
     takeovers = sorted(report.takeovers)
+    claims = sorted(chaos.claims)
     rows = {
         "messages": report.messages,
         "faults": ", ".join(f"{k} {v}" for k, v in sorted(report.chaos.items())),
@@ -280,6 +281,11 @@ async def faults(args: argparse.Namespace, tmp: Path) -> None:
             f" {chaos.done['kill mid-message']} kills mid-message)"
             if takeovers
             else "no kill hit a worker mid-message"
+        ),
+        "claimed by another worker s p50 / max (kill -9 to the claim)": (
+            f"{claims[len(claims) // 2]:.2f} / {claims[-1]:.2f} ({len(claims)} rooms)"
+            if claims
+            else "not seen"
         ),
         "msg/s under faults": f"{report.rate:.0f}",
     }

@@ -314,6 +314,9 @@ class Chaos:
         self.takeovers: list[float] = []
         """Seconds from a kill -9 to the next commit, by another worker, of each room the
         killed worker held mid-message."""
+        self.claims: list[float] = []
+        """Seconds from a kill -9 to the claim of each of those rooms by another worker (seen
+        while held: a room claimed, answered and let go between two looks is not counted)."""
         self.done: Counter[str] = Counter()
         """Faults injected, by kind (`KINDS`), plus ``kill mid-message`` (kills of a worker
         holding a room with its message in progress)."""
@@ -410,11 +413,19 @@ class Chaos:
             await asyncio.sleep(0.05)
 
     async def _taken_over(self, worker: str, rooms: list[str], killed: float) -> None:
-        """Time, for each of `rooms`, the next commit by another worker after `killed`."""
-        waiting = set(rooms)
+        """Time, for each of `rooms`, its claim by another worker (`claims`: when first seen
+        held by another, from the lease it took) and its next commit by another worker after
+        `killed` (`takeovers`)."""
+        waiting, unclaimed = set(rooms), set(rooms)
         deadline = time.monotonic() + 60
         while waiting and time.monotonic() < deadline:
             try:
+                held = await self.cluster.sql(
+                    "SELECT room_id::text, extract(epoch FROM lease_until) FROM cluster_rooms"
+                    " WHERE room_id::text = ANY(%s) AND holder <> %s",
+                    sorted(unclaimed),
+                    worker,
+                )
                 rows = await self.cluster.sql(
                     "SELECT room_id::text, min(extract(epoch FROM done_at)) FROM cluster_messages"
                     " WHERE room_id::text = ANY(%s) AND status = 'done' AND worker <> %s"
@@ -424,11 +435,15 @@ class Chaos:
                     killed,
                 )
             except psycopg.Error:
-                rows = []
+                held, rows = [], []
+            for room, lease_until in held:
+                self.claims.append(float(lease_until) - self.lease - killed)
+                unclaimed.discard(room)
             for room, at in rows:
                 self.takeovers.append(float(at) - killed)
                 waiting.discard(room)
-            await asyncio.sleep(0.1)
+                unclaimed.discard(room)  # claimed and let go between two looks
+            await asyncio.sleep(0.05)
 
 
 def restart_postgres(server: Any) -> None:
