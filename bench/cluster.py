@@ -267,6 +267,7 @@ async def faults(args: argparse.Namespace, tmp: Path) -> None:
     rows = {
         "messages": report.messages,
         "faults": ", ".join(f"{k} {v}" for k, v in sorted(report.chaos.items())),
+        "workers started (3, then replacements)": chaos.started,
         "a whole cycle of faults": (
             f"yes, in {chaos.cycle_seconds:.0f} s" if chaos.complete else "NO (time bound hit)"
         ),

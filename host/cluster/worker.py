@@ -147,7 +147,6 @@ class Worker:
     # ------------------------------------------------------------------ one room
 
     async def _serve(self, claim: Claim) -> None:
-        key = (claim.agent_id, claim.room_id)
         try:
             runtime = self.agents.get(claim.agent_id)
             queued = claim.first
@@ -183,9 +182,14 @@ class Worker:
         except Exception as exc:
             _log.opt(exception=exc).warning("room {} left: {}", claim.room_id, exc)
         finally:
-            if self._rooms.get(key, (None,))[0] is claim:
-                del self._rooms[key]
+            self._drop(claim)
             self._slots.release()
+
+    def _drop(self, claim: Claim) -> None:
+        """`claim`'s room is no longer renewed by the lease loop."""
+        key = (claim.agent_id, claim.room_id)
+        if self._rooms.get(key, (None,))[0] is claim:
+            del self._rooms[key]
 
     async def _next(self, claim: Claim) -> QueuedMessage | None:
         started = time.perf_counter()
@@ -238,6 +242,8 @@ class Worker:
                 )
         finally:
             self.seconds["commit"] += (done := time.perf_counter()) - ran
+        if committed.released:  # let go: the lease loop must not find it "lost" and cancel us
+            self._drop(claim)
         self.counts["processed"] += 1
         _log.debug("message {} done in {:.3f}s", queued.id, done - started)
         await self._announce(queued, "done", text, None)

@@ -320,6 +320,10 @@ class Chaos:
         self.done: Counter[str] = Counter()
         """Faults injected, by kind (`KINDS`), plus ``kill mid-message`` (kills of a worker
         holding a room with its message in progress)."""
+        self.untaken = 0
+        """Rooms of a killed worker not committed by another within 60 s of the kill."""
+        self.log: list[tuple[float, str, str]] = []
+        """(time.time(), fault, worker or ""), for reading the members' logs after a run."""
         self.cycle_seconds: float | None = None
         """Seconds from the first fault until the cycle was complete."""
         self._born = 0
@@ -334,6 +338,11 @@ class Chaos:
         """Every kind of fault has happened, and a kill hit a worker mid-message."""
         return all(self.done[k] for k in self.kinds) and bool(self.done["kill mid-message"])
 
+    @property
+    def started(self) -> int:
+        """Workers started (the first ones and every replacement)."""
+        return self._born
+
     def live(self) -> list[str]:
         return [
             n for n, p in self.cluster.members.items() if n.startswith("w") and p.poll() is None
@@ -346,15 +355,29 @@ class Chaos:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Inject faults until the cycle is `complete` (or `stop`), replacing dead workers
-        until `stop`."""
+        until `stop` (in a task of its own: a fault waits for takeovers meanwhile)."""
         self.replace_dead()
+        keeper = asyncio.create_task(self._keep(stop))
+        try:
+            await self._inject(stop)
+            await stop.wait()  # the load finishes its messages: workers still replaced
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.replace_dead()  # a worker killed, or one the probe crashed
+            await asyncio.sleep(0.2)
+
+    async def _inject(self, stop: asyncio.Event) -> None:
         actions = ["kill", "pause", "nats", "kill", "postgres", "kill"]
         step = 0
         started = next_fault = time.monotonic() + self.every
-        while not stop.is_set():
+        while not stop.is_set() and not self.complete:
             await asyncio.sleep(0.2)
-            self.replace_dead()  # a worker the probe crashed, too
-            if self.complete or time.monotonic() < next_fault:
+            if time.monotonic() < next_fault:
                 continue
             action = actions[step % len(actions)]
             step += 1
@@ -362,54 +385,65 @@ class Chaos:
                 await self.fault(action)
             finally:
                 next_fault = time.monotonic() + self.every
-            if self.complete:
-                self.cycle_seconds = time.monotonic() - started
+        if self.complete:
+            self.cycle_seconds = time.monotonic() - started
 
     async def fault(self, action: str) -> None:
         if action in ("kill", "pause"):
-            victim, rooms = await self._victim()
-            if victim is None:
-                return
-            if action == "kill":
-                killed = time.time()
-                self.cluster.kill(victim)
-                self.replace_dead()
-                if rooms:
-                    await self._taken_over(victim, rooms, killed)
-                    self.done["kill mid-message"] += 1
-            else:
-                self.cluster.kill(victim, signal.SIGSTOP)
-                await asyncio.sleep(self.lease + 1)
-                self.cluster.kill(victim, signal.SIGCONT)
-            self.done[action] += 1
-        elif action == "nats" and self.restart_nats is not None:
-            await asyncio.to_thread(self.restart_nats)
-            self.done[action] += 1
-        elif action == "postgres" and self.restart_postgres is not None:
-            await asyncio.to_thread(self.restart_postgres)
+            await self._strike(action)
+            return
+        restart = self.restart_nats if action == "nats" else self.restart_postgres
+        if restart is not None:
+            self.log.append((time.time(), action, ""))
+            await asyncio.to_thread(restart)
             self.done[action] += 1
 
-    async def _victim(self, within: float = 3.0) -> tuple[str | None, list[str]]:
-        """A live worker holding rooms with a message in progress, and those rooms (waiting up
-        to `within` s for one); else any live worker, holding none."""
+    async def _strike(self, action: str) -> None:
+        """kill -9 or SIGSTOP (past the lease) a worker, one mid-message if there is one."""
+        victim, rooms = await self._victim()
+        if victim is None:
+            return
+        self.log.append((time.time(), action, victim))
+        if action == "kill":
+            killed = time.time()
+            self.cluster.kill(victim)
+            self.replace_dead()
+            if rooms:
+                await self._taken_over(victim, rooms, killed)
+                self.done["kill mid-message"] += 1
+        else:
+            self.cluster.kill(victim, signal.SIGSTOP)
+            await asyncio.sleep(self.lease + 1)
+            self.cluster.kill(victim, signal.SIGCONT)
+        self.done[action] += 1
+
+    def ready(self) -> list[str]:
+        """The live workers running their agent (a replacement takes seconds to start)."""
+        return [n for n in self.live() if "agent Probe started" in self.cluster.log(n)]
+
+    async def _victim(self, within: float = 10.0) -> tuple[str | None, list[str]]:
+        """A ready worker holding rooms with a message in progress while another worker is
+        ready to take them over, and those rooms (waiting up to `within` s for one: the probe's
+        crashes may have left replacements starting); else any live worker, holding none."""
         deadline = time.monotonic() + within
         while True:
-            live = self.live()
-            if not live:
-                return None, []
-            try:
-                rows = await self.cluster.sql(
-                    "SELECT holder, room_id::text FROM cluster_rooms WHERE pending > 0"
-                    " AND holder = ANY(%s) AND lease_until > clock_timestamp()",
-                    live,
-                )
-            except psycopg.Error:
-                rows = []
+            ready = self.ready()
+            rows: list[tuple[Any, ...]] = []
+            if len(ready) >= 2:
+                try:
+                    rows = await self.cluster.sql(
+                        "SELECT holder, room_id::text FROM cluster_rooms WHERE pending > 0"
+                        " AND holder = ANY(%s) AND lease_until > clock_timestamp()",
+                        ready,
+                    )
+                except psycopg.Error:
+                    rows = []
             if rows:
                 victim = random.choice(sorted({str(r[0]) for r in rows}))
                 return victim, [str(r[1]) for r in rows if r[0] == victim]
             if time.monotonic() >= deadline:
-                return random.choice(live), []
+                live = self.live()
+                return (random.choice(live) if live else None), []
             await asyncio.sleep(0.05)
 
     async def _taken_over(self, worker: str, rooms: list[str], killed: float) -> None:
@@ -444,6 +478,7 @@ class Chaos:
                 waiting.discard(room)
                 unclaimed.discard(room)  # claimed and let go between two looks
             await asyncio.sleep(0.05)
+        self.untaken += len(waiting)
 
 
 def restart_postgres(server: Any) -> None:
