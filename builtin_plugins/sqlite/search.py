@@ -1,6 +1,6 @@
 """Vector search of the SQLite store and the upkeep of its indexes: searches answered on the
-caller's thread when an index is current, else on the worker in one read snapshot; index builds
-and the loading of a table's vectors.
+caller's thread when an index (and for a filtered search, its label set: labels.py) is current,
+else on the worker in one read snapshot; index builds and the loading of a table's vectors.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from contracts.storage import (
 )
 from host.storekit import (
     F64,
+    I64,
     VectorIndex,
     above_threshold,
     as_vector,
@@ -31,10 +32,15 @@ from host.storekit import (
     query_vector,
 )
 
+from .labels import label_filter
 from .rows import by_seqs_sql, row_to_memory, seq_params, table_state, to_matrix, where_clause
 from .worker import SqliteCore
 
 _EVERYTHING = MemoryQuery()
+LOOP_ROWS = 8192
+"""Most rows a filtered search allows to be answered on the caller's thread: scoring them
+exactly costs about 0.1 us each (384-d), under a millisecond; bigger filters go to the worker."""
+_VERSION_SQL = "SELECT version FROM memory_tables WHERE table_name = ?"
 
 
 class SqliteSearch(SqliteCore):
@@ -50,7 +56,7 @@ class SqliteSearch(SqliteCore):
         kind = check_search(params)
         vector = as_vector(embedding)  # a copy: the caller may reuse its sequence meanwhile
         args = (vector, query or _EVERYTHING, params)
-        if kind != "flat" and self._executor is not None:
+        if (kind != "flat" or args[1].filters_rows) and self._executor is not None:
             found = self._search_here(*args)
             if found is not None:
                 return found
@@ -59,8 +65,8 @@ class SqliteSearch(SqliteCore):
     def _search_here(
         self, embedding: F64, query: MemoryQuery, params: SearchParams
     ) -> list[tuple[Memory, float]] | None:
-        """An approximate search answered on the caller's thread (the event loop), None when it
-        must go to the worker thread instead.
+        """An approximate search, or a filtered one, answered on the caller's thread (the event
+        loop), None when it must go to the worker thread instead.
 
         The hop to the worker and back costs 0.1-0.2 ms on a quiet machine and several ms on a
         loaded one, more than the HNSW search itself; an ANN search over an index already built
@@ -69,12 +75,17 @@ class SqliteSearch(SqliteCore):
         on its own connection in its own read transaction (WAL: readers never wait on the
         writer). Whatever would wait or change an index (the worker busy with the indexes, a
         missing or stale index, a build to start or install, a locked database) goes to the
-        worker as before."""
+        worker as before. A filtered search whose label set is current (`_search_labelled`)
+        reads one statement, like an unfiltered one."""
         reader = self._reader
         if reader is None or not self._index_lock.acquire(blocking=False):
             return None
         try:
-            if query.filters_rows:  # the allowed rows and the index at one snapshot
+            if query.filters_rows:
+                found = self._search_labelled(reader, embedding, query, params)
+                if found is not None or params.index_type == "flat":
+                    return found
+                # the allowed rows and the index at one snapshot
                 return self._search_on(reader, embedding, query, params, here=True)
             return self._search_unfiltered(
                 reader, embedding, query.table_name or DEFAULT_TABLE, params
@@ -109,11 +120,54 @@ class SqliteSearch(SqliteCore):
             ef_search=params.ef_search,
         )
         labels, scores = above_threshold(labels, scores, params.threshold)
+        return self._rows_at(conn, table, index.version, labels, scores, params)
+
+    def _search_labelled(
+        self, conn: sqlite3.Connection, embedding: F64, query: MemoryQuery, params: SearchParams
+    ) -> list[tuple[Memory, float]] | None:
+        """A filtered search among the rows of its label set (labels.py), on the index as it
+        stands, in one statement as `_search_unfiltered` (None: the worker answers, reading and
+        keeping the set). Index and set are of one version; the statement reading the rows
+        reads the table's version too, and only when it is theirs are the hits those of that
+        snapshot."""
+        where = label_filter(query)
+        if where is None:
+            return None
+        table = query.table_name or DEFAULT_TABLE
+        index = self._indexes.latest(table, params.index_type)
+        if index is None or len(embedding) != index.dim:
+            return None
+        allowed = self._labels.get(table, index.version, where)
+        if allowed is None or len(allowed) > LOOP_ROWS:
+            return None
+        labels, scores = index.search(
+            query_vector(embedding, index.dim),
+            params.k,
+            allowed=allowed,
+            probes=params.probes,
+            ef_search=params.ef_search,
+        )
+        labels, scores = above_threshold(labels, scores, params.threshold)
+        return self._rows_at(conn, table, index.version, labels, scores, params)
+
+    @staticmethod
+    def _rows_at(
+        conn: sqlite3.Connection,
+        table: str,
+        version: int,
+        labels: list[int],
+        scores: list[float],
+        params: SearchParams,
+    ) -> list[tuple[Memory, float]] | None:
+        """The hits `labels` with their rows, read by one statement that also reads `table`'s
+        version: None unless it is `version` (the index's: then rows and index are of one
+        snapshot). No hits: the version alone is read."""
         if not labels:
-            return None  # nothing read to check the version against: the worker answers
+            row = conn.execute(_VERSION_SQL, (table,)).fetchone()
+            return [] if row is not None and row[0] == version else None
         sql = by_seqs_sql(len(labels), versioned=True, vectors=params.with_embeddings)
         rows = {r[0]: r for r in conn.execute(sql, (table, *seq_params(labels)))}
-        if len(rows) != len(labels) or any(r[-1] != index.version for r in rows.values()):
+        if len(rows) != len(labels) or any(r[-1] != version for r in rows.values()):
             return None
         return [
             (row_to_memory(rows[label]), score) for label, score in zip(labels, scores, strict=True)
@@ -145,9 +199,7 @@ class SqliteSearch(SqliteCore):
             q = query_vector(embedding, dim)
             allowed = None
             if query.filters_rows:
-                scoped = query.model_copy(update={"table_name": table, "after": None})
-                where, values = where_clause(scoped, keyset=False)
-                allowed = [r[0] for r in conn.execute(f"SELECT seq FROM memories{where}", values)]
+                allowed = self._allowed(conn, query, table, version)
             labels, scores = index.search(
                 q, params.k, allowed=allowed, probes=params.probes, ef_search=params.ef_search
             )
@@ -162,6 +214,24 @@ class SqliteSearch(SqliteCore):
                 for label, score in zip(labels, scores, strict=True)
                 if label in rows
             ]
+
+    def _allowed(
+        self, conn: sqlite3.Connection, query: MemoryQuery, table: str, version: int
+    ) -> I64:
+        """The seqs of `table`'s rows `query` filters to, at `version` (`conn`'s snapshot): its
+        label set when kept, else read (and kept when its filter can be)."""
+        where = label_filter(query)
+        if where is not None:
+            kept = self._labels.get(table, version, where)
+            if kept is not None:
+                return kept
+        scoped = query.model_copy(update={"table_name": table, "after": None})
+        sql, values = where_clause(scoped, keyset=False)
+        cursor = conn.execute(f"SELECT seq FROM memories{sql}", values)
+        seqs = np.fromiter((r[0] for r in cursor), dtype=np.int64)
+        if where is not None:
+            self._labels.put(table, version, where, seqs)
+        return seqs
 
     @contextlib.contextmanager
     def _snapshot(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:

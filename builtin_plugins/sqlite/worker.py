@@ -21,6 +21,7 @@ from typing import Any, Self, TypeVar
 from contracts.storage import StorageError
 from host.storekit import IndexParams, IndexSet
 
+from .labels import LabelSets
 from .schema import MigrationStep, migrate
 
 T = TypeVar("T")
@@ -65,6 +66,8 @@ class SqliteCore:
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
         self._indexes = IndexSet(index_params)
+        self._labels = LabelSets()
+        """The rows of the filters searched (labels.py), kept in step like the indexes."""
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None

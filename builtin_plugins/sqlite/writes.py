@@ -23,6 +23,7 @@ from host.storekit import (
     unbatched,
 )
 
+from .labels import Row
 from .rows import (
     CHUNK,
     INSERT,
@@ -72,6 +73,7 @@ class SqliteWrites(SqliteCore):
         removed: dict[str, list[int]] = {}  # table -> seqs deleted
         added: dict[str, tuple[int, int]] = {}  # table -> (version before, version after)
         vectors: dict[str, tuple[list[int], Any] | None] = {}  # table -> rows for its indexes
+        inserted: dict[str, list[Row]] = {}  # table -> rows for its label sets
         self._delete_rows(conn, ids, removed)
         for table in removed:
             state[table] = table_state(conn, table)
@@ -85,14 +87,15 @@ class SqliteWrites(SqliteCore):
             raise error or BatchError("create_memories_batch", 0, StorageError(str(exc))) from exc
         for table, (dim, version) in state.items():
             added[table] = (version, bump_version(conn, table, dim))
-            if self._indexes.has(table):  # (the index lock is held through the write)
-                vectors[table] = self._vectors_since(conn, table, before_seq, dim)
+            # (the index lock is held through the write)
+            if self._indexes.has(table) or self._labels.has(table):
+                vectors[table], inserted[table] = self._rows_since(conn, table, before_seq, dim)
 
         def apply() -> None:
             for table, (old, new) in added.items():
-                self._indexes.apply(
-                    table, old, new, removed=removed.get(table, ()), added=vectors.get(table)
-                )
+                gone = removed.get(table, ())
+                self._indexes.apply(table, old, new, removed=gone, added=vectors.get(table))
+                self._labels.apply(table, old, new, removed=gone, added=inserted.get(table, ()))
 
         return [m.id for m in batch], apply
 
@@ -179,17 +182,20 @@ class SqliteWrites(SqliteCore):
         return None
 
     @staticmethod
-    def _vectors_since(
+    def _rows_since(
         conn: sqlite3.Connection, table: str, after_seq: int, dim: int | None
-    ) -> tuple[list[int], Any] | None:
-        if dim is None:
-            return None
+    ) -> tuple[tuple[list[int], Any] | None, list[Row]]:
+        """`table`'s rows written after `after_seq`: their vectors for the indexes (None if the
+        table has none) and their (seq, agent, entity, room) for the label sets."""
         rows = conn.execute(
-            "SELECT seq, embedding FROM memories WHERE table_name = ? AND seq > ?"
-            " AND embedding IS NOT NULL ORDER BY seq",
+            "SELECT seq, embedding, agent_id, entity_id, room_id FROM memories"
+            " WHERE table_name = ? AND seq > ? ORDER BY seq",
             (table, after_seq),
         ).fetchall()
-        return to_matrix(rows, dim)
+        vectors = None
+        if dim is not None:
+            vectors = to_matrix([(r[0], r[1]) for r in rows if r[1] is not None], dim)
+        return vectors, [(r[0], r[2], r[3], r[4]) for r in rows]
 
     async def update_memory(self, update: MemoryUpdate) -> bool:
         return await unbatched(self.update_memories_batch([update]))
@@ -276,6 +282,7 @@ class SqliteWrites(SqliteCore):
                 matrix = np.frombuffer(b"".join(kept.values()), "<f4").reshape(-1, dim).copy()
                 added = (list(kept), matrix)
             self._indexes.apply(table, old, new, removed=changed, added=added)
+            self._labels.apply(table, old, new)  # rows keep their agent, entity and room
 
     async def delete_memory(self, memory_id: UUID) -> bool:
         return await self.delete_memories_batch([memory_id]) == 1
@@ -317,6 +324,7 @@ class SqliteWrites(SqliteCore):
         def apply() -> None:
             for table, (old, new) in versions.items():
                 self._indexes.apply(table, old, new, removed=removed[table])
+                self._labels.apply(table, old, new, removed=removed[table])
 
         return count, apply
 
@@ -341,4 +349,5 @@ class SqliteWrites(SqliteCore):
         with self._index_lock:
             cleared = self._write(body)
             self._indexes.drop(table)
+            self._labels.drop(table)
         return cleared

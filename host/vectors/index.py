@@ -8,7 +8,8 @@ faiss ids are internal and sequential; a removed or replaced label is tombstoned
 delete) and masked out with an `IDSelectorBitmap` at search time. When tombstones pass a quarter
 of the index, or an IVF index has grown well past the data it was trained on, `needs_rebuild`
 turns true and the owner rebuilds it from its table, the source of truth. A filtered search
-whose allowed rows are few scores them exactly (`EXACT_FILTER_LIMIT`).
+whose allowed rows are few scores them exactly (`EXACT_FILTER_LIMIT`), and a filtered flat search
+always does: both from the index's own stored vectors, with no copy where faiss keeps them flat.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from host.vectors.tuning import (
 
 __all__ = ["VectorIndex"]
 
+_WHERE_SLACK = 8
+"""`VectorIndex._where` holds labels up to this many times the live count (plus 1024): SQLite
+rowids and in-memory row numbers run from 1 and 0 with few gaps; sparser labels use `_pos`."""
+
 
 class VectorIndex:
     """One faiss index over labelled, normalised vectors of one dimension. Not thread-safe."""
@@ -47,6 +52,9 @@ class VectorIndex:
         self._index: Any = None
         self._ext = np.empty(0, dtype=np.int64)  # internal id -> label, -1 when tombstoned
         self._pos: dict[int, int] = {}  # label -> internal id (live only)
+        self._where: I64 | None = np.empty(0, dtype=np.int64)
+        """`_pos` as an array indexed by label (-1: none), so that a filter's thousands of
+        labels map to internal ids in one numpy step; None when labels are too sparse for it."""
         self._dead = 0
         self._trained_on = 0
         self._live: npt.NDArray[np.uint8] | None = None  # cached bitmap of live ids
@@ -85,6 +93,7 @@ class VectorIndex:
         self._by_key = {}
         self._dead = 0
         self._live = None
+        self._where = np.empty(0, dtype=np.int64)
         self._index = self._new_index(vectors)
         labels = np.asarray(labels, dtype=np.int64)
         if self.kind == "hnsw" and self.params.hnsw_ef_search is None:
@@ -156,6 +165,7 @@ class VectorIndex:
         self._live = None
         self._ext = np.concatenate([self._ext, labels])
         self._pos.update(zip(labels.tolist(), range(start, start + len(labels)), strict=True))
+        self._map(labels, np.arange(start, start + len(labels), dtype=np.int64))
         if len(labels):
             self._index.add(vectors)  # faiss ids run on from ntotal == start
 
@@ -183,6 +193,7 @@ class VectorIndex:
                 if same:
                     self._dups.setdefault(other, []).append(label)
                     self._pos[label] = other
+                    self._map(np.array([label], dtype=np.int64), np.array([other], dtype=np.int64))
                     fresh[row] = False
                     break
             else:
@@ -197,6 +208,8 @@ class VectorIndex:
             internal = self._pos.pop(label, None)
             if internal is None:
                 continue
+            if self._where is not None:
+                self._where[label] = -1
             dups = self._dups.get(internal)
             if dups:  # the node stays, under one of its other labels
                 if self._ext[internal] == label:
@@ -210,6 +223,37 @@ class VectorIndex:
             self._dead += 1
             self._live = None
 
+    def _map(self, labels: I64, ids: I64) -> None:
+        """Record in `_where` that `labels` are at internal `ids` (growing it as labels grow);
+        labels beyond `_WHERE_SLACK` x the live count (or negative) turn it off for good."""
+        where = self._where
+        if where is None or not len(labels):
+            return
+        top, bottom = int(labels.max()), int(labels.min())
+        if bottom < 0 or top > _WHERE_SLACK * (len(self._pos) + 1024):
+            self._where = None
+            return
+        if top >= len(where):
+            grown = np.full(max(top + 1, 2 * len(where)), -1, dtype=np.int64)
+            grown[: len(where)] = where
+            self._where = where = grown
+        where[labels] = ids
+
+    def _ids_of(self, allowed: I64) -> tuple[I64, I64]:
+        """The internal ids of the live labels among `allowed`, and those labels."""
+        where = self._where
+        if where is not None:
+            inside = allowed[(allowed >= 0) & (allowed < len(where))]
+            ids = where[inside]
+            live = ids >= 0
+            return ids[live], inside[live]
+        pos = self._pos
+        kept = [label for label in allowed.tolist() if label in pos]
+        return (
+            np.fromiter((pos[label] for label in kept), dtype=np.int64, count=len(kept)),
+            np.asarray(kept, dtype=np.int64),
+        )
+
     def search(
         self,
         query: F32,
@@ -219,7 +263,8 @@ class VectorIndex:
         probes: int | None = None,
         ef_search: int | None = None,
     ) -> tuple[list[int], list[float]]:
-        """Labels and cosine scores of the top-`k` live vectors (among `allowed` labels if set)."""
+        """Labels and cosine scores of the top-`k` live vectors (among `allowed` labels if set:
+        an int64 array is used as it is, a filter's label set)."""
         if self._index is None or not self._pos or k < 1:
             return [], []
         lazy.faiss.omp_set_num_threads(1)  # see lazy.BUILD_THREADS
@@ -250,23 +295,27 @@ class VectorIndex:
         probes: int | None,
         ef_search: int | None,
     ) -> tuple[list[int], list[float]]:
-        """`search` among `allowed` labels: scored exactly when they are few (see
-        `EXACT_FILTER_LIMIT`) or when the ANN search with a selector came up short."""
-        pos = self._pos
-        kept = [label for label in allowed if label in pos]
-        if not kept:
+        """`search` among `allowed` labels: scored exactly when the index is flat, when they
+        are few (see `EXACT_FILTER_LIMIT`) or when the ANN search with a selector came up
+        short."""
+        if isinstance(allowed, np.ndarray):
+            labels = allowed.astype(np.int64, copy=False).reshape(-1)
+        else:
+            labels = np.fromiter(allowed, dtype=np.int64)
+        ids, kept = self._ids_of(labels)
+        if not len(kept):
             return [], []
-        ids = [pos[label] for label in kept]
         take = min(k, len(kept))
         approximate = self.kind != "flat"
-        if approximate and (len(ids) <= EXACT_FILTER_LIMIT or len(ids) * 10 <= len(pos)):
-            self._shared_params(probes, ef_search)  # the same argument errors as below
+        if approximate:
+            self._shared_params(probes, ef_search)  # the same argument errors either way
+        if not approximate or len(ids) <= EXACT_FILTER_LIMIT or len(ids) * 10 <= len(self._pos):
             return self._exact(query, ids, kept, take)
         mask = np.zeros(len(self._ext), dtype=bool)
         mask[ids] = True
         bitmap = np.packbits(mask, bitorder="little")
         scores, found = self._faiss_search(target, query, take, bitmap, exact, probes, ef_search)
-        out_labels, out_scores = self._labels_of(found, scores, take, kept)
+        out_labels, out_scores = self._labels_of(found, scores, take, kept.tolist())
         if approximate and len(out_labels) < take:
             return self._exact(query, ids, kept, take)  # the filtered ANN search came up short
         return out_labels, out_scores
@@ -323,19 +372,38 @@ class VectorIndex:
                 break
         return out_labels[:take], out_scores[:take]
 
-    def _exact(
-        self, query: F32, ids: list[int], labels: list[int], take: int
-    ) -> tuple[list[int], list[float]]:
-        """Exact top-`take` of the live `labels` (internal ids `ids`), from the stored vectors."""
-        internal = np.asarray(ids, dtype=np.int64)
-        names = np.asarray(labels, dtype=np.int64)
-        vectors = self._index.reconstruct_batch(internal)
-        scores = vectors @ query.reshape(-1)
+    def _exact(self, query: F32, ids: I64, labels: I64, take: int) -> tuple[list[int], list[float]]:
+        """Exact top-`take` of the live `labels` (internal ids `ids`), from the stored vectors:
+        scored in place where faiss keeps them as one flat array (flat, HNSW), else copied out
+        (IVF)."""
+        names = labels
+        scores = self._scores(query, np.ascontiguousarray(ids, dtype=np.int64))
         if take < len(scores):
             top = np.argpartition(-scores, take - 1)[:take]
             names, scores = names[top], scores[top]
         order = np.lexsort((names, -scores))
         return names[order].tolist(), scores[order].astype(float).tolist()
+
+    def _scores(self, query: F32, ids: I64) -> F32:
+        """Inner products of `query` with the stored vectors at internal `ids` (all valid)."""
+        faiss = lazy.faiss
+        storage = self._index
+        if self.kind == "hnsw":
+            storage = faiss.downcast_index(storage.storage)
+        if not isinstance(storage, faiss.IndexFlat):
+            return self._index.reconstruct_batch(ids) @ query.reshape(-1)  # type: ignore[no-any-return]
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        scores = np.empty(len(ids), dtype=np.float32)
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(q),
+            storage.get_xb(),
+            faiss.swig_ptr(ids),
+            self.dim,
+            1,
+            len(ids),
+        )
+        return scores
 
     def _live_bitmap(self) -> npt.NDArray[np.uint8]:
         """The faiss bitmap of live internal ids, cached until the next add or remove."""

@@ -1,0 +1,270 @@
+"""The SQLite store's label sets (builtin_plugins/sqlite/labels.py): a filtered search reads the
+rows its filter allows once, then keeps them in step with the store's own writes; another
+process writing the same file makes them stale (its version), and they are read again. Whatever
+happens to the table, a filtered search answers what an exact search over the table's current
+rows answers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import pytest
+
+from builtin_plugins.sqlite.adapter import SqliteAdapter
+from builtin_plugins.sqlite.labels import LabelSets
+from contracts.memory import Memory, MemoryQuery, MemoryUpdate
+from contracts.storage import SearchParams
+
+from .storage_helpers import AGENT, OTHER_AGENT, make_memory
+
+ROOMS = [UUID(int=0xF0 + i) for i in range(3)]
+ENTITIES = [UUID(int=0xE0 + i) for i in range(3)]
+AGENTS = [AGENT, OTHER_AGENT]
+DIM = 8
+
+
+def _filters() -> list[MemoryQuery]:
+    return [
+        MemoryQuery(room_id=ROOMS[0]),
+        MemoryQuery(entity_id=ENTITIES[1]),
+        MemoryQuery(agent_id=AGENT, room_id=ROOMS[1]),
+        MemoryQuery(agent_id=AGENT, entity_id=ENTITIES[0]),
+        MemoryQuery(agent_id=OTHER_AGENT),
+        MemoryQuery(agent_id=AGENT, room_id=ROOMS[2], entity_id=ENTITIES[2]),
+    ]
+
+
+async def _reference(
+    db: SqliteAdapter, vector: np.ndarray, query: MemoryQuery, k: int
+) -> list[UUID]:
+    """The exact answer: every row the filter allows, scored by cosine, best `k`."""
+    rows = await db.get_memories(query.model_copy(update={"with_embeddings": True}))
+    scored = []
+    for row in rows:
+        if row.embedding is None:
+            continue
+        stored = np.asarray(row.embedding, dtype=np.float64)
+        score = float(stored @ vector / (np.linalg.norm(stored) * np.linalg.norm(vector)))
+        scored.append((-score, row.id))
+    return [memory_id for _, memory_id in sorted(scored)[:k]]
+
+
+def _memory(rng: random.Random, i: int) -> Memory:
+    return make_memory(
+        i,
+        embedding=[rng.uniform(-1, 1) for _ in range(DIM)],
+        agent_id=rng.choice(AGENTS),
+        room_id=rng.choice(ROOMS),
+        entity_id=rng.choice(ENTITIES),
+    )
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_filtered_searches_follow_every_write_of_this_and_another_process(
+    tmp_path: Path, index_type: Any, seed: int
+) -> None:
+    """Creates, deletes and updates (embeddings set and cleared), by this store and by another
+    one on the same file (another process: its writes bump the table's version without this
+    store seeing them), the newest row deleted (its rowid is reused), interleaved with filtered
+    searches: each search answers exactly what the table holds at that moment."""
+    rng = random.Random(seed)
+    path = tmp_path / "labels.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    try:
+        ids: list[UUID] = []
+        first = [_memory(rng, i) for i in range(40)]
+        await one.create_memories_batch(first)
+        ids += [m.id for m in first]
+        for step in range(200):
+            writer = one if rng.random() < 0.7 else two
+            action = rng.random()
+            if action < 0.45 or not ids:
+                batch = [_memory(rng, 100 + step * 3 + j) for j in range(rng.randint(1, 3))]
+                await writer.create_memories_batch(batch)
+                ids += [m.id for m in batch]
+            elif action < 0.55:
+                gone = ids.pop(rng.randrange(len(ids)))
+                assert await writer.delete_memory(gone)
+            elif action < 0.65:  # the newest row: SQLite gives its rowid to the next row
+                assert await writer.delete_memory(ids.pop())
+            elif action < 0.8:
+                target = rng.choice(ids)
+                vector = None if rng.random() < 0.3 else [rng.uniform(-1, 1) for _ in range(DIM)]
+                await writer.update_memory(MemoryUpdate(id=target, embedding=vector))
+            elif action < 0.9:  # a replace: rows deleted and written in one transaction
+                gone = ids.pop(rng.randrange(len(ids)))
+                batch = [_memory(rng, 1000 + step)]
+                await writer.replace_memories([gone], batch)
+                ids += [m.id for m in batch]
+            else:  # a content update: the version moves, the rows do not
+                await writer.update_memory(
+                    MemoryUpdate(id=rng.choice(ids), metadata={"step": step})
+                )
+            if rng.random() < 0.5:
+                continue  # writes in a row, by both stores, before the next searches
+            vector = np.asarray([rng.uniform(-1, 1) for _ in range(DIM)])
+            for query in _filters():
+                found = await one.search_memories(
+                    vector.tolist(), query, SearchParams(k=8, index_type=index_type)
+                )
+                expected = await _reference(one, vector, query, 8)
+                assert [m.id for m, _ in found] == expected, (step, query)
+                assert all(query.matches(m) for m, _ in found)
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_kept_filter_is_not_read_again_and_is_read_after_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    """The rows of a filter are read by the first search; later searches (after this store's
+    writes too) read only the hits, on the loop's thread; a write by another process makes the
+    next search read them again, and it finds that write's row."""
+    path = tmp_path / "kept.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    try:
+        await one.create_memories_batch(
+            [make_memory(i, embedding=[1.0, i / 10], room_id=ROOMS[i % 2]) for i in range(20)]
+        )
+        assert one._conn is not None and one._reader is not None
+        statements: list[tuple[str, str]] = []
+
+        def trace(sql: str) -> None:
+            statements.append((threading.current_thread().name, sql))
+
+        one._conn.set_trace_callback(trace)
+        one._reader.set_trace_callback(trace)
+        room = MemoryQuery(room_id=ROOMS[0])
+        scans = lambda: [s for _, s in statements if s.startswith("SELECT seq FROM memories")]  # noqa: E731
+
+        await one.search_memories([1.0, 0.0], room, SearchParams(k=3))
+        assert len(scans()) == 1
+        mine = make_memory(50, embedding=[0.0, 1.0], room_id=ROOMS[0])
+        await one.create_memory(mine)
+        statements.clear()
+        hits = await one.search_memories([0.0, 1.0], room, SearchParams(k=1))
+        assert [m.id for m, _ in hits] == [mine.id]  # this store's write is in the kept set
+        assert scans() == []
+        assert {thread for thread, _ in statements} == {threading.main_thread().name}
+        assert len(statements) == 1  # the hits and the table's version, one statement
+
+        theirs = make_memory(60, embedding=[-1.0, 1.0], room_id=ROOMS[0])
+        await two.create_memory(theirs)
+        statements.clear()
+        hits = await one.search_memories([-1.0, 1.0], room, SearchParams(k=1))
+        assert [m.id for m, _ in hits] == [theirs.id]
+        assert len(scans()) == 1  # read again: the version moved without this store's write
+        await two.delete_memory(theirs.id)
+        hits = await one.search_memories([-1.0, 1.0], room, SearchParams(k=1))
+        assert [m.id for m, _ in hits] != [theirs.id]
+        assert len(scans()) == 2
+    finally:
+        await one.close()
+        await two.close()
+
+
+class _WriteBeforeRowsRead:
+    """A connection proxy that runs `write` once, right before the statement reading a
+    search's rows: another process committing in the middle of a search."""
+
+    def __init__(self, conn: sqlite3.Connection, write: Any) -> None:
+        self._conn, self._write = conn, write
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith(("SELECT seq, id", "SELECT version")) and self._write:
+            write, self._write = self._write, None
+            write()
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_a_filtered_flat_search_on_the_loop_thread_reads_one_snapshot(
+    tmp_path: Path,
+) -> None:
+    """With the worker thread busy, a filtered exact search over a kept set is still answered,
+    on the loop's thread. Another process committing between its scoring and its rows read
+    (the room's best row deleted, a row of another table taking its rowid) moves the version
+    that statement reads: the search is answered again as of after the write."""
+    path = tmp_path / "snapshot.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    try:
+        batch = [make_memory(i, embedding=[1.0, float(i)], room_id=ROOMS[0]) for i in range(5)]
+        await one.create_memories_batch(batch)
+        room = MemoryQuery(room_id=ROOMS[0])
+        await one.search_memories([0.0, 1.0], room, SearchParams(k=2))  # the set is read
+        assert one._executor is not None and one._reader is not None
+        held = threading.Event()
+        blocker = one._executor.submit(held.wait, 10)
+        try:
+            hits = await asyncio.wait_for(
+                one.search_memories([0.0, 1.0], room, SearchParams(k=2)), timeout=5
+            )
+        finally:
+            held.set()
+            blocker.result()
+        assert [m.id for m, _ in hits] == [batch[4].id, batch[3].id]
+
+        intruder = make_memory(99, table_name="other", room_id=ROOMS[0])
+
+        def other_process() -> None:
+            assert two._delete_batch([batch[4].id]) == 1
+            two._create_batch([intruder], None)
+
+        reader = one._reader
+        one._reader = _WriteBeforeRowsRead(reader, other_process)  # type: ignore[assignment]
+        try:
+            hits = await one.search_memories([0.0, 1.0], room, SearchParams(k=2))
+        finally:
+            one._reader = reader
+        assert await one.get_memory(intruder.id) is not None  # the write did happen
+        assert [m.id for m, _ in hits] == [batch[3].id, batch[2].id]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_search_finding_nothing_above_the_threshold_checks_the_version(
+    tmp_path: Path,
+) -> None:
+    """No hit to read the version with: it is read alone. A row written meanwhile by another
+    process that does pass the threshold is found."""
+    path = tmp_path / "empty.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    try:
+        await one.create_memory(make_memory(0, embedding=[1.0, 0.0], room_id=ROOMS[0]))
+        room = MemoryQuery(room_id=ROOMS[0])
+        search = SearchParams(k=3, threshold=0.9)
+        assert await one.search_memories([0.0, 1.0], room, search) == []
+        assert await one.search_memories([0.0, 1.0], room, search) == []  # kept set, version
+        late = make_memory(1, embedding=[0.0, 1.0], room_id=ROOMS[0])
+        await two.create_memory(late)
+        assert [m.id for m, _ in await one.search_memories([0.0, 1.0], room, search)] == [late.id]
+    finally:
+        await one.close()
+        await two.close()
+
+
+def test_label_sets_follow_writes_and_drop_what_missed_one() -> None:
+    sets = LabelSets(limit=2)
+    a, b, c = b"a" * 16, b"b" * 16, b"c" * 16
+    sets.put("t", 1, (a, None, None), np.array([1, 2], dtype=np.int64))
+    sets.put("t", 1, (None, None, c), np.array([2], dtype=np.int64))
+    sets.apply("t", 1, 2, removed=[2], added=[(3, a, b, c), (4, b, b, b)])
+    assert sets.get("t", 2, (a, None, None)).tolist() == [1, 3]  # type: ignore[union-attr]
+    assert sets.get("t", 2, (None, None, c)).tolist() == [3]  # type: ignore[union-attr]
+    assert sets.get("t", 1, (a, None, None)) is None  # another version
+    sets.put("t", 2, (b, None, None), np.array([4], dtype=np.int64))  # the limit: LRU out
+    assert sets.get("t", 2, (a, None, None)) is None
+    sets.apply("t", 5, 6)  # a write it missed (another process's came between)
+    assert not sets.has("t") and sets.get("t", 6, (None, None, c)) is None
