@@ -121,6 +121,14 @@ class RecallPlugin(Plugin):
         if not message.content.text.strip():
             return ProviderResult()
         vector, threshold = await self._query(message)
+        search = SearchParams(
+            k=self.settings.k + self.history + 1, threshold=threshold, with_embeddings=False
+        )
+        found = await asyncio.gather(
+            *(self.database.search_memories(vector, q, search) for q in self._filters(message))
+        )
+        if not any(found):  # nothing to leave out: the recent conversation is not read
+            return ProviderResult()
         shown = MemoryQuery(
             agent_id=message.agent_id,
             room_id=message.room_id,
@@ -128,19 +136,7 @@ class RecallPlugin(Plugin):
             limit=self.history + 1,
             with_embeddings=False,  # only their ids are used
         )
-        searches = [
-            self.database.search_memories(
-                vector,
-                query,
-                SearchParams(
-                    k=self.settings.k + self.history + 1, threshold=threshold, with_embeddings=False
-                ),
-            )
-            for query in self._filters(message)
-        ]
-        recent = await self.database.get_memories(shown)
-        found = await asyncio.gather(*searches)
-        skip = {m.id for m in recent} | {message.id}
+        skip = {m.id for m in await self.database.get_memories(shown)} | {message.id}
         best: dict[UUID, tuple[Memory, float]] = {}
         for hits in found:
             for memory, score in hits:
