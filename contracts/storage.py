@@ -68,6 +68,10 @@ class SearchParams:
     with_embeddings: bool = True
     """False: the results' ``embedding`` is None (not read, not decoded): a prompt needs their
     content, and k vectors of floats cost more than the search on a fast index."""
+    exclude: frozenset[UUID] = frozenset()
+    """Memories left out of the results (ids the caller holds already, e.g. the recent
+    conversation a prompt shows): the k best of the others, without reading or decoding the
+    ones left out."""
 
 
 DEFAULT_SEARCH = SearchParams()

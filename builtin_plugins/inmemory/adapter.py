@@ -381,16 +381,21 @@ class InMemoryAdapter:
                 for memory, label in self._rows.values()
                 if label in vectors and scoped.matches(memory)
             ]
+        exclude = params.exclude
         labels, scores = index.search(
-            q, params.k, allowed=allowed, probes=params.probes, ef_search=params.ef_search
+            q,
+            params.k + len(exclude),
+            allowed=allowed,
+            probes=params.probes,
+            ef_search=params.ef_search,
         )
         labels, scores = above_threshold(labels, scores, params.threshold)
         ids, rows, wanted = self._ids, self._rows, vectors if params.with_embeddings else {}
         return [
             (_detached(rows[ids[label]][0], wanted.get(label)), score)
             for label, score in zip(labels, scores, strict=True)
-            if label in ids
-        ]
+            if label in ids and ids[label] not in exclude
+        ][: params.k]
 
     def _out(self, memory: Memory, label: int) -> Memory:
         """The stored row with its embedding, as a copy the caller may mutate freely."""

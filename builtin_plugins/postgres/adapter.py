@@ -363,6 +363,9 @@ class PostgresAdapter:
         where = (where + sql.SQL(" AND ") if values else sql.SQL(" WHERE ")) + sql.SQL(
             "embedding IS NOT NULL"
         )
+        if search.exclude:
+            where += sql.SQL(" AND NOT (id = ANY(%s))")
+            values.append(list(search.exclude))
         columns = COLUMNS if search.with_embeddings else COLUMNS_NO_EMBEDDING
         async with self.with_connection() as conn:
             exact = (

@@ -121,14 +121,6 @@ class RecallPlugin(Plugin):
         if not message.content.text.strip():
             return ProviderResult()
         vector, threshold = await self._query(message)
-        search = SearchParams(
-            k=self.settings.k + self.history + 1, threshold=threshold, with_embeddings=False
-        )
-        found = await asyncio.gather(
-            *(self.database.search_memories(vector, q, search) for q in self._filters(message))
-        )
-        if not any(found):  # nothing to leave out: the recent conversation is not read
-            return ProviderResult()
         shown = MemoryQuery(
             agent_id=message.agent_id,
             room_id=message.room_id,
@@ -136,7 +128,14 @@ class RecallPlugin(Plugin):
             limit=self.history + 1,
             with_embeddings=False,  # only their ids are used
         )
-        skip = {m.id for m in await self.database.get_memories(shown)} | {message.id}
+        skip = frozenset({m.id for m in await self.database.get_memories(shown)} | {message.id})
+        # the store leaves them out itself (not read, not decoded), so k is enough per scope
+        search = SearchParams(
+            k=self.settings.k, threshold=threshold, with_embeddings=False, exclude=skip
+        )
+        found = await asyncio.gather(
+            *(self.database.search_memories(vector, q, search) for q in self._filters(message))
+        )
         best: dict[UUID, tuple[Memory, float]] = {}
         for hits in found:
             for memory, score in hits:

@@ -115,7 +115,7 @@ class SqliteSearch(SqliteCore):
             return None  # the worker builds it, or names the dimension mismatch
         labels, scores = index.search(
             query_vector(embedding, index.dim),
-            params.k,
+            params.k + len(params.exclude),
             probes=params.probes,
             ef_search=params.ef_search,
         )
@@ -142,7 +142,7 @@ class SqliteSearch(SqliteCore):
             return None
         labels, scores = index.search(
             query_vector(embedding, index.dim),
-            params.k,
+            params.k + len(params.exclude),
             allowed=allowed,
             probes=params.probes,
             ef_search=params.ef_search,
@@ -169,9 +169,7 @@ class SqliteSearch(SqliteCore):
         rows = {r[0]: r for r in conn.execute(sql, (table, *seq_params(labels)))}
         if len(rows) != len(labels) or any(r[-1] != version for r in rows.values()):
             return None
-        return [
-            (row_to_memory(rows[label]), score) for label, score in zip(labels, scores, strict=True)
-        ]
+        return _hits(rows, labels, scores, params)
 
     def _search_on(
         self,
@@ -201,7 +199,11 @@ class SqliteSearch(SqliteCore):
             if query.filters_rows:
                 allowed = self._allowed(conn, query, table, version)
             labels, scores = index.search(
-                q, params.k, allowed=allowed, probes=params.probes, ef_search=params.ef_search
+                q,
+                params.k + len(params.exclude),
+                allowed=allowed,
+                probes=params.probes,
+                ef_search=params.ef_search,
             )
             labels, scores = above_threshold(labels, scores, params.threshold)
             if not labels:
@@ -209,11 +211,7 @@ class SqliteSearch(SqliteCore):
             # One statement for the k rows (`by_seqs_sql`).
             sql = by_seqs_sql(len(labels), versioned=False, vectors=params.with_embeddings)
             rows = {r[0]: r for r in conn.execute(sql, seq_params(labels))}
-            return [
-                (row_to_memory(rows[label]), score)
-                for label, score in zip(labels, scores, strict=True)
-                if label in rows
-            ]
+            return _hits(rows, labels, scores, params)
 
     def _allowed(
         self, conn: sqlite3.Connection, query: MemoryQuery, table: str, version: int
@@ -279,3 +277,20 @@ class SqliteSearch(SqliteCore):
         ).fetchall()
         labels, matrix = to_matrix(rows, dim)
         return np.asarray(labels, dtype=np.int64), matrix
+
+
+def _hits(
+    rows: dict[int, tuple[Any, ...]], labels: list[int], scores: list[float], params: SearchParams
+) -> list[tuple[Memory, float]]:
+    """The best `params.k` of the hits `labels` (best first) whose row was read and is not in
+    `params.exclude`, decoded (those left out never are)."""
+    left_out = {memory_id.bytes for memory_id in params.exclude}
+    found: list[tuple[Memory, float]] = []
+    for label, score in zip(labels, scores, strict=True):
+        row = rows.get(label)
+        if row is None or (left_out and row[1] in left_out):
+            continue
+        found.append((row_to_memory(row), score))
+        if len(found) == params.k:
+            break
+    return found

@@ -538,6 +538,29 @@ async def test_search_threshold_and_filters(memory_store: DatabaseAdapter) -> No
 
 
 @pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+async def test_search_leaves_out_the_excluded_ids(
+    memory_store: DatabaseAdapter, index_type: str
+) -> None:
+    """``SearchParams(exclude=...)``: the k best of the other rows, filtered or not (the
+    recall provider leaves out what the recent conversation shows)."""
+    batch = [make_memory(i, embedding=[1.0, i / 10], room_id=ROOM) for i in range(8)]
+    batch.append(make_memory(8, embedding=[1.0, 0.0], room_id=OTHER_ROOM))
+    await memory_store.create_memories_batch(batch)
+    kind: Any = index_type
+    await memory_store.build_index(kind)
+    left_out = frozenset({batch[0].id, batch[2].id, batch[8].id})
+    for query in (None, MemoryQuery(room_id=ROOM)):
+        found = await memory_store.search_memories(
+            [1.0, 0.0], query, SearchParams(k=3, index_type=kind, exclude=left_out)
+        )
+        assert [m.content.text for m, _ in found] == ["m1", "m3", "m4"]
+    everything = await memory_store.search_memories(
+        [1.0, 0.0], params=SearchParams(k=20, index_type=kind, exclude=left_out)
+    )
+    assert {m.id for m, _ in everything} == {m.id for m in batch} - left_out
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
 async def test_a_selective_filter_finds_every_matching_row(
     memory_store: DatabaseAdapter, index_type: str
 ) -> None:
