@@ -4,6 +4,7 @@ conversation already shows, the message embedded once."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
@@ -85,3 +86,48 @@ async def test_with_e5_a_memory_asked_in_other_words_is_recalled(tmp_path: Path)
         section = reply.text.split("# Relevant memories", 1)[1].split("#", 1)[0]
         assert "Biscuit" in section
         assert FACTS[1] not in section
+
+
+async def test_memories_written_and_deleted_by_another_process_are_recalled_as_they_stand(
+    tmp_path: Path,
+) -> None:
+    """Another process writing the same SQLite file (here a second store on it) adds a memory
+    to the room and later deletes it: the next messages' relevant memories show it, then do
+    not; the store's kept filter rows follow both writes and recall's own."""
+    from builtin_plugins.eliza.embedding import embed
+    from builtin_plugins.sqlite.adapter import SqliteAdapter
+    from contracts.memory import Content, Memory
+
+    loaded = config(tmp_path, ["sqlite", "eliza", "recall"], recall={"threshold": 0.2})
+    async with echo_host(loaded) as host:
+        assert host.agents is not None
+        runtime = host.agents.get("eliza")
+        user, room = uuid4(), uuid4()
+        for i in range(8):  # more than the recent history shows
+            text = f"Tell me story number {i}"
+            await runtime.process_message(runtime.new_message(text, room_id=room, entity_id=user))
+        other = await SqliteAdapter.open(tmp_path / "data" / "agenthost.sqlite3")
+        try:
+            fact = Memory(
+                agent_id=runtime.agent_id,
+                entity_id=user,
+                room_id=room,
+                content=Content(text=FACTS[0]),
+                embedding=embed(FACTS[0]),
+                created_at=datetime(2020, 1, 1, tzinfo=UTC),  # older than the recent history
+            )
+            await other.create_memory(fact)
+            asked = runtime.new_message("where is my bicycle locked?", room_id=room, entity_id=user)
+            reply = await runtime.process_message(asked)
+            section = reply.text.split("# Relevant memories", 1)[1].split("#", 1)[0]
+            assert f"user (2020-01-01): {FACTS[0]}" in section
+            await other.delete_memory(fact.id)
+            again = runtime.new_message(
+                "where is my bicycle locked now?", room_id=room, entity_id=user
+            )
+            reply = await runtime.process_message(again)
+            # (the echoed previous prompt quotes it, in the recent conversation: not a memory)
+            section = reply.text.partition("# Relevant memories")[2].split("#", 1)[0]
+            assert "(2020-01-01)" not in section
+        finally:
+            await other.close()
