@@ -16,7 +16,19 @@ from host.model_context import call_context
 from host.model_failures import FailurePath
 from host.model_providers import ProviderEntry
 
-__all__ = ["CALLER_FIELDS", "USED_DEFAULTS", "report", "used_payload"]
+__all__ = [
+    "ANSWERED",
+    "ANSWERED_FOR_CALLER",
+    "CALLER_FIELDS",
+    "USED_DEFAULTS",
+    "new_payload",
+    "report",
+    "set_dict",
+    "set_extra",
+    "set_fields_set",
+    "set_private",
+    "used_payload",
+]
 
 clock = time.perf_counter
 """What a call's ``duration`` is measured with."""
@@ -28,12 +40,19 @@ USED_DEFAULTS: Final = {
     name: info.get_default() for name, info in ModelUsedPayload.model_fields.items()
 }
 """Every field of ``model:used`` (the required ones too, as placeholders `report` replaces)."""
-_new_payload = ModelUsedPayload.__new__
+ANSWERED: Final = {"model_type", "provider", "duration", "params", "output"}
+"""The fields set by a first provider's answer: the fields set of every such payload, shared
+(a frozen model's is never changed in place; ``model_copy`` copies it before an update, and
+``model_construct(_fields_set=...)`` keeps the set it is given, as this does)."""
+ANSWERED_FOR_CALLER: Final = ANSWERED | set(CALLER_FIELDS)
+"""The same, for a call made for an agent's message."""
+assert ModelUsedPayload.model_config.get("frozen")
+new_payload = ModelUsedPayload.__new__
 # pydantic's own slots, set through their descriptors (cheaper than object.__setattr__)
-_set_dict = BaseModel.__dict__["__dict__"].__set__
-_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+set_dict = BaseModel.__dict__["__dict__"].__set__
+set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def used_payload(values: dict[str, Any], given: set[str]) -> ModelUsedPayload:
@@ -44,11 +63,11 @@ def used_payload(values: dict[str, Any], given: set[str]) -> ModelUsedPayload:
     would, without validating it again (validating cost about 1.5 µs a call, a third of the
     registry's overhead in the host); `report` validates what it cannot vouch for (token
     counts). tests/models/test_registry_payloads.py checks it equals the validated payload."""
-    payload = _new_payload(ModelUsedPayload)
-    _set_dict(payload, values)
-    _set_fields_set(payload, given)
-    _set_extra(payload, None)
-    _set_private(payload, None)
+    payload = new_payload(ModelUsedPayload)
+    set_dict(payload, values)
+    set_fields_set(payload, given)
+    set_extra(payload, None)
+    set_private(payload, None)
     return payload
 
 

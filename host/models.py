@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from contracts.events import MODEL_USED, EventBusProtocol
+from contracts.events import MODEL_USED, EventBusProtocol, ModelUsedPayload
 from contracts.models import (
     ModelError,
     ModelHandler,
@@ -47,7 +47,17 @@ from host.deadlines import withdraw as _withdraw
 from host.model_context import CallContext, FallbackMark, call_context, coerce_params, for_caller
 from host.model_failures import NO_PATH, FailurePath, exhausted, is_retryable, reason_of
 from host.model_providers import ProviderChoice, ProviderEntry
-from host.model_report import CALLER_FIELDS, USED_DEFAULTS, report, used_payload
+from host.model_report import (
+    ANSWERED,
+    ANSWERED_FOR_CALLER,
+    USED_DEFAULTS,
+    new_payload,
+    report,
+    set_dict,
+    set_extra,
+    set_fields_set,
+    set_private,
+)
 from host.model_report import clock as _clock
 from host.model_stream import stream_model as _stream_model
 
@@ -68,6 +78,9 @@ _thread = threading.get_ident
 # an import as an attribute load that makes a bound method each time (no LOAD_METHOD).
 _caller = call_context.get
 _used_defaults = USED_DEFAULTS.copy
+_Used = ModelUsedPayload
+_new_payload, _set_dict, _set_fields_set = new_payload, set_dict, set_fields_set
+_set_extra, _set_private = set_extra, set_private
 
 
 class _Timeout:
@@ -241,13 +254,19 @@ class ModelRegistry:
                 ):  # token counts to read (and maybe check), or an output that is not a model
                     await report(events, entry, started, path, params, result=result)
                     return result
-                given = {"model_type", "provider", "duration", "params", "output"}
-                if caller is not None:
+                if caller is None:
+                    given = ANSWERED
+                else:
                     values["agent_id"] = caller.agent_id
                     values["room_id"] = caller.room_id
                     values["message_id"] = caller.message_id
-                    given.update(CALLER_FIELDS)
-                await events.emit(MODEL_USED, used_payload(values, given))
+                    given = ANSWERED_FOR_CALLER
+                payload = _new_payload(_Used)
+                _set_dict(payload, values)
+                _set_fields_set(payload, given)
+                _set_extra(payload, None)
+                _set_private(payload, None)
+                await events.emit(MODEL_USED, payload)
             return result
         raise exhausted(model_type, plan, last)
 

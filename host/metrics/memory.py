@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from contracts.metrics import Tags
 
 __all__ = ["DEFAULT_BUCKETS", "FOLD_AT", "InMemoryMetrics", "Kind", "Recorder", "Series"]
@@ -33,6 +35,8 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 """Upper bounds that serve both durations in seconds and token counts."""
 FOLD_AT = 512
 """Pending observations of a bound histogram that trigger a fold into its summary."""
+_BOUNDS = np.array(DEFAULT_BUCKETS, dtype=np.float64)
+_BINS = len(DEFAULT_BUCKETS) + 1
 
 
 def tag_key(tags: Tags | None) -> TagKey:
@@ -63,11 +67,24 @@ class Series:
             return
         values = pending[:taken]
         del pending[:taken]  # appends made meanwhile (other threads) stay pending
-        self.value += sum(values)
+        total = sum(values)
+        self.value += total
         self.count += taken
         self.min = min(self.min, *values)
         self.max = max(self.max, *values)
-        buckets, bounds, size = self.buckets, DEFAULT_BUCKETS, len(self.buckets)
+        buckets = self.buckets
+        if total == total and len(buckets) == len(DEFAULT_BUCKETS):  # no NaN among them
+            try:  # one numpy pass: a third of a Python loop's cost per value
+                array = np.array(values, dtype=np.float64)
+            except (OverflowError, TypeError, ValueError):  # an int too big for a float
+                pass
+            else:
+                counts = np.bincount(np.searchsorted(_BOUNDS, array), minlength=_BINS)
+                for index, count in enumerate(counts[:-1].tolist()):  # past every bound: none
+                    if count:
+                        buckets[index] += count
+                return
+        bounds, size = DEFAULT_BUCKETS, len(buckets)
         for value in values:
             index = bisect.bisect_left(bounds, value)
             if index < size:

@@ -149,3 +149,28 @@ def test_no_observation_is_lost_when_threads_record_and_read_at_once() -> None:
     assert series is not None and series.count == 20_000 and series.value == 10_000
     assert sum(series.buckets) == 20_000
     assert metrics.get("c").value == 20_000  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "observations",
+    [
+        [0.0001, 0.00025, 65536.0, 65536.5, 0.0, 1, 7, 2**60] * (FOLD_AT // 4),  # bounds, ints
+        [0.001, float("nan"), 0.5],  # a NaN: summed, bucketed as bisect puts it
+        [0.001, 10**30, 3],  # a big int
+        [float("inf"), 1e300, -5.0],
+    ],
+)
+def test_a_folded_histogram_buckets_values_as_record_histogram_does(
+    observations: list[float],
+) -> None:
+    """The fold counts a batch into buckets in one numpy pass; values on a bucket's bound, past
+    the last one, ints and NaN land where one `record_histogram` each puts
+    them."""
+    by_method, by_recorder = InMemoryMetrics(), InMemoryMetrics()
+    record = bind(by_recorder, "histogram", "d")
+    for value in observations:
+        by_method.record_histogram("d", value)
+        record(value)
+    [expected], [got] = by_method.series(), by_recorder.series()
+    assert got.buckets == expected.buckets and got.count == expected.count == len(observations)
+    assert (got.min, got.max) == (expected.min, expected.max)
