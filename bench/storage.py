@@ -52,6 +52,7 @@ from builtin_plugins.sqlite.rows import embedding_blob, to_micros
 from contracts.memory import Content, Memory, MemoryQuery
 from contracts.storage import SearchParams
 from contracts.vector import Vector
+from host import heap
 from host.memory import MemoryManager
 from host.vectors import IndexParams, VectorIndex, as_vector, normalize
 
@@ -283,7 +284,20 @@ async def bench_read(tmp: Path, n: int, page: int) -> list[list[str]]:
     """Reading N memories with their 384-d vectors, a page at a time in keyset order, vs the
     same pages fetched by raw sqlite3 with every column and each vector decoded by
     ``numpy.frombuffer`` (target, issue 20: >= 0.5x). Methods alternate over 5 rounds; each
-    one's best round counts."""
+    one's best round counts, in wall time and in CPU time of the process (all its threads: the
+    adapter reads on its worker thread; on a shared machine CPU time is the steadier figure).
+
+    The process is in a started host's state: start-up's objects frozen out of the garbage
+    collector's walks (`host.heap.freeze`, as `Host.start` does); one row reads with them
+    thawed, as before the host froze them."""
+    heap.freeze()
+    try:
+        return await _bench_read(tmp, n, page)
+    finally:
+        heap.thaw()
+
+
+async def _bench_read(tmp: Path, n: int, page: int) -> list[list[str]]:
     path = tmp / "read.sqlite3"
     db = await SqliteAdapter.open(path)
     chunk = 20_000
@@ -323,30 +337,53 @@ async def bench_read(tmp: Path, n: int, page: int) -> list[list[str]]:
     async def sync(fn: Any, *args: Any) -> int:
         return int(fn(*args))
 
+    async def thawed() -> int:
+        gc.unfreeze()
+        try:
+            return await adapter(True)
+        finally:
+            gc.freeze()
+
+    baseline = "raw sqlite3 pages + numpy.frombuffer per row (baseline)"
     methods: dict[str, Any] = {
-        "raw sqlite3 pages + numpy.frombuffer per row (baseline)": lambda: sync(raw, frombuffer),
+        baseline: lambda: sync(raw, frombuffer),
         "raw sqlite3 pages + floats per row (what lists cost)": lambda: sync(raw, floats),
         "MemoryManager.get_memories_batch, with vectors": lambda: adapter(True),
         "  with_embeddings=False (vectors left unread)": lambda: adapter(False),
+        "  with vectors, start-up's objects not frozen": thawed,
     }
     best: dict[str, float] = {}
+    best_cpu: dict[str, float] = {}
     for _ in range(5):
         for name, method in methods.items():
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             count = await method()
-            elapsed = time.perf_counter() - started
+            elapsed, used = time.perf_counter() - started, time.process_time() - cpu
             assert count == n, (name, count, n)
             best[name] = min(best.get(name, elapsed), elapsed)
+            best_cpu[name] = min(best_cpu.get(name, used), used)
     conn.close()
     await db.close()
-    base = n / best["raw sqlite3 pages + numpy.frombuffer per row (baseline)"]
+    base, base_cpu = n / best[baseline], n / best_cpu[baseline]
     out = []
     for name, seconds in best.items():
-        rate = n / seconds
+        rate, cpu_rate = n / seconds, n / best_cpu[name]
         target = ""
         if name.startswith("MemoryManager"):
-            target = ">= 0.5x: " + ("met" if rate / base >= 0.5 else "NOT met")
-        out.append([name, f"{rate:,.0f}", f"{rate / base:.2f}", target])
+            met = [rate / base >= 0.5, cpu_rate / base_cpu >= 0.5]
+            target = ">= 0.5x: " + {2: "met", 1: "met in CPU only" if met[1] else "wall only"}.get(
+                sum(met), "NOT met"
+            )
+        out.append(
+            [
+                name,
+                f"{rate:,.0f}",
+                f"{rate / base:.2f}",
+                f"{cpu_rate:,.0f}",
+                f"{cpu_rate / base_cpu:.2f}",
+                target,
+            ]
+        )
     return out
 
 
@@ -694,7 +731,8 @@ async def section(name: str, args: argparse.Namespace) -> tuple[str, list[str], 
         if name == "read":
             rows = await bench_read(tmp, args.read, args.page)
             title = f"reading {args.read:,} memories with {DIM}-d vectors, pages of {args.page:,}"
-            return title, ["method", "rows/s", "x raw + frombuffer", "target"], rows
+            columns = ["method", "rows/s", "x raw + frombuffer", "rows/CPU s", "x raw (CPU)"]
+            return title, [*columns, "target"], rows
         if name == "stream":
             rows = await bench_stream(tmp, args.stream, args.page)
             title = f"streaming {args.stream:,} memories"

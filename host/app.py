@@ -27,7 +27,7 @@ from contracts.events import (
     PluginPayload,
     PluginReloadedPayload,
 )
-from host import character_knowledge, tracing
+from host import character_knowledge, heap, tracing
 from host.agents import AgentManager
 from host.assembly import Engine, agent_manager, assemble, http_app
 from host.blocking import LoopMonitor
@@ -91,6 +91,7 @@ class Host:
 
             self.cluster = ClusterNode(settings)
         self._started = False
+        self._frozen = False
 
     @property
     def config(self) -> HostConfig:
@@ -147,6 +148,9 @@ class Host:
             self.reloader.start()
         if http and self.config.http.enabled:
             await self.start_http()
+        if not self.config.dev:  # start-up's objects out of the collector's walks (host/heap.py)
+            heap.freeze()
+            self._frozen = True
 
     @asynccontextmanager
     async def _quiesce(self, grace: float) -> AsyncIterator[bool]:
@@ -275,6 +279,9 @@ class Host:
                 await close
             except Exception as exc:
                 _log.opt(exception=exc).error("closing {} failed: {}", name, exc)
+        if self._frozen:
+            self._frozen = False
+            heap.thaw()
 
     async def __aenter__(self) -> Host:
         await self.start()

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pydantic_core
+from pydantic import BaseModel
 
 from contracts.memory import MAX_JSON_DEPTH, MAX_JSON_LENGTH, Content, Memory, MemoryQuery
 from contracts.storage import InvalidMemoryError, InvalidQueryError
@@ -37,13 +38,26 @@ def check_table_name(name: str) -> None:
         raise InvalidQueryError(f"invalid table name {name!r}: {exc}") from exc
 
 
-_MEMORY_FIELDS = frozenset(Memory.model_fields)
 _new = object.__new__
-_set = object.__setattr__
-# `trusted_memory` sets what `Memory.model_construct` sets; that is all a Memory holds as long as
-# it has no private attributes, extras or post-init hook (checked here, at import).
-assert not Memory.__private_attributes__ and Memory.__pydantic_post_init__ is None
+# pydantic's own slots, set through their descriptors (cheaper than object.__setattr__)
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+# `trusted_memory` and `content_from_json` set what ``model_construct`` sets; that is all a
+# Memory or a Content holds as long as neither has private attributes or a post-init hook and
+# Memory takes no extras (checked here, at import). Both are frozen: pydantic never changes a
+# frozen model's fields set in place (``model_copy`` copies it first), so rows share one.
+for _model in (Memory, Content):
+    assert not _model.__private_attributes__ and _model.__pydantic_post_init__ is None
+    assert _model.model_config.get("frozen")
 assert Memory.model_config.get("extra") in (None, "ignore")
+assert Content.model_config.get("extra") == "allow" and set(Content.model_fields) == {"text"}
+_MEMORY_FIELDS = set(Memory.model_fields)
+_TEXT_ONLY = {"text"}
+_content_sets: dict[tuple[str, ...], set[str]] = {}
+"""Fields sets of stored contents by their extra keys (the shapes a host writes are few)."""
+_CONTENT_SHAPES = 256
 
 
 def metadata_json(value: Any) -> str:
@@ -81,8 +95,48 @@ def metadata_from_json(text: str) -> Any:
         return json.loads(text)
 
 
-content_from_json = Content.__pydantic_validator__.validate_json
-"""A stored `Content` from its JSON text (``Content.model_validate_json`` minus its wrapper)."""
+def _validate_content(text: str) -> Content:
+    content: Content = _content_validator(text)
+    return content
+
+
+_content_validator = Content.__pydantic_validator__.validate_json
+
+
+def content_from_json(text: str) -> Content:
+    """A stored `Content` from its JSON text: what ``Content.model_validate_json`` gives.
+
+    A JSON object whose ``text`` is a string (what every store writes: `content_json`) is
+    built without validating it again, with fewer objects than pydantic-core makes (the fields
+    set is shared by contents of one shape): a page of a thousand rows makes a thousand, and the
+    garbage collector walks each of them. Anything else (no ``text``, a ``text`` that is not a
+    string, not an object, not JSON) goes to the validator, which answers, or fails, as it
+    always did."""
+    try:
+        fields = _from_json(text)
+    except ValueError:
+        return _validate_content(text)
+    if type(fields) is not dict:
+        return _validate_content(text)
+    value = fields.pop("text", None)
+    if type(value) is not str:
+        return _validate_content(text)
+    if fields:  # extra fields: pydantic's fields set names them too
+        shape = tuple(fields)
+        given = _content_sets.get(shape)
+        if given is None:
+            given = {"text", *shape}
+            if len(_content_sets) < _CONTENT_SHAPES:
+                _content_sets[shape] = given
+        extra = fields
+    else:
+        given, extra = _TEXT_ONLY, {}
+    content = _new(Content)
+    _set_dict(content, {"text": value})
+    _set_fields_set(content, given)
+    _set_extra(content, extra)
+    _set_private(content, None)
+    return content
 
 
 def content_json(content: Content) -> str:
@@ -160,8 +214,8 @@ def trusted_memory(values: dict[str, Any]) -> Memory:
     ``__dict__``: the caller hands it over.
     """
     memory = _new(Memory)
-    _set(memory, "__dict__", values)
-    _set(memory, "__pydantic_fields_set__", set(_MEMORY_FIELDS))
-    _set(memory, "__pydantic_extra__", None)
-    _set(memory, "__pydantic_private__", None)
+    _set_dict(memory, values)
+    _set_fields_set(memory, _MEMORY_FIELDS)  # shared: see above
+    _set_extra(memory, None)
+    _set_private(memory, None)
     return memory

@@ -1,0 +1,58 @@
+"""A started host freezes what its start-up made out of the garbage collector's walks
+(host/heap.py) and thaws it when it stops; in dev mode, where hot reload drops modules that
+must be collected, it freezes nothing."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+from host.app import Host
+from host.config import load_config
+
+
+async def test_a_started_host_freezes_start_up_and_thaws_it_on_stop(tmp_path: Path) -> None:
+    assert gc.get_freeze_count() == 0
+    host = Host(load_config(None, environ={"AGENTHOST_DATA_DIR": str(tmp_path)}))
+    await host.start()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # the imports, plugins and config of a start-up
+        assert all(o is not host for o in gc.get_objects())  # frozen: not walked
+    finally:
+        await host.stop()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_host_in_dev_mode_freezes_nothing(tmp_path: Path) -> None:
+    env = {"AGENTHOST_DATA_DIR": str(tmp_path), "AGENTHOST_DEV": "true"}
+    host = Host(load_config(None, environ=env))
+    assert host.config.dev
+    await host.start()
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        await host.stop()
+
+
+async def test_frozen_start_up_garbage_is_collected_after_the_stop(tmp_path: Path) -> None:
+    """A reference cycle that start-up made and the running host dropped is not collected while
+    frozen, and is once the host has stopped (nothing leaks past a host's life)."""
+
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.self = cycle  # type: ignore[attr-defined]
+    alive = weakref.ref(cycle)
+    host = Host(load_config(None, environ={"AGENTHOST_DATA_DIR": str(tmp_path)}))
+    await host.start(agents=False)
+    try:
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen with start-up: full collections skip it
+    finally:
+        await host.stop()
+    gc.collect()
+    assert alive() is None

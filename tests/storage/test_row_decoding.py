@@ -1,0 +1,94 @@
+"""Rows read back are built without validating them again (host.memory: `content_from_json`,
+`trusted_memory`): what they give must be what validation gives, and a stored row that is not
+what a store writes must fail as validation fails, not come back as an invalid model."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from builtin_plugins.sqlite import SqliteAdapter
+from contracts.memory import Content, MemoryQuery
+from host.memory import content_from_json, content_json
+
+from .storage_helpers import make_memory
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _same(text: str) -> None:
+    try:
+        expected: Content | str = Content.model_validate_json(text)
+    except ValidationError as exc:
+        expected = str(exc)
+    try:
+        got: Content | str = content_from_json(text)
+    except ValidationError as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, Content):
+        assert isinstance(expected, Content)
+        assert got.model_fields_set == expected.model_fields_set
+        assert got.model_extra == expected.model_extra
+        assert got.model_dump_json() == expected.model_dump_json()
+        assert got.model_dump(exclude_unset=True) == expected.model_dump(exclude_unset=True)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=4), st.text() | json_values)
+def test_stored_content_reads_back_as_validation_reads_it(
+    fields: dict[str, Any], text: Any
+) -> None:
+    _same(json.dumps({**fields, "text": text}))
+    _same(json.dumps(fields))  # no text at all
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"text": 5}', '{"text": null}', "[1, 2]", '"text"', "not json", "", '{"text": "\\ud800"}'],
+)
+def test_content_no_store_writes_fails_as_validation_fails(text: str) -> None:
+    _same(text)
+    with pytest.raises(ValidationError):
+        content_from_json(text)
+
+
+def test_contents_of_one_shape_share_a_fields_set_that_copies_never_change() -> None:
+    first = content_from_json(content_json(Content(text="a", source="x")))
+    second = content_from_json(content_json(Content(text="b", source="y")))
+    assert first.model_fields_set is second.model_fields_set == {"text", "source"}
+    changed = first.model_copy(update={"actions": ["x"]})
+    assert changed.model_fields_set == {"text", "source", "actions"}
+    assert second.model_fields_set == {"text", "source"}
+    with pytest.raises(ValidationError, match="frozen"):
+        first.text = "c"  # type: ignore[misc]
+
+
+async def test_a_row_with_content_no_store_writes_is_refused_not_returned(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.sqlite3"
+    db = await SqliteAdapter.open(path)
+    good, bad = make_memory(1), make_memory(2)
+    await db.create_memories_batch([good, bad])
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE memories SET content = ? WHERE id = ?", ('{"text": 7}', bad.id.bytes))
+    raw.commit()
+    raw.close()
+    memory = await db.get_memory(good.id)
+    assert memory is not None
+    copy = memory.model_copy(update={"unique": True})
+    assert copy.unique and not memory.unique and "unique" in memory.model_fields_set
+    with pytest.raises(ValidationError, match="text"):
+        await db.get_memories(MemoryQuery())
+    await db.close()
