@@ -40,7 +40,6 @@ from types import ModuleType
 from typing import Any
 
 from loguru import logger
-from watchdog.observers import Observer
 
 from contracts.cache import CACHE
 from contracts.config import ReloadSettings
@@ -157,6 +156,8 @@ class Reloader:
 
     def start(self) -> None:
         """Start watching (from within the running event loop)."""
+        from watchdog.observers import Observer  # dev mode only: not imported by every start
+
         self._loop = asyncio.get_running_loop()
         self._observer = Observer()
         for name in self.reloadable():

@@ -8,6 +8,7 @@ import itertools
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import importlib_metadata
@@ -447,3 +448,35 @@ async def test_a_plugin_settings_secret_is_masked_in_its_log_lines() -> None:
         configure_logging()
     assert "| leaky | connecting with **********" in sink.getvalue()
     assert "hunter2-auth" not in sink.getvalue()
+
+
+def test_discovery_reads_each_distributions_metadata_once(tmp_path: Path) -> None:
+    """One distribution providing several plugins: each gets its name and version, and the
+    METADATA file (a README long description, for agenthost's own) is parsed once, not twice a
+    plugin."""
+    info = tmp_path / "many_plugins-2.5.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: many-plugins\nVersion: 2.5\n")
+    (info / "entry_points.txt").write_text(
+        "[agenthost.plugins]\n"
+        + "".join(f"{name} = {sample_plugins.__name__}:{target}\n" for name, target in PAIRS)
+    )
+    [dist] = importlib_metadata.distributions(path=[str(tmp_path)])
+    reads: list[str] = []
+    original = type(dist).read_text
+
+    def counting(self: Any, filename: str) -> str | None:
+        reads.append(filename)
+        return original(self, filename)
+
+    eps = list(dist.entry_points.select(group=GROUP))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(dist), "read_text", counting)
+        found = from_entry_points(eps)
+    assert [(d.name, d.distribution, d.version) for d in found] == [
+        (name, "many-plugins", "2.5") for name, _ in sorted(PAIRS)
+    ]
+    assert reads.count("METADATA") == 1
+
+
+PAIRS = (("alpha", "Alpha"), ("beta", "Beta"), ("gamma", "Gamma"))

@@ -1,7 +1,8 @@
 """Start-up leaves out what only later work needs (issue 20): a fresh host started to ready
 with the builtin plugins and HTTP on has not imported faiss, the PostgreSQL drivers, the openai
-plugin's HTTP client and retry library, the console's template engine or prometheus-client (the
-``/metrics`` exposition); they load at first use."""
+plugin's HTTP client and retry library, the console's template engine, prometheus-client (the
+``/metrics`` exposition) or watchdog's file observers (dev mode's reloader); they load at first
+use."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ LAZY = (
     "stamina",
     "jinja2",
     "prometheus_client",
+    "watchdog.observers",
 )
 
 SCRIPT = """
@@ -64,7 +66,7 @@ def test_the_lazy_modules_load_at_first_use() -> None:
     code = (
         "import sys, host.vectors as v, builtin_plugins.postgres as p, host.eventstore as e;"
         "v.faiss.IndexFlatIP; p.PostgresAdapter; e.PostgresEventStore;"
-        "import builtin_plugins.openai.plugin, httpx_sse, stamina, jinja2;"
+        "import builtin_plugins.openai.plugin, httpx_sse, stamina, jinja2, watchdog.observers;"
         "from host.metrics.exposition import MemoryExporter;"
         "from host.metrics.memory import InMemoryMetrics;"
         "MemoryExporter(InMemoryMetrics()).exposition();"
