@@ -9,11 +9,14 @@ import json
 from typing import Any
 
 import pydantic_core
-from pydantic import BaseModel
 
 from contracts.memory import MAX_JSON_DEPTH, MAX_JSON_LENGTH, Content, Memory, MemoryQuery
 from contracts.storage import InvalidMemoryError, InvalidQueryError
 from contracts.streaming import DEFAULT_PAGE_SIZE, MemoryManager
+from host.pydantic_slots import set_dict as _set_dict
+from host.pydantic_slots import set_extra as _set_extra
+from host.pydantic_slots import set_fields_set as _set_fields_set
+from host.pydantic_slots import set_private as _set_private
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -39,11 +42,6 @@ def check_table_name(name: str) -> None:
 
 
 _new = object.__new__
-# pydantic's own slots, set through their descriptors (cheaper than object.__setattr__)
-_set_dict = BaseModel.__dict__["__dict__"].__set__
-_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 # `trusted_memory` and `content_from_json` set what ``model_construct`` sets; that is all a
 # Memory or a Content holds as long as neither has private attributes or a post-init hook and
 # Memory takes no extras (checked here, at import). Both are frozen: pydantic never changes a

@@ -15,6 +15,7 @@ from contracts.events import MODEL_USED, EventBusProtocol, ModelUsedPayload
 from host.model_context import call_context
 from host.model_failures import FailurePath
 from host.model_providers import ProviderEntry
+from host.pydantic_slots import set_dict, set_extra, set_fields_set, set_private
 
 __all__ = [
     "ANSWERED",
@@ -23,10 +24,6 @@ __all__ = [
     "USED_DEFAULTS",
     "new_payload",
     "report",
-    "set_dict",
-    "set_extra",
-    "set_fields_set",
-    "set_private",
     "used_payload",
 ]
 
@@ -48,11 +45,6 @@ ANSWERED_FOR_CALLER: Final = ANSWERED | set(CALLER_FIELDS)
 """The same, for a call made for an agent's message."""
 assert ModelUsedPayload.model_config.get("frozen")
 new_payload = ModelUsedPayload.__new__
-# pydantic's own slots, set through their descriptors (cheaper than object.__setattr__)
-set_dict = BaseModel.__dict__["__dict__"].__set__
-set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def used_payload(values: dict[str, Any], given: set[str]) -> ModelUsedPayload:

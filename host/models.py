@@ -53,13 +53,10 @@ from host.model_report import (
     USED_DEFAULTS,
     new_payload,
     report,
-    set_dict,
-    set_extra,
-    set_fields_set,
-    set_private,
 )
 from host.model_report import clock as _clock
 from host.model_stream import stream_model as _stream_model
+from host.pydantic_slots import set_dict, set_extra, set_fields_set, set_private
 
 __all__ = [
     "CallContext",
