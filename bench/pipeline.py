@@ -19,14 +19,18 @@ Measured in the same run:
 - **1 room**: 1,000 messages into one room, each reply awaited before the next is sent;
 - **100 rooms**: the same number of messages over 100 rooms at once (each room's messages one
   after the other): group commit lets several messages' writes share one commit;
+- **pipeline core**: 1 room on a host without the recall, knowledge and audit plugins: the
+  pipeline's own cost (events, state, prompt, saving, the store's write path) against the floor;
 - **audit cost**: a paired A/B (audit on / off, two hosts side by side, alternating batches):
   the median of the per-round ratios, wall and CPU.
 
-``--profile`` adds a cProfile of the one-room run: the per-message cost by function.
+``--profile`` adds a cProfile of the one-room run (``--profile core``: of the pipeline core's):
+the per-message cost by function.
 
     .venv/bin/python bench/pipeline.py            # 1,000 messages per scenario
     .venv/bin/python bench/pipeline.py -n 300     # quicker
     .venv/bin/python bench/pipeline.py --profile  # and where the time goes
+    .venv/bin/python bench/pipeline.py --profile core  # the pipeline core's profile
 """
 
 from __future__ import annotations
@@ -273,6 +277,8 @@ def thread_cpu() -> dict[str, float]:
     return used
 
 
+CORE_OFF = ("recall", "knowledge", "audit")
+"""The plugins the "pipeline core" scenario runs without: what is left is the pipeline's own."""
 VARIANTS = {
     "recall off": ("recall",),
     "knowledge off": ("knowledge",),
@@ -487,7 +493,7 @@ def breakdown(profile: cProfile.Profile, n: int, top: int) -> Table:
 async def run(args: argparse.Namespace) -> None:
     n, rounds = args.n, args.rounds
     chunk = n // rounds
-    names = ("floor", "recall", "one", "many")
+    names = ("floor", "recall", "one", "many", "core")
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     latencies: dict[str, list[float]] = {name: [] for name in names}
@@ -498,6 +504,7 @@ async def run(args: argparse.Namespace) -> None:
         # with the floor (this machine's load drifts; a round's ratios share its conditions)
         one = await start_host(directory / "one", args.embeddings)
         many = await start_host(directory / "many", args.embeddings)
+        core = await start_host(directory / "core", args.embeddings, without=CORE_OFF)
         try:
             raw = Floor(directory, embedder(one))
             await raw.chunk(20, [])
@@ -506,6 +513,7 @@ async def run(args: argparse.Namespace) -> None:
             await raw_recall.chunk(20, [])
             await warm_up(one)
             await warm_up(many)
+            await warm_up(core)
             room, rooms = uuid4(), [uuid4() for _ in range(args.rooms)]
             for index in range(rounds):
                 work = {
@@ -513,6 +521,7 @@ async def run(args: argparse.Namespace) -> None:
                     "recall": lambda: raw_recall.chunk(chunk, latencies["recall"]),
                     "one": lambda: one_room(one, chunk, room, latencies["one"]),
                     "many": lambda: many_rooms(many, chunk, rooms, latencies["many"]),
+                    "core": lambda: one_room(core, chunk, room, latencies["core"]),
                 }
                 order = names[index % len(names) :] + names[: index % len(names)]
                 for name in order:
@@ -522,13 +531,15 @@ async def run(args: argparse.Namespace) -> None:
             profile = None
             if args.profile:
                 profile = cProfile.Profile()
-                await one_room(one, chunk, room, [], profile)
+                profiled = core if args.profile == "core" else one
+                await one_room(profiled, chunk, room, [], profile)
             before = thread_cpu()
             await one_room(one, chunk, room, [])
             after = thread_cpu()
         finally:
             await one.stop()
             await many.stop()
+            await core.stop()
         cost = (
             None
             if args.quick
@@ -570,6 +581,7 @@ async def run(args: argparse.Namespace) -> None:
         "recall": "raw floor + recall: per scope 1 faiss search + SELECT of its 16 rows",
         "one": "pipeline, 1 room, each reply awaited",
         "many": f"pipeline, {args.rooms} rooms at once",
+        "core": "pipeline core: 1 room, recall, knowledge, audit off",
     }
     for name in names:
         seconds = statistics.median(wall[name]) / chunk
@@ -599,7 +611,8 @@ async def run(args: argparse.Namespace) -> None:
     vs_recall = ratio("one", "recall", wall)
     console.print(
         f"targets: 1 room >= 0.67x the raw floor: {vs_floor:.2f}x, {verdict(vs_floor >= 0.67)}"
-        f" (the raw floor + recall: {vs_recall:.2f}x, {verdict(vs_recall >= 0.67)});"
+        f" (the raw floor + recall: {vs_recall:.2f}x, {verdict(vs_recall >= 0.67)};"
+        f" pipeline core vs the raw floor: {ratio('core', 'floor', wall):.2f}x);"
         f" p99 <= 3x p50: {spread:.1f}x, {verdict(spread <= 3)}; {args.rooms} rooms >= 1.5x"
         f" one room: {rooms_vs_one:.2f}x (CPU {ratio('many', 'one', cpu):.2f}x),"
         f" {verdict(rooms_vs_one >= 1.5)}"
@@ -649,7 +662,13 @@ def main() -> None:
     parser.add_argument("--embeddings", choices=sorted(EMBEDDERS), default="hashed")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (audit: 4x)")
     parser.add_argument("--batch", type=int, default=25, help="messages per audit A/B batch")
-    parser.add_argument("--profile", action="store_true", help="cProfile the 1-room run")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="one",
+        choices=("one", "core"),
+        help="cProfile the 1-room run (core: the pipeline core's)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="only the pipeline table (no audit A/B, no writes)"
     )
