@@ -156,15 +156,19 @@ def table_state(conn: sqlite3.Connection, table: str) -> tuple[int | None, int]:
     return (None, 0) if row is None else (row[0], row[1])
 
 
+BUMP = (
+    "INSERT INTO memory_tables (table_name, dimension, version) VALUES (?, ?, 1)"
+    " ON CONFLICT (table_name) DO UPDATE SET version = version + 1,"
+    " dimension = COALESCE(dimension, excluded.dimension) RETURNING version, dimension"
+)
+"""Bump a table's version by one (a table never written gets version 1; versions only ever
+go up by one, so the version before is the one returned minus 1), setting its dimension if it
+had none; the new version and the table's dimension."""
+
+
 def bump_version(conn: sqlite3.Connection, table: str, dimension: int | None) -> int:
     """Bump `table`'s version (setting its dimension if it had none); the new version."""
-    row = conn.execute(
-        "INSERT INTO memory_tables (table_name, dimension, version) VALUES (?, ?, 1)"
-        " ON CONFLICT (table_name) DO UPDATE SET version = version + 1,"
-        " dimension = COALESCE(dimension, excluded.dimension) RETURNING version",
-        (table, dimension),
-    ).fetchone()
-    return int(row[0])
+    return int(conn.execute(BUMP, (table, dimension)).fetchone()[0])
 
 
 def to_matrix(rows: Iterable[tuple[int, bytes]], dim: int) -> tuple[list[int], Any]:

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -39,6 +39,16 @@ Step = Callable[[sqlite3.Connection], tuple[T, Callable[[], None]]]
 indexes once that transaction has committed."""
 Outcome = tuple[bool, Any]
 """A queued write's outcome: (True, its result) or (False, its exception)."""
+
+
+Job = tuple[Step[Any], int, asyncio.Future[Any], asyncio.AbstractEventLoop]
+"""A write waiting for its commit: its step, its rows, its caller's future and loop."""
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's ``SQLITE_BUSY`` / ``SQLITE_LOCKED`` (another connection holds
+    the lock)."""
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _BUSY
 
 
 def _deliver(delivered: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
@@ -78,9 +88,13 @@ class SqliteCore:
         memory journal with ``synchronous`` OFF/NORMAL: a commit never waits for the disk)."""
         self._conn_lock = threading.Lock()
         """Held by whichever thread uses the connection: the worker, or the caller inline."""
-        self._queue: list[tuple[Step[Any], int, asyncio.Future[Any], asyncio.AbstractEventLoop]]
-        self._queue = []
+        self._queue: list[Job] = []
         """Writes waiting for the worker's next group commit (`_drain`)."""
+        self._group: list[Job] | None = None
+        """The small writes of this turn of the loop, committed together on the caller's
+        thread by the first of them (`_submit`); None while none is gathering."""
+        self._waits = True
+        """Whether the connection's busy timeout is on (`_wait_for_locks`)."""
         self._queue_lock = threading.Lock()
         self._draining = False
         """Whether a `_drain` is submitted to the worker and has not taken the queue yet."""
@@ -89,6 +103,8 @@ class SqliteCore:
         queue for a group commit instead of running inline (other tasks are at work)."""
         self._wal_pages = 0
         self._checkpointing = False
+        self._checkpointer: sqlite3.Connection | None = None
+        """The connection the worker checkpoints the WAL with (`_checkpoint`)."""
         self._index_lock = threading.Lock()
         """Held by whoever uses or changes the vector indexes: the worker thread (searches,
         builds, writes applied) or a search answered on the caller's thread."""
@@ -163,35 +179,18 @@ class SqliteCore:
 
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         with self._conn_lock:
+            self._wait_for_locks(True)
             return fn(*args)
 
-    @contextlib.contextmanager
-    def _here(self) -> Iterator[sqlite3.Connection | None]:
-        """The worker's connection for a write on the caller's thread, or None when the write
-        must go to the worker: inline writes off, the worker busy (other tasks are at work: let
-        writes queue for its group commit), or the connection in use. The worker's own
-        connection, not a second one: another connection's commits would empty its page cache
-        before each of its scans. While it is held, SQLite's locks are not waited for (another
-        process holding one: ``SQLITE_BUSY``, the caller falls back to the worker)."""
+    def _wait_for_locks(self, wait: bool) -> None:
+        """Whether the connection waits (its busy timeout) for SQLite's locks, or not at all
+        (a commit on the caller's thread: ``SQLITE_BUSY`` sends it to the worker instead). Set
+        only when it changes (the connection lock held): a PRAGMA costs a statement."""
         conn = self._conn
-        if (
-            not self._inline
-            or conn is None
-            or self._worker_calls
-            or self._draining
-            or self._queue
-            or not self._conn_lock.acquire(blocking=False)
-        ):
-            yield None
+        if conn is None or self._waits is wait:
             return
-        try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                yield conn
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        finally:
-            self._conn_lock.release()
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000) if wait else 0}")
+        self._waits = wait
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -220,34 +219,79 @@ class SqliteCore:
         return result
 
     async def _submit(self, step: Step[T], rows: int) -> T:
-        """Commit write `step` (`rows` rows): at once on this thread when that cannot wait
-        (`_write_inline`), else queued for the worker, which commits every write queued
-        meanwhile in one transaction (`_commit_group`). Returns once the step's transaction has
-        committed: nothing is acknowledged before it is in the WAL."""
+        """Commit write `step` (`rows` rows) and return its result once its transaction has
+        committed: nothing is acknowledged before it is in the WAL.
+
+        A small write (up to `INLINE_ROWS` rows, inline writes on) joins this turn of the loop's
+        group: its first writer yields once, so that the writes other tasks make meanwhile join
+        in, then commits them all in one transaction on this thread (`_commit_here`): with many
+        tasks at work (100 rooms) several writes share one commit, and one task alone costs the
+        one yield a writer in a loop owes the others anyway. Larger writes, and a group that
+        cannot commit here now, are queued for the worker, which commits every write queued
+        meanwhile in one transaction (`_drain`)."""
         if self._executor is None:
             raise StorageError(f"SQLite adapter for {self.path} is closed (or was never opened)")
-        if rows <= INLINE_ROWS:
-            done = None
-            with self._here() as conn:
-                if conn is not None and self._index_lock.acquire(blocking=False):
-                    try:
-                        done = self._write_inline(conn, step)
-                    finally:
-                        self._index_lock.release()
-            if done is not None:
-                self._wrote(rows)
-                await asyncio.sleep(0)  # a writer in a loop lets the other tasks run
-                return done[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        job = (step, rows, future, loop)
+        if rows > INLINE_ROWS or not self._inline:
+            self._enqueue([job])
+        elif self._group is not None:  # another task gathers this turn's group: join it
+            self._group.append(job)
+        else:
+            self._group = group = [job]
+            try:
+                await asyncio.sleep(0)  # the writes other tasks make meanwhile join the group
+            finally:  # cancelled meanwhile, the group still commits (as a queued write would)
+                self._group = None
+                self._commit_here(group)
+        result: T = await future  # done already when committed here: no further wake-up
+        return result
+
+    def _commit_here(self, jobs: list[Job]) -> None:
+        """Commit `jobs` in one transaction on this thread, and deliver their outcomes; or
+        queue them for the worker when they cannot commit here without waiting: the worker
+        busy or writes queued for it (order is kept: these go after them), the connection or
+        the indexes in use, another process holding SQLite's write lock (``SQLITE_BUSY``).
+        The worker's own connection, not a second one: another connection's commits would
+        empty its page cache before each of its scans. It never checkpoints on commit (the
+        worker does, `_checkpoint`), and in WAL mode with ``synchronous`` NORMAL a commit
+        appends to the WAL without an fsync, so this never waits on the disk."""
+        conn = self._conn
+        outcomes = None
+        if (
+            conn is not None
+            and not (self._worker_calls or self._draining or self._queue)
+            and self._conn_lock.acquire(blocking=False)
+        ):
+            try:
+                if self._index_lock.acquire(blocking=False):
+                    try:
+                        self._wait_for_locks(False)
+                        outcomes = self._commit_steps(conn, [job[0] for job in jobs], here=True)
+                    finally:
+                        self._index_lock.release()
+            finally:
+                self._conn_lock.release()
+        if outcomes is None:
+            self._enqueue(jobs)
+            return
+        self._wrote(sum(job[1] for job in jobs))
+        _deliver([(job[2], outcome) for job, outcome in zip(jobs, outcomes, strict=True)])
+
+    def _enqueue(self, jobs: list[Job]) -> None:
+        """Queue `jobs` for the worker's next group commit (`_drain`)."""
+        executor = self._executor
+        if executor is None:
+            closed = StorageError(f"SQLite adapter for {self.path} is closed")
+            _deliver([(job[2], (False, closed)) for job in jobs])
+            return
         with self._queue_lock:
-            self._queue.append((step, rows, future, loop))
+            self._queue.extend(jobs)
             start = not self._draining
             self._draining = True
         if start:
-            self._executor.submit(self._drain)
-        result: T = await future
-        return result
+            executor.submit(self._drain)
 
     def _wrote(self, rows: int) -> None:
         """Count the WAL pages a commit of `rows` rows added (an estimate: the rows, their
@@ -261,32 +305,6 @@ class SqliteCore:
             self._checkpointing = True
             executor.submit(self._checkpoint)
 
-    def _write_inline(self, conn: sqlite3.Connection, step: Step[T]) -> tuple[T] | None:
-        """`step` in its own transaction on `conn` (the caller's thread, the connection and
-        index locks held), without waiting for SQLite's write lock: None if another connection
-        holds it (nothing written). The connection never checkpoints on commit (the worker
-        does, `_checkpoint`), and in WAL mode with ``synchronous`` NORMAL a commit appends to
-        the WAL without an fsync, so this never waits on the disk."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in _BUSY:
-                return None
-            raise
-        try:
-            result, apply = step(conn)
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
-            if exc.sqlite_errorcode & 0xFF in _BUSY:
-                return None
-            raise
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        apply()
-        return (result,)
-
     def _drain(self) -> None:
         """The worker's turn at the write queue: commit every write queued so far as one
         group, then hand each caller its outcome (one wake-up of each caller's loop)."""
@@ -296,6 +314,7 @@ class SqliteCore:
         if not jobs:
             return
         with self._conn_lock:
+            self._wait_for_locks(True)
             outcomes = self._commit_group([job[0] for job in jobs])
         self._wrote(sum(job[1] for job in jobs))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]] = {}
@@ -306,56 +325,112 @@ class SqliteCore:
                 loop.call_soon_threadsafe(_deliver, delivered)
 
     def _commit_group(self, steps: list[Step[Any]]) -> list[Outcome]:
-        """Run `steps` in one transaction, each inside a savepoint (a step that fails is rolled
-        back alone and gets its error), commit once, then update the indexes step by step.
+        """`steps` committed by the worker as one group (`_commit_steps`)."""
+        conn = self._conn
+        if conn is None:
+            return [(False, StorageError(f"SQLite adapter for {self.path} is closed"))] * len(steps)
+        with self._index_lock:
+            outcomes = self._commit_steps(conn, steps, here=False)
+        assert outcomes is not None  # only a commit here gives up on a busy database
+        return outcomes
 
-        Group commit: writes queued while the worker was busy share one ``BEGIN IMMEDIATE`` /
-        ``COMMIT``. The index lock is held from the transaction's start to the last index
-        update, so a write on the loop's thread (`_write_inline`) never lands between a
+    def _commit_steps(
+        self, conn: sqlite3.Connection, steps: list[Step[Any]], *, here: bool
+    ) -> list[Outcome] | None:
+        """Run `steps` in one transaction, commit once, then update the indexes step by step;
+        each step's outcome. A step that fails is rolled back alone and gets its error: the
+        steps run first without savepoints (2 statements each), and only when one fails are
+        they run again each inside a savepoint of its own. `here` (the caller's thread, locks
+        not waited for): None when SQLite's write lock is held by another connection, nothing
+        written.
+
+        Group commit: several writes share one ``BEGIN IMMEDIATE`` / ``COMMIT`` (and the WAL
+        pages they touch in common are written once). The caller holds the index lock from
+        the transaction's start to the last index update, so no other write lands between a
         commit and its index update (which would make the index miss a version and rebuild).
         """
-        conn = self._db
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            if here and _busy(exc):
+                return None
+            return [(False, exc)] * len(steps)
+        outcomes: list[Outcome]
+        applies: list[Callable[[], None]]
+        try:
+            if len(steps) == 1:  # no savepoint needed: its failure fails the transaction
+                result, apply = steps[0](conn)
+                outcomes, applies = [(True, result)], [apply]
+            else:
+                conn.execute("SAVEPOINT steps")
+                try:
+                    done = [step(conn) for step in steps]
+                except Exception as exc:
+                    if here and _busy(exc):
+                        raise
+                    conn.execute("ROLLBACK TO steps")
+                    outcomes, applies = self._each_in_savepoint(conn, steps, here)
+                else:
+                    outcomes = [(True, result) for result, _ in done]
+                    applies = [apply for _, apply in done]
+                conn.execute("RELEASE steps")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if here and _busy(exc):
+                return None
+            return [(False, exc)] * len(steps)
+        for apply in applies:
+            apply()
+        return outcomes
+
+    @staticmethod
+    def _each_in_savepoint(
+        conn: sqlite3.Connection, steps: list[Step[Any]], here: bool
+    ) -> tuple[list[Outcome], list[Callable[[], None]]]:
+        """`steps` run each inside a savepoint: one that fails is rolled back alone."""
         outcomes: list[Outcome] = []
         applies: list[Callable[[], None]] = []
-        with self._index_lock:
+        for step in steps:
+            conn.execute("SAVEPOINT job")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except BaseException as exc:
-                return [(False, exc)] * len(steps)
-            try:
-                if len(steps) == 1:  # no savepoint needed: its failure fails the transaction
-                    result, apply = steps[0](conn)
-                    outcomes.append((True, result))
-                    applies.append(apply)
-                else:
-                    for step in steps:
-                        conn.execute("SAVEPOINT job")
-                        try:
-                            result, apply = step(conn)
-                        except Exception as exc:
-                            conn.execute("ROLLBACK TO job")
-                            conn.execute("RELEASE job")
-                            outcomes.append((False, exc))
-                            continue
-                        conn.execute("RELEASE job")
-                        outcomes.append((True, result))
-                        applies.append(apply)
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                return [(False, exc)] * len(steps)
-            for apply in applies:
-                apply()
-        return outcomes
+                result, apply = step(conn)
+            except Exception as exc:
+                if here and _busy(exc):
+                    raise
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, exc))
+                continue
+            conn.execute("RELEASE job")
+            outcomes.append((True, result))
+            applies.append(apply)
+        return outcomes, applies
 
     def _checkpoint(self) -> None:
         """A passive WAL checkpoint on the worker (the connection never checkpoints on commit:
-        that would fsync on the caller's thread when the commit runs there)."""
+        that would sync on the caller's thread when the commit runs there), in two steps. The
+        bulk (a thousand pages copied into the database, and synced) is made on a connection
+        of its own while writes go on (`_copy_wal`); then, the connection held, the few pages
+        written meanwhile: a checkpoint that ends with every page copied lets the next write
+        start the WAL over, where one racing the writes would leave it growing."""
         self._wal_pages = 0
         self._checkpointing = False
+        if self._reader is None:  # no WAL (an in-memory database), or closed
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._copy_wal()
         with self._conn_lock, contextlib.suppress(sqlite3.Error, StorageError):
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _copy_wal(self) -> None:
+        """Copy the WAL's pages into the database from a connection of the worker's own."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
         if self._executor is None:
@@ -367,6 +442,9 @@ class SqliteCore:
         self._indexes.close()
 
     def _close_conn(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         with self._index_lock:  # not while a search on the caller's thread reads
             if self._reader is not None:
                 self._reader.close()

@@ -14,7 +14,12 @@ from uuid import UUID
 import numpy as np
 
 from contracts.memory import Memory, MemoryUpdate
-from contracts.storage import BatchError, DuplicateMemoryError, StorageError
+from contracts.storage import (
+    BatchError,
+    DimensionMismatchError,
+    DuplicateMemoryError,
+    StorageError,
+)
 from host.storekit import (
     check_dimension,
     check_table_name,
@@ -25,6 +30,7 @@ from host.storekit import (
 
 from .labels import Row
 from .rows import (
+    BUMP,
     CHUNK,
     INSERT,
     bump_version,
@@ -40,7 +46,41 @@ class SqliteWrites(SqliteCore):
     """The write methods of `SqliteAdapter`."""
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
-        return await unbatched(self.create_memories_batch([memory], table_name))
+        if table_name is not None:
+            check_table_name(table_name)
+        return await self._submit(functools.partial(self._create_step, memory, table_name), 1)
+
+    def _create_step(
+        self, memory: Memory, override: str | None, conn: sqlite3.Connection
+    ) -> tuple[UUID, Callable[[], None]]:
+        """Insert `memory` inside the caller's transaction: `_replace_step` for one row in
+        two statements instead of four (what each message's two writes take). The table's
+        version is bumped first, its dimension checked off the same statement (``RETURNING``;
+        a mismatch raises, and the caller's rollback undoes the bump), and the row's seq comes
+        back from its INSERT: no ``MAX(seq)`` read, no vectors read back for the indexes."""
+        table = override or memory.table_name
+        try:
+            row = self._encode_rows(conn, [memory], override, {table: (None, 0)})[0]
+        except BatchError as exc:
+            raise exc.cause from None
+        blob = row[8]
+        dim = None if blob is None else len(memory.embedding)  # type: ignore[arg-type]
+        version, stored = conn.execute(BUMP, (table, dim)).fetchone()
+        if dim is not None and stored != dim:
+            raise DimensionMismatchError(table, stored, dim)
+        try:
+            (seq,) = conn.execute(INSERT + " RETURNING seq", row).fetchone()
+        except sqlite3.IntegrityError as exc:
+            error = self._first_existing(conn, [memory], None)
+            raise (DuplicateMemoryError(memory.id) if error else StorageError(str(exc))) from exc
+        added = None
+        if blob is not None and self._indexes.has(table):
+            added = ([seq], np.frombuffer(blob, "<f4").reshape(1, -1).copy())
+
+        def apply() -> None:
+            self._indexes.apply(table, version - 1, version, added=added)
+
+        return memory.id, apply
 
     async def create_memories_batch(
         self, memories: Sequence[Memory], table_name: str | None = None

@@ -1,6 +1,7 @@
-"""The SQLite store's write path: writes queued while the worker is busy share one commit
-(group commit), each still all or nothing; a process killed mid-write (SIGKILL) leaves no
-batch partly written and loses no acknowledged one."""
+"""The SQLite store's write path: writes made at once share one commit (group commit), on the
+caller's thread or queued while the worker is busy, each still all or nothing; checkpoints
+hold no write up; a process killed mid-write (SIGKILL) leaves no batch partly written and
+loses no acknowledged one."""
 
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from builtin_plugins.sqlite import SqliteAdapter
+from builtin_plugins.sqlite import SqliteAdapter, worker
 from contracts.memory import MemoryQuery
-from contracts.storage import BatchError, DuplicateMemoryError, SearchParams
+from contracts.storage import (
+    BatchError,
+    DimensionMismatchError,
+    DuplicateMemoryError,
+    SearchParams,
+)
 
 from .storage_helpers import make_memory
 
@@ -77,6 +83,107 @@ async def test_a_small_write_with_an_idle_worker_commits_on_the_callers_thread(
     await db.create_memory(make_memory(2, embedding=[0.0, 1.0]))
     found = await db.search_memories([0.0, 1.0], params=SearchParams(k=1))
     assert found[0][0].content.text == "m2"
+    await db.close()
+
+
+async def test_writes_made_at_once_share_one_commit_on_the_callers_thread(
+    tmp_path: Path,
+) -> None:
+    """Many tasks writing at once (100 rooms) with the worker idle: the writes of one turn of
+    the loop commit together on the caller's thread, each acknowledged only after that
+    commit; a failing one is rolled back alone and gets its own error."""
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    assert db._conn is not None
+    commits: list[str] = []
+    db._conn.set_trace_callback(
+        lambda sql: commits.append(threading.current_thread().name) if sql == "COMMIT" else None
+    )
+    stored = make_memory(0)
+    await db.create_memory(stored)
+    assert len(commits) == 1
+
+    async def write(i: int) -> int:
+        await db.create_memory(make_memory(i, embedding=[1.0, float(i)]))
+        # acknowledged: committed, and visible to a reader
+        assert await db.get_memories(MemoryQuery(limit=1, order="desc")) != []
+        return i
+
+    writes = [asyncio.ensure_future(write(i)) for i in range(1, 51)]
+    duplicate = asyncio.ensure_future(db.create_memory(stored))
+    wrong_dimension = asyncio.ensure_future(db.create_memory(make_memory(99, embedding=[1.0])))
+    assert await asyncio.gather(*writes) == list(range(1, 51))
+    with pytest.raises(DuplicateMemoryError):
+        await duplicate
+    with pytest.raises(DimensionMismatchError):
+        await wrong_dimension
+    assert set(commits) == {threading.current_thread().name}
+    assert len(commits) == 2  # the first write, then the 52 made at once in one transaction
+    assert await db.count_memories() == 51
+    texts = {m.content.text for m in await db.get_memories(MemoryQuery())}
+    assert "m99" not in texts
+    await db.close()
+
+
+async def test_a_cancelled_writer_gathering_a_group_still_commits_the_others(
+    tmp_path: Path,
+) -> None:
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    first = asyncio.ensure_future(db.create_memory(make_memory(1)))
+    others = [asyncio.ensure_future(db.create_memory(make_memory(i))) for i in range(2, 6)]
+    await asyncio.sleep(0)  # the first write gathers this turn's group, the others join it
+    assert db._group is not None and len(db._group) == 5
+    first.cancel()
+    await asyncio.gather(*others)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # the others are acknowledged and stored; the cancelled one stands, as a queued one does
+    texts = [m.content.text for m in await db.get_memories(MemoryQuery(order="asc"))]
+    assert texts == [f"m{i}" for i in range(1, 6)]
+    await db.close()
+
+
+async def test_the_wal_is_checkpointed_while_writes_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Auto-checkpoints are off (a commit on the caller's thread must not sync): the worker
+    checkpoints the WAL, copying its pages on a connection of its own so that writes go on
+    meanwhile on the caller's thread, and the WAL is reused from its start."""
+    monkeypatch.setattr(worker, "CHECKPOINT_PAGES", 50)
+    path = tmp_path / "x.sqlite3"
+    db = await SqliteAdapter.open(path)
+    assert db._conn is not None
+    commits: list[tuple[float, str]] = []
+    db._conn.set_trace_callback(
+        lambda sql: (
+            commits.append((time.perf_counter(), threading.current_thread().name))
+            if sql == "COMMIT"
+            else None
+        )
+    )
+    copying: list[tuple[float, float]] = []
+    copy = db._copy_wal
+
+    def slow_copy() -> None:  # a slow disk: the writes meanwhile must not wait for it
+        started = time.perf_counter()
+        time.sleep(0.02)
+        copy()
+        copying.append((started, time.perf_counter()))
+
+    monkeypatch.setattr(db, "_copy_wal", slow_copy)
+    for i in range(400):
+        await db.create_memory(make_memory(i, note="x" * 2000))
+    await db._run(lambda: None)  # the last checkpoint has run
+    assert len(copying) >= 3
+    meanwhile = [
+        thread for at, thread in commits if any(start < at < end for start, end in copying)
+    ]
+    assert len(meanwhile) > 10
+    assert set(meanwhile) == {threading.current_thread().name}
+    # the WAL header's checkpoint sequence number counts the times it started over: never,
+    # were checkpoints only racing the writes (none ending with every page copied)
+    header = path.with_name(path.name + "-wal").read_bytes()[:16]
+    assert int.from_bytes(header[12:16], "big") >= 2
+    assert await db.count_memories() == 400
     await db.close()
 
 
