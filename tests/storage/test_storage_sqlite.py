@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -16,7 +17,7 @@ from builtin_plugins.sqlite.schema import SCHEMA_VERSION
 from contracts.memory import MemoryQuery, MemoryUpdate
 from contracts.storage import SearchParams, StorageError
 
-from .storage_helpers import make_memory, stored
+from .storage_helpers import AGENT, make_memory, stored
 
 
 async def test_file_wal_migrations_and_reopen(tmp_path: Path) -> None:
@@ -201,6 +202,33 @@ async def test_keyset_pages_use_an_index(tmp_path: Path) -> None:
         )
         assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan
     raw.close()
+
+
+async def test_a_rooms_latest_memories_read_the_rooms_rows_only(tmp_path: Path) -> None:
+    """An agent's history in one room of many (each message's prompt reads it): the room's
+    index, not the agent's, which would walk every room's rows to find this one's."""
+    db = await SqliteAdapter.open(tmp_path / "rooms.sqlite3")
+    rooms = [uuid4() for _ in range(50)]
+    await db.create_memories_batch(
+        [make_memory(i * 50 + r, room_id=room) for i in range(20) for r, room in enumerate(rooms)]
+    )
+    query = MemoryQuery(
+        agent_id=AGENT, room_id=rooms[0], table_name="messages", order="desc", limit=11
+    )
+    assert db._reader is not None
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    db._reader.set_progress_handler(count, 10)  # every 10 SQLite VM instructions
+    found = await db.get_memories(query)
+    db._reader.set_progress_handler(None, 0)
+    assert [m.content.text for m in found] == [f"m{i * 50}" for i in range(19, 8, -1)]
+    # the 11 rows read: ~300 instructions; walking the agent's 1,000 rows took ~3,000
+    assert steps[0] < 60, steps[0]
+    await db.close()
 
 
 class _WriteBeforeRowsRead(_WriteAfterVersionRead):
