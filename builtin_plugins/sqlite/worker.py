@@ -32,6 +32,9 @@ any write while others are queued, go to the worker thread."""
 CHECKPOINT_PAGES = 1000
 """WAL pages (estimated) written inline after which the worker runs a passive checkpoint
 (SQLite's own auto-checkpoint threshold)."""
+RESTART_AFTER = 4
+"""The WAL is made to start over (`_checkpoint`) once it holds this many times
+`CHECKPOINT_PAGES` pages."""
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 Step = Callable[[sqlite3.Connection], tuple[T, Callable[[], None]]]
@@ -410,27 +413,34 @@ class SqliteCore:
 
     def _checkpoint(self) -> None:
         """A passive WAL checkpoint on the worker (the connection never checkpoints on commit:
-        that would sync on the caller's thread when the commit runs there), in two steps. The
-        bulk (a thousand pages copied into the database, and synced) is made on a connection
-        of its own while writes go on (`_copy_wal`); then, the connection held, the few pages
-        written meanwhile: a checkpoint that ends with every page copied lets the next write
-        start the WAL over, where one racing the writes would leave it growing."""
+        that would sync on the caller's thread when the commit runs there), made on a
+        connection of its own (`_copy_wal`): writes go on meanwhile, where one made on the
+        writes' connection held them up for milliseconds (it copies a thousand pages into the
+        database and syncs it). A checkpoint racing the writes may never end with every page
+        copied, and the WAL only starts over after one that does: past `RESTART_AFTER` times
+        `CHECKPOINT_PAGES` pages, those written meanwhile are copied with the connection held."""
         self._wal_pages = 0
         self._checkpointing = False
         if self._reader is None:  # no WAL (an in-memory database), or closed
             return
+        frames = 0
         with contextlib.suppress(sqlite3.Error):
-            self._copy_wal()
-        with self._conn_lock, contextlib.suppress(sqlite3.Error, StorageError):
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            frames = self._copy_wal()
+        if frames >= RESTART_AFTER * CHECKPOINT_PAGES:
+            with self._conn_lock, contextlib.suppress(sqlite3.Error, StorageError):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _copy_wal(self) -> None:
-        """Copy the WAL's pages into the database from a connection of the worker's own."""
+    def _copy_wal(self) -> int:
+        """Copy the WAL's pages into the database from a connection of the worker's own; the
+        WAL's length in pages."""
         if self._checkpointer is None:
             self._checkpointer = sqlite3.connect(
                 self.path, timeout=0, isolation_level=None, check_same_thread=False
             )
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        _busy, frames, _copied = self._checkpointer.execute(
+            "PRAGMA wal_checkpoint(PASSIVE)"
+        ).fetchone()
+        return int(frames)
 
     async def close(self) -> None:
         if self._executor is None:

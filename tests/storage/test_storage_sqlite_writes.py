@@ -163,11 +163,12 @@ async def test_the_wal_is_checkpointed_while_writes_go_on(
     copying: list[tuple[float, float]] = []
     copy = db._copy_wal
 
-    def slow_copy() -> None:  # a slow disk: the writes meanwhile must not wait for it
+    def slow_copy() -> int:  # a slow disk: the writes meanwhile must not wait for it
         started = time.perf_counter()
         time.sleep(0.02)
-        copy()
+        frames = copy()
         copying.append((started, time.perf_counter()))
+        return frames
 
     monkeypatch.setattr(db, "_copy_wal", slow_copy)
     for i in range(400):
