@@ -56,6 +56,7 @@ class StateComposer:
         log: Logger,
     ) -> None:
         self._agent_id = agent_id
+        self._agent_text = str(agent_id)
         self._character = character
         self._components = components
         self._settings = settings
@@ -77,16 +78,26 @@ class StateComposer:
             for p in (*self._builtin, *self._components.providers)
             if not p.dynamic or p.name in wanted
         ]
+        room, entity = str(message.room_id), str(message.entity_id)
         state = State(
             values={
-                "agent_id": str(self._agent_id),
+                "agent_id": self._agent_text,
                 "agent_name": self._character.name,
-                "room_id": str(message.room_id),
-                "entity_id": str(message.entity_id),
+                "room_id": room,
+                "entity_id": entity,
             }
         )
         state._services = services
-        results = await asyncio.gather(*(self._run(p, message, state) for p in providers))
+        # one context for every provider's cache lookup (the ids as text once per message)
+        context = None
+        if self.cache is not None:
+            context = CacheContext(self._agent_text, room, entity, str(message.id))
+        if len(providers) == 1:  # the builtin one alone: no task to run it in parallel with
+            results = [await self._run(providers[0], message, state, context)]
+        else:
+            results = await asyncio.gather(
+                *(self._run(p, message, state, context) for p in providers)
+            )
         texts: list[str] = []
         for provider, outcome in sorted(
             zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
@@ -102,7 +113,9 @@ class StateComposer:
         state.text = "\n\n".join(texts)
         return state
 
-    async def _run(self, provider: Provider, message: Memory, state: State) -> ProviderResult | str:
+    async def _run(
+        self, provider: Provider, message: Memory, state: State, context: CacheContext | None
+    ) -> ProviderResult | str:
         """`provider`'s result, or why it was skipped."""
         timeout = (
             provider.timeout if provider.timeout is not None else self._settings.provider_timeout
@@ -110,7 +123,7 @@ class StateComposer:
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                result = await self._provide(provider, message, state)
+                result = await self._provide(provider, message, state, context)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 self._log.warning(
@@ -126,15 +139,11 @@ class StateComposer:
             return f"returned {type(result).__name__}, not ProviderResult"
         return result
 
-    def _provide(self, provider: Provider, message: Memory, state: State) -> Awaitable[object]:
-        if self.cache is None:
+    def _provide(
+        self, provider: Provider, message: Memory, state: State, context: CacheContext | None
+    ) -> Awaitable[object]:
+        if self.cache is None or context is None:
             return provide(provider, message, state, self._components)
-        context = CacheContext(
-            agent_id=str(self._agent_id),
-            room_id=str(message.room_id),
-            entity_id=str(message.entity_id),
-            message_id=str(message.id),
-        )
         compute = partial(provide, provider, message, state, self._components)
         return self.cache.get_or_compute(provider.name, context, compute)
 
