@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -445,11 +445,17 @@ def _fallback_metadata(caller: CallContext | None) -> dict[str, Any]:
     return metadata
 
 
-@contextmanager
-def _serving(caller: CallContext) -> Iterator[None]:
-    """Model calls made inside are attributed to `caller` (``model:used`` carries it)."""
-    token = call_context.set(caller)
-    try:
-        yield
-    finally:
-        call_context.reset(token)
+class _serving:
+    """Model calls made inside are attributed to `caller` (``model:used`` carries it). A class,
+    not a generator-based context manager: entered four times a message, at half the cost."""
+
+    __slots__ = ("_caller", "_token")
+
+    def __init__(self, caller: CallContext) -> None:
+        self._caller = caller
+
+    def __enter__(self) -> None:
+        self._token = call_context.set(self._caller)
+
+    def __exit__(self, *exc: object) -> None:
+        call_context.reset(self._token)
