@@ -93,9 +93,10 @@ class SqliteCore:
         """Held by whichever thread uses the connection: the worker, or the caller inline."""
         self._queue: list[Job] = []
         """Writes waiting for the worker's next group commit (`_drain`)."""
-        self._group: list[Job] | None = None
-        """The small writes of this turn of the loop, committed together on the caller's
-        thread by the first of them (`_submit`); None while none is gathering."""
+        self._groups: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+        """Per event loop, the small writes of its current turn, committed together on its
+        thread by the first of them (`_submit`); no entry while none is gathering. Per loop:
+        a group is only ever touched by its own loop's thread."""
         self._waits = True
         """Whether the connection's busy timeout is on (`_wait_for_locks`)."""
         self._queue_lock = threading.Lock()
@@ -239,14 +240,14 @@ class SqliteCore:
         job = (step, rows, future, loop)
         if rows > INLINE_ROWS or not self._inline:
             self._enqueue([job])
-        elif self._group is not None:  # another task gathers this turn's group: join it
-            self._group.append(job)
+        elif (group := self._groups.get(loop)) is not None:  # another task gathers: join it
+            group.append(job)
         else:
-            self._group = group = [job]
+            self._groups[loop] = group = [job]
             try:
                 await asyncio.sleep(0)  # the writes other tasks make meanwhile join the group
             finally:  # cancelled meanwhile, the group still commits (as a queued write would)
-                self._group = None
+                del self._groups[loop]
                 self._commit_here(group)
         result: T = await future  # done already when committed here: no further wake-up
         return result
