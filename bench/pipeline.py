@@ -25,7 +25,8 @@ Measured in the same run:
   the median of the per-round ratios, wall and CPU.
 
 ``--profile`` adds a cProfile of the one-room run (``--profile core``: of the pipeline core's):
-the per-message cost by function.
+the per-message cost by function, and by step of the pipeline (saving, the store's writes,
+state composition, the history read, the reply, model calls, event emits).
 
     .venv/bin/python bench/pipeline.py            # 1,000 messages per scenario
     .venv/bin/python bench/pipeline.py -n 300     # quicker
@@ -490,6 +491,41 @@ def breakdown(profile: cProfile.Profile, n: int, top: int) -> Table:
     return table
 
 
+STAGES = (
+    ("the whole turn", "host/runtime.py", "process_message"),
+    ("  saving, x2 (embed, write, memory:created)", "host/memory_writer.py", "save"),
+    ("    of which the store's writes (the commits)", "sqlite/writes.py", "create_memory"),
+    ("  state composition (the providers)", "host/state.py", "compose"),
+    ("    of which the history read (SELECT, decode)", "sqlite/reads.py", "get_memories"),
+    ("  the reply (prompt, TEXT_LARGE, directives)", "host/turn.py", "model_reply"),
+    ("model calls, all 3 (within the above)", "host/models.py", "use_model"),
+    ("event emits, all 7 (within the above)", "host/events.py", "emit"),
+)
+"""--profile's stage table: (label, file suffix, function) of the pipeline's main steps."""
+
+
+def stages(profile: cProfile.Profile, n: int) -> Table:
+    """The profiled run's main steps (`STAGES`), cumulative time per message (the profiler's
+    own overhead included: compare the rows with each other, not with the floor)."""
+    stats = pstats.Stats(profile, stream=io.StringIO())
+    table = Table(title="cProfile of the same run: the pipeline's steps, cumulative per message")
+    for column in ("step", "us/msg", "share"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    entries = stats.stats.items()  # type: ignore[attr-defined]
+    rows = []
+    for label, suffix, name in STAGES:
+        cumulative = sum(
+            time
+            for (path, _line, function), (_cc, _calls, _own, time, _callers) in entries
+            if function == name and path.endswith(suffix)
+        )
+        rows.append((label, cumulative))
+    whole = rows[0][1] or 1.0
+    for label, cumulative in rows:
+        table.add_row(label, f"{cumulative / n * 1e6:,.0f}", f"{cumulative / whole:.0%}")
+    return table
+
+
 async def run(args: argparse.Namespace) -> None:
     n, rounds = args.n, args.rounds
     chunk = n // rounds
@@ -651,6 +687,7 @@ async def run(args: argparse.Namespace) -> None:
         console.print(table)
     if profile is not None:
         console.print(breakdown(profile, chunk, args.top))
+        console.print(stages(profile, chunk))
 
 
 def main() -> None:
