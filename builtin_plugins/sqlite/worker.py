@@ -249,6 +249,8 @@ class SqliteCore:
             finally:  # cancelled meanwhile, the group still commits (as a queued write would)
                 del self._groups[loop]
                 self._commit_here(group)
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved, even when this caller is gone (cancelled)
         result: T = await future  # done already when committed here: no further wake-up
         return result
 

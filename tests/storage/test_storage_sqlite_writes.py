@@ -215,12 +215,14 @@ async def test_a_write_waits_for_another_process_holding_the_lock(tmp_path: Path
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     write = asyncio.ensure_future(db.create_memory(make_memory(1)))
+    group = asyncio.gather(*(db.create_memory(make_memory(i)) for i in range(2, 7)))
     started = time.perf_counter()
     await asyncio.sleep(0.2)  # the loop runs meanwhile
-    assert time.perf_counter() - started < 1.0 and not write.done()
+    assert time.perf_counter() - started < 1.0 and not write.done() and not group.done()
     other.execute("COMMIT")
     await write
-    assert await db.count_memories() == 1
+    await group
+    assert await db.count_memories() == 6
     other.close()
     await db.close()
 
