@@ -57,7 +57,8 @@ class SqliteWrites(SqliteCore):
         two statements instead of four (what each message's two writes take). The table's
         version is bumped first, its dimension checked off the same statement (``RETURNING``;
         a mismatch raises, and the caller's rollback undoes the bump), and the row's seq comes
-        back from its INSERT: no ``MAX(seq)`` read, no vectors read back for the indexes."""
+        back from its INSERT: no ``MAX(seq)`` read, nothing read back for the indexes and the label
+        sets (the row's vector and ids are at hand)."""
         table = override or memory.table_name
         try:
             row = self._encode_rows(conn, [memory], override, {table: (None, 0)})[0]
@@ -76,9 +77,11 @@ class SqliteWrites(SqliteCore):
         added = None
         if blob is not None and self._indexes.has(table):
             added = ([seq], np.frombuffer(blob, "<f4").reshape(1, -1).copy())
+        labelled: list[Row] = [(seq, row[2], row[3], row[4])] if self._labels.has(table) else []
 
         def apply() -> None:
             self._indexes.apply(table, version - 1, version, added=added)
+            self._labels.apply(table, version - 1, version, added=labelled)
 
         return memory.id, apply
 
