@@ -218,7 +218,11 @@ async def test_a_message_failing_every_try_is_parked_with_its_error_and_the_room
     room = str(uuid4())
     async with httpx.AsyncClient(base_url=cluster.api_url, timeout=180) as client:
         poison = asyncio.create_task(send(client, "POISON pill", room))
-        await asyncio.sleep(0.05)
+
+        async def queued() -> bool:  # the room's order is the queue's, not the sends'
+            return bool(await cluster.sql("SELECT 1 FROM cluster_messages"))
+
+        await wait_for(queued, "the poison pill in the queue")
         after = await send(client, "still here", room)
         parked = await poison
 
