@@ -98,8 +98,10 @@ def _serializes_with_functions(schema: Any) -> bool:
     if isinstance(schema, dict):
         serialization = schema.get("serialization")
         if isinstance(serialization, dict) and serialization.get("type") in _FUNCTION_SER:
-            module = getattr(serialization.get("function"), "__module__", None) or ""
-            if module != "pydantic" and not module.startswith("pydantic."):
+            function = serialization.get("function")
+            module = getattr(function, "__module__", None) or ""
+            keyless = function in _KEYLESS_SERIALIZERS
+            if not keyless and module != "pydantic" and not module.startswith("pydantic."):
                 return True
         return any(_serializes_with_functions(item) for item in schema.values())
     if isinstance(schema, list | tuple):
@@ -108,6 +110,9 @@ def _serializes_with_functions(schema: Any) -> bool:
 
 
 _FUNCTION_SER = frozenset({"function-plain", "function-wrap"})
+_KEYLESS_SERIALIZERS: tuple[Any, ...] = (Vector.tolist,)
+"""Serializer functions known to output no keys: a `Vector`'s (a list of numbers). Without
+this, every model holding a `Memory` (its ``embedding``) would be searched as text."""
 
 
 @functools.lru_cache(maxsize=1024)

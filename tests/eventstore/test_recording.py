@@ -23,9 +23,10 @@ from pydantic import (
 )
 
 from builtin_plugins.audit.recorder import EMBEDDING_KEYS
-from contracts.events import MemoryPayload, ModelUsedPayload
+from contracts.events import MemoryPayload, MessagePayload, ModelUsedPayload
 from contracts.memory import Content, Memory
 from contracts.models import EmbeddingResult
+from host.eventstore.keyscan import CLEAN, OPAQUE, scan
 from host.eventstore.recording import MASK, SECRET_KEYS, PayloadEncoder, payload_data
 
 KEYS = st.sampled_from(
@@ -240,3 +241,33 @@ def test_ordinary_payloads_take_the_one_pass_path(monkeypatch: pytest.MonkeyPatc
     )
     with pytest.raises(AssertionError, match="Python walk"):
         encoder({"password": "x"})
+
+
+def test_payloads_holding_vectors_are_told_clean_from_their_classes() -> None:
+    # A `Vector`'s serializer outputs a list of numbers: a Memory (its ``embedding``) must not
+    # send every message and memory payload to the text search (issue 20: 10 us an event).
+    encoder = PayloadEncoder(SECRET_KEYS, EMBEDDING_KEYS)
+    memory = Memory(
+        agent_id=uuid4(),
+        entity_id=uuid4(),
+        room_id=uuid4(),
+        content=Content(text="hello"),
+        embedding=[0.1, 0.2],
+    )
+    message = MessagePayload(
+        agent_id=memory.agent_id,
+        room_id=memory.room_id,
+        entity_id=memory.entity_id,
+        message=memory,
+        timings={"total": 0.1},
+    )
+    used = ModelUsedPayload(
+        model_type="text_embedding",
+        provider="p",
+        duration=0.1,
+        output=EmbeddingResult(vectors=[[1.0]]),
+    )
+    for payload in (created(memory), message, used, memory):
+        assert scan(payload, encoder._is_secret, encoder.drop) == CLEAN, type(payload).__name__
+    # a serializer of the payload's own still makes it opaque (its keys are searched as text)
+    assert scan(Renamed(visible="x"), encoder._is_secret, encoder.drop) == OPAQUE
