@@ -1,12 +1,15 @@
 """`AuditRecorder`: turns bus events into stored events and appends them off the hot path.
 
 `record` runs inside ``emit`` and only notes the payload, the time and the message being
-processed. A writer task wakes every ``flush_interval`` (at once for a full batch or a `flush`)
-and has the whole batch converted on a thread of its own, off the event loop (`PayloadEncoder`:
-one pydantic-core serialization per payload, secrets masked, embeddings left out; the thread
-lets go of the GIL every few events, so the loop never waits long for it), then appends it,
-every agent's events, as one transaction (`EventStore.append_encoded`; the audit plugin's
-SQLite store writes it on its worker thread), with no `DomainEvent` built in between.
+processed. A writer thread of its own (``audit-writer``) wakes at the first event of a batch,
+lets events accumulate for ``flush_interval`` (cut short by a full batch or a `flush`), converts
+the whole batch (`PayloadEncoder`: one pydantic-core serialization per payload, secrets masked,
+embeddings left out; the thread lets go of the GIL after each millisecond of work, so the loop
+never waits long for it), then appends it, every agent's events, as one transaction: on that
+same thread when the store can (`SqliteEventStore.append_encoded_blocking`), else through
+`EventStore.append_encoded` on the loop, waited for by the thread. No `DomainEvent` is built in
+between, and a batch wakes the loop only for `flush` waiters (the previous design's writer task
+cost three loop wake-ups and two thread hand-offs a batch).
 
 What a crash loses: events are stored at most ``flush_interval`` after they were recorded, plus
 the time to convert and write one batch (about a millisecond per hundred events); a kill -9
@@ -24,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -53,7 +57,7 @@ EMBEDDING_KEYS = frozenset({"embedding", "vectors"})
 (replay recomputes those with the local embedding model)."""
 
 GIL_SLICE = 0.001
-"""Seconds the encoder thread converts before letting the event loop have the GIL (it would
+"""Seconds the writer thread converts before letting the event loop have the GIL (it would
 otherwise wait up to the 5 ms switch interval for a batch of hundreds of events)."""
 
 HOST_AGGREGATE = "host"
@@ -210,6 +214,11 @@ def address(
     return aggregate, correlation, None if room is None else _text(room)
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @functools.lru_cache(maxsize=4096)
 def _metadata(room: str | None, plugin: str | None) -> str:
     """The recorded event's metadata (room, plugin) as JSON text (few distinct values)."""
@@ -228,25 +237,35 @@ class AuditRecorder:
         self.store = store
         self.settings = settings or AuditSettings()
         self.recorded = 0
-        """Events appended so far."""
-        self.dropped = 0
-        """Events lost after every retry failed (logged)."""
-        self._pending: list[_Recorded] = []
-        """Recorded, not yet handed to the store (a list: appending is all `record` does)."""
+        """Events appended so far (counted by the writer thread)."""
+        self._unaddressed = 0
+        """Events dropped by `record` (on the loop)."""
+        self._lost = 0
+        """Events dropped by the writer thread (not convertible, or refused after retries)."""
+        self._pending: deque[_Recorded] = deque()
+        """Recorded, not yet taken by the writer (appended on the loop, taken on the writer
+        thread: a deque's append and popleft are atomic)."""
         self._queued = 0
-        """Events ever queued; `_done` of them are stored or dropped."""
+        """Events ever queued; `_done` of them are stored or dropped (the writer counts)."""
         self._done = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        """`flush` calls waiting (on the loop) for `_done` to reach their count."""
         self._closing = False
+        self._flushers = 0
+        self._wanted: dict[str, bool] = {}
+        """`settings.wants`, per event type asked so far."""
         self._log = logger.bind(plugin="audit")
         drop = frozenset() if self.settings.record_embeddings else EMBEDDING_KEYS
         self.encoder = PayloadEncoder(self.settings.redact_keys, drop)
         """Payload to JSON text, as recorded (secrets masked, embeddings left out)."""
-        self._flushers = 0
-        self._wake = asyncio.Event()
-        self._encoder: ThreadPoolExecutor | None = None
-        """The thread converting batches (started with the writer, stopped by `aclose`)."""
+        self._work = threading.Event()
+        """Set when the first event of a batch is queued (and by `flush`, `aclose`)."""
+        self._hurry = threading.Event()
+        """Set to cut the batching window short: a full batch, `flush`, `aclose`."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        """The writer thread (started by the first `record`, stopped by `aclose`)."""
+        self._stopped: asyncio.Future[None] | None = None
 
     def wants(self, event_type: str) -> bool:
         return self.settings.wants(event_type)
@@ -276,7 +295,7 @@ class AuditRecorder:
     def _convert(self, items: list[_Recorded], pause: float = 0.0) -> list[EncodedEvent]:
         """Recorded events to stored form; one that cannot be converted is logged and left
         out (the caller counts it as dropped). With `pause` (seconds), the GIL is let go after
-        every `pause` of work (on the encoder thread: the loop waiting for the GIL would
+        every `pause` of work (on the writer thread: the loop waiting for the GIL would
         otherwise wait out the interpreter's 5 ms switch interval for a big batch). Not after
         every event: each release hands the GIL to the waiting loop and back, which cost more
         CPU than converting the event (~45 us against ~15 us, issue 20)."""
@@ -297,11 +316,15 @@ class AuditRecorder:
         """Queue `payload` (of bus event `event_type`) for the trail if the settings want it.
 
         This runs inside ``emit`` and only notes the payload, the time and the message being
-        processed (`_CURRENT`, which only ``emit`` time knows); the writer converts a whole
-        batch at once, later, which measured cheaper than converting each event here (a loop
-        over many payloads runs with warm caches; one conversion between two pipeline steps
-        runs cold)."""
-        if not self.settings.wants(event_type):
+        processed (`_CURRENT`, which only ``emit`` time knows); the writer thread converts a
+        whole batch at once, later, which measured cheaper than converting each event here (a
+        loop over many payloads runs with warm caches; one conversion between two pipeline
+        steps runs cold). The first event of a batch wakes the writer (one `threading.Event`
+        set); the others cost an append."""
+        wanted = self._wanted.get(event_type)
+        if wanted is None:
+            wanted = self._wanted[event_type] = self.settings.wants(event_type)
+        if not wanted:
             return
         current = _CURRENT.get()
         if event_type == "message:received":
@@ -309,7 +332,7 @@ class AuditRecorder:
                 incoming = address(payload, current)
             except Exception as exc:  # a payload we cannot even address must not break emit
                 self._log.opt(exception=exc).error("audit cannot record {}: {}", event_type, exc)
-                self.dropped += 1
+                self._unaddressed += 1
                 return
             if incoming[0] != HOST_AGGREGATE:
                 _CURRENT.set(incoming)
@@ -318,12 +341,18 @@ class AuditRecorder:
         pending = self._pending
         pending.append((event_type, payload, current, datetime.now(UTC)))
         self._queued += 1
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(
-                self._drain(), name="audit-writer"
-            )
-        if len(pending) == 1 or len(pending) >= self.settings.max_batch:
-            self._wake.set()
+        if self._thread is None:
+            self._start(asyncio.get_running_loop())
+        if len(pending) == 1:
+            self._work.set()
+        elif len(pending) >= self.settings.max_batch:
+            self._hurry.set()
+
+    @property
+    def dropped(self) -> int:
+        """Events lost: not addressable when recorded, not convertible, or refused by the store
+        after every retry (each logged)."""
+        return self._unaddressed + self._lost
 
     async def flush(self) -> None:
         """Write everything recorded so far now (no waiting out ``flush_interval``); returns
@@ -333,59 +362,71 @@ class AuditRecorder:
         done = asyncio.get_running_loop().create_future()
         self._waiters.append((self._queued, done))
         self._flushers += 1
-        self._wake.set()
+        self._release_waiters()  # the writer may have finished before the waiter was added
+        self._work.set()
+        self._hurry.set()
         try:
             await done
         finally:
             self._flushers -= 1
 
     async def aclose(self) -> None:
-        """Flush, then stop the writer."""
+        """Flush, then stop the writer thread."""
         await self.flush()
         self._closing = True
-        self._wake.set()
-        if self._writer is not None and not self._writer.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-        self._writer = None
-        if self._encoder is not None:
-            self._encoder.shutdown(wait=False)
-            self._encoder = None
+        self._work.set()
+        self._hurry.set()
+        if self._stopped is not None:
+            await self._stopped
+        self._thread = None
+        self._stopped = None
 
-    async def _pause(self) -> None:
-        """Let a burst accumulate for ``flush_interval``: one transaction per interval, not
-        one per event; cut short by `flush` or a full batch."""
-        if self._flushers or self._closing or len(self._pending) >= self.settings.max_batch:
-            return
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.flush_interval):
-                await self._wake.wait()
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._stopped = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._writer, args=(loop, self._stopped), name="audit-writer", daemon=True
+        )
+        self._thread.start()
 
-    async def _drain(self) -> None:
-        """The writer: waits for events, lets them accumulate, appends them in batches."""
-        while not (self._closing and not self._pending):
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if self.settings.flush_interval > 0:
-                await self._pause()
-            limit = self.settings.max_batch
-            if len(self._pending) <= limit:
-                batch, self._pending = self._pending, []
-            else:
-                batch, self._pending = self._pending[:limit], self._pending[limit:]
-            try:
-                if self._encoder is None:
-                    self._encoder = ThreadPoolExecutor(1, thread_name_prefix="audit-encoder")
-                loop = asyncio.get_running_loop()
-                events = await loop.run_in_executor(self._encoder, self._convert, batch, GIL_SLICE)
-                self.dropped += len(batch) - len(events)
-                await self._append(events)
-            finally:
-                self._done += len(batch)
-                self._release_waiters()
+    def _writer(self, loop: asyncio.AbstractEventLoop, stopped: asyncio.Future[None]) -> None:
+        """The writer thread: waits for events, lets them accumulate for ``flush_interval``,
+        converts and appends them in batches; wakes the loop only for `flush` waiters."""
+        try:
+            while self._write_batch():
+                pass
+        except BaseException as exc:  # never expected: said, and `aclose` still returns
+            self._log.opt(exception=exc).error("audit writer stopped: {}", exc)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, stopped)
+
+    def _write_batch(self) -> bool:
+        """Wait for and write one batch; False once closing with nothing left."""
+        pending, settings = self._pending, self.settings
+        self._work.clear()
+        if not pending:
+            if self._closing:
+                return False
+            self._work.wait()
+            return True
+        if settings.flush_interval > 0 and not (
+            self._flushers or self._closing or len(pending) >= settings.max_batch
+        ):
+            self._hurry.wait(settings.flush_interval)  # cut short by `flush` or a full batch
+        self._hurry.clear()
+        popleft = pending.popleft
+        batch = [popleft() for _ in range(min(len(pending), settings.max_batch))]
+        try:
+            events = self._convert(batch, GIL_SLICE)
+            self._lost += len(batch) - len(events)
+            self._append(events)
+        finally:
+            self._done += len(batch)
+            if self._waiters and self._loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._release_waiters)
+        return True
 
     def _release_waiters(self) -> None:
         waiting = []
@@ -397,14 +438,24 @@ class AuditRecorder:
                 waiting.append((target, done))
         self._waiters = waiting
 
-    async def _append(self, batch: list[EncodedEvent]) -> None:
+    def _store_append(self, events: list[EncodedEvent]) -> None:
+        """One append of `events` from the writer thread: on this thread for a store that can
+        (`SqliteEventStore.append_encoded_blocking`), else on the loop, waited for here."""
+        blocking = getattr(self.store, "append_encoded_blocking", None)
+        if blocking is not None:
+            blocking(events)
+        else:
+            assert self._loop is not None
+            asyncio.run_coroutine_threadsafe(self.store.append_encoded(events), self._loop).result()
+        self.recorded += len(events)
+
+    def _append(self, batch: list[EncodedEvent]) -> None:
         """Append `batch` (events of any agents, in recording order) in one transaction."""
         if not batch:
             return
         for attempt in range(self.settings.retries + 1):
             try:
-                await self.store.append_encoded(batch)
-                self.recorded += len(batch)
+                self._store_append(batch)
                 return
             except EventStoreUnavailableError as exc:  # an outage: retried, as below
                 failure: Exception = exc
@@ -413,7 +464,7 @@ class AuditRecorder:
                 # character, an over-long id; or it is closed, and every part fails at once):
                 # the same batch would fail again, and one event must not cost every agent's
                 # events of the flush. Keep what it accepts.
-                refused, error = await self._split(batch, exc)
+                refused, error = self._split(batch, exc)
                 if refused:
                     self._drop(refused, error, attempt + 1)
                 return
@@ -422,9 +473,9 @@ class AuditRecorder:
             if attempt == self.settings.retries:
                 self._drop(batch, failure, attempt + 1)
             else:
-                await asyncio.sleep(self.settings.retry_delay * 2**attempt)
+                time.sleep(self.settings.retry_delay * 2**attempt)
 
-    async def _split(
+    def _split(
         self, batch: list[EncodedEvent], error: Exception
     ) -> tuple[list[EncodedEvent], Exception]:
         """Append the parts of a refused `batch` the store accepts, halving it until each
@@ -436,13 +487,12 @@ class AuditRecorder:
         half = len(batch) // 2
         for part in (batch[:half], batch[half:]):
             try:
-                await self.store.append_encoded(part)
-                self.recorded += len(part)
+                self._store_append(part)
             except EventStoreUnavailableError as exc:  # the store failed meanwhile
                 refused += part
                 error = exc
             except EventStoreError as exc:
-                more, error = await self._split(part, exc)
+                more, error = self._split(part, exc)
                 refused += more
             except Exception as exc:  # the store failed meanwhile: not the events' fault
                 refused += part
@@ -451,7 +501,7 @@ class AuditRecorder:
 
     def _drop(self, events: list[EncodedEvent], error: Exception, attempts: int) -> None:
         """Count and log events lost for good."""
-        self.dropped += len(events)
+        self._lost += len(events)
         self._log.opt(exception=error).error(
             "audit dropped {} event(s) ({}) of {} after {} attempts: {}",
             len(events),

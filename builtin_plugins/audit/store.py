@@ -46,7 +46,7 @@ async def open_event_store(
                 f" {getattr(database, 'backend', None)!r}"
             )
         path = Path(shared)
-    # the audit trail's appends run on the store's worker thread, never on the event loop
+    # the audit trail appends on its writer thread (append_encoded_blocking), never the loop's
     return await SqliteEventStore.open(
         path, busy_timeout=settings.busy_timeout, inline_appends=False
     )

@@ -250,6 +250,11 @@ class Notifier:
     def __init__(self) -> None:
         self._waiters: set[asyncio.Event] = set()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether anyone waits (a writer thread asks before waking the loop)."""
+        return bool(self._waiters)
+
     def notify(self) -> None:
         for waiter in self._waiters:
             waiter.set()

@@ -20,6 +20,7 @@ connection, so no fsync ever runs on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import sqlite3
@@ -126,6 +127,12 @@ def _rows(events: list[EncodedEvent]) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _not_json(batch: list[EncodedEvent]) -> EventStoreError:
+    """The error for an append of `batch` that SQLite refused as malformed JSON."""
+    what = first_bad_json(batch) or "an event's data is not JSON"
+    return EventStoreError(f"{what}; nothing was appended")
+
+
 def _row_to_event(row: tuple[Any, ...]) -> DomainEvent:
     """A `DomainEvent` from a ``SELECT {EVENT_COLUMNS}`` row (trusted data: no re-validation)."""
     return DomainEvent.model_construct(
@@ -177,6 +184,8 @@ class SqliteEventStore(SqlEventStore):
         """Whether this store checkpoints the WAL itself (auto-checkpoints are off)."""
         self._wal_pages = 0
         self._checkpoint: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop that opened the store (`append_encoded_blocking` wakes subscribers there)."""
 
     @classmethod
     async def open(
@@ -191,6 +200,7 @@ class SqliteEventStore(SqlEventStore):
         `inline_appends` False sends every append to the worker thread (see the module doc)."""
         store = cls(path, _Options(busy_timeout, synchronous, inline_appends))
         store._executor = ThreadPoolExecutor(1, thread_name_prefix=f"events:{store.path.name}")
+        store._loop = asyncio.get_running_loop()
         try:
             await store._run(store._connect)
         except BaseException:
@@ -272,8 +282,33 @@ class SqliteEventStore(SqlEventStore):
         except sqlite3.OperationalError as exc:
             if "malformed JSON" not in str(exc):
                 raise
-            what = first_bad_json(batch) or "an event's data is not JSON"
-            raise EventStoreError(f"{what}; nothing was appended") from exc
+            raise _not_json(batch) from exc
+        return len(batch)
+
+    def append_encoded_blocking(self, events: Sequence[EncodedEvent]) -> int:
+        """`append_encoded` on the calling thread, waiting for SQLite's write lock there: for
+        a writer thread of the caller's own (the audit trail's), never the event loop's. A
+        batch costs no hop to the worker thread and no wake-up of the loop (subscribers on
+        the loop are woken only if there are any)."""
+        loop = self._loop
+        if self._executor is None or loop is None:
+            raise EventStoreError(f"SQLite event store {self.path} is closed (or never opened)")
+        batch = check_encoded(events)
+        if not batch:
+            return 0
+        rows = _rows(batch)
+        try:
+            with self._lock:
+                self._write(rows, _INSERT_JSON, None)
+                if self._checkpoints and self._wal_pages >= CHECKPOINT_PAGES:
+                    self._checkpoint_wal()
+        except sqlite3.OperationalError as exc:
+            if "malformed JSON" not in str(exc):
+                raise
+            raise _not_json(batch) from exc
+        if self._notifier.waiting:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
+                loop.call_soon_threadsafe(self._notifier.notify)
         return len(batch)
 
     async def _write_rows(

@@ -11,12 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+from builtin_plugins.audit import AuditSettings
 from host.eventstore import SqliteEventStore
 
 ROOT = Path(__file__).resolve().parents[2]
-FLUSH_INTERVAL = 0.05
-"""The child's ``flush_interval``: events are stored at most this long after being recorded,
-plus one batch's conversion and write."""
+FLUSH_INTERVAL = AuditSettings().flush_interval
+"""The child's ``flush_interval``, the default one: events are stored at most this long after
+being recorded, plus one batch's conversion and write."""
 SCHEDULING = 0.5
 """Allowance for this machine's load (the child may wait for a CPU): a recorder that kept
 events longer than FLUSH_INTERVAL + SCHEDULING (or until its clean stop) fails the test."""

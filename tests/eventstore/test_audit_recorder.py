@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import uuid4
 
 import pytest
@@ -232,3 +233,36 @@ async def test_recorded_embeddings_are_json_lists_read_back_as_vectors(
     assert used.data["output"]["vectors"] == [[0.5, -0.25]]
     assert EmbeddingResult.model_validate(used.data["output"]).vector == [0.5, -0.25]
     await recorder.aclose()
+
+
+async def test_batches_are_converted_and_written_off_the_event_loop(
+    sqlite_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread converts and appends (SQLite: on that thread, no hop back to the
+    loop per batch); the loop's thread only queues."""
+    threads: list[str] = []
+    append = sqlite_store.append_encoded_blocking  # type: ignore[attr-defined]
+
+    def spy(events: Sequence[EncodedEvent]) -> int:
+        threads.append(threading.current_thread().name)
+        return append(events)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(sqlite_store, "append_encoded_blocking", spy)
+    recorder = AuditRecorder(sqlite_store, AuditSettings(events=("*",)))
+    converted: list[str] = []
+    convert = recorder._convert
+
+    def converting(items: list[Any], pause: float = 0.0) -> list[EncodedEvent]:
+        converted.append(threading.current_thread().name)
+        return convert(items, pause)
+
+    monkeypatch.setattr(recorder, "_convert", converting)
+    for i in range(5):
+        recorder.record("tick", {"agent_id": "a", "i": i})
+    await recorder.flush()
+    recorder.record("tick", {"agent_id": "a", "i": 5})
+    await recorder.aclose()
+    assert [e.data["i"] for e in await sqlite_store.read_all()] == list(range(6))
+    assert threads and set(threads) == {"audit-writer"}
+    assert converted and set(converted) == {"audit-writer"}
+    assert threading.current_thread().name not in threads
