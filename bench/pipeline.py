@@ -437,6 +437,7 @@ async def audit_cost(directory: Path, embeddings: str, rounds: int, batch: int) 
         for host in hosts.values():
             await warm_up(host)
         room, user = uuid4(), uuid4()
+        threads_before = thread_cpu()
         for index in range(rounds):
             for audit in (False, True) if index % 2 == 0 else (True, False):
                 host = hosts[audit]
@@ -451,6 +452,7 @@ async def audit_cost(directory: Path, embeddings: str, rounds: int, batch: int) 
                     await host.loader.loaded["audit"].instance.flush()
                 wall[audit].append((time.perf_counter() - started) / batch)
                 cpu[audit].append((time.process_time() - used) / batch)
+        threads_after = thread_cpu()
     finally:
         for host in hosts.values():
             await host.stop()
@@ -463,6 +465,8 @@ async def audit_cost(directory: Path, embeddings: str, rounds: int, batch: int) 
         "high": max(wall_ratios),
         "off": statistics.median(wall[False]),
         "on": statistics.median(wall[True]),
+        "writer": (threads_after.get("audit-writer", 0.0) - threads_before.get("audit-writer", 0.0))
+        / (rounds * batch),
     }
 
 
@@ -658,7 +662,8 @@ async def run(args: argparse.Namespace) -> None:
             f"audit trail cost (paired A/B, {args.rounds * 4} rounds of {args.batch} messages,"
             f" audit flushed in each round): wall {cost['wall']:+.1%} (rounds"
             f" {cost['low']:+.0%}..{cost['high']:+.0%}), CPU {cost['cpu']:+.1%};"
-            f" {cost['off'] * 1e6:.0f} -> {cost['on'] * 1e6:.0f} us/msg;"
+            f" {cost['off'] * 1e6:.0f} -> {cost['on'] * 1e6:.0f} us/msg; audit-writer thread"
+            f" {cost['writer'] * 1e6:.0f} us CPU/msg;"
             f" target <= 10%: {verdict(max(cost['wall'], cost['cpu']) <= 0.10)}"
         )
     threads = {
