@@ -363,6 +363,8 @@ class AuditRecorder:
         self._waiters.append((self._queued, done))
         self._flushers += 1
         self._release_waiters()  # the writer may have finished before the waiter was added
+        if self._thread is None:  # it stopped on an unexpected error: another one writes
+            self._start(asyncio.get_running_loop())
         self._work.set()
         self._hurry.set()
         try:
@@ -395,8 +397,9 @@ class AuditRecorder:
         try:
             while self._write_batch():
                 pass
-        except BaseException as exc:  # never expected: said, and `aclose` still returns
+        except BaseException as exc:  # never expected: said; the next record or flush
             self._log.opt(exception=exc).error("audit writer stopped: {}", exc)
+            self._thread = None  # starts another writer, so no flush waits forever
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, stopped)
@@ -417,11 +420,15 @@ class AuditRecorder:
         self._hurry.clear()
         popleft = pending.popleft
         batch = [popleft() for _ in range(min(len(pending), settings.max_batch))]
+        written = False
         try:
             events = self._convert(batch, GIL_SLICE)
             self._lost += len(batch) - len(events)
             self._append(events)
+            written = True
         finally:
+            if not written:  # something escaped the per-event and per-append handling
+                self._lost += len(batch)
             self._done += len(batch)
             if self._waiters and self._loop is not None:
                 with contextlib.suppress(RuntimeError):

@@ -266,3 +266,30 @@ async def test_batches_are_converted_and_written_off_the_event_loop(
     assert threads and set(threads) == {"audit-writer"}
     assert converted and set(converted) == {"audit-writer"}
     assert threading.current_thread().name not in threads
+
+
+async def test_a_writer_that_dies_is_replaced_and_flush_returns(
+    sqlite_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something escaping the writer's own handling (here SystemExit on its thread) costs
+    that batch, counted; the next flush starts another writer instead of waiting forever."""
+    recorder = AuditRecorder(sqlite_store, AuditSettings(events=("*",)))
+    append = recorder._append
+    calls: list[int] = []
+
+    def dying(batch: list[EncodedEvent]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise SystemExit("the writer thread dies")
+        append(batch)
+
+    monkeypatch.setattr(recorder, "_append", dying)
+    recorder.record("tick", {"agent_id": "a", "i": 0})
+    async with asyncio.timeout(30):
+        await recorder.flush()
+    assert recorder.dropped == 1
+    recorder.record("tick", {"agent_id": "a", "i": 1})
+    async with asyncio.timeout(30):
+        await recorder.aclose()
+    assert [e.data["i"] for e in await sqlite_store.read_all()] == [1]
+    assert recorder.recorded == 1
