@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
@@ -21,7 +20,7 @@ from builtin_plugins.audit.recorder import AuditRecorder
 from builtin_plugins.audit.settings import AuditSettings
 from builtin_plugins.postgres import PostgresAdapter
 from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
-from contracts.eventstore import EncodedEvent, EventStoreUnavailableError
+from contracts.eventstore import EventStoreUnavailableError
 from contracts.storage import PoolExhaustedError, StorageUnavailableError
 from host.app import Host
 from host.config import LoadedConfig
@@ -152,21 +151,16 @@ async def test_the_audit_recorder_retries_through_an_outage(
     """An unavailable store is transient for the audit trail: the batch is retried, not split
     and dropped as if the store refused its events."""
     events = await PostgresEventStore.open(db.pool)
-    recorder = AuditRecorder(events, AuditSettings(retries=6, retry_delay=0.2))
+    recorder = AuditRecorder(
+        events, AuditSettings(retries=6, retry_delay=0.2, flush_interval=0, events=("*",))
+    )
     await proxy.stop()
-    batch = [
-        EncodedEvent(
-            aggregate_id=f"agent-{uuid4()}",
-            event_type="test:outage",
-            data="{}",
-            schema_version=1,
-            timestamp=datetime.now(UTC),
-        )
-    ]
-    appending = asyncio.create_task(recorder._append(batch))
+    recorder.record("test:outage", {"agent_id": f"agent-{uuid4()}"})
+    flushing = asyncio.create_task(recorder.flush())  # the writer thread retries meanwhile
     await asyncio.sleep(1.5)
     await proxy.start()
-    await appending
+    await flushing
+    await recorder.aclose()
     assert (recorder.recorded, recorder.dropped) == (1, 0)
     assert await events.last_position() >= 1
 
