@@ -1,0 +1,162 @@
+"""The audit trail's CPU per message against the pipeline's own (issue 20, target 7).
+
+The paired A/B of ``bench/pipeline.py`` (two hosts, audit on and off) measures the trail's
+cost where it is paid, but on a shared machine its rounds range over -80%..+300% and its median
+moves by 10 points between runs. This measures the two parts separately, in alternating rounds
+of the same run:
+
+- **pipeline**: the default host with the audit plugin disabled, messages into one room, each
+  reply awaited: its process CPU per message (every thread) and wall time per message;
+- **audit trail**: the audit plugin's own recorder and SQLite store, fed the 7 real payloads of
+  each message (captured from a default host) one message every pipeline wall time, so batches
+  form as in the pipeline; its process CPU per message minus that of the loop idling as long.
+
+The ratio (audit / pipeline CPU) is what the trail adds to the pipeline's CPU if nothing else
+changes; contention for the GIL and the cores comes on top (the A/B shows it).
+
+    .venv/bin/python bench/audit.py              # 6 rounds of 100 messages
+    .venv/bin/python bench/audit.py --rounds 3 -n 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from pipeline import TEXTS, start_host, thread_cpu, warm_up
+from rich.console import Console
+from rich.table import Table
+
+from builtin_plugins.audit import AuditRecorder, AuditSettings, open_event_store
+from host.app import Host
+
+console = Console(width=120)
+
+
+async def captured_payloads(directory: Path, count: int) -> list[list[tuple[str, object]]]:
+    """The payloads the audit plugin of a default host records for each of `count` messages."""
+    host = await start_host(directory, "hashed")
+    try:
+        recorder = host.loader.loaded["audit"].instance.recorder
+        record = recorder.record
+        current: list[tuple[str, object]] = []
+
+        def capture(event_type: str, payload: object) -> None:
+            current.append((event_type, payload))
+            record(event_type, payload)
+
+        recorder.record = capture
+        runtime = host.agents.get("Eliza")
+        room, user = uuid4(), uuid4()
+        messages = []
+        for i in range(count):
+            current = []
+            message = runtime.new_message(TEXTS[i % len(TEXTS)], room_id=room, entity_id=user)
+            await runtime.process_message(message)
+            messages.append(current)
+        return messages
+    finally:
+        await host.stop()
+
+
+async def pipeline_round(host: Host, n: int) -> tuple[float, float]:
+    """CPU and wall seconds per message of `n` one-room messages."""
+    runtime = host.agents.get("Eliza")
+    room, user = uuid4(), uuid4()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for i in range(n):
+        message = runtime.new_message(TEXTS[i % len(TEXTS)], room_id=room, entity_id=user)
+        await runtime.process_message(message)
+    return (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
+
+
+async def audit_round(
+    recorder: AuditRecorder | None, messages: list[list[tuple[str, object]]], n: int, gap: float
+) -> float:
+    """CPU seconds per message of recording `n` messages' payloads, one message every `gap`
+    seconds (None: the loop only idles as long)."""
+    cpu = time.process_time()
+    for i in range(n):
+        if recorder is not None:
+            for event_type, payload in messages[i % len(messages)]:
+                recorder.record(event_type, payload)
+        await asyncio.sleep(gap)
+    if recorder is not None:
+        await recorder.flush()
+    return (time.process_time() - cpu) / n
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        messages = await captured_payloads(directory / "capture", 40)
+        host = await start_host(directory / "pipeline", "hashed", audit=False)
+        settings = AuditSettings(path=directory / "audit.sqlite3")
+        store = await open_event_store(settings, None, directory)
+        recorder = AuditRecorder(store, settings)
+        rows: dict[str, list[float]] = {"pipeline": [], "wall": [], "audit": [], "ratio": []}
+        writer = 0.0
+        try:
+            await warm_up(host)
+            await audit_round(recorder, messages, 20, 0.001)
+            for _ in range(args.rounds):
+                cpu, wall = await pipeline_round(host, args.n)
+                idle = await audit_round(None, messages, args.n, wall)
+                before = thread_cpu().get("audit-writer", 0.0)
+                audit = await audit_round(recorder, messages, args.n, wall) - idle
+                writer += thread_cpu().get("audit-writer", 0.0) - before
+                for name, value in (("pipeline", cpu), ("wall", wall), ("audit", audit)):
+                    rows[name].append(value)
+                rows["ratio"].append(audit / cpu)
+        finally:
+            await recorder.aclose()
+            await store.close()
+            await host.stop()
+    show(rows, writer / (args.rounds * args.n), args)
+
+
+def show(rows: dict[str, list[float]], writer: float, args: argparse.Namespace) -> None:
+    events = 7
+    table = Table(title=f"Audit trail vs the pipeline, {args.rounds} rounds of {args.n} messages")
+    for column in ("measure", "median", "range"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+
+    def us(values: list[float]) -> tuple[str, str]:
+        return (
+            f"{statistics.median(values) * 1e6:,.0f} us",
+            f"{min(values) * 1e6:,.0f}..{max(values) * 1e6:,.0f}",
+        )
+
+    table.add_row("pipeline (audit off), CPU per message", *us(rows["pipeline"]))
+    table.add_row("pipeline (audit off), wall per message", *us(rows["wall"]))
+    table.add_row(f"audit trail, CPU per message ({events} events)", *us(rows["audit"]))
+    table.add_row("  of which the audit-writer thread", f"{writer * 1e6:,.0f} us", "")
+    ratios = rows["ratio"]
+    table.add_row(
+        "audit CPU / pipeline CPU",
+        f"{statistics.median(ratios):.1%}",
+        f"{min(ratios):.1%}..{max(ratios):.1%}",
+    )
+    console.print(table)
+    console.print(f"[dim]load average {os.getloadavg()[0]:.1f}; target <= 10%[/dim]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=100, help="messages per round")
+    parser.add_argument("--rounds", type=int, default=6)
+    args: Any = parser.parse_args()
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
