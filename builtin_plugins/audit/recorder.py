@@ -363,8 +363,6 @@ class AuditRecorder:
         self._waiters.append((self._queued, done))
         self._flushers += 1
         self._release_waiters()  # the writer may have finished before the waiter was added
-        if self._thread is None:  # it stopped on an unexpected error: another one writes
-            self._start(asyncio.get_running_loop())
         self._work.set()
         self._hurry.set()
         try:
@@ -395,11 +393,13 @@ class AuditRecorder:
         """The writer thread: waits for events, lets them accumulate for ``flush_interval``,
         converts and appends them in batches; wakes the loop only for `flush` waiters."""
         try:
-            while self._write_batch():
-                pass
-        except BaseException as exc:  # never expected: said; the next record or flush
-            self._log.opt(exception=exc).error("audit writer stopped: {}", exc)
-            self._thread = None  # starts another writer, so no flush waits forever
+            while True:
+                try:
+                    if not self._write_batch():
+                        break
+                except BaseException as exc:  # never expected: said, and the writer goes on
+                    self._log.opt(exception=exc).error("audit writer: {}", exc)
+                    time.sleep(0.05)  # no busy loop should it repeat
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, stopped)
