@@ -181,24 +181,45 @@ class RoomQueue:
             conn.transaction(),
         ):
             await conn.execute(ASYNC_COMMIT)
-            cursor = await conn.execute(
-                "WITH c AS (SELECT agent_id, room_id, holder FROM cluster_rooms"
-                " WHERE pending > 0 AND agent_id = ANY(%s)"
-                " AND (holder IS NULL OR lease_until < clock_timestamp())"
-                " ORDER BY waiting_since LIMIT 1 FOR UPDATE SKIP LOCKED),"
-                " r AS (UPDATE cluster_rooms r SET holder = %s, fence = r.fence + 1,"
-                " lease_until = clock_timestamp() + make_interval(secs => %s),"
-                " redeliveries = r.redeliveries + (c.holder IS NOT NULL)::int"
-                " FROM c WHERE r.agent_id = c.agent_id AND r.room_id = c.room_id"
-                " RETURNING r.agent_id, r.room_id, r.fence, c.holder),"
-                " m AS (UPDATE cluster_messages SET tries = tries + 1, worker = %s"
-                " WHERE id = (SELECT q.id FROM cluster_messages q, c WHERE q.agent_id = c.agent_id"
-                " AND q.room_id = c.room_id AND q.status = 'pending' ORDER BY q.room_seq LIMIT 1)"
-                f" RETURNING {TAKEN_COLUMNS})"
-                " SELECT r.agent_id, r.room_id, r.fence, r.holder, m.* FROM r LEFT JOIN m ON true",
-                (list(agents), self.node_id, self.lease, self.node_id),
-            )
-            row = await cursor.fetchone()
+            return self._claimed(await (await self._claim_query(conn, agents)).fetchone())
+
+    async def _claim_query(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        agents: Sequence[UUID],
+        after: Claim | None = None,
+    ) -> psycopg.AsyncCursor[Any]:
+        """The claim statement; `after` (a room this transaction has just committed to):
+        only if that room was let go in it (its row shows no holder), so that a worker
+        holds one room more only for a room it gave up."""
+        let_go = (
+            " AND EXISTS (SELECT 1 FROM cluster_rooms g WHERE g.agent_id = %s"
+            " AND g.room_id = %s AND g.holder IS NULL)"
+            if after is not None
+            else ""
+        )
+        params: list[Any] = [list(agents)]
+        if after is not None:
+            params += [after.agent_id, after.room_id]
+        return await conn.execute(
+            "WITH c AS (SELECT agent_id, room_id, holder FROM cluster_rooms"
+            " WHERE pending > 0 AND agent_id = ANY(%s)"
+            " AND (holder IS NULL OR lease_until < clock_timestamp())"
+            f"{let_go} ORDER BY waiting_since LIMIT 1 FOR UPDATE SKIP LOCKED),"
+            " r AS (UPDATE cluster_rooms r SET holder = %s, fence = r.fence + 1,"
+            " lease_until = clock_timestamp() + make_interval(secs => %s),"
+            " redeliveries = r.redeliveries + (c.holder IS NOT NULL)::int"
+            " FROM c WHERE r.agent_id = c.agent_id AND r.room_id = c.room_id"
+            " RETURNING r.agent_id, r.room_id, r.fence, c.holder),"
+            " m AS (UPDATE cluster_messages SET tries = tries + 1, worker = %s"
+            " WHERE id = (SELECT q.id FROM cluster_messages q, c WHERE q.agent_id = c.agent_id"
+            " AND q.room_id = c.room_id AND q.status = 'pending' ORDER BY q.room_seq LIMIT 1)"
+            f" RETURNING {TAKEN_COLUMNS})"
+            " SELECT r.agent_id, r.room_id, r.fence, r.holder, m.* FROM r LEFT JOIN m ON true",
+            (*params, self.node_id, self.lease, self.node_id),
+        )
+
+    def _claimed(self, row: Any) -> Claim | None:
         if row is None:
             return None
         takeover = row[3] is not None
@@ -261,57 +282,72 @@ class RoomQueue:
         reply: str,
         *,
         take_next: bool = True,
+        claim_from: Sequence[UUID] = (),
     ) -> Committed:
         """Commit a processed message: what its `unit` wrote (memories created, updated,
         deleted, its cluster events into the outbox), its reply and the room's progress, in one
         transaction under the room's fencing token (`Fenced`: nothing written).
 
         With `take_next`, the same transaction takes the room's next message (its try counted)
-        or, when there is none, lets the room go; one round trip per message while a room has
-        a backlog."""
-        # pipeline mode: the statements go without waiting for each answer (answers are read
-        # where needed), a few round trips instead of one per statement; COPY (large batches
-        # of memories) cannot run in a pipeline
+        or, when there is none, lets the room go and, with `claim_from` (agent ids), claims
+        another room for the worker (`Committed.claimed`, as `claim` would); one transaction
+        per message whether a room has a backlog or not."""
+        # pipeline mode: BEGIN, the statements and COMMIT go without waiting for each answer;
+        # the answers are read once the store's writes have synced (its dimension lock needs
+        # one answer); a fence found stale raises before COMMIT, so nothing is written. COPY
+        # (large batches of memories) cannot run in a pipeline
         pipelined = len(unit.memories) < PIPELINE_BELOW
         try:
-            async with self.store.with_connection() as conn, conn.transaction():
-                async with conn.pipeline() if pipelined else contextlib.nullcontext():
-                    fence = await self._fence_query(conn, claim)
-                    ended = await self._end_query(conn, claim, message.id, "done", reply, None)
-                    taking = await self._next_query(conn, claim) if take_next else None
-                    await self._fence_check(fence, claim)
-                    _check_ended(ended, message.id)
-                    following = await _queued(taking) if taking is not None else None
-                    # none waits, none can arrive meanwhile (ingress needs the row lock): let go
-                    released = take_next and following is None
-                    await self._room_done(conn, claim, release=released)
-                    sent = await self._outbox_on(conn, unit.outbox)
-                    # last: the store locks its table's row (the embedding dimension) until
-                    # the commit
-                    await self.store.create_missing_on(conn, unit.memories)
-                    if unit.updates:
-                        await self.store.update_on(conn, unit.updates)
-                    if unit.deletes:
-                        await self.store.delete_on(conn, unit.deletes)
-                result = Committed(following, released, sent)
+            async with (
+                self.store.with_connection() as conn,
+                conn.pipeline() if pipelined else contextlib.nullcontext(),
+                conn.transaction(),
+            ):
+                fence = await self._fence_query(conn, claim)  # the room's row locked first
+                ended = await self._end_query(conn, claim, message.id, "done", reply, None)
+                taking = await self._next_query(conn, claim) if take_next else None
+                room = await self._room_done(conn, claim, release=take_next)
+                claiming = (
+                    await self._claim_query(conn, claim_from, after=claim)
+                    if take_next and claim_from
+                    else None
+                )
+                sending = await self._outbox_query(conn, unit.outbox)
+                # last: the store locks its table's row (the embedding dimension) until the
+                # commit
+                await self.store.create_missing_on(conn, unit.memories)
+                if unit.updates:
+                    await self.store.update_on(conn, unit.updates)
+                if unit.deletes:
+                    await self.store.delete_on(conn, unit.deletes)
+                await self._fence_check(fence, claim)
+                _check_ended(ended, message.id)
+                following = await _queued(taking) if taking is not None else None
+                released = await _released(room)
+                claimed = self._claimed(await claiming.fetchone()) if claiming else None
+                sent = await _sent(sending)
         except Fenced:
             self.counts["fenced"] += 1
             raise
         self.counts["processed"] += 1
-        return result
+        return Committed(following, released, sent, claimed)
 
-    async def _outbox_on(
+    async def _outbox_query(
         self, conn: psycopg.AsyncConnection[Any], entries: Sequence[OutboxEntry]
-    ) -> list[tuple[int, str, bytes]]:
+    ) -> psycopg.AsyncCursor[Any] | None:
         if not entries:
-            return []
-        cursor = await conn.execute(
+            return None
+        return await conn.execute(
             "INSERT INTO cluster_outbox (origin, subject, data)"
             " SELECT %s, s, d FROM unnest(%s::text[], %s::bytea[]) AS e(s, d)"
             " RETURNING seq, subject, data",
             (self.node_id, [e[0] for e in entries], [e[1] for e in entries]),
         )
-        return [(int(r[0]), r[1], bytes(r[2])) for r in await cursor.fetchall()]
+
+    async def _outbox_on(
+        self, conn: psycopg.AsyncConnection[Any], entries: Sequence[OutboxEntry]
+    ) -> list[tuple[int, str, bytes]]:
+        return await _sent(await self._outbox_query(conn, entries))
 
     async def outbox_relay(
         self, published: Sequence[int], stale: float, busy: Sequence[int] = (), limit: int = 500
@@ -387,16 +423,23 @@ class RoomQueue:
 
     async def _room_done(
         self, conn: psycopg.AsyncConnection[Any], claim: Claim, *, release: bool
-    ) -> None:
-        """One message fewer in the room; its lease extended, or the room let go."""
-        await conn.execute(
+    ) -> psycopg.AsyncCursor[Any]:
+        """One message fewer in the room; its lease extended or, with `release` and no other
+        message waiting, the room let go (none can arrive meanwhile: ingress needs the row
+        lock this transaction holds). Returns whether it was let go."""
+        return await conn.execute(
             "UPDATE cluster_rooms SET pending = pending - 1,"
             " waiting_since = CASE WHEN pending > 1 THEN clock_timestamp() END,"
-            " holder = CASE WHEN %s THEN NULL ELSE holder END,"
-            " lease_until = CASE WHEN %s THEN NULL"
-            " ELSE clock_timestamp() + make_interval(secs => %s) END"
-            " WHERE agent_id = %s AND room_id = %s",
-            (release, release, self.lease, claim.agent_id, claim.room_id),
+            " holder = CASE WHEN %(release)s AND pending <= 1 THEN NULL ELSE holder END,"
+            " lease_until = CASE WHEN %(release)s AND pending <= 1 THEN NULL"
+            " ELSE clock_timestamp() + make_interval(secs => %(lease)s) END"
+            " WHERE agent_id = %(agent)s AND room_id = %(room)s RETURNING holder IS NULL",
+            {
+                "release": release,
+                "lease": self.lease,
+                "agent": claim.agent_id,
+                "room": claim.room_id,
+            },
         )
 
     async def release(self, claim: Claim) -> bool:
@@ -474,3 +517,14 @@ def _check_ended(cursor: psycopg.AsyncCursor[Any], message_id: UUID) -> None:
 
 async def _queued(cursor: psycopg.AsyncCursor[Any]) -> QueuedMessage | None:
     return queued_row(await cursor.fetchone())
+
+
+async def _released(cursor: psycopg.AsyncCursor[Any]) -> bool:
+    row = await cursor.fetchone()
+    return bool(row is not None and row[0])
+
+
+async def _sent(cursor: psycopg.AsyncCursor[Any] | None) -> list[tuple[int, str, bytes]]:
+    if cursor is None:
+        return []
+    return [(int(r[0]), r[1], bytes(r[2])) for r in await cursor.fetchall()]

@@ -83,11 +83,15 @@ class QueuedMessage:
 @dataclass(frozen=True, slots=True)
 class Committed:
     """What `RoomQueue.commit` did: the room's next message (its try counted) or None, whether
-    the room was let go, and the outbox rows written (seq, subject, data) to send now."""
+    the room was let go, the outbox rows written (seq, subject, data) to send now, and the
+    room claimed next."""
 
     following: QueuedMessage | None
     released: bool
     outbox: list[tuple[int, str, bytes]]
+    claimed: Claim | None = None
+    """Another room claimed for the worker in the same transaction, once this one was let go
+    (`RoomQueue.commit`'s ``claim_from``)."""
 
 
 OutboxEntry = tuple[str, bytes]

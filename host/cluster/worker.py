@@ -27,7 +27,7 @@ from host.runtime import AgentRuntime
 from .link import NatsLink, Subjects
 from .outbox import Outbox
 from .queue import RoomQueue
-from .records import Claim, Fenced, QueuedMessage
+from .records import Claim, Committed, Fenced, QueuedMessage
 from .unit import Unit, working_on
 
 __all__ = ["REPLY_EXCLUDE", "Worker"]
@@ -60,6 +60,7 @@ class Worker:
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._rooms: dict[RoomKey, tuple[Claim, asyncio.Task[None]]] = {}
+        self._committing: set[RoomKey] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,12 +112,15 @@ class Worker:
                 self._slots.release()
                 await self._idle()
                 continue
-            if claim.takeover:
-                self.counts["takeovers"] += 1
-                _log.info("took over room {} (its worker's lease ran out)", claim.room_id)
-            key = (claim.agent_id, claim.room_id)
             task = asyncio.create_task(self._serve(claim), name=f"room-{claim.room_id}")
-            self._rooms[key] = (claim, task)
+            self._hold(claim, task)
+
+    def _hold(self, claim: Claim, task: asyncio.Task[None]) -> None:
+        """`claim`'s room is served by `task` (its lease renewed, dropped if found lost)."""
+        if claim.takeover:
+            self.counts["takeovers"] += 1
+            _log.info("took over room {} (its worker's lease ran out)", claim.room_id)
+        self._rooms[(claim.agent_id, claim.room_id)] = (claim, task)
 
     async def _idle(self) -> None:
         """Until a wake-up (NATS) or the next poll."""
@@ -139,7 +143,12 @@ class Worker:
             for claim in claims:
                 key = (claim.agent_id, claim.room_id)
                 entry = self._rooms.get(key)
-                if key not in kept and entry is not None and entry[0] is claim:
+                if (
+                    key not in kept
+                    and entry is not None
+                    and entry[0] is claim
+                    and key not in self._committing  # its commit is fenced if it was lost
+                ):
                     _log.warning("lost room {} (lease ran out); dropping it", claim.room_id)
                     self.counts["lost"] += 1
                     entry[1].cancel()
@@ -147,13 +156,25 @@ class Worker:
     # ------------------------------------------------------------------ one room
 
     async def _serve(self, claim: Claim) -> None:
+        """Serve `claim`'s room, then the rooms its last commits claimed, one after the other
+        in this slot."""
+        try:
+            following: Claim | None = claim
+            while following is not None:
+                following = await self._serve_room(following)
+        finally:
+            self._slots.release()
+
+    async def _serve_room(self, claim: Claim) -> Claim | None:
+        """Process the room's messages until it is empty (or lost, or we stop); returns the
+        room the commit that let it go claimed, if any."""
         try:
             runtime = self.agents.get(claim.agent_id)
             queued = claim.first
             while True:
                 if queued is None:
                     if self._stopping or await self.queue.release(claim):
-                        return
+                        return None
                     queued = await self._next(claim)
                     continue
                 if queued.tries > self.settings.max_tries:
@@ -165,10 +186,10 @@ class Worker:
                     self.counts["parked"] += 1
                     await self._announce(queued, "parked", None, error)
                 else:
-                    committed, queued = await self._process(claim, runtime, queued)
+                    committed, queued, claimed = await self._process(claim, runtime, queued)
                     if committed:
                         if queued is None:
-                            return  # the room was empty and is released (or we stop)
+                            return claimed  # the room was empty and is released (or we stop)
                         continue
                 # parked, or failed (tried again): what comes next, unless stopping
                 queued = None if self._stopping else await self._next(claim)
@@ -177,13 +198,13 @@ class Worker:
             _log.warning("{}: nothing committed", exc)
         except asyncio.CancelledError:
             if not self._stopping:
-                return  # lost room (lease loop)
+                return None  # lost room (lease loop)
             raise
         except Exception as exc:
             _log.opt(exception=exc).warning("room {} left: {}", claim.room_id, exc)
         finally:
             self._drop(claim)
-            self._slots.release()
+        return None
 
     def _drop(self, claim: Claim) -> None:
         """`claim`'s room is no longer renewed by the lease loop."""
@@ -200,9 +221,10 @@ class Worker:
 
     async def _process(
         self, claim: Claim, runtime: AgentRuntime, queued: QueuedMessage
-    ) -> tuple[bool, QueuedMessage | None]:
+    ) -> tuple[bool, QueuedMessage | None, Claim | None]:
         """Run and commit `queued`: (True, the room's next message or None once released or
-        stopping), or (False, None) when it failed (recorded, parked at its last try)."""
+        stopping, the room claimed in the same commit once this one was let go), or (False,
+        None, None) when it failed (recorded, parked at its last try)."""
         unit = Unit(queued.id)
         attempt = MessageTry(
             agent_id=claim.agent_id,
@@ -226,24 +248,25 @@ class Worker:
                 await self._announce(queued, "parked", None, error)
             else:
                 await asyncio.sleep(min(0.1 * 2**queued.tries, 2.0))
-            return False, None
+            return False, None, None
         ran = time.perf_counter()
         self.seconds["run"] += ran - started
         text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
+        key = (claim.agent_id, claim.room_id)
+        self._committing.add(key)  # a lease renewal meanwhile sees a room let go: not lost
         try:
             try:
-                committed = await self.queue.commit(
-                    claim, queued, unit, text, take_next=not self._stopping
-                )
+                committed = await self._commit(claim, queued, unit, text)
             except StorageError as exc:  # a connection PostgreSQL dropped (a restart): again
                 _log.warning("committing message {} failed ({}); again", queued.id, exc)
-                committed = await self.queue.commit(
-                    claim, queued, unit, text, take_next=not self._stopping
-                )
+                committed = await self._commit(claim, queued, unit, text)
         finally:
+            self._committing.discard(key)
             self.seconds["commit"] += (done := time.perf_counter()) - ran
         if committed.released:  # let go: the lease loop must not find it "lost" and cancel us
             self._drop(claim)
+        if committed.claimed is not None and (task := asyncio.current_task()) is not None:
+            self._hold(committed.claimed, task)  # before any await: the lease loop renews it
         self.counts["processed"] += 1
         _log.debug("message {} done in {:.3f}s", queued.id, done - started)
         await self._announce(queued, "done", text, None)
@@ -251,7 +274,21 @@ class Worker:
         with trying(attempt):
             await runtime.events.emit(MESSAGE_COMMITTED, attempt)
         self.seconds["notify"] += time.perf_counter() - done
-        return True, committed.following
+        return True, committed.following, committed.claimed
+
+    async def _commit(
+        self, claim: Claim, queued: QueuedMessage, unit: Unit, text: str
+    ) -> Committed:
+        """Commit with the room's next message; once the room is empty, claim another room
+        in the same transaction (this slot serves it next)."""
+        return await self.queue.commit(
+            claim,
+            queued,
+            unit,
+            text,
+            take_next=not self._stopping,
+            claim_from=self._agent_ids(),
+        )
 
     async def _run(self, runtime: AgentRuntime, queued: QueuedMessage) -> Reply:
         if not queued.stream or queued.origin is None:

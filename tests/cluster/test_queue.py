@@ -115,6 +115,59 @@ async def test_messages_come_in_arrival_order_and_a_late_one_keeps_the_room(
     assert await queue.release(again)
 
 
+async def test_the_commit_that_lets_a_room_go_claims_the_next_room(
+    store: PostgresAdapter,
+) -> None:
+    """One transaction per message with many rooms: the commit emptying a room claims
+    another (its first message taken); a room with a backlog keeps its worker; a fenced
+    commit claims nothing."""
+    queue = RoomQueue(store, "w", lease=5)
+    a, b, c = uuid4(), uuid4(), uuid4()
+    for room, text in ((a, "a1"), (a, "a2"), (b, "b1"), (c, "c1")):
+        await put(queue, message(room, text))
+    claim = await queue.claim([AGENT])
+    assert claim is not None and claim.room_id == a and claim.first is not None
+    committed = await queue.commit(
+        claim, claim.first, Unit(claim.first.id), "{}", claim_from=[AGENT]
+    )
+    assert committed.following is not None and not committed.released
+    assert committed.claimed is None  # a2 waits: the room keeps its worker, no other room
+    last = committed.following
+    committed = await queue.commit(claim, last, Unit(last.id), "{}", claim_from=[AGENT])
+    assert committed.following is None and committed.released
+    room_b = committed.claimed
+    assert room_b is not None and room_b.room_id == b and not room_b.takeover
+    assert room_b.first is not None and room_b.first.message.content.text == "b1"
+    assert room_b.first.tries == 1
+    assert await RoomQueue(store, "other", lease=5).claim([AGENT]) is not None  # c, free
+    rows = await _rooms(store)
+    assert rows[a] == (None, 0) and rows[b] == ("w", 1) and rows[c] == ("other", 1)
+    # another agent's rooms are not claimed
+    committed = await queue.commit(
+        room_b, room_b.first, Unit(room_b.first.id), "{}", claim_from=[uuid4()]
+    )
+    assert committed.released and committed.claimed is None
+    # a fenced commit claims nothing: its transaction is rolled back
+    await put(queue, message(a, "a3"))
+    await put(queue, message(b, "b2"))
+    late = RoomQueue(store, "late", lease=0.2)
+    stale = await late.claim([AGENT])
+    assert stale is not None and stale.room_id == a and stale.first is not None
+    await asyncio.sleep(0.3)
+    taker = await queue.claim([AGENT])
+    assert taker is not None and taker.room_id == a and taker.takeover
+    with pytest.raises(Fenced):
+        await late.commit(stale, stale.first, Unit(stale.first.id), "{}", claim_from=[AGENT])
+    assert (await _rooms(store))[b] == (None, 1)  # still waiting for a worker
+
+
+async def _rooms(store: PostgresAdapter) -> dict[UUID, tuple[str | None, int]]:
+    """Each room's holder and the messages left in it."""
+    async with store.with_connection() as conn:
+        cursor = await conn.execute("SELECT room_id, holder, pending FROM cluster_rooms")
+        return {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
+
+
 async def test_a_message_id_is_taken_once_even_when_sent_twice_at_once(
     store: PostgresAdapter,
 ) -> None:
