@@ -88,6 +88,8 @@ class PostgresAdapter:
         # built) and whether it has outgrown exact search (tables grow; one shrinking back
         # keeps its ANN answers, which is what it got while it was big).
         self._dimensions: dict[str, int] = {}
+        self._written_dims: dict[str, int] = {}
+        """Tables' dimensions as `create_missing_on` last found them under their row lock."""
         self._lists: dict[str, int] = {}
         self._large: set[str] = set()
 
@@ -185,7 +187,9 @@ class PostgresAdapter:
         written."""
         if not memories:
             return []
-        return await self._create(conn, list(memories), None, missing_only=True)
+        return await writes.create_on(
+            conn, list(memories), None, missing_only=True, known=self._written_dims
+        )
 
     async def _create(
         self,
@@ -323,6 +327,7 @@ class PostgresAdapter:
                 (table_name,),
             )
         self._dimensions.pop(table_name, None)
+        self._written_dims.pop(table_name, None)
         self._lists.pop(table_name, None)
         self._large.discard(table_name)
         self._indexed -= {key for key in self._indexed if key[1] == table_name}

@@ -10,7 +10,9 @@ from uuid import UUID, uuid4
 import pytest
 
 from builtin_plugins.postgres import PostgresAdapter
+from builtin_plugins.postgres.writes import DimensionChanged
 from contracts.memory import Content, Memory, MemoryUpdate, utc_now
+from contracts.storage import BatchError
 from host.cluster.queue import RoomQueue
 from host.cluster.records import Backlogged, Fenced
 from host.cluster.unit import Unit, UnitAdapter, unit_ids, working_on
@@ -217,6 +219,44 @@ async def test_a_unit_holds_writes_back_and_its_ids_repeat_on_a_second_try(
     async with store.with_connection() as conn, conn.transaction():
         assert await store.create_missing_on(conn, tries[1]) == []  # the second try: skipped
     assert await store.count_memories() == 1
+
+
+async def test_a_commits_memories_wait_for_one_answer_once_their_dimension_is_known(
+    store: PostgresAdapter,
+) -> None:
+    """create_missing_on records each table's dimension; later writes check the rows against
+    it and lock, skip stored ids and insert in one flight; a reset of the embeddings by
+    another process since then fails the write (nothing written) and the next write goes
+    the slow way, fixing the new dimension."""
+    room = uuid4()
+
+    def embedded(text: str, dim: int) -> Memory:
+        return message(room, text).model_copy(update={"embedding": [0.5] * dim})
+
+    first, second, third = embedded("1", 4), embedded("2", 4), embedded("3", 4)
+    async with store.with_connection() as conn, conn.transaction():
+        assert await store.create_missing_on(conn, [first]) == [first.id]  # the slow way
+    async with store.with_connection() as conn, conn.pipeline(), conn.transaction():
+        assert await store.create_missing_on(conn, [first, second]) == [second.id]
+    async with store.with_connection() as conn, conn.transaction():
+        with pytest.raises(BatchError, match="dimension"):  # checked against the record
+            await store.create_missing_on(conn, [embedded("wrong", 3)])
+    # another process resets the table's embeddings
+    other = await PostgresAdapter.open(str(store.pool.conninfo), min_size=1, max_size=1)
+    try:
+        assert await other.reset_embeddings("messages") == 2
+    finally:
+        await other.close()
+    with pytest.raises(DimensionChanged):
+        async with store.with_connection() as conn, conn.pipeline(), conn.transaction():
+            await store.create_missing_on(conn, [third])
+    assert await store.get_memory(third.id) is None
+    wider = embedded("wider", 6)
+    async with store.with_connection() as conn, conn.pipeline(), conn.transaction():
+        assert await store.create_missing_on(
+            conn, [third.model_copy(update={"embedding": None}), wider]
+        ) == [third.id, wider.id]
+    assert await store.embedding_dimension("messages") == 6
 
 
 async def test_the_unit_adapter_forwards_replace_memories(store: PostgresAdapter) -> None:
