@@ -284,7 +284,9 @@ class PostgresAdapter:
         )
         if query.limit is not None:
             params.append(query.limit)
-        async with self.with_connection() as conn:
+        # in a pipeline: the transaction's BEGIN goes with the query (one round trip, not two:
+        # a turn reads the room's recent messages this way)
+        async with self.with_connection() as conn, conn.pipeline():
             cursor = await conn.execute(statement, params, binary=True)
             rows = await cursor.fetchall()
         return [row_to_memory(row) for row in rows]

@@ -3,11 +3,12 @@
 An event marked for the cluster is first a row of ``cluster_outbox``: written in the commit of
 the message whose turn raised it (`RoomQueue.commit`: a try that fails or is fenced writes none),
 or in a transaction of its own when raised outside a message. The process that wrote the rows
-sends them at once (`publish`) and forgets them a little later in one batch; rows that could not
-be sent (NATS down or restarting) stay, and the relay loop of this process sends them once NATS
-is back, in order. A process that died before sending its rows leaves them to the relay of any
-other process after ``stale`` seconds. Delivery is at least once: each event carries its row's
-``seq``, and receivers drop a ``seq`` they have seen (`Seen`).
+sends them at once (`publish`; a worker `post`s them, sent by a task of the outbox's so that it
+does not wait for NATS between messages) and forgets them a little later in one batch; rows
+that could not be sent (NATS down or restarting) stay, and the relay loop of this process sends
+them once NATS is back, in order. A process that died before sending its rows leaves them to
+the relay of any other process after ``stale`` seconds. Delivery is at least once: each event
+carries its row's ``seq``, and receivers drop a ``seq`` they have seen (`Seen`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Outbox:
         self._published: list[int] = []
         self._busy: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        self._posted: list[Row] = []
+        self._poster: asyncio.Task[None] | None = None
         self.relayed = 0
         """Rows sent by the relay loop (NATS was away when they were committed, or their
         process died)."""
@@ -75,6 +78,9 @@ class Outbox:
         self._task = asyncio.create_task(self._relay_loop(), name="cluster-outbox")
 
     async def stop(self) -> None:
+        if self._poster is not None:  # what was posted goes first
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._poster), 5)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -85,6 +91,27 @@ class Outbox:
     async def send(self, entries: Sequence[OutboxEntry]) -> None:
         """Store events raised outside a message's unit, then send them."""
         await self.publish(await self.queue.outbox_put(entries))
+
+    def post(self, rows: Sequence[Row]) -> None:
+        """Send committed rows soon, in order, from a task of the outbox's: the caller (a
+        worker between two messages) does not wait for NATS's answer, and rows posted while
+        one batch is being sent go in the next batch, confirmed by one flush."""
+        if not rows:
+            return
+        self._posted.extend(rows)
+        self._busy.update(row[0] for row in rows)
+        if self._poster is None or self._poster.done():
+            self._poster = asyncio.create_task(self._send_posted(), name="cluster-outbox-post")
+
+    async def _send_posted(self) -> None:
+        while self._posted:
+            rows, self._posted = self._posted, []
+            try:
+                self._published.extend(await self._send(rows))
+            except Exception as exc:  # the relay loop sends them
+                _log.warning("sending cluster events failed ({}); the relay sends them", exc)
+            finally:
+                self._busy.difference_update(row[0] for row in rows)
 
     async def publish(self, rows: Sequence[Row]) -> None:
         """Send committed rows now; those NATS does not take stay for the relay loop."""

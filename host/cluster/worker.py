@@ -270,7 +270,7 @@ class Worker:
         self.counts["processed"] += 1
         _log.debug("message {} done in {:.3f}s", queued.id, done - started)
         await self._announce(queued, "done", text, None)
-        await self.outbox.publish(committed.outbox)
+        self.outbox.post(committed.outbox)  # sent meanwhile; the relay loop sends what fails
         with trying(attempt):
             await runtime.events.emit(MESSAGE_COMMITTED, attempt)
         self.seconds["notify"] += time.perf_counter() - done
