@@ -151,6 +151,7 @@ async def one_run(
         report = Report(rooms * per_room, time.perf_counter() - started, latencies)
         after = cpu_snapshot(cluster, server)
         report.cpu = {k: after[k] - before[k] for k in before}
+        report.load = os.getloadavg()[0]  # the machine's, other jobs included
         await asyncio.to_thread(cluster.stop_all)
         report.phases, report.processed = worker_phases(cluster)
         return report
@@ -179,7 +180,7 @@ async def throughput(args: argparse.Namespace, tmp: Path) -> None:
                     f" {clients} rooms at once (worker concurrency {CONCURRENCY[kind]})"
                 )
                 columns = ("setup", "msg/s", "vs single", "vs 1 worker", "p50 ms", "p99 ms")
-                columns += ("CPU ms/msg", "CPU vs single", "CPU busy")
+                columns += ("CPU ms/msg", "CPU vs single", "CPU busy", "load avg")
                 for column in columns:
                     table.add_column(column, justify="right" if column != "setup" else "left")
                 breakdown = Table(title=f"where the time goes: {model}, {load}")
@@ -236,6 +237,7 @@ def figures(report: Report, single: Report | None, one: Report | None) -> list[s
         f"{cpu * 1000:.1f}",
         f"{cpu / (host_cpu(single) / single.messages):.2f}x" if single is not None else "",
         f"{sum(report.cpu.values()) / (report.seconds * CORES):.0%}",
+        f"{report.load:.1f}",
     ]
 
 

@@ -101,47 +101,46 @@ class RoomQueue:
         One statement: the room's row raises its backlog and arrival counter (its row lock
         orders concurrent arrivals) and the message is stored with that number and the
         database's time taken under the lock (the room's messages are stored in arrival order
-        whichever API process took them); nothing is stored when the room is full. A message
-        taken already (its id is the primary key) is a duplicate: its stored `fingerprint` comes
-        back for the caller to compare (the same ``Idempotency-Key`` with another body)."""
+        whichever API process took them); a full room's row is left as it was and nothing is
+        stored. A message taken already (its id is the primary key) is a duplicate: its stored
+        `fingerprint` comes back for the caller to compare (the same ``Idempotency-Key`` with
+        another body). BEGIN, the statement and COMMIT go in one round trip (pipeline mode):
+        the room's row is locked for no longer than the commit."""
         try:
-            async with (
-                self.store.with_connection() as conn,
-                conn.pipeline(),
-                conn.transaction(),
-            ):
-                cursor = await conn.execute(
-                    "WITH r AS (INSERT INTO cluster_rooms AS r (agent_id, room_id, pending,"
-                    " last_seq, waiting_since) VALUES (%s, %s, 1, 1, clock_timestamp())"
-                    " ON CONFLICT (agent_id, room_id) DO UPDATE SET pending = r.pending + 1,"
-                    " last_seq = r.last_seq + 1,"
-                    " waiting_since = COALESCE(r.waiting_since, clock_timestamp())"
-                    " RETURNING pending, last_seq, clock_timestamp() AS at)"
-                    " INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
-                    " fingerprint, message, stream, origin, created_at)"
-                    " SELECT %s, %s, %s, r.last_seq, %s, %s, %s, %s, %s, r.at FROM r"
-                    " WHERE r.pending <= %s RETURNING room_seq",
-                    (
-                        message.agent_id,
-                        message.room_id,
-                        message.id,
-                        message.agent_id,
-                        message.room_id,
-                        idem_key,
-                        fingerprint,
-                        message.model_dump_json(),
-                        stream,
-                        origin,
-                        limit,
-                    ),
-                )
-                if await cursor.fetchone() is None:
-                    raise Backlogged(limit, limit, retry_after)  # rolled back: not counted
+            async with self.store.with_connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    cursor = await conn.execute(
+                        "WITH r AS (INSERT INTO cluster_rooms AS r (agent_id, room_id, pending,"
+                        " last_seq, waiting_since) VALUES (%s, %s, 1, 1, clock_timestamp())"
+                        " ON CONFLICT (agent_id, room_id) DO UPDATE SET pending = r.pending + 1,"
+                        " last_seq = r.last_seq + 1,"
+                        " waiting_since = COALESCE(r.waiting_since, clock_timestamp())"
+                        " WHERE r.pending < %s"
+                        " RETURNING last_seq, clock_timestamp() AS at)"
+                        " INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
+                        " fingerprint, message, stream, origin, created_at)"
+                        " SELECT %s, %s, %s, r.last_seq, %s, %s, %s, %s, %s, r.at FROM r"
+                        " RETURNING room_seq",
+                        (
+                            message.agent_id,
+                            message.room_id,
+                            limit,
+                            message.id,
+                            message.agent_id,
+                            message.room_id,
+                            idem_key,
+                            fingerprint,
+                            message.model_dump_json(),
+                            stream,
+                            origin,
+                        ),
+                    )
+                # COMMIT was queued; the pipeline's end sent it and read every answer
+                stored = await cursor.fetchone()
         except psycopg.errors.UniqueViolation:
             # taken already (a client's retry, or the same message sent twice at once)
             return await self._duplicate(message.id, limit, retry_after)
-        except Backlogged:
-            # taken before the room filled?
+        if stored is None:  # the room is full (its row unchanged); taken before it filled?
             return await self._duplicate(message.id, limit, retry_after)
         return Enqueued(message.id, duplicate=False)
 
@@ -175,13 +174,11 @@ class RoomQueue:
     async def claim(self, agents: Sequence[UUID]) -> Claim | None:
         """Hold a room with messages waiting that nobody holds (or whose lease ran out), and
         take its oldest message (`Claim.first`) in the same transaction."""
-        async with (
-            self.store.with_connection() as conn,
-            conn.pipeline(),
-            conn.transaction(),
-        ):
-            await conn.execute(ASYNC_COMMIT)
-            return self._claimed(await (await self._claim_query(conn, agents)).fetchone())
+        async with self.store.with_connection() as conn:
+            async with conn.pipeline(), conn.transaction():  # one round trip, COMMIT included
+                await conn.execute(ASYNC_COMMIT)
+                cursor = await self._claim_query(conn, agents)
+            return self._claimed(await cursor.fetchone())
 
     async def _claim_query(
         self,

@@ -186,6 +186,8 @@ class Report:
     """The workers' seconds per phase (host.cluster.worker.PHASES), summed over workers."""
     processed: int = 0
     """Messages the workers committed (warm-up included), for `phases` per message."""
+    load: float = 0.0
+    """The machine's 1-minute load average at the end of the run (bench/cluster.py)."""
 
     @property
     def rate(self) -> float:
