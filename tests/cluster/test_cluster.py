@@ -38,6 +38,8 @@ async def test_two_workers_keep_each_rooms_order_and_answer_each_message_once(
     cluster: LocalCluster,
 ) -> None:
     cluster.env["CLUSTER_PROBE_DELAY"] = "0.02"
+    # one room at a time each: a worker quicker to wake cannot take all four rooms
+    cluster.settings["concurrency"] = 1
     cluster.spawn("w1", "worker")
     cluster.spawn("w2", "worker")
     cluster.spawn("api", "api")
