@@ -5,12 +5,13 @@ The default host (SQLite file, ELIZA, audit trail and every builtin plugin; the 
 embeddings unless ``--model-embeddings``) serves on a free 127.0.0.1 port. Baseline, same run,
 a host of the same configuration on a fresh data dir: C in-process clients, one room each, each
 awaiting its reply before sending the next message (`AgentRuntime.process_message`).
-Then this script runs itself again as a separate process (``--client``): C httpx clients doing
+Then this script runs itself again as a separate process (``--client``): C aiohttp clients doing
 the same over ``POST /agents/eliza/messages`` (with ``--keys``, each with an ``Idempotency-Key``).
 Afterwards the store is read: every accepted message (a 200 and its ``message_id``) must be
 stored exactly once with exactly one reply, and nothing else may be in the clients' rooms.
 
     .venv/bin/python bench/http_load.py [--clients 50] [--messages 20] [--keys] [--profile out]
+                                        [--client-lib httpx]
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import aiohttp
 import httpx
 from rich.console import Console
 from rich.table import Table
@@ -64,16 +66,20 @@ def percentile(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------------------------- client side
 
 
-async def client_run(url: str, clients: int, messages: int, keys: bool) -> dict[str, Any]:
-    """`clients` concurrent clients, one room each, `messages` each, one at a time."""
+async def client_run(
+    url: str, clients: int, messages: int, keys: bool, library: str = "aiohttp"
+) -> dict[str, Any]:
+    """`clients` concurrent clients, one room each, `messages` each, one at a time.
+
+    The client library is aiohttp by default: on 2 cores the load generator competes with the
+    server for the CPU, and httpx (``--client-lib httpx``) needed a whole core for ~200
+    requests/s, so it, not the server, set the pace."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
     accepted: list[tuple[str, str]] = []
     rooms = [str(uuid4()) for _ in range(clients)]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        await http.get("/health")
+    async with _poster(url, clients, library) as post:
 
         async def one(room: str) -> None:
             for i in range(messages):
@@ -81,14 +87,14 @@ async def client_run(url: str, clients: int, messages: int, keys: bool) -> dict[
                 headers = {"Idempotency-Key": f"{room}:{i}"} if keys else {}
                 t = time.perf_counter()
                 try:
-                    response = await http.post("/agents/eliza/messages", json=body, headers=headers)
-                except httpx.HTTPError as exc:
+                    status, answer = await post("/agents/eliza/messages", body, headers)
+                except (httpx.HTTPError, aiohttp.ClientError) as exc:
                     errors[type(exc).__name__] += 1
                     continue
                 latencies.append(time.perf_counter() - t)
-                statuses[response.status_code] += 1
-                if response.status_code == 200:
-                    accepted.append((room, response.json()["message_id"]))
+                statuses[status] += 1
+                if status == 200:
+                    accepted.append((room, answer["message_id"]))
 
         started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(room) for room in rooms))
@@ -101,7 +107,42 @@ async def client_run(url: str, clients: int, messages: int, keys: bool) -> dict[
         "errors": dict(errors),
         "accepted": accepted,
         "rooms": rooms,
+        "library": library,
     }
+
+
+Post = Callable[[str, dict[str, Any], dict[str, str]], Awaitable[tuple[int, Any]]]
+
+
+@asynccontextmanager
+async def _poster(url: str, clients: int, library: str) -> AsyncIterator[Post]:
+    """A keep-alive client of `library` with a connection per client: POST -> (status, JSON)."""
+    if library == "httpx":
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            await http.get("/health")
+
+            async def post_httpx(
+                path: str, body: dict[str, Any], headers: dict[str, str]
+            ) -> tuple[int, Any]:
+                response = await http.post(path, json=body, headers=headers)
+                return response.status_code, response.json()
+
+            yield post_httpx
+        return
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+        async with session.get("/health") as warm:
+            await warm.read()
+
+        async def post_aiohttp(
+            path: str, body: dict[str, Any], headers: dict[str, str]
+        ) -> tuple[int, Any]:
+            async with session.post(path, json=body, headers=headers) as response:
+                return response.status, await response.json()
+
+        yield post_aiohttp
 
 
 # ---------------------------------------------------------------------------------- server side
@@ -130,11 +171,12 @@ async def in_process(host: Host, clients: int, messages: int) -> dict[str, Any]:
 
 
 async def over_http(
-    host: Host, clients: int, messages: int, keys: bool, profile: Path | None
+    host: Host, clients: int, messages: int, keys: bool, profile: Path | None, library: str
 ) -> dict[str, Any]:
     assert host.http is not None
     args = [sys.executable, __file__, "--client", host.http.url]
-    args += ["--clients", str(clients), "--messages", str(messages)] + (["--keys"] if keys else [])
+    args += ["--clients", str(clients), "--messages", str(messages), "--client-lib", library]
+    args += ["--keys"] if keys else []
     # CPU time, not wall: on a shared machine wall time charges waits for a core to whoever ran
     profiler = cProfile.Profile(time.process_time) if profile is not None else None
     if profiler is not None:
@@ -216,14 +258,19 @@ async def fresh_host(model_embeddings: bool) -> AsyncIterator[Host]:
 
 
 async def run(
-    clients: int, messages: int, keys: bool, profile: Path | None, model_embeddings: bool
+    clients: int,
+    messages: int,
+    keys: bool,
+    profile: Path | None,
+    model_embeddings: bool,
+    library: str,
 ) -> None:
     # Each run on its own host of the same configuration: the pipeline slows as the store
     # grows (the recall provider's search), so the second run on one store would lose.
     async with fresh_host(model_embeddings) as host:
         base = await in_process(host, clients, messages)
     async with fresh_host(model_embeddings) as host:
-        http = await over_http(host, clients, messages, keys, profile)
+        http = await over_http(host, clients, messages, keys, profile, library)
         problems = await stored_once(host, http)
     n = clients * messages
     base_rate = n / base["elapsed"]
@@ -240,7 +287,9 @@ async def run(
         f"statuses: {http['statuses']}, transport errors: {http['errors'] or 'none'};"
         f" accepted {len(http['accepted'])} of {n}"
     )
-    console.print(f"load generator CPU: {http['client_cpu']:.0%} of one core while it ran")
+    console.print(
+        f"load generator ({library}) CPU: {http['client_cpu']:.0%} of one core while it ran"
+    )
     console.print(f"stored-once check: {problems}")
     if any(problems.values()):
         raise SystemExit("some accepted message was not stored exactly once (see above)")
@@ -265,13 +314,27 @@ def main() -> None:
     parser.add_argument(
         "--http-first", action="store_true", help="the HTTP run before the baseline"
     )
+    parser.add_argument(
+        "--client-lib", choices=("aiohttp", "httpx"), default="aiohttp", help="the load generator's"
+    )
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        result = asyncio.run(client_run(args.client, args.clients, args.messages, args.keys))
+        result = asyncio.run(
+            client_run(args.client, args.clients, args.messages, args.keys, args.client_lib)
+        )
         json.dump(result, sys.stdout)
         return
-    asyncio.run(run(args.clients, args.messages, args.keys, args.profile, args.model_embeddings))
+    asyncio.run(
+        run(
+            args.clients,
+            args.messages,
+            args.keys,
+            args.profile,
+            args.model_embeddings,
+            args.client_lib,
+        )
+    )
 
 
 if __name__ == "__main__":
