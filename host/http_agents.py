@@ -85,8 +85,8 @@ IdempotencyKey = Annotated[
             "A request sent again with the same key (for this agent) is the same message: it"
             " gets the first one's reply (waiting for it if it is still running), even after a"
             " restart, and nothing is stored twice. The same key with another body is a 409."
-            " Keys are kept 24 hours (single process: in"
-            " `<data_dir>/ingress.sqlite3`; cluster mode: in the room queue)."
+            " Single process: keys are kept 24 hours, in `<data_dir>/ingress.sqlite3`;"
+            " cluster mode: as long as the room queue keeps the message (it keeps every one)."
         ),
     ),
 ]

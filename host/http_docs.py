@@ -73,6 +73,10 @@ UNAUTHORIZED = _error(
     " `Authorization: Bearer <key>`."
 )
 MALFORMED = _error("The body is not JSON (or not UTF-8).")
+NOT_HTTP = "Invalid HTTP request received."
+"""The server's plain-text answer to a request its HTTP parser (httptools) refuses: a header or
+the request line with characters HTTP/1.1 does not allow, before any route runs."""
+_NOT_HTTP_CONTENT = {"text/plain": {"schema": {"type": "string", "example": NOT_HTTP}}}
 TOO_LARGE = _error("The body is larger than `http.max_body_bytes`.")
 UNPROCESSABLE = {
     "description": "A parameter or a body field is invalid: `detail` lists each with its `loc`.",
@@ -84,8 +88,23 @@ OPEN_PATHS = frozenset({"/health"})
 """Paths the API key does not guard."""
 
 
+def _bad_request(with_body: bool) -> dict[str, Any]:
+    """400: a request that is not valid HTTP (any route, plain text), or a body that is not
+    JSON (routes with a body, `ErrorOut`)."""
+    if not with_body:
+        return {
+            "description": "The request is not valid HTTP/1.1 (a header or the request line).",
+            "content": dict(_NOT_HTTP_CONTENT),
+        }
+    return {
+        "description": f"{MALFORMED['description']} Or the request is not valid HTTP/1.1.",
+        "content": {**MALFORMED["content"], **_NOT_HTTP_CONTENT},
+    }
+
+
 def complete(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` with 400/401/413/422 documented where they can be answered and the streamed
+    """`schema` with 400/401/413/422 documented where they can be answered (400 everywhere: the
+    HTTP parser refuses a malformed request before any route) and the streamed
     routes as ``text/event-stream``."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault("ErrorOut", _ERROR_SCHEMA)
@@ -97,8 +116,8 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
             if path not in OPEN_PATHS:
                 responses.setdefault("401", UNAUTHORIZED)
             if "requestBody" in operation:
-                responses.setdefault("400", MALFORMED)
                 responses.setdefault("413", TOO_LARGE)
+            responses["400"] = _bad_request("requestBody" in operation)
             if "requestBody" in operation or operation.get("parameters"):
                 responses.setdefault("422", UNPROCESSABLE)
                 components.setdefault("HTTPValidationError", validation_error_response_definition)

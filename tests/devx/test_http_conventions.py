@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host.http_docs import ASSETS
+from host.http_docs import ASSETS, NOT_HTTP
 
 from .conftest import LiveHost
 
@@ -117,3 +119,29 @@ def test_docs_load_nothing_from_another_host(client: httpx.Client, live_host: Li
         assert asset.content == (ASSETS / name).read_bytes()
     assert client.get("/docs/assets/README.md").status_code == 404
     assert client.get("/docs/assets/..%2F..%2Fhttp.py").status_code == 404
+
+
+def test_a_request_that_is_not_valid_http_is_the_documented_plain_400(
+    client: httpx.Client, live_host: LiveHost
+) -> None:
+    """httptools refuses a control character in a header or the request line before any route
+    runs; every route documents that answer (schemathesis's negative examples send such
+    requests, and an undocumented 400 failed its status check)."""
+    address = urlsplit(live_host.url)
+    for request in (
+        b"GET /knowledge/search?q=a HTTP/1.1\r\nHost: x\r\nX-API-Key: a\x01b\r\n\r\n",
+        b"GET /knowledge/search?q=a\x08b HTTP/1.1\r\nHost: x\r\n\r\n",
+    ):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = sock.recv(4096).decode("latin-1")
+        head, _, body = answer.partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 400"), answer
+        assert "content-type: text/plain" in head.lower() and body == NOT_HTTP
+    schema = client.get("/openapi.json", headers={"X-API-Key": live_host.key}).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            documented = operation["responses"]["400"]["content"]
+            assert "text/plain" in documented, (method, path)
+            if "requestBody" in operation:
+                assert "application/json" in documented, (method, path)  # the body's 400
