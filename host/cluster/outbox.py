@@ -150,4 +150,4 @@ class Outbox:
                 continue
             if sent:
                 self.relayed += len(sent)
-                _log.info("sent {} cluster events from the outbox", len(sent))
+                _log.debug("sent {} cluster events from the outbox", len(sent))
