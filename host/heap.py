@@ -10,6 +10,9 @@ documentation's own advice for long-lived servers' start-up state), which full c
 skip; reference counting still frees them as usual. What start-up made and later drops inside a
 reference cycle waits for `thaw` (the host's stop) instead of the next full collection.
 
+Agents started with the host and stopped while it runs are part of start-up's objects: what of
+them sits in reference cycles is freed at the host's stop, not before.
+
 Not in dev mode: hot reload drops a plugin's modules (cycles of functions, classes and their
 module) on every edit, and those must be collected.
 """
@@ -21,21 +24,27 @@ import gc
 __all__ = ["freeze", "frozen", "thaw"]
 
 _holders = 0
+_foreign = False
+"""Whether objects were frozen before the first host froze (a pre-forking server embedding the
+host froze its own): then `thaw` leaves the permanent generation alone, not to undo theirs."""
 
 
 def freeze() -> None:
     """Freeze every object tracked now (a host's start-up is done); pair with `thaw`."""
-    global _holders
+    global _holders, _foreign
+    if not _holders:
+        _foreign = gc.get_freeze_count() > 0
     _holders += 1
     gc.freeze()
 
 
 def thaw() -> None:
     """A host that called `freeze` stopped: once none is left running, frozen objects go back
-    to the collector's oldest generation (whatever start-up made and dropped is collected)."""
+    to the collector's oldest generation (whatever start-up made and dropped is collected),
+    unless something else had frozen objects first."""
     global _holders
     _holders = max(0, _holders - 1)
-    if not _holders:
+    if not _holders and not _foreign:
         gc.unfreeze()
 
 

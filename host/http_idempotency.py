@@ -96,24 +96,28 @@ class IngressLog:
         """A connection to the log, its directory and table made on first use (the data dir
         need not exist: with the PostgreSQL store nothing else creates it). A file that cannot
         be opened is a `StorageUnavailableError` naming it (HTTP 503), not a 500."""
+        conn: sqlite3.Connection | None = None
         try:
             if not self._ready:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # a damaged file or a full disk shows at the first statement, not at connect
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # an answered key survives a power cut
+            if not self._ready:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS ingress (id TEXT PRIMARY KEY, agent_id TEXT NOT"
+                    " NULL, idem_key TEXT NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT"
+                    " NULL, reply TEXT, created_at REAL NOT NULL, done_at REAL)"
+                )
+                conn.execute("CREATE INDEX IF NOT EXISTS ingress_age ON ingress (created_at)")
+                self._ready = True
         except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
             raise StorageUnavailableError(
                 f"the Idempotency-Key log {self.path} cannot be opened: {exc}"
             ) from exc
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # an answered key survives a power cut
-        if not self._ready:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS ingress (id TEXT PRIMARY KEY, agent_id TEXT NOT NULL,"
-                " idem_key TEXT NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL,"
-                " reply TEXT, created_at REAL NOT NULL, done_at REAL)"
-            )
-            conn.execute("CREATE INDEX IF NOT EXISTS ingress_age ON ingress (created_at)")
-            self._ready = True
         return conn
 
     def _claim(self, message_id: UUID, agent_id: UUID, key: str, print_: str) -> Record | None:

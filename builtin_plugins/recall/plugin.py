@@ -78,6 +78,8 @@ class RecallPlugin(Plugin):
         self.settings = settings or RecallSettings()
         self.history = config.agents.history if config is not None else 10
         self._threshold: float | None = self.settings.threshold
+        self._excludes: bool | None = None
+        """False once the store is seen ignoring `SearchParams.exclude`."""
 
     def providers(self) -> Sequence[Provider]:
         return (
@@ -117,6 +119,21 @@ class RecallPlugin(Plugin):
                 )
         return queries
 
+    async def _search(
+        self, message: Memory, vector: Vector, threshold: float, skip: frozenset[UUID]
+    ) -> list[list[tuple[Memory, float]]]:
+        """Each scope's k best beyond `skip` (which a store honouring `exclude` leaves out
+        itself, unread and undecoded; one that ignores it is asked for k + len(skip))."""
+        extra = len(skip) if self._excludes is False else 0
+        search = SearchParams(
+            k=self.settings.k + extra, threshold=threshold, with_embeddings=False, exclude=skip
+        )
+        return list(
+            await asyncio.gather(
+                *(self.database.search_memories(vector, q, search) for q in self._filters(message))
+            )
+        )
+
     async def relevant(self, message: Memory, state: State) -> ProviderResult:
         if not message.content.text.strip():
             return ProviderResult()
@@ -129,13 +146,12 @@ class RecallPlugin(Plugin):
             with_embeddings=False,  # only their ids are used
         )
         skip = frozenset({m.id for m in await self.database.get_memories(shown)} | {message.id})
-        # the store leaves them out itself (not read, not decoded), so k is enough per scope
-        search = SearchParams(
-            k=self.settings.k, threshold=threshold, with_embeddings=False, exclude=skip
-        )
-        found = await asyncio.gather(
-            *(self.database.search_memories(vector, q, search) for q in self._filters(message))
-        )
+        found = await self._search(message, vector, threshold, skip)
+        if self._excludes is not False and any(m.id in skip for hits in found for m, _ in hits):
+            # a store written before `SearchParams.exclude` returns what it should have left
+            # out: from now on ask it for k more than that, and answer this message again
+            self._excludes = False
+            found = await self._search(message, vector, threshold, skip)
         best: dict[UUID, tuple[Memory, float]] = {}
         for hits in found:
             for memory, score in hits:

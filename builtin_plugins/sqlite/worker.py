@@ -271,7 +271,8 @@ class SqliteCore:
             and self._conn_lock.acquire(blocking=False)
         ):
             try:
-                if self._index_lock.acquire(blocking=False):
+                conn = self._conn  # closed meanwhile (`_close_conn` takes the lock): the worker
+                if conn is not None and self._index_lock.acquire(blocking=False):
                     try:
                         self._wait_for_locks(False)
                         outcomes = self._commit_steps(conn, [job[0] for job in jobs], here=True)
@@ -455,14 +456,14 @@ class SqliteCore:
         self._indexes.close()
 
     def _close_conn(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
-        with self._index_lock:  # not while a search on the caller's thread reads
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
-
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._conn_lock:  # not while a group commits on the caller's thread
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+            with self._index_lock:  # not while a search on the caller's thread reads
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

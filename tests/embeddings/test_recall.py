@@ -4,6 +4,8 @@ conversation already shows, the message embedded once."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -11,7 +13,16 @@ from uuid import uuid4
 import pytest
 
 from builtin_plugins import e5
+from builtin_plugins.eliza import ElizaPlugin
+from builtin_plugins.recall import RecallPlugin, RecallSettings
+from contracts.agent import State
 from contracts.events import MODEL_USED, ModelUsedPayload
+from contracts.memory import Content, Memory, MemoryQuery
+from contracts.models import TEXT_EMBEDDING, EmbeddingParams
+from contracts.storage import SearchParams
+from host.assembly import open_store
+from host.forwarding import ForwardingAdapter
+from host.models import ModelRegistry
 
 from .helpers import config, echo_host
 
@@ -131,3 +142,51 @@ async def test_memories_written_and_deleted_by_another_process_are_recalled_as_t
             assert "(2020-01-01)" not in section
         finally:
             await other.close()
+
+
+class _IgnoresExclude(ForwardingAdapter):
+    """A store written before `SearchParams.exclude`: it returns what it should leave out."""
+
+    async def search_memories(
+        self,
+        embedding: Sequence[float],
+        query: MemoryQuery | None = None,
+        params: SearchParams | None = None,
+    ) -> list[tuple[Memory, float]]:
+        kept = dataclasses.replace(params or SearchParams(), exclude=frozenset())
+        return await super().search_memories(embedding, query, kept)
+
+
+async def test_a_store_that_ignores_exclude_still_gets_k_memories_recalled(
+    tmp_path: Path,
+) -> None:
+    """Recall asks each scope for its k best beyond the recent conversation; a store that
+    ignores `exclude` would fill those k with the message and the recent conversation, and
+    recall (which drops them) would show fewer. Seen once, recall asks it for k more."""
+    models = ModelRegistry()
+    for handler in ElizaPlugin().models():
+        models.register(handler, owner="eliza")
+    async with open_store("sqlite", {"path": tmp_path / "m.sqlite3"}) as inner:
+        db = _IgnoresExclude(inner)
+        agent, room = uuid4(), uuid4()
+        texts = [f"my bicycle number {i} is locked at the station" for i in range(20)]
+        for text in [*texts, "where is my bicycle locked?"]:
+            vector = (await models.use_model(TEXT_EMBEDDING, EmbeddingParams(text=text))).vector
+            memory = Memory(
+                agent_id=agent,
+                entity_id=room,
+                room_id=room,
+                content=Content(text=text),
+                embedding=vector,
+            )
+            await db.create_memory(memory)
+        message = memory  # the last one: the question
+        recall = RecallPlugin(db, models, RecallSettings(k=3, threshold=0.0, scopes=["room"]))
+        state = State()
+        result = await recall.relevant(message, state)
+        assert result.values["relevant_memory_count"] == 3
+        shown = [line.split("): ", 1)[1] for line in (result.text or "").splitlines()[1:]]
+        # the 11 latest (the recent conversation and the question) are left out
+        assert len(shown) == 3 and set(shown) <= set(texts[:10])
+        again = await recall.relevant(message, state)
+        assert again.values["relevant_memory_count"] == 3  # asks for k more from now on

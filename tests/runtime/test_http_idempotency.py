@@ -249,3 +249,22 @@ async def test_a_log_that_cannot_be_opened_is_a_503_naming_it_and_runs_nothing(
     finally:
         await http.aclose()
         await server.stop()
+
+
+async def test_a_damaged_log_is_a_503_naming_it(rig: Rig, tmp_path: Path) -> None:
+    """sqlite3 opens any file; a damaged one fails at its first statement, which is inside the
+    same guard (it was a 500 with a traceback)."""
+    path = tmp_path / INGRESS_FILE
+    path.write_bytes(b"this is not a SQLite database" * 100)
+    server, http = await _serve(rig, IngressLog(path))
+    try:
+        room = str(uuid4())
+        refused = await http.post(
+            MESSAGES, json={"text": "hi", "room_id": room}, headers={"Idempotency-Key": "d-3"}
+        )
+        assert refused.status_code == 503, refused.text
+        assert str(path) in refused.json()["detail"] and "Traceback" not in refused.text
+        assert await _stored(rig, room) == []
+    finally:
+        await http.aclose()
+        await server.stop()
