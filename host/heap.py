@@ -24,27 +24,23 @@ import gc
 __all__ = ["freeze", "frozen", "thaw"]
 
 _holders = 0
-_foreign = False
-"""Whether objects were frozen before the first host froze (a pre-forking server embedding the
-host froze its own): then `thaw` leaves the permanent generation alone, not to undo theirs."""
 
 
 def freeze() -> None:
     """Freeze every object tracked now (a host's start-up is done); pair with `thaw`."""
-    global _holders, _foreign
-    if not _holders:
-        _foreign = gc.get_freeze_count() > 0
+    global _holders
     _holders += 1
     gc.freeze()
 
 
 def thaw() -> None:
     """A host that called `freeze` stopped: once none is left running, frozen objects go back
-    to the collector's oldest generation (whatever start-up made and dropped is collected),
-    unless something else had frozen objects first."""
+    to the collector's oldest generation (whatever start-up made and dropped is collected).
+    This also unfreezes what something else froze (CPython 3.12 freezes a few hundred objects
+    of its own at start-up, so a count taken before cannot tell an embedding app's apart)."""
     global _holders
     _holders = max(0, _holders - 1)
-    if not _holders and not _foreign:
+    if not _holders:
         gc.unfreeze()
 
 

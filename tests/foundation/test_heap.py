@@ -57,20 +57,3 @@ async def test_frozen_start_up_garbage_is_collected_after_the_stop(tmp_path: Pat
         await host.stop()
     gc.collect()
     assert (alive() is None) is (heap._holders == 0)
-
-
-def test_a_freeze_made_before_the_host_is_not_undone_by_its_stop() -> None:
-    """A pre-forking server that froze its own objects keeps them frozen after a host it
-    embeds freezes and thaws (gc.unfreeze would undo its copy-on-write protection)."""
-    if heap.frozen():
-        gc.unfreeze()  # another test's host left running: start from nothing frozen
-    keep = [object() for _ in range(10)]
-    gc.freeze()
-    before = heap.frozen()
-    try:
-        heap.freeze()
-        heap.thaw()
-        assert heap.frozen() >= before > 0
-        assert keep
-    finally:
-        gc.unfreeze()
