@@ -185,10 +185,12 @@ class RoomQueue:
         conn: psycopg.AsyncConnection[Any],
         agents: Sequence[UUID],
         after: Claim | None = None,
+        token: UUID | None = None,
     ) -> psycopg.AsyncCursor[Any]:
         """The claim statement; `after` (a room this transaction has just committed to):
         only if that room was let go in it (its row shows no holder), so that a worker
-        holds one room more only for a room it gave up."""
+        holds one room more only for a room it gave up. The room keeps `token` (the
+        commit's, see `landed`) in ``claimed_by``."""
         let_go = (
             " AND EXISTS (SELECT 1 FROM cluster_rooms g WHERE g.agent_id = %s"
             " AND g.room_id = %s AND g.holder IS NULL)"
@@ -203,7 +205,7 @@ class RoomQueue:
             " WHERE pending > 0 AND agent_id = ANY(%s)"
             " AND (holder IS NULL OR lease_until < clock_timestamp())"
             f"{let_go} ORDER BY waiting_since LIMIT 1 FOR UPDATE SKIP LOCKED),"
-            " r AS (UPDATE cluster_rooms r SET holder = %s, fence = r.fence + 1,"
+            " r AS (UPDATE cluster_rooms r SET holder = %s, fence = r.fence + 1, claimed_by = %s,"
             " lease_until = clock_timestamp() + make_interval(secs => %s),"
             " redeliveries = r.redeliveries + (c.holder IS NOT NULL)::int"
             " FROM c WHERE r.agent_id = c.agent_id AND r.room_id = c.room_id"
@@ -213,7 +215,7 @@ class RoomQueue:
             " AND q.room_id = c.room_id AND q.status = 'pending' ORDER BY q.room_seq LIMIT 1)"
             f" RETURNING {TAKEN_COLUMNS})"
             " SELECT r.agent_id, r.room_id, r.fence, r.holder, m.* FROM r LEFT JOIN m ON true",
-            (*params, self.node_id, self.lease, self.node_id),
+            (*params, self.node_id, token, self.lease, self.node_id),
         )
 
     def _claimed(self, row: Any) -> Claim | None:
@@ -280,6 +282,7 @@ class RoomQueue:
         *,
         take_next: bool = True,
         claim_from: Sequence[UUID] = (),
+        token: UUID | None = None,
     ) -> Committed:
         """Commit a processed message: what its `unit` wrote (memories created, updated,
         deleted, its cluster events into the outbox), its reply and the room's progress, in one
@@ -288,7 +291,9 @@ class RoomQueue:
         With `take_next`, the same transaction takes the room's next message (its try counted)
         or, when there is none, lets the room go and, with `claim_from` (agent ids), claims
         another room for the worker (`Committed.claimed`, as `claim` would); one transaction
-        per message whether a room has a backlog or not."""
+        per message whether a room has a backlog or not. The message and the room claimed
+        keep `token` (this commit's): a commit whose answer was lost with its connection is
+        recognised by it (`commit_again`)."""
         # pipeline mode: BEGIN, the statements and COMMIT go without waiting for each answer;
         # the answers are read once the store's writes have synced (its dimension lock needs
         # one answer); a fence found stale raises before COMMIT, so nothing is written. COPY
@@ -301,11 +306,11 @@ class RoomQueue:
                 conn.transaction(),
             ):
                 fence = await self._fence_query(conn, claim)  # the room's row locked first
-                ended = await self._end_query(conn, claim, message.id, "done", reply, None)
+                ended = await self._end_query(conn, claim, message.id, "done", reply, None, token)
                 taking = await self._next_query(conn, claim) if take_next else None
                 room = await self._room_done(conn, claim, release=take_next)
                 claiming = (
-                    await self._claim_query(conn, claim_from, after=claim)
+                    await self._claim_query(conn, claim_from, after=claim, token=token)
                     if take_next and claim_from
                     else None
                 )
@@ -328,6 +333,75 @@ class RoomQueue:
             raise
         self.counts["processed"] += 1
         return Committed(following, released, sent, claimed)
+
+    async def commit_again(
+        self,
+        claim: Claim,
+        message: QueuedMessage,
+        unit: Unit,
+        reply: str,
+        *,
+        token: UUID,
+        take_next: bool = True,
+        claim_from: Sequence[UUID] = (),
+    ) -> Committed:
+        """`commit` once more after its connection was lost (same arguments, same `token`):
+        when the first one landed (PostgreSQL committed it, its answer was lost), what it did
+        (`landed`, `Committed.landed`); else the commit, afresh."""
+        done = await self.landed(claim, message.id, token, take_next=take_next)
+        if done is not None:
+            return done
+        return await self.commit(
+            claim, message, unit, reply, take_next=take_next, claim_from=claim_from, token=token
+        )
+
+    async def landed(
+        self, claim: Claim, message_id: UUID, token: UUID, *, take_next: bool = True
+    ) -> Committed | None:
+        """What the commit of `message_id` under `token` did, if it landed; None if it did
+        not (nothing of it was written).
+
+        The room's row is locked first: a commit whose connection was lost may still be
+        running on the server, and it holds that lock until it commits or rolls back. Then:
+        the room's next message, which that commit took (its try counted) when it kept the
+        room; the room it claimed (its row keeps the token) with its oldest message, which
+        that claim took. Its outbox rows are this process's: the relay loop sends them."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            room = await self._fence_query(conn, claim)  # waits for that commit to end
+            kept = await room.fetchone()
+            cursor = await conn.execute(
+                "SELECT committed_by FROM cluster_messages WHERE id = %s", (message_id,)
+            )
+            row = await cursor.fetchone()
+            if row is None or row[0] != token:
+                return None
+            released = kept is None or int(kept[0]) != claim.fence or kept[1] != self.node_id
+            following = None
+            if take_next and not released:
+                following = await _queued(await self._oldest(conn, claim.agent_id, claim.room_id))
+            claimed = None
+            cursor = await conn.execute(
+                "SELECT agent_id, room_id, fence FROM cluster_rooms"
+                " WHERE claimed_by = %s AND holder = %s",
+                (token, self.node_id),
+            )
+            other = await cursor.fetchone()
+            if other is not None:
+                agent_id, room_id = UUID(str(other[0])), UUID(str(other[1]))
+                first = await _queued(await self._oldest(conn, agent_id, room_id))
+                claimed = Claim(agent_id, room_id, int(other[2]), False, first)
+        self.counts["processed"] += 1
+        return Committed(following, released, [], claimed, landed=True)
+
+    async def _oldest(
+        self, conn: psycopg.AsyncConnection[Any], agent_id: UUID, room_id: UUID
+    ) -> psycopg.AsyncCursor[Any]:
+        """The room's oldest waiting message, as taken (no try counted)."""
+        return await conn.execute(
+            f"SELECT {TAKEN_COLUMNS} FROM cluster_messages WHERE agent_id = %s AND room_id = %s"
+            " AND status = 'pending' ORDER BY room_seq LIMIT 1",
+            (agent_id, room_id),
+        )
 
     async def _outbox_query(
         self, conn: psycopg.AsyncConnection[Any], entries: Sequence[OutboxEntry]
@@ -411,11 +485,13 @@ class RoomQueue:
         status: str,
         reply: str | None,
         error: str | None,
+        token: UUID | None = None,
     ) -> psycopg.AsyncCursor[Any]:
         return await conn.execute(
             "UPDATE cluster_messages SET status = %s, reply = %s, error = COALESCE(%s, error),"
-            " fence = %s, done_at = clock_timestamp() WHERE id = %s AND status = 'pending'",
-            (status, reply, error, claim.fence, message_id),
+            " fence = %s, committed_by = %s, done_at = clock_timestamp()"
+            " WHERE id = %s AND status = 'pending'",
+            (status, reply, error, claim.fence, token, message_id),
         )
 
     async def _room_done(

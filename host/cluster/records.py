@@ -92,6 +92,9 @@ class Committed:
     claimed: Claim | None = None
     """Another room claimed for the worker in the same transaction, once this one was let go
     (`RoomQueue.commit`'s ``claim_from``)."""
+    landed: bool = False
+    """Read back after the commit's connection was lost (`RoomQueue.landed`): its outbox rows
+    are left to the relay loop, and a room it claimed is not known to be a takeover."""
 
 
 OutboxEntry = tuple[str, bytes]

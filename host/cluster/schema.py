@@ -6,7 +6,9 @@
 - ``cluster_messages``: every message taken at ingress, in arrival order per room (``room_seq``),
   its status (``pending``, ``done``, ``parked``), tries, last error and the reply (the API process
   reads it there when NATS did not bring it); a message sent with an ``Idempotency-Key`` keeps the
-  key and the ``fingerprint`` of its body (the same key with another body is refused);
+  key and the ``fingerprint`` of its body (the same key with another body is refused), and the
+  token of the commit that ended it (``committed_by``; a room claimed in a commit keeps that
+  commit's token in ``claimed_by``): a worker whose commit lost its answer recognises its own;
 - ``cluster_workers``: the processes of the cluster, their heartbeat and counters;
 - ``cluster_outbox``: cluster events committed and not yet sent on NATS (`host.cluster.outbox`).
 """
@@ -95,6 +97,14 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "fingerprint of a keyed message",
         """
         ALTER TABLE cluster_messages ADD COLUMN fingerprint text;
+        """,
+    ),
+    (
+        4,
+        "tokens of a commit (a commit whose answer was lost is recognised)",
+        """
+        ALTER TABLE cluster_messages ADD COLUMN committed_by uuid;
+        ALTER TABLE cluster_rooms ADD COLUMN claimed_by uuid;
         """,
     ),
 )

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from loguru import logger
 
@@ -254,12 +254,18 @@ class Worker:
         text = reply.model_dump_json(exclude=REPLY_EXCLUDE)  # type: ignore[arg-type]
         key = (claim.agent_id, claim.room_id)
         self._committing.add(key)  # a lease renewal meanwhile sees a room let go: not lost
+        token = uuid4()  # this commit's: a retry recognises it if it landed
         try:
             try:
-                committed = await self._commit(claim, queued, unit, text)
+                committed = await self._commit(claim, queued, unit, text, token)
             except StorageError as exc:  # a connection PostgreSQL dropped (a restart): again
                 _log.warning("committing message {} failed ({}); again", queued.id, exc)
-                committed = await self._commit(claim, queued, unit, text)
+                committed = await self._commit(claim, queued, unit, text, token, again=True)
+                if committed.landed:
+                    _log.warning(
+                        "message {}: its commit had landed (its answer was lost); going on",
+                        queued.id,
+                    )
         finally:
             self._committing.discard(key)
             self.seconds["commit"] += (done := time.perf_counter()) - ran
@@ -277,15 +283,25 @@ class Worker:
         return True, committed.following, committed.claimed
 
     async def _commit(
-        self, claim: Claim, queued: QueuedMessage, unit: Unit, text: str
+        self,
+        claim: Claim,
+        queued: QueuedMessage,
+        unit: Unit,
+        text: str,
+        token: UUID,
+        *,
+        again: bool = False,
     ) -> Committed:
         """Commit with the room's next message; once the room is empty, claim another room
-        in the same transaction (this slot serves it next)."""
-        return await self.queue.commit(
+        in the same transaction (this slot serves it next). `again`: after a commit under
+        `token` whose connection was lost (it may have landed: `RoomQueue.commit_again`)."""
+        commit = self.queue.commit_again if again else self.queue.commit
+        return await commit(
             claim,
             queued,
             unit,
             text,
+            token=token,
             take_next=not self._stopping,
             claim_from=self._agent_ids(),
         )

@@ -163,6 +163,39 @@ async def test_the_commit_that_lets_a_room_go_claims_the_next_room(
     assert (await _rooms(store))[b] == (None, 1)  # still waiting for a worker
 
 
+async def test_a_commit_read_back_by_its_token_gives_what_it_did(store: PostgresAdapter) -> None:
+    """`landed`: a commit whose answer was lost is recognised by its token (the next message
+    it took, the room it claimed, as its own answer would have said); another token, or a
+    commit that did not land, reads as not landed and `commit_again` commits it."""
+    queue = RoomQueue(store, "w", lease=5)
+    a, b = uuid4(), uuid4()
+    for room, text in ((a, "a1"), (a, "a2"), (b, "b1")):
+        await put(queue, message(room, text))
+    claim = await queue.claim([AGENT])
+    assert claim is not None and claim.room_id == a and claim.first is not None
+    first, token = claim.first, uuid4()
+    await queue.commit(claim, first, Unit(first.id), "{}", claim_from=[AGENT], token=token)
+    assert await queue.landed(claim, first.id, uuid4()) is None  # not that commit's token
+    kept = await queue.landed(claim, first.id, token)
+    assert kept is not None and kept.landed and not kept.released and kept.claimed is None
+    assert kept.following is not None and kept.following.message.content.text == "a2"
+    assert kept.following.tries == 1  # counted by the commit, not by the read
+    last, token = kept.following, uuid4()
+    await queue.commit(claim, last, Unit(last.id), "{}", claim_from=[AGENT], token=token)
+    moved = await queue.landed(claim, last.id, token)
+    assert moved is not None and moved.released and moved.following is None
+    assert moved.claimed is not None and moved.claimed.room_id == b
+    assert moved.claimed.first is not None and moved.claimed.first.message.content.text == "b1"
+    assert moved.claimed.first.tries == 1
+    assert (await _rooms(store))[b] == ("w", 1)
+    # not landed: committed afresh under the same token
+    room_b, token = moved.claimed, uuid4()
+    assert room_b.first is not None
+    again = await queue.commit_again(room_b, room_b.first, Unit(room_b.first.id), "{}", token=token)
+    assert not again.landed and again.released
+    assert (await queue.landed(room_b, room_b.first.id, token)) is not None
+
+
 async def _rooms(store: PostgresAdapter) -> dict[UUID, tuple[str | None, int]]:
     """Each room's holder and the messages left in it."""
     async with store.with_connection() as conn:

@@ -1,0 +1,86 @@
+"""A message's commit whose connection drops after PostgreSQL committed it (its answer lost): the
+worker's retry recognises its own landed commit, so the room goes on (the next message the
+commit took, the room it claimed) without waiting out a lease, and `message:committed` is emitted
+once per message (real PostgreSQL, nats-server and worker process; a proxy cuts the commits)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from .conftest import AGENT, LocalCluster
+from .pgproxy import CommitCutter
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_a_commit_whose_answer_was_lost_is_recognised_and_the_rooms_go_on(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    notes = tmp_path / "tries.txt"
+    cluster.env["CLUSTER_PROBE_TRIES"] = str(notes)
+    cluster.env["CLUSTER_PROBE_HANG"] = "1"
+    cluster.settings["concurrency"] = 1  # room b waits for room a's last commit to claim it
+    cluster.settings["lease"] = 30  # a room left held would wait 30 s
+    # the first two message commits are cut off: a1's (which takes a2) and a2's (which lets
+    # room a go and claims room b)
+    cutter = CommitCutter(cluster.url, cuts=2)
+    direct, cluster.url = cluster.url, await cutter.start()
+    try:
+        cluster.spawn("w1", "worker")
+    finally:
+        cluster.url = direct
+    cluster.spawn("api", "api")
+    try:
+        await cluster.wait_workers("w1")
+        room_a, room_b = str(uuid4()), str(uuid4())
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+
+            async def send(text: str, room: str) -> httpx.Response:
+                return await client.post(
+                    f"/agents/{AGENT}/messages", json={"text": text, "room_id": room}
+                )
+
+            first = asyncio.create_task(send("a1 HANG", room_a))
+            await asyncio.sleep(0.3)  # a1 is running: a2 and b1 wait
+            responses = await asyncio.wait_for(
+                asyncio.gather(first, send("a2", room_a), send("b1", room_b)), 20
+            )
+        took = time.monotonic() - started
+    finally:
+        await cutter.close()
+    assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
+    assert [r.json()["text"] for r in responses] == ["re: a1 HANG", "re: a2", "re: b1"]
+    assert cutter.cut == 2
+    assert took < 15  # no lease (30 s) waited out
+    ids = [r.json()["message_id"] for r in responses]
+    deadline = time.monotonic() + 10
+    while notes.read_text().count(" committed ") < 3:
+        assert time.monotonic() < deadline, notes.read_text()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # nothing else comes
+    lines = notes.read_text().splitlines()
+    committed = [line.split()[1:4] for line in lines if " committed " in line]
+    assert committed == [["committed", message_id, "1"] for message_id in ids]
+    rows = await cluster.sql(
+        "SELECT message::json->'content'->>'text', status, tries FROM cluster_messages"
+        " ORDER BY done_at"
+    )
+    assert rows == [("a1 HANG", "done", 1), ("a2", "done", 1), ("b1", "done", 1)]
+    for room, texts in ((room_a, ["a1 HANG", "a2"]), (room_b, ["b1"])):
+        stored = await cluster.sql(
+            "SELECT content::json->>'text' FROM memories WHERE room_id = %s"
+            " ORDER BY created_at, id",
+            room,
+        )
+        assert sorted(r[0] for r in stored) == sorted(texts + [f"re: {t}" for t in texts])
+    log = cluster.log("w1")
+    assert "landed" in log and "nothing committed" not in log
+    pending = await cluster.sql("SELECT count(*) FROM cluster_rooms WHERE holder IS NOT NULL")
+    assert pending == [(0,)]
