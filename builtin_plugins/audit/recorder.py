@@ -40,6 +40,7 @@ from loguru import logger
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from contracts.cluster import MessageTry, current_try
 from contracts.eventstore import (
     EncodedEvent,
     EventStore,
@@ -226,8 +227,19 @@ def _metadata(room: str | None, plugin: str | None) -> str:
     return to_json({k: v for k, v in metadata.items() if v is not None}).decode()
 
 
-_Recorded = tuple[str, object, tuple[str, UUID | None, str | None] | None, datetime]
-"""A recorded bus event before conversion: (event type, payload, current message, time)."""
+def _tried(room: str | None, plugin: str | None, attempt: MessageTry) -> str:
+    """The metadata of an event raised in a cluster worker's try of a message: also the try's
+    number and message id (a message may be processed more than once, docs/cluster.md)."""
+    metadata = {"room_id": room, "plugin": plugin}
+    tried = {"try": attempt.number, "message_id": str(attempt.message_id)}
+    return to_json({**{k: v for k, v in metadata.items() if v is not None}, **tried}).decode()
+
+
+_Recorded = tuple[
+    str, object, tuple[str, UUID | None, str | None] | None, datetime, MessageTry | None
+]
+"""A recorded bus event before conversion: (event type, payload, current message, time, the
+cluster try it was raised in)."""
 
 
 class AuditRecorder:
@@ -273,13 +285,16 @@ class AuditRecorder:
     def encode(self, event_type: str, payload: object) -> EncodedEvent:
         """The stored form of `payload` of bus event `event_type` (secrets masked), as if
         recorded now."""
-        return self._encoded((event_type, payload, _CURRENT.get(), datetime.now(UTC)))
+        return self._encoded(
+            (event_type, payload, _CURRENT.get(), datetime.now(UTC), current_try())
+        )
 
     def _encoded(self, item: _Recorded) -> EncodedEvent:
-        event_type, payload, current, timestamp = item
+        event_type, payload, current, timestamp, attempt = item
         aggregate, correlation, room = address(payload, current)
         values = _values(payload)
         owner = values.get("owner") or values.get("plugin")
+        plugin = owner if isinstance(owner, str) else None
         return EncodedEvent(
             aggregate,
             event_type,
@@ -289,7 +304,7 @@ class AuditRecorder:
             None,  # the store draws the ids, a batch at a time
             None,
             correlation,
-            _metadata(room, owner if isinstance(owner, str) else None),
+            _metadata(room, plugin) if attempt is None else _tried(room, plugin, attempt),
         )
 
     def _convert(self, items: list[_Recorded], pause: float = 0.0) -> list[EncodedEvent]:
@@ -339,7 +354,7 @@ class AuditRecorder:
         elif event_type == "message:sent":
             _CURRENT.set(None)
         pending = self._pending
-        pending.append((event_type, payload, current, datetime.now(UTC)))
+        pending.append((event_type, payload, current, datetime.now(UTC), current_try()))
         self._queued += 1
         if self._thread is None:
             self._start(asyncio.get_running_loop())

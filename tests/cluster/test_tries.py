@@ -24,6 +24,7 @@ async def test_each_try_is_numbered_for_local_handlers_and_only_the_committed_on
 ) -> None:
     notes = tmp_path / "tries.txt"
     cluster.env["CLUSTER_PROBE_TRIES"] = str(notes)
+    cluster.plugins.append("audit")  # the trail on the shared PostgreSQL (event_log)
     w1 = cluster.spawn("w1", "worker")
     w2 = cluster.spawn("w2", "worker")
     cluster.spawn("api", "api")
@@ -59,6 +60,20 @@ async def test_each_try_is_numbered_for_local_handlers_and_only_the_committed_on
         [str(other.pid), "received", message_id, "2", "pay-1"],
         [str(other.pid), "committed", message_id, "2", "pay-1"],
     ]
+    # the audit trail stores which try each event of the message belonged to
+    query = (
+        "SELECT metadata->>'try', metadata->>'message_id' FROM event_log"
+        " WHERE event_type = %s AND correlation_id = %s ORDER BY position"
+    )
+    deadline = time.monotonic() + 10
+    while len(await cluster.sql(query, "message:sent", message_id)) < 1:
+        assert time.monotonic() < deadline, "the reply was not recorded"
+        await asyncio.sleep(0.1)
+    assert await cluster.sql(query, "message:received", message_id) == [
+        ("1", message_id),
+        ("2", message_id),
+    ]
+    assert await cluster.sql(query, "message:sent", message_id) == [("2", message_id)]
 
 
 def test_outside_a_workers_turn_there_is_no_try() -> None:
