@@ -71,6 +71,16 @@ class ClusterSettings(BaseModel):
     """Seconds an HTTP request waits for its reply before 504 (the message stays queued)."""
     drain_timeout: float = Field(default=30.0, gt=0)
     """Seconds a stopping worker waits for its messages in progress before releasing rooms."""
+    retention: float | None = Field(default=7 * 86400.0, gt=0)
+    """Seconds a message answered (``done``) is kept after its end; the workers then purge it,
+    and its ``Idempotency-Key`` is accepted as a new message. None: kept forever. Parked
+    messages are kept. Keep it well above ``reply_timeout``."""
+    purge_interval: float = Field(default=60.0, gt=0)
+    """Seconds between two purges of messages older than ``retention`` (by one worker at a
+    time)."""
+    purge_batch: int = Field(default=1000, ge=1)
+    """Messages one purge deletes per transaction (it goes on, a batch at a time, until none
+    is left)."""
     events: list[str] = Field(default_factory=lambda: ["message:sent"])
     """Events that travel to the other processes (besides those marked in code with
     `mark_for_cluster`); a handler there receives them by subscribing to `from_cluster(event)`."""

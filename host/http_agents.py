@@ -86,7 +86,8 @@ IdempotencyKey = Annotated[
             " gets the first one's reply (waiting for it if it is still running), even after a"
             " restart, and nothing is stored twice. The same key with another body is a 409."
             " Single process: keys are kept 24 hours, in `<data_dir>/ingress.sqlite3`;"
-            " cluster mode: as long as the room queue keeps the message (it keeps every one)."
+            " cluster mode: `cluster.retention` (7 days) after its answer. An older key is a new"
+            " message."
         ),
     ),
 ]

@@ -59,6 +59,8 @@ parking; a lost lease renewal or release ends with the lease. Ingress and `commi
 effects and its end) wait for the disk as usual."""
 
 
+PURGE_LOCK = 0x61677072  # "agpr": one member purges at a time
+
 PIPELINE_BELOW = 64
 """A commit writing fewer memories than this runs in pipeline mode; the postgres store writes
 larger batches with COPY (its ``COPY_FROM``), which cannot run in a pipeline."""
@@ -559,6 +561,31 @@ class RoomQueue:
             )
             rows = await cursor.fetchall()
         return {(UUID(str(r[0])), UUID(str(r[1]))) for r in rows}
+
+    # ------------------------------------------------------------------ retention
+
+    async def purge(self, retention: float, batch: int) -> int | None:
+        """Delete the messages answered (``done``) more than `retention` s ago, `batch` at a
+        time (a transaction each, oldest first), until none is left; their keys are then
+        free (a message with the same id is taken as new). Returns how many, or None when
+        another member is purging: one at a time (an advisory lock per batch transaction)."""
+        purged = 0
+        while True:
+            async with self.store.with_connection() as conn, conn.transaction():
+                cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PURGE_LOCK,))
+                row = await cursor.fetchone()
+                if row is None or not row[0]:
+                    return purged or None
+                cursor = await conn.execute(
+                    "DELETE FROM cluster_messages WHERE id IN (SELECT id FROM cluster_messages"
+                    " WHERE status = 'done'"
+                    " AND done_at < clock_timestamp() - make_interval(secs => %s)"
+                    " ORDER BY done_at LIMIT %s)",
+                    (retention, batch),
+                )
+                purged += int(cursor.rowcount)
+            if cursor.rowcount < batch:
+                return purged
 
     # ------------------------------------------------------------------ members
 

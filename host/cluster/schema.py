@@ -9,6 +9,7 @@
   key and the ``fingerprint`` of its body (the same key with another body is refused), and the
   token of the commit that ended it (``committed_by``; a room claimed in a commit keeps that
   commit's token in ``claimed_by``): a worker whose commit lost its answer recognises its own;
+  answered messages are purged ``cluster.retention`` after their end (`RoomQueue.purge`);
 - ``cluster_workers``: the processes of the cluster, their heartbeat and counters;
 - ``cluster_outbox``: cluster events committed and not yet sent on NATS (`host.cluster.outbox`).
 """
@@ -105,6 +106,13 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """
         ALTER TABLE cluster_messages ADD COLUMN committed_by uuid;
         ALTER TABLE cluster_rooms ADD COLUMN claimed_by uuid;
+        """,
+    ),
+    (
+        5,
+        "done messages by their end (the retention's purge)",
+        """
+        CREATE INDEX cluster_messages_done ON cluster_messages (done_at) WHERE status = 'done';
         """,
     ),
 )

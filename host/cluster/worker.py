@@ -82,6 +82,8 @@ class Worker:
             asyncio.create_task(self._claim_loop(), name="cluster-claim"),
             asyncio.create_task(self._lease_loop(), name="cluster-lease"),
         ]
+        if self.settings.retention is not None:
+            self._tasks.append(asyncio.create_task(self._purge_loop(), name="cluster-purge"))
 
     @property
     def held(self) -> list[Claim]:
@@ -152,6 +154,21 @@ class Worker:
                     _log.warning("lost room {} (lease ran out); dropping it", claim.room_id)
                     self.counts["lost"] += 1
                     entry[1].cancel()
+
+    async def _purge_loop(self) -> None:
+        """Every ``purge_interval``: the messages answered more than ``retention`` ago are
+        purged (by one worker at a time, `RoomQueue.purge`)."""
+        retention = self.settings.retention
+        assert retention is not None
+        while True:
+            await asyncio.sleep(self.settings.purge_interval)
+            try:
+                purged = await self.queue.purge(retention, self.settings.purge_batch)
+            except Exception as exc:
+                _log.warning("purging answered messages failed ({}); next time", exc)
+                continue
+            if purged:
+                _log.info("purged {} messages answered more than {:g} s ago", purged, retention)
 
     # ------------------------------------------------------------------ one room
 

@@ -13,7 +13,7 @@ from builtin_plugins.postgres import PostgresAdapter
 from builtin_plugins.postgres.writes import DimensionChanged
 from contracts.memory import Content, Memory, MemoryUpdate, utc_now
 from contracts.storage import BatchError
-from host.cluster.queue import RoomQueue
+from host.cluster.queue import PURGE_LOCK, RoomQueue
 from host.cluster.records import Backlogged, Fenced
 from host.cluster.unit import Unit, UnitAdapter, unit_ids, working_on
 from host.pytest_plugin import fresh_schema, schema_uri
@@ -194,6 +194,46 @@ async def test_a_commit_read_back_by_its_token_gives_what_it_did(store: Postgres
     again = await queue.commit_again(room_b, room_b.first, Unit(room_b.first.id), "{}", token=token)
     assert not again.landed and again.released
     assert (await queue.landed(room_b, room_b.first.id, token)) is not None
+
+
+async def test_answered_messages_past_the_retention_are_purged_in_batches_by_one_at_a_time(
+    store: PostgresAdapter,
+) -> None:
+    """`purge`: only ``done`` messages that ended more than the retention ago go, a batch per
+    transaction, never while another member purges; a purged id is then taken as new."""
+    queue = RoomQueue(store, "w", lease=5)
+    room = uuid4()
+    sent = [message(room, f"m{i}") for i in range(5)]
+    for memory in sent:
+        await put(queue, memory)
+    claim = await queue.claim([AGENT])
+    assert claim is not None
+    taken = claim.first
+    for _ in range(4):  # m0..m3 answered; m4 parked
+        assert taken is not None
+        taken = (await queue.commit(claim, taken, Unit(taken.id), "{}")).following
+    assert taken is not None
+    await queue.park(claim, taken, "poisoned")
+    late = message(room, "late")
+    await put(queue, late)  # waiting: never purged
+    async with store.with_connection() as conn:  # m0..m2 ended an hour ago
+        await conn.execute(
+            "UPDATE cluster_messages SET done_at = done_at - interval '1 hour' WHERE id = ANY(%s)",
+            ([m.id for m in sent[:3]],),
+        )
+    async with store.with_connection() as other, other.transaction():
+        await other.execute("SELECT pg_advisory_xact_lock(%s)", (PURGE_LOCK,))
+        assert await queue.purge(60, 2) is None  # another member purges: not now
+    assert await queue.purge(60, 2) == 3  # two batches: 2, then 1
+    assert await queue.purge(60, 2) == 0
+    async with store.with_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT message::json->'content'->>'text', status FROM cluster_messages"
+            " ORDER BY room_seq"
+        )
+        left = await cursor.fetchall()
+    assert left == [("m3", "done"), ("m4", "parked"), ("late", "pending")]
+    assert not await put(queue, sent[0])  # its id is free: taken as a new message
 
 
 async def _rooms(store: PostgresAdapter) -> dict[UUID, tuple[str | None, int]]:
