@@ -6,6 +6,7 @@ key free."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -29,16 +30,32 @@ from .runtime_helpers import Rig
 MESSAGES = "/agents/eliza/messages"
 
 
-@pytest.fixture
-async def client(rig: Rig, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    ingress = LocalIngress(IngressLog(tmp_path / INGRESS_FILE))
-    server = HttpServer(create_app(rig.agents, ingress=ingress), port=0)
+@contextlib.asynccontextmanager
+async def _served(rig: Rig, log: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A real server for `rig`'s agents, keyed messages logged in the file `log`, and a client
+    of it."""
+    server = HttpServer(create_app(rig.agents, ingress=LocalIngress(IngressLog(log))), port=0)
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             yield http
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def client(rig: Rig, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with _served(rig, tmp_path / INGRESS_FILE) as http:
+        yield http
+
+
+async def _send_keyed(http: httpx.AsyncClient, key: str) -> tuple[httpx.Response, str]:
+    """POST "hi" with `key` into a new room: the answer and the room."""
+    room = str(uuid4())
+    answer = await http.post(
+        MESSAGES, json={"text": "hi", "room_id": room}, headers={"Idempotency-Key": key}
+    )
+    return answer, room
 
 
 async def _stored(rig: Rig, room: str) -> list[Any]:
@@ -205,29 +222,16 @@ def _sse(text: str) -> list[tuple[str, str]]:
     return events
 
 
-async def _serve(rig: Rig, log: IngressLog) -> tuple[HttpServer, httpx.AsyncClient]:
-    server = HttpServer(create_app(rig.agents, ingress=LocalIngress(log)), port=0)
-    await server.start()
-    return server, httpx.AsyncClient(base_url=server.url, timeout=30)
-
-
 async def test_the_log_makes_its_directory_when_the_data_dir_does_not_exist(
     rig: Rig, tmp_path: Path
 ) -> None:
     """With the PostgreSQL store nothing else creates the data dir: the first keyed request
     used to end in a 500 ("unable to open database file")."""
     path = tmp_path / "not" / "yet" / INGRESS_FILE
-    server, http = await _serve(rig, IngressLog(path))
-    try:
-        room = str(uuid4())
-        sent = await http.post(
-            MESSAGES, json={"text": "hi", "room_id": room}, headers={"Idempotency-Key": "d-1"}
-        )
-        assert sent.status_code == 200, sent.text
-        assert path.exists()
-    finally:
-        await http.aclose()
-        await server.stop()
+    async with _served(rig, path) as http:
+        sent, _room = await _send_keyed(http, "d-1")
+    assert sent.status_code == 200, sent.text
+    assert path.exists()
 
 
 async def test_a_log_that_cannot_be_opened_is_a_503_naming_it_and_runs_nothing(
@@ -236,19 +240,12 @@ async def test_a_log_that_cannot_be_opened_is_a_503_naming_it_and_runs_nothing(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     path = blocker / INGRESS_FILE  # its parent is a file: neither made nor opened
-    server, http = await _serve(rig, IngressLog(path))
-    try:
-        room = str(uuid4())
-        refused = await http.post(
-            MESSAGES, json={"text": "hi", "room_id": room}, headers={"Idempotency-Key": "d-2"}
-        )
-        assert refused.status_code == 503, refused.text
-        detail = refused.json()["detail"]
-        assert str(path) in detail and "Traceback" not in refused.text
-        assert await _stored(rig, room) == []
-    finally:
-        await http.aclose()
-        await server.stop()
+    async with _served(rig, path) as http:
+        refused, room = await _send_keyed(http, "d-2")
+    assert refused.status_code == 503, refused.text
+    detail = refused.json()["detail"]
+    assert str(path) in detail and "Traceback" not in refused.text
+    assert await _stored(rig, room) == []
 
 
 async def test_a_damaged_log_is_a_503_naming_it(rig: Rig, tmp_path: Path) -> None:
@@ -256,15 +253,8 @@ async def test_a_damaged_log_is_a_503_naming_it(rig: Rig, tmp_path: Path) -> Non
     same guard (it was a 500 with a traceback)."""
     path = tmp_path / INGRESS_FILE
     path.write_bytes(b"this is not a SQLite database" * 100)
-    server, http = await _serve(rig, IngressLog(path))
-    try:
-        room = str(uuid4())
-        refused = await http.post(
-            MESSAGES, json={"text": "hi", "room_id": room}, headers={"Idempotency-Key": "d-3"}
-        )
-        assert refused.status_code == 503, refused.text
-        assert str(path) in refused.json()["detail"] and "Traceback" not in refused.text
-        assert await _stored(rig, room) == []
-    finally:
-        await http.aclose()
-        await server.stop()
+    async with _served(rig, path) as http:
+        refused, room = await _send_keyed(http, "d-3")
+    assert refused.status_code == 503, refused.text
+    assert str(path) in refused.json()["detail"] and "Traceback" not in refused.text
+    assert await _stored(rig, room) == []
