@@ -43,6 +43,10 @@ async def test_each_try_is_numbered_for_local_handlers_and_only_the_committed_on
             assert time.monotonic() < deadline, "no worker started the message"
             await asyncio.sleep(0.05)
         first_pid = int(notes.read_text().split()[0])
+        recorded = "SELECT 1 FROM event_log WHERE event_type = 'message:received'"
+        while not await cluster.sql(recorded):  # the trail writes within ~20 ms (or less)
+            assert time.monotonic() < deadline, "the audit trail recorded nothing"
+            await asyncio.sleep(0.05)
         victim, other = ("w1", w2) if first_pid == w1.pid else ("w2", w1)
         cluster.kill(victim)  # mid-message (its model call hangs 3 s): the other takes over
         response = await hang
