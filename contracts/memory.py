@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -77,6 +78,12 @@ class Memory(BaseModel):
     it is a `Vector` (read-only float32; a list of numbers or an array is converted), and a
     memory read with ``MemoryQuery(with_embeddings=False)`` has None there.
     ``unique`` marks a memory the runtime judged not to duplicate an existing one.
+
+    A memory read back from a store in a page of many may decode some fields (its content,
+    metadata, embedding and time) when one of them is first read, rather than when the page is
+    read: this is invisible (attribute reads, equality, ``model_dump``, serialization, copies and
+    pickling all see every field), except that stored data that cannot be decoded raises there,
+    at first use, instead of from the read (docs/storage.md, "Lazily decoded fields").
     """
 
     model_config = ConfigDict(frozen=True)
@@ -101,6 +108,61 @@ class Memory(BaseModel):
     def cursor(self) -> Cursor:
         """The keyset position of this memory (resume a query right after it)."""
         return Cursor(self.created_at, self.id)
+
+    if not TYPE_CHECKING:  # seen by the type checker, any attribute would be allowed
+
+        def __getattr__(self, name: str) -> Any:
+            # reached only for a name missing from the instance dict: a lazily decoded field
+            if name in _FIELD_NAMES and _PENDING in _dict_of(self):
+                values = _settle(self)
+                if name in values:
+                    return values[name]
+            return super().__getattr__(name)
+
+        @property
+        def __dict__(self) -> dict[str, Any]:
+            # what pydantic (serialization, equality, copies, pickling) and vars() read: complete
+            values = _dict_of(self)
+            return _settle(self) if _PENDING in values else values
+
+        @__dict__.setter
+        def __dict__(self, values: dict[str, Any]) -> None:
+            _set_dict_of(self, values)
+
+
+_FIELD_NAMES = frozenset(Memory.model_fields)
+_FIELDS_IN_ORDER = dict.fromkeys(Memory.model_fields)
+_dict_of = BaseModel.__dict__["__dict__"].__get__
+_set_dict_of = BaseModel.__dict__["__dict__"].__set__
+_PENDING = "\x00pending"
+_DECODE = "\x00decode"
+"""The keys, in a lazily decoded memory's instance dict, of the stored values and of the
+function that gives the fields missing from it (`host.memory.lazy_memory` puts both there;
+two entries rather than a pair: one object less per row). Never field names, never seen:
+every reader of the dict gets it through `Memory.__dict__`, which decodes first."""
+
+PendingDecode = Callable[[Any], dict[str, Any]]
+
+
+def _settle(memory: Memory) -> dict[str, Any]:
+    """Decode a lazily read `memory`'s missing fields: its instance dict becomes a new, whole
+    one, in field order (what serialization follows), returned. The dict it had is never
+    changed, so threads may race here: each finds it as it was and decodes the same stored
+    values into a dict of its own (at worst a row is decoded twice)."""
+    values = _dict_of(memory)
+    decode = values.get(_DECODE)
+    if decode is None:
+        return values
+    try:
+        decoded = decode(values[_PENDING])
+    except AttributeError as exc:  # raised out of __getattr__ it would read as "no such field"
+        raise ValueError(f"a stored memory could not be decoded: {exc}") from exc
+    whole = _FIELDS_IN_ORDER.copy()
+    whole.update(values)
+    whole.update(decoded)
+    del whole[_PENDING], whole[_DECODE]
+    _set_dict_of(memory, whole)
+    return whole
 
 
 class MemoryUpdate(BaseModel):

@@ -10,7 +10,16 @@ from typing import Any
 
 import pydantic_core
 
-from contracts.memory import MAX_JSON_DEPTH, MAX_JSON_LENGTH, Content, Memory, MemoryQuery
+from contracts.memory import (
+    _DECODE,
+    _PENDING,
+    MAX_JSON_DEPTH,
+    MAX_JSON_LENGTH,
+    Content,
+    Memory,
+    MemoryQuery,
+    PendingDecode,
+)
 from contracts.storage import InvalidMemoryError, InvalidQueryError
 from contracts.streaming import DEFAULT_PAGE_SIZE, MemoryManager
 from host.pydantic_slots import set_dict as _set_dict
@@ -25,6 +34,7 @@ __all__ = [
     "content_from_json",
     "content_json",
     "json_limit_problem",
+    "lazy_memory",
     "metadata_from_json",
     "metadata_json",
     "nesting_depth",
@@ -214,6 +224,23 @@ def trusted_memory(values: dict[str, Any]) -> Memory:
     memory = _new(Memory)
     _set_dict(memory, values)
     _set_fields_set(memory, _MEMORY_FIELDS)  # shared: see above
+    _set_extra(memory, None)
+    _set_private(memory, None)
+    return memory
+
+
+def lazy_memory(values: dict[str, Any], decode: PendingDecode, raw: Any) -> Memory:
+    """A `Memory` over `values` (some fields, already valid: read back from a store) whose
+    other fields are ``decode(raw)``, called when one of them is first read (or the memory is
+    compared, dumped, copied...): a page of a thousand rows read for their ids or a cursor does
+    not build a thousand contents, times and vectors. Like `trusted_memory`, unvalidated:
+    `decode` must give every field `values` lacks, each valid, and `values` is handed over.
+    ``decode`` should raise on stored data it cannot read (it raises at that first use)."""
+    values[_PENDING] = raw
+    values[_DECODE] = decode
+    memory = _new(Memory)
+    _set_dict(memory, values)
+    _set_fields_set(memory, _MEMORY_FIELDS)
     _set_extra(memory, None)
     _set_private(memory, None)
     return memory

@@ -12,7 +12,7 @@ store) import nothing else of the host: tests/foundation/test_import_rules.py ch
   `VectorIndex`, `check_search`, `query_vector`, `above_threshold` and the float32 helpers;
 - table and metadata helpers: `check_table_name`, `content_json`, `metadata_json` (one JSON
   text and one set of limits on every store), their inverses `content_from_json` and
-  `metadata_from_json`, `trusted_memory` (fast rows read back);
+  `metadata_from_json`, `trusted_memory` and `lazy_memory` (fast rows read back);
 - batch-write helpers: `unbatched`, `check_dimension`;
 - wrapping a store: `ForwardingAdapter`;
 - PostgreSQL (imported on first use, with psycopg): `pooled`, `describe_url`, `safe_text`,
@@ -35,6 +35,7 @@ from host.memory import (
     check_table_name,
     content_from_json,
     content_json,
+    lazy_memory,
     metadata_from_json,
     metadata_json,
     trusted_memory,
@@ -86,6 +87,7 @@ __all__ = [
     "describe_url",
     "float32_array",
     "float32_bytes",
+    "lazy_memory",
     "metadata_from_json",
     "metadata_json",
     "normalize",

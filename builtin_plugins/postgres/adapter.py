@@ -46,7 +46,16 @@ from . import writes
 from .connect import VECTOR_HINT, exhausted, migrate_at, missing_vector_hint, open_pool
 from .indexes import build_locked, index_valid
 from .plugin import INDEX_BUILD_MEMORY
-from .rows import COLUMNS, COLUMNS_NO_EMBEDDING, COPY_FROM, row_to_memory, scored, where_clause
+from .rows import (
+    COLUMNS,
+    COLUMNS_NO_EMBEDDING,
+    COPY_FROM,
+    LAZY_FROM,
+    lazy_rows_to_memories,
+    row_to_memory,
+    scored,
+    where_clause,
+)
 from .schema import MigrationStep, index_name
 from .search import ANN_ONLY, HNSW_MAX_EF_SEARCH, ann_setting, ann_statement, exact_statement
 
@@ -289,6 +298,8 @@ class PostgresAdapter:
         async with self.with_connection() as conn, conn.pipeline():
             cursor = await conn.execute(statement, params, binary=True)
             rows = await cursor.fetchall()
+        if len(rows) >= LAZY_FROM:
+            return lazy_rows_to_memories(rows)  # a page: most fields decoded when first read
         return [row_to_memory(row) for row in rows]
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from contracts.memory import Memory, MemoryQuery
 from contracts.vector import Vector
-from host.storekit import content_from_json, metadata_from_json, trusted_memory
+from host.storekit import content_from_json, lazy_memory, metadata_from_json, trusted_memory
 
 __all__ = [
     "COLUMNS",
@@ -26,6 +26,8 @@ __all__ = [
     "COPY_FROM",
     "COPY_TYPES",
     "INSERT",
+    "LAZY_FROM",
+    "lazy_rows_to_memories",
     "row_to_memory",
     "scored",
     "where_clause",
@@ -124,3 +126,40 @@ def row_to_memory(row: tuple[Any, ...]) -> Memory:
             "unique": unique,
         }
     )
+
+
+LAZY_FROM = 65
+"""Reads of at least this many rows (pages, as on SQLite) return memories whose content, metadata,
+embedding and time are decoded when first read (`lazy_rows_to_memories`); fewer rows (a room's
+history, a search's) are what the caller reads at once, decoded now."""
+
+
+def _decode_rest(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The fields `lazy_rows_to_memories` leaves for first use, from their row."""
+    created, embedding = row[5], row[8]
+    return {
+        "content": content_from_json(row[6]),
+        "embedding": None if embedding is None else _vector(embedding),
+        "metadata": metadata_from_json(row[7]),
+        "created_at": created if created.tzinfo is UTC else created.astimezone(UTC),
+    }
+
+
+def lazy_rows_to_memories(rows: Sequence[tuple[Any, ...]]) -> list[Memory]:
+    """`row_to_memory`'s memories with their content, metadata, embedding and time decoded
+    when one of them is first read (`host.storekit.lazy_memory`): what pages return."""
+    return [
+        lazy_memory(
+            {
+                "id": row[0],
+                "agent_id": row[2],
+                "entity_id": row[3],
+                "room_id": row[4],
+                "table_name": row[1],
+                "unique": row[9],
+            },
+            _decode_rest,
+            row,
+        )
+        for row in rows
+    ]

@@ -17,6 +17,7 @@ from .rows import (
     COLUMNS,
     COLUMNS_NO_EMBEDDING,
     from_micros,
+    lazy_rows_to_memories,
     row_to_memory,
     table_state,
     uuid_of,
@@ -74,7 +75,10 @@ class SqliteReads(SqliteCore):
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
-        return [row_to_memory(row) for row in (conn or self._db).execute(sql, params)]
+        rows = (conn or self._db).execute(sql, params).fetchall()
+        if len(rows) <= worker.INLINE_ROWS:
+            return [row_to_memory(row) for row in rows]  # a few rows, read now (a history)
+        return lazy_rows_to_memories(rows)  # a page: most fields decoded when first read
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         return await self._run(self._count, query or MemoryQuery())

@@ -19,7 +19,13 @@ import numpy as np
 
 from contracts.memory import Memory, MemoryQuery
 from contracts.vector import Vector
-from host.storekit import content_from_json, float32_bytes, metadata_from_json, trusted_memory
+from host.storekit import (
+    content_from_json,
+    float32_bytes,
+    lazy_memory,
+    metadata_from_json,
+    trusted_memory,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COLUMNS = (
@@ -150,6 +156,40 @@ def row_to_memory(row: tuple[Any, ...]) -> Memory:
             "unique": unique == 1,
         }
     )
+
+
+def _decode_rest(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The fields `lazy_rows_to_memories` leaves for first use, from their row."""
+    embedding = row[9]
+    return {
+        "id": _row_uuid(row[1]),
+        "content": content_from_json(row[7]),
+        "embedding": None if embedding is None else _vector(embedding),
+        "metadata": metadata_from_json(row[8]),
+        "created_at": from_micros(row[6]),
+    }
+
+
+def lazy_rows_to_memories(rows: Iterable[tuple[Any, ...]]) -> list[Memory]:
+    """`row_to_memory`'s memories with their id, content, metadata, embedding and time decoded
+    when one of them is first read (`host.storekit.lazy_memory`): what pages of many rows
+    return. Agent, entity and room (the same few objects on every row: `uuid_of`), the table
+    and the flag are read now. One loop, the row's steps inline: a page makes a thousand."""
+    memories: list[Memory] = []
+    append = memories.append
+    for row in rows:
+        values = {
+            "agent_id": uuid_of(row[3]),
+            "entity_id": uuid_of(row[4]),
+            "room_id": uuid_of(row[5]),
+            "table_name": row[2],
+            "unique": row[10] == 1,
+        }
+        append(_lazy(values, _decode_rest, row))
+    return memories
+
+
+_lazy = lazy_memory
 
 
 def table_state(conn: sqlite3.Connection, table: str) -> tuple[int | None, int]:

@@ -1,0 +1,167 @@
+"""Pages of memories decode their fields on first use (`host.memory.lazy_memory`): a memory
+read in a page must be indistinguishable from the same row read alone (decoded at once) and
+from the memory written, whatever is done with it first (read a field, compare, dump, nest,
+copy, pickle), on every store, from any thread."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from builtin_plugins.sqlite import SqliteAdapter
+from contracts.memory import _PENDING, Memory, MemoryQuery
+from contracts.storage import DatabaseAdapter
+from host.memory import lazy_memory
+
+from .storage_helpers import make_memory
+
+PAGE = 100  # over every store's eager limit (64 rows): a page, decoded lazily
+_raw_dict = BaseModel.__dict__["__dict__"].__get__
+
+
+class Listing(BaseModel):
+    memories: list[Memory]
+
+
+def _written() -> list[Memory]:
+    return [
+        make_memory(
+            i,
+            embedding=[0.25 * i, -1.5, 3.0],
+            source="test",
+            actions=["REPLY"],
+            **({"nested": {"a": [1, {"b": None}]}} if i % 2 else {}),
+        ).model_copy(update={"metadata": {"i": i, "tags": ["x", "y"]}, "unique": i % 3 == 0})
+        for i in range(PAGE)
+    ]
+
+
+def _pending(memories: list[Memory]) -> int:
+    return sum(_PENDING in _raw_dict(m) for m in memories)
+
+
+UsesOf = dict[str, Callable[[Memory], Any]]
+USES: UsesOf = {
+    "a field": lambda m: (m.content.text, m.content.model_extra, m.created_at, m.embedding),
+    "its id": lambda m: m.id,
+    "its cursor": lambda m: m.cursor,
+    "model_dump": lambda m: m.model_dump(),
+    "model_dump unset": lambda m: m.model_dump(exclude_unset=True),
+    "model_dump_json": lambda m: m.model_dump_json(),
+    "nested json": lambda m: Listing(memories=[m]).model_dump_json(),
+    "nested dump": lambda m: Listing(memories=[m]).model_dump(mode="json"),
+    "repr": repr,
+    "vars": lambda m: sorted(vars(m)),
+    "iteration": lambda m: dict(m),
+    "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "model_copy": lambda m: m.model_copy(update={"unique": not m.unique}),
+    "validated again": lambda m: Memory.model_validate(m, from_attributes=True),
+    "fields set": lambda m: m.model_fields_set,
+}
+
+
+@pytest.mark.parametrize("use", list(USES))
+async def test_a_page_reads_as_its_rows_read_alone_whatever_is_done_first(
+    memory_store: DatabaseAdapter, use: str
+) -> None:
+    written = _written()
+    await memory_store.create_memories_batch(written)
+    page = await memory_store.get_memories(MemoryQuery(order="asc"))
+    alone = [await memory_store.get_memory(m.id) for m in written]
+    assert [m.id for m in page] == [m.id for m in written]  # (ids decoded here: a fresh page)
+    page = await memory_store.get_memories(MemoryQuery(order="asc"))
+    do = USES[use]
+    first = [do(m) for m in page]  # what is done first, on fresh memories
+    assert first == [do(m) for m in alone] == [do(m) for m in written]
+    assert page == alone == written and alone == page and written == page
+    assert [m.model_dump_json() for m in page] == [m.model_dump_json() for m in written]
+
+
+async def test_sqlite_pages_are_lazy_and_small_reads_are_not(tmp_path: Path) -> None:
+    db = await SqliteAdapter.open(tmp_path / "m.sqlite3")
+    try:
+        await db.create_memories_batch(_written())
+        page = await db.get_memories(MemoryQuery(order="asc"))
+        assert _pending(page) == PAGE  # nothing decoded yet
+        assert page[5].content.text == "m5"
+        assert _pending(page) == PAGE - 1  # the one read, and only it
+        history = await db.get_memories(MemoryQuery(order="desc", limit=10))
+        assert _pending(history) == 0
+        assert [m.content.text for m in history] == [f"m{i}" for i in range(99, 89, -1)]
+    finally:
+        await db.close()
+
+
+async def test_threads_decoding_the_same_memories_at_once_all_see_them_whole(
+    tmp_path: Path,
+) -> None:
+    db = await SqliteAdapter.open(tmp_path / "m.sqlite3")
+    try:
+        written = _written()
+        await db.create_memories_batch(written)
+        expected = [m.model_dump_json() for m in written]
+        for _ in range(5):
+            page = await db.get_memories(MemoryQuery(order="asc"))
+            assert _pending(page) == PAGE
+
+            def read(k: int, page: list[Memory] = page) -> list[str]:
+                # each thread starts at another row, so that they meet mid-page
+                order = page[k * 13 % PAGE :] + page[: k * 13 % PAGE]
+                seen = {m.id: (m.content.text, m.model_dump_json()) for m in order}
+                return [seen[m.id][1] for m in page]
+
+            with ThreadPoolExecutor(8) as pool:
+                results = list(pool.map(read, range(8)))
+            assert all(result == expected for result in results)
+            assert page == written
+    finally:
+        await db.close()
+
+
+async def test_a_stored_row_that_cannot_be_decoded_fails_at_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite3"
+    db = await SqliteAdapter.open(path)
+    written = _written()
+    await db.create_memories_batch(written)
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE memories SET content = ? WHERE id = ?", ('{"text": 7}', written[3].id.bytes))
+    raw.commit()
+    raw.close()
+    page = await db.get_memories(MemoryQuery(order="asc"))
+    assert page[2].content.text == "m2"  # the others read as ever
+    with pytest.raises(ValidationError, match="text"):
+        page[3].content  # noqa: B018
+    for use in (lambda: page[3].model_dump_json(), lambda: page[3] == written[3]):
+        with pytest.raises(ValueError, match="text"):  # pydantic's serializer wraps the error
+            use()
+    with pytest.raises(ValidationError, match="text"):  # a few rows: decoded at once, as ever
+        await db.get_memories(MemoryQuery(order="asc", limit=5))
+    await db.close()
+
+
+def test_a_lazy_memory_knows_no_other_attribute_and_names_a_decoder_failure() -> None:
+    memory = make_memory(1)
+    values = dict(memory.__dict__)
+    rest = {name: values.pop(name) for name in ("content", "created_at")}
+    lazy = lazy_memory(dict(values), lambda raw: raw, rest)
+    with pytest.raises(AttributeError, match="no_such"):
+        lazy.no_such  # type: ignore[attr-defined]  # noqa: B018
+    assert lazy == memory and _raw_dict(lazy).keys() == memory.__dict__.keys()
+
+    def broken(raw: Any) -> dict[str, Any]:
+        raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    failing = lazy_memory(dict(values), broken, None)
+    with pytest.raises(ValueError, match="could not be decoded"):
+        failing.content  # noqa: B018
+    assert Memory.model_validate(memory.model_dump()) == memory  # validation sets __dict__
