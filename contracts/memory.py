@@ -131,13 +131,12 @@ class Memory(BaseModel):
 
 
 _FIELD_NAMES = frozenset(Memory.model_fields)
-_FIELDS_IN_ORDER = dict.fromkeys(Memory.model_fields)
 _dict_of = BaseModel.__dict__["__dict__"].__get__
 _set_dict_of = BaseModel.__dict__["__dict__"].__set__
 _PENDING = "\x00pending"
 _DECODE = "\x00decode"
 """The keys, in a lazily decoded memory's instance dict, of the stored values and of the
-function that gives the fields missing from it (`host.memory.lazy_memory` puts both there;
+function that decodes them into its whole dict (`host.memory.lazy_memory` puts both there;
 two entries rather than a pair: one object less per row). Never field names, never seen:
 every reader of the dict gets it through `Memory.__dict__`, which decodes first."""
 
@@ -145,22 +144,18 @@ PendingDecode = Callable[[Any], dict[str, Any]]
 
 
 def _settle(memory: Memory) -> dict[str, Any]:
-    """Decode a lazily read `memory`'s missing fields: its instance dict becomes a new, whole
-    one, in field order (what serialization follows), returned. The dict it had is never
-    changed, so threads may race here: each finds it as it was and decodes the same stored
-    values into a dict of its own (at worst a row is decoded twice)."""
-    values = _dict_of(memory)
-    decode = values.get(_DECODE)
+    """Decode a lazily read `memory`: its instance dict becomes the whole one its decoder
+    gives (every field, in field order: what serialization follows), returned. The dict it had
+    is never changed, so threads may race here: each finds it as it was and decodes the same
+    stored values into a dict of its own (at worst a row is decoded twice)."""
+    values: dict[str, Any] = _dict_of(memory)
+    decode: PendingDecode | None = values.get(_DECODE)
     if decode is None:
         return values
     try:
-        decoded = decode(values[_PENDING])
+        whole = decode(values[_PENDING])
     except AttributeError as exc:  # raised out of __getattr__ it would read as "no such field"
         raise ValueError(f"a stored memory could not be decoded: {exc}") from exc
-    whole = _FIELDS_IN_ORDER.copy()
-    whole.update(values)
-    whole.update(decoded)
-    del whole[_PENDING], whole[_DECODE]
     _set_dict_of(memory, whole)
     return whole
 

@@ -230,12 +230,13 @@ def trusted_memory(values: dict[str, Any]) -> Memory:
 
 
 def lazy_memory(values: dict[str, Any], decode: PendingDecode, raw: Any) -> Memory:
-    """A `Memory` over `values` (some fields, already valid: read back from a store) whose
-    other fields are ``decode(raw)``, called when one of them is first read (or the memory is
-    compared, dumped, copied...): a page of a thousand rows read for their ids or a cursor does
-    not build a thousand contents, times and vectors. Like `trusted_memory`, unvalidated:
-    `decode` must give every field `values` lacks, each valid, and `values` is handed over.
-    ``decode`` should raise on stored data it cannot read (it raises at that first use)."""
+    """A `Memory` holding only `values` (some of its fields: those cheap to read now) until
+    one of the others is first read, or the memory is compared, dumped, copied...: then
+    ``decode(raw)`` gives its whole dict, every field in field order (the dict `trusted_memory`
+    takes, which `values` must agree with), and it becomes the memory's own. A page of a
+    thousand rows read for their count, rooms or last cursor does not build a thousand
+    contents, times and vectors. Unvalidated, like `trusted_memory`: `decode` must give valid
+    fields, and raise on stored data it cannot read (it raises at that first use)."""
     values[_PENDING] = raw
     values[_DECODE] = decode
     memory = _new(Memory)

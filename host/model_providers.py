@@ -8,10 +8,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from loguru import logger
 
+from contracts.events import ModelUsedPayload
 from contracts.models import (
     ModelCallError,
     ModelError,
@@ -27,6 +28,12 @@ _order = itertools.count()
 
 _NOT_HEALTH = frozenset({"model_not_served"})
 """Failures that say nothing about the provider's health: they do not open its circuit."""
+
+
+USED_DEFAULTS: Final = {
+    name: info.get_default() for name, info in ModelUsedPayload.model_fields.items()
+}
+"""Every field of ``model:used`` (the required ones too, as placeholders `report` replaces)."""
 
 
 @dataclass(slots=True)
@@ -52,11 +59,16 @@ class ProviderEntry:
     type_name: str = field(init=False)
     result: type[Any] = field(init=False)
     """The model type's result type."""
+    answered: dict[str, Any] = field(init=False)
+    """The ``model:used`` values of a call this provider answers first, less those of the
+    call (``duration``, ``params``, ``output``, the caller's ids): a copy is where a payload
+    starts (`host.models`)."""
 
     def __post_init__(self) -> None:
         self.call = self.handler.handler
         self.type_name = self.handler.model_type.name
         self.result = self.handler.model_type.result
+        self.answered = {**USED_DEFAULTS, "model_type": self.type_name, "provider": self.provider}
 
 
 class ProviderChoice:

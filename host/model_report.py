@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from contracts.events import MODEL_USED, EventBusProtocol, ModelUsedPayload
 from host.model_context import call_context
 from host.model_failures import FailurePath
-from host.model_providers import ProviderEntry
+from host.model_providers import USED_DEFAULTS, ProviderEntry
 from host.pydantic_slots import set_dict, set_extra, set_fields_set, set_private
 
 __all__ = [
@@ -33,10 +33,6 @@ _caller = call_context.get  # bound once (see host.models: no LOAD_METHOD on imp
 
 CALLER_FIELDS: Final = ("agent_id", "room_id", "message_id")
 FALLBACK_FIELDS: Final = ("fallback", "fallback_from", "fallback_reason")
-USED_DEFAULTS: Final = {
-    name: info.get_default() for name, info in ModelUsedPayload.model_fields.items()
-}
-"""Every field of ``model:used`` (the required ones too, as placeholders `report` replaces)."""
 ANSWERED: Final = {"model_type", "provider", "duration", "params", "output"}
 """The fields set by a first provider's answer: the fields set of every such payload, shared
 (a frozen model's is never changed in place; ``model_copy`` copies it before an update, and

@@ -50,7 +50,6 @@ from host.model_providers import ProviderChoice, ProviderEntry
 from host.model_report import (
     ANSWERED,
     ANSWERED_FOR_CALLER,
-    USED_DEFAULTS,
     new_payload,
     report,
 )
@@ -74,7 +73,6 @@ _thread = threading.get_ident
 # Methods of imported names, bound once: CPython 3.11 compiles a method call on a name bound by
 # an import as an attribute load that makes a bound method each time (no LOAD_METHOD).
 _caller = call_context.get
-_used_defaults = USED_DEFAULTS.copy
 _Used = ModelUsedPayload
 _new_payload, _set_dict, _set_fields_set = new_payload, set_dict, set_fields_set
 _set_extra, _set_private = set_extra, set_private
@@ -240,9 +238,8 @@ class ModelRegistry:
                     await report(events, entry, started, path, params, result=result)
             elif events is not None:
                 # `report` of the common case, inline: the first provider answered
-                values = _used_defaults()  # a dict's copy: cheaper than a display of 15 keys
-                values["model_type"] = entry.type_name
-                values["provider"] = entry.provider
+                # a dict's copy (names and defaults in): cheaper than a display of 15 keys
+                values = entry.answered.copy()
                 values["duration"] = _clock() - started
                 values["params"] = params
                 values["output"] = result

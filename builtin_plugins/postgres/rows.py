@@ -110,39 +110,31 @@ def scored(rows: Sequence[tuple[Any, ...]], threshold: float | None) -> list[tup
 
 def row_to_memory(row: tuple[Any, ...]) -> Memory:
     """A `Memory` from a ``SELECT {COLUMNS}`` row (trusted data: no re-validation)."""
+    return trusted_memory(_fields(row))
+
+
+def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``SELECT {COLUMNS}`` row as a memory's fields, in field order."""
     memory_id, table, agent, entity, room, created, content, metadata, embedding, unique = row
-    return trusted_memory(
-        {
-            "id": memory_id,
-            "agent_id": agent,
-            "entity_id": entity,
-            "room_id": room,
-            "table_name": table,
-            "content": content_from_json(content),
-            "embedding": None if embedding is None else _vector(embedding),
-            "metadata": metadata_from_json(metadata),
-            # psycopg gives timestamptz in the session's time zone: the contract says UTC
-            "created_at": created if created.tzinfo is UTC else created.astimezone(UTC),
-            "unique": unique,
-        }
-    )
+    return {
+        "id": memory_id,
+        "agent_id": agent,
+        "entity_id": entity,
+        "room_id": room,
+        "table_name": table,
+        "content": content_from_json(content),
+        "embedding": None if embedding is None else _vector(embedding),
+        "metadata": metadata_from_json(metadata),
+        # psycopg gives timestamptz in the session's time zone: the contract says UTC
+        "created_at": created if created.tzinfo is UTC else created.astimezone(UTC),
+        "unique": unique,
+    }
 
 
 LAZY_FROM = 65
 """Reads of at least this many rows (pages, as on SQLite) return memories whose content, metadata,
 embedding and time are decoded when first read (`lazy_rows_to_memories`); fewer rows (a room's
 history, a search's) are what the caller reads at once, decoded now."""
-
-
-def _decode_rest(row: tuple[Any, ...]) -> dict[str, Any]:
-    """The fields `lazy_rows_to_memories` leaves for first use, from their row."""
-    created, embedding = row[5], row[8]
-    return {
-        "content": content_from_json(row[6]),
-        "embedding": None if embedding is None else _vector(embedding),
-        "metadata": metadata_from_json(row[7]),
-        "created_at": created if created.tzinfo is UTC else created.astimezone(UTC),
-    }
 
 
 def lazy_rows_to_memories(rows: Sequence[tuple[Any, ...]]) -> list[Memory]:
@@ -158,7 +150,7 @@ def lazy_rows_to_memories(rows: Sequence[tuple[Any, ...]]) -> list[Memory]:
                 "table_name": row[1],
                 "unique": row[9],
             },
-            _decode_rest,
+            _fields,
             row,
         )
         for row in rows

@@ -139,34 +139,23 @@ def _row_uuid(raw: bytes) -> UUID:
 def row_to_memory(row: tuple[Any, ...]) -> Memory:
     """A `Memory` from a ``SELECT {COLUMNS}`` row, columns past those ignored (trusted data:
     no re-validation)."""
-    if len(row) != 11:
-        row = row[:11]
-    _, raw_id, table, agent, entity, room, created, content, metadata, embedding, unique = row
-    return trusted_memory(
-        {
-            "id": _row_uuid(raw_id),
-            "agent_id": uuid_of(agent),
-            "entity_id": uuid_of(entity),
-            "room_id": uuid_of(room),
-            "table_name": table,
-            "content": content_from_json(content),
-            "embedding": None if embedding is None else _vector(embedding),
-            "metadata": metadata_from_json(metadata),
-            "created_at": from_micros(created),
-            "unique": unique == 1,
-        }
-    )
+    return trusted_memory(_fields(row))
 
 
-def _decode_rest(row: tuple[Any, ...]) -> dict[str, Any]:
-    """The fields `lazy_rows_to_memories` leaves for first use, from their row."""
+def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``SELECT {COLUMNS}`` row as a memory's fields, in field order."""
     embedding = row[9]
     return {
         "id": _row_uuid(row[1]),
+        "agent_id": uuid_of(row[3]),
+        "entity_id": uuid_of(row[4]),
+        "room_id": uuid_of(row[5]),
+        "table_name": row[2],
         "content": content_from_json(row[7]),
         "embedding": None if embedding is None else _vector(embedding),
         "metadata": metadata_from_json(row[8]),
         "created_at": from_micros(row[6]),
+        "unique": row[10] == 1,
     }
 
 
@@ -185,7 +174,7 @@ def lazy_rows_to_memories(rows: Iterable[tuple[Any, ...]]) -> list[Memory]:
             "table_name": row[2],
             "unique": row[10] == 1,
         }
-        append(_lazy(values, _decode_rest, row))
+        append(_lazy(values, _fields, row))
     return memories
 
 

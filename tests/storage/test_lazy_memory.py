@@ -134,7 +134,8 @@ async def test_a_stored_row_that_cannot_be_decoded_fails_at_first_use(tmp_path: 
     written = _written()
     await db.create_memories_batch(written)
     raw = sqlite3.connect(path)
-    raw.execute("UPDATE memories SET content = ? WHERE id = ?", ('{"text": 7}', written[3].id.bytes))
+    bad = ('{"text": 7}', written[3].id.bytes)
+    raw.execute("UPDATE memories SET content = ? WHERE id = ?", bad)
     raw.commit()
     raw.close()
     page = await db.get_memories(MemoryQuery(order="asc"))
@@ -151,12 +152,13 @@ async def test_a_stored_row_that_cannot_be_decoded_fails_at_first_use(tmp_path: 
 
 def test_a_lazy_memory_knows_no_other_attribute_and_names_a_decoder_failure() -> None:
     memory = make_memory(1)
-    values = dict(memory.__dict__)
-    rest = {name: values.pop(name) for name in ("content", "created_at")}
-    lazy = lazy_memory(dict(values), lambda raw: raw, rest)
+    values = {name: memory.__dict__[name] for name in ("agent_id", "room_id")}
+    lazy = lazy_memory(dict(values), lambda raw: dict(raw), memory.__dict__)
     with pytest.raises(AttributeError, match="no_such"):
         lazy.no_such  # type: ignore[attr-defined]  # noqa: B018
-    assert lazy == memory and _raw_dict(lazy).keys() == memory.__dict__.keys()
+    assert _PENDING in _raw_dict(lazy)
+    assert lazy == memory and _raw_dict(lazy) == memory.__dict__
+    assert list(_raw_dict(lazy)) == list(Memory.model_fields)
 
     def broken(raw: Any) -> dict[str, Any]:
         raise AttributeError("'NoneType' object has no attribute 'x'")
