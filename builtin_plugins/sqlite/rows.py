@@ -71,11 +71,25 @@ def to_micros(value: datetime) -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    """The aware UTC datetime `micros` microseconds after the epoch."""
-    return _EPOCH + _delta(0, 0, micros)  # positional: a third cheaper than microseconds=
+    """The aware UTC datetime `micros` microseconds after the epoch: built from its second's
+    calendar fields, kept per second (rows read together are mostly seconds apart at most),
+    a third cheaper than adding a timedelta to the epoch."""
+    seconds, fraction = divmod(micros, 1_000_000)
+    return _datetime(*(_seconds.get(seconds) or _second(seconds)), fraction, UTC)
 
 
-_delta = timedelta
+_datetime = datetime
+_seconds: dict[int, tuple[int, int, int, int, int, int]] = {}
+_SECONDS_KEPT = 4096
+
+
+def _second(seconds: int) -> tuple[int, int, int, int, int, int]:
+    at = _EPOCH + timedelta(0, seconds)
+    fields = (at.year, at.month, at.day, at.hour, at.minute, at.second)
+    if len(_seconds) >= _SECONDS_KEPT:
+        _seconds.clear()
+    _seconds[seconds] = fields
+    return fields
 
 
 @functools.lru_cache(maxsize=4096)
