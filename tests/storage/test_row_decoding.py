@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from builtin_plugins.sqlite import SqliteAdapter
+from builtin_plugins.sqlite.rows import from_micros, to_micros
 from contracts.memory import Content, MemoryQuery
 from host.memory import content_from_json, content_json
 
@@ -92,3 +94,11 @@ async def test_a_row_with_content_no_store_writes_is_refused_not_returned(
     with pytest.raises(ValidationError, match="text"):
         await db.get_memories(MemoryQuery())
     await db.close()
+
+
+@given(st.integers(min_value=-62_135_596_800_000_000, max_value=253_402_300_799_999_999))
+def test_stored_microseconds_read_back_as_the_epoch_plus_them(micros: int) -> None:
+    got = from_micros(micros)
+    assert got == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    assert got.tzinfo is UTC and to_micros(got) == micros
+    assert from_micros(micros) == got  # the second's fields kept, the same again
