@@ -241,11 +241,13 @@ async def test_batches_are_converted_and_written_off_the_event_loop(
     """The writer thread converts and appends (SQLite: on that thread, no hop back to the
     loop per batch); the loop's thread only queues."""
     threads: list[str] = []
+    checked: list[bool] = []
     append = sqlite_store.append_encoded_blocking  # type: ignore[attr-defined]
 
-    def spy(events: Sequence[EncodedEvent]) -> int:
+    def spy(events: Sequence[EncodedEvent], *, json_checked: bool = False) -> int:
         threads.append(threading.current_thread().name)
-        return append(events)  # type: ignore[no-any-return]
+        checked.append(json_checked)
+        return append(events, json_checked=json_checked)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(sqlite_store, "append_encoded_blocking", spy)
     recorder = AuditRecorder(sqlite_store, AuditSettings(events=("*",)))
@@ -264,6 +266,7 @@ async def test_batches_are_converted_and_written_off_the_event_loop(
     await recorder.aclose()
     assert [e.data["i"] for e in await sqlite_store.read_all()] == list(range(6))
     assert threads and set(threads) == {"audit-writer"}
+    assert set(checked) == {True}  # its texts are pydantic-core's JSON: SQLite need not parse
     assert converted and set(converted) == {"audit-writer"}
     assert threading.current_thread().name not in threads
 

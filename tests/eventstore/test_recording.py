@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from typing import Annotated, Any
 from uuid import uuid4
 
@@ -99,10 +100,15 @@ class MoreInner(Inner):
     vectors: list[list[float]] = [[1.0, 2.0]]
 
 
+_SQLITE = sqlite3.connect(":memory:", check_same_thread=False)
+
+
 def _same(payload: object, drop: frozenset[str]) -> str:
     encoder = PayloadEncoder(SECRET_KEYS, drop)
     text = encoder(payload)
     assert json.loads(text) == json.loads(encoder.slow(payload))
+    # the audit trail appends the text without SQLite's JSON check (json_checked=True)
+    assert _SQLITE.execute("SELECT json_valid(?)", (text,)).fetchone() == (1,)
     return text
 
 

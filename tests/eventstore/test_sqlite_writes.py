@@ -4,6 +4,7 @@ WAL still checkpointed (by the worker thread)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import threading
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.eventstore import DomainEvent, EncodedEvent
+from contracts.eventstore import DomainEvent, EncodedEvent, EventStoreError
 from host.eventstore import SqliteEventStore
 from host.eventstore import sqlite as engine
 
@@ -76,5 +77,24 @@ async def test_the_wal_is_checkpointed_without_auto_checkpoints(
         # rewound and reused.
         assert wal.stat().st_size < 2_000_000
         assert len(await store.read_all(limit=5000)) == 4000
+    finally:
+        await store.close()
+
+
+async def test_a_blocking_append_checks_the_json_unless_told_it_is_checked(
+    tmp_path: Path,
+) -> None:
+    """`append_encoded_blocking` parses every text like `append_encoded`; with
+    ``json_checked`` (the audit trail's own pydantic-core output) it stores them as given."""
+    store = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
+    try:
+        bad = EncodedEvent("agg", "t", '{"n": 1,', 1, datetime.now(UTC))
+        run = asyncio.get_running_loop().run_in_executor
+        with pytest.raises(EventStoreError, match=r"event 1 \(t\) data is not JSON"):
+            await run(None, store.append_encoded_blocking, [enc(0), bad])
+        assert await store.last_position() == 0
+        checked = functools.partial(store.append_encoded_blocking, json_checked=True)
+        assert await run(None, checked, [enc(1), enc(2)]) == 2
+        assert [e.data["n"] for e in await store.read_all()] == [1, 2]
     finally:
         await store.close()
