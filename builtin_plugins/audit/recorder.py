@@ -202,7 +202,15 @@ def address(
 ) -> tuple[str, UUID | None, str | None]:
     """(aggregate, correlation id, room id) of a payload recorded while `current` (the
     (agent, message, room) of the message being processed, or None) was the current message."""
-    values = _values(payload)
+    return _address(payload, _values(payload), current)
+
+
+def _address(
+    payload: object,
+    values: Mapping[str, Any] | _Attributes,
+    current: tuple[str, UUID | None, str | None] | None,
+) -> tuple[str, UUID | None, str | None]:
+    """`address`, given the payload's `_values`."""
     aggregate = _aggregate(values)
     correlation = _correlation(values)
     room = values.get("room_id")
@@ -234,6 +242,8 @@ def _tried(room: str | None, plugin: str | None, attempt: MessageTry) -> str:
     tried = {"try": attempt.number, "message_id": str(attempt.message_id)}
     return to_json({**{k: v for k, v in metadata.items() if v is not None}, **tried}).decode()
 
+
+_new_tuple = tuple.__new__
 
 _Recorded = tuple[
     str, object, tuple[str, UUID | None, str | None] | None, datetime, MessageTry | None
@@ -291,20 +301,24 @@ class AuditRecorder:
 
     def _encoded(self, item: _Recorded) -> EncodedEvent:
         event_type, payload, current, timestamp, attempt = item
-        aggregate, correlation, room = address(payload, current)
         values = _values(payload)
+        aggregate, correlation, room = _address(payload, values, current)
         owner = values.get("owner") or values.get("plugin")
         plugin = owner if isinstance(owner, str) else None
-        return EncodedEvent(
-            aggregate,
-            event_type,
-            self.encoder(payload),
-            schema_version_of(payload),
-            timestamp,
-            None,  # the store draws the ids, a batch at a time
-            None,
-            correlation,
-            _metadata(room, plugin) if attempt is None else _tried(room, plugin, attempt),
+        # tuple.__new__: a NamedTuple's own __new__ is a Python function (a third of this)
+        return _new_tuple(
+            EncodedEvent,
+            (
+                aggregate,
+                event_type,
+                self.encoder(payload),
+                schema_version_of(payload),
+                timestamp,
+                None,  # the store draws the ids, a batch at a time
+                None,
+                correlation,
+                _metadata(room, plugin) if attempt is None else _tried(room, plugin, attempt),
+            ),
         )
 
     def _convert(self, items: list[_Recorded], pause: float = 0.0) -> list[EncodedEvent]:

@@ -17,14 +17,14 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import PurePath
 from types import UnionType
-from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, TypeGuard, Union, get_args, get_origin
 from uuid import UUID
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from contracts.vector import Vector
 
-__all__ = ["CLEAN", "OPAQUE", "SECRET", "scan"]
+__all__ = ["CLEAN", "OPAQUE", "SECRET", "is_model", "scan"]
 
 CLEAN, SECRET, OPAQUE = 0, 1, 2
 
@@ -137,6 +137,22 @@ def _class_keys(cls: type[BaseModel], is_secret: Any, drop: frozenset[str]) -> _
     return _ClassKeys(CLEAN, tuple(walk), cls.model_config.get("extra") == "allow")
 
 
+_CONTAINERS: frozenset[type] = frozenset({dict, list, tuple, set, frozenset})
+"""Exact container types: an empty one holds no key (skipped without a call)."""
+
+_MODEL_TYPES: dict[type, bool] = {}
+
+
+def is_model(value: object) -> TypeGuard[BaseModel]:
+    """``isinstance(value, BaseModel)``, remembered per class (the isinstance goes through
+    ``ABCMeta.__instancecheck__``: slow, and asked for every model a payload holds)."""
+    kind = type(value)
+    known = _MODEL_TYPES.get(kind)
+    if known is None:
+        known = _MODEL_TYPES[kind] = issubclass(kind, BaseModel)
+    return known
+
+
 def scan(value: Any, is_secret: Any, drop: frozenset[str]) -> int:
     """`CLEAN`, `SECRET` or `OPAQUE` for the keys of `value`'s JSON; `is_secret(key)` says
     which key names a secret (a cached function of the key)."""
@@ -150,26 +166,29 @@ def scan(value: Any, is_secret: Any, drop: frozenset[str]) -> int:
                     return SECRET
             elif type(key) not in _LEAF_TYPES:
                 return OPAQUE  # a key whose JSON text we would have to guess
-            if type(item) not in _LEAF_TYPES:
+            inner = type(item)
+            if inner not in _LEAF_TYPES and (inner not in _CONTAINERS or item):
                 found = scan(item, is_secret, drop)
                 if found:
                     return found
         return CLEAN
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
+    if kind in _CONTAINERS:  # a list, tuple or set
         for item in value:
-            if type(item) not in _LEAF_TYPES:
+            inner = type(item)
+            if inner not in _LEAF_TYPES and (inner not in _CONTAINERS or item):
                 found = scan(item, is_secret, drop)
                 if found:
                     return found
         return CLEAN
-    if isinstance(value, BaseModel):
+    if is_model(value):
         plan = _class_keys(type(value), is_secret, drop)
         if plan.verdict:
             return plan.verdict
         values = value.__dict__
         for name in plan.walk:
             item = values.get(name)
-            if type(item) not in _LEAF_TYPES:
+            inner = type(item)
+            if inner not in _LEAF_TYPES and (inner not in _CONTAINERS or item):
                 found = scan(item, is_secret, drop)
                 if found:
                     return found

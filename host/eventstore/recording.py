@@ -22,7 +22,7 @@ from pydantic_core import to_json, to_jsonable_python
 
 from host.secrets import MASK, SECRET_KEYS
 
-from .keyscan import OPAQUE, SECRET, scan
+from .keyscan import OPAQUE, SECRET, is_model, scan
 
 __all__ = [
     "MASK",
@@ -163,7 +163,7 @@ def _exclusions(model: BaseModel, drop: frozenset[str]) -> dict[str, Any]:
     values = model.__dict__
     for name in dynamic:
         value = values.get(name)
-        if isinstance(value, BaseModel):
+        if is_model(value):
             inner = _exclusions(value, drop)
             if inner:
                 spec[name] = inner
@@ -207,11 +207,7 @@ class PayloadEncoder:
         verdict = scan(payload, self._is_secret, self.drop)
         if verdict == SECRET:
             return self.slow(payload)
-        exclude = (
-            _exclusions(payload, self.drop)
-            if self.drop and isinstance(payload, BaseModel)
-            else None
-        )
+        exclude = _exclusions(payload, self.drop) if self.drop and is_model(payload) else None
         try:
             text = to_json(
                 payload,
@@ -242,5 +238,11 @@ class PayloadEncoder:
 
 def schema_version_of(payload: object) -> int:
     """The payload's schema version: its class's ``schema_version`` (an int >= 1), else 1."""
-    version = type(payload).__dict__.get("schema_version", 1)
+    kind: Any = type(payload)  # (mypy takes a class for an unhashable object)
+    return _class_schema_version(kind)
+
+
+@functools.lru_cache(maxsize=1024)
+def _class_schema_version(cls: Any) -> int:
+    version = cls.__dict__.get("schema_version", 1)
     return version if isinstance(version, int) and version >= 1 else 1

@@ -108,20 +108,21 @@ def _rows(events: list[EncodedEvent]) -> list[tuple[Any, ...]]:
     offsets: dict[str, int] = {}
     rows = []
     fresh = iter(new_ids(sum(1 for event in events if event.id is None)))
-    for event in events:
-        offset = offsets[event.aggregate_id] = offsets.get(event.aggregate_id, 0) + 1
+    # unpacked: a NamedTuple's field access is a descriptor call, ten a row
+    for aggregate, kind, data, version, timestamp, id_, causation, correlation, meta in events:
+        offset = offsets[aggregate] = offsets.get(aggregate, 0) + 1
         rows.append(
             (
-                next(fresh) if event.id is None else event.id.bytes,
-                event.aggregate_id,
+                next(fresh) if id_ is None else id_.bytes,
+                aggregate,
                 offset,
-                event.event_type,
-                event.schema_version,
-                to_micros(event.timestamp),
-                event.data,
-                None if event.causation_id is None else event.causation_id.bytes,
-                None if event.correlation_id is None else event.correlation_id.bytes,
-                event.metadata,
+                kind,
+                version,
+                to_micros(timestamp),
+                data,
+                None if causation is None else causation.bytes,
+                None if correlation is None else correlation.bytes,
+                meta,
             )
         )
     return rows
