@@ -62,6 +62,12 @@ worker thread."""
 CHECKPOINT_PAGES = 1000
 """WAL pages (estimated) after which the worker runs a passive checkpoint (SQLite's default
 auto-checkpoint threshold)."""
+WRITER_CHECKPOINT_PAGES = 4000
+"""SQLite's auto-checkpoint threshold (WAL pages, ~16 MB) on a store whose appends all run on
+the caller's own thread (``inline_appends=False``: the audit trail's writer). Its default,
+1000, checkpointed every ~15 of the trail's commits: each checkpoint fsyncs twice and copies
+again the index pages every commit rewrites; 4000 cut the trail's commit cost by a fifth
+(docs/benchmarks-pipeline.md)."""
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 SCHEMA = (
@@ -233,6 +239,8 @@ class SqliteEventStore(SqlEventStore):
             if self._inline and not memory:
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # the worker checkpoints instead
                 self._checkpoints = True
+            elif not self._inline_appends and not memory:
+                conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise EventStoreError(f"SQLite event store {self.path} is unusable: {exc}") from exc

@@ -98,3 +98,27 @@ async def test_a_blocking_append_checks_the_json_unless_told_it_is_checked(
         assert [e.data["n"] for e in await store.read_all()] == [1, 2]
     finally:
         await store.close()
+
+
+async def test_a_store_written_from_its_callers_thread_checkpoints_less_often(
+    tmp_path: Path,
+) -> None:
+    """The audit trail's store (every append on its writer thread) lets SQLite checkpoint
+    every `WRITER_CHECKPOINT_PAGES`; the others keep theirs (inline: the worker's own)."""
+    path = tmp_path / "events.sqlite3"
+    store = await SqliteEventStore.open(path, inline_appends=False)
+    inline = await SqliteEventStore.open(tmp_path / "inline.sqlite3")
+    try:
+        pages = store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert pages == engine.WRITER_CHECKPOINT_PAGES > 1000
+        assert inline._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        run = asyncio.get_running_loop().run_in_executor
+        for batch in range(10):  # still checkpointed: the WAL does not hold all it was given
+            events = [enc(batch * 1000 + i, 20_000) for i in range(100)]
+            await run(None, functools.partial(store.append_encoded_blocking, events))
+        wal = path.with_name(path.name + "-wal")
+        assert wal.stat().st_size < 10 * 100 * 20_000
+        assert len(await store.read_all(limit=2000)) == 1000
+    finally:
+        await store.close()
+        await inline.close()
