@@ -132,11 +132,17 @@ def _as_uuid(value: Any) -> UUID | None:
     if isinstance(value, UUID):
         return value
     if isinstance(value, str):
-        try:
-            return UUID(value)
-        except ValueError:
-            return None
+        return _parsed_uuid(value)
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_uuid(text: str) -> UUID | None:
+    """A UUID's text parsed (a reply's ``content.in_reply_to`` is text, read by two events)."""
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
 
 
 _UUID_TEXT: dict[int, str] = {}
