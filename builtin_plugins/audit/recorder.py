@@ -485,7 +485,7 @@ class AuditRecorder:
         (`SqliteEventStore.append_encoded_blocking`), else on the loop, waited for here."""
         blocking = getattr(self.store, "append_encoded_blocking", None)
         if blocking is not None:
-            blocking(events, json_checked=True)  # texts from `PayloadEncoder`, `_metadata`
+            blocking(events, json_checked=True)  # pydantic-core texts: the encoder, `_metadata`
         else:
             assert self._loop is not None
             asyncio.run_coroutine_threadsafe(self.store.append_encoded(events), self._loop).result()
