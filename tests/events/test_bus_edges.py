@@ -212,6 +212,27 @@ async def test_off_matches_bound_methods_and_counts_emits() -> None:
     assert listener.calls == 1 and bus.counts["agent:started"] == 2
 
 
+async def test_counts_survive_subscriptions_changed_during_and_between_emits() -> None:
+    """Each plan counts its own emits; a plan dropped (a subscription changed, even by a
+    handler of the emit running with it, or the default timeout changed) keeps its count."""
+    bus = EventBus()
+
+    async def first(payload: AgentPayload) -> None:
+        bus.on(AGENT_STARTED, third)  # the plan running this emit is dropped meanwhile
+
+    async def third(payload: AgentPayload) -> None:
+        pass
+
+    bus.on(AGENT_STARTED, first)
+    await bus.emit(AGENT_STARTED, STARTED)
+    await bus.emit(AGENT_STARTED, STARTED)
+    bus.settings = EventsSettings(handler_timeout=5.0)
+    await bus.emit(AGENT_STARTED, STARTED)
+    await bus.emit(AGENT_STOPPED, STARTED)
+    assert bus.counts == {"agent:started": 3, "agent:stopped": 1}
+    assert len(bus.subscriptions(AGENT_STARTED)) == 4
+
+
 # a model of subscribe / cancel / unload / emit ------------------------------------------------
 
 
