@@ -141,6 +141,10 @@ class HostConfig(BaseModel):
     """Where the default SQLite store and other local state live."""
     dev: bool = False
     """Dev mode: reload plugins when their files change (see ``reload``)."""
+    gc_freeze: bool = True
+    """Once started, freeze what start-up made out of the garbage collector's walks
+    (``gc.freeze``, `host.heap`; never in dev mode). The freeze is process-wide: an app that
+    embeds the host and makes and drops reference cycles of its own may turn it off."""
     reload: ReloadSettings = Field(default_factory=ReloadSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)

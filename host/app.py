@@ -148,7 +148,7 @@ class Host:
             self.reloader.start()
         if http and self.config.http.enabled:
             await self.start_http()
-        if not self.config.dev:  # start-up's objects out of the collector's walks (host/heap.py)
+        if self.config.gc_freeze and not self.config.dev:  # out of the GC's walks (host/heap.py)
             heap.freeze()
             self._frozen = True
 

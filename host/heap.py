@@ -14,7 +14,9 @@ Agents started with the host and stopped while it runs are part of start-up's ob
 them sits in reference cycles is freed at the host's stop, not before.
 
 Not in dev mode: hot reload drops a plugin's modules (cycles of functions, classes and their
-module) on every edit, and those must be collected.
+module) on every edit, and those must be collected. Nor with ``gc_freeze: false`` (or
+``AGENTHOST_GC_FREEZE=false``): the freeze is process-wide, so an app that embeds the host and
+makes and drops reference cycles of its own while it runs may not want them kept.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """A started host freezes what its start-up made out of the garbage collector's walks
 (host/heap.py) and thaws it when it stops; in dev mode, where hot reload drops modules that
-must be collected, it freezes nothing."""
+must be collected, or with ``gc_freeze: false`` (an app embedding the host), it freezes
+nothing."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 from pathlib import Path
+
+import pytest
 
 from host import heap
 from host.app import Host
@@ -33,6 +36,37 @@ async def test_a_host_in_dev_mode_freezes_nothing(tmp_path: Path) -> None:
     await host.start()
     try:
         assert gc.get_freeze_count() == frozen
+    finally:
+        await host.stop()
+
+
+@pytest.mark.parametrize("where", ["file", "env"])
+async def test_gc_freeze_false_freezes_nothing(tmp_path: Path, where: str) -> None:
+    """The setting, from the config file or AGENTHOST_GC_FREEZE: a cycle the app dropped while
+    the host runs is collected at once."""
+    env = {"AGENTHOST_DATA_DIR": str(tmp_path)}
+    path = None
+    if where == "file":
+        path = tmp_path / "agenthost.yaml"
+        path.write_text("gc_freeze: false\n", encoding="utf-8")
+    else:
+        env["AGENTHOST_GC_FREEZE"] = "false"
+    host = Host(load_config(path, environ=env))
+    assert host.config.gc_freeze is False
+
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.self = cycle  # type: ignore[attr-defined]
+    alive = weakref.ref(cycle)
+    frozen = gc.get_freeze_count()
+    await host.start(agents=False)
+    try:
+        assert gc.get_freeze_count() == frozen
+        del cycle
+        gc.collect()
+        assert alive() is None
     finally:
         await host.stop()
 
