@@ -41,12 +41,12 @@ from host.loader import PluginStatus
 from host.metrics.events import EventMetrics
 from host.metrics.sampler import bus_source, cache_source
 from host.metrics.telemetry import Telemetry
-from host.reload import Reloader, ReloadResult
 from host.secrets import register
 from host.stores import check_stores
 
 if TYPE_CHECKING:
     from host.cluster.node import ClusterNode
+    from host.reload import Reloader, ReloadResult
 
 __all__ = ["Host"]
 
@@ -144,6 +144,8 @@ class Host:
             self.monitor = LoopMonitor(self.config.loop_monitor)
             self.monitor.start()
         if self.config.dev:
+            from host.reload import Reloader  # dev mode only (watchdog)
+
             self.reloader = Reloader(self.loader, self.config.reload, quiesce=self._quiesce)
             self.reloader.start()
         if http and self.config.http.enabled:

@@ -29,6 +29,8 @@ from fastapi import Request
 
 from host.http import API_KEY_HEADER
 
+from .mount import LoginRequired, Refused
+
 __all__ = [
     "CSRF_HEADER",
     "SESSION_COOKIE",
@@ -86,14 +88,6 @@ class Sessions:
     def drop(self, session_id: str | None) -> None:
         if session_id:
             self._sessions.pop(session_id, None)
-
-
-class LoginRequired(Exception):
-    """No key and no session: pages redirect to ``/login``, fragments answer 401."""
-
-
-class Refused(Exception):
-    """A state-changing request without the session's CSRF token, or from another origin."""
 
 
 @dataclass(frozen=True, slots=True)

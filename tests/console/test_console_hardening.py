@@ -6,6 +6,7 @@ page, and every console answer carries the security headers."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -109,12 +110,18 @@ async def _login(client: httpx.AsyncClient) -> str:
 async def test_every_mounted_route_is_gated_and_console_answers_carry_the_headers(
     keyed: Host,
 ) -> None:
-    """Iterates the app's routes, so a route added later cannot slip past the key."""
+    """Iterates the app's routes, so a route added later cannot slip past the key. The console
+    installs its routes at its first request (host/console/mount.py): that request is answered
+    like any later one, gated and with the headers."""
     assert keyed.http is not None
-    routes = _routes(keyed)
-    console = [r for r in routes if _console(r[2])]
-    assert len(console) >= 19  # the iteration sees the console's routes
     async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30) as anonymous:
+        first = await anonymous.get("/console/agents")
+        assert first.status_code == 303, first.text[:200]
+        assert first.headers["location"] == "/login?next=%2Fconsole%2Fagents"
+        assert "frame-ancestors 'none'" in first.headers["content-security-policy"]
+        routes = _routes(keyed)
+        console = [r for r in routes if _console(r[2])]
+        assert len(console) >= 19  # the iteration sees the console's routes
         for method, template, endpoint in routes:
             path = _fill(template)
             for headers in ({}, {"HX-Request": "true"}, {"X-API-Key": "wrong"}):
@@ -141,13 +148,37 @@ async def test_every_mounted_route_is_gated_and_console_answers_carry_the_header
         assert KEY not in (await anonymous.get("/login")).text
 
 
+async def test_concurrent_first_requests_install_the_console_once(keyed: Host) -> None:
+    """Requests that reach the console before it is installed (host/console/mount.py) are all
+    answered as usual, and its routes are installed once, where the console stood."""
+    assert keyed.http is not None
+    app = keyed.http.config.app
+    before = [type(r).__name__ for r in app.routes]
+    assert before[-1] == "_Pending" and getattr(app.state, "console", None) is None
+    paths = ["/console/agents", "/", "/login", "/console/static/htmx.min.js", "/console/nope"]
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30) as client:
+        answers = await asyncio.gather(*(client.get(p) for p in paths * 3))
+    codes = [a.status_code for a in answers[: len(paths)]]
+    assert codes == [303, 303, 200, 200, 404]
+    assert [a.status_code for a in answers] == codes * 3
+    assert all("content-security-policy" in a.headers for a in answers)
+    from host.console.routes import ROUTERS
+
+    kinds = [type(r).__name__ for r in app.routes]
+    assert "_Pending" not in kinds
+    # once: the routes before the console, then its static files and one entry per router
+    assert kinds[: len(before) - 1] == before[:-1]
+    assert len(kinds) == len(before) - 1 + 1 + len(ROUTERS), "the console installed twice"
+
+
 async def test_every_state_change_needs_the_token_and_the_same_origin(keyed: Host) -> None:
     assert keyed.http is not None
     url = keyed.http.url
-    changing = [(m, _fill(p)) for m, p, e in _routes(keyed) if _console(e) and m in STATE_CHANGING]
-    assert {p for _, p in changing} >= {"/console/chat/send", "/logout", "/login"}
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        token = await _login(client)
+        token = await _login(client)  # the first console request installs its routes
+        routes = _routes(keyed)
+        changing = [(m, _fill(p)) for m, p, e in routes if _console(e) and m in STATE_CHANGING]
+        assert {p for _, p in changing} >= {"/console/chat/send", "/logout", "/login"}
         for method, path in changing:
             if path == "/login":
                 continue

@@ -1,8 +1,8 @@
 """Start-up leaves out what only later work needs (issue 20): a fresh host started to ready
 with the builtin plugins and HTTP on has not imported faiss, the PostgreSQL drivers, the openai
-plugin's HTTP client and retry library, the console's template engine, prometheus-client (the
-``/metrics`` exposition) or watchdog's file observers (dev mode's reloader); they load at first
-use."""
+plugin's HTTP client and retry library, the console (its pages' routes and state, installed at
+its first request) and its template engine, prometheus-client (the ``/metrics`` exposition) or
+watchdog (dev mode's reloader); they load at first use."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ LAZY = (
     "stamina",
     "jinja2",
     "prometheus_client",
-    "watchdog.observers",
+    "watchdog",
+    "host.reload",
+    "host.console.routes",
+    "host.console.state",
+    "host.console.deps",
+    "host.eventstore.replay",
 )
 
 SCRIPT = """
@@ -40,8 +45,19 @@ async def main():
     status = (await reader.readline()).split()[1].decode()
     writer.close()
     loaded = sorted(name for name in json.loads(sys.argv[2]) if name in sys.modules)
+    reader, writer = await asyncio.open_connection("127.0.0.1", host.http.port)
+    head = f"GET /console/agents HTTP/1.1\\r\\nHost: 127.0.0.1:{host.http.port}\\r\\n"
+    writer.write(head.encode() + b"Connection: close\\r\\n\\r\\n")
+    answer = (await reader.read()).decode()
+    writer.close()
+    console = {
+        "status": answer.split()[1],
+        "headers": "frame-ancestors 'none'" in answer,
+        "page": "<html" in answer and "Eliza" in answer,
+        "installed": "host.console.routes" in sys.modules,
+    }
     await host.stop()
-    print(json.dumps({"status": status, "loaded": loaded}))
+    print(json.dumps({"status": status, "loaded": loaded, "console": console}))
 
 asyncio.run(main())
 """
@@ -57,7 +73,9 @@ def test_ready_with_http_imports_none_of_the_lazy_modules(tmp_path: Path) -> Non
         check=True,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"status": "200", "loaded": []}
+    assert result["status"] == "200" and result["loaded"] == []
+    # the console's first request installs it and is answered like any later one
+    assert result["console"] == {"status": "200", "headers": True, "page": True, "installed": True}
 
 
 def test_the_lazy_modules_load_at_first_use() -> None:
@@ -67,6 +85,7 @@ def test_the_lazy_modules_load_at_first_use() -> None:
         "import sys, host.vectors as v, builtin_plugins.postgres as p, host.eventstore as e;"
         "v.faiss.IndexFlatIP; p.PostgresAdapter; e.PostgresEventStore;"
         "import builtin_plugins.openai.plugin, httpx_sse, stamina, jinja2, watchdog.observers;"
+        "import host.reload, host.console.routes;"
         "from host.metrics.exposition import MemoryExporter;"
         "from host.metrics.memory import InMemoryMetrics;"
         "MemoryExporter(InMemoryMetrics()).exposition();"

@@ -1,0 +1,97 @@
+"""Mounting the console at its first request, not at start-up.
+
+The console's pages (``/``, ``/login``, ``/logout``, ``/console/*``) are not needed to serve the
+API, and importing them (their routers, the dependencies and records they read, the room index
+they subscribe to the bus) cost ~30 ms of a start to ready. `mount_console` puts what must be
+in place before the app's first request (the security headers middleware, the handlers of the
+console's two refusals) and one route standing for every console path; the first request to a
+console path imports `host.console.routes`, installs the console's routes where that route was
+and is routed again. Concurrent first requests install it once (installing does not await).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import Receive, Scope, Send
+
+from .headers import SecurityHeaders, console_path
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from host.app import Host
+
+__all__ = ["LoginRequired", "Refused", "mount_console"]
+
+
+class LoginRequired(Exception):
+    """No key and no session: pages redirect to ``/login``, fragments answer 401."""
+
+
+class Refused(Exception):
+    """A state-changing request without the session's CSRF token, or from another origin."""
+
+
+def mount_console(app: FastAPI, host: Host) -> None:
+    """Serve the console on `app`: ``/`` (chat), ``/console/*`` pages and fragments, and
+    ``/console/static`` (vendored htmx; public, it holds no data), installed at the first
+    request to one of them (see the module docstring)."""
+    app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(Refused, _refused)
+    app.router.routes.append(_Pending(app, host))
+
+
+class _Pending(BaseRoute):
+    """Every console path until the console is installed (then it is gone from the routes)."""
+
+    def __init__(self, app: FastAPI, host: Host) -> None:
+        self.app = app
+        self.host = host
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and console_path(scope["path"]):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        routes = self.app.router.routes
+        if self in routes:
+            from .routes import install
+
+            at = routes.index(self)
+            routes.remove(self)
+            before = len(routes)
+            install(self.app, self.host)
+            routes[at:] = routes[before:] + routes[at:before]  # where this route stood
+        await self.app.router(scope, receive, send)
+
+
+async def _login_required(request: Request, _exc: Exception) -> Response:
+    stream = request.url.path.startswith("/console/stream/")  # an EventSource
+    fragment = request.headers.get("hx-request") or stream
+    if fragment or request.method != "GET":
+        return JSONResponse(
+            {"detail": "log in to the console (or send the API key)"},
+            status_code=401,
+            headers={"HX-Redirect": "/login"},
+        )
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    """403: a fragment saying why for htmx (it swaps 4xx answers in, escaped like every value:
+    the reason may quote a request header), JSON for anything else."""
+    if request.headers.get("hx-request"):
+        from .auth import Auth
+        from .state import Console
+
+        console: Console = request.app.state.console  # installed: only its routes refuse
+        return console.problem(request, Auth(None), str(exc), status=403)
+    return JSONResponse({"detail": str(exc)}, status_code=403)
