@@ -4,7 +4,9 @@ Refuses pluggy options the bus cannot honour (wrappers, tryfirst/trylast)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from types import MemberDescriptorType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -24,6 +26,8 @@ def subscribe_hooks(
 ) -> list[HandlerSubscription]:
     """Subscribe `plugin`'s ``@hookimpl`` methods to their events on `bus` (all or none),
     validated by `pm` (pluggy checks each implementation's arguments against its hook's)."""
+    if not _may_implement(plugin):
+        return []  # pluggy's scan of every attribute costs ~1 ms a plugin, at every start
     try:
         pm.register(plugin, name=name)
     except (ValueError, pluggy.PluginValidationError) as exc:
@@ -50,6 +54,41 @@ def subscribe_hooks(
     finally:
         pm.unregister(plugin)
     return made
+
+
+_MARK = f"{hookspecs.PROJECT}_impl"
+"""The attribute `hookimpl` sets on what it marks (pluggy's ``<project>_impl``)."""
+
+
+def _may_implement(plugin: object) -> bool:
+    """Whether pluggy's scan could find a ``@hookimpl`` on `plugin`: a value it could hook (in
+    the instance's dict or slots, the class's or a module's namespace) carrying the mark, on
+    itself or on its ``__func__`` (pluggy looks at both). False only when none does; a class
+    given as the plugin is scanned by pluggy as usual."""
+    if inspect.isclass(plugin):
+        return True
+    return any(
+        getattr(value, _MARK, None) is not None
+        or getattr(getattr(value, "__func__", None), _MARK, None) is not None
+        for value in _namespace(plugin)
+    )
+
+
+def _namespace(plugin: object) -> Iterator[object]:
+    """Every value pluggy's attribute lookup (``inspect.getattr_static``) may find on
+    `plugin`: a module's globals, or the instance's dict and slots and its classes' dicts."""
+    if isinstance(plugin, ModuleType):
+        yield from vars(plugin).values()
+        return
+    yield from getattr(plugin, "__dict__", {}).values()
+    for cls in type(plugin).__mro__:
+        for value in vars(cls).values():
+            if isinstance(value, MemberDescriptorType):  # a slot: its value on the instance
+                try:
+                    value = value.__get__(plugin, type(plugin))
+                except AttributeError:
+                    continue
+            yield value
 
 
 def _check_hookimpl(plugin: str, hook: str, impl: pluggy.HookImpl) -> None:
