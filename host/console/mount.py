@@ -55,7 +55,7 @@ class _Pending(BaseRoute):
         self.host = host
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http" and console_path(scope["path"]):
+        if scope["type"] == "http" and console_path(_route_path(scope)):
             return Match.FULL, {}
         return Match.NONE, {}
 
@@ -70,6 +70,15 @@ class _Pending(BaseRoute):
             install(self.app, self.host)
             routes[at:] = routes[before:] + routes[at:before]  # where this route stood
         await self.app.router(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app's routes match (without the ``root_path`` it is served under)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
 
 
 async def _login_required(request: Request, _exc: Exception) -> Response:
