@@ -75,6 +75,8 @@ def metadata_json(value: Any) -> str:
     does not have, are a ValueError, like a value JSON cannot hold is a TypeError; metadata
     nested deeper than `MAX_JSON_DEPTH` or longer than `MAX_JSON_LENGTH` is an
     `InvalidMemoryError`: the row's error in a batch, before anything is written."""
+    if type(value) is dict and not value:  # most memories' (json.dumps: ~4 us)
+        return "{}"
     try:
         text = json.dumps(value, allow_nan=False)
     except RecursionError:  # ~1,000 levels: the encoder gave up

@@ -80,14 +80,36 @@ def shutdown() -> None:
         provider.shutdown()
 
 
+_UNSET = "unset"
+"""`_global_provider` found neither a global provider nor the variable naming one."""
+_global_state: str | None = None
+
+
+def _global_provider() -> Any | None:
+    """OpenTelemetry's global tracer provider, None while there is none. Asked four times a
+    message: ``get_tracer_provider`` looks the environment up each time while none is set (a
+    tenth of a message's tracing-off cost), so its variable is read once; a provider set in
+    code later is still found (``set_tracer_provider`` sets it once, for good)."""
+    global _global_state
+    found = getattr(trace, "_TRACER_PROVIDER", None)
+    if found is not None:
+        return found
+    if _global_state is _UNSET:
+        return None
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, ProxyTracerProvider) and getattr(trace, "_TRACER_PROVIDER", 0) is None:
+        _global_state = _UNSET
+    return provider
+
+
 def tracer() -> Any | None:
     """The agenthost tracer (of `use_provider`'s provider, else the global one); None when there
     is no provider to record."""
     global _cached
     if trace is None:
         return None
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
-    if isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
+    provider = _provider if _provider is not None else _global_provider()
+    if provider is None or isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
         return None
     if _cached is None or _cached[0] is not provider:
         _cached = (provider, provider.get_tracer("agenthost"))

@@ -41,6 +41,29 @@ from .rows import (
 )
 from .worker import SqliteCore
 
+INSERT_SEQ = INSERT + " RETURNING seq"
+
+
+def _nothing() -> None:
+    """A write's index update when its table has no index and no label set."""
+
+
+def _row(memory: Memory, table: str, blob: bytes | None) -> tuple[Any, ...]:
+    """`memory`'s row for `INSERT` into `table` (its embedding's bytes `blob`); the content's
+    and metadata's errors (`content_json`, `metadata_json`) raised."""
+    return (
+        memory.id.bytes,
+        table,
+        memory.agent_id.bytes,
+        memory.entity_id.bytes,
+        memory.room_id.bytes,
+        to_micros(memory.created_at),
+        content_json(memory.content),
+        metadata_json(memory.metadata),
+        blob,
+        int(memory.unique),
+    )
+
 
 class SqliteWrites(SqliteCore):
     """The write methods of `SqliteAdapter`."""
@@ -60,24 +83,29 @@ class SqliteWrites(SqliteCore):
         back from its INSERT: no ``MAX(seq)`` read, nothing read back for the indexes and the label
         sets (the row's vector and ids are at hand)."""
         table = override or memory.table_name
-        try:
-            row = self._encode_rows(conn, [memory], override, {table: (None, 0)})[0]
-        except BatchError as exc:
-            raise exc.cause from None
-        blob = row[8]
-        dim = None if blob is None else len(memory.embedding)  # type: ignore[arg-type]
+        embedding = memory.embedding
+        blob = dim = None
+        if embedding is not None:  # its errors as `_encode_rows` gives them, unwrapped
+            dim = len(embedding)
+            blob = embedding_blob(embedding)
+        row = _row(memory, table, blob)
         version, stored = conn.execute(BUMP, (table, dim)).fetchone()
         if dim is not None and stored != dim:
             raise DimensionMismatchError(table, stored, dim)
         try:
-            (seq,) = conn.execute(INSERT + " RETURNING seq", row).fetchone()
+            (seq,) = conn.execute(INSERT_SEQ, row).fetchone()
         except sqlite3.IntegrityError as exc:
             error = self._first_existing(conn, [memory], None)
             raise (DuplicateMemoryError(memory.id) if error else StorageError(str(exc))) from exc
+        indexed, labelled_table = self._indexes.has(table), self._labels.has(table)
+        if not (indexed or labelled_table):
+            # (the index lock is held from the transaction's start to this step's apply: no
+            # index or label set of the table can appear meanwhile)
+            return memory.id, _nothing
         added = None
-        if blob is not None and self._indexes.has(table):
+        if blob is not None and indexed:
             added = ([seq], np.frombuffer(blob, "<f4").reshape(1, -1).copy())
-        labelled: list[Row] = [(seq, row[2], row[3], row[4])] if self._labels.has(table) else []
+        labelled: list[Row] = [(seq, row[2], row[3], row[4])] if labelled_table else []
 
         def apply() -> None:
             self._indexes.apply(table, version - 1, version, added=added)
@@ -168,20 +196,7 @@ class SqliteWrites(SqliteCore):
                 if memory.id in seen:
                     raise DuplicateMemoryError(memory.id)
                 seen[memory.id] = index
-                rows.append(
-                    (
-                        memory.id.bytes,
-                        table,
-                        memory.agent_id.bytes,
-                        memory.entity_id.bytes,
-                        memory.room_id.bytes,
-                        to_micros(memory.created_at),
-                        content_json(memory.content),
-                        metadata_json(memory.metadata),
-                        blob,
-                        int(memory.unique),
-                    )
-                )
+                rows.append(_row(memory, table, blob))
             except (StorageError, TypeError, ValueError) as exc:
                 # Rows are checked against existing ids only by the INSERT below; report an
                 # earlier duplicate first, as the other backends do.

@@ -86,6 +86,40 @@ async def test_a_small_write_with_an_idle_worker_commits_on_the_callers_thread(
     await db.close()
 
 
+async def test_a_writer_with_nothing_else_ready_commits_without_a_turn_of_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One room's messages: no other task could join a group, so the write commits at once
+    (no yield, no poll for I/O); with another callback ready it yields once for company, and
+    a task writing in a loop still yields every `YIELD_EVERY` seconds."""
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    monkeypatch.setattr(worker, "YIELD_EVERY", 60.0)
+    await db.create_memory(make_memory(0))  # the loop's first write: yields
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.01)  # nothing left to run but this test
+    assert worker._alone(loop)
+    write = db.create_memory(make_memory(1))
+    with pytest.raises(StopIteration):
+        write.send(None)  # committed and acknowledged in one step
+    loop.call_soon(lambda: None)
+    assert not worker._alone(loop)
+    write = db.create_memory(make_memory(2))
+    assert write.send(None) is None  # the yield: writes made meanwhile would join the group
+    assert [len(group) for group in db._groups.values()] == [1]
+    with pytest.raises(StopIteration):
+        write.send(None)
+    assert not db._groups
+    monkeypatch.setattr(worker, "YIELD_EVERY", 0.0)  # the loop turned too long ago
+    await asyncio.sleep(0.01)
+    assert worker._alone(loop)
+    write = db.create_memory(make_memory(3))
+    assert write.send(None) is None
+    with pytest.raises(StopIteration):
+        write.send(None)
+    assert await db.count_memories() == 4
+    await db.close()
+
+
 async def test_writes_made_at_once_share_one_commit_on_the_callers_thread(
     tmp_path: Path,
 ) -> None:
