@@ -18,6 +18,7 @@ from contracts.agent import Character, Provider, ProviderResult, State
 from contracts.cache import CacheContext, ProviderCacheProtocol
 from contracts.memory import Memory
 from contracts.services import ServiceScope
+from host.cache import ProviderCache
 from host.components import ComponentRegistry
 from host.invoke import provide
 
@@ -88,20 +89,22 @@ class StateComposer:
             }
         )
         state._services = services
-        # one context for every provider's cache lookup (the ids as text once per message)
+        # one context for every provider's cache lookup (the ids as text once per message),
+        # made only when one of them is looked up there
         context = None
-        if self.cache is not None:
+        if self.cache is not None and any(self._cached(p) for p in providers):
             context = CacheContext(self._agent_text, room, entity, str(message.id))
         if len(providers) == 1:  # the builtin one alone: no task to run it in parallel with
-            results = [await self._run(providers[0], message, state, context)]
+            ran = [(providers[0], await self._run(providers[0], message, state, context))]
         else:
             results = await asyncio.gather(
                 *(self._run(p, message, state, context) for p in providers)
             )
+            ran = sorted(
+                zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
+            )
         texts: list[str] = []
-        for provider, outcome in sorted(
-            zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
-        ):
+        for provider, outcome in ran:
             if isinstance(outcome, str):
                 state.skipped[provider.name] = outcome
                 continue
@@ -139,10 +142,21 @@ class StateComposer:
             return f"returned {type(result).__name__}, not ProviderResult"
         return result
 
+    def _cached(self, provider: Provider) -> bool:
+        """Whether `provider`'s results go through the cache: the host's own cache says it
+        keeps them (a policy with a TTL); any other cache is asked about every provider."""
+        cache = self.cache
+        if type(cache) is not ProviderCache:
+            return cache is not None
+        policy = cache.policy(provider.name)
+        return policy is not None and bool(policy.ttl) and policy.ttl > 0
+
     def _provide(
         self, provider: Provider, message: Memory, state: State, context: CacheContext | None
     ) -> Awaitable[object]:
-        if self.cache is None or context is None:
+        if self.cache is None or context is None or not self._cached(provider):
+            if provider is self._builtin[0]:  # the host's own: no plugin call to watch
+                return self._recent_messages(message, state)
             return provide(provider, message, state, self._components)
         compute = partial(provide, provider, message, state, self._components)
         return self.cache.get_or_compute(provider.name, context, compute)

@@ -5,11 +5,13 @@ drops its entries. Real SQLite store, real eliza agent, real event bus."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from contracts.agent import CachePolicy, Provider, ProviderResult, State
+from contracts.cache import CacheContext, CacheStats
 from contracts.events import MEMORY_CREATED, MemoryPayload
 from contracts.memory import Memory
 from host.app import Host
@@ -140,3 +142,42 @@ async def test_handlers_of_the_invalidating_event_already_see_fresh_state(host: 
     await eliza.save_memory(first)
     assert await host.events.drain(within=5)
     assert sorted(seen) == [("awaited", 1), ("detached", 1)]
+
+
+class Recording:
+    """A provider cache of another kind (a plugin's, bound to the CACHE token): it sees
+    every provider's lookup, and computes each."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    async def get_or_compute(self, provider: str, context: CacheContext, compute: Any) -> Any:
+        self.asked.append((provider, context.message_id))
+        return await compute()
+
+    def invalidate(self, provider: str, context: CacheContext | None = None) -> int:
+        return 0
+
+    def stats(self) -> CacheStats:
+        raise NotImplementedError
+
+
+async def test_another_kind_of_cache_is_asked_about_every_provider(host: Host) -> None:
+    """The host's own cache is skipped for providers without a policy (the builtin history
+    among them); a cache of another kind decides for itself, so it is asked about each."""
+    assert host.agents is not None
+    eliza = host.agents.get("eliza")
+    notes = Notes(eliza)
+    host.components.add("notes", providers=notes.providers())
+    recording = Recording()
+    eliza.states.cache = recording
+    message = eliza.new_message("hello", room_id=uuid4(), entity_id=uuid4())
+    await eliza.compose_state(message)
+    assert sorted(recording.asked) == sorted(
+        (name, str(message.id))
+        for name in ("recent_messages", "notes.count", "notes.summary", "notes.motto")
+    )
+    eliza.states.cache = None  # no cache: every provider runs, nothing is asked
+    state = await eliza.compose_state(message)
+    assert len(recording.asked) == 4 and notes.calls["motto"] == 2
+    assert "recent_messages" in state.providers
