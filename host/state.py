@@ -149,7 +149,8 @@ class StateComposer:
         if type(cache) is not ProviderCache:
             return cache is not None
         policy = cache.policy(provider.name)
-        return policy is not None and bool(policy.ttl) and policy.ttl > 0
+        ttl = None if policy is None else policy.ttl
+        return ttl is not None and ttl > 0
 
     def _provide(
         self, provider: Provider, message: Memory, state: State, context: CacheContext | None

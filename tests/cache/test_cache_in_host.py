@@ -149,7 +149,7 @@ class Recording:
     every provider's lookup, and computes each."""
 
     def __init__(self) -> None:
-        self.asked: list[tuple[str, str]] = []
+        self.asked: list[tuple[str, str | None]] = []
 
     async def get_or_compute(self, provider: str, context: CacheContext, compute: Any) -> Any:
         self.asked.append((provider, context.message_id))
