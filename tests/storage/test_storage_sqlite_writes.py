@@ -120,6 +120,37 @@ async def test_a_writer_with_nothing_else_ready_commits_without_a_turn_of_the_lo
     await db.close()
 
 
+async def test_a_small_read_after_a_write_uses_the_writes_connection_while_it_is_free(
+    tmp_path: Path,
+) -> None:
+    """A room's history, read right after the message's write: on the caller's thread, from
+    the connection that wrote (its page cache current), or the read-only one while the worker
+    holds the writes' connection; the rows are the same either way."""
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    assert db._conn is not None and db._reader is not None
+    used: list[str] = []
+    db._conn.set_trace_callback(lambda sql: used.append("writes") if "SELECT" in sql else None)
+    db._reader.set_trace_callback(lambda sql: used.append("reader") if "SELECT" in sql else None)
+    for i in range(3):
+        await db.create_memory(make_memory(i))
+    query = MemoryQuery(limit=2, order="desc")
+    latest = [m.content.text for m in await db.get_memories(query)]
+    assert latest == ["m2", "m1"] and used == ["writes"]
+    hold, taken = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        taken.set()
+        hold.wait(10)
+
+    worker_busy = asyncio.ensure_future(db._run(busy))
+    await asyncio.to_thread(taken.wait, 10)  # the worker holds the writes' connection
+    assert [m.content.text for m in await db.get_memories(query)] == latest
+    assert used == ["writes", "reader"]
+    hold.set()
+    await worker_busy
+    await db.close()
+
+
 async def test_writes_made_at_once_share_one_commit_on_the_callers_thread(
     tmp_path: Path,
 ) -> None:
