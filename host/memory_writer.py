@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
-from contracts.events import MEMORY_CREATED, MemoryPayload
+from contracts.events import MEMORY_CREATED
 from contracts.memory import Memory
 from contracts.models import (
     TEXT_EMBEDDING,
@@ -22,6 +22,7 @@ from contracts.models import (
 from contracts.storage import DatabaseAdapter
 from host.embeddings import EmbeddingModelChangedError, EmbeddingSpace
 from host.events import EventBus
+from host.turn_payloads import memory_payload
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -69,17 +70,7 @@ class MemoryWriter:
             if await self._storable(embedded, memory.table_name):
                 memory = memory.model_copy(update={"embedding": embedded.vector})
         await self._database.create_memory(memory)
-        await self._events.emit(
-            MEMORY_CREATED,
-            MemoryPayload(
-                agent_id=self._agent_id,
-                room_id=memory.room_id,
-                entity_id=memory.entity_id,
-                memory_id=memory.id,
-                table_name=memory.table_name,
-                memory=memory,
-            ),
-        )
+        await self._events.emit(MEMORY_CREATED, memory_payload(self._agent_id, memory))
         return memory
 
     async def _storable(self, embedded: EmbeddingResult, table: str) -> bool:

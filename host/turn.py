@@ -40,7 +40,6 @@ from contracts.events import (
     MESSAGE_SENT,
     ActionCompletedPayload,
     ActionStartedPayload,
-    MessagePayload,
 )
 from contracts.memory import Content, Memory
 from contracts.models import TEXT_LARGE, ModelRuntime, TextParams
@@ -56,6 +55,7 @@ from host.models import CallContext, call_context
 from host.prompt import reply_params
 from host.room_queue import RoomQueue
 from host.state import StateComposer
+from host.turn_payloads import message_payload, reply_of, sent_payload
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -213,15 +213,7 @@ class MessageTurn:
         with which actions."""
         parts = self.parts
         message = self.message
-        await parts.events.emit(
-            MESSAGE_RECEIVED,
-            MessagePayload(
-                agent_id=parts.agent_id,
-                room_id=message.room_id,
-                entity_id=message.entity_id,
-                message=message,
-            ),
-        )
+        await parts.events.emit(MESSAGE_RECEIVED, message_payload(parts.agent_id, message))
         # embedded once, as what it is for: the search of relevant memories reuses the vector
         with self.stage("memory"):
             self.message = await parts.memories.save(message, kind="query")
@@ -347,17 +339,8 @@ class MessageTurn:
             await self._run_evaluators()
         self.timings["total"] = time.perf_counter() - self.started
         if self.reply is not None:
-            await self.parts.events.emit(
-                MESSAGE_SENT,
-                MessagePayload(
-                    agent_id=self.parts.agent_id,
-                    room_id=self.reply.room_id,
-                    entity_id=self.parts.agent_id,
-                    message=self.reply,
-                    in_reply_to=self.message.id,
-                    timings=dict(self.timings),
-                ),
-            )
+            sent = sent_payload(self.parts.agent_id, self.reply, self.message.id, self.timings)
+            await self.parts.events.emit(MESSAGE_SENT, sent)
         if self.trace is not None:
             self.trace.end(responded=self.responded)
 
@@ -400,17 +383,16 @@ class MessageTurn:
 
     def result(self) -> Reply:
         """What `process_message` returns."""
-        return Reply(
-            agent_id=self.parts.agent_id,
-            room_id=self.message.room_id,
-            message_id=self.message.id,
+        return reply_of(
+            self.parts.agent_id,
+            self.message,
             responded=self.responded,
             text=self.text if self.responded else "",
             reply=self.reply,
-            actions=self.actions,
-            evaluators=self.evaluators,
-            skipped_providers=dict(self.state.skipped),
-            timings=self.timings,
+            actions=list(self.actions),
+            evaluators=list(self.evaluators),
+            skipped=dict(self.state.skipped),
+            timings=dict(self.timings),
         )
 
 
