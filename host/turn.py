@@ -154,11 +154,13 @@ class _Stage:
     def __init__(self, turn: MessageTurn, name: str) -> None:
         self._turn = turn
         self._name = name
-        self._span = tracing.stage(turn.trace, name)
+        # tracing off (no trace): no span to enter and leave, six times a message
+        self._span = None if turn.trace is None else tracing.stage(turn.trace, name)
         self._started = 0.0
 
     def __enter__(self) -> None:
-        self._span.__enter__()
+        if self._span is not None:
+            self._span.__enter__()
         self._started = time.perf_counter()
 
     def __exit__(
@@ -169,7 +171,7 @@ class _Stage:
     ) -> bool | None:
         timings = self._turn.timings
         timings[self._name] = timings.get(self._name, 0.0) + time.perf_counter() - self._started
-        return self._span.__exit__(kind, error, tb)
+        return None if self._span is None else self._span.__exit__(kind, error, tb)
 
 
 class MessageTurn:
