@@ -80,7 +80,11 @@ class ClusterSettings(BaseModel):
     time)."""
     purge_batch: int = Field(default=1000, ge=1)
     """Messages one purge deletes per transaction (it goes on, a batch at a time, until none
-    is left)."""
+    is left or ``purge_batches`` were deleted)."""
+    purge_batches: int = Field(default=10, ge=1)
+    """Batches one purge deletes at most; the next purge (``purge_interval`` later) goes on.
+    A backlog of answered messages (the first purge after an upgrade) is purged a few batches
+    a time rather than in one long run."""
     events: list[str] = Field(default_factory=lambda: ["message:sent"])
     """Events that travel to the other processes (besides those marked in code with
     `mark_for_cluster`); a handler there receives them by subscribing to `from_cluster(event)`."""

@@ -59,7 +59,10 @@ parking; a lost lease renewal or release ends with the lease. Ingress and `commi
 effects and its end) wait for the disk as usual."""
 
 
-PURGE_LOCK = 0x61677072  # "agpr": one member purges at a time
+PURGE_LOCK = 0x61677072  # "agpr"
+"""The advisory lock (transaction level) each batch of `RoomQueue.purge` takes with
+``pg_try_advisory_xact_lock``: one member purges at a time; the others skip their turn rather
+than delete the same rows at once."""
 
 PIPELINE_BELOW = 64
 """A commit writing fewer memories than this runs in pipeline mode; the postgres store writes
@@ -564,13 +567,15 @@ class RoomQueue:
 
     # ------------------------------------------------------------------ retention
 
-    async def purge(self, retention: float, batch: int) -> int | None:
+    async def purge(self, retention: float, batch: int, batches: int) -> int | None:
         """Delete the messages answered (``done``) more than `retention` s ago, `batch` at a
-        time (a transaction each, oldest first), until none is left; their keys are then
-        free (a message with the same id is taken as new). Returns how many, or None when
-        another member is purging: one at a time (an advisory lock per batch transaction)."""
+        time (a transaction each, oldest first), until none is left or after `batches`
+        batches (the next run goes on: a big backlog is not purged in one go, which would
+        keep the table busy); their keys are then free (a message with the same id is taken
+        as new). Returns how many, or None when another member is purging: one at a time
+        (`PURGE_LOCK`)."""
         purged = 0
-        while True:
+        for _ in range(batches):
             async with self.store.with_connection() as conn, conn.transaction():
                 cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PURGE_LOCK,))
                 row = await cursor.fetchone()
@@ -585,7 +590,8 @@ class RoomQueue:
                 )
                 purged += int(cursor.rowcount)
             if cursor.rowcount < batch:
-                return purged
+                break
+        return purged
 
     # ------------------------------------------------------------------ members
 

@@ -163,7 +163,9 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.purge_interval)
             try:
-                purged = await self.queue.purge(retention, self.settings.purge_batch)
+                purged = await self.queue.purge(
+                    retention, self.settings.purge_batch, self.settings.purge_batches
+                )
             except Exception as exc:
                 _log.warning("purging answered messages failed ({}); next time", exc)
                 continue

@@ -216,16 +216,20 @@ async def test_answered_messages_past_the_retention_are_purged_in_batches_by_one
     await queue.park(claim, taken, "poisoned")
     late = message(room, "late")
     await put(queue, late)  # waiting: never purged
-    async with store.with_connection() as conn:  # m0..m2 ended an hour ago
+    async with store.with_connection() as conn:
+        # m0..m2 ended an hour ago; the parked m4 and the waiting `late` are as old: only
+        # their status keeps them
         await conn.execute(
-            "UPDATE cluster_messages SET done_at = done_at - interval '1 hour' WHERE id = ANY(%s)",
-            ([m.id for m in sent[:3]],),
+            "UPDATE cluster_messages SET done_at = done_at - interval '1 hour',"
+            " created_at = created_at - interval '1 hour' WHERE id = ANY(%s)",
+            ([m.id for m in (*sent[:3], sent[4], late)],),
         )
     async with store.with_connection() as other, other.transaction():
         await other.execute("SELECT pg_advisory_xact_lock(%s)", (PURGE_LOCK,))
-        assert await queue.purge(60, 2) is None  # another member purges: not now
-    assert await queue.purge(60, 2) == 3  # two batches: 2, then 1
-    assert await queue.purge(60, 2) == 0
+        assert await queue.purge(60, 2, 10) is None  # another member purges: not now
+    assert await queue.purge(60, 1, 2) == 2  # at most two batches in one run
+    assert await queue.purge(60, 2, 10) == 1  # the next run goes on
+    assert await queue.purge(60, 2, 10) == 0
     async with store.with_connection() as conn:
         cursor = await conn.execute(
             "SELECT message::json->'content'->>'text', status FROM cluster_messages"
