@@ -48,7 +48,11 @@ async def test_a_commit_whose_answer_was_lost_is_recognised_and_the_rooms_go_on(
                 )
 
             first = asyncio.create_task(send("a1 HANG", room_a))
-            await asyncio.sleep(0.3)  # a1 is running: a2 and b1 wait
+            deadline = time.monotonic() + 20
+            while not (notes.exists() and " received " in notes.read_text()):
+                assert time.monotonic() < deadline, "no worker started a1"
+                await asyncio.sleep(0.05)
+            # a1 is running (for 1 s): a2 and b1 wait
             responses = await asyncio.wait_for(
                 asyncio.gather(first, send("a2", room_a), send("b1", room_b)), 20
             )
@@ -66,6 +70,7 @@ async def test_a_commit_whose_answer_was_lost_is_recognised_and_the_rooms_go_on(
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # nothing else comes
     lines = notes.read_text().splitlines()
+    assert lines[0].split()[1:3] == ["received", ids[0]]  # the line waited for was a1's
     committed = [line.split()[1:4] for line in lines if " committed " in line]
     assert committed == [["committed", message_id, "1"] for message_id in ids]
     rows = await cluster.sql(
