@@ -274,12 +274,17 @@ class Worker:
         key = (claim.agent_id, claim.room_id)
         self._committing.add(key)  # a lease renewal meanwhile sees a room let go: not lost
         token = uuid4()  # this commit's: a retry recognises it if it landed
+        # read once: the retry must ask what the first commit did (a stop meanwhile would
+        # make it look for a next message that commit never took)
+        take_next = not self._stopping
         try:
             try:
-                committed = await self._commit(claim, queued, unit, text, token)
+                committed = await self._commit(claim, queued, unit, text, token, take_next)
             except StorageError as exc:  # a connection PostgreSQL dropped (a restart): again
                 _log.warning("committing message {} failed ({}); again", queued.id, exc)
-                committed = await self._commit(claim, queued, unit, text, token, again=True)
+                committed = await self._commit(
+                    claim, queued, unit, text, token, take_next, again=True
+                )
                 if committed.landed:
                     _log.warning(
                         "message {}: its commit had landed (its answer was lost); going on",
@@ -308,12 +313,14 @@ class Worker:
         unit: Unit,
         text: str,
         token: UUID,
+        take_next: bool,
         *,
         again: bool = False,
     ) -> Committed:
-        """Commit with the room's next message; once the room is empty, claim another room
-        in the same transaction (this slot serves it next). `again`: after a commit under
-        `token` whose connection was lost (it may have landed: `RoomQueue.commit_again`)."""
+        """Commit with the room's next message (`take_next`: not stopping); once the room is
+        empty, claim another room in the same transaction (this slot serves it next).
+        `again`: after a commit under `token` whose connection was lost (it may have landed:
+        `RoomQueue.commit_again`), with the same `take_next`."""
         commit = self.queue.commit_again if again else self.queue.commit
         return await commit(
             claim,
@@ -321,7 +328,7 @@ class Worker:
             unit,
             text,
             token=token,
-            take_next=not self._stopping,
+            take_next=take_next,
             claim_from=self._agent_ids(),
         )
 
