@@ -110,56 +110,73 @@ class RoomQueue:
         stored. A message taken already (its id is the primary key) is a duplicate: its stored
         `fingerprint` comes back for the caller to compare (the same ``Idempotency-Key`` with
         another body). BEGIN, the statement and COMMIT go in one round trip (pipeline mode):
-        the room's row is locked for no longer than the commit."""
-        try:
-            async with self.store.with_connection() as conn:
-                async with conn.pipeline(), conn.transaction():
-                    cursor = await conn.execute(
-                        "WITH r AS (INSERT INTO cluster_rooms AS r (agent_id, room_id, pending,"
-                        " last_seq, waiting_since) VALUES (%s, %s, 1, 1, clock_timestamp())"
-                        " ON CONFLICT (agent_id, room_id) DO UPDATE SET pending = r.pending + 1,"
-                        " last_seq = r.last_seq + 1,"
-                        " waiting_since = COALESCE(r.waiting_since, clock_timestamp())"
-                        " WHERE r.pending < %s"
-                        " RETURNING last_seq, clock_timestamp() AS at)"
-                        " INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
-                        " fingerprint, message, stream, origin, created_at)"
-                        " SELECT %s, %s, %s, r.last_seq, %s, %s, %s, %s, %s, r.at FROM r"
-                        " RETURNING room_seq",
-                        (
-                            message.agent_id,
-                            message.room_id,
-                            limit,
-                            message.id,
-                            message.agent_id,
-                            message.room_id,
-                            idem_key,
-                            fingerprint,
-                            message.model_dump_json(),
-                            stream,
-                            origin,
-                        ),
-                    )
-                # COMMIT was queued; the pipeline's end sent it and read every answer
-                stored = await cursor.fetchone()
-        except psycopg.errors.UniqueViolation:
-            # taken already (a client's retry, or the same message sent twice at once)
-            return await self._duplicate(message.id, limit, retry_after)
-        if stored is None:  # the room is full (its row unchanged); taken before it filled?
-            return await self._duplicate(message.id, limit, retry_after)
+        the room's row is locked for no longer than the commit. A duplicate whose row is gone
+        when it is read (purged in between: its retention ran out) is taken again, once, as
+        new."""
+        for last in (False, True):
+            try:
+                stored = await self._insert(message, idem_key, fingerprint, origin, stream, limit)
+            except psycopg.errors.UniqueViolation:
+                # taken already (a client's retry, or the same message sent twice at once)
+                found = await self._stored(message.id)
+                if found is None and not last:
+                    continue  # purged since the insert failed: a new message now
+                return _duplicate(message.id, found, limit, retry_after)
+            if stored is None:  # the room is full (its row unchanged); taken before it filled?
+                return _duplicate(message.id, await self._stored(message.id), limit, retry_after)
+            break
         return Enqueued(message.id, duplicate=False)
 
-    async def _duplicate(self, message_id: UUID, limit: int, retry_after: int) -> Enqueued:
-        """The message taken already, with its stored fingerprint; `Backlogged` if not taken
-        (the room was full)."""
+    async def _insert(
+        self,
+        message: Memory,
+        idem_key: str | None,
+        fingerprint: str | None,
+        origin: str | None,
+        stream: bool,
+        limit: int,
+    ) -> Any:
+        """The ingress statement (see `enqueue`): the stored row's ``room_seq``, None when the
+        room is full; `UniqueViolation` when the message was taken already."""
+        async with self.store.with_connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                cursor = await conn.execute(
+                    "WITH r AS (INSERT INTO cluster_rooms AS r (agent_id, room_id, pending,"
+                    " last_seq, waiting_since) VALUES (%s, %s, 1, 1, clock_timestamp())"
+                    " ON CONFLICT (agent_id, room_id) DO UPDATE SET pending = r.pending + 1,"
+                    " last_seq = r.last_seq + 1,"
+                    " waiting_since = COALESCE(r.waiting_since, clock_timestamp())"
+                    " WHERE r.pending < %s"
+                    " RETURNING last_seq, clock_timestamp() AS at)"
+                    " INSERT INTO cluster_messages (id, agent_id, room_id, room_seq, idem_key,"
+                    " fingerprint, message, stream, origin, created_at)"
+                    " SELECT %s, %s, %s, r.last_seq, %s, %s, %s, %s, %s, r.at FROM r"
+                    " RETURNING room_seq",
+                    (
+                        message.agent_id,
+                        message.room_id,
+                        limit,
+                        message.id,
+                        message.agent_id,
+                        message.room_id,
+                        idem_key,
+                        fingerprint,
+                        message.model_dump_json(),
+                        stream,
+                        origin,
+                    ),
+                )
+            # COMMIT was queued; the pipeline's end sent it and read every answer
+            return await cursor.fetchone()
+
+    async def _stored(self, message_id: UUID) -> tuple[str | None] | None:
+        """The stored message's fingerprint (in a tuple); None when it is not stored."""
         async with self.store.with_connection() as conn:
             cursor = await conn.execute(
                 "SELECT fingerprint FROM cluster_messages WHERE id = %s", (message_id,)
             )
             row = await cursor.fetchone()
-        if row is None:
-            raise Backlogged(limit, limit, retry_after)
-        return Enqueued(message_id, duplicate=True, fingerprint=row[0])
+        return None if row is None else (row[0],)
 
     async def outcomes(self, ids: Sequence[UUID]) -> list[Outcome]:
         """The ends of those of `ids` that ended (the API's fallback when NATS is quiet)."""
@@ -614,6 +631,16 @@ class RoomQueue:
         """What ``GET /cluster`` shows: members, rooms held, backlog, redeliveries, parked."""
         async with self.store.with_connection() as conn:
             return await cluster_status(conn, self.node_id, alive_within)
+
+
+def _duplicate(
+    message_id: UUID, found: tuple[str | None] | None, limit: int, retry_after: int
+) -> Enqueued:
+    """The message taken already, with its stored fingerprint; `Backlogged` if not taken
+    (the room was full)."""
+    if found is None:
+        raise Backlogged(limit, limit, retry_after)
+    return Enqueued(message_id, duplicate=True, fingerprint=found[0])
 
 
 def _check_ended(cursor: psycopg.AsyncCursor[Any], message_id: UUID) -> None:

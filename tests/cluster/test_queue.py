@@ -404,3 +404,33 @@ async def test_a_units_updates_and_deletes_are_held_and_committed_with_the_messa
     # a message committed outside of a unit still writes at once
     assert await adapter.delete_memory(created.id)
     assert await store.get_memory(created.id) is None
+
+
+class PurgedMeanwhile(RoomQueue):
+    """A queue whose first look at a duplicate comes after a purge deleted it (what a purge
+    running between ingress's failed insert and its read does)."""
+
+    purges = 1
+
+    async def _stored(self, message_id: UUID) -> tuple[str | None] | None:
+        if self.purges:
+            self.purges -= 1
+            async with self.store.with_connection() as conn:
+                await conn.execute("DELETE FROM cluster_messages WHERE id = %s", (message_id,))
+        return await super()._stored(message_id)
+
+
+async def test_a_duplicate_purged_before_it_is_read_is_taken_as_new_not_refused(
+    store: PostgresAdapter,
+) -> None:
+    """A purge racing ingress: the insert finds the id taken, the purge deletes it before the
+    duplicate is read; the message is then new (not a 429 for a room that is not full)."""
+    queue = PurgedMeanwhile(store, "api", lease=5)
+    memory = message(uuid4(), "purged meanwhile")
+    assert not await put(queue, memory)
+    assert not await put(queue, memory)  # taken again, as new
+    async with store.with_connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM cluster_messages WHERE id = %s", (memory.id,)
+        )
+        assert await cursor.fetchone() == (1,)
