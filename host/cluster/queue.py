@@ -26,12 +26,14 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 
 from contracts.memory import Memory
 from contracts.storage import PooledStore
 
 from .records import (
     TAKEN_COLUMNS,
+    Abandoned,
     Backlogged,
     Claim,
     Committed,
@@ -387,10 +389,26 @@ class RoomQueue:
         running on the server, and it holds that lock until it commits or rolls back. Then:
         the room's next message, which that commit took (its try counted) when it kept the
         room; the room it claimed (its row keeps the token) with its oldest message, which
-        that claim took. Its outbox rows are this process's: the relay loop sends them."""
+        that claim took. Its outbox rows are this process's: the relay loop sends them.
+
+        The wait for that lock lasts one `lease` at most (``lock_timeout``): a commit still
+        holding it on a half-open connection may keep it until the server notices; then
+        `Abandoned` (the room's lease is left to end, another worker takes it over)."""
         async with self.store.with_connection() as conn, conn.transaction():
-            room = await self._fence_query(conn, claim)  # waits for that commit to end
-            kept = await room.fetchone()
+            await conn.execute(
+                sql.SQL("SET LOCAL lock_timeout = {}").format(
+                    sql.Literal(f"{max(1, int(self.lease * 1000))}ms")
+                )
+            )
+            try:
+                room = await self._fence_query(conn, claim)  # waits for that commit to end
+                kept = await room.fetchone()
+            except psycopg.errors.LockNotAvailable:
+                raise Abandoned(
+                    f"room {claim.room_id}: its row stayed locked {self.lease:g} s after the"
+                    f" commit of message {message_id} lost its connection (is it still"
+                    " running?); its lease is left to end"
+                ) from None
             cursor = await conn.execute(
                 "SELECT committed_by FROM cluster_messages WHERE id = %s", (message_id,)
             )

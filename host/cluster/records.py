@@ -18,6 +18,7 @@ from contracts.memory import Memory
 
 __all__ = [
     "TAKEN_COLUMNS",
+    "Abandoned",
     "Backlogged",
     "Claim",
     "Committed",
@@ -33,6 +34,12 @@ __all__ = [
 
 class Fenced(AgentHostError):
     """The room was claimed by another worker (this one's lease ran out): nothing committed."""
+
+
+class Abandoned(AgentHostError):
+    """The worker cannot tell whether its commit landed (the room's row stayed locked, e.g. by
+    that commit still running on a half-open connection): it lets the room's lease end, and
+    the worker that takes it over finds what was committed."""
 
 
 class Backlogged(AgentHostError):

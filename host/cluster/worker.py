@@ -27,7 +27,7 @@ from host.runtime import AgentRuntime
 from .link import NatsLink, Subjects
 from .outbox import Outbox
 from .queue import RoomQueue
-from .records import Claim, Committed, Fenced, QueuedMessage
+from .records import Abandoned, Claim, Committed, Fenced, QueuedMessage
 from .unit import Unit, working_on
 
 __all__ = ["REPLY_EXCLUDE", "Worker"]
@@ -215,6 +215,8 @@ class Worker:
         except Fenced as exc:
             self.counts["fenced"] += 1
             _log.warning("{}: nothing committed", exc)
+        except Abandoned as exc:
+            _log.warning("{}", exc)
         except asyncio.CancelledError:
             if not self._stopping:
                 return None  # lost room (lease loop)

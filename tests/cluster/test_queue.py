@@ -4,6 +4,7 @@ backpressure and the one-transaction commit, step by step."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
@@ -14,7 +15,7 @@ from builtin_plugins.postgres.writes import DimensionChanged
 from contracts.memory import Content, Memory, MemoryUpdate, utc_now
 from contracts.storage import BatchError
 from host.cluster.queue import PURGE_LOCK, RoomQueue
-from host.cluster.records import Backlogged, Fenced
+from host.cluster.records import Abandoned, Backlogged, Fenced
 from host.cluster.unit import Unit, UnitAdapter, unit_ids, working_on
 from host.pytest_plugin import fresh_schema, schema_uri
 
@@ -434,3 +435,22 @@ async def test_a_duplicate_purged_before_it_is_read_is_taken_as_new_not_refused(
             "SELECT count(*) FROM cluster_messages WHERE id = %s", (memory.id,)
         )
         assert await cursor.fetchone() == (1,)
+
+
+async def test_reading_back_a_commit_whose_room_stays_locked_gives_up_after_a_lease(
+    store: PostgresAdapter,
+) -> None:
+    """`landed` waits for the room's row (a lost commit may still hold it) one lease at most:
+    on a half-open connection it would wait forever; it leaves the lease to end instead."""
+    queue = RoomQueue(store, "w", lease=0.5)
+    await put(queue, message(uuid4(), "held"))
+    claim = await queue.claim([AGENT])
+    assert claim is not None and claim.first is not None
+    async with store.with_connection() as other, other.transaction():
+        await other.execute(  # the lost commit, still running on the server
+            "SELECT 1 FROM cluster_rooms WHERE room_id = %s FOR UPDATE", (claim.room_id,)
+        )
+        started = time.monotonic()
+        with pytest.raises(Abandoned, match="its lease is left to end"):
+            await asyncio.wait_for(queue.landed(claim, claim.first.id, uuid4()), 10)
+        assert time.monotonic() - started < 5
