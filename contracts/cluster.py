@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from contracts.events import Event, EventPayload, event_named
 
@@ -74,7 +74,9 @@ class ClusterSettings(BaseModel):
     retention: float | None = Field(default=7 * 86400.0, gt=0)
     """Seconds a message answered (``done``) is kept after its end; the workers then purge it,
     and its ``Idempotency-Key`` is accepted as a new message. None: kept forever. Parked
-    messages are kept. Keep it well above ``reply_timeout``."""
+    messages are kept. At least ``RETENTION_LEASES`` leases (a worker whose commit lost its
+    answer reads the message back within about one lease); keep it well above
+    ``reply_timeout`` (a client retrying a key after its message was purged runs it again)."""
     purge_interval: float = Field(default=60.0, gt=0)
     """Seconds between two purges of messages older than ``retention`` (by one worker at a
     time)."""
@@ -91,6 +93,20 @@ class ClusterSettings(BaseModel):
     node_id: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
     """This process's name in the cluster (None: host name, pid and a random suffix)."""
 
+    @model_validator(mode="after")
+    def _retention_above_the_lease(self) -> ClusterSettings:
+        if self.retention is not None and self.retention < RETENTION_LEASES * self.lease:
+            raise ValueError(
+                f"cluster.retention ({self.retention:g} s) must be at least {RETENTION_LEASES}"
+                f" times cluster.lease ({self.lease:g} s): a worker whose commit lost its answer"
+                " reads the message back within about a lease, and a message purged before"
+                " reads as not committed (keep it well above cluster.reply_timeout too)"
+            )
+        return self
+
+
+RETENTION_LEASES = 2
+"""`ClusterSettings.retention` is at least this many leases."""
 
 _marked: set[str] = set()
 _lock = threading.Lock()

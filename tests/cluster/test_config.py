@@ -45,3 +45,13 @@ def test_the_cli_names_what_is_missing(tmp_path: Path, command: list[str]) -> No
     assert result.exit_code == 1
     assert "cluster.postgres_url or plugins.postgres.url" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_retention_not_well_above_the_lease_is_refused_naming_the_fields() -> None:
+    """A message purged before its worker read back a commit whose answer was lost would read
+    as not committed (and be committed again)."""
+    with pytest.raises(ValueError, match=r"cluster\.retention \(15 s\).*cluster\.lease \(10 s\)"):
+        HostConfig.model_validate({"cluster": {"retention": 15, "lease": 10}})
+    config = HostConfig.model_validate({"cluster": {"retention": 20, "lease": 10}})
+    assert config.cluster.retention == 20
+    assert HostConfig.model_validate({"cluster": {"retention": None}}).cluster.retention is None

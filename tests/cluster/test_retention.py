@@ -1,6 +1,6 @@
 """The queue's retention: a worker purges the messages answered more than ``cluster.retention``
 ago (parked ones stay), and an ``Idempotency-Key`` whose message was purged is then a new message
-(real PostgreSQL, nats-server, worker and API processes; a retention of 3 s)."""
+(real PostgreSQL, nats-server, worker and API processes; a retention of 4 s, two leases)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ async def test_answered_messages_are_purged_after_the_retention_and_their_keys_a
 ) -> None:
     notes = tmp_path / "tries.txt"
     cluster.env["CLUSTER_PROBE_TRIES"] = str(notes)
-    cluster.settings.update({"retention": 3, "purge_interval": 0.3, "purge_batch": 2})
+    cluster.settings.update({"retention": 4, "purge_interval": 0.3, "purge_batch": 2})
     cluster.spawn("w1", "worker")
     cluster.spawn("api", "api")
     await cluster.wait_workers("w1")
