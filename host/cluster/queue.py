@@ -338,7 +338,7 @@ class RoomQueue:
                     if take_next and claim_from
                     else None
                 )
-                sending = await self._outbox_query(conn, unit.outbox)
+                sending = await self._outbox_query(conn, unit.outbox, token)
                 # last: the store locks its table's row (the embedding dimension) until the
                 # commit
                 await self.store.create_missing_on(conn, unit.memories)
@@ -389,7 +389,8 @@ class RoomQueue:
         running on the server, and it holds that lock until it commits or rolls back. Then:
         the room's next message, which that commit took (its try counted) when it kept the
         room; the room it claimed (its row keeps the token) with its oldest message, which
-        that claim took. Its outbox rows are this process's: the relay loop sends them.
+        that claim took; the outbox rows it wrote (their ``token``), for the worker to send
+        at once as after any commit (those the relay loop sent meanwhile are gone).
 
         The wait for that lock lasts one `lease` at most (``lock_timeout``): a commit still
         holding it on a half-open connection may keep it until the server notices; then
@@ -430,8 +431,13 @@ class RoomQueue:
                 agent_id, room_id = UUID(str(other[0])), UUID(str(other[1]))
                 first = await _queued(await self._oldest(conn, agent_id, room_id))
                 claimed = Claim(agent_id, room_id, int(other[2]), False, first)
+            cursor = await conn.execute(
+                "SELECT seq, subject, data FROM cluster_outbox WHERE token = %s ORDER BY seq",
+                (token,),
+            )
+            sent = await _sent(cursor)
         self.counts["processed"] += 1
-        return Committed(following, released, [], claimed, landed=True)
+        return Committed(following, released, sent, claimed, landed=True)
 
     async def _oldest(
         self, conn: psycopg.AsyncConnection[Any], agent_id: UUID, room_id: UUID
@@ -444,15 +450,20 @@ class RoomQueue:
         )
 
     async def _outbox_query(
-        self, conn: psycopg.AsyncConnection[Any], entries: Sequence[OutboxEntry]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        entries: Sequence[OutboxEntry],
+        token: UUID | None = None,
     ) -> psycopg.AsyncCursor[Any] | None:
+        """Write `entries` to the outbox; the rows keep `token` (a message's commit's, read
+        back by `landed`)."""
         if not entries:
             return None
         return await conn.execute(
-            "INSERT INTO cluster_outbox (origin, subject, data)"
-            " SELECT %s, s, d FROM unnest(%s::text[], %s::bytea[]) AS e(s, d)"
+            "INSERT INTO cluster_outbox (origin, token, subject, data)"
+            " SELECT %s, %s, s, d FROM unnest(%s::text[], %s::bytea[]) AS e(s, d)"
             " RETURNING seq, subject, data",
-            (self.node_id, [e[0] for e in entries], [e[1] for e in entries]),
+            (self.node_id, token, [e[0] for e in entries], [e[1] for e in entries]),
         )
 
     async def _outbox_on(

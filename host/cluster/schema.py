@@ -8,7 +8,8 @@
   reads it there when NATS did not bring it); a message sent with an ``Idempotency-Key`` keeps the
   key and the ``fingerprint`` of its body (the same key with another body is refused), and the
   token of the commit that ended it (``committed_by``; a room claimed in a commit keeps that
-  commit's token in ``claimed_by``): a worker whose commit lost its answer recognises its own;
+  commit's token in ``claimed_by``, the outbox rows it wrote in ``token``): a worker whose
+  commit lost its answer recognises its own;
   answered messages are purged ``cluster.retention`` after their end (`RoomQueue.purge`);
 - ``cluster_workers``: the processes of the cluster, their heartbeat and counters;
 - ``cluster_outbox``: cluster events committed and not yet sent on NATS (`host.cluster.outbox`).
@@ -134,8 +135,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         """
         ALTER TABLE cluster_rooms ADD COLUMN claimed_by uuid;
         ALTER TABLE cluster_messages ADD COLUMN committed_by uuid;
+        ALTER TABLE cluster_outbox ADD COLUMN token uuid;
         """,
-        locks=("cluster_rooms", "cluster_messages"),
+        locks=("cluster_rooms", "cluster_messages", "cluster_outbox"),
     ),
     Migration(
         5,

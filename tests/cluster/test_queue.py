@@ -175,10 +175,12 @@ async def test_a_commit_read_back_by_its_token_gives_what_it_did(store: Postgres
     claim = await queue.claim([AGENT])
     assert claim is not None and claim.room_id == a and claim.first is not None
     first, token = claim.first, uuid4()
-    await queue.commit(claim, first, Unit(first.id), "{}", claim_from=[AGENT], token=token)
+    events = Unit(first.id, outbox=[("ev.a1", b'{"n": 1}'), ("ev.a1", b'{"n": 2}')])
+    done = await queue.commit(claim, first, events, "{}", claim_from=[AGENT], token=token)
     assert await queue.landed(claim, first.id, uuid4()) is None  # not that commit's token
     kept = await queue.landed(claim, first.id, token)
     assert kept is not None and kept.landed and not kept.released and kept.claimed is None
+    assert kept.outbox == done.outbox and [r[2] for r in kept.outbox] == [b'{"n": 1}', b'{"n": 2}']
     assert kept.following is not None and kept.following.message.content.text == "a2"
     assert kept.following.tries == 1  # counted by the commit, not by the read
     last, token = kept.following, uuid4()
