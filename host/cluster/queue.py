@@ -66,6 +66,13 @@ PURGE_LOCK = 0x61677072  # "agpr"
 ``pg_try_advisory_xact_lock``: one member purges at a time; the others skip their turn rather
 than delete the same rows at once."""
 
+OLDEST_PENDING = (
+    "FROM cluster_messages WHERE agent_id = %s AND room_id = %s AND status = 'pending'"
+    " ORDER BY room_seq LIMIT 1"
+)
+"""The room's oldest waiting message (its agent and room as parameters): the one a worker
+takes next (`RoomQueue._next_query`, counting a try) or reads back (`RoomQueue._oldest`)."""
+
 PIPELINE_BELOW = 64
 """A commit writing fewer memories than this runs in pipeline mode; the postgres store writes
 larger batches with COPY (its ``COPY_FROM``), which cannot run in a pipeline."""
@@ -269,9 +276,7 @@ class RoomQueue:
     ) -> psycopg.AsyncCursor[Any]:
         return await conn.execute(
             "UPDATE cluster_messages SET tries = tries + 1, worker = %s"
-            " WHERE id = (SELECT id FROM cluster_messages WHERE agent_id = %s"
-            " AND room_id = %s AND status = 'pending' ORDER BY room_seq LIMIT 1)"
-            f" RETURNING {TAKEN_COLUMNS}",
+            f" WHERE id = (SELECT id {OLDEST_PENDING}) RETURNING {TAKEN_COLUMNS}",
             (self.node_id, claim.agent_id, claim.room_id),
         )
 
@@ -443,11 +448,7 @@ class RoomQueue:
         self, conn: psycopg.AsyncConnection[Any], agent_id: UUID, room_id: UUID
     ) -> psycopg.AsyncCursor[Any]:
         """The room's oldest waiting message, as taken (no try counted)."""
-        return await conn.execute(
-            f"SELECT {TAKEN_COLUMNS} FROM cluster_messages WHERE agent_id = %s AND room_id = %s"
-            " AND status = 'pending' ORDER BY room_seq LIMIT 1",
-            (agent_id, room_id),
-        )
+        return await conn.execute(f"SELECT {TAKEN_COLUMNS} {OLDEST_PENDING}", (agent_id, room_id))
 
     async def _outbox_query(
         self,
