@@ -7,7 +7,8 @@ same on each. Streaming reads over any adapter: ``contracts.streaming.MemoryMana
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,9 +38,13 @@ __all__ = [
     "PooledStore",
     "PooledStoreOpener",
     "RoomSummary",
+    "ScopedSearch",
     "SearchParams",
     "StorageError",
     "StorageUnavailableError",
+    "merge_hits",
+    "search_any",
+    "search_each",
     "sort_rooms",
 ]
 
@@ -287,6 +292,73 @@ class DatabaseAdapter(Protocol):
 
 DATABASE: Token[DatabaseAdapter] = Token("database", DatabaseAdapter)
 """The memory store service; sqlite by default, pinned with ``services: {database: ...}``."""
+
+
+def merge_hits(
+    found: Iterable[Sequence[tuple[Memory, float]]], k: int
+) -> list[tuple[Memory, float]]:
+    """The `k` best of several searches' hits, best first, each memory once (at its best
+    score): what `search_any` returns, from the searches of its queries one at a time."""
+    best: dict[UUID, tuple[Memory, float]] = {}
+    for hits in found:
+        for memory, score in hits:
+            kept = best.get(memory.id)
+            if kept is None or kept[1] < score:
+                best[memory.id] = (memory, score)
+    return sorted(best.values(), key=lambda hit: -hit[1])[:k]
+
+
+@runtime_checkable
+class ScopedSearch(Protocol):
+    """A store that searches the rows of several filters at once (optional: `search_any` asks
+    a store without it one filter at a time)."""
+
+    async def search_memories_any(
+        self,
+        embedding: Sequence[float],
+        queries: Sequence[MemoryQuery],
+        params: SearchParams | None = None,
+    ) -> list[tuple[Memory, float]]:
+        """The ``params.k`` memories most similar to `embedding` among the rows matching any
+        of `queries` (each memory once, best first): for an exact (``flat``) search, what
+        `merge_hits` makes of `search_memories` asked each query; an approximate one may
+        differ as each of those searches may. `queries` may name different tables."""
+        ...
+
+
+async def search_any(
+    database: DatabaseAdapter,
+    embedding: Sequence[float],
+    queries: Sequence[MemoryQuery],
+    params: SearchParams | None = None,
+) -> list[tuple[Memory, float]]:
+    """The ``params.k`` best memories matching any of `queries` (`ScopedSearch`): one search
+    where the store can make it (the SQLite store: one scoring of the filters' rows together,
+    one read of the hits), else one per query, merged (`merge_hits`). A recall provider's
+    scopes (this room, the speaker's messages anywhere) are such queries."""
+    if not queries:
+        return []
+    scoped = getattr(database, "search_memories_any", None)  # `ScopedSearch`, checked cheaply
+    if scoped is not None:
+        found: list[tuple[Memory, float]] = await scoped(embedding, queries, params)
+        return found
+    return await search_each(database, embedding, queries, params)
+
+
+async def search_each(
+    database: DatabaseAdapter,
+    embedding: Sequence[float],
+    queries: Sequence[MemoryQuery],
+    params: SearchParams | None = None,
+) -> list[tuple[Memory, float]]:
+    """`search_any` by one `search_memories` per query, merged: the reference semantics, and
+    what a store answers that cannot search its filters' rows together."""
+    if len(queries) == 1:
+        return await database.search_memories(embedding, queries[0], params)
+    each = await asyncio.gather(
+        *(database.search_memories(embedding, query, params) for query in queries)
+    )
+    return merge_hits(each, (params or DEFAULT_SEARCH).k)
 
 
 @runtime_checkable

@@ -14,7 +14,14 @@ from typing import TypeVar
 from uuid import UUID
 
 from contracts.memory import Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import DEFAULT_SEARCH, DatabaseAdapter, IndexType, RoomSummary, SearchParams
+from contracts.storage import (
+    DEFAULT_SEARCH,
+    DatabaseAdapter,
+    IndexType,
+    RoomSummary,
+    SearchParams,
+    search_each,
+)
 
 __all__ = ["ForwardingAdapter"]
 
@@ -26,7 +33,8 @@ class ForwardingAdapter:
 
     Operation names: ``create``, ``get``, ``update``, ``delete``, ``query``, ``count`` (counts
     and room summaries), ``create_batch``, ``update_batch``, ``delete_batch``,
-    ``replace_batch``, ``search_<index type>``, ``build_<index type>``, ``reset_embeddings``.
+    ``replace_batch``, ``search_<index type>`` (`search_memories`, `search_memories_any`),
+    ``build_<index type>``, ``reset_embeddings``.
     `embedding_dimension` and `close` go straight to `inner`."""
 
     def __init__(self, inner: DatabaseAdapter) -> None:
@@ -90,6 +98,23 @@ class ForwardingAdapter:
         kind = (params or DEFAULT_SEARCH).index_type
         call = self.inner.search_memories(embedding, query, params)
         return await self._forward(f"search_{kind}", call)
+
+    async def search_memories_any(
+        self,
+        embedding: Sequence[float],
+        queries: Sequence[MemoryQuery],
+        params: SearchParams | None = None,
+    ) -> list[tuple[Memory, float]]:
+        """`inner`'s search of several filters at once (`ScopedSearch`), when it has one and
+        this wrapper leaves searches as they are; else one `search_memories` per query."""
+        scoped = getattr(self.inner, "search_memories_any", None)
+        if scoped is None or type(self).search_memories is not ForwardingAdapter.search_memories:
+            return await search_each(self, embedding, queries, params)
+        kind = (params or DEFAULT_SEARCH).index_type
+        found: list[tuple[Memory, float]] = await self._forward(
+            f"search_{kind}", scoped(embedding, queries, params)
+        )
+        return found
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         call = self.inner.build_index(index_type, table_name)

@@ -23,7 +23,7 @@ from loguru import logger
 from contracts.knowledge import AddOutcome, Chunk, Document, KnowledgeProgress
 from contracts.memory import Content, Memory, MemoryQuery, utc_now
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelCallError, ModelRuntime
-from contracts.storage import DatabaseAdapter, SearchParams
+from contracts.storage import DatabaseAdapter, SearchParams, search_any
 from contracts.vector import Vector
 
 from .chunking import chunk_text
@@ -216,16 +216,14 @@ class KnowledgeStore:
         """Like `search`, with the query's vector already embedded (the provider's case)."""
         if await self.database.embedding_dimension(TABLE) is None:
             return []
-        owners = {SHARED, library(agent_id)}
-        found: list[Chunk] = []
-        for owner in owners:
-            hits = await self.database.search_memories(
-                vector,
-                MemoryQuery(table_name=TABLE, agent_id=owner),
-                SearchParams(k=k, threshold=threshold, with_embeddings=False),
-            )
-            found += [_chunk(memory, score) for memory, score in hits]
-        return sorted(found, key=lambda c: -c.score)[:k]
+        owners = dict.fromkeys((SHARED, library(agent_id)))
+        hits = await search_any(  # shared and own documents: one search where the store can
+            self.database,
+            vector,
+            [MemoryQuery(table_name=TABLE, agent_id=owner) for owner in owners],
+            SearchParams(k=k, threshold=threshold, with_embeddings=False),
+        )
+        return [_chunk(memory, score) for memory, score in hits]
 
 
 def _document(row: Memory, agent_id: UUID | None) -> Document:

@@ -11,7 +11,6 @@ cached per message.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 from uuid import UUID
@@ -23,7 +22,7 @@ from contracts.config import HostConfig
 from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery
 from contracts.models import TEXT_EMBEDDING, EmbeddingParams, ModelRuntime
 from contracts.plugin import Manifest, Plugin
-from contracts.storage import DatabaseAdapter, SearchParams
+from contracts.storage import DatabaseAdapter, SearchParams, search_any
 from contracts.vector import Vector
 
 __all__ = ["DEFAULT_THRESHOLDS", "RecallPlugin", "RecallSettings"]
@@ -121,18 +120,16 @@ class RecallPlugin(Plugin):
 
     async def _search(
         self, message: Memory, vector: Vector, threshold: float, skip: frozenset[UUID]
-    ) -> list[list[tuple[Memory, float]]]:
-        """Each scope's k best beyond `skip` (which a store honouring `exclude` leaves out
-        itself, unread and undecoded; one that ignores it is asked for k + len(skip))."""
+    ) -> list[tuple[Memory, float]]:
+        """The k best beyond `skip` in any scope (which a store honouring `exclude` leaves out
+        itself, unread and undecoded; one that ignores it is asked for k + len(skip)): one
+        search of every scope where the store can (`search_any`: the SQLite store scores the
+        scopes' rows together once and reads the k hits in one statement), else one a scope."""
         extra = len(skip) if self._excludes is False else 0
         search = SearchParams(
             k=self.settings.k + extra, threshold=threshold, with_embeddings=False, exclude=skip
         )
-        return list(
-            await asyncio.gather(
-                *(self.database.search_memories(vector, q, search) for q in self._filters(message))
-            )
-        )
+        return await search_any(self.database, vector, self._filters(message), search)
 
     async def relevant(self, message: Memory, state: State) -> ProviderResult:
         if not message.content.text.strip():
@@ -147,19 +144,16 @@ class RecallPlugin(Plugin):
         )
         skip = frozenset({m.id for m in await self.database.get_memories(shown)} | {message.id})
         found = await self._search(message, vector, threshold, skip)
-        if self._excludes is not False and any(m.id in skip for hits in found for m, _ in hits):
+        if self._excludes is not False and any(m.id in skip for m, _ in found):
             # a store written before `SearchParams.exclude` returns what it should have left
             # out: from now on ask it for k more than that, and answer this message again
             self._excludes = False
             found = await self._search(message, vector, threshold, skip)
-        best: dict[UUID, tuple[Memory, float]] = {}
-        for hits in found:
-            for memory, score in hits:
-                if memory.id in skip or not memory.content.text.strip():
-                    continue
-                if memory.id not in best or best[memory.id][1] < score:
-                    best[memory.id] = (memory, score)
-        top = sorted(best.values(), key=lambda hit: -hit[1])[: self.settings.k]
+        top = [
+            (memory, score)
+            for memory, score in found
+            if memory.id not in skip and memory.content.text.strip()
+        ][: self.settings.k]
         if not top:
             return ProviderResult()
         top.sort(key=lambda hit: hit[0].cursor)

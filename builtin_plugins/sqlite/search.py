@@ -20,6 +20,7 @@ from contracts.storage import (
     DimensionMismatchError,
     IndexType,
     SearchParams,
+    merge_hits,
 )
 from host.storekit import (
     F64,
@@ -82,7 +83,7 @@ class SqliteSearch(SqliteCore):
             return None
         try:
             if query.filters_rows:
-                found = self._search_labelled(reader, embedding, query, params)
+                found = self._search_labelled(reader, embedding, (query,), params)
                 if found is not None or params.index_type == "flat":
                     return found
                 # the allowed rows and the index at one snapshot
@@ -123,23 +124,31 @@ class SqliteSearch(SqliteCore):
         return self._rows_at(conn, table, index.version, labels, scores, params)
 
     def _search_labelled(
-        self, conn: sqlite3.Connection, embedding: F64, query: MemoryQuery, params: SearchParams
+        self,
+        conn: sqlite3.Connection,
+        embedding: F64,
+        queries: Sequence[MemoryQuery],
+        params: SearchParams,
     ) -> list[tuple[Memory, float]] | None:
-        """A filtered search among the rows of its label set (labels.py), on the index as it
-        stands, in one statement as `_search_unfiltered` (None: the worker answers, reading and
-        keeping the set). Index and set are of one version; the statement reading the rows
-        reads the table's version too, and only when it is theirs are the hits those of that
-        snapshot."""
-        where = label_filter(query)
-        if where is None:
-            return None
-        table = query.table_name or DEFAULT_TABLE
+        """A filtered search among the rows of its label sets (labels.py; several queries of one
+        table: the rows of any of them, scored once), on the index as it stands, in one
+        statement as `_search_unfiltered` (None: the worker answers, reading and keeping the
+        sets). Index and sets are of one version; the statement reading the rows reads the
+        table's version too, and only when it is theirs are the hits those of that snapshot."""
+        table = queries[0].table_name or DEFAULT_TABLE
         index = self._indexes.latest(table, params.index_type)
         if index is None or len(embedding) != index.dim:
             return None
-        allowed = self._labels.get(table, index.version, where)
-        if allowed is None or len(allowed) > LOOP_ROWS:
-            return None
+        sets = []
+        for query in queries:
+            where = label_filter(query)
+            if where is None or (query.table_name or DEFAULT_TABLE) != table:
+                return None
+            kept = self._labels.get(table, index.version, where)
+            if kept is None or len(kept) > LOOP_ROWS:
+                return None
+            sets.append(kept)
+        allowed = sets[0] if len(sets) == 1 else _union(sets)
         labels, scores = index.search(
             query_vector(embedding, index.dim),
             params.k + len(params.exclude),
@@ -252,6 +261,50 @@ class SqliteSearch(SqliteCore):
             assert index is not None  # flat indexes are built at once
         return index
 
+    async def search_memories_any(
+        self,
+        embedding: Sequence[float],
+        queries: Sequence[MemoryQuery],
+        params: SearchParams | None = None,
+    ) -> list[tuple[Memory, float]]:
+        """`contracts.storage.ScopedSearch`: an exact search of several filters of one table
+        whose label sets are kept scores their rows together, once, and reads its hits in one
+        statement (the recall provider's room and speaker: one search, not two); other
+        searches go one query at a time (`merge_hits` of theirs), keeping their sets."""
+        params = params or DEFAULT_SEARCH
+        check_search(params)
+        if len(queries) == 1:
+            return await self.search_memories(embedding, queries[0], params)
+        if queries:
+            table = queries[0].table_name or DEFAULT_TABLE
+            if all((q.table_name or DEFAULT_TABLE) == table for q in queries):
+                for query in queries:
+                    if not query.filters_rows:  # the whole table: the others add nothing
+                        return await self.search_memories(embedding, query, params)
+                if params.index_type == "flat":
+                    vector = as_vector(embedding)
+                    found = self._search_sets_here(vector, queries, params)
+                    if found is not None:
+                        return found
+        each = await asyncio.gather(*(self.search_memories(embedding, q, params) for q in queries))
+        return merge_hits(each, params.k)
+
+    def _search_sets_here(
+        self, embedding: F64, queries: Sequence[MemoryQuery], params: SearchParams
+    ) -> list[tuple[Memory, float]] | None:
+        """`_search_labelled` of several queries on the caller's thread (None: not now)."""
+        reader = self._reader
+        if reader is None or self._executor is None:
+            return None
+        if not self._index_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._search_labelled(reader, embedding, queries, params)
+        except sqlite3.OperationalError:
+            return None  # busy or locked: one query at a time, on the worker if need be
+        finally:
+            self._index_lock.release()
+
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         kind = check_index_type(index_type)
         table = table_name or DEFAULT_TABLE
@@ -277,6 +330,21 @@ class SqliteSearch(SqliteCore):
         ).fetchall()
         labels, matrix = to_matrix(rows, dim)
         return np.asarray(labels, dtype=np.int64), matrix
+
+
+def _union(sets: Sequence[I64]) -> I64:
+    """The labels in any of `sets` (ascending, each once): a mask over the label range where it
+    is dense enough (SQLite seqs mostly are), else a sort."""
+    total = sum(len(labels) for labels in sets)
+    top = max((int(labels.max()) for labels in sets if len(labels)), default=-1)
+    if top < 0:
+        return np.empty(0, dtype=np.int64)
+    if top > 16 * total + 65536 or min(int(labels.min()) for labels in sets if len(labels)) < 0:
+        return np.unique(np.concatenate(sets))
+    mask = np.zeros(top + 1, dtype=bool)
+    for labels in sets:
+        mask[labels] = True
+    return np.flatnonzero(mask).astype(np.int64, copy=False)
 
 
 def _hits(

@@ -21,6 +21,8 @@ from contracts.storage import (
     RoomSummary,
     SearchParams,
     StorageError,
+    search_any,
+    search_each,
 )
 from contracts.vector import Vector
 from host.memory import MemoryManager
@@ -558,6 +560,68 @@ async def test_search_leaves_out_the_excluded_ids(
         [1.0, 0.0], params=SearchParams(k=20, index_type=kind, exclude=left_out)
     )
     assert {m.id for m, _ in everything} == {m.id for m in batch} - left_out
+
+
+async def test_search_any_answers_the_best_of_each_query_merged(
+    memory_store: DatabaseAdapter,
+) -> None:
+    """`search_any` (the store's `search_memories_any` where it has one, as the SQLite store
+    and the host's wrappers do): the k best memories matching any of its queries, each once,
+    best first; exactly what searching each query and merging gives (`search_each`), with the
+    threshold and the excluded ids, over filters that overlap, of one table or of several."""
+    rng = np.random.default_rng(11)
+    speaker = uuid4()
+    batch = []
+    for i in range(60):
+        room = (ROOM, OTHER_ROOM, uuid4())[i % 3]
+        entity = speaker if i % 4 == 0 else uuid4()
+        table = "facts" if i % 10 == 9 else "messages"
+        batch.append(
+            make_memory(
+                i,
+                embedding=rng.standard_normal(6).tolist(),
+                room_id=room,
+                entity_id=entity,
+                table_name=table,
+                agent_id=AGENT if i % 7 else OTHER_AGENT,
+            )
+        )
+    batch.append(make_memory(99, room_id=ROOM, entity_id=speaker))  # no vector: never found
+    await memory_store.create_memories_batch(batch)
+    scopes = [
+        MemoryQuery(agent_id=AGENT, room_id=ROOM),
+        MemoryQuery(agent_id=AGENT, entity_id=speaker),
+    ]
+    other_table = [*scopes, MemoryQuery(table_name="facts", room_id=ROOM)]
+    left_out = frozenset(m.id for m in batch[:12:3])
+    for _ in range(6):
+        vector = rng.standard_normal(6).tolist()
+        for queries, params in (
+            (scopes, SearchParams(k=5)),
+            (scopes, SearchParams(k=7, threshold=0.1, with_embeddings=False, exclude=left_out)),
+            (scopes[:1], SearchParams(k=4)),
+            ([*scopes, MemoryQuery(agent_id=AGENT)], SearchParams(k=6)),
+            (other_table, SearchParams(k=9)),
+            ([], SearchParams(k=3)),
+        ):
+            found = await search_any(memory_store, vector, queries, params)
+            expected = await search_each(memory_store, vector, queries, params)
+            assert [m.id for m, _ in found] == [m.id for m, _ in expected]
+            assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-5)
+            assert len({m.id for m, _ in found}) == len(found)
+            assert all(any(q.matches(m) for q in queries) for m, _ in found)
+            assert not {m.id for m, _ in found} & params.exclude
+            if not params.with_embeddings:
+                assert all(m.embedding is None for m, _ in found)
+    one_table = await search_any(memory_store, [1.0] * 6, scopes, SearchParams(k=50))
+    expected_ids = {
+        m.id
+        for m in batch
+        if m.embedding is not None
+        and m.table_name == "messages"
+        and any(q.matches(m) for q in scopes)
+    }
+    assert {m.id for m, _ in one_table} == expected_ids
 
 
 @pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])

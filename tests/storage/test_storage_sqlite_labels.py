@@ -42,10 +42,16 @@ def _filters() -> list[MemoryQuery]:
 
 
 async def _reference(
-    db: SqliteAdapter, vector: np.ndarray, query: MemoryQuery, k: int
+    db: SqliteAdapter, vector: np.ndarray, query: MemoryQuery | list[MemoryQuery], k: int
 ) -> list[UUID]:
-    """The exact answer: every row the filter allows, scored by cosine, best `k`."""
-    rows = await db.get_memories(query.model_copy(update={"with_embeddings": True}))
+    """The exact answer: every row the filter (any of the filters) allows, scored by cosine,
+    best `k`."""
+    queries = query if isinstance(query, list) else [query]
+    rows = {
+        row.id: row
+        for q in queries
+        for row in await db.get_memories(q.model_copy(update={"with_embeddings": True}))
+    }.values()
     scored = []
     for row in rows:
         if row.embedding is None:
@@ -118,6 +124,14 @@ async def test_filtered_searches_follow_every_write_of_this_and_another_process(
                 expected = await _reference(one, vector, query, 8)
                 assert [m.id for m, _ in found] == expected, (step, query)
                 assert all(query.matches(m) for m, _ in found)
+            filters = _filters()
+            for pair in ([filters[0], filters[1]], [filters[2], filters[3], filters[5]]):
+                # several filters at once (recall's scopes): their kept sets scored together
+                found = await one.search_memories_any(
+                    vector.tolist(), pair, SearchParams(k=8, index_type=index_type)
+                )
+                expected = await _reference(one, vector, pair, 8)
+                assert [m.id for m, _ in found] == expected, (step, pair)
     finally:
         await one.close()
         await two.close()
