@@ -79,6 +79,7 @@ class RecallPlugin(Plugin):
         self._threshold: float | None = self.settings.threshold
         self._excludes: bool | None = None
         """False once the store is seen ignoring `SearchParams.exclude`."""
+        self._made: dict[tuple[UUID, UUID, UUID], tuple[MemoryQuery, list[MemoryQuery]]] = {}
 
     def providers(self) -> Sequence[Provider]:
         return (
@@ -105,6 +106,26 @@ class RecallPlugin(Plugin):
             self._threshold = DEFAULT_THRESHOLDS.get(model or "", 0.0)
         return vector, self._threshold
 
+    def _queries(self, message: Memory) -> tuple[MemoryQuery, list[MemoryQuery]]:
+        """The query of what the recent conversation shows, and the scopes' filters (made once
+        per agent, room and speaker: a conversation's messages reuse them)."""
+        key = (message.agent_id, message.room_id, message.entity_id)
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) >= 1024:
+                self._made.clear()
+            made = self._made[key] = (self._shown(message), self._filters(message))
+        return made
+
+    def _shown(self, message: Memory) -> MemoryQuery:
+        return MemoryQuery(
+            agent_id=message.agent_id,
+            room_id=message.room_id,
+            table_name=DEFAULT_TABLE,
+            limit=self.history + 1,
+            with_embeddings=False,  # only their ids are used
+        )
+
     def _filters(self, message: Memory) -> list[MemoryQuery]:
         queries = []
         for scope in dict.fromkeys(self.settings.scopes):
@@ -119,7 +140,11 @@ class RecallPlugin(Plugin):
         return queries
 
     async def _search(
-        self, message: Memory, vector: Vector, threshold: float, skip: frozenset[UUID]
+        self,
+        filters: list[MemoryQuery],
+        vector: Vector,
+        threshold: float,
+        skip: frozenset[UUID],
     ) -> list[tuple[Memory, float]]:
         """The k best beyond `skip` in any scope (which a store honouring `exclude` leaves out
         itself, unread and undecoded; one that ignores it is asked for k + len(skip)): one
@@ -129,26 +154,20 @@ class RecallPlugin(Plugin):
         search = SearchParams(
             k=self.settings.k + extra, threshold=threshold, with_embeddings=False, exclude=skip
         )
-        return await search_any(self.database, vector, self._filters(message), search)
+        return await search_any(self.database, vector, filters, search)
 
     async def relevant(self, message: Memory, state: State) -> ProviderResult:
         if not message.content.text.strip():
             return ProviderResult()
         vector, threshold = await self._query(message)
-        shown = MemoryQuery(
-            agent_id=message.agent_id,
-            room_id=message.room_id,
-            table_name=DEFAULT_TABLE,
-            limit=self.history + 1,
-            with_embeddings=False,  # only their ids are used
-        )
-        skip = frozenset({m.id for m in await self.database.get_memories(shown)} | {message.id})
-        found = await self._search(message, vector, threshold, skip)
+        shown, filters = self._queries(message)
+        skip = frozenset([*(m.id for m in await self.database.get_memories(shown)), message.id])
+        found = await self._search(filters, vector, threshold, skip)
         if self._excludes is not False and any(m.id in skip for m, _ in found):
             # a store written before `SearchParams.exclude` returns what it should have left
             # out: from now on ask it for k more than that, and answer this message again
             self._excludes = False
-            found = await self._search(message, vector, threshold, skip)
+            found = await self._search(filters, vector, threshold, skip)
         top = [
             (memory, score)
             for memory, score in found
@@ -156,7 +175,7 @@ class RecallPlugin(Plugin):
         ][: self.settings.k]
         if not top:
             return ProviderResult()
-        top.sort(key=lambda hit: hit[0].cursor)
+        top.sort(key=lambda hit: (hit[0].created_at, hit[0].id))  # `Memory.cursor`'s order
         name = str(state.values.get("agent_name") or "agent")
         lines = [
             f"- {name if m.entity_id == message.agent_id else 'user'}"

@@ -335,16 +335,17 @@ class SqliteSearch(SqliteCore):
 def _union(sets: Sequence[I64]) -> I64:
     """The labels in any of `sets` (ascending, each once): a mask over the label range where it
     is dense enough (SQLite seqs mostly are), else a sort."""
-    total = sum(len(labels) for labels in sets)
-    top = max((int(labels.max()) for labels in sets if len(labels)), default=-1)
-    if top < 0:
+    sets = [labels for labels in sets if len(labels)]
+    if not sets:
         return np.empty(0, dtype=np.int64)
-    if top > 16 * total + 65536 or min(int(labels.min()) for labels in sets if len(labels)) < 0:
+    bounds = [(int(labels.min()), int(labels.max())) for labels in sets]
+    top = max(high for _, high in bounds)
+    if top > 16 * sum(len(labels) for labels in sets) + 65536 or min(bounds)[0] < 0:
         return np.unique(np.concatenate(sets))
     mask = np.zeros(top + 1, dtype=bool)
     for labels in sets:
         mask[labels] = True
-    return np.flatnonzero(mask).astype(np.int64, copy=False)
+    return np.flatnonzero(mask)
 
 
 def _hits(
