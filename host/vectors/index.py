@@ -155,19 +155,32 @@ class VectorIndex:
 
     def _append(self, labels: I64, vectors: F32) -> None:
         """Add `labels` (none of them present) with their `vectors` to the faiss index."""
-        if len(set(labels.tolist())) != len(labels):
+        listed = labels.tolist()
+        if len(listed) > 1 and len(set(listed)) != len(listed):
             raise ValueError("duplicate labels in one vector index write")
         if self.kind == "hnsw" and len(labels):
             fresh = self._alias_duplicates(labels, vectors)
             if not fresh.all():
                 labels, vectors = labels[fresh], np.ascontiguousarray(vectors[fresh])
+                listed = labels.tolist()
         start = len(self._ext)
         self._live = None
-        self._ext = np.concatenate([self._ext, labels])
-        self._pos.update(zip(labels.tolist(), range(start, start + len(labels)), strict=True))
-        self._map(labels, np.arange(start, start + len(labels), dtype=np.int64))
-        if len(labels):
+        self._grow_ext(labels)
+        self._pos.update(zip(listed, range(start, start + len(listed)), strict=True))
+        self._map(labels, np.arange(start, start + len(listed), dtype=np.int64), listed)
+        if len(listed):
             self._index.add(vectors)  # faiss ids run on from ntotal == start
+
+    def _grow_ext(self, labels: I64) -> None:
+        """Append `labels` to `_ext`, a view of a buffer grown by doubling: a write of one row
+        to a big index copies nothing (a concatenation copied the whole map each time)."""
+        start, end = len(self._ext), len(self._ext) + len(labels)
+        buffer = self._ext.base if isinstance(self._ext.base, np.ndarray) else None
+        if buffer is None or buffer.ndim != 1 or len(buffer) < end:
+            buffer = np.empty(max(64, 2 * end), dtype=np.int64)
+            buffer[:start] = self._ext
+        buffer[start:end] = labels
+        self._ext = buffer[:end]
 
     def _alias_duplicates(self, labels: I64, vectors: F32) -> npt.NDArray[np.bool_]:
         """HNSW only: a vector equal to a live node's becomes another label of that node.
@@ -223,13 +236,17 @@ class VectorIndex:
             self._dead += 1
             self._live = None
 
-    def _map(self, labels: I64, ids: I64) -> None:
-        """Record in `_where` that `labels` are at internal `ids` (growing it as labels grow);
-        labels beyond `_WHERE_SLACK` x the live count (or negative) turn it off for good."""
+    def _map(self, labels: I64, ids: I64, listed: list[int] | None = None) -> None:
+        """Record in `_where` that `labels` (`listed`: the same as a list, if at hand) are at
+        internal `ids` (growing it as labels grow); labels beyond `_WHERE_SLACK` x the live
+        count (or negative) turn it off for good."""
         where = self._where
         if where is None or not len(labels):
             return
-        top, bottom = int(labels.max()), int(labels.min())
+        if listed is not None and len(listed) <= 16:  # a write's few rows: no numpy reductions
+            top, bottom = max(listed), min(listed)
+        else:
+            top, bottom = int(labels.max()), int(labels.min())
         if bottom < 0 or top > _WHERE_SLACK * (len(self._pos) + 1024):
             self._where = None
             return

@@ -49,6 +49,39 @@ def test_labels_tombstones_and_filters(kind: str) -> None:
     assert 1009 not in index.search(x[9:10], 5)[0]
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_rows_added_one_at_a_time_are_found_as_if_built_at_once(kind: str) -> None:
+    """A store keeps its index in step one written row at a time (its label map grows in
+    place, by doubling): removals, replacements and the rows added in between leave every
+    search, filtered or not, as exact as over an index built from the rows that remain."""
+    rng = np.random.default_rng(3)
+    x = _data(400, seed=3)
+    index = VectorIndex(kind, 16)  # type: ignore[arg-type]
+    index.build(np.arange(1, 11, dtype=np.int64), x[:10].copy())
+    live = {label: x[label - 1] for label in range(1, 11)}
+    for label in range(11, 401):
+        index.add([label], x[label - 1 : label].copy())
+        live[label] = x[label - 1]
+        if label % 7 == 0:
+            gone = int(rng.choice(list(live)))
+            index.remove([gone])
+            del live[gone]
+        if label % 11 == 0:  # replaced under the same label
+            again = int(rng.choice(list(live)))
+            vector = normalize(rng.standard_normal((1, 16)).astype(np.float32))
+            index.add([again], vector)
+            live[again] = vector[0]
+    assert len(index) == len(live)
+    labels = np.array(sorted(live), dtype=np.int64)
+    matrix = np.stack([live[label] for label in labels.tolist()])
+    for q in _data(5, seed=4):
+        found, _ = index.search(q[None, :], 10, ef_search=400 if kind == "hnsw" else None)
+        assert found == exact_top_k(q, matrix, labels, 10)[0]
+        allowed = labels[::3]
+        found, _ = index.search(q[None, :], 5, allowed=allowed)
+        assert found == exact_top_k(q, matrix[::3], allowed, 5)[0]
+
+
 def test_exact_top_k_breaks_ties_by_label() -> None:
     matrix = normalize(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
     labels = np.array([9, 3, 5], dtype=np.int64)
