@@ -44,8 +44,13 @@ def to_float32(vectors: Sequence[Sequence[float]] | npt.ArrayLike) -> F32:
 
 def normalize(vectors: F32) -> F32:
     """Rows scaled to unit length in place (zero rows stay zero: their cosine is 0)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    # np.linalg.norm's own arithmetic (the same bits), without its checks: a store normalises
+    # each row it writes while an index is kept
+    norms = np.sqrt(np.add.reduce(vectors * vectors, axis=1, keepdims=True))
+    if norms.all():
+        np.divide(vectors, norms, out=vectors)
+    else:
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
     return vectors
 
 
