@@ -45,15 +45,17 @@ the virtual table cost ~40 us more for a search's 10 rows, and the statement for
 prepared once (sqlite3's statement cache)."""
 
 
-@functools.lru_cache(maxsize=64)
-def by_seqs_sql(count: int, *, versioned: bool, vectors: bool) -> str:
+@functools.lru_cache(maxsize=256)
+def by_seqs_sql(count: int, *, versioned: bool, vectors: bool, excluded: int = 0) -> str:
     """``SELECT {COLUMNS}`` of `count` seqs (the version last if `versioned`: its table is the
-    first parameter), the embedding column NULL unless `vectors`."""
+    first parameter), the embedding column NULL unless `vectors`, leaving out the rows of
+    `excluded` ids (the last parameters)."""
     columns = COLUMNS if vectors else COLUMNS_NO_EMBEDDING
     if versioned:
         columns += _VERSION
     seqs = "SELECT value FROM json_each(?)" if count > _IN_MARKS else ",".join("?" * count)
-    return f"SELECT {columns} FROM memories WHERE seq IN ({seqs})"
+    left_out = f" AND id NOT IN ({','.join('?' * excluded)})" if excluded else ""
+    return f"SELECT {columns} FROM memories WHERE seq IN ({seqs}){left_out}"
 
 
 def seq_params(labels: list[int]) -> list[Any] | tuple[str]:

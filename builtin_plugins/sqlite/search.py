@@ -42,6 +42,9 @@ LOOP_ROWS = 8192
 """Most rows a filtered search allows to be answered on the caller's thread: scoring them
 exactly costs about 0.1 us each (384-d), under a millisecond; bigger filters go to the worker."""
 _VERSION_SQL = "SELECT version FROM memory_tables WHERE table_name = ?"
+EXCLUDED_IN_SQL = 64
+"""Most `SearchParams.exclude` ids a search on the caller's thread leaves out in its statement
+(recall's: the recent conversation, 11), instead of reading their rows to drop them."""
 
 
 class SqliteSearch(SqliteCore):
@@ -172,11 +175,21 @@ class SqliteSearch(SqliteCore):
         version: None unless it is `version` (the index's: then rows and index are of one
         snapshot). No hits: the version alone is read."""
         if not labels:
-            row = conn.execute(_VERSION_SQL, (table,)).fetchone()
-            return [] if row is not None and row[0] == version else None
-        sql = by_seqs_sql(len(labels), versioned=True, vectors=params.with_embeddings)
-        rows = {r[0]: r for r in conn.execute(sql, (table, *seq_params(labels)))}
-        if len(rows) != len(labels) or any(r[-1] != version for r in rows.values()):
+            return [] if _version(conn, table) == version else None
+        excluded = params.exclude if len(params.exclude) <= EXCLUDED_IN_SQL else ()
+        sql = by_seqs_sql(
+            len(labels), versioned=True, vectors=params.with_embeddings, excluded=len(excluded)
+        )
+        values = (table, *seq_params(labels), *(memory_id.bytes for memory_id in excluded))
+        rows = {r[0]: r for r in conn.execute(sql, values)}
+        if excluded:
+            # the rows left out are not read (nor counted): at the index's version every other
+            # hit has its row, and with none read the version is read alone
+            if not rows:
+                return [] if _version(conn, table) == version else None
+        elif len(rows) != len(labels):
+            return None
+        if any(r[-1] != version for r in rows.values()):
             return None
         return _hits(rows, labels, scores, params)
 
@@ -330,6 +343,11 @@ class SqliteSearch(SqliteCore):
         ).fetchall()
         labels, matrix = to_matrix(rows, dim)
         return np.asarray(labels, dtype=np.int64), matrix
+
+
+def _version(conn: sqlite3.Connection, table: str) -> int | None:
+    row = conn.execute(_VERSION_SQL, (table,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def _union(sets: Sequence[I64]) -> I64:

@@ -282,3 +282,28 @@ def test_label_sets_follow_writes_and_drop_what_missed_one() -> None:
     assert sets.get("t", 2, (a, None, None)) is None
     sets.apply("t", 5, 6)  # a write it missed (another process's came between)
     assert not sets.has("t") and sets.get("t", 6, (None, None, c)) is None
+
+
+async def test_hits_all_left_out_still_check_the_version(tmp_path: Path) -> None:
+    """A search whose hits are all in `exclude` reads no row (they are left out in its
+    statement): it reads the table's version instead, and after another process's write it
+    searches again and finds that write's row."""
+    path = tmp_path / "excluded.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    try:
+        mine = [make_memory(i, embedding=[1.0, i / 10], room_id=ROOMS[0]) for i in range(3)]
+        await one.create_memories_batch(mine)
+        room = MemoryQuery(room_id=ROOMS[0])
+        left_out = SearchParams(k=3, exclude=frozenset(m.id for m in mine))
+        for _ in range(2):  # the first reads the room's rows, the second uses the kept set
+            assert await one.search_memories([1.0, 0.0], room, left_out) == []
+            assert await one.search_memories_any([1.0, 0.0], [room, room], left_out) == []
+        theirs = make_memory(9, embedding=[0.0, 1.0], room_id=ROOMS[0])
+        await two.create_memory(theirs)
+        found = await one.search_memories([1.0, 0.0], room, left_out)
+        assert [m.id for m, _ in found] == [theirs.id]
+        found = await one.search_memories_any([1.0, 0.0], [room, room], left_out)
+        assert [m.id for m, _ in found] == [theirs.id]
+    finally:
+        await one.close()
+        await two.close()
