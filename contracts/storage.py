@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -318,11 +318,17 @@ class ScopedSearch(Protocol):
         embedding: Sequence[float],
         queries: Sequence[MemoryQuery],
         params: SearchParams | None = None,
+        *,
+        leave_out: MemoryQuery | None = None,
     ) -> list[tuple[Memory, float]]:
         """The ``params.k`` memories most similar to `embedding` among the rows matching any
         of `queries` (each memory once, best first): for an exact (``flat``) search, what
         `merge_hits` makes of `search_memories` asked each query; an approximate one may
-        differ as each of those searches may. `queries` may name different tables."""
+        differ as each of those searches may. `queries` may name different tables.
+
+        `leave_out`: the memories `get_memories` returns for it (its filters, order and limit:
+        the recent conversation a prompt shows) are left out as ``params.exclude``'s are, at
+        the snapshot the search reads (`search_each` reads them first)."""
         ...
 
 
@@ -331,18 +337,24 @@ async def search_any(
     embedding: Sequence[float],
     queries: Sequence[MemoryQuery],
     params: SearchParams | None = None,
+    *,
+    leave_out: MemoryQuery | None = None,
 ) -> list[tuple[Memory, float]]:
-    """The ``params.k`` best memories matching any of `queries` (`ScopedSearch`): one search
-    where the store can make it (the SQLite store: one scoring of the filters' rows together,
-    one read of the hits), else one per query, merged (`merge_hits`). A recall provider's
-    scopes (this room, the speaker's messages anywhere) are such queries."""
+    """The ``params.k`` best memories matching any of `queries`, beyond ``params.exclude`` and
+    what `leave_out` reads (`ScopedSearch`): one search where the store can make it (the
+    SQLite store: one scoring of the filters' rows together, and one statement reading the
+    hits, leaving out `leave_out`'s rows itself), else one per query, merged (`search_each`).
+    A recall provider's scopes (this room, the speaker's messages anywhere) are such queries,
+    and the recent conversation its `leave_out`."""
     if not queries:
         return []
     scoped = getattr(database, "search_memories_any", None)  # `ScopedSearch`, checked cheaply
     if scoped is not None:
-        found: list[tuple[Memory, float]] = await scoped(embedding, queries, params)
+        found: list[tuple[Memory, float]] = await scoped(
+            embedding, queries, params, leave_out=leave_out
+        )
         return found
-    return await search_each(database, embedding, queries, params)
+    return await search_each(database, embedding, queries, params, leave_out=leave_out)
 
 
 async def search_each(
@@ -350,15 +362,38 @@ async def search_each(
     embedding: Sequence[float],
     queries: Sequence[MemoryQuery],
     params: SearchParams | None = None,
+    *,
+    leave_out: MemoryQuery | None = None,
 ) -> list[tuple[Memory, float]]:
-    """`search_any` by one `search_memories` per query, merged: the reference semantics, and
-    what a store answers that cannot search its filters' rows together."""
+    """`search_any` by reading `leave_out`'s memories, then one `search_memories` per query
+    leaving them out, merged: the reference semantics, and what a store answers that cannot
+    search its filters' rows together. A store written before `SearchParams.exclude` returns
+    what it should leave out: then it is asked for that many more, and they are dropped."""
+    params = params or DEFAULT_SEARCH
+    if leave_out is not None:
+        shown = await database.get_memories(leave_out)
+        params = replace(params, exclude=params.exclude | {memory.id for memory in shown})
+    found = await _each(database, embedding, queries, params)
+    left_out = params.exclude
+    if left_out and any(memory.id in left_out for memory, _ in found):
+        more = replace(params, k=params.k + len(left_out))
+        found = await _each(database, embedding, queries, more)
+        found = [hit for hit in found if hit[0].id not in left_out][: params.k]
+    return found
+
+
+async def _each(
+    database: DatabaseAdapter,
+    embedding: Sequence[float],
+    queries: Sequence[MemoryQuery],
+    params: SearchParams,
+) -> list[tuple[Memory, float]]:
     if len(queries) == 1:
         return await database.search_memories(embedding, queries[0], params)
     each = await asyncio.gather(
         *(database.search_memories(embedding, query, params) for query in queries)
     )
-    return merge_hits(each, (params or DEFAULT_SEARCH).k)
+    return merge_hits(each, params.k)
 
 
 @runtime_checkable

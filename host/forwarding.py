@@ -104,15 +104,17 @@ class ForwardingAdapter:
         embedding: Sequence[float],
         queries: Sequence[MemoryQuery],
         params: SearchParams | None = None,
+        *,
+        leave_out: MemoryQuery | None = None,
     ) -> list[tuple[Memory, float]]:
         """`inner`'s search of several filters at once (`ScopedSearch`), when it has one and
         this wrapper leaves searches as they are; else one `search_memories` per query."""
         scoped = getattr(self.inner, "search_memories_any", None)
         if scoped is None or type(self).search_memories is not ForwardingAdapter.search_memories:
-            return await search_each(self, embedding, queries, params)
+            return await search_each(self, embedding, queries, params, leave_out=leave_out)
         kind = (params or DEFAULT_SEARCH).index_type
         found: list[tuple[Memory, float]] = await self._forward(
-            f"search_{kind}", scoped(embedding, queries, params)
+            f"search_{kind}", scoped(embedding, queries, params, leave_out=leave_out)
         )
         return found
 

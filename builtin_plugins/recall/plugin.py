@@ -78,8 +78,6 @@ class RecallPlugin(Plugin):
         self.settings = settings or RecallSettings()
         self.history = config.agents.history if config is not None else 10
         self._threshold: float | None = self.settings.threshold
-        self._excludes: bool | None = None
-        """False once the store is seen ignoring `SearchParams.exclude`."""
         self._made: dict[tuple[UUID, UUID, UUID], tuple[MemoryQuery, list[MemoryQuery]]] = {}
 
     def providers(self) -> Sequence[Provider]:
@@ -140,40 +138,29 @@ class RecallPlugin(Plugin):
                 )
         return queries
 
-    async def _search(
-        self,
-        filters: list[MemoryQuery],
-        vector: Vector,
-        threshold: float,
-        skip: frozenset[UUID],
-    ) -> list[tuple[Memory, float]]:
-        """The k best beyond `skip` in any scope (which a store honouring `exclude` leaves out
-        itself, unread and undecoded; one that ignores it is asked for k + len(skip)): one
-        search of every scope where the store can (`search_any`: the SQLite store scores the
-        scopes' rows together once and reads the k hits in one statement), else one a scope."""
-        extra = len(skip) if self._excludes is False else 0
-        search = SearchParams(
-            k=self.settings.k + extra, threshold=threshold, with_embeddings=False, exclude=skip
-        )
-        return await search_any(self.database, vector, filters, search)
-
     async def relevant(self, message: Memory, state: State) -> ProviderResult:
         if not message.content.text.strip():
             return ProviderResult()
         vector, threshold = await self._query(message)
         shown, filters = self._queries(message)
-        skip = frozenset([*(m.id for m in await self.database.get_memories(shown)), message.id])
-        found = await self._search(filters, vector, threshold, skip)
-        if self._excludes is not False and any(m.id in skip for m, _ in found):
-            # a store written before `SearchParams.exclude` returns what it should have left
-            # out: from now on ask it for k more than that, and answer this message again
-            self._excludes = False
-            found = await self._search(filters, vector, threshold, skip)
-        top = [
-            (memory, score)
-            for memory, score in found
-            if memory.id not in skip and memory.content.text.strip()
-        ][: self.settings.k]
+        # the k best in any scope beyond the message and the recent conversation (`shown`):
+        # one search where the store can (the SQLite store scores the scopes' rows together
+        # and leaves the conversation out in the statement reading the hits), else the
+        # conversation read first and one search a scope (`search_each`, which also copes
+        # with a store that ignores `exclude`)
+        found = await search_any(
+            self.database,
+            vector,
+            filters,
+            SearchParams(
+                k=self.settings.k,
+                threshold=threshold,
+                with_embeddings=False,
+                exclude=frozenset((message.id,)),
+            ),
+            leave_out=shown,
+        )
+        top = [(memory, score) for memory, score in found if memory.content.text.strip()]
         if not top:
             return ProviderResult()
         top.sort(key=lambda hit: (hit[0].created_at, hit[0].id))  # `Memory.cursor`'s order

@@ -10,17 +10,18 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery
 from contracts.storage import (
     DEFAULT_SEARCH,
+    DatabaseAdapter,
     DimensionMismatchError,
     IndexType,
     SearchParams,
-    merge_hits,
+    search_each,
 )
 from host.storekit import (
     F64,
@@ -132,12 +133,15 @@ class SqliteSearch(SqliteCore):
         embedding: F64,
         queries: Sequence[MemoryQuery],
         params: SearchParams,
+        leave_out: MemoryQuery | None = None,
     ) -> list[tuple[Memory, float]] | None:
         """A filtered search among the rows of its label sets (labels.py; several queries of one
         table: the rows of any of them, scored once), on the index as it stands, in one
         statement as `_search_unfiltered` (None: the worker answers, reading and keeping the
         sets). Index and sets are of one version; the statement reading the rows reads the
-        table's version too, and only when it is theirs are the hits those of that snapshot."""
+        table's version too, and only when it is theirs are the hits those of that snapshot.
+        `leave_out`'s rows (at most its limit: k more are scored) are left out by that
+        statement."""
         table = queries[0].table_name or DEFAULT_TABLE
         index = self._indexes.latest(table, params.index_type)
         if index is None or len(embedding) != index.dim:
@@ -152,15 +156,16 @@ class SqliteSearch(SqliteCore):
                 return None
             sets.append(kept)
         allowed = sets[0] if len(sets) == 1 else _union(sets)
+        shown = 0 if leave_out is None or leave_out.limit is None else leave_out.limit
         labels, scores = index.search(
             query_vector(embedding, index.dim),
-            params.k + len(params.exclude),
+            params.k + len(params.exclude) + shown,
             allowed=allowed,
             probes=params.probes,
             ef_search=params.ef_search,
         )
         labels, scores = above_threshold(labels, scores, params.threshold)
-        return self._rows_at(conn, table, index.version, labels, scores, params)
+        return self._rows_at(conn, table, index.version, labels, scores, params, leave_out)
 
     @staticmethod
     def _rows_at(
@@ -170,19 +175,29 @@ class SqliteSearch(SqliteCore):
         labels: list[int],
         scores: list[float],
         params: SearchParams,
+        leave_out: MemoryQuery | None = None,
     ) -> list[tuple[Memory, float]] | None:
         """The hits `labels` with their rows, read by one statement that also reads `table`'s
         version: None unless it is `version` (the index's: then rows and index are of one
-        snapshot). No hits: the version alone is read."""
+        snapshot). No hits: the version alone is read. The rows of excluded ids and those
+        `leave_out` reads (its filters, order and limit, as `get_memories`) are left out."""
         if not labels:
             return [] if _version(conn, table) == version else None
         excluded = params.exclude if len(params.exclude) <= EXCLUDED_IN_SQL else ()
         sql = by_seqs_sql(
             len(labels), versioned=True, vectors=params.with_embeddings, excluded=len(excluded)
         )
-        values = (table, *seq_params(labels), *(memory_id.bytes for memory_id in excluded))
+        values = [table, *seq_params(labels), *(memory_id.bytes for memory_id in excluded)]
+        if leave_out is not None:
+            where, among = where_clause(leave_out)
+            order = "ASC" if leave_out.order == "asc" else "DESC"
+            sql += (
+                f" AND id NOT IN (SELECT id FROM memories{where}"
+                f" ORDER BY created_at {order}, id {order} LIMIT ?)"
+            )
+            values += [*among, leave_out.limit]
         rows = {r[0]: r for r in conn.execute(sql, values)}
-        if excluded:
+        if excluded or leave_out is not None:
             # the rows left out are not read (nor counted): at the index's version every other
             # hit has its row, and with none read the version is read alone
             if not rows:
@@ -279,31 +294,45 @@ class SqliteSearch(SqliteCore):
         embedding: Sequence[float],
         queries: Sequence[MemoryQuery],
         params: SearchParams | None = None,
+        *,
+        leave_out: MemoryQuery | None = None,
     ) -> list[tuple[Memory, float]]:
         """`contracts.storage.ScopedSearch`: an exact search of several filters of one table
         whose label sets are kept scores their rows together, once, and reads its hits in one
-        statement (the recall provider's room and speaker: one search, not two); other
-        searches go one query at a time (`merge_hits` of theirs), keeping their sets."""
+        statement, which leaves out `leave_out`'s rows itself (the recall provider's room and
+        speaker beyond the recent conversation: one search and one statement, where it took
+        two searches and a read of the conversation); other searches go one query at a time
+        (`search_each`), keeping their sets for the next."""
         params = params or DEFAULT_SEARCH
         check_search(params)
-        if len(queries) == 1:
+        if not queries:
+            return []
+        if leave_out is None and len(queries) == 1:
             return await self.search_memories(embedding, queries[0], params)
-        if queries:
-            table = queries[0].table_name or DEFAULT_TABLE
-            if all((q.table_name or DEFAULT_TABLE) == table for q in queries):
+        table = queries[0].table_name or DEFAULT_TABLE
+        if all((q.table_name or DEFAULT_TABLE) == table for q in queries):
+            if leave_out is None:
                 for query in queries:
                     if not query.filters_rows:  # the whole table: the others add nothing
                         return await self.search_memories(embedding, query, params)
-                if params.index_type == "flat":
-                    vector = as_vector(embedding)
-                    found = self._search_sets_here(vector, queries, params)
-                    if found is not None:
-                        return found
-        each = await asyncio.gather(*(self.search_memories(embedding, q, params) for q in queries))
-        return merge_hits(each, params.k)
+            if (
+                params.index_type == "flat"
+                and all(q.filters_rows for q in queries)
+                and (leave_out is None or (leave_out.limit or 0) <= EXCLUDED_IN_SQL)
+            ):
+                vector = as_vector(embedding)
+                found = self._search_sets_here(vector, queries, params, leave_out)
+                if found is not None:
+                    return found
+        myself = cast("DatabaseAdapter", self)
+        return await search_each(myself, embedding, queries, params, leave_out=leave_out)
 
     def _search_sets_here(
-        self, embedding: F64, queries: Sequence[MemoryQuery], params: SearchParams
+        self,
+        embedding: F64,
+        queries: Sequence[MemoryQuery],
+        params: SearchParams,
+        leave_out: MemoryQuery | None,
     ) -> list[tuple[Memory, float]] | None:
         """`_search_labelled` of several queries on the caller's thread (None: not now)."""
         reader = self._reader
@@ -312,7 +341,7 @@ class SqliteSearch(SqliteCore):
         if not self._index_lock.acquire(blocking=False):
             return None
         try:
-            return self._search_labelled(reader, embedding, queries, params)
+            return self._search_labelled(reader, embedding, queries, params, leave_out)
         except sqlite3.OperationalError:
             return None  # busy or locked: one query at a time, on the worker if need be
         finally:

@@ -613,6 +613,22 @@ async def test_search_any_answers_the_best_of_each_query_merged(
             assert not {m.id for m, _ in found} & params.exclude
             if not params.with_embeddings:
                 assert all(m.embedding is None for m, _ in found)
+        # `leave_out`: what a query reads (a room's latest rows: the recent conversation) is
+        # left out as if its ids were excluded
+        for shown in (
+            MemoryQuery(agent_id=AGENT, room_id=ROOM, limit=4),
+            MemoryQuery(agent_id=AGENT, room_id=ROOM, limit=30, with_embeddings=False),
+            MemoryQuery(entity_id=speaker, order="asc", limit=2),
+        ):
+            ids = frozenset(m.id for m in await memory_store.get_memories(shown))
+            for queries in (scopes, scopes[:1], [*scopes, MemoryQuery(agent_id=AGENT)]):
+                params = SearchParams(k=6, exclude=left_out)
+                found = await search_any(memory_store, vector, queries, params, leave_out=shown)
+                expected = await search_each(
+                    memory_store, vector, queries, SearchParams(k=6, exclude=left_out | ids)
+                )
+                assert [m.id for m, _ in found] == [m.id for m, _ in expected]
+                assert not {m.id for m, _ in found} & (ids | left_out)
     one_table = await search_any(memory_store, [1.0] * 6, scopes, SearchParams(k=50))
     expected_ids = {
         m.id

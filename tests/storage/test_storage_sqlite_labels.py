@@ -132,6 +132,14 @@ async def test_filtered_searches_follow_every_write_of_this_and_another_process(
                 )
                 expected = await _reference(one, vector, pair, 8)
                 assert [m.id for m, _ in found] == expected, (step, pair)
+                # and beyond a room's latest rows (recall's recent conversation)
+                shown = MemoryQuery(room_id=ROOMS[0], limit=5)
+                found = await one.search_memories_any(
+                    vector.tolist(), pair, SearchParams(k=8, index_type=index_type), leave_out=shown
+                )
+                recent = {m.id for m in await one.get_memories(shown)}
+                beyond = [i for i in await _reference(one, vector, pair, 20) if i not in recent]
+                assert [m.id for m, _ in found] == beyond[:8], (step, pair)
     finally:
         await one.close()
         await two.close()
