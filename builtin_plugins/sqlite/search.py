@@ -318,7 +318,10 @@ class SqliteSearch(SqliteCore):
             if (
                 params.index_type == "flat"
                 and all(q.filters_rows for q in queries)
-                and (leave_out is None or (leave_out.limit or 0) <= EXCLUDED_IN_SQL)
+                and (
+                    leave_out is None
+                    or (leave_out.limit is not None and leave_out.limit <= EXCLUDED_IN_SQL)
+                )
             ):
                 vector = as_vector(embedding)
                 found = self._search_sets_here(vector, queries, params, leave_out)

@@ -619,6 +619,7 @@ async def test_search_any_answers_the_best_of_each_query_merged(
             MemoryQuery(agent_id=AGENT, room_id=ROOM, limit=4),
             MemoryQuery(agent_id=AGENT, room_id=ROOM, limit=30, with_embeddings=False),
             MemoryQuery(entity_id=speaker, order="asc", limit=2),
+            MemoryQuery(agent_id=AGENT, room_id=OTHER_ROOM),  # no limit: all its rows
         ):
             ids = frozenset(m.id for m in await memory_store.get_memories(shown))
             for queries in (scopes, scopes[:1], [*scopes, MemoryQuery(agent_id=AGENT)]):
