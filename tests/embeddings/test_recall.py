@@ -160,9 +160,10 @@ class _IgnoresExclude(ForwardingAdapter):
 async def test_a_store_that_ignores_exclude_still_gets_k_memories_recalled(
     tmp_path: Path,
 ) -> None:
-    """Recall asks each scope for its k best beyond the recent conversation; a store that
-    ignores `exclude` would fill those k with the message and the recent conversation, and
-    recall (which drops them) would show fewer. Seen once, recall asks it for k more."""
+    """Recall asks for the k best beyond the recent conversation; a store that ignores
+    `exclude` would fill those k with the message and the recent conversation. Such a store
+    (one that overrides `search_memories` behind `ForwardingAdapter`) is searched one scope at
+    a time (`search_each`), which sees them come back and asks it for that many more."""
     models = ModelRegistry()
     for handler in ElizaPlugin().models():
         models.register(handler, owner="eliza")
@@ -189,4 +190,4 @@ async def test_a_store_that_ignores_exclude_still_gets_k_memories_recalled(
         # the 11 latest (the recent conversation and the question) are left out
         assert len(shown) == 3 and set(shown) <= set(texts[:10])
         again = await recall.relevant(message, state)
-        assert again.values["relevant_memory_count"] == 3  # asks for k more from now on
+        assert again.values["relevant_memory_count"] == 3
