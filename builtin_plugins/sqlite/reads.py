@@ -45,7 +45,7 @@ class SqliteReads(SqliteCore):
         if query.limit is not None and query.limit <= worker.INLINE_ROWS:
             found = self._read_here(self._get_many, query)
             if found is not None:
-                return found[0]
+                return await self._paced(found[0])
         return await self._run(self._get_many, query)
 
     def _read_here(self, read: Callable[[A, sqlite3.Connection], T], arg: A) -> tuple[T] | None:
@@ -121,7 +121,7 @@ class SqliteReads(SqliteCore):
     async def embedding_dimension(self, table_name: str) -> int | None:
         found = self._read_here(self._dimension, table_name)
         if found is not None:
-            return found[0]
+            return await self._paced(found[0])
         return await self._run(self._dimension, table_name)
 
     def _dimension(self, table: str, conn: sqlite3.Connection | None = None) -> int | None:

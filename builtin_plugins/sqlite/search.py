@@ -64,7 +64,7 @@ class SqliteSearch(SqliteCore):
         if (kind != "flat" or args[1].filters_rows) and self._executor is not None:
             found = self._search_here(*args)
             if found is not None:
-                return found
+                return await self._paced(found)
         return await self._run(self._search, *args)
 
     def _search_here(
@@ -326,7 +326,7 @@ class SqliteSearch(SqliteCore):
                 vector = as_vector(embedding)
                 found = self._search_sets_here(vector, queries, params, leave_out)
                 if found is not None:
-                    return found
+                    return await self._paced(found)
         myself = cast("DatabaseAdapter", self)
         return await search_each(myself, embedding, queries, params, leave_out=leave_out)
 

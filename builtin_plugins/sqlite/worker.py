@@ -57,8 +57,9 @@ def _busy(exc: BaseException) -> bool:
 
 
 YIELD_EVERY = 0.001
-"""Seconds a task writing with nothing else ready may go on without yielding to the loop
-(`_submit`): the loop still polls for I/O (and runs its timers) at least this often."""
+"""Seconds a task writing with nothing else ready (`_submit`), or reading and searching on the
+loop's thread (`_paced`), may go on without yielding to the loop: the loop still polls for I/O
+(and runs its other tasks and its timers) at least this often."""
 
 
 def _alone(loop: asyncio.AbstractEventLoop) -> bool:
@@ -109,7 +110,9 @@ class SqliteCore:
         self._queue: list[Job] = []
         """Writes waiting for the worker's next group commit (`_drain`)."""
         self._yielded: tuple[asyncio.AbstractEventLoop | None, float] = (None, 0.0)
-        """The loop a group's first writer last yielded to, and when (`_submit`)."""
+        """The loop last known to have turned for this store's caller, and when: a group's
+        first writer yielded (`_submit`), a call answered here paced (`_paced`), or a call
+        waited for the worker (`_run`)."""
         self._groups: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         """Per event loop, the small writes of its current turn, committed together on its
         thread by the first of them (`_submit`); no entry while none is gathering. Per loop:
@@ -197,6 +200,20 @@ class SqliteCore:
             )
         finally:
             self._worker_calls -= 1
+            self._yielded = (loop, _clock())  # waiting for the worker, the loop turned
+
+    async def _paced(self, value: T) -> T:
+        """`value`, after one turn of the loop if calls answered on its thread (`_read_here`,
+        `_search_here`, small writes) have kept it from turning for `YIELD_EVERY`. Such a call
+        never suspends: without this, a task reading or searching in a loop (each answered
+        here) would run forever, and every other task, timer and I/O callback of the loop
+        would wait for it (a group commit's callers included)."""
+        loop = asyncio.get_running_loop()
+        last = self._yielded
+        if last[0] is not loop or _clock() - last[1] >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._yielded = (loop, _clock())
+        return value
 
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         with self._conn_lock:

@@ -27,7 +27,7 @@ from contracts.storage import (
     SearchParams,
 )
 
-from .storage_helpers import make_memory
+from .storage_helpers import ROOM, make_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -337,3 +337,52 @@ async def test_kill_9_mid_write_leaves_no_partial_batch_and_loses_no_acknowledge
     missing = [batch for batch in acked if batch not in counts]
     assert not missing, f"{len(missing)} acknowledged batches lost"
     assert len(counts) >= len(acked)
+
+
+@pytest.mark.parametrize("call", ["search", "read"])
+async def test_a_task_searching_or_reading_in_a_loop_lets_the_other_tasks_run(
+    tmp_path: Path, call: str
+) -> None:
+    """A search or a small read answered on the loop's thread never suspends: a task making
+    them in a loop still lets the loop turn every `YIELD_EVERY` (its timers fire, the other
+    tasks run), where it used to hold it for good (tests/storage/sqlite_writer_child.py's
+    readers starved its writers: the crash test hung)."""
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    await db.create_memories_batch(
+        [make_memory(i, embedding=[1.0, float(i), 0.5]) for i in range(20)]
+    )
+    query = MemoryQuery(room_id=ROOM, table_name="messages", limit=5)
+    answered_here = 0
+
+    async def one() -> None:
+        nonlocal answered_here
+        calls = db._worker_calls
+        if call == "search":
+            await db.search_memories([1.0, 2.0, 0.5], query, SearchParams(k=3))
+        else:
+            await db.get_memories(query)
+        answered_here += db._worker_calls == calls
+
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while len(ticks) < 5:
+            await asyncio.sleep(0.002)
+            ticks.append(time.perf_counter())
+
+    async def busy() -> int:
+        started, calls = time.perf_counter(), 0
+        while time.perf_counter() - started < 0.5:  # bounded: the old code ran it all through
+            await one()
+            calls += 1
+        return calls
+
+    await one()  # the label set is built, the reader connection open
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    calls = await busy()
+    assert answered_here > calls // 2  # the calls were answered here, not by the worker
+    assert len(ticks) == 5 and ticks[-1] - started < 0.4, "the loop was held by the busy task"
+    await ticking
+    await db.close()
