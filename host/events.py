@@ -233,7 +233,8 @@ class EventBus:
         """Active subscriptions (to `event`, in run order), for `agenthost` introspection."""
         if event is None:
             return sorted([s for v in self._subs.values() for s in v] + self._any, key=sort_key)
-        return list(self._handlers_for(event.name).subs)
+        plan = self._plan.get(event.name) or self._handlers_for(event.name)
+        return list(plan.subs)
 
     # emitting -------------------------------------------------------------------------------
 
@@ -367,6 +368,9 @@ class EventBus:
         timed = 0
         if any(sub.kind is TIMED for sub in runs):
             timed = ALL_TIMED if all(sub.kind is TIMED for sub in runs) else SOME_TIMED
+        replaced = self._plan.get(name)
+        if replaced is not None and replaced.count:  # its emits are kept: counts only go up
+            self._counts[name] = self._counts.get(name, 0) + replaced.count
         plan = self._plan[name] = _Plan(tuple(runs), timed)
         return plan
 

@@ -23,6 +23,7 @@ from contracts.events import (
     HandlerFailedPayload,
 )
 from host.events import EventBus, HandlerSubscription
+from host.handles import PluginBus
 
 STARTED = AgentPayload(agent_id=uuid4(), name="eliza")
 
@@ -231,6 +232,28 @@ async def test_counts_survive_subscriptions_changed_during_and_between_emits() -
     await bus.emit(AGENT_STOPPED, STARTED)
     assert bus.counts == {"agent:started": 3, "agent:stopped": 1}
     assert len(bus.subscriptions(AGENT_STARTED)) == 4
+
+
+async def test_listing_subscriptions_and_a_plugins_off_keep_the_counts() -> None:
+    """`subscriptions(event)` (which a plugin's ``off`` calls too) rebuilt the event's plan
+    and dropped its count: ``agenthost.events.emitted`` must only go up."""
+    bus = EventBus()
+    handle = PluginBus(bus, "counted")
+
+    def listener(payload: AgentPayload) -> None:
+        pass
+
+    handle.on(AGENT_STARTED, listener)
+    for _ in range(5):
+        await bus.emit(AGENT_STARTED, STARTED)
+    assert len(bus.subscriptions(AGENT_STARTED)) == 1
+    assert bus.counts["agent:started"] == 5
+    assert handle.subscriptions(AGENT_STARTED) and bus.counts["agent:started"] == 5
+    await bus.emit(AGENT_STARTED, STARTED)
+    assert handle.off(AGENT_STARTED, listener)
+    assert bus.counts["agent:started"] == 6
+    await bus.emit(AGENT_STARTED, STARTED)
+    assert bus.subscriptions(AGENT_STARTED) == [] and bus.counts["agent:started"] == 7
 
 
 # a model of subscribe / cancel / unload / emit ------------------------------------------------
