@@ -132,17 +132,25 @@ def _as_uuid(value: Any) -> UUID | None:
     if isinstance(value, UUID):
         return value
     if isinstance(value, str):
-        return _parsed_uuid(value)
+        # only a UUID's length is remembered: the text can come from a client (a message's
+        # metadata sets ``content.in_reply_to``), up to 1 MB, and 4096 of those would stay
+        return _parsed_uuid(value) if len(value) <= _UUID_TEXT_MAX else _uuid_of(value)
     return None
 
 
-@functools.lru_cache(maxsize=4096)
-def _parsed_uuid(text: str) -> UUID | None:
-    """A UUID's text parsed (a reply's ``content.in_reply_to`` is text, read by two events)."""
+_UUID_TEXT_MAX = 45
+"""The longest text `UUID()` reads: ``urn:uuid:`` and 36 characters."""
+
+
+def _uuid_of(text: str) -> UUID | None:
     try:
         return UUID(text)
     except ValueError:
         return None
+
+
+_parsed_uuid = functools.lru_cache(maxsize=4096)(_uuid_of)
+"""`_uuid_of`, remembered (a reply's ``content.in_reply_to`` is text, read by two events)."""
 
 
 _UUID_TEXT: dict[int, str] = {}

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from builtin_plugins.audit import AuditRecorder, AuditSettings
-from builtin_plugins.audit.recorder import HOST_AGGREGATE
+from builtin_plugins.audit.recorder import HOST_AGGREGATE, _parsed_uuid, correlation_of
 from contracts.eventstore import DomainEvent, EncodedEvent, EventStore, EventStoreError
 from contracts.memory import Content, Memory
 from contracts.models import EmbeddingResult
@@ -296,3 +296,17 @@ async def test_an_error_escaping_the_writer_costs_its_batch_only(
         await recorder.aclose()
     assert [e.data["i"] for e in await sqlite_store.read_all()] == [1]
     assert recorder.recorded == 1
+
+
+def test_a_long_in_reply_to_is_parsed_but_not_remembered() -> None:
+    """A client sets ``content.in_reply_to`` through a message's metadata, up to 1 MB: the
+    UUID parse cache keeps only texts of a UUID's length (4096 such would hold ~4 GB)."""
+    _parsed_uuid.cache_clear()
+    agent, room, replied = str(uuid4()), str(uuid4()), uuid4()
+    long = memory(agent, room, "hi", reply_to="x" * 100_000)
+    assert correlation_of("message:received", long) == long.id  # not a UUID: the memory's
+    dashed = "-".join(replied.hex)  # 63 characters, still a UUID's text
+    assert correlation_of("memory:created", memory(agent, room, "hi", dashed)) == replied
+    assert _parsed_uuid.cache_info().currsize == 0
+    assert correlation_of("message:sent", memory(agent, room, "hi", str(replied))) == replied
+    assert _parsed_uuid.cache_info().currsize == 1  # a UUID's text is remembered
