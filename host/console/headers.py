@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SECURITY_HEADERS", "SecurityHeaders", "console_path"]
+__all__ = ["SECURITY_HEADERS", "SecurityHeaders", "console_path", "route_path"]
 
 SECURITY_HEADERS = {
     # scripts, styles and connections from this host only, no inline script, no framing: an
@@ -28,6 +28,16 @@ def console_path(path: str) -> bool:
     return path in ("/", "/login", "/logout") or path.startswith("/console/")
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app's routes match: without the ``root_path`` the app is served under
+    (uvicorn's ``--root-path``, or a parent app mounting it at a prefix)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
 class SecurityHeaders:
     """Adds `SECURITY_HEADERS` to every response of the console's paths (pages, fragments,
     redirects, refusals, streams, assets), whichever code path made it."""
@@ -36,7 +46,7 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not console_path(scope["path"]):
+        if scope["type"] != "http" or not console_path(route_path(scope)):
             await self.app(scope, receive, send)
             return
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
-from .headers import SecurityHeaders, console_path
+from .headers import SecurityHeaders, console_path, route_path
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -55,7 +55,7 @@ class _Pending(BaseRoute):
         self.host = host
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http" and console_path(_route_path(scope)):
+        if scope["type"] == "http" and console_path(route_path(scope)):
             return Match.FULL, {}
         return Match.NONE, {}
 
@@ -72,26 +72,21 @@ class _Pending(BaseRoute):
         await self.app.router(scope, receive, send)
 
 
-def _route_path(scope: Scope) -> str:
-    """The path the app's routes match (without the ``root_path`` it is served under)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        return path[len(root) :]
-    return path
-
-
 async def _login_required(request: Request, _exc: Exception) -> Response:
-    stream = request.url.path.startswith("/console/stream/")  # an EventSource
+    """401 for a fragment, a stream or a state change; a page redirects to the login form,
+    under the prefix the app is served at (its ``root_path``), back to the page after."""
+    stream = route_path(request.scope).startswith("/console/stream/")  # an EventSource
     fragment = request.headers.get("hx-request") or stream
+    login = f"{request.scope.get('root_path', '')}/login"
     if fragment or request.method != "GET":
         return JSONResponse(
             {"detail": "log in to the console (or send the API key)"},
             status_code=401,
-            headers={"HX-Redirect": "/login"},
+            headers={"HX-Redirect": login},
         )
+    # the page's whole path: the prefix included, as the browser must ask for it again
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+    return RedirectResponse(f"{login}?{urlencode({'next': target})}", status_code=303)
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

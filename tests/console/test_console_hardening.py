@@ -21,6 +21,8 @@ from fastapi.routing import iter_route_contexts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
 from host.app import Host
@@ -169,6 +171,28 @@ async def test_concurrent_first_requests_install_the_console_once(keyed: Host) -
     # once: the routes before the console, then its static files and one entry per router
     assert kinds[: len(before) - 1] == before[:-1]
     assert len(kinds) == len(before) - 1 + 1 + len(ROUTERS), "the console installed twice"
+
+
+async def test_under_a_prefix_answers_carry_the_headers_and_log_in_there(keyed: Host) -> None:
+    """A parent app mounting the host's app at ``/ah`` (its routes see a ``root_path``): the
+    console's answers still carry the security headers, and a page sends the browser to the
+    login form under ``/ah``, back to the page after; the API's answers stay without them."""
+    assert keyed.http is not None
+    parent = Starlette(routes=[Mount("/ah", app=keyed.http.config.app)])
+    transport = httpx.ASGITransport(app=parent)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        page = await client.get("/ah/console/agents?room=r1")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/ah/login?next=%2Fah%2Fconsole%2Fagents%3Froom%3Dr1"
+        fragment = await client.get("/ah/console/agents", headers={"HX-Request": "true"})
+        assert fragment.status_code == 401 and fragment.headers["hx-redirect"] == "/ah/login"
+        for answer in (page, fragment, await client.get("/ah/login")):
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+            assert answer.headers["x-frame-options"] == "DENY"
+        asset = await client.get("/ah/console/static/htmx.min.js")
+        assert asset.status_code == 200 and asset.headers["x-frame-options"] == "DENY"
+        health = await client.get("/ah/health")
+        assert health.status_code == 200 and "x-frame-options" not in health.headers
 
 
 async def test_every_state_change_needs_the_token_and_the_same_origin(keyed: Host) -> None:
