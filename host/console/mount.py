@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from loguru import logger
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from host.app import Host
 
 __all__ = ["LoginRequired", "Refused", "mount_console"]
+
+_log = logger.bind(component="console")
 
 
 class LoginRequired(Exception):
@@ -60,16 +63,43 @@ class _Pending(BaseRoute):
         return Match.NONE, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self in self.app.router.routes:
+            try:
+                self._install()
+            except Exception as exc:
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                _log.opt(exception=exc).error(
+                    "the console could not be installed ({}); the next request tries again",
+                    cause,
+                )
+                unavailable = JSONResponse(
+                    {"detail": "the console could not be installed (the host's log says why)"},
+                    status_code=503,
+                )
+                await unavailable(scope, receive, send)
+                return
+        await self.app.router(scope, receive, send)
+
+    def _install(self) -> None:
+        """Install the console's routes where this route stands, then drop it; if installing
+        fails, the routes and ``app.state`` are as they were (this route stays, to try again)."""
         routes = self.app.router.routes
-        if self in routes:
+        kept = list(routes)
+        state = self.app.state
+        had_console = hasattr(state, "console")
+        try:
             from .routes import install
 
-            at = routes.index(self)
-            routes.remove(self)
-            before = len(routes)
             install(self.app, self.host)
-            routes[at:] = routes[before:] + routes[at:before]  # where this route stood
-        await self.app.router(scope, receive, send)
+        except BaseException:
+            routes[:] = kept
+            if not had_console and hasattr(state, "console"):
+                for sub in state.console.rooms.subscriptions:  # it subscribed to the bus
+                    sub.cancel()
+                del state.console
+            raise
+        at = kept.index(self)
+        routes[:] = kept[:at] + routes[len(kept) :] + kept[at + 1 :]  # where this route stood
 
 
 async def _login_required(request: Request, _exc: Exception) -> Response:

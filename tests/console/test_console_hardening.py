@@ -20,6 +20,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loguru import logger
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -193,6 +194,42 @@ async def test_under_a_prefix_answers_carry_the_headers_and_log_in_there(keyed: 
         assert asset.status_code == 200 and asset.headers["x-frame-options"] == "DENY"
         health = await client.get("/ah/health")
         assert health.status_code == 200 and "x-frame-options" not in health.headers
+
+
+async def test_a_failed_install_answers_503_keeps_the_routes_and_is_tried_again(
+    keyed: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installing the console at its first request fails (its static directory is missing,
+    after its state was made): that request is a 503 saying so and the log names the cause,
+    the routes and ``app.state`` are as before (no 404s after, nothing left subscribed), and
+    the next request installs it."""
+    from host.console import routes
+
+    assert keyed.http is not None
+    app = keyed.http.config.app
+    before = list(app.routes)
+    subscribed = len(keyed.events.subscriptions())
+    monkeypatch.setattr(routes, "_HERE", tmp_path / "gone")  # StaticFiles: no such directory
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="ERROR")
+    try:
+        async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30) as client:
+            for _ in range(2):
+                failed = await client.get("/console/agents")
+                assert failed.status_code == 503, failed.text[:200]
+                assert "could not be installed" in failed.json()["detail"]
+                assert "frame-ancestors 'none'" in failed.headers["content-security-policy"]
+                assert app.routes == before and not hasattr(app.state, "console")
+                assert len(keyed.events.subscriptions()) == subscribed
+            assert any("could not be installed" in line and "gone" in line for line in lines)
+            monkeypatch.undo()
+            page = await client.get("/console/agents")
+            assert page.status_code == 303 and page.headers["location"].startswith("/login?")
+            assert (await client.get("/login")).status_code == 200
+    finally:
+        logger.remove(sink)
+    assert "_Pending" not in [type(r).__name__ for r in app.routes]
+    assert hasattr(app.state, "console")
 
 
 async def test_every_state_change_needs_the_token_and_the_same_origin(keyed: Host) -> None:
