@@ -11,13 +11,14 @@ and is routed again. Concurrent first requests install it once (installing does 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from loguru import logger
+from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from .headers import SecurityHeaders, console_path, route_path
@@ -61,6 +62,11 @@ class _Pending(BaseRoute):
         if scope["type"] == "http" and console_path(route_path(scope)):
             return Match.FULL, {}
         return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        """No name of its own: the router goes on to the routes after it (`BaseRoute`'s
+        raises NotImplementedError, a 500 from ``request.url_for`` of any name it reached)."""
+        raise NoMatchFound(name, path_params)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self in self.app.router.routes:

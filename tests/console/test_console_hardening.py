@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from loguru import logger
 from pydantic import SecretStr
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.routing import Mount, NoMatchFound
 
 from contracts.config import AgentsSettings, HostConfig, HttpSettings, PluginsSettings
 from host.app import Host
@@ -230,6 +231,24 @@ async def test_a_failed_install_answers_503_keeps_the_routes_and_is_tried_again(
         logger.remove(sink)
     assert "_Pending" not in [type(r).__name__ for r in app.routes]
     assert hasattr(app.state, "console")
+
+
+async def test_url_for_reaches_past_the_console_before_it_is_installed(keyed: Host) -> None:
+    """The route standing for the console has no name: ``url_for`` goes on to a route added
+    after it, and an unknown name is `NoMatchFound`, not a 500 from NotImplementedError."""
+    assert keyed.http is not None
+    app = keyed.http.config.app
+
+    async def later(request: Request) -> dict[str, str]:
+        return {"url": str(request.url_for("later", n="7"))}
+
+    app.add_api_route("/later/{n}", later, name="later")
+    assert type(app.routes[-2]).__name__ == "_Pending"  # the new route comes after it
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("no-such-route")
+    async with httpx.AsyncClient(base_url=keyed.http.url, timeout=30) as client:
+        found = await client.get("/later/7", headers={"X-API-Key": KEY})
+    assert found.status_code == 200 and found.json()["url"].endswith("/later/7"), found.text
 
 
 async def test_every_state_change_needs_the_token_and_the_same_origin(keyed: Host) -> None:
