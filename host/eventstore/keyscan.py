@@ -6,7 +6,9 @@ the class-level ones from the cache and walks only those run-time parts (usually
 dicts), skipping fields that can only hold scalars and the fields left out of the record. It
 answers `CLEAN` (no key can name a secret), `SECRET` (one does: mask it the slow way) or
 `OPAQUE` (something it cannot see through: a dataclass, a custom serializer, a computed field,
-a non-string key), for which the caller falls back to scanning the serialized text.
+a non-string key), for which the caller falls back to scanning the serialized text. A model
+whose config writes NaN and infinities as bare ``NaN``/``Infinity`` (not JSON) is `SECRET`
+too: the slow way is the one that writes them as null.
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ this, every model holding a `Memory` (its ``embedding``) would be searched as te
 
 @functools.lru_cache(maxsize=1024)
 def _class_keys(cls: type[BaseModel], is_secret: Any, drop: frozenset[str]) -> _ClassKeys:
+    if cls.model_config.get("ser_json_inf_nan") == "constants":
+        # its JSON writes NaN and Infinity bare (not JSON: the stores refuse or keep them
+        # as is), whatever the encoder asks: the slow way turns them into null
+        return _ClassKeys(SECRET, (), False)
     decorators = cls.__pydantic_decorators__
     if (
         decorators.model_serializers

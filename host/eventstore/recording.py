@@ -219,6 +219,8 @@ class PayloadEncoder:
         except (ValueError, UnicodeDecodeError):  # e.g. a lone surrogate: let the slow path say
             return self.slow(payload)
         if verdict == OPAQUE:  # keys `scan` could not see: look for secrets in the text
+            if "NaN" in text or "Infinity" in text:  # maybe a config's bare constants
+                return self.slow(payload)
             flat = text.lower().replace("_", "").replace("-", "")
             for needle in self._needles:
                 if needle in flat:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any, ClassVar
 from uuid import uuid4
 
 import pytest
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from builtin_plugins.audit import AuditRecorder, AuditSettings
 from builtin_plugins.audit.recorder import HOST_AGGREGATE, _parsed_uuid, correlation_of
@@ -310,3 +312,51 @@ def test_a_long_in_reply_to_is_parsed_but_not_remembered() -> None:
     assert _parsed_uuid.cache_info().currsize == 0
     assert correlation_of("message:sent", memory(agent, room, "hi", str(replied))) == replied
     assert _parsed_uuid.cache_info().currsize == 1  # a UUID's text is remembered
+
+
+class Reading(BaseModel):
+    """A payload whose config writes NaN and infinities as bare constants (not JSON)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+    value: float
+    samples: list[float]
+
+
+@pydantic_dataclass(config=ConfigDict(ser_json_inf_nan="constants"))
+class DataReading:
+    """The same as a pydantic dataclass (`keyscan` cannot see into it: the text is looked at)."""
+
+    agent_id: str
+    value: float
+
+
+class Holder(BaseModel):
+    agent_id: str
+    reading: Any  # a model only known at run time
+    typed: Reading
+
+
+async def test_nan_and_infinity_of_a_constants_model_are_stored_as_json(tmp_path: Path) -> None:
+    """The recorder vouches to SQLite that its texts are JSON (no json() check per row): a
+    model with ``ser_json_inf_nan='constants'`` (its own, or one it holds) must not get
+    ``{"value":Infinity}`` into the trail."""
+    path = tmp_path / "audit.sqlite3"
+    store = await SqliteEventStore.open(path)
+    recorder = AuditRecorder(store)
+    agent = str(uuid4())
+    odd = Reading(value=float("inf"), samples=[float("nan"), -float("inf"), 1.5])
+    try:
+        recorder.record("model:used", Reading(value=float("nan"), samples=[]))
+        recorder.record("model:used", Holder(agent_id=agent, reading=odd, typed=odd))
+        recorder.record("model:used", DataReading(agent_id=agent, value=float("-inf")))
+        await recorder.flush()
+        assert recorder.recorded == 3 and recorder.dropped == 0
+        stored = await store.get_events(agent)
+        assert stored[0].data["reading"] == {"value": None, "samples": [None, None, 1.5]}
+        assert stored[1].data == {"agent_id": agent, "value": None}
+    finally:
+        await recorder.aclose()
+        await store.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT data, json_valid(data) FROM event_log").fetchall()
+    assert len(rows) == 3 and all(valid == 1 for _, valid in rows), rows
