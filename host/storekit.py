@@ -17,7 +17,8 @@ store) import nothing else of the host: tests/foundation/test_import_rules.py ch
 - wrapping a store: `ForwardingAdapter`;
 - PostgreSQL (imported on first use, with psycopg): `pooled`, `describe_url`, `safe_text`,
   `pool_gauges`, `PostgresEventStore`;
-- event stores: `SqliteEventStore`, `PayloadEncoder`, `schema_version_of`, `SECRET_KEYS`.
+- event stores: `SqliteEventStore`, `PayloadEncoder`, `schema_version_of`, `is_model`,
+  `SECRET_KEYS`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.storage import BatchError, DimensionMismatchError
+from host.eventstore.keyscan import is_model
 from host.eventstore.recording import PayloadEncoder, schema_version_of
 from host.eventstore.sqlite import SqliteEventStore
 from host.forwarding import ForwardingAdapter
@@ -87,6 +89,7 @@ __all__ = [
     "describe_url",
     "float32_array",
     "float32_bytes",
+    "is_model",
     "lazy_memory",
     "metadata_from_json",
     "metadata_json",

@@ -33,11 +33,10 @@ from collections import deque
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any
 from uuid import UUID
 
 from loguru import logger
-from pydantic import BaseModel
 from pydantic_core import to_json
 
 from contracts.cluster import MessageTry, current_try
@@ -47,7 +46,7 @@ from contracts.eventstore import (
     EventStoreError,
     EventStoreUnavailableError,
 )
-from host.storekit import PayloadEncoder, schema_version_of
+from host.storekit import PayloadEncoder, is_model, schema_version_of
 
 from .settings import AuditSettings
 
@@ -73,17 +72,7 @@ its ``message:received`` is recorded, so events whose payload does not name the 
 message (``model:used`` from the model registry) are still filed under them."""
 
 
-_MODEL_TYPES: dict[type, bool] = {}
-
-
-def _is_model(value: object) -> TypeGuard[BaseModel]:
-    # isinstance(x, BaseModel) goes through ABCMeta.__instancecheck__: slow, and asked ~10
-    # times per recorded event.
-    cls = type(value)
-    known = _MODEL_TYPES.get(cls)
-    if known is None:
-        known = _MODEL_TYPES[cls] = issubclass(cls, BaseModel)
-    return known
+_is_model = is_model  # isinstance(x, BaseModel), asked ~10 times per recorded event
 
 
 class _Attributes:

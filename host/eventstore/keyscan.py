@@ -14,19 +14,29 @@ too: the slow way is the one that writes them as null.
 from __future__ import annotations
 
 import enum
-import functools
+import weakref
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import PurePath
 from types import UnionType
-from typing import Annotated, Any, Literal, NamedTuple, TypeGuard, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NamedTuple,
+    TypeGuard,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 from uuid import UUID
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from contracts.vector import Vector
 
-__all__ = ["CLEAN", "OPAQUE", "SECRET", "is_model", "scan"]
+__all__ = ["CLEAN", "OPAQUE", "SECRET", "is_model", "remember", "scan"]
 
 CLEAN, SECRET, OPAQUE = 0, 1, 2
 
@@ -117,8 +127,35 @@ _KEYLESS_SERIALIZERS: tuple[Any, ...] = (Vector.tolist,)
 this, every model holding a `Memory` (its ``embedding``) would be searched as text."""
 
 
-@functools.lru_cache(maxsize=1024)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(cache: dict[K, V], kind: type, key: K, value: V) -> V:
+    """``cache[key] = value`` (a key naming class `kind` by its id) until `kind` is collected:
+    then the entry goes, before the id can be reused. A cache per class that keeps no class
+    alive, so the classes of a plugin reloaded in dev mode are freed. A
+    `weakref.WeakKeyDictionary` would do the same at over twice the cost of a lookup (its
+    ``get`` is Python code); these are asked for every model of every recorded event."""
+    if key not in cache:
+        weakref.finalize(kind, cache.pop, key, None).atexit = False
+    cache[key] = value
+    return value
+
+
+_CLASS_KEYS: dict[tuple[int, Any, frozenset[str]], _ClassKeys] = {}
+"""(id of a model class, is_secret, drop) -> its `_ClassKeys` (see `remember`)."""
+
+
 def _class_keys(cls: type[BaseModel], is_secret: Any, drop: frozenset[str]) -> _ClassKeys:
+    key = (id(cls), is_secret, drop)
+    found = _CLASS_KEYS.get(key)
+    if found is None:
+        found = remember(_CLASS_KEYS, cls, key, _keys_of(cls, is_secret, drop))
+    return found
+
+
+def _keys_of(cls: type[BaseModel], is_secret: Any, drop: frozenset[str]) -> _ClassKeys:
     if cls.model_config.get("ser_json_inf_nan") == "constants":
         # its JSON writes NaN and Infinity bare (not JSON: the stores refuse or keep them
         # as is), whatever the encoder asks: the slow way turns them into null
@@ -146,17 +183,20 @@ def _class_keys(cls: type[BaseModel], is_secret: Any, drop: frozenset[str]) -> _
 _CONTAINERS: frozenset[type] = frozenset({dict, list, tuple, set, frozenset})
 """Exact container types: an empty one holds no key (skipped without a call)."""
 
-_MODEL_TYPES: dict[type, bool] = {}
+_MODEL_META = type(BaseModel)
+"""pydantic's model metaclass: every model class is an instance of it (or of a subclass)."""
 
 
 def is_model(value: object) -> TypeGuard[BaseModel]:
-    """``isinstance(value, BaseModel)``, remembered per class (the isinstance goes through
-    ``ABCMeta.__instancecheck__``: slow, and asked for every model a payload holds)."""
-    kind = type(value)
-    known = _MODEL_TYPES.get(kind)
-    if known is None:
-        known = _MODEL_TYPES[kind] = issubclass(kind, BaseModel)
-    return known
+    """``isinstance(value, BaseModel)``, told from the class's metaclass where it can be
+    (the isinstance goes through ``ABCMeta.__instancecheck__``: slow, and asked for every
+    model a payload holds). Nothing is remembered per class, so no class is kept alive."""
+    meta = type(type(value))
+    if meta is _MODEL_META:
+        return True
+    if meta is type:  # a model class's metaclass is pydantic's: a plain class is no model
+        return False
+    return issubclass(type(value), BaseModel)  # another metaclass (ABCMeta, an enum's...)
 
 
 def scan(value: Any, is_secret: Any, drop: frozenset[str]) -> int:
@@ -187,7 +227,7 @@ def scan(value: Any, is_secret: Any, drop: frozenset[str]) -> int:
                     return found
         return CLEAN
     if is_model(value):
-        plan = _class_keys(type(value), is_secret, drop)
+        plan = _CLASS_KEYS.get((id(kind), is_secret, drop)) or _class_keys(kind, is_secret, drop)
         if plan.verdict:
             return plan.verdict
         values = value.__dict__

@@ -22,7 +22,7 @@ from pydantic_core import to_json, to_jsonable_python
 
 from host.secrets import MASK, SECRET_KEYS
 
-from .keyscan import OPAQUE, SECRET, is_model, scan
+from .keyscan import OPAQUE, SECRET, is_model, remember, scan
 
 __all__ = [
     "MASK",
@@ -113,13 +113,24 @@ def _model_classes(annotation: Any) -> tuple[type[BaseModel], ...] | None:
     return ()
 
 
-@functools.lru_cache(maxsize=1024)
-def _model_plan(
-    cls: type[BaseModel], drop: frozenset[str]
-) -> tuple[dict[str, Any], tuple[str, ...]]:
+_Plan = tuple[dict[str, Any], tuple[str, ...]]
+
+_PLANS: dict[tuple[int, frozenset[str]], _Plan] = {}
+"""(id of a model class, drop) -> its plan (`keyscan.remember`: no class kept alive)."""
+
+
+def _model_plan(cls: type[BaseModel], drop: frozenset[str]) -> _Plan:
     """What to leave out of a model of class `cls`: the part known from the class (its `drop`
     fields, and those of the one model class a field can hold), and the fields whose models
     must be looked at when serializing (``Any``, a ``BaseModel``-typed field, a union)."""
+    key = (id(cls), drop)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = remember(_PLANS, cls, key, _plan_of(cls, drop))
+    return plan
+
+
+def _plan_of(cls: type[BaseModel], drop: frozenset[str]) -> _Plan:
     static: dict[str, Any] = {}
     dynamic: list[str] = []
     _PLANNING.add(cls)
@@ -156,7 +167,8 @@ def _exclusions(model: BaseModel, drop: frozenset[str]) -> dict[str, Any]:
     """pydantic's ``exclude`` spec leaving out every `drop` field of `model` and of the models
     its fields hold (models inside lists or dicts, or of a subclass with more fields than its
     field's class, are left to the text check)."""
-    static, dynamic = _model_plan(type(model), drop)
+    kind = type(model)
+    static, dynamic = _PLANS.get((id(kind), drop)) or _model_plan(kind, drop)
     if not dynamic:
         return static  # shared: never modified
     spec = dict(static)
@@ -240,11 +252,14 @@ class PayloadEncoder:
 
 def schema_version_of(payload: object) -> int:
     """The payload's schema version: its class's ``schema_version`` (an int >= 1), else 1."""
-    kind: Any = type(payload)  # (mypy takes a class for an unhashable object)
-    return _class_schema_version(kind)
+    kind = type(payload)
+    found = _SCHEMA_VERSIONS.get(id(kind))
+    if found is None:
+        version = kind.__dict__.get("schema_version", 1)
+        found = version if isinstance(version, int) and version >= 1 else 1
+        found = remember(_SCHEMA_VERSIONS, kind, id(kind), found)
+    return found
 
 
-@functools.lru_cache(maxsize=1024)
-def _class_schema_version(cls: Any) -> int:
-    version = cls.__dict__.get("schema_version", 1)
-    return version if isinstance(version, int) and version >= 1 else 1
+_SCHEMA_VERSIONS: dict[int, int] = {}
+"""Id of a class -> its schema version (`keyscan.remember`: no class kept alive)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +23,8 @@ from contracts.memory import Content, Memory
 from contracts.models import EmbeddingResult
 from contracts.vector import Vector
 from host.eventstore import SqliteEventStore
-from host.eventstore.recording import MASK, payload_data
+from host.eventstore.keyscan import _CLASS_KEYS
+from host.eventstore.recording import _PLANS, _SCHEMA_VERSIONS, MASK, payload_data
 
 
 class ModelUsed(BaseModel):
@@ -360,3 +363,37 @@ async def test_nan_and_infinity_of_a_constants_model_are_stored_as_json(tmp_path
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT data, json_valid(data) FROM event_log").fetchall()
     assert len(rows) == 3 and all(valid == 1 for _, valid in rows), rows
+
+
+def test_payload_classes_dropped_are_collected(sqlite_store: EventStore) -> None:
+    """The encoder's and the recorder's caches per class keep no class alive: a plugin
+    reloaded in dev mode (new classes each time) leaves its old classes to the collector."""
+    caches: tuple[dict[Any, Any], ...] = (_CLASS_KEYS, _PLANS, _SCHEMA_VERSIONS)
+
+    def made() -> tuple[weakref.ref[type], weakref.ref[type], list[int]]:
+        class Inner(BaseModel):
+            embedding: list[float]
+            token_count: int
+
+        class Outer(BaseModel):
+            schema_version: ClassVar[int] = 3
+            agent_id: str
+            inner: Inner
+            anything: Any
+            extra: dict[str, Any]
+
+        payload = Outer(
+            agent_id=str(uuid4()),
+            inner=Inner(embedding=[0.5], token_count=1),
+            anything=Inner(embedding=[], token_count=2),
+            extra={"nested": Inner(embedding=[1.0], token_count=3)},
+        )
+        encoded = AuditRecorder(sqlite_store).encode("model:used", payload)
+        assert encoded.schema_version == 3 and '"embedding"' not in encoded.data
+        return weakref.ref(Inner), weakref.ref(Outer), [len(c) for c in caches]
+
+    inner, outer, cached = made()
+    gc.collect()
+    assert inner() is None and outer() is None, "a cache keeps a payload class alive"
+    # their entries went with them (one each per cache; the schema version is Outer's only)
+    assert [len(c) for c in caches] == [cached[0] - 2, cached[1] - 2, cached[2] - 1]
