@@ -95,15 +95,36 @@ class _Entry:
     size: int
 
 
+_ABANDONED: Any = object()
+"""A flight's outcome when its computing caller was cancelled: a waiter computes again."""
+
+
 @dataclass(slots=True)
 class _Flight:
     """One computation in progress that concurrent callers share."""
 
     provider: str
     context: CacheContext
-    task: asyncio.Task[Any] | None = None
+    done: asyncio.Future[Any] | None = None
+    """The outcome the waiters await, made when the first of them arrives."""
     stale: bool = False
     """An invalidation arrived while computing: hand the value to the waiters, don't store it."""
+
+    async def wait(self) -> Any:
+        """The computation's value (`_ABANDONED` if its caller was cancelled), or its error."""
+        if self.done is None:
+            self.done = asyncio.get_running_loop().create_future()
+            self.done.add_done_callback(_retrieve_exception)
+        # shielded: a waiter's cancellation must not cancel the outcome the others await
+        return await asyncio.shield(self.done)
+
+    def finish(self, value: Any) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(error)
 
 
 @dataclass(slots=True)
@@ -253,49 +274,58 @@ class ProviderCache:
     ) -> T:
         """Return the provider's cached value for `context`, or compute it once.
 
-        Concurrent callers for one key share a single computation (single flight); it runs as
-        its own task so one caller's cancellation does not fail the others.
+        Concurrent callers for one key share a single computation (single flight): the first
+        caller computes it in its own task (no task of its own, no shield: the common case of a
+        key nobody else is waiting for costs no more than the call), the others wait for its
+        outcome. If the computing caller is cancelled (its timeout, its message dropped), a
+        waiter computes the value again instead of failing.
         """
         registration = self._registrations.get(provider)
         if registration is None or not registration.policy.ttl or registration.policy.ttl <= 0:
             return await compute()
         key = _scoped_key(provider, registration.policy.scope, context)
-        try:
-            entry = self._store[key]
-        except KeyError:
-            pass
-        else:
+        while True:
+            try:
+                entry = self._store[key]
+            except KeyError:
+                pass
+            else:
+                self._hits += 1
+                self._saved += entry.cost
+                return entry.value  # type: ignore[no-any-return]
+            flight = self._inflight.get(key)
+            if flight is None:
+                break
             self._hits += 1
-            self._saved += entry.cost
-            return entry.value  # type: ignore[no-any-return]
-        flight = self._inflight.get(key)
-        if flight is None:
-            self._misses += 1
-            flight = _Flight(provider, CacheContext(*key[1:]))
-            flight.task = asyncio.ensure_future(
-                self._compute(key, flight, registration.policy.ttl, compute)
-            )
-            flight.task.add_done_callback(_retrieve_exception)
-            self._inflight[key] = flight
-        else:
-            self._hits += 1
-        assert flight.task is not None
-        return await asyncio.shield(flight.task)
-
-    async def _compute(
-        self, key: _Key, flight: _Flight, ttl: float, compute: Callable[[], Awaitable[T]]
-    ) -> T:
+            outcome = await flight.wait()
+            if outcome is not _ABANDONED:
+                return outcome  # type: ignore[no-any-return]
+            self._hits -= 1  # the computing caller was cancelled: compute it here instead
+        self._misses += 1
+        flight = _Flight(provider, CacheContext(*key[1:]))
+        self._inflight[key] = flight
         started = time.perf_counter()
         try:
             value = await compute()
-        except Exception:
-            self._errors += 1
-            raise
-        finally:
+        except BaseException as exc:
             if self._inflight.get(key) is flight:
                 del self._inflight[key]
+            if isinstance(exc, Exception):
+                self._errors += 1
+                flight.fail(exc)
+            else:  # cancelled: a waiter, if any, computes it again
+                flight.finish(_ABANDONED)
+            raise
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
         if not flight.stale:
-            self._put(key, _Entry(value, flight.context, ttl, time.perf_counter() - started, 0))
+            self._put(
+                key,
+                _Entry(
+                    value, flight.context, registration.policy.ttl, time.perf_counter() - started, 0
+                ),
+            )
+        flight.finish(value)
         return value
 
     def _put(self, key: _Key, entry: _Entry) -> None:
@@ -426,7 +456,7 @@ def _check_policy(provider: str, policy: CachePolicy) -> None:
             )
 
 
-def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+def _retrieve_exception(future: asyncio.Future[Any]) -> None:
     # Every waiter may have been cancelled; mark the error as seen so asyncio does not warn.
-    if not task.cancelled():
-        task.exception()
+    if not future.cancelled():
+        future.exception()

@@ -97,9 +97,7 @@ class StateComposer:
         if len(providers) == 1:  # the builtin one alone: no task to run it in parallel with
             ran = [(providers[0], await self._run(providers[0], message, state, context))]
         else:
-            results = await asyncio.gather(
-                *(self._run(p, message, state, context) for p in providers)
-            )
+            results = await self._run_all(providers, message, state, context)
             ran = sorted(
                 zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
             )
@@ -115,6 +113,29 @@ class StateComposer:
                 texts.append(outcome.text)
         state.text = "\n\n".join(texts)
         return state
+
+    async def _run_all(
+        self,
+        providers: list[Provider],
+        message: Memory,
+        state: State,
+        context: CacheContext | None,
+    ) -> list[ProviderResult | str]:
+        """Every provider's outcome, in `providers`' order, run in parallel: each but the last
+        in a task of its own, the last in this one (a task less per message; `_run` never
+        raises but for cancellation, which cancels the others' tasks too, as a gather would)."""
+        tasks = [
+            asyncio.ensure_future(self._run(p, message, state, context)) for p in providers[:-1]
+        ]
+        try:
+            last = await self._run(providers[-1], message, state, context)
+            results = [await task for task in tasks]
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        results.append(last)
+        return results
 
     async def _run(
         self, provider: Provider, message: Memory, state: State, context: CacheContext | None

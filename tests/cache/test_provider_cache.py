@@ -169,6 +169,78 @@ async def test_cancelled_caller_does_not_fail_the_others(cache: ProviderCache) -
     assert cache.stats().entries == 1
 
 
+async def test_cancelled_waiter_does_not_cancel_the_computation(cache: ProviderCache) -> None:
+    cache.register("slow", CachePolicy(ttl=60))
+    gate = asyncio.Event()
+    calls = 0
+
+    async def body() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return "ok"
+
+    first = asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body))
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body)) for _ in range(2)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == "ok"
+    assert await waiters[1] == "ok"
+    assert waiters[0].cancelled()
+    assert calls == 1
+    assert cache.stats().entries == 1
+
+
+async def test_cancelled_computation_with_waiters_is_computed_again_once(
+    cache: ProviderCache,
+) -> None:
+    """The caller computing a value is cancelled (its timeout): one waiter computes it again,
+    the other waiters share that second computation, and it is stored."""
+    cache.register("slow", CachePolicy(ttl=60))
+    gate = asyncio.Event()
+    calls = 0
+
+    async def body() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return f"ok-{calls}"
+
+    first = asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body))
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(cache.get_or_compute("slow", ROOM_A, body)) for _ in range(3)]
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiters) == ["ok-2"] * 3
+    assert first.cancelled()
+    assert calls == 2
+    assert await cache.get_or_compute("slow", ROOM_A, body) == "ok-2"
+    assert cache.stats().entries == 1
+
+
+async def test_cancelled_computation_alone_stores_nothing(cache: ProviderCache) -> None:
+    cache.register("slow", CachePolicy(ttl=60))
+    body = Counter()
+
+    async def stuck() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    task = asyncio.create_task(cache.get_or_compute("slow", ROOM_A, stuck))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cache.stats().entries == 0
+    assert await cache.get_or_compute("slow", ROOM_A, body) == "value-1"
+
+
 async def test_event_invalidates_only_the_events_room(cache: ProviderCache) -> None:
     cache.register("recent", CachePolicy(ttl=60, invalidate_on=(MEMORY_CREATED,)))
     cache.register("untouched", CachePolicy(ttl=60))
