@@ -9,6 +9,7 @@ listed in ``state.skipped`` and adds nothing. The state carries the message's se
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -122,42 +123,82 @@ class StateComposer:
         context: CacheContext | None,
     ) -> list[ProviderResult | str]:
         """Every provider's outcome, in `providers`' order, run in parallel: each but the last
-        in a task of its own, the last in this one (a task less per message; `_run` never
-        raises but for cancellation, which cancels the others' tasks too, as a gather would)."""
+        in a task of its own, the last in this one (a task less per message).
+
+        The tasks' timeouts share one timer (`_Deadlines`: it cancels a task whose deadline
+        passed and moves on to the next deadline) instead of one per provider; the last one
+        keeps its own ``asyncio.timeout``. Cancelling the composition cancels every task, as a
+        gather would (`_run` and `_attempt` never raise but for cancellation)."""
+        *others, last = providers
+        timeouts = [self._timeout(p) for p in others]
+        expired: set[int] = set()
         tasks = [
-            asyncio.ensure_future(self._run(p, message, state, context)) for p in providers[:-1]
+            asyncio.ensure_future(self._attempt(i, p, t, message, state, context, expired))
+            for i, (p, t) in enumerate(zip(others, timeouts, strict=True))
         ]
+        deadlines = _Deadlines(tasks, timeouts, expired)
         try:
-            last = await self._run(providers[-1], message, state, context)
+            outcome = await self._run(last, message, state, context)
             results = [await task for task in tasks]
         except BaseException:
             for task in tasks:
                 task.cancel()
             raise
-        results.append(last)
+        finally:
+            deadlines.close()
+        results.append(outcome)
         return results
+
+    def _timeout(self, provider: Provider) -> float:
+        timeout = provider.timeout
+        return timeout if timeout is not None else self._settings.provider_timeout
+
+    async def _attempt(
+        self,
+        index: int,
+        provider: Provider,
+        seconds: float,
+        message: Memory,
+        state: State,
+        context: CacheContext | None,
+        expired: set[int],
+    ) -> ProviderResult | str:
+        """`provider`'s result, or why it was skipped, in a task `_Deadlines` cancels (adding
+        `index` to `expired`) when its `seconds` have passed."""
+        try:
+            result = await self._provide(provider, message, state, context)
+        except asyncio.CancelledError:
+            if index in expired:
+                return self._timed_out(provider, seconds)
+            raise
+        except Exception as exc:
+            return self._failed(provider, exc)
+        return self._checked(provider, result)
 
     async def _run(
         self, provider: Provider, message: Memory, state: State, context: CacheContext | None
     ) -> ProviderResult | str:
-        """`provider`'s result, or why it was skipped."""
-        timeout = (
-            provider.timeout if provider.timeout is not None else self._settings.provider_timeout
-        )
+        """`provider`'s result, or why it was skipped (under its own timeout)."""
+        timeout = self._timeout(provider)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
                 result = await self._provide(provider, message, state, context)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
-                self._log.warning(
-                    "provider {} timed out after {}s; skipped", provider.name, timeout
-                )
-                return f"timed out after {timeout}s"
-            self._log.opt(exception=exc).warning(
-                "provider {} failed; skipped: {}", provider.name, exc
-            )
-            return f"{type(exc).__name__}: {exc}"
+                return self._timed_out(provider, timeout)
+            return self._failed(provider, exc)
+        return self._checked(provider, result)
+
+    def _timed_out(self, provider: Provider, timeout: float) -> str:
+        self._log.warning("provider {} timed out after {}s; skipped", provider.name, timeout)
+        return f"timed out after {timeout}s"
+
+    def _failed(self, provider: Provider, exc: Exception) -> str:
+        self._log.opt(exception=exc).warning("provider {} failed; skipped: {}", provider.name, exc)
+        return f"{type(exc).__name__}: {exc}"
+
+    def _checked(self, provider: Provider, result: object) -> ProviderResult | str:
         if not isinstance(result, ProviderResult):
             self._log.warning("provider {} returned {!r}; skipped", provider.name, type(result))
             return f"returned {type(result).__name__}, not ProviderResult"
@@ -197,3 +238,44 @@ class StateComposer:
             text="# Recent conversation\n" + "\n".join(lines),
             values={"recent_message_count": len(rows)},
         )
+
+
+class _Deadlines:
+    """One timer for several tasks' timeouts: when it fires it cancels each unfinished task
+    whose deadline has passed (its index joins `expired`, so the task reports a timeout) and
+    sets itself for the next deadline still pending."""
+
+    __slots__ = ("_at", "_expired", "_handle", "_loop", "_tasks")
+
+    def __init__(
+        self,
+        tasks: list[asyncio.Task[ProviderResult | str]],
+        timeouts: list[float],
+        expired: set[int],
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
+        self._tasks = tasks
+        self._at = [now + timeout for timeout in timeouts]
+        self._expired = expired
+        self._handle: asyncio.TimerHandle | None = (
+            self._loop.call_at(min(self._at), self._sweep) if tasks else None
+        )
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        soonest = math.inf
+        for index, (task, at) in enumerate(zip(self._tasks, self._at, strict=True)):
+            if task.done() or index in self._expired:
+                continue
+            if at <= now:
+                self._expired.add(index)
+                task.cancel()
+            else:
+                soonest = min(soonest, at)
+        self._handle = self._loop.call_at(soonest, self._sweep) if soonest < math.inf else None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -61,7 +61,7 @@ def answer(text: str) -> Provider:
     return Provider(text, get, cache=CachePolicy(ttl=60, scope="message"))
 
 
-def hang(name: str, started: list[str], cancelled: list[str]) -> Provider:
+def hang(name: str, started: list[str], cancelled: list[str], timeout: float = 0.05) -> Provider:
     async def get(message: Memory, state: State) -> ProviderResult:
         started.append(name)
         try:
@@ -71,7 +71,7 @@ def hang(name: str, started: list[str], cancelled: list[str]) -> Provider:
             raise
         return ProviderResult()
 
-    return Provider(name, get, timeout=0.05, cache=CachePolicy(ttl=60, scope="message"))
+    return Provider(name, get, timeout=timeout, cache=CachePolicy(ttl=60, scope="message"))
 
 
 @pytest.mark.parametrize("slow_at", [0, 1, 2])
@@ -86,6 +86,31 @@ async def test_a_slow_provider_is_skipped_wherever_it_runs(slow_at: int) -> None
     assert set(state.providers) == {"recent_messages", "a", "b"}
     assert state.values["a"] is True and state.values["b"] is True
     assert cancelled == ["slow"]
+
+
+async def test_providers_in_tasks_each_get_their_own_timeout() -> None:
+    """The tasks share one timer: each slow provider is dropped at its own deadline, not the
+    first one's, and a provider slower than the first deadline but within its own is kept."""
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def late(message: Memory, state: State) -> ProviderResult:
+        await asyncio.sleep(0.1)
+        return ProviderResult(text="late")
+
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    state = await composer(
+        hang("short", started, cancelled, 0.05),
+        hang("long", started, cancelled, 0.2),
+        Provider("late", late, timeout=1.0),
+        answer("inline"),
+    ).compose(message())
+    took = loop.time() - begun
+    assert state.skipped == {"short": "timed out after 0.05s", "long": "timed out after 0.2s"}
+    assert state.text == "inline\n\nlate"  # same position: by name
+    assert cancelled == ["short", "long"]
+    assert 0.2 <= took < 1.0
 
 
 async def test_cancelling_the_composition_cancels_every_provider() -> None:
