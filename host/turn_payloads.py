@@ -9,13 +9,13 @@ equals the validated model, fields set included.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 from uuid import UUID
 
 from contracts.agent import ActionResult, Reply
 from contracts.events import MemoryPayload, MessagePayload
 from contracts.memory import Memory
-from host.pydantic_slots import set_dict, set_extra, set_fields_set, set_private
+from host.pydantic_slots import constructed
 
 __all__ = ["memory_payload", "message_payload", "reply_of", "sent_payload"]
 
@@ -27,16 +27,6 @@ _RECEIVED: Final = {"agent_id", "room_id", "entity_id", "message"}
 _SENT: Final = _RECEIVED | {"in_reply_to", "timings"}
 _MEMORY: Final = set(MemoryPayload.model_fields)
 _REPLY: Final = frozenset(Reply.model_fields)
-_new = object.__new__
-
-
-def _built(model: type[Any], values: dict[str, Any], given: set[str]) -> Any:
-    built = _new(model)
-    set_dict(built, values)
-    set_fields_set(built, given)
-    set_extra(built, None)
-    set_private(built, None)
-    return built
 
 
 def message_payload(agent_id: UUID, message: Memory) -> MessagePayload:
@@ -49,8 +39,7 @@ def message_payload(agent_id: UUID, message: Memory) -> MessagePayload:
         "in_reply_to": None,
         "timings": {},
     }
-    payload: MessagePayload = _built(MessagePayload, values, _RECEIVED)
-    return payload
+    return constructed(MessagePayload, values, _RECEIVED)
 
 
 def sent_payload(
@@ -65,8 +54,7 @@ def sent_payload(
         "in_reply_to": in_reply_to,
         "timings": dict(timings),
     }
-    payload: MessagePayload = _built(MessagePayload, values, _SENT)
-    return payload
+    return constructed(MessagePayload, values, _SENT)
 
 
 def memory_payload(agent_id: UUID, memory: Memory) -> MemoryPayload:
@@ -79,8 +67,7 @@ def memory_payload(agent_id: UUID, memory: Memory) -> MemoryPayload:
         "table_name": memory.table_name,
         "memory": memory,
     }
-    payload: MemoryPayload = _built(MemoryPayload, values, _MEMORY)
-    return payload
+    return constructed(MemoryPayload, values, _MEMORY)
 
 
 def reply_of(
@@ -108,5 +95,5 @@ def reply_of(
         "skipped_providers": skipped,
         "timings": timings,
     }
-    built: Reply = _built(Reply, values, set(_REPLY))  # not frozen: a set of its own
+    built = constructed(Reply, values, set(_REPLY))  # not frozen: a set of its own
     return built
