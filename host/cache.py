@@ -308,16 +308,15 @@ class ProviderCache:
         try:
             value = await compute()
         except BaseException as exc:
-            if self._inflight.get(key) is flight:
-                del self._inflight[key]
             if isinstance(exc, Exception):
                 self._errors += 1
                 flight.fail(exc)
             else:  # cancelled: a waiter, if any, computes it again
                 flight.finish(_ABANDONED)
             raise
-        if self._inflight.get(key) is flight:
-            del self._inflight[key]
+        finally:  # the waiters wake after this: they find no flight left for the key
+            if self._inflight.get(key) is flight:
+                del self._inflight[key]
         if not flight.stale:
             self._put(
                 key,
