@@ -231,19 +231,23 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _where(room: str | None, plugin: str | None) -> dict[str, object]:
+    """The metadata's room and plugin, those that are set."""
+    metadata = {"room_id": room, "plugin": plugin}
+    return {k: v for k, v in metadata.items() if v is not None}
+
+
 @functools.lru_cache(maxsize=4096)
 def _metadata(room: str | None, plugin: str | None) -> str:
     """The recorded event's metadata (room, plugin) as JSON text (few distinct values)."""
-    metadata = {"room_id": room, "plugin": plugin}
-    return to_json({k: v for k, v in metadata.items() if v is not None}).decode()
+    return to_json(_where(room, plugin)).decode()
 
 
 def _tried(room: str | None, plugin: str | None, attempt: MessageTry) -> str:
     """The metadata of an event raised in a cluster worker's try of a message: also the try's
     number and message id (a message may be processed more than once, docs/cluster.md)."""
-    metadata = {"room_id": room, "plugin": plugin}
     tried = {"try": attempt.number, "message_id": str(attempt.message_id)}
-    return to_json({**{k: v for k, v in metadata.items() if v is not None}, **tried}).decode()
+    return to_json({**_where(room, plugin), **tried}).decode()
 
 
 _new_tuple = tuple.__new__
