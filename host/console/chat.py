@@ -20,6 +20,7 @@ from host.runtime import AgentRuntime, agent_id_for
 
 from .auth import Auth
 from .deps import Authed, ConsoleDep, NamedRoom, recorded
+from .headers import root_of
 from .inputs import as_uuid, read_form
 from .records import flush_trail, what_the_agent_saw
 from .state import Console, Turn
@@ -74,13 +75,15 @@ async def send(request: Request, console: ConsoleDep, found: Authed) -> HTMLResp
 
 
 @router.get("/console/stream/{turn_id}")
-async def stream(console: ConsoleDep, found: Authed, turn_id: str) -> EventSourceResponse:
+async def stream(
+    request: Request, console: ConsoleDep, found: Authed, turn_id: str
+) -> EventSourceResponse:
     turn = console.turns.get(turn_id)
     mine = turn is not None and turn.session == (found.session.id if found.session else None)
     if turn is None or not mine:
         return EventSourceResponse(_done())  # a reconnect after the reply: just close
     del console.turns[turn_id]
-    return EventSourceResponse(_reply_events(console, found, turn))
+    return EventSourceResponse(_reply_events(console, found, turn, root_of(request)))
 
 
 @router.get("/console/agents/{agent}/saw/{message_id}")
@@ -128,9 +131,11 @@ async def _done() -> AsyncIterator[dict[str, str]]:
     yield {"event": "done", "data": ""}
 
 
-async def _reply_events(console: Console, found: Auth, turn: Turn) -> AsyncIterator[dict[str, str]]:
+async def _reply_events(
+    console: Console, found: Auth, turn: Turn, root: str
+) -> AsyncIterator[dict[str, str]]:
     """The reply to `turn`: ``chunk`` events (escaped text) as the model streams, then
-    ``reply`` (actions, timings, the link to what the agent saw), then ``done``."""
+    ``reply`` (actions, timings, the link to what the agent saw, under `root`), then ``done``."""
     runtime = console.runtime(turn.agent)
     reply: Reply | None = None
     problem = None
@@ -157,7 +162,7 @@ async def _reply_events(console: Console, found: Auth, turn: Turn) -> AsyncItera
     template = console.env.get_template("_reply.html")
     agent = runtime.agent_id if runtime is not None else turn.agent
     html = template.render(
-        reply=reply, problem=problem, agent=agent, name=turn.agent, csrf=found.csrf
+        reply=reply, problem=problem, agent=agent, name=turn.agent, csrf=found.csrf, root=root
     )
     yield {"event": "reply", "data": str(Markup(html))}
     yield {"event": "done", "data": ""}

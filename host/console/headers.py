@@ -4,6 +4,7 @@ sniffing, same-origin referrer), added by one middleware so no code path can mis
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["SECURITY_HEADERS", "SecurityHeaders", "console_path", "route_path"]
@@ -36,6 +37,13 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
         return path[len(root) :]
     return path
+
+
+def root_of(request: Request) -> str:
+    """The prefix the app is served under (its ``root_path``, no trailing slash; "" at the
+    root): what the console's links, forms and redirects start with."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
 
 
 class SecurityHeaders:

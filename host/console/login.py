@@ -8,6 +8,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from .auth import SESSION_COOKIE, Auth, check_host, check_origin, key_matches
 from .deps import Authed, ConsoleDep
+from .headers import root_of
 from .inputs import local_target, read_form
 from .state import set_cookie
 
@@ -17,12 +18,11 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/login")
-async def login_page(request: Request, console: ConsoleDep, next: str = "/") -> Response:
+async def login_page(request: Request, console: ConsoleDep, next: str = "") -> Response:
+    target = local_target(next or f"{root_of(request)}/")
     if request.app.state.api_key is None:  # nothing to log in to
-        return RedirectResponse(local_target(next), status_code=303)
-    return console.render(
-        request, Auth(None), "login.html", next=local_target(next), error=None, need_key=True
-    )
+        return RedirectResponse(target, status_code=303)
+    return console.render(request, Auth(None), "login.html", next=target, error=None, need_key=True)
 
 
 @router.post("/login")
@@ -32,7 +32,7 @@ async def login(request: Request, console: ConsoleDep) -> Response:
     if expected is None:
         check_host(request, console.sessions.bound)
     form = await read_form(request)
-    target = local_target(form.get("next", "/"))
+    target = local_target(form.get("next") or f"{root_of(request)}/")
     if expected is not None and not key_matches(expected, form.get("api_key")):
         return console.render(
             request,
@@ -56,9 +56,10 @@ async def logout(request: Request, console: ConsoleDep, found: Authed) -> Respon
     if found.session is not None:
         console.sessions.drop(found.session.id)
     response: Response
+    login = f"{root_of(request)}/login"
     if request.headers.get("hx-request"):  # htmx follows the header, not a redirect
-        response = Response(status_code=200, headers={"HX-Redirect": "/login"})
+        response = Response(status_code=200, headers={"HX-Redirect": login})
     else:
-        response = RedirectResponse("/login", status_code=303)
+        response = RedirectResponse(login, status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

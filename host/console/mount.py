@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from .headers import SecurityHeaders, console_path, route_path
+from .headers import SecurityHeaders, console_path, root_of, route_path
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -113,7 +113,7 @@ async def _login_required(request: Request, _exc: Exception) -> Response:
     under the prefix the app is served at (its ``root_path``), back to the page after."""
     stream = route_path(request.scope).startswith("/console/stream/")  # an EventSource
     fragment = request.headers.get("hx-request") or stream
-    login = f"{request.scope.get('root_path', '')}/login"
+    login = f"{root_of(request)}/login"
     if fragment or request.method != "GET":
         return JSONResponse(
             {"detail": "log in to the console (or send the API key)"},

@@ -19,6 +19,7 @@ from host.secrets import scrub
 
 from .auth import CSRF_HEADER, SESSION_COOKIE, Auth, Sessions
 from .charts import History
+from .headers import root_of, route_path
 from .inputs import as_uuid
 from .rooms import RoomIndex
 
@@ -101,7 +102,8 @@ class Console:
             csrf=auth.csrf,
             csrf_header=CSRF_HEADER,
             logout=request.app.state.api_key is not None and auth.session is not None,
-            path=request.url.path,
+            path=route_path(request.scope),
+            root=root_of(request),
             **context,
         )
         response = HTMLResponse(page, status_code=status)

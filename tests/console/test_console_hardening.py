@@ -197,6 +197,73 @@ async def test_under_a_prefix_answers_carry_the_headers_and_log_in_there(keyed: 
         assert health.status_code == 200 and "x-frame-options" not in health.headers
 
 
+class _Urls(HTMLParser):
+    """Every URL a page's links, forms, assets and htmx attributes lead to."""
+
+    ATTRIBUTES = frozenset(
+        {"href", "src", "action", "hx-get", "hx-post", "hx-delete", "sse-connect"}
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [(name, v) for name, v in attrs if name in self.ATTRIBUTES and v]
+
+
+async def test_under_a_prefix_every_link_form_and_redirect_stays_under_it(keyed: Host) -> None:
+    """Served at ``/ah`` by a parent app, the console's pages lead only to ``/ah/...``: every
+    link, form, asset, htmx request and stream of every page (a chat turn's too), the log-in's
+    default landing and the log-out's redirects; and each page link found answers 200."""
+    assert keyed.http is not None
+    parent = Starlette(routes=[Mount("/ah", app=keyed.http.config.app)])
+    transport = httpx.ASGITransport(app=parent)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        form = await client.get("/ah/login")
+        assert 'name="next" value="/ah/"' in form.text
+        landed = await client.post("/ah/login", data={"api_key": KEY})
+        assert landed.status_code == 303 and landed.headers["location"] == "/ah/"
+        pages = ["/ah/", *(f"/ah/console/{p}" for p in ("agents", "plugins", "memories"))]
+        pages += ["/ah/console/timeline", "/ah/console/metrics"]
+        page = await client.get("/ah/console/agents")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+        assert token is not None
+        turn = await client.post(
+            "/ah/console/chat/send",
+            data={"agent": "Eliza", "room": "", "text": "hello there"},
+            headers={"X-CSRF-Token": token.group(1), "Origin": "http://127.0.0.1"},
+        )
+        assert turn.status_code == 200, turn.text[:300]
+        seen: list[tuple[str, str]] = []
+        for path in pages:
+            answer = await client.get(path)
+            assert answer.status_code == 200, (path, answer.text[:200])
+            parser = _Urls()
+            parser.feed(answer.text)
+            seen += parser.urls
+        parser = _Urls()
+        parser.feed(turn.text)
+        (stream,) = [url for name, url in parser.urls if name == "sse-connect"]
+        events = await client.get(stream)  # the reply's fragment arrives as an event
+        assert events.status_code == 200 and "event: reply" in events.text, events.text[:300]
+        parser.feed(events.text.split("event: reply", 1)[1].replace("\ndata: ", "\n"))
+        assert any(name == "hx-get" and "/saw/" in url for name, url in parser.urls)
+        seen += parser.urls
+        absolute = [(name, url) for name, url in seen if url.startswith("/")]
+        assert {name for name, _ in absolute} >= {"href", "src", "action", "hx-get", "sse-connect"}
+        outside = [(name, url) for name, url in absolute if not url.startswith("/ah/")]
+        assert not outside, outside
+        for name, url in absolute:
+            if name == "href" and not url.startswith("/ah/console/static/"):
+                assert (await client.get(url)).status_code == 200, url
+        out = await client.post(
+            "/ah/logout",
+            headers={"X-CSRF-Token": token.group(1), "Origin": "http://127.0.0.1"},
+        )
+        assert out.status_code == 303 and out.headers["location"] == "/ah/login"
+
+
 async def test_a_failed_install_answers_503_keeps_the_routes_and_is_tried_again(
     keyed: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
