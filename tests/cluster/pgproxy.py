@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -22,11 +23,22 @@ class CommitCutter:
     """Forwards connections to the PostgreSQL at `upstream` (a libpq URL); cuts the first
     `cuts` commits of messages after PostgreSQL answered their COMMIT."""
 
-    def __init__(self, upstream: str, cuts: int) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        cuts: int,
+        *,
+        on_cut: Callable[[], None] | None = None,
+        hold: float = 0.0,
+    ) -> None:
         self.params = conninfo_to_dict(upstream)
         self.cuts = cuts
         self.cut = 0
         """Commits cut off so far (PostgreSQL had committed each)."""
+        self.on_cut = on_cut
+        """Called as PostgreSQL's answer to a cut COMMIT arrives (before the cut)."""
+        self.hold = hold
+        """Seconds the connection is held open after that, before it is cut."""
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -87,6 +99,9 @@ class CommitCutter:
                 if cutting:
                     if COMMIT in data:  # committed: its answer is lost with the connection
                         self.cut += 1
+                        if self.on_cut is not None:
+                            self.on_cut()
+                        await asyncio.sleep(self.hold)
                         break
                     continue
                 writer.write(data)

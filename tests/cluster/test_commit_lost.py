@@ -6,6 +6,7 @@ once per message (real PostgreSQL, nats-server and worker process; a proxy cuts 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 from uuid import uuid4
@@ -89,3 +90,58 @@ async def test_a_commit_whose_answer_was_lost_is_recognised_and_the_rooms_go_on(
     assert "landed" in log and "nothing committed" not in log
     pending = await cluster.sql("SELECT count(*) FROM cluster_rooms WHERE holder IS NOT NULL")
     assert pending == [(0,)]
+
+
+async def test_a_stop_while_a_commit_answer_is_lost_still_serves_the_message_it_took(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The worker is told to stop (SIGTERM) while it waits for the answer of a commit that took
+    the room's next message; the answer is lost. Its retry asks what that commit did, not what
+    a commit made now would do: it finds the message the commit took (its try counted) and
+    serves it while draining, on that first try (not left to another worker's second try)."""
+    notes = tmp_path / "tries.txt"
+    cluster.env["CLUSTER_PROBE_TRIES"] = str(notes)
+    cluster.env["CLUSTER_PROBE_HANG"] = "1"
+    cluster.settings["concurrency"] = 1
+    cluster.settings["lease"] = 30
+    cutter = CommitCutter(
+        cluster.url, cuts=1, on_cut=lambda: cluster.kill("w1", signal.SIGTERM), hold=0.5
+    )
+    direct, cluster.url = cluster.url, await cutter.start()
+    try:
+        worker = cluster.spawn("w1", "worker")
+    finally:
+        cluster.url = direct
+    cluster.spawn("api", "api")
+    try:
+        await cluster.wait_workers("w1")
+        room = str(uuid4())
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+
+            async def send(text: str) -> httpx.Response:
+                return await client.post(
+                    f"/agents/{AGENT}/messages", json={"text": text, "room_id": room}
+                )
+
+            first = asyncio.create_task(send("a1 HANG"))
+            deadline = time.monotonic() + 20
+            while not (notes.exists() and " received " in notes.read_text()):
+                assert time.monotonic() < deadline, "no worker started a1"
+                await asyncio.sleep(0.05)
+            second = asyncio.create_task(send("a2"))  # queued while a1 runs: a1's commit takes it
+            deadline = time.monotonic() + 20
+            while worker.poll() is None:  # w1 drains, then exits
+                assert time.monotonic() < deadline, cluster.log("w1")[-3000:]
+                await asyncio.sleep(0.1)
+            rows = await cluster.sql(
+                "SELECT message::json->'content'->>'text', status, tries FROM cluster_messages"
+                " ORDER BY created_at"
+            )
+            assert cutter.cut == 1
+            assert rows == [("a1 HANG", "done", 1), ("a2", "done", 1)], cluster.log("w1")[-3000:]
+            responses = await asyncio.wait_for(asyncio.gather(first, second), 20)
+    finally:
+        await cutter.close()
+    assert [r.json()["text"] for r in responses] == ["re: a1 HANG", "re: a2"]
+    assert worker.returncode == 0
+    assert "landed" in cluster.log("w1")
