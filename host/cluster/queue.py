@@ -202,14 +202,33 @@ class RoomQueue:
 
     # ------------------------------------------------------------------ worker side
 
-    async def claim(self, agents: Sequence[UUID]) -> Claim | None:
+    async def claim(self, agents: Sequence[UUID], token: UUID | None = None) -> Claim | None:
         """Hold a room with messages waiting that nobody holds (or whose lease ran out), and
-        take its oldest message (`Claim.first`) in the same transaction."""
+        take its oldest message (`Claim.first`) in the same transaction. The room keeps
+        `token` in ``claimed_by``: when the answer is lost, `claimed` finds what it held."""
         async with self.store.with_connection() as conn:
             async with conn.pipeline(), conn.transaction():  # one round trip, COMMIT included
                 await conn.execute(ASYNC_COMMIT)
-                cursor = await self._claim_query(conn, agents)
+                cursor = await self._claim_query(conn, agents, token=token)
             return self._claimed(await cursor.fetchone())
+
+    async def claimed(self, token: UUID) -> Claim | None:
+        """The room a `claim` under `token` holds, if it landed (its connection dropped before
+        the answer came back), with its oldest waiting message, which that claim took; None if
+        it is not seen: it did not land, or (a half-open connection) it is still running on
+        the server, whose room then waits out its lease as any room left held."""
+        async with self.store.with_connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT agent_id, room_id, fence FROM cluster_rooms"
+                " WHERE claimed_by = %s AND holder = %s",
+                (token, self.node_id),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            agent_id, room_id = UUID(str(row[0])), UUID(str(row[1]))
+            first = await _queued(await self._oldest(conn, agent_id, room_id))
+            return Claim(agent_id, room_id, int(row[2]), False, first)
 
     async def _claim_query(
         self,

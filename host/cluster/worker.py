@@ -102,7 +102,7 @@ class Worker:
                 return
             started = time.perf_counter()
             try:
-                claim = await self.queue.claim(self._agent_ids())
+                claim = await self._claim()
             except Exception as exc:
                 self._slots.release()
                 _log.warning("claiming a room failed ({}); retrying", exc)
@@ -116,6 +116,24 @@ class Worker:
                 continue
             task = asyncio.create_task(self._serve(claim), name=f"room-{claim.room_id}")
             self._hold(claim, task)
+
+    async def _claim(self) -> Claim | None:
+        """A room to serve, if one waits. A claim whose connection dropped may have landed
+        (its answer lost): the room it holds is found by its token and served now, not left
+        held until its lease ends."""
+        token = uuid4()
+        try:
+            return await self.queue.claim(self._agent_ids(), token)
+        except StorageError as exc:
+            claim = await self.queue.claimed(token)
+            if claim is not None:
+                _log.warning(
+                    "claiming a room failed ({}) after the claim had landed: serving room {}",
+                    exc,
+                    claim.room_id,
+                )
+                return claim
+            raise
 
     def _hold(self, claim: Claim, task: asyncio.Task[None]) -> None:
         """`claim`'s room is served by `task` (its lease renewed, dropped if found lost)."""

@@ -11,17 +11,20 @@ from collections.abc import Callable
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-__all__ = ["CommitCutter"]
+__all__ = ["CLAIMING", "ENDING", "CommitCutter"]
 
 ENDING = b"UPDATE cluster_messages SET status = "
 """A message's end (`RoomQueue._end_query`): the transaction that COMMITs next is its commit."""
+CLAIMING = b"WITH c AS (SELECT agent_id, room_id, holder FROM cluster_rooms"
+"""A room's claim (`RoomQueue._claim_query`), alone or inside a message's commit."""
 COMMIT = b"COMMIT\x00"
 """The COMMIT statement (client side) and its CommandComplete tag (server side)."""
 
 
 class CommitCutter:
     """Forwards connections to the PostgreSQL at `upstream` (a libpq URL); cuts the first
-    `cuts` commits of messages after PostgreSQL answered their COMMIT."""
+    `cuts` commits of transactions holding `marker` (messages' ends: their commits) after
+    PostgreSQL answered their COMMIT."""
 
     def __init__(
         self,
@@ -30,8 +33,10 @@ class CommitCutter:
         *,
         on_cut: Callable[[], None] | None = None,
         hold: float = 0.0,
+        marker: bytes = ENDING,
     ) -> None:
         self.params = conninfo_to_dict(upstream)
+        self.marker = marker
         self.cuts = cuts
         self.cut = 0
         """Commits cut off so far (PostgreSQL had committed each)."""
@@ -79,7 +84,7 @@ class CommitCutter:
         async def pump_to_server() -> None:
             nonlocal ending, cutting
             while data := await reader.read(65536):
-                if ENDING in data:
+                if self.marker in data:
                     ending = True
                 if ending and COMMIT in data:
                     ending = False

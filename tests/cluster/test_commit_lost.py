@@ -6,6 +6,7 @@ once per message (real PostgreSQL, nats-server and worker process; a proxy cuts 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from .conftest import AGENT, LocalCluster
-from .pgproxy import CommitCutter
+from .pgproxy import CLAIMING, CommitCutter
 
 pytestmark = pytest.mark.postgres
 
@@ -145,3 +146,47 @@ async def test_a_stop_while_a_commit_answer_is_lost_still_serves_the_message_it_
     assert [r.json()["text"] for r in responses] == ["re: a1 HANG", "re: a2"]
     assert worker.returncode == 0
     assert "landed" in cluster.log("w1")
+
+
+async def test_a_claim_whose_answer_was_lost_is_found_and_its_room_served_at_once(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The claim of a room (taking its first message) commits, and its answer is lost with the
+    connection: the worker finds the room its claim holds by the claim's token and serves the
+    message at once, on its first try, instead of leaving the room held until the lease (30 s)
+    ends."""
+    cluster.settings["lease"] = 30
+    cluster.spawn("api", "api")
+    room = str(uuid4())
+    cutter = CommitCutter(cluster.url, cuts=1, marker=CLAIMING)
+    try:
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=60) as client:
+            deadline = time.monotonic() + 30
+            while True:  # the API is up
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, cluster.log("api")[-3000:]
+                await asyncio.sleep(0.1)
+            sent = asyncio.create_task(
+                client.post(f"/agents/{AGENT}/messages", json={"text": "m1", "room_id": room})
+            )
+            while not await cluster.sql("SELECT 1 FROM cluster_messages"):  # queued
+                assert time.monotonic() < deadline, cluster.log("api")[-3000:]
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            direct, cluster.url = cluster.url, await cutter.start()
+            try:
+                cluster.spawn("w1", "worker")  # its first claim finds the room: cut
+            finally:
+                cluster.url = direct
+            response = await asyncio.wait_for(sent, 25)
+            took = time.monotonic() - started
+    finally:
+        await cutter.close()
+    assert response.status_code == 200 and response.json()["text"] == "re: m1", response.text
+    assert cutter.cut == 1
+    assert took < 15, took  # no lease waited out
+    rows = await cluster.sql("SELECT status, tries FROM cluster_messages")
+    assert rows == [("done", 1)]
+    assert "after the claim had landed" in cluster.log("w1")
