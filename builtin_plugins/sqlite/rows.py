@@ -215,6 +215,14 @@ go up by one, so the version before is the one returned minus 1), setting its di
 had none; the new version and the table's dimension."""
 
 
+BUMP_ANY = "UPDATE memory_tables SET version = version + 1 WHERE table_name = ?"
+BUMP_SAME = BUMP_ANY + " AND dimension = ?"
+"""`BUMP` without ``RETURNING`` (a write whose version nobody in this process needs: no index,
+no label set), of a table already written (`BUMP_ANY`) whose dimension is the row's
+(`BUMP_SAME`): its row count says whether it bumped (0: a new table, no dimension yet, another
+dimension: `BUMP` then)."""
+
+
 def bump_version(conn: sqlite3.Connection, table: str, dimension: int | None) -> int:
     """Bump `table`'s version (setting its dimension if it had none); the new version."""
     return int(conn.execute(BUMP, (table, dimension)).fetchone()[0])

@@ -86,6 +86,65 @@ async def test_a_small_write_with_an_idle_worker_commits_on_the_callers_thread(
     await db.close()
 
 
+async def test_create_memory_bumps_its_tables_version_once_by_either_statement(
+    tmp_path: Path,
+) -> None:
+    """A write bumps its table's version by exactly one (other processes' indexes rely on it):
+    by a plain ``UPDATE`` when this process keeps nothing of the table and the row's dimension
+    is the table's (or the row has none), by the ``RETURNING`` upsert (`rows.BUMP`) for a new
+    table, a table without a dimension yet (another process may have just cleared it), a
+    dimension that differs (refused, nothing written) or a table whose index is kept here (its
+    version is needed to bring the index along: a search then finds the row without a rebuild).
+    """
+    path = tmp_path / "x.sqlite3"
+    db = await SqliteAdapter.open(path)
+    assert db._conn is not None
+    statements: list[str] = []
+    db._conn.set_trace_callback(statements.append)
+
+    def state(table: str = "facts") -> tuple[int | None, int]:
+        with sqlite3.connect(path) as conn:
+            row = conn.execute(
+                "SELECT dimension, version FROM memory_tables WHERE table_name = ?", (table,)
+            ).fetchone()
+        return (row[0], row[1])
+
+    def upserts() -> int:
+        count = sum("ON CONFLICT" in sql for sql in statements)
+        statements.clear()
+        return count
+
+    await db.create_memory(make_memory(0, table_name="facts"))  # a new table, no vector
+    assert (state(), upserts()) == ((None, 1), 1)
+    await db.create_memory(make_memory(1, table_name="facts", embedding=[1.0, 0.0, 0.0]))
+    assert (state(), upserts()) == ((3, 2), 1)  # its dimension set
+    await db.create_memory(make_memory(2, table_name="facts", embedding=[0.0, 1.0, 0.0]))
+    await db.create_memory(make_memory(3, table_name="facts"))
+    assert (state(), upserts()) == ((3, 4), 0)  # the plain UPDATEs
+    with pytest.raises(DimensionMismatchError):
+        await db.create_memory(make_memory(4, table_name="facts", embedding=[1.0, 0.0]))
+    assert (state(), upserts()) == ((3, 4), 1)  # rolled back: no bump, no row
+    assert await db.count_memories(MemoryQuery(table_name="facts")) == 4
+    other = await SqliteAdapter.open(path)  # another process clears the table's vectors
+    assert await other.reset_embeddings("facts") == 2
+    await other.close()
+    assert state() == (None, 5)
+    await db.create_memory(make_memory(5, table_name="facts", embedding=[0.0, 1.0]))
+    assert (state(), upserts()) == ((2, 6), 1)
+    loads: list[str] = []
+    load = db._load
+    db._load = lambda table, dim: loads.append(table) or load(table, dim)  # type: ignore[method-assign]
+    facts = MemoryQuery(table_name="facts")
+    hits = await db.search_memories([0.0, 1.0], facts, SearchParams(k=1))
+    assert [m.content.text for m, _ in hits] == ["m5"] and loads == ["facts"]  # an index kept
+    statements.clear()
+    await db.create_memory(make_memory(6, table_name="facts", embedding=[0.6, 0.8]))
+    assert (state(), upserts()) == ((2, 7), 1)  # the version read back to bring it along
+    hits = await db.search_memories([0.6, 0.8], facts, SearchParams(k=1))
+    assert [m.content.text for m, _ in hits] == ["m6"] and loads == ["facts"]  # not rebuilt
+    await db.close()
+
+
 async def test_a_writer_with_nothing_else_ready_commits_without_a_turn_of_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
