@@ -227,12 +227,15 @@ class StateComposer:
     async def _recent_messages(self, message: Memory, state: State) -> ProviderResult:
         history = self._settings.history
         rows = await self._recent(message.room_id, history + 1)
-        rows = [row for row in rows if row.id != message.id][-history:]
+        # UUIDs compared by their ints: UUID.__eq__ is a Python call, 22 a message
+        this = message.id.int
+        rows = [row for row in rows if row.id.int != this][-history:]
         if not rows:
             return ProviderResult()
         lines = []
+        agent, name = self._agent_id.int, self._character.name
         for row in rows:
-            who = self._character.name if row.entity_id == self._agent_id else "user"
+            who = name if row.entity_id.int == agent else "user"
             lines.append(f"{who}: {row.content.text}")
         return ProviderResult(
             text="# Recent conversation\n" + "\n".join(lines),
