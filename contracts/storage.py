@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 from contracts.errors import AgentHostError
@@ -31,6 +31,7 @@ __all__ = [
     "InvalidMemoryError",
     "InvalidQueryError",
     "LocalFileSettings",
+    "MemoryText",
     "MigratableStore",
     "MigratedStore",
     "MigrationStep",
@@ -42,6 +43,8 @@ __all__ = [
     "SearchParams",
     "StorageError",
     "StorageUnavailableError",
+    "TextReads",
+    "get_texts",
     "merge_hits",
     "search_any",
     "search_each",
@@ -306,6 +309,38 @@ def merge_hits(
             if kept is None or kept[1] < score:
                 best[memory.id] = (memory, score)
     return sorted(best.values(), key=lambda hit: -hit[1])[:k]
+
+
+class MemoryText(NamedTuple):
+    """What a line of the conversation shows of a memory: its id, its speaker and its text."""
+
+    id: UUID
+    entity_id: UUID
+    text: str
+    """The memory's ``content.text``."""
+
+
+@runtime_checkable
+class TextReads(Protocol):
+    """A store that reads memories' texts without building the memories (optional: `get_texts`
+    reads a store without it through `get_memories`)."""
+
+    async def get_memory_texts(self, query: MemoryQuery) -> list[MemoryText]:
+        """The `MemoryText` of each memory ``get_memories(query)`` returns, in its order."""
+        ...
+
+
+async def get_texts(database: DatabaseAdapter, query: MemoryQuery) -> list[MemoryText]:
+    """The id, speaker and ``content.text`` of each memory `query` reads, in its order: what a
+    prompt's history shows. Where the store can (`TextReads`: the SQLite store), without
+    building a `Memory` per row (its content, metadata and time decoded: about a tenth of a
+    one-room message's CPU); else from `get_memories`."""
+    texts = getattr(database, "get_memory_texts", None)  # `TextReads`, checked cheaply
+    if texts is not None:
+        found: list[MemoryText] = await texts(query)
+        return found
+    memories = await database.get_memories(query)
+    return [MemoryText(m.id, m.entity_id, m.content.text) for m in memories]
 
 
 @runtime_checkable

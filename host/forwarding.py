@@ -18,8 +18,10 @@ from contracts.storage import (
     DEFAULT_SEARCH,
     DatabaseAdapter,
     IndexType,
+    MemoryText,
     RoomSummary,
     SearchParams,
+    get_texts,
     search_each,
 )
 
@@ -31,10 +33,10 @@ T = TypeVar("T")
 class ForwardingAdapter:
     """Forwards every `DatabaseAdapter` call to `inner` through `_forward`.
 
-    Operation names: ``create``, ``get``, ``update``, ``delete``, ``query``, ``count`` (counts
-    and room summaries), ``create_batch``, ``update_batch``, ``delete_batch``,
-    ``replace_batch``, ``search_<index type>`` (`search_memories`, `search_memories_any`),
-    ``build_<index type>``, ``reset_embeddings``.
+    Operation names: ``create``, ``get``, ``update``, ``delete``, ``query`` (`get_memories`,
+    `get_memory_texts`), ``count`` (counts and room summaries), ``create_batch``,
+    ``update_batch``, ``delete_batch``, ``replace_batch``, ``search_<index type>``
+    (`search_memories`, `search_memories_any`), ``build_<index type>``, ``reset_embeddings``.
     `embedding_dimension` and `close` go straight to `inner`."""
 
     def __init__(self, inner: DatabaseAdapter) -> None:
@@ -59,6 +61,14 @@ class ForwardingAdapter:
 
     async def get_memories(self, query: MemoryQuery) -> list[Memory]:
         return await self._forward("query", self.inner.get_memories(query))
+
+    async def get_memory_texts(self, query: MemoryQuery) -> list[MemoryText]:
+        """`inner`'s texts of `query`'s memories (`TextReads`) when this wrapper leaves reads
+        as they are; else through this wrapper's `get_memories`."""
+        if type(self).get_memories is not ForwardingAdapter.get_memories:
+            memories = await self.get_memories(query)
+            return [MemoryText(m.id, m.entity_id, m.content.text) for m in memories]
+        return await self._forward("query", get_texts(self.inner, query))
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         return await self._forward("count", self.inner.count_memories(query))

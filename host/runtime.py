@@ -38,7 +38,7 @@ from contracts.config import AgentsSettings
 from contracts.memory import DEFAULT_TABLE, Content, Memory, MemoryQuery, utc_now
 from contracts.models import EmbeddingKind, ModelParams, ModelRuntime, ModelType, TextChunk
 from contracts.services import ServiceScope
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DatabaseAdapter, MemoryText, get_texts
 from host.components import ComponentRegistry
 from host.di import Container
 from host.embeddings import EmbeddingSpace
@@ -145,7 +145,7 @@ class AgentRuntime:
             character=character,
             components=self.components,
             settings=self.settings,
-            recent=self.recent_memories,
+            recent=self.recent_texts,
             cache=cache,
             log=log,
         )
@@ -237,6 +237,22 @@ class AgentRuntime:
             with_embeddings=with_embeddings,
         )
         rows = await self._database.get_memories(query)
+        rows.reverse()
+        return rows
+
+    async def recent_texts(self, room_id: UUID, limit: int = 20) -> list[MemoryText]:
+        """What `recent_memories` reads of the room's conversation, as the lines of a prompt's
+        history need it: each memory's id, speaker and text (`contracts.storage.get_texts`: a
+        store that can reads them without building the memories)."""
+        query = MemoryQuery(
+            agent_id=self._agent_id,
+            room_id=room_id,
+            table_name=DEFAULT_TABLE,
+            order="desc",
+            limit=limit,
+            with_embeddings=False,
+        )
+        rows = await get_texts(self._database, query)
         rows.reverse()
         return rows
 

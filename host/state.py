@@ -19,6 +19,7 @@ from contracts.agent import Character, Provider, ProviderResult, State
 from contracts.cache import CacheContext, ProviderCacheProtocol
 from contracts.memory import Memory
 from contracts.services import ServiceScope
+from contracts.storage import MemoryText
 from host.cache import ProviderCache
 from host.components import ComponentRegistry
 from host.invoke import provide
@@ -39,8 +40,8 @@ class StateSettings(Protocol):
     def history(self) -> int: ...
 
 
-RecentMemories = Callable[[UUID, int], Awaitable[list[Memory]]]
-"""A room's latest memories of the conversation, oldest first (`AgentRuntime.recent_memories`)."""
+RecentTexts = Callable[[UUID, int], Awaitable[list[MemoryText]]]
+"""A room's latest lines of the conversation, oldest first (`AgentRuntime.recent_texts`)."""
 
 
 class StateComposer:
@@ -53,7 +54,7 @@ class StateComposer:
         character: Character,
         components: ComponentRegistry,
         settings: StateSettings,
-        recent: RecentMemories,
+        recent: RecentTexts,
         cache: ProviderCacheProtocol | None,
         log: Logger,
     ) -> None:
@@ -236,7 +237,7 @@ class StateComposer:
         agent, name = self._agent_id.int, self._character.name
         for row in rows:
             who = name if row.entity_id.int == agent else "user"
-            lines.append(f"{who}: {row.content.text}")
+            lines.append(f"{who}: {row.text}")
         return ProviderResult(
             text="# Recent conversation\n" + "\n".join(lines),
             values={"recent_message_count": len(rows)},

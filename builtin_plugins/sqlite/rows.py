@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID, SafeUUID
 
 import numpy as np
+from pydantic_core import from_json
 
 from contracts.memory import Memory, MemoryQuery
 from contracts.vector import Vector
@@ -144,7 +145,7 @@ _from_bytes = int.from_bytes
 _UNKNOWN = SafeUUID.unknown
 
 
-def _row_uuid(raw: bytes) -> UUID:
+def row_uuid(raw: bytes) -> UUID:
     """``UUID(bytes=raw)`` without its argument checks (16 bytes from our own column)."""
     value = _new(UUID)
     _set_int(value, _from_bytes(raw, "big"))
@@ -162,7 +163,7 @@ def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
     """A ``SELECT {COLUMNS}`` row as a memory's fields, in field order."""
     embedding = row[9]
     return {
-        "id": _row_uuid(row[1]),
+        "id": row_uuid(row[1]),
         "agent_id": uuid_of(row[3]),
         "entity_id": uuid_of(row[4]),
         "room_id": uuid_of(row[5]),
@@ -173,6 +174,17 @@ def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
         "created_at": from_micros(row[6]),
         "unique": row[10] == 1,
     }
+
+
+def content_text(text: str) -> str:
+    """``content_from_json(text).text`` without building the `Content`: the stored JSON's
+    ``text`` when it is a string (what every store writes), else what the validator gives."""
+    try:
+        fields = from_json(text)
+    except ValueError:
+        return content_from_json(text).text
+    value = fields.get("text") if type(fields) is dict else None
+    return value if type(value) is str else content_from_json(text).text
 
 
 def lazy_rows_to_memories(rows: Iterable[tuple[Any, ...]]) -> list[Memory]:

@@ -24,7 +24,7 @@ from contracts.agent import (
 )
 from contracts.memory import Memory, MemoryQuery
 from contracts.models import TEXT_LARGE, ModelHandler, TextChunk, TextParams, TextResult
-from contracts.storage import SearchParams
+from contracts.storage import MemoryText, SearchParams
 from contracts.vector import Vector
 from host.characters import load_character
 from host.directives import parse_actions
@@ -659,12 +659,21 @@ async def test_the_history_for_the_prompt_leaves_vectors_unread(
     messages are stored with theirs and a search still finds them."""
     asked: list[MemoryQuery] = []
     real = rig.db.get_memories
+    real_texts = getattr(rig.db, "get_memory_texts", None)  # how a history is read here
 
     async def spy(query: MemoryQuery) -> list[Memory]:
         asked.append(query)
         return await real(query)
 
+    async def spy_texts(query: MemoryQuery) -> list[MemoryText]:
+        asked.append(query)
+        assert real_texts is not None
+        found: list[MemoryText] = await real_texts(query)
+        return found
+
     monkeypatch.setattr(rig.db, "get_memories", spy)
+    if real_texts is not None:
+        monkeypatch.setattr(rig.db, "get_memory_texts", spy_texts)
     for text in ("I dream about boats", "I dream about trains"):
         await rig.runtime.process_message(
             rig.runtime.new_message(text, room_id=ROOM, entity_id=USER)

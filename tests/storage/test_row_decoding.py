@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from builtin_plugins.sqlite import SqliteAdapter
-from builtin_plugins.sqlite.rows import from_micros, to_micros
+from builtin_plugins.sqlite.rows import content_text, from_micros, to_micros
 from contracts.memory import Content, MemoryQuery
+from contracts.storage import get_texts
 from host.memory import content_from_json, content_json
 
 from .storage_helpers import make_memory
@@ -39,6 +40,11 @@ def _same(text: str) -> None:
     except ValidationError as exc:
         got = str(exc)
     assert got == expected
+    try:  # a history's line: the text alone, read as the whole content would be
+        line: str = content_text(text)
+    except ValidationError as exc:
+        line = str(exc)
+    assert line == (expected.text if isinstance(expected, Content) else expected)
     if isinstance(got, Content):
         assert isinstance(expected, Content)
         assert got.model_fields_set == expected.model_fields_set
@@ -93,6 +99,8 @@ async def test_a_row_with_content_no_store_writes_is_refused_not_returned(
     assert copy.unique and not memory.unique and "unique" in memory.model_fields_set
     with pytest.raises(ValidationError, match="text"):
         await db.get_memories(MemoryQuery())
+    with pytest.raises(ValidationError, match="text"):
+        await get_texts(db, MemoryQuery(limit=5))  # a history's lines: refused alike
     await db.close()
 
 

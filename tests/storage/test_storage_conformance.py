@@ -18,13 +18,16 @@ from contracts.storage import (
     DimensionMismatchError,
     DuplicateMemoryError,
     InvalidQueryError,
+    MemoryText,
     RoomSummary,
     SearchParams,
     StorageError,
+    get_texts,
     search_any,
     search_each,
 )
 from contracts.vector import Vector
+from host.forwarding import ForwardingAdapter
 from host.memory import MemoryManager
 
 from .storage_helpers import (
@@ -560,6 +563,54 @@ async def test_search_leaves_out_the_excluded_ids(
         [1.0, 0.0], params=SearchParams(k=20, index_type=kind, exclude=left_out)
     )
     assert {m.id for m, _ in everything} == {m.id for m in batch} - left_out
+
+
+TEXTS = (
+    "hello",
+    'say "hi"\n\\',
+    "h\u00e9llo \u2603 \U0001f600",
+    "",
+    "\u0000 and \t",
+    '{"text": 1}',
+)
+
+
+async def test_get_texts_reads_what_get_memories_reads(memory_store: DatabaseAdapter) -> None:
+    """`get_texts` (the store's `get_memory_texts` where it has one, as the SQLite store and
+    the host's wrappers do): each memory's id, speaker and ``content.text``, in the order and
+    under the filters `get_memories` reads them: a history (a room's latest, a few rows) and a
+    listing of more rows than a small read; texts with escapes, other scripts, extra fields."""
+    speaker = uuid4()
+    batch = []
+    for i in range(80):
+        memory = make_memory(
+            i, room_id=ROOM if i % 4 else OTHER_ROOM, entity_id=speaker if i % 2 else uuid4()
+        )
+        extra = {"actions": ["REPLY"], "in_reply_to": str(uuid4())} if i % 3 == 0 else {}
+        content = Content(text=TEXTS[i % len(TEXTS)] + str(i), **extra)
+        batch.append(memory.model_copy(update={"content": content}))
+    await memory_store.create_memories_batch(batch)
+    queries = [
+        MemoryQuery(agent_id=AGENT, room_id=ROOM, table_name="messages", limit=11),
+        MemoryQuery(room_id=ROOM, order="asc", with_embeddings=False),
+        MemoryQuery(entity_id=speaker, limit=5, order="asc"),
+        MemoryQuery(room_id=uuid4()),
+    ]
+    for query in queries:
+        memories = await memory_store.get_memories(query)
+        texts = await get_texts(memory_store, query)
+        assert texts == [MemoryText(m.id, m.entity_id, m.content.text) for m in memories]
+        assert all(type(t) is MemoryText for t in texts)
+    # a wrapper changing reads is read through (its `get_memories`), not around
+    hidden = ForwardingAdapter(memory_store)
+    assert await get_texts(hidden, queries[0]) == await get_texts(memory_store, queries[0])
+
+    class _Odd(ForwardingAdapter):
+        async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+            return [m for m in await super().get_memories(query) if m.entity_id != speaker]
+
+    odd = await get_texts(_Odd(memory_store), queries[1])
+    assert odd and [t.entity_id for t in odd if t.entity_id == speaker] == []
 
 
 async def test_search_any_answers_the_best_of_each_query_merged(
