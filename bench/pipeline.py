@@ -500,7 +500,7 @@ STAGES = (
     ("  saving, x2 (embed, write, memory:created)", "host/memory_writer.py", "save"),
     ("    of which the store's writes (the commits)", "sqlite/writes.py", "create_memory"),
     ("  state composition (the providers)", "host/state.py", "compose"),
-    ("    of which the history read (SELECT, decode)", "sqlite/reads.py", "get_memories"),
+    ("    of which the history (read, lines)", "host/state.py", "_recent_messages"),
     ("  the reply (prompt, TEXT_LARGE, directives)", "host/turn.py", "model_reply"),
     ("model calls, all 3 (within the above)", "host/models.py", "use_model"),
     ("event emits, all 7 (within the above)", "host/events.py", "emit"),
