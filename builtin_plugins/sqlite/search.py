@@ -34,6 +34,7 @@ from host.storekit import (
     query_vector,
 )
 
+from .gather import here_or_after_worker
 from .labels import label_filter
 from .rows import by_seqs_sql, row_to_memory, seq_params, table_state, to_matrix, where_clause
 from .worker import SqliteCore
@@ -62,7 +63,7 @@ class SqliteSearch(SqliteCore):
         vector = as_vector(embedding)  # a copy: the caller may reuse its sequence meanwhile
         args = (vector, query or _EVERYTHING, params)
         if (kind != "flat" or args[1].filters_rows) and self._executor is not None:
-            found = self._search_here(*args)
+            found = await here_or_after_worker(self, lambda: self._search_here(*args))
             if found is not None:
                 return await self._paced(found)
         return await self._run(self._search, *args)
@@ -88,9 +89,10 @@ class SqliteSearch(SqliteCore):
         try:
             if query.filters_rows:
                 found = self._search_labelled(reader, embedding, (query,), params)
-                if found is not None or params.index_type == "flat":
+                if found is not None:
                     return found
-                # the allowed rows and the index at one snapshot
+                # the allowed rows (read and kept here when not kept: at most LOOP_ROWS of them
+                # for an exact search) and the index at one snapshot
                 return self._search_on(reader, embedding, query, params, here=True)
             return self._search_unfiltered(
                 reader, embedding, query.table_name or DEFAULT_TABLE, params
@@ -234,7 +236,10 @@ class SqliteSearch(SqliteCore):
             q = query_vector(embedding, dim)
             allowed = None
             if query.filters_rows:
-                allowed = self._allowed(conn, query, table, version)
+                most = LOOP_ROWS if here and kind == "flat" else None
+                allowed = self._allowed(conn, query, table, version, most)
+                if most is not None and len(allowed) > most:
+                    return None  # too many to score on the caller's thread: the worker does
             labels, scores = index.search(
                 q,
                 params.k + len(params.exclude),
@@ -251,10 +256,16 @@ class SqliteSearch(SqliteCore):
             return _hits(rows, labels, scores, params)
 
     def _allowed(
-        self, conn: sqlite3.Connection, query: MemoryQuery, table: str, version: int
+        self,
+        conn: sqlite3.Connection,
+        query: MemoryQuery,
+        table: str,
+        version: int,
+        most: int | None = None,
     ) -> I64:
         """The seqs of `table`'s rows `query` filters to, at `version` (`conn`'s snapshot): its
-        label set when kept, else read (and kept when its filter can be)."""
+        label set when kept, else read (and kept when its filter can be). With `most`, a read
+        stops after `most` + 1 rows: more than `most` seqs means there are more (not kept)."""
         where = label_filter(query)
         if where is not None:
             kept = self._labels.get(table, version, where)
@@ -262,8 +273,13 @@ class SqliteSearch(SqliteCore):
                 return kept
         scoped = query.model_copy(update={"table_name": table, "after": None})
         sql, values = where_clause(scoped, keyset=False)
+        if most is not None:
+            sql += " LIMIT ?"
+            values = [*values, most + 1]
         cursor = conn.execute(f"SELECT seq FROM memories{sql}", values)
         seqs = np.fromiter((r[0] for r in cursor), dtype=np.int64)
+        if most is not None and len(seqs) > most:
+            return seqs
         if where is not None:
             self._labels.put(table, version, where, seqs)
         return seqs
@@ -324,7 +340,9 @@ class SqliteSearch(SqliteCore):
                 )
             ):
                 vector = as_vector(embedding)
-                found = self._search_sets_here(vector, queries, params, leave_out)
+                found = await here_or_after_worker(
+                    self, lambda: self._search_sets_here(vector, queries, params, leave_out)
+                )
                 if found is not None:
                     return await self._paced(found)
         myself = cast("DatabaseAdapter", self)

@@ -22,6 +22,7 @@ from typing import Any, Self, TypeVar
 from contracts.storage import StorageError
 from host.storekit import IndexParams, IndexSet
 
+from .gather import gather_while_worker_busy
 from .labels import LabelSets
 from .schema import MigrationStep, migrate
 
@@ -286,6 +287,7 @@ class SqliteCore:
                 if last[0] is not loop or _clock() - last[1] >= YIELD_EVERY or not _alone(loop):
                     await asyncio.sleep(0)  # the writes other tasks make meanwhile join the group
                     self._yielded = (loop, _clock())
+                await gather_while_worker_busy(self, loop)
             finally:  # cancelled meanwhile, the group still commits (as a queued write would)
                 del self._groups[loop]
                 self._commit_here(group)
