@@ -143,7 +143,8 @@ class HostConfig(BaseModel):
     """Dev mode: reload plugins when their files change (see ``reload``)."""
     gc_freeze: bool = True
     """Once started, freeze what start-up made out of the garbage collector's walks
-    (``gc.freeze``, `host.heap`; never in dev mode). The freeze is process-wide: an app that
+    (``gc.freeze``, `host.heap`; never in dev mode), and collect the youngest generation less
+    often while it runs (`host.heap.YOUNG_THRESHOLD`). The freeze is process-wide: an app that
     embeds the host and makes and drops reference cycles of its own may turn it off."""
     reload: ReloadSettings = Field(default_factory=ReloadSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

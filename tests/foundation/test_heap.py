@@ -91,3 +91,23 @@ async def test_frozen_start_up_garbage_is_collected_after_the_stop(tmp_path: Pat
         await host.stop()
     gc.collect()
     assert (alive() is None) is (heap._holders == 0)
+
+
+async def test_a_running_host_collects_the_young_generation_less_often(tmp_path: Path) -> None:
+    """While a host runs the youngest generation's threshold is `YOUNG_THRESHOLD` (a message's
+    objects freed by reference counting before a collection promotes them), the thresholds in
+    place before come back at its stop, and an app's own larger threshold is kept."""
+    before = gc.get_threshold()
+    try:
+        for app_threshold, running in ((700, heap.YOUNG_THRESHOLD), (50_000, 50_000)):
+            gc.set_threshold(app_threshold, 10, 10)
+            host = Host(load_config(None, environ={"AGENTHOST_DATA_DIR": str(tmp_path)}))
+            await host.start(agents=False)
+            try:
+                assert gc.get_threshold() == (running, 10, 10) or heap._holders > 1
+            finally:
+                await host.stop()
+            if heap._holders == 0:
+                assert gc.get_threshold() == (app_threshold, 10, 10)
+    finally:
+        gc.set_threshold(*before)
