@@ -657,6 +657,18 @@ async def run(args: argparse.Namespace) -> None:
         f" one room: {rooms_vs_one:.2f}x (CPU {ratio('many', 'one', cpu):.2f}x),"
         f" {verdict(rooms_vs_one >= 1.5)}"
     )
+    by_round = [y / x for x, y in zip(wall["many"], wall["one"], strict=True)]
+    cpu_by_round = [y / x for x, y in zip(cpu["many"], cpu["one"], strict=True)]
+    console.print(
+        f"{args.rooms} rooms vs 1 room by round: wall "
+        + ", ".join(f"{r:.2f}x" for r in by_round)
+        + "; CPU "
+        + ", ".join(f"{r:.2f}x" for r in cpu_by_round)
+        + " (the wall ratio follows the machine's load from round to round: on a quiet machine"
+        " both scenarios use about one core and it tracks the CPU ratio; the one room grows by"
+        " every message, so its recall scores more rows as -n grows; bench/concurrency.py"
+        " shows each round's commits, collections and threads)"
+    )
     if cost is not None:
         console.print(
             f"audit trail cost (paired A/B, {args.rounds * 4} rounds of {args.batch} messages,"
