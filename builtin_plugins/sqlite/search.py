@@ -82,7 +82,9 @@ class SqliteSearch(SqliteCore):
         writer). Whatever would wait or change an index (the worker busy with the indexes, a
         missing or stale index, a build to start or install, a locked database) goes to the
         worker as before. A filtered search whose label set is current (`_search_labelled`)
-        reads one statement, like an unfiltered one."""
+        reads one statement, like an unfiltered one; an exact one whose set is not kept yet
+        reads it here when it has at most `LOOP_ROWS` rows (a new room's or speaker's first
+        search: sent to the worker, 100 rooms' first searches kept it busy, gather.py)."""
         reader = self._reader
         if reader is None or not self._index_lock.acquire(blocking=False):
             return None
@@ -91,8 +93,11 @@ class SqliteSearch(SqliteCore):
                 found = self._search_labelled(reader, embedding, (query,), params)
                 if found is not None:
                     return found
-                # the allowed rows (read and kept here when not kept: at most LOOP_ROWS of them
-                # for an exact search) and the index at one snapshot
+                if params.index_type == "flat" and label_filter(query) is None:
+                    return None  # its rows would be read again at every search: the worker
+                # the allowed rows (an exact search's read here and kept when there are at
+                # most LOOP_ROWS: a new room's or speaker's first search) and the index at
+                # one snapshot
                 return self._search_on(reader, embedding, query, params, here=True)
             return self._search_unfiltered(
                 reader, embedding, query.table_name or DEFAULT_TABLE, params

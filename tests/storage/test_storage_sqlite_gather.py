@@ -18,7 +18,7 @@ from builtin_plugins.sqlite import SqliteAdapter, gather, search
 from contracts.memory import MemoryQuery
 from contracts.storage import SearchParams
 
-from .storage_helpers import ROOM, make_memory
+from .storage_helpers import ROOM, T0, make_memory
 
 
 def _count_worker_calls(db: SqliteAdapter) -> list[str]:
@@ -60,6 +60,11 @@ async def test_a_new_speakers_filtered_search_is_answered_on_the_loops_thread(
     hits = await db.search_memories([0.0, -1.0], MemoryQuery(entity_id=crowd), SearchParams(k=2))
     assert [m.content.text for m, _ in hits] == ["m24", "m23"]
     assert sent == ["_search"]  # 20 rows: scored by the worker
+    # a filter that cannot be kept (a time range) would be read at every search: the worker
+    since = MemoryQuery(entity_id=speaker, start=T0)
+    hits = await db.search_memories([0.0, 1.0], since, SearchParams(k=1))
+    assert [m.content.text for m, _ in hits] == ["m4"]
+    assert sent == ["_search", "_search"]
     await db.close()
 
 
