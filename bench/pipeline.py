@@ -555,6 +555,10 @@ async def run(args: argparse.Namespace) -> None:
             await warm_up(many)
             await warm_up(core)
             room, rooms = uuid4(), [uuid4() for _ in range(args.rooms)]
+            # each room's first message (its room and participants set up) before the rounds:
+            # 100 rooms' first round paid 100 set-ups, one room's one; as many into the 1 room
+            await one_room(one, args.rooms, room, [])
+            await many_rooms(many, args.rooms, rooms, [])
             for index in range(rounds):
                 work = {
                     "floor": lambda: raw.chunk(chunk, latencies["floor"]),
