@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import struct
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -118,15 +119,29 @@ def new_ids(count: int) -> list[bytes]:
     without one: the current Unix time in milliseconds, then a counter within the batch, then
     random bits, from one read of the OS's random source. Time-ordered ids go in at the end of
     the ``id`` index instead of at random places in it (about 3 us a row less on SQLite at 20k
-    rows, and more as the log grows)."""
+    rows, and more as the log grows). Built a batch at a time (the heads packed in one call,
+    the variant bits set with one ``translate``, one slice an id): a third of the per-id
+    arithmetic's cost at the audit trail's batch sizes (issue 20)."""
+    if count <= 0:
+        return []
     millis = time.time_ns() // 1_000_000
-    noise = os.urandom(8 * count)
-    ids = []
-    for i in range(count):
-        head = ((millis + (i >> 12)) << 16 | 0x7000 | (i & 0xFFF)).to_bytes(8, "big")
-        tail = noise[8 * i : 8 * i + 8]
-        ids.append(head + bytes((tail[0] & 0x3F | 0x80,)) + tail[1:])
-    return ids
+    if count <= 4096:  # the counter never carries into the milliseconds
+        base = millis << 16 | 0x7000
+        heads = struct.pack(f">{count}Q", *range(base, base + count))
+    else:
+        heads = struct.pack(
+            f">{count}Q",
+            *[(millis + (i >> 12)) << 16 | 0x7000 | (i & 0xFFF) for i in range(count)],
+        )
+    ids = bytearray(os.urandom(16 * count))
+    ids[8::16] = ids[8::16].translate(_VARIANT)  # 0b10xxxxxx: RFC 9562's variant
+    memoryview(ids).cast("Q")[0::2] = memoryview(heads).cast("Q")  # bytes copied as they are
+    data = bytes(ids)
+    return [data[i : i + 16] for i in range(0, 16 * count, 16)]
+
+
+_VARIANT = bytes(b & 0x3F | 0x80 for b in range(256))
+"""Each byte with its top two bits set to RFC 9562's variant (``10``)."""
 
 
 def check_encoded(events: Sequence[EncodedEvent]) -> list[EncodedEvent]:
@@ -136,14 +151,22 @@ def check_encoded(events: Sequence[EncodedEvent]) -> list[EncodedEvent]:
     recorded in ``model:used``)."""
     batch = list(events)
     for index, event in enumerate(batch):
+        if not isinstance(event, EncodedEvent):
+            raise _bad_encoded(index, event)
+        # unpacked: a NamedTuple's field access is a descriptor call (the audit trail checks
+        # every event it writes)
+        aggregate, kind, data, _, timestamp, _, _, _, metadata = event
         if not (
-            isinstance(event, EncodedEvent)
-            and _text(event.aggregate_id)
-            and _text(event.event_type)
-            and _object_text(event.data)
-            and _object_text(event.metadata)
-            and isinstance(event.timestamp, datetime)
-            and event.timestamp.tzinfo is not None
+            isinstance(aggregate, str)
+            and aggregate
+            and isinstance(kind, str)
+            and kind
+            and isinstance(data, str)
+            and data[:1] == "{"
+            and isinstance(metadata, str)
+            and metadata[:1] == "{"
+            and isinstance(timestamp, datetime)
+            and timestamp.tzinfo is not None
         ):
             raise _bad_encoded(index, event)
     if SECRETS:
