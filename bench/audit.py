@@ -12,7 +12,10 @@ of the same run:
   form as in the pipeline; its process CPU per message minus that of the loop idling as long;
 - **the writer's work alone**: the same conversion and appends on one thread with no event loop
   running beside it, in batches of 11 messages (a 20 ms window): steadier on a loaded machine,
-  though it leaves out what the trail costs next to a running loop.
+  though it leaves out what the trail costs next to a running loop; once back to back, once with
+  the thread idle for the window between batches (as the writer is in the rounds);
+- **by phase**: the writer thread's CPU converting and appending in the rounds (thread CPU
+  clocks around the two calls), and `record`'s cost on the loop (7 calls a message, hot).
 
 The ratio (audit / pipeline CPU) is what the trail adds to the pipeline's CPU if nothing else
 changes; contention for the GIL and the cores comes on top (the A/B shows it).
@@ -29,6 +32,7 @@ import asyncio
 import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +85,35 @@ async def pipeline_round(host: Host, n: int) -> tuple[float, float]:
     return (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
 
 
+class Phases:
+    """Thread CPU the recorder's writer spends converting and appending (wraps the two calls
+    on one recorder: bench only)."""
+
+    def __init__(self, recorder: AuditRecorder) -> None:
+        self.converting = self.appending = 0.0
+        self.counting = False
+        convert, append = recorder._convert, recorder._store_append
+
+        def converting(items: Any, pause: float = 0.0) -> Any:
+            began = time.thread_time()
+            try:
+                return convert(items, pause)
+            finally:
+                if self.counting:
+                    self.converting += time.thread_time() - began
+
+        def appending(events: Any) -> None:
+            began = time.thread_time()
+            try:
+                append(events)
+            finally:
+                if self.counting:
+                    self.appending += time.thread_time() - began
+
+        recorder._convert = converting  # type: ignore[method-assign]
+        recorder._store_append = appending  # type: ignore[method-assign]
+
+
 async def audit_round(
     recorder: AuditRecorder | None, messages: list[list[tuple[str, object]]], n: int, gap: float
 ) -> float:
@@ -98,17 +131,23 @@ async def audit_round(
 
 
 def writer_work(
-    recorder: AuditRecorder, store: Any, messages: list[list[tuple[str, object]]], passes: int
+    recorder: AuditRecorder,
+    store: Any,
+    messages: list[list[tuple[str, object]]],
+    passes: int,
+    gap: float = 0.0,
 ) -> tuple[float, float]:
     """CPU seconds per message of the writer's own work, on the calling thread with no event
     loop running beside it (steadier than the rounds on a loaded machine): converting
     (`AuditRecorder.encode`) and appending (`append_encoded_blocking`) batches of 11 messages'
-    events, as a 20 ms window holds at ~1.8 ms a message; the medians of `passes` passes."""
+    events, as a 20 ms window holds at ~1.8 ms a message; the medians of `passes` passes.
+    With `gap` (seconds) the thread sleeps that long after each batch, as the writer waits
+    out its window in the pipeline (its caches go cold meanwhile)."""
     converting, appending = [], []
     for _ in range(passes):
         convert = append = 0.0
         count = 0
-        for _ in range(5):
+        for _ in range(1 if gap else 5):
             for start in range(0, len(messages), 11):
                 batch = messages[start : start + 11]
                 began = time.thread_time()
@@ -118,9 +157,33 @@ def writer_work(
                 convert += encoded - began
                 append += time.thread_time() - encoded
                 count += len(batch)
+                if gap:
+                    time.sleep(gap)
         converting.append(convert / count)
         appending.append(append / count)
     return statistics.median(converting), statistics.median(appending)
+
+
+def record_cost(
+    recorder: AuditRecorder, messages: list[list[tuple[str, object]]], passes: int
+) -> float:
+    """Seconds per message of `record` on the loop (7 calls), hot; the events are queued but
+    the writer is not woken (they are taken off the queue unwritten)."""
+    pending, work, hurry = recorder._pending, recorder._work, recorder._hurry
+    recorder._work = recorder._hurry = threading.Event()  # woken by nothing that waits
+    best = float("inf")
+    try:
+        for _ in range(passes):
+            began = time.perf_counter()
+            for message in messages:
+                for event_type, payload in message:
+                    recorder.record(event_type, payload)
+            best = min(best, (time.perf_counter() - began) / len(messages))
+            recorder._done += len(pending)  # as if written: `flush` waits for none of them
+            pending.clear()
+    finally:
+        recorder._work, recorder._hurry = work, hurry
+    return best
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -133,6 +196,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         store = await open_event_store(settings, None, directory)
         recorder = AuditRecorder(store, settings)
+        phases = Phases(recorder)
         rows: dict[str, list[float]] = {"pipeline": [], "wall": [], "audit": [], "ratio": []}
         writer = 0.0
         try:
@@ -142,23 +206,35 @@ async def run(args: argparse.Namespace) -> None:
                 cpu, wall = await pipeline_round(host, args.n)
                 idle = await audit_round(None, messages, args.n, wall)
                 before = thread_cpu().get("audit-writer", 0.0)
+                phases.counting = True
                 audit = await audit_round(recorder, messages, args.n, wall) - idle
+                phases.counting = False
                 writer += thread_cpu().get("audit-writer", 0.0) - before
                 for name, value in (("pipeline", cpu), ("wall", wall), ("audit", audit)):
                     rows[name].append(value)
                 rows["ratio"].append(audit / cpu)
             work = await asyncio.to_thread(writer_work, recorder, store, messages, args.rounds)
+            idled = await asyncio.to_thread(
+                writer_work, recorder, store, messages, args.rounds, args.flush_interval
+            )
+            await recorder.flush()
+            loop = record_cost(recorder, messages, args.rounds)
         finally:
             await recorder.aclose()
             await store.close()
             await host.stop()
-    show(rows, writer / (args.rounds * args.n), work, args)
+    count = args.rounds * args.n
+    split = (phases.converting / count, phases.appending / count)
+    show(rows, writer / count, (work, idled, split, loop), args)
+
+
+Pair = tuple[float, float]
 
 
 def show(
     rows: dict[str, list[float]],
     writer: float,
-    work: tuple[float, float],
+    parts: tuple[Pair, Pair, Pair, float],
     args: argparse.Namespace,
 ) -> None:
     events = 7
@@ -178,11 +254,19 @@ def show(
     table.add_row("pipeline (audit off), CPU per message", *us(rows["pipeline"]))
     table.add_row("pipeline (audit off), wall per message", *us(rows["wall"]))
     table.add_row(f"audit trail, CPU per message ({events} events)", *us(rows["audit"]))
+    work, idled, split, loop = parts
+
+    def pair(values: Pair) -> str:
+        return f"{values[0] * 1e6:,.0f} + {values[1] * 1e6:,.0f} us"
+
     table.add_row("  of which the audit-writer thread", f"{writer * 1e6:,.0f} us", "")
+    table.add_row("    converting + appending (thread CPU around the calls)", pair(split), "")
+    table.add_row("  of which `record` on the loop (7 calls, hot)", f"{loop * 1e6:,.1f} us", "")
     table.add_row(
-        "the writer's work alone (one thread, no loop): converting + appending",
-        f"{work[0] * 1e6:,.0f} + {work[1] * 1e6:,.0f} us",
-        "",
+        "the writer's work alone (one thread, no loop): converting + appending", pair(work), ""
+    )
+    table.add_row(
+        f"  the same, idle {args.flush_interval * 1000:g} ms between batches", pair(idled), ""
     )
     ratios = rows["ratio"]
     table.add_row(
