@@ -64,12 +64,15 @@ HOST_AGGREGATE = "host"
 """Aggregate of events that belong to no agent (plugin loaded/reloaded, ...)."""
 
 
-_CURRENT: ContextVar[tuple[str, UUID | None, str | None] | None] = ContextVar(
+_Current = tuple[str, UUID | None, str | None]
+"""(agent aggregate, message id, room id) of the message being processed."""
+
+_CURRENT: ContextVar[_Incoming | _Current | None] = ContextVar(
     "audit_current_message", default=None
 )
-"""(agent aggregate, message id, room id) of the message being processed in this task: set when
-its ``message:received`` is recorded, so events whose payload does not name the agent or the
-message (``model:used`` from the model registry) are still filed under them."""
+"""The message being processed in this task: noted (`_Incoming`) when its ``message:received``
+is recorded, so events whose payload does not name the agent or the message (``model:used``
+from the model registry) are still filed under them."""
 
 
 _is_model = is_model  # isinstance(x, BaseModel), asked ~10 times per recorded event
@@ -226,6 +229,49 @@ def _address(
     return aggregate, correlation, None if room is None else _text(room)
 
 
+class _Incoming:
+    """`record`'s note of a ``message:received``: its payload and the message that was current
+    before it. Whose message it is (`address`) is worked out when first needed, on the writer
+    thread as it converts the event, instead of on the loop inside ``emit``: it was most of
+    `record`'s cost there (issue 20). Converting in recording order, the writer works out
+    each note when it converts the note's own event, so a later event finds it done."""
+
+    __slots__ = ("_current", "_own", "before", "done", "payload")
+
+    def __init__(self, payload: object, before: _Incoming | _Current | None) -> None:
+        self.payload = payload
+        self.before = before
+        self._own: _Current | None = None
+        self._current: _Current | None = None
+        self.done = False
+        """Whether `current` is worked out (then a newer note keeps it instead of this)."""
+
+    def own(self) -> _Current:
+        """The ``message:received`` event's own address (raises if the payload has none)."""
+        found = self._own
+        if found is None:
+            found = self._own = address(self.payload, _resolved(self.before))
+        return found
+
+    def current(self) -> _Current | None:
+        """The current message for the events recorded after it: this one if it belongs to
+        an agent, else the one before (also if its payload cannot be addressed)."""
+        if not self.done:
+            try:
+                own: _Current | None = self.own()
+            except Exception:  # the event itself is dropped, logged, when converted
+                own = None
+            if own is None or own[0] == HOST_AGGREGATE:
+                own = _resolved(self.before)
+            self._current = own
+            self.done = True
+        return self._current
+
+
+def _resolved(current: _Incoming | _Current | None) -> _Current | None:
+    return current.current() if isinstance(current, _Incoming) else current
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -252,11 +298,9 @@ def _tried(room: str | None, plugin: str | None, attempt: MessageTry) -> str:
 
 _new_tuple = tuple.__new__
 
-_Recorded = tuple[
-    str, object, tuple[str, UUID | None, str | None] | None, datetime, MessageTry | None
-]
+_Recorded = tuple[str, object, _Incoming | _Current | None, datetime, MessageTry | None]
 """A recorded bus event before conversion: (event type, payload, current message, time, the
-cluster try it was raised in)."""
+cluster try it was raised in). A ``message:received``'s current message is its own note."""
 
 
 class AuditRecorder:
@@ -267,8 +311,6 @@ class AuditRecorder:
         self.settings = settings or AuditSettings()
         self.recorded = 0
         """Events appended so far (counted by the writer thread)."""
-        self._unaddressed = 0
-        """Events dropped by `record` (on the loop)."""
         self._lost = 0
         """Events dropped by the writer thread (not convertible, or refused after retries)."""
         self._pending: deque[_Recorded] = deque()
@@ -302,14 +344,20 @@ class AuditRecorder:
     def encode(self, event_type: str, payload: object) -> EncodedEvent:
         """The stored form of `payload` of bus event `event_type` (secrets masked), as if
         recorded now."""
-        return self._encoded(
-            (event_type, payload, _CURRENT.get(), datetime.now(UTC), current_try())
-        )
+        current = _resolved(_CURRENT.get())
+        return self._encoded((event_type, payload, current, datetime.now(UTC), current_try()))
 
     def _encoded(self, item: _Recorded) -> EncodedEvent:
         event_type, payload, current, timestamp, attempt = item
         values = _values(payload)
-        aggregate, correlation, room = _address(payload, values, current)
+        if isinstance(current, _Incoming):
+            if current.payload is payload and event_type == "message:received":
+                aggregate, correlation, room = current.own()  # the note of this very event
+                current.current()  # done: the next note links to its result, not to it
+            else:
+                aggregate, correlation, room = _address(payload, values, current.current())
+        else:
+            aggregate, correlation, room = _address(payload, values, current)
         owner = values.get("owner") or values.get("plugin")
         plugin = owner if isinstance(owner, str) else None
         # tuple.__new__: a NamedTuple's own __new__ is a Python function (a third of this)
@@ -364,14 +412,10 @@ class AuditRecorder:
             return
         current = _CURRENT.get()
         if event_type == "message:received":
-            try:
-                incoming = address(payload, current)
-            except Exception as exc:  # a payload we cannot even address must not break emit
-                self._log.opt(exception=exc).error("audit cannot record {}: {}", event_type, exc)
-                self._unaddressed += 1
-                return
-            if incoming[0] != HOST_AGGREGATE:
-                _CURRENT.set(incoming)
+            if isinstance(current, _Incoming) and current.done:
+                current = current.current()  # worked out already: no chain of notes grows
+            current = _Incoming(payload, current)  # addressed by the writer (`_Incoming`)
+            _CURRENT.set(current)
         elif event_type == "message:sent":
             _CURRENT.set(None)
         pending = self._pending
@@ -386,9 +430,9 @@ class AuditRecorder:
 
     @property
     def dropped(self) -> int:
-        """Events lost: not addressable when recorded, not convertible, or refused by the store
-        after every retry (each logged)."""
-        return self._unaddressed + self._lost
+        """Events lost: not addressable or not convertible (found by the writer thread), or
+        refused by the store after every retry (each logged)."""
+        return self._lost
 
     async def flush(self) -> None:
         """Write everything recorded so far now (no waiting out ``flush_interval``); returns

@@ -397,3 +397,100 @@ def test_payload_classes_dropped_are_collected(sqlite_store: EventStore) -> None
     assert inner() is None and outer() is None, "a cache keeps a payload class alive"
     # their entries went with them (one each per cache; the schema version is Outer's only)
     assert [len(c) for c in caches] == [cached[0] - 2, cached[1] - 2, cached[2] - 1]
+
+
+class Unaddressable:
+    """A payload whose agent cannot even be read (its property raises)."""
+
+    @property
+    def agent_id(self) -> str:
+        raise RuntimeError("no agent here")
+
+
+async def test_message_received_is_addressed_by_the_writer_not_on_the_loop(
+    sqlite_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`record` notes a message:received's payload; its agent, message and room are worked
+    out on the writer thread, once, and still file the events after it that name none."""
+    import builtin_plugins.audit.recorder as recorder_module
+
+    threads: list[str] = []
+    address = recorder_module.address
+
+    def spy(payload: object, current: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return address(payload, current)
+
+    monkeypatch.setattr(recorder_module, "address", spy)
+    recorder = AuditRecorder(sqlite_store)
+    agent, room = str(uuid4()), str(uuid4())
+    incoming = memory(agent, room, "hello")
+
+    async def message() -> None:
+        recorder.record("message:received", incoming)
+        recorder.record("model:used", {"agent_id": None, "model_type": "text_large"})
+        recorder.record("message:sent", memory(agent, room, "hi", reply_to=str(incoming.id)))
+        recorder.record("model:used", {"agent_id": None, "model_type": "after"})
+
+    await asyncio.create_task(message())
+    await recorder.aclose()
+    assert threads == ["audit-writer"]  # once, off the loop
+    events = await sqlite_store.read_all()
+    assert [(e.aggregate_id, e.event_type) for e in events] == [
+        (agent, "message:received"),
+        (agent, "model:used"),
+        (agent, "message:sent"),
+        (HOST_AGGREGATE, "model:used"),  # after message:sent: no current message
+    ]
+    assert {e.correlation_id for e in events[:3]} == {incoming.id}
+    assert events[1].metadata == {"room_id": room}
+
+
+async def test_an_unaddressable_message_received_costs_only_itself(
+    sqlite_store: EventStore,
+) -> None:
+    """A message:received whose payload cannot be addressed never breaks `emit`: its event is
+    dropped (counted, logged) and the events after it stay filed under the message before."""
+    recorder = AuditRecorder(sqlite_store)
+    agent, room = str(uuid4()), str(uuid4())
+    incoming = memory(agent, room, "hello")
+
+    async def messages() -> None:
+        recorder.record("message:received", incoming)
+        recorder.record("message:received", Unaddressable())  # raises only when addressed
+        recorder.record("model:used", {"agent_id": None, "model_type": "text_large"})
+
+    await asyncio.create_task(messages())
+    await recorder.aclose()
+    events = await sqlite_store.read_all()
+    assert [(e.aggregate_id, e.event_type) for e in events] == [
+        (agent, "message:received"),
+        (agent, "model:used"),
+    ]
+    assert events[1].correlation_id == incoming.id
+    assert (recorder.recorded, recorder.dropped) == (2, 1)
+
+
+async def test_notes_of_messages_never_sent_do_not_chain(sqlite_store: EventStore) -> None:
+    """A task that records message:received after message:received (none sent) keeps only
+    the notes the writer has not worked through yet linked, not one per message."""
+    from builtin_plugins.audit.recorder import _CURRENT, _Incoming
+
+    recorder = AuditRecorder(sqlite_store, AuditSettings(flush_interval=0))
+    depth = 0
+
+    async def messages() -> None:
+        nonlocal depth
+        for i in range(300):
+            recorder.record("message:received", memory(str(uuid4()), str(uuid4()), f"m{i}"))
+            if i % 10 == 9:
+                await recorder.flush()
+        note: Any = _CURRENT.get()
+        while isinstance(note, _Incoming):
+            depth += 1
+            note = note.before
+
+    await asyncio.create_task(messages())
+    await recorder.aclose()
+    assert recorder.recorded == 300
+    assert depth <= 11  # the notes since the last flush, and the one before them
