@@ -412,9 +412,10 @@ class SqliteEventStore(SqlEventStore):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        # Pages this commit added to the WAL: the rows' bytes, and the B-tree pages touched
-        # (the log, its four indexes, the streams table).
-        self._wal_pages += 6 + sum(len(r[6]) + len(r[9]) + 100 for r in rows) // 4096
+        if self._checkpoints:  # else SQLite's auto-checkpoints count for themselves
+            # Pages this commit added to the WAL: the rows' bytes, and the B-tree pages
+            # touched (the log, its four indexes, the streams table).
+            self._wal_pages += 6 + sum(len(r[6]) + len(r[9]) + 100 for r in rows) // 4096
         return before, first
 
     @staticmethod
