@@ -8,6 +8,7 @@ same on each. Streaming reads over any adapter: ``contracts.streaming.MemoryMana
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
@@ -334,13 +335,31 @@ async def get_texts(database: DatabaseAdapter, query: MemoryQuery) -> list[Memor
     """The id, speaker and ``content.text`` of each memory `query` reads, in its order: what a
     prompt's history shows. Where the store can (`TextReads`: the SQLite store), without
     building a `Memory` per row (its content, metadata and time decoded: about a tenth of a
-    one-room message's CPU); else from `get_memories`."""
+    one-room message's CPU); else from `get_memories`, and so when a subclass overrides
+    `get_memories` below the class giving `get_memory_texts` (its reads are its own)."""
     texts = getattr(database, "get_memory_texts", None)  # `TextReads`, checked cheaply
-    if texts is not None:
+    if texts is not None and _texts_follow_reads(type(database)):
         found: list[MemoryText] = await texts(query)
         return found
     memories = await database.get_memories(query)
     return [MemoryText(m.id, m.entity_id, m.content.text) for m in memories]
+
+
+_FOLLOWS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _texts_follow_reads(cls: type) -> bool:
+    """Whether `cls`'s `get_memory_texts` comes from the class of its `get_memories` or from
+    one below it (kept per class, weakly: reloaded plugins' classes go)."""
+    follows = _FOLLOWS.get(cls)
+    if follows is None:
+        mro = cls.__mro__
+
+        def defined(name: str) -> int:
+            return next((at for at, base in enumerate(mro) if name in vars(base)), len(mro))
+
+        follows = _FOLLOWS[cls] = defined("get_memory_texts") <= defined("get_memories")
+    return follows
 
 
 @runtime_checkable

@@ -147,6 +147,7 @@ class LoopMonitor:
         what = ""
         owner: str | None = None
         level = "WARNING"
+        turns = False  # what is reported is tasks taking turns (not yet a block)
         seen: object = self  # the task (None: a plain callback) running at the last check
         steady = time.monotonic()  # since when it has been the one running
         while not self._stop.wait(self.interval):
@@ -159,7 +160,12 @@ class LoopMonitor:
                 logger.bind(plugin=owner or "host").log(
                     level, "event loop was blocked for about {:.2f} s by {}", held, what
                 )
-                reported = None
+                reported, turns = None, False
+            if turns and time.monotonic() - steady >= self.threshold:
+                # one of the tasks taking turns now holds the loop itself: a block after all
+                what, owner, level = self._report_block()
+                turns = False
+                continue
             overdue = time.monotonic() - last - self.interval
             if reported is None and overdue > self.threshold and not self._stop.is_set():
                 reported = last
@@ -172,6 +178,7 @@ class LoopMonitor:
                         None,
                         "DEBUG",
                     )
+                    turns = True
                     self.busy += 1
                     logger.bind(plugin="host").debug(
                         "event loop busy for over {:.0f} ms running many ready tasks in turn,"
@@ -179,20 +186,26 @@ class LoopMonitor:
                         1000 * self.threshold,
                     )
                     continue
-                what, owner, where, named = self._culprit()
-                self.blocks += 1
-                # What no component note covers (the host's own start-up work, a test
-                # driving the loop synchronously, a collection pause) is only a DEBUG line.
-                level = "WARNING" if named else "DEBUG"
-                logger.bind(plugin=owner or "host").log(
-                    level,
-                    "event loop blocked for over {:.0f} ms by {} (at {}); every agent and the"
-                    " HTTP API wait meanwhile: await instead of blocking, or declare a sync"
-                    " callback blocking=True to run it in a thread",
-                    1000 * self.threshold,
-                    what,
-                    where,
-                )
+                what, owner, level = self._report_block()
+
+    def _report_block(self) -> tuple[str, str | None, str]:
+        """Count and log a block by what the loop thread runs now; what, its plugin and the
+        level for the line logged when it ends."""
+        what, owner, where, named = self._culprit()
+        self.blocks += 1
+        # What no component note covers (the host's own start-up work, a test driving the
+        # loop synchronously, a collection pause) is only a DEBUG line.
+        level = "WARNING" if named else "DEBUG"
+        logger.bind(plugin=owner or "host").log(
+            level,
+            "event loop blocked for over {:.0f} ms by {} (at {}); every agent and the HTTP API"
+            " wait meanwhile: await instead of blocking, or declare a sync callback"
+            " blocking=True to run it in a thread",
+            1000 * self.threshold,
+            what,
+            where,
+        )
+        return what, owner, level
 
     def _culprit(self) -> tuple[str, str | None, str, bool]:
         """What the loop thread is calling, its plugin, the blocked frame, and whether a

@@ -63,11 +63,8 @@ class ForwardingAdapter:
         return await self._forward("query", self.inner.get_memories(query))
 
     async def get_memory_texts(self, query: MemoryQuery) -> list[MemoryText]:
-        """`inner`'s texts of `query`'s memories (`TextReads`) when this wrapper leaves reads
-        as they are; else through this wrapper's `get_memories`."""
-        if type(self).get_memories is not ForwardingAdapter.get_memories:
-            memories = await self.get_memories(query)
-            return [MemoryText(m.id, m.entity_id, m.content.text) for m in memories]
+        """`inner`'s texts of `query`'s memories (`TextReads`). A subclass overriding
+        `get_memories` is read through it instead (`get_texts` sees to that)."""
         return await self._forward("query", get_texts(self.inner, query))
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:

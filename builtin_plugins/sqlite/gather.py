@@ -28,8 +28,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from . import worker
-
 if TYPE_CHECKING:
     from .worker import SqliteCore
 
@@ -50,7 +48,7 @@ def worker_busy(store: SqliteCore) -> bool:
 async def gather_while_worker_busy(store: SqliteCore, loop: asyncio.AbstractEventLoop) -> None:
     """Yield (a write group's first writer) while `store`'s worker is busy and other tasks are
     ready on `loop`, for at most `GATHER_FOR` seconds (see the module doc)."""
-    if not worker_busy(store) or worker._alone(loop):
+    if not worker_busy(store) or not _crowded(loop):
         return
     await _wait_for_worker(store, loop)
 
@@ -65,16 +63,23 @@ async def here_or_after_worker(store: SqliteCore, answer: Callable[[], T | None]
     if found is not None or not store._index_lock.locked():
         return found
     loop = asyncio.get_running_loop()
-    if worker._alone(loop):
+    if not _crowded(loop):
         return None
     await _wait_for_worker(store, loop)
     return answer()
+
+
+def _crowded(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks are ready on `loop` now. A loop that does not show its queue
+    (uvloop) is never taken to be crowded: waiting there would spin it with nothing to run."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and bool(ready)
 
 
 async def _wait_for_worker(store: SqliteCore, loop: asyncio.AbstractEventLoop) -> None:
     until = time.perf_counter() + GATHER_FOR
     while True:
         await asyncio.sleep(0)
-        if not worker_busy(store) or worker._alone(loop) or time.perf_counter() >= until:
+        if not worker_busy(store) or not _crowded(loop) or time.perf_counter() >= until:
             store._yielded = (loop, time.perf_counter())
             return

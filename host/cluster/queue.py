@@ -216,7 +216,9 @@ class RoomQueue:
         """The room a `claim` under `token` holds, if it landed (its connection dropped before
         the answer came back), with its oldest waiting message, which that claim took; None if
         it is not seen: it did not land, or (a half-open connection) it is still running on
-        the server, whose room then waits out its lease as any room left held."""
+        the server, whose room then waits out its lease as any room left held. Whether that
+        claim took the room over from another worker cannot be read back (`Claim.takeover`
+        is False: the takeover is not counted)."""
         async with self.store.with_connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "SELECT agent_id, room_id, fence FROM cluster_rooms"

@@ -180,6 +180,34 @@ async def test_many_tasks_taking_turns_are_not_a_block() -> None:
     assert not [line for line in lines if line[0] == "WARNING"]
 
 
+async def test_a_block_starting_while_tasks_take_turns_is_still_a_block() -> None:
+    """Tasks taking turns make the loop late (a busy spell, DEBUG), then one of them holds it
+    for a second in that same turn: that is a block, counted and logged by its task."""
+    records: list[Any] = []
+    sink = logger.add(lambda m: records.append(m.record), level="DEBUG")
+    monitor = LoopMonitor(LoopMonitorSettings(threshold=0.1))
+    monitor.start()
+
+    async def room() -> None:
+        time.sleep(0.004)  # noqa: ASYNC251  a message's step of Python work
+
+    async def holder() -> None:
+        time.sleep(1.0)  # noqa: ASYNC251  the block
+
+    try:
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*(room() for _ in range(40)), holder())
+        await asyncio.sleep(0.2)
+    finally:
+        monitor.stop()
+        logger.remove(sink)
+    lines = [(r["level"].name, r["message"]) for r in records]
+    assert monitor.busy == 1 and monitor.blocks == 1, lines
+    ended = [text for _, text in lines if text.startswith("event loop was blocked for about")]
+    assert len(ended) == 1 and " by task " in ended[0], ended
+    assert float(ended[0].split("about ")[1].split(" s")[0]) >= 1.0, ended
+
+
 async def test_the_monitor_can_be_switched_off(tmp_path: Path) -> None:
     def config(**monitor: Any) -> HostConfig:
         return offline_config(tmp_path, http={"enabled": False}, loop_monitor=monitor)

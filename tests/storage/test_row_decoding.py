@@ -9,6 +9,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from builtin_plugins.sqlite import SqliteAdapter
 from builtin_plugins.sqlite.rows import content_text, from_micros, to_micros
-from contracts.memory import Content, MemoryQuery
+from contracts.memory import Content, Memory, MemoryQuery
 from contracts.storage import get_texts
 from host.memory import content_from_json, content_json
 
@@ -110,3 +111,28 @@ def test_stored_microseconds_read_back_as_the_epoch_plus_them(micros: int) -> No
     assert got == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
     assert got.tzinfo is UTC and to_micros(got) == micros
     assert from_micros(micros) == got  # the second's fields kept, the same again
+
+
+async def test_get_texts_reads_a_store_subclass_through_its_own_get_memories(
+    tmp_path: Path,
+) -> None:
+    """A store plugin subclassing the SQLite store to change its reads (here: hiding one
+    speaker) overrides `get_memories` only: the history's lines (`get_texts`) follow it rather
+    than the inherited `get_memory_texts`; the store itself is still read by its own."""
+
+    class Scoped(SqliteAdapter):
+        async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+            return [m for m in await super().get_memories(query) if m.entity_id != hidden]
+
+    hidden = uuid4()
+    for cls, shown in ((Scoped, 2), (SqliteAdapter, 3)):
+        db = await cls.open(tmp_path / f"{cls.__name__}.sqlite3")
+        try:
+            speakers = [hidden, uuid4(), uuid4()]
+            await db.create_memories_batch(
+                [make_memory(i, entity_id=e) for i, e in enumerate(speakers)]
+            )
+            texts = await get_texts(db, MemoryQuery(limit=11))
+            assert len(texts) == shown and (hidden in {t.entity_id for t in texts}) == (shown == 3)
+        finally:
+            await db.close()
