@@ -65,6 +65,10 @@ HOSTS: dict[str, tuple[str, ...]] = {
 }
 
 
+FLOOR = "raw floor"
+RECALL_FLOOR = "raw floor + recall"
+
+
 def load() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -102,17 +106,27 @@ async def in_pipeline(directory: Path, pre: int, chunk: int, rounds: int, docume
         hosts[name] = await bp.start_host(directory / f"h{index}", "hashed", without=without)
     hosts["recall answers nothing"].loader.loaded["recall"].instance._answers_nothing = True
     rooms = {name: uuid4() for name in hosts}
-    cpu: dict[str, list[float]] = {name: [] for name in hosts}
+    # the raw work recall stands for (bench/pipeline.py's floor rows), in the same rounds
+    floor = bp.Floor(directory, bp.embedder(hosts["default"]))
+    (directory / "recall").mkdir()
+    recall_floor = bp.RecallFloor(directory, bp.embedder(hosts["default"]))
+    floors = {FLOOR: floor, RECALL_FLOOR: recall_floor}
+    cpu: dict[str, list[float]] = {name: [] for name in [*hosts, *floors]}
     try:
         for name, host in hosts.items():
             if documents and "knowledge" in host.loader.loaded:
                 await add_documents(host, documents)
             await bp.one_room(host, pre, rooms[name], [])
-        names = list(hosts)
+        for raw in floors.values():
+            await raw.chunk(pre, [])
+        names = [*hosts, *floors]
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 started = time.process_time()
-                await bp.one_room(hosts[name], chunk, rooms[name], [])
+                if name in floors:
+                    await floors[name].chunk(chunk, [])
+                else:
+                    await bp.one_room(hosts[name], chunk, rooms[name], [])
                 cpu[name].append((time.process_time() - started) / chunk)
         alone = await providers_alone(hosts["default"], rooms["default"])
     finally:
@@ -150,6 +164,8 @@ async def run(args: argparse.Namespace) -> None:
         at_start = load()
         with tempfile.TemporaryDirectory() as tmp:
             cpu, alone = await in_pipeline(Path(tmp), pre, args.chunk, args.rounds, args.documents)
+        raw = cpu[RECALL_FLOOR] - cpu[FLOOR]
+        both = cpu["default"] - cpu["recall, knowledge off"]
         rows = [
             *((f"pipeline: {name}", cpu[name]) for name in HOSTS),
             ("recall (default - recall off)", cpu["default"] - cpu["recall off"]),
@@ -158,6 +174,11 @@ async def run(args: argparse.Namespace) -> None:
                 cpu["default"] - cpu["recall answers nothing"],
             ),
             ("knowledge (recall off - both off)", cpu["recall off"] - cpu["recall, knowledge off"]),
+            (FLOOR, cpu[FLOOR]),
+            (RECALL_FLOOR, cpu[RECALL_FLOOR]),
+            ("recall's raw work (floor + recall - floor)", raw),
+            ("recall + knowledge (default - both off)", both),
+            ("recall + knowledge / their raw work", both / raw),
             ("recall called alone", alone["recall"]),
             ("knowledge called alone", alone["knowledge"]),
         ]
@@ -166,7 +187,7 @@ async def run(args: argparse.Namespace) -> None:
                 f"{pre:,}" if index == 0 else "",
                 f"{at_start} / {load()}" if index == 0 else "",
                 label,
-                f"{seconds * 1e6:,.0f}",
+                f"{seconds:.2f}x" if label.endswith("raw work") else f"{seconds * 1e6:,.0f}",
             )
         table.add_section()
     console.print(
@@ -186,7 +207,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=100, help="messages per host per round")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--documents", type=int, default=0, help="knowledge documents added")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    from loguru import logger
+
+    logger.remove()
+    logger.add(lambda _: None, level="ERROR")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
