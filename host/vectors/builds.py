@@ -146,6 +146,7 @@ class IndexSet:
         was not at `old_version` missed some other write and is dropped instead.
         """
         removed = list(removed)
+        normalized: F32 | None = None  # `added`'s vectors normalised, once for every index
         for kind in INDEX_TYPES:
             key: tuple[str, IndexType] = (table, kind)
             build = self._builds.get(key)
@@ -163,9 +164,12 @@ class IndexSet:
             if index.version != old_version:
                 del self._indexes[key]
                 continue
-            index.remove(removed)
+            if removed:
+                index.remove(removed)
             if added is not None and len(added[0]):
-                index.add(added[0], normalize(added[1].copy()))
+                if normalized is None:
+                    normalized = normalize(added[1].copy())
+                index.add(added[0], normalized)
             index.version = new_version
 
     def has(self, table: str) -> bool:

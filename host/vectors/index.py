@@ -146,12 +146,40 @@ class VectorIndex:
         labels = list(labels)
         if not labels:
             return
+        if len(labels) == 1 and self.kind == "flat" and self._index is not None:
+            self._add_row(labels[0], vectors)
+            return
         lazy.faiss.omp_set_num_threads(lazy.BUILD_THREADS)
         self.remove(label for label in labels if label in self._pos)
         if self._index is None:
             self.build(np.asarray(labels, dtype=np.int64), vectors)
             return
         self._append(np.asarray(labels, dtype=np.int64), vectors)
+
+    def _add_row(self, label: int, vectors: F32) -> None:
+        """`add` of one row to a built flat index (a store's write of one memory, twice a
+        message in a conversation): the same bookkeeping without the batch's arrays, and no
+        OpenMP thread count set (a flat add is a copy)."""
+        row = np.ascontiguousarray(vectors, dtype=np.float32)
+        if row.shape != (1, self.dim):
+            raise ValueError(f"a vector of shape {row.shape} added to a {self.dim}-d index")
+        if label in self._pos:
+            self.remove((label,))
+        start = len(self._ext)
+        buffer = self._ext.base
+        if isinstance(buffer, np.ndarray) and buffer.ndim == 1 and len(buffer) > start:
+            buffer[start] = label
+            self._ext = buffer[: start + 1]
+        else:
+            self._grow_ext(np.array((label,), dtype=np.int64))
+        self._live = None
+        self._pos[label] = start
+        where = self._where
+        if where is not None and 0 <= label < len(where):
+            where[label] = start
+        else:
+            self._map(np.array((label,), dtype=np.int64), np.array((start,), dtype=np.int64))
+        self._index.add_c(1, lazy.faiss.swig_ptr(row))  # its id: ntotal == start
 
     def _append(self, labels: I64, vectors: F32) -> None:
         """Add `labels` (none of them present) with their `vectors` to the faiss index."""

@@ -82,6 +82,25 @@ def test_rows_added_one_at_a_time_are_found_as_if_built_at_once(kind: str) -> No
         assert found == exact_top_k(q, matrix[::3], allowed, 5)[0]
 
 
+def test_one_row_added_to_a_flat_index_with_labels_far_apart_or_the_wrong_shape() -> None:
+    """A store's write of one row to its flat index: a label far beyond the others (a sparse
+    label map from then on) and a replaced one are found by every search, and a vector of
+    another dimension is refused by name, the index unchanged."""
+    x = _data(40, seed=5)
+    index = VectorIndex("flat", 16)
+    index.build(np.arange(1, 11, dtype=np.int64), x[:10].copy())
+    index.add([10**12], x[10:11].copy())
+    index.add([11], x[11:12].copy())
+    index.add([4], x[12:13].copy())  # replaces label 4's vector
+    for label, row in ((10**12, 10), (11, 11), (4, 12)):
+        assert index.search(x[row : row + 1], 1)[0] == [label]
+        assert index.search(x[row : row + 1], 1, allowed=[label, 5])[0] == [label]
+    assert index.search(x[3:4], 1)[0] != [4]
+    with pytest.raises(ValueError, match=r"\(1, 8\) added to a 16-d index"):
+        index.add([99], np.zeros((1, 8), dtype=np.float32))
+    assert len(index) == 12 and index.search(x[0:1], 1, allowed=[99]) == ([], [])
+
+
 def test_exact_top_k_breaks_ties_by_label() -> None:
     matrix = normalize(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
     labels = np.array([9, 3, 5], dtype=np.int64)
