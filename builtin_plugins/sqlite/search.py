@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, cast
 
@@ -76,21 +76,19 @@ class SqliteSearch(SqliteCore):
 
         The hop to the worker and back costs 0.1-0.2 ms on a quiet machine and several ms on a
         loaded one, more than the HNSW search itself; an ANN search over an index already built
-        and current needs no disk write, only a read snapshot of a few rows. So when the reader
-        connection, the index lock and a current index are all at hand at once, it runs here,
-        on its own connection in its own read transaction (WAL: readers never wait on the
-        writer). Whatever would wait or change an index (the worker busy with the indexes, a
-        missing or stale index, a build to start or install, a locked database) goes to the
-        worker as before. A filtered search whose label set is current (`_search_labelled`)
-        reads one statement, like an unfiltered one; an exact one whose set is not kept yet
-        reads it here when it has at most `LOOP_ROWS` rows (a new room's or speaker's first
-        search: sent to the worker, 100 rooms' first searches kept it busy, gather.py)."""
-        reader = self._reader
-        if reader is None or not self._index_lock.acquire(blocking=False):
-            return None
-        try:
+        and current needs no disk write, only a read snapshot of a few rows. So when a
+        connection (`_here`), the index lock and a current index are all at hand at once, it
+        runs here, in its own read transaction (WAL: readers never wait on the writer).
+        Whatever would wait or change an index (the worker busy with the indexes, a missing or
+        stale index, a build to start or install, a locked database) goes to the worker as
+        before. A filtered search whose label set is current (`_search_labelled`) reads one
+        statement, like an unfiltered one; an exact one whose set is not kept yet reads it
+        here when it has at most `LOOP_ROWS` rows (a new room's or speaker's first search:
+        sent to the worker, 100 rooms' first searches kept it busy, gather.py)."""
+
+        def search(conn: sqlite3.Connection) -> list[tuple[Memory, float]] | None:
             if query.filters_rows:
-                found = self._search_labelled(reader, embedding, (query,), params)
+                found = self._search_labelled(conn, embedding, (query,), params)
                 if found is not None:
                     return found
                 if params.index_type == "flat" and label_filter(query) is None:
@@ -98,10 +96,38 @@ class SqliteSearch(SqliteCore):
                 # the allowed rows (an exact search's read here and kept when there are at
                 # most LOOP_ROWS: a new room's or speaker's first search) and the index at
                 # one snapshot
-                return self._search_on(reader, embedding, query, params, here=True)
+                return self._search_on(conn, embedding, query, params, here=True)
             return self._search_unfiltered(
-                reader, embedding, query.table_name or DEFAULT_TABLE, params
+                conn, embedding, query.table_name or DEFAULT_TABLE, params
             )
+
+        return self._here(search)
+
+    def _here(
+        self, search: Callable[[sqlite3.Connection], list[tuple[Memory, float]] | None]
+    ) -> list[tuple[Memory, float]] | None:
+        """`search` run on the caller's thread with the index lock held (None: not now, the
+        worker answers), on the writes' connection while the worker is not using it (and
+        writes commit inline: it holds no transaction open then), else on the read-only one.
+        The writes' connection keeps its page cache across this store's own writes, where
+        the read-only one's is emptied after each (SQLite drops a connection's cache when
+        another connection has written): recall's statements, right after the message's
+        write, cost ~20-30 us a message less there (1,000 messages). Neither waits for a lock
+        (as `_read_here`)."""
+        reader = self._reader
+        if reader is None or not self._index_lock.acquire(blocking=False):
+            return None  # no read-only connection (in memory, closing): the worker's
+        try:
+            conn = self._conn
+            if conn is not None and self._inline and self._conn_lock.acquire(blocking=False):
+                try:
+                    conn = self._conn  # closed meanwhile (`_close_conn` takes the lock)
+                    if conn is not None:
+                        self._wait_for_locks(False)
+                        return search(conn)
+                finally:
+                    self._conn_lock.release()
+            return search(reader)
         except sqlite3.OperationalError:
             return None  # busy or locked: the worker waits its busy_timeout
         finally:
@@ -187,9 +213,23 @@ class SqliteSearch(SqliteCore):
         """The hits `labels` with their rows, read by one statement that also reads `table`'s
         version: None unless it is `version` (the index's: then rows and index are of one
         snapshot). No hits: the version alone is read. The rows of excluded ids and those
-        `leave_out` reads (its filters, order and limit, as `get_memories`) are left out."""
+        `leave_out` reads (its filters, order and limit, as `get_memories`) are left out.
+
+        A `leave_out` of `table` is read first (its seqs and the version: `_shown`), and
+        only the best hits beyond it are read (k and the excluded ids: recall's 6 rows
+        instead of 17); both statements see `version`, so no write came between them. Else
+        the statement reading the hits leaves them out itself (``id NOT IN`` a subquery)."""
         if not labels:
             return [] if _version(conn, table) == version else None
+        if leave_out is not None and leave_out.table_name == table and leave_out.limit:
+            shown = _shown(conn, table, leave_out)
+            if shown is not None:
+                if shown[1] != version:
+                    return None
+                labels, scores = _beyond(labels, scores, shown[0], params.k + len(params.exclude))
+                if not labels:
+                    return []
+                leave_out = None
         excluded = params.exclude if len(params.exclude) <= EXCLUDED_IN_SQL else ()
         sql = by_seqs_sql(
             len(labels), versioned=True, vectors=params.with_embeddings, excluded=len(excluded)
@@ -361,17 +401,12 @@ class SqliteSearch(SqliteCore):
         leave_out: MemoryQuery | None,
     ) -> list[tuple[Memory, float]] | None:
         """`_search_labelled` of several queries on the caller's thread (None: not now)."""
-        reader = self._reader
-        if reader is None or self._executor is None:
+        if self._executor is None:
             return None
-        if not self._index_lock.acquire(blocking=False):
-            return None
-        try:
-            return self._search_labelled(reader, embedding, queries, params, leave_out)
-        except sqlite3.OperationalError:
-            return None  # busy or locked: one query at a time, on the worker if need be
-        finally:
-            self._index_lock.release()
+        # None when busy or locked: one query at a time, on the worker if need be
+        return self._here(
+            lambda conn: self._search_labelled(conn, embedding, queries, params, leave_out)
+        )
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         kind = check_index_type(index_type)
@@ -398,6 +433,27 @@ class SqliteSearch(SqliteCore):
         ).fetchall()
         labels, matrix = to_matrix(rows, dim)
         return np.asarray(labels, dtype=np.int64), matrix
+
+
+def _shown(conn: sqlite3.Connection, table: str, query: MemoryQuery) -> tuple[set[int], int] | None:
+    """The seqs of the rows `query` (of `table`) reads, and `table`'s version read with them
+    (None: it reads none, so no version was read)."""
+    where, values = where_clause(query)
+    order = "ASC" if query.order == "asc" else "DESC"
+    rows = conn.execute(
+        f"SELECT seq, ({_VERSION_SQL}) FROM memories{where}"
+        f" ORDER BY created_at {order}, id {order} LIMIT ?",
+        [table, *values, query.limit],
+    ).fetchall()
+    return ({row[0] for row in rows}, rows[0][1]) if rows else None
+
+
+def _beyond(
+    labels: list[int], scores: list[float], shown: set[int], count: int
+) -> tuple[list[int], list[float]]:
+    """The best `count` hits (`labels`, best first, and their `scores`) not in `shown`."""
+    kept = [i for i, label in enumerate(labels) if label not in shown][:count]
+    return [labels[i] for i in kept], [scores[i] for i in kept]
 
 
 def _version(conn: sqlite3.Connection, table: str) -> int | None:

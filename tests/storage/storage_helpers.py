@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -76,3 +77,26 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on a fresh event loop (hypothesis examples are synchronous)."""
     return asyncio.run(coro)
+
+
+SEARCH_CONNECTIONS = ("writes", "reader")
+"""The connections a SQLite search on the caller's thread reads from: the writes' connection
+when the worker is not using it (its page cache warm), else the read-only one."""
+
+
+@contextlib.contextmanager
+def searching_through(adapter: Any, via: str, proxy: Callable[[Any], Any]) -> Iterator[None]:
+    """While open, a SQLite `adapter`'s searches on the caller's thread read through `proxy`
+    (wrapping the connection) from `via`: ``"writes"`` (the writes' connection, free), or
+    ``"reader"`` (the read-only one: small writes and reads then go to the worker, as while it
+    holds the writes' connection)."""
+    attribute = "_conn" if via == "writes" else "_reader"
+    real, inline = getattr(adapter, attribute), adapter._inline
+    setattr(adapter, attribute, proxy(real))
+    if via == "reader":
+        adapter._inline = False
+    try:
+        yield
+    finally:
+        setattr(adapter, attribute, real)
+        adapter._inline = inline

@@ -17,7 +17,7 @@ from builtin_plugins.sqlite.schema import SCHEMA_VERSION
 from contracts.memory import MemoryQuery, MemoryUpdate
 from contracts.storage import SearchParams, StorageError
 
-from .storage_helpers import AGENT, make_memory, stored
+from .storage_helpers import AGENT, SEARCH_CONNECTIONS, make_memory, searching_through, stored
 
 
 async def test_file_wal_migrations_and_reopen(tmp_path: Path) -> None:
@@ -241,24 +241,27 @@ class _WriteBeforeRowsRead(_WriteAfterVersionRead):
         return self._conn.execute(sql, *args)
 
 
+@pytest.mark.parametrize("via", SEARCH_CONNECTIONS)
 @pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
 async def test_a_search_on_the_loop_thread_reads_one_snapshot(
-    tmp_path: Path, index_type: str
+    tmp_path: Path, index_type: str, via: str
 ) -> None:
-    """An ANN search over a current index runs on the event-loop thread, on its own reader
-    connection (no hop to the worker). Another process committing between its index search and
-    its rows read (the newest row deleted, another table's row taking its rowid) changes the
-    table's version that the rows statement reads too: the search is answered again, on the
-    worker, as of after the write, never with the other table's row."""
+    """An ANN search over a current index runs on the event-loop thread (no hop to the
+    worker), on the writes' connection while the worker is not using it, else on the reader.
+    Another process committing between its index search and its rows read (the newest row
+    deleted, another table's row taking its rowid) changes the table's version that the rows
+    statement reads too: the search is answered again, on the worker, as of after the write,
+    never with the other table's row."""
     path = tmp_path / "shared.sqlite3"
     one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
     batch = [make_memory(i, embedding=[1.0, float(i)]) for i in range(5)]
     await one.create_memories_batch(batch)
     kind: Any = index_type
     await one.build_index(kind)
-    assert one._reader is not None and one._executor is not None
+    assert one._reader is not None and one._conn is not None and one._executor is not None
     threads: list[str] = []
-    one._reader.set_trace_callback(lambda _sql: threads.append(threading.current_thread().name))
+    for conn in (one._reader, one._conn):
+        conn.set_trace_callback(lambda _sql: threads.append(threading.current_thread().name))
     # With the worker thread held busy, the search is still answered: on the loop thread.
     held = threading.Event()
     blocker = one._executor.submit(held.wait, 10)
@@ -276,6 +279,8 @@ async def test_a_search_on_the_loop_thread_reads_one_snapshot(
     )
     assert [(m.id, m.embedding) for m, _ in bare] == [(batch[4].id, None), (batch[3].id, None)]
     assert threads and set(threads) == {threading.main_thread().name}
+    for conn in (one._reader, one._conn):
+        conn.set_trace_callback(None)
 
     intruder = make_memory(99, table_name="other")
 
@@ -283,12 +288,8 @@ async def test_a_search_on_the_loop_thread_reads_one_snapshot(
         assert two._delete_batch([batch[4].id]) == 1
         two._create_batch([intruder], None)
 
-    reader = one._reader
-    one._reader = _WriteBeforeRowsRead(reader, other_process)  # type: ignore[assignment]
-    try:
+    with searching_through(one, via, lambda conn: _WriteBeforeRowsRead(conn, other_process)):
         results = await one.search_memories([0.0, 1.0], params=SearchParams(k=2, index_type=kind))
-    finally:
-        one._reader = reader
     assert await one.get_memory(intruder.id) is not None  # the write did happen, mid-search
     assert [m.id for m, _ in results] == [batch[3].id, batch[2].id]  # as of after it
     await one.close()

@@ -20,9 +20,9 @@ import pytest
 from builtin_plugins.sqlite.adapter import SqliteAdapter
 from builtin_plugins.sqlite.labels import LabelSets
 from contracts.memory import Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import SearchParams
+from contracts.storage import SearchParams, search_each
 
-from .storage_helpers import AGENT, OTHER_AGENT, make_memory
+from .storage_helpers import AGENT, OTHER_AGENT, SEARCH_CONNECTIONS, make_memory, searching_through
 
 ROOMS = [UUID(int=0xF0 + i) for i in range(3)]
 ENTITIES = [UUID(int=0xE0 + i) for i in range(3)]
@@ -211,13 +211,15 @@ class _WriteBeforeRowsRead:
         return getattr(self._conn, name)
 
 
+@pytest.mark.parametrize("via", SEARCH_CONNECTIONS)
 async def test_a_filtered_flat_search_on_the_loop_thread_reads_one_snapshot(
-    tmp_path: Path,
+    tmp_path: Path, via: str
 ) -> None:
     """With the worker thread busy, a filtered exact search over a kept set is still answered,
     on the loop's thread. Another process committing between its scoring and its rows read
     (the room's best row deleted, a row of another table taking its rowid) moves the version
-    that statement reads: the search is answered again as of after the write."""
+    that statement reads, on either connection: the search is answered again as of after the
+    write."""
     path = tmp_path / "snapshot.sqlite3"
     one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
     try:
@@ -243,12 +245,8 @@ async def test_a_filtered_flat_search_on_the_loop_thread_reads_one_snapshot(
             assert two._delete_batch([batch[4].id]) == 1
             two._create_batch([intruder], None)
 
-        reader = one._reader
-        one._reader = _WriteBeforeRowsRead(reader, other_process)  # type: ignore[assignment]
-        try:
+        with searching_through(one, via, lambda conn: _WriteBeforeRowsRead(conn, other_process)):
             hits = await one.search_memories([0.0, 1.0], room, SearchParams(k=2))
-        finally:
-            one._reader = reader
         assert await one.get_memory(intruder.id) is not None  # the write did happen
         assert [m.id for m, _ in hits] == [batch[3].id, batch[2].id]
     finally:
@@ -312,6 +310,72 @@ async def test_hits_all_left_out_still_check_the_version(tmp_path: Path) -> None
         assert [m.id for m, _ in found] == [theirs.id]
         found = await one.search_memories_any([1.0, 0.0], [room, room], left_out)
         assert [m.id for m, _ in found] == [theirs.id]
+    finally:
+        await one.close()
+        await two.close()
+
+
+class _WriteBefore:
+    """A connection proxy that runs `write` once, right before the first statement starting
+    with `prefix`."""
+
+    def __init__(self, conn: sqlite3.Connection, prefix: str, write: Any) -> None:
+        self._conn, self._prefix, self._write = conn, prefix, write
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith(self._prefix) and self._write:
+            write, self._write = self._write, None
+            write()
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("via", SEARCH_CONNECTIONS)
+@pytest.mark.parametrize(
+    ("written", "before"),
+    [
+        ("newer", "SELECT seq, (SELECT version"),
+        ("newer", "SELECT seq, id"),
+        ("older and best", "SELECT seq, (SELECT version"),  # no hit to read: no second one
+    ],
+    ids=["newer-before the left-out rows", "newer-before the hits", "older-before the left-out"],
+)
+async def test_the_left_out_rows_and_the_hits_are_of_one_snapshot(
+    tmp_path: Path, via: str, before: str, written: str
+) -> None:
+    """A search leaving out what a query reads (recall: the room's latest messages) reads
+    those rows' seqs, then only the best hits beyond them. Another process committing before
+    the first statement or between the two (a newer row: another row leaves the latest; an
+    older row scoring best, which the index does not hold yet, where every hit it has is left
+    out and no hit is read) moves the version the statements read: the answer is that of the
+    file after the write, as the reference `search_each` gives it, never a mix of the two."""
+    path = tmp_path / "leave-out.sqlite3"
+    one, two = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    try:
+        mine = [make_memory(i, embedding=[1.0, i / 10], room_id=ROOMS[0]) for i in range(6)]
+        await one.create_memories_batch(mine)
+        scopes = [MemoryQuery(room_id=ROOMS[0]), MemoryQuery(entity_id=mine[0].entity_id)]
+        latest = MemoryQuery(room_id=ROOMS[0], table_name="messages", limit=2)
+        if written == "newer":
+            theirs = make_memory(9, embedding=[1.0, 0.0], room_id=ROOMS[0])
+            params = SearchParams(k=2)
+            expected = [[mine[3].id, mine[2].id], [mine[4].id, mine[3].id]]
+        else:  # 4 and 5 alone pass the threshold, and both are left out
+            theirs = make_memory(-5, embedding=[1.0, 1.0], room_id=ROOMS[0])
+            params = SearchParams(k=2, threshold=0.9)
+            expected = [[], [theirs.id]]
+        found = await one.search_memories_any([1.0, 1.0], scopes, params, leave_out=latest)
+        assert [m.id for m, _ in found] == expected[0]
+
+        proxy = lambda conn: _WriteBefore(conn, before, lambda: two._create_batch([theirs], None))  # noqa: E731
+        with searching_through(one, via, proxy):
+            found = await one.search_memories_any([1.0, 1.0], scopes, params, leave_out=latest)
+        assert await one.get_memory(theirs.id) is not None  # the write did happen, mid-search
+        assert [m.id for m, _ in found] == expected[1]
+        reference = await search_each(one, [1.0, 1.0], scopes, params, leave_out=latest)
+        assert [m.id for m, _ in reference] == expected[1]
     finally:
         await one.close()
         await two.close()
