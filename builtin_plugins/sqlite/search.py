@@ -188,12 +188,11 @@ class SqliteSearch(SqliteCore):
             if kept is None or len(kept) > LOOP_ROWS:
                 return None
             sets.append(kept)
-        allowed = sets[0] if len(sets) == 1 else _union(sets)
         shown = 0 if leave_out is None or leave_out.limit is None else leave_out.limit
         labels, scores = index.search(
             query_vector(embedding, index.dim),
             params.k + len(params.exclude) + shown,
-            allowed=allowed,
+            among=sets,
             probes=params.probes,
             ef_search=params.ef_search,
         )
@@ -459,22 +458,6 @@ def _beyond(
 def _version(conn: sqlite3.Connection, table: str) -> int | None:
     row = conn.execute(_VERSION_SQL, (table,)).fetchone()
     return None if row is None else int(row[0])
-
-
-def _union(sets: Sequence[I64]) -> I64:
-    """The labels in any of `sets` (ascending, each once): a mask over the label range where it
-    is dense enough (SQLite seqs mostly are), else a sort."""
-    sets = [labels for labels in sets if len(labels)]
-    if not sets:
-        return np.empty(0, dtype=np.int64)
-    bounds = [(int(labels.min()), int(labels.max())) for labels in sets]
-    top = max(high for _, high in bounds)
-    if top > 16 * sum(len(labels) for labels in sets) + 65536 or min(bounds)[0] < 0:
-        return np.unique(np.concatenate(sets))
-    mask = np.zeros(top + 1, dtype=bool)
-    for labels in sets:
-        mask[labels] = True
-    return np.flatnonzero(mask)
 
 
 def _hits(
