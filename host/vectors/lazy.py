@@ -6,9 +6,10 @@ and one `BUILD_THREADS`, read as ``lazy.faiss`` / ``lazy.BUILD_THREADS`` (reboun
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-__all__ = ["BUILD_THREADS", "faiss"]
+__all__ = ["BUILD_THREADS", "faiss", "omp_threads"]
 
 BUILD_THREADS: int = 0
 """OpenMP threads for building and adding (training, graph construction: worth parallelising).
@@ -33,3 +34,15 @@ class _LazyFaiss:
 
 
 faiss: Any = _LazyFaiss()
+
+
+_threads = threading.local()
+
+
+def omp_threads(count: int) -> None:
+    """Set the calling thread's OpenMP thread count for faiss, unless it is set so already: a
+    search sets 1 each time, and each faiss call lets go of the GIL (another thread may take
+    it until it lets go in turn)."""
+    if getattr(_threads, "count", None) != count:
+        faiss.omp_set_num_threads(count)
+        _threads.count = count

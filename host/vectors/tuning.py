@@ -68,7 +68,7 @@ def choose_ef(graph: Any, base: F32, queries: F32) -> tuple[int, float] | None:
 def _one_by_one(index: Any, queries: F32, k: int, params: Any) -> float:
     """Median seconds of one-query searches of `index`, on one thread, as searches run."""
     threads = lazy.faiss.omp_get_max_threads()
-    lazy.faiss.omp_set_num_threads(1)
+    lazy.omp_threads(1)
     try:
         spent = []
         for i in range(len(queries)):
@@ -77,4 +77,4 @@ def _one_by_one(index: Any, queries: F32, k: int, params: Any) -> float:
             spent.append(time.perf_counter() - started)
         return float(np.median(spent))
     finally:
-        lazy.faiss.omp_set_num_threads(threads)
+        lazy.omp_threads(threads)
