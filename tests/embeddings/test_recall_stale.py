@@ -148,3 +148,45 @@ async def test_knowledge_follows_documents_replaced_and_removed_by_another_conne
     finally:
         await mine.close()
         await other.close()
+
+
+async def test_recall_leaves_out_the_conversation_as_another_connection_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """Recall leaves out the room's latest messages (what the recent conversation shows) as
+    the file holds them at its search: another connection's newer message in the room moves
+    an older relevant one out of the conversation (now recalled), and its deletes bring it
+    back in (no longer recalled); on the writes' connection and on the read-only one."""
+    path = tmp_path / "recall.sqlite3"
+    mine, other = await SqliteAdapter.open(path), await SqliteAdapter.open(path)
+    db = InstrumentedAdapter(mine, InMemoryMetrics())
+    try:
+        agent, user, room = uuid4(), uuid4(), uuid4()
+        recall = RecallPlugin(db, _models(), RecallSettings(threshold=0.2))  # history: 10
+        await db.create_memory(_memory(agent, room, user, BICYCLE, datetime.now(UTC)))
+        fillers = [_memory(agent, room, user, f"Story {i}", datetime.now(UTC)) for i in range(8)]
+        for filler in fillers:
+            await db.create_memory(filler)
+        first = _memory(agent, room, user, "where is my bicycle locked?", datetime.now(UTC))
+        await db.create_memory(first)
+        for inline in (True, False):  # the writes' connection, then the read-only one
+            mine._inline = inline
+            assert BICYCLE not in await _shown(recall, first)  # 10 messages: all shown
+        mine._inline = True
+        asked = _memory(agent, room, user, "where is my bicycle locked now?", datetime.now(UTC))
+        await db.create_memory(asked)  # 11: the bicycle is the oldest the conversation shows
+        assert BICYCLE not in await _shown(recall, asked)
+        newer = _memory(agent, room, uuid4(), "Hello there", datetime.now(UTC))
+        await other.create_memory(newer)
+        for inline in (True, False):
+            mine._inline = inline
+            assert BICYCLE in await _shown(recall, asked)  # out of the latest 11 now
+        mine._inline = True
+        assert await other.delete_memories_batch([newer.id, fillers[0].id]) == 2
+        for inline in (True, False):
+            mine._inline = inline
+            assert BICYCLE not in await _shown(recall, asked)
+    finally:
+        mine._inline = True
+        await mine.close()
+        await other.close()
