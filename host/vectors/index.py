@@ -86,7 +86,7 @@ class VectorIndex:
 
     def build(self, labels: I64, vectors: F32) -> None:
         """Replace the content with `vectors` (normalised, n x dim) under `labels`."""
-        lazy.omp_threads(lazy.BUILD_THREADS)
+        lazy.omp_threads()
         self._ext = np.empty(0, dtype=np.int64)
         self._pos = {}
         self._dups = {}
@@ -149,7 +149,7 @@ class VectorIndex:
         if len(labels) == 1 and self.kind == "flat" and self._index is not None:
             self._add_row(labels[0], vectors)
             return
-        lazy.omp_threads(lazy.BUILD_THREADS)
+        lazy.omp_threads()
         self.remove(label for label in labels if label in self._pos)
         if self._index is None:
             self.build(np.asarray(labels, dtype=np.int64), vectors)

@@ -39,10 +39,12 @@ faiss: Any = _LazyFaiss()
 _threads = threading.local()
 
 
-def omp_threads(count: int) -> None:
-    """Set the calling thread's OpenMP thread count for faiss, unless it is set so already: a
-    search sets 1 each time, and each faiss call lets go of the GIL (another thread may take
-    it until it lets go in turn)."""
-    if getattr(_threads, "count", None) != count:
-        faiss.omp_set_num_threads(count)
-        _threads.count = count
+def omp_threads(count: int | None = None) -> None:
+    """Set the calling thread's OpenMP thread count for faiss (None: `BUILD_THREADS`, read
+    once faiss is imported), unless it is set so already: a search sets 1 each time, and each
+    faiss call lets go of the GIL (another thread may take it until it lets go in turn)."""
+    set_threads = faiss.omp_set_num_threads  # imports faiss (and sets BUILD_THREADS) at first
+    wanted = BUILD_THREADS if count is None else count
+    if getattr(_threads, "count", None) != wanted:
+        set_threads(wanted)
+        _threads.count = wanted

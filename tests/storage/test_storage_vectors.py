@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -295,3 +298,30 @@ def test_a_tuned_hnsw_graph_is_rebuilt_once_it_has_grown() -> None:
     fixed.build(np.arange(100, dtype=np.int64), data[:100].copy())
     fixed.add(range(100, len(data)), data[100:].copy())
     assert not fixed.needs_rebuild
+
+
+def test_the_openmp_thread_count_is_set_per_thread_and_only_when_it_changes() -> None:
+    """A fresh process: the first build's count is `BUILD_THREADS` as faiss reports it (read
+    once faiss is imported, not the 0 before), a search's 1 is set once, and a thread of its
+    own starts from its own count."""
+    code = """
+import threading
+from host.vectors import lazy
+lazy.omp_threads()
+assert lazy.BUILD_THREADS >= 1, lazy.BUILD_THREADS
+assert lazy.faiss.omp_get_max_threads() == lazy.BUILD_THREADS
+calls = []
+real = lazy.faiss.omp_set_num_threads
+lazy.faiss.omp_set_num_threads = lambda n: (calls.append(n), real(n))
+for _ in range(3):
+    lazy.omp_threads(1)
+assert calls == [1], calls
+other = threading.Thread(target=lazy.omp_threads, args=(1,))
+other.start(); other.join()
+assert calls == [1, 1], calls
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
