@@ -10,7 +10,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -38,6 +38,16 @@ from .gather import here_or_after_worker
 from .labels import label_filter
 from .rows import by_seqs_sql, row_to_memory, seq_params, table_state, to_matrix, where_clause
 from .worker import SqliteCore
+
+T = TypeVar("T")
+
+
+class Read(Protocol):
+    """Runs a search's statements on the connection a search on the caller's thread reads
+    from (`SqliteSearch._here`), holding it only meanwhile."""
+
+    def __call__(self, statements: Callable[[sqlite3.Connection], T], /) -> T: ...
+
 
 _EVERYTHING = MemoryQuery()
 LOOP_ROWS = 8192
@@ -86,9 +96,9 @@ class SqliteSearch(SqliteCore):
         here when it has at most `LOOP_ROWS` rows (a new room's or speaker's first search:
         sent to the worker, 100 rooms' first searches kept it busy, gather.py)."""
 
-        def search(conn: sqlite3.Connection) -> list[tuple[Memory, float]] | None:
+        def search(read: Read) -> list[tuple[Memory, float]] | None:
             if query.filters_rows:
-                found = self._search_labelled(conn, embedding, (query,), params)
+                found = self._search_labelled(read, embedding, (query,), params)
                 if found is not None:
                     return found
                 if params.index_type == "flat" and label_filter(query) is None:
@@ -96,38 +106,43 @@ class SqliteSearch(SqliteCore):
                 # the allowed rows (an exact search's read here and kept when there are at
                 # most LOOP_ROWS: a new room's or speaker's first search) and the index at
                 # one snapshot
-                return self._search_on(conn, embedding, query, params, here=True)
+                return read(lambda conn: self._search_on(conn, embedding, query, params, here=True))
             return self._search_unfiltered(
-                conn, embedding, query.table_name or DEFAULT_TABLE, params
+                read, embedding, query.table_name or DEFAULT_TABLE, params
             )
 
         return self._here(search)
 
     def _here(
-        self, search: Callable[[sqlite3.Connection], list[tuple[Memory, float]] | None]
+        self, search: Callable[[Read], list[tuple[Memory, float]] | None]
     ) -> list[tuple[Memory, float]] | None:
         """`search` run on the caller's thread with the index lock held (None: not now, the
-        worker answers), on the writes' connection while the worker is not using it (and
-        writes commit inline: it holds no transaction open then), else on the read-only one.
-        The writes' connection keeps its page cache across this store's own writes, where
-        the read-only one's is emptied after each (SQLite drops a connection's cache when
-        another connection has written): recall's statements, right after the message's
-        write, cost ~20-30 us a message less there (1,000 messages). Neither waits for a lock
-        (as `_read_here`)."""
+        worker answers); its statements (`Read`) on the writes' connection while the worker
+        is not using it (and writes commit inline: it holds no transaction open then), else
+        on the read-only one. The writes' connection keeps its page cache across this store's
+        own writes, where the read-only one's is emptied after each (SQLite drops a
+        connection's cache when another connection has written): recall's statements, right
+        after the message's write, cost ~20-30 us a message less there (1,000 messages). It
+        is held only while the statements run, not while the index is searched (the worker
+        may want it meanwhile). Neither waits for a lock (as `_read_here`)."""
         reader = self._reader
         if reader is None or not self._index_lock.acquire(blocking=False):
             return None  # no read-only connection (in memory, closing): the worker's
-        try:
+
+        def read(statements: Callable[[sqlite3.Connection], T]) -> T:
             conn = self._conn
             if conn is not None and self._inline and self._conn_lock.acquire(blocking=False):
                 try:
                     conn = self._conn  # closed meanwhile (`_close_conn` takes the lock)
                     if conn is not None:
                         self._wait_for_locks(False)
-                        return search(conn)
+                        return statements(conn)
                 finally:
                     self._conn_lock.release()
-            return search(reader)
+            return statements(reader)
+
+        try:
+            return search(read)
         except sqlite3.OperationalError:
             return None  # busy or locked: the worker waits its busy_timeout
         finally:
@@ -142,7 +157,7 @@ class SqliteSearch(SqliteCore):
         return found
 
     def _search_unfiltered(
-        self, conn: sqlite3.Connection, embedding: F64, table: str, params: SearchParams
+        self, read: Read, embedding: F64, table: str, params: SearchParams
     ) -> list[tuple[Memory, float]] | None:
         """An unfiltered search on the index as it stands, its rows read by one statement that
         also reads the table's version: when that is the index's version, the rows and the
@@ -158,11 +173,12 @@ class SqliteSearch(SqliteCore):
             ef_search=params.ef_search,
         )
         labels, scores = above_threshold(labels, scores, params.threshold)
-        return self._rows_at(conn, table, index.version, labels, scores, params)
+        version = index.version
+        return read(lambda conn: self._rows_at(conn, table, version, labels, scores, params))
 
     def _search_labelled(
         self,
-        conn: sqlite3.Connection,
+        read: Read,
         embedding: F64,
         queries: Sequence[MemoryQuery],
         params: SearchParams,
@@ -197,7 +213,10 @@ class SqliteSearch(SqliteCore):
             ef_search=params.ef_search,
         )
         labels, scores = above_threshold(labels, scores, params.threshold)
-        return self._rows_at(conn, table, index.version, labels, scores, params, leave_out)
+        version = index.version
+        return read(
+            lambda conn: self._rows_at(conn, table, version, labels, scores, params, leave_out)
+        )
 
     @staticmethod
     def _rows_at(
@@ -404,7 +423,7 @@ class SqliteSearch(SqliteCore):
             return None
         # None when busy or locked: one query at a time, on the worker if need be
         return self._here(
-            lambda conn: self._search_labelled(conn, embedding, queries, params, leave_out)
+            lambda read: self._search_labelled(read, embedding, queries, params, leave_out)
         )
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:

@@ -379,3 +379,36 @@ async def test_the_left_out_rows_and_the_hits_are_of_one_snapshot(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_search_on_the_loop_thread_holds_the_writes_connection_only_for_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A search on the loop's thread reads its rows on the writes' connection (the worker
+    idle), but scores the index without holding it: the worker, given writes meanwhile,
+    would wait for it only while the statements run."""
+    db = await SqliteAdapter.open(tmp_path / "held.sqlite3")
+    try:
+        mine = [make_memory(i, embedding=[1.0, i / 10], room_id=ROOMS[0]) for i in range(6)]
+        await db.create_memories_batch(mine)
+        scopes = [MemoryQuery(room_id=ROOMS[0]), MemoryQuery(entity_id=mine[0].entity_id)]
+        await db.search_memories_any([1.0, 1.0], scopes, SearchParams(k=2))  # sets kept
+        index = db._indexes.latest("messages", "flat")
+        assert index is not None and db._conn is not None
+        held: list[bool] = []
+        search = index.search
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            held.append(db._conn_lock.locked())
+            return search(*args, **kwargs)
+
+        index.search = watched  # type: ignore[method-assign]
+        statements: list[str] = []
+        db._conn.set_trace_callback(statements.append)
+        found = await db.search_memories_any([1.0, 1.0], scopes, SearchParams(k=2))
+        db._conn.set_trace_callback(None)
+        assert [m.id for m, _ in found] == [mine[5].id, mine[4].id]
+        assert held == [False]  # the index searched without the connection
+        assert any(sql.startswith("SELECT seq, id") for sql in statements)  # its rows read there
+    finally:
+        await db.close()
