@@ -53,25 +53,18 @@ class SqliteReads(SqliteCore):
     def _read_here(self, read: Callable[[A, sqlite3.Connection], T], arg: A) -> tuple[T] | None:
         """A small read (a room's history: a few rows) answered on the caller's thread, as
         `_search_here` answers searches: the hop to the worker and back costs more than the
-        read. On the writes' connection when the worker is not using it (and writes commit
-        inline, `_inline`: never a lock waited for, in WAL mode): the rows a message
-        just wrote are in its page cache, where the read-only connection's cache is thrown
-        away after every write made on another connection (~45 us a message: the history read
-        right after the message's write). Else from the read-only connection, not the
+        read. On the writes' connection when it is free (`_on_writes_conn`): the rows a
+        message just wrote are in its page cache (~45 us a message: the history read right
+        after the message's write). Else from the read-only connection, not the
         worker's, whose page cache stays warm for its scans. Neither waits for a lock (a WAL
         reader waits for nothing but another process's recovery). None when the read must go
         to the worker (both connections in use or closing, a busy database)."""
-        conn = self._conn
-        if conn is not None and self._inline and self._conn_lock.acquire(blocking=False):
-            try:
-                conn = self._conn  # closed meanwhile (`_close_conn` takes the lock)
-                if conn is not None:
-                    self._wait_for_locks(False)
-                    return (read(arg, conn),)
-            except sqlite3.OperationalError:
-                return None
-            finally:
-                self._conn_lock.release()
+        try:
+            found = self._on_writes_conn(lambda conn: read(arg, conn))
+        except sqlite3.OperationalError:
+            return None
+        if found is not None:
+            return found
         reader = self._reader
         if reader is None or not self._index_lock.acquire(blocking=False):
             return None

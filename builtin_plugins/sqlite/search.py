@@ -117,29 +117,20 @@ class SqliteSearch(SqliteCore):
         self, search: Callable[[Read], list[tuple[Memory, float]] | None]
     ) -> list[tuple[Memory, float]] | None:
         """`search` run on the caller's thread with the index lock held (None: not now, the
-        worker answers); its statements (`Read`) on the writes' connection while the worker
-        is not using it (and writes commit inline: it holds no transaction open then), else
-        on the read-only one. The writes' connection keeps its page cache across this store's
-        own writes, where the read-only one's is emptied after each (SQLite drops a
-        connection's cache when another connection has written): recall's statements, right
-        after the message's write, cost ~20-30 us a message less there (1,000 messages). It
-        is held only while the statements run, not while the index is searched (the worker
-        may want it meanwhile). Neither waits for a lock (as `_read_here`)."""
+        worker answers); its statements (`Read`) on the writes' connection when it is free
+        (`_on_writes_conn`: recall's statements, right after the message's write, cost ~20-30
+        us a message less there, 1,000 messages), else on the read-only one. It is held only
+        while the statements run, not while the index is searched (the worker may want it
+        meanwhile), except for the first search of a filter whose label set is not kept yet
+        (`_search_on`: the allowed rows, the index and the hits at one snapshot). Neither
+        waits for a lock (as `_read_here`)."""
         reader = self._reader
         if reader is None or not self._index_lock.acquire(blocking=False):
             return None  # no read-only connection (in memory, closing): the worker's
 
         def read(statements: Callable[[sqlite3.Connection], T]) -> T:
-            conn = self._conn
-            if conn is not None and self._inline and self._conn_lock.acquire(blocking=False):
-                try:
-                    conn = self._conn  # closed meanwhile (`_close_conn` takes the lock)
-                    if conn is not None:
-                        self._wait_for_locks(False)
-                        return statements(conn)
-                finally:
-                    self._conn_lock.release()
-            return statements(reader)
+            found = self._on_writes_conn(statements)
+            return found[0] if found is not None else statements(reader)
 
         try:
             return search(read)
@@ -189,8 +180,8 @@ class SqliteSearch(SqliteCore):
         statement as `_search_unfiltered` (None: the worker answers, reading and keeping the
         sets). Index and sets are of one version; the statement reading the rows reads the
         table's version too, and only when it is theirs are the hits those of that snapshot.
-        `leave_out`'s rows (at most its limit: k more are scored) are left out by that
-        statement."""
+        `leave_out`'s rows (at most its limit: k more are scored) are left out as `_rows_at`
+        says (read first, at the same version, or by its statement)."""
         table = queries[0].table_name or DEFAULT_TABLE
         index = self._indexes.latest(table, params.index_type)
         if index is None or len(embedding) != index.dim:
@@ -377,11 +368,12 @@ class SqliteSearch(SqliteCore):
         leave_out: MemoryQuery | None = None,
     ) -> list[tuple[Memory, float]]:
         """`contracts.storage.ScopedSearch`: an exact search of several filters of one table
-        whose label sets are kept scores their rows together, once, and reads its hits in one
-        statement, which leaves out `leave_out`'s rows itself (the recall provider's room and
-        speaker beyond the recent conversation: one search and one statement, where it took
-        two searches and a read of the conversation); other searches go one query at a time
-        (`search_each`), keeping their sets for the next."""
+        whose label sets are kept scores their rows together, once, and reads `leave_out`'s
+        seqs and then the best hits beyond them, both statements checked against the index's
+        version (the recall provider's room and speaker beyond the recent conversation: one
+        search and two small statements, where it took two searches and a read of the
+        conversation); other searches go one query at a time (`search_each`), keeping their
+        sets for the next."""
         params = params or DEFAULT_SEARCH
         check_search(params)
         if not queries:

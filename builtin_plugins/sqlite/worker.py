@@ -221,6 +221,25 @@ class SqliteCore:
             self._wait_for_locks(True)
             return fn(*args)
 
+    def _on_writes_conn(self, statements: Callable[[sqlite3.Connection], T]) -> tuple[T] | None:
+        """`statements` run on the caller's thread on the writes' connection, when the worker
+        is not using it and writes commit inline (`_inline`: it holds no transaction open
+        then), without waiting for SQLite's locks; None when it is not free now. That
+        connection's page cache survives this store's own writes, where the read-only
+        connection's is emptied after each (SQLite drops a connection's cache when another
+        connection has written): `_read_here` and `_search_here` read there first."""
+        conn = self._conn
+        if conn is None or not self._inline or not self._conn_lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._conn  # closed meanwhile (`_close_conn` takes the lock)
+            if conn is None:
+                return None
+            self._wait_for_locks(False)
+            return (statements(conn),)
+        finally:
+            self._conn_lock.release()
+
     def _wait_for_locks(self, wait: bool) -> None:
         """Whether the connection waits (its busy timeout) for SQLite's locks, or not at all
         (a commit on the caller's thread: ``SQLITE_BUSY`` sends it to the worker instead). Set

@@ -474,7 +474,9 @@ class VectorIndex:
         """Inner products of `query` with the stored vectors at internal `ids` (all valid):
         read as one block when `ids` are a run (ascending, consecutive: a conversation's
         rows in a store written one conversation at a time), ~15% faster than gathered one
-        by one (the same products, the same bits). `ascending`: `ids` are known to ascend
+        by one (the same products; at 16 dimensions and more, the same bits too: below, faiss
+        may round the last bit differently, so a tie or a threshold at the boundary can fall
+        either way). `ascending`: `ids` are known to ascend
         strictly, so that their ends tell a run."""
         faiss = lazy.faiss
         storage = self._index

@@ -412,3 +412,67 @@ async def test_a_search_on_the_loop_thread_holds_the_writes_connection_only_for_
         assert any(sql.startswith("SELECT seq, id") for sql in statements)  # its rows read there
     finally:
         await db.close()
+
+
+async def test_a_search_on_the_loop_never_uses_the_connection_the_worker_holds(
+    tmp_path: Path,
+) -> None:
+    """While the worker thread holds the writes' connection (a write in progress), a search
+    answered on the caller's thread reads through the read-only connection: no statement of
+    it runs on the worker's connection (which would race the worker and see its uncommitted
+    writes)."""
+    room = ROOMS[0]
+    db = await SqliteAdapter.open(tmp_path / "held.sqlite3")
+    try:
+        mine = [make_memory(i, embedding=[1.0, i / 10], room_id=room) for i in range(6)]
+        await db.create_memories_batch(mine)
+        scopes = [MemoryQuery(room_id=room), MemoryQuery(entity_id=mine[0].entity_id)]
+        await db.search_memories_any([1.0, 1.0], scopes, SearchParams(k=2))  # sets kept
+        assert db._conn is not None and db._executor is not None
+        on_conn: list[str] = []
+        db._conn.set_trace_callback(lambda _sql: on_conn.append(threading.current_thread().name))
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with db._conn_lock:  # the worker in the middle of a write
+                taken.set()
+                release.wait(10)
+
+        blocker = db._executor.submit(hold)
+        assert taken.wait(10)
+        try:
+            vector = np.array([1.0, 1.0])
+            found = db._search_sets_here(vector, scopes, SearchParams(k=2), None)
+        finally:
+            release.set()
+            blocker.result(10)
+        db._conn.set_trace_callback(None)
+        assert found is not None and [m.id for m, _ in found] == [mine[5].id, mine[4].id]
+        assert threading.current_thread().name not in on_conn, on_conn
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("excluded", [1, 2, 3])
+async def test_leaving_out_the_conversation_and_excluding_ids_still_finds_k(
+    tmp_path: Path, excluded: int
+) -> None:
+    """The recent conversation left out (read first, then the best hits beyond it) and the
+    best remaining hits excluded by id: still k hits, those searching each filter and
+    merging gives."""
+    room = ROOMS[0]
+    db = await SqliteAdapter.open(tmp_path / "left.sqlite3")
+    try:
+        mine = [make_memory(i, embedding=[1.0, i / 10], room_id=room) for i in range(10)]
+        await db.create_memories_batch(mine)
+        scopes = [MemoryQuery(room_id=room), MemoryQuery(entity_id=mine[0].entity_id)]
+        latest = MemoryQuery(room_id=room, table_name="messages", limit=2)
+        # the best hits beyond the 2 latest (9, 8) are 7, 6, 5, ...: the best ones excluded
+        params = SearchParams(k=2, exclude=frozenset(mine[7 - j].id for j in range(excluded)))
+        await db.search_memories_any([1.0, 1.0], scopes, params, leave_out=latest)  # sets kept
+        found = await db.search_memories_any([1.0, 1.0], scopes, params, leave_out=latest)
+        expected = await search_each(db, [1.0, 1.0], scopes, params, leave_out=latest)
+        assert [m.id for m, _ in found] == [m.id for m, _ in expected]
+        assert len(found) == 2
+    finally:
+        await db.close()
