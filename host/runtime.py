@@ -228,14 +228,7 @@ class AgentRuntime:
         conversation, ``messages``: a plugin's facts or documents about the room are not lines
         of it; None: every table), oldest first; their vectors neither read nor decoded unless
         `with_embeddings` (a history is read for its text: ``embedding`` is None)."""
-        query = MemoryQuery(
-            agent_id=self._agent_id,
-            room_id=room_id,
-            table_name=table_name,
-            order="desc",
-            limit=limit,
-            with_embeddings=with_embeddings,
-        )
+        query = self._latest(room_id, limit, table_name, with_embeddings)
         rows = await self._database.get_memories(query)
         rows.reverse()
         return rows
@@ -244,17 +237,22 @@ class AgentRuntime:
         """What `recent_memories` reads of the room's conversation, as the lines of a prompt's
         history need it: each memory's id, speaker and text (`contracts.storage.get_texts`: a
         store that can reads them without building the memories)."""
-        query = MemoryQuery(
+        texts = await get_texts(self._database, self._latest(room_id, limit, DEFAULT_TABLE))
+        texts.reverse()
+        return texts
+
+    def _latest(
+        self, room_id: UUID, limit: int, table_name: str | None, with_embeddings: bool = False
+    ) -> MemoryQuery:
+        """The query of the room's latest `limit` memories of this agent in `table_name`."""
+        return MemoryQuery(
             agent_id=self._agent_id,
             room_id=room_id,
-            table_name=DEFAULT_TABLE,
+            table_name=table_name,
             order="desc",
             limit=limit,
-            with_embeddings=False,
+            with_embeddings=with_embeddings,
         )
-        rows = await get_texts(self._database, query)
-        rows.reverse()
-        return rows
 
     # ------------------------------------------------------------------ entry points
 

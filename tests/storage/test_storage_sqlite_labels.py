@@ -194,23 +194,6 @@ async def test_a_kept_filter_is_not_read_again_and_is_read_after_another_process
         await two.close()
 
 
-class _WriteBeforeRowsRead:
-    """A connection proxy that runs `write` once, right before the statement reading a
-    search's rows: another process committing in the middle of a search."""
-
-    def __init__(self, conn: sqlite3.Connection, write: Any) -> None:
-        self._conn, self._write = conn, write
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql.startswith(("SELECT seq, id", "SELECT version")) and self._write:
-            write, self._write = self._write, None
-            write()
-        return self._conn.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
 @pytest.mark.parametrize("via", SEARCH_CONNECTIONS)
 async def test_a_filtered_flat_search_on_the_loop_thread_reads_one_snapshot(
     tmp_path: Path, via: str
@@ -245,7 +228,8 @@ async def test_a_filtered_flat_search_on_the_loop_thread_reads_one_snapshot(
             assert two._delete_batch([batch[4].id]) == 1
             two._create_batch([intruder], None)
 
-        with searching_through(one, via, lambda conn: _WriteBeforeRowsRead(conn, other_process)):
+        rows_read = ("SELECT seq, id", "SELECT version")  # the statement reading a search's rows
+        with searching_through(one, via, lambda conn: _WriteBefore(conn, rows_read, other_process)):
             hits = await one.search_memories([0.0, 1.0], room, SearchParams(k=2))
         assert await one.get_memory(intruder.id) is not None  # the write did happen
         assert [m.id for m, _ in hits] == [batch[3].id, batch[2].id]
@@ -317,9 +301,10 @@ async def test_hits_all_left_out_still_check_the_version(tmp_path: Path) -> None
 
 class _WriteBefore:
     """A connection proxy that runs `write` once, right before the first statement starting
-    with `prefix`."""
+    with `prefix` (one of them, if a tuple): another process committing in the middle of a
+    search."""
 
-    def __init__(self, conn: sqlite3.Connection, prefix: str, write: Any) -> None:
+    def __init__(self, conn: sqlite3.Connection, prefix: str | tuple[str, ...], write: Any) -> None:
         self._conn, self._prefix, self._write = conn, prefix, write
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
