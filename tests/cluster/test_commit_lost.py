@@ -55,9 +55,20 @@ async def test_a_commit_whose_answer_was_lost_is_recognised_and_the_rooms_go_on(
                 assert time.monotonic() < deadline, "no worker started a1"
                 await asyncio.sleep(0.05)
             # a1 is running (for 1 s): a2 and b1 wait
-            responses = await asyncio.wait_for(
-                asyncio.gather(first, send("a2", room_a), send("b1", room_b)), 20
-            )
+            try:
+                responses = await asyncio.wait_for(
+                    asyncio.gather(first, send("a2", room_a), send("b1", room_b)), 20
+                )
+            except TimeoutError:  # a room left held: say what the members saw
+                rooms = await cluster.sql("SELECT room_id, holder, fence FROM cluster_rooms")
+                messages = await cluster.sql(
+                    "SELECT message::json->'content'->>'text', status, tries FROM cluster_messages"
+                )
+                raise AssertionError(
+                    f"no replies in 20 s (cut {cutter.cut}); rooms {rooms}; messages {messages};"
+                    f" probe: {notes.read_text()}; w1: {cluster.log('w1')[-6000:]};"
+                    f" api: {cluster.log('api')[-3000:]}"
+                ) from None
         took = time.monotonic() - started
     finally:
         await cutter.close()
