@@ -96,7 +96,7 @@ async def with_retries(
     """`call()` until it succeeds, retrying retryable `ModelCallError`s (see the module doc)."""
     started = time.monotonic()
 
-    def backoff(exc: Exception) -> bool | float:
+    def backoff(exc: BaseException) -> bool | float:
         if not isinstance(exc, ModelCallError) or not exc.retryable or exc.reason in NOT_RETRIED:
             return False
         left = settings.timeout - (time.monotonic() - started)
