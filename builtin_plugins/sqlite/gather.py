@@ -40,15 +40,10 @@ GATHER_FOR = 0.002
 few writes takes well under a millisecond; a search a few)."""
 
 
-def worker_busy(store: SqliteCore) -> bool:
-    """Whether the store's worker has calls or writes of this process in hand or queued."""
-    return bool(store._worker_calls or store._draining or store._queue or store._conn_lock.locked())
-
-
 async def gather_while_worker_busy(store: SqliteCore, loop: asyncio.AbstractEventLoop) -> None:
     """Yield (a write group's first writer) while `store`'s worker is busy and other tasks are
     ready on `loop`, for at most `GATHER_FOR` seconds (see the module doc)."""
-    if not worker_busy(store) or not _crowded(loop):
+    if not store.worker_busy() or not _crowded(loop):
         return
     await _wait_for_worker(store, loop)
 
@@ -60,7 +55,7 @@ async def here_or_after_worker(store: SqliteCore, answer: Callable[[], T | None]
     does (`gather_while_worker_busy`): such a call sent to the worker kept it busy, which sent
     the next ones there too (see the module doc). None: send it to the worker."""
     found = answer()
-    if found is not None or not store._index_lock.locked():
+    if found is not None or not store.indexes_busy():
         return found
     loop = asyncio.get_running_loop()
     if not _crowded(loop):
@@ -80,6 +75,6 @@ async def _wait_for_worker(store: SqliteCore, loop: asyncio.AbstractEventLoop) -
     until = time.perf_counter() + GATHER_FOR
     while True:
         await asyncio.sleep(0)
-        if not worker_busy(store) or not _crowded(loop) or time.perf_counter() >= until:
-            store._yielded = (loop, time.perf_counter())
+        if not store.worker_busy() or not _crowded(loop) or time.perf_counter() >= until:
+            store.turned(loop)
             return

@@ -216,6 +216,19 @@ class SqliteCore:
             self._yielded = (loop, _clock())
         return value
 
+    def worker_busy(self) -> bool:
+        """Whether the worker has this process's calls or writes in hand or queued, or the
+        connection is in use (the caller's thread committing a group)."""
+        return bool(self._worker_calls or self._draining or self._queue or self._conn_lock.locked())
+
+    def indexes_busy(self) -> bool:
+        """Whether someone uses or changes the vector indexes now (`_index_lock`)."""
+        return self._index_lock.locked()
+
+    def turned(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Note that `loop` has just turned for this store's caller (`_paced` counts from it)."""
+        self._yielded = (loop, _clock())
+
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         with self._conn_lock:
             self._wait_for_locks(True)
