@@ -19,8 +19,9 @@ whole turn, and with 100 rooms at once hundreds of turns are alive together, so 
 them was promoted through both young generations into the old one, which was then walked in
 full about every 200 messages (20-60 ms each: the largest latency tails of one room and ~8% of
 the CPU of 100 rooms, bench/concurrency.py). Collected less often, most of a turn's objects
-are freed by reference counting before a collection sees them. The thresholds in place
-before (CPython's, or an app's own) come back at `thaw`; a larger one already set is kept.
+are freed by reference counting before a collection sees them. The threshold in place
+before (CPython's, or an app's own) comes back at `thaw`, unless the app set another meanwhile;
+a larger one already set is kept.
 
 Not in dev mode: hot reload drops a plugin's modules (cycles of functions, classes and their
 module) on every edit, and those must be collected. Nor with ``gc_freeze: false`` (or
@@ -39,19 +40,20 @@ YOUNG_THRESHOLD = 10_000
 while a host runs (CPython: 700)."""
 
 _holders = 0
-_thresholds: tuple[int, int, int] | None = None
-"""The collector's thresholds before the first running host's `freeze` (restored by `thaw`)."""
+_young: tuple[int, int] | None = None
+"""(the youngest generation's threshold before the first running host's `freeze`, the one it
+set): `thaw` restores the first unless something changed the threshold meanwhile."""
 
 
 def freeze() -> None:
     """Freeze every object tracked now (a host's start-up is done); pair with `thaw`."""
-    global _holders, _thresholds
+    global _holders, _young
     _holders += 1
     gc.freeze()
-    if _thresholds is None:
-        _thresholds = gc.get_threshold()
-        young, middle, old = _thresholds
-        gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, old)
+    if _young is None:
+        young, middle, old = gc.get_threshold()
+        _young = (young, max(young, YOUNG_THRESHOLD))
+        gc.set_threshold(_young[1], middle, old)
 
 
 def thaw() -> None:
@@ -59,13 +61,16 @@ def thaw() -> None:
     to the collector's oldest generation (whatever start-up made and dropped is collected).
     This also unfreezes what something else froze (CPython 3.12 freezes a few hundred objects
     of its own at start-up, so a count taken before cannot tell an embedding app's apart)."""
-    global _holders, _thresholds
+    global _holders, _young
     _holders = max(0, _holders - 1)
     if not _holders:
         gc.unfreeze()
-        if _thresholds is not None:
-            gc.set_threshold(*_thresholds)
-            _thresholds = None
+        if _young is not None:
+            before, ours = _young
+            young, middle, old = gc.get_threshold()
+            if young == ours:  # else an app set its own meanwhile: keep it
+                gc.set_threshold(before, middle, old)
+            _young = None
 
 
 def frozen() -> int:

@@ -111,3 +111,31 @@ async def test_a_running_host_collects_the_young_generation_less_often(tmp_path:
                 assert gc.get_threshold() == (app_threshold, 10, 10)
     finally:
         gc.set_threshold(*before)
+
+
+async def test_a_threshold_the_app_sets_while_the_host_runs_is_kept_at_its_stop(
+    tmp_path: Path,
+) -> None:
+    """The host's stop restores the young threshold it replaced only if it is still the one it
+    set: an app that chose its own meanwhile keeps it (and its other two thresholds)."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        host = Host(load_config(None, environ={"AGENTHOST_DATA_DIR": str(tmp_path)}))
+        await host.start(agents=False)
+        try:
+            gc.set_threshold(2_000, 20, 30)  # the app's own, chosen while the host runs
+        finally:
+            await host.stop()
+        if heap._holders == 0:
+            assert gc.get_threshold() == (2_000, 20, 30)
+        host = Host(load_config(None, environ={"AGENTHOST_DATA_DIR": str(tmp_path)}))
+        await host.start(agents=False)
+        try:
+            gc.set_threshold(heap.YOUNG_THRESHOLD, 5, 6)  # the host's young one, others changed
+        finally:
+            await host.stop()
+        if heap._holders == 0:
+            assert gc.get_threshold() == (2_000, 5, 6)
+    finally:
+        gc.set_threshold(*before)
