@@ -29,22 +29,19 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
-from contracts.agent import CachePolicy, Character, Provider, ProviderResult, State
+from contracts.agent import CachePolicy, Provider, ProviderResult, State
 from contracts.config import CacheSettings
 from contracts.memory import Content, Memory
 from host.cache import ProviderCache
 from host.components import ComponentRegistry
 from host.state import StateComposer
+from host.test_doubles import composer_alone
 
 AGENT = uuid.uuid4()
 
 
-class Settings:
-    provider_timeout = 5.0
-    history = 10
-
-
-async def no_history(room: uuid.UUID, count: int) -> list[Memory]:
+async def no_history() -> list[Memory]:
+    """The raw side's history read: none, as the composer's (`composer_alone`)."""
     return []
 
 
@@ -63,15 +60,7 @@ def composer(cached: bool, plugins: bool) -> StateComposer:
         policy = CachePolicy(ttl=300.0, scope="message")
         components.add("recall", providers=[Provider("recall", recall, cache=policy)])
         components.add("knowledge", providers=[Provider("knowledge", knowledge, cache=policy)])
-    return StateComposer(
-        agent_id=AGENT,
-        character=Character(name="Eliza"),
-        components=components,
-        settings=Settings(),
-        recent=no_history,
-        cache=cache,
-        log=logger,  # type: ignore[arg-type]
-    )
+    return composer_alone(components, cache, agent_id=AGENT)
 
 
 def messages(n: int) -> list[Memory]:
@@ -91,7 +80,7 @@ def messages(n: int) -> list[Memory]:
 async def raw(message: Memory) -> State:
     """The floor: the providers' functions awaited in turn, their results merged."""
     state = State()
-    await no_history(message.room_id, 11)
+    await no_history()
     outcomes = [ProviderResult()]
     outcomes.append(await recall(message, state))
     outcomes.append(await knowledge(message, state))

@@ -14,8 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
+from loguru import logger
 from pydantic import BaseModel
 
+from contracts.agent import Character
+from contracts.cache import ProviderCacheProtocol
 from contracts.events import Event, EventPayload
 from contracts.models import (
     EmbeddingParams,
@@ -27,9 +30,19 @@ from contracts.models import (
     TextParams,
     TextResult,
 )
+from contracts.storage import MemoryText
+from host.components import ComponentRegistry
 from host.events import EventBus, HandlerSubscription
+from host.state import StateComposer
 
-__all__ = ["EventRecorder", "ManualClock", "MockModel", "SequentialIds", "StepClock"]
+__all__ = [
+    "EventRecorder",
+    "ManualClock",
+    "MockModel",
+    "SequentialIds",
+    "StepClock",
+    "composer_alone",
+]
 
 P = TypeVar("P", bound=EventPayload)
 Embedder = Callable[[EmbeddingParams], Awaitable[EmbeddingResult]]
@@ -198,3 +211,33 @@ class EventRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class _StateSettings:
+    provider_timeout: float
+    history: int
+
+
+async def _no_history(room: UUID, count: int) -> list[MemoryText]:
+    return []
+
+
+def composer_alone(
+    components: ComponentRegistry,
+    cache: ProviderCacheProtocol | None = None,
+    *,
+    agent_id: UUID | None = None,
+    provider_timeout: float = 5.0,
+) -> StateComposer:
+    """A `StateComposer` of `components`' providers for an agent "Eliza" with no stored history
+    and no runtime: the composition alone, for its tests and bench/providers.py."""
+    return StateComposer(
+        agent_id=agent_id or UUID(int=1),
+        character=Character(name="Eliza"),
+        components=components,
+        settings=_StateSettings(provider_timeout, history=10),
+        recent=_no_history,
+        cache=cache,
+        log=logger,
+    )

@@ -7,25 +7,16 @@ import asyncio
 import uuid
 
 import pytest
-from loguru import logger
 
-from contracts.agent import CachePolicy, Character, Provider, ProviderResult, State
+from contracts.agent import CachePolicy, Provider, ProviderResult, State
 from contracts.config import CacheSettings
 from contracts.memory import Content, Memory
 from host.cache import ProviderCache
 from host.components import ComponentRegistry
 from host.state import StateComposer
+from host.test_doubles import composer_alone
 
 AGENT = uuid.uuid4()
-
-
-class Settings:
-    provider_timeout = 5.0
-    history = 10
-
-
-async def no_history(room: uuid.UUID, count: int) -> list[Memory]:
-    return []
 
 
 def message() -> Memory:
@@ -42,15 +33,7 @@ def composer(*providers: Provider) -> StateComposer:
     cache = ProviderCache(CacheSettings())
     components = ComponentRegistry(cache)
     components.add("test", providers=providers)
-    return StateComposer(
-        agent_id=AGENT,
-        character=Character(name="Eliza"),
-        components=components,
-        settings=Settings(),
-        recent=no_history,
-        cache=cache,
-        log=logger,  # type: ignore[arg-type]
-    )
+    return composer_alone(components, cache, agent_id=AGENT)
 
 
 def answer(text: str) -> Provider:
