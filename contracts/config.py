@@ -67,6 +67,11 @@ class PluginsSettings(_Section):
     """Load only these (None: every discovered plugin). Unknown names are a startup error."""
     disabled: list[str] = Field(default_factory=list)
     """Never load these. Unknown names are a startup error."""
+    setup_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a plugin's ``setup()`` may take (also on hot reload): past it the setup is
+    cancelled and the plugin fails at stage ``setup``; the host goes on without it."""
+    teardown_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a plugin's ``teardown()`` may take before the host stops waiting for it."""
 
     def section(self, name: str) -> dict[str, Any]:
         """The raw settings section of plugin `name` (empty if none)."""

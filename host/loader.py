@@ -6,11 +6,14 @@ free to load, higher priority first, then by name. A missing dependency or a cyc
 plugin and everything depending on it, with a message naming the chain; the rest load.
 
 Loading one plugin: construct it (the container injects its ``__init__`` parameters, plus its
-bound logger and its settings model validated from ``plugins.<name>``), await ``setup()``, then
+bound logger and its settings model validated from ``plugins.<name>``), await ``setup()`` (at
+most ``plugins.setup_timeout`` seconds: one plugin's hung connection must not keep the host
+from serving; a WARNING names it while it takes long), then
 hand it to every `PluginRegistrar` (container, event bus, model registry, component registry)
 in turn. A failure at any step undoes the steps before it, so a failed plugin leaves nothing
 registered; it is reported (log and ``plugin:failed``) and the host goes on. Unloading runs the
-same steps backwards; teardown failures are logged and do not stop the others.
+same steps backwards; teardown failures (and teardowns past ``plugins.teardown_timeout``) are
+logged and do not stop the others.
 
 The choice and ordering functions live in `host.plugin_order`, the records (`LoadedPlugin`,
 `PluginStatus`) in `host.plugin_records`; both are re-exported here.
@@ -18,6 +21,7 @@ The choice and ordering functions live in `host.plugin_order`, the records (`Loa
 
 from __future__ import annotations
 
+import asyncio
 import graphlib
 import inspect
 import time
@@ -259,10 +263,46 @@ class Loader:
         removed from every registrar: a failed plugin leaves nothing registered, and a failed
         reload's rollback would otherwise run the broken version's handlers beside the old."""
         try:
-            await _setup(loaded.instance)
+            await self._bounded(
+                loaded.name, "setup", _setup(loaded.instance), self.config.plugins.setup_timeout
+            )
         except Exception:
             await self._unregister_everywhere(loaded.name)
             raise
+
+    async def _bounded(self, name: str, step: str, work: Awaitable[None], limit: float) -> None:
+        """Await a plugin's `step` (``setup``, ``teardown``) for at most `limit` seconds: past
+        it the step is cancelled and `PluginStepTimeout` raised. A step still running after
+        `SLOW_STEP` seconds (or a quarter of the limit, if less) gets a WARNING naming the
+        plugin, and one that held the loop that long without awaiting, one after it returns."""
+        log = plugin_logger(name)
+        started = time.perf_counter()
+        after = min(SLOW_STEP, limit / 4)
+        warned: list[bool] = []
+
+        def still_running() -> None:
+            warned.append(True)
+            log.warning(
+                "plugin {} {} still running after {:g} s (limit {:g} s: plugins.{}_timeout)",
+                *(name, step, after, limit, step),
+            )
+
+        waiting = asyncio.get_running_loop().call_later(after, still_running)
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                await work
+        except TimeoutError:
+            if not deadline.expired():  # the plugin's own (a connection's timeout...)
+                raise
+            raise PluginStepTimeout(
+                f"{step}() did not finish within {limit:g} s (plugins.{step}_timeout)"
+            ) from None
+        finally:
+            waiting.cancel()
+            took = time.perf_counter() - started
+            if took >= after and not warned:  # it held the loop: the timer could not fire
+                log.warning("plugin {} {} held the event loop for {:.1f} s", name, step, took)
 
     async def _unregister_everywhere(self, name: str) -> None:
         for registrar in reversed(self.registrars):
@@ -394,9 +434,14 @@ class Loader:
         if not callable(teardown):
             return
         try:
-            await _maybe_await(teardown())
+            await self._bounded(
+                name, "teardown", _maybe_await(teardown()), self.config.plugins.teardown_timeout
+            )
         except Exception as exc:
-            plugin_logger(name).opt(exception=exc).error("plugin {} teardown failed: {}", name, exc)
+            trace = None if isinstance(exc, PluginStepTimeout) else exc
+            plugin_logger(name).opt(exception=trace).error(
+                "plugin {} teardown failed: {}", name, exc
+            )
             await self._emit_failed(name, f"{type(exc).__name__}: {exc}", "teardown")
 
     async def _quietly(self, result: Awaitable[None] | None, name: str) -> None:
@@ -471,6 +516,14 @@ class Loader:
         for item in [*self.discovered.values(), *self._duplicates]:
             if item.error is not None:
                 await self._emit_failed(item.name, item.error, "discover", item)
+
+
+SLOW_STEP = 5.0
+"""Seconds after which a plugin's setup or teardown still running is logged (WARNING)."""
+
+
+class PluginStepTimeout(TimeoutError):
+    """A plugin's ``setup()`` or ``teardown()`` ran past its limit (and was cancelled)."""
 
 
 async def _maybe_await(value: Any) -> Any:

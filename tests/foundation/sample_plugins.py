@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -56,6 +58,49 @@ class FailsSetup(Recording):
 
     async def setup(self) -> None:
         raise RuntimeError("cannot reach the weather service")
+
+
+class HangsInSetup(Recording):
+    """A setup waiting on something that never answers (a server that accepts and is silent)."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="hangs-in-setup")
+
+    def providers(self) -> Sequence[Provider]:
+        return (Provider("hangs-in-setup-provider", _noop),)
+
+    async def setup(self) -> None:
+        JOURNAL.append("setup:hangs-in-setup")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            JOURNAL.append("cancelled:hangs-in-setup")
+            raise
+
+
+class TimesOutItself(Recording):
+    """A setup whose own connection attempt times out: its TimeoutError is its own failure."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="times-out-itself")
+
+    async def setup(self) -> None:
+        raise TimeoutError("connect to db.example:5432 timed out")
+
+
+class BlocksInSetup(Recording):
+    """A setup that holds the event loop (a blocking call) for a while."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="blocks-in-setup")
+
+    async def setup(self) -> None:
+        time.sleep(0.3)
+
+
+class HangsInTeardown(Recording):
+    manifest: ClassVar[Manifest] = Manifest(name="hangs-in-teardown")
+
+    async def teardown(self) -> None:
+        JOURNAL.append("teardown:hangs-in-teardown")
+        await asyncio.sleep(3600)
 
 
 class SubscribesThenFails(Recording):

@@ -480,3 +480,67 @@ def test_discovery_reads_each_distributions_metadata_once(tmp_path: Path) -> Non
 
 
 PAIRS = (("alpha", "Alpha"), ("beta", "Beta"), ("gamma", "Gamma"))
+
+
+async def test_a_setup_that_hangs_fails_its_plugin_at_its_limit_and_the_rest_load(host) -> None:  # type: ignore[no-untyped-def]
+    """A setup past ``plugins.setup_timeout`` is cancelled, its plugin fails at stage setup
+    with the setting named (nothing of it registered), a WARNING names it while it runs long,
+    and the others load: one hung connection does not keep the host from serving."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    try:
+        app = host(
+            entry_points(("hangs-in-setup", "HangsInSetup"), ("gamma", "Gamma")),
+            setup_timeout=0.4,
+        )
+        await app.start(agents=False)
+    finally:
+        logger.remove(sink)
+    status = {s.name: s for s in app.statuses}
+    hung = status["hangs-in-setup"]
+    assert hung.state == "failed" and hung.stage == "setup"
+    assert "did not finish within 0.4 s (plugins.setup_timeout)" in (hung.error or "")
+    assert status["gamma"].state == "loaded"
+    assert "cancelled:hangs-in-setup" in JOURNAL
+    assert app.components.owner_of("provider", "hangs-in-setup-provider") is None
+    assert any(
+        line.startswith("WARNING plugin hangs-in-setup setup still running after 0.1 s")
+        for line in lines
+    )
+    assert any(
+        line.startswith("ERROR plugin hangs-in-setup") and "plugins.setup_timeout" in line
+        for line in lines
+    )
+
+
+async def test_a_plugins_own_timeout_in_setup_is_its_own_error(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(entry_points(("times-out-itself", "TimesOutItself")), setup_timeout=30)
+    await app.start(agents=False)
+    error = {s.name: s for s in app.statuses}["times-out-itself"].error or ""
+    assert "connect to db.example:5432 timed out" in error
+    assert "setup_timeout" not in error
+
+
+async def test_a_setup_holding_the_loop_is_named_once_it_returns(host) -> None:  # type: ignore[no-untyped-def]
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    try:
+        app = host(entry_points(("blocks-in-setup", "BlocksInSetup")), setup_timeout=0.4)
+        await app.start(agents=False)
+    finally:
+        logger.remove(sink)
+    assert {s.name: s for s in app.statuses}["blocks-in-setup"].state == "loaded"
+    assert any(
+        line.startswith("WARNING plugin blocks-in-setup setup held the event loop for 0.3")
+        for line in lines
+    ), lines
+
+
+async def test_a_teardown_that_hangs_is_given_up_and_the_others_still_run(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(
+        entry_points(("hangs-in-teardown", "HangsInTeardown"), ("gamma", "Gamma")),
+        teardown_timeout=0.3,
+    )
+    await app.start(agents=False)
+    await app.stop()
+    assert "teardown:hangs-in-teardown" in JOURNAL and "teardown:gamma" in JOURNAL
