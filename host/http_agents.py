@@ -124,7 +124,10 @@ async def send_message(
     elif key is not None and to.ingress is not None:
         reply = await to.ingress.process(runtime, _incoming(runtime, body), key)
     else:
-        reply = await runtime.process_message(_incoming(runtime, body))
+        message = _incoming(runtime, body)
+        if to.ingress is not None:
+            await to.ingress.after_keyed(runtime, message.room_id)
+        reply = await runtime.process_message(message)
     # serialized once, as the schema says: FastAPI would validate the Reply again first
     return Response(reply.model_dump_json(exclude=_REPLY_EXCLUDE), media_type="application/json")
 
@@ -142,6 +145,8 @@ async def stream_message(
     elif key is not None and to.ingress is not None:
         stream = await to.ingress.stream(runtime, message, key)
     else:
+        if to.ingress is not None:
+            await to.ingress.after_keyed(runtime, message.room_id)
         stream = runtime.stream_message(message)
     return EventSourceResponse(_events(stream))
 

@@ -21,6 +21,7 @@ half-processed message is deleted and run again. Rows are kept `KEEP_FOR` second
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sqlite3
 import time
@@ -166,16 +167,58 @@ class _Running:
     done: asyncio.Future[Reply]
 
 
+@dataclass(slots=True)
+class _Intake:
+    """A room's keyed requests between arrival and their place in the room's queue."""
+
+    lock: asyncio.Lock
+    users: int = 0
+
+
 class LocalIngress:
-    """Keyed messages of the HTTP routes in single-process mode (see the module doc)."""
+    """Keyed messages of the HTTP routes in single-process mode (see the module doc).
+
+    Order: a keyed request records its key (a write to the log on a worker thread) before its
+    message enters the room's queue, and such writes end in any order. So the requests of one
+    room go through their key's record one at a time, in arrival order (`_in_order`), each
+    entering the room's queue before the next one's record is made; an unkeyed request
+    arriving meanwhile waits behind them (`after_keyed`). Rooms do not wait for each other.
+    """
 
     def __init__(self, log: IngressLog) -> None:
         self.log = log
         self._running: dict[UUID, _Running] = {}
+        self._intakes: dict[tuple[UUID, UUID], _Intake] = {}
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, runtime: AgentRuntime, room_id: UUID) -> AsyncIterator[None]:
+        """Hold the room's intake (FIFO) while a keyed request is recorded. On leaving, the
+        caller must hand its message to the runtime before its next await: that is what keeps
+        the room's arrival order."""
+        where = (runtime.agent_id, room_id)
+        intake = self._intakes.get(where)
+        if intake is None:
+            intake = self._intakes[where] = _Intake(asyncio.Lock())
+        intake.users += 1
+        try:
+            async with intake.lock:
+                yield
+        finally:
+            intake.users -= 1
+            if not intake.users and self._intakes.get(where) is intake:
+                del self._intakes[where]
+
+    async def after_keyed(self, runtime: AgentRuntime, room_id: UUID) -> None:
+        """Wait (an unkeyed request) until the keyed requests of the room that arrived before
+        it are in the room's queue; returns at once, without awaiting, when there are none."""
+        if (runtime.agent_id, room_id) in self._intakes:
+            async with self._in_order(runtime, room_id):
+                pass
 
     async def process(self, runtime: AgentRuntime, message: Memory, key: str) -> Reply:
         message = message.model_copy(update={"id": message_id_for(runtime.agent_id, key)})
-        earlier, running = await self._begin(runtime, message, key)
+        async with self._in_order(runtime, message.room_id):
+            earlier, running = await self._begin(runtime, message, key)
         if running is None:
             assert earlier is not None
             return earlier
@@ -190,7 +233,8 @@ class LocalIngress:
         """The reply streamed; the key is checked (and an earlier reply awaited) before the
         first chunk, so a reused key is a 409, not a stream that fails."""
         message = message.model_copy(update={"id": message_id_for(runtime.agent_id, key)})
-        earlier, running = await self._begin(runtime, message, key)
+        async with self._in_order(runtime, message.room_id):
+            earlier, running = await self._begin(runtime, message, key)
         return _KeyedStream(self, runtime, message, earlier, running)
 
     async def _begin(

@@ -258,3 +258,43 @@ async def test_a_damaged_log_is_a_503_naming_it(rig: Rig, tmp_path: Path) -> Non
     assert refused.status_code == 503, refused.text
     assert str(path) in refused.json()["detail"] and "Traceback" not in refused.text
     assert await _stored(rig, room) == []
+
+
+async def test_keyed_messages_to_one_room_run_in_arrival_order_however_their_records_end(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Recording a key is a write on a worker thread, and such writes end in any order (a slow
+    fsync): message 0's record is made to end last here. The room still runs its messages in
+    the order they arrived, keyed or not, each reply right after its message."""
+    log = IngressLog(tmp_path / INGRESS_FILE)
+    claim = log._claim
+    slow = {message_id_for(rig.runtime.agent_id, "order-0")}
+
+    def slow_claim(message_id: UUID, agent_id: UUID, key: str, print_: str) -> Any:
+        if message_id in slow:
+            import time
+
+            time.sleep(0.3)
+        return claim(message_id, agent_id, key, print_)
+
+    log._claim = slow_claim  # type: ignore[method-assign]
+    server = HttpServer(create_app(rig.agents, ingress=LocalIngress(log)), port=0)
+    await server.start()
+    room = str(uuid4())
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+
+            async def send(i: int) -> httpx.Response:
+                await asyncio.sleep(0.02 * i)  # arrival order: 0, 1, 2, ...
+                headers = {"Idempotency-Key": f"order-{i}"} if i % 3 != 2 else {}
+                body = {"text": f"message {i}", "room_id": room}
+                return await http.post(MESSAGES, json=body, headers=headers)
+
+            answers = await asyncio.gather(*(send(i) for i in range(6)))
+    finally:
+        await server.stop()
+    assert [a.status_code for a in answers] == [200] * 6
+    assert len(await _stored(rig, room)) == 12  # each message and its reply, once
+    # the model's prompts, in the order the room ran its turns: each ends with its message
+    ran = [max(range(6), key=lambda i: p.rfind(f"message {i}")) for p in rig.prompts]
+    assert ran == list(range(6))
