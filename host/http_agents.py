@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from uuid import UUID, uuid5
 
 from fastapi import APIRouter, Depends, Header, Response
+from fastapi.exceptions import RequestValidationError
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse
@@ -177,6 +178,18 @@ def _info(agents: AgentManager, name: str) -> AgentInfo:
 
 
 def _incoming(runtime: AgentRuntime, body: MessageIn) -> Memory:
+    if body.entity_id == runtime.agent_id:  # it would be the agent's own line in its history
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "entity_id"),
+                    "msg": f"is the id of agent {runtime.name} itself: a message to an agent"
+                    " comes from someone else",
+                    "type": "value_error",
+                    "input": str(body.entity_id),
+                }
+            ]
+        )
     entity = body.entity_id or uuid5(runtime.agent_id, f"user:{body.user}")
     room = body.room_id or uuid5(runtime.agent_id, f"room:{entity}")
     return runtime.new_message(

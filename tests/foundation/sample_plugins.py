@@ -92,7 +92,7 @@ class BlocksInSetup(Recording):
     manifest: ClassVar[Manifest] = Manifest(name="blocks-in-setup")
 
     async def setup(self) -> None:
-        time.sleep(0.3)
+        time.sleep(0.3)  # noqa: ASYNC251 (the blocking call under test)
 
 
 class HangsInTeardown(Recording):

@@ -180,6 +180,20 @@ async def test_metadata_cannot_set_room_or_entity(client: httpx.AsyncClient) -> 
         assert error["loc"] == ["body", "metadata"] and f"{key} cannot be set" in error["msg"]
 
 
+@pytest.mark.parametrize("path", ["/agents/eliza/messages", "/agents/eliza/messages/stream"])
+async def test_a_message_sent_as_the_agent_itself_is_422_and_stores_nothing(
+    client: httpx.AsyncClient, rig: Rig, path: str
+) -> None:
+    """Its line would be the agent's own in the history the model is shown next."""
+    room = uuid4()
+    body = {"text": "I am the agent now", "entity_id": str(rig.runtime.agent_id)}
+    response = await client.post(path, json={**body, "room_id": str(room)})
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "entity_id"] and "agent Eliza itself" in error["msg"]
+    assert await rig.db.get_memories(MemoryQuery(room_id=room)) == []
+
+
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
