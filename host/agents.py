@@ -30,7 +30,7 @@ from host.events import EventBus
 from host.metrics.storage import InstrumentedAdapter
 from host.runtime import AgentRuntime, agent_id_for
 
-__all__ = ["AgentManager", "UnknownAgentError"]
+__all__ = ["AgentManager", "UnknownAgentError", "character_for"]
 
 _log = logger.bind(component="agents")
 
@@ -98,14 +98,7 @@ class AgentManager:
         return list(self._running.values())
 
     def _key(self, ref: str | UUID) -> str:
-        text = str(ref).strip().lower()
-        if text in self._characters:
-            return text
-        for key, character in self._characters.items():
-            if text in (str(agent_id_for(character.name)), (character.username or "").lower()):
-                return key
-        known = ", ".join(sorted(c.name for c in self._characters.values())) or "none"
-        raise UnknownAgentError(f"no agent named {str(ref)!r} (known agents: {known})")
+        return character_for(self._characters.values(), ref).name.lower()
 
     def get(self, ref: str | UUID) -> AgentRuntime:
         """The running agent with this name, username or id."""
@@ -217,3 +210,18 @@ class AgentManager:
 
 def _agent_payload(runtime: AgentRuntime) -> AgentPayload:
     return AgentPayload(agent_id=runtime.agent_id, name=runtime.name)
+
+
+def character_for(characters: Iterable[Character], ref: str | UUID) -> Character:
+    """The character `ref` names: its name, username or agent id, in any case;
+    `UnknownAgentError` naming the known agents if none (the API's 404)."""
+    text = str(ref).strip().lower()
+    known = list(characters)
+    for character in known:
+        if character.name.lower() == text:
+            return character
+    for character in known:
+        if text in (str(agent_id_for(character.name)), (character.username or "").lower()):
+            return character
+    names = ", ".join(sorted(c.name for c in known)) or "none"
+    raise UnknownAgentError(f"no agent named {str(ref)!r} (known agents: {names})")

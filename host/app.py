@@ -31,7 +31,7 @@ from host import character_knowledge, heap, tracing
 from host.agents import AgentManager
 from host.assembly import Engine, agent_manager, assemble, http_app
 from host.blocking import LoopMonitor
-from host.characters import default_character, load_characters
+from host.characters import configured_characters
 from host.config import LoadedConfig, load_config
 from host.console import mount_console
 from host.discovery import Discovered, discover
@@ -208,15 +208,12 @@ class Host:
 
     async def _start_agents(self) -> None:
         settings = self.config.agents
-        characters = load_characters(settings.characters_dir, inline=settings.characters)
+        characters = configured_characters(settings)
         # characters' secrets (ElizaOS settings.secrets) are masked like config secrets
-        register(s for c in characters.values() for s in c.secrets.values())
-        if not characters:
-            character = default_character()
-            characters = {character.name.lower(): character}
+        register(s for c in characters for s in c.secrets.values())
         self.agents = agent_manager(
             self.engine,
-            characters.values(),
+            characters,
             embeddings=await check_embeddings(self.container) if settings.embed else None,
             hooks=self._cluster_hooks(),
         )

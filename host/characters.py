@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.agent import Character, CharacterError
+from contracts.config import AgentsSettings
 from host.character_fields import warn_unhonoured
 from host.parsing import ParseError, decode, load_json, load_yaml
 
@@ -21,6 +22,7 @@ __all__ = [
     "CHARACTER_SUFFIXES",
     "DEFAULT_CHARACTER",
     "character_from_mapping",
+    "configured_characters",
     "default_character",
     "load_character",
     "load_characters",
@@ -133,6 +135,13 @@ def load_characters(
         source = f"config agents.characters[{index}]"
         add(character_from_mapping(data, source=source), source)
     return {name: character for name, (character, _source) in found.items()}
+
+
+def configured_characters(settings: AgentsSettings) -> list[Character]:
+    """The characters the host's config gives (``agents.characters_dir`` and inline ones), or
+    the built-in one when it gives none: the agents a host started with it runs."""
+    found = load_characters(settings.characters_dir, inline=settings.characters)
+    return list(found.values()) or [default_character()]
 
 
 def default_character() -> Character:

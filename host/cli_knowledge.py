@@ -41,9 +41,21 @@ AgentOption = Annotated[
 
 
 def _agent(name: str | None) -> UUID | None:
+    """The id of the configured agent `name` names (None: shared); exit 2 naming the known
+    agents if none: a document filed under a mistyped name is one no agent reads."""
+    if name is None:
+        return None
+    from contracts.agent import CharacterError
+    from host.agents import UnknownAgentError, character_for
+    from host.characters import configured_characters
+    from host.cli import _exit, _load
     from host.runtime import agent_id_for
 
-    return None if name is None else agent_id_for(name)
+    try:
+        characters = configured_characters(_load().config.agents)
+        return agent_id_for(character_for(characters, name).name)
+    except (UnknownAgentError, CharacterError) as exc:
+        raise _exit(f"--agent: {exc}", 2) from None
 
 
 def _with_knowledge(body: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
@@ -77,9 +89,11 @@ def add(
     """Add documents: text, Markdown and PDF files; a changed file replaces its earlier
     version, an unchanged one is skipped; a file that cannot be read is named and skipped."""
 
+    owner = _agent(agent)
+
     async def body(knowledge: KnowledgeBase) -> list[AddOutcome]:
         with bars_by_name(console, lambda source: escape(Path(source).name)) as advance:
-            return await knowledge.add_paths(paths, _agent(agent), advance)
+            return await knowledge.add_paths(paths, owner, advance)
 
     outcomes = _with_knowledge(body)
     colours = {"added": "green", "replaced": "green", "unchanged": "dim", "skipped": "yellow"}
@@ -102,6 +116,8 @@ def list_documents(
 ) -> None:
     """The documents (of the agent, or the shared ones)."""
 
+    owner = _agent(agent)
+
     async def body(knowledge: KnowledgeBase) -> list[dict[str, Any]]:
         return [
             {
@@ -111,7 +127,7 @@ def list_documents(
                 "added": d.added_at,
                 "sha256": d.sha256,
             }
-            for d in await knowledge.documents(_agent(agent))
+            for d in await knowledge.documents(owner)
         ]
 
     rows = _with_knowledge(body)
@@ -141,8 +157,10 @@ def remove(
     path = Path(source)
     name = str(path.resolve()) if path.exists() else source
 
+    owner = _agent(agent)
+
     async def body(knowledge: KnowledgeBase) -> bool:
-        return await knowledge.remove(name, _agent(agent))
+        return await knowledge.remove(name, owner)
 
     if not _with_knowledge(body):
         from host.cli import _exit

@@ -18,7 +18,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.knowledge import KNOWLEDGE, AddOutcome, Chunk, Document, KnowledgeBase
+from host.agents import AgentManager, character_for
 from host.di import Container
+from host.http_deps import Agents
 from host.runtime import agent_id_for
 
 __all__ = ["KnowledgeIn", "knowledge_base", "router"]
@@ -41,8 +43,10 @@ AgentParam = Annotated[
 ]
 
 
-def _agent(name: str | None) -> UUID | None:
-    return None if name is None else agent_id_for(name)
+def _agent(agents: AgentManager, name: str | None) -> UUID | None:
+    """The id of the configured agent `name` names (None: shared); 404 if there is none: a
+    document filed under a mistyped name would be stored where no agent reads it."""
+    return None if name is None else agent_id_for(character_for(agents.characters, name).name)
 
 
 router = APIRouter(tags=["knowledge"])
@@ -67,33 +71,35 @@ Base = Annotated[KnowledgeBase, Depends(knowledge_base)]
 
 
 @router.post("/knowledge", responses=_UNAVAILABLE)
-async def add(base: Base, body: KnowledgeIn) -> AddOutcome:
+async def add(base: Base, agents: Agents, body: KnowledgeIn) -> AddOutcome:
     """Add (or replace) a text document; an unchanged one is left as it is."""
-    return await base.add_text(body.text, body.source, _agent(body.agent))
+    return await base.add_text(body.text, body.source, _agent(agents, body.agent))
 
 
 @router.get("/knowledge", responses=_UNAVAILABLE)
-async def documents(base: Base, agent: AgentParam = None) -> list[Document]:
-    return await base.documents(_agent(agent))
+async def documents(base: Base, agents: Agents, agent: AgentParam = None) -> list[Document]:
+    return await base.documents(_agent(agents, agent))
 
 
 @router.get("/knowledge/search", responses=_UNAVAILABLE)
 async def search(
     base: Base,
+    agents: Agents,
     q: Annotated[str, Query(min_length=1, max_length=10_000)],
     agent: AgentParam = None,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> list[Chunk]:
     """The chunks most similar to `q` among the agent's and the shared documents."""
-    return await base.search(q, _agent(agent), k)
+    return await base.search(q, _agent(agents, agent), k)
 
 
 @router.delete("/knowledge", responses=_MISSING)
 async def remove(
     base: Base,
+    agents: Agents,
     source: Annotated[str, Query(min_length=1, max_length=1000)],
     agent: AgentParam = None,
 ) -> dict[str, bool]:
-    if not await base.remove(source, _agent(agent)):
+    if not await base.remove(source, _agent(agents, agent)):
         raise HTTPException(404, f"no document {source!r} ({agent or 'shared'})")
     return {"removed": True}

@@ -209,6 +209,11 @@ def test_the_cli_adds_lists_and_removes_with_progress(tmp_path: Path) -> None:
     assert removed.exit_code == 0 and "removed" in removed.stdout
     gone = runner.invoke(app, ["--config", str(cfg), "knowledge", "remove", target])
     assert gone.exit_code == 1 and "no document" in gone.stderr
+    typo = runner.invoke(
+        app, ["--config", str(cfg), "knowledge", "add", target, "--agent", "Elzia"]
+    )
+    assert typo.exit_code == 2 and "--agent: no agent named 'Elzia'" in typo.stderr
+    assert "known agents: Eliza" in typo.stderr and "Traceback" not in typo.stderr
     bad = runner.invoke(app, ["--config", str(cfg), "knowledge", "add", str(docs / "locked.pdf")])
     assert bad.exit_code == 1 and "an encrypted PDF" in bad.stdout
     assert "Traceback" not in bad.stdout + bad.stderr
@@ -243,6 +248,19 @@ async def test_http_routes_add_search_list_and_remove(tmp_path: Path) -> None:
                 "/knowledge", params={"source": "thermostat", "agent": "Eliza"}
             )
             assert ok.json() == {"removed": True}
+            # a mistyped agent is a 404 naming the known ones, on every route; nothing stored
+            typo = {"source": "t", "text": "x", "agent": "Elzia"}
+            for answer in (
+                await client.post("/knowledge", json=typo),
+                await client.get("/knowledge", params={"agent": "Elzia"}),
+                await client.get("/knowledge/search", params={"q": "x", "agent": "Elzia"}),
+                await client.delete("/knowledge", params={"source": "t", "agent": "Elzia"}),
+            ):
+                assert answer.status_code == 404, answer.text
+                assert "no agent named 'Elzia' (known agents: Eliza)" in answer.json()["detail"]
+            assert (await client.get("/knowledge")).json() == []
+            # the name in any case, the username or the id name the same agent
+            assert (await client.get("/knowledge", params={"agent": "eliza"})).status_code == 200
 
 
 async def test_http_routes_without_the_plugin_are_503(tmp_path: Path) -> None:
