@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from host.app import Host
 
-__all__ = ["LoginRequired", "Refused", "mount_console"]
+__all__ = ["LoginRequired", "Refused", "Unpicked", "mount_console"]
 
 _log = logger.bind(component="console")
 
@@ -41,6 +41,14 @@ class Refused(Exception):
     """A state-changing request without the session's CSRF token, or from another origin."""
 
 
+class Unpicked(Exception):
+    """A page's ``?agent=`` or ``?room=`` names nothing it can show: its status and why."""
+
+    def __init__(self, text: str, status: int) -> None:
+        super().__init__(text)
+        self.status = status
+
+
 def mount_console(app: FastAPI, host: Host) -> None:
     """Serve the console on `app`: ``/`` (chat), ``/console/*`` pages and fragments, and
     ``/console/static`` (vendored htmx; public, it holds no data), installed at the first
@@ -48,6 +56,7 @@ def mount_console(app: FastAPI, host: Host) -> None:
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(Refused, _refused)
+    app.add_exception_handler(Unpicked, _unpicked)
     app.router.routes.append(_Pending(app, host))
 
 
@@ -135,3 +144,14 @@ async def _refused(request: Request, exc: Exception) -> Response:
         console: Console = request.app.state.console  # installed: only its routes refuse
         return console.problem(request, Auth(None), str(exc), status=403)
     return JSONResponse({"detail": str(exc)}, status_code=403)
+
+
+async def _unpicked(request: Request, exc: Exception) -> Response:
+    """A page naming an agent that does not run or a malformed room: the fragment saying so,
+    with its 4xx status (htmx swaps it in; a page shows it alone)."""
+    from .auth import Auth
+    from .state import Console
+
+    assert isinstance(exc, Unpicked)
+    console: Console = request.app.state.console
+    return console.problem(request, Auth(None), str(exc), status=exc.status)

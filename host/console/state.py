@@ -21,6 +21,7 @@ from .auth import CSRF_HEADER, SESSION_COOKIE, Auth, Sessions
 from .charts import History
 from .headers import root_of, route_path
 from .inputs import as_uuid
+from .mount import Unpicked
 from .rooms import RoomIndex
 
 if TYPE_CHECKING:
@@ -125,11 +126,18 @@ class Console:
 
     async def pick(self, agent: str, room: str, *, first_room: bool) -> Picked:
         """The agent and room a page's picker names: the first running agent when none is
-        named; the most recent room when none is (and `first_room`), else None (a new room)."""
+        named; the most recent room when none is (and `first_room`), else None (a new room).
+        `Unpicked` when the page names an agent that does not run or a room that is no id:
+        showing another agent's conversation instead would mislead."""
         running = self.agents.running
-        runtime = self.runtime(agent) or (running[0] if running else None)
-        rooms = await self.rooms.rooms(runtime) if runtime is not None else []
+        runtime = self.runtime(agent) if agent else (running[0] if running else None)
+        if agent and runtime is None:
+            names = ", ".join(r.name for r in running) or "none"
+            raise Unpicked(f"No running agent {agent!r} (running: {names}).", 404)
         room_id = as_uuid(room)
+        if room and room_id is None:
+            raise Unpicked(f"Room {room!r} is not a room id (a UUID).", 422)
+        rooms = await self.rooms.rooms(runtime) if runtime is not None else []
         if room_id is None and first_room and rooms:
             room_id = rooms[0].room_id
         return Picked(runtime, room_id, {"running": running, "rooms": rooms})

@@ -402,6 +402,10 @@ def test_a_login_redirect_stays_here_as_a_browser_reads_it(target: str) -> None:
     assert read.startswith("/") and not read.startswith("//")
 
 
+PICKER_PAGES = ("/console/memories", "/console/timeline")
+"""Pages showing one agent's room, picked by ``?agent=&room=``."""
+
+
 async def test_bad_input_gets_a_4xx_page_or_fragment_never_a_500(keyed: Host) -> None:
     assert keyed.agents is not None and keyed.http is not None
     runtime = keyed.agents.get("Eliza")
@@ -415,7 +419,9 @@ async def test_bad_input_gets_a_4xx_page_or_fragment_never_a_500(keyed: Host) ->
             for after in ("99999999999999999999999", "9223372036854775808", "-3", "%C2%B2", "abc")
         ],
         ("GET", f"/console/memories?agent=Eliza&room={room}&cursor=%ff%fe", 200),
-        ("GET", "/console/memories?agent=%ff&room=%00", 200),
+        ("GET", "/console/memories?agent=%ff&room=%00", 404),
+        *[(("GET", f"{page}?agent=Nobody", 404)) for page in ("/", *PICKER_PAGES)],
+        *[(("GET", f"{page}?agent=Eliza&room=not-a-uuid", 422)) for page in PICKER_PAGES],
         ("GET", "/console/agents/Eliza/saw/not-a-uuid", 404),
         ("GET", f"/console/agents/Nobody/saw/{nobody}", 404),
         ("DELETE", "/console/agents/Eliza/memories/garbage", 404),
@@ -432,6 +438,10 @@ async def test_bad_input_gets_a_4xx_page_or_fragment_never_a_500(keyed: Host) ->
             assert response.status_code == status, (method, path, response.text[:300])
             assert response.headers["content-type"].startswith("text/html"), (method, path)
             assert "Traceback" not in response.text
+            if "agent=Nobody" in path:  # not another agent's conversation instead
+                assert "No running agent &#39;Nobody&#39; (running: Eliza" in response.text
+            if "room=not-a-uuid" in path:
+                assert "is not a room id" in response.text
             if "after=" in path:  # the first page, and why
                 assert "That page link is broken" in response.text, path
                 assert "message:received" in response.text, path
