@@ -26,12 +26,20 @@ from contracts.agent import (
 from contracts.memory import Memory
 from host.blocking import component, component_site
 from host.components import ComponentRegistry
+from host.logs import plugin_logger
 from host.secrets import scrub
 
 if TYPE_CHECKING:
     from loguru import Logger
 
-__all__ = ["call", "guarded", "provide", "validate"]
+__all__ = ["call", "guarded", "owner_log", "provide", "validate"]
+
+
+def owner_log(components: ComponentRegistry, kind: str, name: str, log: Logger) -> Logger:
+    """The log of the plugin that registered component `name` (``action``, ``provider``,
+    ``evaluator``), so a line about its failure carries its plugin's name; `log` if none."""
+    owner = components.owner_of(kind, name)
+    return plugin_logger(owner) if owner else log
 
 
 async def call(function: Callable[..., Any], blocking: bool, *args: Any) -> Any:
@@ -102,6 +110,9 @@ async def guarded(
         async with deadline:
             outcome = await call(item.handler, item.blocking, ctx)
     except Exception as exc:
+        log = owner_log(
+            components, "action" if isinstance(item, Action) else "evaluator", name, log
+        )
         if isinstance(exc, TimeoutError) and deadline.expired():
             log.warning("{} timed out after {}s", name, seconds)
             outcome = ActionResult(success=False, error=f"timed out after {seconds}s")

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from loguru import logger
 
 from contracts.agent import (
     Action,
@@ -237,9 +238,19 @@ async def test_failing_action_and_evaluator_reported_reply_still_sent(rig: Rig) 
         ],
         evaluators=[Evaluator("bad", "", bad_eval), Evaluator("good", "", good_eval)],
     )
-    reply = await rig.runtime.process_message(
-        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    lines: list[tuple[str | None, str]] = []
+    sink = logger.add(
+        lambda m: lines.append((m.record["extra"].get("plugin"), m.record["message"]))
     )
+    try:
+        reply = await rig.runtime.process_message(
+            rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+        )
+    finally:
+        logger.remove(sink)
+    # each failure's line carries the plugin that registered the component
+    assert ("test", "BOOM failed: action broke") in lines
+    assert ("test", "bad failed: evaluator broke") in lines
     assert reply.responded and reply.reply is not None
     assert [(a.name, a.success) for a in reply.actions] == [("BOOM", False), ("AFTER", True)]
     assert reply.actions[0].error is not None and "action broke" in reply.actions[0].error
