@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse
 
 from contracts.agent import Reply
+from contracts.errors import AgentHostError
 from contracts.memory import Memory
 from host.agents import AgentManager
 from host.http_deps import Agents, ErrorOut, Intake, ReplyStreamLike, Runtime, get_intake
@@ -157,7 +158,10 @@ async def _events(stream: ReplyStreamLike) -> AsyncIterator[dict[str, str]]:
         async for chunk in stream:
             yield {"event": "chunk", "data": json.dumps({"text": chunk})}
     except Exception as exc:
-        _log.opt(exception=exc).error("streamed reply failed: {}", exc)
+        # a failure the engine names (a model's, a timeout) is said in a line; any other is
+        # a bug, with its traceback
+        trace = None if isinstance(exc, AgentHostError | TimeoutError) else exc
+        _log.opt(exception=trace).error("streamed reply failed: {}", scrub(str(exc)))
         yield {"event": "error", "data": json.dumps({"detail": scrub(str(exc))})}
         return
     finally:

@@ -15,8 +15,10 @@ from markupsafe import Markup, escape
 from sse_starlette import EventSourceResponse
 
 from contracts.agent import Reply
+from contracts.errors import AgentHostError
 from contracts.memory import MemoryQuery
 from host.runtime import AgentRuntime, agent_id_for
+from host.secrets import scrub
 
 from .auth import Auth
 from .deps import Authed, ConsoleDep, NamedRoom, recorded
@@ -155,7 +157,8 @@ async def _reply_events(
                 yield {"event": "chunk", "data": str(escape(chunk))}
             reply = stream.reply
         except Exception as exc:
-            _log.opt(exception=exc).warning("console reply failed: {}", exc)
+            trace = None if isinstance(exc, AgentHostError | TimeoutError) else exc  # named: a line
+            _log.opt(exception=trace).warning("console reply failed: {}", scrub(str(exc)))
             problem = console.why("The reply failed", exc)
         finally:
             await stream.aclose()

@@ -197,7 +197,7 @@ async def stream(host: Host, text: str) -> list[tuple[str, Any]]:
 
 
 async def test_a_slow_stream_and_a_dropped_one_through_the_host(
-    server: tuple[str, Behaviour], tmp_path: Path
+    server: tuple[str, Behaviour], tmp_path: Path, logs: io.StringIO
 ) -> None:
     url, behaviour = server
     behaviour.chunk_delay = 0.3
@@ -221,6 +221,10 @@ async def test_a_slow_stream_and_a_dropped_one_through_the_host(
         kinds = [kind for kind, _ in events]
         assert kinds[-1] == "error" and set(kinds[:-1]) == {"chunk"}  # no reply event
         assert "broke off after 3 chunks" in events[-1][1]["detail"]
+        # a failure the engine names is logged in a line, without a traceback
+        assert "streamed reply failed" in logs.getvalue()
+        assert "broke off after 3 chunks" in logs.getvalue()
+        assert "Traceback" not in logs.getvalue()
         behaviour.drop_after = 0  # dropped before its first chunk: ELIZA answers, marked
         kind, reply = (await stream(host, "Men are all alike."))[-1]
         assert kind == "reply" and reply["text"] == "In what way?"
