@@ -26,6 +26,9 @@ class MemoryOut(BaseModel):
     entity_id: UUID
     room_id: UUID
     content: dict[str, Any]
+    metadata: dict[str, Any]
+    """What the host and plugins noted about the memory (e.g. ``model_fallback`` on a reply
+    ELIZA gave because the configured model failed)."""
     created_at: str
     cursor: str
     embedding: list[float] | None = None
@@ -47,6 +50,7 @@ def _memory_out(memory: Memory) -> MemoryOut:
         entity_id=memory.entity_id,
         room_id=memory.room_id,
         content=memory.content.model_dump(),
+        metadata=memory.metadata,
         created_at=memory.created_at.isoformat(),
         cursor=memory.cursor.encode(),
     )

@@ -229,6 +229,12 @@ async def test_a_slow_stream_and_a_dropped_one_through_the_host(
         kind, reply = (await stream(host, "Men are all alike."))[-1]
         assert kind == "reply" and reply["text"] == "In what way?"
         assert reply["reply"]["metadata"]["model_fallback"]["reason"] == "stream_cut"
+        assert host.http is not None  # the mark is read back with the room's memories too
+        room = reply["room_id"]
+        async with httpx.AsyncClient(base_url=host.http.url) as client:
+            page = (await client.get(f"/agents/eliza/rooms/{room}/memories")).json()
+        stored = next(m for m in page["items"] if m["id"] == reply["reply"]["id"])
+        assert stored["metadata"]["model_fallback"]["reason"] == "stream_cut"
         behaviour.drop_after = None  # the host serves on
         assert (await stream(host, "seven"))[-1][0] == "reply"
     finally:
