@@ -172,6 +172,26 @@ class _BoundedLoader(yaml.SafeLoader):
         self._root = node
         return super().construct_document(node)
 
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping, refusing a key written twice in it: PyYAML keeps the last one silently,
+        so a setting given twice (``http: {port: 1}`` then ``http: {port: 2}``) would be half
+        ignored. Keys brought in by a merge (``<<: *base``) may be overridden, as YAML says."""
+        seen: dict[tuple[str, str], int] = {}
+        for key, _value in node.value:
+            if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key.start_mark.line + 1
+            first = seen.get((key.tag, key.value))
+            seen[(key.tag, key.value)] = line
+            if first is not None:
+                raise ParseError(
+                    f"key {key.value!r} is given twice in the same mapping (lines {first} and"
+                    f" {line}); keep one",
+                    line=line,
+                    path=self._path_of(node),
+                )
+        return super().construct_mapping(node, deep=deep)
+
     def _path_of(self, target: Node) -> str:
         """The key path of `target` in the document (searched only when reporting it)."""
         stack: list[tuple[Node, list[object]]] = [(self._root, [])]

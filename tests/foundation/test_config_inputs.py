@@ -64,6 +64,24 @@ def test_yaml_nested_5000_deep_names_file_line_and_key(tmp_path: Path) -> None:
     )
 
 
+def test_a_key_given_twice_names_file_lines_and_where(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently: half a setting would be ignored."""
+    path = write(tmp_path, "http: {port: 1111}\nlogging: {level: INFO}\nhttp: {port: 2222}\n")
+    assert config_error(path) == (
+        f"invalid YAML in {path}:3: key 'http' is given twice in the same mapping (lines 1 and"
+        " 3); keep one"
+    )
+    nested = write(tmp_path, "plugins:\n  weather: {city: Oslo, city: Bergen}\n", "two.yaml")
+    assert config_error(nested) == (
+        f"invalid YAML in {nested}:2 at plugins.weather: key 'city' is given twice in the same"
+        " mapping (lines 2 and 2); keep one"
+    )
+    merged = write(tmp_path, "x: &base {level: INFO}\nlogging:\n  <<: *base\n  level: DEBUG\n")
+    with pytest.raises(ConfigError) as info:  # an override of a merged key is no duplicate
+        load_config(merged, environ={})
+    assert "given twice" not in str(info.value) and "unknown key" in str(info.value)
+
+
 def test_a_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
     lines = ["plugins:", "  x:", "    a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
     lines += [f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
