@@ -5,8 +5,9 @@ the model-name check, retries and timeouts."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .retry import RetrySettings
 
@@ -33,6 +34,8 @@ class OpenAISettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = "https://api.openai.com/v1"
+    """The server's API root: OpenAI's, or a compatible one (Ollama ``http://localhost:11434/v1``,
+    vLLM ``http://localhost:8000/v1``)."""
     api_key: SecretStr | None = None
     small_model: str = "gpt-4o-mini"
     large_model: str = "gpt-4o"
@@ -49,6 +52,22 @@ class OpenAISettings(BaseModel):
     connect_timeout: float = Field(default=5.0, gt=0)
     priority: int = 0
     """Model handler priority (ELIZA is -100: it stays the fallback)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        """Refused at load (naming the setting), not at the first request."""
+        try:
+            parts = urlsplit(value.strip())
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host (e.g. http://localhost:11434/v1"
+                " for Ollama)"
+            )
+        return value.strip()
 
     def model_for(self, model_type: str) -> tuple[str, str]:
         """The model name for `model_type` and the setting it comes from."""

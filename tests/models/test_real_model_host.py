@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -359,5 +359,24 @@ async def test_the_readme_openai_settings_run_against_an_openai_like_server(
         ]
         key = env["AGENTHOST_PLUGINS__OPENAI__API_KEY"]
         assert {h.get("authorization") for h in behaviour.headers} == {f"Bearer {key}"}
+    finally:
+        await host.stop()
+
+
+async def test_a_base_url_that_is_no_url_fails_the_plugin_naming_the_variable(
+    tmp_path: Path,
+) -> None:
+    """Refused when the plugin loads, naming where it was set; the host serves with ELIZA."""
+    host = await running(tmp_path, {"AGENTHOST_PLUGINS__OPENAI__BASE_URL": "not a url"})
+    try:
+        status = {s.name: s for s in host.statuses}["openai"]
+        assert status.state == "failed"
+        assert "AGENTHOST_PLUGINS__OPENAI__BASE_URL" in (status.error or "")
+        assert "must be an http:// or https:// URL with a host" in (status.error or "")
+        assert host.agents is not None
+        runtime = host.agents.get("Eliza")
+        message = runtime.new_message("Men are all alike.", room_id=uuid4(), entity_id=uuid4())
+        reply = await runtime.process_message(message)
+        assert reply.text == "In what way?"
     finally:
         await host.stop()
