@@ -221,10 +221,14 @@ async def test_a_slow_stream_and_a_dropped_one_through_the_host(
         kinds = [kind for kind, _ in events]
         assert kinds[-1] == "error" and set(kinds[:-1]) == {"chunk"}  # no reply event
         assert "broke off after 3 chunks" in events[-1][1]["detail"]
-        # a failure the engine names is logged in a line, without a traceback
-        assert "streamed reply failed" in logs.getvalue()
-        assert "broke off after 3 chunks" in logs.getvalue()
-        assert "Traceback" not in logs.getvalue()
+        # a failure the engine names is logged in a line, without a traceback (the test
+        # server's own uvicorn log may hold one: it cuts the stream on purpose)
+        lines = logs.getvalue().splitlines()
+        for failure in ("openai took over 1.0s", "broke off after 3 chunks"):
+            at = next(i for i, line in enumerate(lines) if "streamed reply failed" in line
+                      and failure in line)  # fmt: skip
+            assert lines[at].startswith("ERROR")
+            assert not any(x.startswith("Traceback") for x in lines[at + 1 : at + 2])
         behaviour.drop_after = 0  # dropped before its first chunk: ELIZA answers, marked
         kind, reply = (await stream(host, "Men are all alike."))[-1]
         assert kind == "reply" and reply["text"] == "In what way?"
