@@ -7,7 +7,7 @@ the memory is stored without one rather than mixed with the table's model (`host
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, get_args
 from uuid import UUID
 
 from contracts.events import MEMORY_CREATED
@@ -22,6 +22,7 @@ from contracts.models import (
 from contracts.storage import DatabaseAdapter
 from host.embeddings import EmbeddingModelChangedError, EmbeddingSpace
 from host.events import EventBus
+from host.pydantic_slots import constructed
 from host.turn_payloads import memory_payload
 
 if TYPE_CHECKING:
@@ -35,6 +36,18 @@ class MemorySettings(Protocol):
 
     @property
     def embed(self) -> bool: ...
+
+
+_KINDS: Final = frozenset(get_args(EmbeddingKind))
+_GIVEN: Final = frozenset({"text", "kind"})
+
+
+def _params(text: str, kind: EmbeddingKind) -> EmbeddingParams:
+    """``EmbeddingParams(text=text, kind=kind)``, unvalidated when the text is a `str` and the
+    kind one of the kinds (a memory's text, the runtime's kind: ~1.5 us a save)."""
+    if type(text) is not str or kind not in _KINDS:
+        return EmbeddingParams(text=text, kind=kind)
+    return constructed(EmbeddingParams, {"text": text, "kind": kind, "model": None}, set(_GIVEN))
 
 
 class MemoryWriter:
@@ -65,7 +78,7 @@ class MemoryWriter:
         ``MEMORY_CREATED``. Returns the memory as stored."""
         if self._settings.embed and memory.embedding is None and memory.content.text:
             embedded = await self._models.use_model(
-                TEXT_EMBEDDING, EmbeddingParams(text=memory.content.text, kind=kind)
+                TEXT_EMBEDDING, _params(memory.content.text, kind)
             )
             if await self._storable(embedded, memory.table_name):
                 memory = memory.model_copy(update={"embedding": embedded.vector})

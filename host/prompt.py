@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from contracts.agent import Action, Character, State
 from contracts.memory import Memory
 from contracts.models import TextParams
 from contracts.prompts import message_section
+from host.pydantic_slots import constructed
 from host.templates import MESSAGE_TEMPLATE, render_message_template
 
 __all__ = ["PROMPT_EXAMPLES", "build_prompt", "reply_params", "system_prompt"]
 
+_GIVEN: Final = frozenset({"prompt", "system"})
 PROMPT_EXAMPLES = 3
 """At most this many of the character's message examples go into the prompt."""
 
@@ -33,7 +35,20 @@ def reply_params(
         prompt = render_message_template(template, character, state, message, actions)
     else:
         prompt = build_prompt(character, state, message, actions)
-    return TextParams(prompt=prompt, system=system_prompt(character))
+    system = system_prompt(character)
+    values = {
+        "prompt": prompt,
+        "messages": (),
+        "system": system,
+        "temperature": None,
+        "max_tokens": None,
+        "stop": (),
+        "model": None,
+    }
+    # both strings: what validation would keep as they are (the prompt given: its check holds)
+    if type(prompt) is not str or type(system) is not str:
+        return TextParams(prompt=prompt, system=system)
+    return constructed(TextParams, values, set(_GIVEN))
 
 
 def build_prompt(

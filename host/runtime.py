@@ -56,6 +56,8 @@ __all__ = ["AgentRuntime", "ReplyStream", "agent_id_for"]
 P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
 
+_QUERIES_KEPT = 4096
+"""Most queries `AgentRuntime._latest` keeps (all are dropped when it is full)."""
 _AGENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agenthost.dev/agents")
 
 
@@ -127,6 +129,8 @@ class AgentRuntime:
         self.clock = clock
         self.ids = ids
         self._last_time: datetime | None = None
+        self._queries: dict[tuple[UUID, int, str | None, bool], MemoryQuery] = {}
+        """The rooms' latest-memories queries (`_latest`)."""
         self.rooms = RoomQueue(character.name)
         """The per-room queue (also the agent's gate: hold, release, stop, drain)."""
         log = logger.bind(agent=character.name)
@@ -244,15 +248,23 @@ class AgentRuntime:
     def _latest(
         self, room_id: UUID, limit: int, table_name: str | None, with_embeddings: bool = False
     ) -> MemoryQuery:
-        """The query of the room's latest `limit` memories of this agent in `table_name`."""
-        return MemoryQuery(
-            agent_id=self._agent_id,
-            room_id=room_id,
-            table_name=table_name,
-            order="desc",
-            limit=limit,
-            with_embeddings=with_embeddings,
-        )
+        """The query of the room's latest `limit` memories of this agent in `table_name` (kept
+        per room: a frozen model, asked for on every message of the room)."""
+        key = (room_id, limit, table_name, with_embeddings)
+        query = self._queries.get(key)
+        if query is None:
+            query = MemoryQuery(
+                agent_id=self._agent_id,
+                room_id=room_id,
+                table_name=table_name,
+                order="desc",
+                limit=limit,
+                with_embeddings=with_embeddings,
+            )
+            if len(self._queries) >= _QUERIES_KEPT:
+                self._queries.clear()
+            self._queries[key] = query
+        return query
 
     # ------------------------------------------------------------------ entry points
 

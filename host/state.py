@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from uuid import UUID
 
 from contracts.agent import Character, Provider, ProviderResult, State
@@ -23,6 +23,7 @@ from contracts.storage import MemoryText
 from host.cache import ProviderCache
 from host.components import ComponentRegistry
 from host.invoke import provide
+from host.pydantic_slots import constructed, set_dict, set_extra, set_fields_set, set_private
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -42,6 +43,24 @@ class StateSettings(Protocol):
 
 RecentTexts = Callable[[UUID, int], Awaitable[list[MemoryText]]]
 """A room's latest lines of the conversation, oldest first (`AgentRuntime.recent_texts`)."""
+
+
+assert not ProviderResult.__private_attributes__ and list(State.__private_attributes__) == [
+    "_services"
+]
+_RESULT_GIVEN: Final = frozenset({"text", "values"})
+_STATE_GIVEN: Final = frozenset({"values"})
+
+
+def _state(values: dict[str, Any], services: ServiceScope | None) -> State:
+    """``State(values=values)`` with `services` as its message scope, unvalidated (the
+    composer's own dict of strings: ~2 us a message)."""
+    state = object.__new__(State)
+    set_dict(state, {"values": values, "data": {}, "text": "", "providers": {}, "skipped": {}})
+    set_fields_set(state, set(_STATE_GIVEN))
+    set_extra(state, None)
+    set_private(state, {"_services": services})
+    return state
 
 
 class StateComposer:
@@ -82,27 +101,37 @@ class StateComposer:
             if not p.dynamic or p.name in wanted
         ]
         room, entity = str(message.room_id), str(message.entity_id)
-        state = State(
-            values={
+        state = _state(
+            {
                 "agent_id": self._agent_text,
                 "agent_name": self._character.name,
                 "room_id": room,
                 "entity_id": entity,
-            }
+            },
+            services,
         )
-        state._services = services
         # one context for every provider's cache lookup (the ids as text once per message),
         # made only when one of them is looked up there
         context = None
         if self.cache is not None and any(self._cached(p) for p in providers):
             context = CacheContext(self._agent_text, room, entity, str(message.id))
-        if len(providers) == 1:  # the builtin one alone: no task to run it in parallel with
-            ran = [(providers[0], await self._run(providers[0], message, state, context))]
+        # the builtin provider (first) runs here until it first waits: a history read answered
+        # at once (most messages) needs no task and no timer
+        builtin, *plugins = providers
+        first = self._start(builtin, message, state, context)
+        if isinstance(first, _Started):  # it waits: the plugins' in tasks, it goes on here
+            results = await self._run_all(plugins, message, state, context, (builtin, first))
+            results.insert(0, results.pop())
+        elif plugins:
+            results = [first, *await self._run_all(plugins, message, state, context)]
         else:
-            results = await self._run_all(providers, message, state, context)
+            results = [first]
+        if plugins:
             ran = sorted(
                 zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
             )
+        else:
+            ran = [(builtin, results[0])]
         texts: list[str] = []
         for provider, outcome in ran:
             if isinstance(outcome, str):
@@ -122,15 +151,21 @@ class StateComposer:
         message: Memory,
         state: State,
         context: CacheContext | None,
+        started: tuple[Provider, _Started] | None = None,
     ) -> list[ProviderResult | str]:
         """Every provider's outcome, in `providers`' order, run in parallel: each but the last
-        in a task of its own, the last in this one (a task less per message).
+        in a task of its own, the last in this one (a task less per message); with `started`
+        (a provider that began here and waits), each in a task, and that one going on here
+        (its outcome last).
 
         The tasks' timeouts share one timer (`_Deadlines`: it cancels a task whose deadline
         passed and moves on to the next deadline) instead of one per provider; the last one
         keeps its own ``asyncio.timeout``. Cancelling the composition cancels every task, as a
         gather would (`_run` and `_attempt` never raise but for cancellation)."""
-        *others, last = providers
+        if started is None:
+            *others, last = providers
+        else:
+            others = providers
         timeouts = [self._timeout(p) for p in others]
         expired: set[int] = set()
         tasks = [
@@ -139,7 +174,10 @@ class StateComposer:
         ]
         deadlines = _Deadlines(tasks, timeouts, expired)
         try:
-            outcome = await self._run(last, message, state, context)
+            if started is None:
+                outcome = await self._run(last, message, state, context)
+            else:
+                outcome = await self._go_on(*started)
             results = [await task for task in tasks]
         except BaseException:
             for task in tasks:
@@ -185,6 +223,36 @@ class StateComposer:
         try:
             async with deadline:
                 result = await self._provide(provider, message, state, context)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                return self._timed_out(provider, timeout)
+            return self._failed(provider, exc)
+        return self._checked(provider, result)
+
+    def _start(
+        self, provider: Provider, message: Memory, state: State, context: CacheContext | None
+    ) -> ProviderResult | str | _Started:
+        """`provider` run here until it first waits: its outcome if it did not (no timer: a
+        timeout cannot fire before it waits, as under ``asyncio.timeout``), else where it
+        waits (`_go_on` takes it from there)."""
+        at = asyncio.get_running_loop().time()
+        try:
+            steps = self._provide(provider, message, state, context).__await__()
+            waits_for = steps.send(None)
+        except StopIteration as done:
+            return self._checked(provider, done.value)
+        except Exception as exc:
+            return self._failed(provider, exc)
+        return _Started(steps, waits_for, at)
+
+    async def _go_on(self, provider: Provider, started: _Started) -> ProviderResult | str:
+        """The outcome of `provider`, `started` here (`_start`) and waiting: under its timeout,
+        counted from its start."""
+        timeout = self._timeout(provider)
+        deadline = asyncio.timeout_at(started.at + timeout)
+        try:
+            async with deadline:
+                result = await started
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 return self._timed_out(provider, timeout)
@@ -238,10 +306,39 @@ class StateComposer:
         for row in rows:
             who = name if row.entity_id.int == agent else "user"
             lines.append(f"{who}: {row.text}")
-        return ProviderResult(
-            text="# Recent conversation\n" + "\n".join(lines),
-            values={"recent_message_count": len(rows)},
-        )
+        values = {
+            "text": "# Recent conversation\n" + "\n".join(lines),
+            "values": {"recent_message_count": len(rows)},
+            "data": {},
+        }
+        return constructed(ProviderResult, values, set(_RESULT_GIVEN))
+
+
+class _Started:
+    """A provider's call that ran until it first waited (`StateComposer._start`): awaited, it
+    hands on what the call waits for, then the call's own steps (``yield from``: the deadline
+    sweeper and the loop monitor follow the awaits inside from there on)."""
+
+    __slots__ = ("_steps", "_waits_for", "at")
+
+    def __init__(self, steps: Generator[Any, None, object], waits_for: object, at: float) -> None:
+        self._steps = steps
+        self._waits_for = waits_for
+        self.at = at
+        """The loop's time when the call started."""
+
+    def __await__(self) -> Generator[Any, None, object]:
+        steps, waits_for = self._steps, self._waits_for
+        while True:
+            try:
+                yield waits_for
+            except BaseException as exc:  # thrown in while it waits (a cancellation): its own
+                try:
+                    waits_for = steps.throw(exc)
+                except StopIteration as done:
+                    return done.value
+                continue
+            return (yield from steps)
 
 
 class _Deadlines:

@@ -33,7 +33,7 @@ from contracts.models import (
 from contracts.storage import MemoryText
 from host.components import ComponentRegistry
 from host.events import EventBus, HandlerSubscription
-from host.state import StateComposer
+from host.state import RecentTexts, StateComposer
 
 __all__ = [
     "EventRecorder",
@@ -229,15 +229,17 @@ def composer_alone(
     *,
     agent_id: UUID | None = None,
     provider_timeout: float = 5.0,
+    recent: RecentTexts | None = None,
 ) -> StateComposer:
     """A `StateComposer` of `components`' providers for an agent "Eliza" with no stored history
-    and no runtime: the composition alone, for its tests and bench/providers.py."""
+    (or the one `recent` reads) and no runtime: the composition alone, for its tests and
+    bench/providers.py."""
     return StateComposer(
         agent_id=agent_id or UUID(int=1),
         character=Character(name="Eliza"),
         components=components,
         settings=_StateSettings(provider_timeout, history=10),
-        recent=_no_history,
+        recent=recent or _no_history,
         cache=cache,
         log=logger,
     )

@@ -41,7 +41,7 @@ from contracts.events import (
     ActionCompletedPayload,
     ActionStartedPayload,
 )
-from contracts.memory import Content, Memory
+from contracts.memory import Memory
 from contracts.models import TEXT_LARGE, ModelRuntime, TextParams
 from contracts.services import ServiceScope
 from host import tracing
@@ -55,7 +55,7 @@ from host.models import CallContext, call_context
 from host.prompt import reply_params
 from host.room_queue import RoomQueue
 from host.state import StateComposer
-from host.turn_payloads import message_payload, reply_of, sent_payload
+from host.turn_payloads import message_payload, reply_memory, reply_of, sent_payload
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -348,18 +348,14 @@ class MessageTurn:
 
     def _reply_memory(self) -> Memory:
         parts = self.parts
-        return Memory(
-            id=parts.new_id(),
-            agent_id=parts.agent_id,
-            entity_id=parts.agent_id,
-            room_id=self.message.room_id,
-            content=Content(
-                text=self.text,
-                in_reply_to=str(self.message.id),
-                actions=[r.name for r in self.actions],
-            ),
-            metadata=_fallback_metadata(call_context.get()),
-            created_at=parts.now(),
+        return reply_memory(
+            parts.new_id(),
+            parts.agent_id,
+            self.message,
+            self.text,
+            [r.name for r in self.actions],
+            _fallback_metadata(call_context.get()),
+            parts.now(),
         )
 
     async def _run_evaluators(self) -> None:

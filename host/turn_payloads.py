@@ -1,5 +1,5 @@
 """What a message's turn builds from values of its own: the ``message:received``,
-``message:sent`` and ``memory:created`` payloads and the `Reply`.
+``message:sent`` and ``memory:created`` payloads, the reply's `Memory` and the `Reply`.
 
 They are assembled as pydantic's ``model_construct`` would, without validating again what the
 host already holds typed (ids as UUIDs, a `Memory`, the stage timings it measured): validating
@@ -9,24 +9,31 @@ equals the validated model, fields set included.
 
 from __future__ import annotations
 
-from typing import Final
+from datetime import UTC, datetime
+from typing import Any, Final
 from uuid import UUID
 
 from contracts.agent import ActionResult, Reply
 from contracts.events import MemoryPayload, MessagePayload
-from contracts.memory import Memory
-from host.pydantic_slots import constructed
+from contracts.memory import DEFAULT_TABLE, Content, Memory
+from host.pydantic_slots import constructed, set_dict, set_extra, set_fields_set, set_private
 
-__all__ = ["memory_payload", "message_payload", "reply_of", "sent_payload"]
+__all__ = ["memory_payload", "message_payload", "reply_memory", "reply_of", "sent_payload"]
 
 for _model in (MessagePayload, MemoryPayload):
     # a frozen model's fields set is never changed in place: payloads share theirs
     assert _model.model_config.get("frozen") and not _model.__private_attributes__
 assert not Reply.__private_attributes__ and Reply.model_config.get("extra") in (None, "ignore")
+assert not Memory.__private_attributes__ and not Content.__private_attributes__
+assert Content.model_config.get("extra") == "allow" and list(Content.model_fields) == ["text"]
 _RECEIVED: Final = {"agent_id", "room_id", "entity_id", "message"}
 _SENT: Final = _RECEIVED | {"in_reply_to", "timings"}
 _MEMORY: Final = set(MemoryPayload.model_fields)
 _REPLY: Final = frozenset(Reply.model_fields)
+_REPLY_CONTENT: Final = frozenset({"text", "in_reply_to", "actions"})
+_REPLY_MEMORY: Final = frozenset(
+    {"id", "agent_id", "entity_id", "room_id", "content", "metadata", "created_at"}
+)
 
 
 def message_payload(agent_id: UUID, message: Memory) -> MessagePayload:
@@ -68,6 +75,52 @@ def memory_payload(agent_id: UUID, memory: Memory) -> MemoryPayload:
         "memory": memory,
     }
     return constructed(MemoryPayload, values, _MEMORY)
+
+
+def reply_memory(
+    memory_id: UUID,
+    agent_id: UUID,
+    message: Memory,
+    text: str,
+    actions: list[str | None],
+    metadata: dict[str, Any],
+    created_at: datetime,
+) -> Memory:
+    """The agent's reply `text` to `message` as a memory (its `Content` names the message and
+    the `actions` run): as ``Memory(...)`` validates it, unless the id or the time is not what
+    validation would keep as it is (another type, or not UTC: then validated)."""
+    if (
+        type(memory_id) is not UUID
+        or type(created_at) is not datetime
+        or created_at.tzinfo is not UTC
+    ):
+        return Memory(
+            id=memory_id,
+            agent_id=agent_id,
+            entity_id=agent_id,
+            room_id=message.room_id,
+            content=Content(text=text, in_reply_to=str(message.id), actions=actions),
+            metadata=metadata,
+            created_at=created_at,
+        )
+    content = object.__new__(Content)
+    set_dict(content, {"text": text})
+    set_fields_set(content, set(_REPLY_CONTENT))
+    set_extra(content, {"in_reply_to": str(message.id), "actions": actions})
+    set_private(content, None)
+    values = {
+        "id": memory_id,
+        "agent_id": agent_id,
+        "entity_id": agent_id,
+        "room_id": message.room_id,
+        "table_name": DEFAULT_TABLE,
+        "content": content,
+        "embedding": None,
+        "metadata": metadata,
+        "created_at": created_at,
+        "unique": False,
+    }
+    return constructed(Memory, values, set(_REPLY_MEMORY))
 
 
 def reply_of(

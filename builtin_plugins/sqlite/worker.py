@@ -306,6 +306,19 @@ class SqliteCore:
         if self._executor is None:
             raise StorageError(f"SQLite adapter for {self.path} is closed (or was never opened)")
         loop = asyncio.get_running_loop()
+        if rows <= INLINE_ROWS and self._inline and loop not in self._groups:
+            last = self._yielded
+            if last[0] is loop and _clock() - last[1] < YIELD_EVERY and _alone(loop):
+                # alone (one room's message): what the group below would do with no yield
+                # and nobody to join it, without its future, its group or its delivery
+                outcomes = self._try_here([step])
+                if outcomes is not None:
+                    self._wrote(rows)
+                    ok, value = outcomes[0]
+                    if ok:
+                        done: T = value
+                        return done
+                    raise value
         future: asyncio.Future[Any] = loop.create_future()
         job = (step, rows, future, loop)
         if rows > INLINE_ROWS or not self._inline:
@@ -337,28 +350,35 @@ class SqliteCore:
         empty its page cache before each of its scans. It never checkpoints on commit (the
         worker does, `_checkpoint`), and in WAL mode with ``synchronous`` NORMAL a commit
         appends to the WAL without an fsync, so this never waits on the disk."""
-        conn = self._conn
-        outcomes = None
-        if (
-            conn is not None
-            and not (self._worker_calls or self._draining or self._queue)
-            and self._conn_lock.acquire(blocking=False)
-        ):
-            try:
-                conn = self._conn  # closed meanwhile (`_close_conn` takes the lock): the worker
-                if conn is not None and self._index_lock.acquire(blocking=False):
-                    try:
-                        self._wait_for_locks(False)
-                        outcomes = self._commit_steps(conn, [job[0] for job in jobs], here=True)
-                    finally:
-                        self._index_lock.release()
-            finally:
-                self._conn_lock.release()
+        outcomes = self._try_here([job[0] for job in jobs])
         if outcomes is None:
             self._enqueue(jobs)
             return
         self._wrote(sum(job[1] for job in jobs))
         _deliver([(job[2], outcome) for job, outcome in zip(jobs, outcomes, strict=True)])
+
+    def _try_here(self, steps: list[Step[Any]]) -> list[Outcome] | None:
+        """`steps` committed in one transaction on this thread (`_commit_steps`); None, nothing
+        written, when they cannot be without waiting (see `_commit_here`)."""
+        if (
+            self._conn is None
+            or self._worker_calls
+            or self._draining
+            or self._queue
+            or not self._conn_lock.acquire(blocking=False)
+        ):
+            return None
+        try:
+            conn = self._conn  # closed meanwhile (`_close_conn` takes the lock): the worker
+            if conn is None or not self._index_lock.acquire(blocking=False):
+                return None
+            try:
+                self._wait_for_locks(False)
+                return self._commit_steps(conn, steps, here=True)
+            finally:
+                self._index_lock.release()
+        finally:
+            self._conn_lock.release()
 
     def _enqueue(self, jobs: list[Job]) -> None:
         """Queue `jobs` for the worker's next group commit (`_drain`)."""

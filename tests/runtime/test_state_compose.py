@@ -1,5 +1,6 @@
 """State composition's shape: providers run in parallel (all but the last in tasks, the last in
-the composing task), each under its own timeout, through the provider cache."""
+the composing task), each under its own timeout, through the provider cache; the builtin history
+provider starts in the composing task (no timer while it does not wait) and goes on there."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import pytest
 from contracts.agent import CachePolicy, Provider, ProviderResult, State
 from contracts.config import CacheSettings
 from contracts.memory import Content, Memory
+from contracts.storage import MemoryText
 from host.cache import ProviderCache
 from host.components import ComponentRegistry
-from host.state import StateComposer
+from host.state import RecentTexts, StateComposer
 from host.test_doubles import composer_alone
 
 AGENT = uuid.uuid4()
+
+
+async def no_history(room: uuid.UUID, count: int) -> list[MemoryText]:
+    return []
 
 
 def message() -> Memory:
@@ -29,11 +35,15 @@ def message() -> Memory:
     )
 
 
-def composer(*providers: Provider) -> StateComposer:
+def composer(
+    *providers: Provider, recent: RecentTexts = no_history, timeout: float = 5.0
+) -> StateComposer:
     cache = ProviderCache(CacheSettings())
     components = ComponentRegistry(cache)
     components.add("test", providers=providers)
-    return composer_alone(components, cache, agent_id=AGENT)
+    return composer_alone(
+        components, cache, agent_id=AGENT, provider_timeout=timeout, recent=recent
+    )
 
 
 def answer(text: str) -> Provider:
@@ -115,3 +125,107 @@ async def test_outcomes_keep_their_positions() -> None:
     early = Provider("early", answer("early").get, position=-1)
     state = await composer(answer("late"), early).compose(message())
     assert state.text == "early\n\nlate"
+
+
+def line(text: str) -> MemoryText:
+    return MemoryText(uuid.uuid4(), uuid.uuid4(), text)
+
+
+async def test_a_history_read_at_once_schedules_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The history answered without waiting (the SQLite store's inline read) costs no timer:
+    its timeout could not fire before it waits."""
+
+    async def at_once(room: uuid.UUID, count: int) -> list[MemoryText]:
+        return [line("earlier")]
+
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when: float, *args: object, **kwargs: object) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_at", counted)
+    state = await composer(recent=at_once).compose(message())
+    assert state.text == "# Recent conversation\nuser: earlier"
+    assert timers == []
+
+
+@pytest.mark.parametrize("plugins", [0, 1, 2])
+async def test_a_history_read_that_waits_runs_under_its_timeout(plugins: int) -> None:
+    """A history read that waits goes on in the composing task under the provider timeout,
+    counted from its start, while the plugins' providers run (each in a task then)."""
+
+    async def stuck(room: uuid.UUID, count: int) -> list[MemoryText]:
+        await asyncio.Event().wait()
+        return []
+
+    names = ["a", "b"][:plugins]
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    state = await composer(*(answer(n) for n in names), recent=stuck, timeout=0.05).compose(
+        message()
+    )
+    assert state.skipped == {"recent_messages": "timed out after 0.05s"}
+    assert state.text == "\n\n".join(names)
+    assert 0.05 <= loop.time() - begun < 1.0
+
+
+async def test_a_history_read_that_waits_runs_beside_the_plugins() -> None:
+    """The history read waits for what a plugin's provider does: both run at once, and the
+    outcomes keep their positions (the history first)."""
+    seen = asyncio.Event()
+
+    async def waits(room: uuid.UUID, count: int) -> list[MemoryText]:
+        await seen.wait()
+        await asyncio.sleep(0)
+        return [line("earlier")]
+
+    async def sets(message: Memory, state: State) -> ProviderResult:
+        await asyncio.sleep(0)
+        seen.set()
+        return ProviderResult(text="plugin")
+
+    state = await composer(Provider("sets", sets), answer("b"), recent=waits).compose(message())
+    assert state.text == "# Recent conversation\nuser: earlier\n\nb\n\nplugin"
+    assert state.skipped == {}
+
+
+async def test_cancelling_while_the_history_waits_cancels_it_and_the_plugins() -> None:
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def waits(room: uuid.UUID, count: int) -> list[MemoryText]:
+        started.append("history")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("history")
+            raise
+        return []
+
+    states = composer(hang("x", started, cancelled), recent=waits)
+    task = asyncio.create_task(states.compose(message()))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sorted(started) == ["history", "x"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    assert sorted(cancelled) == ["history", "x"]
+
+
+async def test_a_history_read_that_fails_at_once_or_later_is_skipped() -> None:
+    async def fails_now(room: uuid.UUID, count: int) -> list[MemoryText]:
+        raise RuntimeError("store gone")
+
+    async def fails_later(room: uuid.UUID, count: int) -> list[MemoryText]:
+        await asyncio.sleep(0)
+        raise RuntimeError("store gone")
+
+    for recent in (fails_now, fails_later):
+        state = await composer(answer("a"), recent=recent).compose(message())
+        assert state.skipped == {"recent_messages": "RuntimeError: store gone"}
+        assert state.text == "a"

@@ -1,17 +1,31 @@
-"""The payloads and the `Reply` a turn assembles without validating (host/turn_payloads.py)
-equal the validated models, fields set included, and serialize alike."""
+"""The payloads, the reply's memory and the `Reply` a turn assembles without validating
+(host/turn_payloads.py), and the params and state it builds so (host/memory_writer.py,
+host/prompt.py, host/state.py), equal the validated models, fields set included, and serialize
+alike."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
-from pydantic import BaseModel
+import pytest
+from pydantic import BaseModel, ValidationError
 
-from contracts.agent import ActionResult, Reply
+from contracts.agent import ActionResult, Character, Reply, State
 from contracts.events import MemoryPayload, MessagePayload
 from contracts.memory import Content, Memory
-from host.turn_payloads import memory_payload, message_payload, reply_of, sent_payload
+from contracts.models import EmbeddingParams, TextParams
+from host.memory_writer import _params
+from host.prompt import reply_params
+from host.state import _state
+from host.turn_payloads import (
+    memory_payload,
+    message_payload,
+    reply_memory,
+    reply_of,
+    sent_payload,
+)
 
 AGENT, ROOM, USER = uuid4(), uuid4(), uuid4()
 
@@ -107,3 +121,53 @@ def test_reply() -> None:
     )
     assert nothing == Reply(agent_id=AGENT, room_id=ROOM, message_id=message.id, responded=False)
     assert nothing.model_fields_set == set(Reply.model_fields)  # as the turn always gave all
+
+
+def test_reply_memory() -> None:
+    """The reply's memory built from the turn's values is `Memory(...)`'s, content included;
+    an id or a time validation would change (not UTC, another type) is validated."""
+    message = memory("hello")
+    reply_id, at = uuid4(), datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+    metadata = {"model_fallback": {"model_type": "TEXT_LARGE"}}
+    built = reply_memory(reply_id, AGENT, message, "hi", ["act", None], metadata, at)
+    validated = Memory(
+        id=reply_id,
+        agent_id=AGENT,
+        entity_id=AGENT,
+        room_id=ROOM,
+        content=Content(text="hi", in_reply_to=str(message.id), actions=["act", None]),
+        metadata=metadata,
+        created_at=at,
+    )
+    same(built, validated)
+    same(built.content, validated.content)
+    assert built.content.model_extra == validated.content.model_extra
+    paris = datetime(2026, 12, 7, 16, 0, tzinfo=timezone(timedelta(hours=1)))
+    converted = reply_memory(reply_id, AGENT, message, "hi", [], {}, paris)
+    assert converted.created_at.tzinfo is UTC and converted.created_at == paris
+    with pytest.raises(ValidationError, match="timezone-aware"):
+        reply_memory(reply_id, AGENT, message, "hi", [], {}, datetime(2026, 12, 7))
+    as_text = reply_memory(str(reply_id), AGENT, message, "hi", [], {}, at)  # type: ignore[arg-type]
+    assert as_text.id == reply_id
+
+
+def test_params_and_state_built_unvalidated() -> None:
+    """The embedding and reply params and the composed state's start equal the validated
+    models; a kind validation refuses is still refused."""
+    same(_params("some text", "query"), EmbeddingParams(text="some text", kind="query"))
+    same(_params("some text", "passage"), EmbeddingParams(text="some text", kind="passage"))
+    with pytest.raises(ValidationError):
+        _params("some text", "neither")  # type: ignore[arg-type]
+    character = Character(name="Eliza", bio=["A therapist."])
+    state = State(values={"agent_id": str(AGENT)})
+    params = reply_params(character, state, memory("hello"))
+    validated = TextParams(prompt=params.prompt, system="You are Eliza. A therapist.")
+    same(params, validated)
+    scope = object()
+    built = _state({"agent_id": str(AGENT)}, scope)  # type: ignore[arg-type]
+    state._services = scope  # type: ignore[assignment]
+    same(built, state)
+    assert built.services is scope
+    built.text = "set later"
+    assert built.model_fields_set == {"values", "text"}
+    assert _state({}, None).model_fields_set == {"values"}  # each state's set is its own
