@@ -20,9 +20,10 @@ from contracts.models import (
     ModelRuntime,
 )
 from contracts.storage import DatabaseAdapter
+from contracts.vector import Vector
 from host.embeddings import EmbeddingModelChangedError, EmbeddingSpace
 from host.events import EventBus
-from host.pydantic_slots import constructed
+from host.pydantic_slots import constructed, set_dict, set_extra, set_fields_set, set_private
 from host.turn_payloads import memory_payload
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class MemorySettings(Protocol):
 
 _KINDS: Final = frozenset(get_args(EmbeddingKind))
 _GIVEN: Final = frozenset({"text", "kind"})
+_EMBEDDING: Final = frozenset({"embedding"})
+assert not Memory.__private_attributes__ and Memory.model_config.get("extra") in (None, "ignore")
 
 
 def _params(text: str, kind: EmbeddingKind) -> EmbeddingParams:
@@ -48,6 +51,21 @@ def _params(text: str, kind: EmbeddingKind) -> EmbeddingParams:
     if type(text) is not str or kind not in _KINDS:
         return EmbeddingParams(text=text, kind=kind)
     return constructed(EmbeddingParams, {"text": text, "kind": kind, "model": None}, set(_GIVEN))
+
+
+def _embedded(memory: Memory, vector: Vector) -> Memory:
+    """``memory.model_copy(update={"embedding": vector})`` (a `Memory` has no extra fields and
+    no private ones) without pydantic's generic copy (~2 us a save)."""
+    if type(memory) is not Memory:
+        return memory.model_copy(update={"embedding": vector})
+    values = dict(memory.__dict__)  # every field (a lazily decoded memory's decoded now)
+    values["embedding"] = vector
+    copied = object.__new__(Memory)
+    set_dict(copied, values)
+    set_fields_set(copied, memory.model_fields_set | _EMBEDDING)
+    set_extra(copied, None)
+    set_private(copied, None)
+    return copied
 
 
 class MemoryWriter:
@@ -81,7 +99,7 @@ class MemoryWriter:
                 TEXT_EMBEDDING, _params(memory.content.text, kind)
             )
             if await self._storable(embedded, memory.table_name):
-                memory = memory.model_copy(update={"embedding": embedded.vector})
+                memory = _embedded(memory, embedded.vector)
         await self._database.create_memory(memory)
         await self._events.emit(MEMORY_CREATED, memory_payload(self._agent_id, memory))
         return memory

@@ -1,6 +1,12 @@
 """Composing a message's `State` from the providers: the builtin ``recent_messages`` and the
 plugins', run in parallel, each under its timeout and through the provider cache.
 
+Each provider starts in the composing task, in order, and runs there until it first waits: one
+that answers without waiting (the history read and the searches the SQLite store answers on the
+caller's thread) costs no task and no timer (a timeout cannot fire before it waits). The first
+that waits goes on in the composing task under its timeout, counted from its start; the
+providers after it run meanwhile, each in a task of its own.
+
 A provider that fails, times out or returns something else than a `ProviderResult` is logged,
 listed in ``state.skipped`` and adds nothing. The state carries the message's service scope
 (``state.services``) for the providers and the actions and evaluators after them.
@@ -115,23 +121,23 @@ class StateComposer:
         context = None
         if self.cache is not None and any(self._cached(p) for p in providers):
             context = CacheContext(self._agent_text, room, entity, str(message.id))
-        # the builtin provider (first) runs here until it first waits: a history read answered
-        # at once (most messages) needs no task and no timer
-        builtin, *plugins = providers
-        first = self._start(builtin, message, state, context)
-        if isinstance(first, _Started):  # it waits: the plugins' in tasks, it goes on here
-            results = await self._run_all(plugins, message, state, context, (builtin, first))
-            results.insert(0, results.pop())
-        elif plugins:
-            results = [first, *await self._run_all(plugins, message, state, context)]
+        # each provider runs here until it first waits (the builtin history read and the
+        # plugins' searches answered on this thread mostly do not: no task and no timer then);
+        # one that waits goes on here under its timeout, the ones after it in tasks meanwhile
+        results: list[ProviderResult | str] = []
+        for index, provider in enumerate(providers):
+            first = self._start(provider, message, state, context)
+            if isinstance(first, _Started):
+                later = providers[index + 1 :]
+                results += await self._go_on_beside(provider, first, later, message, state, context)
+                break
+            results.append(first)
+        if len(providers) == 1:
+            ran = [(providers[0], results[0])]
         else:
-            results = [first]
-        if plugins:
             ran = sorted(
                 zip(providers, results, strict=True), key=lambda pr: (pr[0].position, pr[0].name)
             )
-        else:
-            ran = [(builtin, results[0])]
         texts: list[str] = []
         for provider, outcome in ran:
             if isinstance(outcome, str):
@@ -145,47 +151,38 @@ class StateComposer:
         state.text = "\n\n".join(texts)
         return state
 
-    async def _run_all(
+    async def _go_on_beside(
         self,
-        providers: list[Provider],
+        provider: Provider,
+        started: _Started,
+        later: list[Provider],
         message: Memory,
         state: State,
         context: CacheContext | None,
-        started: tuple[Provider, _Started] | None = None,
     ) -> list[ProviderResult | str]:
-        """Every provider's outcome, in `providers`' order, run in parallel: each but the last
-        in a task of its own, the last in this one (a task less per message); with `started`
-        (a provider that began here and waits), each in a task, and that one going on here
-        (its outcome last).
+        """The outcomes of `provider`, `started` here and waiting, which goes on here, and of
+        the providers `later` than it, run meanwhile each in a task of its own; in that order.
 
         The tasks' timeouts share one timer (`_Deadlines`: it cancels a task whose deadline
-        passed and moves on to the next deadline) instead of one per provider; the last one
+        passed and moves on to the next deadline) instead of one per provider; the one here
         keeps its own ``asyncio.timeout``. Cancelling the composition cancels every task, as a
-        gather would (`_run` and `_attempt` never raise but for cancellation)."""
-        if started is None:
-            *others, last = providers
-        else:
-            others = providers
-        timeouts = [self._timeout(p) for p in others]
+        gather would (`_go_on` and `_attempt` never raise but for cancellation)."""
+        timeouts = [self._timeout(p) for p in later]
         expired: set[int] = set()
         tasks = [
             asyncio.ensure_future(self._attempt(i, p, t, message, state, context, expired))
-            for i, (p, t) in enumerate(zip(others, timeouts, strict=True))
+            for i, (p, t) in enumerate(zip(later, timeouts, strict=True))
         ]
         deadlines = _Deadlines(tasks, timeouts, expired)
         try:
-            if started is None:
-                outcome = await self._run(last, message, state, context)
-            else:
-                outcome = await self._go_on(*started)
-            results = [await task for task in tasks]
+            outcome = await self._go_on(provider, started)
+            results = [outcome, *[await task for task in tasks]]
         except BaseException:
             for task in tasks:
                 task.cancel()
             raise
         finally:
             deadlines.close()
-        results.append(outcome)
         return results
 
     def _timeout(self, provider: Provider) -> float:
@@ -211,21 +208,6 @@ class StateComposer:
                 return self._timed_out(provider, seconds)
             raise
         except Exception as exc:
-            return self._failed(provider, exc)
-        return self._checked(provider, result)
-
-    async def _run(
-        self, provider: Provider, message: Memory, state: State, context: CacheContext | None
-    ) -> ProviderResult | str:
-        """`provider`'s result, or why it was skipped (under its own timeout)."""
-        timeout = self._timeout(provider)
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                result = await self._provide(provider, message, state, context)
-        except Exception as exc:
-            if isinstance(exc, TimeoutError) and deadline.expired():
-                return self._timed_out(provider, timeout)
             return self._failed(provider, exc)
         return self._checked(provider, result)
 

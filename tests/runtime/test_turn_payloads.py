@@ -12,11 +12,14 @@ from uuid import uuid4
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from builtin_plugins.sqlite.rows import lazy_rows_to_memories, row_to_memory
 from contracts.agent import ActionResult, Character, Reply, State
 from contracts.events import MemoryPayload, MessagePayload
 from contracts.memory import Content, Memory
 from contracts.models import EmbeddingParams, TextParams
-from host.memory_writer import _params
+from contracts.vector import Vector
+from host.memory import content_json, metadata_json
+from host.memory_writer import _embedded, _params
 from host.prompt import reply_params
 from host.state import _state
 from host.turn_payloads import (
@@ -171,3 +174,28 @@ def test_params_and_state_built_unvalidated() -> None:
     built.text = "set later"
     assert built.model_fields_set == {"values", "text"}
     assert _state({}, None).model_fields_set == {"values"}  # each state's set is its own
+
+
+def test_a_memory_embedded_for_saving_is_its_model_copy() -> None:
+    """Saving adds the vector to a plain, a stored (trusted) or a lazily decoded memory as
+    ``model_copy(update=...)`` does, fields set included; the original is left as it was."""
+    vector = Vector([0.5, 0.25, 0.125])
+    plain = memory("hello", source="test")
+    row = (
+        7,
+        uuid4().bytes,
+        "messages",
+        AGENT.bytes,
+        USER.bytes,
+        ROOM.bytes,
+        1_700_000_000_000_001,
+        content_json(Content(text="stored", source="db")),
+        metadata_json({"k": 1}),
+        None,
+        0,
+    )
+    for original in (plain, row_to_memory(row), lazy_rows_to_memories([row])[0]):
+        copied = _embedded(original, vector)
+        same(copied, original.model_copy(update={"embedding": vector}))
+        assert copied.embedding is vector and original.embedding is None
+    assert "embedding" not in plain.model_fields_set  # its own set is not changed
