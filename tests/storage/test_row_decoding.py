@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from builtin_plugins.sqlite import SqliteAdapter
 from builtin_plugins.sqlite.rows import content_text, from_micros, to_micros
-from contracts.memory import Content, Memory, MemoryQuery
+from contracts.memory import Content, Memory, MemoryQuery, MemoryUpdate
 from contracts.storage import get_texts
 from host.memory import content_from_json, content_json
 
@@ -136,3 +136,37 @@ async def test_get_texts_reads_a_store_subclass_through_its_own_get_memories(
             assert len(texts) == shown and (hidden in {t.entity_id for t in texts}) == (shown == 3)
         finally:
             await db.close()
+
+
+async def test_history_lines_decoded_once_follow_each_rows_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLite store keeps the lines it decoded by their rows (`reads._text_of`): a row read
+    again is not decoded again, a row whose content changed (here, or by another connection)
+    is read anew, and a long content or a full cache is decoded as before."""
+    from builtin_plugins.sqlite import reads
+
+    monkeypatch.setattr(reads, "_texts", {})
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    one, two = make_memory(0), make_memory(1)
+    await db.create_memories_batch([one, two])
+    query = MemoryQuery(room_id=one.room_id, limit=11, order="asc")
+    first = await get_texts(db, query)
+    assert [t.text for t in first] == [one.content.text, two.content.text]
+    again = await get_texts(db, query)
+    assert again == first and all(a is b for a, b in zip(again, first, strict=True))
+    await db.update_memory(MemoryUpdate(id=one.id, content=Content(text="changed here")))
+    other = sqlite3.connect(tmp_path / "x.sqlite3", isolation_level=None)
+    other.execute(
+        "UPDATE memories SET content = ? WHERE id = ?",
+        (content_json(Content(text="changed there")), two.id.bytes),
+    )
+    other.close()
+    assert [t.text for t in await get_texts(db, query)] == ["changed here", "changed there"]
+    monkeypatch.setattr(reads, "_TEXTS_KEPT", 2)  # full: emptied, then kept again
+    long = make_memory(2).model_copy(update={"content": Content(text="x" * 5000)})
+    await db.create_memories_batch([long, make_memory(3)])
+    texts = await get_texts(db, query)
+    assert [t.text for t in texts] == ["changed here", "changed there", "x" * 5000, "m3"]
+    assert len(reads._texts) <= 2 and all(len(t.text) < 5000 for t in reads._texts.values())
+    await db.close()

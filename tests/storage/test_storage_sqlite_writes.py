@@ -181,6 +181,41 @@ async def test_a_writer_with_nothing_else_ready_commits_without_a_turn_of_the_lo
     await db.close()
 
 
+async def test_a_lone_write_refused_or_held_up_is_answered_as_in_a_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write committed at once with nothing else ready (no group, no future) raises what it
+    would in a group (a duplicate id: nothing written, the store goes on), and one finding
+    another connection holding SQLite's write lock goes to the worker, which waits for it."""
+    path = tmp_path / "x.sqlite3"
+    db = await SqliteAdapter.open(path)
+    monkeypatch.setattr(worker, "YIELD_EVERY", 60.0)
+    first = make_memory(0)
+    await db.create_memory(first)
+    await asyncio.sleep(0.01)
+    assert worker._alone(asyncio.get_running_loop())
+    write = db.create_memory(first)
+    with pytest.raises(DuplicateMemoryError):
+        write.send(None)  # refused in its one step
+    assert not db._groups and await db.count_memories() == 1
+    await db.create_memory(make_memory(1))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    write = db.create_memory(make_memory(2))
+    waits_for = write.send(None)  # not committed here: it waits for the worker's commit
+    assert (isinstance(waits_for, asyncio.Future) and db._queue) or db._draining
+    other.execute("COMMIT")
+    for _ in range(500):
+        if waits_for.done():
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(StopIteration):
+        write.send(None)
+    assert await db.count_memories() == 3
+    other.close()
+    await db.close()
+
+
 async def test_a_small_read_after_a_write_uses_the_writes_connection_while_it_is_free(
     tmp_path: Path,
 ) -> None:
