@@ -33,7 +33,7 @@ A = TypeVar("A")
 
 _TEXTS_KEPT = 4096
 """Most rows `_text_of` keeps decoded (all are dropped when it is full)."""
-_TEXT_CHARS = 4096
+_TEXT_CHARS = 2048
 """Longest stored content `_text_of` keeps decoded (longer ones are decoded each time)."""
 _texts: dict[tuple[bytes, bytes, str], MemoryText] = {}
 
