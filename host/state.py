@@ -1,11 +1,13 @@
 """Composing a message's `State` from the providers: the builtin ``recent_messages`` and the
 plugins', run in parallel, each under its timeout and through the provider cache.
 
-Each provider starts in the composing task, in order, and runs there until it first waits: one
-that answers without waiting (the history read and the searches the SQLite store answers on the
-caller's thread) costs no task and no timer (a timeout cannot fire before it waits). The first
-that waits goes on in the composing task under its timeout, counted from its start; the
-providers after it run meanwhile, each in a task of its own.
+The builtin provider starts in the composing task and runs there until it first waits: a
+history read answered without waiting (the SQLite store reads on the caller's thread) costs no
+task and no timer (a timeout cannot fire before it waits). One that waits goes on there under
+its timeout, counted from its start, the plugins' providers in tasks meanwhile; else the last
+plugin provider runs in the composing task, the others in tasks. Only the builtin one starts so:
+while a started call waits for the first time, the deadline sweeper (`host.deadlines`) does not
+see the awaits inside it (a model call's timeout), and the history read makes none.
 
 A provider that fails, times out or returns something else than a `ProviderResult` is logged,
 listed in ``state.skipped`` and adds nothing. The state carries the message's service scope
@@ -121,17 +123,22 @@ class StateComposer:
         context = None
         if self.cache is not None and any(self._cached(p) for p in providers):
             context = CacheContext(self._agent_text, room, entity, str(message.id))
-        # each provider runs here until it first waits (the builtin history read and the
-        # plugins' searches answered on this thread mostly do not: no task and no timer then);
-        # one that waits goes on here under its timeout, the ones after it in tasks meanwhile
-        results: list[ProviderResult | str] = []
-        for index, provider in enumerate(providers):
-            first = self._start(provider, message, state, context)
-            if isinstance(first, _Started):
-                later = providers[index + 1 :]
-                results += await self._go_on_beside(provider, first, later, message, state, context)
-                break
-            results.append(first)
+        # the builtin history read runs here until it first waits: answered at once (most
+        # messages: the SQLite store reads on this thread), it needs no task and no timer
+        builtin, *plugins = providers
+        first = self._start(builtin, message, state, context)
+        results: list[ProviderResult | str]
+        if isinstance(first, _Started):  # it waits: it goes on here, the plugins' in tasks
+            going_on = self._go_on(builtin, first)
+            results = await self._beside(going_on, plugins, message, state, context)
+        elif plugins:  # the last plugin's here, the others in tasks (a task less per message)
+            *others, last = plugins
+            here, *rest = await self._beside(
+                self._run(last, message, state, context), others, message, state, context
+            )
+            results = [first, *rest, here]
+        else:
+            results = [first]
         if len(providers) == 1:
             ran = [(providers[0], results[0])]
         else:
@@ -151,31 +158,30 @@ class StateComposer:
         state.text = "\n\n".join(texts)
         return state
 
-    async def _go_on_beside(
+    async def _beside(
         self,
-        provider: Provider,
-        started: _Started,
-        later: list[Provider],
+        here: Awaitable[ProviderResult | str],
+        others: list[Provider],
         message: Memory,
         state: State,
         context: CacheContext | None,
     ) -> list[ProviderResult | str]:
-        """The outcomes of `provider`, `started` here and waiting, which goes on here, and of
-        the providers `later` than it, run meanwhile each in a task of its own; in that order.
+        """The outcome of `here`, a provider's run awaited in this task, then those of `others`,
+        run meanwhile each in a task of its own (in parallel, in their order).
 
         The tasks' timeouts share one timer (`_Deadlines`: it cancels a task whose deadline
         passed and moves on to the next deadline) instead of one per provider; the one here
         keeps its own ``asyncio.timeout``. Cancelling the composition cancels every task, as a
-        gather would (`_go_on` and `_attempt` never raise but for cancellation)."""
-        timeouts = [self._timeout(p) for p in later]
+        gather would (`_run`, `_go_on` and `_attempt` never raise but for cancellation)."""
+        timeouts = [self._timeout(p) for p in others]
         expired: set[int] = set()
         tasks = [
             asyncio.ensure_future(self._attempt(i, p, t, message, state, context, expired))
-            for i, (p, t) in enumerate(zip(later, timeouts, strict=True))
+            for i, (p, t) in enumerate(zip(others, timeouts, strict=True))
         ]
         deadlines = _Deadlines(tasks, timeouts, expired)
         try:
-            outcome = await self._go_on(provider, started)
+            outcome = await here
             results = [outcome, *[await task for task in tasks]]
         except BaseException:
             for task in tasks:
@@ -208,6 +214,21 @@ class StateComposer:
                 return self._timed_out(provider, seconds)
             raise
         except Exception as exc:
+            return self._failed(provider, exc)
+        return self._checked(provider, result)
+
+    async def _run(
+        self, provider: Provider, message: Memory, state: State, context: CacheContext | None
+    ) -> ProviderResult | str:
+        """`provider`'s result, or why it was skipped (under its own timeout)."""
+        timeout = self._timeout(provider)
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                result = await self._provide(provider, message, state, context)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                return self._timed_out(provider, timeout)
             return self._failed(provider, exc)
         return self._checked(provider, result)
 

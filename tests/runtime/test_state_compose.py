@@ -1,6 +1,7 @@
-"""State composition's shape: providers run in parallel, each under its own timeout, through the
-provider cache. Each starts in the composing task until it first waits (one answering at once
-costs no task and no timer); the first that waits goes on there, the ones after it in tasks."""
+"""State composition's shape: providers run in parallel (all but the last in tasks, the last in
+the composing task), each under its own timeout, through the provider cache; the builtin history
+provider starts in the composing task (no timer and no task while it does not wait) and goes on
+there when it waits, the plugins' providers in tasks meanwhile."""
 
 from __future__ import annotations
 
@@ -131,12 +132,12 @@ def line(text: str) -> MemoryText:
     return MemoryText(uuid.uuid4(), uuid.uuid4(), text)
 
 
-async def test_providers_answering_at_once_cost_no_timer_and_no_task(
+async def test_a_history_read_at_once_costs_no_timer_and_no_task(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The history and providers answered without waiting (the SQLite store's inline reads and
-    searches) run in the composing task, one after the other, with no timer (their timeouts
-    could not fire before they wait) and no task."""
+    """The history answered without waiting (the SQLite store's inline read) runs in the
+    composing task with no timer (its timeout could not fire before it waits) and no task; a
+    plugin's provider after it keeps its own timeout (the last one, in the composing task)."""
 
     async def at_once(room: uuid.UUID, count: int) -> list[MemoryText]:
         return [line("earlier")]
@@ -154,16 +155,15 @@ async def test_providers_answering_at_once_cost_no_timer_and_no_task(
 
     monkeypatch.setattr(loop, "call_at", counted)
     tasks = len(asyncio.all_tasks())
-    composing = composer(
-        Provider("now", now, cache=CachePolicy(ttl=60, scope="message")), recent=at_once
-    )
-    task = asyncio.ensure_future(composing.compose(message()))
-    await asyncio.sleep(0)  # one step of the composing task: all of it
-    assert task.done() and len(asyncio.all_tasks()) == tasks
-    state = task.result()
-    assert state.text == "# Recent conversation\nuser: earlier\n\nnow"
-    assert state.values["now"] is True and state.skipped == {}
-    assert timers == []
+    for plugins, timed in (((), 0), ((Provider("now", now),), 1)):
+        timers.clear()
+        task = asyncio.ensure_future(composer(*plugins, recent=at_once).compose(message()))
+        await asyncio.sleep(0)  # one step of the composing task: all of it
+        assert task.done() and len(asyncio.all_tasks()) == tasks
+        state = task.result()
+        expected = "# Recent conversation\nuser: earlier" + ("\n\nnow" if plugins else "")
+        assert state.text == expected and state.skipped == {}
+        assert len(timers) == timed
 
 
 @pytest.mark.parametrize("plugins", [0, 1, 2])
