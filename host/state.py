@@ -30,7 +30,7 @@ from contracts.services import ServiceScope
 from contracts.storage import MemoryText
 from host.cache import ProviderCache
 from host.components import ComponentRegistry
-from host.invoke import provide
+from host.invoke import owner_log, provide
 from host.pydantic_slots import constructed, set_dict, set_extra, set_fields_set, set_private
 
 if TYPE_CHECKING:
@@ -262,17 +262,24 @@ class StateComposer:
             return self._failed(provider, exc)
         return self._checked(provider, result)
 
+    def _log_of(self, provider: Provider) -> Logger:
+        """The log of the plugin that registered `provider` (its lines carry its name)."""
+        return owner_log(self._components, "provider", provider.name, self._log)
+
     def _timed_out(self, provider: Provider, timeout: float) -> str:
-        self._log.warning("provider {} timed out after {}s; skipped", provider.name, timeout)
+        log = self._log_of(provider)
+        log.warning("provider {} timed out after {}s; skipped", provider.name, timeout)
         return f"timed out after {timeout}s"
 
     def _failed(self, provider: Provider, exc: Exception) -> str:
-        self._log.opt(exception=exc).warning("provider {} failed; skipped: {}", provider.name, exc)
+        log = self._log_of(provider)
+        log.opt(exception=exc).warning("provider {} failed; skipped: {}", provider.name, exc)
         return f"{type(exc).__name__}: {exc}"
 
     def _checked(self, provider: Provider, result: object) -> ProviderResult | str:
         if not isinstance(result, ProviderResult):
-            self._log.warning("provider {} returned {!r}; skipped", provider.name, type(result))
+            log = self._log_of(provider)
+            log.warning("provider {} returned {!r}; skipped", provider.name, type(result))
             return f"returned {type(result).__name__}, not ProviderResult"
         return result
 

@@ -151,9 +151,18 @@ async def test_failing_and_slow_providers_are_skipped(rig: Rig) -> None:
         ],
         actions=[Action("LOOK", "look", look, always=True)],
     )
-    reply = await rig.runtime.process_message(
-        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+    lines: list[tuple[str | None, str]] = []
+    sink = logger.add(
+        lambda m: lines.append((m.record["extra"].get("plugin"), m.record["message"]))
     )
+    try:
+        reply = await rig.runtime.process_message(
+            rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+        )
+    finally:
+        logger.remove(sink)
+    for name in ("broken", "slow", "wrong"):  # each line carries the plugin that registered it
+        assert any(p == "test" and f"provider {name} " in m for p, m in lines), (name, lines)
     assert cancelled == ["slow"]  # cut off by its own timeout
     assert reply.responded and reply.reply is not None
     assert set(reply.skipped_providers) == {"broken", "slow", "wrong"}
