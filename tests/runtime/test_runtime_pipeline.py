@@ -21,6 +21,7 @@ from contracts.agent import (
     Evaluator,
     Provider,
     ProviderResult,
+    Reply,
     State,
 )
 from contracts.memory import Memory, MemoryQuery
@@ -151,16 +152,7 @@ async def test_failing_and_slow_providers_are_skipped(rig: Rig) -> None:
         ],
         actions=[Action("LOOK", "look", look, always=True)],
     )
-    lines: list[tuple[str | None, str]] = []
-    sink = logger.add(
-        lambda m: lines.append((m.record["extra"].get("plugin"), m.record["message"]))
-    )
-    try:
-        reply = await rig.runtime.process_message(
-            rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
-        )
-    finally:
-        logger.remove(sink)
+    reply, lines = await _said_by_plugin(rig)
     for name in ("broken", "slow", "wrong"):  # each line carries the plugin that registered it
         assert any(p == "test" and f"provider {name} " in m for p, m in lines), (name, lines)
     assert cancelled == ["slow"]  # cut off by its own timeout
@@ -223,6 +215,21 @@ async def test_provider_position_private_and_dynamic(rig: Rig) -> None:
     assert state.text.index("EARLY") < state.text.index("ASKED") < state.text.index("LATE")
 
 
+async def _said_by_plugin(rig: Rig) -> tuple[Reply, list[tuple[str | None, str]]]:
+    """The reply to "hi", and the log lines its turn wrote: (the plugin they name, the text)."""
+    lines: list[tuple[str | None, str]] = []
+    sink = logger.add(
+        lambda m: lines.append((m.record["extra"].get("plugin"), m.record["message"]))
+    )
+    try:
+        reply = await rig.runtime.process_message(
+            rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
+        )
+    finally:
+        logger.remove(sink)
+    return reply, lines
+
+
 async def test_failing_action_and_evaluator_reported_reply_still_sent(rig: Rig) -> None:
     async def boom(ctx: ActionContext) -> ActionResult:
         raise ValueError("action broke")
@@ -247,16 +254,7 @@ async def test_failing_action_and_evaluator_reported_reply_still_sent(rig: Rig) 
         ],
         evaluators=[Evaluator("bad", "", bad_eval), Evaluator("good", "", good_eval)],
     )
-    lines: list[tuple[str | None, str]] = []
-    sink = logger.add(
-        lambda m: lines.append((m.record["extra"].get("plugin"), m.record["message"]))
-    )
-    try:
-        reply = await rig.runtime.process_message(
-            rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
-        )
-    finally:
-        logger.remove(sink)
+    reply, lines = await _said_by_plugin(rig)
     # each failure's line carries the plugin that registered the component
     assert ("test", "BOOM failed: action broke") in lines
     assert ("test", "bad failed: evaluator broke") in lines
