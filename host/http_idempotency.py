@@ -182,7 +182,9 @@ class LocalIngress:
     message enters the room's queue, and such writes end in any order. So the requests of one
     room go through their key's record one at a time, in arrival order (`_in_order`), each
     entering the room's queue before the next one's record is made; an unkeyed request
-    arriving meanwhile waits behind them (`after_keyed`). Rooms do not wait for each other.
+    arriving meanwhile waits behind them (`after_keyed`). Rooms do not wait for each other. A
+    stream enters the room's queue only when its response starts iterating it, a moment later
+    (docs/runtime.md says so).
     """
 
     def __init__(self, log: IngressLog) -> None:

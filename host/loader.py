@@ -25,7 +25,7 @@ import asyncio
 import graphlib
 import inspect
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -270,34 +270,55 @@ class Loader:
             await self._unregister_everywhere(loaded.name)
             raise
 
-    async def _bounded(self, name: str, step: str, work: Awaitable[None], limit: float) -> None:
-        """Await a plugin's `step` (``setup``, ``teardown``) for at most `limit` seconds: past
-        it the step is cancelled and `PluginStepTimeout` raised. A step still running after
-        `SLOW_STEP` seconds (or a quarter of the limit, if less) gets a WARNING naming the
-        plugin, and one that held the loop that long without awaiting, one after it returns."""
+    async def _bounded(
+        self, name: str, step: str, work: Coroutine[Any, Any, None], limit: float
+    ) -> None:
+        """Run a plugin's `step` (``setup``, ``teardown``) for at most `limit` seconds, in a
+        task of its own: past the limit it is cancelled and `PluginStepTimeout` raised; one
+        that ignores its cancellation (a retry loop catching everything) is given `GRACE`
+        seconds more, then left running, logged, so that the host still goes on. A step still
+        running after `SLOW_STEP` seconds (or a quarter of the limit, if less) gets a WARNING
+        naming the plugin, and one that held the loop that long without awaiting, one after
+        it returns."""
         log = plugin_logger(name)
         started = time.perf_counter()
         after = min(SLOW_STEP, limit / 4)
         warned: list[bool] = []
 
         def still_running() -> None:
+            if task.done():  # it ended while holding the loop: said once it returns
+                return
             warned.append(True)
             log.warning(
                 "plugin {} {} still running after {:g} s (limit {:g} s: plugins.{}_timeout)",
                 *(name, step, after, limit, step),
             )
 
-        waiting = asyncio.get_running_loop().call_later(after, still_running)
-        deadline = asyncio.timeout(limit)
+        loop = asyncio.get_running_loop()
+        waiting = loop.call_later(after, still_running)
+        task = loop.create_task(work, name=f"plugin {name} {step}")
         try:
-            async with deadline:
-                await work
-        except TimeoutError:
-            if not deadline.expired():  # the plugin's own (a connection's timeout...)
-                raise
-            raise PluginStepTimeout(
-                f"{step}() did not finish within {limit:g} s (plugins.{step}_timeout)"
-            ) from None
+            done, _ = await asyncio.wait({task}, timeout=limit)
+            if not done:
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=GRACE)
+                if done:
+                    _forget(task)  # however it ended once cancelled, it is past its limit
+                else:  # it swallowed its cancellation: left behind, not awaited
+                    _ABANDONED.add(task)
+                    task.add_done_callback(_forget)
+                    log.error(
+                        "plugin {} {} ignored its cancellation; left running in the background",
+                        name,
+                        step,
+                    )
+                raise PluginStepTimeout(
+                    f"{step}() did not finish within {limit:g} s (plugins.{step}_timeout)"
+                )
+            task.result()  # its own outcome: an error of its own (a TimeoutError too) raises
+        except asyncio.CancelledError:  # the host's start or stop was cancelled meanwhile
+            task.cancel()
+            raise
         finally:
             waiting.cancel()
             took = time.perf_counter() - started
@@ -435,7 +456,7 @@ class Loader:
             return
         try:
             await self._bounded(
-                name, "teardown", _maybe_await(teardown()), self.config.plugins.teardown_timeout
+                name, "teardown", _call(teardown), self.config.plugins.teardown_timeout
             )
         except Exception as exc:
             trace = None if isinstance(exc, PluginStepTimeout) else exc
@@ -520,10 +541,25 @@ class Loader:
 
 SLOW_STEP = 5.0
 """Seconds after which a plugin's setup or teardown still running is logged (WARNING)."""
+GRACE = 1.0
+"""Seconds a plugin's setup or teardown past its limit gets to end once cancelled."""
+_ABANDONED: set[asyncio.Task[None]] = set()
+"""Steps that ignored their cancellation, kept referenced until they end (`_forget`)."""
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _ABANDONED.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: asyncio would log it as never retrieved
 
 
 class PluginStepTimeout(TimeoutError):
     """A plugin's ``setup()`` or ``teardown()`` ran past its limit (and was cancelled)."""
+
+
+async def _call(step: Callable[[], Any]) -> None:
+    """`step()`, awaited if it gives an awaitable (a plugin's sync or async teardown)."""
+    await _maybe_await(step())
 
 
 async def _maybe_await(value: Any) -> Any:

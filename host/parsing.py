@@ -149,6 +149,8 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._path: list[object] = []
+        self._checked: set[int] = set()
+        """Mappings already checked for keys given twice (`flatten_mapping`)."""
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if parent is not None:
@@ -172,25 +174,29 @@ class _BoundedLoader(yaml.SafeLoader):
         self._root = node
         return super().construct_document(node)
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        """A mapping, refusing a key written twice in it: PyYAML keeps the last one silently,
-        so a setting given twice (``http: {port: 1}`` then ``http: {port: 2}``) would be half
-        ignored. Keys brought in by a merge (``<<: *base``) may be overridden, as YAML says."""
-        seen: dict[tuple[str, str], int] = {}
-        for key, _value in node.value:
-            if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                continue
-            line = key.start_mark.line + 1
-            first = seen.get((key.tag, key.value))
-            seen[(key.tag, key.value)] = line
-            if first is not None:
-                raise ParseError(
-                    f"key {key.value!r} is given twice in the same mapping (lines {first} and"
-                    f" {line}); keep one",
-                    line=line,
-                    path=self._path_of(node),
-                )
-        return super().construct_mapping(node, deep=deep)
+    def flatten_mapping(self, node: MappingNode) -> None:
+        """Refuse a key written twice in one mapping, before merges (``<<: *base``) rewrite
+        it: PyYAML keeps the last one silently, so a setting given twice (``http: {port: 1}``
+        then ``http: {port: 2}``) would be half ignored; a merged key may be overridden, as
+        YAML says. Each mapping is checked once, as written: flattening rewrites an aliased
+        mapping in place, and it is flattened again wherever it is used."""
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: dict[tuple[str, str], int] = {}
+            for key, _value in node.value:
+                if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                first = seen.get((key.tag, key.value))
+                seen[(key.tag, key.value)] = line
+                if first is not None:
+                    raise ParseError(
+                        f"key {key.value!r} is given twice in the same mapping (lines {first}"
+                        f" and {line}); keep one",
+                        line=line,
+                        path=self._path_of(node),
+                    )
+        super().flatten_mapping(node)
 
     def _path_of(self, target: Node) -> str:
         """The key path of `target` in the document (searched only when reporting it)."""

@@ -32,7 +32,9 @@ A = TypeVar("A")
 
 
 _TEXTS_KEPT = 4096
-"""Most rows `_text_of` keeps decoded (all are dropped when it is full)."""
+"""Most rows `_text_of` keeps decoded (all are dropped when it is full). Each holds its stored
+JSON (the key) and the text decoded from it: at most ~16 MB for ASCII contents, up to ~4x
+that for contents of 4-byte characters (both strings at up to `_TEXT_CHARS` each)."""
 _TEXT_CHARS = 2048
 """Longest stored content `_text_of` keeps decoded (longer ones are decoded each time)."""
 _texts: dict[tuple[bytes, bytes, str], MemoryText] = {}

@@ -77,6 +77,28 @@ class HangsInSetup(Recording):
             raise
 
 
+class SwallowsCancellation(Recording):
+    """A setup that retries on any exception, its cancellation included (a client's naive
+    retry loop), until it is told to stop."""
+
+    manifest: ClassVar[Manifest] = Manifest(name="swallows-cancellation")
+    stop = False
+
+    async def setup(self) -> None:
+        while not SwallowsCancellation.stop:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                JOURNAL.append("swallowed:swallows-cancellation")
+
+
+class BlocksInTeardown(Recording):
+    manifest: ClassVar[Manifest] = Manifest(name="blocks-in-teardown")
+
+    def teardown(self) -> None:  # type: ignore[override]
+        time.sleep(0.3)
+
+
 class TimesOutItself(Recording):
     """A setup whose own connection attempt times out: its TimeoutError is its own failure."""
 

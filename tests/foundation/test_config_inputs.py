@@ -25,6 +25,7 @@ from host.config import ConfigError, load_config, unknown_variables
 from host.di import Container
 from host.discovery import Discovered
 from host.loader import Loader, select
+from host.parsing import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTHOST = Path(sys.executable).with_name("agenthost")
@@ -76,6 +77,8 @@ def test_a_key_given_twice_names_file_lines_and_where(tmp_path: Path) -> None:
         f"invalid YAML in {nested}:2 at plugins.weather: key 'city' is given twice in the same"
         " mapping (lines 2 and 2); keep one"
     )
+    deep = "base: &b\n  a: 1\nouter:\n  inner: &x\n    <<: *b\n    a: 2\ny:\n  <<: *x\n  c: 3\n"
+    assert load_yaml(deep)["outer"] == {"inner": {"a": 2}}  # an anchor merged twice: no duplicate
     merged = write(tmp_path, "x: &base {level: INFO}\nlogging:\n  <<: *base\n  level: DEBUG\n")
     with pytest.raises(ConfigError) as info:  # an override of a merged key is no duplicate
         load_config(merged, environ={})

@@ -3,6 +3,7 @@ teardown in reverse, rollback of a failed setup, unknown names in config."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import re
@@ -16,7 +17,7 @@ import pytest
 from loguru import logger
 
 from contracts.config import HostConfig, LoggingSettings, PluginsSettings
-from contracts.events import AGENT_STARTED, PLUGIN_FAILED, AgentPayload
+from contracts.events import AGENT_STARTED, PLUGIN_FAILED, AgentPayload, PluginFailedPayload
 from host.app import Host
 from host.config import ConfigError, LoadedConfig, load_config
 from host.discovery import Discovered, from_entry_points
@@ -541,6 +542,64 @@ async def test_a_teardown_that_hangs_is_given_up_and_the_others_still_run(host) 
         entry_points(("hangs-in-teardown", "HangsInTeardown"), ("gamma", "Gamma")),
         teardown_timeout=0.3,
     )
+    failures: list[PluginFailedPayload] = []
+    app.events.on(PLUGIN_FAILED, failures.append)
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
     await app.start(agents=False)
-    await app.stop()
+    try:
+        await app.stop()
+    finally:
+        logger.remove(sink)
     assert "teardown:hangs-in-teardown" in JOURNAL and "teardown:gamma" in JOURNAL
+    assert [(f.name, f.stage) for f in failures] == [("hangs-in-teardown", "teardown")]
+    assert any(
+        line.startswith("ERROR plugin hangs-in-teardown teardown failed: teardown() did not")
+        and "plugins.teardown_timeout" in line
+        for line in lines
+    ), lines
+
+
+async def test_a_setup_that_swallows_its_cancellation_is_left_behind_and_the_host_serves(
+    host,  # type: ignore[no-untyped-def]
+) -> None:
+    """A retry loop catching everything, its cancellation included: after the limit and a
+    grace period the host stops waiting for it (an ERROR names it) and loads the rest."""
+    from host import loader
+
+    app = host(
+        entry_points(("swallows-cancellation", "SwallowsCancellation"), ("gamma", "Gamma")),
+        setup_timeout=0.2,
+    )
+    grace, loader.GRACE = loader.GRACE, 0.2
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    try:
+        await asyncio.wait_for(app.start(agents=False), 10)
+    finally:
+        loader.GRACE = grace
+        logger.remove(sink)
+        sample_plugins.SwallowsCancellation.stop = True
+    status = {s.name: s for s in app.statuses}
+    assert status["swallows-cancellation"].state == "failed"
+    assert status["swallows-cancellation"].stage == "setup"
+    assert status["gamma"].state == "loaded"
+    assert "swallowed:swallows-cancellation" in JOURNAL
+    assert any("ignored its cancellation; left running" in line for line in lines), lines
+    await asyncio.sleep(0.1)  # its loop sees the flag and ends: nothing is left behind
+    assert not loader._ABANDONED
+
+
+async def test_a_teardown_holding_the_loop_is_named(host) -> None:  # type: ignore[no-untyped-def]
+    app = host(entry_points(("blocks-in-teardown", "BlocksInTeardown")), teardown_timeout=0.4)
+    lines: list[str] = []
+    await app.start(agents=False)
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    try:
+        await app.stop()
+    finally:
+        logger.remove(sink)
+    assert any(
+        line.startswith("WARNING plugin blocks-in-teardown teardown held the event loop for 0.3")
+        for line in lines
+    ), lines

@@ -332,10 +332,9 @@ async def test_validate_false_or_failing_skips_action(rig: Rig) -> None:
             Action("CRASH", "", handler, validate=crash, always=True),
         ],
     )
-    reply = await rig.runtime.process_message(
-        rig.runtime.new_message("hi", room_id=ROOM, entity_id=USER)
-    )
+    reply, lines = await _said_by_plugin(rig)
     assert ran == [] and reply.actions == []
+    assert ("test", "validate of CRASH failed: validate broke") in lines  # under its plugin
 
 
 async def test_model_requested_actions_run(rig: Rig) -> None:
