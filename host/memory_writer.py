@@ -23,7 +23,7 @@ from contracts.storage import DatabaseAdapter
 from contracts.vector import Vector
 from host.embeddings import EmbeddingModelChangedError, EmbeddingSpace
 from host.events import EventBus
-from host.pydantic_slots import constructed, set_dict, set_extra, set_fields_set, set_private
+from host.pydantic_slots import constructed
 from host.turn_payloads import memory_payload
 
 if TYPE_CHECKING:
@@ -60,12 +60,7 @@ def _embedded(memory: Memory, vector: Vector) -> Memory:
         return memory.model_copy(update={"embedding": vector})
     values = dict(memory.__dict__)  # every field (a lazily decoded memory's decoded now)
     values["embedding"] = vector
-    copied = object.__new__(Memory)
-    set_dict(copied, values)
-    set_fields_set(copied, memory.model_fields_set | _EMBEDDING)
-    set_extra(copied, None)
-    set_private(copied, None)
-    return copied
+    return constructed(Memory, values, memory.model_fields_set | _EMBEDDING)
 
 
 class MemoryWriter:

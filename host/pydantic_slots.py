@@ -19,14 +19,21 @@ set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
-def constructed(model: type[M], values: dict[str, Any], given: set[str]) -> M:
+def constructed(
+    model: type[M],
+    values: dict[str, Any],
+    given: set[str],
+    *,
+    extra: dict[str, Any] | None = None,
+    private: dict[str, Any] | None = None,
+) -> M:
     """An instance of `model` holding `values` (every field, in field order) with `given` as
-    its fields set, no extra and no private values: ``model_construct``'s result without its
-    per-field work. For a model without private attributes or extra fields, from values its
-    caller vouches for (the model's own types)."""
+    its fields set, and `extra` / `private` as its extra fields and private values (None for a
+    model without them): ``model_construct``'s result without its per-field work, from values
+    its caller vouches for (the model's own types)."""
     built = object.__new__(model)
     set_dict(built, values)
     set_fields_set(built, given)
-    set_extra(built, None)
-    set_private(built, None)
+    set_extra(built, extra)
+    set_private(built, private)
     return built

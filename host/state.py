@@ -31,7 +31,7 @@ from contracts.storage import MemoryText
 from host.cache import ProviderCache
 from host.components import ComponentRegistry
 from host.invoke import owner_log, provide
-from host.pydantic_slots import constructed, set_dict, set_extra, set_fields_set, set_private
+from host.pydantic_slots import constructed
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -63,12 +63,8 @@ _STATE_GIVEN: Final = frozenset({"values"})
 def _state(values: dict[str, Any], services: ServiceScope | None) -> State:
     """``State(values=values)`` with `services` as its message scope, unvalidated (the
     composer's own dict of strings: ~2 us a message)."""
-    state = object.__new__(State)
-    set_dict(state, {"values": values, "data": {}, "text": "", "providers": {}, "skipped": {}})
-    set_fields_set(state, set(_STATE_GIVEN))
-    set_extra(state, None)
-    set_private(state, {"_services": services})
-    return state
+    fields = {"values": values, "data": {}, "text": "", "providers": {}, "skipped": {}}
+    return constructed(State, fields, set(_STATE_GIVEN), private={"_services": services})
 
 
 class StateComposer:

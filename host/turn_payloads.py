@@ -16,7 +16,7 @@ from uuid import UUID
 from contracts.agent import ActionResult, Reply
 from contracts.events import MemoryPayload, MessagePayload
 from contracts.memory import DEFAULT_TABLE, Content, Memory
-from host.pydantic_slots import constructed, set_dict, set_extra, set_fields_set, set_private
+from host.pydantic_slots import constructed
 
 __all__ = ["memory_payload", "message_payload", "reply_memory", "reply_of", "sent_payload"]
 
@@ -103,11 +103,8 @@ def reply_memory(
             metadata=metadata,
             created_at=created_at,
         )
-    content = object.__new__(Content)
-    set_dict(content, {"text": text})
-    set_fields_set(content, set(_REPLY_CONTENT))
-    set_extra(content, {"in_reply_to": str(message.id), "actions": actions})
-    set_private(content, None)
+    extra = {"in_reply_to": str(message.id), "actions": actions}
+    content = constructed(Content, {"text": text}, set(_REPLY_CONTENT), extra=extra)
     values = {
         "id": memory_id,
         "agent_id": agent_id,
