@@ -32,7 +32,7 @@ from host.secrets import scrub
 if TYPE_CHECKING:
     from loguru import Logger
 
-__all__ = ["call", "guarded", "owner_log", "provide", "validate"]
+__all__ = ["call", "guarded", "item_log", "owner_log", "provide", "validate"]
 
 
 def owner_log(components: ComponentRegistry, kind: str, name: str, log: Logger) -> Logger:
@@ -40,6 +40,15 @@ def owner_log(components: ComponentRegistry, kind: str, name: str, log: Logger) 
     ``evaluator``), so a line about its failure carries its plugin's name; `log` if none."""
     owner = components.owner_of(kind, name)
     return plugin_logger(owner) if owner else log
+
+
+def item_log(components: ComponentRegistry, item: Action | Evaluator, log: Logger) -> Logger:
+    """`owner_log` of an action or evaluator."""
+    return owner_log(components, _kind(item), item.name, log)
+
+
+def _kind(item: Action | Evaluator) -> str:
+    return "action" if isinstance(item, Action) else "evaluator"
 
 
 async def call(function: Callable[..., Any], blocking: bool, *args: Any) -> Any:
@@ -70,7 +79,7 @@ def _component_site(suffix: str) -> Callable[[Mapping[str, Any]], tuple[str, str
         item = local.get("item")
         if not isinstance(item, Action | Evaluator):
             return None
-        kind = "action" if isinstance(item, Action) else "evaluator"
+        kind = _kind(item)
         return component(kind + suffix, item.name, _owner(local, kind, item.name))
 
     return describe
@@ -110,9 +119,7 @@ async def guarded(
         async with deadline:
             outcome = await call(item.handler, item.blocking, ctx)
     except Exception as exc:
-        log = owner_log(
-            components, "action" if isinstance(item, Action) else "evaluator", name, log
-        )
+        log = item_log(components, item, log)
         if isinstance(exc, TimeoutError) and deadline.expired():
             log.warning("{} timed out after {}s", name, seconds)
             outcome = ActionResult(success=False, error=f"timed out after {seconds}s")

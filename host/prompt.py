@@ -36,6 +36,9 @@ def reply_params(
     else:
         prompt = build_prompt(character, state, message, actions)
     system = system_prompt(character)
+    # both strings: what validation would keep as they are (the prompt given: its check holds)
+    if type(prompt) is not str or type(system) is not str:
+        return TextParams(prompt=prompt, system=system)
     values = {
         "prompt": prompt,
         "messages": (),
@@ -45,9 +48,6 @@ def reply_params(
         "stop": (),
         "model": None,
     }
-    # both strings: what validation would keep as they are (the prompt given: its check holds)
-    if type(prompt) is not str or type(system) is not str:
-        return TextParams(prompt=prompt, system=system)
     return constructed(TextParams, values, set(_GIVEN))
 
 

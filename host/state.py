@@ -125,7 +125,7 @@ class StateComposer:
         first = self._start(builtin, message, state, context)
         results: list[ProviderResult | str]
         if isinstance(first, _Started):  # it waits: it goes on here, the plugins' in tasks
-            going_on = self._go_on(builtin, first)
+            going_on = self._within(builtin, first, first.at)
             results = await self._beside(going_on, plugins, message, state, context)
         elif plugins:  # the last plugin's here, the others in tasks (a task less per message)
             *others, last = plugins
@@ -168,7 +168,7 @@ class StateComposer:
         The tasks' timeouts share one timer (`_Deadlines`: it cancels a task whose deadline
         passed and moves on to the next deadline) instead of one per provider; the one here
         keeps its own ``asyncio.timeout``. Cancelling the composition cancels every task, as a
-        gather would (`_run`, `_go_on` and `_attempt` never raise but for cancellation)."""
+        gather would (`_within` and `_attempt` never raise but for cancellation)."""
         timeouts = [self._timeout(p) for p in others]
         expired: set[int] = set()
         tasks = [
@@ -217,23 +217,15 @@ class StateComposer:
         self, provider: Provider, message: Memory, state: State, context: CacheContext | None
     ) -> ProviderResult | str:
         """`provider`'s result, or why it was skipped (under its own timeout)."""
-        timeout = self._timeout(provider)
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                result = await self._provide(provider, message, state, context)
-        except Exception as exc:
-            if isinstance(exc, TimeoutError) and deadline.expired():
-                return self._timed_out(provider, timeout)
-            return self._failed(provider, exc)
-        return self._checked(provider, result)
+        call = self._provide(provider, message, state, context)
+        return await self._within(provider, call, asyncio.get_running_loop().time())
 
     def _start(
         self, provider: Provider, message: Memory, state: State, context: CacheContext | None
     ) -> ProviderResult | str | _Started:
         """`provider` run here until it first waits: its outcome if it did not (no timer: a
         timeout cannot fire before it waits, as under ``asyncio.timeout``), else where it
-        waits (`_go_on` takes it from there)."""
+        waits (`_within` takes it from there)."""
         at = asyncio.get_running_loop().time()
         try:
             steps = self._provide(provider, message, state, context).__await__()
@@ -244,14 +236,16 @@ class StateComposer:
             return self._failed(provider, exc)
         return _Started(steps, waits_for, at)
 
-    async def _go_on(self, provider: Provider, started: _Started) -> ProviderResult | str:
-        """The outcome of `provider`, `started` here (`_start`) and waiting: under its timeout,
-        counted from its start."""
+    async def _within(
+        self, provider: Provider, call: Awaitable[object], at: float
+    ) -> ProviderResult | str:
+        """The outcome of `call`, `provider`'s (run by `_run`, or `_start`ed here and
+        waiting), under the provider's timeout counted from `at`, the loop's time it started."""
         timeout = self._timeout(provider)
-        deadline = asyncio.timeout_at(started.at + timeout)
+        deadline = asyncio.timeout_at(at + timeout)
         try:
             async with deadline:
-                result = await started
+                result = await call
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 return self._timed_out(provider, timeout)

@@ -49,7 +49,7 @@ from host.components import ComponentRegistry
 from host.di import Container
 from host.directives import mentions, parse_actions, streamable
 from host.events import EventBus
-from host.invoke import guarded, owner_log, validate
+from host.invoke import guarded, item_log, validate
 from host.memory_writer import MemoryWriter
 from host.models import CallContext, call_context
 from host.prompt import reply_params
@@ -233,8 +233,7 @@ class MessageTurn:
         try:
             return bool(await validate(item, self.context(), self.parts.components))
         except Exception as exc:
-            kind = "action" if isinstance(item, Action) else "evaluator"
-            log = owner_log(self.parts.components, kind, item.name, self.parts.log)
+            log = item_log(self.parts.components, item, self.parts.log)
             log.opt(exception=exc).warning("validate of {} failed: {}", item.name, exc)
             return False
 

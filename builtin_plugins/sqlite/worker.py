@@ -201,7 +201,7 @@ class SqliteCore:
             )
         finally:
             self._worker_calls -= 1
-            self._yielded = (loop, _clock())  # waiting for the worker, the loop turned
+            self.turned(loop)  # waiting for the worker, the loop turned
 
     async def _paced(self, value: T) -> T:
         """`value`, after one turn of the loop if calls answered on its thread (`_read_here`,
@@ -210,10 +210,9 @@ class SqliteCore:
         here) would run forever, and every other task, timer and I/O callback of the loop
         would wait for it (a group commit's callers included)."""
         loop = asyncio.get_running_loop()
-        last = self._yielded
-        if last[0] is not loop or _clock() - last[1] >= YIELD_EVERY:
+        if self._turn_due(loop):
             await asyncio.sleep(0)
-            self._yielded = (loop, _clock())
+            self.turned(loop)
         return value
 
     def worker_busy(self) -> bool:
@@ -228,6 +227,12 @@ class SqliteCore:
     def turned(self, loop: asyncio.AbstractEventLoop) -> None:
         """Note that `loop` has just turned for this store's caller (`_paced` counts from it)."""
         self._yielded = (loop, _clock())
+
+    def _turn_due(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether `loop` has not turned for this store's caller for `YIELD_EVERY` (or this
+        store has not seen it turn yet): calls answered on its thread then let it turn."""
+        last = self._yielded
+        return last[0] is not loop or _clock() - last[1] >= YIELD_EVERY
 
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         with self._conn_lock:
@@ -306,19 +311,18 @@ class SqliteCore:
         if self._executor is None:
             raise StorageError(f"SQLite adapter for {self.path} is closed (or was never opened)")
         loop = asyncio.get_running_loop()
-        if rows <= INLINE_ROWS and self._inline and loop not in self._groups:
-            last = self._yielded
-            if last[0] is loop and _clock() - last[1] < YIELD_EVERY and _alone(loop):
-                # alone (one room's message): what the group below would do with no yield
-                # and nobody to join it, without its future, its group or its delivery
-                outcomes = self._try_here([step])
-                if outcomes is not None:
-                    self._wrote(rows)
-                    ok, value = outcomes[0]
-                    if ok:
-                        done: T = value
-                        return done
-                    raise value
+        lone = rows <= INLINE_ROWS and self._inline and loop not in self._groups
+        if lone and not self._turn_due(loop) and _alone(loop):
+            # alone (one room's message): what the group below would do with no yield and
+            # nobody to join it, without its future, its group or its delivery
+            outcomes = self._try_here([step])
+            if outcomes is not None:
+                self._wrote(rows)
+                ok, value = outcomes[0]
+                if ok:
+                    done: T = value
+                    return done
+                raise value
         future: asyncio.Future[Any] = loop.create_future()
         job = (step, rows, future, loop)
         if rows > INLINE_ROWS or not self._inline:
@@ -328,10 +332,9 @@ class SqliteCore:
         else:
             self._groups[loop] = group = [job]
             try:
-                last = self._yielded
-                if last[0] is not loop or _clock() - last[1] >= YIELD_EVERY or not _alone(loop):
+                if self._turn_due(loop) or not _alone(loop):
                     await asyncio.sleep(0)  # the writes other tasks make meanwhile join the group
-                    self._yielded = (loop, _clock())
+                    self.turned(loop)
                 await gather_while_worker_busy(self, loop)
             finally:  # cancelled meanwhile, the group still commits (as a queued write would)
                 del self._groups[loop]
@@ -359,26 +362,21 @@ class SqliteCore:
 
     def _try_here(self, steps: list[Step[Any]]) -> list[Outcome] | None:
         """`steps` committed in one transaction on this thread (`_commit_steps`); None, nothing
-        written, when they cannot be without waiting (see `_commit_here`)."""
-        if (
-            self._conn is None
-            or self._worker_calls
-            or self._draining
-            or self._queue
-            or not self._conn_lock.acquire(blocking=False)
-        ):
+        written, when they cannot be without waiting (see `_commit_here`): the worker busy,
+        the writes' connection or the indexes in use."""
+        if self.worker_busy():
             return None
-        try:
-            conn = self._conn  # closed meanwhile (`_close_conn` takes the lock): the worker
-            if conn is None or not self._index_lock.acquire(blocking=False):
+
+        def commit(conn: sqlite3.Connection) -> list[Outcome] | None:
+            if not self._index_lock.acquire(blocking=False):
                 return None
             try:
-                self._wait_for_locks(False)
                 return self._commit_steps(conn, steps, here=True)
             finally:
                 self._index_lock.release()
-        finally:
-            self._conn_lock.release()
+
+        done = self._on_writes_conn(commit)
+        return None if done is None else done[0]
 
     def _enqueue(self, jobs: list[Job]) -> None:
         """Queue `jobs` for the worker's next group commit (`_drain`)."""

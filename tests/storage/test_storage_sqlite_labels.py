@@ -399,6 +399,14 @@ async def test_a_search_on_the_loop_thread_holds_the_writes_connection_only_for_
         await db.close()
 
 
+async def _one_room(db: SqliteAdapter, count: int) -> tuple[list[Memory], list[MemoryQuery]]:
+    """`count` memories of one speaker in the first room written (the later ones nearer
+    ``[1, 1]``), and recall's two scopes over them: the room, the speaker."""
+    mine = [make_memory(i, embedding=[1.0, i / 10], room_id=ROOMS[0]) for i in range(count)]
+    await db.create_memories_batch(mine)
+    return mine, [MemoryQuery(room_id=ROOMS[0]), MemoryQuery(entity_id=mine[0].entity_id)]
+
+
 async def test_a_search_on_the_loop_never_uses_the_connection_the_worker_holds(
     tmp_path: Path,
 ) -> None:
@@ -406,12 +414,9 @@ async def test_a_search_on_the_loop_never_uses_the_connection_the_worker_holds(
     answered on the caller's thread reads through the read-only connection: no statement of
     it runs on the worker's connection (which would race the worker and see its uncommitted
     writes)."""
-    room = ROOMS[0]
     db = await SqliteAdapter.open(tmp_path / "held.sqlite3")
     try:
-        mine = [make_memory(i, embedding=[1.0, i / 10], room_id=room) for i in range(6)]
-        await db.create_memories_batch(mine)
-        scopes = [MemoryQuery(room_id=room), MemoryQuery(entity_id=mine[0].entity_id)]
+        mine, scopes = await _one_room(db, 6)
         await db.search_memories_any([1.0, 1.0], scopes, SearchParams(k=2))  # sets kept
         assert db._conn is not None and db._executor is not None
         on_conn: list[str] = []
@@ -448,9 +453,7 @@ async def test_leaving_out_the_conversation_and_excluding_ids_still_finds_k(
     room = ROOMS[0]
     db = await SqliteAdapter.open(tmp_path / "left.sqlite3")
     try:
-        mine = [make_memory(i, embedding=[1.0, i / 10], room_id=room) for i in range(10)]
-        await db.create_memories_batch(mine)
-        scopes = [MemoryQuery(room_id=room), MemoryQuery(entity_id=mine[0].entity_id)]
+        mine, scopes = await _one_room(db, 10)
         latest = MemoryQuery(room_id=room, table_name="messages", limit=2)
         # the best hits beyond the 2 latest (9, 8) are 7, 6, 5, ...: the best ones excluded
         params = SearchParams(k=2, exclude=frozenset(mine[7 - j].id for j in range(excluded)))
