@@ -168,15 +168,15 @@ def test_memories_page_by_page_search_and_delete(new_page: Any, console_host: Co
     page = new_page()
     page.goto(f"{console_host.url}/console/memories?agent=Eliza&room={room}")
     items = page.locator("#memory-list > li.memory")
-    assert items.count() == 20
+    expect(items).to_have_count(20)  # count() does not wait for the page or a swap
     first_page = items.all_inner_texts()
     page.get_by_role("link", name="Next page").click()
-    assert items.count() == 2
+    expect(items).to_have_count(2)
     assert not set(items.all_inner_texts()) & set(first_page)
     assert "note 0" in items.last.inner_text()  # newest first: the oldest comes last
     assert page.get_by_role("link", name="Next page").count() == 0
     page.get_by_role("link", name="First page").click()
-    assert items.count() == 20
+    expect(items).to_have_count(20)
 
     page.get_by_label("Search this room's memories by meaning").fill("mother sailed harbour")
     page.get_by_role("button", name="Search").click()
@@ -190,7 +190,7 @@ def test_memories_page_by_page_search_and_delete(new_page: Any, console_host: Co
     expect(items).to_have_count(19)  # (no wait_for_function: the page's CSP forbids eval)
     page.reload()
     assert victim not in page.locator("#memory-list").inner_text()
-    assert items.count() == 20  # the next page's first memory moved up
+    expect(items).to_have_count(20)  # the next page's first memory moved up
 
     dark = new_page(dark=True, phone=True)
     dark.goto(f"{console_host.url}/console/memories?agent=Eliza&room={room}")
