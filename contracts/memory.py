@@ -113,10 +113,16 @@ class Memory(BaseModel):
 
         def __getattr__(self, name: str) -> Any:
             # reached only for a name missing from the instance dict: a lazily decoded field
-            if name in _FIELD_NAMES and _PENDING in _dict_of(self):
-                values = _settle(self)
-                if name in values:
-                    return values[name]
+            if name in _FIELD_NAMES:
+                values = _dict_of(self)
+                if _PENDING in values:
+                    alone = getattr(values[_DECODE], "alone", None)
+                    if alone is not None and name in alone:  # this field by itself
+                        value = values[name] = _decoded(alone[name], values[_PENDING])
+                        return value
+                    values = _settle(self)
+                    if name in values:
+                        return values[name]
             return super().__getattr__(name)
 
         @property
@@ -141,21 +147,36 @@ two entries rather than a pair: one object less per row). Never field names, nev
 every reader of the dict gets it through `Memory.__dict__`, which decodes first."""
 
 PendingDecode = Callable[[Any], dict[str, Any]]
+"""Stored values -> a memory's whole dict. A decoder may also carry ``alone``, a mapping of
+field names to functions of the stored values giving that field by itself
+(`host.storekit.RowDecoder`): such a field's first read decodes it alone and keeps it (a page
+read for its vectors decodes no content, metadata or time); the others, or a dump, still
+decode the whole dict, which keeps the field decoded alone."""
+
+
+def _decoded(field: Callable[[Any], Any], raw: Any) -> Any:
+    try:
+        return field(raw)
+    except AttributeError as exc:  # raised out of __getattr__ it would read as "no such field"
+        raise ValueError(f"a stored memory could not be decoded: {exc}") from exc
 
 
 def _settle(memory: Memory) -> dict[str, Any]:
     """Decode a lazily read `memory`: its instance dict becomes the whole one its decoder
     gives (every field, in field order: what serialization follows), returned. The dict it had
-    is never changed, so threads may race here: each finds it as it was and decodes the same
-    stored values into a dict of its own (at worst a row is decoded twice)."""
+    only ever gains the fields decoded alone, so threads may race here: each finds it as it
+    was and decodes the same stored values into a dict of its own (at worst a row is decoded
+    twice)."""
     values: dict[str, Any] = _dict_of(memory)
     decode: PendingDecode | None = values.get(_DECODE)
     if decode is None:
         return values
-    try:
-        whole = decode(values[_PENDING])
-    except AttributeError as exc:  # raised out of __getattr__ it would read as "no such field"
-        raise ValueError(f"a stored memory could not be decoded: {exc}") from exc
+    whole: dict[str, Any] = _decoded(decode, values[_PENDING])
+    alone = getattr(decode, "alone", None)
+    if alone is not None:
+        for name in alone:  # decoded alone before: the same object stays the field's value
+            if name in values:
+                whole[name] = values[name]
     _set_dict_of(memory, whole)
     return whole
 

@@ -6,6 +6,8 @@ and is re-exported here for the host's own modules."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
@@ -30,6 +32,7 @@ from host.pydantic_slots import set_private as _set_private
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MemoryManager",
+    "RowDecoder",
     "check_table_name",
     "content_from_json",
     "content_json",
@@ -231,14 +234,28 @@ def trusted_memory(values: dict[str, Any]) -> Memory:
     return memory
 
 
+@dataclass(frozen=True, slots=True)
+class RowDecoder:
+    """A `lazy_memory` decoder: `whole` gives every field from the stored values, `alone` the
+    fields it can give one at a time (a page read for its vectors, or for its last cursor,
+    then decodes no content, metadata or other field)."""
+
+    whole: PendingDecode
+    alone: Mapping[str, Callable[[Any], Any]]
+
+    def __call__(self, raw: Any) -> dict[str, Any]:
+        return self.whole(raw)
+
+
 def lazy_memory(values: dict[str, Any], decode: PendingDecode, raw: Any) -> Memory:
     """A `Memory` holding only `values` (some of its fields: those cheap to read now) until
     one of the others is first read, or the memory is compared, dumped, copied...: then
     ``decode(raw)`` gives its whole dict, every field in field order (the dict `trusted_memory`
     takes, which `values` must agree with), and it becomes the memory's own. A page of a
     thousand rows read for their count, rooms or last cursor does not build a thousand
-    contents, times and vectors. Unvalidated, like `trusted_memory`: `decode` must give valid
-    fields, and raise on stored data it cannot read (it raises at that first use)."""
+    contents, times and vectors (a `RowDecoder` also decodes a field by itself when only it is
+    read). Unvalidated, like `trusted_memory`: `decode` must give valid fields, and raise on
+    stored data it cannot read (it raises at that first use)."""
     values[_PENDING] = raw
     values[_DECODE] = decode
     memory = _new(Memory)

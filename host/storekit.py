@@ -12,7 +12,8 @@ store) import nothing else of the host: tests/foundation/test_import_rules.py ch
   `VectorIndex`, `check_search`, `query_vector`, `above_threshold` and the float32 helpers;
 - table and metadata helpers: `check_table_name`, `content_json`, `metadata_json` (one JSON
   text and one set of limits on every store), their inverses `content_from_json` and
-  `metadata_from_json`, `trusted_memory` and `lazy_memory` (fast rows read back);
+  `metadata_from_json`, `trusted_memory` and `lazy_memory` with its `RowDecoder` (fast rows
+  read back);
 - batch-write helpers: `unbatched`, `check_dimension`;
 - wrapping a store: `ForwardingAdapter`;
 - PostgreSQL (imported on first use, with psycopg): `pooled`, `describe_url`, `safe_text`,
@@ -34,6 +35,7 @@ from host.eventstore.recording import PayloadEncoder, schema_version_of
 from host.eventstore.sqlite import SqliteEventStore
 from host.forwarding import ForwardingAdapter
 from host.memory import (
+    RowDecoder,
     check_table_name,
     content_from_json,
     content_json,
@@ -75,6 +77,7 @@ __all__ = [
     "IndexSet",
     "PayloadEncoder",
     "PostgresEventStore",
+    "RowDecoder",
     "SqliteEventStore",
     "VectorIndex",
     "VectorIndexSettings",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,13 @@ from psycopg import sql
 
 from contracts.memory import Memory, MemoryQuery
 from contracts.vector import Vector
-from host.storekit import content_from_json, lazy_memory, metadata_from_json, trusted_memory
+from host.storekit import (
+    RowDecoder,
+    content_from_json,
+    lazy_memory,
+    metadata_from_json,
+    trusted_memory,
+)
 
 __all__ = [
     "COLUMNS",
@@ -150,8 +156,23 @@ def lazy_rows_to_memories(rows: Sequence[tuple[Any, ...]]) -> list[Memory]:
                 "table_name": row[1],
                 "unique": row[9],
             },
-            _fields,
+            _PAGE_ROW,
             row,
         )
         for row in rows
     ]
+
+
+def _embedding_of(row: tuple[Any, ...]) -> Vector | None:
+    embedding = row[8]
+    return None if embedding is None else _vector(embedding)
+
+
+def _created_of(row: tuple[Any, ...]) -> datetime:
+    created: datetime = row[5]
+    return created if created.tzinfo is UTC else created.astimezone(UTC)
+
+
+_PAGE_ROW = RowDecoder(_fields, {"embedding": _embedding_of, "created_at": _created_of})
+"""A page's row decoded whole, or only its vector or time when only those are read (its id
+is read with the row)."""

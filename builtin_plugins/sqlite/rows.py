@@ -21,6 +21,7 @@ from pydantic_core import from_json
 from contracts.memory import Memory, MemoryQuery
 from contracts.vector import Vector
 from host.storekit import (
+    RowDecoder,
     content_from_json,
     float32_bytes,
     lazy_memory,
@@ -202,11 +203,28 @@ def lazy_rows_to_memories(rows: Iterable[tuple[Any, ...]]) -> list[Memory]:
             "table_name": row[2],
             "unique": row[10] == 1,
         }
-        append(_lazy(values, _fields, row))
+        append(_lazy(values, _PAGE_ROW, row))
     return memories
 
 
 _lazy = lazy_memory
+
+
+def _embedding_of(row: tuple[Any, ...]) -> Vector | None:
+    embedding = row[9]
+    return None if embedding is None else _vector(embedding)
+
+
+_PAGE_ROW = RowDecoder(
+    _fields,
+    {
+        "embedding": _embedding_of,
+        "id": lambda row: row_uuid(row[1]),
+        "created_at": lambda row: from_micros(row[6]),
+    },
+)
+"""A page's row decoded whole, or only its vector, id or time when only those are read (a
+page read for its vectors, or for its last cursor)."""
 
 
 def table_state(conn: sqlite3.Connection, table: str) -> tuple[int | None, int]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.memory import _PENDING, Memory, MemoryQuery
 from contracts.storage import DatabaseAdapter
-from host.memory import lazy_memory
+from host.memory import RowDecoder, lazy_memory
 
 from .storage_helpers import make_memory
 
@@ -53,6 +53,8 @@ USES: UsesOf = {
     "a field": lambda m: (m.content.text, m.content.model_extra, m.created_at, m.embedding),
     "its id": lambda m: m.id,
     "its cursor": lambda m: m.cursor,
+    "its vector, then the rest": lambda m: (m.embedding, m.created_at, m.model_dump_json()),
+    "its time, then its vector": lambda m: (m.created_at, m.embedding, m.content),
     "model_dump": lambda m: m.model_dump(),
     "model_dump unset": lambda m: m.model_dump(exclude_unset=True),
     "model_dump_json": lambda m: m.model_dump_json(),
@@ -100,6 +102,28 @@ async def test_sqlite_pages_are_lazy_and_small_reads_are_not(tmp_path: Path) -> 
         assert [m.content.text for m in history] == [f"m{i}" for i in range(99, 89, -1)]
     finally:
         await db.close()
+
+
+async def test_a_vector_id_or_time_read_alone_decodes_nothing_else(
+    memory_store: DatabaseAdapter,
+) -> None:
+    """What a page is read for (its vectors, its last cursor) decodes only that: the content
+    and metadata wait; once they are read, the field decoded alone stays the same object."""
+    written = _written()
+    await memory_store.create_memories_batch(written)
+    page = await memory_store.get_memories(MemoryQuery(order="asc"))
+    if not _pending(page):
+        pytest.skip("this store decodes its pages at once")
+    vectors = [m.embedding for m in page]
+    cursors = [m.cursor for m in page]
+    assert vectors == [m.embedding for m in written]
+    assert cursors == [m.cursor for m in written]
+    assert _pending(page) == PAGE  # neither content nor metadata decoded
+    assert not any("content" in _raw_dict(m) or "metadata" in _raw_dict(m) for m in page)
+    assert [m.content.text for m in page] == [m.content.text for m in written]
+    assert _pending(page) == 0
+    assert all(m.embedding is vector for m, vector in zip(page, vectors, strict=True))
+    assert page == written
 
 
 async def test_threads_decoding_the_same_memories_at_once_all_see_them_whole(
@@ -166,4 +190,8 @@ def test_a_lazy_memory_knows_no_other_attribute_and_names_a_decoder_failure() ->
     failing = lazy_memory(dict(values), broken, None)
     with pytest.raises(ValueError, match="could not be decoded"):
         failing.content  # noqa: B018
+    alone = RowDecoder(broken, {"embedding": lambda raw: raw.x})
+    failing = lazy_memory(dict(values), alone, None)  # a field decoded alone fails the same way
+    with pytest.raises(ValueError, match="could not be decoded"):
+        failing.embedding  # noqa: B018
     assert Memory.model_validate(memory.model_dump()) == memory  # validation sets __dict__
