@@ -113,16 +113,17 @@ class Memory(BaseModel):
 
         def __getattr__(self, name: str) -> Any:
             # reached only for a name missing from the instance dict: a lazily decoded field
-            if name in _FIELD_NAMES:
-                values = _dict_of(self)
-                if _PENDING in values:
-                    alone = getattr(values[_DECODE], "alone", None)
-                    if alone is not None and name in alone:  # this field by itself
-                        value = values[name] = _decoded(alone[name], values[_PENDING])
-                        return value
-                    values = _settle(self)
-                    if name in values:
-                        return values[name]
+            values = _dict_of(self)
+            decode = values.get(_DECODE)
+            if decode is not None and name in _FIELD_NAMES:
+                alone = getattr(decode, "alone", None)
+                field = None if alone is None else alone.get(name)
+                if field is not None:  # this field by itself
+                    value = values[name] = _decoded(field, values[_PENDING])
+                    return value
+                values = _settle(self)
+                if name in values:
+                    return values[name]
             return super().__getattr__(name)
 
         @property
