@@ -18,7 +18,8 @@ store) import nothing else of the host: tests/foundation/test_import_rules.py ch
 - wrapping a store: `ForwardingAdapter`;
 - PostgreSQL (imported on first use, with psycopg): `pooled`, `describe_url`, `safe_text`,
   `pool_gauges`, `PostgresEventStore`;
-- event stores: `SqliteEventStore`, `PayloadEncoder`, `schema_version_of`, `is_model`,
+- event stores: `SqliteEventStore` (and its `WriterProcess`), `PayloadEncoder`,
+  `schema_version_of`, `is_model`,
   `SECRET_KEYS`.
 """
 
@@ -33,6 +34,7 @@ from contracts.storage import BatchError, DimensionMismatchError
 from host.eventstore.keyscan import is_model
 from host.eventstore.recording import PayloadEncoder, schema_version_of
 from host.eventstore.sqlite import SqliteEventStore
+from host.eventstore.writer_process import WriterProcess
 from host.forwarding import ForwardingAdapter
 from host.memory import (
     RowDecoder,
@@ -81,6 +83,7 @@ __all__ = [
     "SqliteEventStore",
     "VectorIndex",
     "VectorIndexSettings",
+    "WriterProcess",
     "above_threshold",
     "as_vector",
     "check_dimension",

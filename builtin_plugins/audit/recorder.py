@@ -46,7 +46,7 @@ from contracts.eventstore import (
     EventStoreError,
     EventStoreUnavailableError,
 )
-from host.storekit import PayloadEncoder, is_model, schema_version_of
+from host.storekit import PayloadEncoder, WriterProcess, is_model, schema_version_of
 
 from .settings import AuditSettings
 
@@ -337,6 +337,12 @@ class AuditRecorder:
         self._thread: threading.Thread | None = None
         """The writer thread (started by the first `record`, stopped by `aclose`)."""
         self._stopped: asyncio.Future[None] | None = None
+        self.process: WriterProcess | None = None
+        """The child process appending for the writer thread (``writer``: process, auto on a
+        SQLite file), else None (the thread appends itself)."""
+        if self.settings.writer != "thread":
+            made = getattr(store, "writer_process", None)
+            self.process = made() if made is not None else None
 
     def wants(self, event_type: str) -> bool:
         return self.settings.wants(event_type)
@@ -472,7 +478,10 @@ class AuditRecorder:
     def _writer(self, loop: asyncio.AbstractEventLoop, stopped: asyncio.Future[None]) -> None:
         """The writer thread: waits for events, lets them accumulate for ``flush_interval``,
         converts and appends them in batches; wakes the loop only for `flush` waiters."""
+        process = self.process
         try:
+            if process is not None:
+                process.start()  # not waited for: it starts while the first batch gathers
             while True:
                 try:
                     if not self._write_batch():
@@ -481,6 +490,8 @@ class AuditRecorder:
                     self._log.opt(exception=exc).error("audit writer: {}", exc)
                     time.sleep(0.05)  # no busy loop should it repeat
         finally:
+            if process is not None:
+                process.close()  # every batch was answered: it exits at once
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, stopped)
 
@@ -526,10 +537,13 @@ class AuditRecorder:
         self._waiters = waiting
 
     def _store_append(self, events: list[EncodedEvent]) -> None:
-        """One append of `events` from the writer thread: on this thread for a store that can
-        (`SqliteEventStore.append_encoded_blocking`), else on the loop, waited for here."""
+        """One append of `events` from the writer thread: by the writer process, else on this
+        thread for a store that can (`SqliteEventStore.append_encoded_blocking`), else on the
+        loop, waited for here."""
         blocking = getattr(self.store, "append_encoded_blocking", None)
-        if blocking is not None:
+        if self.process is not None:
+            self.process.append_blocking(events)
+        elif blocking is not None:
             blocking(events, json_checked=True)  # pydantic-core texts: the encoder, `_metadata`
         else:
             assert self._loop is not None

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from contracts.eventstore import (
@@ -51,6 +51,9 @@ from .common import (
     to_micros,
     versions_before,
 )
+
+if TYPE_CHECKING:
+    from .writer_process import WriterProcess
 
 __all__ = ["SCHEMA", "SqliteEventStore"]
 
@@ -322,10 +325,35 @@ class SqliteEventStore(SqlEventStore):
             if "malformed JSON" not in str(exc):
                 raise
             raise _not_json(batch) from exc
-        if self._notifier.waiting:
+        self.notify_appended()
+        return len(batch)
+
+    def notify_appended(self) -> None:
+        """Wake this process's subscribers after an append made off the loop (any thread)."""
+        loop = self._loop
+        if loop is not None and self._notifier.waiting:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
                 loop.call_soon_threadsafe(self._notifier.notify)
-        return len(batch)
+
+    def writer_process(self) -> WriterProcess | None:
+        """A `WriterProcess` appending to this log from a child process (the audit trail's
+        ``writer: process``), waking this store's subscribers; None for an in-memory log."""
+        if str(self.path) == ":memory:":
+            return None
+        from .writer_process import WriterProcess
+
+        return WriterProcess(
+            self.path,
+            busy_timeout=self._busy_timeout,
+            synchronous=self._synchronous,
+            autocheckpoint=WRITER_CHECKPOINT_PAGES,
+            on_appended=self.notify_appended,
+            check_open=self._check_open,
+        )
+
+    def _check_open(self) -> None:
+        if self._executor is None:
+            raise EventStoreError(f"SQLite event store {self.path} is closed (or never opened)")
 
     async def _write_rows(
         self, rows: list[tuple[Any, ...]], sql: str, check: tuple[str, int | None] | None

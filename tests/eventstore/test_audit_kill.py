@@ -63,7 +63,8 @@ async def test_kill_9_loses_at_most_the_last_flush_window(tmp_path: Path) -> Non
         recorded = await asyncio.to_thread(read_until, process, 1.5)
         killed_at = time.time()
         process.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(process.wait, 30)
+        # its writer process (it holds the same stderr) writes what it read, then exits
+        await asyncio.to_thread(process.communicate, None, 30)
     finally:
         if process.poll() is None:
             process.kill()

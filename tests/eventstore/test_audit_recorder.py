@@ -129,7 +129,8 @@ async def test_only_configured_events(sqlite_store: EventStore) -> None:
     narrow.record("message:sent", {"agent_id": "b"})
     await recorder.aclose()
     await narrow.aclose()
-    assert [(e.aggregate_id, e.event_type) for e in await sqlite_store.read_all()] == [
+    # two recorders: two writers, whose batches may commit in either order
+    assert sorted((e.aggregate_id, e.event_type) for e in await sqlite_store.read_all()) == [
         ("a", "custom:thing"),
         ("b", "message:sent"),
     ]
@@ -243,8 +244,8 @@ async def test_recorded_embeddings_are_json_lists_read_back_as_vectors(
 async def test_batches_are_converted_and_written_off_the_event_loop(
     sqlite_store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The writer thread converts and appends (SQLite: on that thread, no hop back to the
-    loop per batch); the loop's thread only queues."""
+    """With ``writer: thread``, the writer thread converts and appends (SQLite: on that
+    thread, no hop back to the loop per batch); the loop's thread only queues."""
     threads: list[str] = []
     checked: list[bool] = []
     append = sqlite_store.append_encoded_blocking  # type: ignore[attr-defined]
@@ -255,7 +256,7 @@ async def test_batches_are_converted_and_written_off_the_event_loop(
         return append(events, json_checked=json_checked)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(sqlite_store, "append_encoded_blocking", spy)
-    recorder = AuditRecorder(sqlite_store, AuditSettings(events=("*",)))
+    recorder = AuditRecorder(sqlite_store, AuditSettings(events=("*",), writer="thread"))
     converted: list[str] = []
     convert = recorder._convert
 

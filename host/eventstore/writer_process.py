@@ -1,0 +1,186 @@
+"""`WriterProcess`: appends a SQLite event log's batches in a child process of its own.
+
+A thread appending in this process holds the GIL for the Python half of every row (building
+parameters, sqlite3's binding) while the event loop wants it: on a busy loop that CPU simply
+adds to the loop's (issue 20: the audit trail's writer cost the pipeline ~20%). Here the caller
+(the audit trail's writer thread) builds the rows (`sqlite._rows`: ids assigned here), pickles
+them and writes one frame to a pipe; the child (`sqlite_writer`, standard library only, started
+with ``python -I -S``: a few milliseconds, no package imported) inserts and commits them, then
+answers with the batch's last position (it opens the log at the first batch). The caller
+waits for that answer on the pipe (``os.read`` lets go of the GIL), so an append returns once
+its batch is durable, as `SqliteEventStore.append_encoded_blocking` does. The bytes that leave
+this process are the encoded events: already masked by whoever encoded them
+(`storekit.PayloadEncoder`).
+
+When the child dies (killed, crashed), the append in flight raises `EventStoreUnavailableError`
+(logged) and the next one starts a new child; a retried batch (the same list of events) is sent
+with the same ids and marked as resent, so the child skips it if the dead one had committed it:
+nothing is doubled. When this process dies, the child reads end of input, closes the log and
+exits (everything it read was committed before it read on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from contracts.eventstore import EncodedEvent, EventStoreError, EventStoreUnavailableError
+
+from . import sqlite_writer
+from .common import check_encoded
+from .sqlite import _rows
+from .sqlite_writer import frame, read_frame, write_all
+
+__all__ = ["WriterProcess"]
+
+CHILD = Path(sqlite_writer.__file__)
+"""The child's script (run by path: ``-m`` would import the ``host`` package first)."""
+
+
+class WriterProcess:
+    """Appends encoded events to the SQLite log at `path` through a child process.
+
+    Used from one thread at a time (the audit trail's writer); `append_blocking` starts the
+    child when none runs. `on_appended` is called after each committed batch (to wake the
+    store's subscribers); `check_open` before each (raising `EventStoreError` once the store
+    is closed: its appends fail as the store's own would)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float,
+        synchronous: str,
+        autocheckpoint: int,
+        on_appended: Callable[[], None] = lambda: None,
+        check_open: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.path = path
+        self._options = {
+            "path": str(path),
+            "busy_timeout": busy_timeout,
+            "synchronous": synchronous,
+            "autocheckpoint": autocheckpoint,
+        }
+        self._on_appended = on_appended
+        self._check_open = check_open
+        self._process: subprocess.Popen[bytes] | None = None
+        self._sent: tuple[list[EncodedEvent], list[tuple[Any, ...]]] | None = None
+        """The last batch sent and its rows, until it is answered (kept to resend it)."""
+        self._resend = False
+        self._lock = threading.Lock()
+        self.started = 0
+        """Children started so far."""
+        self._log = logger.bind(plugin="audit")
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id."""
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Start the child now (without waiting for it to be ready); `append_blocking` does
+        it on first use otherwise."""
+        with self._lock:
+            if self._process is None:
+                self._spawn()
+
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(CHILD)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        self.started += 1
+        assert self._process.stdin is not None
+        with contextlib.suppress(OSError):  # died at once: the first append says so
+            write_all(self._process.stdin.fileno(), frame(self._options))
+
+    def append_blocking(self, events: Sequence[EncodedEvent]) -> int:
+        """Append `events` in one transaction of the child's; returns once it is committed.
+        The same list passed again after an `EventStoreUnavailableError` is resent with the
+        same ids (stored at most once)."""
+        self._check_open()
+        with self._lock:
+            sent = self._sent
+            if sent is not None and sent[0] is events:
+                rows, resend = sent[1], True
+            else:
+                batch = check_encoded(events)
+                if not batch:
+                    return 0
+                rows, resend = _rows(batch), False
+                self._sent = (events if isinstance(events, list) else list(events), rows)
+            if self._process is None:
+                self._spawn()
+            answer = self._exchange(frame((resend, rows)))
+            status, detail = answer
+            if status == "ok":
+                self._sent = None
+                self._on_appended()
+                return len(rows)
+            self._sent = None if status == "refused" else self._sent
+            if status == "refused":
+                raise EventStoreError(f"{detail}; nothing was appended")
+            raise EventStoreUnavailableError(f"SQLite event store {self.path}: {detail}")
+
+    def _exchange(self, data: bytes) -> tuple[str, Any]:
+        """Send one frame and read the child's answer; a dead child is reaped, logged and
+        reported as `EventStoreUnavailableError` (the next append starts another)."""
+        process = self._process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        try:
+            write_all(process.stdin.fileno(), data)
+            answer = read_frame(process.stdout.fileno())
+            if answer is not None:
+                return (str(answer[0]), answer[1])
+        except OSError:
+            pass
+        self._process = None
+        code = _reap(process)
+        self._log.error(
+            "audit writer process {} for {} exited ({}); starting another",
+            process.pid,
+            self.path,
+            code,
+        )
+        raise EventStoreUnavailableError(
+            f"SQLite event store {self.path}: its writer process exited ({code})"
+        )
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the child finish (it has answered every batch) and wait for it to exit."""
+        with self._lock:
+            process, self._process = self._process, None
+            if process is None:
+                return
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.close()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._log.error("audit writer process {} did not exit: killed", process.pid)
+                process.kill()
+                process.wait()
+            process.stdout.close()
+
+
+def _reap(process: subprocess.Popen[bytes]) -> int | str:
+    """The exit status of a child that stopped answering (killed after a second if not)."""
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    try:
+        return process.wait(1.0)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return f"killed: {process.wait()}"

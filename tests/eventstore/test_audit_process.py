@@ -1,0 +1,252 @@
+"""The audit trail's writer process (``writer: process``, the default on a SQLite file): what
+it stores, what it does when it dies, and that it never doubles a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from loguru import logger
+from pydantic import BaseModel, SecretStr
+
+from builtin_plugins.audit import AuditRecorder, AuditSettings
+from contracts.eventstore import EncodedEvent, EventStoreError, EventStoreUnavailableError
+from host.eventstore import SqliteEventStore, writer_process
+from host.eventstore.writer_process import CHILD, WriterProcess
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    opened = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped) counts as gone
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[-1][0] != "Z"
+
+
+def _event(n: int, aggregate: str = "a") -> EncodedEvent:
+    return EncodedEvent(aggregate, "tick", f'{{"n":{n}}}', 1, datetime.now(UTC))
+
+
+class Login(BaseModel):
+    agent_id: str
+    user: str
+    password: SecretStr
+    settings: dict[str, Any]
+
+
+async def test_the_default_on_a_sqlite_file_appends_from_a_child_process(
+    store: SqliteEventStore,
+) -> None:
+    recorder = AuditRecorder(store, AuditSettings(events=("*",)))
+    assert recorder.process is not None
+    agent = str(uuid4())
+    for i in range(5):
+        recorder.record("tick", {"agent_id": agent, "i": i})
+    recorder.record(
+        "login",
+        Login(agent_id=agent, user="u", password=SecretStr("hunter2"), settings={"api_key": "sk"}),
+    )
+    await recorder.flush()
+    pid = recorder.process.pid
+    assert pid is not None and pid != os.getpid() and _alive(pid)
+    events = await store.get_events(agent)
+    assert [e.version for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e.data.get("i") for e in events[:5]] == list(range(5))
+    assert events[5].data["password"] == "**********"
+    assert events[5].data["settings"] == {"api_key": "**********"}
+    await recorder.aclose()
+    assert not _alive(pid), "the child exits at the recorder's clean stop"
+    assert recorder.recorded == 6 and recorder.dropped == 0
+
+
+async def test_thread_setting_and_memory_logs_use_no_process(
+    store: SqliteEventStore,
+) -> None:
+    assert AuditRecorder(store, AuditSettings(writer="thread")).process is None
+    memory = await SqliteEventStore.open(":memory:")
+    try:
+        recorder = AuditRecorder(memory, AuditSettings(events=("*",)))
+        assert recorder.process is None
+        recorder.record("tick", {"agent_id": "a"})
+        await recorder.aclose()
+        assert len(await memory.read_all()) == 1
+    finally:
+        await memory.close()
+
+
+async def test_live_subscribers_see_the_child_s_appends_at_once(store: SqliteEventStore) -> None:
+    store.poll_interval = 30.0  # only the recorder's wake-up can deliver in time
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), flush_interval=0))
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for event in store.subscribe():
+            seen.append(int(event.data["i"]))  # type: ignore[call-overload]
+            if len(seen) == 3:
+                return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)  # subscribed, waiting
+    started = time.perf_counter()
+    for i in range(3):
+        recorder.record("tick", {"agent_id": "a", "i": i})
+    await asyncio.wait_for(follower, 5)
+    assert seen == [0, 1, 2] and time.perf_counter() - started < 5
+    await recorder.aclose()
+
+
+async def test_a_killed_child_is_replaced_and_nothing_is_lost_or_doubled(
+    store: SqliteEventStore,
+) -> None:
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="ERROR", format="{message}")
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), retry_delay=0.01))
+    try:
+        assert recorder.process is not None
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        await recorder.flush()
+        first = recorder.process.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        while _alive(first):
+            await asyncio.sleep(0.01)
+        for i in range(1, 4):
+            recorder.record("tick", {"agent_id": "a", "i": i})
+        await recorder.flush()
+        assert recorder.process.pid not in (None, first)
+        assert recorder.process.started == 2
+        await recorder.aclose()
+    finally:
+        logger.remove(sink)
+    events = await store.get_events("a")
+    assert [e.data["i"] for e in events] == [0, 1, 2, 3]
+    assert recorder.dropped == 0 and recorder.recorded == 4
+    assert any(f"writer process {first}" in line and "exited" in line for line in lines)
+
+
+async def test_a_batch_committed_by_a_child_that_died_before_answering_is_not_doubled(
+    store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = store.writer_process()
+    assert writer is not None
+    real = writer_process.read_frame
+    killed: list[int] = []
+
+    def dies_after_commit(fd: int) -> Any:
+        answer = real(fd)  # committed and answered; the answer is then lost with the child
+        if not killed:
+            pid = writer.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return None
+        return answer
+
+    monkeypatch.setattr(writer_process, "read_frame", dies_after_commit)
+    batch = [_event(n) for n in range(3)]
+    try:
+        with pytest.raises(EventStoreUnavailableError, match="writer process exited"):
+            await asyncio.to_thread(writer.append_blocking, batch)
+        assert await asyncio.to_thread(writer.append_blocking, batch) == 3  # the retry
+        assert await asyncio.to_thread(writer.append_blocking, [_event(3)]) == 1
+    finally:
+        await asyncio.to_thread(writer.close)
+    assert writer.started == 2
+    assert [e.data["n"] for e in await store.read_all()] == [0, 1, 2, 3]
+
+
+async def test_a_batch_the_log_refuses_is_an_error_and_writes_nothing(
+    store: SqliteEventStore,
+) -> None:
+    writer = store.writer_process()
+    assert writer is not None
+    taken = uuid4()
+    try:
+        await asyncio.to_thread(writer.append_blocking, [_event(0)._replace(id=taken)])
+        refused = [_event(1), _event(2)._replace(id=taken)]
+        with pytest.raises(EventStoreError, match="UNIQUE") as caught:
+            await asyncio.to_thread(writer.append_blocking, refused)
+        assert not isinstance(caught.value, EventStoreUnavailableError)
+        assert await asyncio.to_thread(writer.append_blocking, [_event(3)]) == 1
+    finally:
+        await asyncio.to_thread(writer.close)
+    assert [e.data["n"] for e in await store.read_all()] == [0, 3]
+    assert writer.started == 1
+
+
+async def test_a_log_the_child_cannot_open_is_unavailable_until_it_can(tmp_path: Path) -> None:
+    path = tmp_path / "later" / "events.sqlite3"  # no such directory yet
+    writer = WriterProcess(path, busy_timeout=5, synchronous="NORMAL", autocheckpoint=4000)
+    try:
+        with pytest.raises(EventStoreUnavailableError, match="unable to open"):
+            await asyncio.to_thread(writer.append_blocking, [_event(0)])
+        await _create(path)
+        assert await asyncio.to_thread(writer.append_blocking, [_event(1)]) == 1
+    finally:
+        await asyncio.to_thread(writer.close)
+    assert writer.started == 1  # the same child: it opens the log again at each batch
+    assert await _numbers(path) == [1]
+
+
+def test_the_child_imports_only_the_standard_library_and_starts_fast() -> None:
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-X", "importtime", "-c", f"exec(open({str(CHILD)!r}).read())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()[1:]}
+    assert "sqlite3" in imported
+    assert not {"host", "contracts", "pydantic", "loguru"} & imported, imported
+
+
+def test_the_child_exits_at_end_of_input_having_committed_what_it_read(tmp_path: Path) -> None:
+    """What happens when the host is killed: the child reads to the end of the pipe."""
+    path = tmp_path / "events.sqlite3"
+    asyncio.run(_create(path))
+    writer = WriterProcess(path, busy_timeout=5, synchronous="NORMAL", autocheckpoint=4000)
+    writer.start()
+    process = writer._process
+    assert process is not None and process.stdin is not None
+    from host.eventstore.sqlite import _rows
+    from host.eventstore.sqlite_writer import frame
+
+    for n in range(3):  # written, never answered: then the writer's end closes
+        process.stdin.write(frame((False, _rows([_event(n)]))))
+    process.stdin.close()
+    assert process.wait(30) == 0
+    assert asyncio.run(_numbers(path)) == [0, 1, 2]
+
+
+async def _create(path: Path) -> None:
+    await (await SqliteEventStore.open(path)).close()
+
+
+async def _numbers(path: Path) -> list[int]:
+    opened = await SqliteEventStore.open(path)
+    try:
+        return [int(e.data["n"]) for e in await opened.read_all()]  # type: ignore[call-overload]
+    finally:
+        await opened.close()
