@@ -20,7 +20,12 @@ from loguru import logger
 from pydantic import BaseModel, SecretStr
 
 from builtin_plugins.audit import AuditRecorder, AuditSettings
-from contracts.eventstore import EncodedEvent, EventStoreError, EventStoreUnavailableError
+from contracts.eventstore import (
+    DomainEvent,
+    EncodedEvent,
+    EventStoreError,
+    EventStoreUnavailableError,
+)
 from host.eventstore import SqliteEventStore, writer_process
 from host.eventstore.writer_process import CHILD, WriterProcess
 
@@ -42,6 +47,12 @@ def _alive(pid: int) -> bool:
     # a zombie (exited, not yet reaped) counts as gone
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(") ")[-1][0] != "Z"
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _event(n: int, aggregate: str = "a") -> EncodedEvent:
@@ -129,8 +140,7 @@ async def test_a_killed_child_is_replaced_and_nothing_is_lost_or_doubled(
         first = recorder.process.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        while _alive(first):
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(_wait_gone, first)
         for i in range(1, 4):
             recorder.record("tick", {"agent_id": "a", "i": i})
         await recorder.flush()
@@ -211,7 +221,15 @@ async def test_a_log_the_child_cannot_open_is_unavailable_until_it_can(tmp_path:
 
 def test_the_child_imports_only_the_standard_library_and_starts_fast() -> None:
     done = subprocess.run(
-        [sys.executable, "-I", "-S", "-X", "importtime", "-c", f"exec(open({str(CHILD)!r}).read())"],
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-X",
+            "importtime",
+            "-c",
+            f"exec(open({str(CHILD)!r}).read())",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -250,3 +268,21 @@ async def _numbers(path: Path) -> list[int]:
         return [int(e.data["n"]) for e in await opened.read_all()]  # type: ignore[call-overload]
     finally:
         await opened.close()
+
+
+async def test_the_host_s_own_appends_and_the_child_s_share_the_file(
+    store: SqliteEventStore,
+) -> None:
+    """A plugin appending through the store (in the host) while the trail's child appends to
+    the same aggregate: SQLite's write lock orders them, versions stay gapless."""
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), flush_interval=0))
+    for i in range(20):
+        recorder.record("tick", {"agent_id": "shared", "i": i})
+        await store.append_events(
+            "shared", [DomainEvent(aggregate_id="shared", event_type="direct", data={"i": i})]
+        )
+    await recorder.aclose()
+    events = await store.get_events("shared")
+    assert [e.version for e in events] == list(range(1, 41))
+    assert sorted(e.data["i"] for e in events if e.event_type == "tick") == list(range(20))
+    assert sorted(e.data["i"] for e in events if e.event_type == "direct") == list(range(20))
