@@ -15,7 +15,11 @@ of the same run:
   though it leaves out what the trail costs next to a running loop; once back to back, once with
   the thread idle for the window between batches (as the writer is in the rounds);
 - **by phase**: the writer thread's CPU converting and appending in the rounds (thread CPU
-  clocks around the two calls), and `record`'s cost on the loop (7 calls a message, hot).
+  clocks around the two calls), and `record`'s cost on the loop (7 calls a message, hot);
+- **the writer process** (``writer: process``, the default on a SQLite file): its CPU per
+  message in the rounds (/proc schedstat), not in the host process's CPU above; the ratio is
+  given without and with it (the host's share is what the pipeline pays; both are the truth).
+  ``--writer thread`` measures the writer thread appending itself instead.
 
 The ratio (audit / pipeline CPU) is what the trail adds to the pipeline's CPU if nothing else
 changes; contention for the GIL and the cores comes on top (the A/B shows it).

@@ -5,15 +5,18 @@ processed. A writer thread of its own (``audit-writer``) wakes at the first even
 lets events accumulate for ``flush_interval`` (cut short by a full batch or a `flush`), converts
 the whole batch (`PayloadEncoder`: one pydantic-core serialization per payload, secrets masked,
 embeddings left out; the thread lets go of the GIL after each millisecond of work, so the loop
-never waits long for it), then appends it, every agent's events, as one transaction: on that
-same thread when the store can (`SqliteEventStore.append_encoded_blocking`), else through
-`EventStore.append_encoded` on the loop, waited for by the thread. No `DomainEvent` is built in
-between, and a batch wakes the loop only for `flush` waiters (the previous design's writer task
-cost three loop wake-ups and two thread hand-offs a batch).
+never waits long for it), then appends it, every agent's events, as one transaction: through
+a child process on a SQLite file (`WriterProcess`, ``writer: process``, the default there: the
+thread sends the masked rows on a pipe and waits for the commit without the GIL), on that same
+thread when the store can (`SqliteEventStore.append_encoded_blocking`, ``writer: thread``),
+else through `EventStore.append_encoded` on the loop, waited for by the thread. No
+`DomainEvent` is built in between, and a batch wakes the loop only for `flush` waiters (the
+previous design's writer task cost three loop wake-ups and two thread hand-offs a batch).
 
 What a crash loses: events are stored at most ``flush_interval`` after they were recorded, plus
 the time to convert and write one batch (about a millisecond per hundred events); a kill -9
-loses at most those (tests/eventstore/test_audit_kill.py kills a real process). A clean stop
+loses at most those (tests/eventstore/test_audit_kill.py kills a real process; the writer
+process commits what it was sent, then exits). A clean stop
 (`aclose`, the plugin's teardown) writes everything first. A failed
 append is retried with backoff; events are dropped (counted, and logged with their types) only
 after the last retry, so a store outage never blocks or crashes agents. A batch the store

@@ -73,10 +73,11 @@ class AuditSettings(BaseModel):
     """Most events the background writer appends in one transaction."""
     writer: Literal["auto", "process", "thread"] = "auto"
     """Who appends to a SQLite file: ``process``, a child process of the host's (its SQLite
-    work then holds no lock the event loop needs; ~10 ms to start, once, in the background),
-    or ``thread``, the recorder's own writer thread. ``auto``: the process for a SQLite file,
-    the thread otherwise (PostgreSQL, ``:memory:``). Either way events are converted and
-    secrets masked in the host process, on the writer thread (docs/eventstore.md)."""
+    work then holds no lock the event loop needs; ~30 ms of CPU to start, once, in the
+    background), or ``thread``, the recorder's own writer thread. ``auto`` and ``process``:
+    the process where the store has one (a SQLite file), the thread otherwise (PostgreSQL,
+    ``:memory:``). Either way events are converted and secrets masked in the host process,
+    on the writer thread (docs/eventstore.md)."""
     retries: int = Field(default=3, ge=0)
     retry_delay: float = Field(default=0.05, ge=0)
 
