@@ -80,7 +80,6 @@ class WriterProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._sent: tuple[list[EncodedEvent], list[tuple[Any, ...]]] | None = None
         """The last batch sent and its rows, until it is answered (kept to resend it)."""
-        self._resend = False
         self._lock = threading.Lock()
         self.started = 0
         """Children started so far."""
@@ -96,7 +95,10 @@ class WriterProcess:
         it on first use otherwise."""
         with self._lock:
             if self._process is None:
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as exc:  # no process now (fork failed): the first append retries
+                    self._log.error("audit writer process for {} not started: {}", self.path, exc)
 
     def _spawn(self) -> None:
         self._process = subprocess.Popen(
@@ -128,7 +130,12 @@ class WriterProcess:
                 rows, resend = _rows(batch), False
                 self._sent = (events if isinstance(events, list) else list(events), rows)
             if self._process is None:
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as exc:
+                    raise EventStoreUnavailableError(
+                        f"SQLite event store {self.path}: cannot start its writer process: {exc}"
+                    ) from exc
             answer = self._exchange(frame((resend, rows)))
             status, detail = answer
             if status == "ok":

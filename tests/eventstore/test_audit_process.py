@@ -286,3 +286,31 @@ async def test_the_host_s_own_appends_and_the_child_s_share_the_file(
     assert [e.version for e in events] == list(range(1, 41))
     assert sorted(e.data["i"] for e in events if e.event_type == "tick") == list(range(20))
     assert sorted(e.data["i"] for e in events if e.event_type == "direct") == list(range(20))
+
+
+async def test_a_child_that_cannot_start_is_retried_and_the_events_then_stored(
+    store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Popen failing (no fork possible now) makes the store unavailable for that append; the
+    recorder retries, and a later start succeeds: no event is lost, the writer goes on."""
+    real = subprocess.Popen
+    failures = [OSError(11, "Resource temporarily unavailable")] * 2
+
+    def popen(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer_process.subprocess, "Popen", popen)
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="ERROR", format="{message}")
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), retry_delay=0.01))
+    try:
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        await recorder.aclose()
+    finally:
+        logger.remove(sink)
+    assert any("not started" in line for line in lines)
+    assert not failures and recorder.process is not None and recorder.process.started == 1
+    assert [e.data["i"] for e in await store.get_events("a")] == [0]
+    assert recorder.dropped == 0
