@@ -55,7 +55,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import numpy as np
-from raw_trail import RawTrail
+from raw_trail import RawTrail, process_cpu
 from rich.console import Console
 from rich.table import Table
 
@@ -427,7 +427,7 @@ async def warm_up(host: Host, count: int = 50) -> None:
 
 
 AUDIT_ARMS = {
-    "on": "the audit trail (its writer thread)",
+    "on": "the audit trail (default settings)",
     "raw": "raw work on a thread (bench/raw_trail.py)",
     "raw_process": "raw work, appended by a writer process",
 }
@@ -466,7 +466,9 @@ async def audit_cost(directory: Path, embeddings: str, rounds: int, batch: int) 
             await done()
         room, user = uuid4(), uuid4()
         threads_before = thread_cpu()
-        child_before = trails["raw_process"].child_cpu()
+        recorder = hosts["on"].loader.loaded["audit"].instance.recorder
+        writing = None if recorder.process is None else recorder.process.pid
+        children = {"on": process_cpu(writing), "raw_process": trails["raw_process"].child_cpu()}
         for index in range(rounds):
             for arm in arms[index % len(arms) :] + arms[: index % len(arms)]:
                 runtime = hosts[arm].agents.get("Eliza")
@@ -481,7 +483,8 @@ async def audit_cost(directory: Path, embeddings: str, rounds: int, batch: int) 
                 wall[arm].append((time.perf_counter() - started) / batch)
                 cpu[arm].append((time.process_time() - used) / batch)
         threads_after = thread_cpu()
-        child = trails["raw_process"].child_cpu() - child_before
+        children["on"] = process_cpu(writing) - children["on"]
+        children["raw_process"] = trails["raw_process"].child_cpu() - children["raw_process"]
     finally:
         for host in hosts.values():
             await host.stop()
@@ -500,7 +503,7 @@ async def audit_cost(directory: Path, embeddings: str, rounds: int, batch: int) 
             "cpu": statistics.median(a / b - 1 for a, b in zip(cpu[arm], cpu["off"], strict=True)),
             "us": statistics.median(wall[arm]),
             "writer": (threads_after.get(name, 0.0) - threads_before.get(name, 0.0)) / messages,
-            "child": child / messages if arm == "raw_process" else None,
+            "child": children[arm] / messages if arm in children else None,
         }
     return costs
 

@@ -117,11 +117,8 @@ class RawTrail:
             self._work.set()
 
     def child_cpu(self) -> float:
-        """CPU seconds the writer process has used so far (Linux's /proc; 0 without one)."""
-        if self.child is None:
-            return 0.0
-        fields = Path(f"/proc/{self.child.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds the writer process has used so far (0 without one)."""
+        return 0.0 if self.child is None else process_cpu(self.child.pid)
 
     async def flush(self) -> None:
         """Return once everything noted so far is committed."""
@@ -192,6 +189,15 @@ class RawTrail:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(INSERT, rows)
         conn.execute("COMMIT")
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds process `pid` has used so far (Linux's /proc; 0 for None or elsewhere)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if pid is None or not stat.exists():
+        return 0.0
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _resolve(done: asyncio.Future[None]) -> None:
