@@ -12,6 +12,14 @@ The async rows and their baselines are timed in alternation, round after round, 
 see the same load, in CPU time of the thread (the machine is shared: wall time would count
 other jobs' time slices).
 
+The floor of the async target, timed in the same rounds at N = 1, 2, 3 and 10 handlers: the
+plain loop plus the least the kept timeout needs per emit, as the bus keeps it
+(`host.deadlines`: the check that a sweeper runs on this thread, the handler stored in the
+frame's ``armed`` under a ``try`` before each await, the test for a swallowed expiry at the
+end); then that plus the bus's bookkeeping (the payload's type check, the plan lookup, the
+count). The table shows the timeout's cost, the bookkeeping's and the rest of ``emit``'s over
+them; the verdict line names the N from which the target is met and what stops N = 1.
+
     .venv/bin/python bench/events.py [--quick]
 """
 

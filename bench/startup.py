@@ -19,6 +19,12 @@ pydantic models, uvicorn, pydantic-settings, numpy, PyYAML, dependency-injector,
 sse-starlette); the served floor also declares one FastAPI route and serves it with uvicorn until
 ``GET /ready`` answers, so the host's own share is the ready row less the served floor.
 
+Where the host's share goes: the ready run times its own phases (process CPU, all threads:
+imports, config and assembly, discovery, plugin loading, the embedding check, agents, HTTP,
+the first ``GET /ready``), and two more runs of the ready host and of the served floor under
+``python -X importtime`` give each package group's import time (own time of its modules, the
+least of the runs), side by side; the floor line says what stops the 6x target.
+
     .venv/bin/python bench/startup.py [--quick] [--runs N]
 """
 
