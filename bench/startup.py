@@ -391,7 +391,7 @@ def after_ready(results: list[tuple[float, float, str]], bare_cpu: float) -> Tab
     return table
 
 
-IMPORT_RUNS = 2
+IMPORT_RUNS = 3
 """Runs of the ready host and of the served floor under ``-X importtime`` (least per package)."""
 
 
