@@ -219,8 +219,14 @@ ASYNC_COUNTS = (1, 2, 3, 10)
 """Async handlers an emit is timed with, against the plain loop, its floor and breakdown."""
 
 
+def emits_for(count: int, number: int) -> int:
+    """Emits a round at `count` handlers: about the same work at every N (the run's length)."""
+    return max(1_000, number * 3 // (count + 2))
+
+
 def rounds_of(number: int) -> str:
-    return f"CPU time of the thread, best of 9 alternating rounds x {number:,} emits"
+    counts = ", ".join(f"{emits_for(count, number):,}" for count in ASYNC_COUNTS)
+    return f"CPU time of the thread, best of 9 alternating rounds of {counts} emits"
 
 
 def floor_table(timed: dict[int, dict[str, float]], title: str) -> Table:
@@ -322,7 +328,8 @@ def main() -> None:
         rows.append((f"await bus.emit, {count} sync handlers (event loop)", loop, raw, target))
     timed: dict[int, dict[str, float]] = {}
     for count in ASYNC_COUNTS:
-        timed[count] = alternating(bus_with(count, asynchronous=True), number)
+        emits = emits_for(count, number)
+        timed[count] = alternating(bus_with(count, asynchronous=True), emits)
     for count in (1, 10):
         found = timed[count]
         emitted, plain_loop = found["emit"], found["plain"]
