@@ -351,6 +351,7 @@ def amdahl_floor(rows: list[dict[str, Any]], floor: dict[str, float], args: Any)
 
     p = min(1.0, (free + others) / cpu)
     p_numpy = min(1.0, (free + floor[NUMPY] + others) / cpu)
+    p_threads_held = min(1.0, (free + writer) / cpu)  # the in-process threads' CPU all GIL-held
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_round.setdefault(row["round"], {})[row["name"]] = row
@@ -409,6 +410,12 @@ def amdahl_floor(rows: list[dict[str, Any]], floor: dict[str, float], args: Any)
         "p: share able to run without the GIL (an upper bound)",
         f"{p:.0%}",
         "(GIL-free calls + other threads + writer process) / the unprofiled CPU",
+    )
+    table.add_row(
+        "  p with the other threads' CPU all counted as holding the GIL",
+        f"{p_threads_held:.0%}",
+        f"not a bound either way (SQLite's calls still whole): bound"
+        f" {cpu_ratio * amdahl(p_threads_held):.2f}x",
     )
     table.add_row(
         f"Amdahl: the most {cores} cores can give, 1 / (1 - p + p/{cores})",
