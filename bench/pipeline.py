@@ -733,7 +733,8 @@ async def run(args: argparse.Namespace) -> None:
         + " (the wall ratio follows the machine's load from round to round: on a quiet machine"
         " both scenarios use about one core and it tracks the CPU ratio; the one room grows by"
         " every message, so its recall scores more rows as -n grows; bench/concurrency.py"
-        " shows each round's commits, collections and threads)"
+        " shows each round's commits, collections and threads, and the floor of the 1.5x: the"
+        " GIL's Amdahl bound times the CPU ratio)"
     )
     if cost is not None:
         console.print(audit_table(cost, args.rounds * 8, args.batch))

@@ -19,6 +19,12 @@ pydantic models, uvicorn, pydantic-settings, numpy, PyYAML, dependency-injector,
 sse-starlette); the served floor also declares one FastAPI route and serves it with uvicorn until
 ``GET /ready`` answers, so the host's own share is the ready row less the served floor.
 
+Where the host's share goes: the ready run times its own phases (process CPU, all threads:
+imports, config and assembly, discovery, plugin loading, the embedding check, agents, HTTP,
+the first ``GET /ready``), and two more runs of the ready host and of the served floor under
+``python -X importtime`` give each package group's import time (own time of its modules, the
+least of the runs), side by side; the floor line says what stops the 6x target.
+
     .venv/bin/python bench/startup.py [--quick] [--runs N]
 """
 
@@ -74,11 +80,35 @@ asyncio.run(main())
 """
 
 READY = """
-import asyncio, json, time
+import time
+PHASES = {{"interpreter start (to the script's first line)": time.process_time()}}
+import asyncio, json
+import host.app as host_app
 from host.app import Host
 from host.config import load_config
 from host.logs import configure_logging
 from contracts.config import LoggingSettings
+PHASES["import the host (host.app, host.config, host.logs)"] = (
+    time.process_time() - sum(PHASES.values())
+)
+
+def timed(owner, name, label):
+    call = getattr(owner, name)
+    async def run(*args, **kwargs):
+        started = time.process_time()
+        try:
+            return await call(*args, **kwargs)
+        finally:
+            PHASES[label] = PHASES.get(label, 0.0) + time.process_time() - started
+    setattr(owner, name, run)
+
+def discover_timed():
+    started = time.process_time()
+    try:
+        return discover()
+    finally:
+        PHASES["start: discover plugins (entry points)"] = time.process_time() - started
+discover, host_app.discover = host_app.discover, discover_timed
 
 HEAD = "{{method}} {{path}} HTTP/1.1\\r\\nHost: 127.0.0.1:{{port}}\\r\\nConnection: close\\r\\n"
 JSON = "Content-Type: application/json\\r\\nContent-Length: {{length}}\\r\\n"
@@ -94,15 +124,34 @@ async def ask(port, method, path, body=b""):
     return status
 
 async def main():
+    started = time.process_time()
     configure_logging(LoggingSettings(level="ERROR"))
     env = {{"AGENTHOST_DATA_DIR": {data!r}, "AGENTHOST_HTTP__PORT": "0"}}
     host = Host(load_config(None, environ=env))
+    PHASES["config and assembly (load_config, Host())"] = time.process_time() - started
+    timed(host.loader, "load_all", "start: load plugins (construct, set up, register)")
+    timed(host, "_start_agents", "start: agents (stores opened, runtimes, knowledge)")
+    timed(host_app, "check_embeddings", "start: embedding check (the model loads, embeds a probe)")
+    timed(host, "start_http", "start: HTTP (app, routes, console mount, uvicorn)")
+    started = time.process_time()
     await host.start(http=True)
+    whole = time.process_time() - started
+    PHASES["start: agents (stores opened, runtimes, knowledge)"] -= PHASES.get(
+        "start: embedding check (the model loads, embeds a probe)", 0.0
+    )
+    PHASES["start: the rest (metrics, hooks, report, checks, GC freeze)"] = whole - sum(
+        v for k, v in PHASES.items() if k.startswith("start: ")
+    )
     port = host.http.port
+    started = time.process_time()
     status = await ask(port, "GET", "/ready")
+    PHASES["GET /ready (the first request)"] = time.process_time() - started
     print(status, flush=True)  # the parent's clock stops here, not after the stop
+    started = time.process_time()
     if not {firsts}:
         await host.stop()
+        PHASES["stop (after ready: in the CPU column)"] = time.process_time() - started
+        print(json.dumps(PHASES), flush=True)
         return
     body = json.dumps({{"text": "Hello, I feel sad today", "user": "bench"}}).encode()
     firsts = {{}}
@@ -201,13 +250,133 @@ def until_line(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, 
     return seconds, children_cpu() - cpu, f"{line}\n{rest}".strip()
 
 
+GROUPS: dict[str, frozenset[str]] = {
+    "fastapi, starlette, sse_starlette": frozenset({"fastapi", "starlette", "sse_starlette"}),
+    "pydantic, pydantic_core, pydantic_settings": frozenset(
+        {"pydantic", "pydantic_core", "pydantic_settings", "annotated_types", "typing_extensions"}
+    ),
+    "uvicorn, h11, httptools, websockets": frozenset(
+        {"uvicorn", "h11", "httptools", "websockets", "uvloop", "watchfiles", "anyio", "sniffio"}
+    ),
+    "numpy": frozenset({"numpy"}),
+    "faiss": frozenset({"faiss"}),
+    "dependency_injector, pluggy, loguru, yaml": frozenset(
+        {"dependency_injector", "pluggy", "loguru", "yaml", "_yaml"}
+    ),
+    "host": frozenset({"host"}),
+    "builtin_plugins": frozenset({"builtin_plugins"}),
+    "contracts": frozenset({"contracts"}),
+}
+"""Top-level packages summed together in the import breakdown; the rest is split into the
+standard library and other third-party packages (named in the row)."""
+
+
+def import_times(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
+    """Seconds of each top-level package's own import time (``python -X importtime``: each
+    module's own execution, its imports excluded; the measuring inflates it) in one run."""
+    done = subprocess.run(
+        [args[0], "-X", "importtime", *args[1:]],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "[us]" in line:
+            continue
+        own, _, name = (part.strip() for part in line[len("import time:") :].split("|"))
+        top = name.split(".")[0]
+        found[top] = found.get(top, 0.0) + int(own) / 1e6
+    return found
+
+
+def group_of(top: str) -> str:
+    for group, members in GROUPS.items():
+        if top in members:
+            return group
+    return "standard library" if top in sys.stdlib_module_names else "other third-party"
+
+
+def imports_table(runs: dict[str, list[dict[str, float]]]) -> tuple[Table, list[tuple[str, float]]]:
+    """The ready host's imports against the served floor's, by package group (per package the
+    least of the runs); also the groups' growth over the floor, largest first."""
+    least = {
+        kind: {top: min(r.get(top, 0.0) for r in found) for top in set().union(*found)}
+        for kind, found in runs.items()
+    }
+    grouped: dict[str, dict[str, float]] = {"served": {}, "ready": {}}
+    others: dict[str, float] = {}
+    for kind, tops in least.items():
+        for top, seconds in tops.items():
+            group = group_of(top)
+            grouped[kind][group] = grouped[kind].get(group, 0.0) + seconds
+            if kind == "ready" and group == "other third-party":
+                others[top] = seconds
+    totals = {kind: sum(found.values()) for kind, found in grouped.items()}
+    growth = totals["ready"] - totals["served"]
+    title = "imports by package (-X importtime, own time, least of the runs): ready vs served floor"
+    table = Table(title=title)
+    columns = ("packages", "served floor ms", "share", "ready ms", "share", "ready - floor ms")
+    for column in (*columns, "share of the growth"):
+        table.add_column(column, justify="left" if column == "packages" else "right")
+    names = sorted(
+        set(grouped["served"]) | set(grouped["ready"]),
+        key=lambda g: -(grouped["ready"].get(g, 0.0) - grouped["served"].get(g, 0.0)),
+    )
+    changes = []
+    for group in names:
+        served, ready = grouped["served"].get(group, 0.0), grouped["ready"].get(group, 0.0)
+        label = group
+        if group == "other third-party" and others:
+            top = sorted(others, key=lambda t: -others[t])[:4]
+            label = f"other third-party ({', '.join(top)}, ...)"
+        changes.append((group, ready - served))
+        table.add_row(
+            label,
+            f"{served * 1e3:,.1f}",
+            f"{served / totals['served']:.0%}",
+            f"{ready * 1e3:,.1f}",
+            f"{ready / totals['ready']:.0%}",
+            f"{(ready - served) * 1e3:+,.1f}",
+            f"{(ready - served) / growth:.0%}" if growth > 0 else "",
+        )
+    table.add_row(
+        "all imports",
+        f"{totals['served'] * 1e3:,.1f}",
+        "100%",
+        f"{totals['ready'] * 1e3:,.1f}",
+        "100%",
+        f"{growth * 1e3:+,.1f}",
+        "100%",
+    )
+    return table, changes
+
+
+def phases_table(results: list[tuple[float, float, str]]) -> tuple[Table, dict[str, float]]:
+    """The ready run's process CPU by phase (timed inside it), from its quickest run."""
+    runs = [json.loads(output.splitlines()[1]) for _, _, output in results]
+    quickest = min(runs, key=lambda p: sum(v for k, v in p.items() if not k.startswith("stop")))
+    to_ready = sum(v for k, v in quickest.items() if not k.startswith("stop"))
+    title = "ready run: process CPU by phase, all threads (its quickest run; imports count"
+    table = Table(title=f"{title} in the phase that does them)")
+    for column in ("phase", "CPU ms", "share of start to ready"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for phase, seconds in quickest.items():
+        share = "" if phase.startswith("stop") else f"{seconds / to_ready:.0%}"
+        table.add_row(phase, f"{seconds * 1e3:,.1f}", share)
+    table.add_row("start to ready", f"{to_ready * 1e3:,.1f}", "100%")
+    return table, quickest
+
+
 def after_ready(results: list[tuple[float, float, str]], bare_cpu: float) -> Table:
     """What a ready host pays at its first requests (so that start-up does not just move its
     cost there): the first message (ELIZA's local embedding model loads then), a second one,
     and the first console page (the console installs itself then); best of the runs."""
     firsts: dict[str, list[tuple[str, float, float]]] = {}
     for _, _, output in results:
-        for name, found in json.loads(output.splitlines()[1]).items():
+        for name, found in json.loads(output.splitlines()[1]).items():  # after the status
             firsts.setdefault(name, []).append(tuple(found))
     table = Table(title="after ready: the first requests, best of the runs (process CPU)")
     for column in ("request", "status", "ms", "CPU ms", "CPU x bare"):
@@ -220,6 +389,49 @@ def after_ready(results: list[tuple[float, float, str]], bare_cpu: float) -> Tab
             name, status, f"{wall * 1000:.1f}", f"{cpu * 1000:.1f}", f"{cpu / bare_cpu:.1f}"
         )
     return table
+
+
+IMPORT_RUNS = 3
+"""Runs of the ready host and of the served floor under ``-X importtime`` (least per package)."""
+
+
+def floor_line(
+    wall: dict[int | str, float],
+    cpu: dict[int | str, float],
+    phases: dict[str, float],
+    changes: list[tuple[str, float]],
+) -> str:
+    """Target 4's verdict, and what stops it: the served floor, then the host's share."""
+    ready, served = wall["ready"] / wall["bare"], wall["served"] / wall["bare"]
+    ready_cpu, served_cpu = cpu["ready"] / cpu["bare"], cpu["served"] / cpu["bare"]
+    verdict = "met" if ready_cpu <= 6 else "NOT met"
+    head = (
+        f"target 4: start-up to ready <= 6x bare: CPU {ready_cpu:.1f}x (wall {ready:.1f}x),"
+        f" {verdict}."
+    )
+    if served_cpu > 6:
+        floor = (
+            f" The floor stops it: the served floor alone (the libraries, a one-route FastAPI app"
+            f" served by uvicorn) is CPU {served_cpu:.1f}x bare (wall {served:.1f}x), above 6x"
+            f" before the host runs a line of its own."
+        )
+    else:
+        floor = f" The served floor is CPU {served_cpu:.1f}x (wall {served:.1f}x): not a floor."
+    steps = sorted(
+        ((k, v) for k, v in phases.items() if not k.startswith(("stop", "interpreter"))),
+        key=lambda kv: -kv[1],
+    )[:3]
+    grown = [(g, d) for g, d in changes if d > 0][:3]
+    return (
+        head
+        + floor
+        + f" The host's own share adds CPU {(cpu['ready'] - cpu['served']) / cpu['bare']:.1f}x:"
+        + " largest phases "
+        + ", ".join(f"{name.split(' (')[0]} {sec * 1e3:.0f} ms" for name, sec in steps)
+        + "; imports grown over the floor "
+        + ", ".join(f"{group} {delta * 1e3:+.0f} ms" for group, delta in grown)
+        + " (importtime ms)."
+    )
 
 
 def main() -> None:
@@ -260,6 +472,11 @@ def main() -> None:
                 env = {**base_env, "PYTHONPATH": str(sites[int(kind)])}
                 result = timed([sys.executable, "-c", host], env, root)
             rows.setdefault(kind, []).append(result)
+        imports: dict[str, list[dict[str, float]]] = {"served": [], "ready": []}
+        imported = [sys.executable, "-c", READY.format(data=str(root / "imports"), firsts=False)]
+        for _ in range(IMPORT_RUNS):  # -X importtime slows what it measures: runs of their own
+            imports["served"].append(import_times(served, base_env, root))
+            imports["ready"].append(import_times(imported, base_env, REPO))
     wall = {kind: min(r[0] for r in results) for kind, results in rows.items()}
     cpu = {kind: min(r[1] for r in results) for kind, results in rows.items()}
     title = f"host start to plugins loaded / to ready, best of {runs} fresh processes"
@@ -301,7 +518,12 @@ def main() -> None:
     )
     console = Console(width=160)
     console.print(table)
+    phases, quickest = phases_table(rows["ready"])
+    console.print(phases)
+    by_imports, changes = imports_table(imports)
+    console.print(by_imports)
     console.print(after_ready(rows["firsts"], cpu["bare"]))
+    console.print(floor_line(wall, cpu, quickest, changes))
     console.print(
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
