@@ -242,12 +242,10 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 @contextlib.contextmanager
 def _loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+    # closed as `asyncio.run` closes its loop: the tasks left (the bus's deadline sweeper) are
+    # cancelled first, so nothing of this loop outlives it into the next test's
+    with asyncio.Runner() as runner:
+        yield runner.get_loop()
 
 
 WITH_BLOCKS = [doc for doc in DOCS if blocks(doc)]
