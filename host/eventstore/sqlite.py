@@ -51,6 +51,7 @@ from .common import (
     to_micros,
     versions_before,
 )
+from .sqlite_writer import rollback
 
 if TYPE_CHECKING:
     from .writer_process import WriterProcess
@@ -438,7 +439,7 @@ class SqliteEventStore(SqlEventStore):
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         if self._checkpoints:  # else SQLite's auto-checkpoints count for themselves
             # Pages this commit added to the WAL: the rows' bytes, and the B-tree pages

@@ -160,11 +160,11 @@ async def test_a_batch_committed_by_a_child_that_died_before_answering_is_not_do
 ) -> None:
     writer = store.writer_process()
     assert writer is not None
-    real = writer_process.read_frame
+    real = writer_process._Waiter.receive
     killed: list[int] = []
 
-    def dies_after_commit(fd: int) -> Any:
-        answer = real(fd)  # committed and answered; the answer is then lost with the child
+    def dies_after_commit(waiter: Any, fd: int) -> Any:
+        answer = real(waiter, fd)  # committed and answered; the answer is then lost with the child
         if not killed:
             pid = writer.pid
             assert pid is not None
@@ -173,7 +173,7 @@ async def test_a_batch_committed_by_a_child_that_died_before_answering_is_not_do
             return None
         return answer
 
-    monkeypatch.setattr(writer_process, "read_frame", dies_after_commit)
+    monkeypatch.setattr(writer_process._Waiter, "receive", dies_after_commit)
     batch = [_event(n) for n in range(3)]
     try:
         with pytest.raises(EventStoreUnavailableError, match="writer process exited"):

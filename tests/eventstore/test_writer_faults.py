@@ -1,0 +1,208 @@
+"""The audit trail's writer process under an operator's faults, with real processes, signals
+and files: a full disk, a stopped (hung) child, SIGTERM to the whole process group, a host
+killed while a process it forked keeps the pipe open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from builtin_plugins.audit import AuditRecorder, AuditSettings
+from host.eventstore import SqliteEventStore, writer_process
+
+from .test_audit_kill import ROOT, read_until, stored
+from .test_audit_process import _alive
+
+FULL_DISK = """
+import asyncio, json, resource, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from contracts.eventstore import EncodedEvent
+from host.eventstore import SqliteEventStore
+
+
+async def main(path: Path, writer: str) -> None:
+    store = await SqliteEventStore.open(path, inline_appends=False)
+    # a file size limit stands for a full disk (the writer process inherits it): SQLite
+    # fails a write that would pass it (EFBIG), as it fails one on a full disk (ENOSPC)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+    process = store.writer_process() if writer == "process" else None
+    append = process.append_blocking if process else store.append_encoded_blocking
+    errors, n = [], 0
+    while not errors and n < 10_000:
+        batch = [
+            EncodedEvent("a", "tick", '{"n":%d,"x":"%s"}' % (n + i, "x" * 1000), 1,
+                         datetime.now(UTC))
+            for i in range(20)
+        ]
+        try:
+            await asyncio.to_thread(append, batch)
+            n += 20
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    if process is not None:
+        process.close()
+    numbers = [e.data["n"] for e in await store.read_all(limit=100_000)]
+    await store.close()
+    print(json.dumps({"errors": errors, "appended": n, "stored": numbers}))
+
+
+asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_a_full_disk_is_reported_as_such_and_writes_nothing_partial(
+    tmp_path: Path, writer: str
+) -> None:
+    """SQLite may roll a transaction back itself on a full disk or an I/O error; the writer's
+    ROLLBACK then failed ("cannot rollback - no transaction is active") and that error replaced
+    the one that says what happened."""
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path / "events.sqlite3"), writer],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["errors"], "the limit was never reached"
+    error = result["errors"][0]
+    assert "cannot rollback" not in error, error
+    assert "disk I/O error" in error or "full" in error, error
+    assert result["stored"] == list(range(result["appended"])), "whole batches only"
+
+
+async def test_a_stopped_child_is_killed_after_its_answer_timeout_and_the_batch_resent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that stops answering (SIGSTOP here; a hung file system) held the writer thread,
+    `flush()` and the host's stop forever."""
+    monkeypatch.setattr(writer_process, "ANSWER_GRACE", 1.0)
+    store = await SqliteEventStore.open(
+        tmp_path / "events.sqlite3", busy_timeout=0.5, inline_appends=False
+    )
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="ERROR", format="{message}")
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), retry_delay=0.01))
+    first = None
+    try:
+        assert recorder.process is not None
+        assert recorder.process.answer_timeout == 1.5
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        await recorder.flush()
+        first = recorder.process.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        for i in range(1, 4):
+            recorder.record("tick", {"agent_id": "a", "i": i})
+        started = time.monotonic()
+        await asyncio.wait_for(recorder.flush(), 30)
+        assert time.monotonic() - started >= 1.4  # it waited its timeout first
+        assert recorder.process.started == 2 and recorder.process.pid != first
+        await asyncio.to_thread(_gone_within, first, 5)
+        await recorder.aclose()
+    finally:
+        logger.remove(sink)
+        if first is not None and _alive(first):  # the test failed: do not leave it stopped
+            os.kill(first, signal.SIGKILL)
+    assert [e.data["i"] for e in await store.get_events("a")] == [0, 1, 2, 3]
+    assert recorder.dropped == 0
+    await store.close()
+    assert any(
+        f"writer process {first}" in line and "did not answer within 1.5 s" in line
+        for line in lines
+    ), lines
+
+
+def _python(args: list[str], *, group: bool = False) -> subprocess.Popen[str]:
+    """Python running `args` from the repository (in a process group of its own: `group`)."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=group,
+    )
+
+
+def _gone_within(pid: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} is still running"
+        time.sleep(0.02)
+
+
+async def test_sigterm_to_the_whole_process_group_is_a_clean_stop(tmp_path: Path) -> None:
+    """``systemctl stop`` (KillMode=control-group) or ``kill -TERM -PGID`` signals the child
+    too: it used to die at once, so the host's clean stop found it gone, logged an error and
+    started another to write its last batches."""
+    path = tmp_path / "events.sqlite3"
+    process = _python(["-m", "tests.eventstore.audit_child", str(path), "0.02"], group=True)
+    try:
+        await asyncio.to_thread(read_until, process, 0.5)
+        os.killpg(process.pid, signal.SIGTERM)
+        out, err = await asyncio.to_thread(process.communicate, None, 60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "writer process" not in err, err
+    last = out.strip().splitlines()[-1].split()
+    assert last[0] == "stopped"
+    assert await stored(path) == list(range(int(last[1])))
+
+
+FORKING_HOST = """
+import os, signal, sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from contracts.eventstore import EncodedEvent
+from host.eventstore.writer_process import WriterProcess
+
+writer = WriterProcess(Path(sys.argv[1]), busy_timeout=5, synchronous="NORMAL",
+                       autocheckpoint=4000)
+writer.append_blocking([EncodedEvent("a", "tick", '{"n":0}', 1, datetime.now(UTC))])
+forked = os.fork()  # a plugin's multiprocessing worker ("fork": the default on Linux)
+if forked == 0:
+    time.sleep(120)
+    os._exit(0)
+print(writer.pid, forked, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+async def test_the_child_exits_when_the_host_dies_while_a_fork_holds_the_pipe(
+    tmp_path: Path,
+) -> None:
+    """A process forked by the host (no exec) inherits the pipe's writing end: when the host
+    is killed, the child never reads end of input and stayed as long as the fork did."""
+    path = tmp_path / "events.sqlite3"
+    await (await SqliteEventStore.open(path)).close()
+    host = _python(["-c", FORKING_HOST, str(path)])
+    assert host.stdout is not None
+    child, forked = map(int, (await asyncio.to_thread(host.stdout.readline)).split())
+    try:
+        await asyncio.to_thread(host.wait, 30)
+        assert host.returncode == -signal.SIGKILL
+        assert _alive(forked)
+        await asyncio.to_thread(_gone_within, child, 10)
+    finally:
+        for pid in (child, forked):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        host.stdout.close()
+    assert await stored(path) == [0]
