@@ -60,6 +60,11 @@ another writer's lock, after which it answers that the log is busy): the commit,
 checkpoint that may follow it. A child silent for longer (stopped by SIGSTOP, hung on a dead
 network file system) is killed and replaced; the batch is resent."""
 
+CLOSE_WAIT = 5.0
+"""Seconds `close` waits for the child to exit. It has committed every batch by then and
+only closes the log (a checkpoint of the WAL, which SQLite can be killed in safely): a child
+still there after this is stopped or hung, and killed."""
+
 SLICE = 1.0
 """Seconds of one wait for the child; a wait that took longer (this process was stopped:
 Ctrl-Z, a paused VM) counts as one slice, so a child stopped and resumed with its parent is
@@ -213,8 +218,19 @@ class WriterProcess:
             f"SQLite event store {self.path}: its writer process exited ({code})"
         )
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Let the child finish (it has answered every batch) and wait for it to exit."""
+    def kill(self) -> None:
+        """Kill the running child now, from any thread (the writer's may be waiting for it):
+        the append in flight fails as the store being unavailable (the owner gave up on it:
+        the plugin's teardown timed out)."""
+        process = self._process
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Let the child finish (it has answered every batch) and wait for it to exit (killed
+        after `timeout` seconds, `CLOSE_WAIT` by default: it has nothing left to write)."""
+        timeout = CLOSE_WAIT if timeout is None else timeout
         with self._lock:
             process, self._process = self._process, None
             if process is None:
@@ -224,7 +240,13 @@ class WriterProcess:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._log.error("audit writer process {} did not exit: killed", process.pid)
+                self._log.error(
+                    "audit writer process {} for {} did not exit within {:g} s of its input's"
+                    " end: killed",
+                    process.pid,
+                    self.path,
+                    timeout,
+                )
                 process.kill()
                 process.wait()
             process.stdout.close()

@@ -28,6 +28,7 @@ from contracts.eventstore import (
 )
 from host.eventstore import SqliteEventStore, writer_process
 from host.eventstore.writer_process import CHILD, WriterProcess
+from host.secrets import MASK, register
 
 
 @pytest.fixture
@@ -314,3 +315,49 @@ async def test_a_child_that_cannot_start_is_retried_and_the_events_then_stored(
     assert not failures and recorder.process is not None and recorder.process.started == 1
     assert [e.data["i"] for e in await store.get_events("a")] == [0]
     assert recorder.dropped == 0
+
+
+SECRET = "sk-writer-process-0123456789LEAK"
+
+
+async def test_a_registered_secret_is_masked_before_the_pipe(
+    store: SqliteEventStore, tmp_path: Path
+) -> None:
+    """Masking happens in the host (the encoder, then `check_encoded`'s scrub of registered
+    values) before the rows are pickled to the child: its file never holds the value, not
+    even in the WAL."""
+    register([SECRET])
+    recorder = AuditRecorder(store, AuditSettings(events=("*",)))
+    recorder.record(
+        "model:used",
+        {"agent_id": "a", "error": f"HTTP 401: bad key {SECRET}", "echo": {"note": SECRET}},
+    )
+    await recorder.aclose()
+    assert recorder.process is not None and recorder.process.started == 1
+    (event,) = await store.get_events("a")
+    assert event.data["error"] == f"HTTP 401: bad key {MASK}"
+    assert event.data["echo"] == {"note": MASK}
+    raw = _file_bytes(tmp_path, "events.sqlite3*")
+    assert SECRET.encode() not in raw and MASK.encode() in raw
+
+
+def _file_bytes(directory: Path, pattern: str) -> bytes:
+    """The bytes of every file in `directory` matching `pattern` (the log, its WAL)."""
+    return b"".join(path.read_bytes() for path in sorted(directory.glob(pattern)))
+
+
+async def test_a_batch_larger_than_the_pipe_is_sent_whole(store: SqliteEventStore) -> None:
+    """A frame of several megabytes goes out in pieces (the pipe's end is non-blocking, so a
+    child that stops reading cannot hold the writer past its timeout)."""
+    writer = store.writer_process()
+    assert writer is not None
+    text = "x" * 100_000
+    batch = [
+        EncodedEvent("big", "tick", f'{{"n":{n},"x":"{text}"}}', 1, datetime.now(UTC))
+        for n in range(60)
+    ]
+    try:
+        assert await asyncio.to_thread(writer.append_blocking, batch) == 60
+    finally:
+        await asyncio.to_thread(writer.close)
+    assert [e.data["n"] for e in await store.get_events("big")] == list(range(60))

@@ -206,3 +206,63 @@ async def test_the_child_exits_when_the_host_dies_while_a_fork_holds_the_pipe(
                 os.kill(pid, signal.SIGKILL)
         host.stdout.close()
     assert await stored(path) == [0]
+
+
+async def test_a_teardown_that_times_out_leaves_no_stopped_child(tmp_path: Path) -> None:
+    """The plugin's teardown (``plugins.teardown_timeout``) gives up on a writer waiting for a
+    stopped child: the child was left stopped until the answer timeout (a minute by default),
+    after the host had stopped."""
+    store = await SqliteEventStore.open(
+        tmp_path / "events.sqlite3", busy_timeout=0.5, inline_appends=False
+    )
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), retry_delay=0.01))
+    assert recorder.process is not None and recorder.process.answer_timeout > 30
+    pid = None
+    try:
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        await recorder.flush()
+        pid = recorder.process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        recorder.record("tick", {"agent_id": "a", "i": 1})
+        thread = recorder._thread
+        assert thread is not None
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(recorder.aclose(), 1.0)  # as the loader's timeout does
+        await asyncio.to_thread(_gone_within, pid, 10)
+        await asyncio.to_thread(thread.join, 30)
+        assert not thread.is_alive()
+        # the writer went on with another child while the store was open
+        assert [e.data["i"] for e in await store.get_events("a")] == [0, 1]
+    finally:
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        await store.close()
+
+
+async def test_a_stopped_idle_child_does_not_hold_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that has answered every batch only closes the log at the stop; one that does
+    not exit (stopped) was waited for 30 s, as long as the plugin's whole teardown may take."""
+    monkeypatch.setattr(writer_process, "CLOSE_WAIT", 0.5)
+    store = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="ERROR", format="{message}")
+    recorder = AuditRecorder(store, AuditSettings(events=("*",)))
+    pid = None
+    try:
+        assert recorder.process is not None
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        await recorder.flush()
+        pid = recorder.process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        await asyncio.wait_for(recorder.aclose(), 10)
+        assert not _alive(pid)
+    finally:
+        logger.remove(sink)
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        await store.close()
+    assert any(f"writer process {pid}" in line and "did not exit" in line for line in lines)
