@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -127,12 +128,14 @@ async def test_a_stopped_child_is_killed_after_its_answer_timeout_and_the_batch_
     ), lines
 
 
-def _python(args: list[str], *, group: bool = False) -> subprocess.Popen[str]:
-    """Python running `args` from the repository (in a process group of its own: `group`)."""
+def _python(args: list[str], *, group: bool = False, stdin: bool = False) -> subprocess.Popen[str]:
+    """Python running `args` from the repository (in a process group of its own: `group`;
+    reading a pipe: `stdin`)."""
     return subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -272,3 +275,64 @@ async def test_a_stopped_idle_child_does_not_hold_the_stop(
             _kill(pid)
         await store.close()
     assert any(f"writer process {pid}" in line and "did not exit" in line for line in lines)
+
+
+PAUSED_HOST = """
+import sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from contracts.eventstore import EncodedEvent
+from host.eventstore.writer_process import WriterProcess
+
+writer = WriterProcess(Path(sys.argv[1]), busy_timeout=3, synchronous="NORMAL",
+                       autocheckpoint=4000, answer_timeout=4)
+writer.start()
+print("ready", flush=True)
+sys.stdin.readline()  # the test holds the log's write lock now
+started = time.monotonic()
+event = EncodedEvent("a", "tick", '{"n":0}', 1, datetime.now(UTC))
+appended = writer.append_blocking([event])
+print(appended, writer.started, round(time.monotonic() - started, 1), flush=True)
+writer.close()
+"""
+
+
+async def test_a_host_stopped_with_its_child_does_not_take_it_for_a_hung_one(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-Z (SIGSTOP to the terminal's process group) while the child waits for another
+    writer's lock, for longer than the answer timeout: after SIGCONT both go on, and the wait
+    counted the time stopped as one slice, so the child is not killed and replaced."""
+    path = tmp_path / "events.sqlite3"
+    await (await SqliteEventStore.open(path)).close()
+    host = _python(["-c", PAUSED_HOST, str(path)], group=True, stdin=True)
+    assert host.stdin is not None and host.stdout is not None
+    try:
+        assert (await asyncio.to_thread(host.stdout.readline)).strip() == "ready"
+        other = await asyncio.to_thread(_lock, path)  # another writer's transaction
+        try:
+            host.stdin.write("go\n")
+            host.stdin.flush()
+            await asyncio.sleep(1.0)  # the child waits for the lock, the host for the child
+            os.killpg(host.pid, signal.SIGSTOP)
+            await asyncio.sleep(6.0)  # longer than answer_timeout
+            os.killpg(host.pid, signal.SIGCONT)
+        finally:
+            other.rollback()
+            other.close()
+        out, err = await asyncio.to_thread(host.communicate, None, 30)
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+    assert host.returncode == 0, err
+    appended, started, waited = out.split()
+    assert (appended, started) == ("1", "1"), err
+    assert float(waited) >= 6.0
+    assert await stored(path) == [0]
+
+
+def _lock(path: Path) -> sqlite3.Connection:
+    """A connection holding `path`'s write lock (an open write transaction)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
