@@ -10,7 +10,8 @@ Protocol, on stdin and stdout, each frame a 4-byte big-endian length and a pickl
 - parent -> child, first: ``{"path", "busy_timeout", "synchronous", "autocheckpoint"}``;
   then ``(resend, rows)`` per batch (the log is opened at the first);
 - child -> parent, per batch: ``(status, detail)``: ``("ok", last position)``,
-  ``("refused", message)`` (the batch can never be stored: a duplicate id),
+  ``("refused", message)`` (the batch can never be stored: a duplicate id, a number SQLite
+  cannot hold),
   ``("unavailable", message)`` (the database failed: busy, disk full; may work later).
 
 On end of input (the parent stopped, or died: kill -9) it has already committed every batch it
@@ -163,6 +164,8 @@ def serve(inp: int, out: int, parent: int) -> None:
                 reply = ("refused", str(exc))
             except sqlite3.Error as exc:
                 reply = ("unavailable", f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a value SQLite cannot bind (a number past 64 bits)
+                reply = ("refused", f"{type(exc).__name__}: {exc}")
             write_all(out, frame(reply))
     finally:
         if conn is not None:

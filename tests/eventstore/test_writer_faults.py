@@ -14,9 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import pytest
 from loguru import logger
+from pydantic import BaseModel
 
 from builtin_plugins.audit import AuditRecorder, AuditSettings
 from host.eventstore import SqliteEventStore, writer_process
@@ -336,3 +338,33 @@ def _lock(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("BEGIN IMMEDIATE")
     return conn
+
+
+class Huge(BaseModel):
+    """A payload whose class claims a schema version SQLite cannot store (a plugin's bug)."""
+
+    schema_version: ClassVar[int] = 2**70
+    agent_id: str
+    i: int
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_an_event_sqlite_cannot_store_is_dropped_alone(
+    tmp_path: Path, writer: Literal["process", "thread"], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The writer process died of it (a traceback on the host's stderr, a new child per
+    retry) and the thread retried it; the whole batch, every agent's events, was dropped."""
+    store = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), writer=writer))
+    try:
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        recorder.record("tick", Huge(agent_id="a", i=1))
+        recorder.record("tick", {"agent_id": "b", "i": 2})
+        await recorder.aclose()
+        assert [e.data["i"] for e in await store.read_all()] == [0, 2]
+        assert recorder.dropped == 1 and recorder.recorded == 2
+        if writer == "process":
+            assert recorder.process is not None and recorder.process.started == 1
+    finally:
+        await store.close()
+    assert "Traceback" not in capfd.readouterr().err.split("audit dropped")[0]
