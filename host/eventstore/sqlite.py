@@ -427,8 +427,9 @@ class SqliteEventStore(SqlEventStore):
                     f"{self._duplicate(conn, rows) or 'an event'} cannot be appended to"
                     f" {', '.join(map(repr, aggregates))}: {exc}; nothing was appended"
                 ) from exc
-            except OverflowError as exc:  # a schema version past 64 bits: refused, not retried
-                raise EventStoreError(f"OverflowError: {exc}; nothing was appended") from exc
+            except (OverflowError, ValueError) as exc:  # refused, not retried: a schema version
+                # past 64 bits, a lone surrogate in an event type (not UTF-8)
+                raise EventStoreError(f"{type(exc).__name__}: {exc}; nothing was appended") from exc
             # The write lock is held and positions are AUTOINCREMENT: this batch's positions
             # are the consecutive ones ending at the last inserted rowid.
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]

@@ -349,20 +349,22 @@ class Huge(BaseModel):
 
 
 @pytest.mark.parametrize("writer", ["process", "thread"])
-async def test_an_event_sqlite_cannot_store_is_dropped_alone(
+async def test_events_sqlite_cannot_store_are_dropped_alone(
     tmp_path: Path, writer: Literal["process", "thread"], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The writer process died of it (a traceback on the host's stderr, a new child per
-    retry) and the thread retried it; the whole batch, every agent's events, was dropped."""
+    """A number SQLite cannot hold, a text that is not UTF-8: the writer process died of it
+    (a traceback on the host's stderr, a new child per retry) and the thread retried it; the
+    whole batch, every agent's events, was dropped."""
     store = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
     recorder = AuditRecorder(store, AuditSettings(events=("*",), writer=writer))
     try:
         recorder.record("tick", {"agent_id": "a", "i": 0})
         recorder.record("tick", Huge(agent_id="a", i=1))
-        recorder.record("tick", {"agent_id": "b", "i": 2})
+        recorder.record("tick\ud800", {"agent_id": "a", "i": 2})  # not UTF-8
+        recorder.record("tick", {"agent_id": "b", "i": 3})
         await recorder.aclose()
-        assert [e.data["i"] for e in await store.read_all()] == [0, 2]
-        assert recorder.dropped == 1 and recorder.recorded == 2
+        assert [e.data["i"] for e in await store.read_all()] == [0, 3]
+        assert recorder.dropped == 2 and recorder.recorded == 2
         if writer == "process":
             assert recorder.process is not None and recorder.process.started == 1
     finally:
