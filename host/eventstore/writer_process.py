@@ -90,14 +90,17 @@ class WriterProcess:
         check_open: Callable[[], None] = lambda: None,
         answer_timeout: float | None = None,
     ) -> None:
-        self.path = path
+        self.path = Path(os.path.abspath(path))
+        """The log, absolute: a child started later (after one died) opens the same file even
+        if the host's working directory changed meanwhile (the default ``data_dir`` is
+        relative)."""
         self._busy_timeout = busy_timeout
         self.answer_timeout = (
             busy_timeout + ANSWER_GRACE if answer_timeout is None else answer_timeout
         )
         """Seconds to wait for the child to take a batch and answer before killing it."""
         self._options = {
-            "path": str(path),
+            "path": str(self.path),
             "busy_timeout": busy_timeout,
             "synchronous": synchronous,
             "autocheckpoint": autocheckpoint,

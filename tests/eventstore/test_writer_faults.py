@@ -370,3 +370,31 @@ async def test_events_sqlite_cannot_store_are_dropped_alone(
     finally:
         await store.close()
     assert "Traceback" not in capfd.readouterr().err.split("audit dropped")[0]
+
+
+async def test_a_child_started_after_a_change_of_directory_writes_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default log path is relative (``data_dir: data``): a child started after the host's
+    working directory changed (a plugin's ``os.chdir``) opened another file, without the
+    tables, and the trail's events were dropped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    store = await SqliteEventStore.open(Path("data/events.sqlite3"), inline_appends=False)
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), retry_delay=0.01))
+    try:
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        await recorder.flush()
+        assert recorder.process is not None
+        first = recorder.process.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await asyncio.to_thread(_gone_within, first, 10)
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        recorder.record("tick", {"agent_id": "a", "i": 1})
+        await recorder.aclose()
+        assert recorder.process.started == 2 and recorder.dropped == 0
+        assert [e.data["i"] for e in await store.get_events("a")] == [0, 1]
+    finally:
+        await store.close()
