@@ -77,7 +77,9 @@ class AuditSettings(BaseModel):
     background), or ``thread``, the recorder's own writer thread. ``auto`` and ``process``:
     the process where the store has one (a SQLite file), the thread otherwise (PostgreSQL,
     ``:memory:``). Either way events are converted and secrets masked in the host process,
-    on the writer thread (docs/eventstore.md)."""
+    on the writer thread (docs/eventstore.md). A child that dies, or does not answer within
+    `busy_timeout` + 30 s (stopped, hung), is replaced and its batch resent; it ignores
+    SIGINT, SIGTERM and SIGHUP (the host's to act on) and exits when the host does."""
     retries: int = Field(default=3, ge=0)
     retry_delay: float = Field(default=0.05, ge=0)
 
