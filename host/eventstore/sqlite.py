@@ -338,10 +338,14 @@ class SqliteEventStore(SqlEventStore):
 
     def writer_process(self) -> WriterProcess | None:
         """A `WriterProcess` appending to this log from a child process (the audit trail's
-        ``writer: process``), waking this store's subscribers; None for an in-memory log."""
+        ``writer: process``), waking this store's subscribers; None for an in-memory log, or
+        where no Python can be started for it (`writer_process.can_start`)."""
         if str(self.path) == ":memory:":
             return None
-        from .writer_process import WriterProcess
+        from .writer_process import WriterProcess, can_start
+
+        if not can_start():
+            return None
 
         return WriterProcess(
             self.path,

@@ -71,6 +71,14 @@ Ctrl-Z, a paused VM) counts as one slice, so a child stopped and resumed with it
 not taken for a hung one."""
 
 
+def can_start() -> bool:
+    """Whether this process can start the child: ``sys.executable`` is a Python interpreter.
+    Not in a frozen application (PyInstaller and the like: it is the application itself,
+    which would start another copy of the host), nor where it is unknown (an embedding
+    server: empty)."""
+    return bool(sys.executable) and not getattr(sys, "frozen", False)
+
+
 class WriterProcess:
     """Appends encoded events to the SQLite log at `path` through a child process.
 

@@ -398,3 +398,26 @@ async def test_a_child_started_after_a_change_of_directory_writes_the_same_file(
         assert [e.data["i"] for e in await store.get_events("a")] == [0, 1]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("executable", ["frozen", ""])
+async def test_no_child_where_no_python_can_be_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executable: str
+) -> None:
+    """In a frozen application ``sys.executable`` is the application: ``-I -S script`` started
+    another copy of it; embedded, it may be empty and every start failed (the trail dropped
+    every batch). The thread writes there instead."""
+    if executable == "frozen":
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+    else:
+        monkeypatch.setattr(sys, "executable", "")
+    store = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
+    try:
+        assert store.writer_process() is None
+        recorder = AuditRecorder(store, AuditSettings(events=("*",)))
+        assert recorder.process is None
+        recorder.record("tick", {"agent_id": "a", "i": 0})
+        await recorder.aclose()
+        assert [e.data["i"] for e in await store.get_events("a")] == [0]
+    finally:
+        await store.close()
