@@ -421,3 +421,39 @@ async def test_no_child_where_no_python_can_be_started(
         assert [e.data["i"] for e in await store.get_events("a")] == [0]
     finally:
         await store.close()
+
+
+async def test_children_killed_again_and_again_lose_nothing_silently_and_double_nothing(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the writer process every 40 ms while two agents' events stream in: each
+    event is stored once or counted as dropped (after its retries), versions stay gapless."""
+    store = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
+    recorder = AuditRecorder(store, AuditSettings(events=("*",), retries=10, retry_delay=0.005))
+    killed: set[int] = set()
+    try:
+        assert recorder.process is not None
+        n = 0
+        deadline = time.monotonic() + 1.5
+        next_kill = time.monotonic() + 0.04
+        while time.monotonic() < deadline:
+            for _ in range(10):
+                recorder.record("tick", {"agent_id": "ab"[n % 2], "i": n, "x": "y" * 200})
+                n += 1
+            await asyncio.sleep(0.002)
+            pid = recorder.process.pid
+            if time.monotonic() >= next_kill and pid is not None:
+                _kill(pid)
+                killed.add(pid)
+                next_kill = time.monotonic() + 0.04
+        await recorder.aclose()
+        stored_numbers = [e.data["i"] for e in await store.read_all(limit=1_000_000)]
+        for agent in "ab":
+            versions = [e.version for e in await store.get_events(agent)]
+            assert versions == list(range(1, len(versions) + 1))
+    finally:
+        await store.close()
+    assert len(killed) >= 5 and recorder.process.started > len(killed)
+    assert len(stored_numbers) == len(set(stored_numbers)), "an event stored twice"
+    assert len(stored_numbers) + recorder.dropped >= n, "an event lost without a count"
+    assert stored_numbers == sorted(stored_numbers), "stored out of recording order"
