@@ -457,3 +457,34 @@ async def test_children_killed_again_and_again_lose_nothing_silently_and_double_
     assert len(stored_numbers) == len(set(stored_numbers)), "an event stored twice"
     assert len(stored_numbers) + recorder.dropped >= n, "an event lost without a count"
     assert stored_numbers == sorted(stored_numbers), "stored out of recording order"
+
+
+def _present(pids: list[int]) -> list[int]:
+    """Those of `pids` still in /proc: running, or exited and not reaped (zombies)."""
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+
+
+async def test_hosts_started_and_stopped_in_one_process_leave_no_child_and_no_fd(
+    tmp_path: Path,
+) -> None:
+    """The test kit's use: many hosts with the audit trail in one process, one after the
+    other; each one's writer process is reaped and its pipes closed at its stop."""
+    from host.testing import OfflineHosts
+
+    hosts = OfflineHosts(tmp_path)
+    try:
+        await hosts("audit")  # the first opens what stays open (caches, the log sink)
+        await hosts.aclose()
+        fds = len(os.listdir("/proc/self/fd"))
+        children = []
+        for n in range(4):
+            host = await hosts("audit", data_dir=tmp_path / f"h{n}")
+            audit = host.loader.loaded["audit"].instance
+            await audit.flush()  # type: ignore[attr-defined]
+            children.append(audit.recorder.process.pid)  # type: ignore[attr-defined]
+            await hosts.aclose()
+    finally:
+        await hosts.aclose()
+    assert None not in children
+    assert _present(children) == [], "a writer process is running or was not reaped"
+    assert len(os.listdir("/proc/self/fd")) == fds
