@@ -23,7 +23,6 @@ parent is gone), closes the log and exits (everything it read was committed befo
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pickle
 import select
@@ -46,7 +45,11 @@ from .sqlite_writer import HEAD, frame
 
 __all__ = ["WriterProcess"]
 
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+if sys.platform != "win32":
+    import fcntl
+
+    F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
 PIPE_BYTES = 1 << 20
 """The pipe's buffer (Linux's default, 64 KB, is less than a 20 ms batch of a busy host's
 events: the writer would wait for the child to read between its writes)."""
@@ -75,7 +78,9 @@ def can_start() -> bool:
     """Whether this process can start the child: ``sys.executable`` is a Python interpreter.
     Not in a frozen application (PyInstaller and the like: it is the application itself,
     which would start another copy of the host), nor where it is unknown (an embedding
-    server: empty)."""
+    server: empty); nor on Windows (no ``poll()`` on pipes: this module only imports there)."""
+    if sys.platform == "win32":
+        return False
     return bool(sys.executable) and not getattr(sys, "frozen", False)
 
 
@@ -148,8 +153,9 @@ class WriterProcess:
         self.started += 1
         assert self._process.stdin is not None
         fd = self._process.stdin.fileno()
-        with contextlib.suppress(OSError):  # Linux: a batch of ~70 KB in one write
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+        if sys.platform != "win32":
+            with contextlib.suppress(OSError):  # Linux: a batch of ~70 KB in one write
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
         os.set_blocking(fd, False)  # writes wait in `_Waiter`, which can give up
         with contextlib.suppress(OSError, TimeoutError):  # the first append says what failed
             _Waiter(self.answer_timeout).send(fd, frame(self._options))

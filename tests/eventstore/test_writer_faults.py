@@ -400,15 +400,17 @@ async def test_a_child_started_after_a_change_of_directory_writes_the_same_file(
         await store.close()
 
 
-@pytest.mark.parametrize("executable", ["frozen", ""])
+@pytest.mark.parametrize("executable", ["frozen", "", "win32"])
 async def test_no_child_where_no_python_can_be_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executable: str
 ) -> None:
     """In a frozen application ``sys.executable`` is the application: ``-I -S script`` started
     another copy of it; embedded, it may be empty and every start failed (the trail dropped
-    every batch). The thread writes there instead."""
+    every batch); Windows has no ``poll()`` on pipes. The thread writes there instead."""
     if executable == "frozen":
         monkeypatch.setattr(sys, "frozen", True, raising=False)
+    elif executable == "win32":
+        monkeypatch.setattr(sys, "platform", "win32")
     else:
         monkeypatch.setattr(sys, "executable", "")
     store = await SqliteEventStore.open(tmp_path / "events.sqlite3", inline_appends=False)
