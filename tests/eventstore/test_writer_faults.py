@@ -104,11 +104,7 @@ async def test_a_stopped_child_is_killed_after_its_answer_timeout_and_the_batch_
     try:
         assert recorder.process is not None
         assert recorder.process.answer_timeout == 1.5
-        recorder.record("tick", {"agent_id": "a", "i": 0})
-        await recorder.flush()
-        first = recorder.process.pid
-        assert first is not None
-        os.kill(first, signal.SIGSTOP)
+        first = await _signal_child(recorder, signal.SIGSTOP)
         for i in range(1, 4):
             recorder.record("tick", {"agent_id": "a", "i": i})
         started = time.monotonic()
@@ -149,6 +145,18 @@ def _kill(pid: int) -> None:
     """SIGKILL process `pid` if it still runs (a test that failed leaves nothing behind)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+async def _signal_child(recorder: AuditRecorder, sig: signal.Signals) -> int:
+    """Record and flush agent ``a``'s event 0, then send `sig` to the writer process that
+    stored it; its pid."""
+    recorder.record("tick", {"agent_id": "a", "i": 0})
+    await recorder.flush()
+    assert recorder.process is not None
+    pid = recorder.process.pid
+    assert pid is not None
+    os.kill(pid, sig)
+    return pid
 
 
 def _gone_within(pid: int, seconds: float) -> None:
@@ -230,11 +238,7 @@ async def test_a_teardown_that_times_out_leaves_no_stopped_child(tmp_path: Path)
     assert recorder.process is not None and recorder.process.answer_timeout > 30
     pid = None
     try:
-        recorder.record("tick", {"agent_id": "a", "i": 0})
-        await recorder.flush()
-        pid = recorder.process.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
+        pid = await _signal_child(recorder, signal.SIGSTOP)
         recorder.record("tick", {"agent_id": "a", "i": 1})
         thread = recorder._thread
         assert thread is not None
@@ -264,11 +268,7 @@ async def test_a_stopped_idle_child_does_not_hold_the_stop(
     pid = None
     try:
         assert recorder.process is not None
-        recorder.record("tick", {"agent_id": "a", "i": 0})
-        await recorder.flush()
-        pid = recorder.process.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
+        pid = await _signal_child(recorder, signal.SIGSTOP)
         await asyncio.wait_for(recorder.aclose(), 10)
         assert not _alive(pid)
     finally:
@@ -384,12 +384,7 @@ async def test_a_child_started_after_a_change_of_directory_writes_the_same_file(
     store = await SqliteEventStore.open(Path("data/events.sqlite3"), inline_appends=False)
     recorder = AuditRecorder(store, AuditSettings(events=("*",), retry_delay=0.01))
     try:
-        recorder.record("tick", {"agent_id": "a", "i": 0})
-        await recorder.flush()
-        assert recorder.process is not None
-        first = recorder.process.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
+        first = await _signal_child(recorder, signal.SIGKILL)
         await asyncio.to_thread(_gone_within, first, 10)
         monkeypatch.chdir(tmp_path / "elsewhere")
         recorder.record("tick", {"agent_id": "a", "i": 1})
