@@ -460,13 +460,22 @@ class AuditRecorder:
             self._flushers -= 1
 
     async def aclose(self) -> None:
-        """Flush, then stop the writer thread."""
-        await self.flush()
-        self._closing = True
-        self._work.set()
-        self._hurry.set()
-        if self._stopped is not None:
-            await self._stopped
+        """Flush, then stop the writer thread. Cancelled (the plugin's teardown timed out),
+        it kills the writer process, which the writer thread may be waiting for (stopped,
+        hung): nothing of the trail outlives the host's stop."""
+        try:
+            await self.flush()
+            self._closing = True
+            self._work.set()
+            self._hurry.set()
+            if self._stopped is not None:
+                await self._stopped
+        except asyncio.CancelledError:
+            self._closing = True
+            self._work.set()
+            if self.process is not None:
+                self.process.kill()
+            raise
         self._thread = None
         self._stopped = None
 

@@ -76,8 +76,11 @@ class AuditSettings(BaseModel):
     work then holds no lock the event loop needs; ~30 ms of CPU to start, once, in the
     background), or ``thread``, the recorder's own writer thread. ``auto`` and ``process``:
     the process where the store has one (a SQLite file), the thread otherwise (PostgreSQL,
-    ``:memory:``). Either way events are converted and secrets masked in the host process,
-    on the writer thread (docs/eventstore.md)."""
+    ``:memory:``, a frozen application or an embedded interpreter: no Python to start).
+    Either way events are converted and secrets masked in the host process, on the writer
+    thread (docs/eventstore.md). A child that dies, or does not answer within
+    `busy_timeout` + 30 s (stopped, hung), is replaced and its batch resent; it ignores
+    SIGINT, SIGTERM and SIGHUP (the host's to act on) and exits when the host does."""
     retries: int = Field(default=3, ge=0)
     retry_delay: float = Field(default=0.05, ge=0)
 

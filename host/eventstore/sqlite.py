@@ -51,6 +51,7 @@ from .common import (
     to_micros,
     versions_before,
 )
+from .sqlite_writer import rollback
 
 if TYPE_CHECKING:
     from .writer_process import WriterProcess
@@ -337,10 +338,14 @@ class SqliteEventStore(SqlEventStore):
 
     def writer_process(self) -> WriterProcess | None:
         """A `WriterProcess` appending to this log from a child process (the audit trail's
-        ``writer: process``), waking this store's subscribers; None for an in-memory log."""
+        ``writer: process``), waking this store's subscribers; None for an in-memory log, or
+        where no Python can be started for it (`writer_process.can_start`)."""
         if str(self.path) == ":memory:":
             return None
-        from .writer_process import WriterProcess
+        from .writer_process import WriterProcess, can_start
+
+        if not can_start():
+            return None
 
         return WriterProcess(
             self.path,
@@ -426,6 +431,9 @@ class SqliteEventStore(SqlEventStore):
                     f"{self._duplicate(conn, rows) or 'an event'} cannot be appended to"
                     f" {', '.join(map(repr, aggregates))}: {exc}; nothing was appended"
                 ) from exc
+            except (OverflowError, ValueError) as exc:  # refused, not retried: a schema version
+                # past 64 bits, a lone surrogate in an event type (not UTF-8)
+                raise EventStoreError(f"{type(exc).__name__}: {exc}; nothing was appended") from exc
             # The write lock is held and positions are AUTOINCREMENT: this batch's positions
             # are the consecutive ones ending at the last inserted rowid.
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -438,7 +446,7 @@ class SqliteEventStore(SqlEventStore):
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         if self._checkpoints:  # else SQLite's auto-checkpoints count for themselves
             # Pages this commit added to the WAL: the rows' bytes, and the B-tree pages

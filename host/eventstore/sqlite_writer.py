@@ -10,12 +10,18 @@ Protocol, on stdin and stdout, each frame a 4-byte big-endian length and a pickl
 - parent -> child, first: ``{"path", "busy_timeout", "synchronous", "autocheckpoint"}``;
   then ``(resend, rows)`` per batch (the log is opened at the first);
 - child -> parent, per batch: ``(status, detail)``: ``("ok", last position)``,
-  ``("refused", message)`` (the batch can never be stored: a duplicate id),
+  ``("refused", message)`` (the batch can never be stored: a duplicate id, a number SQLite
+  cannot hold),
   ``("unavailable", message)`` (the database failed: busy, disk full; may work later).
 
 On end of input (the parent stopped, or died: kill -9) it has already committed every batch it
-read, so it closes the database and exits. SIGINT (a Ctrl-C to the terminal's process group)
-is ignored: the parent's clean stop still needs this process to write its last batches.
+read, so it closes the database and exits; likewise when its parent has died while a process
+the parent forked (a plugin's ``multiprocessing`` worker) keeps the pipe open: between batches
+it checks every `PARENT_CHECK` seconds that its parent is still the one that started it.
+SIGINT, SIGTERM and SIGHUP are ignored: sent to the whole process group (Ctrl-C in a terminal,
+``systemctl stop`` and its ``KillMode=control-group``, a closed terminal), they are the
+parent's to act on, and its clean stop still needs this process to write the last batches.
+Its life is bounded by its input: the parent closes the pipe (or dies), this process exits.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
 import sqlite3
 import struct
 import sys
 from typing import Any
 
-_HEAD = struct.Struct(">I")
+HEAD = struct.Struct(">I")
+"""A frame's head: the length of the pickle that follows."""
 
 INSERT = (
     "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
@@ -37,21 +45,29 @@ INSERT = (
 )
 
 
-def read_frame(fd: int) -> Any:
-    """The next frame's object from `fd`; None at end of input."""
-    head = read_exactly(fd, _HEAD.size)
+PARENT_CHECK = 1.0
+"""Seconds between two checks, while no input comes, that the parent is alive."""
+
+
+def read_frame(fd: int, parent: int) -> Any:
+    """The next frame's object from `fd`; None at end of input, or once process `parent` is
+    no longer this one's."""
+    head = read_exactly(fd, HEAD.size, parent)
     if head is None:
         return None
-    body = read_exactly(fd, _HEAD.unpack(head)[0])
+    body = read_exactly(fd, HEAD.unpack(head)[0], parent)
     if body is None:
         return None
     return pickle.loads(body)
 
 
-def read_exactly(fd: int, size: int) -> bytes | None:
-    """`size` bytes from `fd` (blocking, the GIL let go); None at end of input."""
+def read_exactly(fd: int, size: int, parent: int) -> bytes | None:
+    """`size` bytes from `fd` (blocking); None at end of input or once `parent` died."""
     chunks = []
     while size:
+        while not select.select([fd], [], [], PARENT_CHECK)[0]:
+            if os.getppid() != parent:  # died; a process it forked holds the pipe open
+                return None
         chunk = os.read(fd, min(size, 1 << 20))
         if not chunk:
             return None
@@ -63,7 +79,7 @@ def read_exactly(fd: int, size: int) -> bytes | None:
 def frame(obj: object) -> bytes:
     """`obj` as one frame."""
     body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEAD.pack(len(body)) + body
+    return HEAD.pack(len(body)) + body
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -104,9 +120,19 @@ def write_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], resend: bo
         )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
     return last
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """End the failed transaction on `conn`, if SQLite has not already: after a full disk
+    (SQLITE_FULL), an I/O error or a lock it may have rolled it back itself, and a ROLLBACK
+    then fails with "no transaction is active", which would stand in for the error that
+    counts."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def connect(options: dict[str, Any]) -> sqlite3.Connection:
@@ -121,14 +147,14 @@ def connect(options: dict[str, Any]) -> sqlite3.Connection:
     return conn
 
 
-def serve(inp: int, out: int) -> None:
-    """Answer frames from `inp` on `out` until end of input."""
-    options = read_frame(inp)
+def serve(inp: int, out: int, parent: int) -> None:
+    """Answer frames from `inp` on `out` until end of input (or `parent`'s death)."""
+    options = read_frame(inp, parent)
     if options is None:
         return
     conn: sqlite3.Connection | None = None
     try:
-        while (batch := read_frame(inp)) is not None:
+        while (batch := read_frame(inp, parent)) is not None:
             resend, rows = batch
             try:
                 if conn is None:  # opened at the first batch (again if that failed)
@@ -138,6 +164,8 @@ def serve(inp: int, out: int) -> None:
                 reply = ("refused", str(exc))
             except sqlite3.Error as exc:
                 reply = ("unavailable", f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a value SQLite cannot bind (a number past 64 bits)
+                reply = ("refused", f"{type(exc).__name__}: {exc}")
             write_all(out, frame(reply))
     finally:
         if conn is not None:
@@ -145,10 +173,12 @@ def serve(inp: int, out: int) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    parent = os.getppid()
     inp, out = sys.stdin.fileno(), sys.stdout.fileno()
     with contextlib.suppress(BrokenPipeError):  # the parent is gone; what it read is stored
-        serve(inp, out)
+        serve(inp, out, parent)
 
 
 if __name__ == "__main__":

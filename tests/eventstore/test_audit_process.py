@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from contracts.eventstore import (
 )
 from host.eventstore import SqliteEventStore, writer_process
 from host.eventstore.writer_process import CHILD, WriterProcess
+from host.secrets import MASK, register
 
 
 @pytest.fixture
@@ -44,9 +45,12 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a zombie (exited, not yet reaped) counts as gone
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[-1][0] != "Z"
+    # a zombie (exited, not yet reaped) counts as gone; so does one reaped meanwhile
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def _wait_gone(pid: int) -> None:
@@ -118,13 +122,26 @@ async def test_live_subscribers_see_the_child_s_appends_at_once(store: SqliteEve
                 return
 
     follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.05)  # subscribed, waiting
     started = time.perf_counter()
     for i in range(3):
+        # each one appended while the subscriber waits for a wake-up: one appended while it
+        # reads is missed until its next poll (the store's notifier wakes waiters only)
+        await _until(lambda: store._notifier.waiting)
         recorder.record("tick", {"agent_id": "a", "i": i})
+        await _until(lambda: len(seen) > i)  # noqa: B023 (awaited within the iteration)
     await asyncio.wait_for(follower, 5)
-    assert seen == [0, 1, 2] and time.perf_counter() - started < 5
+    assert seen == [0, 1, 2] and time.perf_counter() - started < 15
     await recorder.aclose()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Return once `condition()` holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"not within {seconds} s")
 
 
 async def test_a_killed_child_is_replaced_and_nothing_is_lost_or_doubled(
@@ -160,11 +177,11 @@ async def test_a_batch_committed_by_a_child_that_died_before_answering_is_not_do
 ) -> None:
     writer = store.writer_process()
     assert writer is not None
-    real = writer_process.read_frame
+    real = writer_process._Waiter.receive
     killed: list[int] = []
 
-    def dies_after_commit(fd: int) -> Any:
-        answer = real(fd)  # committed and answered; the answer is then lost with the child
+    def dies_after_commit(waiter: Any, fd: int) -> Any:
+        answer = real(waiter, fd)  # committed and answered; the answer is then lost with the child
         if not killed:
             pid = writer.pid
             assert pid is not None
@@ -173,7 +190,7 @@ async def test_a_batch_committed_by_a_child_that_died_before_answering_is_not_do
             return None
         return answer
 
-    monkeypatch.setattr(writer_process, "read_frame", dies_after_commit)
+    monkeypatch.setattr(writer_process._Waiter, "receive", dies_after_commit)
     batch = [_event(n) for n in range(3)]
     try:
         with pytest.raises(EventStoreUnavailableError, match="writer process exited"):
@@ -314,3 +331,49 @@ async def test_a_child_that_cannot_start_is_retried_and_the_events_then_stored(
     assert not failures and recorder.process is not None and recorder.process.started == 1
     assert [e.data["i"] for e in await store.get_events("a")] == [0]
     assert recorder.dropped == 0
+
+
+SECRET = "sk-writer-process-0123456789LEAK"
+
+
+async def test_a_registered_secret_is_masked_before_the_pipe(
+    store: SqliteEventStore, tmp_path: Path
+) -> None:
+    """Masking happens in the host (the encoder, then `check_encoded`'s scrub of registered
+    values) before the rows are pickled to the child: its file never holds the value, not
+    even in the WAL."""
+    register([SECRET])
+    recorder = AuditRecorder(store, AuditSettings(events=("*",)))
+    recorder.record(
+        "model:used",
+        {"agent_id": "a", "error": f"HTTP 401: bad key {SECRET}", "echo": {"note": SECRET}},
+    )
+    await recorder.aclose()
+    assert recorder.process is not None and recorder.process.started == 1
+    (event,) = await store.get_events("a")
+    assert event.data["error"] == f"HTTP 401: bad key {MASK}"
+    assert event.data["echo"] == {"note": MASK}
+    raw = _file_bytes(tmp_path, "events.sqlite3*")
+    assert SECRET.encode() not in raw and MASK.encode() in raw
+
+
+def _file_bytes(directory: Path, pattern: str) -> bytes:
+    """The bytes of every file in `directory` matching `pattern` (the log, its WAL)."""
+    return b"".join(path.read_bytes() for path in sorted(directory.glob(pattern)))
+
+
+async def test_a_batch_larger_than_the_pipe_is_sent_whole(store: SqliteEventStore) -> None:
+    """A frame of several megabytes goes out in pieces (the pipe's end is non-blocking, so a
+    child that stops reading cannot hold the writer past its timeout)."""
+    writer = store.writer_process()
+    assert writer is not None
+    text = "x" * 100_000
+    batch = [
+        EncodedEvent("big", "tick", f'{{"n":{n},"x":"{text}"}}', 1, datetime.now(UTC))
+        for n in range(60)
+    ]
+    try:
+        assert await asyncio.to_thread(writer.append_blocking, batch) == 60
+    finally:
+        await asyncio.to_thread(writer.close)
+    assert [e.data["n"] for e in await store.get_events("big")] == list(range(60))
