@@ -50,6 +50,10 @@ __all__ = ["app", "main"]
 
 T = TypeVar("T")
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What stops ``agenthost run`` cleanly (everything written first): Ctrl-C, a service manager's
+stop, and the terminal closing (SIGHUP's default would kill the host mid-write)."""
+
 app = typer.Typer(
     name="agenthost",
     help="Run AI agents built from plugins: discovery, injection, events, memory, models.",
@@ -159,7 +163,7 @@ def run(
         typer.Option("--role", help="Cluster mode as api, worker (no HTTP) or both."),
     ] = None,
 ) -> None:
-    """Start the host: plugins, agents and the HTTP API, until Ctrl-C or SIGTERM."""
+    """Start the host: plugins, agents and the HTTP API, until Ctrl-C, SIGTERM or SIGHUP."""
     http: dict[str, Any] = {"enabled": False} if role == "worker" else {}
     if port is not None:
         http["port"] = port
@@ -178,13 +182,14 @@ def run(
             raise SystemExit(1)  # leaves the event loop: what still runs is cancelled
 
         def stopping() -> None:
-            """First Ctrl-C / SIGTERM: stop cleanly; a second one aborts a teardown that hangs."""
+            """First Ctrl-C / SIGTERM / SIGHUP: stop cleanly; a second one aborts a teardown
+            that hangs."""
             stop.set()
             logger.bind(plugin="host").info("stopping (a second Ctrl-C aborts the teardown)")
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, abort)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stopping)
         await Host(loaded).run_forever(stop)
 

@@ -9,6 +9,7 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -60,7 +61,10 @@ def load_and_unload_order(log: str) -> tuple[list[str], list[str]]:
     return loaded, unloaded
 
 
-def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_run_serves_then_stops_on_sigterm(tmp_path: Path, signum: int) -> None:
+    """A service manager's stop and a terminal closing stop the host cleanly: every plugin torn
+    down, and the audit trail has the turn and the stop (nothing of the last window lost)."""
     port = free_port()
     process = start(port, {"AGENTHOST_DATA_DIR": str(tmp_path / "data")}, "--log-level", "debug")
     try:
@@ -72,7 +76,7 @@ def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         assert "gen_ai_client_operation_duration_seconds_count" in metrics
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "agent Eliza stopped" in err
@@ -80,6 +84,10 @@ def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
     assert {"sqlite", "eliza", "audit"} <= set(loaded)
     assert unloaded == loaded[::-1]
     assert (tmp_path / "data" / "agenthost.sqlite3").exists()
+    trail = sqlite3.connect(tmp_path / "data" / "events.sqlite3")
+    kinds = {kind for (kind,) in trail.execute("SELECT event_type FROM event_log")}
+    trail.close()
+    assert {"message:received", "message:sent", "agent:stopped"} <= kinds
 
 
 def test_ctrl_c_with_a_broken_plugin_installed(plugin_path: Path, tmp_path: Path) -> None:
