@@ -268,10 +268,15 @@ def filter_sql(
 
 
 class Notifier:
-    """Wakes this process's subscribers when its store appends (others are found by polling)."""
+    """Wakes this process's subscribers when its store appends (others are found by polling).
+
+    Appends are counted, so that one committed while a subscriber was still reading (not yet
+    waiting: nobody to wake) ends its next wait at once instead of after its poll interval."""
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Event] = set()
+        self.appends = 0
+        """Appends so far (`wait`'s ``since``)."""
 
     @property
     def waiting(self) -> bool:
@@ -279,11 +284,24 @@ class Notifier:
         return bool(self._waiters)
 
     def notify(self) -> None:
+        """An append committed (on the loop): count it and wake the waiters."""
+        self.appends += 1
+        self.wake()
+
+    def noted(self) -> None:
+        """An append committed on another thread: count it (then `wake` on the loop, if
+        `waiting`; counted first, a wait that begins after the check returns at once)."""
+        self.appends += 1
+
+    def wake(self) -> None:
         for waiter in self._waiters:
             waiter.set()
 
-    async def wait(self, seconds: float) -> None:
-        """Return after the next `notify` or after `seconds`, whichever comes first."""
+    async def wait(self, seconds: float, since: int | None = None) -> None:
+        """Return after the next `notify` or after `seconds`, whichever comes first; at once
+        if an append was counted after `since` (an `appends` read before reading)."""
+        if since is not None and self.appends != since:
+            return
         waiter = asyncio.Event()
         self._waiters.add(waiter)
         try:
@@ -372,14 +390,16 @@ class StreamingReads(ABC):
         self, from_position: int = 0, filter: EventFilter | None = None
     ) -> AsyncIterator[DomainEvent]:
         position = from_position
+        notifier = self._notifier
         while True:
+            seen = notifier.appends  # before reading: what is appended meanwhile wakes the wait
             page = await self.read_all(position, 500, filter)
             for event in page:
                 if event.position is not None:
                     position = event.position
                 yield event
             if len(page) < 500:
-                await self._notifier.wait(self.poll_interval)
+                await notifier.wait(self.poll_interval, seen)
 
 
 SCHEMA_INDEXES = """

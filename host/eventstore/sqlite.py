@@ -332,9 +332,10 @@ class SqliteEventStore(SqlEventStore):
     def notify_appended(self) -> None:
         """Wake this process's subscribers after an append made off the loop (any thread)."""
         loop = self._loop
+        self._notifier.noted()
         if loop is not None and self._notifier.waiting:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
-                loop.call_soon_threadsafe(self._notifier.notify)
+                loop.call_soon_threadsafe(self._notifier.wake)
 
     def writer_process(self) -> WriterProcess | None:
         """A `WriterProcess` appending to this log from a child process (the audit trail's

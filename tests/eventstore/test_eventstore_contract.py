@@ -190,6 +190,21 @@ async def test_subscribe_catches_up_then_follows(store: EventStore) -> None:
     assert received == [10, 12, 13]
 
 
+async def test_an_append_made_while_a_subscriber_reads_reaches_it_at_once(
+    store: EventStore,
+) -> None:
+    """Appended while the subscriber is between its read and its wait (nobody waiting to be
+    woken): its next wait ends at once, not after the poll interval (an hour here)."""
+    store.poll_interval = 3600.0  # type: ignore[attr-defined]
+    await store.append_event(ev("a", i=0))
+    agen = store.subscribe()
+    first = await agen.__anext__()  # suspended in its page, not yet waiting
+    await store.append_event(ev("a", i=1))
+    second = await asyncio.wait_for(agen.__anext__(), 5)
+    assert (first.data, second.data) == ({"i": 0}, {"i": 1})
+    await agen.aclose()
+
+
 async def test_subscribe_sees_events_of_another_writer(store_factory: StoreFactory) -> None:
     async with store_factory() as store:
         if store.backend == "sqlite" and str(getattr(store, "path", "")) == ":memory:":
