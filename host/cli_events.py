@@ -408,8 +408,15 @@ def replay(
 ) -> None:
     """Rebuild an agent's conversation state from its events, compare it with the memory store,
     and re-run the conversation with the recorded model outputs."""
+    from host.cli import state
+    from host.config import load_config
     from host.eventstore.replay import replay_agent
+    from host.logs import configure_logging
 
+    logging = load_config(state.config_path).config.logging
+    if state.log_level is None and logging.file is None:
+        # the report is the output: only warnings and errors of the replay's host beside it
+        configure_logging(logging.model_copy(update={"level": "WARNING"}))
     report = _run(
         store,
         data_dir,

@@ -225,7 +225,9 @@ async def test_events_cli_reads_the_store_agenthost_event_store_names(
     assert missing.exit_code != 0 and "missing.sqlite3" in missing.output
 
 
-async def test_events_replay_cli(host: Host, tmp_path: Path) -> None:
+async def test_events_replay_cli(
+    host: Host, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     room = uuid4()
     await converse(host, room)
     assert host.agents is not None
@@ -233,7 +235,10 @@ async def test_events_replay_cli(host: Host, tmp_path: Path) -> None:
     store = await host.container.aresolve(EVENT_STORE)
     path = str(store.path)
     await host.stop()  # the CLI runs its own host on the same data dir
+    capfd.readouterr()  # what the test's host logged
     result = await cli(["replay", agent, "--store", path, "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert f"room {room}: 6 memories match the store" in result.output
     assert "replay matches the recording" in result.output
+    logged = capfd.readouterr().err  # the replay's host logs only warnings beside its report
+    assert "plugin sqlite" not in logged and "| DEBUG" not in logged and "| INFO" not in logged
