@@ -50,7 +50,7 @@ class VectorReads:
             return decode(blob)
 
         def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-            conn = connect(*args, **kwargs)
+            conn: sqlite3.Connection = connect(*args, **kwargs)
             conn.set_trace_callback(self._saw)
             return conn
 

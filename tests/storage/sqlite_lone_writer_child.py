@@ -29,6 +29,7 @@ from uuid import UUID
 from builtin_plugins.sqlite import SqliteAdapter, worker
 from contracts.memory import Content, Memory, MemoryQuery
 from contracts.storage import SearchParams
+from contracts.vector import Vector
 
 AGENT = UUID("00000000-0000-4000-8000-00000000000a")
 ROOM = UUID("00000000-0000-4000-8000-0000000000f1")
@@ -53,7 +54,7 @@ def expected(n: int, batch: str, size: int) -> Memory:
         room_id=ROOM,
         content=Content(text=f"message {n}"),
         metadata={"n": n, "batch": batch, "size": size},
-        embedding=vector(n),
+        embedding=None if (values := vector(n)) is None else Vector(values),
     )
 
 

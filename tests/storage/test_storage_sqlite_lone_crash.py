@@ -128,7 +128,7 @@ async def _check_store(path: Path, acknowledged: set[UUID]) -> int:
         assert all(sizes[m.metadata["batch"]] == m.metadata["size"] for m in rows), "half a batch"
         with_vectors = {m.id for m in rows if m.embedding is not None}
         everything = SearchParams(k=len(rows) + 1, with_embeddings=False)
-        probe = next(vector(n) for n in reversed(numbers) if vector(n) is not None)
+        probe = next(v for n in reversed(numbers) if (v := vector(n)) is not None)
         for query in (
             MemoryQuery(table_name="messages"),
             MemoryQuery(agent_id=AGENT, room_id=ROOM, table_name="messages"),
