@@ -3,18 +3,21 @@ test_storage_sqlite_lone_crash.py): the SQLite store's lone-write path, where a 
 while the worker thread is idle commits on the caller's thread at once (`SqliteCore._submit`),
 message after message, as one room's pipeline writes.
 
-Usage: ``python -m tests.storage.sqlite_lone_writer_child PATH MODE FIRST``. MODE ``one``:
+Usage: ``python -m tests.storage.sqlite_lone_writer_child PATH MODE``. MODE ``one``:
 ``create_memory`` (one row, its table's version bumped in the same transaction); ``batch``:
-``create_memories_batch`` of 1 to 8 rows (another write step). Every fifth memory has no
-vector. After each write a room-filtered exact search, as the recall provider makes: the
-table's label set is kept, so each write also brings it (and the index) along. Memories are
-numbered from FIRST; each one's text, metadata and vector follow from its number (`expected`).
-Checkpoints are made often (`CHECKPOINT_PAGES`), so a kill also lands during them.
+``create_memories_batch`` of 1 to 8 rows (another write step); ``replace``: ``replace_memories``
+of the batch written last by a new one of 1 to 8 rows (the knowledge base's write: deletes and
+inserts in one transaction). Every fifth memory has no vector. After each write a
+room-filtered exact search, as the recall provider makes: the table's label set is kept, so
+each write also brings it (and the index) along. Memories are numbered on from those in the
+file; each one's text, metadata and vector follow from its number, its batch and its write's
+number (`expected`: a write's number is the table's version before it). Checkpoints are made
+often (`CHECKPOINT_PAGES`), so a kill also lands during them.
 
-Once a write has returned (acknowledged) it prints ``ID,ID,... LONE HERE WORKER`` (flushed):
-the ids it wrote, then how many writes so far committed by the lone path (no group, no
-future), as a group on the caller's thread, and on the worker thread; the test checks that
-the lone path is the one taken."""
+Once a write has returned (acknowledged) it prints ``ID,ID,... WRITE LONE HERE WORKER``
+(flushed): the ids it wrote and its number, then how many writes so far committed by the lone
+path (no group, no future), as a group on the caller's thread, and on the worker thread; the
+test checks that the lone path is the one taken."""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from contracts.vector import Vector
 AGENT = UUID("00000000-0000-4000-8000-00000000000a")
 ROOM = UUID("00000000-0000-4000-8000-0000000000f1")
 USER = UUID("00000000-0000-4000-8000-0000000000e1")
-MODES = ("one", "batch")
+MODES = ("one", "batch", "replace")
 
 
 def memory_id(n: int) -> UUID:
@@ -46,14 +49,14 @@ def vector(n: int) -> list[float] | None:
     return None if n % 5 == 4 else [1.0, float(n % 101), 0.5]
 
 
-def expected(n: int, batch: str, size: int) -> Memory:
+def expected(n: int, batch: str, size: int, write: int) -> Memory:
     return Memory(
         id=memory_id(n),
         agent_id=AGENT,
         entity_id=USER,
         room_id=ROOM,
         content=Content(text=f"message {n}"),
-        metadata={"n": n, "batch": batch, "size": size},
+        metadata={"n": n, "batch": batch, "size": size, "write": write},
         embedding=None if (values := vector(n)) is None else Vector(values),
     )
 
@@ -92,28 +95,34 @@ class Counts:
         db._commit_group = counted_group  # type: ignore[method-assign]
 
 
-async def run(path: Path, mode: str, first: int) -> None:
+async def run(path: Path, mode: str) -> None:
     worker.CHECKPOINT_PAGES = 40  # checkpoints (and WAL restarts) every few dozen writes
     db = await SqliteAdapter.open(path)
     counts = Counts(db)
-    rng = random.Random(first)
-    n = first
+    stored = await db.get_memories(MemoryQuery(table_name="messages", with_embeddings=False))
+    n = max((int(m.metadata["n"]) + 1 for m in stored), default=0)
+    write = max((int(m.metadata["write"]) + 1 for m in stored), default=0)
+    previous = [m.id for m in stored]  # in mode replace, the batch written last
+    rng = random.Random(n)
     query = MemoryQuery(agent_id=AGENT, room_id=ROOM, table_name="messages", limit=8)
     while True:
         size = 1 if mode == "one" else rng.randint(1, 8)
         batch = f"b{n}"
-        memories = [expected(i, batch, size) for i in range(n, n + size)]
+        memories = [expected(i, batch, size, write) for i in range(n, n + size)]
         if mode == "one":
             await db.create_memory(memories[0])
-        else:
+        elif mode == "batch":
             await db.create_memories_batch(memories)
+        else:
+            await db.replace_memories(previous, memories)
+            previous = [m.id for m in memories]
         line = ",".join(str(m.id) for m in memories)
-        print(line, counts.lone, counts.here, counts.worker, flush=True)
-        n += size
+        print(line, write, counts.lone, counts.here, counts.worker, flush=True)
+        n, write = n + size, write + 1
         await db.search_memories([1.0, float(n % 101), 0.5], query, SearchParams(k=3))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[2] not in MODES:
-        sys.exit(f"usage: {sys.argv[0]} PATH {{{'|'.join(MODES)}}} FIRST")
-    asyncio.run(run(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+    if len(sys.argv) != 3 or sys.argv[2] not in MODES:
+        sys.exit(f"usage: {sys.argv[0]} PATH {{{'|'.join(MODES)}}}")
+    asyncio.run(run(Path(sys.argv[1]), sys.argv[2]))
