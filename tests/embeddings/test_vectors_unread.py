@@ -6,8 +6,8 @@ each stored vector the store decodes into a memory (`builtin_plugins.sqlite.rows
 them all through one function, `_vector`). The recall and knowledge providers' searches, the
 knowledge base's reads (adding, replacing, listing, searching and removing documents), the
 console's memories page (a page, and a search) and its chat history, and the API's pages of
-memories read and decode none; asked for (``embeddings=true``), the page reads them and
-decodes each, so both watches are live."""
+memories and its deletion of a room's memories read and decode none; asked for
+(``embeddings=true``), the page reads them and decodes each, so both watches are live."""
 
 from __future__ import annotations
 
@@ -140,6 +140,9 @@ async def test_recall_knowledge_and_the_console_decode_no_vector(
                 "removing the document",
                 lambda: client.delete("/knowledge", params={"source": "dogs.md"}),
             )
+            other = f"/agents/eliza/rooms/{rooms[1]}/memories"
+            deleted = await watch.none_in("deleting a room", lambda: client.delete(other))
+            assert '"deleted":2' in deleted.replace(" ", "")
             # asked for, vectors are read and decoded, one a memory of the page (both watches
             # are live)
             decoded, statements = watch.decoded, len(watch.statements)
