@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from loguru import logger
+
 from contracts.storage import StorageError
 from host.storekit import IndexParams, IndexSet
 
@@ -27,6 +29,7 @@ from .labels import LabelSets
 from .schema import MigrationStep, migrate
 
 T = TypeVar("T")
+_log = logger.bind(plugin="sqlite")
 
 INLINE_ROWS = 64
 """Most rows a write commits on the caller's thread (a millisecond or two); larger writes, and
@@ -291,8 +294,27 @@ class SqliteCore:
         (the index lock held throughout: see `_commit_group`)."""
         with self._index_lock:
             result, apply = self._write(step)
-            apply()
+            self._apply([apply])
         return result
+
+    def _apply(self, applies: list[Callable[[], None]]) -> None:
+        """Bring the vector indexes and label sets along the writes just committed (the index
+        lock held). They are caches of the file: one that cannot be (faiss out of memory) is
+        no reason to fail writes that stand, or to leave their callers unanswered (a group's
+        outcomes are delivered after this); every index and set is dropped instead, and
+        rebuilt from the file when next searched."""
+        try:
+            for apply in applies:
+                apply()
+        except Exception as exc:
+            self._indexes.drop()
+            self._labels.drop()
+            _log.error(
+                "sqlite: {}: vector indexes dropped, rebuilt at the next search (updating them"
+                " after a write failed: {!r})",
+                self.path,
+                exc,
+            )
 
     async def _submit(self, step: Step[T], rows: int) -> T:
         """Commit write `step` (`rows` rows) and return its result once its transaction has
@@ -480,8 +502,7 @@ class SqliteCore:
             if here and _busy(exc):
                 return None
             return [(False, exc)] * len(steps)
-        for apply in applies:
-            apply()
+        self._apply(applies)
         return outcomes
 
     @staticmethod
