@@ -483,7 +483,8 @@ async def audit_cost(directory: Path, embeddings: str, rounds: int, batch: int) 
                 wall[arm].append((time.perf_counter() - started) / batch)
                 cpu[arm].append((time.process_time() - used) / batch)
         threads_after = thread_cpu()
-        children["on"] = process_cpu(writing) - children["on"]
+        replaced = recorder.process is None or recorder.process.pid != writing
+        children["on"] = float("nan") if replaced else process_cpu(writing) - children["on"]
         children["raw_process"] = trails["raw_process"].child_cpu() - children["raw_process"]
     finally:
         for host in hosts.values():

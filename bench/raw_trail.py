@@ -7,7 +7,8 @@ pydantic-core (embeddings left out, as the trail does: otherwise 384 floats a me
 appends the rows with plain ``sqlite3`` (``executemany``, one transaction) into the trail's
 own schema (the same table and indexes, WAL, ``synchronous=NORMAL``, the same auto-checkpoint
 threshold). Left out, as the trail's own work: masking secrets, the agent, message and room of
-each event, the metadata, the aggregates' versions, ids in time order, retries.
+each event, the metadata, the aggregates' versions, retries (its ids are time-ordered, as
+the trail's: random ones cost each row's index insert more).
 
 With ``process=True`` the thread hands each window's rows to a writer process instead
 (pickled, on a pipe, waiting for its answer that they are committed, the GIL let go), which
@@ -37,13 +38,14 @@ from pydantic_core import to_json
 
 from builtin_plugins.audit.recorder import EMBEDDING_KEYS
 from builtin_plugins.audit.settings import AuditSettings
+from host.eventstore.common import new_ids
 from host.eventstore.recording import _exclusions
 from host.eventstore.sqlite import SCHEMA, WRITER_CHECKPOINT_PAGES
 from host.storekit import is_model
 
 INSERT = (
     "INSERT INTO event_log (id, aggregate_id, version, event_type, schema_version, timestamp,"
-    " data, causation_id, correlation_id, metadata) VALUES (?, ?, ?, ?, ?, 1, ?, NULL, NULL,"
+    " data, causation_id, correlation_id, metadata) VALUES (?, ?, ?, ?, 1, ?, ?, NULL, NULL,"
     " '{}')"
 )
 
@@ -172,11 +174,12 @@ class RawTrail:
     def _append(self, batch: list[tuple[str, object, int]]) -> None:
         rows = []
         version = self._version
-        for kind, payload, micros in batch:
+        ids = new_ids(len(batch))  # time-ordered, as the trail's: appended at the index's end
+        for (kind, payload, micros), event_id in zip(batch, ids, strict=True):
             exclude = _exclusions(payload, EMBEDDING_KEYS) if is_model(payload) else None
             version += 1
             data = to_json(payload, exclude=exclude or None).decode()
-            rows.append((os.urandom(16), "agent", version, kind, micros, data))
+            rows.append((event_id, "agent", version, kind, micros, data))
         self._version = version
         if self.child is not None:
             assert self.child.stdin is not None and self.child.stdout is not None

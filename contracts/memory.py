@@ -175,7 +175,9 @@ def _settle(memory: Memory) -> dict[str, Any]:
     whole: dict[str, Any] = _decoded(decode, values[_PENDING])
     alone = getattr(decode, "alone", None)
     if alone is not None:
-        for name in alone:  # decoded alone before: the same object stays the field's value
+        # decoded alone before: the same object stays the field's value (two threads' first
+        # reads at once may each keep their own: equal values, not always the same object)
+        for name in alone:
             if name in values:
                 whole[name] = values[name]
     _set_dict_of(memory, whole)

@@ -50,9 +50,16 @@ __all__ = ["app", "main"]
 
 T = TypeVar("T")
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""What stops ``agenthost run`` cleanly (everything written first): Ctrl-C, a service manager's
-stop, and the terminal closing (SIGHUP's default would kill the host mid-write)."""
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """What stops ``agenthost run`` cleanly (everything written first): Ctrl-C, a service
+    manager's stop, and the terminal closing (SIGHUP's default would kill the host mid-write),
+    unless SIGHUP is ignored (``nohup``: the host outlives its terminal) or unknown (Windows)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None or signal.getsignal(hangup) is signal.SIG_IGN:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, hangup)
+
 
 app = typer.Typer(
     name="agenthost",
@@ -181,15 +188,20 @@ def run(
             errors.print("[red]error:[/] teardown aborted by a second signal", highlight=False)
             raise SystemExit(1)  # leaves the event loop: what still runs is cancelled
 
+        signals = stop_signals()
+
         def stopping() -> None:
-            """First Ctrl-C / SIGTERM / SIGHUP: stop cleanly; a second one aborts a teardown
-            that hangs."""
+            """First Ctrl-C / SIGTERM / SIGHUP: stop cleanly; a second Ctrl-C or SIGTERM aborts
+            a teardown that hangs (a second hangup, which a terminal may send, does not)."""
             stop.set()
             logger.bind(plugin="host").info("stopping (a second Ctrl-C aborts the teardown)")
-            for sig in STOP_SIGNALS:
-                loop.add_signal_handler(sig, abort)
+            for sig in signals:
+                if sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, abort)
+                else:
+                    loop.add_signal_handler(sig, lambda: None)
 
-        for sig in STOP_SIGNALS:
+        for sig in signals:
             loop.add_signal_handler(sig, stopping)
         await Host(loaded).run_forever(stop)
 

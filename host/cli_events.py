@@ -70,12 +70,16 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per li
 
 _config_path: list[Path | None] = [None]
 """The ``agenthost --config`` file of this invocation (set by `_root` on every invocation)."""
+_log_level: list[str | None] = [None]
+"""The ``agenthost --log-level`` of this invocation (set by `_root`)."""
 
 
 @events_app.callback()
 def _root(ctx: typer.Context) -> None:
     """Inspect the audit trail: list, show, follow, export and replay recorded events."""
-    _config_path[0] = ctx.find_root().params.get("config")
+    params = ctx.find_root().params
+    _config_path[0] = params.get("config")
+    _log_level[0] = params.get("log_level")
 
 
 def configured() -> tuple[EventStoreSettings, HostConfig]:
@@ -408,15 +412,18 @@ def replay(
 ) -> None:
     """Rebuild an agent's conversation state from its events, compare it with the memory store,
     and re-run the conversation with the recorded model outputs."""
-    from host.cli import state
-    from host.config import load_config
     from host.eventstore.replay import replay_agent
     from host.logs import configure_logging
 
-    logging = load_config(state.config_path).config.logging
-    if state.log_level is None and logging.file is None:
-        # the report is the output: only warnings and errors of the replay's host beside it
-        configure_logging(logging.model_copy(update={"level": "WARNING"}))
+    try:
+        _, config = configured()
+        # the report is the output: only the replay host's warnings and errors beside it,
+        # unless ``agenthost --log-level`` asks for more (logging.file is honoured either way)
+        level = _log_level[0] or "WARNING"
+        configure_logging(config.logging.model_copy(update={"level": level}))
+    except (EventStoreError, OSError, ValueError) as exc:  # the config, or its log file
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2 if isinstance(exc, EventStoreError) else 1) from exc
     report = _run(
         store,
         data_dir,

@@ -300,10 +300,11 @@ class Notifier:
     async def wait(self, seconds: float, since: int | None = None) -> None:
         """Return after the next `notify` or after `seconds`, whichever comes first; at once
         if an append was counted after `since` (an `appends` read before reading)."""
-        if since is not None and self.appends != since:
-            return
         waiter = asyncio.Event()
-        self._waiters.add(waiter)
+        self._waiters.add(waiter)  # first: an append counted after the check below wakes it
+        if since is not None and self.appends != since:
+            self._waiters.discard(waiter)
+            return
         try:
             async with asyncio.timeout(seconds):
                 await waiter.wait()

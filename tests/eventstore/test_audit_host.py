@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from click.testing import Result
+from loguru import logger
 from typer.testing import CliRunner
 
 from builtin_plugins.audit import AuditPlugin
@@ -20,6 +22,7 @@ from builtin_plugins.inmemory import InMemoryAdapter
 from contracts.eventstore import EVENT_STORE, DomainEvent, EventStore
 from contracts.storage import DATABASE
 from host.app import Host
+from host.cli import app as root_app
 from host.cli_events import events_app
 from host.events import EventBus
 from host.eventstore import SqliteEventStore
@@ -236,9 +239,27 @@ async def test_events_replay_cli(
     path = str(store.path)
     await host.stop()  # the CLI runs its own host on the same data dir
     capfd.readouterr()  # what the test's host logged
-    result = await cli(["replay", agent, "--store", path, "--data-dir", str(tmp_path)])
+    logger.remove()  # loguru as a fresh process has it: every level to stderr
+    logger.add(sys.stderr, level="DEBUG")
+    # through the root command, as typed: no --log-level here, whatever an earlier test gave
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        root_app,
+        ["events", "replay", agent, "--store", path, "--data-dir", str(tmp_path)],
+    )
     assert result.exit_code == 0, result.output
     assert f"room {room}: 6 memories match the store" in result.output
     assert "replay matches the recording" in result.output
-    logged = capfd.readouterr().err  # the replay's host logs only warnings beside its report
+    # the replay's host logs only warnings beside its report
+    logged = capfd.readouterr().err + result.output
     assert "plugin sqlite" not in logged and "| DEBUG" not in logged and "| INFO" not in logged
+
+
+def test_events_replay_names_a_bad_config_without_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("logging: [unclosed\n")
+    result = CliRunner().invoke(root_app, ["--config", str(bad), "events", "replay", "Eliza"])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and str(bad) in result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -203,6 +204,30 @@ async def test_an_append_made_while_a_subscriber_reads_reaches_it_at_once(
     second = await asyncio.wait_for(agen.__anext__(), 5)
     assert (first.data, second.data) == ({"i": 0}, {"i": 1})
     await agen.aclose()
+
+
+async def test_an_append_from_a_writer_thread_while_a_subscriber_reads_reaches_it_at_once(
+    tmp_path: Path,
+) -> None:
+    """The same on the SQLite store's writer-thread path (`append_encoded_blocking`, the
+    audit trail's writer): counted on its thread, the append ends the subscriber's next wait."""
+    from host.eventstore import SqliteEventStore
+    from host.eventstore.common import encode
+
+    store = await SqliteEventStore.open(tmp_path / "events.sqlite3")
+    store.poll_interval = 3600.0
+    try:
+        await store.append_event(ev("a", i=0))
+        agen = store.subscribe()
+        first = await agen.__anext__()  # suspended in its page, not yet waiting
+        await asyncio.to_thread(
+            store.append_encoded_blocking, [encode(ev("a", i=1))], json_checked=True
+        )
+        second = await asyncio.wait_for(agen.__anext__(), 5)
+        assert (first.data, second.data) == ({"i": 0}, {"i": 1})
+        await agen.aclose()
+    finally:
+        await store.close()
 
 
 async def test_subscribe_sees_events_of_another_writer(store_factory: StoreFactory) -> None:

@@ -29,8 +29,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(port: int, env: dict[str, str], *options: str) -> subprocess.Popen[str]:
-    """`agenthost [options] run --port <port>`, returned once /health answers."""
+def start(
+    port: int, env: dict[str, str], *options: str, nohup: bool = False
+) -> subprocess.Popen[str]:
+    """`agenthost [options] run --port <port>` (`nohup`: started with SIGHUP ignored, as
+    ``nohup`` starts it), returned once /health answers."""
     process = subprocess.Popen(
         [str(AGENTHOST), *options, "run", "--port", str(port)],
         cwd=ROOT,
@@ -38,6 +41,7 @@ def start(port: int, env: dict[str, str], *options: str) -> subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None,
     )
     deadline = time.monotonic() + 60
     while True:
@@ -213,3 +217,20 @@ def test_a_second_signal_aborts_a_hanging_teardown(tmp_path: Path, signum: int) 
     log = "".join(seen)
     assert "stopping (a second Ctrl-C aborts the teardown)" in log
     assert "error: teardown aborted by a second signal" in log
+
+
+def test_run_under_nohup_outlives_its_terminal(tmp_path: Path) -> None:
+    """Started with SIGHUP ignored (``nohup agenthost run &``), the host keeps serving when the
+    terminal closes; SIGTERM still stops it cleanly."""
+    port = free_port()
+    process = start(port, {"AGENTHOST_DATA_DIR": str(tmp_path / "data")}, nohup=True)
+    try:
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert process.poll() is None
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "agent Eliza stopped" in err
