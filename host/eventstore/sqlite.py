@@ -51,7 +51,7 @@ from .common import (
     to_micros,
     versions_before,
 )
-from .sqlite_writer import rollback
+from .sqlite_writer import aggregates_of, at_versions, insert_rows, rollback, stored_versions
 
 if TYPE_CHECKING:
     from .writer_process import WriterProcess
@@ -251,8 +251,7 @@ class SqliteEventStore(SqlEventStore):
         self._conn = conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise EventStoreError(f"SQLite event store {self.path} is closed (or never opened)")
+        self._check_open()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, functools.partial(self._locked, fn, *args)
@@ -310,9 +309,7 @@ class SqliteEventStore(SqlEventStore):
         it made them with a JSON serializer (the audit trail's are pydantic-core's output), so
         SQLite does not parse each text again to check it (about a quarter of a row's cost,
         issue 20). Text that is not JSON would then be stored and fail every read of it."""
-        loop = self._loop
-        if self._executor is None or loop is None:
-            raise EventStoreError(f"SQLite event store {self.path} is closed (or never opened)")
+        self._check_open()
         batch = check_encoded(events)
         if not batch:
             return 0
@@ -358,6 +355,7 @@ class SqliteEventStore(SqlEventStore):
         )
 
     def _check_open(self) -> None:
+        """`EventStoreError` once closed (`open` sets the executor and the loop together)."""
         if self._executor is None:
             raise EventStoreError(f"SQLite event store {self.path} is closed (or never opened)")
 
@@ -416,17 +414,11 @@ class SqliteEventStore(SqlEventStore):
         conn = self._db
         conn.execute("BEGIN IMMEDIATE")
         try:
-            aggregates = list(dict.fromkeys(row[1] for row in rows))
-            stored = conn.execute(
-                "SELECT aggregate_id, version FROM event_streams WHERE aggregate_id IN"
-                f" ({', '.join('?' * len(aggregates))})",
-                aggregates,
-            ).fetchall()
-            before = versions_before(aggregates, stored, check)
-            if any(before.values()):
-                rows = [(r[0], r[1], before[r[1]] + r[2], *r[3:]) for r in rows]
+            aggregates = aggregates_of(rows)
+            before = versions_before(aggregates, stored_versions(conn, aggregates), check)
+            rows = at_versions(rows, before)
             try:
-                conn.executemany(sql, rows)
+                first = insert_rows(conn, sql, rows) - len(rows) + 1
             except sqlite3.IntegrityError as exc:
                 raise EventStoreError(
                     f"{self._duplicate(conn, rows) or 'an event'} cannot be appended to"
@@ -435,16 +427,6 @@ class SqliteEventStore(SqlEventStore):
             except (OverflowError, ValueError) as exc:  # refused, not retried: a schema version
                 # past 64 bits, a lone surrogate in an event type (not UTF-8)
                 raise EventStoreError(f"{type(exc).__name__}: {exc}; nothing was appended") from exc
-            # The write lock is held and positions are AUTOINCREMENT: this batch's positions
-            # are the consecutive ones ending at the last inserted rowid.
-            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            first = int(last) - len(rows) + 1
-            after = {row[1]: row[2] for row in rows}  # each aggregate's last version
-            conn.executemany(
-                "INSERT INTO event_streams (aggregate_id, version) VALUES (?, ?)"
-                " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
-                after.items(),
-            )
             conn.execute("COMMIT")
         except BaseException:
             rollback(conn)

@@ -101,27 +101,49 @@ def write_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], resend: bo
             if found is not None:
                 conn.execute("COMMIT")
                 return int(found[0])
-        aggregates = list(dict.fromkeys(row[1] for row in rows))
-        before = dict.fromkeys(aggregates, 0)
-        for aggregate, version in conn.execute(
-            "SELECT aggregate_id, version FROM event_streams WHERE aggregate_id IN"
-            f" ({', '.join('?' * len(aggregates))})",
-            aggregates,
-        ):
-            before[aggregate] = version
-        if any(before.values()):
-            rows = [(r[0], r[1], before[r[1]] + r[2], *r[3:]) for r in rows]
-        conn.executemany(INSERT, rows)
-        last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-        conn.executemany(
-            "INSERT INTO event_streams (aggregate_id, version) VALUES (?, ?)"
-            " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
-            {row[1]: row[2] for row in rows}.items(),
-        )
+        aggregates = aggregates_of(rows)
+        before = dict.fromkeys(aggregates, 0) | dict(stored_versions(conn, aggregates))
+        last = insert_rows(conn, INSERT, at_versions(rows, before))
         conn.execute("COMMIT")
     except BaseException:
         rollback(conn)
         raise
+    return last
+
+
+def aggregates_of(rows: list[tuple[Any, ...]]) -> list[str]:
+    """The aggregates of a batch's rows, in their first row's order."""
+    return list(dict.fromkeys(row[1] for row in rows))
+
+
+def stored_versions(conn: sqlite3.Connection, aggregates: list[str]) -> list[tuple[Any, Any]]:
+    """(aggregate, current version) of those of `aggregates` with events (in the append's
+    transaction: the write lock held)."""
+    return conn.execute(
+        "SELECT aggregate_id, version FROM event_streams WHERE aggregate_id IN"
+        f" ({', '.join('?' * len(aggregates))})",
+        aggregates,
+    ).fetchall()
+
+
+def at_versions(rows: list[tuple[Any, ...]], before: dict[str, int]) -> list[tuple[Any, ...]]:
+    """`rows` (versions relative to their aggregate's) at their aggregates' versions `before`."""
+    if not any(before.values()):
+        return rows
+    return [(r[0], r[1], before[r[1]] + r[2], *r[3:]) for r in rows]
+
+
+def insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    """Insert `rows` with `sql` and set each aggregate's version to its last row's (in the
+    append's transaction); the last row's position. The write lock is held and positions are
+    AUTOINCREMENT: a batch's positions are the consecutive ones ending there."""
+    conn.executemany(sql, rows)
+    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+    conn.executemany(
+        "INSERT INTO event_streams (aggregate_id, version) VALUES (?, ?)"
+        " ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version",
+        {row[1]: row[2] for row in rows}.items(),
+    )
     return last
 
 
