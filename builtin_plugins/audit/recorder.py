@@ -552,10 +552,9 @@ class AuditRecorder:
         """One append of `events` from the writer thread: by the writer process, else on this
         thread for a store that can (`SqliteEventStore.append_encoded_blocking`), else on the
         loop, waited for here."""
-        blocking = getattr(self.store, "append_encoded_blocking", None)
         if self.process is not None:
             self.process.append_blocking(events)
-        elif blocking is not None:
+        elif (blocking := getattr(self.store, "append_encoded_blocking", None)) is not None:
             blocking(events, json_checked=True)  # pydantic-core texts: the encoder, `_metadata`
         else:
             assert self._loop is not None

@@ -188,8 +188,8 @@ class WriterProcess:
                 self._sent = None
                 self._on_appended()
                 return len(rows)
-            self._sent = None if status == "refused" else self._sent
-            if status == "refused":
+            if status == "refused":  # never storable: not kept for a resend
+                self._sent = None
                 raise EventStoreError(f"{detail}; nothing was appended")
             raise EventStoreUnavailableError(f"SQLite event store {self.path}: {detail}")
 
