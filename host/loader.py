@@ -40,7 +40,7 @@ from contracts.events import (
     PluginPayload,
 )
 from contracts.logging import LOGGER, Logger
-from contracts.plugin import Manifest
+from contracts.plugin import Manifest, Plugin
 from contracts.services import MissingDependencyError
 from host.config import ConfigError, LoadedConfig, plugin_settings
 from host.di import Container
@@ -342,6 +342,23 @@ class Loader:
             extras[manifest.settings] = settings
         instance = await self.container.construct(item.factory, owner=item.name, extras=extras)
         return LoadedPlugin(manifest, instance, item, settings)
+
+    async def construct_again(self, name: str, extras: dict[Any, object]) -> Plugin:
+        """A new instance of loaded plugin `name`, built as the loader built it (its settings
+        and bound logger, the container's services) but with `extras` (by token or type)
+        taking precedence: the plugin as it would be on another service, e.g. the components
+        an ``events replay`` runs on its own memory store. Not set up, not registered."""
+        loaded = self.loaded[name]
+        factory = loaded.discovered.factory
+        assert factory is not None
+        log = plugin_logger(name)
+        given: dict[Any, object] = {Logger: log, LOGGER: log}
+        if loaded.manifest.settings is not None and loaded.settings is not None:
+            given[loaded.manifest.settings] = loaded.settings
+        instance: Plugin = await self.container.construct(
+            factory, owner=name, extras={**given, **extras}
+        )
+        return instance
 
     async def detach(self, name: str) -> LoadedPlugin:
         """Remove everything plugin `name` registered from every registrar (reverse order) and

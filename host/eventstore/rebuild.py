@@ -19,7 +19,7 @@ from contracts.memory import Memory, MemoryQuery
 from contracts.storage import DatabaseAdapter
 from host.memory import MemoryManager
 
-__all__ = ["RoomDiff", "compare_room", "fold_memories", "rebuild_room"]
+__all__ = ["RoomDiff", "compare_room", "fold_memories", "memory_tables", "rebuild_room"]
 
 MEMORY_EVENTS = ("memory:created", "memory:updated", "memory:deleted")
 
@@ -67,6 +67,17 @@ def fold_memories(events: Iterable[DomainEvent], room_id: UUID | None = None) ->
             memories[memory_id] = Memory.model_validate(merged)
     kept = [m for m in memories.values() if room_id is None or m.room_id == room_id]
     return sorted(kept, key=lambda m: (m.created_at, m.id))
+
+
+def memory_tables(events: Iterable[DomainEvent]) -> frozenset[str]:
+    """The tables `events` record memories written to (a conversation's tables)."""
+    tables = set()
+    for event in events:
+        if event.event_type in MEMORY_EVENTS:
+            table = _memory_data(event.data).get("table_name")
+            if isinstance(table, str):
+                tables.add(table)
+    return frozenset(tables)
 
 
 async def rebuild_room(store: EventStore, agent_id: UUID | str, room_id: UUID) -> list[Memory]:

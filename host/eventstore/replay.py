@@ -30,11 +30,13 @@ from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, T
 from contracts.storage import DATABASE, DatabaseAdapter
 from host.secrets import scrub_data
 
-from .rebuild import RoomDiff, compare_room, fold_memories
+from .rebuild import RoomDiff, compare_room, fold_memories, memory_tables
 from .recording import payload_data
+from .replay_store import ReplayStore
 
 if TYPE_CHECKING:
     from host.app import Host
+    from host.components import ComponentRegistry
 
 __all__ = [
     "Divergence",
@@ -102,10 +104,13 @@ class ReplayClock:
 
 @dataclass(frozen=True, slots=True)
 class ReplayParts:
-    """What a replay runtime must use: the recorded models and the replay clock."""
+    """What a replay runtime must use: the recorded models, the replay clock, and the tables
+    the recorded conversation wrote memories to (`ReplayStore` reads them from the replay's
+    own store)."""
 
     models: ModelRuntime
     clock: Callable[[], datetime]
+    tables: frozenset[str] = frozenset()
 
 
 RuntimeFactory = Callable[[ReplayParts], contextlib.AbstractAsyncContextManager[Processor]]
@@ -350,7 +355,7 @@ async def replay_conversation(
         )
     models = RecordedModels(calls, replies=replies, fallback=fallback, live=live)
     clock = ReplayClock()
-    async with make_runtime(ReplayParts(models, clock)) as runtime:
+    async with make_runtime(ReplayParts(models, clock, memory_tables(events))) as runtime:
         for message in incoming:
             models.begin(message.id)
             clock.now = message.created_at + timedelta(microseconds=1)
@@ -465,7 +470,9 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
 
             character = Character(name=name or "replay")
         scratch = construct("inmemory", host.config)  # through its entry point, as any store
-        async with open_service(scratch, DATABASE) as database:
+        async with open_service(scratch, DATABASE) as fresh:
+            live = await host.container.aresolve(DATABASE)
+            database = ReplayStore(fresh, live, parts.tables)
             scope = host.container.create_scope("agent")
             runtime = AgentRuntime(
                 character=character,
@@ -473,7 +480,8 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
                 events=EventBus(),
                 models=parts.models,
                 database=database,
-                components=host.components,
+                components=await _components_on(host, database),
+                settings=host.config.agents,  # the history length the recording's prompts had
                 agent_id=UUID(aggregate_id),
                 clock=parts.clock,
             )
@@ -484,3 +492,27 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
                 await scope.aclose()
 
     return make
+
+
+async def _components_on(host: Host, database: DatabaseAdapter) -> ComponentRegistry:
+    """`host`'s actions, providers and evaluators, those of each plugin taking the memory store
+    from a new instance of it on `database` (so ``recall`` searches the conversation as it
+    stood then, not the rest of it the configured store holds now)."""
+    from host.components import ComponentRegistry
+
+    registry = ComponentRegistry()
+    for name, loaded in host.loader.loaded.items():
+        instance = loaded.instance
+        if not (instance.actions() or instance.providers() or instance.evaluators()):
+            continue
+        if any(t.name == DATABASE.name for t in host.container.requirements(type(instance))):
+            instance = await host.loader.construct_again(
+                name, {DATABASE: database, DatabaseAdapter: database}
+            )
+        registry.add(
+            name,
+            actions=instance.actions(),
+            providers=instance.providers(),
+            evaluators=instance.evaluators(),
+        )
+    return registry

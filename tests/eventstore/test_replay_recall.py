@@ -1,0 +1,90 @@
+"""A replay sees the conversation as it stood at each message (real host, SQLite files, audit).
+
+``recall`` searches the memory store for every message. The configured store holds the whole
+conversation by the time it is replayed; a replay reading it put later messages into earlier
+prompts and reported every message as diverging. The replay's conversation tables come from
+its own store, filled as it goes; other tables (knowledge) from the configured store, which
+the replay leaves as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from builtin_plugins.audit import AuditPlugin
+from contracts.eventstore import EVENT_STORE
+from contracts.knowledge import KNOWLEDGE
+from contracts.memory import MemoryQuery
+from contracts.storage import DATABASE
+from host.app import Host
+from host.eventstore.replay import host_runtime_factory, replay_conversation
+from host.testing import OfflineHosts
+
+TEXTS = [
+    "I feel sad about my job",
+    "My mother never listens to me",
+    "My job makes me sad every day",
+    "Nobody listens to me at home",
+    "I am tired of my work",
+    "My mother is always busy",
+    "Work is all I think about",
+]
+
+
+@pytest.fixture
+async def host(tmp_path: Path, offline_host: OfflineHosts) -> Host:
+    # every earlier memory is relevant (threshold -1), and the prompt's history shows only the
+    # last two messages: recall fills the prompt with what was said before
+    return await offline_host(
+        "audit",
+        "recall",
+        "knowledge",
+        data_dir=tmp_path,
+        http={"enabled": False},
+        agents={"history": 2},
+        plugins={"recall": {"threshold": -1.0, "k": 4}, "knowledge": {"threshold": -1.0}},
+    )
+
+
+async def converse(host: Host) -> str:
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    room, user = uuid4(), uuid4()
+    for text in TEXTS:
+        await runtime.process_message(runtime.new_message(text, room_id=room, entity_id=user))
+    plugin = host.loader.loaded["audit"].instance
+    assert isinstance(plugin, AuditPlugin)
+    await plugin.flush()
+    return str(runtime.agent_id)
+
+
+async def replay(host: Host, agent: str) -> list[str]:
+    store = await host.container.aresolve(EVENT_STORE)
+    report = await replay_conversation(
+        store, agent, host_runtime_factory(host, store, agent), fallback=host.models
+    )
+    assert report.messages == len(TEXTS)
+    return report.lines() if not report.ok else []
+
+
+async def test_a_replay_recalls_only_what_was_said_before(host: Host) -> None:
+    agent = await converse(host)
+    assert await replay(host, agent) == []
+
+
+async def test_knowledge_comes_from_the_store_and_the_replay_writes_nothing_to_it(
+    host: Host,
+) -> None:
+    knowledge = await host.container.aresolve(KNOWLEDGE)
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    await knowledge.add_text("The office opens at nine.", "office-hours.md", runtime.agent_id)
+    agent = await converse(host)
+    database = await host.container.aresolve(DATABASE)
+    before = await database.get_memories(MemoryQuery(agent_id=runtime.agent_id))
+    assert await replay(host, agent) == []
+    after = await database.get_memories(MemoryQuery(agent_id=runtime.agent_id))
+    assert [m.id for m in after] == [m.id for m in before]
