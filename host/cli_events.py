@@ -193,9 +193,15 @@ def aggregate_of(agent: str | None) -> str | None:
         return str(agent_id_for(agent))
 
 
-def _run(store: str | None, data_dir: Path | None, body: Callable[[EventStore], Awaitable[T]]) -> T:
+def _run(
+    store: str | None,
+    data_dir: Path | None,
+    body: Callable[[EventStore], Awaitable[T]],
+    config: HostConfig | None = None,
+) -> T:
     async def main() -> T:
-        opened = await open_store(store if store is not None else event_store_variable(), data_dir)
+        where = store if store is not None else event_store_variable()
+        opened = await open_store(where, data_dir, config=config)
         try:
             return await body(opened)
         finally:
@@ -428,8 +434,14 @@ def replay(
         store,
         data_dir,
         lambda s: replay_agent(
-            s, aggregate_of(aggregate) or aggregate, room_id=room, rerun=rerun, data_dir=data_dir
+            s,
+            aggregate_of(aggregate) or aggregate,
+            room_id=room,
+            rerun=rerun,
+            data_dir=data_dir,
+            config=config,
         ),
+        config,
     )
     for line in report.lines():
         console.print(line, highlight=False)

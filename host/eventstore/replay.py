@@ -35,6 +35,7 @@ from .recording import payload_data
 from .replay_store import ReplayStore
 
 if TYPE_CHECKING:
+    from contracts.config import HostConfig
     from host.app import Host
     from host.components import ComponentRegistry
 
@@ -403,10 +404,11 @@ async def replay_agent(
     room_id: UUID | None = None,
     rerun: bool = True,
     data_dir: Path | None = None,
+    config: HostConfig | None = None,
 ) -> ReplayReport:
     """``agenthost events replay``: check the rooms' state against the configured memory store,
-    then re-run the conversation on a host built from the configuration (audit off, a fresh
-    in-memory store, recorded model outputs)."""
+    then re-run the conversation on a host built from `config` (default: the configuration
+    `load_config` finds; audit off, recorded model outputs, `ReplayStore`)."""
     from contracts.storage import DATABASE
     from host.app import Host
     from host.config import load_config
@@ -417,8 +419,8 @@ async def replay_agent(
         raise EventStoreError(f"aggregate {aggregate_id!r} is not an agent id") from None
     if await store.get_version(aggregate_id) == 0:
         raise EventStoreError(f"no events recorded for aggregate {aggregate_id!r}")
-    loaded = load_config()
-    config = loaded.config
+    if config is None:
+        config = load_config().config
     if data_dir is not None:
         config = config.model_copy(update={"data_dir": data_dir})
     plugins = config.plugins.model_copy(

@@ -9,10 +9,13 @@ the replay leaves as it was.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from typer.testing import CliRunner
 
 from builtin_plugins.audit import AuditPlugin
 from contracts.eventstore import EVENT_STORE
@@ -20,8 +23,9 @@ from contracts.knowledge import KNOWLEDGE
 from contracts.memory import MemoryQuery
 from contracts.storage import DATABASE
 from host.app import Host
+from host.cli import app as root_app
 from host.eventstore.replay import host_runtime_factory, replay_conversation
-from host.testing import OfflineHosts
+from host.testing import OFFLINE_PLUGINS, OfflineHosts
 
 TEXTS = [
     "I feel sad about my job",
@@ -34,18 +38,17 @@ TEXTS = [
 ]
 
 
+PLUGINS = ("audit", "recall", "knowledge")
+# every earlier memory is relevant (threshold -1), and the prompt's history shows only the last
+# two messages: recall fills the prompt with what was said before
+AGENTS = {"history": 2}
+SETTINGS = {"recall": {"threshold": -1.0, "k": 4}, "knowledge": {"threshold": -1.0}}
+
+
 @pytest.fixture
 async def host(tmp_path: Path, offline_host: OfflineHosts) -> Host:
-    # every earlier memory is relevant (threshold -1), and the prompt's history shows only the
-    # last two messages: recall fills the prompt with what was said before
     return await offline_host(
-        "audit",
-        "recall",
-        "knowledge",
-        data_dir=tmp_path,
-        http={"enabled": False},
-        agents={"history": 2},
-        plugins={"recall": {"threshold": -1.0, "k": 4}, "knowledge": {"threshold": -1.0}},
+        *PLUGINS, data_dir=tmp_path, http={"enabled": False}, agents=AGENTS, plugins=SETTINGS
     )
 
 
@@ -88,3 +91,32 @@ async def test_knowledge_comes_from_the_store_and_the_replay_writes_nothing_to_i
     assert await replay(host, agent) == []
     after = await database.get_memories(MemoryQuery(agent_id=runtime.agent_id))
     assert [m.id for m in after] == [m.id for m in before]
+
+
+async def test_the_cli_replays_on_the_config_it_is_given(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``agenthost --config FILE events replay``: the replay's host is built from FILE (its
+    data dir, plugins and history), not from the default configuration."""
+    agent = await converse(host)
+    await host.stop()  # the CLI runs its own host on the same data dir
+    config = tmp_path / "replay.yaml"
+    config.write_text(  # JSON is YAML
+        json.dumps(
+            {
+                "data_dir": str(tmp_path),
+                "agents": {"characters_dir": str(tmp_path / "characters"), **AGENTS},
+                "plugins": {"enabled": [*OFFLINE_PLUGINS, *PLUGINS], **SETTINGS},
+                "http": {"enabled": False},
+            }
+        )
+    )
+    monkeypatch.delenv("AGENTHOST_DATA_DIR", raising=False)
+    monkeypatch.delenv("AGENTHOST_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no config/agenthost.yaml here to fall back on
+    result = await asyncio.to_thread(
+        CliRunner().invoke, root_app, ["--config", str(config), "events", "replay", agent]
+    )
+    assert result.exit_code == 0, result.output
+    assert "14 memories match the store" in result.output
+    assert "replay matches the recording" in result.output
