@@ -507,7 +507,8 @@ async def _components_on(host: Host, database: DatabaseAdapter) -> ComponentRegi
         instance = loaded.instance
         if not (instance.actions() or instance.providers() or instance.evaluators()):
             continue
-        if any(t.name == DATABASE.name for t in host.container.requirements(type(instance))):
+        factory = loaded.discovered.factory or type(instance)
+        if any(t.name == DATABASE.name for t in host.container.requirements(factory)):
             instance = await host.loader.construct_again(
                 name, {DATABASE: database, DatabaseAdapter: database}
             )
