@@ -14,72 +14,47 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from uuid import UUID
 
-from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery, MemoryUpdate
-from contracts.storage import DatabaseAdapter, IndexType, RoomSummary, SearchParams
+from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery
+from contracts.storage import (
+    DatabaseAdapter,
+    IndexType,
+    MemoryText,
+    RoomSummary,
+    SearchParams,
+    get_texts,
+)
+from host.forwarding import ForwardingAdapter
 
 __all__ = ["ReplayStore"]
 
 
-class ReplayStore:
-    """Reads of the conversation's `tables` and every write on `scratch`; reads of any other
-    table on `live`. Owns neither store: closing it closes nothing."""
-
-    backend = "replay"
+class ReplayStore(ForwardingAdapter):
+    """Every write, and the reads of the conversation's `tables`, on `scratch` (the forwarded
+    store); the reads of any other table on `live`. Owns neither: closing it closes nothing."""
 
     def __init__(
         self, scratch: DatabaseAdapter, live: DatabaseAdapter, tables: Iterable[str]
     ) -> None:
-        self._scratch = scratch
-        self._live = live
+        super().__init__(scratch)
+        self.live = live
         self._tables = {DEFAULT_TABLE, *tables}
 
-    def _reads(self, table: str | None) -> DatabaseAdapter:
-        return self._scratch if (table or DEFAULT_TABLE) in self._tables else self._live
+    def _reads(self, query: MemoryQuery | str | None) -> DatabaseAdapter:
+        table = query.table_name if isinstance(query, MemoryQuery) else query
+        return self.inner if (table or DEFAULT_TABLE) in self._tables else self.live
 
-    def _writes(self, tables: Iterable[str | None]) -> DatabaseAdapter:
+    def _written(self, tables: Iterable[str | None]) -> None:
         self._tables.update(t or DEFAULT_TABLE for t in tables)
-        return self._scratch
 
     async def create_memory(self, memory: Memory, table_name: str | None = None) -> UUID:
-        store = self._writes((table_name or memory.table_name,))
-        return await store.create_memory(memory, table_name)
-
-    async def get_memory(self, memory_id: UUID) -> Memory | None:
-        found = await self._scratch.get_memory(memory_id)
-        if found is None:
-            found = await self._live.get_memory(memory_id)
-            if found is not None and found.table_name in self._tables:
-                return None  # said later in the conversation: not there yet
-        return found
-
-    async def update_memory(self, update: MemoryUpdate) -> bool:
-        return await self._scratch.update_memory(update)
-
-    async def delete_memory(self, memory_id: UUID) -> bool:
-        return await self._scratch.delete_memory(memory_id)
-
-    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
-        return await self._reads(query.table_name).get_memories(query)
-
-    async def count_memories(self, query: MemoryQuery | None = None) -> int:
-        table = query.table_name if query is not None else None
-        return await self._reads(table).count_memories(query)
-
-    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
-        table = query.table_name if query is not None else None
-        return await self._reads(table).room_summaries(query)
+        self._written((table_name or memory.table_name,))
+        return await super().create_memory(memory, table_name)
 
     async def create_memories_batch(
         self, memories: Sequence[Memory], table_name: str | None = None
     ) -> list[UUID]:
-        tables = (table_name,) if table_name else [m.table_name for m in memories]
-        return await self._writes(tables).create_memories_batch(memories, table_name)
-
-    async def update_memories_batch(self, updates: Sequence[MemoryUpdate]) -> list[bool]:
-        return await self._scratch.update_memories_batch(updates)
-
-    async def delete_memories_batch(self, memory_ids: Sequence[UUID]) -> int:
-        return await self._scratch.delete_memories_batch(memory_ids)
+        self._written((table_name,) if table_name else [m.table_name for m in memories])
+        return await super().create_memories_batch(memories, table_name)
 
     async def replace_memories(
         self,
@@ -87,9 +62,32 @@ class ReplayStore:
         memories: Sequence[Memory],
         table_name: str | None = None,
     ) -> list[UUID]:
-        tables = (table_name,) if table_name else [m.table_name for m in memories]
-        store = self._writes(tables)
-        return await store.replace_memories(delete_ids, memories, table_name)
+        self._written((table_name,) if table_name else [m.table_name for m in memories])
+        return await super().replace_memories(delete_ids, memories, table_name)
+
+    async def reset_embeddings(self, table_name: str) -> int:
+        self._written((table_name,))
+        return await super().reset_embeddings(table_name)
+
+    async def get_memory(self, memory_id: UUID) -> Memory | None:
+        found = await self.inner.get_memory(memory_id)
+        if found is None:
+            found = await self.live.get_memory(memory_id)
+            if found is not None and found.table_name in self._tables:
+                return None  # said later in the conversation: not there yet
+        return found
+
+    async def get_memories(self, query: MemoryQuery) -> list[Memory]:
+        return await self._reads(query).get_memories(query)
+
+    async def get_memory_texts(self, query: MemoryQuery) -> list[MemoryText]:
+        return await get_texts(self._reads(query), query)
+
+    async def count_memories(self, query: MemoryQuery | None = None) -> int:
+        return await self._reads(query).count_memories(query)
+
+    async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        return await self._reads(query).room_summaries(query)
 
     async def search_memories(
         self,
@@ -97,17 +95,15 @@ class ReplayStore:
         query: MemoryQuery | None = None,
         params: SearchParams | None = None,
     ) -> list[tuple[Memory, float]]:
-        table = query.table_name if query is not None else None
-        return await self._reads(table).search_memories(embedding, query, params)
+        """One table's search (several scopes' searches, `search_memories_any`, come here one
+        by one: `ForwardingAdapter` sees this override)."""
+        return await self._reads(query).search_memories(embedding, query, params)
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         await self._reads(table_name).build_index(index_type, table_name)
 
     async def embedding_dimension(self, table_name: str) -> int | None:
         return await self._reads(table_name).embedding_dimension(table_name)
-
-    async def reset_embeddings(self, table_name: str) -> int:
-        return await self._writes((table_name,)).reset_embeddings(table_name)
 
     async def close(self) -> None:
         """Nothing: the stores are their owners' to close."""
