@@ -64,7 +64,11 @@ _running_loop = asyncio.get_running_loop
 
 class Sweeper:
     """A loop's sweeper task, and whether it still runs (a caller of `Deadlines.ensure` may
-    keep it and skip ``ensure`` while ``running`` is true)."""
+    keep it and skip ``ensure`` while ``running`` is true). Known gap, as for
+    `Deadlines.thread`: a loop closed or left stopped while its sweeper was pending, without
+    cancelling its tasks first (`asyncio.run` and pytest-asyncio do cancel them), leaves its
+    sweeper ``running``, and a holder's watched awaits on a later loop go unswept until a
+    sweeper of another loop sees them or a direct `ensure` runs there."""
 
     __slots__ = ("running", "task")
 
