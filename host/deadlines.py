@@ -83,15 +83,20 @@ STOPPED = Sweeper()
 STOPPED.running = False
 
 
-def _pending_tasks() -> list[asyncio.Task[Any]]:
-    """The pending tasks of every loop of the process (`asyncio.all_tasks` gives one loop's;
+_EVERY_TASK: Any = getattr(asyncio.tasks, "_all_tasks", None)
+if _EVERY_TASK is None:  # CPython 3.12, 3.13 (3.14 has neither: other loops go unwatched)
+    _EVERY_TASK = getattr(asyncio.tasks, "_scheduled_tasks", ())
+
+
+def _other_loops_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """The pending tasks of the process's other loops (`asyncio.all_tasks` gives one loop's;
     a copy of the set another thread may grow meanwhile, retried as that function does)."""
     for _ in range(1000):
         try:
-            tasks = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]
+            tasks = list(_EVERY_TASK)
         except RuntimeError:  # changed size while being copied: another thread made a task
             continue
-        return [task for task in tasks if not task.done()]
+        return [task for task in tasks if task.get_loop() is not loop and not task.done()]
     return []
 
 
@@ -256,9 +261,8 @@ class Deadlines:
             # A caller on another loop may have kept this sweeper and be about to suspend (it
             # read ``running`` before it turned false): every other loop with a pending task
             # gets one.
-            for task in _pending_tasks():
-                if task.get_loop() is not loop:
-                    self._ask(task.get_loop())
+            for task in _other_loops_tasks(loop):
+                self._ask(task.get_loop())
 
     def _sweep_watched(
         self,
@@ -271,12 +275,11 @@ class Deadlines:
         armed: dict[FrameType, tuple[Step, float]] = {}
         found: set[FrameType] = set()
         watched, expired = self._watched, self.expired
-        for task in _pending_tasks():
+        for task in _other_loops_tasks(loop):
             other = task.get_loop()
-            if other is not loop:
-                if other not in self._sweepers and self._suspended_in_watched(task):
-                    self._ask(other)
-                continue
+            if other not in self._sweepers and self._suspended_in_watched(task):
+                self._ask(other)
+        for task in asyncio.all_tasks(loop):
             for coro in _chain(task.get_coro()):
                 frame = _frame_of(coro)
                 if frame is None or frame.f_code not in watched:
