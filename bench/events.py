@@ -14,9 +14,9 @@ other jobs' time slices).
 
 The floor of the async target, timed in the same rounds at N = 1, 2, 3 and 10 handlers: the
 plain loop plus the least the kept timeout needs per emit, as the bus keeps it
-(`host.deadlines`: the check that a sweeper runs on this thread, the handler stored in the
-frame's ``armed`` under a ``try`` before each await, the test for a swallowed expiry at the
-end); then that plus the bus's bookkeeping (the payload's type check, the plan lookup, the
+(`host.deadlines`: the test that the sweeper last made sure of still runs, the handler stored
+in the frame's ``armed`` under a ``try`` before each await, the test for a swallowed expiry at
+the end); then that plus the bus's bookkeeping (the payload's type check, the plan lookup, the
 count). The table shows the timeout's cost, the bookkeeping's and the rest of ``emit``'s over
 them; the verdict line names the N from which the target is met and what stops N = 1.
 
@@ -30,7 +30,6 @@ import asyncio
 import inspect
 import os
 import platform
-import threading
 import time
 import timeit
 from collections.abc import Callable
@@ -43,14 +42,12 @@ from rich.table import Table
 
 from contracts.events import AGENT_STARTED, AgentPayload
 from host import hookspecs
+from host.deadlines import STOPPED, Sweeper
 from host.deadlines import ensure as _ensure_sweeper
 from host.deadlines import expired as _expired
-from host.deadlines import shared as _deadlines
 from host.deadlines import withdraw as _withdraw
 from host.event_payloads import coerce_payload
 from host.events import EventBus
-
-_thread = threading.get_ident  # as host/events.py binds it
 
 PAYLOAD = AgentPayload(agent_id=uuid4(), name="bench")
 
@@ -109,12 +106,23 @@ def handlers_of(bus: EventBus) -> list[Callable[[AgentPayload], Any]]:
     return [sub.handler for sub in bus.subscriptions(AGENT_STARTED)]
 
 
-class _Counted:
-    """An event's handlers and its emit count (the bus's plan, minus how each is called)."""
+class _Kept:
+    """Holds the sweeper last made sure of, as the bus's plan does (`Sweeper`)."""
+
+    __slots__ = ("swept",)
+
+    def __init__(self) -> None:
+        self.swept: Sweeper = STOPPED
+
+
+class _Counted(_Kept):
+    """An event's handlers, its emit count and its sweeper (the bus's plan, minus how each
+    handler is called)."""
 
     __slots__ = ("count", "subs")
 
     def __init__(self, subs: tuple[Callable[[AgentPayload], Any], ...]) -> None:
+        super().__init__()
         self.subs, self.count = subs, 0
 
 
@@ -124,15 +132,15 @@ class BookkeepingBus:
     beyond it: which loop its plan takes, each handler's call read off its subscription."""
 
     def __init__(self, handlers: list[Callable[[AgentPayload], Any]]) -> None:
-        self._plan = {AGENT_STARTED.name: _Counted(tuple(handlers))}
+        self._plan = {AGENT_STARTED: _Counted(tuple(handlers))}
 
     async def emit(self, event: Any, payload: Any) -> None:
         if type(payload) is not event.payload:
             payload = coerce_payload(event, payload)
-        plan = self._plan[event.name]
+        plan = self._plan[event]
         plan.count += 1
-        if _thread() != _deadlines.thread:
-            _ensure_sweeper()
+        if not plan.swept.running:
+            plan.swept = _ensure_sweeper()
         for handler in plan.subs:
             try:
                 armed = handler
@@ -151,19 +159,20 @@ def alternating(bus: EventBus, number: int, rounds: int = 9) -> dict[str, float]
     """Seconds per emit, timed in turn, round after round: `bus`'s emit; a plain await loop
     over its handlers in an async function called like emit (the target's baseline); the same
     loop inlined in the caller; the floor (that loop plus the least the kept timeout needs per
-    emit, as the bus keeps it: the check that a deadline sweeper runs on this thread, the
+    emit, as the bus keeps it: the test that the deadline sweeper last made sure of runs, the
     handler stored in the frame's ``armed`` under a ``try`` before each await, and the test
     for an expiry swallowed by a handler at the end, `host.deadlines`); and the floor plus
     the bus's bookkeeping (`BookkeepingBus`)."""
     handlers = handlers_of(bus)
+    kept = _Kept()
 
     async def plain_emit(event: object, payload: AgentPayload) -> None:
         for handler in handlers:
             await handler(payload)
 
     async def floor_emit(event: object, payload: AgentPayload) -> None:
-        if _thread() != _deadlines.thread:
-            _ensure_sweeper()
+        if not kept.swept.running:
+            kept.swept = _ensure_sweeper()
         for handler in handlers:
             try:
                 armed = handler  # what the sweeper reads off the frame

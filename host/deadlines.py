@@ -24,7 +24,13 @@ Two ways to put an await under a deadline:
   another step (or by the function at the end of its run, whichever comes first).
 
 The sweeper runs while anything is under a deadline and stops when a sweep finds nothing;
-`ensure` (one comparison with the running loop) restarts it.
+`ensure` (one comparison with the running loop) restarts it and returns its `Sweeper`, which a
+hot path may keep and skip `ensure` for while it is ``running`` (an attribute test instead of
+finding the running loop or the thread per call; the event bus keeps one per plan). A caller so
+kept on a second loop's sweeper (one bus emitting in two loops at once) is covered by that
+sweeper too: each sweep looks at the other loops' tasks, and starts a sweeper on a loop that has
+none and a watched frame suspended (one resolution later than its own would have), and when it
+stops, on every other loop with a pending task and no sweeper.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ import gc
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Protocol
 
-__all__ = ["Deadlines", "Step", "shared"]
+__all__ = ["STOPPED", "Deadlines", "Step", "Sweeper", "shared"]
 
 
 class Step(Protocol):
@@ -53,6 +60,44 @@ _OPAQUE = frozenset({"async_generator_asend", "async_generator_athrow", "corouti
 """C awaitables that hide what they wait for (an async generator's ``asend``, a coroutine's
 ``__await__``): the coroutine or generator inside is found among their referents."""
 _running_loop = asyncio.get_running_loop
+
+
+class Sweeper:
+    """A loop's sweeper task, and whether it still runs (a caller of `Deadlines.ensure` may
+    keep it and skip ``ensure`` while ``running`` is true). Known gap, as for
+    `Deadlines.thread`: a loop closed or left stopped while its sweeper was pending, without
+    cancelling its tasks first (`asyncio.run` and pytest-asyncio do cancel them), leaves its
+    sweeper ``running``, and a holder's watched awaits on a later loop go unswept until a
+    sweeper of another loop sees them or a direct `ensure` runs there."""
+
+    __slots__ = ("running", "task")
+
+    def __init__(self) -> None:
+        self.running = True
+        self.task: asyncio.Task[None] | None = None
+        """The sweeper's task (the loop holds tasks by weak reference only: this keeps it)."""
+
+
+STOPPED = Sweeper()
+"""A sweeper that never runs: what a holder of a `Sweeper` starts with."""
+STOPPED.running = False
+
+
+_EVERY_TASK: Any = getattr(asyncio.tasks, "_all_tasks", None)
+if _EVERY_TASK is None:  # CPython 3.12, 3.13 (3.14 has neither: other loops go unwatched)
+    _EVERY_TASK = getattr(asyncio.tasks, "_scheduled_tasks", ())
+
+
+def _other_loops_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """The pending tasks of the process's other loops (`asyncio.all_tasks` gives one loop's;
+    a copy of the set another thread may grow meanwhile, retried as that function does)."""
+    for _ in range(1000):
+        try:
+            tasks = list(_EVERY_TASK)
+        except RuntimeError:  # changed size while being copied: another thread made a task
+            continue
+        return [task for task in tasks if task.get_loop() is not loop and not task.done()]
+    return []
 
 
 def _chain(coro: object) -> Iterator[Any]:
@@ -99,7 +144,9 @@ class Deadlines:
         self.expired: dict[FrameType, tuple[asyncio.Task[Any], Step]] = {}
         """Watched frames whose armed await the sweeper cancelled, not yet answered by
         `timed_out` or `withdraw`; empty nearly always (its truth test is the per-await cost)."""
-        self._sweepers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self._sweepers: dict[asyncio.AbstractEventLoop, Sweeper] = {}
+        self._asked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        """Other loops asked (`call_soon_threadsafe`) to start a sweeper, not started yet."""
         self.sweeping: asyncio.AbstractEventLoop | None = None
         """The loop whose sweeper started last (the common case: the only one)."""
         self.thread: int | None = None
@@ -116,11 +163,12 @@ class Deadlines:
         ``armed``."""
         self._watched.add(code)
 
-    def ensure(self) -> None:
-        """Make sure a sweeper runs on the running loop (call before a watched await)."""
+    def ensure(self) -> Sweeper:
+        """Make sure a sweeper runs on the running loop (call before a watched await); that
+        sweeper."""
         loop = _running_loop()
-        if loop is not self.sweeping and loop not in self._sweepers:
-            self._start_sweeper(loop)
+        sweeper = self._sweepers.get(loop)
+        return sweeper if sweeper is not None else self._start_sweeper(loop)
 
     def timed_out(self, frame: FrameType | None) -> bool:
         """On a CancelledError in watched `frame`: whether the sweeper cancelled its armed
@@ -164,12 +212,30 @@ class Deadlines:
 
     # the sweeper -----------------------------------------------------------------------------
 
-    def _start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_sweeper(self, loop: asyncio.AbstractEventLoop) -> Sweeper:
         self.sweeping = loop
         self.thread = threading.get_ident()
-        self._sweepers[loop] = loop.create_task(self._sweep(loop))
+        self._asked.discard(loop)
+        sweeper = self._sweepers[loop] = Sweeper()
+        sweeper.task = loop.create_task(self._sweep(loop, sweeper))
+        return sweeper
 
-    async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _ensure_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Asked by another loop's sweeper, run on `loop`: a sweeper runs here."""
+        if loop not in self._sweepers and not loop.is_closed():
+            self._start_sweeper(loop)
+
+    def _ask(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have `loop` (another thread's) start a sweeper, once until it does."""
+        if loop in self._sweepers or loop in self._asked or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._ensure_on, loop)
+        except RuntimeError:  # closed meanwhile: nothing of it will run again
+            return
+        self._asked.add(loop)
+
+    async def _sweep(self, loop: asyncio.AbstractEventLoop, sweeper: Sweeper) -> None:
         seen: dict[FrameType, tuple[Step, float]] = {}
         try:
             while True:
@@ -186,11 +252,17 @@ class Deadlines:
                 if not found and not self.expired and not self._due:
                     return  # nothing under a deadline: `ensure` starts another
         finally:
-            if self._sweepers.get(loop) is asyncio.current_task():
+            sweeper.running = False
+            if self._sweepers.get(loop) is sweeper:
                 del self._sweepers[loop]
             if self.sweeping is loop:
                 self.sweeping = None
                 self.thread = None
+            # A caller on another loop may have kept this sweeper and be about to suspend (it
+            # read ``running`` before it turned false): every other loop with a pending task
+            # gets one.
+            for task in _other_loops_tasks(loop):
+                self._ask(task.get_loop())
 
     def _sweep_watched(
         self,
@@ -203,6 +275,10 @@ class Deadlines:
         armed: dict[FrameType, tuple[Step, float]] = {}
         found: set[FrameType] = set()
         watched, expired = self._watched, self.expired
+        for task in _other_loops_tasks(loop):
+            other = task.get_loop()
+            if other not in self._sweepers and self._suspended_in_watched(task):
+                self._ask(other)
         for task in asyncio.all_tasks(loop):
             for coro in _chain(task.get_coro()):
                 frame = _frame_of(coro)
@@ -226,9 +302,19 @@ class Deadlines:
                 if cancelled is None and now - since >= limit:
                     expired[frame] = (task, step)
                     task.cancel()
-        for frame in [f for f in expired if f not in found]:
-            del expired[frame]  # its coroutine is gone (closed): nobody left to answer
+        for frame, (task, _) in list(expired.items()):  # one call: other loops' sweeps write it
+            if frame not in found and task.get_loop() is loop:
+                del expired[frame]  # its coroutine is gone (closed): nobody left to answer
         return armed, bool(found)
+
+    def _suspended_in_watched(self, task: asyncio.Task[Any]) -> bool:
+        """Whether another loop's `task` is suspended in a watched frame (read from this thread:
+        a running coroutine shows no ``cr_await``, so only suspended ones are followed)."""
+        for coro in _chain(task.get_coro()):
+            frame = _frame_of(coro)
+            if frame is not None and frame.f_code in self._watched:
+                return True
+        return False
 
 
 shared = Deadlines()

@@ -12,16 +12,17 @@ hook implementations; the bus runs them.
 
 Emitting is cheap on purpose: each event keeps a precomputed tuple of its handlers (with how
 each is called and its timeout), rebuilt only when subscriptions change; an emit is a type check
-and a loop over that tuple. Handler timeouts cost an emit nothing but a local store per async
-handler (``armed = sub``): one sweeper task per loop (`host.deadlines`) finds emits suspended in
-a handler by walking the tasks' coroutines, instead of a timer or a registration per handler.
+and a loop over that tuple (or, for a plan of one timed handler, the most common, one call).
+Handler timeouts cost an emit nothing but a local store per async handler (``armed = sub``) and
+a test that the sweeper its plan last made sure of still runs: one sweeper task per loop
+(`host.deadlines`) finds emits suspended in a handler by walking the tasks' coroutines, instead
+of a timer or a registration per handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 from collections import Counter
 from collections.abc import Awaitable
 from contextvars import ContextVar
@@ -45,6 +46,7 @@ from contracts.events import (
 from contracts.plugin import LoadedPluginLike
 from host import hookspecs
 from host.blocking import component_site, describe_subscription
+from host.deadlines import STOPPED as _STOPPED
 from host.deadlines import ensure as _ensure_sweeper
 from host.deadlines import expired as _expired
 from host.deadlines import shared as _deadlines
@@ -72,14 +74,18 @@ __all__ = ["EventBus", "HandlerSubscription"]
 
 class _Plan:
     """An event's handlers in run order, whether some (`SOME_TIMED`) or all (`ALL_TIMED`)
-    are `TIMED`, and the emits counted since it was made."""
+    are `TIMED`, the one handler when it is the only one and `TIMED` (the commonest plan, run
+    in the fewest steps), the emits counted since it was made, and the deadline sweeper its
+    emits last made sure of (skipped while it runs: `host.deadlines`)."""
 
-    __slots__ = ("count", "subs", "timed")
+    __slots__ = ("count", "one", "subs", "swept", "timed")
 
     def __init__(self, subs: tuple[HandlerSubscription, ...], timed: int) -> None:
         self.subs = subs
         self.timed = timed
+        self.one = subs[0] if timed is ALL_TIMED and len(subs) == 1 else None
         self.count = 0
+        self.swept = _STOPPED
 
 
 P = TypeVar("P", bound=EventPayload)
@@ -95,8 +101,10 @@ class EventBus:
         """Config section ``events``: the handler timeout, the detached handler limit."""
         self._subs: dict[str, list[HandlerSubscription]] = {}
         self._any: list[HandlerSubscription] = []
-        self._plan: dict[str, _Plan] = {}
-        """Event name -> its handlers in run order (rebuilt when subscriptions change)."""
+        self._plan: dict[Event[Any], _Plan] = {}
+        """Event -> its handlers in run order (rebuilt when subscriptions change). By the token,
+        not its name: a subscript by an object is a little cheaper than reading the name first
+        (a plugin reloaded declares its events again: those tokens get plans of their own)."""
         self._detached: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -113,8 +121,8 @@ class EventBus:
     def counts(self) -> Counter[str]:
         """Emits per event name since start (sampled into ``agenthost.events.emitted``)."""
         counts = Counter(self._counts)
-        for name, plan in self._plan.items():
-            counts[name] += plan.count
+        for event, plan in self._plan.items():
+            counts[event.name] += plan.count
         return Counter({name: count for name, count in counts.items() if count})
 
     @property
@@ -233,7 +241,7 @@ class EventBus:
         """Active subscriptions (to `event`, in run order), for `agenthost` introspection."""
         if event is None:
             return sorted([s for v in self._subs.values() for s in v] + self._any, key=sort_key)
-        plan = self._plan.get(event.name) or self._handlers_for(event.name)
+        plan = self._plan.get(event) or self._handlers_for(event)
         return list(plan.subs)
 
     # emitting -------------------------------------------------------------------------------
@@ -244,57 +252,74 @@ class EventBus:
 
         A handler that raises or times out is logged with its plugin and the event, counted and
         reported as ``handler:failed``; the others and the emitter carry on. Kept in one piece
-        for speed (a step as a call of its own costs every emit), and because the deadline
-        sweeper reads ``armed`` off this very frame (`host.deadlines`)."""
+        for speed (a step as a call of its own costs every emit: a coroutine for the other
+        plans cost a sync handler's emit ~140 ns), and because the deadline sweeper reads
+        ``armed`` off this very frame (`host.deadlines`). Its locals are few on purpose: each
+        one costs every emit ~3 ns (the coroutine's frame is made and cleared per emit)."""
         if type(payload) is not event.payload:
             payload = coerce_payload(event, payload)
         try:
-            plan = self._plan[event.name]
+            plan = self._plan[event]
         except KeyError:
-            plan = self._handlers_for(event.name)
+            plan = self._handlers_for(event)
         plan.count += 1
         armed: HandlerSubscription | None = None  # what the sweeper times (host/deadlines.py)
-        if plan.timed is ALL_TIMED:  # the common case, in the fewest steps
-            if _thread() != _deadlines.thread:
-                _ensure_sweeper()  # an async handler with a limit: a sweeper must run here
-            for sub in plan.subs:  # `sub` names the handler to the loop monitor
-                try:
-                    armed = sub  # a local store: the sweeper reads it off the suspended frame
-                    call = sub.call  # an attribute load (``sub.call(...)`` is not specialized)
-                    await call(payload)  # type: ignore[misc]  # a `TIMED` call: a coroutine
-                except BaseException as exc:
-                    armed = None  # read by the sweeper off the frame
-                    if await self._caught(sub, event, exc, inspect.currentframe()):
-                        raise
+        call: Any  # a handler's call; in the last loop, what calling it returned (one local)
+        sub = plan.one  # `sub` names the handler to the loop monitor
+        if sub is not None:  # one `TIMED` handler, the commonest plan, in the fewest steps
+            if not plan.swept.running:
+                plan.swept = _ensure_sweeper()  # a handler with a limit: a sweeper must run
+            try:
+                armed = sub  # a local store: the sweeper reads it off the suspended frame
+                call = sub.call  # an attribute load (``sub.call(...)`` is not specialized)
+                await call(payload)  # a `TIMED` call: a coroutine
+            except BaseException as exc:
+                armed = None  # read by the sweeper off the frame
+                if await self._caught(sub, event, exc, inspect.currentframe()):
+                    raise
             if _expired:  # a handler swallowed its deadline's cancellation (see `Deadlines`)
                 _withdraw(inspect.currentframe())
             return
-        if plan.timed and _thread() != _deadlines.thread:
-            _ensure_sweeper()
-        for sub in plan.subs:
+        if plan.timed is ALL_TIMED:  # the same, handler after handler
+            if not plan.swept.running:
+                plan.swept = _ensure_sweeper()
+            for sub in plan.subs:
+                try:
+                    armed = sub
+                    call = sub.call
+                    await call(payload)
+                except BaseException as exc:
+                    armed = None
+                    if await self._caught(sub, event, exc, inspect.currentframe()):
+                        raise
+            if _expired:
+                _withdraw(inspect.currentframe())
+            return
+        if plan.timed and not plan.swept.running:
+            plan.swept = _ensure_sweeper()
+        for sub in plan.subs:  # each as its kind says (`host.event_subscriptions`)
             try:
-                kind = sub.kind
-                if kind is TIMED:
-                    result = sub.call(payload)
-                elif kind is OWN or kind is ANY:
-                    result = sub.call(payload) if kind is OWN else sub.call(event, payload)
-                    if result is None:
+                if sub.kind is TIMED:
+                    call = sub.call(payload)  # `call` from here on: what calling it returned
+                elif sub.kind is OWN or sub.kind is ANY:
+                    call = sub.call(payload) if sub.kind is OWN else sub.call(event, payload)
+                    if call is None:
                         continue
-                    if type(result) is not CoroutineType and not inspect.isawaitable(result):
+                    if type(call) is not CoroutineType and not inspect.isawaitable(call):
                         continue
                     if not sub.limit:
                         armed = None
-                        await result
+                        await call
                         continue
                     _ensure_sweeper()  # the plan had no `TIMED` entry to start it
-                elif kind is DETACHED:
+                elif sub.kind is DETACHED:
                     armed = None
                     await (self._call if self._closed else self._spawn)(sub, event, payload)
                     continue
                 else:
                     continue  # unsubscribed by an earlier handler of this emit (or unloaded)
                 armed = sub
-                await result  # type: ignore[misc]  # awaitable: checked above, or `TIMED`
+                await call  # awaitable: checked above, or `TIMED`
             except BaseException as exc:
                 armed = None  # noqa: F841  (read by the sweeper off the frame)
                 if await self._caught(sub, event, exc, inspect.currentframe()):
@@ -347,11 +372,12 @@ class EventBus:
 
     def _replan(self) -> None:
         """Drop the plans (subscriptions or the default timeout changed), keeping their counts."""
-        for name, plan in self._plan.items():
-            self._counts[name] = self._counts.get(name, 0) + plan.count
+        for event, plan in self._plan.items():
+            self._counts[event.name] = self._counts.get(event.name, 0) + plan.count
         self._plan.clear()
 
-    def _handlers_for(self, name: str) -> _Plan:
+    def _handlers_for(self, event: Event[Any]) -> _Plan:
+        name = event.name
         own = sorted(self._subs.get(name, ()), key=sort_key)
         default = self._settings.handler_timeout
         runs: list[HandlerSubscription] = []
@@ -368,10 +394,10 @@ class EventBus:
         timed = 0
         if any(sub.kind is TIMED for sub in runs):
             timed = ALL_TIMED if all(sub.kind is TIMED for sub in runs) else SOME_TIMED
-        replaced = self._plan.get(name)
+        replaced = self._plan.get(event)
         if replaced is not None and replaced.count:  # its emits are kept: counts only go up
             self._counts[name] = self._counts.get(name, 0) + replaced.count
-        plan = self._plan[name] = _Plan(tuple(runs), timed)
+        plan = self._plan[event] = _Plan(tuple(runs), timed)
         return plan
 
     async def _spawn(self, sub: HandlerSubscription, event: Event[Any], payload: Any) -> None:
@@ -462,7 +488,6 @@ class EventBus:
 
 
 _deadlines.watch(EventBus.emit.__code__)
-_thread = threading.get_ident
 
 
 def _cancelling() -> bool:
