@@ -434,6 +434,16 @@ ROUND = 25
 """Queries a method runs before the next method's turn (see `bench_search`)."""
 
 
+def cold(*conns: sqlite3.Connection | None) -> None:
+    """Empty `conns`' page caches (``PRAGMA shrink_memory``), so that every method's turn
+    reads its rows as the first turn of a round did: from the OS's cache into SQLite's. Else
+    a method following another that read the same rows on its connection found them cached
+    (the raw rows read on their own connection, the adapter's on its own)."""
+    for conn in conns:
+        if conn is not None:
+            conn.execute("PRAGMA shrink_memory")
+
+
 async def bench_search(
     sqlite_path: Path, n: int, queries: int, params: IndexParams
 ) -> list[list[str]]:
@@ -487,10 +497,12 @@ async def bench_search(
         # Methods take turns over rounds of ROUND queries, so machine load hits every method
         # alike. Not query by query: a method searching a graph for the query the method before
         # it had just searched on that graph (the raw pair; each adapter and its bare twin)
-        # would find the nodes it visits already in the CPU caches, a 15-30% head start.
+        # would find the nodes it visits already in the CPU caches, a 15-30% head start. Each
+        # turn starts from empty page caches (`cold`).
         for start in range(0, queries, ROUND):
             block = range(start, min(start + ROUND, queries))
             for name in lat:
+                cold(conn, sqlite_db._conn, sqlite_db._reader)
                 store: Any = sqlite_db if name.startswith("sqlite") else mem_db
                 search = SearchParams(
                     k=10,
@@ -565,7 +577,8 @@ async def bench_breakdown(
 ) -> list[list[str]]:
     """Where an HNSW search's time goes past the raw work, on the SQLite adapter's own graph
     with the settings it searches with (`raw_target`), the same graph and ef as the search
-    section's HNSW rows. Methods take turns over rounds of `ROUND` queries, as there:
+    section's HNSW rows. Methods take turns over rounds of `ROUND` queries, as there, each
+    turn with the connections' page caches emptied (`cold`):
 
     - the two baselines (raw faiss; raw faiss plus one raw sqlite3 SELECT of the 10 rows,
       the target's) and the raw SELECT alone, of the same rows;
@@ -745,15 +758,10 @@ async def bench_breakdown(
         "inmemory-bare": awaiting(lambda i: mem_db.search_memories(query_vectors[i], params=bare)),
     }
     lat: dict[str, list[float]] = {name: [] for name in methods}
-    # The order of the turns: the awaited search right after the baselines, so that it reads
-    # its rows through its connection's page cache in the state the raw SELECT finds its own
-    # (the first of a round to read them there; later turns find them cached). The stages
-    # come after: their rows are cached by then, as the raw SELECT alone finds its own.
-    turns = ["raw", "fetch", "shipped", "bare", "made-vector", "unpaced"]
-    turns += [name for name in methods if name not in turns]
     index.search = timed_search  # type: ignore[method-assign]
     for start in range(0, queries, ROUND):
-        for name in turns:
+        for name in methods:
+            cold(conn, writes, sqlite_db._reader)
             for i in range(start, min(start + ROUND, queries)):
                 lat[name].append(await methods[name](i))
     index.search = searched  # type: ignore[method-assign]
