@@ -36,7 +36,7 @@ from host.storekit import (
 
 from .gather import here_or_after_worker
 from .labels import label_filter
-from .rows import by_seqs_sql, row_to_memory, seq_params, table_state, to_matrix, where_clause
+from .rows import by_seqs_sql, lazy_row_to_memory, seq_params, table_state, to_matrix, where_clause
 from .worker import SqliteCore
 
 T = TypeVar("T")
@@ -475,14 +475,15 @@ def _hits(
     rows: dict[int, tuple[Any, ...]], labels: list[int], scores: list[float], params: SearchParams
 ) -> list[tuple[Memory, float]]:
     """The best `params.k` of the hits `labels` (best first) whose row was read and is not in
-    `params.exclude`, decoded (those left out never are)."""
+    `params.exclude`, as memories decoding their fields when first read
+    (`lazy_row_to_memory`; those left out never are)."""
     left_out = {memory_id.bytes for memory_id in params.exclude}
     found: list[tuple[Memory, float]] = []
     for label, score in zip(labels, scores, strict=True):
         row = rows.get(label)
         if row is None or (left_out and row[1] in left_out):
             continue
-        found.append((row_to_memory(row), score))
+        found.append((lazy_row_to_memory(row), score))
         if len(found) == params.k:
             break
     return found

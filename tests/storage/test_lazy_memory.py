@@ -1,7 +1,8 @@
-"""Pages of memories decode their fields on first use (`host.memory.lazy_memory`): a memory
-read in a page must be indistinguishable from the same row read alone (decoded at once) and
-from the memory written, whatever is done with it first (read a field, compare, dump, nest,
-copy, pickle), on every store, from any thread."""
+"""Pages of memories, and the SQLite store's search hits, decode their fields on first use
+(`host.memory.lazy_memory`): a memory read in a page or found by a search must be
+indistinguishable from the same row read alone (decoded at once) and from the memory written,
+whatever is done with it first (read a field, compare, dump, nest, copy, pickle), on every
+store, from any thread."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from builtin_plugins.sqlite import SqliteAdapter
 from contracts.memory import _PENDING, Memory, MemoryQuery
-from contracts.storage import DatabaseAdapter
+from contracts.storage import DatabaseAdapter, SearchParams
 from host.memory import RowDecoder, lazy_memory
 
 from .storage_helpers import make_memory
@@ -87,6 +88,48 @@ async def test_a_page_reads_as_its_rows_read_alone_whatever_is_done_first(
     assert first == [do(m) for m in alone] == [do(m) for m in written]
     assert page == alone == written and alone == page and written == page
     assert [m.model_dump_json() for m in page] == [m.model_dump_json() for m in written]
+
+
+@pytest.mark.parametrize("use", list(USES))
+async def test_search_hits_read_as_the_memories_written_whatever_is_done_first(
+    memory_store: DatabaseAdapter, use: str
+) -> None:
+    written = _written()
+    await memory_store.create_memories_batch(written)
+    await memory_store.build_index("hnsw")  # SQLite: answered on the loop's thread
+    by_id = {m.id: m for m in written}
+    for kind in ("hnsw", "flat"):  # SQLite: flat on the worker thread
+        params = SearchParams(k=10, index_type=kind)
+        hits = await memory_store.search_memories([1.0, -1.5, 3.0], params=params)
+        do = USES[use]
+        first = [do(m) for m, _ in hits]  # what is done first, on fresh memories
+        assert len(first) == 10
+        assert first == [do(by_id[m.id]) for m, _ in hits]
+        assert [m for m, _ in hits] == [by_id[m.id] for m, _ in hits]
+
+
+async def test_sqlite_search_hits_are_lazy_on_every_path(tmp_path: Path) -> None:
+    """Hits found on the loop's thread (an HNSW index, a filter's kept label set) or on the
+    worker (flat, unfiltered) decode nothing but what they are read for."""
+    db = await SqliteAdapter.open(tmp_path / "m.sqlite3")
+    try:
+        written = _written()
+        await db.create_memories_batch(written)
+        await db.build_index("hnsw")
+        by_id = {m.id: m for m in written}
+        room = MemoryQuery(room_id=written[0].room_id)
+        for kind, query in (("hnsw", None), ("flat", None), ("flat", room), ("flat", room)):
+            params = SearchParams(k=10, index_type=kind)
+            hits = [m for m, _ in await db.search_memories([1.0, -1.5, 3.0], query, params)]
+            assert len(hits) == 10 and _pending(hits) == 10, (kind, query)
+            vectors = [m.embedding for m in hits]
+            assert _pending(hits) == 10  # a vector alone decodes nothing else
+            texts = [m.content.text for m in hits]
+            assert _pending(hits) == 0
+            assert texts == [by_id[m.id].content.text for m in hits]
+            assert all(m.embedding is v for m, v in zip(hits, vectors, strict=True))
+    finally:
+        await db.close()
 
 
 async def test_sqlite_pages_are_lazy_and_small_reads_are_not(tmp_path: Path) -> None:
@@ -171,6 +214,13 @@ async def test_a_stored_row_that_cannot_be_decoded_fails_at_first_use(tmp_path: 
             use()
     with pytest.raises(ValidationError, match="text"):  # a few rows: decoded at once, as ever
         await db.get_memories(MemoryQuery(order="asc", limit=5))
+    await db.build_index("hnsw")
+    for kind in ("hnsw", "flat"):  # a search's hits: the bad one fails where it is read
+        params = SearchParams(k=PAGE, index_type=kind)
+        hits = {m.id: m for m, _ in await db.search_memories([0.75, -1.5, 3.0], params=params)}
+        assert hits[written[2].id].content.text == "m2"
+        with pytest.raises(ValidationError, match="text"):
+            hits[written[3].id].content  # noqa: B018
     await db.close()
 
 
