@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, get_args
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -30,7 +30,7 @@ from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, T
 from contracts.storage import DATABASE, DatabaseAdapter
 from host.secrets import scrub_data
 
-from .rebuild import RoomDiff, compare_room, fold_memories, memory_tables
+from .rebuild import RoomDiff, compare_room, fold_memories, memory_id_of, memory_tables
 from .recording import payload_data
 from .replay_store import ReplayStore
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Divergence",
     "RecordedCall",
+    "RecordedIds",
     "RecordedModels",
     "ReplayClock",
     "ReplayDivergenceError",
@@ -103,15 +104,40 @@ class ReplayClock:
         return self.now
 
 
+class RecordedIds:
+    """The runtime's id factory during a replay: the ids of the memories the recorded message
+    being replayed created, in order (its reply's), then new ones. A replayed memory is the
+    recorded one: a deletion recorded later in the conversation finds it."""
+
+    def __init__(self, events: Sequence[DomainEvent]) -> None:
+        self._created: dict[UUID, list[UUID]] = defaultdict(list)
+        for e in events:
+            memory_id = memory_id_of(e.data) if e.event_type == "memory:created" else None
+            if memory_id is not None and e.correlation_id not in (None, memory_id):
+                self._created[e.correlation_id].append(memory_id)
+        self._left: deque[UUID] = deque()
+
+    def begin(self, message_id: UUID) -> None:
+        """Give from now on the ids recorded for `message_id`'s memories."""
+        self._left = deque(self._created.get(message_id, ()))
+
+    def __call__(self) -> UUID:
+        return self._left.popleft() if self._left else uuid4()
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayParts:
-    """What a replay runtime must use: the recorded models, the replay clock, and the tables
-    the recorded conversation wrote memories to (`ReplayStore` reads them from the replay's
-    own store)."""
+    """What a replay runtime must use: the recorded models, the replay clock, the tables the
+    recorded conversation wrote memories to (`ReplayStore` reads them from the replay's own
+    store), the runtime's ids (`RecordedIds`), and the memories deleted outside the replayed
+    messages (over HTTP, from the console) before each of them, by its id: the replay's store
+    deletes them before that message, as the recorded store had."""
 
     models: ModelRuntime
     clock: Callable[[], datetime]
     tables: frozenset[str] = frozenset()
+    ids: Callable[[], UUID] = uuid4
+    deleted: Mapping[UUID, tuple[UUID, ...]] = field(default_factory=dict)
 
 
 RuntimeFactory = Callable[[ReplayParts], contextlib.AbstractAsyncContextManager[Processor]]
@@ -323,6 +349,27 @@ def _recorded_messages(
     return incoming, replies
 
 
+def _deleted_before(
+    events: Sequence[DomainEvent], replayed: Sequence[Memory]
+) -> dict[UUID, tuple[UUID, ...]]:
+    """The memories deleted by no replayed message (over HTTP, from the console), by the id of
+    the replayed message next after their deletion."""
+    ids = {m.id for m in replayed}
+    before: dict[UUID, tuple[UUID, ...]] = {}
+    pending: list[UUID] = []
+    for e in events:
+        if e.event_type == "memory:deleted" and e.correlation_id not in ids:
+            memory_id = memory_id_of(e.data)
+            if memory_id is not None:
+                pending.append(memory_id)
+        elif e.event_type == "message:received" and pending:
+            message = _message_of(e)
+            if message is not None and message.id in ids:
+                before[message.id] = tuple(pending)
+                pending = []
+    return before
+
+
 def _compare(message_id: UUID, reply: Reply, expected: str | None) -> Divergence | None:
     """How the replayed `reply` differs from the `expected` (recorded) reply text, if it does."""
     if expected is None and reply.responded:
@@ -356,9 +403,14 @@ async def replay_conversation(
         )
     models = RecordedModels(calls, replies=replies, fallback=fallback, live=live)
     clock = ReplayClock()
-    async with make_runtime(ReplayParts(models, clock, memory_tables(events))) as runtime:
+    ids = RecordedIds(events)
+    parts = ReplayParts(
+        models, clock, memory_tables(events), ids, _deleted_before(events, incoming)
+    )
+    async with make_runtime(parts) as runtime:
         for message in incoming:
             models.begin(message.id)
+            ids.begin(message.id)
             clock.now = message.created_at + timedelta(microseconds=1)
             report.messages += 1
             try:
@@ -474,7 +526,7 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
         scratch = construct("inmemory", host.config)  # through its entry point, as any store
         async with open_service(scratch, DATABASE) as fresh:
             live = await host.container.aresolve(DATABASE)
-            database = ReplayStore(fresh, live, parts.tables)
+            database = ReplayStore(fresh, live, parts.tables, parts.clock)
             scope = host.container.create_scope("agent")
             runtime = AgentRuntime(
                 character=character,
@@ -486,14 +538,30 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
                 settings=host.config.agents,  # the history length the recording's prompts had
                 agent_id=UUID(aggregate_id),
                 clock=parts.clock,
+                ids=parts.ids,
             )
             try:
-                yield runtime
+                yield _Forgetting(runtime, database, parts.deleted)
             finally:
                 await runtime.stop(5.0)
                 await scope.aclose()
 
     return make
+
+
+@dataclass(frozen=True, slots=True)
+class _Forgetting:
+    """`runtime`, deleting from `database` before each message what was deleted before it."""
+
+    runtime: Processor
+    database: DatabaseAdapter
+    deleted: Mapping[UUID, tuple[UUID, ...]]
+
+    async def process_message(self, message: Memory) -> Reply:
+        gone = self.deleted.get(message.id)
+        if gone:
+            await self.database.delete_memories_batch(gone)
+        return await self.runtime.process_message(message)
 
 
 async def _components_on(host: Host, database: DatabaseAdapter) -> ComponentRegistry:

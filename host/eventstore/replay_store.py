@@ -6,12 +6,14 @@ fills message by message, so a provider searching them (``recall``) finds only w
 before, never the rest of the conversation the configured store holds now. Every other table
 (knowledge, documents) is read from the configured store, which the replay never writes to:
 every write goes to the scratch store, and a table written in the replay is read from it from
-then on.
+then on. Read from the configured store, a memory created after the replay's clock (a document
+added to the knowledge base later in the conversation) is not there yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from uuid import UUID
 
 from contracts.memory import DEFAULT_TABLE, Memory, MemoryQuery
@@ -30,18 +32,35 @@ __all__ = ["ReplayStore"]
 
 class ReplayStore(ForwardingAdapter):
     """Every write, and the reads of the conversation's `tables`, on `scratch` (the forwarded
-    store); the reads of any other table on `live`. Owns neither: closing it closes nothing."""
+    store); the reads of any other table on `live`, of the memories created before `now()` (the
+    replay's clock; None: all). Owns neither: closing it closes nothing."""
 
     def __init__(
-        self, scratch: DatabaseAdapter, live: DatabaseAdapter, tables: Iterable[str]
+        self,
+        scratch: DatabaseAdapter,
+        live: DatabaseAdapter,
+        tables: Iterable[str],
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(scratch)
         self.live = live
         self._tables = {DEFAULT_TABLE, *tables}
+        self._now = now
 
     def _reads(self, query: MemoryQuery | str | None) -> DatabaseAdapter:
         table = query.table_name if isinstance(query, MemoryQuery) else query
         return self.inner if (table or DEFAULT_TABLE) in self._tables else self.live
+
+    def _then(self, query: MemoryQuery) -> MemoryQuery:
+        """`query` of the configured store's memories as they stood at the replay's clock."""
+        if self._now is None:
+            return query
+        now = self._now()
+        return query.model_copy(update={"end": now if query.end is None else min(query.end, now)})
+
+    def _route(self, query: MemoryQuery) -> tuple[DatabaseAdapter, MemoryQuery]:
+        store = self._reads(query)
+        return store, query if store is self.inner else self._then(query)
 
     def _written(self, tables: Iterable[str | None]) -> None:
         self._tables.update(t or DEFAULT_TABLE for t in tables)
@@ -73,21 +92,28 @@ class ReplayStore(ForwardingAdapter):
         found = await self.inner.get_memory(memory_id)
         if found is None:
             found = await self.live.get_memory(memory_id)
-            if found is not None and found.table_name in self._tables:
-                return None  # said later in the conversation: not there yet
+            if found is not None and (
+                found.table_name in self._tables  # said later in the conversation
+                or (self._now is not None and found.created_at >= self._now())  # added later
+            ):
+                return None  # not there yet
         return found
 
     async def get_memories(self, query: MemoryQuery) -> list[Memory]:
-        return await self._reads(query).get_memories(query)
+        store, query = self._route(query)
+        return await store.get_memories(query)
 
     async def get_memory_texts(self, query: MemoryQuery) -> list[MemoryText]:
-        return await get_texts(self._reads(query), query)
+        store, query = self._route(query)
+        return await get_texts(store, query)
 
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
-        return await self._reads(query).count_memories(query)
+        store, query = self._route(query or MemoryQuery())
+        return await store.count_memories(query)
 
     async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
-        return await self._reads(query).room_summaries(query)
+        store, query = self._route(query or MemoryQuery())
+        return await store.room_summaries(query)
 
     async def search_memories(
         self,
@@ -97,7 +123,8 @@ class ReplayStore(ForwardingAdapter):
     ) -> list[tuple[Memory, float]]:
         """One table's search (several scopes' searches, `search_memories_any`, come here one
         by one: `ForwardingAdapter` sees this override)."""
-        return await self._reads(query).search_memories(embedding, query, params)
+        store, query = self._route(query or MemoryQuery())
+        return await store.search_memories(embedding, query, params)
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         await self._reads(table_name).build_index(index_type, table_name)

@@ -1,0 +1,99 @@
+"""A replay sees the store as the recorded conversation saw it at each message, also when the
+store changed beside the conversation (real host, SQLite files, audit): a document added to the
+knowledge base midway is not seen before it was added; a memory deleted midway (over HTTP, from
+the console: ``delete_memory``), the user's or the agent's, is gone from then on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from builtin_plugins.audit import AuditPlugin
+from contracts.eventstore import EVENT_STORE
+from contracts.knowledge import KNOWLEDGE
+from contracts.memory import MemoryQuery
+from host.app import Host
+from host.eventstore.replay import host_runtime_factory, replay_conversation
+from host.http_manage import delete_memory
+from host.testing import OfflineHosts
+
+TEXTS = [
+    "I feel sad about my job",
+    "My mother never listens to me",
+    "My job makes me sad every day",
+    "Nobody listens to me at home",
+    "I am tired of my work",
+    "My mother is always busy",
+    "Work is all I think about",
+]
+PLUGINS = ("audit", "recall", "knowledge")
+AGENTS = {"history": 2}
+SETTINGS = {"recall": {"threshold": -1.0, "k": 4}, "knowledge": {"threshold": -1.0}}
+
+
+@pytest.fixture
+async def host(tmp_path: Path, offline_host: OfflineHosts) -> Host:
+    return await offline_host(
+        *PLUGINS, data_dir=tmp_path, http={"enabled": False}, agents=AGENTS, plugins=SETTINGS
+    )
+
+
+async def flush(host: Host) -> None:
+    plugin = host.loader.loaded["audit"].instance
+    assert isinstance(plugin, AuditPlugin)
+    await plugin.flush()
+
+
+async def replay(host: Host, agent: UUID, room: UUID | None = None) -> list[str]:
+    await flush(host)
+    store = await host.container.aresolve(EVENT_STORE)
+    report = await replay_conversation(
+        store,
+        str(agent),
+        host_runtime_factory(host, store, str(agent)),
+        room_id=room,
+        fallback=host.models,
+    )
+    return report.lines() if not report.ok else []
+
+
+async def test_knowledge_added_during_the_conversation_is_not_seen_before_it(host: Host) -> None:
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    knowledge = await host.container.aresolve(KNOWLEDGE)
+    room, user = uuid4(), uuid4()
+    for i, text in enumerate(TEXTS):
+        if i == 3:
+            await knowledge.add_text("The office opens at nine.", "hours.md", runtime.agent_id)
+        await runtime.process_message(runtime.new_message(text, room_id=room, entity_id=user))
+    assert await replay(host, runtime.agent_id) == []
+
+
+async def test_a_memory_deleted_during_the_conversation_is_gone_after_it(host: Host) -> None:
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    room, user = uuid4(), uuid4()
+    first = None
+    for i, text in enumerate(TEXTS):
+        if i == 4:
+            assert first is not None and await delete_memory(runtime, first)
+        message = runtime.new_message(text, room_id=room, entity_id=user)
+        first = first or message.id
+        await runtime.process_message(message)
+    assert await replay(host, runtime.agent_id) == []
+
+
+async def test_a_reply_deleted_during_the_conversation_is_gone_after_it(host: Host) -> None:
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    room, user = uuid4(), uuid4()
+    for i, text in enumerate(TEXTS):
+        if i == 4:
+            replies = await runtime.database.get_memories(
+                MemoryQuery(agent_id=runtime.agent_id, entity_id=runtime.agent_id, order="asc")
+            )
+            assert await delete_memory(runtime, replies[0].id)
+        await runtime.process_message(runtime.new_message(text, room_id=room, entity_id=user))
+    assert await replay(host, runtime.agent_id) == []
