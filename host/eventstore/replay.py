@@ -24,9 +24,12 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel, TypeAdapter
 
 from contracts.agent import Reply
+from contracts.errors import AgentHostError
+from contracts.events import EVENTS, EventBusProtocol
 from contracts.eventstore import DomainEvent, EventStore, EventStoreError
 from contracts.memory import Memory
 from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, TextChunk
+from contracts.plugin import Plugin
 from contracts.storage import DATABASE, DatabaseAdapter
 from host.secrets import scrub_data
 
@@ -46,6 +49,7 @@ __all__ = [
     "RecordedModels",
     "ReplayClock",
     "ReplayDivergenceError",
+    "ReplayError",
     "ReplayParts",
     "ReplayReport",
     "host_runtime_factory",
@@ -59,6 +63,10 @@ R = TypeVar("R")
 LIVE_BY_DEFAULT = ("text_embedding",)
 """Model types replay calls live when their output was not recorded (deterministic locally)."""
 _TEXT_TYPES = ("text_large", "text_small")
+
+
+class ReplayError(AgentHostError):
+    """A replay that cannot run: a plugin it must build again on its own store fails to."""
 
 
 class ReplayDivergenceError(ModelError):
@@ -527,24 +535,26 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
         async with open_service(scratch, DATABASE) as fresh:
             live = await host.container.aresolve(DATABASE)
             database = ReplayStore(fresh, live, parts.tables, parts.clock)
-            scope = host.container.create_scope("agent")
-            runtime = AgentRuntime(
-                character=character,
-                scope=scope,
-                events=EventBus(),
-                models=parts.models,
-                database=database,
-                components=await _components_on(host, database),
-                settings=host.config.agents,  # the history length the recording's prompts had
-                agent_id=UUID(aggregate_id),
-                clock=parts.clock,
-                ids=parts.ids,
-            )
-            try:
-                yield _Forgetting(runtime, database, parts.deleted)
-            finally:
-                await runtime.stop(5.0)
-                await scope.aclose()
+            events = EventBus()
+            async with _components_on(host, database, events) as components:
+                scope = host.container.create_scope("agent")
+                runtime = AgentRuntime(
+                    character=character,
+                    scope=scope,
+                    events=events,
+                    models=parts.models,
+                    database=database,
+                    components=components,
+                    settings=host.config.agents,  # the history length the recording's prompts had
+                    agent_id=UUID(aggregate_id),
+                    clock=parts.clock,
+                    ids=parts.ids,
+                )
+                try:
+                    yield _Forgetting(runtime, database, parts.deleted)
+                finally:
+                    await runtime.stop(5.0)
+                    await scope.aclose()
 
     return make
 
@@ -564,26 +574,49 @@ class _Forgetting:
         return await self.runtime.process_message(message)
 
 
-async def _components_on(host: Host, database: DatabaseAdapter) -> ComponentRegistry:
+@contextlib.asynccontextmanager
+async def _components_on(
+    host: Host, database: ReplayStore, events: EventBusProtocol
+) -> AsyncIterator[ComponentRegistry]:
     """`host`'s actions, providers and evaluators, those of each plugin taking the memory store
-    from a new instance of it on `database` (so ``recall`` searches the conversation as it
-    stood then, not the rest of it the configured store holds now)."""
+    from a new instance of it on `database` and the replay's bus `events`, set up for the
+    replay and torn down after it (so ``recall`` searches the conversation as it stood then,
+    not the rest of it the configured store holds now, and a plugin's subscriptions stay on
+    the replay's bus). A plugin that cannot be built or set up so fails the replay, named."""
     from host.components import ComponentRegistry
 
     registry = ComponentRegistry()
-    for name, loaded in host.loader.loaded.items():
-        instance = loaded.instance
-        if not (instance.actions() or instance.providers() or instance.evaluators()):
-            continue
-        factory = loaded.discovered.factory or type(instance)
-        if any(t.name == DATABASE.name for t in host.container.requirements(factory)):
-            instance = await host.loader.construct_again(
-                name, {DATABASE: database, DatabaseAdapter: database}
+    built: list[tuple[str, Plugin]] = []
+    extras: dict[Any, object] = {
+        DATABASE: database,
+        DatabaseAdapter: database,
+        EVENTS: events,
+        EventBusProtocol: events,
+        type(events): events,
+    }
+    try:
+        for name, loaded in host.loader.loaded.items():
+            instance = loaded.instance
+            if not (instance.actions() or instance.providers() or instance.evaluators()):
+                continue
+            factory = loaded.discovered.factory or type(instance)
+            if any(t.name == DATABASE.name for t in host.container.requirements(factory)):
+                try:
+                    instance = await host.loader.construct_again(name, extras)
+                except Exception as exc:  # a plugin's own code: said, naming it
+                    raise ReplayError(
+                        f"plugin {name} takes the memory store and could not be built again on"
+                        f" the replay's store ({type(database.inner).__name__}, backend"
+                        f" {database.backend!r}): {type(exc).__name__}: {exc}"
+                    ) from exc
+                built.append((name, instance))
+            registry.add(
+                name,
+                actions=instance.actions(),
+                providers=instance.providers(),
+                evaluators=instance.evaluators(),
             )
-        registry.add(
-            name,
-            actions=instance.actions(),
-            providers=instance.providers(),
-            evaluators=instance.evaluators(),
-        )
-    return registry
+        yield registry
+    finally:
+        for name, instance in reversed(built):
+            await host.loader.release_again(name, instance)
