@@ -399,10 +399,17 @@ async def replay_conversation(
     live: Sequence[str] = LIVE_BY_DEFAULT,
 ) -> ReplayReport:
     """Re-run agent `aggregate_id`'s recorded messages (of `room_id`, or all) through a fresh
-    runtime with recorded model outputs; report every divergence from the recorded replies."""
+    runtime with recorded model outputs; report every divergence from the recorded replies.
+
+    With `room_id`, the agent's messages of other rooms up to the room's last one are re-run
+    too, unreported: a provider searching beyond the room (``recall``'s ``entity`` and
+    ``agent`` scopes) finds what they left, as the recorded messages did."""
     events = [e async for e in store.iter_events(aggregate_id)]
     report = ReplayReport(aggregate=aggregate_id)
-    incoming, replies = _recorded_messages(events, room_id)
+    incoming, replies = _recorded_messages(events, None)
+    reported = {m.id for m in incoming if room_id is None or m.room_id == room_id}
+    last = max((at for at, m in enumerate(incoming) if m.id in reported), default=-1)
+    incoming = incoming[: last + 1]
     calls = _calls_by_message(events)
     if any(c.output is None for cs in calls.values() for c in cs if c.model_type in _TEXT_TYPES):
         report.notes.append(
@@ -415,26 +422,37 @@ async def replay_conversation(
     parts = ReplayParts(
         models, clock, memory_tables(events), ids, _deleted_before(events, incoming)
     )
+    unreported = [0, 0]  # calls answered for the other rooms' messages
     async with make_runtime(parts) as runtime:
         for message in incoming:
             models.begin(message.id)
             ids.begin(message.id)
             clock.now = message.created_at + timedelta(microseconds=1)
-            report.messages += 1
-            try:
-                reply = await runtime.process_message(message)
-            except Exception as exc:
-                report.divergences.append(
-                    Divergence(message.id, "error", f"{type(exc).__name__}: {exc}")
-                )
+            counts = (models.substituted, models.approximated)
+            divergence = await _replay_one(runtime, message, replies.get(message.id))
+            if message.id not in reported:
+                unreported[0] += models.substituted - counts[0]
+                unreported[1] += models.approximated - counts[1]
                 continue
-            divergence = _compare(message.id, reply, replies.get(message.id))
+            report.messages += 1
             if divergence is not None:
                 report.divergences.append(divergence)
         models.finish()
-    report.divergences[:0] = models.divergences
-    report.substituted, report.approximated = models.substituted, models.approximated
+    report.divergences[:0] = [d for d in models.divergences if d.message_id in reported]
+    report.substituted = models.substituted - unreported[0]
+    report.approximated = models.approximated - unreported[1]
     return report
+
+
+async def _replay_one(
+    runtime: Processor, message: Memory, expected: str | None
+) -> Divergence | None:
+    """Re-run `message`; how its reply differs from the recorded one (`expected`), if it does."""
+    try:
+        reply = await runtime.process_message(message)
+    except Exception as exc:
+        return Divergence(message.id, "error", f"{type(exc).__name__}: {exc}")
+    return _compare(message.id, reply, expected)
 
 
 async def check_rooms(

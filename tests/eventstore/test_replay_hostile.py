@@ -97,3 +97,28 @@ async def test_a_reply_deleted_during_the_conversation_is_gone_after_it(host: Ho
             assert await delete_memory(runtime, replies[0].id)
         await runtime.process_message(runtime.new_message(text, room_id=room, entity_id=user))
     assert await replay(host, runtime.agent_id) == []
+
+
+async def test_a_room_replayed_alone_sees_what_the_speaker_said_elsewhere(host: Host) -> None:
+    """``--room``: recall's ``entity`` scope (on by default) finds the user's messages of their
+    other rooms; they are re-run too (unreported), as they stood at each message."""
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    rooms, user = (uuid4(), uuid4()), uuid4()
+    for i, text in enumerate(TEXTS):
+        await runtime.process_message(
+            runtime.new_message(text, room_id=rooms[i % 2], entity_id=user)
+        )
+    for room, count in zip(rooms, (4, 3), strict=True):
+        await flush(host)
+        store = await host.container.aresolve(EVENT_STORE)
+        report = await replay_conversation(
+            store,
+            str(runtime.agent_id),
+            host_runtime_factory(host, store, str(runtime.agent_id)),
+            room_id=room,
+            fallback=host.models,
+        )
+        assert report.ok, "\n".join(report.lines())
+        assert report.messages == count
+        assert report.substituted == count  # one text call a message of the room
