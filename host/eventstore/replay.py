@@ -13,6 +13,7 @@ production history. `replay_agent` (``agenthost events replay``) adds the state 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from contracts.eventstore import DomainEvent, EventStore, EventStoreError
 from contracts.memory import Memory
 from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, TextChunk
 from contracts.plugin import Plugin
-from contracts.storage import DATABASE, DatabaseAdapter
+from contracts.storage import DATABASE, DatabaseAdapter, LocalFileSettings
 from host.secrets import scrub_data
 
 from .rebuild import RoomDiff, compare_room, fold_memories, memory_id_of, memory_tables
@@ -525,14 +526,15 @@ async def replay_agent(
 
 def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> RuntimeFactory:
     """Runtimes built from `host`'s plugins (actions, providers, evaluators) with a private bus
-    (so the replay is not audited) and a fresh in-memory store, for `replay_conversation`: what
-    ``agenthost events replay`` and the console's "Replay this room" run on a started host."""
+    (so the replay is not audited) and a store of their own (`ReplayStore`), for
+    `replay_conversation`: what ``agenthost events replay`` and the console's "Replay this
+    room" run on a started host."""
 
     @contextlib.asynccontextmanager
     async def make(parts: ReplayParts) -> AsyncIterator[Processor]:
         from host.characters import default_character, load_characters
         from host.events import EventBus
-        from host.plugin_lookup import construct, open_service
+        from host.plugin_lookup import open_service
         from host.runtime import AgentRuntime
 
         name = None
@@ -549,32 +551,53 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
             from contracts.agent import Character
 
             character = Character(name=name or "replay")
-        scratch = construct("inmemory", host.config)  # through its entry point, as any store
-        async with open_service(scratch, DATABASE) as fresh:
-            live = await host.container.aresolve(DATABASE)
-            database = ReplayStore(fresh, live, parts.tables, parts.clock)
-            events = EventBus()
-            async with _components_on(host, database, events) as components:
-                scope = host.container.create_scope("agent")
-                runtime = AgentRuntime(
-                    character=character,
-                    scope=scope,
-                    events=events,
-                    models=parts.models,
-                    database=database,
-                    components=components,
-                    settings=host.config.agents,  # the history length the recording's prompts had
-                    agent_id=UUID(aggregate_id),
-                    clock=parts.clock,
-                    ids=parts.ids,
-                )
-                try:
-                    yield _Forgetting(runtime, database, parts.deleted)
-                finally:
-                    await runtime.stop(5.0)
-                    await scope.aclose()
+        with tempfile.TemporaryDirectory(prefix="agenthost-replay-") as directory:
+            async with open_service(_scratch(host, Path(directory)), DATABASE) as fresh:
+                live = await host.container.aresolve(DATABASE)
+                database = ReplayStore(fresh, live, parts.tables, parts.clock)
+                events = EventBus()
+                async with _components_on(host, database, events) as components:
+                    scope = host.container.create_scope("agent")
+                    runtime = AgentRuntime(
+                        character=character,
+                        scope=scope,
+                        events=events,
+                        models=parts.models,
+                        database=database,
+                        components=components,
+                        settings=host.config.agents,  # the history the recorded prompts had
+                        agent_id=UUID(aggregate_id),
+                        clock=parts.clock,
+                        ids=parts.ids,
+                    )
+                    try:
+                        yield _Forgetting(runtime, database, parts.deleted)
+                    finally:
+                        await runtime.stop(5.0)
+                        await scope.aclose()
 
     return make
+
+
+def _scratch(host: Host, directory: Path) -> Plugin:
+    """The store plugin of the replay's own store: the configured store's, on a file in
+    `directory`, when it keeps its store in a local file under the data dir (the SQLite store:
+    equal scores rank as they did when recorded), else ``inmemory``. Constructed through its
+    entry point, as any store."""
+    from host.plugin_lookup import PluginNotFoundError, construct, plugin_settings
+
+    chosen = [b.owner for b in host.container.bindings() if b.token == DATABASE.name and b.chosen]
+    if chosen and chosen[0] is not None:
+        config = host.config.model_copy(update={"data_dir": directory})
+        try:
+            settings = plugin_settings(chosen[0], config)
+        except PluginNotFoundError:
+            settings = None
+        if isinstance(settings, LocalFileSettings) and settings.resolve_path(
+            directory
+        ).is_relative_to(directory):  # never the configured file (an absolute path)
+            return construct(chosen[0], config)
+    return construct("inmemory", host.config)
 
 
 @dataclass(frozen=True, slots=True)

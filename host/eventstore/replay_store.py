@@ -24,6 +24,8 @@ from contracts.storage import (
     RoomSummary,
     SearchParams,
     get_texts,
+    search_any,
+    search_each,
 )
 from host.forwarding import ForwardingAdapter
 
@@ -125,6 +127,31 @@ class ReplayStore(ForwardingAdapter):
         by one: `ForwardingAdapter` sees this override)."""
         store, query = self._route(query or MemoryQuery())
         return await store.search_memories(embedding, query, params)
+
+    async def search_memories_any(
+        self,
+        embedding: Sequence[float],
+        queries: Sequence[MemoryQuery],
+        params: SearchParams | None = None,
+        *,
+        leave_out: MemoryQuery | None = None,
+    ) -> list[tuple[Memory, float]]:
+        """Several scopes' search (`ScopedSearch`): where they all read one store, as that
+        store makes it (its own scoped search: equal scores rank as they did when recorded),
+        else one search a scope (`search_each`, through `search_memories`)."""
+        routed = [self._route(q) for q in (*queries, *([leave_out] if leave_out else []))]
+        stores = {id(store) for store, _ in routed}
+        if len(stores) != 1:
+            return await search_each(self, embedding, queries, params, leave_out=leave_out)
+        store = routed[0][0]
+        narrowed = [q for _, q in routed]
+        return await search_any(
+            store,
+            embedding,
+            narrowed[: len(queries)],
+            params,
+            leave_out=narrowed[-1] if leave_out else None,
+        )
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         await self._reads(table_name).build_index(index_type, table_name)

@@ -122,3 +122,33 @@ async def test_a_room_replayed_alone_sees_what_the_speaker_said_elsewhere(host: 
         assert report.ok, "\n".join(report.lines())
         assert report.messages == count
         assert report.substituted == count  # one text call a message of the room
+
+
+async def test_equal_scores_rank_as_they_did(host: Host) -> None:
+    """A user saying "yes" again and again: recall's k best include equal scores; which of them
+    make the prompt is the store's to say, and the replay's store says it as the recorded one
+    did (the configured store's kind, its own scoped search)."""
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    room, user = uuid4(), uuid4()
+    for text in ["yes", "I see", "yes", "no", "yes", "yes", "ok", "yes", "yes", "no", "yes"]:
+        await runtime.process_message(runtime.new_message(text, room_id=room, entity_id=user))
+    assert await replay(host, runtime.agent_id) == []
+
+
+async def test_scopes_across_rooms_and_users(tmp_path: Path, offline_host: OfflineHosts) -> None:
+    recall = {"threshold": -1.0, "k": 4, "scopes": ["agent", "entity"]}
+    host = await offline_host(
+        *PLUGINS,
+        data_dir=tmp_path,
+        http={"enabled": False},
+        agents=AGENTS,
+        plugins={**SETTINGS, "recall": recall},
+    )
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    rooms, users = [uuid4(), uuid4(), uuid4()], [uuid4(), uuid4()]
+    for i, text in enumerate(TEXTS * 2):
+        message = runtime.new_message(text, room_id=rooms[i % 3], entity_id=users[i % 2])
+        await runtime.process_message(message)
+    assert await replay(host, runtime.agent_id) == []

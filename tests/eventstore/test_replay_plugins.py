@@ -59,11 +59,11 @@ class Primed(Plugin):
 
 
 class Picky(Plugin):
-    manifest: ClassVar[Manifest] = Manifest(name="picky", description="sqlite only")
+    manifest: ClassVar[Manifest] = Manifest(name="picky", description="the SQLite adapter only")
 
     def __init__(self, database: DatabaseAdapter) -> None:
-        if database.backend != "sqlite":
-            raise RuntimeError(f"picky needs the sqlite store, got {database.backend}")
+        if type(database).__name__ != "SqliteAdapter":
+            raise RuntimeError(f"picky needs the SQLite adapter, got {type(database).__name__}")
         self.database = database
 
     async def picky(self, message, state):
@@ -156,4 +156,4 @@ async def test_a_plugin_failing_on_the_replay_store_is_a_clear_error(
     assert "Traceback" not in output, output
     said = " ".join(output.split())  # rich wraps the line
     assert said.startswith("error: plugin picky takes the memory store"), output
-    assert "RuntimeError: picky needs the sqlite store, got inmemory" in said, output
+    assert "RuntimeError: picky needs the SQLite adapter, got ReplayStore" in said, output
