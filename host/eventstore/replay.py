@@ -595,7 +595,7 @@ def _scratch(host: Host, directory: Path) -> Plugin:
             settings = None
         if isinstance(settings, LocalFileSettings) and settings.resolve_path(
             directory
-        ).is_relative_to(directory):  # never the configured file (an absolute path)
+        ).resolve().is_relative_to(directory.resolve()):  # never the configured file
             return construct(chosen[0], config)
     return construct("inmemory", host.config)
 

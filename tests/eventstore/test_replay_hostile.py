@@ -5,6 +5,9 @@ the console: ``delete_memory``), the user's or the agent's, is gone from then on
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import tempfile
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -152,3 +155,43 @@ async def test_scopes_across_rooms_and_users(tmp_path: Path, offline_host: Offli
         message = runtime.new_message(text, room_id=rooms[i % 3], entity_id=users[i % 2])
         await runtime.process_message(message)
     assert await replay(host, runtime.agent_id) == []
+
+
+def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of the SQLite file at `path`."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: db.execute(f'SELECT * FROM "{n}" ORDER BY rowid').fetchall() for n in names}
+
+
+async def test_the_replay_writes_nothing_to_the_configured_store_nor_beside_it(
+    tmp_path: Path, offline_host: OfflineHosts
+) -> None:
+    """The configured SQLite file is as it was, row for row, after a replay whose conversation
+    had knowledge added and a memory deleted midway; the replay's own SQLite file goes in a
+    temporary directory of its own, also when the configured path climbs out of the data dir."""
+    outside = f"../{uuid4()}.sqlite3"
+    host = await offline_host(
+        *PLUGINS,
+        data_dir=tmp_path / "data",
+        http={"enabled": False},
+        agents=AGENTS,
+        plugins={**SETTINGS, "sqlite": {"path": outside}},
+    )
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    knowledge = await host.container.aresolve(KNOWLEDGE)
+    room, user = uuid4(), uuid4()
+    for i, text in enumerate(TEXTS):
+        if i == 2:
+            await knowledge.add_text("The office opens at nine.", "hours.md", runtime.agent_id)
+        message = runtime.new_message(text, room_id=room, entity_id=user)
+        await runtime.process_message(message)
+        if i == 4:
+            assert await delete_memory(runtime, message.id)
+    await flush(host)
+    stored = tmp_path / outside.removeprefix("../")
+    before = rows(stored)
+    assert await replay(host, runtime.agent_id) == []
+    assert rows(stored) == before
+    assert not (Path(tempfile.gettempdir()) / outside.removeprefix("../")).exists()
