@@ -116,13 +116,24 @@ class ReplayClock:
 class RecordedIds:
     """The runtime's id factory during a replay: the ids of the memories the recorded message
     being replayed created, in order (its reply's), then new ones. A replayed memory is the
-    recorded one: a deletion recorded later in the conversation finds it."""
+    recorded one: a deletion recorded later in the conversation finds it, and it is stored
+    with its recorded time (`times`)."""
 
     def __init__(self, events: Sequence[DomainEvent]) -> None:
         self._created: dict[UUID, list[UUID]] = defaultdict(list)
+        self.times: dict[UUID, datetime] = {}
+        """When each memory the trail records was created."""
         for e in events:
-            memory_id = memory_id_of(e.data) if e.event_type == "memory:created" else None
-            if memory_id is not None and e.correlation_id not in (None, memory_id):
+            if e.event_type != "memory:created":
+                continue
+            data = e.data.get("memory")
+            memory_id = memory_id_of(e.data)
+            if memory_id is None:
+                continue
+            created = data.get("created_at") if isinstance(data, dict) else None
+            if isinstance(created, str):
+                self.times[memory_id] = datetime.fromisoformat(created)
+            if e.correlation_id not in (None, memory_id):
                 self._created[e.correlation_id].append(memory_id)
         self._left: deque[UUID] = deque()
 
@@ -140,13 +151,19 @@ class ReplayParts:
     recorded conversation wrote memories to (`ReplayStore` reads them from the replay's own
     store), the runtime's ids (`RecordedIds`), and the memories deleted outside the replayed
     messages (over HTTP, from the console) before each of them, by its id: the replay's store
-    deletes them before that message, as the recorded store had."""
+    deletes them before that message, as the recorded store had; the memories each message
+    must not see (`unseen`); and the recorded times of the memories (`times`)."""
 
     models: ModelRuntime
     clock: Callable[[], datetime]
     tables: frozenset[str] = frozenset()
     ids: Callable[[], UUID] = uuid4
     deleted: Mapping[UUID, tuple[UUID, ...]] = field(default_factory=dict)
+    unseen: Mapping[UUID, frozenset[UUID]] = field(default_factory=dict)
+    """By replayed message id: the memories of messages replayed before it that the recording
+    stored after it (conversations answered at the same time), which its prompt did not see."""
+    times: Mapping[UUID, datetime] = field(default_factory=dict)
+    """When the recording created each memory it stored, by id (`RecordedIds.times`)."""
 
 
 RuntimeFactory = Callable[[ReplayParts], contextlib.AbstractAsyncContextManager[Processor]]
@@ -358,25 +375,74 @@ def _recorded_messages(
     return incoming, replies
 
 
+def _places(events: Sequence[DomainEvent]) -> dict[UUID, int]:
+    """Where each received message stood in the recording (an index into `events`): where it
+    was stored (its ``memory:created``; its prompt was made right after), else where it was
+    received."""
+    received: dict[UUID, int] = {}
+    stored: dict[UUID, int] = {}
+    for at, e in enumerate(events):
+        if e.event_type == "message:received":
+            message = _message_of(e)
+            if message is not None:
+                received.setdefault(message.id, at)
+        elif (
+            e.event_type == "memory:created"
+            and e.correlation_id is not None
+            and memory_id_of(e.data) == e.correlation_id
+        ):
+            stored.setdefault(e.correlation_id, at)
+    return received | stored
+
+
 def _deleted_before(
-    events: Sequence[DomainEvent], replayed: Sequence[Memory]
+    events: Sequence[DomainEvent], replayed: Sequence[Memory], places: Mapping[UUID, int]
 ) -> dict[UUID, tuple[UUID, ...]]:
     """The memories deleted by no replayed message (over HTTP, from the console), by the id of
-    the replayed message next after their deletion."""
+    the first replayed message whose place (`places`) is after their deletion."""
     ids = {m.id for m in replayed}
+    deletions = [
+        (at, memory_id)
+        for at, e in enumerate(events)
+        if e.event_type == "memory:deleted"
+        and e.correlation_id not in ids
+        and (memory_id := memory_id_of(e.data)) is not None
+    ]
     before: dict[UUID, tuple[UUID, ...]] = {}
-    pending: list[UUID] = []
-    for e in events:
-        if e.event_type == "memory:deleted" and e.correlation_id not in ids:
+    taken = 0
+    for message in replayed:
+        place = places[message.id]
+        first = taken
+        while taken < len(deletions) and deletions[taken][0] < place:
+            taken += 1
+        if taken > first:
+            before[message.id] = tuple(memory for _, memory in deletions[first:taken])
+    return before
+
+
+def _unseen(
+    events: Sequence[DomainEvent], replayed: Sequence[Memory], places: Mapping[UUID, int]
+) -> dict[UUID, frozenset[UUID]]:
+    """By replayed message: the memories that messages replayed before it stored, in the
+    recording, after its place (while it was answered: messages of other rooms answered at the
+    same time). Its prompt did not see them; one at a time, the replay has them."""
+    stored: dict[UUID, list[tuple[int, UUID]]] = defaultdict(list)  # by message: (at, memory)
+    for at, e in enumerate(events):
+        if e.event_type == "memory:created" and e.correlation_id is not None:
             memory_id = memory_id_of(e.data)
             if memory_id is not None:
-                pending.append(memory_id)
-        elif e.event_type == "message:received" and pending:
-            message = _message_of(e)
-            if message is not None and message.id in ids:
-                before[message.id] = tuple(pending)
-                pending = []
-    return before
+                stored[e.correlation_id].append((at, memory_id))
+    unseen: dict[UUID, frozenset[UUID]] = {}
+    open_: list[UUID] = []  # messages replayed so far that may have stored after this place
+    for message in replayed:
+        place = places[message.id]
+        open_ = [m for m in open_ if stored[m][-1][0] > place]
+        later = frozenset(memory for m in open_ for at, memory in stored[m] if at > place)
+        if later:
+            unseen[message.id] = later
+        if stored.get(message.id):
+            open_.append(message.id)
+    return unseen
 
 
 def _compare(message_id: UUID, reply: Reply, expected: str | None) -> Divergence | None:
@@ -408,6 +474,7 @@ async def replay_conversation(
     events = [e async for e in store.iter_events(aggregate_id)]
     report = ReplayReport(aggregate=aggregate_id)
     incoming, replies = _recorded_messages(events, None)
+    places = _places(events)
     reported = {m.id for m in incoming if room_id is None or m.room_id == room_id}
     last = max((at for at, m in enumerate(incoming) if m.id in reported), default=-1)
     incoming = incoming[: last + 1]
@@ -421,7 +488,13 @@ async def replay_conversation(
     clock = ReplayClock()
     ids = RecordedIds(events)
     parts = ReplayParts(
-        models, clock, memory_tables(events), ids, _deleted_before(events, incoming)
+        models,
+        clock,
+        memory_tables(events),
+        ids,
+        _deleted_before(events, incoming, places),
+        _unseen(events, incoming, places),
+        ids.times,
     )
     unreported = [0, 0]  # calls answered for the other rooms' messages
     async with make_runtime(parts) as runtime:
@@ -554,7 +627,7 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
         with tempfile.TemporaryDirectory(prefix="agenthost-replay-") as directory:
             async with open_service(_scratch(host, Path(directory)), DATABASE) as fresh:
                 live = await host.container.aresolve(DATABASE)
-                database = ReplayStore(fresh, live, parts.tables, parts.clock)
+                database = ReplayStore(fresh, live, parts.tables, parts.clock, parts.times)
                 events = EventBus()
                 async with _components_on(host, database, events) as components:
                     scope = host.container.create_scope("agent")
@@ -571,7 +644,7 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
                         ids=parts.ids,
                     )
                     try:
-                        yield _Forgetting(runtime, database, parts.deleted)
+                        yield _Replaying(runtime, database, parts)
                     finally:
                         await runtime.stop(5.0)
                         await scope.aclose()
@@ -601,17 +674,19 @@ def _scratch(host: Host, directory: Path) -> Plugin:
 
 
 @dataclass(frozen=True, slots=True)
-class _Forgetting:
-    """`runtime`, deleting from `database` before each message what was deleted before it."""
+class _Replaying:
+    """`runtime` on `database` as the recording stood at each message: what was deleted before
+    it deleted from `database` first, what it could not see hidden (`ReplayParts`)."""
 
     runtime: Processor
-    database: DatabaseAdapter
-    deleted: Mapping[UUID, tuple[UUID, ...]]
+    database: ReplayStore
+    parts: ReplayParts
 
     async def process_message(self, message: Memory) -> Reply:
-        gone = self.deleted.get(message.id)
+        gone = self.parts.deleted.get(message.id)
         if gone:
             await self.database.delete_memories_batch(gone)
+        self.database.hidden = self.parts.unseen.get(message.id, frozenset())
         return await self.runtime.process_message(message)
 
 

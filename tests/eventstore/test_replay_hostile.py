@@ -5,11 +5,13 @@ the console: ``delete_memory``), the user's or the agent's, is gone from then on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -220,3 +222,52 @@ async def test_the_replay_writes_nothing_to_the_configured_store_nor_beside_it(
     assert await replay(host, runtime.agent_id) == []
     assert rows(stored) == before
     assert not (Path(tempfile.gettempdir()) / outside.removeprefix("../")).exists()
+
+
+async def test_conversations_at_once_see_each_other_as_they_did(
+    tmp_path: Path, offline_host: OfflineHosts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three users talking at once in rooms of their own, recall's ``agent`` scope on, the text
+    model taking a while (as a real one does): a message's prompt saw the other rooms' memories
+    stored before it, not those stored while the model answered it; the replay, one message at
+    a time in the order they were stored, hides those from it. (The trail cannot tell whether
+    a memory stored between a message's own store and its prompt was seen: a lock held from a
+    message's embedding to its text model call keeps other conversations out of that span.)"""
+    recall = {"threshold": 0.01, "k": 4, "scopes": ["room", "agent"]}
+    host = await offline_host(
+        *PLUGINS,
+        data_dir=tmp_path,
+        http={"enabled": False},
+        agents=AGENTS,
+        plugins={**SETTINGS, "recall": recall},
+    )
+    assert host.agents is not None
+    runtime = host.agents.get("Eliza")
+    answer = host.models.use_model
+    span = asyncio.Lock()
+    holding: set[asyncio.Task[Any] | None] = set()
+
+    async def in_turn(model_type: Any, params: Any, **options: Any) -> Any:
+        task = asyncio.current_task()
+        if model_type.name == "text_embedding" and task not in holding:
+            await span.acquire()  # a message's (or reply's) store, and its prompt
+            holding.add(task)
+        elif model_type.name == "text_large":
+            holding.discard(task)
+            span.release()
+            await asyncio.sleep(0.01)  # the other conversations go on meanwhile
+        return await answer(model_type, params, **options)
+
+    monkeypatch.setattr(host.models, "use_model", in_turn)
+
+    async def talk(name: str, offset: int) -> None:
+        room, user = uuid4(), uuid4()
+        for text in TEXTS[offset:] + TEXTS[:offset]:
+            message = runtime.new_message(f"{name}: {text}", room_id=room, entity_id=user)
+            await runtime.process_message(message)
+        holding.discard(asyncio.current_task())
+        span.release()  # its last reply's
+
+    await asyncio.gather(*(talk(name, at) for at, name in enumerate(("Ann", "Bob", "Cid"))))
+    monkeypatch.setattr(host.models, "use_model", answer)
+    assert await replay(host, runtime.agent_id) == []
