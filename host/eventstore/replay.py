@@ -653,24 +653,38 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
 
 
 def _scratch(host: Host, directory: Path) -> Plugin:
-    """The store plugin of the replay's own store: the configured store's, on a file in
-    `directory`, when it keeps its store in a local file under the data dir (the SQLite store:
-    equal scores rank as they did when recorded), else ``inmemory``. Constructed through its
-    entry point, as any store."""
+    """The store plugin of the replay's own store: the configured store's on a file in
+    `directory` when it keeps its store in a local file (the SQLite store: equal scores rank as
+    they did when recorded; a configured ``path`` outside `directory`, absolute or climbing out,
+    is replaced: never the configured file), else ``inmemory``. Constructed through its entry
+    point, as any store."""
     from host.plugin_lookup import PluginNotFoundError, construct, plugin_settings
 
     chosen = [b.owner for b in host.container.bindings() if b.token == DATABASE.name and b.chosen]
-    if chosen and chosen[0] is not None:
-        config = host.config.model_copy(update={"data_dir": directory})
-        try:
-            settings = plugin_settings(chosen[0], config)
-        except PluginNotFoundError:
+    name = chosen[0] if chosen else None
+    if name is None:
+        return construct("inmemory", host.config)
+    config = host.config.model_copy(update={"data_dir": directory})
+    try:
+        settings = plugin_settings(name, config)
+    except PluginNotFoundError:
+        settings = None
+    if isinstance(settings, LocalFileSettings) and not _inside(settings, directory):
+        if "path" not in type(settings).model_fields:
             settings = None
-        if isinstance(settings, LocalFileSettings) and settings.resolve_path(
-            directory
-        ).resolve().is_relative_to(directory.resolve()):  # never the configured file
-            return construct(chosen[0], config)
+        else:
+            section = {**config.plugins.section(name), "path": "replay.sqlite3"}
+            plugins = config.plugins.model_copy(update={name: section})
+            config = config.model_copy(update={"plugins": plugins})
+            settings = plugin_settings(name, config)
+    if isinstance(settings, LocalFileSettings) and _inside(settings, directory):
+        return construct(name, config)
     return construct("inmemory", host.config)
+
+
+def _inside(settings: LocalFileSettings, directory: Path) -> bool:
+    """Whether `settings` put their file in `directory` (a data dir)."""
+    return settings.resolve_path(directory).resolve().is_relative_to(directory.resolve())
 
 
 @dataclass(frozen=True, slots=True)

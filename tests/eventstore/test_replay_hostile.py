@@ -150,13 +150,23 @@ async def test_a_room_replayed_alone_sees_what_the_speaker_said_elsewhere(host: 
         assert report.substituted == count  # one text call a message of the room
 
 
-async def test_equal_scores_rank_as_they_did(tmp_path: Path, offline_host: OfflineHosts) -> None:
+@pytest.mark.parametrize("path", ["agenthost.sqlite3", "absolute"])
+async def test_equal_scores_rank_as_they_did(
+    tmp_path: Path, offline_host: OfflineHosts, path: str
+) -> None:
     """A user saying "yes" again and again: recall's k best include equal scores; which of them
     make the prompt is the store's to say, and the replay's store says it as the recorded one
-    did (the configured store's kind, its own scoped search). SQLite only: on PostgreSQL the
-    replay's store is in-memory, and ties at the k-th place may rank otherwise (documented)."""
+    did (the configured store's kind, its own scoped search), also when the configured file is
+    an absolute path (the replay's is then its own file all the same). SQLite only: on
+    PostgreSQL the replay's store is in-memory, and ties at the k-th place may rank otherwise
+    (documented)."""
+    file = str(tmp_path / "elsewhere.sqlite3") if path == "absolute" else path
     host = await offline_host(
-        *PLUGINS, data_dir=tmp_path, http={"enabled": False}, agents=AGENTS, plugins=SETTINGS
+        *PLUGINS,
+        data_dir=tmp_path,
+        http={"enabled": False},
+        agents=AGENTS,
+        plugins={**SETTINGS, "sqlite": {"path": file}},
     )
     assert host.agents is not None
     runtime = host.agents.get("Eliza")
