@@ -346,8 +346,10 @@ class Loader:
     async def construct_again(self, name: str, extras: dict[Any, object]) -> Plugin:
         """A new instance of loaded plugin `name`, built as the loader built it (its settings
         and bound logger, the container's services) but with `extras` (by token or type)
-        taking precedence: the plugin as it would be on another service, e.g. the components
-        an ``events replay`` runs on its own memory store. Not set up, not registered."""
+        taking precedence, and set up (within ``plugins.setup_timeout``): the plugin as it
+        would be on another service, e.g. the components an ``events replay`` runs on its own
+        memory store and bus. Not registered; `release_again` tears it down. Raises what its
+        construction or setup raised."""
         loaded = self.loaded[name]
         factory = loaded.discovered.factory
         assert factory is not None
@@ -358,7 +360,22 @@ class Loader:
         instance: Plugin = await self.container.construct(
             factory, owner=name, extras={**given, **extras}
         )
+        await self._bounded(name, "setup", _setup(instance), self.config.plugins.setup_timeout)
         return instance
+
+    async def release_again(self, name: str, instance: Plugin) -> None:
+        """Tear down an instance of plugin `name` that `construct_again` built (within
+        ``plugins.teardown_timeout``); a failure is logged, not raised: the loaded plugin is
+        not concerned."""
+        try:
+            await self._bounded(
+                name, "teardown", _call(instance.teardown), self.config.plugins.teardown_timeout
+            )
+        except Exception as exc:
+            trace = None if isinstance(exc, PluginStepTimeout) else exc
+            plugin_logger(name).opt(exception=trace).error(
+                "plugin {} teardown (of an instance built again) failed: {}", name, exc
+            )
 
     async def detach(self, name: str) -> LoadedPlugin:
         """Remove everything plugin `name` registered from every registrar (reverse order) and

@@ -19,12 +19,20 @@ from contracts.memory import Memory, MemoryQuery
 from contracts.storage import DatabaseAdapter
 from host.memory import MemoryManager
 
-__all__ = ["RoomDiff", "compare_room", "fold_memories", "memory_tables", "rebuild_room"]
+__all__ = [
+    "RoomDiff",
+    "compare_room",
+    "fold_memories",
+    "memory_id_of",
+    "memory_tables",
+    "rebuild_room",
+]
 
 MEMORY_EVENTS = ("memory:created", "memory:updated", "memory:deleted")
 
 
-def _memory_id(data: Mapping[str, Any]) -> UUID | None:
+def memory_id_of(data: Mapping[str, Any]) -> UUID | None:
+    """The id of the memory an event's `data` is about (None if it names none)."""
     for key in ("id", "memory_id"):
         value = data.get(key)
         if value is not None:
@@ -34,7 +42,7 @@ def _memory_id(data: Mapping[str, Any]) -> UUID | None:
                 return None
     memory = data.get("memory")
     if isinstance(memory, Mapping):
-        return _memory_id(memory)
+        return memory_id_of(memory)
     return None
 
 
@@ -50,7 +58,7 @@ def fold_memories(events: Iterable[DomainEvent], room_id: UUID | None = None) ->
         if event.event_type not in MEMORY_EVENTS:
             continue
         data = _memory_data(event.data)
-        memory_id = _memory_id(data)
+        memory_id = memory_id_of(data)
         if memory_id is None:
             continue
         if event.event_type == "memory:deleted":

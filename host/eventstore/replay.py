@@ -13,24 +13,28 @@ production history. `replay_agent` (``agenthost events replay``) adds the state 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, get_args
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, TypeAdapter
 
 from contracts.agent import Reply
+from contracts.errors import AgentHostError
+from contracts.events import EVENTS, EventBusProtocol
 from contracts.eventstore import DomainEvent, EventStore, EventStoreError
 from contracts.memory import Memory
 from contracts.models import ModelError, ModelParams, ModelRuntime, ModelType, TextChunk
-from contracts.storage import DATABASE, DatabaseAdapter
+from contracts.plugin import Plugin
+from contracts.storage import DATABASE, DatabaseAdapter, LocalFileSettings
 from host.secrets import scrub_data
 
-from .rebuild import RoomDiff, compare_room, fold_memories, memory_tables
+from .rebuild import RoomDiff, compare_room, fold_memories, memory_id_of, memory_tables
 from .recording import payload_data
 from .replay_store import ReplayStore
 
@@ -42,9 +46,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Divergence",
     "RecordedCall",
+    "RecordedIds",
     "RecordedModels",
     "ReplayClock",
     "ReplayDivergenceError",
+    "ReplayError",
     "ReplayParts",
     "ReplayReport",
     "host_runtime_factory",
@@ -58,6 +64,10 @@ R = TypeVar("R")
 LIVE_BY_DEFAULT = ("text_embedding",)
 """Model types replay calls live when their output was not recorded (deterministic locally)."""
 _TEXT_TYPES = ("text_large", "text_small")
+
+
+class ReplayError(AgentHostError):
+    """A replay that cannot run: a plugin it must build again on its own store fails to."""
 
 
 class ReplayDivergenceError(ModelError):
@@ -103,15 +113,57 @@ class ReplayClock:
         return self.now
 
 
+class RecordedIds:
+    """The runtime's id factory during a replay: the ids of the memories the recorded message
+    being replayed created, in order (its reply's), then new ones. A replayed memory is the
+    recorded one: a deletion recorded later in the conversation finds it, and it is stored
+    with its recorded time (`times`)."""
+
+    def __init__(self, events: Sequence[DomainEvent]) -> None:
+        self._created: dict[UUID, list[UUID]] = defaultdict(list)
+        self.times: dict[UUID, datetime] = {}
+        """When each memory the trail records was created."""
+        for e in events:
+            if e.event_type != "memory:created":
+                continue
+            data = e.data.get("memory")
+            memory_id = memory_id_of(e.data)
+            if memory_id is None:
+                continue
+            created = data.get("created_at") if isinstance(data, dict) else None
+            if isinstance(created, str):
+                self.times[memory_id] = datetime.fromisoformat(created)
+            if e.correlation_id not in (None, memory_id):
+                self._created[e.correlation_id].append(memory_id)
+        self._left: deque[UUID] = deque()
+
+    def begin(self, message_id: UUID) -> None:
+        """Give from now on the ids recorded for `message_id`'s memories."""
+        self._left = deque(self._created.get(message_id, ()))
+
+    def __call__(self) -> UUID:
+        return self._left.popleft() if self._left else uuid4()
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayParts:
-    """What a replay runtime must use: the recorded models, the replay clock, and the tables
-    the recorded conversation wrote memories to (`ReplayStore` reads them from the replay's
-    own store)."""
+    """What a replay runtime must use: the recorded models, the replay clock, the tables the
+    recorded conversation wrote memories to (`ReplayStore` reads them from the replay's own
+    store), the runtime's ids (`RecordedIds`), and the memories deleted outside the replayed
+    messages (over HTTP, from the console) before each of them, by its id: the replay's store
+    deletes them before that message, as the recorded store had; the memories each message
+    must not see (`unseen`); and the recorded times of the memories (`times`)."""
 
     models: ModelRuntime
     clock: Callable[[], datetime]
     tables: frozenset[str] = frozenset()
+    ids: Callable[[], UUID] = uuid4
+    deleted: Mapping[UUID, tuple[UUID, ...]] = field(default_factory=dict)
+    unseen: Mapping[UUID, frozenset[UUID]] = field(default_factory=dict)
+    """By replayed message id: the memories of messages replayed before it that the recording
+    stored after it (conversations answered at the same time), which its prompt did not see."""
+    times: Mapping[UUID, datetime] = field(default_factory=dict)
+    """When the recording created each memory it stored, by id (`RecordedIds.times`)."""
 
 
 RuntimeFactory = Callable[[ReplayParts], contextlib.AbstractAsyncContextManager[Processor]]
@@ -323,6 +375,76 @@ def _recorded_messages(
     return incoming, replies
 
 
+def _places(events: Sequence[DomainEvent]) -> dict[UUID, int]:
+    """Where each received message stood in the recording (an index into `events`): where it
+    was stored (its ``memory:created``; its prompt was made right after), else where it was
+    received."""
+    received: dict[UUID, int] = {}
+    stored: dict[UUID, int] = {}
+    for at, e in enumerate(events):
+        if e.event_type == "message:received":
+            message = _message_of(e)
+            if message is not None:
+                received.setdefault(message.id, at)
+        elif (
+            e.event_type == "memory:created"
+            and e.correlation_id is not None
+            and memory_id_of(e.data) == e.correlation_id
+        ):
+            stored.setdefault(e.correlation_id, at)
+    return received | stored
+
+
+def _deleted_before(
+    events: Sequence[DomainEvent], replayed: Sequence[Memory], places: Mapping[UUID, int]
+) -> dict[UUID, tuple[UUID, ...]]:
+    """The memories deleted by no replayed message (over HTTP, from the console), by the id of
+    the first replayed message whose place (`places`) is after their deletion."""
+    ids = {m.id for m in replayed}
+    deletions = [
+        (at, memory_id)
+        for at, e in enumerate(events)
+        if e.event_type == "memory:deleted"
+        and e.correlation_id not in ids
+        and (memory_id := memory_id_of(e.data)) is not None
+    ]
+    before: dict[UUID, tuple[UUID, ...]] = {}
+    taken = 0
+    for message in replayed:
+        place = places[message.id]
+        first = taken
+        while taken < len(deletions) and deletions[taken][0] < place:
+            taken += 1
+        if taken > first:
+            before[message.id] = tuple(memory for _, memory in deletions[first:taken])
+    return before
+
+
+def _unseen(
+    events: Sequence[DomainEvent], replayed: Sequence[Memory], places: Mapping[UUID, int]
+) -> dict[UUID, frozenset[UUID]]:
+    """By replayed message: the memories that messages replayed before it stored, in the
+    recording, after its place (while it was answered: messages of other rooms answered at the
+    same time). Its prompt did not see them; one at a time, the replay has them."""
+    stored: dict[UUID, list[tuple[int, UUID]]] = defaultdict(list)  # by message: (at, memory)
+    for at, e in enumerate(events):
+        if e.event_type == "memory:created" and e.correlation_id is not None:
+            memory_id = memory_id_of(e.data)
+            if memory_id is not None:
+                stored[e.correlation_id].append((at, memory_id))
+    unseen: dict[UUID, frozenset[UUID]] = {}
+    open_: list[UUID] = []  # messages replayed so far that may have stored after this place
+    for message in replayed:
+        place = places[message.id]
+        open_ = [m for m in open_ if stored[m][-1][0] > place]
+        later = frozenset(memory for m in open_ for at, memory in stored[m] if at > place)
+        if later:
+            unseen[message.id] = later
+        if stored.get(message.id):
+            open_.append(message.id)
+    return unseen
+
+
 def _compare(message_id: UUID, reply: Reply, expected: str | None) -> Divergence | None:
     """How the replayed `reply` differs from the `expected` (recorded) reply text, if it does."""
     if expected is None and reply.responded:
@@ -344,10 +466,18 @@ async def replay_conversation(
     live: Sequence[str] = LIVE_BY_DEFAULT,
 ) -> ReplayReport:
     """Re-run agent `aggregate_id`'s recorded messages (of `room_id`, or all) through a fresh
-    runtime with recorded model outputs; report every divergence from the recorded replies."""
+    runtime with recorded model outputs; report every divergence from the recorded replies.
+
+    With `room_id`, the agent's messages of other rooms up to the room's last one are re-run
+    too, unreported: a provider searching beyond the room (``recall``'s ``entity`` and
+    ``agent`` scopes) finds what they left, as the recorded messages did."""
     events = [e async for e in store.iter_events(aggregate_id)]
     report = ReplayReport(aggregate=aggregate_id)
-    incoming, replies = _recorded_messages(events, room_id)
+    incoming, replies = _recorded_messages(events, None)
+    places = _places(events)
+    reported = {m.id for m in incoming if room_id is None or m.room_id == room_id}
+    last = max((at for at, m in enumerate(incoming) if m.id in reported), default=-1)
+    incoming = incoming[: last + 1]
     calls = _calls_by_message(events)
     if any(c.output is None for cs in calls.values() for c in cs if c.model_type in _TEXT_TYPES):
         report.notes.append(
@@ -356,25 +486,47 @@ async def replay_conversation(
         )
     models = RecordedModels(calls, replies=replies, fallback=fallback, live=live)
     clock = ReplayClock()
-    async with make_runtime(ReplayParts(models, clock, memory_tables(events))) as runtime:
+    ids = RecordedIds(events)
+    parts = ReplayParts(
+        models,
+        clock,
+        memory_tables(events),
+        ids,
+        _deleted_before(events, incoming, places),
+        _unseen(events, incoming, places),
+        ids.times,
+    )
+    unreported = [0, 0]  # calls answered for the other rooms' messages
+    async with make_runtime(parts) as runtime:
         for message in incoming:
             models.begin(message.id)
+            ids.begin(message.id)
             clock.now = message.created_at + timedelta(microseconds=1)
-            report.messages += 1
-            try:
-                reply = await runtime.process_message(message)
-            except Exception as exc:
-                report.divergences.append(
-                    Divergence(message.id, "error", f"{type(exc).__name__}: {exc}")
-                )
+            counts = (models.substituted, models.approximated)
+            divergence = await _replay_one(runtime, message, replies.get(message.id))
+            if message.id not in reported:
+                unreported[0] += models.substituted - counts[0]
+                unreported[1] += models.approximated - counts[1]
                 continue
-            divergence = _compare(message.id, reply, replies.get(message.id))
+            report.messages += 1
             if divergence is not None:
                 report.divergences.append(divergence)
         models.finish()
-    report.divergences[:0] = models.divergences
-    report.substituted, report.approximated = models.substituted, models.approximated
+    report.divergences[:0] = [d for d in models.divergences if d.message_id in reported]
+    report.substituted = models.substituted - unreported[0]
+    report.approximated = models.approximated - unreported[1]
     return report
+
+
+async def _replay_one(
+    runtime: Processor, message: Memory, expected: str | None
+) -> Divergence | None:
+    """Re-run `message`; how its reply differs from the recorded one (`expected`), if it does."""
+    try:
+        reply = await runtime.process_message(message)
+    except Exception as exc:
+        return Divergence(message.id, "error", f"{type(exc).__name__}: {exc}")
+    return _compare(message.id, reply, expected)
 
 
 async def check_rooms(
@@ -447,14 +599,15 @@ async def replay_agent(
 
 def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> RuntimeFactory:
     """Runtimes built from `host`'s plugins (actions, providers, evaluators) with a private bus
-    (so the replay is not audited) and a fresh in-memory store, for `replay_conversation`: what
-    ``agenthost events replay`` and the console's "Replay this room" run on a started host."""
+    (so the replay is not audited) and a store of their own (`ReplayStore`), for
+    `replay_conversation`: what ``agenthost events replay`` and the console's "Replay this
+    room" run on a started host."""
 
     @contextlib.asynccontextmanager
     async def make(parts: ReplayParts) -> AsyncIterator[Processor]:
         from host.characters import default_character, load_characters
         from host.events import EventBus
-        from host.plugin_lookup import construct, open_service
+        from host.plugin_lookup import open_service
         from host.runtime import AgentRuntime
 
         name = None
@@ -471,51 +624,129 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
             from contracts.agent import Character
 
             character = Character(name=name or "replay")
-        scratch = construct("inmemory", host.config)  # through its entry point, as any store
-        async with open_service(scratch, DATABASE) as fresh:
-            live = await host.container.aresolve(DATABASE)
-            database = ReplayStore(fresh, live, parts.tables)
-            scope = host.container.create_scope("agent")
-            runtime = AgentRuntime(
-                character=character,
-                scope=scope,
-                events=EventBus(),
-                models=parts.models,
-                database=database,
-                components=await _components_on(host, database),
-                settings=host.config.agents,  # the history length the recording's prompts had
-                agent_id=UUID(aggregate_id),
-                clock=parts.clock,
-            )
-            try:
-                yield runtime
-            finally:
-                await runtime.stop(5.0)
-                await scope.aclose()
+        with tempfile.TemporaryDirectory(prefix="agenthost-replay-") as directory:
+            async with open_service(_scratch(host, Path(directory)), DATABASE) as fresh:
+                live = await host.container.aresolve(DATABASE)
+                database = ReplayStore(fresh, live, parts.tables, parts.clock, parts.times)
+                events = EventBus()
+                async with _components_on(host, database, events) as components:
+                    scope = host.container.create_scope("agent")
+                    runtime = AgentRuntime(
+                        character=character,
+                        scope=scope,
+                        events=events,
+                        models=parts.models,
+                        database=database,
+                        components=components,
+                        settings=host.config.agents,  # the history the recorded prompts had
+                        agent_id=UUID(aggregate_id),
+                        clock=parts.clock,
+                        ids=parts.ids,
+                    )
+                    try:
+                        yield _Replaying(runtime, database, parts)
+                    finally:
+                        await runtime.stop(5.0)
+                        await scope.aclose()
 
     return make
 
 
-async def _components_on(host: Host, database: DatabaseAdapter) -> ComponentRegistry:
+def _scratch(host: Host, directory: Path) -> Plugin:
+    """The store plugin of the replay's own store: the configured store's on a file in
+    `directory` when it keeps its store in a local file (the SQLite store: equal scores rank as
+    they did when recorded; a configured ``path`` outside `directory`, absolute or climbing out,
+    is replaced: never the configured file), else ``inmemory``. Constructed through its entry
+    point, as any store."""
+    from host.plugin_lookup import PluginNotFoundError, construct, plugin_settings
+
+    chosen = [b.owner for b in host.container.bindings() if b.token == DATABASE.name and b.chosen]
+    name = chosen[0] if chosen else None
+    if name is None:
+        return construct("inmemory", host.config)
+    config = host.config.model_copy(update={"data_dir": directory})
+    try:
+        settings = plugin_settings(name, config)
+    except PluginNotFoundError:
+        settings = None
+    if isinstance(settings, LocalFileSettings) and not _inside(settings, directory):
+        if "path" not in type(settings).model_fields:
+            settings = None
+        else:
+            section = {**config.plugins.section(name), "path": "replay.sqlite3"}
+            plugins = config.plugins.model_copy(update={name: section})
+            config = config.model_copy(update={"plugins": plugins})
+            settings = plugin_settings(name, config)
+    if isinstance(settings, LocalFileSettings) and _inside(settings, directory):
+        return construct(name, config)
+    return construct("inmemory", host.config)
+
+
+def _inside(settings: LocalFileSettings, directory: Path) -> bool:
+    """Whether `settings` put their file in `directory` (a data dir)."""
+    return settings.resolve_path(directory).resolve().is_relative_to(directory.resolve())
+
+
+@dataclass(frozen=True, slots=True)
+class _Replaying:
+    """`runtime` on `database` as the recording stood at each message: what was deleted before
+    it deleted from `database` first, what it could not see hidden (`ReplayParts`)."""
+
+    runtime: Processor
+    database: ReplayStore
+    parts: ReplayParts
+
+    async def process_message(self, message: Memory) -> Reply:
+        gone = self.parts.deleted.get(message.id)
+        if gone:
+            await self.database.delete_memories_batch(gone)
+        self.database.hidden = self.parts.unseen.get(message.id, frozenset())
+        return await self.runtime.process_message(message)
+
+
+@contextlib.asynccontextmanager
+async def _components_on(
+    host: Host, database: ReplayStore, events: EventBusProtocol
+) -> AsyncIterator[ComponentRegistry]:
     """`host`'s actions, providers and evaluators, those of each plugin taking the memory store
-    from a new instance of it on `database` (so ``recall`` searches the conversation as it
-    stood then, not the rest of it the configured store holds now)."""
+    from a new instance of it on `database` and the replay's bus `events`, set up for the
+    replay and torn down after it (so ``recall`` searches the conversation as it stood then,
+    not the rest of it the configured store holds now, and a plugin's subscriptions stay on
+    the replay's bus). A plugin that cannot be built or set up so fails the replay, named."""
     from host.components import ComponentRegistry
 
     registry = ComponentRegistry()
-    for name, loaded in host.loader.loaded.items():
-        instance = loaded.instance
-        if not (instance.actions() or instance.providers() or instance.evaluators()):
-            continue
-        factory = loaded.discovered.factory or type(instance)
-        if any(t.name == DATABASE.name for t in host.container.requirements(factory)):
-            instance = await host.loader.construct_again(
-                name, {DATABASE: database, DatabaseAdapter: database}
+    built: list[tuple[str, Plugin]] = []
+    extras: dict[Any, object] = {
+        DATABASE: database,
+        DatabaseAdapter: database,
+        EVENTS: events,
+        EventBusProtocol: events,
+        type(events): events,
+    }
+    try:
+        for name, loaded in host.loader.loaded.items():
+            instance = loaded.instance
+            if not (instance.actions() or instance.providers() or instance.evaluators()):
+                continue
+            factory = loaded.discovered.factory or type(instance)
+            if any(t.name == DATABASE.name for t in host.container.requirements(factory)):
+                try:
+                    instance = await host.loader.construct_again(name, extras)
+                except Exception as exc:  # a plugin's own code: said, naming it
+                    raise ReplayError(
+                        f"plugin {name} takes the memory store and could not be built again on"
+                        f" the replay's store ({type(database.inner).__name__}, backend"
+                        f" {database.backend!r}): {type(exc).__name__}: {exc}"
+                    ) from exc
+                built.append((name, instance))
+            registry.add(
+                name,
+                actions=instance.actions(),
+                providers=instance.providers(),
+                evaluators=instance.evaluators(),
             )
-        registry.add(
-            name,
-            actions=instance.actions(),
-            providers=instance.providers(),
-            evaluators=instance.evaluators(),
-        )
-    return registry
+        yield registry
+    finally:
+        for name, instance in reversed(built):
+            await host.loader.release_again(name, instance)

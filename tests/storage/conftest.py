@@ -6,7 +6,7 @@ plugin authors use): ``memory_store`` is a fresh, empty `DatabaseAdapter` per te
 over a fresh, empty store (hypothesis tests open one per example). They are parametrized over
 every installed backend (``inmemory``, ``sqlite``, ``postgres``: a real PostgreSQL from
 pgserver or ``AGENTHOST_TEST_POSTGRES_URL``, skipped saying why when neither is available);
-this suite adds ``sqlite+metrics``.
+this suite adds ``sqlite+metrics`` and ``sqlite+replay``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from contracts.storage import DatabaseAdapter
+from host.eventstore.replay_store import ReplayStore
 from host.metrics import InMemoryMetrics
 from host.metrics.storage import InstrumentedAdapter
 from host.pytest_plugin import StoreFactory, backend_factory, store_backends
 
-BACKENDS = [*store_backends(), "sqlite+metrics"]
+BACKENDS = [*store_backends(), "sqlite+metrics", "sqlite+replay"]
 """``sqlite+metrics`` is SQLite behind the host's `InstrumentedAdapter`: the wrapper the host puts
-around every store must keep every semantic of the store it wraps."""
+around every store must keep every semantic of the store it wraps. ``sqlite+replay`` is the
+`ReplayStore` a replay runs on, over a SQLite scratch store (an empty configured store beside it):
+its routing (writes, conversation reads, scoped searches, texts) must keep them too."""
 
 
 def _instrumented(inner: StoreFactory) -> StoreFactory:
@@ -35,10 +38,21 @@ def _instrumented(inner: StoreFactory) -> StoreFactory:
     return open_store
 
 
+def _replaying(inner: StoreFactory, request: pytest.FixtureRequest) -> StoreFactory:
+    @contextlib.asynccontextmanager
+    async def open_store() -> AsyncIterator[DatabaseAdapter]:
+        async with inner() as scratch, backend_factory("inmemory", request)() as live:
+            yield ReplayStore(scratch, live, ())
+
+    return open_store
+
+
 @pytest.fixture(params=BACKENDS)
 def memory_store_factory(request: pytest.FixtureRequest) -> StoreFactory:
     """The kit's fixture of the same name, plus the instrumented SQLite backend."""
     backend = str(request.param)
+    if backend == "sqlite+replay":
+        return _replaying(backend_factory("sqlite", request), request)
     if backend == "sqlite+metrics":
         return _instrumented(backend_factory("sqlite", request))
     return backend_factory(backend, request)
