@@ -20,6 +20,14 @@ to the measured one with the verdict (``--no-floor`` skips the profiled chunk).
     .venv/bin/python bench/concurrency.py                       # 10 rounds of 200 messages
     .venv/bin/python bench/concurrency.py --rounds 6 --gc 700   # CPython's GC threshold
     .venv/bin/python bench/concurrency.py --rounds 4 --no-floor # the rounds only
+    .venv/bin/python bench/concurrency.py --gc-pairs 10000      # the host's GC threshold vs 10,000
+
+``--gc-pairs T`` measures only a paired comparison of the youngest generation's GC threshold:
+each round runs each scenario twice back to back, under the host's threshold and under `T`
+(which goes first alternates), and prints per scenario the median of the per-round CPU ratios
+(the host's over `T`'s: below 1, the host's threshold costs less) and, per threshold, the
+100-room ratio. Adjacent chunks share the machine's load, which the separate runs of the
+default mode do not.
 """
 
 from __future__ import annotations
@@ -275,6 +283,67 @@ async def run(args: argparse.Namespace, floor: dict[str, float]) -> list[dict[st
     return rows
 
 
+async def gc_pairs(args: argparse.Namespace) -> None:
+    """`--gc-pairs`: the host's young GC threshold against `args.gc_pairs`, paired per round
+    (see the module doc)."""
+    thresholds = {"host": 0, "other": args.gc_pairs}
+    took: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        hosts = {
+            "one": await start_host(directory / "one", args.embeddings),
+            "many": await start_host(directory / "many", args.embeddings),
+        }
+        try:
+            for host in hosts.values():
+                await warm_up(host)
+            thresholds["host"] = gc.get_threshold()[0]
+            room, rooms = uuid4(), [uuid4() for _ in range(args.rooms)]
+            await one_room(hosts["one"], args.rooms, room, [])
+            await many_rooms(hosts["many"], args.rooms, rooms, [])
+            for index in range(args.rounds):
+                for name in ("one", "many") if index % 2 == 0 else ("many", "one"):
+                    for arm in ("host", "other") if (index // 2) % 2 == 0 else ("other", "host"):
+                        gc.set_threshold(thresholds[arm], *gc.get_threshold()[1:])
+                        started, used = time.perf_counter(), time.process_time()
+                        if name == "one":
+                            await one_room(hosts[name], args.chunk, room, [])
+                        else:
+                            await many_rooms(hosts[name], args.chunk, rooms, [])
+                        took.setdefault((name, arm), []).append(
+                            (
+                                (time.perf_counter() - started) / args.chunk,
+                                (time.process_time() - used) / args.chunk,
+                            )
+                        )
+        finally:
+            gc.set_threshold(thresholds["host"], *gc.get_threshold()[1:])
+            for host in hosts.values():
+                await host.stop()
+    table = Table(
+        title=f"the young GC threshold {thresholds['host']:,} (the host's) against"
+        f" {args.gc_pairs:,}, paired in {args.rounds} rounds of {args.chunk} messages"
+    )
+    for column in ("scenario", "CPU us/msg, host's / other", "CPU host's / other (range)"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for name, label in (("one", "1 room"), ("many", f"{args.rooms} rooms")):
+        mine, other = took[(name, "host")], took[(name, "other")]
+        ratios = [a[1] / b[1] for a, b in zip(mine, other, strict=True)]
+        table.add_row(
+            label,
+            f"{statistics.median(c for _, c in mine) * 1e6:,.0f} /"
+            f" {statistics.median(c for _, c in other) * 1e6:,.0f}",
+            f"{statistics.median(ratios):.3f} ({min(ratios):.2f}..{max(ratios):.2f})",
+        )
+    console.print(table)
+    for arm in ("host", "other"):
+        walls = [a[0] / b[0] for a, b in zip(took[("one", arm)], took[("many", arm)], strict=True)]
+        console.print(
+            f"threshold {thresholds[arm]:,}: {args.rooms} rooms vs 1 room, median of the rounds"
+            f" {statistics.median(walls):.2f}x ({min(walls):.2f}x..{max(walls):.2f}x)"
+        )
+
+
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     table = Table(
         title=f"1 room against {args.rooms} rooms at once, rounds of {args.chunk} messages"
@@ -468,6 +537,13 @@ def main() -> None:
         "--gc", type=int, default=0, help="the youngest generation's GC threshold (0: the host's)"
     )
     parser.add_argument(
+        "--gc-pairs",
+        type=int,
+        default=0,
+        metavar="T",
+        help="only a paired comparison of the host's young GC threshold with T",
+    )
+    parser.add_argument(
         "--no-floor",
         action="store_true",
         help="skip the profiled chunk that measures the CPU able to run without the GIL",
@@ -476,6 +552,9 @@ def main() -> None:
     from loguru import logger
 
     logger.remove()
+    if args.gc_pairs:
+        asyncio.run(gc_pairs(args))
+        return
     floor: dict[str, float] = {}
     rows = asyncio.run(run(args, floor))
     report(rows, args)

@@ -99,7 +99,7 @@ async def test_a_running_host_collects_the_young_generation_less_often(tmp_path:
     place before come back at its stop, and an app's own larger threshold is kept."""
     before = gc.get_threshold()
     try:
-        for app_threshold, running in ((700, heap.YOUNG_THRESHOLD), (50_000, 50_000)):
+        for app_threshold, running in ((700, heap.YOUNG_THRESHOLD), (200_000, 200_000)):
             gc.set_threshold(app_threshold, 10, 10)
             host = Host(load_config(None, environ={"AGENTHOST_DATA_DIR": str(tmp_path)}))
             await host.start(agents=False)
