@@ -25,8 +25,8 @@ Two ways to put an await under a deadline:
 
 The sweeper runs while anything is under a deadline and stops when a sweep finds nothing;
 `ensure` (one comparison with the running loop) restarts it and returns its `Sweeper`, which a
-hot path may keep and skip `ensure` for while it is ``running`` (an attribute test instead of
-finding the running loop or the thread per call; the event bus keeps one per plan). A caller so
+hot path may keep and skip `ensure` for while its ``loop`` is the running loop (one comparison
+instead of a lookup per call; the event bus keeps one per plan). A caller so
 kept on a second loop's sweeper (one bus emitting in two loops at once) is covered by that
 sweeper too: each sweep looks at the other loops' tasks, and starts a sweeper on a loop that has
 none and a watched frame suspended (one resolution later than its own would have), and when it
@@ -63,24 +63,25 @@ _running_loop = asyncio.get_running_loop
 
 
 class Sweeper:
-    """A loop's sweeper task, and whether it still runs (a caller of `Deadlines.ensure` may
-    keep it and skip ``ensure`` while ``running`` is true). Known gap, as for
-    `Deadlines.thread`: a loop closed or left stopped while its sweeper was pending, without
-    cancelling its tasks first (`asyncio.run` and pytest-asyncio do cancel them), leaves its
-    sweeper ``running``, and a holder's watched awaits on a later loop go unswept until a
-    sweeper of another loop sees them or a direct `ensure` runs there."""
+    """A loop's sweeper task, the loop it runs on (``None`` once it stopped) and whether it
+    still runs. A caller of `Deadlines.ensure` may keep it and skip ``ensure`` while its
+    ``loop`` is the running loop (one comparison): a loop closed or left stopped while its
+    sweeper was pending, without cancelling its tasks first (a loop run by hand with
+    ``run_until_complete``; `asyncio.run` and pytest-asyncio do cancel them), leaves its
+    sweeper ``running`` for good, so ``running`` alone would let a holder's watched awaits on a
+    later loop go unswept (a hung handler never cancelled)."""
 
-    __slots__ = ("running", "task")
+    __slots__ = ("loop", "running", "task")
 
-    def __init__(self) -> None:
-        self.running = True
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.running = loop is not None
         self.task: asyncio.Task[None] | None = None
         """The sweeper's task (the loop holds tasks by weak reference only: this keeps it)."""
 
 
 STOPPED = Sweeper()
 """A sweeper that never runs: what a holder of a `Sweeper` starts with."""
-STOPPED.running = False
 
 
 _EVERY_TASK: Any = getattr(asyncio.tasks, "_all_tasks", None)
@@ -216,7 +217,7 @@ class Deadlines:
         self.sweeping = loop
         self.thread = threading.get_ident()
         self._asked.discard(loop)
-        sweeper = self._sweepers[loop] = Sweeper()
+        sweeper = self._sweepers[loop] = Sweeper(loop)
         sweeper.task = loop.create_task(self._sweep(loop, sweeper))
         return sweeper
 
@@ -253,6 +254,7 @@ class Deadlines:
                     return  # nothing under a deadline: `ensure` starts another
         finally:
             sweeper.running = False
+            sweeper.loop = None
             if self._sweepers.get(loop) is sweeper:
                 del self._sweepers[loop]
             if self.sweeping is loop:
