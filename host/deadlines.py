@@ -214,6 +214,10 @@ class Deadlines:
     # the sweeper -----------------------------------------------------------------------------
 
     def _start_sweeper(self, loop: asyncio.AbstractEventLoop) -> Sweeper:
+        for closed in [other for other in self._sweepers if other.is_closed()]:
+            # closed with its sweeper pending (not cancelled): its finally never runs
+            gone = self._sweepers.pop(closed)
+            gone.running, gone.loop = False, None
         self.sweeping = loop
         self.thread = threading.get_ident()
         self._asked.discard(loop)

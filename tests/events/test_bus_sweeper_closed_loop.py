@@ -9,6 +9,7 @@ import contextlib
 import time
 
 from contracts.events import AGENT_STARTED
+from host.deadlines import shared
 
 from .test_bus_sweeper_loops import STARTED, emit_in_a_loop_of_its_own, hung_bus
 
@@ -29,3 +30,4 @@ def test_a_hung_handler_times_out_after_a_loop_closed_with_its_sweeper_pending()
     took = time.monotonic() - started
     assert took < 3, f"the hung handler ran {took:.1f} s unswept (limit 0.1 s)"
     assert [(f.plugin, f.timed_out) for f in failures] == [("hung", True)] * 2
+    assert first not in shared._sweepers  # nor is the closed loop (and its task) kept for good
