@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -149,13 +148,11 @@ class Deadlines:
         self._asked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         """Other loops asked (`call_soon_threadsafe`) to start a sweeper, not started yet."""
         self.sweeping: asyncio.AbstractEventLoop | None = None
-        """The loop whose sweeper started last (the common case: the only one)."""
-        self.thread: int | None = None
-        """The thread of `sweeping`: a caller on it may skip `ensure` (comparing thread ids
-        costs half of finding the running loop on CPython 3.11). Known gap: a loop closed
-        while its sweeper was pending, without cancelling its tasks first (`asyncio.run` and
-        pytest-asyncio do cancel them), leaves both set, and the watched awaits of a new loop
-        in the same thread go unswept until `start` or a direct `ensure` runs there."""
+        """The loop whose sweeper started last (the common case: the only one): a caller on it
+        may skip `ensure`. A loop closed while its sweeper was pending, without cancelling its
+        tasks first (`asyncio.run` and pytest-asyncio do cancel them), leaves it set: it is
+        never the running loop again, so a new loop's caller still makes sure of its own (not
+        the thread: a new loop in the same thread then went unswept)."""
 
     # watched frames --------------------------------------------------------------------------
 
@@ -219,7 +216,6 @@ class Deadlines:
             gone = self._sweepers.pop(closed)
             gone.running, gone.loop = False, None
         self.sweeping = loop
-        self.thread = threading.get_ident()
         self._asked.discard(loop)
         sweeper = self._sweepers[loop] = Sweeper(loop)
         sweeper.task = loop.create_task(self._sweep(loop, sweeper))
@@ -263,7 +259,6 @@ class Deadlines:
                 del self._sweepers[loop]
             if self.sweeping is loop:
                 self.sweeping = None
-                self.thread = None
             # A caller on another loop may have kept this sweeper and be about to suspend (it
             # read ``running`` before it turned false): every other loop with a pending task
             # gets one.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
@@ -69,7 +68,7 @@ __all__ = [
 P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
 
-_thread = threading.get_ident
+_running_loop = asyncio.get_running_loop
 # Methods of imported names, bound once: CPython 3.11 compiles a method call on a name bound by
 # an import as an attribute load that makes a bound method each time (no LOAD_METHOD).
 _caller = call_context.get
@@ -192,7 +191,7 @@ class ModelRegistry:
         last: BaseException | None = None
         expired = _expired
         timeout: _Timeout | None = self._timeout
-        if _thread() != _deadlines.thread:
+        if _deadlines.sweeping is not _running_loop():
             _ensure_sweeper()  # a sweeper must run on this loop (host/deadlines.py)
         for entry in plan:
             started = _clock()
