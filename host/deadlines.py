@@ -26,11 +26,11 @@ Two ways to put an await under a deadline:
 The sweeper runs while anything is under a deadline and stops when a sweep finds nothing;
 `ensure` (one comparison with the running loop) restarts it and returns its `Sweeper`, which a
 hot path may keep and skip `ensure` for while its ``loop`` is the running loop (one comparison
-instead of a lookup per call; the event bus keeps one per plan). A caller so
-kept on a second loop's sweeper (one bus emitting in two loops at once) is covered by that
-sweeper too: each sweep looks at the other loops' tasks, and starts a sweeper on a loop that has
-none and a watched frame suspended (one resolution later than its own would have), and when it
-stops, on every other loop with a pending task and no sweeper.
+instead of a lookup per call; the event bus keeps one per plan): a kept sweeper of another
+loop is never relied on. As a safety net, each sweep also looks at the other loops' tasks and
+starts a sweeper on a loop that has none and a watched frame suspended. A sweeper that stops
+asks no other loop to start one: with a second loop alive (an app's own, in another thread)
+that made the two loops start a sweeper in turn, forever, while nothing was under a deadline.
 """
 
 from __future__ import annotations
@@ -230,11 +230,11 @@ class Deadlines:
         """Have `loop` (another thread's) start a sweeper, once until it does."""
         if loop in self._sweepers or loop in self._asked or loop.is_closed():
             return
+        self._asked.add(loop)  # before: `_ensure_on` may run (and discard it) at once
         try:
             loop.call_soon_threadsafe(self._ensure_on, loop)
         except RuntimeError:  # closed meanwhile: nothing of it will run again
-            return
-        self._asked.add(loop)
+            self._asked.discard(loop)
 
     async def _sweep(self, loop: asyncio.AbstractEventLoop, sweeper: Sweeper) -> None:
         seen: dict[FrameType, tuple[Step, float]] = {}
@@ -259,11 +259,6 @@ class Deadlines:
                 del self._sweepers[loop]
             if self.sweeping is loop:
                 self.sweeping = None
-            # A caller on another loop may have kept this sweeper and be about to suspend (it
-            # read ``running`` before it turned false): every other loop with a pending task
-            # gets one.
-            for task in _other_loops_tasks(loop):
-                self._ask(task.get_loop())
 
     def _sweep_watched(
         self,
