@@ -61,22 +61,62 @@ _OPAQUE = frozenset({"async_generator_asend", "async_generator_athrow", "corouti
 _running_loop = asyncio.get_running_loop
 
 
-class Sweeper:
-    """A loop's sweeper task, the loop it runs on (``None`` once it stopped) and whether it
-    still runs. A caller of `Deadlines.ensure` may keep it and skip ``ensure`` while its
-    ``loop`` is the running loop (one comparison): a loop closed or left stopped while its
-    sweeper was pending, without cancelling its tasks first (a loop run by hand with
-    ``run_until_complete``; `asyncio.run` and pytest-asyncio do cancel them), leaves its
-    sweeper ``running`` for good, so ``running`` alone would let a holder's watched awaits on a
-    later loop go unswept (a hung handler never cancelled)."""
+class _Nowhere:
+    """The `Sweeper.gauge` of a stopped sweeper: a loop running nowhere."""
 
-    __slots__ = ("loop", "running", "task")
+    __slots__ = ()
+    _thread_id = None
+
+
+class _Gauge:
+    """The `Sweeper.gauge` of a loop that is not asyncio's own (uvloop, ...): whether it runs,
+    asked by method (asyncio's loops answer by attribute)."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def _thread_id(self) -> int | None:
+        return 1 if self._loop.is_running() else None
+
+
+_NOWHERE = _Nowhere()
+
+
+class Sweeper:
+    """A loop's sweeper task, the loop it runs on and whether it still runs (``None`` and
+    false once it stopped), and its ``gauge``: what tells in one attribute read whether that
+    loop runs now (``gauge._thread_id`` is None when not: asyncio's loop itself, whose
+    ``_thread_id`` is set only while it runs, another loop through `_Gauge`, a stopped sweeper
+    `_Nowhere`).
+
+    A caller of `Deadlines.ensure` may keep the sweeper and skip ``ensure`` while its gauge
+    says the loop runs (the event bus, once per plan: three attribute reads, where finding the
+    running loop costs ~250 ns on CPython 3.11 and the thread's id ~45 ns). ``running`` alone
+    would not do: a loop closed or left stopped while its sweeper was pending, without
+    cancelling its tasks first (a loop run by hand with ``run_until_complete``; `asyncio.run`
+    and pytest-asyncio cancel them), leaves its sweeper ``running`` for good, and a holder's
+    watched awaits on a later loop would go unswept. A holder on a second loop running at the
+    same time in another thread skips ``ensure`` too: the first loop's sweeps look at the other
+    loops' tasks and have a loop with a watched frame suspended and no sweeper start one, and
+    so does that sweeper when it stops."""
+
+    __slots__ = ("gauge", "loop", "running", "task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop
         self.running = loop is not None
+        self.gauge: Any = _NOWHERE
+        if loop is not None:
+            self.gauge = loop if isinstance(loop, asyncio.BaseEventLoop) else _Gauge(loop)
         self.task: asyncio.Task[None] | None = None
         """The sweeper's task (the loop holds tasks by weak reference only: this keeps it)."""
+
+    def stop(self) -> None:
+        """It stopped (or its loop closed under it): a holder makes sure of another."""
+        self.running, self.loop, self.gauge = False, None, _NOWHERE
 
 
 STOPPED = Sweeper()
@@ -213,8 +253,7 @@ class Deadlines:
     def _start_sweeper(self, loop: asyncio.AbstractEventLoop) -> Sweeper:
         for closed in [other for other in self._sweepers if other.is_closed()]:
             # closed with its sweeper pending (not cancelled): its finally never runs
-            gone = self._sweepers.pop(closed)
-            gone.running, gone.loop = False, None
+            self._sweepers.pop(closed).stop()
         self.sweeping = loop
         self._asked.discard(loop)
         sweeper = self._sweepers[loop] = Sweeper(loop)
@@ -253,12 +292,14 @@ class Deadlines:
                 if not found and not self.expired and not self._due:
                     return  # nothing under a deadline: `ensure` starts another
         finally:
-            sweeper.running = False
-            sweeper.loop = None
+            sweeper.stop()
             if self._sweepers.get(loop) is sweeper:
                 del self._sweepers[loop]
             if self.sweeping is loop:
                 self.sweeping = None
+            # a holder of this sweeper on another loop (running in another thread) may be
+            # suspended in a watched frame now: that loop starts a sweeper of its own
+            self._ask_suspended(loop)
 
     def _sweep_watched(
         self,
@@ -271,10 +312,7 @@ class Deadlines:
         armed: dict[FrameType, tuple[Step, float]] = {}
         found: set[FrameType] = set()
         watched, expired = self._watched, self.expired
-        for task in _other_loops_tasks(loop):
-            other = task.get_loop()
-            if other not in self._sweepers and self._suspended_in_watched(task):
-                self._ask(other)
+        self._ask_suspended(loop)
         for task in asyncio.all_tasks(loop):
             for coro in _chain(task.get_coro()):
                 frame = _frame_of(coro)
@@ -302,6 +340,14 @@ class Deadlines:
             if frame not in found and task.get_loop() is loop:
                 del expired[frame]  # its coroutine is gone (closed): nobody left to answer
         return armed, bool(found)
+
+    def _ask_suspended(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have each other loop with a task suspended in a watched frame and no sweeper start
+        one (idle loops are left alone: they would start and stop sweepers in turn)."""
+        for task in _other_loops_tasks(loop):
+            other = task.get_loop()
+            if other not in self._sweepers and self._suspended_in_watched(task):
+                self._ask(other)
 
     def _suspended_in_watched(self, task: asyncio.Task[Any]) -> bool:
         """Whether another loop's `task` is suspended in a watched frame (read from this thread:

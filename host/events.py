@@ -14,9 +14,9 @@ Emitting is cheap on purpose: each event keeps a precomputed tuple of its handle
 each is called and its timeout), rebuilt only when subscriptions change; an emit is a type check
 and a loop over that tuple (or, for a plan of one timed handler, the most common, one call).
 Handler timeouts cost an emit nothing but a local store per async handler (``armed = sub``) and
-a test that the sweeper its plan last made sure of runs on the running loop: one sweeper task
-per loop (`host.deadlines`) finds emits suspended in a handler by walking the tasks'
-coroutines, instead of a timer or a registration per handler.
+a test that the sweeper its plan last made sure of still has a running loop (`Sweeper.gauge`):
+one sweeper task per loop (`host.deadlines`) finds emits suspended in a handler by walking the
+tasks' coroutines, instead of a timer or a registration per handler.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class _Plan:
     """An event's handlers in run order, whether some (`SOME_TIMED`) or all (`ALL_TIMED`)
     are `TIMED`, the one handler when it is the only one and `TIMED` (the commonest plan, run
     in the fewest steps), the emits counted since it was made, and the deadline sweeper its
-    emits last made sure of (skipped while it runs on the running loop: `host.deadlines`)."""
+    emits last made sure of (skipped while its loop runs: `host.deadlines.Sweeper`)."""
 
     __slots__ = ("count", "one", "subs", "swept", "timed")
 
@@ -267,7 +267,7 @@ class EventBus:
         call: Any  # a handler's call; in the last loop, what calling it returned (one local)
         sub = plan.one  # `sub` names the handler to the loop monitor
         if sub is not None:  # one `TIMED` handler, the commonest plan, in the fewest steps
-            if plan.swept.loop is not _running_loop():
+            if plan.swept.gauge._thread_id is None:
                 plan.swept = _ensure_sweeper()  # a handler with a limit: a sweeper must run
             try:
                 armed = sub  # a local store: the sweeper reads it off the suspended frame
@@ -281,7 +281,7 @@ class EventBus:
                 _withdraw(inspect.currentframe())
             return
         if plan.timed is ALL_TIMED:  # the same, handler after handler
-            if plan.swept.loop is not _running_loop():
+            if plan.swept.gauge._thread_id is None:
                 plan.swept = _ensure_sweeper()
             for sub in plan.subs:
                 try:
@@ -295,7 +295,7 @@ class EventBus:
             if _expired:
                 _withdraw(inspect.currentframe())
             return
-        if plan.timed and plan.swept.loop is not _running_loop():
+        if plan.timed and plan.swept.gauge._thread_id is None:
             plan.swept = _ensure_sweeper()
         for sub in plan.subs:  # each as its kind says (`host.event_subscriptions`)
             try:
@@ -488,7 +488,6 @@ class EventBus:
 
 
 _deadlines.watch(EventBus.emit.__code__)
-_running_loop = asyncio.get_running_loop
 
 
 def _cancelling() -> bool:

@@ -38,6 +38,7 @@ from contracts.models import (
     TextChunk,
 )
 from contracts.plugin import LoadedPluginLike
+from host.deadlines import STOPPED, Sweeper
 from host.deadlines import ensure as _ensure_sweeper
 from host.deadlines import expired as _expired
 from host.deadlines import shared as _deadlines
@@ -68,7 +69,6 @@ __all__ = [
 P = TypeVar("P", bound=ModelParams)
 R = TypeVar("R")
 
-_running_loop = asyncio.get_running_loop
 # Methods of imported names, bound once: CPython 3.11 compiles a method call on a name bound by
 # an import as an attribute load that makes a bound method each time (no LOAD_METHOD).
 _caller = call_context.get
@@ -109,6 +109,8 @@ class ModelRegistry:
         """The choice's plans while no circuit is open (the same dict, cleared in place): one
         lookup a call, and no check of the circuits."""
         self.deadlines = _deadlines
+        self._swept: Sweeper = STOPPED
+        """The deadline sweeper the last call made sure of (skipped while its loop runs)."""
         self._timeout = _Timeout(self)
 
     @property
@@ -191,8 +193,8 @@ class ModelRegistry:
         last: BaseException | None = None
         expired = _expired
         timeout: _Timeout | None = self._timeout
-        if _deadlines.sweeping is not _running_loop():
-            _ensure_sweeper()  # a sweeper must run on this loop (host/deadlines.py)
+        if self._swept.gauge._thread_id is None:  # a sweeper must run here (`Sweeper`)
+            self._swept = _ensure_sweeper()
         for entry in plan:
             started = _clock()
             try:

@@ -33,7 +33,8 @@ def start(
     port: int, env: dict[str, str], *options: str, nohup: bool = False
 ) -> subprocess.Popen[str]:
     """`agenthost [options] run --port <port>` (`nohup`: started with SIGHUP ignored, as
-    ``nohup`` starts it), returned once /health answers."""
+    ``nohup`` starts it; else with SIGHUP's default action, as from a terminal, even when
+    these tests run under ``nohup``), returned once /health answers."""
     process = subprocess.Popen(
         [str(AGENTHOST), *options, "run", "--port", str(port)],
         cwd=ROOT,
@@ -41,7 +42,9 @@ def start(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None,
+        preexec_fn=lambda: signal.signal(
+            signal.SIGHUP, signal.SIG_IGN if nohup else signal.SIG_DFL
+        ),
     )
     deadline = time.monotonic() + 60
     while True:
