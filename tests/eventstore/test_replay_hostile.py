@@ -26,18 +26,7 @@ from host.http_manage import delete_memory
 from host.pytest_plugin import fresh_schema, schema_uri
 from host.testing import OfflineHosts
 
-TEXTS = [
-    "I feel sad about my job",
-    "My mother never listens to me",
-    "My job makes me sad every day",
-    "Nobody listens to me at home",
-    "I am tired of my work",
-    "My mother is always busy",
-    "Work is all I think about",
-]
-PLUGINS = ("audit", "recall", "knowledge")
-AGENTS = {"history": 2}
-SETTINGS = {"recall": {"threshold": -1.0, "k": 4}, "knowledge": {"threshold": -1.0}}
+from .replay_talk import AGENTS, PLUGINS, SETTINGS, TEXTS
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -27,22 +27,7 @@ from host.cli import app as root_app
 from host.eventstore.replay import host_runtime_factory, replay_conversation
 from host.testing import OFFLINE_PLUGINS, OfflineHosts
 
-TEXTS = [
-    "I feel sad about my job",
-    "My mother never listens to me",
-    "My job makes me sad every day",
-    "Nobody listens to me at home",
-    "I am tired of my work",
-    "My mother is always busy",
-    "Work is all I think about",
-]
-
-
-PLUGINS = ("audit", "recall", "knowledge")
-# every earlier memory is relevant (threshold -1), and the prompt's history shows only the last
-# two messages: recall fills the prompt with what was said before
-AGENTS = {"history": 2}
-SETTINGS = {"recall": {"threshold": -1.0, "k": 4}, "knowledge": {"threshold": -1.0}}
+from .replay_talk import AGENTS, PLUGINS, SETTINGS, TEXTS
 
 
 @pytest.fixture
