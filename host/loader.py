@@ -335,11 +335,8 @@ class Loader:
         the container's services (not set up yet)."""
         manifest = item.manifest
         assert manifest is not None and item.factory is not None
-        log = plugin_logger(item.name)
         settings = self._settings(manifest)
-        extras: dict[Any, object] = {Logger: log, LOGGER: log}
-        if manifest.settings is not None and settings is not None:
-            extras[manifest.settings] = settings
+        extras = _own_extras(item.name, manifest, settings)
         instance = await self.container.construct(item.factory, owner=item.name, extras=extras)
         return LoadedPlugin(manifest, instance, item, settings)
 
@@ -353,10 +350,7 @@ class Loader:
         loaded = self.loaded[name]
         factory = loaded.discovered.factory
         assert factory is not None
-        log = plugin_logger(name)
-        given: dict[Any, object] = {Logger: log, LOGGER: log}
-        if loaded.manifest.settings is not None and loaded.settings is not None:
-            given[loaded.manifest.settings] = loaded.settings
+        given = _own_extras(name, loaded.manifest, loaded.settings)
         instance: Plugin = await self.container.construct(
             factory, owner=name, extras={**given, **extras}
         )
@@ -367,15 +361,7 @@ class Loader:
         """Tear down an instance of plugin `name` that `construct_again` built (within
         ``plugins.teardown_timeout``); a failure is logged, not raised: the loaded plugin is
         not concerned."""
-        try:
-            await self._bounded(
-                name, "teardown", _call(instance.teardown), self.config.plugins.teardown_timeout
-            )
-        except Exception as exc:
-            trace = None if isinstance(exc, PluginStepTimeout) else exc
-            plugin_logger(name).opt(exception=trace).error(
-                "plugin {} teardown (of an instance built again) failed: {}", name, exc
-            )
+        await self._teardown_instance(name, instance, again=True)
 
     async def detach(self, name: str) -> LoadedPlugin:
         """Remove everything plugin `name` registered from every registrar (reverse order) and
@@ -484,7 +470,9 @@ class Loader:
         for name in reversed(list(self.loaded)):
             await self.unload(name)
 
-    async def _teardown_instance(self, name: str, instance: Any) -> None:
+    async def _teardown_instance(self, name: str, instance: Any, *, again: bool = False) -> None:
+        """Tear `instance` down; a failure is logged and, unless it is an instance built
+        `again` (`construct_again`: the loaded plugin is not concerned), reported."""
         teardown = getattr(instance, "teardown", None)
         if not callable(teardown):
             return
@@ -495,9 +483,13 @@ class Loader:
         except Exception as exc:
             trace = None if isinstance(exc, PluginStepTimeout) else exc
             plugin_logger(name).opt(exception=trace).error(
-                "plugin {} teardown failed: {}", name, exc
+                "plugin {} teardown{} failed: {}",
+                name,
+                " (of an instance built again)" if again else "",
+                exc,
             )
-            await self._emit_failed(name, f"{type(exc).__name__}: {exc}", "teardown")
+            if not again:
+                await self._emit_failed(name, f"{type(exc).__name__}: {exc}", "teardown")
 
     async def _quietly(self, result: Awaitable[None] | None, name: str) -> None:
         try:
@@ -579,6 +571,16 @@ GRACE = 1.0
 """Seconds a plugin's setup or teardown past its limit gets to end once cancelled."""
 _ABANDONED: set[asyncio.Task[None]] = set()
 """Steps that ignored their cancellation, kept referenced until they end (`_forget`)."""
+
+
+def _own_extras(name: str, manifest: Manifest, settings: BaseModel | None) -> dict[Any, object]:
+    """What the loader gives plugin `name`'s constructor besides the container's services: its
+    bound logger and its validated settings."""
+    log = plugin_logger(name)
+    extras: dict[Any, object] = {Logger: log, LOGGER: log}
+    if manifest.settings is not None and settings is not None:
+        extras[manifest.settings] = settings
+    return extras
 
 
 def _forget(task: asyncio.Task[None]) -> None:
