@@ -86,11 +86,10 @@ _NOWHERE = _Nowhere()
 
 
 class Sweeper:
-    """A loop's sweeper task, the loop it runs on and whether it still runs (``None`` and
-    false once it stopped), and its ``gauge``: what tells in one attribute read whether that
-    loop runs now (``gauge._thread_id`` is None when not: asyncio's loop itself, whose
-    ``_thread_id`` is set only while it runs, another loop through `_Gauge`, a stopped sweeper
-    `_Nowhere`).
+    """A loop's sweeper task, whether it still runs, and its ``gauge``: what tells in one
+    attribute read whether that loop runs now (``gauge._thread_id`` is None when not: asyncio's
+    loop itself, whose ``_thread_id`` is set only while it runs, another loop through `_Gauge`,
+    a stopped sweeper `_Nowhere`).
 
     A caller of `Deadlines.ensure` may keep the sweeper and skip ``ensure`` while its gauge
     says the loop runs (the event bus, once per plan: three attribute reads, where finding the
@@ -103,10 +102,9 @@ class Sweeper:
     loops' tasks and have a loop with a watched frame suspended and no sweeper start one, and
     so does that sweeper when it stops."""
 
-    __slots__ = ("gauge", "loop", "running", "task")
+    __slots__ = ("gauge", "running", "task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.loop = loop
         self.running = loop is not None
         self.gauge: Any = _NOWHERE
         if loop is not None:
@@ -116,7 +114,7 @@ class Sweeper:
 
     def stop(self) -> None:
         """It stopped (or its loop closed under it): a holder makes sure of another."""
-        self.running, self.loop, self.gauge = False, None, _NOWHERE
+        self.running, self.gauge = False, _NOWHERE
 
 
 STOPPED = Sweeper()
