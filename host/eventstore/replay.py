@@ -631,23 +631,25 @@ def host_runtime_factory(host: Host, store: EventStore, aggregate_id: str) -> Ru
                 events = EventBus()
                 async with _components_on(host, database, events) as components:
                     scope = host.container.create_scope("agent")
-                    runtime = AgentRuntime(
-                        character=character,
-                        scope=scope,
-                        events=events,
-                        models=parts.models,
-                        database=database,
-                        components=components,
-                        settings=host.config.agents,  # the history the recorded prompts had
-                        agent_id=UUID(aggregate_id),
-                        clock=parts.clock,
-                        ids=parts.ids,
-                    )
                     try:
-                        yield _Replaying(runtime, database, parts)
+                        runtime = AgentRuntime(
+                            character=character,
+                            scope=scope,
+                            events=events,
+                            models=parts.models,
+                            database=database,
+                            components=components,
+                            settings=host.config.agents,  # the history the prompts had
+                            agent_id=UUID(aggregate_id),
+                            clock=parts.clock,
+                            ids=parts.ids,
+                        )
+                        try:
+                            yield _Replaying(runtime, database, parts)
+                        finally:
+                            await runtime.stop(5.0)
                     finally:
-                        await runtime.stop(5.0)
-                        await scope.aclose()
+                        await scope.aclose()  # also when the runtime failed to build or stop
 
     return make
 
