@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import io
@@ -43,6 +44,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -212,74 +214,82 @@ def writer_pid(host: Any) -> int | None:
     return None if process is None else int(process.pid)
 
 
-async def run(args: argparse.Namespace, floor: dict[str, float]) -> list[dict[str, Any]]:
-    clock, stalls = GcClock(), Stalls()
-    rows: list[dict[str, Any]] = []
+@contextlib.asynccontextmanager
+async def warmed_hosts(embeddings: str) -> AsyncIterator[dict[str, Any]]:
+    """The default configuration twice, for the one-room and the 100-room scenario (each on a
+    data dir of its own), warmed up; stopped after."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         hosts = {
-            "one": await start_host(directory / "one", args.embeddings),
-            "many": await start_host(directory / "many", args.embeddings),
+            "one": await start_host(directory / "one", embeddings),
+            "many": await start_host(directory / "many", embeddings),
         }
         try:
             for host in hosts.values():
                 await warm_up(host)
-            if args.gc:
-                gc.set_threshold(args.gc, *gc.get_threshold()[1:])
-            traces = {name: StoreTrace(host) for name, host in hosts.items()}
-            writers = {name: writer_pid(host) for name, host in hosts.items()}
-            stalls.start()
-            room, rooms = uuid4(), [uuid4() for _ in range(args.rooms)]
-            # each room's first message (its room and participants set up) before the rounds:
-            # 100 rooms' first round paid 100 set-ups, one room's one; as many into the 1 room
-            await one_room(hosts["one"], args.rooms, room, [])
-            await many_rooms(hosts["many"], args.rooms, rooms, [])
-            for index in range(args.rounds):
-                for name in ("one", "many") if index % 2 == 0 else ("many", "one"):
-                    latencies: list[float] = []
-                    work = (
-                        one_room(hosts[name], args.chunk, room, latencies)
-                        if name == "one"
-                        else many_rooms(hosts[name], args.chunk, rooms, latencies)
-                    )
-                    clock.take(), stalls.take(), traces[name].take()
-                    threads, writer = thread_cpu(), process_cpu(writers[name])
-                    started, used = time.perf_counter(), time.process_time()
-                    await work
-                    wall, cpu = time.perf_counter() - started, time.process_time() - used
-                    writer = process_cpu(writers[name]) - writer
-                    runs, gc_seconds, gc_longest = clock.take()
-                    commits, sent = traces[name].take()
-                    after = thread_cpu()
-                    latencies.sort()
-                    rows.append(
-                        {
-                            "round": index,
-                            "name": name,
-                            "wall": wall / args.chunk,
-                            "cpu": cpu / args.chunk,
-                            "writer": writer / args.chunk,
-                            "threads": {
-                                thread: (seconds - threads.get(thread, 0.0)) / args.chunk
-                                for thread, seconds in after.items()
-                            },
-                            "gc": runs,
-                            "gc_ms": gc_seconds * 1e3,
-                            "gc_longest": gc_longest * 1e3,
-                            "stall": stalls.take() * 1e3,
-                            "commits": commits / args.chunk,
-                            "sent": sum(sent.values()) / args.chunk,
-                            "p50": latencies[len(latencies) // 2] * 1e3,
-                            "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
-                        }
-                    )
-            if stalls.task is not None:
-                stalls.task.cancel()
-            if not args.no_floor:
-                floor.update(await gil_free(hosts["many"], args.chunk, rooms))
+            yield hosts
         finally:
             for host in hosts.values():
                 await host.stop()
+
+
+async def run(args: argparse.Namespace, floor: dict[str, float]) -> list[dict[str, Any]]:
+    clock, stalls = GcClock(), Stalls()
+    rows: list[dict[str, Any]] = []
+    async with warmed_hosts(args.embeddings) as hosts:
+        if args.gc:
+            gc.set_threshold(args.gc, *gc.get_threshold()[1:])
+        traces = {name: StoreTrace(host) for name, host in hosts.items()}
+        writers = {name: writer_pid(host) for name, host in hosts.items()}
+        stalls.start()
+        room, rooms = uuid4(), [uuid4() for _ in range(args.rooms)]
+        # each room's first message (its room and participants set up) before the rounds:
+        # 100 rooms' first round paid 100 set-ups, one room's one; as many into the 1 room
+        await one_room(hosts["one"], args.rooms, room, [])
+        await many_rooms(hosts["many"], args.rooms, rooms, [])
+        for index in range(args.rounds):
+            for name in ("one", "many") if index % 2 == 0 else ("many", "one"):
+                latencies: list[float] = []
+                work = (
+                    one_room(hosts[name], args.chunk, room, latencies)
+                    if name == "one"
+                    else many_rooms(hosts[name], args.chunk, rooms, latencies)
+                )
+                clock.take(), stalls.take(), traces[name].take()
+                threads, writer = thread_cpu(), process_cpu(writers[name])
+                started, used = time.perf_counter(), time.process_time()
+                await work
+                wall, cpu = time.perf_counter() - started, time.process_time() - used
+                writer = process_cpu(writers[name]) - writer
+                runs, gc_seconds, gc_longest = clock.take()
+                commits, sent = traces[name].take()
+                after = thread_cpu()
+                latencies.sort()
+                rows.append(
+                    {
+                        "round": index,
+                        "name": name,
+                        "wall": wall / args.chunk,
+                        "cpu": cpu / args.chunk,
+                        "writer": writer / args.chunk,
+                        "threads": {
+                            thread: (seconds - threads.get(thread, 0.0)) / args.chunk
+                            for thread, seconds in after.items()
+                        },
+                        "gc": runs,
+                        "gc_ms": gc_seconds * 1e3,
+                        "gc_longest": gc_longest * 1e3,
+                        "stall": stalls.take() * 1e3,
+                        "commits": commits / args.chunk,
+                        "sent": sum(sent.values()) / args.chunk,
+                        "p50": latencies[len(latencies) // 2] * 1e3,
+                        "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
+                    }
+                )
+        if stalls.task is not None:
+            stalls.task.cancel()
+        if not args.no_floor:
+            floor.update(await gil_free(hosts["many"], args.chunk, rooms))
     return rows
 
 
@@ -288,15 +298,8 @@ async def gc_pairs(args: argparse.Namespace) -> None:
     (see the module doc)."""
     thresholds = {"host": 0, "other": args.gc_pairs}
     took: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        hosts = {
-            "one": await start_host(directory / "one", args.embeddings),
-            "many": await start_host(directory / "many", args.embeddings),
-        }
+    async with warmed_hosts(args.embeddings) as hosts:
         try:
-            for host in hosts.values():
-                await warm_up(host)
             thresholds["host"] = gc.get_threshold()[0]
             room, rooms = uuid4(), [uuid4() for _ in range(args.rooms)]
             await one_room(hosts["one"], args.rooms, room, [])
@@ -318,8 +321,6 @@ async def gc_pairs(args: argparse.Namespace) -> None:
                         )
         finally:
             gc.set_threshold(thresholds["host"], *gc.get_threshold()[1:])
-            for host in hosts.values():
-                await host.stop()
     table = Table(
         title=f"the young GC threshold {thresholds['host']:,} (the host's) against"
         f" {args.gc_pairs:,}, paired in {args.rounds} rounds of {args.chunk} messages"
