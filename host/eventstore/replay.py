@@ -735,11 +735,12 @@ async def _components_on(
             if any(t.name == DATABASE.name for t in host.container.requirements(factory)):
                 try:
                     instance = await host.loader.construct_again(name, extras)
-                except Exception as exc:  # a plugin's own code: said, naming it
+                except Exception as exc:  # a plugin's own code: said, naming it, masked
+                    said = host.loader.scrub(f"{type(exc).__name__}: {exc}", loaded.settings)
                     raise ReplayError(
                         f"plugin {name} takes the memory store and could not be built again on"
                         f" the replay's store ({type(database.inner).__name__}, backend"
-                        f" {database.backend!r}): {type(exc).__name__}: {exc}"
+                        f" {database.backend!r}): {said}"
                     ) from exc
                 built.append((name, instance))
             registry.add(

@@ -23,6 +23,7 @@ from host.testing import OFFLINE_PLUGINS, OfflineHosts
 
 SOURCE = """
 from typing import ClassVar
+from pydantic import BaseModel, SecretStr
 from contracts.agent import Provider, ProviderResult
 from contracts.events import EVENTS, MESSAGE_RECEIVED, EventBusProtocol
 from contracts.plugin import Manifest, Plugin
@@ -58,12 +59,22 @@ class Primed(Plugin):
         return [Provider("primed", self.primed)]
 
 
-class Picky(Plugin):
-    manifest: ClassVar[Manifest] = Manifest(name="picky", description="the SQLite adapter only")
+class PickySettings(BaseModel):
+    api_key: SecretStr | None = None
 
-    def __init__(self, database: DatabaseAdapter) -> None:
+
+class Picky(Plugin):
+    manifest: ClassVar[Manifest] = Manifest(
+        name="picky", description="the SQLite adapter only", settings=PickySettings
+    )
+
+    def __init__(self, database: DatabaseAdapter, settings: PickySettings) -> None:
         if type(database).__name__ != "SqliteAdapter":
-            raise RuntimeError(f"picky needs the SQLite adapter, got {type(database).__name__}")
+            key = settings.api_key
+            quoted = f" (key {key.get_secret_value()})" if key is not None else ""
+            raise RuntimeError(
+                f"picky needs the SQLite adapter, got {type(database).__name__}{quoted}"
+            )
         self.database = database
 
     async def picky(self, message, state):
@@ -106,7 +117,9 @@ async def converse(host: Host) -> str:
     return str(runtime.agent_id)
 
 
-async def replay_cli(host: Host, tmp_path: Path, plugin: str) -> tuple[int, str]:
+async def replay_cli(
+    host: Host, tmp_path: Path, plugin: str, settings: dict[str, object] | None = None
+) -> tuple[int, str]:
     agent = await converse(host)
     await host.stop()
     config = tmp_path / "replay.yaml"
@@ -115,7 +128,7 @@ async def replay_cli(host: Host, tmp_path: Path, plugin: str) -> tuple[int, str]
             {
                 "data_dir": str(tmp_path / "data"),
                 "agents": {"characters_dir": str(tmp_path / "characters")},
-                "plugins": {"enabled": [*OFFLINE_PLUGINS, "audit", plugin]},
+                "plugins": {"enabled": [*OFFLINE_PLUGINS, "audit", plugin], **(settings or {})},
                 "http": {"enabled": False},
             }
         )
@@ -157,3 +170,19 @@ async def test_a_plugin_failing_on_the_replay_store_is_a_clear_error(
     said = " ".join(output.split())  # rich wraps the line
     assert said.startswith("error: plugin picky takes the memory store"), output
     assert "RuntimeError: picky needs the SQLite adapter, got ReplayStore" in said, output
+
+
+@pytest.mark.usefixtures("site", "cli_env")
+async def test_the_error_of_a_plugin_failing_on_the_replay_store_masks_its_secrets(
+    tmp_path: Path, offline_host: OfflineHosts
+) -> None:
+    """A constructor's error quoting its settings' secret (a key, a DSN's password) is printed
+    masked, as the loader masks a plugin's failure."""
+    secret = "sk-replay-0123456789abcdef"
+    settings = {"picky": {"api_key": secret}}
+    host = await offline_host("audit", "picky", data_dir=tmp_path / "data", plugins=settings)
+    code, output = await replay_cli(host, tmp_path, "picky", settings)
+    assert code != 0
+    said = " ".join(output.split())
+    assert "RuntimeError: picky needs the SQLite adapter, got ReplayStore (key" in said, output
+    assert secret not in output
