@@ -33,6 +33,7 @@ from contracts.storage import (
     get_texts,
     search_any,
     search_each,
+    sort_rooms,
 )
 from host.forwarding import ForwardingAdapter
 
@@ -163,13 +164,47 @@ class ReplayStore(ForwardingAdapter):
             return await self._read(query, lambda q: get_texts(store, q))
         return await get_texts(store, query)
 
+    async def _hidden_in(self, query: MemoryQuery) -> list[Memory]:
+        """The hidden memories of the scratch store that `query` matches."""
+        found = []
+        for memory_id in self.hidden:
+            memory = await self.inner.get_memory(memory_id)
+            if memory is not None and query.matches(memory):
+                found.append(memory)
+        return found
+
     async def count_memories(self, query: MemoryQuery | None = None) -> int:
         store, query = self._route(query or MemoryQuery())
-        return await store.count_memories(query)
+        count = await store.count_memories(query)
+        if store is self.inner and self.hidden:
+            count -= len(await self._hidden_in(query))
+        return count
 
     async def room_summaries(self, query: MemoryQuery | None = None) -> list[RoomSummary]:
+        """The store's summaries, less the hidden memories: a room's count without them, its
+        last time that of its newest memory left, a room holding only hidden ones left out."""
         store, query = self._route(query or MemoryQuery())
-        return await store.room_summaries(query)
+        rooms = await store.room_summaries(query)
+        if store is not self.inner or not self.hidden:
+            return rooms
+        hidden: dict[UUID, int] = {}
+        for memory in await self._hidden_in(query):
+            hidden[memory.room_id] = hidden.get(memory.room_id, 0) + 1
+        out = []
+        for room in rooms:
+            left = room.memories - hidden.get(room.room_id, 0)
+            if room.room_id not in hidden:
+                out.append(room)
+            elif left > 0:
+                newest = await self._read(
+                    query.model_copy(
+                        update={"room_id": room.room_id, "after": None, "order": "desc", "limit": 1}
+                    ),
+                    store.get_memories,
+                )
+                last = newest[0].created_at if newest else room.last_at
+                out.append(RoomSummary(room_id=room.room_id, memories=left, last_at=last))
+        return sort_rooms(out)
 
     async def search_memories(
         self,
