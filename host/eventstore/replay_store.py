@@ -245,7 +245,12 @@ class ReplayStore(ForwardingAdapter):
         )
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
-        await self._reads(table_name).build_index(index_type, table_name)
+        """The scratch store's index of a table it holds; nothing for a table read from the
+        configured store, which the replay never writes to (on PostgreSQL an index build is a
+        ``CREATE INDEX``): its searches are answered without the warm-up."""
+        store = self._reads(table_name)
+        if store is self.inner:
+            await store.build_index(index_type, table_name)
 
     async def embedding_dimension(self, table_name: str) -> int | None:
         return await self._reads(table_name).embedding_dimension(table_name)

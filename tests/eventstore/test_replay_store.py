@@ -1,7 +1,8 @@
-"""`ReplayStore.hidden`: the memories a replayed message could not have seen (stored by other
-conversations while it was answered) are left out of every read of the scratch store, counts
-and room summaries too: a provider counting the conversation's memories or listing its rooms
-must see what the recorded message saw."""
+"""`ReplayStore`'s reads and index builds. The memories of `ReplayStore.hidden` (stored by
+other conversations while the replayed message was answered: it could not have seen them) are
+left out of every read of the scratch store, counts and room summaries too: a provider counting
+the conversation's memories or listing its rooms must see what the recorded message saw. And an
+index build never reaches the configured store (the replay writes nothing there)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from uuid import uuid4
 import pytest
 
 from contracts.memory import Content, Memory, MemoryQuery
-from contracts.storage import RoomSummary
+from contracts.storage import DatabaseAdapter, IndexType, RoomSummary
 from host.eventstore.replay_store import ReplayStore
+from host.forwarding import ForwardingAdapter
 from host.pytest_plugin import backend_factory
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,3 +68,31 @@ async def test_counts_and_room_summaries_leave_out_hidden_memories(
 
         store.hidden = frozenset()
         assert await store.room_summaries() == everything
+
+
+class _Watched(ForwardingAdapter):
+    """A real store, noting the index builds asked of it."""
+
+    def __init__(self, inner: DatabaseAdapter) -> None:
+        super().__init__(inner)
+        self.builds: list[str | None] = []
+
+    async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
+        self.builds.append(table_name)
+        await super().build_index(index_type, table_name)
+
+
+async def test_index_builds_never_reach_the_configured_store(
+    request: pytest.FixtureRequest,
+) -> None:
+    async with (
+        backend_factory("sqlite", request)() as scratch_store,
+        backend_factory("inmemory", request)() as live_store,
+    ):
+        scratch, live = _Watched(scratch_store), _Watched(live_store)
+        store = ReplayStore(scratch, live, ("facts",))
+        await store.build_index("hnsw", "knowledge")  # read from the configured store
+        await store.build_index("hnsw", "facts")
+        await store.build_index("hnsw")
+        assert live.builds == []
+        assert scratch.builds == ["facts", None]
