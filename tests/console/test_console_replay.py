@@ -9,6 +9,8 @@ from pathlib import Path
 from uuid import uuid4
 
 import httpx
+from eventstore.replay_talk import PLUGINS, SETTINGS
+from eventstore.replay_talk import TEXTS as TALK
 from pydantic import SecretStr
 
 from contracts.config import AgentsSettings, HttpSettings
@@ -16,28 +18,16 @@ from host.app import Host
 from host.testing import offline_config
 
 KEY = "replay-console-key"
-TEXTS = [
-    "I feel sad about my job",
-    "My mother never listens to me",
-    "My job makes me sad every day",
-    "Nobody listens to me at home",
-    "I am tired of my work",
-    "My mother is always busy",
-    "Work is all I think about",
-    "yes",
-    "yes",
-]
+TEXTS = [*TALK, "yes", "yes"]
 
 
 async def test_replay_this_room_matches_on_a_running_host(tmp_path: Path) -> None:
     config = offline_config(
         tmp_path / "data",
-        "audit",
-        "recall",
-        "knowledge",
+        *PLUGINS,
         http=HttpSettings(port=0, api_key=SecretStr(KEY)),
         agents=AgentsSettings(characters_dir=tmp_path / "none", history=2),
-        plugins={"recall": {"threshold": -1.0, "k": 4}, "knowledge": {"threshold": -1.0}},
+        plugins=SETTINGS,
     )
     host = Host(config)
     await host.start(http=True)
