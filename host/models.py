@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from contracts.events import MODEL_USED, EventBusProtocol, ModelUsedPayload
+from contracts.events import MODEL_USED, Event, EventBusProtocol, ModelUsedPayload
 from contracts.models import (
     ModelError,
     ModelHandler,
@@ -44,6 +44,7 @@ from host.deadlines import expired as _expired
 from host.deadlines import shared as _deadlines
 from host.deadlines import timed_out as _timed_out
 from host.deadlines import withdraw as _withdraw
+from host.events import EventBus
 from host.model_context import CallContext, FallbackMark, call_context, coerce_params, for_caller
 from host.model_failures import NO_PATH, FailurePath, exhausted, is_retryable, reason_of
 from host.model_providers import ProviderChoice, ProviderEntry
@@ -77,6 +78,10 @@ _new_payload, _set_dict, _set_fields_set = new_payload, set_dict, set_fields_set
 _set_extra, _set_private = set_extra, set_private
 
 
+def _unreported(event: Event[Any], payload: Any) -> None:
+    """What a registry without a bus reports a call with: nothing."""
+
+
 class _Timeout:
     """What a call's deadline is armed with: the registry's timeout, read when swept."""
 
@@ -104,6 +109,9 @@ class ModelRegistry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.choice = ProviderChoice(settings or ModelSettings(), clock)
+        self._events: EventBusProtocol | None = None
+        self._publish: Callable[[Event[Any], Any], Awaitable[None] | None] = _unreported
+        """How a call reports ``model:used`` on `events`: the emit, or what is left of it."""
         self.events = events
         self._ready = self.choice.ready
         """The choice's plans while no circuit is open (the same dict, cleared in place): one
@@ -112,6 +120,21 @@ class ModelRegistry:
         self._swept: Sweeper = STOPPED
         """The deadline sweeper the last call made sure of (skipped while its loop runs)."""
         self._timeout = _Timeout(self)
+
+    @property
+    def events(self) -> EventBusProtocol | None:
+        """The bus each call reports ``model:used`` on (None: no reports)."""
+        return self._events
+
+    @events.setter
+    def events(self, events: EventBusProtocol | None) -> None:
+        self._events = events
+        if events is None:
+            self._publish = _unreported
+        elif isinstance(events, EventBus):  # plain-function handlers run without a coroutine
+            self._publish = events.publish
+        else:
+            self._publish = events.emit
 
     @property
     def settings(self) -> ModelSettings:
@@ -188,7 +211,7 @@ class ModelRegistry:
         if not plan:
             # an error naming what is registered if there is nothing to call
             plan, skipped = self.choice.candidates(model_type, provider, prefer)
-        events = self.events
+        events = self._events
         path = FailurePath.of(skipped) if skipped else NO_PATH
         last: BaseException | None = None
         expired = _expired
@@ -261,7 +284,9 @@ class ModelRegistry:
                 _set_fields_set(payload, given)
                 _set_extra(payload, None)
                 _set_private(payload, None)
-                await events.emit(MODEL_USED, payload)
+                pending = self._publish(MODEL_USED, payload)
+                if pending is not None:
+                    await pending
             return result
         raise exhausted(model_type, plan, last)
 
