@@ -200,40 +200,42 @@ class ModelRegistry:
         reads ``armed`` off this very frame (`host.deadlines`)."""
         if type(params) is not model_type.params:
             params = coerce_params(model_type, params)
+        plan: Sequence[ProviderEntry] | None
+        armed: _Timeout | None  # what the deadline sweeper times (`host.deadlines`)
         caller = _caller()
-        prefer = None
-        if caller is not None:
+        if caller is None:  # no agent's preference: the plan at hand, unless a provider is named
+            prefer = None
+            plan = self._ready.get(model_type.name) if provider is None else None
+        else:
             params, prefer = for_caller(model_type, params, caller)
-        plan: Sequence[ProviderEntry] | None = None
-        skipped: tuple[ProviderEntry, ...] = ()
-        if provider is None and prefer is None:
-            plan = self._ready.get(model_type.name)
+            ready = provider is None and prefer is None
+            plan = self._ready.get(model_type.name) if ready else None
+        path = NO_PATH
         if not plan:
             # an error naming what is registered if there is nothing to call
             plan, skipped = self.choice.candidates(model_type, provider, prefer)
+            if skipped:
+                path = FailurePath.of(skipped)
         events = self._events
-        path = FailurePath.of(skipped) if skipped else NO_PATH
         last: BaseException | None = None
-        expired = _expired
-        timeout: _Timeout | None = self._timeout
         if self._swept.gauge._thread_id is None:  # a sweeper must run here (`Sweeper`)
             self._swept = _ensure_sweeper()
         for entry in plan:
             started = _clock()
             try:
-                armed = timeout  # a local store: the sweeper reads it off the suspended frame
+                armed = self._timeout  # a local store: the sweeper reads it off the frame
                 result = await entry.call(params)
                 armed = None
-                if expired:  # the provider may have swallowed its deadline's cancellation
+                if _expired:  # the provider may have swallowed its deadline's cancellation
                     _withdraw(inspect.currentframe())
             except BaseException as exc:
                 armed = None  # noqa: F841  (read by the sweeper off the frame)
                 if isinstance(exc, asyncio.CancelledError):
-                    if not (expired and _timed_out(inspect.currentframe())):
+                    if not (_expired and _timed_out(inspect.currentframe())):
                         raise
                     exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
                 else:
-                    if expired:
+                    if _expired:
                         _withdraw(inspect.currentframe())
                     if not isinstance(exc, Exception):
                         raise
