@@ -258,7 +258,7 @@ class ModelRegistry:
                 raise error
             if entry.circuit.failures:
                 self.choice.succeeded(entry)
-            if path.failed:
+            if path is not NO_PATH:  # a provider was passed over: a fallback answered
                 path.fell_back(entry, caller)
                 if events is not None:
                     await report(events, entry, started, path, params, result=result)
