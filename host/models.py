@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from contracts.events import MODEL_USED, EventBusProtocol, ModelUsedPayload
+from contracts.events import MODEL_USED, Event, EventBusProtocol, ModelUsedPayload
 from contracts.models import (
     ModelError,
     ModelHandler,
@@ -44,6 +44,7 @@ from host.deadlines import expired as _expired
 from host.deadlines import shared as _deadlines
 from host.deadlines import timed_out as _timed_out
 from host.deadlines import withdraw as _withdraw
+from host.events import EventBus
 from host.model_context import CallContext, FallbackMark, call_context, coerce_params, for_caller
 from host.model_failures import NO_PATH, FailurePath, exhausted, is_retryable, reason_of
 from host.model_providers import ProviderChoice, ProviderEntry
@@ -77,6 +78,10 @@ _new_payload, _set_dict, _set_fields_set = new_payload, set_dict, set_fields_set
 _set_extra, _set_private = set_extra, set_private
 
 
+def _unreported(event: Event[Any], payload: Any) -> None:
+    """What a registry without a bus reports a call with: nothing."""
+
+
 class _Timeout:
     """What a call's deadline is armed with: the registry's timeout, read when swept."""
 
@@ -104,6 +109,9 @@ class ModelRegistry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.choice = ProviderChoice(settings or ModelSettings(), clock)
+        self._events: EventBusProtocol | None = None
+        self._publish: Callable[[Event[Any], Any], Awaitable[None] | None] = _unreported
+        """How a call reports ``model:used`` on `events`: the emit, or what is left of it."""
         self.events = events
         self._ready = self.choice.ready
         """The choice's plans while no circuit is open (the same dict, cleared in place): one
@@ -112,6 +120,21 @@ class ModelRegistry:
         self._swept: Sweeper = STOPPED
         """The deadline sweeper the last call made sure of (skipped while its loop runs)."""
         self._timeout = _Timeout(self)
+
+    @property
+    def events(self) -> EventBusProtocol | None:
+        """The bus each call reports ``model:used`` on (None: no reports)."""
+        return self._events
+
+    @events.setter
+    def events(self, events: EventBusProtocol | None) -> None:
+        self._events = events
+        if events is None:
+            self._publish = _unreported
+        elif isinstance(events, EventBus):  # plain-function handlers run without a coroutine
+            self._publish = events.publish
+        else:
+            self._publish = events.emit
 
     @property
     def settings(self) -> ModelSettings:
@@ -177,40 +200,42 @@ class ModelRegistry:
         reads ``armed`` off this very frame (`host.deadlines`)."""
         if type(params) is not model_type.params:
             params = coerce_params(model_type, params)
+        plan: Sequence[ProviderEntry] | None
+        armed: _Timeout | None  # what the deadline sweeper times (`host.deadlines`)
         caller = _caller()
-        prefer = None
-        if caller is not None:
+        if caller is None:  # no agent's preference: the plan at hand, unless a provider is named
+            prefer = None
+            plan = self._ready.get(model_type.name) if provider is None else None
+        else:
             params, prefer = for_caller(model_type, params, caller)
-        plan: Sequence[ProviderEntry] | None = None
-        skipped: tuple[ProviderEntry, ...] = ()
-        if provider is None and prefer is None:
-            plan = self._ready.get(model_type.name)
+            ready = provider is None and prefer is None
+            plan = self._ready.get(model_type.name) if ready else None
+        path = NO_PATH
         if not plan:
             # an error naming what is registered if there is nothing to call
             plan, skipped = self.choice.candidates(model_type, provider, prefer)
-        events = self.events
-        path = FailurePath.of(skipped) if skipped else NO_PATH
+            if skipped:
+                path = FailurePath.of(skipped)
+        events = self._events
         last: BaseException | None = None
-        expired = _expired
-        timeout: _Timeout | None = self._timeout
         if self._swept.gauge._thread_id is None:  # a sweeper must run here (`Sweeper`)
             self._swept = _ensure_sweeper()
         for entry in plan:
             started = _clock()
             try:
-                armed = timeout  # a local store: the sweeper reads it off the suspended frame
+                armed = self._timeout  # a local store: the sweeper reads it off the frame
                 result = await entry.call(params)
                 armed = None
-                if expired:  # the provider may have swallowed its deadline's cancellation
+                if _expired:  # the provider may have swallowed its deadline's cancellation
                     _withdraw(inspect.currentframe())
             except BaseException as exc:
                 armed = None  # noqa: F841  (read by the sweeper off the frame)
                 if isinstance(exc, asyncio.CancelledError):
-                    if not (expired and _timed_out(inspect.currentframe())):
+                    if not (_expired and _timed_out(inspect.currentframe())):
                         raise
                     exc = TimeoutError(f"{entry.provider} took over {self.settings.timeout}s")
                 else:
-                    if expired:
+                    if _expired:
                         _withdraw(inspect.currentframe())
                     if not isinstance(exc, Exception):
                         raise
@@ -233,7 +258,7 @@ class ModelRegistry:
                 raise error
             if entry.circuit.failures:
                 self.choice.succeeded(entry)
-            if path.failed:
+            if path is not NO_PATH:  # a provider was passed over: a fallback answered
                 path.fell_back(entry, caller)
                 if events is not None:
                     await report(events, entry, started, path, params, result=result)
@@ -261,7 +286,9 @@ class ModelRegistry:
                 _set_fields_set(payload, given)
                 _set_extra(payload, None)
                 _set_private(payload, None)
-                await events.emit(MODEL_USED, payload)
+                pending = self._publish(MODEL_USED, payload)
+                if pending is not None:
+                    await pending
             return result
         raise exhausted(model_type, plan, last)
 

@@ -90,6 +90,9 @@ _LAST = -(10**6)
 """Priority of the metrics subscriptions: they observe, so they run after everything else."""
 _CACHED = 10_000
 """Bound series kept per kind of key; tags come from bounded sets, this only caps a surprise."""
+_NO_MODEL_CALL: Any = (None, None, None)
+"""`EventMetrics._last_model` before the first model call: no call matches it (no model type is
+None), so a call needs no check that there was one."""
 
 
 @dataclass(slots=True)
@@ -127,7 +130,7 @@ class EventMetrics:
         """Message counters by agent id (as an int: hashing a UUID runs Python code)."""
         self._stages: dict[str, Recorder] = {}
         self._models: dict[tuple[str, str, str | None], _ModelSeries] = {}
-        self._last_model: tuple[object, object, _ModelSeries] | None = None
+        self._last_model: tuple[object, object, _ModelSeries] = _NO_MODEL_CALL
         """The series of the last successful model call, by the identity of its names."""
         self._actions: dict[tuple[str, str | None, bool], tuple[Recorder, Recorder]] = {}
         self._fallbacks: dict[tuple[str, str, str], Recorder] = {}
@@ -193,11 +196,11 @@ class EventMetrics:
         # its __getattr__ hook, three times the cost of a dict item (this runs per model call)
         fields = payload.__dict__
         error = fields["error"]
-        model_type, provider = fields["model_type"], fields["provider"]
         last = self._last_model  # most calls in a row go to the same provider and succeed
-        if error is None and last and model_type is last[0] and provider is last[1]:
+        if error is None and fields["model_type"] is last[0] and fields["provider"] is last[1]:
             series = last[2]
         else:
+            model_type, provider = fields["model_type"], fields["provider"]
             key = (model_type, provider, None if error is None else _error_type(error))
             found = self._models.get(key)
             if found is None:

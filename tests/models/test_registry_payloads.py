@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
-from contracts.events import MODEL_USED, ModelUsedPayload
+from contracts.events import HANDLER_FAILED, MODEL_USED, HandlerFailedPayload, ModelUsedPayload
 from contracts.models import (
     TEXT_LARGE,
     ModelCallError,
@@ -17,6 +18,7 @@ from contracts.models import (
     Usage,
 )
 from host.events import EventBus
+from host.handles import PluginBus
 from host.models import CallContext, ModelRegistry, call_context
 
 
@@ -83,3 +85,42 @@ async def test_token_counts_of_an_untyped_usage_are_still_validated() -> None:
     models.register(ModelHandler(TEXT_LARGE, odd), owner="odd")
     await models.use_model(TEXT_LARGE, TextParams(prompt="hi"))
     assert seen[0].input_tokens == 3 and type(seen[0].input_tokens) is int
+
+
+@pytest.mark.parametrize("handler", ["plain", "coroutine", "failing"])
+@pytest.mark.parametrize("through", ["host bus", "plugin handle"])
+async def test_the_first_answer_is_reported_whatever_handles_model_used(
+    handler: str, through: str
+) -> None:
+    """The host's bus runs plain ``model:used`` handlers (the metrics) without a coroutine; a
+    coroutine handler, a failing one and a bus without that shortcut (a plugin's handle) get
+    the same payload, and a handler's failure is reported, not raised into the model call."""
+    bus = EventBus()
+    seen: list[ModelUsedPayload] = []
+    failures: list[HandlerFailedPayload] = []
+    bus.on(HANDLER_FAILED, failures.append)
+
+    def plain(payload: ModelUsedPayload) -> None:
+        seen.append(payload)
+
+    async def coroutine(payload: ModelUsedPayload) -> None:
+        await asyncio.sleep(0)
+        seen.append(payload)
+
+    def failing(payload: ModelUsedPayload) -> None:
+        seen.append(payload)
+        raise RuntimeError("metrics broke")
+
+    bus.on(MODEL_USED, {"plain": plain, "coroutine": coroutine, "failing": failing}[handler])
+    models = ModelRegistry(events=bus if through == "host bus" else PluginBus(bus, "caller"))
+
+    async def answer(params: TextParams) -> TextResult:
+        return TextResult(text="ok")
+
+    models.register(ModelHandler(TEXT_LARGE, answer), owner="local")
+    result = await models.use_model(TEXT_LARGE, TextParams(prompt="hi"))
+    assert [(p.provider, p.output, p.error) for p in seen] == [("local", result, None)]
+    assert [f.error for f in failures] == (
+        ["RuntimeError: metrics broke"] if handler == "failing" else []
+    )
+    assert bus.counts[MODEL_USED.name] == 1
