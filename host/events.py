@@ -358,7 +358,7 @@ class EventBus:
                 else:
                     continue  # unsubscribed by an earlier handler of this emit (or unloaded)
             except BaseException as exc:
-                return self._resume(plan, sub, event, payload, exc)
+                return self._resume(plan, sub, event, payload, exc, raised=True)
             if outcome is not None:
                 return self._resume(plan, sub, event, payload, outcome)
         return None
@@ -371,10 +371,11 @@ class EventBus:
         event: Event[Any],
         payload: Any,
         outcome: object,
+        raised: bool = False,
     ) -> None:
         """The rest of a `publish` whose handler `first` returned `outcome` (what `emit` awaits
-        if it is awaitable, under the handler's deadline) or raised it (reported as `emit`
-        does), then the handlers after it, as `emit` runs them."""
+        if it is awaitable, under the handler's deadline) or, with `raised`, raised it
+        (reported as `emit` does), then the handlers after it, as `emit` runs them."""
         armed: HandlerSubscription | None = None  # what the sweeper times (host/deadlines.py)
         subs = plan.subs
         for sub in subs[subs.index(first) :]:  # `sub` names the handler to the loop monitor
@@ -384,7 +385,9 @@ class EventBus:
                         outcome = sub.call(payload)
                     elif sub.kind is ANY:
                         outcome = sub.call(event, payload)
-                if isinstance(outcome, BaseException):
+                if raised:
+                    raised = False
+                    assert isinstance(outcome, BaseException)
                     raise outcome
                 if outcome is not None and (
                     type(outcome) is CoroutineType or inspect.isawaitable(outcome)

@@ -5,6 +5,7 @@ same order, the same failures reported, the same counts."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from uuid import uuid4
 
@@ -142,6 +143,27 @@ async def test_a_handler_failing_in_publish_is_reported_and_the_rest_run_when_aw
     assert trace.seen == ["raises0", "plain1"]
     assert trace.failures == [("plugin0", "plugin0:Trace._subscribe.<locals>.raises",
                                "RuntimeError: raises0", False)]  # fmt: skip
+
+
+def _note(seen: list[str], payload: AgentPayload) -> None:
+    seen.append("ran")
+
+
+async def test_an_exception_a_plain_handler_returns_is_a_value_not_a_failure() -> None:
+    for publish in (True, False):
+        bus = EventBus(EventsSettings())
+        failures: list[HandlerFailedPayload] = []
+        after: list[str] = []
+        bus.on(HANDLER_FAILED, failures.append)
+        bus.on(AGENT_STARTED, lambda payload: ValueError("a value"), priority=1)
+        bus.on(AGENT_STARTED, functools.partial(_note, after))
+        if publish:
+            pending = bus.publish(AGENT_STARTED, STARTED)
+            if pending is not None:
+                await pending
+        else:
+            await bus.emit(AGENT_STARTED, STARTED)
+        assert failures == [] and after == ["ran"], publish
 
 
 async def test_an_awaitable_a_plain_handler_returns_is_timed_like_an_emits() -> None:
