@@ -410,13 +410,57 @@ class SqliteSearch(SqliteCore):
         params: SearchParams,
         leave_out: MemoryQuery | None,
     ) -> list[tuple[Memory, float]] | None:
-        """`_search_labelled` of several queries on the caller's thread (None: not now)."""
+        """`_search_labelled` of several queries on the caller's thread (None: not now); when
+        it cannot only because some of their label sets are not kept yet (a new speaker's
+        first message), those are read here first (`_keep_sets`) and it is asked again."""
         if self._executor is None:
             return None
+
+        def search(read: Read) -> list[tuple[Memory, float]] | None:
+            found = self._search_labelled(read, embedding, queries, params, leave_out)
+            if found is None and self._keep_sets(read, embedding, queries, params):
+                found = self._search_labelled(read, embedding, queries, params, leave_out)
+            return found
+
         # None when busy or locked: one query at a time, on the worker if need be
-        return self._here(
-            lambda read: self._search_labelled(read, embedding, queries, params, leave_out)
-        )
+        return self._here(search)
+
+    def _keep_sets(
+        self, read: Read, embedding: F64, queries: Sequence[MemoryQuery], params: SearchParams
+    ) -> bool:
+        """Read and keep the label sets of `queries` (one table's, exact search) that are not
+        kept, at the version of the table's index, each of at most `LOOP_ROWS` rows (the index
+        lock held: no write moves them meanwhile); whether any was read and all now are.
+
+        Without it, 100 rooms' first messages of a new speaker, all in one loop turn, each
+        found the speaker's set missing and went one search a scope (`search_each`: the
+        conversation read as memories, a task a scope, two searches), before any of their
+        searches had kept it: half the messages of `bench/pipeline.py`'s 100 rooms."""
+        table = queries[0].table_name or DEFAULT_TABLE
+        index = self._indexes.latest(table, params.index_type)
+        if params.index_type != "flat" or index is None or len(embedding) != index.dim:
+            return False
+        missing = []
+        for query in queries:
+            where = label_filter(query)
+            if where is None or (query.table_name or DEFAULT_TABLE) != table:
+                return False
+            if self._labels.get(table, index.version, where) is None:
+                missing.append(query)
+        if not missing:
+            return False
+        version = index.version
+
+        def keep(conn: sqlite3.Connection) -> bool:
+            with self._snapshot(conn):
+                if table_state(conn, table)[1] != version:
+                    return False  # another process wrote: the worker reads them
+                return all(
+                    len(self._allowed(conn, query, table, version, LOOP_ROWS)) <= LOOP_ROWS
+                    for query in missing
+                )
+
+        return read(keep)
 
     async def build_index(self, index_type: IndexType, table_name: str | None = None) -> None:
         kind = check_index_type(index_type)

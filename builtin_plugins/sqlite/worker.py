@@ -117,6 +117,9 @@ class SqliteCore:
         """The loop last known to have turned for this store's caller, and when: a group's
         first writer yielded (`_submit`), a call answered here paced (`_paced`), or a call
         waited for the worker (`_run`)."""
+        self._pacing: tuple[asyncio.Task[Any] | None, float] = (None, 0.0)
+        """The task that last had a call answered on its loop's thread (`_paced`), and since
+        when it has been running without another task having one."""
         self._groups: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         """Per event loop, the small writes of its current turn, committed together on its
         thread by the first of them (`_submit`); no entry while none is gathering. Per loop:
@@ -211,11 +214,31 @@ class SqliteCore:
         `_search_here`, small writes) have kept it from turning for `YIELD_EVERY`. Such a call
         never suspends: without this, a task reading or searching in a loop (each answered
         here) would run forever, and every other task, timer and I/O callback of the loop
-        would wait for it (a group commit's callers included)."""
+        would wait for it (a group commit's callers included).
+
+        Counted per task: when another task of the loop had the last such call, this one has
+        suspended since its own last one (the loop turned for it: a task resumes in a later
+        turn than the one it suspended in), so its run is new and no turn is due yet. With
+        many tasks at once (100 rooms) the store's last turn is always over `YIELD_EVERY` ago
+        (a loop turn runs every ready task), and each of their reads and searches yielded:
+        1.1 yields a message of 100 rooms, and the history provider, made to wait, ran the
+        other providers in tasks under a timer; now 0.01. One room's turn yields 1.0 times a
+        message instead of 2.1 (its providers' tasks take turns)."""
         loop = asyncio.get_running_loop()
-        if self._turn_due(loop):
-            await asyncio.sleep(0)
-            self.turned(loop)
+        if not self._turn_due(loop):
+            return value
+        task, now = asyncio.current_task(loop), _clock()
+        last, since = self._pacing
+        if last is task and now - since < YIELD_EVERY:
+            return value
+        if last is not task and last is not None and last.get_loop() is loop:
+            self._pacing = (task, now)
+            self._yielded = (loop, now)
+            return value
+        self._pacing = (task, now)  # the others' calls meanwhile: this one came last
+        await asyncio.sleep(0)
+        self.turned(loop)
+        self._pacing = (task, _clock())
         return value
 
     def worker_busy(self) -> bool:

@@ -464,3 +464,59 @@ async def test_leaving_out_the_conversation_and_excluding_ids_still_finds_k(
         assert len(found) == 2
     finally:
         await db.close()
+
+
+async def test_a_new_speakers_first_searches_at_once_keep_its_set_and_search_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many rooms' first messages of a new speaker, searched in one loop turn (recall's room
+    and speaker beyond the conversation): the first reads the speaker's label set on the
+    caller's thread and keeps it, so every search is one scoring of both sets, not one search
+    a scope (`search_each`), and each answers what `search_each` answers."""
+    db = await SqliteAdapter.open(tmp_path / "first.sqlite3")
+    rooms = [UUID(int=0x100 + r) for r in range(8)]
+    speaker = UUID(int=0xABC)
+    try:
+        older = [
+            make_memory(r * 10 + i, embedding=[1.0, i / 10], room_id=room)
+            for r, room in enumerate(rooms)
+            for i in range(4)
+        ]
+        await db.create_memories_batch(older)
+        for room in rooms:  # the rooms' sets kept, the new speaker's not
+            await db.search_memories_any([1.0, 1.0], [MemoryQuery(room_id=room)] * 2)
+        first = [
+            make_memory(100 + r, embedding=[1.0, 0.5], room_id=room, entity_id=speaker)
+            for r, room in enumerate(rooms)
+        ]
+        await db.create_memories_batch(first)
+        params = SearchParams(k=3, exclude=frozenset())
+        scopes = {
+            room: [MemoryQuery(room_id=room), MemoryQuery(entity_id=speaker)] for room in rooms
+        }
+        latest = {room: MemoryQuery(room_id=room, table_name="messages", limit=2) for room in rooms}
+        each: list[int] = []
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            each.append(1)
+            return await search_each(*args, **kwargs)
+
+        monkeypatch.setattr("builtin_plugins.sqlite.search.search_each", counted)
+        found = await asyncio.gather(
+            *(
+                db.search_memories_any([1.0, 1.0], scopes[room], params, leave_out=latest[room])
+                for room in rooms
+            )
+        )
+        assert each == []  # no search went one scope at a time
+        version = db._indexes.latest("messages", "flat")
+        assert version is not None
+        assert db._labels.get("messages", version.version, (None, speaker.bytes, None)) is not None
+        for room, hits in zip(rooms, found, strict=True):
+            expected = await search_each(
+                db, [1.0, 1.0], scopes[room], params, leave_out=latest[room]
+            )
+            assert [m.id for m, _ in hits] == [m.id for m, _ in expected]
+            assert len(hits) == 3
+    finally:
+        await db.close()

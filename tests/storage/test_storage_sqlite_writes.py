@@ -482,3 +482,61 @@ async def test_a_task_searching_or_reading_in_a_loop_lets_the_other_tasks_run(
     assert len(ticks) == 5 and ticks[-1] - started < 0.4, "the loop was held by the busy task"
     await ticking
     await db.close()
+
+
+async def test_tasks_taking_turns_at_reads_answered_here_do_not_yield_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many tasks at once (100 rooms' messages), each reading on the loop's thread: a task
+    whose read comes after another task's has suspended since its own last one (the loop
+    turned for it), so its read answers in the same step, even when the store's last turn
+    is long ago; only the first read, with no other task's before it, yields."""
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    await db.create_memories_batch([make_memory(i) for i in range(5)])
+    monkeypatch.setattr(worker, "YIELD_EVERY", 0.0)  # the store's last turn: always too long ago
+    query = MemoryQuery(room_id=ROOM, table_name="messages", limit=3)
+    events: list[tuple[str, int]] = []
+
+    async def one(i: int) -> None:
+        events.append(("start", i))
+        assert len(await db.get_memories(query)) == 3
+        events.append(("done", i))
+
+    await asyncio.gather(*(one(i) for i in range(10)))
+    in_one_step = sum(
+        events[at + 1] == ("done", i) for at, (what, i) in enumerate(events) if what == "start"
+    )
+    assert in_one_step == 9, events  # all but the first (which yielded) answered at once
+    await db.close()
+
+
+async def test_two_tasks_reading_in_loops_still_let_the_loop_turn(tmp_path: Path) -> None:
+    """Two tasks each reading in a loop (answered on the loop's thread) take turns without
+    yielding at the other's reads, yet each still yields every `YIELD_EVERY` of its own run:
+    the loop's timers fire and other tasks run meanwhile."""
+    db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
+    await db.create_memories_batch([make_memory(i) for i in range(20)])
+    query = MemoryQuery(room_id=ROOM, table_name="messages", limit=5)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while len(ticks) < 5:
+            await asyncio.sleep(0.002)
+            ticks.append(time.perf_counter())
+
+    async def busy() -> int:
+        began, calls = time.perf_counter(), 0
+        while time.perf_counter() - began < 0.5:
+            await db.get_memories(query)
+            calls += 1
+        return calls
+
+    await db.get_memories(query)
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    calls = await asyncio.gather(busy(), busy())
+    assert min(calls) > 10  # both ran
+    assert len(ticks) == 5 and ticks[-1] - started < 0.4, "the loop was held by the busy tasks"
+    await ticking
+    await db.close()
