@@ -186,12 +186,11 @@ class SqliteSearch(SqliteCore):
         index = self._indexes.latest(table, params.index_type)
         if index is None or len(embedding) != index.dim:
             return None
+        found = self._kept_sets(queries, table, index.version)
+        if found is None:
+            return None
         sets = []
-        for query in queries:
-            where = label_filter(query)
-            if where is None or (query.table_name or DEFAULT_TABLE) != table:
-                return None
-            kept = self._labels.get(table, index.version, where)
+        for _, kept in found:
             if kept is None or len(kept) > LOOP_ROWS:
                 return None
             sets.append(kept)
@@ -425,6 +424,19 @@ class SqliteSearch(SqliteCore):
         # None when busy or locked: one query at a time, on the worker if need be
         return self._here(search)
 
+    def _kept_sets(
+        self, queries: Sequence[MemoryQuery], table: str, version: int
+    ) -> list[tuple[MemoryQuery, I64 | None]] | None:
+        """Each query with the label set kept for it at `version` (None: not kept); None when
+        one of them is not one of `table`'s label filters (no label set can answer it)."""
+        found = []
+        for query in queries:
+            where = label_filter(query)
+            if where is None or (query.table_name or DEFAULT_TABLE) != table:
+                return None
+            found.append((query, self._labels.get(table, version, where)))
+        return found
+
     def _keep_sets(
         self, read: Read, embedding: F64, queries: Sequence[MemoryQuery], params: SearchParams
     ) -> bool:
@@ -440,13 +452,8 @@ class SqliteSearch(SqliteCore):
         index = self._indexes.latest(table, params.index_type)
         if params.index_type != "flat" or index is None or len(embedding) != index.dim:
             return False
-        missing = []
-        for query in queries:
-            where = label_filter(query)
-            if where is None or (query.table_name or DEFAULT_TABLE) != table:
-                return False
-            if self._labels.get(table, index.version, where) is None:
-                missing.append(query)
+        found = self._kept_sets(queries, table, index.version)
+        missing = [query for query, kept in found or () if kept is None]
         if not missing:
             return False
         version = index.version

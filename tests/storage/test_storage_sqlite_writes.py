@@ -32,6 +32,13 @@ from .storage_helpers import ROOM, make_memory
 ROOT = Path(__file__).resolve().parents[2]
 
 
+async def _tick(ticks: list[float], count: int = 5) -> None:
+    """Note the time every 2 ms on the loop, `count` times: whether its timers fire."""
+    while len(ticks) < count:
+        await asyncio.sleep(0.002)
+        ticks.append(time.perf_counter())
+
+
 async def test_writes_queued_behind_a_busy_worker_share_one_commit(tmp_path: Path) -> None:
     db = await SqliteAdapter.open(tmp_path / "x.sqlite3")
     assert db._conn is not None
@@ -461,11 +468,6 @@ async def test_a_task_searching_or_reading_in_a_loop_lets_the_other_tasks_run(
 
     ticks: list[float] = []
 
-    async def ticker() -> None:
-        while len(ticks) < 5:
-            await asyncio.sleep(0.002)
-            ticks.append(time.perf_counter())
-
     async def busy() -> int:
         started, calls = time.perf_counter(), 0
         while time.perf_counter() - started < 0.5:  # bounded: the old code ran it all through
@@ -474,7 +476,7 @@ async def test_a_task_searching_or_reading_in_a_loop_lets_the_other_tasks_run(
         return calls
 
     await one()  # the label set is built, the reader connection open
-    ticking = asyncio.ensure_future(ticker())
+    ticking = asyncio.ensure_future(_tick(ticks))
     await asyncio.sleep(0)
     started = time.perf_counter()
     calls = await busy()
@@ -519,11 +521,6 @@ async def test_two_tasks_reading_in_loops_still_let_the_loop_turn(tmp_path: Path
     query = MemoryQuery(room_id=ROOM, table_name="messages", limit=5)
     ticks: list[float] = []
 
-    async def ticker() -> None:
-        while len(ticks) < 5:
-            await asyncio.sleep(0.002)
-            ticks.append(time.perf_counter())
-
     async def busy() -> int:
         began, calls = time.perf_counter(), 0
         while time.perf_counter() - began < 0.5:
@@ -532,7 +529,7 @@ async def test_two_tasks_reading_in_loops_still_let_the_loop_turn(tmp_path: Path
         return calls
 
     await db.get_memories(query)
-    ticking = asyncio.ensure_future(ticker())
+    ticking = asyncio.ensure_future(_tick(ticks))
     await asyncio.sleep(0)
     started = time.perf_counter()
     calls = await asyncio.gather(busy(), busy())
