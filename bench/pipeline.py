@@ -351,9 +351,12 @@ async def write_run(
     started, used = time.perf_counter(), time.process_time()
     await asyncio.gather(*(writer(batch[w::writers]) for w in range(writers)))
     wall, cpu = time.perf_counter() - started, time.process_time() - used
-    db._conn.set_trace_callback(None)
+    committed = commits[0]
+    # The callback goes with the connection: unset here, it could deadlock with a checkpoint
+    # the store's worker runs on it (sqlite3 takes the connection's mutex holding the GIL, the
+    # worker holds the mutex waiting for the GIL to call the callback).
     await db.close()
-    return wall, cpu, commits[0]
+    return wall, cpu, committed
 
 
 async def write_path(directory: Path, n: int) -> Table:
